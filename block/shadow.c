@@ -1,0 +1,1090 @@
+/*
+ * Shadow block driver
+ *
+ * A shadow node has one child per storage tier.  The active child serves
+ * guest I/O; the other children, the shadows, are kept identical to it by
+ * mirrored writes and by a background copy.  Because a synced shadow
+ * already holds the data, moving the disk to another tier is a switch of
+ * the active child through blockdev-reopen, with no copy at switch time.
+ *
+ * Copyright (c) 2026 The shadowtier authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "block/block_int.h"
+#include "block/qdict.h"
+#include "qapi/error.h"
+#include "qapi/qapi-events-block-shadow.h"
+#include "qapi/qapi-visit-block-core.h"
+#include "qobject/qdict.h"
+#include "qobject/qlist.h"
+#include "qobject/qstring.h"
+#include "qapi/qobject-input-visitor.h"
+#include "qemu/cutils.h"
+#include "qemu/error-report.h"
+#include "qemu/memalign.h"
+#include "qemu/module.h"
+#include "qemu/option.h"
+#include "qemu/timer.h"
+#include "shadow.h"
+
+/* Driver-specific option names, as in BlockdevOptionsShadow */
+static const char *const shadow_option_names[] = {
+    "children", "active-child", "chunk-size", "write-mode", "prewarm",
+    "prewarm-speed", "read-from", "copy-on-read", "metadata", NULL
+};
+
+/* Parsed options of an open or a reopen */
+typedef struct ShadowOptions {
+    BlockdevOptionsShadow *qapi;
+    int64_t chunk_size;
+    ShadowWriteMode write_mode;
+    ShadowPrewarm prewarm;
+} ShadowOptions;
+
+typedef struct ShadowReopenState {
+    ShadowOptions opts;
+    ShadowChild *new_active;
+} ShadowReopenState;
+
+void shadow_account(ShadowCounters *c, bool write, int64_t bytes,
+                    int64_t start_ns, int ret)
+{
+    int64_t ns = get_clock() - start_ns;
+
+    if (ret < 0) {
+        stat64_add(&c->failed_ops, 1);
+        return;
+    }
+    if (write) {
+        stat64_add(&c->wr_ops, 1);
+        stat64_add(&c->wr_bytes, bytes);
+        stat64_add(&c->wr_ns, ns);
+    } else {
+        stat64_add(&c->rd_ops, 1);
+        stat64_add(&c->rd_bytes, bytes);
+        stat64_add(&c->rd_ns, ns);
+    }
+}
+
+/*
+ * Wait until no tracked write or copy overlaps [@offset, @offset + @bytes),
+ * then track @req over that range.  Called with s->lock held; the lock is
+ * dropped while waiting.
+ */
+void coroutine_fn shadow_track_begin(BDRVShadowState *s, BlockReq *req,
+                                     int64_t offset, int64_t bytes)
+{
+    BlockReq *conflict;
+
+    while ((conflict = reqlist_find_conflict(&s->reqs, offset, bytes))) {
+        qemu_co_queue_wait(&conflict->wait_queue, &s->lock);
+    }
+    reqlist_init_req(&s->reqs, req, offset, bytes);
+}
+
+static const char *shadow_child_name(ShadowChild *sc)
+{
+    return bdrv_get_node_name(sc->child->bs);
+}
+
+static ShadowChildState shadow_child_state(BDRVShadowState *s,
+                                           ShadowChild *sc)
+{
+    if (sc == s->active) {
+        return SHADOW_CHILD_STATE_ACTIVE;
+    }
+    if (sc->degraded) {
+        return SHADOW_CHILD_STATE_DEGRADED;
+    }
+    if (shadow_map_stale_count(&sc->map) == 0) {
+        return SHADOW_CHILD_STATE_SYNCED;
+    }
+    if (s->copy_running || shadow_copy_may_run(s)) {
+        return SHADOW_CHILD_STATE_SYNCING;
+    }
+    return SHADOW_CHILD_STATE_STALE;
+}
+
+/*
+ * A shadow failed: stop sending it I/O and tell the management layer.
+ * Guest I/O goes on; a reopen or re-adding the child brings it back.
+ */
+void shadow_child_degrade(BDRVShadowState *s, ShadowChild *sc,
+                          const char *operation, int ret)
+{
+    bool was_degraded;
+
+    assert(sc != s->active);
+    qemu_mutex_lock(&s->lock);
+    was_degraded = sc->degraded;
+    sc->degraded = true;
+    qemu_mutex_unlock(&s->lock);
+
+    if (!was_degraded) {
+        warn_report("shadow: node '%s': %s on child '%s' failed: %s; "
+                    "the child is degraded",
+                    bdrv_get_node_name(s->bs), operation,
+                    shadow_child_name(sc), strerror(-ret));
+        qapi_event_send_shadow_child_degraded(bdrv_get_node_name(s->bs),
+                                              shadow_child_name(sc),
+                                              operation, strerror(-ret));
+    }
+}
+
+/*
+ * Options
+ */
+
+/* Remove the driver's options, and with @children its children, from @qdict */
+static void shadow_del_options(QDict *qdict, bool children)
+{
+    int i;
+
+    for (i = 0; shadow_option_names[i]; i++) {
+        g_autofree char *prefix = g_strdup_printf("%s.",
+                                                  shadow_option_names[i]);
+
+        if (!children && !strcmp(shadow_option_names[i], "children")) {
+            continue;
+        }
+        qdict_del(qdict, shadow_option_names[i]);
+        qdict_extract_subqdict(qdict, NULL, prefix);
+    }
+}
+
+static void shadow_options_free(ShadowOptions *opts)
+{
+    qapi_free_BlockdevOptionsShadow(opts->qapi);
+    opts->qapi = NULL;
+}
+
+/*
+ * Parse the driver's own options from the flattened @options with the
+ * QAPI visitor.  With @consume, the options other than the children
+ * (which bdrv_open_child() consumes) are removed from @options.
+ */
+static bool shadow_parse_options(QDict *options, bool consume,
+                                 ShadowOptions *opts, Error **errp)
+{
+    g_autoptr(QDict) own = qdict_new();
+    const QDictEntry *e;
+    Visitor *v;
+    BlockdevOptionsShadow *o = NULL;
+    int i;
+
+    for (e = qdict_first(options); e; e = qdict_next(options, e)) {
+        for (i = 0; shadow_option_names[i]; i++) {
+            const char *rest;
+
+            if (strstart(e->key, shadow_option_names[i], &rest) &&
+                (*rest == '\0' || *rest == '.')) {
+                qdict_put_obj(own, e->key, qobject_ref(e->value));
+                break;
+            }
+        }
+    }
+
+    v = qobject_input_visitor_new_flat_confused(own, errp);
+    if (!v) {
+        return false;
+    }
+    visit_type_BlockdevOptionsShadow(v, NULL, &o, errp);
+    visit_free(v);
+    if (!o) {
+        return false;
+    }
+    opts->qapi = o;
+
+    if (!o->children) {
+        error_setg(errp, "shadow: at least one child is required");
+        goto fail;
+    }
+
+    opts->chunk_size = o->has_chunk_size ? o->chunk_size
+                                         : SHADOW_DEFAULT_CHUNK_SIZE;
+    if (!is_power_of_2(opts->chunk_size) ||
+        opts->chunk_size < SHADOW_MIN_CHUNK_SIZE ||
+        opts->chunk_size > SHADOW_MAX_CHUNK_SIZE) {
+        error_setg(errp, "shadow: chunk-size must be a power of two from "
+                   "%" PRId64 " to %" PRId64 " bytes, not %" PRIu64,
+                   (int64_t)SHADOW_MIN_CHUNK_SIZE,
+                   (int64_t)SHADOW_MAX_CHUNK_SIZE, o->chunk_size);
+        goto fail;
+    }
+
+    opts->write_mode = o->has_write_mode ? o->write_mode
+                                         : SHADOW_WRITE_MODE_SYNC;
+    if (opts->write_mode != SHADOW_WRITE_MODE_SYNC) {
+        error_setg(errp, "shadow: write-mode '%s' is not supported yet; "
+                   "only 'sync' is", ShadowWriteMode_str(opts->write_mode));
+        goto fail;
+    }
+
+    opts->prewarm = o->has_prewarm ? o->prewarm : SHADOW_PREWARM_SEQUENTIAL;
+    if (opts->prewarm == SHADOW_PREWARM_HOT_FIRST) {
+        error_setg(errp, "shadow: prewarm 'hot-first' is not supported yet; "
+                   "use 'sequential' or 'off'");
+        goto fail;
+    }
+    if (o->has_prewarm_speed && o->prewarm_speed) {
+        error_setg(errp, "shadow: prewarm-speed is not supported yet");
+        goto fail;
+    }
+    if (o->has_read_from && o->read_from != SHADOW_READ_FROM_ACTIVE) {
+        error_setg(errp, "shadow: read-from '%s' is not supported yet; "
+                   "only 'active' is", ShadowReadFrom_str(o->read_from));
+        goto fail;
+    }
+    if (o->has_copy_on_read && o->copy_on_read) {
+        error_setg(errp, "shadow: copy-on-read is not supported yet");
+        goto fail;
+    }
+    if (o->metadata) {
+        error_setg(errp, "shadow: the metadata child is not supported yet");
+        goto fail;
+    }
+
+    if (consume) {
+        shadow_del_options(options, false);
+    }
+    return true;
+
+fail:
+    shadow_options_free(opts);
+    return false;
+}
+
+static ShadowChild *shadow_find_child(BDRVShadowState *s, const char *name)
+{
+    int i;
+
+    for (i = 0; i < s->num_children; i++) {
+        if (!strcmp(shadow_child_name(s->children[i]), name)) {
+            return s->children[i];
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Open and close
+ */
+
+static ShadowChild *shadow_new_child(BDRVShadowState *s, BdrvChild *child,
+                                     bool stale)
+{
+    ShadowChild *sc = g_new0(ShadowChild, 1);
+
+    sc->child = child;
+    shadow_map_init(&sc->map, s->nb_chunks, stale);
+    return sc;
+}
+
+static void shadow_free_child(ShadowChild *sc)
+{
+    shadow_map_destroy(&sc->map);
+    g_free(sc);
+}
+
+static int shadow_check_child_length(BDRVShadowState *s, BlockDriverState *bs,
+                                     int64_t len, Error **errp)
+{
+    if (len < 0) {
+        error_setg_errno(errp, -len, "shadow: cannot get the length of '%s'",
+                         bdrv_get_node_name(bs));
+        return len;
+    }
+    if (len < s->length) {
+        error_setg(errp, "shadow: child '%s' is smaller than the active "
+                   "child (%" PRId64 " < %" PRId64 " bytes)",
+                   bdrv_get_node_name(bs), len, s->length);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int shadow_open(BlockDriverState *bs, QDict *options, int flags,
+                       Error **errp)
+{
+    BDRVShadowState *s = bs->opaque;
+    ShadowOptions opts = { 0 };
+    g_autofree BdrvChild **children = NULL;
+    g_autofree int64_t *lengths = NULL;
+    BlockdevRefList *ref;
+    int n = 0, i, active = 0;
+    int ret = -EINVAL;
+
+    s->bs = bs;
+    qemu_mutex_init(&s->lock);
+    QLIST_INIT(&s->reqs);
+
+    qdict_flatten(options);
+    if (!shadow_parse_options(options, true, &opts, errp)) {
+        return -EINVAL;
+    }
+
+    for (ref = opts.qapi->children; ref; ref = ref->next) {
+        n++;
+    }
+    children = g_new0(BdrvChild *, n);
+    lengths = g_new0(int64_t, n);
+
+    for (i = 0; i < n; i++) {
+        g_autofree char *key = g_strdup_printf("children.%d", i);
+
+        children[i] = bdrv_open_child(NULL, options, key, bs, &child_of_bds,
+                                      BDRV_CHILD_DATA, false, errp);
+        if (!children[i]) {
+            goto fail;
+        }
+        bdrv_graph_rdlock_main_loop();
+        lengths[i] = bdrv_getlength(children[i]->bs);
+        bdrv_graph_rdunlock_main_loop();
+    }
+
+    bdrv_graph_rdlock_main_loop();
+    if (opts.qapi->active_child) {
+        for (active = 0; active < n; active++) {
+            if (!strcmp(bdrv_get_node_name(children[active]->bs),
+                        opts.qapi->active_child)) {
+                break;
+            }
+        }
+        if (active == n) {
+            error_setg(errp, "shadow: active-child '%s' is not a child of "
+                       "this node", opts.qapi->active_child);
+            bdrv_graph_rdunlock_main_loop();
+            goto fail;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        int j;
+
+        for (j = 0; j < i; j++) {
+            if (children[j]->bs == children[i]->bs) {
+                error_setg(errp, "shadow: node '%s' is given twice",
+                           bdrv_get_node_name(children[i]->bs));
+                bdrv_graph_rdunlock_main_loop();
+                goto fail;
+            }
+        }
+    }
+
+    s->length = lengths[active];
+    ret = shadow_check_child_length(s, children[active]->bs, s->length, errp);
+    for (i = 0; i < n && ret == 0; i++) {
+        ret = shadow_check_child_length(s, children[i]->bs, lengths[i], errp);
+    }
+    bdrv_graph_rdunlock_main_loop();
+    if (ret < 0) {
+        goto fail;
+    }
+
+    s->chunk_size = opts.chunk_size;
+    s->nb_chunks = DIV_ROUND_UP(s->length, s->chunk_size);
+    s->write_mode = opts.write_mode;
+    s->prewarm = opts.prewarm;
+
+    s->num_children = n;
+    s->next_child_index = n;
+    s->children = g_new0(ShadowChild *, n);
+    for (i = 0; i < n; i++) {
+        /* Without persistent maps nothing is known about a shadow */
+        s->children[i] = shadow_new_child(s, children[i], i != active);
+    }
+    s->active = s->children[active];
+
+    bs->total_sectors = DIV_ROUND_UP(s->length, BDRV_SECTOR_SIZE);
+    bs->supported_write_flags = BDRV_REQ_WRITE_UNCHANGED | BDRV_REQ_FUA;
+    bs->supported_zero_flags = BDRV_REQ_WRITE_UNCHANGED | BDRV_REQ_FUA |
+                               BDRV_REQ_MAY_UNMAP;
+
+    shadow_options_free(&opts);
+    shadow_copy_kick(s);
+    return 0;
+
+fail:
+    bdrv_graph_wrlock();
+    for (i = 0; i < n; i++) {
+        if (children[i]) {
+            bdrv_unref_child(bs, children[i]);
+        }
+    }
+    bdrv_graph_wrunlock();
+    shadow_options_free(&opts);
+    qemu_mutex_destroy(&s->lock);
+    return ret;
+}
+
+static void shadow_close(BlockDriverState *bs)
+{
+    BDRVShadowState *s = bs->opaque;
+    int i;
+
+    /* The node is drained: no copy is running */
+    assert(!s->copy_running);
+
+    bdrv_graph_wrlock();
+    for (i = 0; i < s->num_children; i++) {
+        bdrv_unref_child(bs, s->children[i]->child);
+        shadow_free_child(s->children[i]);
+    }
+    bdrv_graph_wrunlock();
+
+    g_free(s->children);
+    qemu_vfree(s->copy_buf);
+    g_free(s->switched_from);
+    qemu_mutex_destroy(&s->lock);
+}
+
+/*
+ * Guest I/O
+ */
+
+static int64_t coroutine_fn GRAPH_RDLOCK
+shadow_co_getlength(BlockDriverState *bs)
+{
+    BDRVShadowState *s = bs->opaque;
+
+    return s->length;
+}
+
+static int coroutine_fn GRAPH_RDLOCK
+shadow_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                 QEMUIOVector *qiov, BdrvRequestFlags flags)
+{
+    BDRVShadowState *s = bs->opaque;
+    ShadowChild *sc = s->active;
+    int64_t start = get_clock();
+    int ret;
+
+    ret = bdrv_co_preadv(sc->child, offset, bytes, qiov, flags);
+    shadow_account(&sc->stats, false, bytes, start, ret);
+    shadow_account(&s->stats, false, bytes, start, ret);
+    return ret;
+}
+
+typedef enum ShadowWriteKind {
+    SHADOW_WRITE,
+    SHADOW_WRITE_ZEROES,
+    SHADOW_DISCARD,
+    SHADOW_FLUSH,
+} ShadowWriteKind;
+
+/* One request fanned out to several children in parallel */
+typedef struct ShadowFanout {
+    Coroutine *co;
+    int pending;
+    ShadowWriteKind kind;
+    int64_t offset;
+    int64_t bytes;
+    QEMUIOVector *qiov;
+    BdrvRequestFlags flags;
+} ShadowFanout;
+
+typedef struct ShadowChildReq {
+    ShadowFanout *fan;
+    ShadowChild *sc;
+    int ret;
+} ShadowChildReq;
+
+static const char *const shadow_write_kind_names[] = {
+    [SHADOW_WRITE] = "write",
+    [SHADOW_WRITE_ZEROES] = "write-zeroes",
+    [SHADOW_DISCARD] = "discard",
+    [SHADOW_FLUSH] = "flush",
+};
+
+static int coroutine_fn GRAPH_RDLOCK
+shadow_child_write(ShadowFanout *fan, ShadowChild *sc)
+{
+    int64_t start = get_clock();
+    int ret;
+
+    switch (fan->kind) {
+    case SHADOW_WRITE:
+        ret = bdrv_co_pwritev(sc->child, fan->offset, fan->bytes, fan->qiov,
+                              fan->flags);
+        break;
+    case SHADOW_WRITE_ZEROES:
+        ret = bdrv_co_pwrite_zeroes(sc->child, fan->offset, fan->bytes,
+                                    fan->flags);
+        break;
+    case SHADOW_DISCARD:
+        ret = bdrv_co_pdiscard(sc->child, fan->offset, fan->bytes);
+        break;
+    case SHADOW_FLUSH:
+        ret = bdrv_co_flush(sc->child->bs);
+        if (ret == 0) {
+            stat64_add(&sc->stats.flush_ops, 1);
+        } else {
+            stat64_add(&sc->stats.failed_ops, 1);
+        }
+        return ret;
+    default:
+        g_assert_not_reached();
+    }
+    shadow_account(&sc->stats, true, fan->bytes, start, ret);
+    return ret;
+}
+
+/*
+ * This function can count as GRAPH_RDLOCK because shadow_fanout() holds the
+ * graph lock and keeps it until this coroutine has terminated.
+ */
+static void coroutine_fn GRAPH_RDLOCK shadow_child_req_entry(void *opaque)
+{
+    ShadowChildReq *req = opaque;
+    ShadowFanout *fan = req->fan;
+
+    req->ret = shadow_child_write(fan, req->sc);
+    if (--fan->pending == 0) {
+        qemu_coroutine_enter_if_inactive(fan->co);
+    }
+}
+
+/* Send @fan to every child in @reqs at once and wait for all of them */
+static void coroutine_fn GRAPH_RDLOCK
+shadow_fanout(ShadowFanout *fan, ShadowChildReq *reqs, int n)
+{
+    int i;
+
+    fan->co = qemu_coroutine_self();
+    fan->pending = n;
+    for (i = 1; i < n; i++) {
+        Coroutine *co = qemu_coroutine_create(shadow_child_req_entry,
+                                              &reqs[i]);
+        qemu_coroutine_enter(co);
+    }
+    /* The first child, the active one, runs in this coroutine */
+    reqs[0].ret = shadow_child_write(fan, reqs[0].sc);
+    fan->pending--;
+    while (fan->pending > 0) {
+        qemu_coroutine_yield();
+    }
+}
+
+/*
+ * Targets of a write: the active child first, then in sync mode every
+ * shadow that is not degraded.
+ */
+static int shadow_write_targets(BDRVShadowState *s, ShadowFanout *fan,
+                                ShadowChildReq *reqs)
+{
+    int i, n = 0;
+
+    reqs[n++] = (ShadowChildReq) { .fan = fan, .sc = s->active };
+    for (i = 0; i < s->num_children; i++) {
+        ShadowChild *sc = s->children[i];
+
+        if (sc == s->active || sc->degraded) {
+            continue;
+        }
+        if (fan->kind != SHADOW_FLUSH &&
+            s->write_mode != SHADOW_WRITE_MODE_SYNC) {
+            continue;
+        }
+        reqs[n++] = (ShadowChildReq) { .fan = fan, .sc = sc };
+    }
+    return n;
+}
+
+static int coroutine_fn GRAPH_RDLOCK
+shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
+                int64_t bytes, QEMUIOVector *qiov, BdrvRequestFlags flags)
+{
+    BDRVShadowState *s = bs->opaque;
+    ShadowFanout fan = {
+        .kind = kind, .offset = offset, .bytes = bytes, .qiov = qiov,
+        .flags = flags,
+    };
+    g_autofree ShadowChildReq *reqs = g_new(ShadowChildReq, s->num_children);
+    int64_t start = get_clock();
+    int64_t first, end, full_first, full_end;
+    BlockReq req;
+    int i, n, ret;
+
+    shadow_chunk_range(s, offset, bytes, &first, &end);
+    shadow_full_chunk_range(s, offset, bytes, &full_first, &full_end);
+
+    qemu_mutex_lock(&s->lock);
+    shadow_track_begin(s, &req, offset, bytes);
+    qemu_mutex_unlock(&s->lock);
+
+    n = shadow_write_targets(s, &fan, reqs);
+    shadow_fanout(&fan, reqs, n);
+    ret = reqs[0].ret;
+
+    qemu_mutex_lock(&s->lock);
+    for (i = 0; i < s->num_children; i++) {
+        ShadowChild *sc = s->children[i];
+        int j;
+
+        if (sc == s->active) {
+            continue;
+        }
+        for (j = 1; j < n && reqs[j].sc != sc; j++) {
+            /* find the request sent to sc, if any */
+        }
+        if (j < n && reqs[j].ret == 0 && ret == 0 && kind != SHADOW_DISCARD) {
+            /*
+             * Both sides hold the same bytes now: chunks the request
+             * covered entirely are valid whatever they held before.
+             * Discarded ranges may read back differently on each child.
+             */
+            shadow_map_mark_valid(&sc->map, full_first, full_end - full_first);
+        } else {
+            shadow_map_mark_stale(&sc->map, first, end - first);
+        }
+    }
+    reqlist_remove_req(&req);
+    qemu_mutex_unlock(&s->lock);
+
+    for (i = 1; i < n; i++) {
+        if (reqs[i].ret < 0) {
+            shadow_child_degrade(s, reqs[i].sc, shadow_write_kind_names[kind],
+                                 reqs[i].ret);
+        }
+    }
+    shadow_account(&s->stats, true, bytes, start, ret);
+    if (kind == SHADOW_DISCARD || n == 1) {
+        shadow_copy_kick(s);
+    }
+    return ret;
+}
+
+static int coroutine_fn GRAPH_RDLOCK
+shadow_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                  QEMUIOVector *qiov, BdrvRequestFlags flags)
+{
+    return shadow_co_write(bs, SHADOW_WRITE, offset, bytes, qiov, flags);
+}
+
+static int coroutine_fn GRAPH_RDLOCK
+shadow_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                        BdrvRequestFlags flags)
+{
+    return shadow_co_write(bs, SHADOW_WRITE_ZEROES, offset, bytes, NULL,
+                           flags);
+}
+
+static int coroutine_fn GRAPH_RDLOCK
+shadow_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
+{
+    return shadow_co_write(bs, SHADOW_DISCARD, offset, bytes, NULL, 0);
+}
+
+static int coroutine_fn GRAPH_RDLOCK shadow_co_flush(BlockDriverState *bs)
+{
+    BDRVShadowState *s = bs->opaque;
+    ShadowFanout fan = { .kind = SHADOW_FLUSH };
+    g_autofree ShadowChildReq *reqs = g_new(ShadowChildReq, s->num_children);
+    int i, n;
+
+    n = shadow_write_targets(s, &fan, reqs);
+    shadow_fanout(&fan, reqs, n);
+    for (i = 1; i < n; i++) {
+        if (reqs[i].ret < 0) {
+            shadow_child_degrade(s, reqs[i].sc, "flush", reqs[i].ret);
+        }
+    }
+    if (reqs[0].ret == 0) {
+        stat64_add(&s->stats.flush_ops, 1);
+    }
+    return reqs[0].ret;
+}
+
+static int coroutine_fn GRAPH_RDLOCK
+shadow_co_block_status(BlockDriverState *bs, bool want_zero, int64_t offset,
+                       int64_t bytes, int64_t *pnum, int64_t *map,
+                       BlockDriverState **file)
+{
+    BDRVShadowState *s = bs->opaque;
+
+    /* The guest sees the active child: report its allocation */
+    *pnum = bytes;
+    *map = offset;
+    *file = s->active->child->bs;
+    return BDRV_BLOCK_RAW | BDRV_BLOCK_OFFSET_VALID;
+}
+
+static int coroutine_fn GRAPH_RDLOCK
+shadow_co_truncate(BlockDriverState *bs, int64_t offset, bool exact,
+                   PreallocMode prealloc, BdrvRequestFlags flags,
+                   Error **errp)
+{
+    error_setg(errp, "Cannot resize shadow node '%s': its children must "
+               "keep the same length", bdrv_get_node_name(bs));
+    return -ENOTSUP;
+}
+
+/*
+ * Permissions
+ */
+
+static void GRAPH_RDLOCK
+shadow_child_perm(BlockDriverState *bs, BdrvChild *c, BdrvChildRole role,
+                  BlockReopenQueue *reopen_queue, uint64_t perm,
+                  uint64_t shared, uint64_t *nperm, uint64_t *nshared)
+{
+    /*
+     * The node writes every child on its own account (mirrored writes and
+     * background copies), the way a format driver writes its metadata, so
+     * take the permissions of a format node's storage child: write while
+     * the node is writable, and nobody else may write or resize.  The node
+     * never resizes a child itself.
+     */
+    bdrv_default_perms(bs, c, BDRV_CHILD_DATA | BDRV_CHILD_METADATA,
+                       reopen_queue, perm, shared, nperm, nshared);
+    *nperm &= ~BLK_PERM_RESIZE;
+    *nshared &= ~(BLK_PERM_WRITE | BLK_PERM_RESIZE);
+}
+
+/*
+ * Drain: the background copy counts as in flight.  It stops at the next
+ * chunk boundary when a drained section begins and restarts at its end.
+ */
+
+static void shadow_drain_begin(BlockDriverState *bs)
+{
+    BDRVShadowState *s = bs->opaque;
+
+    s->drain_start_ns = get_clock();
+}
+
+static void shadow_drain_end(BlockDriverState *bs)
+{
+    BDRVShadowState *s = bs->opaque;
+
+    if (s->switched_from) {
+        g_autofree char *old = g_steal_pointer(&s->switched_from);
+
+        qapi_event_send_shadow_switched(bdrv_get_node_name(bs),
+                                        shadow_child_name(s->active), old,
+                                        get_clock() - s->drain_start_ns);
+    }
+    shadow_copy_kick(s);
+}
+
+/*
+ * Reopen: switching the active child, changing the write mode
+ */
+
+static int shadow_reopen_prepare(BDRVReopenState *state,
+                                 BlockReopenQueue *queue, Error **errp)
+{
+    BlockDriverState *bs = state->bs;
+    BDRVShadowState *s = bs->opaque;
+    g_autofree ShadowReopenState *rs = g_new0(ShadowReopenState, 1);
+    BlockdevRefList *ref;
+    ShadowChildState st;
+    int n = 0;
+
+    if (!shadow_parse_options(state->options, false, &rs->opts, errp)) {
+        return -EINVAL;
+    }
+
+    GRAPH_RDLOCK_GUARD_MAINLOOP();
+
+    /* The set of children changes with x-blockdev-change only */
+    for (ref = rs->opts.qapi->children; ref; ref = ref->next) {
+        const char *name;
+
+        if (ref->value->type != QTYPE_QSTRING) {
+            error_setg(errp, "Cannot define new children of shadow node "
+                       "'%s' in blockdev-reopen; refer to them by node name",
+                       bdrv_get_node_name(bs));
+            goto fail;
+        }
+        name = ref->value->u.reference;
+        if (!shadow_find_child(s, name)) {
+            error_setg(errp, "Node '%s' is not a child of shadow node '%s'; "
+                       "add it with x-blockdev-change", name,
+                       bdrv_get_node_name(bs));
+            goto fail;
+        }
+        n++;
+    }
+    if (n != s->num_children) {
+        error_setg(errp, "blockdev-reopen of shadow node '%s' must list all "
+                   "its %d children; remove children with x-blockdev-change",
+                   bdrv_get_node_name(bs), s->num_children);
+        goto fail;
+    }
+
+    if (rs->opts.chunk_size != s->chunk_size) {
+        error_setg(errp, "Cannot change the chunk-size of shadow node '%s'",
+                   bdrv_get_node_name(bs));
+        goto fail;
+    }
+
+    rs->new_active = shadow_find_child(s, rs->opts.qapi->active_child ?:
+                                rs->opts.qapi->children->value->u.reference);
+    if (!rs->new_active) {
+        error_setg(errp, "shadow: active-child '%s' is not a child of node "
+                   "'%s'", rs->opts.qapi->active_child,
+                   bdrv_get_node_name(bs));
+        goto fail;
+    }
+
+    qemu_mutex_lock(&s->lock);
+    st = shadow_child_state(s, rs->new_active);
+    qemu_mutex_unlock(&s->lock);
+    if (st != SHADOW_CHILD_STATE_ACTIVE && st != SHADOW_CHILD_STATE_SYNCED) {
+        error_setg(errp, "Cannot switch shadow node '%s' to child '%s': it is "
+                   "%s (%" PRId64 " of %" PRId64 " bytes valid)",
+                   bdrv_get_node_name(bs), shadow_child_name(rs->new_active),
+                   ShadowChildState_str(st),
+                   shadow_valid_bytes(s, rs->new_active), s->length);
+        goto fail;
+    }
+
+    /* Everything is handled here: keep the generic code from checking */
+    shadow_del_options(state->options, true);
+
+    state->opaque = g_steal_pointer(&rs);
+    return 0;
+
+fail:
+    shadow_options_free(&rs->opts);
+    return -EINVAL;
+}
+
+static void shadow_reopen_commit(BDRVReopenState *state)
+{
+    BDRVShadowState *s = state->bs->opaque;
+    ShadowReopenState *rs = state->opaque;
+    int i;
+
+    qemu_mutex_lock(&s->lock);
+    if (rs->new_active != s->active) {
+        /*
+         * The new active child was synced, so every map that was valid
+         * against the old active child is valid against the new one, and
+         * the old active child is a synced shadow.
+         */
+        shadow_map_mark_valid(&s->active->map, 0, s->nb_chunks);
+        g_free(s->switched_from);
+        s->switched_from = g_strdup(shadow_child_name(s->active));
+        s->active = rs->new_active;
+    }
+    s->write_mode = rs->opts.write_mode;
+    s->prewarm = rs->opts.prewarm;
+    /* A reopen retries degraded children and failed copies */
+    for (i = 0; i < s->num_children; i++) {
+        s->children[i]->degraded = false;
+    }
+    s->copy_failed = false;
+    qemu_mutex_unlock(&s->lock);
+
+    shadow_options_free(&rs->opts);
+    g_free(rs);
+    state->opaque = NULL;
+}
+
+static void shadow_reopen_abort(BDRVReopenState *state)
+{
+    ShadowReopenState *rs = state->opaque;
+
+    if (rs) {
+        shadow_options_free(&rs->opts);
+        g_free(rs);
+        state->opaque = NULL;
+    }
+}
+
+/*
+ * Adding and removing shadows at runtime (x-blockdev-change)
+ */
+
+static void GRAPH_WRLOCK
+shadow_add_child(BlockDriverState *bs, BlockDriverState *child_bs,
+                 Error **errp)
+{
+    BDRVShadowState *s = bs->opaque;
+    g_autofree char *name = NULL;
+    BdrvChild *child;
+
+    if (s->next_child_index == UINT_MAX) {
+        error_setg(errp, "Too many children");
+        return;
+    }
+    if (shadow_check_child_length(s, child_bs, bdrv_getlength(child_bs),
+                                  errp) < 0) {
+        return;
+    }
+
+    name = g_strdup_printf("children.%u", s->next_child_index);
+    bdrv_ref(child_bs);
+    child = bdrv_attach_child(bs, child_bs, name, &child_of_bds,
+                              BDRV_CHILD_DATA, errp);
+    if (!child) {
+        return;
+    }
+    s->next_child_index++;
+
+    qemu_mutex_lock(&s->lock);
+    s->children = g_renew(ShadowChild *, s->children, s->num_children + 1);
+    s->children[s->num_children++] = shadow_new_child(s, child, true);
+    qemu_mutex_unlock(&s->lock);
+    shadow_copy_kick(s);
+}
+
+static void GRAPH_WRLOCK
+shadow_del_child(BlockDriverState *bs, BdrvChild *child, Error **errp)
+{
+    BDRVShadowState *s = bs->opaque;
+    ShadowChild *sc = NULL;
+    int i;
+
+    for (i = 0; i < s->num_children; i++) {
+        if (s->children[i]->child == child) {
+            sc = s->children[i];
+            break;
+        }
+    }
+    /* bdrv_del_child() checked that it is our child */
+    assert(sc);
+
+    if (sc == s->active) {
+        error_setg(errp, "Cannot remove the active child '%s' of shadow node "
+                   "'%s'; switch to another child first",
+                   shadow_child_name(sc), bdrv_get_node_name(bs));
+        return;
+    }
+
+    qemu_mutex_lock(&s->lock);
+    memmove(&s->children[i], &s->children[i + 1],
+            (s->num_children - i - 1) * sizeof(ShadowChild *));
+    s->num_children--;
+    qemu_mutex_unlock(&s->lock);
+
+    bdrv_unref_child(bs, child);
+    shadow_free_child(sc);
+}
+
+/*
+ * Introspection
+ */
+
+static void shadow_fill_io_stats(ShadowIOStats *io, ShadowCounters *c)
+{
+    io->rd_operations = stat64_get(&c->rd_ops);
+    io->rd_bytes = stat64_get(&c->rd_bytes);
+    io->rd_total_time_ns = stat64_get(&c->rd_ns);
+    io->wr_operations = stat64_get(&c->wr_ops);
+    io->wr_bytes = stat64_get(&c->wr_bytes);
+    io->wr_total_time_ns = stat64_get(&c->wr_ns);
+    io->flush_operations = stat64_get(&c->flush_ops);
+}
+
+static BlockStatsSpecific *shadow_get_specific_stats(BlockDriverState *bs)
+{
+    BDRVShadowState *s = bs->opaque;
+    BlockStatsSpecific *stats = g_new0(BlockStatsSpecific, 1);
+    BlockStatsSpecificShadow *sh = &stats->u.shadow;
+    ShadowChildStatsList **tail = &sh->children;
+    int i;
+
+    stats->driver = BLOCKDEV_DRIVER_SHADOW;
+    shadow_fill_io_stats(qapi_BlockStatsSpecificShadow_base(sh), &s->stats);
+    sh->active = g_strdup(shadow_child_name(s->active));
+
+    qemu_mutex_lock(&s->lock);
+    for (i = 0; i < s->num_children; i++) {
+        ShadowChild *sc = s->children[i];
+        ShadowChildStats *cs = g_new0(ShadowChildStats, 1);
+
+        shadow_fill_io_stats(qapi_ShadowChildStats_base(cs), &sc->stats);
+        cs->node_name = g_strdup(shadow_child_name(sc));
+        cs->state = shadow_child_state(s, sc);
+        cs->valid_bytes = shadow_valid_bytes(s, sc);
+        cs->failed_operations = stat64_get(&sc->stats.failed_ops);
+        cs->copied_bytes = stat64_get(&sc->stats.copied_bytes);
+        QAPI_LIST_APPEND(tail, cs);
+    }
+    qemu_mutex_unlock(&s->lock);
+
+    return stats;
+}
+
+static void GRAPH_RDLOCK
+shadow_gather_child_options(BlockDriverState *bs, QDict *target,
+                            bool backing_overridden)
+{
+    BDRVShadowState *s = bs->opaque;
+    QList *children_list;
+    int i;
+
+    /* As quorum does: the children are listed under "children" */
+    qdict_del(target, "children");
+    children_list = qlist_new();
+    qdict_put(target, "children", children_list);
+
+    for (i = 0; i < s->num_children; i++) {
+        qlist_append(children_list,
+                     qobject_ref(s->children[i]->child->bs->full_open_options));
+    }
+}
+
+static char *shadow_dirname(BlockDriverState *bs, Error **errp)
+{
+    /* In general, there are multiple BDSs with different dirnames below */
+    error_setg(errp, "Cannot generate a base directory for shadow nodes");
+    return NULL;
+}
+
+static bool GRAPH_RDLOCK
+shadow_recurse_can_replace(BlockDriverState *bs, BlockDriverState *to_replace)
+{
+    /* Replacing one child would leave the others out of step */
+    return false;
+}
+
+static const char *const shadow_strong_runtime_opts[] = {
+    NULL
+};
+
+static BlockDriver bdrv_shadow = {
+    .format_name                        = "shadow",
+    .instance_size                      = sizeof(BDRVShadowState),
+
+    .bdrv_open                          = shadow_open,
+    .bdrv_close                         = shadow_close,
+    .bdrv_reopen_prepare                = shadow_reopen_prepare,
+    .bdrv_reopen_commit                 = shadow_reopen_commit,
+    .bdrv_reopen_abort                  = shadow_reopen_abort,
+    .bdrv_gather_child_options          = shadow_gather_child_options,
+    .bdrv_dirname                       = shadow_dirname,
+
+    .bdrv_child_perm                    = shadow_child_perm,
+    .bdrv_drain_begin                   = shadow_drain_begin,
+    .bdrv_drain_end                     = shadow_drain_end,
+
+    .bdrv_co_getlength                  = shadow_co_getlength,
+    .bdrv_co_preadv                     = shadow_co_preadv,
+    .bdrv_co_pwritev                    = shadow_co_pwritev,
+    .bdrv_co_pwrite_zeroes              = shadow_co_pwrite_zeroes,
+    .bdrv_co_pdiscard                   = shadow_co_pdiscard,
+    .bdrv_co_flush                      = shadow_co_flush,
+    .bdrv_co_block_status               = shadow_co_block_status,
+    .bdrv_co_truncate                   = shadow_co_truncate,
+
+    .bdrv_add_child                     = shadow_add_child,
+    .bdrv_del_child                     = shadow_del_child,
+
+    .bdrv_get_specific_stats            = shadow_get_specific_stats,
+    .bdrv_recurse_can_replace           = shadow_recurse_can_replace,
+
+    .strong_runtime_opts                = shadow_strong_runtime_opts,
+};
+
+static void bdrv_shadow_init(void)
+{
+    bdrv_register(&bdrv_shadow);
+}
+
+block_init(bdrv_shadow_init);
