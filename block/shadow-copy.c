@@ -22,10 +22,16 @@
 #include "qemu/timer.h"
 #include "shadow.h"
 
-bool shadow_copy_may_run(BDRVShadowState *s)
+/* Whether stale chunks are being copied, drained sections aside */
+bool shadow_copy_enabled(BDRVShadowState *s)
 {
     return s->prewarm != SHADOW_PREWARM_OFF && !s->copy_failed &&
-           !qatomic_read(&s->bs->quiesce_counter) && bdrv_is_writable(s->bs);
+           bdrv_is_writable(s->bs);
+}
+
+bool shadow_copy_may_run(BDRVShadowState *s)
+{
+    return shadow_copy_enabled(s) && !qatomic_read(&s->bs->quiesce_counter);
 }
 
 static bool shadow_copy_target(BDRVShadowState *s, ShadowChild *sc)

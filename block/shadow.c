@@ -102,7 +102,8 @@ static ShadowChildState shadow_child_state(BDRVShadowState *s,
     if (shadow_map_stale_count(&sc->map) == 0) {
         return SHADOW_CHILD_STATE_SYNCED;
     }
-    if (s->copy_running || shadow_copy_may_run(s)) {
+    /* A copy paused by a drained section is still under way */
+    if (s->copy_running || shadow_copy_enabled(s)) {
         return SHADOW_CHILD_STATE_SYNCING;
     }
     return SHADOW_CHILD_STATE_STALE;
@@ -327,6 +328,18 @@ static int shadow_open(BlockDriverState *bs, QDict *options, int flags,
     }
 
     for (ref = opts.qapi->children; ref; ref = ref->next) {
+        BlockdevRefList *prev;
+
+        for (prev = opts.qapi->children; prev != ref; prev = prev->next) {
+            if (ref->value->type == QTYPE_QSTRING &&
+                prev->value->type == QTYPE_QSTRING &&
+                !strcmp(ref->value->u.reference, prev->value->u.reference)) {
+                error_setg(errp, "shadow: node '%s' is given twice",
+                           ref->value->u.reference);
+                shadow_options_free(&opts);
+                return -EINVAL;
+            }
+        }
         n++;
     }
     children = g_new0(BdrvChild *, n);
@@ -360,19 +373,6 @@ static int shadow_open(BlockDriverState *bs, QDict *options, int flags,
             goto fail;
         }
     }
-    for (i = 0; i < n; i++) {
-        int j;
-
-        for (j = 0; j < i; j++) {
-            if (children[j]->bs == children[i]->bs) {
-                error_setg(errp, "shadow: node '%s' is given twice",
-                           bdrv_get_node_name(children[i]->bs));
-                bdrv_graph_rdunlock_main_loop();
-                goto fail;
-            }
-        }
-    }
-
     s->length = lengths[active];
     ret = shadow_check_child_length(s, children[active]->bs, s->length, errp);
     for (i = 0; i < n && ret == 0; i++) {
@@ -809,8 +809,9 @@ static int shadow_reopen_prepare(BDRVReopenState *state,
         n++;
     }
     if (n != s->num_children) {
-        error_setg(errp, "blockdev-reopen of shadow node '%s' must list all "
-                   "its %d children; remove children with x-blockdev-change",
+        error_setg(errp, "blockdev-reopen of shadow node '%s' must list each "
+                   "of its %d children by node name; add or remove children "
+                   "with x-blockdev-change",
                    bdrv_get_node_name(bs), s->num_children);
         goto fail;
     }
@@ -1048,6 +1049,12 @@ static const char *const shadow_strong_runtime_opts[] = {
     NULL
 };
 
+/* Options that blockdev-reopen may omit to reset them to their default */
+static const char *const shadow_mutable_opts[] = {
+    "active-child", "write-mode", "prewarm", "prewarm-speed", "read-from",
+    "copy-on-read", NULL
+};
+
 static BlockDriver bdrv_shadow = {
     .format_name                        = "shadow",
     .instance_size                      = sizeof(BDRVShadowState),
@@ -1080,6 +1087,7 @@ static BlockDriver bdrv_shadow = {
     .bdrv_recurse_can_replace           = shadow_recurse_can_replace,
 
     .strong_runtime_opts                = shadow_strong_runtime_opts,
+    .mutable_opts                       = shadow_mutable_opts,
 };
 
 static void bdrv_shadow_init(void)

@@ -121,6 +121,7 @@ void shadow_account(ShadowCounters *c, bool write, int64_t bytes,
 
 /* shadow-copy.c */
 void shadow_copy_kick(BDRVShadowState *s);
+bool shadow_copy_enabled(BDRVShadowState *s);
 bool shadow_copy_may_run(BDRVShadowState *s);
 
 #endif /* BLOCK_SHADOW_H */
