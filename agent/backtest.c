@@ -1,0 +1,193 @@
+/* Rolling-origin backtest: the models learn online exactly as in the
+ * agent; from every origin in the test part each forecasts 1..H steps,
+ * scored against what came, scaled by the in-sample naive error. */
+#include "backtest.h"
+
+#include <math.h>
+
+G_DEFINE_QUARK (shd-backtest-error-quark, shd_backtest_error)
+
+void
+shd_backtest_config_init (ShdBacktestConfig *c)
+{
+  *c = (ShdBacktestConfig) { .period = 0, .horizon = 1, .train_fraction = 0.5 };
+}
+
+void
+shd_backtest_result_free (ShdBacktestResult *r)
+{
+  if (r == NULL)
+    return;
+  for (guint k = 0; k <= SHD_N_MODELS; k++)
+    g_free (r->rows[k].mase_h);
+  g_free (r);
+}
+
+typedef struct {
+  double *abs_err;              /* per step */
+  guint *count;                 /* per step */
+  guint inside;
+} Acc;
+
+static void
+score (Acc *a, const ShdPrediction *p, const double *y, gsize t, guint h)
+{
+  double v = y[t + h - 1];
+
+  a->abs_err[h - 1] += fabs (v - p->point);
+  a->count[h - 1]++;
+  a->inside += v >= p->lo && v <= p->hi;
+}
+
+ShdBacktestResult *
+shd_backtest_run (const double *y, gsize n, const ShdBacktestConfig *c,
+                  GError **error)
+{
+  g_autoptr (ShdBacktestResult) r = g_new0 (ShdBacktestResult, 1);
+  g_autoptr (ShdForecaster) f = NULL;
+  ShdForecastConfig fc;
+  Acc acc[SHD_N_MODELS + 1];
+  guint H = MAX (c->horizon, 1u);
+  gsize n_train;
+  double scale = 0;
+
+  g_return_val_if_fail (c->train_fraction > 0 && c->train_fraction < 1, NULL);
+  n_train = (gsize) (n * c->train_fraction);
+  if (n_train < 2 || n_train + H > n) {
+    g_set_error (error, SHD_BACKTEST_ERROR, SHD_BACKTEST_ERROR_TOO_SHORT,
+                 "%zu values are too few for a backtest at horizon %u", n, H);
+    return NULL;
+  }
+  for (gsize i = 1; i < n_train; i++)
+    scale += fabs (y[i] - y[i - 1]);
+  scale /= n_train - 1;
+  if (!(scale > 0)) {
+    g_set_error (error, SHD_BACKTEST_ERROR, SHD_BACKTEST_ERROR_FLAT,
+                 "the first %zu values never change: MASE is undefined", n_train);
+    return NULL;
+  }
+
+  shd_forecast_config_init (&fc);
+  fc.period = c->period;
+  fc.horizon = H;
+  f = shd_forecaster_new (&fc);
+  for (guint k = 0; k <= SHD_N_MODELS; k++) {
+    acc[k].abs_err = g_new0 (double, H);
+    acc[k].count = g_new0 (guint, H);
+    acc[k].inside = 0;
+  }
+
+  for (gsize t = 0; t < n; t++) {
+    /* Origin after y[t-1]: forecast y[t .. t+H-1]. */
+    if (t >= n_train) {
+      for (guint h = 1; h <= H && t + h - 1 < n; h++) {
+        ShdPrediction p;
+
+        for (guint k = 0; k < SHD_N_MODELS; k++) {
+          ShdModel *m = shd_forecaster_model (f, k);
+          if (m && shd_model_predict (m, h, fc.level, &p))
+            score (&acc[k], &p, y, t, h);
+        }
+        if (shd_forecaster_predict (f, h, &p))
+          score (&acc[SHD_BACKTEST_AUTO], &p, y, t, h);
+      }
+    }
+    shd_forecaster_update (f, y[t]);
+  }
+
+  r->n_obs = n;
+  r->n_train = n_train;
+  r->horizon = H;
+  r->period = shd_forecaster_period (f);
+  r->level = fc.level;
+  r->scale = scale;
+  r->chosen = shd_forecaster_best (f);
+  r->best = SHD_MODEL_NAIVE;
+  for (guint k = 0; k <= SHD_N_MODELS; k++) {
+    ShdBacktestRow *row = &r->rows[k];
+    double sum = 0;
+
+    row->name = k == SHD_BACKTEST_AUTO ? "auto" : shd_model_kind_name (k);
+    row->mase_h = g_new0 (double, H);
+    for (guint h = 0; h < H; h++) {
+      row->n += acc[k].count[h];
+      sum += acc[k].abs_err[h];
+      row->mase_h[h] = acc[k].count[h] ? acc[k].abs_err[h] / acc[k].count[h] / scale : NAN;
+    }
+    row->mase = row->n ? sum / row->n / scale : NAN;
+    row->coverage = row->n ? (double) acc[k].inside / row->n : NAN;
+    row->rolling_mase = k < SHD_N_MODELS ? shd_forecaster_mase (f, k) : NAN;
+    g_free (acc[k].abs_err);
+    g_free (acc[k].count);
+    if (k < SHD_N_MODELS && isfinite (row->mase) && row->mase < r->rows[r->best].mase)
+      r->best = k;
+  }
+  return g_steal_pointer (&r);
+}
+
+static void
+add_number_or_null (JsonBuilder *b, const char *member, double v)
+{
+  json_builder_set_member_name (b, member);
+  if (isfinite (v))
+    json_builder_add_double_value (b, v);
+  else
+    json_builder_add_null_value (b);
+}
+
+JsonNode *
+shd_backtest_to_json (const ShdBacktestResult *r, const char *source,
+                      const char *column)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "source");
+  json_builder_add_string_value (b, source);
+  json_builder_set_member_name (b, "column");
+  json_builder_add_string_value (b, column);
+  json_builder_set_member_name (b, "observations");
+  json_builder_add_int_value (b, r->n_obs);
+  json_builder_set_member_name (b, "train");
+  json_builder_add_int_value (b, r->n_train);
+  json_builder_set_member_name (b, "horizon");
+  json_builder_add_int_value (b, r->horizon);
+  json_builder_set_member_name (b, "period");
+  json_builder_add_int_value (b, r->period);
+  json_builder_set_member_name (b, "interval-level");
+  json_builder_add_double_value (b, r->level);
+  json_builder_set_member_name (b, "naive-mae-in-sample");
+  json_builder_add_double_value (b, r->scale);
+  json_builder_set_member_name (b, "models");
+  json_builder_begin_array (b);
+  for (guint k = 0; k <= SHD_N_MODELS; k++) {
+    const ShdBacktestRow *row = &r->rows[k];
+
+    json_builder_begin_object (b);
+    json_builder_set_member_name (b, "name");
+    json_builder_add_string_value (b, row->name);
+    json_builder_set_member_name (b, "forecasts");
+    json_builder_add_int_value (b, row->n);
+    add_number_or_null (b, "mase", row->mase);
+    json_builder_set_member_name (b, "mase-by-step");
+    json_builder_begin_array (b);
+    for (guint h = 0; h < r->horizon; h++) {
+      if (isfinite (row->mase_h[h]))
+        json_builder_add_double_value (b, row->mase_h[h]);
+      else
+        json_builder_add_null_value (b);
+    }
+    json_builder_end_array (b);
+    add_number_or_null (b, "interval-coverage", row->coverage);
+    if (k < SHD_N_MODELS)
+      add_number_or_null (b, "rolling-mase", row->rolling_mase);
+    json_builder_end_object (b);
+  }
+  json_builder_end_array (b);
+  json_builder_set_member_name (b, "best");
+  json_builder_add_string_value (b, shd_model_kind_name (r->best));
+  json_builder_set_member_name (b, "chosen");
+  json_builder_add_string_value (b, shd_model_kind_name (r->chosen));
+  json_builder_end_object (b);
+  return json_builder_get_root (b);
+}

@@ -1,0 +1,59 @@
+#!/bin/sh
+# shadowctl backtest end to end: output, JSON shape and error messages.
+# Usage: shadowctl-backtest.sh PATH/TO/shadowctl
+set -u
+ctl=$1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+printf 'ts,load\n' > "$tmp/s.csv"
+i=0
+while [ $i -lt 96 ]; do
+  printf '%d,%d\n' $i $(( (i % 4) * 10 + 100 )) >> "$tmp/s.csv"
+  i=$((i + 1))
+done
+
+"$ctl" backtest "$tmp/s.csv" --column load --period 4 --json > "$tmp/out.json" \
+  || fail "backtest exited $?"
+python3 - "$tmp/out.json" <<'PY' || fail "bad JSON"
+import json, sys
+d = json.load(open(sys.argv[1]))
+names = [m["name"] for m in d["models"]]
+assert names == ["naive", "snaive", "ewma", "holt", "hw", "ar", "auto"], names
+by = {m["name"]: m for m in d["models"]}
+assert by["snaive"]["mase"] == 0, by["snaive"]
+assert by["naive"]["mase"] > 0.9, by["naive"]
+assert d["period"] == 4 and d["chosen"] in ("snaive", "hw"), d
+PY
+"$ctl" backtest "$tmp/s.csv" --column load > "$tmp/out.txt" || fail "table exited $?"
+grep -q '^chosen: ' "$tmp/out.txt" || fail "no chosen line"
+
+expect_error() {
+  code=$1 pattern=$2
+  shift 2
+  "$ctl" "$@" > /dev/null 2> "$tmp/err"
+  rc=$?
+  [ $rc -eq "$code" ] || fail "'$*' exited $rc, expected $code"
+  grep -q "$pattern" "$tmp/err" || fail "'$*' said: $(cat "$tmp/err")"
+}
+expect_error 1 'No such file' backtest "$tmp/missing.csv" --column load
+expect_error 1 "no column 'nope'" backtest "$tmp/s.csv" --column nope
+printf 'load\n1\n2\nabc\n' > "$tmp/bad.csv"
+expect_error 1 "bad.csv:4: column 'load': 'abc' is not a number" \
+  backtest "$tmp/bad.csv" --column load
+expect_error 2 'usage' backtest "$tmp/s.csv"
+expect_error 2 'unknown command' frobnicate
+
+trace=${SHD_TRACE_DIR:-../shared/data/traces}/cp_w31_30min_features.csv
+if [ -f "$trace" ]; then
+  "$ctl" backtest "$trace" --column block_req_count --json > "$tmp/w31.json" \
+    || fail "trace backtest exited $?"
+  python3 - "$tmp/w31.json" <<'PY' || fail "trace: seasonal models do not beat naive"
+import json, sys
+d = json.load(open(sys.argv[1]))
+by = {m["name"]: m["mase"] for m in d["models"]}
+assert by["snaive"] < by["naive"] and by["hw"] < by["naive"], by
+PY
+fi
+echo ok
