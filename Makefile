@@ -1,0 +1,44 @@
+# shadowtier.  Every target installs what it needs first (apt, as root or
+# through sudo), so each works on a fresh Debian machine.
+#
+#   make          QEMU 10.0.x with the shadow driver (build/qemu/) and the
+#                 agent (build/agent/)
+#   make check    every test; ends with "N passed, N failed, N skipped"
+#   make demo     the main job, narrated in the terminal
+#   make bench    benchmarks, results in build/bench/
+#
+# QEMU_SRC=/path/to/qemu-10.0.x builds against that tree instead of
+# Debian's qemu source package.
+
+.PHONY: all deps qemu agent check demo bench checkpatch clean distclean
+
+all: qemu agent
+
+deps:
+	@scripts/install-deps.sh
+
+qemu: deps
+	@scripts/build-qemu.sh
+
+agent: deps
+	@scripts/build-agent.sh
+
+check: all
+	@scripts/check.sh
+
+demo: all
+	@scripts/demo.sh
+
+bench: all
+	@bench/run.sh
+
+# QEMU's checkpatch.pl over the project's own QEMU-side files
+checkpatch: qemu
+	@scripts/checkpatch.sh
+
+# Keeps the downloaded QEMU source and its build
+clean:
+	rm -rf build/agent build/agent-build build/agent-asan build/check-logs build/bench build/demo
+
+distclean:
+	rm -rf build

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Build shadowd and shadowctl with meson; the programs are linked at the
+# fixed paths build/agent/shadowd and build/agent/shadowctl.
+# With --asan, build the AddressSanitizer + UBSan variant into
+# build/agent-asan instead (used by make check).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+dir=build/agent-build
+opts=()
+if [ "${1:-}" = --asan ]; then
+    dir=build/agent-asan
+    opts=(-Db_sanitize=address,undefined -Db_lundef=false)
+fi
+
+if [ ! -f "$dir/build.ninja" ]; then
+    meson setup "$dir" . "${opts[@]}" > /dev/null ||
+        { echo "build-agent: meson setup failed" >&2; exit 1; }
+fi
+meson compile -C "$dir" > "$dir/compile.log" 2>&1 ||
+    { cat "$dir/compile.log" >&2; echo "build-agent: build failed" >&2; exit 1; }
+
+if [ "$dir" = build/agent-build ]; then
+    mkdir -p build/agent
+    for p in shadowd shadowctl; do
+        ln -sfn "../agent-build/agent/$p" "build/agent/$p"
+    done
+    echo "build-agent: build/agent/shadowd and build/agent/shadowctl are up to date"
+fi

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Run every test: the shadow driver's iotests (raw and qcow2 children) in
+# QEMU's own framework, the agent's unit tests, and the same unit tests
+# under AddressSanitizer and UBSan.  Ends with "N passed, N failed, N skipped".
+#
+# ITESTS="shadow-basic ..." limits the iotests; FORMATS="raw" the formats.
+set -uo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+log=build/check-logs
+rm -rf "$log"
+mkdir -p "$log"
+
+passed=0 failed=0 skipped=0
+failures=()
+
+# TAP from iotests' check: "ok FMT TEST", "not ok FMT TEST", "ok FMT TEST # SKIP"
+count_tap() {
+    local file=$1 what=$2 line
+    while IFS= read -r line; do
+        case "$line" in
+            "not ok "*) failed=$((failed + 1)); failures+=("$what: ${line#not ok }") ;;
+            "ok "*"# SKIP"*) skipped=$((skipped + 1)) ;;
+            "ok "*) passed=$((passed + 1)) ;;
+        esac
+    done < "$file"
+}
+
+# meson test's summary: "Ok: N", "Fail: N", "Skipped: N", ...
+count_meson() {
+    local file=$1 what=$2 ok fail skip
+    ok=$(awk '/^Ok:/ { print $2 }' "$file")
+    fail=$(awk '/^(Fail|Unexpected Pass|Timeout):/ { n += $NF } END { print n + 0 }' "$file")
+    skip=$(awk '/^(Skipped|Expected Fail):/ { n += $NF } END { print n + 0 }' "$file")
+    if [ -z "$ok" ]; then
+        failed=$((failed + 1)); failures+=("$what: meson test did not run")
+        return
+    fi
+    passed=$((passed + ok)); failed=$((failed + fail)); skipped=$((skipped + skip))
+    if [ "$fail" -gt 0 ]; then
+        failures+=("$what: $(grep -E '^ *[0-9]+/[0-9]+ .*(FAIL|TIMEOUT)' "$file" | sed 's/  */ /g' | tr '\n' ';')")
+    fi
+}
+
+echo "== iotests of the shadow driver"
+tests=${ITESTS:-$(cd tests/qemu-iotests/tests && ls shadow-* | grep -v '\.out$' | tr '\n' ' ')}
+for fmt in ${FORMATS:-raw qcow2}; do
+    (cd build/qemu/tests/qemu-iotests && ./check -tap "-$fmt" $tests) > "$log/iotests-$fmt.tap" 2>&1
+    grep -E '^(not )?ok ' "$log/iotests-$fmt.tap"
+    count_tap "$log/iotests-$fmt.tap" "iotests"
+done
+
+echo "== agent unit tests"
+meson test -C build/agent-build --print-errorlogs > "$log/agent.log" 2>&1
+grep -E '^ *[0-9]+/[0-9]+ ' "$log/agent.log"
+count_meson "$log/agent.log" "agent"
+
+echo "== agent unit tests under AddressSanitizer and UBSan"
+if scripts/build-agent.sh --asan > "$log/agent-asan-build.log" 2>&1; then
+    ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+        meson test -C build/agent-asan --print-errorlogs > "$log/agent-asan.log" 2>&1
+    grep -E '^ *[0-9]+/[0-9]+ ' "$log/agent-asan.log"
+    count_meson "$log/agent-asan.log" "agent (asan)"
+else
+    failed=$((failed + 1)); failures+=("agent (asan): build failed, see $log/agent-asan-build.log")
+fi
+
+if [ ${#failures[@]} -gt 0 ]; then
+    echo "== failures (logs in $log/)"
+    printf '  %s\n' "${failures[@]}"
+fi
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]
