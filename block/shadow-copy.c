@@ -157,7 +157,8 @@ shadow_copy_range(BDRVShadowState *s, int64_t offset, int64_t bytes,
                 ret = bdrv_co_pwrite(t->child, pos, pnum, s->copy_buf, 0);
             }
             shadow_account(&t->stats, true, pnum, start, ret);
-            if (ret == 0) {
+            if (ret == 0 && !zero) {
+                /* Zero ranges are not copied, only written as zeroes */
                 stat64_add(&t->stats.copied_bytes, pnum);
             }
             target_ret[i] = ret;
