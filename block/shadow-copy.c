@@ -1,12 +1,19 @@
 /*
  * Shadow block driver: background copy to the shadows (pre-warm)
  *
- * One coroutine per node copies stale chunks from the active child to the
- * shadows.  It counts as a request in flight, so drain, reopen and close
- * wait for the chunk it is copying; it stops at the next chunk when the
- * node is drained and shadow_drain_end() starts it again.  Unallocated
- * and zero ranges are written as zeroes that may unmap, so sparse images
- * stay sparse.
+ * Up to SHADOW_COPY_WORKERS coroutines copy stale chunks from the active
+ * child to the shadows.  They take, in this order: urgent regions (chunks
+ * the guest read, with copy-on-read, and the regions ahead of sequential
+ * streams), then with prewarm=hot-first the hottest regions, then the rest
+ * in disk order.  Neighbouring stale chunks are merged into one copy.
+ * Unallocated and zero ranges are written as zeroes that may unmap, so
+ * sparse images stay sparse.
+ *
+ * The copy yields to the guest: while guest requests are in flight, one
+ * worker copies and takes at most a quarter of the time.  prewarm-speed
+ * limits the data it copies.  Every worker counts as a request in flight,
+ * so drain, reopen and close wait for the run it is copying; drain wakes
+ * sleeping workers, they stop, and shadow_drain_end() starts them again.
  *
  * Copyright (c) 2026 The shadowtier authors
  *
@@ -18,9 +25,15 @@
 #include "qapi/qapi-events-block-shadow.h"
 #include "qemu/cutils.h"
 #include "qemu/error-report.h"
+#include "qemu/host-utils.h"
 #include "qemu/memalign.h"
 #include "qemu/timer.h"
 #include "shadow.h"
+
+typedef struct ShadowCopyWorker {
+    BDRVShadowState *s;
+    int index;
+} ShadowCopyWorker;
 
 /* Whether stale chunks are being copied, drained sections aside */
 bool shadow_copy_enabled(BDRVShadowState *s)
@@ -39,67 +52,139 @@ static bool shadow_copy_target(BDRVShadowState *s, ShadowChild *sc)
     return sc != s->active && !sc->degraded;
 }
 
-/* First chunk at or after @start that a shadow needs, or -1.  Locked. */
-static int64_t shadow_copy_next(BDRVShadowState *s, int64_t start)
+/* Whether chunk @c needs copying and no worker has it.  Locked. */
+static bool shadow_copy_wanted(BDRVShadowState *s, int64_t c)
 {
-    int64_t best = -1;
     int i;
 
+    if (hbitmap_get(s->copying, c)) {
+        return false;
+    }
     for (i = 0; i < s->num_children; i++) {
         ShadowChild *sc = s->children[i];
-        int64_t chunk;
 
-        if (!shadow_copy_target(s, sc)) {
-            continue;
-        }
-        chunk = shadow_map_next_stale(&sc->map, start);
-        if (chunk >= 0 && (best < 0 || chunk < best)) {
-            best = chunk;
+        if (shadow_copy_target(s, sc) && shadow_map_is_stale(&sc->map, c)) {
+            return true;
         }
     }
-    return best;
+    return false;
+}
+
+/* First wanted chunk in [@start, @end), or -1.  Locked. */
+static int64_t shadow_copy_next(BDRVShadowState *s, int64_t start,
+                                int64_t end)
+{
+    while (start < end) {
+        int64_t best = -1;
+        int i;
+
+        for (i = 0; i < s->num_children; i++) {
+            ShadowChild *sc = s->children[i];
+            int64_t c;
+
+            if (!shadow_copy_target(s, sc)) {
+                continue;
+            }
+            c = hbitmap_next_dirty(sc->map.stale, start, end - start);
+            if (c >= 0 && (best < 0 || c < best)) {
+                best = c;
+            }
+        }
+        if (best < 0 || !hbitmap_get(s->copying, best)) {
+            return best;
+        }
+        /* A worker has it: look further */
+        start = best + 1;
+    }
+    return -1;
+}
+
+static bool shadow_copy_region_wanted(void *opaque, int64_t region)
+{
+    BDRVShadowState *s = opaque;
+    int64_t per_region = s->heat.region_size / s->chunk_size;
+    int64_t first = region * per_region;
+
+    return shadow_copy_next(s, first,
+                            MIN(first + per_region, s->nb_chunks)) >= 0;
 }
 
 /*
- * Choose the next run of chunks to copy, in disk order from where the last
- * copy ended, and the shadows that need it.  Neighbouring chunks are merged
- * up to SHADOW_COPY_MAX_BYTES.  Returns the number of chunks, 0 if there is
- * nothing to copy.  Locked.
+ * The largest run a worker copies at once: at most SHADOW_COPY_RUN_NS on
+ * the slowest target as measured so far (a single chunk until measured),
+ * and a tenth of a second's worth under a speed limit.  Locked.
  */
-static int64_t shadow_copy_pick(BDRVShadowState *s, int64_t *chunk,
-                                ShadowChild **targets, int *nb_targets)
+static int64_t shadow_copy_max_chunks(BDRVShadowState *s)
 {
-    int64_t max_chunks = MAX(SHADOW_COPY_MAX_BYTES / s->chunk_size, 1);
-    int64_t first, nb;
+    int64_t bytes = SHADOW_COPY_MAX_BYTES;
     int i;
 
-    first = shadow_copy_next(s, s->copy_cursor);
-    if (first < 0 && s->copy_cursor > 0) {
-        first = shadow_copy_next(s, 0);
-    }
-    if (first < 0) {
-        return 0;
-    }
-
-    *nb_targets = 0;
     for (i = 0; i < s->num_children; i++) {
         ShadowChild *sc = s->children[i];
 
-        if (shadow_copy_target(s, sc) && shadow_map_is_stale(&sc->map, first)) {
-            targets[(*nb_targets)++] = sc;
+        if (shadow_copy_target(s, sc)) {
+            bytes = MIN(bytes, muldiv64(sc->copy_bps, SHADOW_COPY_RUN_NS,
+                                        NANOSECONDS_PER_SECOND));
         }
     }
+    if (s->prewarm_speed) {
+        bytes = MIN(bytes, s->prewarm_speed / 10);
+    }
+    return MAX(bytes / s->chunk_size, 1);
+}
 
-    for (nb = 1; nb < max_chunks && first + nb < s->nb_chunks; nb++) {
-        bool needed = false;
+/* A throughput sample of a copy write to @t (weight 1/8) */
+static void shadow_note_copy_rate(ShadowChild *t, int64_t bytes, int64_t ns)
+{
+    int64_t bps = muldiv64(bytes, NANOSECONDS_PER_SECOND, MAX(ns, 1));
+    int64_t avg = qatomic_read(&t->copy_bps);
 
-        for (i = 0; i < *nb_targets && !needed; i++) {
-            needed = shadow_map_is_stale(&targets[i]->map, first + nb);
+    qatomic_set(&t->copy_bps, avg ? avg - avg / 8 + bps / 8 : bps);
+}
+
+/*
+ * Choose the next run of wanted chunks and mark it as being copied.
+ * Returns the number of chunks, 0 if there is nothing to copy.  Locked.
+ */
+static int64_t shadow_copy_pick(BDRVShadowState *s, int64_t *chunk)
+{
+    int64_t max = shadow_copy_max_chunks(s);
+    int64_t first = -1, end = s->nb_chunks, nb;
+    bool hot = s->prewarm == SHADOW_PREWARM_HOT_FIRST;
+
+    if (hot || s->copy_on_read) {
+        int64_t r = shadow_heat_pop(&s->heat, !hot,
+                                    shadow_copy_region_wanted, s);
+
+        if (r >= 0) {
+            int64_t per_region = s->heat.region_size / s->chunk_size;
+
+            end = MIN((r + 1) * per_region, s->nb_chunks);
+            first = shadow_copy_next(s, r * per_region, end);
         }
-        if (!needed) {
+    }
+    if (first < 0) {
+        /* Cold data, in disk order from where the last run ended */
+        end = s->nb_chunks;
+        first = shadow_copy_next(s, s->copy_cursor, end);
+        if (first < 0 && s->copy_cursor > 0) {
+            first = shadow_copy_next(s, 0, end);
+        }
+        if (first < 0) {
+            return 0;
+        }
+        s->copy_cursor = first;
+    }
+
+    for (nb = 1; nb < max && first + nb < end; nb++) {
+        if (!shadow_copy_wanted(s, first + nb)) {
             break;
         }
     }
+    if (end == s->nb_chunks || nb < max) {
+        s->copy_cursor = MAX(s->copy_cursor, first + nb);
+    }
+    hbitmap_set(s->copying, first, nb);
     *chunk = first;
     return nb;
 }
@@ -110,8 +195,9 @@ static int64_t shadow_copy_pick(BDRVShadowState *s, int64_t *chunk,
  * on.  Returns the error of the active child, if any.
  */
 static int coroutine_fn GRAPH_RDLOCK
-shadow_copy_range(BDRVShadowState *s, int64_t offset, int64_t bytes,
-                  ShadowChild **targets, int *target_ret, int nb_targets)
+shadow_copy_range(BDRVShadowState *s, void *buf, int64_t offset,
+                  int64_t bytes, ShadowChild **targets, int *target_ret,
+                  int nb_targets, int64_t *data_bytes)
 {
     ShadowChild *src = s->active;
     int64_t end = offset + bytes;
@@ -135,12 +221,12 @@ shadow_copy_range(BDRVShadowState *s, int64_t offset, int64_t bytes,
 
         if (!zero) {
             start = get_clock();
-            ret = bdrv_co_pread(src->child, pos, pnum, s->copy_buf, 0);
+            ret = bdrv_co_pread(src->child, pos, pnum, buf, 0);
             shadow_account(&src->stats, false, pnum, start, ret);
             if (ret < 0) {
                 return ret;
             }
-            zero = buffer_is_zero(s->copy_buf, pnum);
+            zero = buffer_is_zero(buf, pnum);
         }
 
         for (i = 0; i < nb_targets; i++) {
@@ -154,14 +240,20 @@ shadow_copy_range(BDRVShadowState *s, int64_t offset, int64_t bytes,
                 ret = bdrv_co_pwrite_zeroes(t->child, pos, pnum,
                                             BDRV_REQ_MAY_UNMAP);
             } else {
-                ret = bdrv_co_pwrite(t->child, pos, pnum, s->copy_buf, 0);
+                ret = bdrv_co_pwrite(t->child, pos, pnum, buf, 0);
             }
             shadow_account(&t->stats, true, pnum, start, ret);
+            if (ret == 0) {
+                shadow_note_copy_rate(t, pnum, get_clock() - start);
+            }
             if (ret == 0 && !zero) {
                 /* Zero ranges are not copied, only written as zeroes */
                 stat64_add(&t->stats.copied_bytes, pnum);
             }
             target_ret[i] = ret;
+        }
+        if (!zero) {
+            *data_bytes += pnum;
         }
         pos += pnum;
     }
@@ -170,36 +262,47 @@ shadow_copy_range(BDRVShadowState *s, int64_t offset, int64_t bytes,
 
 /*
  * Copy one run of stale chunks.  Returns 1 when there may be more to do,
- * 0 when the copier must stop; in that case copy_running is cleared under
- * the lock, so that shadow_copy_kick() never misses work.
+ * 0 when the worker must stop; in that case it is counted out under the
+ * lock, so that shadow_copy_kick() never misses work.
  */
-static int coroutine_fn GRAPH_RDLOCK shadow_copy_step(BDRVShadowState *s)
+static int coroutine_fn GRAPH_RDLOCK
+shadow_copy_step(BDRVShadowState *s, int index, void *buf,
+                 int64_t *data_bytes)
 {
     g_autofree ShadowChild **targets = g_new(ShadowChild *, s->num_children);
     g_autofree int *target_ret = g_new0(int, s->num_children);
     g_autofree bool *synced = g_new0(bool, s->num_children);
-    int64_t chunk = 0, nb, offset, bytes;
+    int64_t chunk = 0, nb, offset, bytes, c;
     int nb_targets = 0, i, ret;
     BlockReq req;
 
     qemu_mutex_lock(&s->lock);
-    nb = shadow_copy_may_run(s) ?
-         shadow_copy_pick(s, &chunk, targets, &nb_targets) : 0;
+    nb = shadow_copy_may_run(s) ? shadow_copy_pick(s, &chunk) : 0;
     if (nb == 0) {
-        s->copy_running = false;
+        s->copy_workers &= ~(1u << index);
         qemu_mutex_unlock(&s->lock);
         return 0;
+    }
+    for (i = 0; i < s->num_children; i++) {
+        ShadowChild *sc = s->children[i];
+
+        if (!shadow_copy_target(s, sc)) {
+            continue;
+        }
+        for (c = chunk; c < chunk + nb; c++) {
+            if (shadow_map_is_stale(&sc->map, c)) {
+                targets[nb_targets++] = sc;
+                break;
+            }
+        }
     }
     offset = chunk * s->chunk_size;
     bytes = MIN(nb * s->chunk_size, s->length - offset);
     shadow_track_begin(s, &req, offset, bytes);
     qemu_mutex_unlock(&s->lock);
 
-    if (!s->copy_buf) {
-        s->copy_buf = qemu_blockalign(s->bs, SHADOW_COPY_MAX_BYTES);
-    }
-    ret = shadow_copy_range(s, offset, bytes, targets, target_ret,
-                            nb_targets);
+    ret = shadow_copy_range(s, buf, offset, bytes, targets, target_ret,
+                            nb_targets, data_bytes);
 
     qemu_mutex_lock(&s->lock);
     for (i = 0; i < nb_targets && ret == 0; i++) {
@@ -211,11 +314,11 @@ static int coroutine_fn GRAPH_RDLOCK shadow_copy_step(BDRVShadowState *s)
             synced[i] = shadow_map_stale_count(&t->map) == 0;
         }
     }
+    hbitmap_reset(s->copying, chunk, nb);
     reqlist_remove_req(&req);
-    s->copy_cursor = chunk + nb;
     if (ret < 0) {
         s->copy_failed = true;
-        s->copy_running = false;
+        s->copy_workers &= ~(1u << index);
     }
     qemu_mutex_unlock(&s->lock);
 
@@ -238,37 +341,100 @@ static int coroutine_fn GRAPH_RDLOCK shadow_copy_step(BDRVShadowState *s)
     return 1;
 }
 
+/* How long worker @index waits before its next run */
+static int64_t shadow_copy_delay(BDRVShadowState *s, int index,
+                                 int64_t data_bytes, int64_t run_ns)
+{
+    int64_t delay = 0;
+    bool busy = qatomic_read(&s->guest_inflight) > 0 ||
+                get_clock() - qatomic_read(&s->guest_io_ns) <
+                SHADOW_GUEST_BUSY_NS;
+
+    if (s->prewarm_speed) {
+        delay = ratelimit_calculate_delay(&s->copy_limit, data_bytes);
+    }
+    if (busy) {
+        /* One worker, at most a quarter of the time: the guest goes first */
+        delay = MAX(delay, index ? SHADOW_GUEST_BUSY_NS : 3 * run_ns);
+    }
+    return delay;
+}
+
 static void coroutine_fn shadow_copy_entry(void *opaque)
 {
-    BDRVShadowState *s = opaque;
+    ShadowCopyWorker *w = opaque;
+    BDRVShadowState *s = w->s;
     BlockDriverState *bs = s->bs;
+    void *buf = qemu_blockalign(bs, SHADOW_COPY_MAX_BYTES);
     int ret;
 
     do {
+        int64_t start = get_clock();
+        int64_t data_bytes = 0;
+        int64_t delay;
+
         bdrv_graph_co_rdlock();
-        ret = shadow_copy_step(s);
+        ret = shadow_copy_step(s, w->index, buf, &data_bytes);
         bdrv_graph_co_rdunlock();
+
+        delay = ret ? shadow_copy_delay(s, w->index, data_bytes,
+                                        get_clock() - start) : 0;
+        if (delay > 0 && !qatomic_read(&bs->quiesce_counter)) {
+            qemu_co_sleep_ns_wakeable(&s->copy_sleep[w->index],
+                                      QEMU_CLOCK_REALTIME, delay);
+        }
     } while (ret > 0);
 
+    qemu_vfree(buf);
+    g_free(w);
     bdrv_dec_in_flight(bs);
 }
 
-/* Start the copier if a shadow needs data and it may run */
+/* Wake sleeping workers, so that a drained section need not wait */
+void shadow_copy_wake(BDRVShadowState *s)
+{
+    int i;
+
+    for (i = 0; i < SHADOW_COPY_WORKERS; i++) {
+        qemu_co_sleep_wake(&s->copy_sleep[i]);
+    }
+}
+
+void shadow_copy_set_speed(BDRVShadowState *s, uint64_t speed)
+{
+    s->prewarm_speed = speed;
+    ratelimit_set_speed(&s->copy_limit, speed, 100 * SCALE_MS);
+}
+
+/* Start copy workers if a shadow needs data and copying may run */
 void shadow_copy_kick(BDRVShadowState *s)
 {
-    bool start;
+    /* With a speed limit, one worker keeps the limit exact */
+    int want = s->prewarm_speed ? 1 : SHADOW_COPY_WORKERS;
+    unsigned start = 0;
+    int i;
 
     qemu_mutex_lock(&s->lock);
-    start = !s->copy_running && shadow_copy_may_run(s) &&
-            shadow_copy_next(s, 0) >= 0;
-    if (start) {
-        s->copy_running = true;
+    if (shadow_copy_may_run(s) && shadow_copy_next(s, 0, s->nb_chunks) >= 0) {
+        for (i = 0; i < want; i++) {
+            if (!(s->copy_workers & (1u << i))) {
+                start |= 1u << i;
+            }
+        }
+        s->copy_workers |= start;
     }
     qemu_mutex_unlock(&s->lock);
 
-    if (start) {
+    for (i = 0; i < SHADOW_COPY_WORKERS; i++) {
+        ShadowCopyWorker *w;
+
+        if (!(start & (1u << i))) {
+            continue;
+        }
+        w = g_new(ShadowCopyWorker, 1);
+        *w = (ShadowCopyWorker) { .s = s, .index = i };
         bdrv_inc_in_flight(s->bs);
         aio_co_schedule(bdrv_get_aio_context(s->bs),
-                        qemu_coroutine_create(shadow_copy_entry, s));
+                        qemu_coroutine_create(shadow_copy_entry, w));
     }
 }

@@ -42,6 +42,9 @@ typedef struct ShadowOptions {
     int64_t chunk_size;
     ShadowWriteMode write_mode;
     ShadowPrewarm prewarm;
+    uint64_t prewarm_speed;
+    ShadowReadFrom read_from;
+    bool copy_on_read;
 } ShadowOptions;
 
 typedef struct ShadowReopenState {
@@ -103,7 +106,7 @@ static ShadowChildState shadow_child_state(BDRVShadowState *s,
         return SHADOW_CHILD_STATE_SYNCED;
     }
     /* A copy paused by a drained section is still under way */
-    if (s->copy_running || shadow_copy_enabled(s)) {
+    if (s->copy_workers || shadow_copy_enabled(s)) {
         return SHADOW_CHILD_STATE_SYNCING;
     }
     return SHADOW_CHILD_STATE_STALE;
@@ -218,31 +221,17 @@ static bool shadow_parse_options(QDict *options, bool consume,
 
     opts->write_mode = o->has_write_mode ? o->write_mode
                                          : SHADOW_WRITE_MODE_SYNC;
-    if (opts->write_mode != SHADOW_WRITE_MODE_SYNC) {
-        error_setg(errp, "shadow: write-mode '%s' is not supported yet; "
-                   "only 'sync' is", ShadowWriteMode_str(opts->write_mode));
+    opts->prewarm = o->has_prewarm ? o->prewarm : SHADOW_PREWARM_HOT_FIRST;
+    opts->prewarm_speed = o->has_prewarm_speed ? o->prewarm_speed : 0;
+    if (opts->prewarm_speed > INT64_MAX) {
+        /* QMP turns -1 into UINT64_MAX: refuse it rather than mean "fast" */
+        error_setg(errp, "shadow: prewarm-speed must be from 0 (unlimited) "
+                   "to %" PRId64 " bytes per second", INT64_MAX);
         goto fail;
     }
-
-    opts->prewarm = o->has_prewarm ? o->prewarm : SHADOW_PREWARM_SEQUENTIAL;
-    if (opts->prewarm == SHADOW_PREWARM_HOT_FIRST) {
-        error_setg(errp, "shadow: prewarm 'hot-first' is not supported yet; "
-                   "use 'sequential' or 'off'");
-        goto fail;
-    }
-    if (o->has_prewarm_speed && o->prewarm_speed) {
-        error_setg(errp, "shadow: prewarm-speed is not supported yet");
-        goto fail;
-    }
-    if (o->has_read_from && o->read_from != SHADOW_READ_FROM_ACTIVE) {
-        error_setg(errp, "shadow: read-from '%s' is not supported yet; "
-                   "only 'active' is", ShadowReadFrom_str(o->read_from));
-        goto fail;
-    }
-    if (o->has_copy_on_read && o->copy_on_read) {
-        error_setg(errp, "shadow: copy-on-read is not supported yet");
-        goto fail;
-    }
+    opts->read_from = o->has_read_from ? o->read_from
+                                       : SHADOW_READ_FROM_ACTIVE;
+    opts->copy_on_read = o->has_copy_on_read ? o->copy_on_read : true;
     if (o->metadata) {
         error_setg(errp, "shadow: the metadata child is not supported yet");
         goto fail;
@@ -387,6 +376,12 @@ static int shadow_open(BlockDriverState *bs, QDict *options, int flags,
     s->nb_chunks = DIV_ROUND_UP(s->length, s->chunk_size);
     s->write_mode = opts.write_mode;
     s->prewarm = opts.prewarm;
+    s->read_from = opts.read_from;
+    s->copy_on_read = opts.copy_on_read;
+    s->copying = hbitmap_alloc(s->nb_chunks, 0);
+    shadow_heat_init(&s->heat, s->length, s->chunk_size);
+    ratelimit_init(&s->copy_limit);
+    shadow_copy_set_speed(s, opts.prewarm_speed);
 
     s->num_children = n;
     s->next_child_index = n;
@@ -425,7 +420,7 @@ static void shadow_close(BlockDriverState *bs)
     int i;
 
     /* The node is drained: no copy is running */
-    assert(!s->copy_running);
+    assert(!s->copy_workers);
 
     bdrv_graph_wrlock();
     for (i = 0; i < s->num_children; i++) {
@@ -435,7 +430,9 @@ static void shadow_close(BlockDriverState *bs)
     bdrv_graph_wrunlock();
 
     g_free(s->children);
-    qemu_vfree(s->copy_buf);
+    hbitmap_free(s->copying);
+    shadow_heat_destroy(&s->heat);
+    ratelimit_destroy(&s->copy_limit);
     g_free(s->switched_from);
     qemu_mutex_destroy(&s->lock);
 }
@@ -452,6 +449,74 @@ shadow_co_getlength(BlockDriverState *bs)
     return s->length;
 }
 
+/* A guest request starts: the copy yields to the guest for a while */
+static void shadow_guest_begin(BDRVShadowState *s)
+{
+    qatomic_inc(&s->guest_inflight);
+    qatomic_set(&s->guest_io_ns, get_clock());
+}
+
+static void shadow_guest_end(BDRVShadowState *s)
+{
+    qatomic_dec(&s->guest_inflight);
+}
+
+/*
+ * Count an access for hot-first pre-warming and queue what copy-on-read
+ * or a sequential stream asks for.  Locked.
+ */
+static void shadow_note_access(BDRVShadowState *s, int64_t offset,
+                               int64_t bytes, bool read)
+{
+    bool hot = s->prewarm == SHADOW_PREWARM_HOT_FIRST;
+
+    if (hot || s->copy_on_read) {
+        shadow_heat_access(&s->heat, offset, bytes, hot,
+                           read && s->copy_on_read);
+    }
+}
+
+/* A read latency sample for @sc's moving average (weight 1/8) */
+static void shadow_note_read_latency(ShadowChild *sc, int64_t ns)
+{
+    int64_t avg = qatomic_read(&sc->read_ns);
+
+    qatomic_set(&sc->read_ns, avg ? avg - avg / 8 + ns / 8 : MAX(ns, 1));
+    qatomic_set(&sc->read_stamp, get_clock());
+}
+
+/*
+ * With read-from=fastest, the in-sync child with the lowest read latency
+ * that holds every chunk of the request; a child never measured counts as
+ * fastest, so that it gets measured.  One read in 64 goes to the child
+ * measured longest ago, to keep the averages fresh.  Locked.
+ */
+static ShadowChild *shadow_pick_reader(BDRVShadowState *s, int64_t offset,
+                                       int64_t bytes)
+{
+    ShadowChild *best = s->active, *oldest = s->active;
+    bool explore = ++s->nb_reads % 64 == 0;
+    int64_t first, end;
+    int i;
+
+    shadow_chunk_range(s, offset, bytes, &first, &end);
+    for (i = 0; i < s->num_children; i++) {
+        ShadowChild *sc = s->children[i];
+
+        if (sc == s->active || sc->degraded ||
+            hbitmap_next_dirty(sc->map.stale, first, end - first) >= 0) {
+            continue;
+        }
+        if (sc->read_ns < best->read_ns) {
+            best = sc;
+        }
+        if (sc->read_stamp < oldest->read_stamp) {
+            oldest = sc;
+        }
+    }
+    return explore ? oldest : best;
+}
+
 static int coroutine_fn GRAPH_RDLOCK
 shadow_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
                  QEMUIOVector *qiov, BdrvRequestFlags flags)
@@ -459,11 +524,37 @@ shadow_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
     BDRVShadowState *s = bs->opaque;
     ShadowChild *sc = s->active;
     int64_t start = get_clock();
+    int64_t child_start;
     int ret;
 
+    shadow_guest_begin(s);
+    qemu_mutex_lock(&s->lock);
+    shadow_note_access(s, offset, bytes, true);
+    if (s->read_from == SHADOW_READ_FROM_FASTEST) {
+        sc = shadow_pick_reader(s, offset, bytes);
+    }
+    qemu_mutex_unlock(&s->lock);
+    if (sc != s->active || s->read_from == SHADOW_READ_FROM_FASTEST ||
+        s->copy_on_read || s->prewarm == SHADOW_PREWARM_HOT_FIRST) {
+        /* Nothing to do if a shadow needs nothing: keep the copier idle */
+        shadow_copy_kick(s);
+    }
+
+    child_start = get_clock();
     ret = bdrv_co_preadv(sc->child, offset, bytes, qiov, flags);
-    shadow_account(&sc->stats, false, bytes, start, ret);
+    shadow_account(&sc->stats, false, bytes, child_start, ret);
+    if (ret == 0) {
+        shadow_note_read_latency(sc, get_clock() - child_start);
+    } else if (sc != s->active) {
+        /* A failing shadow never fails the guest: read the active child */
+        shadow_child_degrade(s, sc, "read", ret);
+        sc = s->active;
+        child_start = get_clock();
+        ret = bdrv_co_preadv(sc->child, offset, bytes, qiov, flags);
+        shadow_account(&sc->stats, false, bytes, child_start, ret);
+    }
     shadow_account(&s->stats, false, bytes, start, ret);
+    shadow_guest_end(s);
     return ret;
 }
 
@@ -610,7 +701,9 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
     shadow_chunk_range(s, offset, bytes, &first, &end);
     shadow_full_chunk_range(s, offset, bytes, &full_first, &full_end);
 
+    shadow_guest_begin(s);
     qemu_mutex_lock(&s->lock);
+    shadow_note_access(s, offset, bytes, false);
     shadow_track_begin(s, &req, offset, bytes);
     qemu_mutex_unlock(&s->lock);
 
@@ -650,6 +743,7 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
         }
     }
     shadow_account(&s->stats, true, bytes, start, ret);
+    shadow_guest_end(s);
     if (kind == SHADOW_DISCARD || n == 1) {
         shadow_copy_kick(s);
     }
@@ -753,6 +847,7 @@ static void shadow_drain_begin(BlockDriverState *bs)
     BDRVShadowState *s = bs->opaque;
 
     s->drain_start_ns = get_clock();
+    shadow_copy_wake(s);
 }
 
 static void shadow_drain_end(BlockDriverState *bs)
@@ -874,6 +969,9 @@ static void shadow_reopen_commit(BDRVReopenState *state)
     }
     s->write_mode = rs->opts.write_mode;
     s->prewarm = rs->opts.prewarm;
+    s->read_from = rs->opts.read_from;
+    s->copy_on_read = rs->opts.copy_on_read;
+    shadow_copy_set_speed(s, rs->opts.prewarm_speed);
     /* A reopen retries degraded children and failed copies */
     for (i = 0; i < s->num_children; i++) {
         s->children[i]->degraded = false;

@@ -14,7 +14,9 @@
 #include "block/block_int.h"
 #include "block/reqlist.h"
 #include "qapi/qapi-types-block-core.h"
+#include "qemu/coroutine.h"
 #include "qemu/hbitmap.h"
+#include "qemu/ratelimit.h"
 #include "qemu/stats64.h"
 #include "qemu/units.h"
 
@@ -24,6 +26,22 @@
 
 /* Largest single background copy; neighbouring stale chunks are merged */
 #define SHADOW_COPY_MAX_BYTES     (1 * MiB)
+/*
+ * A copy run is sized to take about this long on its slowest target, so a
+ * guest request or a drained section never waits long behind copies
+ */
+#define SHADOW_COPY_RUN_NS        (20 * SCALE_MS)
+/* Background copies in flight at once when the guest is idle */
+#define SHADOW_COPY_WORKERS       4
+/* The guest counts as busy this long after its last request */
+#define SHADOW_GUEST_BUSY_NS      (10 * SCALE_MS)
+
+/* Heat tracking for hot-first pre-warming (shadow-heat.c) */
+#define SHADOW_HEAT_REGION        (1 * MiB)
+#define SHADOW_HEAT_LEVELS        16
+#define SHADOW_HEAT_QUEUE_MAX     4096
+#define SHADOW_HEAT_DECAY_NS      (10 * NANOSECONDS_PER_SECOND)
+#define SHADOW_STREAMS            4
 
 /*
  * Which chunks of one child are out of date.  A set bit means the chunk
@@ -54,7 +72,36 @@ typedef struct ShadowChild {
     /* An I/O error happened; no more I/O until a reopen or re-add */
     bool degraded;
     ShadowCounters stats;
+    /* Moving average of read latency (0: never measured) and its age */
+    int64_t read_ns;
+    int64_t read_stamp;
+    /* Moving average of background copy throughput, bytes/s (0: unknown) */
+    int64_t copy_bps;
 } ShadowChild;
+
+/* A FIFO of region numbers with a fixed capacity */
+typedef struct ShadowRegionQueue {
+    uint32_t *ring;
+    uint32_t head;
+    uint32_t len;
+} ShadowRegionQueue;
+
+typedef struct ShadowStream {
+    int64_t next;       /* where the next sequential request would start */
+    int64_t len;        /* sequential requests seen */
+    uint64_t used;
+} ShadowStream;
+
+typedef struct ShadowHeat {
+    int64_t region_size;
+    int64_t nb_regions;
+    uint16_t *count;    /* decayed access count per region */
+    uint8_t *queued;    /* 1 + the queue a region sits on, 0 for none */
+    ShadowRegionQueue queue[SHADOW_HEAT_LEVELS + 1];
+    int64_t last_decay_ns;
+    ShadowStream streams[SHADOW_STREAMS];
+    uint64_t stream_clock;
+} ShadowHeat;
 
 typedef struct BDRVShadowState {
     BlockDriverState *bs;
@@ -73,6 +120,9 @@ typedef struct BDRVShadowState {
     int64_t nb_chunks;
     ShadowWriteMode write_mode;
     ShadowPrewarm prewarm;
+    uint64_t prewarm_speed;
+    ShadowReadFrom read_from;
+    bool copy_on_read;
 
     /* Protects the maps, @reqs and the copier's bookkeeping */
     QemuMutex lock;
@@ -83,11 +133,19 @@ typedef struct BDRVShadowState {
      */
     BlockReqList reqs;
 
-    /* Background copy */
-    bool copy_running;
+    /* Background copy: running workers (a bit each), what they copy, pacing */
+    unsigned copy_workers;
     bool copy_failed;
     int64_t copy_cursor;
-    void *copy_buf;
+    HBitmap *copying;
+    ShadowHeat heat;
+    RateLimit copy_limit;
+    QemuCoSleep copy_sleep[SHADOW_COPY_WORKERS];
+
+    /* Guest requests in flight, and when the last one started */
+    int guest_inflight;
+    int64_t guest_io_ns;
+    uint64_t nb_reads;
 
     /* Guest-facing counters of the node */
     ShadowCounters stats;
@@ -119,9 +177,20 @@ void shadow_child_degrade(BDRVShadowState *s, ShadowChild *sc,
 void shadow_account(ShadowCounters *c, bool write, int64_t bytes,
                     int64_t start_ns, int ret);
 
+/* shadow-heat.c */
+void shadow_heat_init(ShadowHeat *h, int64_t length, int64_t chunk_size);
+void shadow_heat_destroy(ShadowHeat *h);
+void shadow_heat_access(ShadowHeat *h, int64_t offset, int64_t bytes,
+                        bool count, bool urgent);
+int64_t shadow_heat_pop(ShadowHeat *h, bool urgent_only,
+                        bool (*needed)(void *opaque, int64_t region),
+                        void *opaque);
+
 /* shadow-copy.c */
 void shadow_copy_kick(BDRVShadowState *s);
 bool shadow_copy_enabled(BDRVShadowState *s);
 bool shadow_copy_may_run(BDRVShadowState *s);
+void shadow_copy_wake(BDRVShadowState *s);
+void shadow_copy_set_speed(BDRVShadowState *s, uint64_t speed);
 
 #endif /* BLOCK_SHADOW_H */

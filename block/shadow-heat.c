@@ -1,0 +1,208 @@
+/*
+ * Shadow block driver: which regions to pre-warm first
+ *
+ * Guest accesses are counted per region (SHADOW_HEAT_REGION bytes, or one
+ * chunk when chunks are larger).  As in dm-cache's smq policy, a region's
+ * count places it on one of SHADOW_HEAT_LEVELS queues (level = 1 + log2 of
+ * the count), the copier takes regions from the hottest level first, and
+ * every SHADOW_HEAT_DECAY_NS all counts are halved so that old heat fades.
+ * Queues are not reordered on decay: a region found on a level above its
+ * current one is moved down when it is taken.
+ *
+ * One more queue, above all levels, holds urgent regions: chunks the guest
+ * read (copy-on-read) and the regions just ahead of a sequential stream.
+ *
+ * Memory is bounded: two bytes and one byte per region, and at most
+ * SHADOW_HEAT_QUEUE_MAX entries per queue, the oldest dropped first.
+ * Callers hold BDRVShadowState.lock.
+ *
+ * Copyright (c) 2026 The shadowtier authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/host-utils.h"
+#include "qemu/timer.h"
+#include "shadow.h"
+
+#define SHADOW_HEAT_URGENT    SHADOW_HEAT_LEVELS
+#define SHADOW_STREAM_MIN     4     /* sequential requests before a stream */
+#define SHADOW_STREAM_AHEAD   4     /* regions copied ahead of a stream */
+
+static int shadow_heat_level(uint16_t count)
+{
+    return count ? MIN(SHADOW_HEAT_LEVELS, 64 - clz64(count)) : 0;
+}
+
+void shadow_heat_init(ShadowHeat *h, int64_t length, int64_t chunk_size)
+{
+    memset(h, 0, sizeof(*h));
+    h->region_size = MAX(SHADOW_HEAT_REGION, chunk_size);
+    h->nb_regions = DIV_ROUND_UP(length, h->region_size);
+    h->count = g_new0(uint16_t, h->nb_regions);
+    h->queued = g_new0(uint8_t, h->nb_regions);
+    h->last_decay_ns = get_clock();
+}
+
+void shadow_heat_destroy(ShadowHeat *h)
+{
+    int i;
+
+    for (i = 0; i <= SHADOW_HEAT_URGENT; i++) {
+        g_free(h->queue[i].ring);
+    }
+    g_free(h->count);
+    g_free(h->queued);
+    memset(h, 0, sizeof(*h));
+}
+
+/* Queue @region on queue @q (a level, or SHADOW_HEAT_URGENT) */
+static void shadow_heat_push(ShadowHeat *h, int q, uint32_t region)
+{
+    ShadowRegionQueue *rq = &h->queue[q];
+
+    if (!rq->ring) {
+        rq->ring = g_new(uint32_t, SHADOW_HEAT_QUEUE_MAX);
+    }
+    if (rq->len == SHADOW_HEAT_QUEUE_MAX) {
+        /* Full: the oldest entry loses its place */
+        uint32_t old = rq->ring[rq->head];
+
+        if (h->queued[old] == q + 1) {
+            h->queued[old] = 0;
+        }
+        rq->head = (rq->head + 1) % SHADOW_HEAT_QUEUE_MAX;
+        rq->len--;
+    }
+    rq->ring[(rq->head + rq->len) % SHADOW_HEAT_QUEUE_MAX] = region;
+    rq->len++;
+    h->queued[region] = q + 1;
+}
+
+static void shadow_heat_decay(ShadowHeat *h, int64_t now)
+{
+    int64_t r;
+
+    for (r = 0; r < h->nb_regions; r++) {
+        h->count[r] >>= 1;
+    }
+    h->last_decay_ns = now;
+}
+
+static void shadow_heat_urgent(ShadowHeat *h, int64_t first, int64_t end)
+{
+    int64_t r;
+
+    for (r = first; r < MIN(end, h->nb_regions); r++) {
+        if (h->queued[r] != SHADOW_HEAT_URGENT + 1) {
+            shadow_heat_push(h, SHADOW_HEAT_URGENT, r);
+        }
+    }
+}
+
+/*
+ * A sequential stream: a request that starts where an earlier one ended.
+ * After SHADOW_STREAM_MIN of them, the regions ahead of it are urgent.
+ */
+static void shadow_heat_stream(ShadowHeat *h, int64_t offset, int64_t bytes)
+{
+    ShadowStream *lru = &h->streams[0];
+    int i;
+
+    h->stream_clock++;
+    for (i = 0; i < SHADOW_STREAMS; i++) {
+        ShadowStream *st = &h->streams[i];
+
+        if (st->len && st->next == offset) {
+            st->next = offset + bytes;
+            st->len++;
+            st->used = h->stream_clock;
+            if (st->len >= SHADOW_STREAM_MIN) {
+                int64_t r = st->next / h->region_size;
+
+                shadow_heat_urgent(h, r, r + SHADOW_STREAM_AHEAD);
+            }
+            return;
+        }
+        if (st->used < lru->used) {
+            lru = st;
+        }
+    }
+    *lru = (ShadowStream) {
+        .next = offset + bytes, .len = 1, .used = h->stream_clock,
+    };
+}
+
+void shadow_heat_access(ShadowHeat *h, int64_t offset, int64_t bytes,
+                        bool count, bool urgent)
+{
+    int64_t first = offset / h->region_size;
+    int64_t end = MIN(DIV_ROUND_UP(offset + bytes, h->region_size),
+                      h->nb_regions);
+    int64_t now = get_clock();
+    int64_t r;
+
+    if (count) {
+        if (now - h->last_decay_ns > SHADOW_HEAT_DECAY_NS) {
+            shadow_heat_decay(h, now);
+        }
+        for (r = first; r < end; r++) {
+            int level;
+
+            if (h->count[r] < UINT16_MAX) {
+                h->count[r]++;
+            }
+            level = shadow_heat_level(h->count[r]);
+            if (h->queued[r] < level) {
+                shadow_heat_push(h, level - 1, r);
+            }
+        }
+    }
+    if (urgent) {
+        shadow_heat_urgent(h, first, end);
+    }
+    shadow_heat_stream(h, offset, bytes);
+}
+
+/*
+ * Take the hottest queued region for which @needed says there is work, or
+ * return -1.  With @urgent_only, only the urgent queue is looked at.
+ */
+int64_t shadow_heat_pop(ShadowHeat *h, bool urgent_only,
+                        bool (*needed)(void *opaque, int64_t region),
+                        void *opaque)
+{
+    int q;
+
+    for (q = SHADOW_HEAT_URGENT; q >= 0; q--) {
+        ShadowRegionQueue *rq = &h->queue[q];
+
+        if (urgent_only && q != SHADOW_HEAT_URGENT) {
+            break;
+        }
+        while (rq->len) {
+            uint32_t r = rq->ring[rq->head];
+            int level;
+
+            rq->head = (rq->head + 1) % SHADOW_HEAT_QUEUE_MAX;
+            rq->len--;
+            if (h->queued[r] != q + 1) {
+                continue;       /* queued again elsewhere since */
+            }
+            h->queued[r] = 0;
+            level = shadow_heat_level(h->count[r]);
+            if (q != SHADOW_HEAT_URGENT && level < q + 1) {
+                /* Its heat decayed: it belongs on a lower level */
+                if (level) {
+                    shadow_heat_push(h, level - 1, r);
+                }
+                continue;
+            }
+            if (needed(opaque, r)) {
+                return r;
+            }
+        }
+    }
+    return -1;
+}
