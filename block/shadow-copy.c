@@ -153,9 +153,13 @@ static int64_t shadow_copy_pick(BDRVShadowState *s, int64_t *chunk)
     bool hot = s->prewarm == SHADOW_PREWARM_HOT_FIRST;
 
     if (hot || s->copy_on_read) {
-        int64_t r = shadow_heat_pop(&s->heat, !hot,
-                                    shadow_copy_region_wanted, s);
+        /* Finish the region in hand before taking the next one */
+        int64_t r = s->copy_region;
 
+        if (r < 0 || !shadow_copy_region_wanted(s, r)) {
+            r = shadow_heat_pop(&s->heat, !hot, shadow_copy_region_wanted, s);
+            s->copy_region = r;
+        }
         if (r >= 0) {
             int64_t per_region = s->heat.region_size / s->chunk_size;
 

@@ -379,6 +379,7 @@ static int shadow_open(BlockDriverState *bs, QDict *options, int flags,
     s->read_from = opts.read_from;
     s->copy_on_read = opts.copy_on_read;
     s->copying = hbitmap_alloc(s->nb_chunks, 0);
+    s->copy_region = -1;
     shadow_heat_init(&s->heat, s->length, s->chunk_size);
     ratelimit_init(&s->copy_limit);
     shadow_copy_set_speed(s, opts.prewarm_speed);
@@ -462,18 +463,15 @@ static void shadow_guest_end(BDRVShadowState *s)
 }
 
 /*
- * Count an access for hot-first pre-warming and queue what copy-on-read
- * or a sequential stream asks for.  Locked.
+ * Count an access for hot-first pre-warming, whatever the prewarm mode
+ * now, so that turning pre-warm on later finds the history; and queue what
+ * copy-on-read asks for.  Locked.
  */
 static void shadow_note_access(BDRVShadowState *s, int64_t offset,
                                int64_t bytes, bool read)
 {
-    bool hot = s->prewarm == SHADOW_PREWARM_HOT_FIRST;
-
-    if (hot || s->copy_on_read) {
-        shadow_heat_access(&s->heat, offset, bytes, hot,
-                           read && s->copy_on_read);
-    }
+    shadow_heat_access(&s->heat, offset, bytes, true,
+                       read && s->copy_on_read);
 }
 
 /* A read latency sample for @sc's moving average (weight 1/8) */

@@ -137,6 +137,7 @@ typedef struct BDRVShadowState {
     unsigned copy_workers;
     bool copy_failed;
     int64_t copy_cursor;
+    int64_t copy_region;        /* hot region being copied, or -1 */
     HBitmap *copying;
     ShadowHeat heat;
     RateLimit copy_limit;

@@ -6,6 +6,7 @@
 
 import json
 import os
+import subprocess
 import time
 
 import iotests
@@ -51,12 +52,6 @@ def child_stats(vm, child, node='sh0'):
     raise AssertionError(f'{child} is not a child of {node}')
 
 
-def set_bps_write(vm, group, bps):
-    """Change a throttle group's write limit (0 lifts it)."""
-    vm.cmd('qom-set', {'path': group, 'property': 'limits',
-                       'value': {'bps-write': bps}})
-
-
 def wait_synced(vm, child, node='sh0', timeout=120):
     """Wait for SHADOW_CHILD_SYNCED of @child unless it is synced already."""
     if child_stats(vm, child, node)['state'] == 'synced':
@@ -65,12 +60,62 @@ def wait_synced(vm, child, node='sh0', timeout=120):
                   match={'data': {'node-name': node, 'child': child}})
 
 
-def qemu_io_ok(test, vm, node, cmd):
-    """Run a qemu-io command through HMP and fail the test on any error."""
-    out = vm.hmp_qemu_io(node, cmd)['return']
-    for bad in ('error', 'Error', 'fail', 'Pattern verification'):
-        test.assertNotIn(bad, out, f'qemu-io {node} "{cmd}": {out}')
-    return out
+class NodeAccess:
+    """qemu-io on nodes of a running VM, through NBD exports.
+
+    HMP's qemu-io prints to QEMU's stdout, so its reads verify nothing;
+    a qemu-io process on an NBD export reports pattern mismatches and
+    errors in its output and exit code.
+    """
+
+    def __init__(self, vm, writable=('sh0',)):
+        self.vm = vm
+        self.sock = os.path.join(iotests.sock_dir,
+                                 f'shadow-nbd-{os.getpid()}.sock')
+        self.writable = writable
+        self.exported = set()
+        vm.cmd('nbd-server-start',
+               {'addr': {'type': 'unix', 'data': {'path': self.sock}}})
+
+    def uri(self, node):
+        if node not in self.exported:
+            self.vm.cmd('block-export-add', {
+                'type': 'nbd', 'id': f'exp-{node}', 'node-name': node,
+                'name': node, 'writable': node in self.writable})
+            self.exported.add(node)
+        return f'nbd+unix:///{node}?socket={self.sock}'
+
+    def run(self, node, *cmds):
+        args = [a for c in cmds for a in ('-c', c)]
+        if node not in self.writable:
+            args.insert(0, '-r')
+        res = subprocess.run(iotests.qemu_io_args_no_fmt +
+                             ['-f', 'raw', self.uri(node)] + args,
+                             stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT,
+                             universal_newlines=True, check=False)
+        ok = (res.returncode == 0 and
+              'Pattern verification failed' not in res.stdout and
+              'failed' not in res.stdout)
+        return ok, res.stdout
+
+    def ok(self, test, node, *cmds):
+        """Run qemu-io commands on @node; fail @test on any error."""
+        ok, out = self.run(node, *cmds)
+        test.assertTrue(ok, f'qemu-io {node} {cmds}: {out}')
+        return out
+
+    def holds(self, node, *cmds):
+        """Whether the commands (pattern reads) succeed on @node."""
+        return self.run(node, *cmds)[0]
+
+    def close(self):
+        for node in self.exported:
+            self.vm.cmd('block-export-del', {'id': f'exp-{node}'})
+        # Export deletion completes asynchronously
+        wait_until(lambda: not self.vm.cmd('query-block-exports'))
+        self.exported.clear()
+        self.vm.cmd('nbd-server-stop')
 
 
 def data_bytes(path, fmt):
