@@ -1009,7 +1009,12 @@ shadow_add_child(BlockDriverState *bs, BlockDriverState *child_bs,
         error_setg(errp, "Too many children");
         return;
     }
-    if (shadow_check_child_length(s, child_bs, bdrv_getlength(child_bs),
+    /*
+     * Under the graph write lock bdrv_getlength() would wait for a read
+     * lock: use the length the node already knows
+     */
+    if (shadow_check_child_length(s, child_bs,
+                                  child_bs->total_sectors * BDRV_SECTOR_SIZE,
                                   errp) < 0) {
         return;
     }
