@@ -567,6 +567,8 @@ typedef enum ShadowWriteKind {
 typedef struct ShadowFanout {
     Coroutine *co;
     int pending;
+    /* The caller waits in shadow_fanout(), not in its own request */
+    bool waiting;
     ShadowWriteKind kind;
     int64_t offset;
     int64_t bytes;
@@ -630,8 +632,8 @@ static void coroutine_fn GRAPH_RDLOCK shadow_child_req_entry(void *opaque)
     ShadowFanout *fan = req->fan;
 
     req->ret = shadow_child_write(fan, req->sc);
-    if (--fan->pending == 0) {
-        qemu_coroutine_enter_if_inactive(fan->co);
+    if (--fan->pending == 0 && fan->waiting) {
+        aio_co_wake(fan->co);
     }
 }
 
@@ -648,11 +650,17 @@ shadow_fanout(ShadowFanout *fan, ShadowChildReq *reqs, int n)
                                               &reqs[i]);
         qemu_coroutine_enter(co);
     }
-    /* The first child, the active one, runs in this coroutine */
+    /*
+     * The first child, the active one, runs in this coroutine.  It may
+     * yield inside its request, so the others must not wake this coroutine
+     * until it waits below.
+     */
     reqs[0].ret = shadow_child_write(fan, reqs[0].sc);
     fan->pending--;
     while (fan->pending > 0) {
+        fan->waiting = true;
         qemu_coroutine_yield();
+        fan->waiting = false;
     }
 }
 
@@ -693,6 +701,7 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
     g_autofree ShadowChildReq *reqs = g_new(ShadowChildReq, s->num_children);
     int64_t start = get_clock();
     int64_t first, end, full_first, full_end;
+    bool left_stale = false;
     BlockReq req;
     int i, n, ret;
 
@@ -729,6 +738,7 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
             shadow_map_mark_valid(&sc->map, full_first, full_end - full_first);
         } else {
             shadow_map_mark_stale(&sc->map, first, end - first);
+            left_stale = true;
         }
     }
     reqlist_remove_req(&req);
@@ -742,7 +752,7 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
     }
     shadow_account(&s->stats, true, bytes, start, ret);
     shadow_guest_end(s);
-    if (kind == SHADOW_DISCARD || n == 1) {
+    if (left_stale) {
         shadow_copy_kick(s);
     }
     return ret;
