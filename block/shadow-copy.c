@@ -210,7 +210,7 @@ shadow_copy_range(BDRVShadowState *s, void *buf, int64_t offset,
 
     while (pos < end) {
         int64_t n = MIN(end - pos, SHADOW_COPY_MAX_BYTES);
-        int64_t pnum, start;
+        int64_t pnum, start, ns;
         bool zero;
         int ret;
 
@@ -226,7 +226,8 @@ shadow_copy_range(BDRVShadowState *s, void *buf, int64_t offset,
         if (!zero) {
             start = get_clock();
             ret = bdrv_co_pread(src->child, pos, pnum, buf, 0);
-            shadow_account(&src->stats, false, pnum, start, ret);
+            shadow_account(&src->stats, false, pnum, get_clock() - start,
+                           ret);
             if (ret < 0) {
                 return ret;
             }
@@ -246,9 +247,10 @@ shadow_copy_range(BDRVShadowState *s, void *buf, int64_t offset,
             } else {
                 ret = bdrv_co_pwrite(t->child, pos, pnum, buf, 0);
             }
-            shadow_account(&t->stats, true, pnum, start, ret);
+            ns = get_clock() - start;
+            shadow_account(&t->stats, true, pnum, ns, ret);
             if (ret == 0) {
-                shadow_note_copy_rate(t, pnum, get_clock() - start);
+                shadow_note_copy_rate(t, pnum, ns);
             }
             if (ret == 0 && !zero) {
                 /* Zero ranges are not copied, only written as zeroes */

@@ -90,22 +90,26 @@ static void shadow_heat_decay(ShadowHeat *h, int64_t now)
     h->last_decay_ns = now;
 }
 
-static void shadow_heat_urgent(ShadowHeat *h, int64_t first, int64_t end)
+/* Queue [@first, @end) as urgent; returns whether anything was new */
+static bool shadow_heat_urgent(ShadowHeat *h, int64_t first, int64_t end)
 {
+    bool queued = false;
     int64_t r;
 
     for (r = first; r < MIN(end, h->nb_regions); r++) {
         if (h->queued[r] != SHADOW_HEAT_URGENT + 1) {
             shadow_heat_push(h, SHADOW_HEAT_URGENT, r);
+            queued = true;
         }
     }
+    return queued;
 }
 
 /*
  * A sequential stream: a request that starts where an earlier one ended.
  * After SHADOW_STREAM_MIN of them, the regions ahead of it are urgent.
  */
-static void shadow_heat_stream(ShadowHeat *h, int64_t offset, int64_t bytes)
+static bool shadow_heat_stream(ShadowHeat *h, int64_t offset, int64_t bytes)
 {
     ShadowStream *lru = &h->streams[0];
     int i;
@@ -121,9 +125,9 @@ static void shadow_heat_stream(ShadowHeat *h, int64_t offset, int64_t bytes)
             if (st->len >= SHADOW_STREAM_MIN) {
                 int64_t r = st->next / h->region_size;
 
-                shadow_heat_urgent(h, r, r + SHADOW_STREAM_AHEAD);
+                return shadow_heat_urgent(h, r, r + SHADOW_STREAM_AHEAD);
             }
-            return;
+            return false;
         }
         if (st->used < lru->used) {
             lru = st;
@@ -132,37 +136,41 @@ static void shadow_heat_stream(ShadowHeat *h, int64_t offset, int64_t bytes)
     *lru = (ShadowStream) {
         .next = offset + bytes, .len = 1, .used = h->stream_clock,
     };
+    return false;
 }
 
-void shadow_heat_access(ShadowHeat *h, int64_t offset, int64_t bytes,
-                        bool count, bool urgent)
+/*
+ * Count an access at time @now; with @urgent, queue its regions as urgent.
+ * Returns whether urgent work was queued, so that the caller starts the
+ * copy only when there may be something new to do.
+ */
+bool shadow_heat_access(ShadowHeat *h, int64_t offset, int64_t bytes,
+                        int64_t now, bool urgent)
 {
     int64_t first = offset / h->region_size;
     int64_t end = MIN(DIV_ROUND_UP(offset + bytes, h->region_size),
                       h->nb_regions);
-    int64_t now = get_clock();
+    bool queued = false;
     int64_t r;
 
-    if (count) {
-        if (now - h->last_decay_ns > SHADOW_HEAT_DECAY_NS) {
-            shadow_heat_decay(h, now);
-        }
-        for (r = first; r < end; r++) {
-            int level;
+    if (now - h->last_decay_ns > SHADOW_HEAT_DECAY_NS) {
+        shadow_heat_decay(h, now);
+    }
+    for (r = first; r < end; r++) {
+        int level;
 
-            if (h->count[r] < UINT16_MAX) {
-                h->count[r]++;
-            }
-            level = shadow_heat_level(h->count[r]);
-            if (h->queued[r] < level) {
-                shadow_heat_push(h, level - 1, r);
-            }
+        if (h->count[r] < UINT16_MAX) {
+            h->count[r]++;
+        }
+        level = shadow_heat_level(h->count[r]);
+        if (h->queued[r] < level) {
+            shadow_heat_push(h, level - 1, r);
         }
     }
     if (urgent) {
-        shadow_heat_urgent(h, first, end);
+        queued = shadow_heat_urgent(h, first, end);
     }
-    shadow_heat_stream(h, offset, bytes);
+    return shadow_heat_stream(h, offset, bytes) || queued;
 }
 
 /*

@@ -53,10 +53,8 @@ typedef struct ShadowReopenState {
 } ShadowReopenState;
 
 void shadow_account(ShadowCounters *c, bool write, int64_t bytes,
-                    int64_t start_ns, int ret)
+                    int64_t ns, int ret)
 {
-    int64_t ns = get_clock() - start_ns;
-
     if (ret < 0) {
         stat64_add(&c->failed_ops, 1);
         return;
@@ -451,10 +449,10 @@ shadow_co_getlength(BlockDriverState *bs)
 }
 
 /* A guest request starts: the copy yields to the guest for a while */
-static void shadow_guest_begin(BDRVShadowState *s)
+static void shadow_guest_begin(BDRVShadowState *s, int64_t now)
 {
     qatomic_inc(&s->guest_inflight);
-    qatomic_set(&s->guest_io_ns, get_clock());
+    qatomic_set(&s->guest_io_ns, now);
 }
 
 static void shadow_guest_end(BDRVShadowState *s)
@@ -462,25 +460,14 @@ static void shadow_guest_end(BDRVShadowState *s)
     qatomic_dec(&s->guest_inflight);
 }
 
-/*
- * Count an access for hot-first pre-warming, whatever the prewarm mode
- * now, so that turning pre-warm on later finds the history; and queue what
- * copy-on-read asks for.  Locked.
- */
-static void shadow_note_access(BDRVShadowState *s, int64_t offset,
-                               int64_t bytes, bool read)
-{
-    shadow_heat_access(&s->heat, offset, bytes, true,
-                       read && s->copy_on_read);
-}
-
 /* A read latency sample for @sc's moving average (weight 1/8) */
-static void shadow_note_read_latency(ShadowChild *sc, int64_t ns)
+static void shadow_note_read_latency(ShadowChild *sc, int64_t ns,
+                                     int64_t now)
 {
     int64_t avg = qatomic_read(&sc->read_ns);
 
     qatomic_set(&sc->read_ns, avg ? avg - avg / 8 + ns / 8 : MAX(ns, 1));
-    qatomic_set(&sc->read_stamp, get_clock());
+    qatomic_set(&sc->read_stamp, now);
 }
 
 /*
@@ -522,36 +509,40 @@ shadow_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
     BDRVShadowState *s = bs->opaque;
     ShadowChild *sc = s->active;
     int64_t start = get_clock();
-    int64_t child_start;
+    int64_t now;
+    bool urgent;
     int ret;
 
-    shadow_guest_begin(s);
+    shadow_guest_begin(s, start);
     qemu_mutex_lock(&s->lock);
-    shadow_note_access(s, offset, bytes, true);
+    /*
+     * Heat is counted whatever the prewarm mode, so that turning pre-warm
+     * on later finds the history
+     */
+    urgent = shadow_heat_access(&s->heat, offset, bytes, start,
+                                s->copy_on_read);
     if (s->read_from == SHADOW_READ_FROM_FASTEST) {
         sc = shadow_pick_reader(s, offset, bytes);
     }
     qemu_mutex_unlock(&s->lock);
-    if (sc != s->active || s->read_from == SHADOW_READ_FROM_FASTEST ||
-        s->copy_on_read || s->prewarm == SHADOW_PREWARM_HOT_FIRST) {
-        /* Nothing to do if a shadow needs nothing: keep the copier idle */
+    if (urgent && !qatomic_read(&s->copy_workers)) {
         shadow_copy_kick(s);
     }
 
-    child_start = get_clock();
     ret = bdrv_co_preadv(sc->child, offset, bytes, qiov, flags);
-    shadow_account(&sc->stats, false, bytes, child_start, ret);
+    now = get_clock();
+    shadow_account(&sc->stats, false, bytes, now - start, ret);
     if (ret == 0) {
-        shadow_note_read_latency(sc, get_clock() - child_start);
+        shadow_note_read_latency(sc, now - start, now);
     } else if (sc != s->active) {
         /* A failing shadow never fails the guest: read the active child */
         shadow_child_degrade(s, sc, "read", ret);
         sc = s->active;
-        child_start = get_clock();
         ret = bdrv_co_preadv(sc->child, offset, bytes, qiov, flags);
-        shadow_account(&sc->stats, false, bytes, child_start, ret);
+        now = get_clock();
+        shadow_account(&sc->stats, false, bytes, now - start, ret);
     }
-    shadow_account(&s->stats, false, bytes, start, ret);
+    shadow_account(&s->stats, false, bytes, now - start, ret);
     shadow_guest_end(s);
     return ret;
 }
@@ -574,6 +565,7 @@ typedef struct ShadowFanout {
     int64_t bytes;
     QEMUIOVector *qiov;
     BdrvRequestFlags flags;
+    int64_t start;
 } ShadowFanout;
 
 typedef struct ShadowChildReq {
@@ -592,7 +584,6 @@ static const char *const shadow_write_kind_names[] = {
 static int coroutine_fn GRAPH_RDLOCK
 shadow_child_write(ShadowFanout *fan, ShadowChild *sc)
 {
-    int64_t start = get_clock();
     int ret;
 
     switch (fan->kind) {
@@ -618,7 +609,8 @@ shadow_child_write(ShadowFanout *fan, ShadowChild *sc)
     default:
         g_assert_not_reached();
     }
-    shadow_account(&sc->stats, true, fan->bytes, start, ret);
+    shadow_account(&sc->stats, true, fan->bytes, get_clock() - fan->start,
+                   ret);
     return ret;
 }
 
@@ -694,23 +686,28 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
                 int64_t bytes, QEMUIOVector *qiov, BdrvRequestFlags flags)
 {
     BDRVShadowState *s = bs->opaque;
+    int64_t start = get_clock();
     ShadowFanout fan = {
         .kind = kind, .offset = offset, .bytes = bytes, .qiov = qiov,
-        .flags = flags,
+        .flags = flags, .start = start,
     };
-    g_autofree ShadowChildReq *reqs = g_new(ShadowChildReq, s->num_children);
-    int64_t start = get_clock();
+    ShadowChildReq stack_reqs[SHADOW_STACK_CHILDREN];
+    g_autofree ShadowChildReq *heap_reqs = NULL;
+    ShadowChildReq *reqs = stack_reqs;
     int64_t first, end, full_first, full_end;
     bool left_stale = false;
     BlockReq req;
     int i, n, ret;
 
+    if (s->num_children > SHADOW_STACK_CHILDREN) {
+        reqs = heap_reqs = g_new(ShadowChildReq, s->num_children);
+    }
     shadow_chunk_range(s, offset, bytes, &first, &end);
     shadow_full_chunk_range(s, offset, bytes, &full_first, &full_end);
 
-    shadow_guest_begin(s);
+    shadow_guest_begin(s, start);
     qemu_mutex_lock(&s->lock);
-    shadow_note_access(s, offset, bytes, false);
+    shadow_heat_access(&s->heat, offset, bytes, start, false);
     shadow_track_begin(s, &req, offset, bytes);
     qemu_mutex_unlock(&s->lock);
 
@@ -750,7 +747,7 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
                                  reqs[i].ret);
         }
     }
-    shadow_account(&s->stats, true, bytes, start, ret);
+    shadow_account(&s->stats, true, bytes, get_clock() - start, ret);
     shadow_guest_end(s);
     if (left_stale) {
         shadow_copy_kick(s);
@@ -782,7 +779,7 @@ shadow_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
 static int coroutine_fn GRAPH_RDLOCK shadow_co_flush(BlockDriverState *bs)
 {
     BDRVShadowState *s = bs->opaque;
-    ShadowFanout fan = { .kind = SHADOW_FLUSH };
+    ShadowFanout fan = { .kind = SHADOW_FLUSH, .start = get_clock() };
     g_autofree ShadowChildReq *reqs = g_new(ShadowChildReq, s->num_children);
     int i, n;
 

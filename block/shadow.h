@@ -36,6 +36,9 @@
 /* The guest counts as busy this long after its last request */
 #define SHADOW_GUEST_BUSY_NS      (10 * SCALE_MS)
 
+/* Children a write fans out to without allocating */
+#define SHADOW_STACK_CHILDREN     4
+
 /* Heat tracking for hot-first pre-warming (shadow-heat.c) */
 #define SHADOW_HEAT_REGION        (1 * MiB)
 #define SHADOW_HEAT_LEVELS        16
@@ -176,13 +179,13 @@ void coroutine_fn shadow_track_begin(BDRVShadowState *s, BlockReq *req,
 void shadow_child_degrade(BDRVShadowState *s, ShadowChild *sc,
                           const char *operation, int ret);
 void shadow_account(ShadowCounters *c, bool write, int64_t bytes,
-                    int64_t start_ns, int ret);
+                    int64_t ns, int ret);
 
 /* shadow-heat.c */
 void shadow_heat_init(ShadowHeat *h, int64_t length, int64_t chunk_size);
 void shadow_heat_destroy(ShadowHeat *h);
-void shadow_heat_access(ShadowHeat *h, int64_t offset, int64_t bytes,
-                        bool count, bool urgent);
+bool shadow_heat_access(ShadowHeat *h, int64_t offset, int64_t bytes,
+                        int64_t now, bool urgent);
 int64_t shadow_heat_pop(ShadowHeat *h, bool urgent_only,
                         bool (*needed)(void *opaque, int64_t region),
                         void *opaque);

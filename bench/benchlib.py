@@ -1,0 +1,149 @@
+"""Helpers for shadowtier's benchmarks: QEMU programs, a storage daemon
+with QMP, timing and medians.  Every ratio is measured against a baseline
+in the same run, alternating the two, because the machine is shared."""
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QEMU = os.path.join(REPO, 'build', 'qemu')
+sys.path.insert(0, os.path.join(REPO, 'build', 'src', 'qemu', 'python'))
+from qemu.qmp.legacy import QEMUMonitorProtocol  # noqa: E402
+
+QEMU_IMG = os.path.join(QEMU, 'qemu-img')
+QEMU_IO = os.path.join(QEMU, 'qemu-io')
+QSD = os.path.join(QEMU, 'storage-daemon', 'qemu-storage-daemon')
+WORK = os.path.join(REPO, 'build', 'bench', 'work')
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+def run(*args, stdin=None):
+    res = subprocess.run(args, input=stdin, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, universal_newlines=True)
+    if res.returncode != 0:
+        raise RuntimeError(f'{" ".join(args)}: {res.stdout}')
+    return res.stdout
+
+
+def fresh_dir(name):
+    path = os.path.join(WORK, name)
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    return path
+
+
+def make_image(path, size, data=None, fmt='raw'):
+    """An image of @size; @data: None (sparse), 'dense', or a list of
+    (offset, length) ranges written with pattern 0x5a."""
+    run(QEMU_IMG, 'create', '-f', fmt, path, str(size))
+    if data == 'dense':
+        data = [(0, size)]
+    cmds = []
+    for off, length in data or []:
+        while length > 0:
+            n = min(length, 256 * MiB)
+            cmds += ['-c', f'write -P 0x5a {off} {n}']
+            off += n
+            length -= n
+    if cmds:
+        run(QEMU_IO, '-f', fmt, *cmds, path)
+
+
+def bench_seconds(args):
+    """Run qemu-img bench, return the time it reports."""
+    out = run(QEMU_IMG, 'bench', *args)
+    return float(out.split('Run completed in ')[1].split(' ')[0])
+
+
+def median_ratio(baseline, candidate, runs):
+    """Alternate the two measurements @runs times; medians and ratio
+    baseline/candidate (>1: candidate faster when these are times)."""
+    b, c = [], []
+    for _ in range(runs):
+        b.append(baseline())
+        c.append(candidate())
+    mb, mc = statistics.median(b), statistics.median(c)
+    return {'baseline': mb, 'candidate': mc, 'ratio': mb / mc,
+            'baseline_runs': b, 'candidate_runs': c}
+
+
+class Daemon:
+    """A qemu-storage-daemon with a QMP monitor and an NBD server."""
+
+    def __init__(self, workdir, *args):
+        self.qmp_sock = os.path.join(workdir, 'qmp.sock')
+        self.nbd_sock = os.path.join(workdir, 'nbd.sock')
+        for s in (self.qmp_sock, self.nbd_sock):
+            if os.path.exists(s):
+                os.remove(s)
+        self.proc = subprocess.Popen(
+            [QSD, '--chardev',
+             f'socket,id=mon,path={self.qmp_sock},server=on,wait=off',
+             '--monitor', 'mon',
+             '--nbd-server', f'addr.type=unix,addr.path={self.nbd_sock}',
+             *args])
+        deadline = time.monotonic() + 10
+        while not os.path.exists(self.qmp_sock):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError('qemu-storage-daemon did not start')
+            time.sleep(0.01)
+        self.qmp = QEMUMonitorProtocol(self.qmp_sock)
+        self.qmp.connect()
+
+    def cmd(self, command, **args):
+        return self.qmp.cmd(command, **args)
+
+    def add(self, opts):
+        return self.qmp.cmd('blockdev-add', **opts)
+
+    def export(self, node, writable=True):
+        self.cmd('block-export-add', type='nbd', id=f'exp-{node}',
+                 **{'node-name': node}, name=node, writable=writable)
+        return f'nbd+unix:///{node}?socket={self.nbd_sock}'
+
+    def wait_event(self, name, timeout=600, **match):
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError(f'no {name} event in {timeout} s')
+            ev = self.qmp.pull_event(wait=left)
+            if ev and ev['event'] == name and all(
+                    ev['data'].get(k) == v for k, v in match.items()):
+                return ev
+
+    def shadow_stats(self, node='sh0'):
+        for e in self.cmd('query-blockstats', **{'query-nodes': True}):
+            if e.get('node-name') == node:
+                return e['driver-specific']
+        raise RuntimeError(f'no stats for {node}')
+
+    def stop(self):
+        try:
+            self.qmp.close()
+        finally:
+            self.proc.terminate()
+            self.proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def file_node(name, path, fmt='raw', **extra):
+    return {'driver': fmt, 'node-name': name,
+            'file': {'driver': 'file', 'filename': path, **extra}}
+
+
+def write_results(results, path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w', encoding='utf-8') as f:
+        json.dump(results, f, indent=2)
