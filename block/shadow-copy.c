@@ -283,7 +283,9 @@ shadow_copy_step(BDRVShadowState *s, int index, void *buf,
     BlockReq req;
 
     qemu_mutex_lock(&s->lock);
-    nb = shadow_copy_may_run(s) ? shadow_copy_pick(s, &chunk) : 0;
+    /* Under a speed limit one worker copies; the others stop here */
+    nb = shadow_copy_may_run(s) && !(index && s->prewarm_speed) ?
+         shadow_copy_pick(s, &chunk) : 0;
     if (nb == 0) {
         s->copy_workers &= ~(1u << index);
         qemu_mutex_unlock(&s->lock);
@@ -347,21 +349,24 @@ shadow_copy_step(BDRVShadowState *s, int index, void *buf,
     return 1;
 }
 
-/* How long worker @index waits before its next run */
-static int64_t shadow_copy_delay(BDRVShadowState *s, int index,
-                                 int64_t data_bytes, int64_t run_ns)
+static bool shadow_guest_busy(BDRVShadowState *s)
+{
+    return qatomic_read(&s->guest_inflight) > 0 ||
+           get_clock() - qatomic_read(&s->guest_io_ns) < SHADOW_GUEST_BUSY_NS;
+}
+
+/* How long the first worker waits before its next run */
+static int64_t shadow_copy_delay(BDRVShadowState *s, int64_t data_bytes,
+                                 int64_t run_ns)
 {
     int64_t delay = 0;
-    bool busy = qatomic_read(&s->guest_inflight) > 0 ||
-                get_clock() - qatomic_read(&s->guest_io_ns) <
-                SHADOW_GUEST_BUSY_NS;
 
     if (s->prewarm_speed) {
         delay = ratelimit_calculate_delay(&s->copy_limit, data_bytes);
     }
-    if (busy) {
-        /* One worker, at most a quarter of the time: the guest goes first */
-        delay = MAX(delay, index ? SHADOW_GUEST_BUSY_NS : 3 * run_ns);
+    if (shadow_guest_busy(s)) {
+        /* A quarter of the time at most: the guest goes first */
+        delay = MAX(delay, 3 * run_ns);
     }
     return delay;
 }
@@ -379,12 +384,21 @@ static void coroutine_fn shadow_copy_entry(void *opaque)
         int64_t data_bytes = 0;
         int64_t delay;
 
+        if (w->index > 0 && shadow_guest_busy(s) && shadow_copy_may_run(s)) {
+            /* While the guest is busy only the first worker copies */
+            qemu_co_sleep_ns_wakeable(&s->copy_sleep[w->index],
+                                      QEMU_CLOCK_REALTIME,
+                                      SHADOW_GUEST_BUSY_NS);
+            ret = 1;
+            continue;
+        }
+
         bdrv_graph_co_rdlock();
         ret = shadow_copy_step(s, w->index, buf, &data_bytes);
         bdrv_graph_co_rdunlock();
 
-        delay = ret ? shadow_copy_delay(s, w->index, data_bytes,
-                                        get_clock() - start) : 0;
+        delay = ret && w->index == 0 ?
+                shadow_copy_delay(s, data_bytes, get_clock() - start) : 0;
         if (delay > 0 && !qatomic_read(&bs->quiesce_counter)) {
             qemu_co_sleep_ns_wakeable(&s->copy_sleep[w->index],
                                       QEMU_CLOCK_REALTIME, delay);
