@@ -10,7 +10,7 @@
  * sparse images stay sparse.
  *
  * The copy yields to the guest: while guest requests are in flight, one
- * worker copies and takes at most a quarter of the time.  prewarm-speed
+ * worker copies and takes at most a sixth of the time.  prewarm-speed
  * limits the data it copies.  Every worker counts as a request in flight,
  * so drain, reopen and close wait for the run it is copying; drain wakes
  * sleeping workers, they stop, and shadow_drain_end() starts them again.
@@ -365,8 +365,8 @@ static int64_t shadow_copy_delay(BDRVShadowState *s, int64_t data_bytes,
         delay = ratelimit_calculate_delay(&s->copy_limit, data_bytes);
     }
     if (shadow_guest_busy(s)) {
-        /* A quarter of the time at most: the guest goes first */
-        delay = MAX(delay, 3 * run_ns);
+        /* A sixth of the time at most: the guest goes first */
+        delay = MAX(delay, 5 * run_ns);
     }
     return delay;
 }
