@@ -295,6 +295,7 @@ connection_lost (ShdQmp *self, const char *reason)
   gboolean was_ready = self->state == ST_READY;
   g_autoptr (ShdQmp) hold = g_object_ref (self);
 
+  (void) hold;                  /* keeps self alive through the signal */
   teardown (self);
   g_message ("QMP %s: %s; reconnecting in %u ms", self->path, reason, self->backoff_ms);
   schedule_reconnect (self);

@@ -1,0 +1,105 @@
+/* shadowd's configuration file: a GLib key file (DESIGN.md section 7).
+ *
+ *   [shadowd]        interval, control, state, metrics-port, dry-run, ...
+ *                    and the policy defaults for every disk
+ *   [tier:NAME]      cost-gib-month, optional capacity and latency priors
+ *   [disk:NAME]      qmp, node, tier.<tier> = child node, slo-latency-ms,
+ *                    per-disk policy overrides, and the shadow node's own
+ *                    options (chunk-size, write-mode, ...) that the agent
+ *                    passes through on every blockdev-reopen
+ *
+ * Loading validates everything and reports the first problem as
+ * "FILE:LINE: [group] key: what is wrong". */
+#pragma once
+
+#include <glib.h>
+
+G_BEGIN_DECLS
+
+#define SHD_CONFIG_ERROR (shd_config_error_quark ())
+GQuark shd_config_error_quark (void);
+
+typedef enum {
+  SHD_CONFIG_ERROR_PARSE,       /* not a key file */
+  SHD_CONFIG_ERROR_INVALID,     /* a value, key or group is wrong */
+} ShdConfigError;
+
+/* The knobs of the tiering policy; [shadowd] sets defaults, [disk:*] may
+ * override each one. */
+typedef struct {
+  double horizon_s;             /* how far ahead the forecast looks */
+  double level;                 /* prediction interval level, e.g. 0.9 */
+  double hysteresis;            /* fraction below a threshold to go back */
+  double min_dwell_s;           /* minimum time on a tier between switches */
+  guint max_switches_per_hour;
+  double switch_back_after_s;   /* sustained low load before switching back */
+  double spike_sensitivity;     /* 1 = default; 2 fires on half-size spikes */
+  double max_utilization;       /* a tier "meets" only below this share of its capacity */
+  guint violation_intervals;    /* consecutive SLO misses that force a switch */
+  guint period;                 /* season in samples; 0: found in the data */
+} ShdPolicyKnobs;
+
+typedef struct {
+  char *name;
+  double cost_gib_month;
+  double max_iops;              /* prior capacity; 0: unknown, learned */
+  double latency_ms;            /* prior base latency; 0: unknown, measured */
+} ShdTierConfig;
+
+typedef struct {
+  char *tier;                   /* a [tier:NAME] */
+  char *child;                  /* the child node serving it */
+} ShdDiskTier;
+
+typedef struct {
+  char *name;
+  char *qmp;                    /* QMP socket path */
+  char *node;                   /* the shadow node */
+  GPtrArray *tiers;             /* ShdDiskTier, in file order */
+  double slo_latency_ms;
+  double size_gib;              /* for cost; 0: read from the node */
+  ShdPolicyKnobs knobs;
+  gboolean dry_run;
+  gboolean add_children;        /* pre-warm adds a tier's child missing from the node */
+  /* The shadow node's options, sent as configured on every reopen; only
+   * the keys present in the file are sent (node is the string form as
+   * written, typed when sent). */
+  char *chunk_size;             /* integer */
+  char *write_mode;
+  char *prewarm;
+  char *prewarm_speed;          /* integer */
+  char *read_from;
+  char *copy_on_read;           /* boolean */
+} ShdDiskConfig;
+
+typedef struct {
+  char *path;                   /* the file it came from */
+  double interval_s;
+  char *control;                /* control socket path; "" = none */
+  char *state;                  /* SQLite history; "" = none */
+  guint metrics_port;           /* 0: no metrics endpoint */
+  char *metrics_address;        /* loopback by default */
+  gboolean dry_run;
+  gboolean add_children;
+  double history_full_hours;    /* full resolution kept this long */
+  double history_days;          /* one-minute aggregates kept this long */
+  guint qmp_timeout_ms;
+  ShdPolicyKnobs knobs;         /* defaults */
+  GPtrArray *tiers;             /* ShdTierConfig, in file order */
+  GPtrArray *disks;             /* ShdDiskConfig, in file order */
+} ShdConfig;
+
+void shd_policy_knobs_init (ShdPolicyKnobs *k);
+
+ShdConfig *shd_config_load_file (const char *path, GError **error);
+/* path is only used in messages. */
+ShdConfig *shd_config_load_data (const char *data, gsize len, const char *path,
+                                 GError **error);
+void shd_config_free (ShdConfig *c);
+
+const ShdTierConfig *shd_config_tier (const ShdConfig *c, const char *name);
+const ShdDiskConfig *shd_config_disk (const ShdConfig *c, const char *name);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (ShdConfig, shd_config_free)
+
+G_END_DECLS
