@@ -55,6 +55,13 @@ meson test -C build/agent-build --print-errorlogs > "$log/agent.log" 2>&1
 grep -E '^ *[0-9]+/[0-9]+ ' "$log/agent.log"
 count_meson "$log/agent.log" "agent"
 
+echo "== agent integration tests (real qemu-storage-daemon, fio over NBD)"
+if meson test -C build/agent-build --list --suite integration 2>/dev/null | grep -q integration; then
+    meson test -C build/agent-build --suite integration --print-errorlogs > "$log/integration.log" 2>&1
+    grep -E '^ *[0-9]+/[0-9]+ ' "$log/integration.log"
+    count_meson "$log/integration.log" "integration"
+fi
+
 echo "== agent unit tests under AddressSanitizer and UBSan"
 if scripts/build-agent.sh --asan > "$log/agent-asan-build.log" 2>&1; then
     ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
