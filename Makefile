@@ -6,11 +6,12 @@
 #   make check    every test; ends with "N passed, N failed, N skipped"
 #   make demo     the main job, narrated in the terminal
 #   make bench    benchmarks, results in build/bench/
+#   make fuzz     the agent's fuzz targets, FUZZ_SECONDS (600) each
 #
 # QEMU_SRC=/path/to/qemu-10.0.x builds against that tree instead of
 # Debian's qemu source package.
 
-.PHONY: all deps qemu agent check demo bench checkpatch clean distclean
+.PHONY: all deps qemu agent check demo bench fuzz checkpatch clean distclean
 
 all: qemu agent
 
@@ -32,13 +33,16 @@ demo: all
 bench: all
 	@bench/run.sh
 
+fuzz: deps
+	@scripts/fuzz.sh
+
 # QEMU's checkpatch.pl over the project's own QEMU-side files
 checkpatch: qemu
 	@scripts/checkpatch.sh
 
 # Keeps the downloaded QEMU source and its build
 clean:
-	rm -rf build/agent build/agent-build build/agent-asan build/check-logs build/bench build/demo
+	rm -rf build/agent build/agent-build build/agent-asan build/agent-fuzz build/check-logs build/bench build/demo
 
 distclean:
 	rm -rf build

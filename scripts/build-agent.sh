@@ -2,17 +2,25 @@
 # Build shadowd and shadowctl with meson; the programs are linked at the
 # fixed paths build/agent/shadowd and build/agent/shadowctl.
 # With --asan, build the AddressSanitizer + UBSan variant into
-# build/agent-asan instead (used by make check).
+# build/agent-asan instead (used by make check); with --fuzz, the libFuzzer
+# targets with clang into build/agent-fuzz.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
 dir=build/agent-build
 opts=()
-if [ "${1:-}" = --asan ]; then
+case "${1:-}" in
+--asan)
     dir=build/agent-asan
     opts=(-Db_sanitize=address,undefined -Db_lundef=false)
-fi
+    ;;
+--fuzz)
+    dir=build/agent-fuzz
+    opts=(-Db_sanitize=address,undefined -Db_lundef=false)
+    export CC=clang
+    ;;
+esac
 
 if [ ! -f "$dir/build.ninja" ]; then
     meson setup "$dir" . "${opts[@]}" > /dev/null ||

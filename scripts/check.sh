@@ -72,6 +72,15 @@ else
     failed=$((failed + 1)); failures+=("agent (asan): build failed, see $log/agent-asan-build.log")
 fi
 
+echo "== fuzz targets, a short run (make fuzz runs them longer)"
+if scripts/build-agent.sh --fuzz > "$log/agent-fuzz-build.log" 2>&1; then
+    meson test -C build/agent-fuzz --suite fuzz --print-errorlogs > "$log/fuzz.log" 2>&1
+    grep -E '^ *[0-9]+/[0-9]+ ' "$log/fuzz.log"
+    count_meson "$log/fuzz.log" "fuzz"
+else
+    failed=$((failed + 1)); failures+=("fuzz: build failed, see $log/agent-fuzz-build.log")
+fi
+
 if [ ${#failures[@]} -gt 0 ]; then
     echo "== failures (logs in $log/)"
     printf '  %s\n' "${failures[@]}"
