@@ -282,13 +282,13 @@ shadow_copy_step(BDRVShadowState *s, int index, void *buf,
     int nb_targets = 0, i, ret;
     BlockReq req;
 
-    qemu_mutex_lock(&s->lock);
+    qemu_spin_lock(&s->lock);
     /* Under a speed limit one worker copies; the others stop here */
     nb = shadow_copy_may_run(s) && !(index && s->prewarm_speed) ?
          shadow_copy_pick(s, &chunk) : 0;
     if (nb == 0) {
         s->copy_workers &= ~(1u << index);
-        qemu_mutex_unlock(&s->lock);
+        qemu_spin_unlock(&s->lock);
         return 0;
     }
     for (i = 0; i < s->num_children; i++) {
@@ -307,12 +307,12 @@ shadow_copy_step(BDRVShadowState *s, int index, void *buf,
     offset = chunk * s->chunk_size;
     bytes = MIN(nb * s->chunk_size, s->length - offset);
     shadow_track_begin(s, &req, offset, bytes);
-    qemu_mutex_unlock(&s->lock);
+    qemu_spin_unlock(&s->lock);
 
     ret = shadow_copy_range(s, buf, offset, bytes, targets, target_ret,
                             nb_targets, data_bytes);
 
-    qemu_mutex_lock(&s->lock);
+    qemu_spin_lock(&s->lock);
     for (i = 0; i < nb_targets && ret == 0; i++) {
         ShadowChild *t = targets[i];
 
@@ -328,7 +328,7 @@ shadow_copy_step(BDRVShadowState *s, int index, void *buf,
         s->copy_failed = true;
         s->copy_workers &= ~(1u << index);
     }
-    qemu_mutex_unlock(&s->lock);
+    qemu_spin_unlock(&s->lock);
 
     for (i = 0; i < nb_targets; i++) {
         if (target_ret[i] < 0) {
@@ -434,7 +434,7 @@ void shadow_copy_kick(BDRVShadowState *s)
     unsigned start = 0;
     int i;
 
-    qemu_mutex_lock(&s->lock);
+    qemu_spin_lock(&s->lock);
     if (shadow_copy_may_run(s) && shadow_copy_next(s, 0, s->nb_chunks) >= 0) {
         for (i = 0; i < want; i++) {
             if (!(s->copy_workers & (1u << i))) {
@@ -443,7 +443,7 @@ void shadow_copy_kick(BDRVShadowState *s)
         }
         s->copy_workers |= start;
     }
-    qemu_mutex_unlock(&s->lock);
+    qemu_spin_unlock(&s->lock);
 
     for (i = 0; i < SHADOW_COPY_WORKERS; i++) {
         ShadowCopyWorker *w;

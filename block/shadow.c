@@ -120,10 +120,10 @@ void shadow_child_degrade(BDRVShadowState *s, ShadowChild *sc,
     bool was_degraded;
 
     assert(sc != s->active);
-    qemu_mutex_lock(&s->lock);
+    qemu_spin_lock(&s->lock);
     was_degraded = sc->degraded;
     sc->degraded = true;
-    qemu_mutex_unlock(&s->lock);
+    qemu_spin_unlock(&s->lock);
 
     if (!was_degraded) {
         warn_report("shadow: node '%s': %s on child '%s' failed: %s; "
@@ -306,7 +306,7 @@ static int shadow_open(BlockDriverState *bs, QDict *options, int flags,
     int ret = -EINVAL;
 
     s->bs = bs;
-    qemu_mutex_init(&s->lock);
+    qemu_spin_init(&s->lock);
     QLIST_INIT(&s->reqs);
 
     qdict_flatten(options);
@@ -409,7 +409,7 @@ fail:
     }
     bdrv_graph_wrunlock();
     shadow_options_free(&opts);
-    qemu_mutex_destroy(&s->lock);
+    qemu_spin_destroy(&s->lock);
     return ret;
 }
 
@@ -433,7 +433,7 @@ static void shadow_close(BlockDriverState *bs)
     shadow_heat_destroy(&s->heat);
     ratelimit_destroy(&s->copy_limit);
     g_free(s->switched_from);
-    qemu_mutex_destroy(&s->lock);
+    qemu_spin_destroy(&s->lock);
 }
 
 /*
@@ -514,7 +514,7 @@ shadow_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
     int ret;
 
     shadow_guest_begin(s, start);
-    qemu_mutex_lock(&s->lock);
+    qemu_spin_lock(&s->lock);
     /*
      * Heat is counted whatever the prewarm mode, so that turning pre-warm
      * on later finds the history
@@ -524,7 +524,7 @@ shadow_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
     if (s->read_from == SHADOW_READ_FROM_FASTEST) {
         sc = shadow_pick_reader(s, offset, bytes);
     }
-    qemu_mutex_unlock(&s->lock);
+    qemu_spin_unlock(&s->lock);
     if (urgent && !qatomic_read(&s->copy_workers)) {
         shadow_copy_kick(s);
     }
@@ -706,16 +706,16 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
     shadow_full_chunk_range(s, offset, bytes, &full_first, &full_end);
 
     shadow_guest_begin(s, start);
-    qemu_mutex_lock(&s->lock);
+    qemu_spin_lock(&s->lock);
     shadow_heat_access(&s->heat, offset, bytes, start, false);
     shadow_track_begin(s, &req, offset, bytes);
-    qemu_mutex_unlock(&s->lock);
+    qemu_spin_unlock(&s->lock);
 
     n = shadow_write_targets(s, &fan, reqs);
     shadow_fanout(&fan, reqs, n);
     ret = reqs[0].ret;
 
-    qemu_mutex_lock(&s->lock);
+    qemu_spin_lock(&s->lock);
     for (i = 0; i < s->num_children; i++) {
         ShadowChild *sc = s->children[i];
         int j;
@@ -739,7 +739,7 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
         }
     }
     reqlist_remove_req(&req);
-    qemu_mutex_unlock(&s->lock);
+    qemu_spin_unlock(&s->lock);
 
     for (i = 1; i < n; i++) {
         if (reqs[i].ret < 0) {
@@ -931,9 +931,9 @@ static int shadow_reopen_prepare(BDRVReopenState *state,
         goto fail;
     }
 
-    qemu_mutex_lock(&s->lock);
+    qemu_spin_lock(&s->lock);
     st = shadow_child_state(s, rs->new_active);
-    qemu_mutex_unlock(&s->lock);
+    qemu_spin_unlock(&s->lock);
     if (st != SHADOW_CHILD_STATE_ACTIVE && st != SHADOW_CHILD_STATE_SYNCED) {
         error_setg(errp, "Cannot switch shadow node '%s' to child '%s': it is "
                    "%s (%" PRId64 " of %" PRId64 " bytes valid)",
@@ -960,7 +960,7 @@ static void shadow_reopen_commit(BDRVReopenState *state)
     ShadowReopenState *rs = state->opaque;
     int i;
 
-    qemu_mutex_lock(&s->lock);
+    qemu_spin_lock(&s->lock);
     if (rs->new_active != s->active) {
         /*
          * The new active child was synced, so every map that was valid
@@ -982,7 +982,7 @@ static void shadow_reopen_commit(BDRVReopenState *state)
         s->children[i]->degraded = false;
     }
     s->copy_failed = false;
-    qemu_mutex_unlock(&s->lock);
+    qemu_spin_unlock(&s->lock);
 
     shadow_options_free(&rs->opts);
     g_free(rs);
@@ -1035,10 +1035,10 @@ shadow_add_child(BlockDriverState *bs, BlockDriverState *child_bs,
     }
     s->next_child_index++;
 
-    qemu_mutex_lock(&s->lock);
+    qemu_spin_lock(&s->lock);
     s->children = g_renew(ShadowChild *, s->children, s->num_children + 1);
     s->children[s->num_children++] = shadow_new_child(s, child, true);
-    qemu_mutex_unlock(&s->lock);
+    qemu_spin_unlock(&s->lock);
     shadow_copy_kick(s);
 }
 
@@ -1065,11 +1065,11 @@ shadow_del_child(BlockDriverState *bs, BdrvChild *child, Error **errp)
         return;
     }
 
-    qemu_mutex_lock(&s->lock);
+    qemu_spin_lock(&s->lock);
     memmove(&s->children[i], &s->children[i + 1],
             (s->num_children - i - 1) * sizeof(ShadowChild *));
     s->num_children--;
-    qemu_mutex_unlock(&s->lock);
+    qemu_spin_unlock(&s->lock);
 
     bdrv_unref_child(bs, child);
     shadow_free_child(sc);
@@ -1102,7 +1102,7 @@ static BlockStatsSpecific *shadow_get_specific_stats(BlockDriverState *bs)
     shadow_fill_io_stats(qapi_BlockStatsSpecificShadow_base(sh), &s->stats);
     sh->active = g_strdup(shadow_child_name(s->active));
 
-    qemu_mutex_lock(&s->lock);
+    qemu_spin_lock(&s->lock);
     for (i = 0; i < s->num_children; i++) {
         ShadowChild *sc = s->children[i];
         ShadowChildStats *cs = g_new0(ShadowChildStats, 1);
@@ -1115,7 +1115,7 @@ static BlockStatsSpecific *shadow_get_specific_stats(BlockDriverState *bs)
         cs->copied_bytes = stat64_get(&sc->stats.copied_bytes);
         QAPI_LIST_APPEND(tail, cs);
     }
-    qemu_mutex_unlock(&s->lock);
+    qemu_spin_unlock(&s->lock);
 
     return stats;
 }

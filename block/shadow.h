@@ -18,6 +18,7 @@
 #include "qemu/hbitmap.h"
 #include "qemu/ratelimit.h"
 #include "qemu/stats64.h"
+#include "qemu/thread.h"
 #include "qemu/units.h"
 
 #define SHADOW_MIN_CHUNK_SIZE     (4 * KiB)
@@ -128,7 +129,7 @@ typedef struct BDRVShadowState {
     bool copy_on_read;
 
     /* Protects the maps, @reqs and the copier's bookkeeping */
-    QemuMutex lock;
+    QemuSpin lock;
     /*
      * Writes (their exact range) and copies (whole chunks) in flight.
      * Overlapping ones wait for each other, so that no copy lands on a
