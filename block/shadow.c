@@ -554,8 +554,16 @@ typedef enum ShadowWriteKind {
     SHADOW_FLUSH,
 } ShadowWriteKind;
 
+typedef struct ShadowFanout ShadowFanout;
+
+typedef struct ShadowChildReq {
+    ShadowFanout *fan;
+    ShadowChild *sc;
+    int ret;
+} ShadowChildReq;
+
 /* One request fanned out to several children in parallel */
-typedef struct ShadowFanout {
+struct ShadowFanout {
     Coroutine *co;
     int pending;
     /* The caller waits in shadow_fanout(), not in its own request */
@@ -566,13 +574,12 @@ typedef struct ShadowFanout {
     QEMUIOVector *qiov;
     BdrvRequestFlags flags;
     int64_t start;
-} ShadowFanout;
 
-typedef struct ShadowChildReq {
-    ShadowFanout *fan;
-    ShadowChild *sc;
-    int ret;
-} ShadowChildReq;
+    /* One request per target, the active child first */
+    ShadowChildReq *reqs;
+    int n;
+    ShadowChildReq stack_reqs[SHADOW_STACK_CHILDREN];
+};
 
 static const char *const shadow_write_kind_names[] = {
     [SHADOW_WRITE] = "write",
@@ -629,43 +636,19 @@ static void coroutine_fn GRAPH_RDLOCK shadow_child_req_entry(void *opaque)
     }
 }
 
-/* Send @fan to every child in @reqs at once and wait for all of them */
-static void coroutine_fn GRAPH_RDLOCK
-shadow_fanout(ShadowFanout *fan, ShadowChildReq *reqs, int n)
+/*
+ * Targets of a request: the active child first, then, for a flush or in
+ * sync mode, every shadow that is not degraded.  Up to
+ * SHADOW_STACK_CHILDREN requests need no allocation.
+ */
+static void shadow_fanout_targets(BDRVShadowState *s, ShadowFanout *fan)
 {
     int i;
 
-    fan->co = qemu_coroutine_self();
-    fan->pending = n;
-    for (i = 1; i < n; i++) {
-        Coroutine *co = qemu_coroutine_create(shadow_child_req_entry,
-                                              &reqs[i]);
-        qemu_coroutine_enter(co);
-    }
-    /*
-     * The first child, the active one, runs in this coroutine.  It may
-     * yield inside its request, so the others must not wake this coroutine
-     * until it waits below.
-     */
-    reqs[0].ret = shadow_child_write(fan, reqs[0].sc);
-    fan->pending--;
-    while (fan->pending > 0) {
-        fan->waiting = true;
-        qemu_coroutine_yield();
-        fan->waiting = false;
-    }
-}
-
-/*
- * Targets of a write: the active child first, then in sync mode every
- * shadow that is not degraded.
- */
-static int shadow_write_targets(BDRVShadowState *s, ShadowFanout *fan,
-                                ShadowChildReq *reqs)
-{
-    int i, n = 0;
-
-    reqs[n++] = (ShadowChildReq) { .fan = fan, .sc = s->active };
+    fan->reqs = s->num_children <= SHADOW_STACK_CHILDREN ?
+                fan->stack_reqs : g_new(ShadowChildReq, s->num_children);
+    fan->n = 0;
+    fan->reqs[fan->n++] = (ShadowChildReq) { .fan = fan, .sc = s->active };
     for (i = 0; i < s->num_children; i++) {
         ShadowChild *sc = s->children[i];
 
@@ -676,9 +659,55 @@ static int shadow_write_targets(BDRVShadowState *s, ShadowFanout *fan,
             s->write_mode != SHADOW_WRITE_MODE_SYNC) {
             continue;
         }
-        reqs[n++] = (ShadowChildReq) { .fan = fan, .sc = sc };
+        fan->reqs[fan->n++] = (ShadowChildReq) { .fan = fan, .sc = sc };
     }
-    return n;
+}
+
+static void shadow_fanout_free(ShadowFanout *fan)
+{
+    if (fan->reqs != fan->stack_reqs) {
+        g_free(fan->reqs);
+    }
+}
+
+/*
+ * Send @fan to its targets at once and wait for all of them.  A shadow
+ * that failed is degraded; the result of the active child is in
+ * fan->reqs[0].ret.  Free the requests with shadow_fanout_free().
+ */
+static void coroutine_fn GRAPH_RDLOCK
+shadow_fanout(BDRVShadowState *s, ShadowFanout *fan)
+{
+    int i;
+
+    shadow_fanout_targets(s, fan);
+    fan->co = qemu_coroutine_self();
+    fan->pending = fan->n;
+    for (i = 1; i < fan->n; i++) {
+        Coroutine *co = qemu_coroutine_create(shadow_child_req_entry,
+                                              &fan->reqs[i]);
+        qemu_coroutine_enter(co);
+    }
+    /*
+     * The first child, the active one, runs in this coroutine.  It may
+     * yield inside its request, so the others must not wake this coroutine
+     * until it waits below.
+     */
+    fan->reqs[0].ret = shadow_child_write(fan, fan->reqs[0].sc);
+    fan->pending--;
+    while (fan->pending > 0) {
+        fan->waiting = true;
+        qemu_coroutine_yield();
+        fan->waiting = false;
+    }
+
+    for (i = 1; i < fan->n; i++) {
+        if (fan->reqs[i].ret < 0) {
+            shadow_child_degrade(s, fan->reqs[i].sc,
+                                 shadow_write_kind_names[fan->kind],
+                                 fan->reqs[i].ret);
+        }
+    }
 }
 
 static int coroutine_fn GRAPH_RDLOCK
@@ -691,17 +720,11 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
         .kind = kind, .offset = offset, .bytes = bytes, .qiov = qiov,
         .flags = flags, .start = start,
     };
-    ShadowChildReq stack_reqs[SHADOW_STACK_CHILDREN];
-    g_autofree ShadowChildReq *heap_reqs = NULL;
-    ShadowChildReq *reqs = stack_reqs;
     int64_t first, end, full_first, full_end;
     bool left_stale = false;
     BlockReq req;
-    int i, n, ret;
+    int i, ret;
 
-    if (s->num_children > SHADOW_STACK_CHILDREN) {
-        reqs = heap_reqs = g_new(ShadowChildReq, s->num_children);
-    }
     shadow_chunk_range(s, offset, bytes, &first, &end);
     shadow_full_chunk_range(s, offset, bytes, &full_first, &full_end);
 
@@ -711,9 +734,8 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
     shadow_track_begin(s, &req, offset, bytes);
     qemu_spin_unlock(&s->lock);
 
-    n = shadow_write_targets(s, &fan, reqs);
-    shadow_fanout(&fan, reqs, n);
-    ret = reqs[0].ret;
+    shadow_fanout(s, &fan);
+    ret = fan.reqs[0].ret;
 
     qemu_spin_lock(&s->lock);
     for (i = 0; i < s->num_children; i++) {
@@ -723,10 +745,11 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
         if (sc == s->active) {
             continue;
         }
-        for (j = 1; j < n && reqs[j].sc != sc; j++) {
+        for (j = 1; j < fan.n && fan.reqs[j].sc != sc; j++) {
             /* find the request sent to sc, if any */
         }
-        if (j < n && reqs[j].ret == 0 && ret == 0 && kind != SHADOW_DISCARD) {
+        if (j < fan.n && fan.reqs[j].ret == 0 && ret == 0 &&
+            kind != SHADOW_DISCARD) {
             /*
              * Both sides hold the same bytes now: chunks the request
              * covered entirely are valid whatever they held before.
@@ -740,13 +763,8 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
     }
     reqlist_remove_req(&req);
     qemu_spin_unlock(&s->lock);
+    shadow_fanout_free(&fan);
 
-    for (i = 1; i < n; i++) {
-        if (reqs[i].ret < 0) {
-            shadow_child_degrade(s, reqs[i].sc, shadow_write_kind_names[kind],
-                                 reqs[i].ret);
-        }
-    }
     shadow_account(&s->stats, true, bytes, get_clock() - start, ret);
     shadow_guest_end(s);
     if (left_stale) {
@@ -780,20 +798,15 @@ static int coroutine_fn GRAPH_RDLOCK shadow_co_flush(BlockDriverState *bs)
 {
     BDRVShadowState *s = bs->opaque;
     ShadowFanout fan = { .kind = SHADOW_FLUSH, .start = get_clock() };
-    g_autofree ShadowChildReq *reqs = g_new(ShadowChildReq, s->num_children);
-    int i, n;
+    int ret;
 
-    n = shadow_write_targets(s, &fan, reqs);
-    shadow_fanout(&fan, reqs, n);
-    for (i = 1; i < n; i++) {
-        if (reqs[i].ret < 0) {
-            shadow_child_degrade(s, reqs[i].sc, "flush", reqs[i].ret);
-        }
-    }
-    if (reqs[0].ret == 0) {
+    shadow_fanout(s, &fan);
+    ret = fan.reqs[0].ret;
+    shadow_fanout_free(&fan);
+    if (ret == 0) {
         stat64_add(&s->stats.flush_ops, 1);
     }
-    return reqs[0].ret;
+    return ret;
 }
 
 static int coroutine_fn GRAPH_RDLOCK
