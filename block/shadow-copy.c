@@ -2,10 +2,13 @@
  * Shadow block driver: background copy to the shadows (pre-warm)
  *
  * Up to SHADOW_COPY_WORKERS coroutines copy stale chunks from the active
- * child to the shadows.  They take, in this order: urgent regions (chunks
- * the guest read, with copy-on-read, and the regions ahead of sequential
- * streams), then with prewarm=hot-first the hottest regions, then the rest
- * in disk order.  Neighbouring stale chunks are merged into one copy.
+ * child to the shadows.  After an instant switch (with metadata) they
+ * first hydrate the new active child: its stale chunks are copied from a
+ * child that holds them, in disk order, and guest requests copy up the
+ * chunks they need at once.  Then they take, in this order: urgent
+ * regions (chunks the guest read, with copy-on-read, and the regions ahead
+ * of sequential streams), then with prewarm=hot-first the hottest
+ * regions, then the rest in disk order.  Neighbouring stale chunks are merged into one copy.
  * Unallocated and zero ranges are written as zeroes that may unmap, so
  * sparse images stay sparse.
  *
@@ -35,11 +38,21 @@ typedef struct ShadowCopyWorker {
     int index;
 } ShadowCopyWorker;
 
-/* Whether stale chunks are being copied, drained sections aside */
+/* Whether the active child lacks chunks, after an instant switch */
+static bool shadow_hydrating(BDRVShadowState *s)
+{
+    /* Drained sections may end while the node is being opened */
+    return s->active && hbitmap_count(s->active->map.stale) > 0;
+}
+
+/*
+ * Whether stale chunks are being copied, drained sections aside.
+ * Hydration goes on even with prewarm=off: it completes a switch.
+ */
 bool shadow_copy_enabled(BDRVShadowState *s)
 {
-    return s->prewarm != SHADOW_PREWARM_OFF && !s->copy_failed &&
-           bdrv_is_writable(s->bs);
+    return (s->prewarm != SHADOW_PREWARM_OFF || shadow_hydrating(s)) &&
+           !s->copy_failed && bdrv_is_writable(s->bs);
 }
 
 bool shadow_copy_may_run(BDRVShadowState *s)
@@ -143,14 +156,63 @@ static void shadow_note_copy_rate(ShadowChild *t, int64_t bytes, int64_t ns)
 }
 
 /*
- * Choose the next run of wanted chunks and mark it as being copied.
- * Returns the number of chunks, 0 if there is nothing to copy.  Locked.
+ * The next run of chunks the active child lacks and no worker copies, all
+ * held by one child, which is returned in *@src.  Returns the number of
+ * chunks, 0 if there is none.  Locked.
  */
-static int64_t shadow_copy_pick(BDRVShadowState *s, int64_t *chunk)
+static int64_t shadow_hydrate_pick(BDRVShadowState *s, int64_t max,
+                                   int64_t *chunk, ShadowChild **src)
+{
+    HBitmap *stale = s->active->map.stale;
+    int64_t c = s->hydrate_cursor, nb;
+    bool wrapped = false;
+
+    for (;;) {
+        c = c < s->nb_chunks ? hbitmap_next_dirty(stale, c, s->nb_chunks - c)
+                             : -1;
+        if (c < 0) {
+            if (wrapped) {
+                return 0;
+            }
+            wrapped = true;
+            c = 0;
+            continue;
+        }
+        *src = hbitmap_get(s->copying, c) ? NULL : shadow_source_for(s, c);
+        if (*src) {
+            break;
+        }
+        c++;
+    }
+    for (nb = 1; nb < max && c + nb < s->nb_chunks; nb++) {
+        if (!hbitmap_get(stale, c + nb) || hbitmap_get(s->copying, c + nb) ||
+            shadow_map_is_stale(&(*src)->map, c + nb)) {
+            break;
+        }
+    }
+    s->hydrate_cursor = c + nb;
+    hbitmap_set(s->copying, c, nb);
+    *chunk = c;
+    return nb;
+}
+
+/*
+ * Choose the next run of wanted chunks and mark it as being copied.
+ * Returns the number of chunks, 0 if there is nothing to copy.  While the
+ * active child lacks chunks, only those are copied, with their source in
+ * *@src; otherwise *@src is the active child.  Locked.
+ */
+static int64_t shadow_copy_pick(BDRVShadowState *s, int64_t *chunk,
+                                ShadowChild **src)
 {
     int64_t max = shadow_copy_max_chunks(s);
     int64_t first = -1, end = s->nb_chunks, nb;
     bool hot = s->prewarm == SHADOW_PREWARM_HOT_FIRST;
+
+    *src = s->active;
+    if (shadow_hydrating(s)) {
+        return shadow_hydrate_pick(s, max, chunk, src);
+    }
 
     if (hot || s->copy_on_read) {
         /* Finish the region in hand before taking the next one */
@@ -194,16 +256,15 @@ static int64_t shadow_copy_pick(BDRVShadowState *s, int64_t *chunk)
 }
 
 /*
- * Copy [@offset, @offset + @bytes) from the active child to @targets.
- * A failed target gets its error in @target_ret and is skipped from then
- * on.  Returns the error of the active child, if any.
+ * Copy [@offset, @offset + @bytes) from @src to @targets.  A failed
+ * target gets its error in @target_ret and is skipped from then on.
+ * Returns the error of reading @src, if any.
  */
 static int coroutine_fn GRAPH_RDLOCK
-shadow_copy_range(BDRVShadowState *s, void *buf, int64_t offset,
-                  int64_t bytes, ShadowChild **targets, int *target_ret,
-                  int nb_targets, int64_t *data_bytes)
+shadow_copy_range(BDRVShadowState *s, ShadowChild *src, void *buf,
+                  int64_t offset, int64_t bytes, ShadowChild **targets,
+                  int *target_ret, int nb_targets, int64_t *data_bytes)
 {
-    ShadowChild *src = s->active;
     int64_t end = offset + bytes;
     int64_t pos = offset;
     int i;
@@ -280,18 +341,22 @@ shadow_copy_step(BDRVShadowState *s, int index, void *buf,
     g_autofree bool *synced = g_new0(bool, s->num_children);
     int64_t chunk = 0, nb, offset, bytes, c;
     int nb_targets = 0, i, ret;
+    ShadowChild *src = NULL;
     BlockReq req;
 
     qemu_spin_lock(&s->lock);
     /* Under a speed limit one worker copies; the others stop here */
     nb = shadow_copy_may_run(s) && !(index && s->prewarm_speed) ?
-         shadow_copy_pick(s, &chunk) : 0;
+         shadow_copy_pick(s, &chunk, &src) : 0;
     if (nb == 0) {
         s->copy_workers &= ~(1u << index);
         qemu_spin_unlock(&s->lock);
         return 0;
     }
-    for (i = 0; i < s->num_children; i++) {
+    if (src != s->active) {
+        targets[nb_targets++] = s->active;
+    }
+    for (i = 0; i < s->num_children && src == s->active; i++) {
         ShadowChild *sc = s->children[i];
 
         if (!shadow_copy_target(s, sc)) {
@@ -309,7 +374,7 @@ shadow_copy_step(BDRVShadowState *s, int index, void *buf,
     shadow_track_begin(s, &req, offset, bytes);
     qemu_spin_unlock(&s->lock);
 
-    ret = shadow_copy_range(s, buf, offset, bytes, targets, target_ret,
+    ret = shadow_copy_range(s, src, buf, offset, bytes, targets, target_ret,
                             nb_targets, data_bytes);
 
     qemu_spin_lock(&s->lock);
@@ -324,14 +389,30 @@ shadow_copy_step(BDRVShadowState *s, int index, void *buf,
     }
     hbitmap_reset(s->copying, chunk, nb);
     reqlist_remove_req(&req);
-    if (ret < 0) {
+    if (ret < 0 && src == s->active) {
         s->copy_failed = true;
         s->copy_workers &= ~(1u << index);
     }
     qemu_spin_unlock(&s->lock);
 
+    if (ret < 0 && src != s->active) {
+        /* Another child may hold these chunks: go on without this one */
+        shadow_child_degrade(s, src, "copy", ret);
+        return 1;
+    }
     for (i = 0; i < nb_targets; i++) {
-        if (target_ret[i] < 0) {
+        if (target_ret[i] < 0 && targets[i] == s->active) {
+            warn_report("shadow: node '%s': copying up to the active child "
+                        "'%s' failed: %s; the copy stops until the next "
+                        "reopen", bdrv_get_node_name(s->bs),
+                        bdrv_get_node_name(targets[i]->child->bs),
+                        strerror(-target_ret[i]));
+            qemu_spin_lock(&s->lock);
+            s->copy_failed = true;
+            s->copy_workers &= ~(1u << index);
+            qemu_spin_unlock(&s->lock);
+            return 0;
+        } else if (target_ret[i] < 0) {
             shadow_child_degrade(s, targets[i], "copy", target_ret[i]);
         } else if (synced[i]) {
             qapi_event_send_shadow_child_synced(
@@ -435,7 +516,8 @@ void shadow_copy_kick(BDRVShadowState *s)
     int i;
 
     qemu_spin_lock(&s->lock);
-    if (shadow_copy_may_run(s) && shadow_copy_next(s, 0, s->nb_chunks) >= 0) {
+    if (shadow_copy_may_run(s) &&
+        (shadow_hydrating(s) || shadow_copy_next(s, 0, s->nb_chunks) >= 0)) {
         for (i = 0; i < want; i++) {
             if (!(s->copy_workers & (1u << i))) {
                 start |= 1u << i;
@@ -457,4 +539,77 @@ void shadow_copy_kick(BDRVShadowState *s)
         aio_co_schedule(bdrv_get_aio_context(s->bs),
                         qemu_coroutine_create(shadow_copy_entry, w));
     }
+}
+
+/*
+ * Copy up to the active child the chunks of [@first, @end) it lacks, from
+ * children that hold them, before a guest request uses them.  Returns a
+ * negative error if some chunk could not be had.
+ */
+int coroutine_fn GRAPH_RDLOCK shadow_copy_up(BDRVShadowState *s,
+                                             int64_t first, int64_t end)
+{
+    ShadowChild *active = s->active;
+    int64_t offset = first * s->chunk_size;
+    int64_t bytes = MIN(end * s->chunk_size, s->length) - offset;
+    void *buf = NULL;
+    BlockReq req;
+    int64_t c, nb, data_bytes = 0;
+    int ret = 0;
+
+    qemu_spin_lock(&s->lock);
+    shadow_track_begin(s, &req, offset, bytes);
+    for (c = first; c < end;) {
+        ShadowChild *src;
+        int target_ret = 0;
+
+        c = hbitmap_next_dirty(active->map.stale, c, end - c);
+        if (c < 0) {
+            break;
+        }
+        src = shadow_source_for(s, c);
+        if (!src) {
+            ret = -EIO;
+            break;
+        }
+        for (nb = 1; c + nb < end; nb++) {
+            if (!shadow_map_is_stale(&active->map, c + nb) ||
+                shadow_map_is_stale(&src->map, c + nb)) {
+                break;
+            }
+        }
+        qemu_spin_unlock(&s->lock);
+
+        buf = buf ?: qemu_blockalign(s->bs, SHADOW_COPY_MAX_BYTES);
+        ret = shadow_copy_range(s, src, buf, c * s->chunk_size,
+                                MIN((c + nb) * s->chunk_size, s->length) -
+                                c * s->chunk_size,
+                                &active, &target_ret, 1, &data_bytes);
+        if (ret < 0) {
+            /* Try another child that holds these chunks */
+            shadow_child_degrade(s, src, "copy", ret);
+            ret = 0;
+        } else if (target_ret < 0) {
+            ret = target_ret;
+        }
+        qemu_spin_lock(&s->lock);
+        if (ret < 0) {
+            break;
+        }
+        if (src->degraded) {
+            continue;
+        }
+        shadow_map_mark_valid(&active->map, c, nb);
+        c += nb;
+    }
+    reqlist_remove_req(&req);
+    nb = hbitmap_count(active->map.stale);
+    qemu_spin_unlock(&s->lock);
+
+    qemu_vfree(buf);
+    if (ret == 0 && nb == 0) {
+        qapi_event_send_shadow_child_synced(bdrv_get_node_name(s->bs),
+                                bdrv_get_node_name(active->child->bs));
+    }
+    return ret;
 }

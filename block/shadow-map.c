@@ -23,23 +23,71 @@ void shadow_map_init(ShadowMap *map, int64_t nb_chunks, bool stale)
     }
 }
 
+/* From now on, remember which units of @map change; all are dirty now */
+void shadow_map_track_changes(ShadowMap *map)
+{
+    if (!map->dirty) {
+        map->dirty = hbitmap_alloc(map->nb_chunks,
+                                   ctz32(SHADOW_META_UNIT_CHUNKS));
+    }
+    if (map->nb_chunks) {
+        hbitmap_set(map->dirty, 0, map->nb_chunks);
+    }
+}
+
 void shadow_map_destroy(ShadowMap *map)
 {
     g_clear_pointer(&map->stale, hbitmap_free);
+    g_clear_pointer(&map->dirty, hbitmap_free);
 }
 
 void shadow_map_mark_stale(ShadowMap *map, int64_t first, int64_t count)
 {
-    if (count > 0) {
-        hbitmap_set(map->stale, first, count);
+    if (count <= 0) {
+        return;
     }
+    if (map->dirty && hbitmap_next_zero(map->stale, first, count) >= 0) {
+        hbitmap_set(map->dirty, first, count);
+    }
+    hbitmap_set(map->stale, first, count);
 }
 
 void shadow_map_mark_valid(ShadowMap *map, int64_t first, int64_t count)
 {
-    if (count > 0) {
-        hbitmap_reset(map->stale, first, count);
+    if (count <= 0) {
+        return;
     }
+    if (map->dirty && hbitmap_next_dirty(map->stale, first, count) >= 0) {
+        hbitmap_set(map->dirty, first, count);
+    }
+    hbitmap_reset(map->stale, first, count);
+}
+
+/* Whether any chunk of [@first, @end) is stale in @map */
+bool shadow_range_stale(const ShadowMap *map, int64_t first, int64_t end)
+{
+    return end > first && hbitmap_count(map->stale) &&
+           hbitmap_next_dirty(map->stale, first, end - first) >= 0;
+}
+
+/*
+ * A child other than the active one that holds chunk @chunk and can be
+ * read, for copying up to an active child that does not hold it yet;
+ * NULL if none does.
+ */
+ShadowChild *shadow_source_for(BDRVShadowState *s, int64_t chunk)
+{
+    int i;
+
+    for (i = 0; i < s->num_children; i++) {
+        ShadowChild *sc = s->children[i];
+
+        if (sc != s->active && !sc->degraded &&
+            !shadow_map_is_stale(&sc->map, chunk)) {
+            return sc;
+        }
+    }
+    return NULL;
 }
 
 bool shadow_map_is_stale(const ShadowMap *map, int64_t chunk)
@@ -86,15 +134,12 @@ void shadow_full_chunk_range(BDRVShadowState *s, int64_t offset,
     }
 }
 
-/* Bytes of @sc known to match the active child */
+/* Bytes of @sc known to hold what the guest sees */
 int64_t shadow_valid_bytes(BDRVShadowState *s, ShadowChild *sc)
 {
     int64_t stale = shadow_map_stale_count(&sc->map);
     int64_t valid;
 
-    if (sc == s->active) {
-        return s->length;
-    }
     valid = (s->nb_chunks - stale) * s->chunk_size;
     /* The last chunk may be short */
     if (stale == 0 || !shadow_map_is_stale(&sc->map, s->nb_chunks - 1)) {

@@ -140,7 +140,10 @@ void shadow_child_degrade(BDRVShadowState *s, ShadowChild *sc,
  * Options
  */
 
-/* Remove the driver's options, and with @children its children, from @qdict */
+/*
+ * Remove the driver's options from @qdict; with @children also the
+ * references to children, which bdrv_open_child() consumes otherwise
+ */
 static void shadow_del_options(QDict *qdict, bool children)
 {
     int i;
@@ -149,7 +152,8 @@ static void shadow_del_options(QDict *qdict, bool children)
         g_autofree char *prefix = g_strdup_printf("%s.",
                                                   shadow_option_names[i]);
 
-        if (!children && !strcmp(shadow_option_names[i], "children")) {
+        if (!children && (!strcmp(shadow_option_names[i], "children") ||
+                          !strcmp(shadow_option_names[i], "metadata"))) {
             continue;
         }
         qdict_del(qdict, shadow_option_names[i]);
@@ -230,10 +234,6 @@ static bool shadow_parse_options(QDict *options, bool consume,
     opts->read_from = o->has_read_from ? o->read_from
                                        : SHADOW_READ_FROM_ACTIVE;
     opts->copy_on_read = o->has_copy_on_read ? o->copy_on_read : true;
-    if (o->metadata) {
-        error_setg(errp, "shadow: the metadata child is not supported yet");
-        goto fail;
-    }
 
     if (consume) {
         shadow_del_options(options, false);
@@ -267,6 +267,7 @@ static ShadowChild *shadow_new_child(BDRVShadowState *s, BdrvChild *child,
     ShadowChild *sc = g_new0(ShadowChild, 1);
 
     sc->child = child;
+    sc->slot = -1;
     shadow_map_init(&sc->map, s->nb_chunks, stale);
     return sc;
 }
@@ -297,6 +298,7 @@ static int shadow_check_child_length(BDRVShadowState *s, BlockDriverState *bs,
 static int shadow_open(BlockDriverState *bs, QDict *options, int flags,
                        Error **errp)
 {
+    ERRP_GUARD();
     BDRVShadowState *s = bs->opaque;
     ShadowOptions opts = { 0 };
     g_autofree BdrvChild **children = NULL;
@@ -373,7 +375,6 @@ static int shadow_open(BlockDriverState *bs, QDict *options, int flags,
     s->chunk_size = opts.chunk_size;
     s->nb_chunks = DIV_ROUND_UP(s->length, s->chunk_size);
     s->write_mode = opts.write_mode;
-    s->prewarm = opts.prewarm;
     s->read_from = opts.read_from;
     s->copy_on_read = opts.copy_on_read;
     s->copying = hbitmap_alloc(s->nb_chunks, 0);
@@ -389,7 +390,38 @@ static int shadow_open(BlockDriverState *bs, QDict *options, int flags,
         /* Without persistent maps nothing is known about a shadow */
         s->children[i] = shadow_new_child(s, children[i], i != active);
     }
+
+    s->meta.child = bdrv_open_child(NULL, options, "metadata", bs,
+                                    &child_of_bds, BDRV_CHILD_METADATA, true,
+                                    errp);
+    if (*errp) {
+        ret = -EINVAL;
+        goto fail_children;
+    }
+    for (i = 0; s->meta.child && i < n; i++) {
+        if (s->meta.child->bs == children[i]->bs) {
+            error_setg(errp, "shadow: node '%s' cannot be both a child and "
+                       "the metadata of the node",
+                       bdrv_get_node_name(children[i]->bs));
+            ret = -EINVAL;
+            goto fail_children;
+        }
+    }
+    if (s->meta.child) {
+        bdrv_graph_rdlock_main_loop();
+        ret = shadow_meta_open(s, s->children[active], errp);
+        bdrv_graph_rdunlock_main_loop();
+        if (ret < 0) {
+            goto fail_children;
+        }
+    }
+
+    /*
+     * Only now may the copy start: drained sections end while the
+     * metadata child opens, and the maps are not loaded before
+     */
     s->active = s->children[active];
+    s->prewarm = opts.prewarm;
 
     bs->total_sectors = DIV_ROUND_UP(s->length, BDRV_SECTOR_SIZE);
     bs->supported_write_flags = BDRV_REQ_WRITE_UNCHANGED | BDRV_REQ_FUA;
@@ -399,6 +431,31 @@ static int shadow_open(BlockDriverState *bs, QDict *options, int flags,
     shadow_options_free(&opts);
     shadow_copy_kick(s);
     return 0;
+
+fail_children:
+    /* Drained sections end while the children go: keep the copy away */
+    s->copy_failed = true;
+    s->active = NULL;
+    s->num_children = 0;
+    shadow_meta_destroy(s);
+    bdrv_graph_wrlock();
+    if (s->meta.child) {
+        bdrv_unref_child(bs, s->meta.child);
+        s->meta.child = NULL;
+    }
+    for (i = 0; i < n; i++) {
+        bdrv_unref_child(bs, s->children[i]->child);
+        shadow_free_child(s->children[i]);
+    }
+    bdrv_graph_wrunlock();
+    g_free(s->children);
+    s->children = NULL;
+    hbitmap_free(s->copying);
+    shadow_heat_destroy(&s->heat);
+    ratelimit_destroy(&s->copy_limit);
+    shadow_options_free(&opts);
+    qemu_spin_destroy(&s->lock);
+    return ret;
 
 fail:
     bdrv_graph_wrlock();
@@ -421,7 +478,16 @@ static void shadow_close(BlockDriverState *bs)
     /* The node is drained: no copy is running */
     assert(!s->copy_workers);
 
+    bdrv_graph_rdlock_main_loop();
+    shadow_meta_close(s);
+    bdrv_graph_rdunlock_main_loop();
+    shadow_meta_destroy(s);
+
     bdrv_graph_wrlock();
+    if (s->meta.child) {
+        bdrv_unref_child(bs, s->meta.child);
+        s->meta.child = NULL;
+    }
     for (i = 0; i < s->num_children; i++) {
         bdrv_unref_child(bs, s->children[i]->child);
         shadow_free_child(s->children[i]);
@@ -509,11 +575,12 @@ shadow_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
     BDRVShadowState *s = bs->opaque;
     ShadowChild *sc = s->active;
     int64_t start = get_clock();
-    int64_t now;
-    bool urgent;
+    int64_t now, first, end;
+    bool urgent, hydrate;
     int ret;
 
     shadow_guest_begin(s, start);
+    shadow_chunk_range(s, offset, bytes, &first, &end);
     qemu_spin_lock(&s->lock);
     /*
      * Heat is counted whatever the prewarm mode, so that turning pre-warm
@@ -521,7 +588,9 @@ shadow_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
      */
     urgent = shadow_heat_access(&s->heat, offset, bytes, start,
                                 s->copy_on_read);
-    if (s->read_from == SHADOW_READ_FROM_FASTEST) {
+    /* After an instant switch the active child may not hold it yet */
+    hydrate = shadow_range_stale(&s->active->map, first, end);
+    if (s->read_from == SHADOW_READ_FROM_FASTEST && !hydrate) {
         sc = shadow_pick_reader(s, offset, bytes);
     }
     qemu_spin_unlock(&s->lock);
@@ -529,6 +598,13 @@ shadow_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
         shadow_copy_kick(s);
     }
 
+    if (hydrate) {
+        ret = shadow_copy_up(s, first, end);
+        if (ret < 0) {
+            now = get_clock();
+            goto out;
+        }
+    }
     ret = bdrv_co_preadv(sc->child, offset, bytes, qiov, flags);
     now = get_clock();
     shadow_account(&sc->stats, false, bytes, now - start, ret);
@@ -542,6 +618,7 @@ shadow_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
         now = get_clock();
         shadow_account(&sc->stats, false, bytes, now - start, ret);
     }
+out:
     shadow_account(&s->stats, false, bytes, now - start, ret);
     shadow_guest_end(s);
     return ret;
@@ -721,7 +798,7 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
         .flags = flags, .start = start,
     };
     int64_t first, end, full_first, full_end;
-    bool left_stale = false;
+    bool left_stale = false, head, tail, intent_ready;
     BlockReq req;
     int i, ret;
 
@@ -731,13 +808,50 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
     shadow_guest_begin(s, start);
     qemu_spin_lock(&s->lock);
     shadow_heat_access(&s->heat, offset, bytes, start, false);
-    shadow_track_begin(s, &req, offset, bytes);
+    /*
+     * A chunk the active child does not hold yet is copied up before a
+     * write covers part of it; chunks covered entirely need no copy.
+     */
+    head = first < full_first &&
+           shadow_range_stale(&s->active->map, first, first + 1);
+    tail = full_end < end && (end - 1 > first || !head) &&
+           shadow_range_stale(&s->active->map, end - 1, end);
     qemu_spin_unlock(&s->lock);
+    ret = 0;
+    if (head) {
+        ret = shadow_copy_up(s, first, first + 1);
+    }
+    if (tail && ret == 0) {
+        ret = shadow_copy_up(s, end - 1, end);
+    }
+    if (ret < 0) {
+        goto out;
+    }
+
+    qemu_spin_lock(&s->lock);
+    shadow_track_begin(s, &req, offset, bytes);
+    intent_ready = shadow_meta_intent_ready(s, first, end);
+    qemu_spin_unlock(&s->lock);
+    if (!intent_ready) {
+        /* Its intent bits are durable before a write goes out */
+        ret = shadow_meta_write_intent(s, first, end);
+        if (ret < 0) {
+            qemu_spin_lock(&s->lock);
+            reqlist_remove_req(&req);
+            qemu_spin_unlock(&s->lock);
+            goto out;
+        }
+    }
 
     shadow_fanout(s, &fan);
     ret = fan.reqs[0].ret;
 
     qemu_spin_lock(&s->lock);
+    if (ret == 0) {
+        /* Whatever it held before, the active child holds these now */
+        shadow_map_mark_valid(&s->active->map, full_first,
+                              full_end - full_first);
+    }
     for (i = 0; i < s->num_children; i++) {
         ShadowChild *sc = s->children[i];
         int j;
@@ -765,6 +879,11 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
     qemu_spin_unlock(&s->lock);
     shadow_fanout_free(&fan);
 
+    if (ret == 0 && (flags & BDRV_REQ_FUA) && s->meta.child) {
+        /* A FUA write commits the maps, as a flush does */
+        ret = shadow_meta_commit(s, false);
+    }
+out:
     shadow_account(&s->stats, true, bytes, get_clock() - start, ret);
     shadow_guest_end(s);
     if (left_stale) {
@@ -794,15 +913,25 @@ shadow_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
     return shadow_co_write(bs, SHADOW_DISCARD, offset, bytes, NULL, 0);
 }
 
-static int coroutine_fn GRAPH_RDLOCK shadow_co_flush(BlockDriverState *bs)
+/* Flush every child that is not degraded; the active child's result */
+int coroutine_fn GRAPH_RDLOCK shadow_flush_children(BDRVShadowState *s)
 {
-    BDRVShadowState *s = bs->opaque;
     ShadowFanout fan = { .kind = SHADOW_FLUSH, .start = get_clock() };
     int ret;
 
     shadow_fanout(s, &fan);
     ret = fan.reqs[0].ret;
     shadow_fanout_free(&fan);
+    return ret;
+}
+
+static int coroutine_fn GRAPH_RDLOCK shadow_co_flush(BlockDriverState *bs)
+{
+    BDRVShadowState *s = bs->opaque;
+    int ret;
+
+    /* With metadata, the flush commits the maps (many flushes, one commit) */
+    ret = shadow_meta_commit(s, false);
     if (ret == 0) {
         stat64_add(&s->stats.flush_ops, 1);
     }
@@ -935,6 +1064,17 @@ static int shadow_reopen_prepare(BDRVReopenState *state,
         goto fail;
     }
 
+    if (!!rs->opts.qapi->metadata != !!s->meta.child ||
+        (s->meta.child &&
+         (rs->opts.qapi->metadata->type != QTYPE_QSTRING ||
+          strcmp(rs->opts.qapi->metadata->u.reference,
+                 bdrv_get_node_name(s->meta.child->bs))))) {
+        error_setg(errp, "Cannot change the metadata child of shadow node "
+                   "'%s'%s", bdrv_get_node_name(bs),
+                   s->meta.child ? "; refer to it by its node name" : "");
+        goto fail;
+    }
+
     rs->new_active = shadow_find_child(s, rs->opts.qapi->active_child ?:
                                 rs->opts.qapi->children->value->u.reference);
     if (!rs->new_active) {
@@ -947,7 +1087,13 @@ static int shadow_reopen_prepare(BDRVReopenState *state,
     qemu_spin_lock(&s->lock);
     st = shadow_child_state(s, rs->new_active);
     qemu_spin_unlock(&s->lock);
-    if (st != SHADOW_CHILD_STATE_ACTIVE && st != SHADOW_CHILD_STATE_SYNCED) {
+    /*
+     * With metadata, a child that is still syncing may take over at once:
+     * it copies up what it does not hold yet (an instant switch)
+     */
+    if (st == SHADOW_CHILD_STATE_DEGRADED ||
+        (!s->meta.child && st != SHADOW_CHILD_STATE_ACTIVE &&
+         st != SHADOW_CHILD_STATE_SYNCED)) {
         error_setg(errp, "Cannot switch shadow node '%s' to child '%s': it is "
                    "%s (%" PRId64 " of %" PRId64 " bytes valid)",
                    bdrv_get_node_name(bs), shadow_child_name(rs->new_active),
@@ -976,11 +1122,12 @@ static void shadow_reopen_commit(BDRVReopenState *state)
     qemu_spin_lock(&s->lock);
     if (rs->new_active != s->active) {
         /*
-         * The new active child was synced, so every map that was valid
-         * against the old active child is valid against the new one, and
-         * the old active child is a synced shadow.
+         * Every map says which chunks of its child hold what the guest
+         * sees, whichever child is active: the old active child holds
+         * everything (or what it had hydrated), and the new one copies up
+         * the chunks it lacks.  The header records the new active child
+         * before the first write after the switch.
          */
-        shadow_map_mark_valid(&s->active->map, 0, s->nb_chunks);
         g_free(s->switched_from);
         s->switched_from = g_strdup(shadow_child_name(s->active));
         s->active = rs->new_active;
@@ -1024,6 +1171,8 @@ shadow_add_child(BlockDriverState *bs, BlockDriverState *child_bs,
     BDRVShadowState *s = bs->opaque;
     g_autofree char *name = NULL;
     BdrvChild *child;
+    ShadowChild *sc;
+    int ret;
 
     if (s->next_child_index == UINT_MAX) {
         error_setg(errp, "Too many children");
@@ -1048,10 +1197,21 @@ shadow_add_child(BlockDriverState *bs, BlockDriverState *child_bs,
     }
     s->next_child_index++;
 
+    sc = shadow_new_child(s, child, true);
     qemu_spin_lock(&s->lock);
-    s->children = g_renew(ShadowChild *, s->children, s->num_children + 1);
-    s->children[s->num_children++] = shadow_new_child(s, child, true);
+    ret = shadow_meta_add_child(s, sc, errp);
+    if (ret == 0) {
+        s->children = g_renew(ShadowChild *, s->children,
+                              s->num_children + 1);
+        s->children[s->num_children++] = sc;
+    }
     qemu_spin_unlock(&s->lock);
+    if (ret < 0) {
+        bdrv_unref_child(bs, child);
+        shadow_free_child(sc);
+        return;
+    }
+    shadow_meta_commit_soon(s);
     shadow_copy_kick(s);
 }
 
@@ -1079,10 +1239,12 @@ shadow_del_child(BlockDriverState *bs, BdrvChild *child, Error **errp)
     }
 
     qemu_spin_lock(&s->lock);
+    shadow_meta_del_child(s, sc);
     memmove(&s->children[i], &s->children[i + 1],
             (s->num_children - i - 1) * sizeof(ShadowChild *));
     s->num_children--;
     qemu_spin_unlock(&s->lock);
+    shadow_meta_commit_soon(s);
 
     bdrv_unref_child(bs, child);
     shadow_free_child(sc);
@@ -1150,6 +1312,21 @@ shadow_gather_child_options(BlockDriverState *bs, QDict *target,
         qlist_append(children_list,
                      qobject_ref(s->children[i]->child->bs->full_open_options));
     }
+    if (s->meta.child) {
+        qdict_put(target, "metadata",
+                  qobject_ref(s->meta.child->bs->full_open_options));
+    }
+}
+
+static void shadow_detach_aio_context(BlockDriverState *bs)
+{
+    shadow_meta_detach_aio_context(bs->opaque);
+}
+
+static void shadow_attach_aio_context(BlockDriverState *bs,
+                                      AioContext *new_context)
+{
+    shadow_meta_attach_aio_context(bs->opaque, new_context);
 }
 
 static char *shadow_dirname(BlockDriverState *bs, Error **errp)
@@ -1191,6 +1368,8 @@ static BlockDriver bdrv_shadow = {
     .bdrv_child_perm                    = shadow_child_perm,
     .bdrv_drain_begin                   = shadow_drain_begin,
     .bdrv_drain_end                     = shadow_drain_end,
+    .bdrv_detach_aio_context            = shadow_detach_aio_context,
+    .bdrv_attach_aio_context            = shadow_attach_aio_context,
 
     .bdrv_co_getlength                  = shadow_co_getlength,
     .bdrv_co_preadv                     = shadow_co_preadv,

@@ -19,6 +19,7 @@
 #include "qemu/ratelimit.h"
 #include "qemu/stats64.h"
 #include "qemu/thread.h"
+#include "qemu/timer.h"
 #include "qemu/units.h"
 
 #define SHADOW_MIN_CHUNK_SIZE     (4 * KiB)
@@ -55,6 +56,11 @@
 typedef struct ShadowMap {
     HBitmap *stale;
     int64_t nb_chunks;
+    /*
+     * With metadata: which SHADOW_META_UNIT_CHUNKS-chunk units of the map
+     * changed since they were last written out (NULL without metadata)
+     */
+    HBitmap *dirty;
 } ShadowMap;
 
 /* I/O counters, as seen by the node or by one child */
@@ -73,6 +79,8 @@ typedef struct ShadowCounters {
 typedef struct ShadowChild {
     BdrvChild *child;
     ShadowMap map;
+    /* The child's slot in the metadata, or -1 */
+    int slot;
     /* An I/O error happened; no more I/O until a reopen or re-add */
     bool degraded;
     ShadowCounters stats;
@@ -107,6 +115,62 @@ typedef struct ShadowHeat {
     uint64_t stream_clock;
 } ShadowHeat;
 
+/*
+ * Persistent maps (shadow-meta.c); the on-disk format is described in
+ * docs/shadow-metadata.md
+ */
+#define SHADOW_META_SLOTS         16
+/* Maps are written in units of this many bytes, never whole */
+#define SHADOW_META_UNIT          512
+#define SHADOW_META_UNIT_CHUNKS   (SHADOW_META_UNIT * 8)
+/* A periodic commit bounds the copy work a crash loses */
+#define SHADOW_META_COMMIT_NS     (5 * NANOSECONDS_PER_SECOND)
+
+typedef struct QEMU_PACKED ShadowMetaSlot {
+    uint32_t flags;
+    uint32_t reserved;
+    uint8_t identity[32];
+    char node_name[64];
+    char filename[152];
+} ShadowMetaSlot;
+
+typedef struct ShadowMeta {
+    BdrvChild *child;
+    bool writable;
+    uint64_t generation;
+    int header_copy;
+    int64_t map_bytes;
+    int64_t maps_offset;
+    ShadowMetaSlot slots[SHADOW_META_SLOTS];
+    bool table_dirty;
+    /* Slot of the active child as the header on disk records it */
+    int durable_active_slot;
+
+    /*
+     * Write intent: @intent is what the intent map on disk holds or is
+     * about to hold, @intent_durable what it holds for sure.  A guest
+     * write goes out only once its chunks are in @intent_durable.
+     * @written and @written_prev: chunks written since the last periodic
+     * commit and in the one before; their intent bits stay set.
+     */
+    HBitmap *intent;
+    HBitmap *intent_durable;
+    HBitmap *written;
+    HBitmap *written_prev;
+    /* Serialises writes of the header and of the intent map */
+    CoMutex io_lock;
+
+    /* Commits: started and completed ones, and who waits for them */
+    CoMutex commit_lock;
+    bool committing;
+    uint64_t commit_started;
+    uint64_t commit_done;
+    int commit_ret;
+    CoQueue commit_queue;
+    QEMUTimer *timer;
+    bool failed;
+} ShadowMeta;
+
 typedef struct BDRVShadowState {
     BlockDriverState *bs;
 
@@ -137,10 +201,14 @@ typedef struct BDRVShadowState {
      */
     BlockReqList reqs;
 
+    /* Persistent maps; meta.child is NULL without metadata */
+    ShadowMeta meta;
+
     /* Background copy: running workers (a bit each), what they copy, pacing */
     unsigned copy_workers;
     bool copy_failed;
     int64_t copy_cursor;
+    int64_t hydrate_cursor;
     int64_t copy_region;        /* hot region being copied, or -1 */
     HBitmap *copying;
     ShadowHeat heat;
@@ -162,6 +230,7 @@ typedef struct BDRVShadowState {
 
 /* shadow-map.c */
 void shadow_map_init(ShadowMap *map, int64_t nb_chunks, bool stale);
+void shadow_map_track_changes(ShadowMap *map);
 void shadow_map_destroy(ShadowMap *map);
 void shadow_map_mark_stale(ShadowMap *map, int64_t first, int64_t count);
 void shadow_map_mark_valid(ShadowMap *map, int64_t first, int64_t count);
@@ -173,8 +242,28 @@ void shadow_chunk_range(BDRVShadowState *s, int64_t offset, int64_t bytes,
 void shadow_full_chunk_range(BDRVShadowState *s, int64_t offset,
                              int64_t bytes, int64_t *first, int64_t *end);
 int64_t shadow_valid_bytes(BDRVShadowState *s, ShadowChild *sc);
+bool shadow_range_stale(const ShadowMap *map, int64_t first, int64_t end);
+ShadowChild *shadow_source_for(BDRVShadowState *s, int64_t chunk);
+
+/* shadow-meta.c */
+int GRAPH_RDLOCK shadow_meta_open(BDRVShadowState *s, ShadowChild *active,
+                                  Error **errp);
+void GRAPH_RDLOCK shadow_meta_close(BDRVShadowState *s);
+void shadow_meta_destroy(BDRVShadowState *s);
+int coroutine_fn GRAPH_RDLOCK
+shadow_meta_write_intent(BDRVShadowState *s, int64_t first, int64_t end);
+bool shadow_meta_intent_ready(BDRVShadowState *s, int64_t first, int64_t end);
+int coroutine_fn GRAPH_RDLOCK shadow_meta_commit(BDRVShadowState *s,
+                                                 bool periodic);
+int GRAPH_RDLOCK shadow_meta_add_child(BDRVShadowState *s, ShadowChild *sc,
+                                       Error **errp);
+void shadow_meta_del_child(BDRVShadowState *s, ShadowChild *sc);
+void shadow_meta_commit_soon(BDRVShadowState *s);
+void shadow_meta_attach_aio_context(BDRVShadowState *s, AioContext *ctx);
+void shadow_meta_detach_aio_context(BDRVShadowState *s);
 
 /* shadow.c */
+int coroutine_fn GRAPH_RDLOCK shadow_flush_children(BDRVShadowState *s);
 void coroutine_fn shadow_track_begin(BDRVShadowState *s, BlockReq *req,
                                      int64_t offset, int64_t bytes);
 void shadow_child_degrade(BDRVShadowState *s, ShadowChild *sc,
@@ -197,5 +286,7 @@ bool shadow_copy_enabled(BDRVShadowState *s);
 bool shadow_copy_may_run(BDRVShadowState *s);
 void shadow_copy_wake(BDRVShadowState *s);
 void shadow_copy_set_speed(BDRVShadowState *s, uint64_t speed);
+int coroutine_fn GRAPH_RDLOCK shadow_copy_up(BDRVShadowState *s,
+                                             int64_t first, int64_t end);
 
 #endif /* BLOCK_SHADOW_H */
