@@ -8,9 +8,9 @@
  * chunks they need at once.  Then they take, in this order: urgent
  * regions (chunks the guest read, with copy-on-read, and the regions ahead
  * of sequential streams), then with prewarm=hot-first the hottest
- * regions, then the rest in disk order.  Neighbouring stale chunks are merged into one copy.
- * Unallocated and zero ranges are written as zeroes that may unmap, so
- * sparse images stay sparse.
+ * regions, then the rest in disk order.  Neighbouring stale chunks are
+ * merged into one copy.  Unallocated and zero ranges are written as zeroes
+ * that may unmap, so sparse images stay sparse.
  *
  * The copy yields to the guest: while guest requests are in flight, one
  * worker copies and takes at most a sixth of the time.  prewarm-speed
