@@ -7,11 +7,12 @@
 #   make demo     the main job, narrated in the terminal
 #   make bench    benchmarks, results in build/bench/
 #   make fuzz     the agent's fuzz targets, FUZZ_SECONDS (600) each
+#   make soak     SOAK_ROUNDS (1000) rounds of the kill tests
 #
 # QEMU_SRC=/path/to/qemu-10.0.x builds against that tree instead of
 # Debian's qemu source package.
 
-.PHONY: all deps qemu agent check demo bench fuzz checkpatch clean distclean
+.PHONY: all deps qemu agent check demo bench fuzz soak checkpatch clean distclean
 
 all: qemu agent
 
@@ -35,6 +36,13 @@ bench: all
 
 fuzz: deps
 	@scripts/fuzz.sh
+
+# qemu-storage-daemon killed at random moments, restarted, checked
+SOAK_ROUNDS ?= 1000
+soak: qemu
+	@bash -o pipefail -c '/usr/bin/python3 tests/kill/shadow-kill.py \
+		--rounds $(SOAK_ROUNDS) 2>&1 | tee build/soak.log | \
+		grep --line-buffered -E "^(not ok|# kill tests)|^ok [0-9]*00 " | cut -c1-160'
 
 # QEMU's checkpatch.pl over the project's own QEMU-side files
 checkpatch: qemu

@@ -14,6 +14,8 @@ from benchlib import (MiB, GiB, REPO, Daemon, bench_seconds, file_node,
                       fresh_dir, make_image, median_ratio, write_results)
 
 RUNS = 5
+
+import switch_bench  # noqa: E402
 TRACE = os.path.join(REPO, '..', 'shared', 'data', 'traces',
                      'msn_fs_sample.trace')
 
@@ -278,6 +280,12 @@ BENCHES = {
     'guest-during-prewarm': (bench_guest_during_prewarm, 'ratio >= 0.8'),
     'hot-first-trace': (bench_hot_first_trace,
                         'report both shares; hot-first above sequential'),
+    'switch-pause': (lambda quick: switch_bench.bench_switch_pause(
+                         quick, 5 if quick else 15),
+                     'shadow pause < 1 ms, mirror pivot / shadow >= 10'),
+    'flush-metadata': (lambda quick: switch_bench.bench_flush_metadata(
+                           quick, 3 if quick else RUNS),
+                       'flush with metadata / without <= 1.2'),
 }
 
 TARGETS = {
@@ -286,6 +294,10 @@ TARGETS = {
     ('sync-writes', 'qd1'): 0.9, ('sync-writes', 'qd32'): 0.9,
     ('prewarm-vs-mirror', 'dense'): 1.0, ('prewarm-vs-mirror', 'sparse'): 1.0,
     ('guest-during-prewarm', 'throughput'): 0.8,
+    # Not "higher is better": checked by these
+    ('switch-pause', 'pause'): lambda r: (r['candidate'] < 1.0 and
+                                          r['ratio'] >= 10),
+    ('flush-metadata', 'flush'): lambda r: r['ratio'] <= 1.2,
 }
 
 
@@ -307,8 +319,12 @@ def main():
         for case, r in res.items():
             if isinstance(r, dict) and 'ratio' in r:
                 t = TARGETS.get((name, case))
-                mark = '' if t is None else ('ok' if r['ratio'] >= t
-                                             else 'MISS')
+                if callable(t):
+                    mark = 'ok' if t(r) else 'MISS'
+                    t = 'above'
+                else:
+                    mark = '' if t is None else ('ok' if r['ratio'] >= t
+                                                 else 'MISS')
                 print(f'{name:24} {case:14} {r["baseline"]:10.3f} '
                       f'{r["candidate"]:10.3f} {r["ratio"]:7.3f} '
                       f'{"" if t is None else t:>7} {mark}')

@@ -372,6 +372,18 @@ shadow_copy_step(BDRVShadowState *s, int index, void *buf,
     offset = chunk * s->chunk_size;
     bytes = MIN(nb * s->chunk_size, s->length - offset);
     shadow_track_begin(s, &req, offset, bytes);
+    if (src != s->active &&
+        (hbitmap_next_zero(s->active->map.stale, chunk, nb) >= 0 ||
+         hbitmap_next_dirty(src->map.stale, chunk, nb) >= 0)) {
+        /*
+         * A guest write came first: the active child may hold newer data
+         * than the source now.  Pick again.
+         */
+        hbitmap_reset(s->copying, chunk, nb);
+        reqlist_remove_req(&req);
+        qemu_spin_unlock(&s->lock);
+        return 1;
+    }
     qemu_spin_unlock(&s->lock);
 
     ret = shadow_copy_range(s, src, buf, offset, bytes, targets, target_ret,

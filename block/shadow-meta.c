@@ -9,7 +9,7 @@
  *   maps' changes first, then flushes the children, then writes them;
  * - the intent bit of a chunk is durable before the first guest write to
  *   it; intent bits are cleared only by the periodic commit, for chunks
- *   nobody wrote in the last two periods and whose maps are durable;
+ *   nobody wrote since the previous one and whose maps are durable;
  * - guest flushes and FUA writes commit, and the flushes that arrive
  *   while a commit runs share the next one;
  * - after an unclean stop, a chunk with an intent bit is kept only on one
@@ -558,7 +558,6 @@ int shadow_meta_open(BDRVShadowState *s, ShadowChild *active, Error **errp)
     m->intent = hbitmap_alloc(s->nb_chunks, 0);
     m->intent_durable = hbitmap_alloc(s->nb_chunks, 0);
     m->written = hbitmap_alloc(s->nb_chunks, 0);
-    m->written_prev = hbitmap_alloc(s->nb_chunks, 0);
     qemu_co_mutex_init(&m->io_lock);
     qemu_co_mutex_init(&m->commit_lock);
     qemu_co_queue_init(&m->commit_queue);
@@ -644,7 +643,6 @@ void shadow_meta_destroy(BDRVShadowState *s)
     g_clear_pointer(&m->intent, hbitmap_free);
     g_clear_pointer(&m->intent_durable, hbitmap_free);
     g_clear_pointer(&m->written, hbitmap_free);
-    g_clear_pointer(&m->written_prev, hbitmap_free);
 }
 
 /*
@@ -826,8 +824,7 @@ static HBitmap *shadow_meta_idle_intents(BDRVShadowState *s)
          c = c + 1 < s->nb_chunks ?
              hbitmap_next_dirty(m->intent_durable, c + 1,
                                 s->nb_chunks - c - 1) : -1) {
-        if (hbitmap_get(m->written, c) || hbitmap_get(m->written_prev, c) ||
-            shadow_meta_chunk_busy(s, c)) {
+        if (hbitmap_get(m->written, c) || shadow_meta_chunk_busy(s, c)) {
             continue;
         }
         idle = idle ?: hbitmap_alloc(s->nb_chunks, 0);
@@ -867,8 +864,6 @@ shadow_meta_clear_intents(BDRVShadowState *s, HBitmap *idle)
         }
     }
     /* A new period begins */
-    hbitmap_reset_all(m->written_prev);
-    hbitmap_merge(m->written, m->written_prev, m->written_prev);
     hbitmap_reset_all(m->written);
     qemu_spin_unlock(&s->lock);
 
@@ -904,14 +899,17 @@ shadow_meta_do_commit(BDRVShadowState *s, bool periodic)
     if (periodic) {
         idle = shadow_meta_idle_intents(s);
     }
-    qemu_spin_unlock(&s->lock);
 
     if (periodic && !units->len && !idle) {
+        /* Nothing to write: a new period begins */
+        hbitmap_reset_all(m->written);
+        qemu_spin_unlock(&s->lock);
         shadow_meta_free_units(units);
         return 0;
     }
+    qemu_spin_unlock(&s->lock);
     ret = shadow_flush_children(s);
-    if (ret < 0 || !units->len) {
+    if (ret < 0) {
         goto out;
     }
     for (i = 0; i < units->len && meta_ret == 0; i++) {
@@ -920,10 +918,10 @@ shadow_meta_do_commit(BDRVShadowState *s, bool periodic)
         meta_ret = bdrv_co_pwrite(m->child, unit->offset, unit->bytes,
                                   unit->buf, 0);
     }
-    if (meta_ret == 0) {
+    if (meta_ret == 0 && units->len) {
         meta_ret = bdrv_co_flush(m->child->bs);
     }
-    if (meta_ret == 0 && idle) {
+    if (meta_ret == 0 && periodic) {
         meta_ret = shadow_meta_clear_intents(s, idle);
     }
 out:

@@ -1142,6 +1142,7 @@ static void shadow_reopen_commit(BDRVReopenState *state)
         s->children[i]->degraded = false;
     }
     s->copy_failed = false;
+    s->meta.failed = false;
     qemu_spin_unlock(&s->lock);
 
     shadow_options_free(&rs->opts);

@@ -150,13 +150,12 @@ typedef struct ShadowMeta {
      * Write intent: @intent is what the intent map on disk holds or is
      * about to hold, @intent_durable what it holds for sure.  A guest
      * write goes out only once its chunks are in @intent_durable.
-     * @written and @written_prev: chunks written since the last periodic
-     * commit and in the one before; their intent bits stay set.
+     * @written: chunks written since the last periodic commit; their
+     * intent bits stay set.
      */
     HBitmap *intent;
     HBitmap *intent_durable;
     HBitmap *written;
-    HBitmap *written_prev;
     /* Serialises writes of the header and of the intent map */
     CoMutex io_lock;
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run every test: the shadow driver's iotests (raw and qcow2 children) in
-# QEMU's own framework, the agent's unit tests, and the same unit tests
-# under AddressSanitizer and UBSan.  Ends with "N passed, N failed, N skipped".
+# QEMU's own framework, the kill tests (KILL_ROUNDS, 24), the agent's unit
+# and integration tests, the same unit tests under AddressSanitizer and
+# UBSan, and a short fuzz run.  Ends with "N passed, N failed, N skipped".
 #
 # ITESTS="shadow-basic ..." limits the iotests; FORMATS="raw" the formats.
 set -uo pipefail
@@ -49,6 +50,14 @@ for fmt in ${FORMATS:-raw qcow2}; do
     grep -E '^(not )?ok ' "$log/iotests-$fmt.tap"
     count_tap "$log/iotests-$fmt.tap" "iotests"
 done
+
+echo "== kill tests: qemu-storage-daemon killed during pre-warm, hydration and writes (make soak runs more)"
+/usr/bin/python3 tests/kill/shadow-kill.py --rounds "${KILL_ROUNDS:-24}" > "$log/kill.log" 2>&1
+grep -E '^(not )?ok |^# kill tests: .* passed' "$log/kill.log" | cut -c1-160
+count_tap "$log/kill.log" "kill"
+if ! grep -q '^# kill tests: .* passed' "$log/kill.log"; then
+    failed=$((failed + 1)); failures+=("kill: did not finish, see $log/kill.log")
+fi
 
 echo "== agent unit tests"
 meson test -C build/agent-build --print-errorlogs > "$log/agent.log" 2>&1

@@ -1,0 +1,193 @@
+"""Benchmarks of issue "instant switch and crash safety":
+
+switch-pause    the guest-visible pause of a switch with 32 reads in flight:
+                blockdev-reopen of a shadow node (with metadata) against
+                blockdev-mirror's pivot (block-job-complete) on the same
+                images, alternated in the same run;
+flush-metadata  flush latency of a shadow node with a metadata child
+                against the same node without one.
+
+The pause is measured from the guest's side by bench/pause-probe.c, an
+NBD client that keeps 32 random 4 KiB reads in flight and timestamps every
+completion: it is the longest time without a completed request from
+sending the command until the first completion after its reply (or, for
+the mirror, after BLOCK_JOB_COMPLETED).  That bounds from above the time
+from the command to the first completed request after it."""
+
+import json
+import os
+import random
+import statistics
+import time
+
+from benchlib import (MiB, REPO, Daemon, fresh_dir, make_image, file_node,
+                      run)
+from nbdclient import NBDClient, CMD_WRITE
+
+QD = 32
+BLOCK = 4096
+
+
+PROBE = os.path.join(REPO, 'build', 'bench', 'pause-probe')
+
+
+def build_probe():
+    src = os.path.join(REPO, 'bench', 'pause-probe.c')
+    if (not os.path.exists(PROBE) or
+            os.path.getmtime(PROBE) < os.path.getmtime(src)):
+        os.makedirs(os.path.dirname(PROBE), exist_ok=True)
+        run('cc', '-O2', '-Wall', '-Wextra', '-Werror', '-o', PROBE, src)
+
+
+def monitor_args(d):
+    """A second QMP monitor, for pause-probe"""
+    sock = os.path.join(d, 'qmp-probe.sock')
+    if os.path.exists(sock):
+        os.remove(sock)
+    return sock, ['--chardev', f'socket,id=probe,path={sock},server=on,'
+                  'wait=off', '--monitor', 'probe']
+
+
+def measure(qsd, probe_sock, export, command, event=None):
+    """The guest-visible pause of @command, in seconds (see pause-probe.c)"""
+    # A guest flushes now and then; the copy's writes are flushed already
+    # when a switch comes, as the mirror's are when it reports ready
+    nbd = NBDClient(qsd.nbd_sock, export)
+    nbd.flush()
+    nbd.close()
+    out = run(PROBE, qsd.nbd_sock, export, probe_sock, json.dumps(command),
+              *([event] if event else []))
+    values = dict(line.split('=') for line in out.split())
+    return {k: float(v) / 1000 for k, v in values.items()}
+
+
+def images(d, size):
+    a = os.path.join(d, 'a.raw')
+    b = os.path.join(d, 'b.raw')
+    make_image(a, size, 'dense')
+    make_image(b, size)
+    return a, b
+
+
+def shadow_pause(d, size):
+    a, b = images(d, size)
+    meta = os.path.join(d, 'meta.raw')
+    make_image(meta, MiB)
+    probe, args = monitor_args(d)
+    with Daemon(d, *args) as qsd:
+        # Tiers added as nodes of their own, as management layers do
+        # (-blockdev): a reopen of the shadow node then leaves them alone
+        qsd.add({'driver': 'file', 'node-name': 'md', 'filename': meta})
+        qsd.add(file_node('ta', a))
+        qsd.add(file_node('tb', b))
+        qsd.add({'driver': 'shadow', 'node-name': 'sh0', 'metadata': 'md',
+                 'children': ['ta', 'tb']})
+        qsd.wait_event('SHADOW_CHILD_SYNCED', child='tb')
+        qsd.export('sh0')
+        res = measure(qsd, probe, 'sh0', {
+            'execute': 'blockdev-reopen', 'arguments': {'options': [{
+                'driver': 'shadow', 'node-name': 'sh0', 'metadata': 'md',
+                'children': ['ta', 'tb'], 'active-child': 'tb'}]}})
+        ev = qsd.wait_event('SHADOW_SWITCHED', timeout=10)
+        res['event'] = ev['data']['pause-ns'] / 1e9
+        return res
+
+
+def mirror_pause(d, size):
+    a, b = images(d, size)
+    probe, args = monitor_args(d)
+    with Daemon(d, *args) as qsd:
+        qsd.add(file_node('ta', a))
+        qsd.add(file_node('tb', b))
+        qsd.export('ta')
+        qsd.cmd('blockdev-mirror', **{'job-id': 'm0', 'device': 'ta',
+                                      'target': 'tb', 'sync': 'full'})
+        qsd.wait_event('BLOCK_JOB_READY', device='m0')
+        return measure(qsd, probe, 'ta', {
+            'execute': 'block-job-complete',
+            'arguments': {'device': 'm0'}}, 'BLOCK_JOB_COMPLETED')
+
+
+def bench_switch_pause(quick, runs):
+    build_probe()
+    d = fresh_dir('switch')
+    size = (64 if quick else 256) * MiB
+    shadow, mirror = [], []
+    for _ in range(runs):
+        mirror.append(mirror_pause(d, size))
+        shadow.append(shadow_pause(d, size))
+
+    def med(runs, key):
+        return statistics.median(r[key] for r in runs) * 1000
+
+    ms, mm = med(shadow, 'pause_ms'), med(mirror, 'pause_ms')
+    return {
+        'pause': {'baseline': mm, 'candidate': ms, 'ratio': mm / ms,
+                  'unit': 'ms',
+                  'baseline_runs': [r['pause_ms'] * 1000 for r in mirror],
+                  'candidate_runs': [r['pause_ms'] * 1000 for r in shadow]},
+        'first-completion-ms': {'mirror': med(mirror, 'first_ms'),
+                                'shadow': med(shadow, 'first_ms')},
+        'command-ms': {'mirror': med(mirror, 'done_ms'),
+                       'shadow': med(shadow, 'done_ms')},
+        'noise-floor-ms': {'mirror': med(mirror, 'floor_ms'),
+                           'shadow': med(shadow, 'floor_ms')},
+        'drained-ms': med(shadow, 'event'),
+    }
+
+
+def flush_latencies(d, size, with_meta, count):
+    a = os.path.join(d, 'fa.raw')
+    b = os.path.join(d, 'fb.raw')
+    make_image(a, size, 'dense')
+    make_image(b, size, 'dense')
+    opts = {'driver': 'shadow', 'node-name': 'sh0',
+            'children': [file_node('ta', a), file_node('tb', b)]}
+    with Daemon(d) as qsd:
+        if with_meta:
+            meta = os.path.join(d, 'fmeta.raw')
+            make_image(meta, MiB)
+            qsd.add({'driver': 'file', 'node-name': 'md', 'filename': meta})
+            opts['metadata'] = 'md'
+        qsd.add(opts)
+        qsd.wait_event('SHADOW_CHILD_SYNCED', child='tb')
+        qsd.export('sh0')
+        nbd = NBDClient(qsd.nbd_sock, 'sh0')
+        rng = random.Random(2)
+        hot = 8 * MiB // BLOCK
+        data = bytes([0x5a]) * BLOCK
+        flushes, writes = [], []
+        for i in range(count + 50):
+            t0 = time.perf_counter()
+            nbd.call(CMD_WRITE, rng.randrange(hot) * BLOCK, data=data)
+            t1 = time.perf_counter()
+            nbd.flush()
+            t2 = time.perf_counter()
+            if i >= 50:     # after warming up
+                writes.append(t1 - t0)
+                flushes.append(t2 - t1)
+        nbd.close()
+        return statistics.median(flushes), statistics.median(writes)
+
+
+def bench_flush_metadata(quick, runs):
+    d = fresh_dir('flush')
+    size = 64 * MiB
+    count = 100 if quick else 400
+    plain, meta, wplain, wmeta = [], [], [], []
+    for _ in range(runs):
+        f, w = flush_latencies(d, size, False, count)
+        plain.append(f)
+        wplain.append(w)
+        f, w = flush_latencies(d, size, True, count)
+        meta.append(f)
+        wmeta.append(w)
+    mp, mm = statistics.median(plain), statistics.median(meta)
+    return {
+        'flush': {'baseline': mp * 1000, 'candidate': mm * 1000,
+                  'ratio': mm / mp, 'unit': 'ms',
+                  'baseline_runs': [x * 1000 for x in plain],
+                  'candidate_runs': [x * 1000 for x in meta]},
+        'write-ms': {'without': statistics.median(wplain) * 1000,
+                     'with': statistics.median(wmeta) * 1000},
+    }
