@@ -1075,6 +1075,13 @@ static int shadow_reopen_prepare(BDRVReopenState *state,
         goto fail;
     }
 
+    if (s->meta.child && !s->meta.writable && (state->flags & BDRV_O_RDWR)) {
+        error_setg(errp, "Cannot make shadow node '%s' writable: its "
+                   "metadata was opened read-only; open the node read-write",
+                   bdrv_get_node_name(bs));
+        goto fail;
+    }
+
     rs->new_active = shadow_find_child(s, rs->opts.qapi->active_child ?:
                                 rs->opts.qapi->children->value->u.reference);
     if (!rs->new_active) {
