@@ -102,9 +102,11 @@ class Daemon:
     def add(self, opts):
         return self.qmp.cmd('blockdev-add', **opts)
 
-    def export(self, node, writable=True):
+    def export(self, node, writable=True, iothread=None):
+        extra = {'iothread': iothread} if iothread else {}
         self.cmd('block-export-add', type='nbd', id=f'exp-{node}',
-                 **{'node-name': node}, name=node, writable=writable)
+                 **{'node-name': node}, name=node, writable=writable,
+                 **extra)
         return f'nbd+unix:///{node}?socket={self.nbd_sock}'
 
     def wait_event(self, name, timeout=600, **match):

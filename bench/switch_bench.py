@@ -40,12 +40,16 @@ def build_probe():
 
 
 def monitor_args(d):
-    """A second QMP monitor, for pause-probe"""
+    """A second QMP monitor, for pause-probe, and an iothread for guest
+    I/O: as in a VM with an iothread, the monitor (which reads commands
+    one byte per main loop iteration) does not hold up guest I/O, only
+    what the command itself does does"""
     sock = os.path.join(d, 'qmp-probe.sock')
     if os.path.exists(sock):
         os.remove(sock)
     return sock, ['--chardev', f'socket,id=probe,path={sock},server=on,'
-                  'wait=off', '--monitor', 'probe']
+                  'wait=off', '--monitor', 'probe',
+                  '--object', 'iothread,id=io0']
 
 
 def measure(qsd, probe_sock, export, command, event=None):
@@ -83,7 +87,7 @@ def shadow_pause(d, size):
         qsd.add({'driver': 'shadow', 'node-name': 'sh0', 'metadata': 'md',
                  'children': ['ta', 'tb']})
         qsd.wait_event('SHADOW_CHILD_SYNCED', child='tb')
-        qsd.export('sh0')
+        qsd.export('sh0', iothread='io0')
         res = measure(qsd, probe, 'sh0', {
             'execute': 'blockdev-reopen', 'arguments': {'options': [{
                 'driver': 'shadow', 'node-name': 'sh0', 'metadata': 'md',
@@ -99,7 +103,7 @@ def mirror_pause(d, size):
     with Daemon(d, *args) as qsd:
         qsd.add(file_node('ta', a))
         qsd.add(file_node('tb', b))
-        qsd.export('ta')
+        qsd.export('ta', iothread='io0')
         qsd.cmd('blockdev-mirror', **{'job-id': 'm0', 'device': 'ta',
                                       'target': 'tb', 'sync': 'full'})
         qsd.wait_event('BLOCK_JOB_READY', device='m0')
