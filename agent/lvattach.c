@@ -1,4 +1,5 @@
 /* Insertion and removal of a libvirt disk's shadow node; see lvattach.h. */
+#define _GNU_SOURCE             /* SEEK_DATA, SEEK_HOLE */
 #include "lvattach.h"
 
 #include <errno.h>
@@ -209,18 +210,46 @@ has_foreign_parent (const Graph *g, const char *node, const char *target)
 
 /* ---- files ---- */
 
+/* Where the file's data ends: the last byte that is not in a hole (the
+ * room given before is a hole, so it is not counted twice). */
+static guint64
+data_end (const char *path, guint64 len)
+{
+  int fd = g_open (path, O_RDONLY | O_CLOEXEC, 0);
+  off_t off = 0, end = 0;
+
+  if (fd < 0)
+    return len;
+  for (guint i = 0; i < 1000000; i++) {
+    off_t d = lseek (fd, off, SEEK_DATA), h;
+
+    if (d < 0)
+      break;
+    h = lseek (fd, d, SEEK_HOLE);
+    if (h < 0) {
+      end = (off_t) len;
+      break;
+    }
+    end = h;
+    off = h;
+  }
+  close (fd);
+  return (guint64) end;
+}
+
 /* Room for a growing format: the image may gain the whole virtual size
  * plus its metadata while the shadow is in, and the shadow node's length
  * is fixed when it opens.  Sparse, so it costs no space. */
 static guint64
-headroom_length (guint64 file_len, guint64 virtual_size, gboolean grows)
+headroom_length (const char *path, guint64 file_len, guint64 virtual_size, gboolean grows)
 {
   guint64 want;
 
   if (!grows)
     return file_len;
-  want = file_len + virtual_size + virtual_size / 64 + 64 * MIB;
-  return (want + MIB - 1) / MIB * MIB;
+  want = data_end (path, file_len) + virtual_size + virtual_size / 64 + 64 * MIB;
+  want = (want + MIB - 1) / MIB * MIB;
+  return MAX (want, file_len);
 }
 
 static gboolean
@@ -647,7 +676,7 @@ shd_lv_attach (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk 
   vsize = img ? (guint64) json_object_get_int_member_with_default (img, "virtual-size", 0) : 0;
   fmt = json_object_get_string_member_with_default (rinfo, "drv", "raw");
   len = S_ISREG (st.st_mode) ?
-        headroom_length ((guint64) st.st_size, vsize, strcmp (fmt, "raw") != 0) : 0;
+        headroom_length (path, (guint64) st.st_size, vsize, strcmp (fmt, "raw") != 0) : 0;
   if (S_ISREG (st.st_mode) && !extend_file (path, len, error))
     goto out;
   if (!S_ISREG (st.st_mode)) {
