@@ -34,7 +34,7 @@ struct _Conn {
   guint index;
   char *uri;
   virConnectPtr conn;
-  int cb_lifecycle, cb_metadata, cb_removed, cb_qemu;
+  int cb_lifecycle, cb_metadata, cb_removed, cb_job, cb_qemu;
   guint retry_id;
   guint generation;             /* bumped on every (re)connection */
   GHashTable *doms;             /* uuid -> Dom */
@@ -680,7 +680,7 @@ dom_reconcile (Dom *d)
 
 /* ---- events, from libvirt's event thread to the main loop ---- */
 
-typedef enum { EV_LIFECYCLE, EV_METADATA, EV_REMOVED, EV_QEMU } EvKind;
+typedef enum { EV_LIFECYCLE, EV_METADATA, EV_REMOVED, EV_JOB, EV_QEMU } EvKind;
 
 typedef struct {
   ShdLibvirt *lv;
@@ -761,6 +761,16 @@ ev_main (gpointer data)
       dom_reconcile (d);
     }
     break;
+  case EV_JOB:
+    /* a finished block job may have moved the disk (blockcopy's pivot
+     * puts the copy in; the shadow under the old image is left over) */
+    d = g_hash_table_lookup (c->doms, uuid);
+    if (d && e->event != VIR_DOMAIN_BLOCK_JOB_READY) {
+      shd_log (G_LOG_LEVEL_MESSAGE, NULL, "block-job", "domain %s: block job on %s ended",
+               d->name, e->text);
+      dom_reconcile (d);
+    }
+    break;
   case EV_QEMU:
     d = g_hash_table_lookup (c->doms, uuid);
     if (d) {
@@ -817,6 +827,14 @@ on_removed (virConnectPtr conn, virDomainPtr dom, const char *alias, void *opaqu
 {
   (void) conn;
   ev_post (opaque, EV_REMOVED, dom, 0, 0, alias, NULL, 0);
+}
+
+static void
+on_block_job (virConnectPtr conn, virDomainPtr dom, const char *disk, int type, int status,
+              void *opaque)
+{
+  (void) conn;
+  ev_post (opaque, EV_JOB, dom, status, type, disk, NULL, 0);
 }
 
 static void
@@ -893,10 +911,14 @@ conn_open (gpointer data)
                                                     VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
                                                     VIR_DOMAIN_EVENT_CALLBACK (on_removed),
                                                     c, NULL);
+  c->cb_job = virConnectDomainEventRegisterAny (c->conn, NULL, VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2,
+                                                VIR_DOMAIN_EVENT_CALLBACK (on_block_job),
+                                                c, NULL);
   c->cb_qemu = virConnectDomainQemuMonitorEventRegister (c->conn, NULL, "^SHADOW_",
                                                          on_qemu_event, c, NULL,
                                                          VIR_CONNECT_DOMAIN_QEMU_MONITOR_EVENT_REGISTER_REGEX);
-  if (c->cb_lifecycle < 0 || c->cb_metadata < 0 || c->cb_removed < 0 || c->cb_qemu < 0)
+  if (c->cb_lifecycle < 0 || c->cb_metadata < 0 || c->cb_removed < 0 || c->cb_job < 0 ||
+      c->cb_qemu < 0)
     shd_log (G_LOG_LEVEL_WARNING, NULL, "libvirt", "libvirt %s: cannot follow every "
              "event: %s", c->uri, virGetLastErrorMessage ());
   n = virConnectListAllDomains (c->conn, &doms, VIR_CONNECT_LIST_DOMAINS_ACTIVE);
@@ -937,6 +959,8 @@ conn_free (gpointer p)
       virConnectDomainEventDeregisterAny (c->conn, c->cb_metadata);
     if (c->cb_removed >= 0)
       virConnectDomainEventDeregisterAny (c->conn, c->cb_removed);
+    if (c->cb_job >= 0)
+      virConnectDomainEventDeregisterAny (c->conn, c->cb_job);
     if (c->cb_qemu >= 0)
       virConnectDomainQemuMonitorEventDeregister (c->conn, c->cb_qemu);
     virConnectClose (c->conn);
@@ -1032,7 +1056,7 @@ shd_libvirt_new (ShdConfig *config, ShdHistory *history, char **uris, GPtrArray 
     c->lv = lv;
     c->index = i;
     c->uri = g_strdup (uris[i]);
-    c->cb_lifecycle = c->cb_metadata = c->cb_removed = c->cb_qemu = -1;
+    c->cb_lifecycle = c->cb_metadata = c->cb_removed = c->cb_job = c->cb_qemu = -1;
     c->doms = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, dom_free);
     g_ptr_array_add (lv->conns, c);
   }
