@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run every test: the shadow driver's iotests (raw and qcow2 children) in
-# QEMU's own framework, the agent's unit tests, and the same unit tests
-# under AddressSanitizer and UBSan.  Ends with "N passed, N failed, N skipped".
+# QEMU's own framework, the agent's unit tests, its integration tests (a
+# qemu-storage-daemon) and libvirt tests (a private libvirtd and a TCG
+# domain), and the unit tests under AddressSanitizer and UBSan.  Ends with "N passed, N failed, N skipped".
 #
 # ITESTS="shadow-basic ..." limits the iotests; FORMATS="raw" the formats.
 set -uo pipefail
@@ -60,6 +61,15 @@ if meson test -C build/agent-build --list --suite integration 2>/dev/null | grep
     meson test -C build/agent-build --suite integration --print-errorlogs > "$log/integration.log" 2>&1
     grep -E '^ *[0-9]+/[0-9]+ ' "$log/integration.log"
     count_meson "$log/integration.log" "integration"
+fi
+
+echo "== agent libvirt tests (a private libvirtd, a TCG domain on build/qemu)"
+if meson test -C build/agent-build --list --suite libvirt 2>/dev/null | grep -q libvirt; then
+    meson test -C build/agent-build --suite libvirt --print-errorlogs > "$log/libvirt.log" 2>&1
+    grep -E '^ *[0-9]+/[0-9]+ ' "$log/libvirt.log"
+    count_meson "$log/libvirt.log" "libvirt"
+else
+    failed=$((failed + 1)); failures+=("libvirt: shadowd was built without libvirt (libvirt-dev)")
 fi
 
 echo "== agent unit tests under AddressSanitizer and UBSan"
