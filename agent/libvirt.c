@@ -66,6 +66,7 @@ struct _Dom {
   GHashTable *held;             /* targets the operator detached */
   gboolean busy, again, stopping;
   char *meta_error;             /* the last one logged */
+  guint refs;                   /* the table's and a running job's (main loop only) */
 };
 
 static void dom_reconcile (Dom *d);
@@ -172,10 +173,12 @@ lvdisk_start_agent (LvDisk *k)
 /* ---- domains ---- */
 
 static void
-dom_free (gpointer p)
+dom_unref (gpointer p)
 {
   Dom *d = p;
 
+  if (--d->refs > 0)
+    return;
   g_hash_table_unref (d->disks);        /* drops the agents first */
   g_hash_table_unref (d->held);
   if (d->qmp) {
@@ -218,11 +221,13 @@ dom_get (Conn *c, virDomainPtr vdom)
   label = g_strdup_printf ("%s/%s", c->uri, d->name);
   virDomainRef (vdom);
   d->qmp = shd_qmp_new_custom (label, transport, vdom, domain_unref);
+  d->refs = 1;
   g_hash_table_insert (c->doms, d->uuid, d);
   return d;
 }
 
-/* The domain stopped: QEMU and every node with it are gone. */
+/* The domain stopped: QEMU and every node with it are gone.  A job that
+ * still runs keeps the Dom alive and finds it gone when it ends. */
 static void
 dom_gone (Conn *c, const char *uuid)
 {
@@ -232,14 +237,8 @@ dom_gone (Conn *c, const char *uuid)
     return;
   shd_log (G_LOG_LEVEL_MESSAGE, NULL, "libvirt", "domain %s stopped: its disks are "
            "no longer managed", d->name);
-  if (d->busy) {
-    /* a job still runs: it finds the domain gone when it ends */
-    d->stopping = TRUE;
-    g_hash_table_steal (c->doms, uuid);
-    g_hash_table_remove_all (d->disks);
-    shd_qmp_custom_set_ready (d->qmp, FALSE, "domain stopped");
-    return;
-  }
+  g_hash_table_remove_all (d->disks);
+  shd_qmp_custom_set_ready (d->qmp, FALSE, "domain stopped");
   g_hash_table_remove (c->doms, uuid);
 }
 
@@ -260,6 +259,7 @@ typedef struct {
 
 typedef struct {
   Conn *c;
+  Dom *dom;                     /* a reference */
   guint generation;
   char *uuid;
   virDomainPtr vdom;
@@ -286,6 +286,10 @@ op_free (gpointer p)
 static void
 job_free (Job *j)
 {
+  if (j->dom) {
+    j->dom->busy = FALSE;
+    dom_unref (j->dom);
+  }
   g_free (j->uuid);
   virDomainFree (j->vdom);
   g_clear_pointer (&j->specs, g_ptr_array_unref);
@@ -361,21 +365,27 @@ apply_thread (GTask *task, gpointer source, gpointer data, GCancellable *cancell
 static Dom *
 job_dom (Job *j)
 {
-  Dom *d;
-
-  if (j->c->generation != j->generation || j->c->conn == NULL)
+  if (j->c->lv->stopping || j->c->generation != j->generation || j->c->conn == NULL)
     return NULL;
-  d = g_hash_table_lookup (j->c->doms, j->uuid);
-  return d && d->busy ? d : NULL;
+  return g_hash_table_lookup (j->c->doms, j->uuid) == j->dom ? j->dom : NULL;
 }
 
+/* Ends the job; looks again if something happened meanwhile. */
 static void
-dom_job_done (Dom *d)
+job_done (Job *j)
 {
-  d->busy = FALSE;
-  if (d->again) {
+  Dom *d = job_dom (j);
+  gboolean again = d && d->again;
+
+  if (d) {
     d->again = FALSE;
-    dom_reconcile (d);
+    d->refs++;                  /* past job_free */
+  }
+  job_free (j);
+  if (d) {
+    if (again)
+      dom_reconcile (d);
+    dom_unref (d);
   }
 }
 
@@ -395,6 +405,11 @@ applied (GObject *src, GAsyncResult *res, gpointer data)
     Op *o = j->ops->pdata[i];
     LvDisk *k = g_hash_table_lookup (d->disks, o->target);
 
+    if (!o->ok && virDomainIsActive (d->dom) != 1) {
+      shd_log (G_LOG_LEVEL_DEBUG, NULL, "libvirt", "domain %s disk %s: %s (domain stopping)",
+               d->name, o->target, o->error);
+      continue;
+    }
     if (o->spec == NULL) {
       if (!o->ok) {
         shd_log (G_LOG_LEVEL_WARNING, k ? k->name : NULL, "detach-failed",
@@ -432,8 +447,7 @@ applied (GObject *src, GAsyncResult *res, gpointer data)
     lvdisk_set (k, "attached", NULL);
     lvdisk_start_agent (k);
   }
-  job_free (j);
-  dom_job_done (d);
+  job_done (j);
 }
 
 static LvDisk *
@@ -551,10 +565,10 @@ read_done (GObject *src, GAsyncResult *res, gpointer data)
     return;
   }
   if (j->xml_error) {
-    shd_log (G_LOG_LEVEL_WARNING, NULL, "libvirt", "domain %s: cannot read its XML: %s",
-             d->name, j->xml_error);
-    job_free (j);
-    dom_job_done (d);
+    if (virDomainIsActive (d->dom) == 1)
+      shd_log (G_LOG_LEVEL_WARNING, NULL, "libvirt", "domain %s: cannot read its XML: %s",
+               d->name, j->xml_error);
+    job_done (j);
     return;
   }
   if (j->meta_error) {
@@ -565,8 +579,7 @@ read_done (GObject *src, GAsyncResult *res, gpointer data)
                d->name, SHD_LV_NS_URI, j->meta_error);
     g_free (d->meta_error);
     d->meta_error = g_strdup (j->meta_error);
-    job_free (j);
-    dom_job_done (d);
+    job_done (j);
     return;
   }
   g_clear_pointer (&d->meta_error, g_free);
@@ -644,8 +657,7 @@ read_done (GObject *src, GAsyncResult *res, gpointer data)
     add_op (j, k->target, NULL, dd, k->chunk_size);
   }
   if (j->ops->len == 0) {
-    job_free (j);
-    dom_job_done (d);
+    job_done (j);
     return;
   }
   task = g_task_new (NULL, NULL, applied, j);
@@ -669,6 +681,8 @@ dom_reconcile (Dom *d)
   d->busy = TRUE;
   j = g_new0 (Job, 1);
   j->c = c;
+  j->dom = d;
+  d->refs++;
   j->generation = c->generation;
   j->uuid = g_strdup (d->uuid);
   virDomainRef (d->dom);
@@ -723,8 +737,7 @@ ev_main (gpointer data)
   case EV_LIFECYCLE:
     if (e->event == VIR_DOMAIN_EVENT_STOPPED || e->event == VIR_DOMAIN_EVENT_CRASHED) {
       dom_gone (c, uuid);
-    } else if (e->event == VIR_DOMAIN_EVENT_SHUTDOWN &&
-               e->detail == VIR_DOMAIN_EVENT_SHUTDOWN_FINISHED) {
+    } else if (e->event == VIR_DOMAIN_EVENT_SHUTDOWN) {
       /* the guest is down; QEMU goes next: give the disks back while it can */
       d = g_hash_table_lookup (c->doms, uuid);
       if (d) {
@@ -860,6 +873,19 @@ conn_closed_main (gpointer data)
   shd_log (G_LOG_LEVEL_WARNING, NULL, "libvirt", "libvirt %s: connection lost; "
            "reconnecting every %d s", c->uri, RECONNECT_S);
   g_atomic_int_inc (&c->generation);
+  {
+    GHashTableIter it;
+    gpointer k, v;
+
+    g_hash_table_iter_init (&it, c->doms);
+    while (g_hash_table_iter_next (&it, &k, &v)) {
+      Dom *d = v;
+
+      /* the agents go now, even if a job still holds the domain */
+      g_hash_table_remove_all (d->disks);
+      shd_qmp_custom_set_ready (d->qmp, FALSE, "libvirt connection lost");
+    }
+  }
   g_hash_table_remove_all (c->doms);
   virConnectClose (c->conn);
   c->conn = NULL;
@@ -948,8 +974,14 @@ static void
 conn_free (gpointer p)
 {
   Conn *c = p;
+  GHashTableIter it;
+  gpointer k, v;
 
   g_clear_handle_id (&c->retry_id, g_source_remove);
+  /* the agents go now, even if a job still holds a domain */
+  g_hash_table_iter_init (&it, c->doms);
+  while (g_hash_table_iter_next (&it, &k, &v))
+    g_hash_table_remove_all (((Dom *) v)->disks);
   g_hash_table_unref (c->doms);
   if (c->conn) {
     virConnectUnregisterCloseCallback (c->conn, on_close);
@@ -1057,7 +1089,7 @@ shd_libvirt_new (ShdConfig *config, ShdHistory *history, char **uris, GPtrArray 
     c->index = i;
     c->uri = g_strdup (uris[i]);
     c->cb_lifecycle = c->cb_metadata = c->cb_removed = c->cb_job = c->cb_qemu = -1;
-    c->doms = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, dom_free);
+    c->doms = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, dom_unref);
     g_ptr_array_add (lv->conns, c);
   }
   g_atomic_int_set (&lv->running, 1);
@@ -1165,6 +1197,35 @@ shd_libvirt_request (ShdLibvirt *lv, const char *uri, const char *domain, const 
       g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_CONNECTED, "domain %s is not running",
                    domain);
       return FALSE;
+    }
+    if (attach) {
+      /* say now what the metadata lacks, rather than time out later */
+      g_autoptr (GError) perr = NULL;
+      g_autoptr (GPtrArray) specs = NULL;
+      char *meta = virDomainGetMetadata (vdom, VIR_DOMAIN_METADATA_ELEMENT, SHD_LV_NS_URI,
+                                         VIR_DOMAIN_AFFECT_LIVE);
+      gboolean found = FALSE;
+
+      if (meta == NULL) {
+        virDomainFree (vdom);
+        g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                     "domain %s has no shadow metadata (%s)", domain, SHD_LV_NS_URI);
+        return FALSE;
+      }
+      specs = shd_lv_meta_parse (meta, &perr);
+      free (meta);
+      for (guint i = 0; specs && i < specs->len; i++)
+        found |= strcmp (((ShdLvDisk *) specs->pdata[i])->target, target) == 0;
+      if (!found) {
+        virDomainFree (vdom);
+        if (perr)
+          g_propagate_prefixed_error (error, g_steal_pointer (&perr),
+                                      "domain %s: ", domain);
+        else
+          g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                       "domain %s: its shadow metadata has no disk %s", domain, target);
+        return FALSE;
+      }
     }
     d = dom_get (c, vdom);
     virDomainFree (vdom);
