@@ -113,6 +113,7 @@ cmd_backtest (int argc, char **argv)
 /* ---- the control-socket commands ---- */
 
 static const char *control_path = "/run/shadowd/control.sock";
+static const char *prog = "shadowctl";         /* or virsh-shadow, in messages */
 static guint control_timeout_ms = 10000;
 
 static void
@@ -240,7 +241,7 @@ call (JsonObject *req, JsonNode **out)
   *out = shd_control_call (control_path, req, control_timeout_ms, &error);
   json_object_unref (req);
   if (*out == NULL) {
-    g_printerr ("shadowctl: %s\n", error->message);
+    g_printerr ("%s: %s\n", prog, error->message);
     return EXIT_FAILURE;
   }
   return EXIT_SUCCESS;
@@ -644,6 +645,7 @@ virsh_main (int argc, char **argv)
   const char *domain, *disk, *command;
   int i = 1;
 
+  prog = "virsh-shadow";
   while (i < argc && argv[i][0] == '-') {
     if (strcmp (argv[i], "--help") == 0 || strcmp (argv[i], "-h") == 0)
       return virsh_usage (stdout);

@@ -381,7 +381,7 @@ sys.exit(0 if any(t['name'] == 'fast' and t['state'] == 'synced' for t in d[0]['
 
 # -------------------------------------------------------------- events
 scenario_events() {
-    local n scsi
+    local n scsi out
     new_image vda 64M
     new_image sda 32M
     scsi="<controller type='scsi' model='virtio-scsi'/>
@@ -464,9 +464,20 @@ sys.exit(0 if d[0]['slo-latency-ms'] == 9 else 1)" || fail "the new service leve
     format_file_is 'libvirt-[0-9]*-storage' || fail "metadata removed: format node not back"
     log "metadata removed: detached"
 
-    # attached again, then the domain is destroyed under it
+    # the operator cannot attach what the metadata does not describe
+    out=$(vsh "$dom" vda attach 2>&1) && fail "virsh-shadow attach without metadata succeeded"
+    grep -q "has no shadow metadata" <<< "$out" || fail "virsh-shadow attach: $out"
+    log "virsh-shadow attach without metadata: $out"
+
+    # attached again, detached and attached by the operator, then the
+    # domain is destroyed under it
     set_metadata "$(metadata 5)"
     wait_for 15 is_state vda attached || fail "re-attach: $(lv_state vda)"
+    vsh "$dom" vda detach > /dev/null || fail "virsh-shadow detach: $(lv_state vda)"
+    no_shadow_nodes vda || fail "virsh-shadow detach left nodes"
+    vsh "$dom" vda attach > /dev/null || fail "virsh-shadow attach: $(lv_state vda)"
+    format_file_is shd-vda || fail "virsh-shadow attach: not under the format node"
+    log "virsh-shadow detach and attach: done"
     qio "write -P 0x63 4M 1M"
     v destroy "$dom" > /dev/null
     wait_for 10 grep -q "domain $dom stopped" "$dir/shadowd.log" || fail "shadowd missed the stop"
