@@ -85,7 +85,6 @@ static gboolean
 parse_tier (GMarkupParseContext *pc, ShdLvDisk *d, const char **names, const char **values,
             GError **error)
 {
-  g_autoptr (GPtrArray) keep = NULL;
   ShdLvTier *t = g_new0 (ShdLvTier, 1);
 
   g_ptr_array_add (d->tiers, t);
