@@ -327,6 +327,7 @@ shd_config_free (ShdConfig *c)
   g_free (c->state);
   g_free (c->metrics_address);
   g_strfreev (c->libvirt_uris);
+  g_strfreev (c->libvirt_tier_dirs);
   g_ptr_array_unref (c->tiers);
   g_ptr_array_unref (c->disks);
   g_free (c);
@@ -409,10 +410,11 @@ load_shadowd (const Ctx *x, ShdConfig *c, GError **error)
 static gboolean
 load_libvirt (const Ctx *x, ShdConfig *c, GError **error)
 {
-  static const char *const keys[] = { "uri", NULL };
+  static const char *const keys[] = { "uri", "tier-dirs", NULL };
   const char *g = "libvirt";
   g_autoptr (GError) e = NULL;
   g_auto (GStrv) uris = NULL;
+  g_auto (GStrv) dirs = NULL;
 
   if (!g_key_file_has_group (x->kf, g))
     return TRUE;
@@ -426,6 +428,11 @@ load_libvirt (const Ctx *x, ShdConfig *c, GError **error)
     if (strstr (uris[i], "://") == NULL)
       return fail (x, error, g, "uri", "'%s' is not a libvirt URI", uris[i]);
   c->libvirt_uris = g_steal_pointer (&uris);
+  dirs = g_key_file_get_string_list (x->kf, g, "tier-dirs", NULL, NULL);
+  for (guint i = 0; dirs && dirs[i]; i++)
+    if (!g_path_is_absolute (dirs[i]))
+      return fail (x, error, g, "tier-dirs", "'%s' is not an absolute path", dirs[i]);
+  c->libvirt_tier_dirs = g_steal_pointer (&dirs);
   return TRUE;
 }
 

@@ -90,6 +90,7 @@ typedef struct {
   GPtrArray *tiers;             /* ShdTierConfig, in file order */
   GPtrArray *disks;             /* ShdDiskConfig, in file order */
   char **libvirt_uris;          /* [libvirt] uri: NULL or a non-empty list */
+  char **libvirt_tier_dirs;     /* [libvirt] tier-dirs: where tier images may be, or NULL */
 } ShdConfig;
 
 void shd_policy_knobs_init (ShdPolicyKnobs *k);

@@ -271,6 +271,7 @@ typedef struct {
   char *xml_error;
   /* phase 2: what to do */
   GPtrArray *ops;               /* Op */
+  char **tier_dirs;             /* a copy of [libvirt] tier-dirs */
 } Job;
 
 static void
@@ -297,6 +298,7 @@ job_free (Job *j)
   g_clear_pointer (&j->ops, g_ptr_array_unref);
   g_free (j->meta_error);
   g_free (j->xml_error);
+  g_strfreev (j->tier_dirs);
   g_free (j);
 }
 
@@ -351,7 +353,8 @@ apply_thread (GTask *task, gpointer source, gpointer data, GCancellable *cancell
     gint64 t0 = g_get_monotonic_time ();
 
     if (o->spec)
-      o->ok = shd_lv_attach (&m, o->spec, o->dd, &o->result, &error);
+      o->ok = shd_lv_attach (&m, o->spec, o->dd, (const char *const *) j->tier_dirs,
+                             &o->result, &error);
     else
       o->ok = shd_lv_detach (&m, o->target, o->dd, o->chunk_size, &o->was_attached, &error);
     o->ms = (g_get_monotonic_time () - t0) / 1000.0;
@@ -683,6 +686,7 @@ dom_reconcile (Dom *d)
   j->c = c;
   j->dom = d;
   d->refs++;
+  j->tier_dirs = g_strdupv (c->lv->config->libvirt_tier_dirs);
   j->generation = c->generation;
   j->uuid = g_strdup (d->uuid);
   virDomainRef (d->dom);

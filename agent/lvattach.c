@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <gio/gio.h>
 #include <glib/gstdio.h>
 #include <string.h>
@@ -279,6 +280,48 @@ extend_file (const char *path, guint64 len, GError **error)
   return TRUE;
 }
 
+/* Is path (absolute, without "..") inside one of the roots?  Resolved
+ * through its deepest existing directory, so a symbolic link cannot lead
+ * out of them. */
+static gboolean
+path_allowed (const char *path, const char *const *roots, GError **error)
+{
+  g_autofree char *dir = g_path_get_dirname (path);
+  g_autofree char *rest = g_strdup ("");
+  g_autofree char *real = NULL;
+  g_autofree char *full = NULL;
+
+  while (!g_file_test (dir, G_FILE_TEST_IS_DIR)) {
+    g_autofree char *base = g_path_get_basename (dir);
+    char *up = g_path_get_dirname (dir);
+    char *r = g_build_filename (base, rest, NULL);
+
+    g_free (rest);
+    rest = r;
+    g_free (dir);
+    dir = up;
+  }
+  real = realpath (dir, NULL);
+  if (real == NULL) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "tier image %s: %s", path,
+                 g_strerror (errno));
+    return FALSE;
+  }
+  full = *rest ? g_build_filename (real, rest, NULL) : g_strdup (real);
+  for (guint i = 0; roots && roots[i]; i++) {
+    g_autofree char *root = realpath (roots[i], NULL);
+
+    if (root && (strcmp (full, root) == 0 ||
+                 (g_str_has_prefix (full, root) &&
+                  (full[strlen (root)] == '/' || strcmp (root, "/") == 0))))
+      return TRUE;
+  }
+  g_set_error (error, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED,
+               "tier image %s is not in the disk image's directory or a [libvirt] "
+               "tier-dirs directory", path);
+  return FALSE;
+}
+
 /* A tier image: created if missing with mode 0600 and the owner of the
  * disk's own image (QEMU runs as that user and opens it by name); an
  * existing one must be a regular file other than the disk's image.  At
@@ -318,11 +361,14 @@ prepare_tier_file (const char *path, const struct stat *base, guint64 len, GErro
                  path, g_strerror (saved));
     return FALSE;
   }
-  if (!S_ISREG (st.st_mode) || (st.st_dev == base->st_dev && st.st_ino == base->st_ino)) {
+  if (!S_ISREG (st.st_mode) || (st.st_dev == base->st_dev && st.st_ino == base->st_ino) ||
+      (!created && (st.st_uid != base->st_uid || st.st_nlink != 1))) {
     close (fd);
     g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                 "tier image %s is %s", path, S_ISREG (st.st_mode) ?
-                 "the disk's own image" : "not a regular file");
+                 "tier image %s is %s", path, !S_ISREG (st.st_mode) ? "not a regular file" :
+                 st.st_ino == base->st_ino && st.st_dev == base->st_dev ?
+                 "the disk's own image" : st.st_uid != base->st_uid ?
+                 "not owned by the disk image's owner" : "a file with several links");
     return FALSE;
   }
   if (created && fchown (fd, base->st_uid, base->st_gid) < 0 && errno != EPERM) {
@@ -602,7 +648,7 @@ shd_lv_is_attached (const ShdLvMonitor *m, const char *target, const ShdLvDomDis
 
 gboolean
 shd_lv_attach (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *dd,
-               ShdLvAttachResult *result, GError **error)
+               const char *const *tier_dirs, ShdLvAttachResult *result, GError **error)
 {
   Graph g = { 0 };
   g_autofree char *shadow = shd_lv_node_shadow (spec->target);
@@ -691,11 +737,22 @@ shd_lv_attach (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk 
       goto out;
     }
   }
-  for (guint i = 0; i < spec->tiers->len; i++) {
-    const ShdLvTier *t = spec->tiers->pdata[i];
+  {
+    g_autoptr (GStrvBuilder) b = g_strv_builder_new ();
+    g_auto (GStrv) roots = NULL;
+    g_autofree char *image_dir = g_path_get_dirname (path);
 
-    if (t->path && !prepare_tier_file (t->path, &st, len, error))
-      goto out;
+    g_strv_builder_add (b, image_dir);
+    for (guint i = 0; tier_dirs && tier_dirs[i]; i++)
+      g_strv_builder_add (b, tier_dirs[i]);
+    roots = g_strv_builder_end (b);
+    for (guint i = 0; i < spec->tiers->len; i++) {
+      const ShdLvTier *t = spec->tiers->pdata[i];
+
+      if (t->path && (!path_allowed (t->path, (const char *const *) roots, error) ||
+                      !prepare_tier_file (t->path, &st, len, error)))
+        goto out;
+    }
   }
 
   /* From here on, QEMU changes: undo on failure. */

@@ -34,11 +34,14 @@ typedef enum {
 
 /* Inserts the shadow node for spec under the disk dd of the live XML.
  * Creates missing tier images (mode 0600, owned like the disk's image) and
- * gives the image headroom for a format that grows (see docs).  Returns
+ * gives the image headroom for a format that grows (see docs).  Tier
+ * images must be under the disk image's directory or one of tier_dirs;
+ * an existing one must belong to the image's owner.  Returns
  * FALSE with a message that says why it cannot (a raw disk without a
  * format node, an encrypted image, storage that is not a local file ...). */
 gboolean shd_lv_attach (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *dd,
-                        ShdLvAttachResult *result, GError **error);
+                        const char *const *tier_dirs, ShdLvAttachResult *result,
+                        GError **error);
 
 /* Gives the disk back to libvirt's own nodes: switches to the origin tier
  * first if needed (refused when the origin is not in sync), points the

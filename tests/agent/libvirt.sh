@@ -412,6 +412,14 @@ scenario_events() {
     vsh "$dom" vda status > /dev/null 2>&1 && fail "virsh-shadow status of a failed disk succeeded"
     log "unknown tier: $(ctl libvirt "$dom.vda" --json | json "d[0]['error']")"
 
+    # a tier image outside the image's directory (and [libvirt] tier-dirs)
+    set_metadata "<shadowtier><disk target=\"vda\" slo-latency-ms=\"5\"><tier name=\"cheap\" origin=\"yes\"/><tier name=\"fast\" path=\"$dir/elsewhere/vda.fast\" cost-gib-month=\"0.12\"/></disk></shadowtier>"
+    wait_for 10 is_state vda error || fail "tier outside the allowed directories: no error state"
+    grep -q "is not in the disk image's directory" <<< "$(ctl libvirt "$dom.vda" --json | json "d[0]['error']")" ||
+        fail "tier outside: $(ctl libvirt --json)"
+    [ -e "$dir/elsewhere" ] && fail "a directory was created outside the allowed ones"
+    log "tier outside the allowed directories: $(ctl libvirt "$dom.vda" --json | json "d[0]['error']")"
+
     # valid metadata, followed live; both disks
     set_metadata "$(metadata 5 "
   <disk target=\"sda\" slo-latency-ms=\"5\"><tier name=\"cheap\" origin=\"yes\"/><tier name=\"fast\" path=\"$dir/img/tiers/sda.fast\"/></disk>")"

@@ -21,11 +21,16 @@ static ShdConfig *
 base_config (void)
 {
   static const char text[] = "[tier:cheap]\ncost-gib-month = 0.02\n"
-                             "[libvirt]\nuri = qemu:///system\n";
+                             "[libvirt]\nuri = qemu:///system;qemu+ssh://h2/system\n"
+                             "tier-dirs = /srv/nvme;/srv/ssd\n";
   g_autoptr (GError) error = NULL;
   ShdConfig *c = shd_config_load_data (text, strlen (text), "test.conf", &error);
 
   g_assert_no_error (error);
+  g_assert_cmpuint (g_strv_length (c->libvirt_uris), ==, 2);
+  g_assert_cmpstr (c->libvirt_uris[1], ==, "qemu+ssh://h2/system");
+  g_assert_cmpuint (g_strv_length (c->libvirt_tier_dirs), ==, 2);
+  g_assert_cmpuint (c->disks->len, ==, 0);
   return c;
 }
 
