@@ -384,9 +384,13 @@ scenario_events() {
     local n scsi out
     new_image vda 64M
     new_image sda 32M
+    "$qemu/qemu-img" create -q -f raw "$dir/img/vdb.raw" 16M
+    chown libvirt-qemu: "$dir/img/vdb.raw"
     scsi="<controller type='scsi' model='virtio-scsi'/>
     <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
-      <source file='$dir/img/sda.qcow2'/><target dev='sda' bus='scsi'/></disk>"
+      <source file='$dir/img/sda.qcow2'/><target dev='sda' bus='scsi'/></disk>
+    <disk type='file' device='disk'><driver name='qemu' type='raw'/>
+      <source file='$dir/img/vdb.raw'/><target dev='vdb' bus='virtio'/></disk>"
     start_domain "$(domain_xml "" "$scsi")"
     start_agent
 
@@ -422,18 +426,27 @@ scenario_events() {
 
     # valid metadata, followed live; both disks
     set_metadata "$(metadata 5 "
-  <disk target=\"sda\" slo-latency-ms=\"5\"><tier name=\"cheap\" origin=\"yes\"/><tier name=\"fast\" path=\"$dir/img/tiers/sda.fast\"/></disk>")"
+  <disk target=\"sda\" slo-latency-ms=\"5\"><tier name=\"cheap\" origin=\"yes\"/><tier name=\"fast\" path=\"$dir/img/tiers/sda.fast\"/></disk>
+  <disk target=\"vdb\" slo-latency-ms=\"5\"><tier name=\"cheap\" origin=\"yes\"/><tier name=\"fast\" path=\"$dir/img/tiers/vdb.fast\"/></disk>")"
     wait_for 15 is_state vda attached || fail "metadata set live: vda not attached ($(lv_state vda))"
     wait_for 15 is_state sda attached || fail "metadata set live: sda not attached ($(lv_state sda))"
     format_file_is shd-vda || fail "vda: not under its format node"
     log "metadata set live: vda and sda attached"
+    # a raw image: libvirt 9.0 gives it a raw format node, so the shadow
+    # goes under that; a raw image does not grow, so it keeps its length
+    wait_for 15 is_state vdb attached || fail "raw disk vdb: $(lv_state vdb)"
+    graph_has "^libvirt-[0-9]*-format -file-> shd-vdb$" || fail "raw disk vdb: not under its format node"
+    [ "$(stat -c %s "$dir/img/vdb.raw")" = 16777216 ] || fail "raw disk vdb: its image changed length"
+    qio "write -P 0x64 8M 1M" /machine/peripheral/virtio-disk1/virtio-backend
+    log "raw disk vdb: attached under libvirt's raw format node, length kept"
     qio "write -P 0x61 0 2M"
     qio "write -P 0x62 0 2M" /machine/peripheral/scsi0-0-0-0
     n=$(grep -c "vda: shadow inserted" "$dir/shadowd.log")
 
     # a policy change is followed without re-inserting the shadow
     set_metadata "$(metadata 9 "
-  <disk target=\"sda\" slo-latency-ms=\"5\"><tier name=\"cheap\" origin=\"yes\"/><tier name=\"fast\" path=\"$dir/img/tiers/sda.fast\"/></disk>")"
+  <disk target=\"sda\" slo-latency-ms=\"5\"><tier name=\"cheap\" origin=\"yes\"/><tier name=\"fast\" path=\"$dir/img/tiers/sda.fast\"/></disk>
+  <disk target=\"vdb\" slo-latency-ms=\"5\"><tier name=\"cheap\" origin=\"yes\"/><tier name=\"fast\" path=\"$dir/img/tiers/vdb.fast\"/></disk>")"
     wait_for 10 "$py" -c "
 import json, subprocess, sys
 d = json.loads(subprocess.check_output(['$shadowctl', '--control', '$dir/control.sock', 'status', '$dom.vda', '--json']))
@@ -494,7 +507,9 @@ sys.exit(0 if d[0]['slo-latency-ms'] == 9 else 1)" || fail "the new service leve
     check_pattern "$dir/img/vda.qcow2" 0x61 0 2M
     check_pattern "$dir/img/vda.qcow2" 0x63 4M 1M
     check_pattern "$dir/img/sda.qcow2" 0x62 0 2M
-    log "destroyed: data of both disks intact"
+    out=$("$qemu/qemu-io" -r -f raw -c "read -P 0x64 8M 1M" "$dir/img/vdb.raw" 2>&1)
+    grep -q "Pattern verification failed" <<< "$out" && fail "vdb.raw: not 0x64 at 8M"
+    log "destroyed: data of the three disks intact"
     echo "RESULT events=ok"
 }
 
