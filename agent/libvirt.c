@@ -453,6 +453,33 @@ applied (GObject *src, GAsyncResult *res, gpointer data)
   job_done (j);
 }
 
+/* Another domain (on another connection) with the same name has the disk
+ * name already: names are DOMAIN.TARGET. */
+static const char *
+name_taken (ShdLibvirt *lv, Dom *self, const char *name)
+{
+  for (guint i = 0; i < lv->conns->len; i++) {
+    Conn *c = lv->conns->pdata[i];
+    GHashTableIter it;
+    gpointer k, v;
+
+    g_hash_table_iter_init (&it, c->doms);
+    while (g_hash_table_iter_next (&it, &k, &v)) {
+      Dom *d = v;
+      GHashTableIter di;
+      gpointer dk, dv;
+
+      if (d == self)
+        continue;
+      g_hash_table_iter_init (&di, d->disks);
+      while (g_hash_table_iter_next (&di, &dk, &dv))
+        if (strcmp (((LvDisk *) dv)->name, name) == 0 && ((LvDisk *) dv)->disk)
+          return c->uri;
+    }
+  }
+  return NULL;
+}
+
 static LvDisk *
 lvdisk_get (Dom *d, const char *target)
 {
@@ -609,6 +636,16 @@ read_done (GObject *src, GAsyncResult *res, gpointer data)
 
       if (g_strcmp0 (k->error, msg) != 0)
         shd_log (G_LOG_LEVEL_WARNING, k->name, "bad-metadata", "domain %s: %s", d->name, msg);
+      lvdisk_set (k, "error", msg);
+      continue;
+    }
+    if (name_taken (lv, d, k->name)) {
+      g_autofree char *msg = g_strdup_printf ("disk name %s is taken by a domain of the same "
+                                              "name on %s", k->name,
+                                              name_taken (lv, d, k->name));
+
+      if (g_strcmp0 (k->error, msg) != 0)
+        shd_log (G_LOG_LEVEL_WARNING, k->name, "name-taken", "%s", msg);
       lvdisk_set (k, "error", msg);
       continue;
     }

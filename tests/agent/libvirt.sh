@@ -343,7 +343,7 @@ sys.exit(0 if any(t['name'] == 'fast' and t['state'] == 'synced' for t in d[0]['
     ctl history "$dom.vda" --decisions --json | json "[x['kind'] for x in d]" > "$dir/kinds.txt"
     grep -q "switch-manual" "$dir/kinds.txt" || fail "the manual switches are not in the history"
     # the policy's own decision, with its numbers
-    ctl history "$dom.vda" --decisions --json |
+    vsh "$dom" vda history --decisions --json |
         json "[x['kind'] + ': ' + x['reason'] for x in d if x['action'] == 'switch'][-1]" > "$dir/why.txt"
     log "decision: $(cat "$dir/why.txt")"
     grep -q "^switch-up: .*latency .* over the SLO" "$dir/why.txt" || fail "the load switch was not the policy's"
