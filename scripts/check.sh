@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Run every test: the shadow driver's iotests (raw and qcow2 children) in
-# QEMU's own framework, the agent's unit tests, its integration tests (a
-# qemu-storage-daemon) and libvirt tests (a private libvirtd and a TCG
-# domain), and the unit tests under AddressSanitizer and UBSan.  Ends with "N passed, N failed, N skipped".
+# QEMU's own framework, the agent's unit tests, and the same unit tests
+# under AddressSanitizer and UBSan.  Ends with "N passed, N failed, N skipped".
 #
 # ITESTS="shadow-basic ..." limits the iotests; FORMATS="raw" the formats.
 set -uo pipefail
