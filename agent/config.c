@@ -292,10 +292,11 @@ disk_tier_free (gpointer p)
   g_free (t);
 }
 
-static void
-disk_free (gpointer p)
+void
+shd_disk_config_free (ShdDiskConfig *d)
 {
-  ShdDiskConfig *d = p;
+  if (d == NULL)
+    return;
 
   g_free (d->name);
   g_free (d->qmp);
@@ -310,6 +311,12 @@ disk_free (gpointer p)
   g_free (d);
 }
 
+static void
+disk_free (gpointer p)
+{
+  shd_disk_config_free (p);
+}
+
 void
 shd_config_free (ShdConfig *c)
 {
@@ -319,6 +326,8 @@ shd_config_free (ShdConfig *c)
   g_free (c->control);
   g_free (c->state);
   g_free (c->metrics_address);
+  g_strfreev (c->libvirt_uris);
+  g_strfreev (c->libvirt_tier_dirs);
   g_ptr_array_unref (c->tiers);
   g_ptr_array_unref (c->disks);
   g_free (c);
@@ -395,6 +404,35 @@ load_shadowd (const Ctx *x, ShdConfig *c, GError **error)
   if (addr == NULL)
     return fail (x, error, g, "metrics-address", "'%s' is not an IP address",
                  c->metrics_address);
+  return TRUE;
+}
+
+static gboolean
+load_libvirt (const Ctx *x, ShdConfig *c, GError **error)
+{
+  static const char *const keys[] = { "uri", "tier-dirs", NULL };
+  const char *g = "libvirt";
+  g_autoptr (GError) e = NULL;
+  g_auto (GStrv) uris = NULL;
+  g_auto (GStrv) dirs = NULL;
+
+  if (!g_key_file_has_group (x->kf, g))
+    return TRUE;
+  if (!check_keys (x, g, keys, NULL, NULL, error))
+    return FALSE;
+  uris = g_key_file_get_string_list (x->kf, g, "uri", NULL, &e);
+  if (uris == NULL || uris[0] == NULL)
+    return fail (x, error, g, "uri", "give at least one libvirt URI, e.g. qemu:///system "
+                 "(several are separated by ';')");
+  for (guint i = 0; uris[i]; i++)
+    if (strstr (uris[i], "://") == NULL)
+      return fail (x, error, g, "uri", "'%s' is not a libvirt URI", uris[i]);
+  c->libvirt_uris = g_steal_pointer (&uris);
+  dirs = g_key_file_get_string_list (x->kf, g, "tier-dirs", NULL, NULL);
+  for (guint i = 0; dirs && dirs[i]; i++)
+    if (!g_path_is_absolute (dirs[i]))
+      return fail (x, error, g, "tier-dirs", "'%s' is not an absolute path", dirs[i]);
+  c->libvirt_tier_dirs = g_steal_pointer (&dirs);
   return TRUE;
 }
 
@@ -522,6 +560,53 @@ load_disk (const Ctx *x, ShdConfig *c, const char *g, GError **error)
   return TRUE;
 }
 
+ShdDiskConfig *
+shd_config_load_disk (ShdConfig *c, GKeyFile *kf, const char *group, const char *origin,
+                      GError **error)
+{
+  Ctx x = { kf, NULL, 0, origin };
+  guint before = c->disks->len;
+  gboolean ok;
+
+  if (!g_str_has_prefix (group, "disk:")) {
+    g_set_error (error, SHD_CONFIG_ERROR, SHD_CONFIG_ERROR_INVALID,
+                 "%s: [%s]: not a disk group", origin, group);
+    return NULL;
+  }
+  /* load_disk appends to c->disks and checks against the disks already
+   * there; the caller owns the result, so take it out again */
+  ok = load_disk (&x, c, group, error);
+  if (c->disks->len == before)
+    return NULL;
+  if (!ok) {
+    g_ptr_array_remove_index (c->disks, before);
+    return NULL;
+  }
+  return g_ptr_array_steal_index (c->disks, before);
+}
+
+gboolean
+shd_config_add_tier (ShdConfig *c, const char *name, double cost_gib_month,
+                     double max_iops, double latency_ms, GError **error)
+{
+  ShdTierConfig *t;
+
+  if (!valid_name (name)) {
+    g_set_error (error, SHD_CONFIG_ERROR, SHD_CONFIG_ERROR_INVALID,
+                 "'%s' is not a valid tier name (letters, digits, '-', '_', '.')", name);
+    return FALSE;
+  }
+  if (shd_config_tier (c, name))
+    return TRUE;
+  t = g_new0 (ShdTierConfig, 1);
+  t->name = g_strdup (name);
+  t->cost_gib_month = cost_gib_month;
+  t->max_iops = max_iops;
+  t->latency_ms = latency_ms;
+  g_ptr_array_add (c->tiers, t);
+  return TRUE;
+}
+
 ShdConfig *
 shd_config_load_data (const char *data, gsize len, const char *path, GError **error)
 {
@@ -553,14 +638,14 @@ shd_config_load_data (const char *data, gsize len, const char *path, GError **er
   groups = g_key_file_get_groups (kf, NULL);
   for (guint i = 0; groups[i]; i++) {
     if (strcmp (groups[i], "shadowd") != 0 && !g_str_has_prefix (groups[i], "tier:") &&
-        !g_str_has_prefix (groups[i], "disk:")) {
+        !g_str_has_prefix (groups[i], "disk:") && strcmp (groups[i], "libvirt") != 0) {
       fail (&x, error, groups[i], NULL, "unknown group (expected [shadowd], "
-            "[tier:NAME] or [disk:NAME])");
+            "[libvirt], [tier:NAME] or [disk:NAME])");
       return NULL;
     }
   }
   /* [shadowd] first: its policy knobs are the disks' defaults. */
-  if (!load_shadowd (&x, c, error))
+  if (!load_shadowd (&x, c, error) || !load_libvirt (&x, c, error))
     return NULL;
   for (guint i = 0; groups[i]; i++)
     if (g_str_has_prefix (groups[i], "tier:") && !load_tier (&x, c, groups[i], error))
@@ -568,9 +653,9 @@ shd_config_load_data (const char *data, gsize len, const char *path, GError **er
   for (guint i = 0; groups[i]; i++)
     if (g_str_has_prefix (groups[i], "disk:") && !load_disk (&x, c, groups[i], error))
       return NULL;
-  if (c->disks->len == 0) {
+  if (c->disks->len == 0 && c->libvirt_uris == NULL) {
     g_set_error (error, SHD_CONFIG_ERROR, SHD_CONFIG_ERROR_INVALID,
-                 "%s: no [disk:NAME] group: nothing to manage", path);
+                 "%s: no [disk:NAME] group and no [libvirt] uri: nothing to manage", path);
     return NULL;
   }
   return g_steal_pointer (&c);

@@ -2,6 +2,8 @@
  *
  *   [shadowd]        interval, control, state, metrics-port, dry-run, ...
  *                    and the policy defaults for every disk
+ *   [libvirt]        uri = qemu:///system;...  libvirt connections whose
+ *                    domains carry per-disk configuration (libvirt.h)
  *   [tier:NAME]      cost-gib-month, optional capacity and latency priors
  *   [disk:NAME]      qmp, node, tier.<tier> = child node, slo-latency-ms,
  *                    per-disk policy overrides, and the shadow node's own
@@ -87,6 +89,8 @@ typedef struct {
   ShdPolicyKnobs knobs;         /* defaults */
   GPtrArray *tiers;             /* ShdTierConfig, in file order */
   GPtrArray *disks;             /* ShdDiskConfig, in file order */
+  char **libvirt_uris;          /* [libvirt] uri: NULL or a non-empty list */
+  char **libvirt_tier_dirs;     /* [libvirt] tier-dirs: where tier images may be, or NULL */
 } ShdConfig;
 
 void shd_policy_knobs_init (ShdPolicyKnobs *k);
@@ -96,10 +100,21 @@ ShdConfig *shd_config_load_file (const char *path, GError **error);
 ShdConfig *shd_config_load_data (const char *data, gsize len, const char *path,
                                  GError **error);
 void shd_config_free (ShdConfig *c);
+void shd_disk_config_free (ShdDiskConfig *d);
+
+/* One [disk:NAME] group of kf, validated as the file's would be (against
+ * c's tiers and disks), but not added to c: the caller owns it.  origin
+ * names where it came from in messages. */
+ShdDiskConfig *shd_config_load_disk (ShdConfig *c, GKeyFile *kf, const char *group,
+                                     const char *origin, GError **error);
+/* Adds [tier:NAME] unless c already has that tier. */
+gboolean shd_config_add_tier (ShdConfig *c, const char *name, double cost_gib_month,
+                              double max_iops, double latency_ms, GError **error);
 
 const ShdTierConfig *shd_config_tier (const ShdConfig *c, const char *name);
 const ShdDiskConfig *shd_config_disk (const ShdConfig *c, const char *name);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (ShdConfig, shd_config_free)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (ShdDiskConfig, shd_disk_config_free)
 
 G_END_DECLS

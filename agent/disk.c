@@ -16,6 +16,7 @@ struct _ShdDisk {
   const ShdDiskConfig *cfg;
   ShdHistory *history;
   ShdQmp *qmp;
+  gboolean own_qmp;             /* FALSE: shared, started by its owner */
   ShdCollector *coll;
   ShdPolicy *policy;
   GCancellable *cancel;
@@ -538,6 +539,13 @@ ShdDisk *
 shd_disk_new (const ShdConfig *c, const ShdDiskConfig *d, ShdHistory *history,
               GError **error)
 {
+  return shd_disk_new_with_qmp (c, d, history, NULL, error);
+}
+
+ShdDisk *
+shd_disk_new_with_qmp (const ShdConfig *c, const ShdDiskConfig *d, ShdHistory *history,
+                       ShdQmp *qmp, GError **error)
+{
   ShdDisk *disk;
   ShdPolicyConfig pc;
   ShdQmpConfig qc;
@@ -561,7 +569,12 @@ shd_disk_new (const ShdConfig *c, const ShdDiskConfig *d, ShdHistory *history,
   g_queue_init (&disk->decisions);
   shd_qmp_config_init (&qc);
   qc.command_timeout_ms = c->qmp_timeout_ms;
-  disk->qmp = shd_qmp_new (d->qmp, &qc);
+  if (qmp) {
+    disk->qmp = g_object_ref (qmp);
+  } else {
+    disk->qmp = shd_qmp_new (d->qmp, &qc);
+    disk->own_qmp = TRUE;
+  }
   g_signal_connect (disk->qmp, "ready", G_CALLBACK (on_ready), disk);
   g_signal_connect (disk->qmp, "disconnected", G_CALLBACK (on_disconnected), disk);
   g_signal_connect (disk->qmp, "event", G_CALLBACK (on_event), disk);
@@ -573,8 +586,11 @@ shd_disk_start (ShdDisk *disk)
 {
   guint ms = (guint) MAX (disk->config->interval_s * 1000, 10);
 
-  shd_qmp_start (disk->qmp);
   disk->timer = g_timeout_add (ms, on_timer, disk);
+  if (disk->own_qmp)
+    shd_qmp_start (disk->qmp);
+  else if (shd_qmp_is_ready (disk->qmp))
+    on_ready (disk->qmp, disk);
 }
 
 void
@@ -585,7 +601,8 @@ shd_disk_free (ShdDisk *disk)
   g_cancellable_cancel (disk->cancel);
   g_clear_handle_id (&disk->timer, g_source_remove);
   g_signal_handlers_disconnect_by_data (disk->qmp, disk);
-  shd_qmp_stop (disk->qmp);
+  if (disk->own_qmp)
+    shd_qmp_stop (disk->qmp);
   g_object_unref (disk->qmp);
   g_object_unref (disk->cancel);
   shd_policy_free (disk->policy);

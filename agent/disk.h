@@ -5,6 +5,7 @@
 #include "config.h"
 #include "history.h"
 #include "policy.h"
+#include "qmp.h"
 
 #include <json-glib/json-glib.h>
 
@@ -15,6 +16,10 @@ typedef struct _ShdDisk ShdDisk;
 /* history may be NULL; it must outlive the disk. */
 ShdDisk *shd_disk_new (const ShdConfig *c, const ShdDiskConfig *d,
                        ShdHistory *history, GError **error);
+/* The same over a QMP client someone else owns and starts (one per
+ * libvirt domain, shared by its disks); the disk keeps a reference. */
+ShdDisk *shd_disk_new_with_qmp (const ShdConfig *c, const ShdDiskConfig *d,
+                                ShdHistory *history, ShdQmp *qmp, GError **error);
 void shd_disk_free (ShdDisk *disk);
 void shd_disk_start (ShdDisk *disk);
 

@@ -52,6 +52,10 @@ struct _ShdQmp {
   guint handshake_id;
   guint connections;
   gboolean unreachable_logged;
+  /* A transport of the caller's instead of the socket (libvirt) */
+  ShdQmpTransport transport;
+  gpointer transport_data;
+  GDestroyNotify transport_free;
 };
 
 enum { SIG_READY, SIG_DISCONNECTED, SIG_EVENT, N_SIGNALS };
@@ -236,8 +240,10 @@ build_command (const char *command, JsonObject *arguments, const char *id)
     json_builder_set_member_name (b, "arguments");
     json_builder_add_value (b, json_node_init_object (json_node_alloc (), arguments));
   }
-  json_builder_set_member_name (b, "id");
-  json_builder_add_string_value (b, id);
+  if (id) {
+    json_builder_set_member_name (b, "id");
+    json_builder_add_string_value (b, id);
+  }
   json_builder_end_object (b);
   return json_builder_get_root (b);
 }
@@ -603,10 +609,120 @@ shd_qmp_new (const char *socket_path, const ShdQmpConfig *config)
   return self;
 }
 
+ShdQmp *
+shd_qmp_new_custom (const char *label, ShdQmpTransport transport, gpointer data,
+                    GDestroyNotify free_data)
+{
+  ShdQmp *self;
+
+  g_return_val_if_fail (label != NULL && transport != NULL, NULL);
+  self = g_object_new (SHD_TYPE_QMP, NULL);
+  self->path = g_strdup (label);
+  self->transport = transport;
+  self->transport_data = data;
+  self->transport_free = free_data;
+  self->state = ST_WAITING;
+  return self;
+}
+
+void
+shd_qmp_custom_set_ready (ShdQmp *self, gboolean ready, const char *reason)
+{
+  g_return_if_fail (SHD_IS_QMP (self) && self->transport != NULL);
+  if (ready && self->state != ST_READY) {
+    self->state = ST_READY;
+    self->connections++;
+    g_signal_emit (self, signals[SIG_READY], 0);
+  } else if (!ready && self->state == ST_READY) {
+    self->state = ST_WAITING;
+    g_signal_emit (self, signals[SIG_DISCONNECTED], 0, reason ? reason : "gone");
+  }
+}
+
+void
+shd_qmp_custom_event (ShdQmp *self, const char *name, JsonObject *data, gint64 timestamp_us)
+{
+  g_autoptr (JsonObject) empty = NULL;
+
+  g_return_if_fail (SHD_IS_QMP (self) && name != NULL);
+  if (data == NULL)
+    data = empty = json_object_new ();
+  g_signal_emit (self, signals[SIG_EVENT], 0, name, data, timestamp_us);
+}
+
+/* Parses a reply line ({"return": ...} or {"error": ...}) into the value
+ * of "return" or an error, as the socket client does. */
+JsonNode *
+shd_qmp_parse_reply (const char *command, const char *reply, GError **error)
+{
+  g_autoptr (JsonParser) parser = json_parser_new_immutable ();
+  JsonNode *root;
+  JsonObject *o;
+
+  if (!json_parser_load_from_data (parser, reply, -1, error))
+    return NULL;
+  root = json_parser_get_root (parser);
+  o = root && JSON_NODE_HOLDS_OBJECT (root) ? json_node_get_object (root) : NULL;
+  if (o && json_object_has_member (o, "return"))
+    return json_node_copy (json_object_get_member (o, "return"));
+  if (o && json_object_has_member (o, "error") &&
+      JSON_NODE_HOLDS_OBJECT (json_object_get_member (o, "error"))) {
+    JsonObject *e = json_object_get_object_member (o, "error");
+
+    g_set_error (error, SHD_QMP_ERROR, SHD_QMP_ERROR_COMMAND, "%s: %s",
+                 json_object_get_string_member_with_default (e, "class", "Error"),
+                 json_object_get_string_member_with_default (e, "desc", "(no description)"));
+    return NULL;
+  }
+  g_set_error (error, SHD_QMP_ERROR, SHD_QMP_ERROR_COMMAND,
+               "malformed reply to '%s': %.*s", command, EXCERPT, reply);
+  return NULL;
+}
+
+typedef struct {
+  char *command;
+  char *line;
+} CustomCall;
+
+static void
+custom_call_free (gpointer p)
+{
+  CustomCall *c = p;
+
+  g_free (c->command);
+  g_free (c->line);
+  g_free (c);
+}
+
+static void
+custom_thread (GTask *task, gpointer source, gpointer data, GCancellable *cancellable)
+{
+  ShdQmp *self = source;
+  CustomCall *c = data;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *reply = NULL;
+  JsonNode *ret;
+
+  (void) cancellable;
+  reply = self->transport (c->line, self->transport_data, &error);
+  if (reply == NULL) {
+    g_task_return_new_error (task, SHD_QMP_ERROR, SHD_QMP_ERROR_DISCONNECTED,
+                             "%s: '%s' failed: %s", self->path, c->command, error->message);
+    return;
+  }
+  ret = shd_qmp_parse_reply (c->command, reply, &error);
+  if (ret == NULL)
+    g_task_return_error (task, g_steal_pointer (&error));
+  else
+    g_task_return_pointer (task, ret, (GDestroyNotify) json_node_unref);
+}
+
 void
 shd_qmp_start (ShdQmp *self)
 {
   g_return_if_fail (SHD_IS_QMP (self));
+  if (self->transport)
+    return;                     /* readiness comes from its owner */
   if (self->state != ST_STOPPED)
     return;
   self->backoff_ms = self->cfg.backoff_min_ms;
@@ -662,6 +778,20 @@ shd_qmp_execute_async (ShdQmp *self, const char *command, JsonObject *arguments,
   g_return_if_fail (command != NULL);
   task = g_task_new (self, cancellable, callback, user_data);
   g_task_set_source_tag (task, shd_qmp_execute_async);
+  if (self->transport && self->state == ST_READY) {
+    /* libvirt assigns its own ids: send the command without one */
+    g_autoptr (JsonNode) cmd = build_command (command, arguments, NULL);
+    g_autoptr (JsonGenerator) gen = json_generator_new ();
+    CustomCall *c = g_new0 (CustomCall, 1);
+
+    json_generator_set_root (gen, cmd);
+    c->command = g_strdup (command);
+    c->line = json_generator_to_data (gen, NULL);
+    g_task_set_task_data (task, c, custom_call_free);
+    g_task_set_return_on_cancel (task, TRUE);
+    g_task_run_in_thread (task, custom_thread);
+    return;
+  }
   if (self->state != ST_READY) {
     g_task_return_new_error (task, SHD_QMP_ERROR, SHD_QMP_ERROR_NOT_CONNECTED,
                              "%s: not connected, '%s' not sent", self->path, command);
@@ -697,6 +827,9 @@ shd_qmp_dispose (GObject *object)
 
   shd_qmp_stop (self);
   g_clear_object (&self->client);
+  if (self->transport_free && self->transport_data)
+    self->transport_free (self->transport_data);
+  self->transport_data = NULL;
   G_OBJECT_CLASS (shd_qmp_parent_class)->dispose (object);
 }
 

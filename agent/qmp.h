@@ -56,6 +56,23 @@ JsonObject *shd_qmp_get_greeting (ShdQmp *self);
 /* Connections negotiated so far. */
 guint shd_qmp_get_connection_count (ShdQmp *self);
 
+/* A transport other than a QMP socket: sends one command (a JSON object
+ * without "id") and returns the whole reply object as text, or NULL with
+ * error when it could not be delivered.  Called in a worker thread, so it
+ * may block; the transport applies its own timeout. */
+typedef char *(*ShdQmpTransport) (const char *command, gpointer data, GError **error);
+
+/* A client over such a transport (libvirt's QEMU passthrough).  It is
+ * ready only when its owner says so; events come from the owner too.
+ * free_data frees data when the client goes. */
+ShdQmp *shd_qmp_new_custom (const char *label, ShdQmpTransport transport, gpointer data,
+                            GDestroyNotify free_data);
+void shd_qmp_custom_set_ready (ShdQmp *self, gboolean ready, const char *reason);
+void shd_qmp_custom_event (ShdQmp *self, const char *name, JsonObject *data,
+                           gint64 timestamp_us);
+/* {"return": V} gives a copy of V; {"error": ...} SHD_QMP_ERROR_COMMAND. */
+JsonNode *shd_qmp_parse_reply (const char *command, const char *reply, GError **error);
+
 /* arguments may be NULL; timeout_ms 0 means the configured default.
  * On a QMP error reply the GError is SHD_QMP_ERROR_COMMAND with the
  * message "Class: description". */

@@ -1,6 +1,8 @@
 /* shadowctl: the operator's command line for shadowd: the control-socket
- * commands (status, history, forecast, prewarm, switch, pause, resume)
- * and the offline `backtest`. */
+ * commands (status, history, forecast, prewarm, switch, pause, resume,
+ * and for libvirt domains libvirt, attach, detach) and the offline
+ * `backtest`.  Called as virsh-shadow (a link to this program), it takes
+ * virsh's word order instead: virsh-shadow DOMAIN DISK COMMAND. */
 #include "backtest.h"
 #include "control.h"
 #include "csv.h"
@@ -111,6 +113,7 @@ cmd_backtest (int argc, char **argv)
 /* ---- the control-socket commands ---- */
 
 static const char *control_path = "/run/shadowd/control.sock";
+static const char *prog = "shadowctl";         /* or virsh-shadow, in messages */
 static guint control_timeout_ms = 10000;
 
 static void
@@ -238,7 +241,7 @@ call (JsonObject *req, JsonNode **out)
   *out = shd_control_call (control_path, req, control_timeout_ms, &error);
   json_object_unref (req);
   if (*out == NULL) {
-    g_printerr ("shadowctl: %s\n", error->message);
+    g_printerr ("%s: %s\n", prog, error->message);
     return EXIT_FAILURE;
   }
   return EXIT_SUCCESS;
@@ -484,6 +487,226 @@ cmd_pause (int argc, char **argv, const char *command)
   return EXIT_SUCCESS;
 }
 
+/* ---- libvirt domains ---- */
+
+static const char *connect_uri;
+
+static void
+print_libvirt (JsonArray *a)
+{
+  if (json_array_get_length (a) == 0)
+    g_print ("no libvirt domain disk has shadow metadata\n");
+  for (guint i = 0; i < json_array_get_length (a); i++) {
+    JsonObject *o = json_array_get_object_element (a, i);
+
+    g_print ("%s: domain %s disk %s: %s", str_or (o, "name", "?"), str_or (o, "domain", "?"),
+             str_or (o, "target", "?"), str_or (o, "state", "?"));
+    if (str_or (o, "error", NULL))
+      g_print (": %s", str_or (o, "error", ""));
+    else if (g_strcmp0 (str_or (o, "state", ""), "attached") == 0)
+      g_print (" (node %s, %s in %.0f ms)", str_or (o, "node", "?"),
+               json_object_get_boolean_member_with_default (o, "adopted", FALSE) ?
+               "adopted" : "inserted", num_or_nan (o, "attach-ms"));
+    g_print ("  [%s]\n", str_or (o, "uri", "?"));
+  }
+}
+
+static int
+cmd_libvirt (int argc, char **argv)
+{
+  gboolean json = FALSE;
+  GOptionEntry entries[] = {
+    { "json", 0, 0, G_OPTION_ARG_NONE, &json, "Print JSON", NULL },
+    { NULL, 0, 0, 0, NULL, NULL, NULL }
+  };
+  g_autoptr (JsonNode) ret = NULL;
+  JsonObject *req;
+  int rc;
+
+  if (!parse_opts (&argc, &argv, "[DISK] - the libvirt domain disks and their shadows",
+                   entries, 0, 1))
+    return EXIT_USAGE;
+  req = request ("libvirt");
+  if (argc > 1)
+    json_object_set_string_member (req, "disk", argv[1]);
+  if ((rc = call (req, &ret)) != EXIT_SUCCESS)
+    return rc;
+  if (json)
+    print_json (ret);
+  else
+    print_libvirt (json_node_get_array (ret));
+  return EXIT_SUCCESS;
+}
+
+/* The disk's libvirt state, or NULL when shadowd does not know it (yet) */
+static JsonObject *
+libvirt_state (const char *name)
+{
+  g_autoptr (GError) error = NULL;
+  JsonObject *req = request ("libvirt");
+  g_autoptr (JsonNode) ret = NULL;
+  JsonArray *a;
+
+  json_object_set_string_member (req, "disk", name);
+  ret = shd_control_call (control_path, req, control_timeout_ms, &error);
+  json_object_unref (req);
+  if (ret == NULL || !JSON_NODE_HOLDS_ARRAY (ret))
+    return NULL;
+  a = json_node_get_array (ret);
+  if (json_array_get_length (a) == 0)
+    return NULL;
+  return json_object_ref (json_array_get_object_element (a, 0));
+}
+
+static int
+cmd_attach (int argc, char **argv, gboolean attach)
+{
+  int wait_s = 60;
+  gboolean no_wait = FALSE;
+  GOptionEntry entries[] = {
+    { "connect", 'c', 0, G_OPTION_ARG_STRING, &connect_uri, "The domain's libvirt URI", "URI" },
+    { "wait", 0, 0, G_OPTION_ARG_INT, &wait_s, "Seconds to wait for the result (60)", "S" },
+    { "no-wait", 0, 0, G_OPTION_ARG_NONE, &no_wait, "Return once requested", NULL },
+    { NULL, 0, 0, 0, NULL, NULL, NULL }
+  };
+  g_autoptr (JsonNode) ret = NULL;
+  g_autofree char *name = NULL;
+  const char *want = attach ? "attached" : "detached";
+  gint64 end;
+  JsonObject *req;
+  int rc;
+
+  if (!parse_opts (&argc, &argv, attach ?
+                   "DOMAIN DISK - insert the shadow its metadata describes" :
+                   "DOMAIN DISK - give the disk back to libvirt (until attach)",
+                   entries, 2, 2))
+    return EXIT_USAGE;
+  req = request (attach ? "attach" : "detach");
+  json_object_set_string_member (req, "domain", argv[1]);
+  json_object_set_string_member (req, "target", argv[2]);
+  if (connect_uri)
+    json_object_set_string_member (req, "uri", connect_uri);
+  if ((rc = call (req, &ret)) != EXIT_SUCCESS)
+    return rc;
+  name = g_strdup_printf ("%s.%s", argv[1], argv[2]);
+  if (no_wait) {
+    g_print ("%s: %s requested\n", name, attach ? "attach" : "detach");
+    return EXIT_SUCCESS;
+  }
+  end = g_get_monotonic_time () + (gint64) wait_s * G_USEC_PER_SEC;
+  /* the first look may still show the previous state */
+  g_usleep (200 * 1000);
+  for (;;) {
+    g_autoptr (JsonObject) o = libvirt_state (name);
+    const char *state = o ? str_or (o, "state", "") : (attach ? "" : "detached");
+
+    if (strcmp (state, want) == 0) {
+      g_print ("%s: %s\n", name, want);
+      return EXIT_SUCCESS;
+    }
+    if (strcmp (state, "error") == 0) {
+      g_printerr ("%s: %s\n", name, str_or (o, "error", "failed"));
+      return EXIT_FAILURE;
+    }
+    if (g_get_monotonic_time () > end) {
+      g_printerr ("%s: not %s after %d s (state: %s)\n", name, want, wait_s,
+                  *state ? state : "unknown");
+      return EXIT_FAILURE;
+    }
+    g_usleep (200 * 1000);
+  }
+}
+
+/* virsh-shadow [--connect URI] [--control SOCKET] DOMAIN DISK COMMAND [ARGS]:
+ * the same commands, in virsh's order */
+static int
+virsh_usage (FILE *to)
+{
+  fprintf (to,
+           "Usage: virsh-shadow [--connect URI] [--control SOCKET] DOMAIN DISK COMMAND\n"
+           "\n"
+           "  attach            insert the shadow the domain's metadata describes\n"
+           "  status [--json]   the shadow's state, tiers, load and last decision\n"
+           "  switch TIER       switch the disk to TIER now (once it is in sync)\n"
+           "  detach            give the disk back to libvirt's own nodes\n"
+           "  history [--decisions] [--since 1h] [--json]\n"
+           "                    the disk's samples or decisions\n"
+           "\n"
+           "DISK is the target dev (vda).  Commands go to shadowd's control socket\n"
+           "(default %s, or $SHADOWD_CONTROL).\n", "/run/shadowd/control.sock");
+  return to == stdout ? EXIT_SUCCESS : EXIT_USAGE;
+}
+
+static int
+virsh_main (int argc, char **argv)
+{
+  g_autofree char *name = NULL;
+  g_autoptr (GPtrArray) args = g_ptr_array_new ();
+  const char *domain, *disk, *command;
+  int i = 1;
+
+  prog = "virsh-shadow";
+  while (i < argc && argv[i][0] == '-') {
+    if (strcmp (argv[i], "--help") == 0 || strcmp (argv[i], "-h") == 0)
+      return virsh_usage (stdout);
+    if ((strcmp (argv[i], "--connect") == 0 || strcmp (argv[i], "-c") == 0) && i + 1 < argc) {
+      connect_uri = argv[i + 1];
+      i += 2;
+    } else if (g_str_has_prefix (argv[i], "--connect=")) {
+      connect_uri = argv[i] + strlen ("--connect=");
+      i++;
+    } else if (strcmp (argv[i], "--control") == 0 && i + 1 < argc) {
+      control_path = argv[i + 1];
+      i += 2;
+    } else {
+      g_printerr ("virsh-shadow: unknown option '%s'\n", argv[i]);
+      return virsh_usage (stderr);
+    }
+  }
+  if (argc - i < 3)
+    return virsh_usage (stderr);
+  domain = argv[i];
+  disk = argv[i + 1];
+  command = argv[i + 2];
+  name = g_strdup_printf ("%s.%s", domain, disk);
+  /* rebuild a shadowctl command line: COMMAND [DISK...] [ARGS] */
+  g_ptr_array_add (args, (gpointer) command);
+  if (strcmp (command, "attach") == 0 || strcmp (command, "detach") == 0) {
+    g_ptr_array_add (args, (gpointer) domain);
+    g_ptr_array_add (args, (gpointer) disk);
+  } else {
+    g_ptr_array_add (args, name);
+  }
+  for (int j = i + 3; j < argc; j++)
+    g_ptr_array_add (args, argv[j]);
+  g_ptr_array_add (args, NULL);
+  argc = (int) args->len - 1;
+  argv = (char **) args->pdata;
+  if (strcmp (command, "attach") == 0)
+    return cmd_attach (argc, argv, TRUE);
+  if (strcmp (command, "detach") == 0)
+    return cmd_attach (argc, argv, FALSE);
+  if (strcmp (command, "switch") == 0)
+    return cmd_disk_tier (argc, argv, "switch");
+  if (strcmp (command, "history") == 0)
+    return cmd_history (argc, argv);
+  if (strcmp (command, "status") == 0) {
+    g_autoptr (JsonObject) o = libvirt_state (name);
+
+    if (o && g_strcmp0 (str_or (o, "state", ""), "attached") != 0 &&
+        (argc < 2 || strcmp (argv[argc - 1], "--json") != 0)) {
+      g_autoptr (JsonArray) a = json_array_new ();
+
+      json_array_add_object_element (a, json_object_ref (o));
+      print_libvirt (a);
+      return g_strcmp0 (str_or (o, "state", ""), "error") == 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+    }
+    return cmd_status (argc, argv);
+  }
+  g_printerr ("virsh-shadow: unknown command '%s'\n", command);
+  return virsh_usage (stderr);
+}
+
 static void
 usage (FILE *to)
 {
@@ -502,6 +725,13 @@ usage (FILE *to)
            "  pause [DISK] [--json]          keep deciding, stop acting\n"
            "  resume [DISK] [--json]         act again\n"
            "\n"
+           "libvirt domains (DISK is DOMAIN.TARGET above; virsh-shadow(1) has virsh's order):\n"
+           "  libvirt [DISK] [--json]        the domain disks with shadow metadata\n"
+           "  attach DOMAIN TARGET [--connect URI]\n"
+           "                                 insert the shadow (again)\n"
+           "  detach DOMAIN TARGET [--connect URI]\n"
+           "                                 give the disk back to libvirt until attach\n"
+           "\n"
            "Offline:\n"
            "  backtest FILE.csv --column NAME [--period N] [--horizon H] [--json]\n"
            "      rolling-origin backtest of every forecaster on one CSV column\n"
@@ -518,6 +748,12 @@ main (int argc, char **argv)
   setlocale (LC_ALL, "");
   if (env && *env)
     control_path = env;
+  {
+    g_autofree char *base = g_path_get_basename (argv[0]);
+
+    if (strcmp (base, "virsh-shadow") == 0)
+      return virsh_main (argc, argv);
+  }
   /* global options, before the command */
   while (i < argc && argv[i][0] == '-') {
     if (strcmp (argv[i], "--help") == 0 || strcmp (argv[i], "-h") == 0) {
@@ -562,6 +798,10 @@ main (int argc, char **argv)
     return cmd_disk_tier (argc, argv, argv[0]);
   if (strcmp (argv[0], "pause") == 0 || strcmp (argv[0], "resume") == 0)
     return cmd_pause (argc, argv, argv[0]);
+  if (strcmp (argv[0], "libvirt") == 0)
+    return cmd_libvirt (argc, argv);
+  if (strcmp (argv[0], "attach") == 0 || strcmp (argv[0], "detach") == 0)
+    return cmd_attach (argc, argv, strcmp (argv[0], "attach") == 0);
   g_printerr ("shadowctl: unknown command '%s'\n", argv[0]);
   usage (stderr);
   return EXIT_USAGE;

@@ -7,6 +7,9 @@
 #include "disk.h"
 #include "history.h"
 #include "log.h"
+#ifdef HAVE_LIBVIRT
+#include "libvirt.h"
+#endif
 
 #include <gio/gio.h>
 #include <gio/gunixsocketaddress.h>
@@ -23,6 +26,9 @@ typedef struct {
   GPtrArray *disks;             /* ShdDisk */
   ShdControl *control;
   ShdMetrics *metrics;
+#ifdef HAVE_LIBVIRT
+  ShdLibvirt *libvirt;
+#endif
   GMainLoop *loop;
   guint flush_timer, prune_timer;
   gint64 started_us;
@@ -287,9 +293,36 @@ handle (JsonObject *req, gpointer data, GError **error)
   }
   if (strcmp (cmd, "version") == 0)
     return json_node_init_string (json_node_alloc (), SHADOWD_VERSION);
+  if (strcmp (cmd, "libvirt") == 0 || strcmp (cmd, "attach") == 0 ||
+      strcmp (cmd, "detach") == 0) {
+#ifdef HAVE_LIBVIRT
+    const char *domain = opt_str (req, "domain"), *target = opt_str (req, "target");
+
+    if (dm->libvirt == NULL) {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                   "shadowd follows no libvirt connection (--connect, [libvirt] uri)");
+      return NULL;
+    }
+    if (strcmp (cmd, "libvirt") == 0)
+      return shd_libvirt_status (dm->libvirt, opt_str (req, "disk"));
+    if (domain == NULL || target == NULL) {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                   "\"domain\" and \"target\" are required");
+      return NULL;
+    }
+    if (!shd_libvirt_request (dm->libvirt, opt_str (req, "uri"), domain, target,
+                              strcmp (cmd, "attach") == 0, error))
+      return NULL;
+    return json_node_init_string (json_node_alloc (), "requested");
+#else
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                 "this shadowd was built without libvirt");
+    return NULL;
+#endif
+  }
   g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
                "unknown command '%s' (status, history, decisions, forecast, prewarm, "
-               "switch, pause, resume, version)", cmd);
+               "switch, pause, resume, version, libvirt, attach, detach)", cmd);
   return NULL;
 }
 
@@ -353,6 +386,10 @@ daemon_clear (Daemon *dm)
   g_clear_handle_id (&dm->flush_timer, g_source_remove);
   g_clear_handle_id (&dm->prune_timer, g_source_remove);
   g_clear_pointer (&dm->control, shd_control_free);
+#ifdef HAVE_LIBVIRT
+  /* its disks are in dm->disks: first */
+  g_clear_pointer (&dm->libvirt, shd_libvirt_free);
+#endif
   g_clear_pointer (&dm->metrics, shd_metrics_free);
   g_clear_pointer (&dm->disks, g_ptr_array_unref);
   /* let cancelled operations finish before their owners go */
@@ -367,10 +404,13 @@ int
 main (int argc, char **argv)
 {
   g_autofree char *config_path = NULL;
+  g_auto (GStrv) connect = NULL;
   gboolean version = FALSE, dry_run = FALSE, check = FALSE, verbose = FALSE;
   GOptionEntry entries[] = {
     { "config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path,
       "Configuration file (default /etc/shadowd/shadowd.conf)", "FILE" },
+    { "connect", 0, 0, G_OPTION_ARG_STRING_ARRAY, &connect,
+      "Follow the domains of this libvirt URI (repeatable; replaces [libvirt] uri)", "URI" },
     { "dry-run", 'n', 0, G_OPTION_ARG_NONE, &dry_run,
       "Decide and log, never switch (every disk)", NULL },
     { "check", 0, 0, G_OPTION_ARG_NONE, &check,
@@ -397,9 +437,34 @@ main (int argc, char **argv)
     g_printerr ("shadowd: unexpected argument '%s'\n", argv[1]);
     return 2;
   }
-  if (config_path == NULL)
-    config_path = g_strdup ("/etc/shadowd/shadowd.conf");
-  dm.config = shd_config_load_file (config_path, &error);
+  if (connect) {
+#ifdef HAVE_LIBVIRT
+    /* the file's settings (if any) with the URIs of the command line */
+    g_autoptr (GKeyFile) kf = g_key_file_new ();
+    g_autofree char *data = NULL;
+    gsize len;
+    gboolean given = config_path != NULL;
+
+    if (!given)
+      config_path = g_strdup ("/etc/shadowd/shadowd.conf");
+    if ((given || g_file_test (config_path, G_FILE_TEST_EXISTS)) &&
+        !g_key_file_load_from_file (kf, config_path, G_KEY_FILE_KEEP_COMMENTS, &error)) {
+      g_printerr ("shadowd: %s: %s\n", config_path, error->message);
+      return 2;
+    }
+    g_key_file_set_string_list (kf, "libvirt", "uri", (const char *const *) connect,
+                                g_strv_length (connect));
+    data = g_key_file_to_data (kf, &len, NULL);
+    dm.config = shd_config_load_data (data, len, config_path, &error);
+#else
+    g_printerr ("shadowd: --connect: this shadowd was built without libvirt\n");
+    return 2;
+#endif
+  } else {
+    if (config_path == NULL)
+      config_path = g_strdup ("/etc/shadowd/shadowd.conf");
+    dm.config = shd_config_load_file (config_path, &error);
+  }
   if (dm.config == NULL) {
     g_printerr ("shadowd: %s\n", error->message);
     return 2;
@@ -410,8 +475,9 @@ main (int argc, char **argv)
       ((ShdDiskConfig *) dm.config->disks->pdata[i])->dry_run = TRUE;
   }
   if (check) {
-    g_print ("%s: OK, %u tiers, %u disks\n", config_path, dm.config->tiers->len,
-             dm.config->disks->len);
+    g_print ("%s: OK, %u tiers, %u disks, %u libvirt URIs\n", config_path,
+             dm.config->tiers->len, dm.config->disks->len,
+             dm.config->libvirt_uris ? g_strv_length (dm.config->libvirt_uris) : 0);
     shd_config_free (dm.config);
     return EXIT_SUCCESS;
   }
@@ -465,11 +531,29 @@ main (int argc, char **argv)
   }
   for (guint i = 0; i < dm.disks->len; i++)
     shd_disk_start (dm.disks->pdata[i]);
+  if (dm.config->libvirt_uris) {
+#ifdef HAVE_LIBVIRT
+    dm.libvirt = shd_libvirt_new (dm.config, dm.history, dm.config->libvirt_uris, dm.disks,
+                                  &error);
+    if (dm.libvirt == NULL) {
+      g_printerr ("shadowd: %s\n", error->message);
+      daemon_clear (&dm);
+      return EXIT_FAILURE;
+    }
+    shd_libvirt_start (dm.libvirt);
+#else
+    g_printerr ("shadowd: [libvirt]: this shadowd was built without libvirt\n");
+    daemon_clear (&dm);
+    return EXIT_FAILURE;
+#endif
+  }
   g_unix_signal_add (SIGTERM, on_signal, &dm);
   g_unix_signal_add (SIGINT, on_signal, &dm);
   shd_log (G_LOG_LEVEL_MESSAGE, NULL, "start",
-           "shadowd %s: %u disks, interval %g s%s%s%s%s", SHADOWD_VERSION,
-           dm.disks->len, dm.config->interval_s,
+           "shadowd %s: %u disks, %u libvirt URIs, interval %g s%s%s%s%s", SHADOWD_VERSION,
+           dm.config->disks->len,
+           dm.config->libvirt_uris ? g_strv_length (dm.config->libvirt_uris) : 0,
+           dm.config->interval_s,
            *dm.config->control ? ", control " : "", dm.config->control,
            dm.config->dry_run ? ", dry run" : "", dm.history ? ", history on" : "");
   sd_notify_msg ("READY=1");

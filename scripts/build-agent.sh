@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build shadowd and shadowctl with meson; the programs are linked at the
-# fixed paths build/agent/shadowd and build/agent/shadowctl.
+# fixed paths build/agent/shadowd, build/agent/shadowctl and
+# build/agent/virsh-shadow (shadowctl by another name).
 # With --asan, build the AddressSanitizer + UBSan variant into
 # build/agent-asan instead (used by make check); with --fuzz, the libFuzzer
 # targets with clang into build/agent-fuzz.
@@ -34,5 +35,7 @@ if [ "$dir" = build/agent-build ]; then
     for p in shadowd shadowctl; do
         ln -sfn "../agent-build/agent/$p" "build/agent/$p"
     done
-    echo "build-agent: build/agent/shadowd and build/agent/shadowctl are up to date"
+    # virsh-shadow is shadowctl called by another name
+    ln -sfn "../agent-build/agent/shadowctl" build/agent/virsh-shadow
+    echo "build-agent: build/agent/shadowd, shadowctl and virsh-shadow are up to date"
 fi

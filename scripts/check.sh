@@ -71,6 +71,18 @@ if meson test -C build/agent-build --list --suite integration 2>/dev/null | grep
     count_meson "$log/integration.log" "integration"
 fi
 
+echo "== agent libvirt tests (a private libvirtd, a TCG domain on build/qemu)"
+# (the list is read whole first: grep -q closing the pipe early would fail
+# the pipeline under pipefail)
+libvirt_tests=$(meson test -C build/agent-build --list --suite libvirt 2>/dev/null)
+if grep -q 'libvirt-' <<< "$libvirt_tests"; then
+    meson test -C build/agent-build --suite libvirt --print-errorlogs > "$log/libvirt.log" 2>&1
+    grep -E '^ *[0-9]+/[0-9]+ ' "$log/libvirt.log"
+    count_meson "$log/libvirt.log" "libvirt"
+else
+    failed=$((failed + 1)); failures+=("libvirt: no libvirt tests (shadowd built without libvirt-dev?)")
+fi
+
 echo "== agent unit tests under AddressSanitizer and UBSan"
 if scripts/build-agent.sh --asan > "$log/agent-asan-build.log" 2>&1; then
     ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \

@@ -15,10 +15,14 @@ fi
 build_pkgs=(build-essential dpkg-dev ninja-build pkg-config flex bison
             python3-venv python3-setuptools libglib2.0-dev libpixman-1-dev
             zlib1g-dev libslirp-dev libaio-dev liburing-dev libfdt-dev
-            seabios ipxe-qemu libjson-glib-dev libsqlite3-dev)
+            seabios ipxe-qemu libjson-glib-dev libsqlite3-dev
+            libvirt-dev)
 # Running iotests, the demo (gnuplot draws its plot) and the benchmarks;
 # clang and its runtime for the libFuzzer targets
-check_pkgs=(fio jq socat python3 gawk gnuplot-nox clang libclang-rt-14-dev)
+# libvirt for shadowd's libvirt tests, which start a private libvirtd (as
+# the libvirt-qemu user that libvirt-daemon-system creates)
+check_pkgs=(fio jq socat python3 gawk gnuplot-nox clang libclang-rt-14-dev
+            libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients)
 
 want=("${build_pkgs[@]}" "${check_pkgs[@]}")
 missing=()

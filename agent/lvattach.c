@@ -1,0 +1,994 @@
+/* Insertion and removal of a libvirt disk's shadow node; see lvattach.h. */
+#define _GNU_SOURCE             /* SEEK_DATA, SEEK_HOLE */
+#include "lvattach.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <gio/gio.h>
+#include <glib/gstdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MIB (1024 * 1024)
+
+/* ---- the block graph, as QEMU tells it ---- */
+
+typedef struct {
+  char *parent;
+  char *child;
+  char *name;                   /* "root", "file", "backing", "children.0" ... */
+  gboolean from_backend;        /* parent is a device's BlockBackend */
+} Edge;
+
+typedef struct {
+  JsonNode *nodes_reply;        /* query-named-block-nodes */
+  JsonNode *graph_reply;        /* x-debug-query-block-graph */
+  GHashTable *nodes;            /* node-name -> JsonObject (borrowed) */
+  GPtrArray *edges;             /* Edge */
+} Graph;
+
+static void
+edge_free (gpointer p)
+{
+  Edge *e = p;
+
+  g_free (e->parent);
+  g_free (e->child);
+  g_free (e->name);
+  g_free (e);
+}
+
+static void
+graph_clear (Graph *g)
+{
+  g_clear_pointer (&g->nodes_reply, json_node_unref);
+  g_clear_pointer (&g->graph_reply, json_node_unref);
+  g_clear_pointer (&g->nodes, g_hash_table_unref);
+  g_clear_pointer (&g->edges, g_ptr_array_unref);
+}
+
+static JsonNode *
+run (const ShdLvMonitor *m, const char *command, JsonObject *args, GError **error)
+{
+  return m->mon (command, args, m->data, error);
+}
+
+/* Runs a command whose reply is of no interest. */
+static gboolean
+run0 (const ShdLvMonitor *m, const char *command, JsonObject *args, GError **error)
+{
+  g_autoptr (JsonNode) r = run (m, command, args, error);
+
+  if (r == NULL)
+    g_prefix_error (error, "%s: ", command);
+  return r != NULL;
+}
+
+static gboolean
+graph_load (const ShdLvMonitor *m, Graph *g, GError **error)
+{
+  g_autoptr (JsonObject) flat = json_object_new ();
+  g_autoptr (GHashTable) ids = g_hash_table_new_full (NULL, NULL, NULL, g_free);
+  g_autoptr (GHashTable) backends = g_hash_table_new (NULL, NULL);
+  JsonArray *a;
+  JsonObject *go;
+
+  json_object_set_boolean_member (flat, "flat", TRUE);
+  g->nodes_reply = run (m, "query-named-block-nodes", flat, error);
+  if (g->nodes_reply == NULL)
+    return FALSE;
+  g->graph_reply = run (m, "x-debug-query-block-graph", NULL, error);
+  if (g->graph_reply == NULL)
+    return FALSE;
+  if (!JSON_NODE_HOLDS_ARRAY (g->nodes_reply) || !JSON_NODE_HOLDS_OBJECT (g->graph_reply)) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "unexpected block graph reply");
+    return FALSE;
+  }
+  g->nodes = g_hash_table_new (g_str_hash, g_str_equal);
+  a = json_node_get_array (g->nodes_reply);
+  for (guint i = 0; i < json_array_get_length (a); i++) {
+    JsonObject *n = json_array_get_object_element (a, i);
+    const char *name = n ? json_object_get_string_member_with_default (n, "node-name", NULL) : NULL;
+
+    if (name)
+      g_hash_table_insert (g->nodes, (gpointer) name, n);
+  }
+  go = json_node_get_object (g->graph_reply);
+  a = json_object_get_array_member (go, "nodes");
+  for (guint i = 0; a && i < json_array_get_length (a); i++) {
+    JsonObject *n = json_array_get_object_element (a, i);
+    gint64 id = json_object_get_int_member_with_default (n, "id", -1);
+
+    g_hash_table_insert (ids, GINT_TO_POINTER ((int) id),
+                         g_strdup (json_object_get_string_member_with_default (n, "name", "")));
+    if (g_strcmp0 (json_object_get_string_member_with_default (n, "type", ""),
+                   "block-backend") == 0)
+      g_hash_table_add (backends, GINT_TO_POINTER ((int) id));
+  }
+  g->edges = g_ptr_array_new_with_free_func (edge_free);
+  a = json_object_get_array_member (go, "edges");
+  for (guint i = 0; a && i < json_array_get_length (a); i++) {
+    JsonObject *e = json_array_get_object_element (a, i);
+    int p = (int) json_object_get_int_member_with_default (e, "parent", -1);
+    int c = (int) json_object_get_int_member_with_default (e, "child", -1);
+    Edge *edge = g_new0 (Edge, 1);
+
+    edge->parent = g_strdup (g_hash_table_lookup (ids, GINT_TO_POINTER (p)));
+    edge->child = g_strdup (g_hash_table_lookup (ids, GINT_TO_POINTER (c)));
+    edge->name = g_strdup (json_object_get_string_member_with_default (e, "name", ""));
+    edge->from_backend = g_hash_table_contains (backends, GINT_TO_POINTER (p));
+    g_ptr_array_add (g->edges, edge);
+  }
+  return TRUE;
+}
+
+static JsonObject *
+node_info (const Graph *g, const char *name)
+{
+  return name ? g_hash_table_lookup (g->nodes, name) : NULL;
+}
+
+static const char *
+node_str (const Graph *g, const char *name, const char *member)
+{
+  JsonObject *n = node_info (g, name);
+
+  return n ? json_object_get_string_member_with_default (n, member, NULL) : NULL;
+}
+
+/* The node a device's BlockBackend uses: the backend's QOM path holds the
+ * device id (libvirt's alias), /machine/peripheral/virtio-disk0/... */
+static const char *
+root_of (const Graph *g, const char *alias)
+{
+  g_autofree char *mid = g_strdup_printf ("/peripheral/%s/", alias);
+  g_autofree char *end = g_strdup_printf ("/peripheral/%s", alias);
+
+  for (guint i = 0; i < g->edges->len; i++) {
+    const Edge *e = g->edges->pdata[i];
+
+    if (e->from_backend && strcmp (e->name, "root") == 0 && e->parent &&
+        (strstr (e->parent, mid) || g_str_has_suffix (e->parent, end) ||
+         strcmp (e->parent, alias) == 0))
+      return e->child;
+  }
+  return NULL;
+}
+
+static const char *
+child_of (const Graph *g, const char *parent, const char *edge)
+{
+  for (guint i = 0; i < g->edges->len; i++) {
+    const Edge *e = g->edges->pdata[i];
+
+    if (g_strcmp0 (e->parent, parent) == 0 && strcmp (e->name, edge) == 0)
+      return e->child;
+  }
+  return NULL;
+}
+
+static gboolean
+has_parent (const Graph *g, const char *node)
+{
+  for (guint i = 0; i < g->edges->len; i++)
+    if (g_strcmp0 (((Edge *) g->edges->pdata[i])->child, node) == 0)
+      return TRUE;
+  return FALSE;
+}
+
+/* The format node whose file the shadow is, wherever it is in the chain
+ * now (a disk-only snapshot puts an overlay above it) */
+static const char *
+shadow_parent (const Graph *g, const char *shadow)
+{
+  for (guint i = 0; i < g->edges->len; i++) {
+    const Edge *e = g->edges->pdata[i];
+
+    if (g_strcmp0 (e->child, shadow) == 0 && strcmp (e->name, "file") == 0 && !e->from_backend)
+      return e->parent;
+  }
+  return NULL;
+}
+
+/* A parent that is not one of the disk's own nodes (being deleted too) */
+static gboolean
+has_foreign_parent (const Graph *g, const char *node, const char *target)
+{
+  g_autofree char *shadow = shd_lv_node_shadow (target);
+  g_autofree char *prefix = g_strdup_printf ("%s-", shadow);
+
+  for (guint i = 0; i < g->edges->len; i++) {
+    const Edge *e = g->edges->pdata[i];
+
+    if (g_strcmp0 (e->child, node) == 0 && g_strcmp0 (e->parent, shadow) != 0 &&
+        !g_str_has_prefix (e->parent ? e->parent : "", prefix))
+      return TRUE;
+  }
+  return FALSE;
+}
+
+/* ---- files ---- */
+
+/* Where the file's data ends: the last byte that is not in a hole (the
+ * room given before is a hole, so it is not counted twice). */
+static guint64
+data_end (const char *path, guint64 len)
+{
+  int fd = g_open (path, O_RDONLY | O_CLOEXEC, 0);
+  off_t off = 0, end = 0;
+
+  if (fd < 0)
+    return len;
+  for (guint i = 0; i < 1000000; i++) {
+    off_t d = lseek (fd, off, SEEK_DATA), h;
+
+    if (d < 0)
+      break;
+    h = lseek (fd, d, SEEK_HOLE);
+    if (h < 0) {
+      end = (off_t) len;
+      break;
+    }
+    end = h;
+    off = h;
+  }
+  close (fd);
+  return (guint64) end;
+}
+
+/* Room for a growing format: the image may gain the whole virtual size
+ * plus its metadata while the shadow is in, and the shadow node's length
+ * is fixed when it opens.  Sparse, so it costs no space. */
+static guint64
+headroom_length (const char *path, guint64 file_len, guint64 virtual_size, gboolean grows)
+{
+  guint64 want;
+
+  if (!grows)
+    return file_len;
+  want = data_end (path, file_len) + virtual_size + virtual_size / 64 + 64 * MIB;
+  want = (want + MIB - 1) / MIB * MIB;
+  return MAX (want, file_len);
+}
+
+static gboolean
+extend_file (const char *path, guint64 len, GError **error)
+{
+  struct stat st;
+  int fd = g_open (path, O_WRONLY | O_CLOEXEC, 0);
+  int saved;
+
+  if (fd < 0 || fstat (fd, &st) < 0) {
+    saved = errno;
+    if (fd >= 0)
+      close (fd);
+    g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved), "%s: %s", path,
+                 g_strerror (saved));
+    return FALSE;
+  }
+  if (S_ISREG (st.st_mode) && (guint64) st.st_size < len && ftruncate (fd, (off_t) len) < 0) {
+    saved = errno;
+    close (fd);
+    g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved),
+                 "cannot extend %s to %" G_GUINT64_FORMAT " bytes: %s", path, len,
+                 g_strerror (saved));
+    return FALSE;
+  }
+  close (fd);
+  return TRUE;
+}
+
+/* Is path (absolute, without "..") inside one of the roots?  Resolved
+ * through its deepest existing directory, so a symbolic link cannot lead
+ * out of them. */
+static gboolean
+path_allowed (const char *path, const char *const *roots, GError **error)
+{
+  g_autofree char *dir = g_path_get_dirname (path);
+  g_autofree char *rest = g_strdup ("");
+  g_autofree char *real = NULL;
+  g_autofree char *full = NULL;
+
+  while (!g_file_test (dir, G_FILE_TEST_IS_DIR)) {
+    g_autofree char *base = g_path_get_basename (dir);
+    char *up = g_path_get_dirname (dir);
+    char *r = g_build_filename (base, rest, NULL);
+
+    g_free (rest);
+    rest = r;
+    g_free (dir);
+    dir = up;
+  }
+  real = realpath (dir, NULL);
+  if (real == NULL) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "tier image %s: %s", path,
+                 g_strerror (errno));
+    return FALSE;
+  }
+  full = *rest ? g_build_filename (real, rest, NULL) : g_strdup (real);
+  for (guint i = 0; roots && roots[i]; i++) {
+    g_autofree char *root = realpath (roots[i], NULL);
+
+    if (root && (strcmp (full, root) == 0 ||
+                 (g_str_has_prefix (full, root) &&
+                  (full[strlen (root)] == '/' || strcmp (root, "/") == 0))))
+      return TRUE;
+  }
+  g_set_error (error, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED,
+               "tier image %s is not in the disk image's directory or a [libvirt] "
+               "tier-dirs directory", path);
+  return FALSE;
+}
+
+/* A tier image: created if missing with mode 0600 and the owner of the
+ * disk's own image (QEMU runs as that user and opens it by name); an
+ * existing one must be a regular file other than the disk's image.  At
+ * least len bytes long afterwards. */
+static gboolean
+prepare_tier_file (const char *path, const struct stat *base, guint64 len, GError **error)
+{
+  g_autofree char *dir = g_path_get_dirname (path);
+  struct stat st;
+  gboolean created = FALSE;
+  int fd, saved;
+
+  if (!g_file_test (dir, G_FILE_TEST_IS_DIR)) {
+    if (g_mkdir_with_parents (dir, 0700) < 0) {
+      saved = errno;
+      g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved),
+                   "cannot create directory %s: %s", dir, g_strerror (saved));
+      return FALSE;
+    }
+    if (chown (dir, base->st_uid, base->st_gid) < 0 && errno != EPERM) {
+      saved = errno;
+      g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved), "chown %s: %s", dir,
+                   g_strerror (saved));
+      return FALSE;
+    }
+  }
+  fd = g_open (path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd >= 0)
+    created = TRUE;
+  else if (errno == EEXIST)
+    fd = g_open (path, O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0);
+  if (fd < 0 || fstat (fd, &st) < 0) {
+    saved = errno;
+    if (fd >= 0)
+      close (fd);
+    g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved), "tier image %s: %s",
+                 path, g_strerror (saved));
+    return FALSE;
+  }
+  if (!S_ISREG (st.st_mode) || (st.st_dev == base->st_dev && st.st_ino == base->st_ino) ||
+      (!created && (st.st_uid != base->st_uid || st.st_nlink != 1))) {
+    close (fd);
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                 "tier image %s is %s", path, !S_ISREG (st.st_mode) ? "not a regular file" :
+                 st.st_ino == base->st_ino && st.st_dev == base->st_dev ?
+                 "the disk's own image" : st.st_uid != base->st_uid ?
+                 "not owned by the disk image's owner" : "a file with several links");
+    return FALSE;
+  }
+  if (created && fchown (fd, base->st_uid, base->st_gid) < 0 && errno != EPERM) {
+    saved = errno;
+    close (fd);
+    g_unlink (path);
+    g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved), "chown %s: %s", path,
+                 g_strerror (saved));
+    return FALSE;
+  }
+  if ((guint64) st.st_size < len && ftruncate (fd, (off_t) len) < 0) {
+    saved = errno;
+    close (fd);
+    g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved),
+                 "cannot size tier image %s: %s", path, g_strerror (saved));
+    return FALSE;
+  }
+  close (fd);
+  return TRUE;
+}
+
+/* ---- QMP arguments ---- */
+
+/* cache.direct and cache.no-flush as a node reports them */
+static void
+copy_cache (JsonObject *to, JsonObject *info)
+{
+  JsonObject *c = info && json_object_has_member (info, "cache") ?
+                  json_object_get_object_member (info, "cache") : NULL;
+  JsonObject *o;
+
+  if (c == NULL)
+    return;
+  o = json_object_new ();
+  json_object_set_boolean_member (o, "direct",
+                                  json_object_get_boolean_member_with_default (c, "direct", FALSE));
+  json_object_set_boolean_member (o, "no-flush",
+                                  json_object_get_boolean_member_with_default (c, "no-flush", FALSE));
+  json_object_set_object_member (to, "cache", o);
+}
+
+static JsonObject *
+file_node (const char *driver, const char *node, const char *filename, JsonObject *like)
+{
+  JsonObject *o = json_object_new ();
+
+  json_object_set_string_member (o, "driver", driver);
+  json_object_set_string_member (o, "node-name", node);
+  json_object_set_string_member (o, "filename", filename);
+  json_object_set_string_member (o, "discard", "unmap");
+  copy_cache (o, like);
+  return o;
+}
+
+/* The format node's options as libvirt gave them, with another file. */
+static JsonObject *
+format_options (const Graph *g, const char *root, const char *file, const ShdLvDomDisk *dd)
+{
+  JsonObject *info = node_info (g, root);
+  JsonObject *o = json_object_new ();
+  const char *drv = json_object_get_string_member_with_default (info, "drv", "raw");
+  const char *backing = child_of (g, root, "backing");
+  const char *dz = json_object_get_string_member_with_default (info, "detect_zeroes", NULL);
+
+  json_object_set_string_member (o, "driver", drv);
+  json_object_set_string_member (o, "node-name", root);
+  json_object_set_boolean_member (o, "read-only",
+                                  json_object_get_boolean_member_with_default (info, "ro", FALSE));
+  json_object_set_string_member (o, "file", file);
+  if (backing)
+    json_object_set_string_member (o, "backing", backing);
+  else if (strcmp (drv, "qcow2") == 0 || strcmp (drv, "qed") == 0 ||
+           strcmp (drv, "vmdk") == 0)
+    json_object_set_null_member (o, "backing");
+  copy_cache (o, info);
+  if (dz && strcmp (dz, "off") != 0)
+    json_object_set_string_member (o, "detect-zeroes", dz);
+  if (dd && dd->discard)
+    json_object_set_string_member (o, "discard", dd->discard);
+  return o;
+}
+
+/* libvirt's storage node's options as libvirt gives them */
+static JsonObject *
+storage_options (const Graph *g, const char *storage, const ShdLvDomDisk *dd)
+{
+  JsonObject *info = node_info (g, storage);
+  JsonObject *o = json_object_new ();
+
+  json_object_set_string_member (o, "driver",
+                                 json_object_get_string_member_with_default (info, "drv", "file"));
+  json_object_set_string_member (o, "node-name", storage);
+  json_object_set_string_member (o, "filename",
+                                 json_object_get_string_member_with_default (info, "file", ""));
+  json_object_set_boolean_member (o, "auto-read-only", TRUE);
+  json_object_set_string_member (o, "discard", "unmap");
+  copy_cache (o, info);
+  if (dd && dd->io && strcmp (dd->io, "default") != 0)
+    json_object_set_string_member (o, "aio", dd->io);
+  return o;
+}
+
+static void
+set_typed (JsonObject *o, const char *key, const char *value)
+{
+  static const char *const ints[] = { "chunk-size", "prewarm-speed", NULL };
+
+  if (g_strv_contains (ints, key))
+    json_object_set_int_member (o, key, g_ascii_strtoll (value, NULL, 10));
+  else if (strcmp (key, "copy-on-read") == 0)
+    json_object_set_boolean_member (o, key, strcmp (value, "true") == 0);
+  else
+    json_object_set_string_member (o, key, value);
+}
+
+static JsonObject *
+shadow_options (const ShdLvDisk *spec, GPtrArray *children, const char *active)
+{
+  static const char *const passed[] = {
+    "chunk-size", "prewarm", "prewarm-speed", "read-from", "copy-on-read", NULL
+  };
+  g_autofree char *node = shd_lv_node_shadow (spec->target);
+  JsonObject *o = json_object_new ();
+  JsonArray *ch = json_array_new ();
+
+  json_object_set_string_member (o, "driver", "shadow");
+  json_object_set_string_member (o, "node-name", node);
+  for (guint i = 0; i < children->len; i++)
+    json_array_add_string_element (ch, children->pdata[i]);
+  json_object_set_array_member (o, "children", ch);
+  json_object_set_string_member (o, "active-child", active);
+  json_object_set_string_member (o, "write-mode", "sync");
+  for (guint i = 0; passed[i]; i++) {
+    const char *v = g_hash_table_lookup (spec->disk_attrs, passed[i]);
+
+    if (v)
+      set_typed (o, passed[i], v);
+  }
+  return o;
+}
+
+static JsonObject *
+reopen_args (JsonObject *first, JsonObject *second)
+{
+  JsonObject *args = json_object_new ();
+  JsonArray *opts = json_array_new ();
+
+  json_array_add_object_element (opts, first);
+  if (second)
+    json_array_add_object_element (opts, second);
+  json_object_set_array_member (args, "options", opts);
+  return args;
+}
+
+/* ---- removal of the agent's nodes ---- */
+
+static void
+del_node (const ShdLvMonitor *m, const Graph *g, const char *node)
+{
+  g_autoptr (JsonObject) args = NULL;
+  g_autoptr (GError) error = NULL;
+
+  if (node_info (g, node) == NULL)
+    return;
+  args = json_object_new ();
+  json_object_set_string_member (args, "node-name", node);
+  if (!run0 (m, "blockdev-del", args, &error))
+    g_warning ("%s", error->message);
+}
+
+static void
+del_group (const ShdLvMonitor *m, const char *id)
+{
+  g_autoptr (JsonObject) args = json_object_new ();
+  g_autoptr (JsonNode) r = NULL;
+
+  json_object_set_string_member (args, "id", id);
+  r = run (m, "object-del", args, NULL);        /* absent: nothing to do */
+}
+
+/* Deletes every node named shd-TARGET*, parents first, and the throttle
+ * groups; uses a fresh view of the graph. */
+static void
+delete_ours (const ShdLvMonitor *m, const char *target)
+{
+  Graph g = { 0 };
+  g_autofree char *shadow = shd_lv_node_shadow (target);
+  g_autofree char *base = shd_lv_node_base (target);
+  g_autoptr (GError) error = NULL;
+
+  if (!graph_load (m, &g, &error)) {
+    g_warning ("cannot clean up after disk %s: %s", target, error->message);
+    graph_clear (&g);
+    return;
+  }
+  del_node (m, &g, shadow);
+  for (guint pass = 0; pass < 2; pass++) {
+    /* throttle filters ('t') before the files under them ('f') */
+    for (guint i = 0; i < 9; i++) {
+      g_autofree char *n = shd_lv_node_tier (target, i, pass == 0);
+
+      del_node (m, &g, n);
+    }
+  }
+  for (guint i = 0; i < 9; i++) {
+    g_autofree char *id = shd_lv_throttle_group (target, i);
+
+    del_group (m, id);
+  }
+  if (!has_foreign_parent (&g, base, target))
+    del_node (m, &g, base);
+  graph_clear (&g);
+}
+
+/* ---- attach ---- */
+
+static gboolean
+check_root (const Graph *g, const ShdLvDomDisk *dd, const char **root, const char **file,
+            GError **error)
+{
+  JsonObject *info;
+
+  if (dd->alias == NULL) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                 "disk %s has no alias in the live XML: is the domain running?", dd->target);
+    return FALSE;
+  }
+  *root = root_of (g, dd->alias);
+  if (*root == NULL) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                 "disk %s (%s): no block node behind the device (an empty drive?)",
+                 dd->target, dd->alias);
+    return FALSE;
+  }
+  info = node_info (g, *root);
+  *file = child_of (g, *root, "file");
+  if (*file == NULL) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                 "disk %s: libvirt gave the device the storage node %s directly "
+                 "(a raw image without a format node); the shadow goes under a format "
+                 "node, and QEMU 10.0 cannot move a running device to another node. "
+                 "Use a qcow2 image for this disk", dd->target, *root);
+    return FALSE;
+  }
+  if (info && json_object_get_boolean_member_with_default (info, "encrypted", FALSE)) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                 "disk %s: encrypted images are not supported", dd->target);
+    return FALSE;
+  }
+  if (info && json_object_get_boolean_member_with_default (info, "ro", FALSE)) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                 "disk %s is read-only: nothing to tier", dd->target);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean
+shd_lv_is_attached (const ShdLvMonitor *m, const char *target, const ShdLvDomDisk *dd,
+                    GError **error)
+{
+  Graph g = { 0 };
+  g_autofree char *shadow = shd_lv_node_shadow (target);
+  const char *root, *file;
+  gboolean ok;
+
+  if (!graph_load (m, &g, error)) {
+    graph_clear (&g);
+    return FALSE;
+  }
+  ok = (dd && dd->alias && (root = root_of (&g, dd->alias)) &&
+        (file = child_of (&g, root, "file")) && strcmp (file, shadow) == 0) ||
+       shadow_parent (&g, shadow) != NULL;
+  graph_clear (&g);
+  return ok;
+}
+
+gboolean
+shd_lv_attach (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *dd,
+               const char *const *tier_dirs, ShdLvAttachResult *result, GError **error)
+{
+  Graph g = { 0 };
+  g_autofree char *shadow = shd_lv_node_shadow (spec->target);
+  g_autofree char *base = shd_lv_node_base (spec->target);
+  g_autoptr (GPtrArray) children = g_ptr_array_new_with_free_func (g_free);
+  g_autofree char *origin_child = NULL;
+  const char *root, *file, *storage_drv, *path, *fmt;
+  JsonObject *rinfo, *finfo, *img;
+  guint64 vsize, len;
+  struct stat st;
+  gboolean ok = FALSE, touched = FALSE;
+  guint idx = 1;
+
+  if (!graph_load (m, &g, error) || !check_root (&g, dd, &root, &file, error))
+    goto out;
+  if (strcmp (file, shadow) == 0) {
+    if (g_strcmp0 (node_str (&g, shadow, "drv"), "shadow") != 0) {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_EXISTS, "disk %s: node %s is not a "
+                   "shadow node", spec->target, shadow);
+      goto out;
+    }
+    *result = SHD_LV_ADOPTED;
+    ok = TRUE;
+    goto out;
+  }
+  if (node_info (&g, shadow) && shadow_parent (&g, shadow)) {
+    /* under an image that is no longer the top (a disk-only snapshot):
+     * it still serves that image */
+    *result = SHD_LV_ADOPTED;
+    ok = TRUE;
+    goto out;
+  }
+  if (node_info (&g, shadow) || node_info (&g, base)) {
+    /* left over: a failed insertion, or the disk moved (blockcopy pivot) */
+    delete_ours (m, spec->target);
+    graph_clear (&g);
+    if (!graph_load (m, &g, error) || !check_root (&g, dd, &root, &file, error))
+      goto out;
+    if (node_info (&g, shadow)) {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_BUSY, "disk %s: a node %s is in the way "
+                   "and cannot be deleted", spec->target, shadow);
+      goto out;
+    }
+  }
+  rinfo = node_info (&g, root);
+  finfo = node_info (&g, file);
+  storage_drv = node_str (&g, file, "drv");
+  path = node_str (&g, file, "file");
+  if (finfo == NULL || path == NULL ||
+      (g_strcmp0 (storage_drv, "file") != 0 && g_strcmp0 (storage_drv, "host_device") != 0)) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                 "disk %s: its storage node %s is a %s node; only local files and block "
+                 "devices can be tiered", spec->target, file, storage_drv ? storage_drv : "?");
+    goto out;
+  }
+  if (dd->source && strcmp (dd->source, path) != 0) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                 "disk %s: QEMU's storage node %s has %s, the domain XML says %s",
+                 spec->target, file, path, dd->source);
+    goto out;
+  }
+  if (g_stat (path, &st) < 0) {
+    int saved = errno;
+
+    g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved), "%s: %s", path,
+                 g_strerror (saved));
+    goto out;
+  }
+  img = json_object_has_member (rinfo, "image") ?
+        json_object_get_object_member (rinfo, "image") : NULL;
+  vsize = img ? (guint64) json_object_get_int_member_with_default (img, "virtual-size", 0) : 0;
+  fmt = json_object_get_string_member_with_default (rinfo, "drv", "raw");
+  len = S_ISREG (st.st_mode) ?
+        headroom_length (path, (guint64) st.st_size, vsize, strcmp (fmt, "raw") != 0) : 0;
+  if (S_ISREG (st.st_mode) && !extend_file (path, len, error))
+    goto out;
+  if (!S_ISREG (st.st_mode)) {
+    /* a block device cannot grow; the tiers need its size */
+    JsonObject *fimg = json_object_get_object_member (finfo, "image");
+
+    len = fimg ? (guint64) json_object_get_int_member_with_default (fimg, "virtual-size", 0) : 0;
+    if (strcmp (fmt, "raw") != 0) {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                   "disk %s: a %s image on a block device cannot be tiered (it may "
+                   "grow past the device's end only in a file)", spec->target, fmt);
+      goto out;
+    }
+  }
+  {
+    g_autoptr (GStrvBuilder) b = g_strv_builder_new ();
+    g_auto (GStrv) roots = NULL;
+    g_autofree char *image_dir = g_path_get_dirname (path);
+
+    g_strv_builder_add (b, image_dir);
+    for (guint i = 0; tier_dirs && tier_dirs[i]; i++)
+      g_strv_builder_add (b, tier_dirs[i]);
+    roots = g_strv_builder_end (b);
+    for (guint i = 0; i < spec->tiers->len; i++) {
+      const ShdLvTier *t = spec->tiers->pdata[i];
+
+      if (t->path && (!path_allowed (t->path, (const char *const *) roots, error) ||
+                      !prepare_tier_file (t->path, &st, len, error)))
+        goto out;
+    }
+  }
+
+  /* From here on, QEMU changes: undo on failure. */
+  touched = TRUE;
+  {
+    g_autoptr (JsonObject) o = file_node (storage_drv, base, path, finfo);
+
+    /* QEMU's image locks would conflict with libvirt's storage node on the
+     * same file until the format node lets go of it; see docs/libvirt.md */
+    json_object_set_string_member (o, "locking", "off");
+    if (!run0 (m, "blockdev-add", o, error))
+      goto out;
+  }
+  for (guint i = 0; i < spec->tiers->len; i++) {
+    const ShdLvTier *t = spec->tiers->pdata[i];
+    guint ti = t->origin ? 0 : idx++;
+    gboolean thr = t->iops_limit || t->bps_limit;
+    g_autofree char *fnode = t->origin ? g_strdup (base) : shd_lv_node_tier (spec->target, ti, FALSE);
+    g_autofree char *top = thr ? shd_lv_node_tier (spec->target, ti, TRUE) : g_strdup (fnode);
+
+    if (!t->origin) {
+      g_autoptr (JsonObject) o = file_node ("file", fnode, t->path, finfo);
+
+      if (!run0 (m, "blockdev-add", o, error))
+        goto out;
+    }
+    if (thr) {
+      g_autofree char *gid = shd_lv_throttle_group (spec->target, ti);
+      g_autoptr (JsonObject) grp = json_object_new ();
+      g_autoptr (JsonObject) o = json_object_new ();
+      JsonObject *limits = json_object_new ();
+
+      json_object_set_string_member (grp, "qom-type", "throttle-group");
+      json_object_set_string_member (grp, "id", gid);
+      if (t->iops_limit)
+        json_object_set_int_member (limits, "iops-total", (gint64) t->iops_limit);
+      if (t->bps_limit)
+        json_object_set_int_member (limits, "bps-total", (gint64) t->bps_limit);
+      json_object_set_object_member (grp, "limits", limits);
+      if (!run0 (m, "object-add", grp, error))
+        goto out;
+      json_object_set_string_member (o, "driver", "throttle");
+      json_object_set_string_member (o, "node-name", top);
+      json_object_set_string_member (o, "throttle-group", gid);
+      json_object_set_string_member (o, "file", fnode);
+      if (!run0 (m, "blockdev-add", o, error))
+        goto out;
+    }
+    if (t->origin) {
+      origin_child = g_strdup (top);
+      g_ptr_array_insert (children, 0, g_strdup (top));
+    } else {
+      g_ptr_array_add (children, g_strdup (top));
+    }
+  }
+  {
+    g_autoptr (JsonObject) o = shadow_options (spec, children, origin_child);
+
+    if (!run0 (m, "blockdev-add", o, error))
+      goto out;
+  }
+  {
+    g_autoptr (JsonObject) args = reopen_args (format_options (&g, root, shadow, dd), NULL);
+
+    if (!run0 (m, "blockdev-reopen", args, error))
+      goto out;
+  }
+  *result = SHD_LV_INSERTED;
+  ok = TRUE;
+out:
+  if (!ok && touched)
+    delete_ours (m, spec->target);
+  graph_clear (&g);
+  return ok;
+}
+
+/* ---- detach ---- */
+
+/* The shadow node's active child and children, from its statistics. */
+static gboolean
+shadow_state (const ShdLvMonitor *m, const char *shadow, char **active, GPtrArray *children,
+              GPtrArray *states, GError **error)
+{
+  g_autoptr (JsonObject) args = json_object_new ();
+  g_autoptr (JsonNode) r = NULL;
+  JsonArray *a;
+
+  json_object_set_boolean_member (args, "query-nodes", TRUE);
+  r = run (m, "query-blockstats", args, error);
+  if (r == NULL || !JSON_NODE_HOLDS_ARRAY (r))
+    return FALSE;
+  a = json_node_get_array (r);
+  for (guint i = 0; i < json_array_get_length (a); i++) {
+    JsonObject *e = json_array_get_object_element (a, i);
+    JsonObject *ds;
+    JsonArray *ch;
+
+    if (g_strcmp0 (json_object_get_string_member_with_default (e, "node-name", ""), shadow) != 0 ||
+        !json_object_has_member (e, "driver-specific"))
+      continue;
+    ds = json_object_get_object_member (e, "driver-specific");
+    *active = g_strdup (json_object_get_string_member_with_default (ds, "active", ""));
+    ch = json_object_get_array_member (ds, "children");
+    for (guint j = 0; ch && j < json_array_get_length (ch); j++) {
+      JsonObject *c = json_array_get_object_element (ch, j);
+
+      g_ptr_array_add (children,
+                       g_strdup (json_object_get_string_member_with_default (c, "node-name", "")));
+      g_ptr_array_add (states,
+                       g_strdup (json_object_get_string_member_with_default (c, "state", "")));
+    }
+    return TRUE;
+  }
+  g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "no statistics for node %s", shadow);
+  return FALSE;
+}
+
+/* libvirt's own storage node for the image: same file, not ours, unused. */
+static const char *
+libvirt_storage (const Graph *g, const char *target, const char *path)
+{
+  g_autofree char *prefix = g_strdup_printf ("shd-%s", target);
+  GHashTableIter it;
+  gpointer k, v;
+
+  g_hash_table_iter_init (&it, g->nodes);
+  while (g_hash_table_iter_next (&it, &k, &v)) {
+    const char *drv = json_object_get_string_member_with_default (v, "drv", "");
+
+    if (!g_str_has_prefix (k, prefix) &&
+        (strcmp (drv, "file") == 0 || strcmp (drv, "host_device") == 0) &&
+        g_strcmp0 (json_object_get_string_member_with_default (v, "file", NULL), path) == 0 &&
+        !has_parent (g, k))
+      return k;
+  }
+  return NULL;
+}
+
+gboolean
+shd_lv_detach (const ShdLvMonitor *m, const char *target, const ShdLvDomDisk *dd,
+               guint64 chunk_size, gboolean *was_attached, GError **error)
+{
+  Graph g = { 0 };
+  g_autofree char *shadow = shd_lv_node_shadow (target);
+  g_autofree char *base = shd_lv_node_base (target);
+  g_autofree char *active = NULL;
+  g_autoptr (GPtrArray) children = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GPtrArray) states = g_ptr_array_new_with_free_func (g_free);
+  const char *root = NULL, *file = NULL, *storage, *path, *origin = NULL;
+  gboolean ok = FALSE;
+
+  *was_attached = FALSE;
+  if (!graph_load (m, &g, error))
+    goto out;
+  root = shadow_parent (&g, shadow);
+  if (root)
+    file = shadow;
+  if (g_strcmp0 (file, shadow) != 0) {
+    /* under nothing (device gone, or moved by a block job): just clean up */
+    *was_attached = node_info (&g, shadow) != NULL;
+    graph_clear (&g);
+    delete_ours (m, target);
+    return TRUE;
+  }
+  *was_attached = TRUE;
+  if (!shadow_state (m, shadow, &active, children, states, error))
+    goto out;
+  for (guint i = 0; i < children->len; i++) {
+    const char *c = children->pdata[i];
+    g_autofree char *t0 = shd_lv_node_tier (target, 0, TRUE);
+
+    if (strcmp (c, base) == 0 || strcmp (c, t0) == 0)
+      origin = c;
+  }
+  if (origin == NULL) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                 "disk %s: the shadow node has no origin child", target);
+    goto out;
+  }
+  if (strcmp (active, origin) != 0) {
+    const char *state = "?";
+    g_autoptr (JsonObject) args = NULL;
+    JsonObject *o = json_object_new ();
+    JsonArray *ch = json_array_new ();
+
+    for (guint i = 0; i < children->len; i++) {
+      if (strcmp (children->pdata[i], origin) == 0)
+        state = states->pdata[i];
+      json_array_add_string_element (ch, children->pdata[i]);
+    }
+    if (strcmp (state, "synced") != 0) {
+      json_array_unref (ch);
+      json_object_unref (o);
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_BUSY,
+                   "disk %s: the disk's own image is %s, not synced: it cannot go back "
+                   "to libvirt yet (the data is on %s)", target, state, active);
+      goto out;
+    }
+    json_object_set_string_member (o, "driver", "shadow");
+    json_object_set_string_member (o, "node-name", shadow);
+    json_object_set_array_member (o, "children", ch);
+    json_object_set_string_member (o, "active-child", origin);
+    json_object_set_string_member (o, "write-mode", "sync");
+    if (chunk_size)
+      json_object_set_int_member (o, "chunk-size", (gint64) chunk_size);
+    args = reopen_args (o, NULL);
+    if (!run0 (m, "blockdev-reopen", args, error)) {
+      g_prefix_error (error, "disk %s: switching back to its own image: ", target);
+      goto out;
+    }
+  }
+  path = node_str (&g, base, "file");
+  storage = path ? libvirt_storage (&g, target, path) : NULL;
+  if (storage) {
+    /* reopening libvirt's storage node too makes QEMU re-read its length,
+     * which the image may have grown while the shadow was in */
+    g_autoptr (JsonObject) args =
+      reopen_args (storage_options (&g, storage, dd), format_options (&g, root, storage, dd));
+
+    if (!run0 (m, "blockdev-reopen", args, error)) {
+      g_prefix_error (error, "disk %s: giving the image back to %s: ", target, storage);
+      goto out;
+    }
+  } else {
+    /* libvirt's node is gone: keep ours as the format node's file */
+    g_autoptr (JsonObject) args = reopen_args (format_options (&g, root, base, dd), NULL);
+
+    g_warning ("disk %s: libvirt's storage node for %s is gone; %s stays as the "
+               "format node's file", target, path ? path : "?", base);
+    if (!run0 (m, "blockdev-reopen", args, error))
+      goto out;
+  }
+  graph_clear (&g);
+  delete_ours (m, target);
+  return TRUE;
+out:
+  graph_clear (&g);
+  return ok;
+}

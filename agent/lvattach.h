@@ -1,0 +1,59 @@
+/* Putting a shadow node under a libvirt disk's format node, and taking it
+ * out again (docs/libvirt.md, "How the shadow is inserted").
+ *
+ *   device -> libvirt-1-format (qcow2) -> libvirt-1-storage (file)
+ * becomes
+ *   device -> libvirt-1-format (qcow2) -> shd-vda (shadow)
+ *                                           +- shd-vda-base (file, same image)
+ *                                           +- shd-vda-f1 (file, a tier image) ...
+ *
+ * Every step is one QMP command through a blocking monitor function (the
+ * caller's: libvirt's QEMU passthrough), so this runs in a worker thread.
+ * Failed insertions are rolled back. */
+#pragma once
+
+#include "lvmeta.h"
+
+#include <json-glib/json-glib.h>
+
+G_BEGIN_DECLS
+
+/* Runs one QMP command; returns its "return" value or NULL with error. */
+typedef JsonNode *(*ShdLvMonitorFunc) (const char *command, JsonObject *args,
+                                       gpointer data, GError **error);
+
+typedef struct {
+  ShdLvMonitorFunc mon;
+  gpointer data;
+} ShdLvMonitor;
+
+typedef enum {
+  SHD_LV_INSERTED,              /* the shadow was put in now */
+  SHD_LV_ADOPTED,               /* it was already there (agent restart) */
+} ShdLvAttachResult;
+
+/* Inserts the shadow node for spec under the disk dd of the live XML.
+ * Creates missing tier images (mode 0600, owned like the disk's image) and
+ * gives the image headroom for a format that grows (see docs).  Tier
+ * images must be under the disk image's directory or one of tier_dirs;
+ * an existing one must belong to the image's owner.  Returns
+ * FALSE with a message that says why it cannot (a raw disk without a
+ * format node, an encrypted image, storage that is not a local file ...). */
+gboolean shd_lv_attach (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *dd,
+                        const char *const *tier_dirs, ShdLvAttachResult *result,
+                        GError **error);
+
+/* Gives the disk back to libvirt's own nodes: switches to the origin tier
+ * first if needed (refused when the origin is not in sync), points the
+ * format node at libvirt's storage node again, and deletes the agent's
+ * nodes.  chunk_size: the node's, for the switch back (0: default).
+ * dd NULL: the device is gone; only the agent's nodes are deleted.
+ * *was_attached tells whether there was anything to do. */
+gboolean shd_lv_detach (const ShdLvMonitor *m, const char *target, const ShdLvDomDisk *dd,
+                        guint64 chunk_size, gboolean *was_attached, GError **error);
+
+/* Is the shadow of target under dd's format node now? */
+gboolean shd_lv_is_attached (const ShdLvMonitor *m, const char *target,
+                             const ShdLvDomDisk *dd, GError **error);
+
+G_END_DECLS

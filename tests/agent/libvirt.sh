@@ -1,0 +1,600 @@
+#!/usr/bin/env bash
+# shadowd against a real libvirtd: libvirt.sh SCENARIO SHADOWD SHADOWCTL
+#
+# Each run starts its own libvirtd and virtlogd in a private directory (a
+# session daemon run as the libvirt-qemu user, so nothing of the machine's
+# libvirt configuration is read or touched), defines a TCG domain whose
+# emulator is build/qemu/qemu-system-x86_64 and whose disk is a qcow2
+# image, and stops everything it started on the way out.  Guest I/O comes
+# from the monitor's qemu-io command (HMP through libvirt); the data is
+# checked on the image files once QEMU is gone.
+#
+#   main        attach from the domain XML alone, switch by hand and on
+#               load, detach, compare the disk with what was written
+#   events      no metadata, bad metadata, unknown tier, metadata set and
+#               changed live, agent and libvirtd restarts (adoption),
+#               hot-unplug, metadata removed, domain destroyed
+#   operations  libvirt's own operations with a shadow attached
+#
+# Exit 77 (skip) without root, libvirtd, virsh or the QEMU build.
+set -uo pipefail
+
+scenario=${1:?scenario}
+shadowd=${2:?shadowd}
+shadowctl=${3:?shadowctl}
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+qemu=$repo/build/qemu
+
+skip() { echo "SKIP: $*"; exit 77; }
+[ "$(id -u)" = 0 ] || skip "needs root (runs libvirtd as the libvirt-qemu user)"
+[ -x /usr/sbin/libvirtd ] && [ -x /usr/sbin/virtlogd ] || skip "libvirt-daemon is not installed"
+command -v virsh > /dev/null || skip "virsh (libvirt-clients) is not installed"
+id libvirt-qemu > /dev/null 2>&1 || skip "no libvirt-qemu user (libvirt-daemon-system)"
+[ -x "$qemu/qemu-system-x86_64" ] && [ -x "$qemu/qemu-img" ] && [ -x "$qemu/qemu-io" ] ||
+    skip "no QEMU build in $qemu"
+emulator=$(readlink -f "$qemu/qemu-system-x86_64")
+case "$(ldd "$shadowd" 2> /dev/null)" in *libvirt-qemu*) ;; *) skip "shadowd was built without libvirt" ;; esac
+py=$(command -v python3) || skip "python3 is not installed"
+
+dir=$(mktemp -d /tmp/shd-lv.XXXXXX)
+chown libvirt-qemu: "$dir"
+chmod 700 "$dir"
+run_uid=$(id -u libvirt-qemu)
+run_gid=$(id -g libvirt-qemu)
+uri="qemu+unix:///session?socket=$dir/run/libvirt/libvirt-sock"
+dom=shd-lv-$scenario
+hmp_dev=/machine/peripheral/virtio-disk0/virtio-backend
+ns=https://shadowtier.example/xmlns/shadow/1
+libvirtd_pid= virtlogd_pid= agent_pid= load_pid=
+failed=0
+
+log() { printf '%s [%6.1f s] %s\n' "$(date +%H:%M:%S)" "$(elapsed)" "$*"; }
+now() { date +%s.%N; }
+t_start=$(now)
+elapsed() { "$py" -c "print(round($(now) - $t_start, 1))"; }
+fail() { log "FAIL: $*"; failed=1; exit 1; }
+
+stop_pid() {
+    local pid=$1 i
+    [ -n "$pid" ] || return 0
+    kill -TERM "$pid" 2> /dev/null || return 0
+    for i in $(seq 50); do
+        kill -0 "$pid" 2> /dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2> /dev/null
+    wait "$pid" 2> /dev/null
+    return 0
+}
+
+# the daemons run as libvirt-qemu with every directory under $dir; called
+# with & only: exec keeps $! the daemon's own pid
+as_daemon() {
+    exec setpriv --reuid="$run_uid" --regid="$run_gid" --init-groups \
+        env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$dir/home" \
+        XDG_CONFIG_HOME="$dir/cfg" XDG_RUNTIME_DIR="$dir/run" \
+        XDG_CACHE_HOME="$dir/cache" XDG_DATA_HOME="$dir/data" "$@"
+}
+
+start_libvirtd() {
+    local i
+    as_daemon /usr/sbin/virtlogd >> "$dir/virtlogd.log" 2>&1 &
+    virtlogd_pid=$!
+    for i in $(seq 50); do
+        [ -S "$dir/run/libvirt/virtlogd-sock" ] && break
+        sleep 0.1
+    done
+    as_daemon /usr/sbin/libvirtd >> "$dir/libvirtd.log" 2>&1 &
+    libvirtd_pid=$!
+    for i in $(seq 100); do
+        virsh -c "$uri" list > /dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    fail "libvirtd did not start"
+}
+
+qemu_pids() {
+    cat "$dir"/run/libvirt/qemu/run/*.pid 2> /dev/null
+}
+
+cleanup() {
+    local d p
+    [ -n "$load_pid" ] && stop_pid "$load_pid"
+    stop_pid "$agent_pid"
+    if [ -n "$libvirtd_pid" ] && kill -0 "$libvirtd_pid" 2> /dev/null; then
+        for d in $(virsh -c "$uri" list --name 2> /dev/null); do
+            virsh -c "$uri" destroy "$d" > /dev/null 2>&1
+        done
+    fi
+    for p in $(qemu_pids); do stop_pid "$p"; done
+    stop_pid "$libvirtd_pid"
+    stop_pid "$virtlogd_pid"
+    if [ "$failed" -ne 0 ] || [ -n "${KEEP:-}" ]; then
+        echo "--- shadowd log"; grep -v " debug: " "$dir/shadowd.log" 2> /dev/null | tail -n 60
+        echo "--- domain log"; tail -n 30 "$dir/cache/libvirt/qemu/log/$dom.log" 2> /dev/null
+        echo "--- libvirtd log"; tail -n 15 "$dir/libvirtd.log" 2> /dev/null
+    fi
+    [ -n "${KEEP:-}" ] && { echo "kept $dir"; return; }
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+mkdir -p "$dir"/{home,cfg,run,cache,data,img}
+chown -R libvirt-qemu: "$dir"
+start_libvirtd
+log "libvirtd $(/usr/sbin/libvirtd --version | awk "{ print \$NF }") started in $dir"
+
+v() { virsh -c "$uri" "$@"; }
+qmp() { v qemu-monitor-command "$dom" "$1"; }
+hmp() { v qemu-monitor-command "$dom" --hmp "$1"; }
+# qemu-io on the guest's device; its output goes to the domain log
+qio() { hmp "qemu-io -d ${2:-$hmp_dev} \"$1\"" > /dev/null; }
+ctl() { "$shadowctl" --control "$dir/control.sock" "$@"; }
+vsh() { SHADOWD_CONTROL=$dir/control.sock "$dir/virsh-shadow" --connect "$uri" "$@"; }
+ln -s "$(readlink -f "$shadowctl")" "$dir/virsh-shadow"
+json() { "$py" -c "import json, sys; d = json.load(sys.stdin); print($1)"; }
+
+# wait_for SECONDS COMMAND...: until COMMAND succeeds
+wait_for() {
+    local limit=$1 end
+    shift
+    end=$(($(date +%s%N) + limit * 1000000000))
+    while [ "$(date +%s%N)" -lt "$end" ]; do
+        "$@" > /dev/null 2>&1 && return 0
+        sleep 0.2
+    done
+    return 1
+}
+
+lv_state() {     # lv_state DISK: attached, detached, error ... or "none"
+    ctl libvirt "$dom.$1" --json 2> /dev/null | json "d[0]['state'] if d else 'none'"
+}
+is_state() { [ "$(lv_state "$1")" = "$2" ]; }
+active_tier() { ctl status "$dom.$1" --json 2> /dev/null | json "d[0]['active-tier']"; }
+is_active() { [ "$(active_tier "$1")" = "$2" ]; }
+
+# node names and "parent -file-> child" edges of QEMU's block graph
+graph() {
+    qmp '{"execute":"x-debug-query-block-graph"}' | "$py" -c '
+import json, sys
+d = json.load(sys.stdin)["return"]
+ids = {n["id"]: n["name"] for n in d["nodes"]}
+for e in d["edges"]:
+    print("%s -%s-> %s" % (ids[e["parent"]], e["name"], ids[e["child"]]))
+for n in d["nodes"]:
+    print("node", n["name"])'
+}
+
+graph_has() { grep -q -- "$1" <<< "$(graph)"; }
+
+domain_xml() {   # domain_xml [METADATA] [EXTRA-DEVICES]
+    cat << EOF
+<domain type='qemu'>
+  <name>$dom</name>
+  <memory unit='MiB'>128</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <features><acpi/></features>
+  <on_poweroff>destroy</on_poweroff>
+  <metadata>${1:-}</metadata>
+  <devices>
+    <emulator>$emulator</emulator>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='$dir/img/vda.qcow2'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    ${2:-}
+    <controller type='usb' model='none'/>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+EOF
+}
+
+# the tiers: the disk's own image (cheap, throttled to LIMIT IOPS to
+# emulate a slow tier) and a fast image the agent creates
+# (virsh metadata --set wants it without a namespace: --key and the URI
+# give it one; in the domain XML it carries its own)
+metadata() {     # metadata [SLO-MS] [EXTRA-DISK-XML] [XMLNS-ATTRIBUTE]
+    cat << EOF
+<shadowtier${3:-}>
+  <disk target="vda" slo-latency-ms="${1:-5}" chunk-size="65536" prewarm="sequential">
+    <tier name="cheap" origin="yes" iops-limit="${LIMIT:-40}"/>
+    <tier name="fast" path="$dir/img/tiers/vda.fast" cost-gib-month="0.12"/>
+    <policy min-dwell="3" horizon="5" switch-back-after="6" violation-intervals="2" max-switches-per-hour="60"/>
+  </disk>${2:-}
+</shadowtier>
+EOF
+}
+
+set_metadata() { v metadata "$dom" "$ns" --key shadow --set "$1" --live > /dev/null; }
+
+new_image() {    # new_image NAME SIZE
+    "$qemu/qemu-img" create -q -f qcow2 "$dir/img/$1.qcow2" "$2" || fail "qemu-img create"
+    chown libvirt-qemu: "$dir/img/$1.qcow2"
+}
+
+start_domain() {   # start_domain XML
+    printf '%s\n' "$1" > "$dir/domain.xml"
+    v define "$dir/domain.xml" > /dev/null || fail "virsh define"
+    v start "$dom" > /dev/null || fail "virsh start"
+}
+
+cat > "$dir/shadowd.conf" << EOF
+[shadowd]
+interval = 1
+control = $dir/control.sock
+state = $dir/history.db
+metrics-port = 0
+
+[tier:cheap]
+cost-gib-month = 0.02
+EOF
+
+start_agent() {
+    "$shadowd" --config "$dir/shadowd.conf" --connect "$uri" -v >> "$dir/shadowd.log" 2>&1 &
+    agent_pid=$!
+    wait_for 10 test -S "$dir/control.sock" || fail "shadowd did not start"
+}
+
+stop_agent() {
+    stop_pid "$agent_pid"
+    agent_pid=
+    rm -f "$dir/control.sock"
+}
+
+# offline checks, once QEMU is gone: qemu-io on the qcow2 image itself
+check_pattern() {  # check_pattern IMAGE PATTERN OFFSET LENGTH
+    local out
+    out=$("$qemu/qemu-io" -r -f qcow2 -c "read -P $2 $3 $4" "$1" 2>&1)
+    grep -q "Pattern verification failed" <<< "$out" && fail "$1: not $2 at $3+$4"
+    grep -q "^read " <<< "$out" || fail "$1: read $3+$4 failed: $out"
+}
+
+pattern_log_ok() {   # no failed verification in the domain log (HMP reads)
+    ! grep -q "Pattern verification failed" "$dir/cache/libvirt/qemu/log/$dom.log"
+}
+
+no_shadow_nodes() {  # no_shadow_nodes TARGET
+    ! graph_has "node shd-$1"
+}
+
+format_file_is() {   # format_file_is NODE: the device's format node's file
+    graph_has "^libvirt-[0-9]*-format -file-> $1\$"
+}
+
+# The load: 4 KiB aio reads (checking PATTERN) or writes of PATTERN over
+# 4 MiB at 8 MiB, paced at RATE per second, through one virsh shell (one
+# command per line)
+start_load() {   # start_load RATE SECONDS PATTERN aio_read|aio_write
+    local rate=$1 secs=$2 pat=$3 op=$4
+    "$py" - "$rate" "$secs" "$pat" "$dom" "$hmp_dev" "$op" 2> /dev/null << 'EOF' | virsh -c "$uri" > /dev/null 2>&1 &
+import sys, time
+rate, secs, pat, dom, dev, op = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
+t0 = time.time(); i = 0
+while time.time() - t0 < secs:
+    off = 8 * 1048576 + (i % 1024) * 4096
+    print("qemu-monitor-command %s --hmp 'qemu-io -d %s \"%s -P %s %d 4k\"'" % (dom, dev, op, pat, off), flush=True)
+    i += 1
+    delay = t0 + i / rate - time.time()
+    if delay > 0:
+        time.sleep(delay)
+EOF
+    load_pid=$!
+}
+
+# ---------------------------------------------------------------- main
+scenario_main() {
+    local t0 t_load t_sw t_back attach_ms cmp
+    new_image vda 64M
+    "$qemu/qemu-io" -f qcow2 -c "write -P 0x01 0 1M" "$dir/img/vda.qcow2" > /dev/null
+    "$qemu/qemu-img" create -q -f raw "$dir/ref.raw" 64M
+    "$qemu/qemu-io" -f raw -c "write -P 0x01 0 1M" "$dir/ref.raw" > /dev/null
+
+    # the domain's XML is all the configuration the disk has
+    start_domain "$(domain_xml "$(metadata 5 "" " xmlns=\"$ns\"")")"
+    t0=$(now)
+    start_agent
+    wait_for 20 is_state vda attached || fail "the shadow was not inserted: $(lv_state vda)"
+    attach_ms=$(ctl libvirt "$dom.vda" --json | json "d[0]['attach-ms']")
+    log "attached $("$py" -c "print(round($(now) - $t0, 2))") s after shadowd started (insertion $attach_ms ms)"
+    format_file_is shd-vda || fail "the format node's file is not the shadow: $(graph)"
+    graph_has "^shd-vda -children.1-> shd-vda-f1$" || fail "no fast tier child"
+    [ "$(stat -c %a "$dir/img/tiers/vda.fast")" = 600 ] || fail "tier image mode is not 0600"
+    [ "$(stat -c %U "$dir/img/tiers/vda.fast")" = libvirt-qemu ] || fail "tier image owner"
+    grep -q '"drv":"shadow"' <<< "$(qmp '{"execute":"query-named-block-nodes"}')" || fail "no shadow node"
+
+    # writes while attached, beyond the image's old end too
+    qio "write -P 0x11 0 4M"
+    qio "write -P 0x22 60M 1M"
+    "$qemu/qemu-io" -f raw -c "write -P 0x11 0 4M" -c "write -P 0x22 60M 1M" "$dir/ref.raw" > /dev/null
+    wait_for 30 "$py" -c "
+import json, subprocess, sys
+d = json.loads(subprocess.check_output(['$shadowctl', '--control', '$dir/control.sock', 'status', '$dom.vda', '--json']))
+sys.exit(0 if any(t['name'] == 'fast' and t['state'] == 'synced' for t in d[0]['tiers']) else 1)" ||
+        fail "the fast tier did not get in sync"
+
+    # deterministic: the operator switches, virsh style
+    vsh "$dom" vda switch fast > /dev/null || fail "virsh-shadow switch fast"
+    wait_for 10 is_active vda fast || fail "no switch to fast: $(active_tier vda)"
+    log "virsh-shadow switch fast: done"
+    qio "write -P 0x44 32M 1M"
+    "$qemu/qemu-io" -f raw -c "write -P 0x44 32M 1M" "$dir/ref.raw" > /dev/null
+    vsh "$dom" vda switch cheap > /dev/null || fail "virsh-shadow switch cheap"
+    wait_for 10 is_active vda cheap || fail "no switch back to cheap: $(active_tier vda)"
+    log "virsh-shadow switch cheap: done"
+    vsh "$dom" vda status > "$dir/vsh-status.txt" || fail "virsh-shadow status"
+    grep -q "on cheap" "$dir/vsh-status.txt" || fail "virsh-shadow status: $(cat "$dir/vsh-status.txt")"
+    sleep 4    # past min-dwell
+
+    # load-driven: more reads than the cheap tier's 40 IOPS serve (in sync
+    # mode writes wait for every synced tier, so reads show the tier)
+    qio "write -P 0x33 8M 4M"
+    "$qemu/qemu-io" -f raw -c "write -P 0x33 8M 4M" "$dir/ref.raw" > /dev/null
+    t_load=$(now)
+    start_load 70 40 0x33 aio_read
+    wait_for 40 is_active vda fast || fail "the load did not make shadowd switch to fast"
+    t_sw=$("$py" -c "print(round($(now) - $t_load, 1))")
+    log "switched to fast $t_sw s after the load started"
+    stop_pid "$load_pid"
+    load_pid=
+    ctl history "$dom.vda" --decisions --json | json "[x['kind'] for x in d]" > "$dir/kinds.txt"
+    grep -q "switch-manual" "$dir/kinds.txt" || fail "the manual switches are not in the history"
+    # the policy's own decision, with its numbers
+    vsh "$dom" vda history --decisions --json |
+        json "[x['kind'] + ': ' + x['reason'] for x in d if x['action'] == 'switch'][-1]" > "$dir/why.txt"
+    log "decision: $(cat "$dir/why.txt")"
+    grep -q "^switch-up: .*latency .* over the SLO" "$dir/why.txt" || fail "the load switch was not the policy's"
+    t_load=$(now)
+    if wait_for 30 is_active vda cheap; then
+        t_back=$("$py" -c "print(round($(now) - $t_load, 1))")
+        log "switched back to cheap $t_back s after the load stopped"
+    else
+        log "no switch back to cheap within 30 s after the load (detach switches back)"
+    fi
+
+    # give the disk back to libvirt
+    vsh "$dom" vda detach > /dev/null || fail "virsh-shadow detach: $(lv_state vda)"
+    format_file_is 'libvirt-1-storage' || fail "the format node is not back on libvirt's node: $(graph)"
+    no_shadow_nodes vda || fail "shadow nodes left after detach: $(graph | grep shd-)"
+    log "detached: libvirt-1-format -file-> libvirt-1-storage again"
+    # the disk, as libvirt has it again, reads back everything
+    qio "write -P 0x55 40M 1M"
+    "$qemu/qemu-io" -f raw -c "write -P 0x55 40M 1M" "$dir/ref.raw" > /dev/null
+    qio "read -P 0x22 60M 1M"
+    qio "read -P 0x33 8M 4M"
+    qio "read -P 0x44 32M 1M"
+    pattern_log_ok || fail "a read through libvirt's own nodes found other data"
+    grep -q "^read 1048576/1048576 bytes at offset 62914560" \
+        "$dir/cache/libvirt/qemu/log/$dom.log" || fail "the HMP read did not run"
+
+    v destroy "$dom" > /dev/null || fail "virsh destroy"
+    "$qemu/qemu-img" check -q "$dir/img/vda.qcow2" || fail "qemu-img check"
+    cmp=$("$qemu/qemu-img" compare -f qcow2 -F raw "$dir/img/vda.qcow2" "$dir/ref.raw" 2>&1) ||
+        fail "the disk differs from what was written: $cmp"
+    log "qemu-img compare with the reference: $cmp"
+    check_pattern "$dir/img/vda.qcow2" 0x22 60M 1M
+    echo "RESULT attach-ms=$attach_ms load-switch-s=$t_sw switch-back-s=${t_back:-none} compare=identical"
+}
+
+# -------------------------------------------------------------- events
+scenario_events() {
+    local n scsi out
+    new_image vda 64M
+    new_image sda 32M
+    "$qemu/qemu-img" create -q -f raw "$dir/img/vdb.raw" 16M
+    chown libvirt-qemu: "$dir/img/vdb.raw"
+    scsi="<controller type='scsi' model='virtio-scsi'/>
+    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+      <source file='$dir/img/sda.qcow2'/><target dev='sda' bus='scsi'/></disk>
+    <disk type='file' device='disk'><driver name='qemu' type='raw'/>
+      <source file='$dir/img/vdb.raw'/><target dev='vdb' bus='virtio'/></disk>"
+    start_domain "$(domain_xml "" "$scsi")"
+    start_agent
+
+    # without metadata the domain is left alone
+    wait_for 10 grep -q "connected, 1 running" "$dir/shadowd.log" || fail "shadowd did not connect"
+    sleep 1
+    [ "$(ctl libvirt --json | json 'len(d)')" = 0 ] || fail "a domain without metadata is managed"
+    no_shadow_nodes vda || fail "shadow nodes without metadata"
+    log "no metadata: ignored"
+
+    # malformed: a clear message, nothing changes
+    set_metadata '<shadowtier><disk target="vda" slo-latency-ms="5"><tier name="cheap" origin="yes"/><tier name="fast"/></disk></shadowtier>'
+    wait_for 10 grep -q "shadow metadata .* is not valid.*fast: give its image's path" "$dir/shadowd.log" ||
+        fail "no message for malformed metadata"
+    no_shadow_nodes vda || fail "malformed metadata inserted something"
+    log "malformed metadata: $(grep -o "is not valid.*" "$dir/shadowd.log" | head -1)"
+
+    # an unknown tier (neither in shadowd.conf nor priced)
+    set_metadata "<shadowtier><disk target=\"vda\" slo-latency-ms=\"5\"><tier name=\"cheap\" origin=\"yes\"/><tier name=\"gold\" path=\"$dir/img/tiers/gold\"/></disk></shadowtier>"
+    wait_for 10 is_state vda error || fail "unknown tier: no error state"
+    grep -q "tier 'gold' is unknown" <<< "$(ctl libvirt "$dom.vda" --json | json "d[0]['error']")" ||
+        fail "unknown tier: $(ctl libvirt --json)"
+    vsh "$dom" vda status > /dev/null 2>&1 && fail "virsh-shadow status of a failed disk succeeded"
+    log "unknown tier: $(ctl libvirt "$dom.vda" --json | json "d[0]['error']")"
+
+    # a tier image outside the image's directory (and [libvirt] tier-dirs)
+    set_metadata "<shadowtier><disk target=\"vda\" slo-latency-ms=\"5\"><tier name=\"cheap\" origin=\"yes\"/><tier name=\"fast\" path=\"$dir/elsewhere/vda.fast\" cost-gib-month=\"0.12\"/></disk></shadowtier>"
+    wait_for 10 is_state vda error || fail "tier outside the allowed directories: no error state"
+    grep -q "is not in the disk image's directory" <<< "$(ctl libvirt "$dom.vda" --json | json "d[0]['error']")" ||
+        fail "tier outside: $(ctl libvirt --json)"
+    [ -e "$dir/elsewhere" ] && fail "a directory was created outside the allowed ones"
+    log "tier outside the allowed directories: $(ctl libvirt "$dom.vda" --json | json "d[0]['error']")"
+
+    # valid metadata, followed live; both disks
+    set_metadata "$(metadata 5 "
+  <disk target=\"sda\" slo-latency-ms=\"5\"><tier name=\"cheap\" origin=\"yes\"/><tier name=\"fast\" path=\"$dir/img/tiers/sda.fast\"/></disk>
+  <disk target=\"vdb\" slo-latency-ms=\"5\"><tier name=\"cheap\" origin=\"yes\"/><tier name=\"fast\" path=\"$dir/img/tiers/vdb.fast\"/></disk>")"
+    wait_for 15 is_state vda attached || fail "metadata set live: vda not attached ($(lv_state vda))"
+    wait_for 15 is_state sda attached || fail "metadata set live: sda not attached ($(lv_state sda))"
+    format_file_is shd-vda || fail "vda: not under its format node"
+    log "metadata set live: vda and sda attached"
+    # a raw image: libvirt 9.0 gives it a raw format node, so the shadow
+    # goes under that; a raw image does not grow, so it keeps its length
+    wait_for 15 is_state vdb attached || fail "raw disk vdb: $(lv_state vdb)"
+    graph_has "^libvirt-[0-9]*-format -file-> shd-vdb$" || fail "raw disk vdb: not under its format node"
+    [ "$(stat -c %s "$dir/img/vdb.raw")" = 16777216 ] || fail "raw disk vdb: its image changed length"
+    qio "write -P 0x64 8M 1M" /machine/peripheral/virtio-disk1/virtio-backend
+    log "raw disk vdb: attached under libvirt's raw format node, length kept"
+    qio "write -P 0x61 0 2M"
+    qio "write -P 0x62 0 2M" /machine/peripheral/scsi0-0-0-0
+    n=$(grep -c "vda: shadow inserted" "$dir/shadowd.log")
+
+    # a policy change is followed without re-inserting the shadow
+    set_metadata "$(metadata 9 "
+  <disk target=\"sda\" slo-latency-ms=\"5\"><tier name=\"cheap\" origin=\"yes\"/><tier name=\"fast\" path=\"$dir/img/tiers/sda.fast\"/></disk>
+  <disk target=\"vdb\" slo-latency-ms=\"5\"><tier name=\"cheap\" origin=\"yes\"/><tier name=\"fast\" path=\"$dir/img/tiers/vdb.fast\"/></disk>")"
+    wait_for 10 "$py" -c "
+import json, subprocess, sys
+d = json.loads(subprocess.check_output(['$shadowctl', '--control', '$dir/control.sock', 'status', '$dom.vda', '--json']))
+sys.exit(0 if d[0]['slo-latency-ms'] == 9 else 1)" || fail "the new service level was not taken"
+    [ "$(grep -c "vda: shadow inserted" "$dir/shadowd.log")" = "$n" ] || fail "a policy change re-inserted the shadow"
+    log "slo-latency-ms 5 -> 9 followed live, shadow kept"
+
+    # agent restart: the shadow is adopted, not inserted again
+    stop_agent
+    format_file_is shd-vda || fail "stopping shadowd took the shadow out"
+    start_agent
+    wait_for 15 is_state vda attached || fail "after an agent restart: $(lv_state vda)"
+    [ "$(ctl libvirt "$dom.vda" --json | json "d[0]['adopted']")" = True ] || fail "not adopted"
+    [ "$(grep -c "vda: shadow inserted" "$dir/shadowd.log")" = "$n" ] || fail "re-inserted after agent restart"
+    log "agent restart: adopted"
+
+    # libvirtd restart: shadowd reconnects and adopts again
+    stop_pid "$libvirtd_pid"
+    as_daemon /usr/sbin/libvirtd >> "$dir/libvirtd.log" 2>&1 &
+    libvirtd_pid=$!
+    wait_for 20 "$py" -c "import sys; sys.exit(0 if open('$dir/shadowd.log').read().count('connected, 1 running') >= 3 else 1)" ||
+        fail "shadowd did not reconnect to the restarted libvirtd"
+    wait_for 15 is_state vda attached || fail "after a libvirtd restart: $(lv_state vda)"
+    format_file_is shd-vda || fail "after a libvirtd restart the shadow is gone"
+    log "libvirtd restart: reconnected, adopted"
+
+    # hot-unplug of a shadowed disk (scsi: no guest needed to let go)
+    v detach-disk "$dom" sda --live > /dev/null || fail "virsh detach-disk sda"
+    wait_for 15 no_shadow_nodes sda || fail "nodes of the unplugged disk are left: $(graph | grep shd-sda)"
+    wait_for 5 is_state sda none || fail "the unplugged disk is still managed: $(lv_state sda)"
+    log "hot-unplug of sda: agent nodes removed"
+
+    # metadata removed: the disk goes back to libvirt
+    v metadata "$dom" "$ns" --remove --live > /dev/null || fail "virsh metadata --remove"
+    wait_for 15 no_shadow_nodes vda || fail "metadata removed: shadow still in: $(graph | grep shd-)"
+    format_file_is 'libvirt-[0-9]*-storage' || fail "metadata removed: format node not back"
+    log "metadata removed: detached"
+
+    # the operator cannot attach what the metadata does not describe
+    out=$(vsh "$dom" vda attach 2>&1) && fail "virsh-shadow attach without metadata succeeded"
+    grep -q "has no shadow metadata" <<< "$out" || fail "virsh-shadow attach: $out"
+    log "virsh-shadow attach without metadata: $out"
+
+    # attached again, detached and attached by the operator, then the
+    # domain is destroyed under it
+    set_metadata "$(metadata 5)"
+    wait_for 15 is_state vda attached || fail "re-attach: $(lv_state vda)"
+    vsh "$dom" vda detach > /dev/null || fail "virsh-shadow detach: $(lv_state vda)"
+    no_shadow_nodes vda || fail "virsh-shadow detach left nodes"
+    vsh "$dom" vda attach > /dev/null || fail "virsh-shadow attach: $(lv_state vda)"
+    format_file_is shd-vda || fail "virsh-shadow attach: not under the format node"
+    log "virsh-shadow detach and attach: done"
+    qio "write -P 0x63 4M 1M"
+    v destroy "$dom" > /dev/null
+    wait_for 10 grep -q "domain $dom stopped" "$dir/shadowd.log" || fail "shadowd missed the stop"
+    wait_for 5 is_state vda none || fail "a stopped domain's disk is still managed"
+    kill -0 "$agent_pid" || fail "shadowd died"
+    check_pattern "$dir/img/vda.qcow2" 0x61 0 2M
+    check_pattern "$dir/img/vda.qcow2" 0x63 4M 1M
+    check_pattern "$dir/img/sda.qcow2" 0x62 0 2M
+    out=$("$qemu/qemu-io" -r -f raw -c "read -P 0x64 8M 1M" "$dir/img/vdb.raw" 2>&1)
+    grep -q "Pattern verification failed" <<< "$out" && fail "vdb.raw: not 0x64 at 8M"
+    log "destroyed: data of the three disks intact"
+    echo "RESULT events=ok"
+}
+
+# ---------------------------------------------------------- operations
+# libvirt's own operations with a shadow attached: what happens is
+# printed (OPERATION lines); the data is checked after each, and the
+# agent must stay up
+over_shadow() {  # the node whose file the shadow is, or "none"
+    local p
+    p=$(graph | awk '$3 == "shd-vda" && $2 == "-file->" { print $1 }')
+    echo "${p:-none}"
+}
+device_root() {
+    graph | awk '$1 ~ /virtio-disk0/ && $2 == "-root->" { print $3 }'
+}
+
+scenario_operations() {
+    local out
+    new_image vda 64M
+    start_domain "$(domain_xml "$(metadata 5 "" " xmlns=\"$ns\"")")"
+    start_agent
+    wait_for 20 is_state vda attached || fail "not attached: $(lv_state vda)"
+    qio "write -P 0x71 0 1M"
+
+    out=$(v domblkstat "$dom" vda 2>&1) || fail "domblkstat: $out"
+    grep -q "wr_req" <<< "$out" || fail "domblkstat: $out"
+    echo "OPERATION domblkstat: works (the device's counters; HMP qemu-io is not counted there)"
+
+    out=$(v snapshot-create-as "$dom" snap1 --disk-only --no-metadata \
+          --diskspec "vda,file=$dir/img/vda.snap1" 2>&1)
+    if [ $? -eq 0 ]; then
+        qio "write -P 0x72 1M 1M"
+        echo "OPERATION snapshot-create --disk-only: works; the device's top is now $(device_root);" \
+             "the shadow stays under $(over_shadow) (the backing image); agent: $(lv_state vda)"
+        out=$(v blockcommit "$dom" vda --active --pivot --wait 2>&1)
+        if [ $? -eq 0 ]; then
+            echo "OPERATION blockcommit --active --pivot: works; top $(device_root), shadow under $(over_shadow)"
+        else
+            echo "OPERATION blockcommit --active --pivot: FAILS: $out"
+        fi
+    else
+        echo "OPERATION snapshot-create --disk-only: FAILS: $out"
+    fi
+    qio "read -P 0x71 0 1M"
+    qio "read -P 0x72 1M 1M"
+    pattern_log_ok || fail "data changed after snapshot/commit"
+
+    out=$(v blockcopy "$dom" vda "$dir/img/vda.copy" --format qcow2 --transient-job --pivot --wait 2>&1)
+    if [ $? -eq 0 ]; then
+        wait_for 15 graph_has "^libvirt-[0-9]*-format -file-> shd-vda$"
+        echo "OPERATION blockcopy --pivot: works; top $(device_root) (the copy), shadow under" \
+             "$(over_shadow) after the block job event: $(grep -c 'vda: shadow inserted' "$dir/shadowd.log") insertions so far"
+        graph_has "shd-vda-base" && [ "$(graph | awk '$3 == "shd-vda-base" { n++ } END { print n + 0 }')" -ge 1 ] || true
+    else
+        echo "OPERATION blockcopy --pivot: FAILS: $out"
+    fi
+    qio "read -P 0x71 0 1M"
+    qio "read -P 0x72 1M 1M"
+    pattern_log_ok || fail "data changed after blockcopy"
+
+    out=$(v managedsave "$dom" 2>&1)
+    if [ $? -eq 0 ]; then
+        out=$(v start "$dom" 2>&1) || fail "start after managedsave: $out"
+        if wait_for 20 is_state vda attached && wait_for 5 graph_has "-file-> shd-vda$"; then
+            echo "OPERATION managedsave + start: works; restored with libvirt's nodes, shadow inserted again"
+        else
+            echo "OPERATION managedsave + start: restored, shadow NOT back: $(lv_state vda)"
+        fi
+    else
+        echo "OPERATION managedsave: FAILS: $out"
+    fi
+    qio "read -P 0x71 0 1M"
+    qio "read -P 0x72 1M 1M"
+    pattern_log_ok || fail "data changed after managedsave"
+    kill -0 "$agent_pid" || fail "shadowd died"
+    v destroy "$dom" > /dev/null
+    check_pattern "$dir/img/vda.copy" 0x71 0 1M
+    check_pattern "$dir/img/vda.copy" 0x72 1M 1M
+    echo "OPERATION destroy: the copy holds every write"
+    echo "RESULT operations=done"
+}
+
+case "$scenario" in
+main) scenario_main ;;
+events) scenario_events ;;
+operations) scenario_operations ;;
+*) echo "unknown scenario $scenario"; exit 2 ;;
+esac
