@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Run every test: the shadow driver's iotests (raw and qcow2 children) in
 # QEMU's own framework, the kill tests (KILL_ROUNDS, 24), the agent's unit
-# and integration tests, the same unit tests under AddressSanitizer and
-# UBSan, and a short fuzz run.  Ends with "N passed, N failed, N skipped".
+# and integration tests, the libvirt tests (a private libvirtd with a TCG
+# domain), the same unit tests under AddressSanitizer and UBSan, and a short
+# fuzz run.  Ends with "N passed, N failed, N skipped".
 #
 # ITESTS="shadow-basic ..." limits the iotests; FORMATS="raw" the formats.
 set -uo pipefail
