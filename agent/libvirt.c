@@ -496,47 +496,12 @@ lvdisk_get (Dom *d, const char *target)
   return k;
 }
 
-static ShdLvDomDisk *
-dd_copy (const ShdLvDomDisk *s)
-{
-  ShdLvDomDisk *d;
-
-  if (s == NULL)
-    return NULL;
-  d = g_new0 (ShdLvDomDisk, 1);
-  d->target = g_strdup (s->target);
-  d->alias = g_strdup (s->alias);
-  d->source = g_strdup (s->source);
-  d->type = g_strdup (s->type);
-  d->format = g_strdup (s->format);
-  d->discard = g_strdup (s->discard);
-  d->io = g_strdup (s->io);
-  d->device = g_strdup (s->device);
-  return d;
-}
-
-static void
-dd_free (ShdLvDomDisk *d)
-{
-  if (d == NULL)
-    return;
-  g_free (d->target);
-  g_free (d->alias);
-  g_free (d->source);
-  g_free (d->type);
-  g_free (d->format);
-  g_free (d->discard);
-  g_free (d->io);
-  g_free (d->device);
-  g_free (d);
-}
-
 static void
 op_free_full (gpointer p)
 {
   Op *o = p;
 
-  dd_free (o->dd);
+  shd_lv_dom_disk_free (o->dd);
   op_free (o);
 }
 
@@ -572,7 +537,7 @@ add_op (Job *j, const char *target, ShdLvDisk *spec, const ShdLvDomDisk *dd, gui
 
   o->target = g_strdup (target);
   o->spec = spec;
-  o->dd = dd_copy (dd);
+  o->dd = shd_lv_dom_disk_copy (dd);
   o->chunk_size = chunk;
   g_ptr_array_add (j->ops, o);
 }

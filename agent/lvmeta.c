@@ -423,11 +423,30 @@ typedef struct {
   GQueue stack;                 /* element local names */
 } DomCtx;
 
-static void
-dom_disk_free (gpointer p)
+ShdLvDomDisk *
+shd_lv_dom_disk_copy (const ShdLvDomDisk *s)
 {
-  ShdLvDomDisk *d = p;
+  ShdLvDomDisk *d;
 
+  if (s == NULL)
+    return NULL;
+  d = g_new0 (ShdLvDomDisk, 1);
+  d->target = g_strdup (s->target);
+  d->alias = g_strdup (s->alias);
+  d->source = g_strdup (s->source);
+  d->type = g_strdup (s->type);
+  d->format = g_strdup (s->format);
+  d->discard = g_strdup (s->discard);
+  d->io = g_strdup (s->io);
+  d->device = g_strdup (s->device);
+  return d;
+}
+
+void
+shd_lv_dom_disk_free (ShdLvDomDisk *d)
+{
+  if (d == NULL)
+    return;
   g_free (d->target);
   g_free (d->alias);
   g_free (d->source);
@@ -508,7 +527,7 @@ GPtrArray *
 shd_lv_domain_disks (const char *xml, GError **error)
 {
   static const GMarkupParser parser = { dom_start, dom_end, NULL, NULL, NULL };
-  g_autoptr (GPtrArray) disks = g_ptr_array_new_with_free_func (dom_disk_free);
+  g_autoptr (GPtrArray) disks = g_ptr_array_new_with_free_func ((GDestroyNotify) shd_lv_dom_disk_free);
   DomCtx x = { disks, NULL, G_QUEUE_INIT };
   g_autoptr (GMarkupParseContext) pc =
     g_markup_parse_context_new (&parser, G_MARKUP_PREFIX_ERROR_POSITION, &x, NULL);

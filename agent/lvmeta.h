@@ -76,6 +76,8 @@ typedef struct {
 } ShdLvDomDisk;
 
 GPtrArray *shd_lv_domain_disks (const char *xml, GError **error);
+ShdLvDomDisk *shd_lv_dom_disk_copy (const ShdLvDomDisk *d);
+void shd_lv_dom_disk_free (ShdLvDomDisk *d);
 const ShdLvDomDisk *shd_lv_domain_disk (GPtrArray *disks, const char *target);
 
 void shd_lv_disk_free (ShdLvDisk *d);
