@@ -33,7 +33,8 @@ UP_MAX=${UP_MAX:-8}             # seconds from the load step to the switch
 BACK_AFTER=10                   # switch-back-after in the config
 BACK_MAX=${BACK_MAX:-45}        # seconds from the load's end to the switch back
 
-skip() { echo "SKIP: $*"; exit 77; }
+# skip, log, stop_pid
+. "$(dirname "$0")/common.sh"
 [ -x "$qsd" ] && [ -x "$qemu/qemu-img" ] || skip "no QEMU build in $qemu"
 command -v fio > /dev/null || skip "fio is not installed"
 fio --enghelp=nbd > /dev/null 2>&1 || skip "fio has no nbd engine"
@@ -43,19 +44,6 @@ dir=$(mktemp -d /tmp/shd-it.XXXXXX)
 qsd_pid= agent_pid=
 fio_pids=()
 failed=0
-
-stop_pid() {
-    local pid=$1 i
-    [ -n "$pid" ] || return 0
-    kill -TERM "$pid" 2> /dev/null || return 0
-    for i in $(seq 50); do
-        kill -0 "$pid" 2> /dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2> /dev/null
-    wait "$pid" 2> /dev/null
-    return 0
-}
 
 cleanup() {
     local p
@@ -72,10 +60,6 @@ trap cleanup EXIT
 trap 'exit 1' INT TERM
 
 fail() { echo "FAIL: $*"; failed=1; exit 1; }
-log() { printf '%s [%6.1f s] %s\n' "$(date +%H:%M:%S)" "$(elapsed)" "$*"; }
-now() { date +%s.%N; }
-t_start=$(now)
-elapsed() { "$py" -c "print($(now) - $t_start)"; }
 
 # tier-a fully allocated with random data (QEMU's NBD server answers reads
 # of holes from block status without reading, so reads of a sparse image

@@ -25,7 +25,8 @@ shadowctl=${3:?shadowctl}
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 qemu=$repo/build/qemu
 
-skip() { echo "SKIP: $*"; exit 77; }
+# skip, log, stop_pid
+. "$(dirname "$0")/common.sh"
 [ "$(id -u)" = 0 ] || skip "needs root (runs libvirtd as the libvirt-qemu user)"
 [ -x /usr/sbin/libvirtd ] && [ -x /usr/sbin/virtlogd ] || skip "libvirt-daemon is not installed"
 command -v virsh > /dev/null || skip "virsh (libvirt-clients) is not installed"
@@ -48,24 +49,7 @@ ns=https://shadowtier.example/xmlns/shadow/1
 libvirtd_pid= virtlogd_pid= agent_pid= load_pid=
 failed=0
 
-log() { printf '%s [%6.1f s] %s\n' "$(date +%H:%M:%S)" "$(elapsed)" "$*"; }
-now() { date +%s.%N; }
-t_start=$(now)
-elapsed() { "$py" -c "print(round($(now) - $t_start, 1))"; }
 fail() { log "FAIL: $*"; failed=1; exit 1; }
-
-stop_pid() {
-    local pid=$1 i
-    [ -n "$pid" ] || return 0
-    kill -TERM "$pid" 2> /dev/null || return 0
-    for i in $(seq 50); do
-        kill -0 "$pid" 2> /dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2> /dev/null
-    wait "$pid" 2> /dev/null
-    return 0
-}
 
 # the daemons run as libvirt-qemu with every directory under $dir; called
 # with & only: exec keeps $! the daemon's own pid
