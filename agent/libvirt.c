@@ -453,10 +453,12 @@ applied (GObject *src, GAsyncResult *res, gpointer data)
   job_done (j);
 }
 
-/* Another domain (on another connection) with the same name has the disk
- * name already: names are DOMAIN.TARGET. */
-static const char *
-name_taken (ShdLibvirt *lv, Dom *self, const char *name)
+/* Calls @fn for every disk of every domain of every connection until it
+ * returns FALSE; returns FALSE if it stopped. */
+typedef gboolean (*DiskFunc) (Conn *c, Dom *d, LvDisk *k, gpointer data);
+
+static gboolean
+foreach_disk (ShdLibvirt *lv, DiskFunc fn, gpointer data)
 {
   for (guint i = 0; i < lv->conns->len; i++) {
     Conn *c = lv->conns->pdata[i];
@@ -465,19 +467,45 @@ name_taken (ShdLibvirt *lv, Dom *self, const char *name)
 
     g_hash_table_iter_init (&it, c->doms);
     while (g_hash_table_iter_next (&it, &k, &v)) {
-      Dom *d = v;
       GHashTableIter di;
       gpointer dk, dv;
 
-      if (d == self)
-        continue;
-      g_hash_table_iter_init (&di, d->disks);
+      g_hash_table_iter_init (&di, ((Dom *) v)->disks);
       while (g_hash_table_iter_next (&di, &dk, &dv))
-        if (strcmp (((LvDisk *) dv)->name, name) == 0 && ((LvDisk *) dv)->disk)
-          return c->uri;
+        if (!fn (c, v, dv, data))
+          return FALSE;
     }
   }
-  return NULL;
+  return TRUE;
+}
+
+typedef struct {
+  Dom *self;
+  const char *name;
+  const char *uri;              /* out: where the name is taken */
+} NameTaken;
+
+static gboolean
+name_taken_one (Conn *c, Dom *d, LvDisk *k, gpointer data)
+{
+  NameTaken *t = data;
+
+  if (d != t->self && k->disk && strcmp (k->name, t->name) == 0) {
+    t->uri = c->uri;
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* Another domain (on another connection) with the same name has the disk
+ * name already: names are DOMAIN.TARGET. */
+static const char *
+name_taken (ShdLibvirt *lv, Dom *self, const char *name)
+{
+  NameTaken t = { self, name, NULL };
+
+  foreach_disk (lv, name_taken_one, &t);
+  return t.uri;
 }
 
 static LvDisk *
@@ -1149,30 +1177,29 @@ status_one (JsonArray *a, Conn *c, Dom *d, LvDisk *k)
   json_array_add_object_element (a, o);
 }
 
+typedef struct {
+  JsonArray *array;
+  const char *name;             /* NULL: every disk */
+} StatusQuery;
+
+static gboolean
+status_if_named (Conn *c, Dom *d, LvDisk *k, gpointer data)
+{
+  StatusQuery *q = data;
+
+  if (q->name == NULL || strcmp (k->name, q->name) == 0)
+    status_one (q->array, c, d, k);
+  return TRUE;
+}
+
 JsonNode *
 shd_libvirt_status (ShdLibvirt *lv, const char *name)
 {
-  JsonArray *a = json_array_new ();
+  StatusQuery q = { json_array_new (), name };
   JsonNode *n = json_node_new (JSON_NODE_ARRAY);
 
-  for (guint i = 0; i < lv->conns->len; i++) {
-    Conn *c = lv->conns->pdata[i];
-    GHashTableIter it;
-    gpointer k, v;
-
-    g_hash_table_iter_init (&it, c->doms);
-    while (g_hash_table_iter_next (&it, &k, &v)) {
-      Dom *d = v;
-      GHashTableIter di;
-      gpointer dk, dv;
-
-      g_hash_table_iter_init (&di, d->disks);
-      while (g_hash_table_iter_next (&di, &dk, &dv))
-        if (name == NULL || strcmp (((LvDisk *) dv)->name, name) == 0)
-          status_one (a, c, d, dv);
-    }
-  }
-  json_node_take_array (n, a);
+  foreach_disk (lv, status_if_named, &q);
+  json_node_take_array (n, q.array);
   return n;
 }
 
