@@ -337,6 +337,7 @@ static int GRAPH_RDLOCK shadow_meta_match_children(BDRVShadowState *s,
 {
     ShadowMeta *m = &s->meta;
     bool matched[SHADOW_META_SLOTS] = { false };
+    uint8_t ids[SHADOW_META_SLOTS][32];
     int i, j;
 
     if (s->num_children > SHADOW_META_SLOTS) {
@@ -346,14 +347,11 @@ static int GRAPH_RDLOCK shadow_meta_match_children(BDRVShadowState *s,
     }
     for (i = 0; i < s->num_children; i++) {
         ShadowChild *sc = s->children[i];
-        uint8_t id[32];
+        uint8_t *id = ids[i];
         const char *filename = shadow_meta_identity(sc->child->bs, id);
 
         for (j = 0; j < i; j++) {
-            uint8_t other[32];
-
-            shadow_meta_identity(s->children[j]->child->bs, other);
-            if (!memcmp(id, other, sizeof(id))) {
+            if (!memcmp(id, ids[j], sizeof(ids[j]))) {
                 error_setg(errp, "shadow: children '%s' and '%s' use the same "
                            "storage (%s); with metadata each child needs its "
                            "own", bdrv_get_node_name(s->children[j]->child->bs),
@@ -366,7 +364,7 @@ static int GRAPH_RDLOCK shadow_meta_match_children(BDRVShadowState *s,
         } else {
             for (j = 0; j < SHADOW_META_SLOTS; j++) {
                 if (shadow_meta_slot_used(&m->slots[j]) &&
-                    !memcmp(m->slots[j].identity, id, sizeof(id))) {
+                    !memcmp(m->slots[j].identity, id, sizeof(ids[i]))) {
                     break;
                 }
             }
