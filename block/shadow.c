@@ -997,16 +997,44 @@ static void shadow_drain_begin(BlockDriverState *bs)
     shadow_copy_wake(s);
 }
 
+typedef struct ShadowSwitchedEvent {
+    char *node_name;
+    char *child;
+    char *old_child;
+    uint64_t pause_ns;
+} ShadowSwitchedEvent;
+
+static void shadow_switched_event_bh(void *opaque)
+{
+    ShadowSwitchedEvent *ev = opaque;
+
+    qapi_event_send_shadow_switched(ev->node_name, ev->child, ev->old_child,
+                                    ev->pause_ns);
+    g_free(ev->node_name);
+    g_free(ev->child);
+    g_free(ev->old_child);
+    g_free(ev);
+}
+
 static void shadow_drain_end(BlockDriverState *bs)
 {
     BDRVShadowState *s = bs->opaque;
 
     if (s->switched_from) {
-        g_autofree char *old = g_steal_pointer(&s->switched_from);
+        ShadowSwitchedEvent *ev = g_new(ShadowSwitchedEvent, 1);
 
-        qapi_event_send_shadow_switched(bdrv_get_node_name(bs),
-                                        shadow_child_name(s->active), old,
-                                        get_clock() - s->drain_start_ns);
+        *ev = (ShadowSwitchedEvent) {
+            .node_name = g_strdup(bdrv_get_node_name(bs)),
+            .child = g_strdup(shadow_child_name(s->active)),
+            .old_child = g_steal_pointer(&s->switched_from),
+            .pause_ns = get_clock() - s->drain_start_ns,
+        };
+        /*
+         * Emitting formats and queues JSON for every monitor, which takes
+         * longer than the switch itself: do it once the guest runs again
+         */
+        aio_bh_schedule_oneshot(qemu_get_aio_context(),
+                                shadow_switched_event_bh, ev);
     }
     shadow_copy_kick(s);
 }
