@@ -12,12 +12,23 @@ NBD client that keeps 32 random 4 KiB reads in flight and timestamps every
 completion: it is the longest time without a completed request from
 sending the command until the first completion after its reply (or, for
 the mirror, after BLOCK_JOB_COMPLETED).  That bounds from above the time
-from the command to the first completed request after it."""
+from the command to the first completed request after it.
+
+Guest I/O runs in an iothread.  By default the iothread (with its thread
+pool) and the probe share one CPU and every other thread of the daemon
+runs on another, as libvirt's <iothreadpin> and <emulatorpin> place them
+on hosts that care about I/O latency.  Unpinned, on a two-core machine,
+the monitor thread, which reads a command one byte per iteration, takes
+the iothread's CPU for as long as the command is long: a query-version
+padded to 500 bytes stalls guest I/O 2-3 ms.  That is the length of the
+command's text, not the switch, so the unpinned figures are reported as
+well but not held to the target."""
 
 import json
 import os
 import random
 import statistics
+import subprocess
 import time
 
 from benchlib import (MiB, REPO, Daemon, fresh_dir, make_image, file_node,
@@ -40,28 +51,62 @@ def build_probe():
 
 
 def monitor_args(d):
-    """A second QMP monitor, for pause-probe, and an iothread for guest
-    I/O: as in a VM with an iothread, the monitor (which reads commands
-    one byte per main loop iteration) does not hold up guest I/O, only
-    what the command itself does does"""
+    """A second QMP monitor, for pause-probe"""
     sock = os.path.join(d, 'qmp-probe.sock')
     if os.path.exists(sock):
         os.remove(sock)
     return sock, ['--chardev', f'socket,id=probe,path={sock},server=on,'
-                  'wait=off', '--monitor', 'probe',
-                  '--object', 'iothread,id=io0']
+                  'wait=off', '--monitor', 'probe']
 
 
-def measure(qsd, probe_sock, export, command, event=None):
+def cpu_split():
+    """(CPUs for the iothread and the probe, CPUs for everything else), or
+    None when there are not two CPUs to split"""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    return {cpus[0]}, set(cpus[1:])
+
+
+def threads(pid):
+    return {int(t) for t in os.listdir(f'/proc/{pid}/task')}
+
+
+def add_iothread(qsd, pin):
+    """Adds iothread io0 for guest I/O; with @pin, moves it to the first
+    CPU of cpu_split() and every other thread of @qsd to the others.  The
+    iothread's thread pool, started by the iothread later, inherits its
+    CPU."""
+    before = threads(qsd.proc.pid)
+    qsd.cmd('object-add', **{'qom-type': 'iothread', 'id': 'io0'})
+    new = threads(qsd.proc.pid) - before
+    split = cpu_split() if pin else None
+    if split is None:
+        return None
+    if len(new) != 1:
+        raise RuntimeError(f'cannot tell the iothread among threads {new}')
+    for tid in before:
+        os.sched_setaffinity(tid, split[1])
+    os.sched_setaffinity(new.pop(), split[0])
+    return split[0]
+
+
+def measure(qsd, probe_sock, export, command, event=None, probe_cpus=None):
     """The guest-visible pause of @command, in seconds (see pause-probe.c)"""
     # A guest flushes now and then; the copy's writes are flushed already
     # when a switch comes, as the mirror's are when it reports ready
     nbd = NBDClient(qsd.nbd_sock, export)
     nbd.flush()
     nbd.close()
-    out = run(PROBE, qsd.nbd_sock, export, probe_sock, json.dumps(command),
-              *([event] if event else []))
-    values = dict(line.split('=') for line in out.split())
+    res = subprocess.run(
+        [PROBE, qsd.nbd_sock, export, probe_sock, json.dumps(command),
+         *([event] if event else [])],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, probe_cpus))
+        if probe_cpus else None)
+    if res.returncode != 0:
+        raise RuntimeError(f'pause-probe: {res.stdout}')
+    values = dict(line.split('=') for line in res.stdout.split())
     return {k: float(v) / 1000 for k, v in values.items()}
 
 
@@ -73,7 +118,7 @@ def images(d, size):
     return a, b
 
 
-def shadow_pause(d, size):
+def shadow_pause(d, size, pin):
     a, b = images(d, size)
     meta = os.path.join(d, 'meta.raw')
     make_image(meta, MiB)
@@ -87,39 +132,40 @@ def shadow_pause(d, size):
         qsd.add({'driver': 'shadow', 'node-name': 'sh0', 'metadata': 'md',
                  'children': ['ta', 'tb']})
         qsd.wait_event('SHADOW_CHILD_SYNCED', child='tb')
+        cpus = add_iothread(qsd, pin)
         qsd.export('sh0', iothread='io0')
         res = measure(qsd, probe, 'sh0', {
             'execute': 'blockdev-reopen', 'arguments': {'options': [{
                 'driver': 'shadow', 'node-name': 'sh0', 'metadata': 'md',
-                'children': ['ta', 'tb'], 'active-child': 'tb'}]}})
+                'children': ['ta', 'tb'], 'active-child': 'tb'}]}},
+            probe_cpus=cpus)
         ev = qsd.wait_event('SHADOW_SWITCHED', timeout=10)
         res['event'] = ev['data']['pause-ns'] / 1e9
         return res
 
 
-def mirror_pause(d, size):
+def mirror_pause(d, size, pin):
     a, b = images(d, size)
     probe, args = monitor_args(d)
     with Daemon(d, *args) as qsd:
         qsd.add(file_node('ta', a))
         qsd.add(file_node('tb', b))
+        cpus = add_iothread(qsd, pin)
         qsd.export('ta', iothread='io0')
         qsd.cmd('blockdev-mirror', **{'job-id': 'm0', 'device': 'ta',
                                       'target': 'tb', 'sync': 'full'})
         qsd.wait_event('BLOCK_JOB_READY', device='m0')
         return measure(qsd, probe, 'ta', {
             'execute': 'block-job-complete',
-            'arguments': {'device': 'm0'}}, 'BLOCK_JOB_COMPLETED')
+            'arguments': {'device': 'm0'}}, 'BLOCK_JOB_COMPLETED',
+            probe_cpus=cpus)
 
 
-def bench_switch_pause(quick, runs):
-    build_probe()
-    d = fresh_dir('switch')
-    size = (64 if quick else 256) * MiB
+def switch_pauses(d, size, runs, pin):
     shadow, mirror = [], []
     for _ in range(runs):
-        mirror.append(mirror_pause(d, size))
-        shadow.append(shadow_pause(d, size))
+        mirror.append(mirror_pause(d, size, pin))
+        shadow.append(shadow_pause(d, size, pin))
 
     def med(runs, key):
         return statistics.median(r[key] for r in runs) * 1000
@@ -138,6 +184,19 @@ def bench_switch_pause(quick, runs):
                            'shadow': med(shadow, 'floor_ms')},
         'drained-ms': med(shadow, 'event'),
     }
+
+
+def bench_switch_pause(quick, runs):
+    build_probe()
+    d = fresh_dir('switch')
+    size = (64 if quick else 256) * MiB
+    pinned = switch_pauses(d, size, runs, True)
+    unpinned = switch_pauses(d, size, runs, False)
+    res = {'pinned': cpu_split() is not None}
+    res.update(pinned)
+    res['pause-unpinned'] = unpinned.pop('pause')
+    res['unpinned'] = unpinned
+    return res
 
 
 def flush_latencies(d, size, with_meta, count):
