@@ -3,7 +3,8 @@
 switch-pause    the guest-visible pause of a switch with 32 reads in flight:
                 blockdev-reopen of a shadow node (with metadata) against
                 blockdev-mirror's pivot (block-job-complete) on the same
-                images, alternated in the same run;
+                images, alternated in the same run, and for scale a
+                blockdev-reopen that changes nothing on a raw node;
 flush-metadata  flush latency of a shadow node with a metadata child
                 against the same node without one.
 
@@ -144,6 +145,22 @@ def shadow_pause(d, size, pin):
         return res
 
 
+def reopen_floor(d, size, pin):
+    """The pause of a blockdev-reopen that changes nothing on a raw node:
+    QEMU's own cost of a reopen (drain, reopen, resume), for scale"""
+    a, _ = images(d, size)
+    probe, args = monitor_args(d)
+    with Daemon(d, *args) as qsd:
+        qsd.add({'driver': 'file', 'node-name': 'fa', 'filename': a})
+        qsd.add({'driver': 'raw', 'node-name': 'ta', 'file': 'fa'})
+        cpus = add_iothread(qsd, pin)
+        qsd.export('ta', iothread='io0')
+        return measure(qsd, probe, 'ta', {
+            'execute': 'blockdev-reopen', 'arguments': {'options': [{
+                'driver': 'raw', 'node-name': 'ta', 'file': 'fa'}]}},
+            probe_cpus=cpus)
+
+
 def mirror_pause(d, size, pin):
     a, b = images(d, size)
     probe, args = monitor_args(d)
@@ -162,10 +179,11 @@ def mirror_pause(d, size, pin):
 
 
 def switch_pauses(d, size, runs, pin):
-    shadow, mirror = [], []
+    shadow, mirror, floor = [], [], []
     for _ in range(runs):
         mirror.append(mirror_pause(d, size, pin))
         shadow.append(shadow_pause(d, size, pin))
+        floor.append(reopen_floor(d, size, pin))
 
     def med(runs, key):
         return statistics.median(r[key] for r in runs) * 1000
@@ -183,6 +201,7 @@ def switch_pauses(d, size, runs, pin):
         'noise-floor-ms': {'mirror': med(mirror, 'floor_ms'),
                            'shadow': med(shadow, 'floor_ms')},
         'drained-ms': med(shadow, 'event'),
+        'noop-reopen-pause-ms': med(floor, 'pause_ms'),
     }
 
 
