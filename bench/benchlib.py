@@ -23,9 +23,13 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 
 
-def run(*args, stdin=None):
+def run(*args, stdin=None, cpus=None):
+    """Runs @args (on @cpus, a set of CPU numbers, if given); returns its
+    output, or raises RuntimeError with it when it fails"""
     res = subprocess.run(args, input=stdin, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, universal_newlines=True)
+                         stderr=subprocess.STDOUT, universal_newlines=True,
+                         preexec_fn=(lambda: os.sched_setaffinity(0, cpus))
+                         if cpus else None)
     if res.returncode != 0:
         raise RuntimeError(f'{" ".join(args)}: {res.stdout}')
     return res.stdout

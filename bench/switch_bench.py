@@ -29,7 +29,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import time
 
 from benchlib import (MiB, REPO, Daemon, fresh_dir, make_image, file_node,
@@ -99,15 +98,9 @@ def measure(qsd, probe_sock, export, command, event=None, probe_cpus=None):
     nbd = NBDClient(qsd.nbd_sock, export)
     nbd.flush()
     nbd.close()
-    res = subprocess.run(
-        [PROBE, qsd.nbd_sock, export, probe_sock, json.dumps(command),
-         *([event] if event else [])],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        preexec_fn=(lambda: os.sched_setaffinity(0, probe_cpus))
-        if probe_cpus else None)
-    if res.returncode != 0:
-        raise RuntimeError(f'pause-probe: {res.stdout}')
-    values = dict(line.split('=') for line in res.stdout.split())
+    out = run(PROBE, qsd.nbd_sock, export, probe_sock, json.dumps(command),
+              *([event] if event else []), cpus=probe_cpus)
+    values = dict(line.split('=') for line in out.split())
     return {k: float(v) / 1000 for k, v in values.items()}
 
 
@@ -148,7 +141,8 @@ def shadow_pause(d, size, pin):
 def reopen_floor(d, size, pin):
     """The pause of a blockdev-reopen that changes nothing on a raw node:
     QEMU's own cost of a reopen (drain, reopen, resume), for scale"""
-    a, _ = images(d, size)
+    a = os.path.join(d, 'a.raw')
+    make_image(a, size, 'dense')
     probe, args = monitor_args(d)
     with Daemon(d, *args) as qsd:
         qsd.add({'driver': 'file', 'node-name': 'fa', 'filename': a})
