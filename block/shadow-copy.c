@@ -1,16 +1,19 @@
 /*
- * Shadow block driver: background copy to the shadows (pre-warm)
+ * Shadow block driver: background copy (pre-warm, hydration) and copy-up
  *
  * Up to SHADOW_COPY_WORKERS coroutines copy stale chunks from the active
- * child to the shadows.  After an instant switch (with metadata) they
- * first hydrate the new active child: its stale chunks are copied from a
- * child that holds them, in disk order, and guest requests copy up the
- * chunks they need at once.  Then they take, in this order: urgent
- * regions (chunks the guest read, with copy-on-read, and the regions ahead
- * of sequential streams), then with prewarm=hot-first the hottest
- * regions, then the rest in disk order.  Neighbouring stale chunks are
- * merged into one copy.  Unallocated and zero ranges are written as zeroes
- * that may unmap, so sparse images stay sparse.
+ * child to the shadows.  After an instant switch they first hydrate the
+ * new active child: the chunks it lacks are copied from a child that
+ * holds them, in disk order, and guest requests copy up the chunks they
+ * need at once.  Then they take, in this order: urgent regions (chunks
+ * the guest read, with copy-on-read, and the regions ahead of sequential
+ * streams), then with prewarm=hot-first the hottest regions, then the
+ * rest in disk order.  Neighbouring stale chunks are merged into one
+ * copy.  Unallocated and zero ranges are written as zeroes that may
+ * unmap, so sparse images stay sparse.
+ *
+ * Every copy holds the range lock over its chunks, and only
+ * shadow_state_copied() decides whether its target holds them afterwards.
  *
  * The copy yields to the guest: while guest requests are in flight, one
  * worker copies and takes at most a sixth of the time.  prewarm-speed
@@ -32,6 +35,7 @@
 #include "qemu/memalign.h"
 #include "qemu/timer.h"
 #include "shadow.h"
+#include "trace.h"
 
 typedef struct ShadowCopyWorker {
     BDRVShadowState *s;
@@ -42,7 +46,7 @@ typedef struct ShadowCopyWorker {
 static bool shadow_hydrating(BDRVShadowState *s)
 {
     /* Drained sections may end while the node is being opened */
-    return s->active && hbitmap_count(s->active->map.stale) > 0;
+    return s->active && !qatomic_read(&s->active_complete);
 }
 
 /*
@@ -52,7 +56,7 @@ static bool shadow_hydrating(BDRVShadowState *s)
 bool shadow_copy_enabled(BDRVShadowState *s)
 {
     return (s->prewarm != SHADOW_PREWARM_OFF || shadow_hydrating(s)) &&
-           !s->copy_failed && bdrv_is_writable(s->bs);
+           !s->copy_failed && s->writable;
 }
 
 bool shadow_copy_may_run(BDRVShadowState *s)
@@ -76,7 +80,7 @@ static bool shadow_copy_wanted(BDRVShadowState *s, int64_t c)
     for (i = 0; i < s->num_children; i++) {
         ShadowChild *sc = s->children[i];
 
-        if (shadow_copy_target(s, sc) && shadow_map_is_stale(&sc->map, c)) {
+        if (shadow_copy_target(s, sc) && hbitmap_get(sc->map.stale, c)) {
             return true;
         }
     }
@@ -118,7 +122,8 @@ static bool shadow_copy_region_wanted(void *opaque, int64_t region)
     int64_t per_region = s->heat.region_size / s->chunk_size;
     int64_t first = region * per_region;
 
-    return shadow_copy_next(s, first,
+    return first < s->nb_chunks &&
+           shadow_copy_next(s, first,
                             MIN(first + per_region, s->nb_chunks)) >= 0;
 }
 
@@ -164,7 +169,7 @@ static int64_t shadow_hydrate_pick(BDRVShadowState *s, int64_t max,
                                    int64_t *chunk, ShadowChild **src)
 {
     HBitmap *stale = s->active->map.stale;
-    int64_t c = s->hydrate_cursor, nb;
+    int64_t c = s->hydrate_cursor, nb, busy;
     bool wrapped = false;
 
     for (;;) {
@@ -178,17 +183,18 @@ static int64_t shadow_hydrate_pick(BDRVShadowState *s, int64_t max,
             c = 0;
             continue;
         }
-        *src = hbitmap_get(s->copying, c) ? NULL : shadow_source_for(s, c);
+        *src = hbitmap_get(s->copying, c) ? NULL
+                                          : shadow_state_holder(s, c,
+                                                                s->active);
         if (*src) {
             break;
         }
         c++;
     }
-    for (nb = 1; nb < max && c + nb < s->nb_chunks; nb++) {
-        if (!hbitmap_get(stale, c + nb) || hbitmap_get(s->copying, c + nb) ||
-            shadow_map_is_stale(&(*src)->map, c + nb)) {
-            break;
-        }
+    nb = shadow_state_run(s, c, MIN(c + max, s->nb_chunks), *src);
+    busy = hbitmap_next_dirty(s->copying, c, nb);
+    if (busy > c) {
+        nb = busy - c;
     }
     s->hydrate_cursor = c + nb;
     hbitmap_set(s->copying, c, nb);
@@ -213,6 +219,9 @@ static int64_t shadow_copy_pick(BDRVShadowState *s, int64_t *chunk,
     if (shadow_hydrating(s)) {
         return shadow_hydrate_pick(s, max, chunk, src);
     }
+    if (s->prewarm == SHADOW_PREWARM_OFF) {
+        return 0;
+    }
 
     if (hot || s->copy_on_read) {
         /* Finish the region in hand before taking the next one */
@@ -232,7 +241,7 @@ static int64_t shadow_copy_pick(BDRVShadowState *s, int64_t *chunk,
     if (first < 0) {
         /* Cold data, in disk order from where the last run ended */
         end = s->nb_chunks;
-        first = shadow_copy_next(s, s->copy_cursor, end);
+        first = shadow_copy_next(s, MIN(s->copy_cursor, end), end);
         if (first < 0 && s->copy_cursor > 0) {
             first = shadow_copy_next(s, 0, end);
         }
@@ -277,7 +286,7 @@ shadow_copy_range(BDRVShadowState *s, ShadowChild *src, void *buf,
 
         ret = bdrv_co_block_status_above(src->child->bs, NULL, pos, n, &pnum,
                                          NULL, NULL);
-        if (ret < 0) {
+        if (ret < 0 || pnum <= 0) {
             pnum = n;
             zero = false;
         } else {
@@ -327,6 +336,16 @@ shadow_copy_range(BDRVShadowState *s, ShadowChild *src, void *buf,
     return 0;
 }
 
+/* The worker stops: counted out under the lock, so no kick is missed */
+static int shadow_copy_stop(BDRVShadowState *s, int index, bool failed)
+{
+    qemu_spin_lock(&s->lock);
+    s->copy_workers &= ~(1u << index);
+    s->copy_failed |= failed;
+    qemu_spin_unlock(&s->lock);
+    return 0;
+}
+
 /*
  * Copy one run of stale chunks.  Returns 1 when there may be more to do,
  * 0 when the worker must stop; in that case it is counted out under the
@@ -336,13 +355,17 @@ static int coroutine_fn GRAPH_RDLOCK
 shadow_copy_step(BDRVShadowState *s, int index, void *buf,
                  int64_t *data_bytes)
 {
-    g_autofree ShadowChild **targets = g_new(ShadowChild *, s->num_children);
-    g_autofree int *target_ret = g_new0(int, s->num_children);
-    g_autofree bool *synced = g_new0(bool, s->num_children);
+    g_autofree ShadowChild **targets = NULL;
+    g_autofree int *target_ret = NULL;
     int64_t chunk = 0, nb, offset, bytes, c;
     int nb_targets = 0, i, ret;
     ShadowChild *src = NULL;
     BlockReq req;
+
+    if (shadow_state_begin_writing(s) < 0) {
+        /* The metadata cannot record copies: no copy until a reopen */
+        return shadow_copy_stop(s, index, true);
+    }
 
     qemu_spin_lock(&s->lock);
     /* Under a speed limit one worker copies; the others stop here */
@@ -353,6 +376,8 @@ shadow_copy_step(BDRVShadowState *s, int index, void *buf,
         qemu_spin_unlock(&s->lock);
         return 0;
     }
+    targets = g_new(ShadowChild *, s->num_children);
+    target_ret = g_new0(int, s->num_children);
     if (src != s->active) {
         targets[nb_targets++] = s->active;
     }
@@ -363,81 +388,79 @@ shadow_copy_step(BDRVShadowState *s, int index, void *buf,
             continue;
         }
         for (c = chunk; c < chunk + nb; c++) {
-            if (shadow_map_is_stale(&sc->map, c)) {
+            if (hbitmap_get(sc->map.stale, c)) {
                 targets[nb_targets++] = sc;
                 break;
             }
         }
     }
+    qemu_spin_unlock(&s->lock);
+
     offset = chunk * s->chunk_size;
-    bytes = MIN(nb * s->chunk_size, s->length - offset);
-    shadow_track_begin(s, &req, offset, bytes);
+    bytes = shadow_chunk_bytes(s, chunk, chunk + nb);
+    shadow_range_lock(s, &req, offset, bytes);
+    qemu_spin_lock(&s->lock);
     if (src != s->active &&
-        (hbitmap_next_zero(s->active->map.stale, chunk, nb) >= 0 ||
-         hbitmap_next_dirty(src->map.stale, chunk, nb) >= 0)) {
+        (shadow_state_holds(s->active, chunk, chunk + nb) ||
+         !shadow_state_holds(src, chunk, chunk + nb))) {
         /*
-         * A guest write came first: the active child may hold newer data
-         * than the source now.  Pick again.
+         * A guest request came first and the active child holds some of
+         * these chunks now, or the source lost some.  Pick again.
          */
         hbitmap_reset(s->copying, chunk, nb);
-        reqlist_remove_req(&req);
         qemu_spin_unlock(&s->lock);
+        shadow_range_unlock(s, &req);
         return 1;
     }
     qemu_spin_unlock(&s->lock);
 
+    trace_shadow_copy_run(s, shadow_child_name(src), offset, bytes,
+                          nb_targets);
     ret = shadow_copy_range(s, src, buf, offset, bytes, targets, target_ret,
                             nb_targets, data_bytes);
 
-    qemu_spin_lock(&s->lock);
-    for (i = 0; i < nb_targets && ret == 0; i++) {
+    for (i = 0; i < nb_targets; i++) {
         ShadowChild *t = targets[i];
+        bool complete;
 
-        if (target_ret[i] == 0) {
-            /* Under the range lock, no write changed these chunks since */
-            shadow_map_mark_valid(&t->map, chunk, nb);
-            synced[i] = shadow_map_stale_count(&t->map) == 0;
+        if (ret < 0 || target_ret[i] < 0) {
+            continue;
+        }
+        if (shadow_state_copied(s, src, t, chunk, nb, &complete) &&
+            complete) {
+            qapi_event_send_shadow_child_synced(bdrv_get_node_name(s->bs),
+                                                shadow_child_name(t));
         }
     }
+    qemu_spin_lock(&s->lock);
     hbitmap_reset(s->copying, chunk, nb);
-    reqlist_remove_req(&req);
-    if (ret < 0 && src == s->active) {
-        s->copy_failed = true;
-        s->copy_workers &= ~(1u << index);
-    }
     qemu_spin_unlock(&s->lock);
+    shadow_range_unlock(s, &req);
 
     if (ret < 0 && src != s->active) {
         /* Another child may hold these chunks: go on without this one */
-        shadow_child_degrade(s, src, "copy", ret);
+        shadow_state_degrade(s, src, SHADOW_OPERATION_COPY, ret);
         return 1;
+    }
+    if (ret < 0) {
+        warn_report("shadow: node '%s': reading the active child '%s' for "
+                    "the background copy failed: %s; the copy stops until "
+                    "the next reopen", bdrv_get_node_name(s->bs),
+                    shadow_child_name(s->active), strerror(-ret));
+        return shadow_copy_stop(s, index, true);
     }
     for (i = 0; i < nb_targets; i++) {
         if (target_ret[i] < 0 && targets[i] == s->active) {
             warn_report("shadow: node '%s': copying up to the active child "
                         "'%s' failed: %s; the copy stops until the next "
                         "reopen", bdrv_get_node_name(s->bs),
-                        bdrv_get_node_name(targets[i]->child->bs),
+                        shadow_child_name(targets[i]),
                         strerror(-target_ret[i]));
-            qemu_spin_lock(&s->lock);
-            s->copy_failed = true;
-            s->copy_workers &= ~(1u << index);
-            qemu_spin_unlock(&s->lock);
-            return 0;
+            return shadow_copy_stop(s, index, true);
         } else if (target_ret[i] < 0) {
-            shadow_child_degrade(s, targets[i], "copy", target_ret[i]);
-        } else if (synced[i]) {
-            qapi_event_send_shadow_child_synced(
-                bdrv_get_node_name(s->bs),
-                bdrv_get_node_name(targets[i]->child->bs));
+            shadow_state_degrade(s, targets[i], SHADOW_OPERATION_COPY,
+                                 target_ret[i]);
         }
-    }
-    if (ret < 0) {
-        warn_report("shadow: node '%s': reading the active child '%s' for "
-                    "the background copy failed: %s; the copy stops until "
-                    "the next reopen", bdrv_get_node_name(s->bs),
-                    bdrv_get_node_name(s->active->child->bs), strerror(-ret));
-        return 0;
     }
     return 1;
 }
@@ -519,7 +542,7 @@ void shadow_copy_set_speed(BDRVShadowState *s, uint64_t speed)
     ratelimit_set_speed(&s->copy_limit, speed, 100 * SCALE_MS);
 }
 
-/* Start copy workers if a shadow needs data and copying may run */
+/* Start copy workers if a child needs data and copying may run */
 void shadow_copy_kick(BDRVShadowState *s)
 {
     /* With a speed limit, one worker keeps the limit exact */
@@ -529,7 +552,9 @@ void shadow_copy_kick(BDRVShadowState *s)
 
     qemu_spin_lock(&s->lock);
     if (shadow_copy_may_run(s) &&
-        (shadow_hydrating(s) || shadow_copy_next(s, 0, s->nb_chunks) >= 0)) {
+        (shadow_hydrating(s) ||
+         (s->prewarm != SHADOW_PREWARM_OFF &&
+          shadow_copy_next(s, 0, s->nb_chunks) >= 0))) {
         for (i = 0; i < want; i++) {
             if (!(s->copy_workers & (1u << i))) {
                 start |= 1u << i;
@@ -554,74 +579,80 @@ void shadow_copy_kick(BDRVShadowState *s)
 }
 
 /*
- * Copy up to the active child the chunks of [@first, @end) it lacks, from
- * children that hold them, before a guest request uses them.  Returns a
- * negative error if some chunk could not be had.
+ * Copy up to the active child the chunks of [@first, @end) it lacks,
+ * from children that hold them, with the range of those chunks locked by
+ * the caller.  Returns a negative error if some chunk could not be had.
  */
-int coroutine_fn GRAPH_RDLOCK shadow_copy_up(BDRVShadowState *s,
-                                             int64_t first, int64_t end)
+int coroutine_fn shadow_copy_up_locked(BDRVShadowState *s, int64_t first,
+                                       int64_t end)
 {
     ShadowChild *active = s->active;
-    int64_t offset = first * s->chunk_size;
-    int64_t bytes = MIN(end * s->chunk_size, s->length) - offset;
     void *buf = NULL;
-    BlockReq req;
     int64_t c, nb, data_bytes = 0;
+    bool synced = false;
     int ret = 0;
 
-    qemu_spin_lock(&s->lock);
-    shadow_track_begin(s, &req, offset, bytes);
-    for (c = first; c < end;) {
+    ret = shadow_state_begin_writing(s);
+    for (c = first; c < end && ret == 0;) {
         ShadowChild *src;
         int target_ret = 0;
+        int64_t offset;
 
+        qemu_spin_lock(&s->lock);
         c = hbitmap_next_dirty(active->map.stale, c, end - c);
+        src = c < 0 ? NULL : shadow_state_holder(s, c, active);
+        nb = src ? shadow_state_run(s, c, end, src) : 0;
+        qemu_spin_unlock(&s->lock);
         if (c < 0) {
             break;
         }
-        src = shadow_source_for(s, c);
         if (!src) {
+            /* I1 says this cannot happen; fail the request, not QEMU */
             ret = -EIO;
             break;
         }
-        for (nb = 1; c + nb < end; nb++) {
-            if (!shadow_map_is_stale(&active->map, c + nb) ||
-                shadow_map_is_stale(&src->map, c + nb)) {
-                break;
-            }
-        }
-        qemu_spin_unlock(&s->lock);
 
+        offset = c * s->chunk_size;
         buf = buf ?: qemu_blockalign(s->bs, SHADOW_COPY_MAX_BYTES);
-        ret = shadow_copy_range(s, src, buf, c * s->chunk_size,
-                                MIN((c + nb) * s->chunk_size, s->length) -
-                                c * s->chunk_size,
+        trace_shadow_copy_up(s, shadow_child_name(src), offset,
+                             shadow_chunk_bytes(s, c, c + nb));
+        ret = shadow_copy_range(s, src, buf, offset,
+                                shadow_chunk_bytes(s, c, c + nb),
                                 &active, &target_ret, 1, &data_bytes);
         if (ret < 0) {
             /* Try another child that holds these chunks */
-            shadow_child_degrade(s, src, "copy", ret);
-            ret = 0;
-        } else if (target_ret < 0) {
-            ret = target_ret;
-        }
-        qemu_spin_lock(&s->lock);
-        if (ret < 0) {
+            if (!src->degraded) {
+                shadow_state_degrade(s, src, SHADOW_OPERATION_COPY, ret);
+                ret = 0;
+                continue;
+            }
             break;
         }
-        if (src->degraded) {
-            continue;
+        if (target_ret < 0) {
+            ret = target_ret;
+            break;
         }
-        shadow_map_mark_valid(&active->map, c, nb);
-        c += nb;
+        if (shadow_state_copied(s, src, active, c, nb, &synced)) {
+            c += nb;
+        }
     }
-    reqlist_remove_req(&req);
-    nb = hbitmap_count(active->map.stale);
-    qemu_spin_unlock(&s->lock);
-
     qemu_vfree(buf);
-    if (ret == 0 && nb == 0) {
+    if (ret == 0 && synced) {
         qapi_event_send_shadow_child_synced(bdrv_get_node_name(s->bs),
-                                bdrv_get_node_name(active->child->bs));
+                                            shadow_child_name(active));
     }
+    return ret;
+}
+
+int coroutine_fn shadow_copy_up(BDRVShadowState *s, int64_t first,
+                                int64_t end)
+{
+    BlockReq req;
+    int ret;
+
+    shadow_range_lock(s, &req, first * s->chunk_size,
+                      shadow_chunk_bytes(s, first, end));
+    ret = shadow_copy_up_locked(s, first, end);
+    shadow_range_unlock(s, &req);
     return ret;
 }

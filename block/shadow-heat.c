@@ -35,10 +35,17 @@ static int shadow_heat_level(uint16_t count)
     return count ? MIN(SHADOW_HEAT_LEVELS, 64 - clz64(count)) : 0;
 }
 
+/*
+ * Regions are SHADOW_HEAT_REGION bytes, at least a chunk, and large
+ * enough that a disk has at most SHADOW_HEAT_MAX_REGIONS of them
+ */
 void shadow_heat_init(ShadowHeat *h, int64_t length, int64_t chunk_size)
 {
     memset(h, 0, sizeof(*h));
     h->region_size = MAX(SHADOW_HEAT_REGION, chunk_size);
+    h->region_size = MAX(h->region_size,
+                         pow2ceil(DIV_ROUND_UP(length,
+                                               SHADOW_HEAT_MAX_REGIONS)));
     h->nb_regions = DIV_ROUND_UP(length, h->region_size);
     h->count = g_new0(uint16_t, h->nb_regions);
     h->queued = g_new0(uint8_t, h->nb_regions);
@@ -55,6 +62,26 @@ void shadow_heat_destroy(ShadowHeat *h)
     g_free(h->count);
     g_free(h->queued);
     memset(h, 0, sizeof(*h));
+}
+
+/* The disk grew to @length bytes; history is kept if regions suffice */
+void shadow_heat_resize(ShadowHeat *h, int64_t length)
+{
+    int64_t nb = DIV_ROUND_UP(length, h->region_size);
+
+    if (nb > SHADOW_HEAT_MAX_REGIONS) {
+        int64_t chunk = h->region_size;
+
+        shadow_heat_destroy(h);
+        shadow_heat_init(h, length, chunk);
+        return;
+    }
+    h->count = g_renew(uint16_t, h->count, nb);
+    h->queued = g_renew(uint8_t, h->queued, nb);
+    memset(h->count + h->nb_regions, 0,
+           (nb - h->nb_regions) * sizeof(*h->count));
+    memset(h->queued + h->nb_regions, 0, nb - h->nb_regions);
+    h->nb_regions = nb;
 }
 
 /* Queue @region on queue @q (a level, or SHADOW_HEAT_URGENT) */

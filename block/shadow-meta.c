@@ -1,22 +1,23 @@
 /*
- * Shadow block driver: persistent chunk maps on a metadata child
+ * Shadow block driver: the on-disk metadata format, version 2
  *
- * With a metadata child, each child's chunk map and a write-intent map
- * survive a restart.  The format is described in docs/shadow-metadata.md.
- * The rules, after dm-clone and md's write-intent bitmap:
+ * This file knows how the metadata is laid out and checked; it decides
+ * nothing about when to write what (shadow-state.c does).  The format is
+ * described in docs/shadow-metadata.md:
  *
- * - a valid bit is never durable before its data: a commit takes the
- *   maps' changes first, then flushes the children, then writes them;
- * - the intent bit of a chunk is durable before the first guest write to
- *   it; intent bits are cleared only by the periodic commit, for chunks
- *   nobody wrote since the previous one and whose maps are durable;
- * - guest flushes and FUA writes commit, and the flushes that arrive
- *   while a commit runs share the next one;
- * - after an unclean stop, a chunk with an intent bit is kept only on one
- *   child that held it (the active one when it did) and is stale on every
- *   other child.
+ *   0       header copy 0: header fields, then the slot table
+ *   8192    header copy 1
+ *   16384   rows of units: row u holds unit u of the intent map, then
+ *           two copies of unit u of the valid map of each of the 16 slots
  *
- * Only the SHADOW_META_UNIT-byte units of a map that changed are written.
+ * Every header copy and every unit carries a CRC-32C.  A unit also names
+ * its column (intent or slot), its index and an epoch: the slot's epoch
+ * for a valid map, so that the units a removed child left behind never
+ * count for the child that takes its slot, and the session's for the
+ * intent map, so that leftovers of an earlier session are ignored.
+ * Valid maps alternate between their two copies, each write carrying a
+ * sequence number, so that a write torn by a crash leaves the previous
+ * version.  Growing the disk appends rows; nothing ever moves.
  *
  * Copyright (c) 2026 The shadowtier authors
  *
@@ -24,6 +25,7 @@
  */
 
 #include "qemu/osdep.h"
+#include <sys/stat.h>
 #include "block/block_int.h"
 #include "qapi/error.h"
 #include "qemu/bswap.h"
@@ -34,19 +36,25 @@
 #include "shadow.h"
 
 #define SHADOW_META_MAGIC         "SHADOWMD"
-#define SHADOW_META_VERSION       1
-#define SHADOW_META_HEADER_SIZE   4096
-#define SHADOW_META_TABLE_OFFSET  (2 * SHADOW_META_HEADER_SIZE)
-#define SHADOW_META_TABLE_SIZE    (SHADOW_META_SLOTS * sizeof(ShadowMetaSlot))
-#define SHADOW_META_INTENT_OFFSET (SHADOW_META_TABLE_OFFSET + 4096)
+#define SHADOW_META_VERSION       2
+#define SHADOW_META_HEADER_SIZE   8192
+#define SHADOW_META_TABLE_OFFSET  256
+#define SHADOW_META_ROWS_OFFSET   (2 * SHADOW_META_HEADER_SIZE)
+/* Units in a row: the intent map's, then two per slot */
+#define SHADOW_META_ROW_UNITS     (1 + 2 * SHADOW_META_SLOTS)
+/* Rows read at once when loading the maps */
+#define SHADOW_META_LOAD_ROWS     16
 
 /* Header flags */
-#define SHADOW_META_IN_USE        1     /* opened for writing, not closed */
+#define SHADOW_META_IN_USE        1     /* children may be written */
 
 /* Slot flags */
 #define SHADOW_META_SLOT_USED     1
+#define SHADOW_META_SLOT_STAT     2     /* ino recorded */
+#define SHADOW_META_SLOT_BTIME    4     /* birth time recorded */
+#define SHADOW_META_SLOT_STAMPED  8     /* size, mtime at a clean stop */
 
-typedef struct QEMU_PACKED ShadowMetaHeader {
+struct QEMU_PACKED ShadowMetaHeader {
     char magic[8];
     uint32_t version;
     uint32_t header_size;
@@ -57,144 +65,247 @@ typedef struct QEMU_PACKED ShadowMetaHeader {
     uint64_t nb_chunks;
     uint32_t nb_slots;
     uint32_t active_slot;
-    uint64_t table_offset;
-    uint64_t intent_offset;
-    uint64_t maps_offset;
-    uint64_t map_bytes;
+    uint64_t session;
+    uint64_t rows_offset;
+    uint32_t unit_size;
+    uint32_t unit_chunks;
+    uint32_t table_offset;
     uint32_t crc;
+};
+
+typedef struct QEMU_PACKED ShadowMetaSlotDisk {
+    uint32_t flags;
     uint32_t reserved;
-} ShadowMetaHeader;
+    uint64_t epoch;
+    uint8_t identity[32];
+    uint64_t ino;
+    int64_t btime_sec;
+    uint32_t btime_nsec;
+    uint32_t mtime_nsec;
+    int64_t mtime_sec;
+    int64_t size;
+    char node_name[64];
+    char filename[104];
+} ShadowMetaSlotDisk;
 
-QEMU_BUILD_BUG_ON(sizeof(ShadowMetaSlot) != 256);
-QEMU_BUILD_BUG_ON(SHADOW_META_TABLE_SIZE != 4096);
+typedef struct QEMU_PACKED ShadowMetaUnitHeader {
+    uint32_t crc;
+    uint32_t column;
+    uint64_t epoch;
+    uint64_t index;
+    uint64_t seq;
+} ShadowMetaUnitHeader;
 
-/* A unit of a map on its way to disk */
-typedef struct ShadowMetaUnit {
-    ShadowChild *sc;        /* NULL for the slot table */
-    int64_t unit;
-    int64_t offset;
-    uint8_t *buf;
-    int64_t bytes;
-} ShadowMetaUnit;
+QEMU_BUILD_BUG_ON(sizeof(ShadowMetaHeader) != 96);
+QEMU_BUILD_BUG_ON(sizeof(ShadowMetaSlotDisk) != 256);
+QEMU_BUILD_BUG_ON(sizeof(ShadowMetaUnitHeader) != SHADOW_META_UNIT_HEADER);
+QEMU_BUILD_BUG_ON(SHADOW_META_TABLE_OFFSET +
+                  SHADOW_META_SLOTS * sizeof(ShadowMetaSlotDisk) >
+                  SHADOW_META_HEADER_SIZE);
+/* hbitmap (de)serialisation works on 64-bit words */
+QEMU_BUILD_BUG_ON(SHADOW_META_UNIT_CHUNKS % 64);
 
-static const char *shadow_meta_name(BDRVShadowState *s)
+typedef enum ShadowUnitCheck {
+    SHADOW_UNIT_EMPTY,      /* never written, or left by an older epoch */
+    SHADOW_UNIT_OK,
+    SHADOW_UNIT_BAD,        /* checksum or placement wrong */
+} ShadowUnitCheck;
+
+const char *shadow_meta_name(BDRVShadowState *s)
 {
     return bdrv_get_node_name(s->meta.child->bs);
 }
 
-static int64_t shadow_meta_map_offset(BDRVShadowState *s, int slot)
+int64_t shadow_meta_nb_units(int64_t nb_chunks)
 {
-    return s->meta.maps_offset + slot * s->meta.map_bytes;
-}
-
-static int64_t shadow_meta_nb_units(BDRVShadowState *s)
-{
-    return DIV_ROUND_UP(s->nb_chunks, SHADOW_META_UNIT_CHUNKS);
+    return DIV_ROUND_UP(nb_chunks, SHADOW_META_UNIT_CHUNKS);
 }
 
 /*
- * Unit @u of @hb as stored on disk, into @buf (SHADOW_META_UNIT bytes).
- * Maps are stored as valid bits (@invert the stale bits); bits past the
- * last chunk are zero.
+ * Where unit @index of @column is: the intent map has one copy; a valid
+ * map's version @seq is in copy @seq % 2
  */
-static void shadow_meta_serialize_unit(BDRVShadowState *s, HBitmap *hb,
-                                       bool invert, int64_t u, uint8_t *buf)
+int64_t shadow_meta_unit_offset(int64_t index, int column, uint64_t seq)
 {
-    int64_t start = u * SHADOW_META_UNIT_CHUNKS;
-    int64_t count = MIN(SHADOW_META_UNIT_CHUNKS, s->nb_chunks - start);
-    int64_t b;
-    int i;
+    int pos = column ? 1 + 2 * (column - 1) + (seq & 1) : 0;
 
-    memset(buf, 0, SHADOW_META_UNIT);
-    hbitmap_serialize_part(hb, buf, start, count);
-    if (invert) {
-        for (i = 0; i < SHADOW_META_UNIT; i++) {
-            buf[i] = ~buf[i];
-        }
-        for (b = count; b < SHADOW_META_UNIT_CHUNKS; b++) {
-            buf[b / 8] &= ~(1u << (b % 8));
-        }
-    }
+    return SHADOW_META_ROWS_OFFSET +
+           (index * SHADOW_META_ROW_UNITS + pos) * SHADOW_META_UNIT;
 }
 
-/* Load a whole bitmap from @buf (map_bytes, as on disk) into @hb */
-static void shadow_meta_deserialize(BDRVShadowState *s, HBitmap *hb,
-                                    bool invert, uint8_t *buf)
+/* Bytes the metadata node needs for a disk of @nb_chunks chunks */
+int64_t shadow_meta_size(int64_t nb_chunks)
 {
-    int64_t b;
-    int64_t i;
-
-    if (invert) {
-        for (i = 0; i < s->meta.map_bytes; i++) {
-            buf[i] = ~buf[i];
-        }
-    }
-    for (b = s->nb_chunks; b < ROUND_UP(s->nb_chunks, 64); b++) {
-        buf[b / 8] &= ~(1u << (b % 8));
-    }
-    hbitmap_deserialize_part(hb, buf, 0, s->nb_chunks, true);
+    return shadow_meta_unit_offset(shadow_meta_nb_units(nb_chunks), 0, 0);
 }
 
 /*
- * A child's identity: the SHA-256 of the filename of the storage under
- * its filters, which survives renaming nodes and changing filters such
- * as throttle.
+ * Identity
  */
-static const char *GRAPH_RDLOCK
-shadow_meta_identity(BlockDriverState *bs, uint8_t identity[32])
+
+/* The node that stores @bs's data: below its filters and formats */
+static BlockDriverState *GRAPH_RDLOCK shadow_storage_leaf(BlockDriverState *bs)
 {
-    BlockDriverState *leaf = bdrv_skip_filters(bs) ?: bs;
+    for (;;) {
+        bs = bdrv_skip_filters(bs) ?: bs;
+        if (!bs->file) {
+            return bs;
+        }
+        bs = bs->file->bs;
+    }
+}
+
+/*
+ * What identifies @bs's storage: the SHA-256 of its filename, which
+ * survives renaming nodes and adding or removing filters such as
+ * throttle; and for a local file its inode number and birth time, which
+ * a new file at the same path does not share, and its size and mtime,
+ * which tell whether it was written while the node did not hold it.
+ */
+int shadow_meta_identify(BlockDriverState *bs, ShadowIdentity *id)
+{
+    BlockDriverState *leaf = shadow_storage_leaf(bs);
     const char *name = leaf->filename[0] ? leaf->filename
                                           : bdrv_get_node_name(leaf);
     g_autoptr(GChecksum) sum = g_checksum_new(G_CHECKSUM_SHA256);
-    gsize len = 32;
+    gsize len = sizeof(id->hash);
 
+    memset(id, 0, sizeof(*id));
     g_checksum_update(sum, (const guchar *)name, strlen(name));
-    g_checksum_get_digest(sum, identity, &len);
-    return name;
+    g_checksum_get_digest(sum, id->hash, &len);
+    id->filename = name;
+
+    if (!leaf->drv || strcmp(leaf->drv->format_name, "file")) {
+        return 0;
+    }
+#if defined(__linux__) && defined(STATX_BTIME)
+    {
+        struct statx stx;
+
+        if (statx(AT_FDCWD, name, 0, STATX_INO | STATX_SIZE | STATX_MTIME |
+                  STATX_BTIME, &stx) < 0) {
+            return -errno;
+        }
+        id->have_stat = true;
+        id->ino = stx.stx_ino;
+        id->size = stx.stx_size;
+        id->mtime_sec = stx.stx_mtime.tv_sec;
+        id->mtime_nsec = stx.stx_mtime.tv_nsec;
+        if (stx.stx_mask & STATX_BTIME) {
+            id->have_btime = true;
+            id->btime_sec = stx.stx_btime.tv_sec;
+            id->btime_nsec = stx.stx_btime.tv_nsec;
+        }
+    }
+#else
+    {
+        struct stat st;
+
+        if (stat(name, &st) < 0) {
+            return -errno;
+        }
+        id->have_stat = true;
+        id->ino = st.st_ino;
+        id->size = st.st_size;
+        id->mtime_sec = st.st_mtim.tv_sec;
+        id->mtime_nsec = st.st_mtim.tv_nsec;
+    }
+#endif
+    return 0;
 }
 
-static void shadow_meta_fill_slot(ShadowMetaSlot *slot, const char *node_name,
-                                  const uint8_t identity[32],
-                                  const char *filename)
+/*
+ * Header and slot table
+ */
+
+static void shadow_meta_slot_to_disk(const ShadowSlot *slot,
+                                     ShadowMetaSlotDisk *d)
 {
+    uint32_t flags = SHADOW_META_SLOT_USED;
+
+    memset(d, 0, sizeof(*d));
+    if (!slot->used) {
+        return;
+    }
+    if (slot->id.have_stat) {
+        flags |= SHADOW_META_SLOT_STAT;
+        d->ino = cpu_to_le64(slot->id.ino);
+    }
+    if (slot->id.have_btime) {
+        flags |= SHADOW_META_SLOT_BTIME;
+        d->btime_sec = cpu_to_le64(slot->id.btime_sec);
+        d->btime_nsec = cpu_to_le32(slot->id.btime_nsec);
+    }
+    if (slot->stamped) {
+        flags |= SHADOW_META_SLOT_STAMPED;
+        d->size = cpu_to_le64(slot->id.size);
+        d->mtime_sec = cpu_to_le64(slot->id.mtime_sec);
+        d->mtime_nsec = cpu_to_le32(slot->id.mtime_nsec);
+    }
+    d->flags = cpu_to_le32(flags);
+    d->epoch = cpu_to_le64(slot->epoch);
+    memcpy(d->identity, slot->id.hash, sizeof(d->identity));
+    strncpy(d->node_name, slot->node_name, sizeof(d->node_name));
+    strncpy(d->filename, slot->filename, sizeof(d->filename));
+}
+
+static void shadow_meta_slot_from_disk(const ShadowMetaSlotDisk *d,
+                                       ShadowSlot *slot)
+{
+    uint32_t flags = le32_to_cpu(d->flags);
+
     memset(slot, 0, sizeof(*slot));
-    slot->flags = cpu_to_le32(SHADOW_META_SLOT_USED);
-    memcpy(slot->identity, identity, 32);
-    pstrcpy(slot->node_name, sizeof(slot->node_name), node_name);
-    pstrcpy(slot->filename, sizeof(slot->filename), filename);
+    slot->used = flags & SHADOW_META_SLOT_USED;
+    if (!slot->used) {
+        return;
+    }
+    slot->epoch = le64_to_cpu(d->epoch);
+    memcpy(slot->id.hash, d->identity, sizeof(slot->id.hash));
+    slot->id.have_stat = flags & SHADOW_META_SLOT_STAT;
+    slot->id.ino = le64_to_cpu(d->ino);
+    slot->id.have_btime = flags & SHADOW_META_SLOT_BTIME;
+    slot->id.btime_sec = le64_to_cpu(d->btime_sec);
+    slot->id.btime_nsec = le32_to_cpu(d->btime_nsec);
+    slot->stamped = flags & SHADOW_META_SLOT_STAMPED;
+    slot->id.size = le64_to_cpu(d->size);
+    slot->id.mtime_sec = le64_to_cpu(d->mtime_sec);
+    slot->id.mtime_nsec = le32_to_cpu(d->mtime_nsec);
+    memcpy(slot->node_name, d->node_name,
+           MIN(sizeof(slot->node_name) - 1, sizeof(d->node_name)));
+    memcpy(slot->filename, d->filename,
+           MIN(sizeof(slot->filename) - 1, sizeof(d->filename)));
 }
 
-static bool shadow_meta_slot_used(const ShadowMetaSlot *slot)
-{
-    return le32_to_cpu(slot->flags) & SHADOW_META_SLOT_USED;
-}
-
-/* Write the next header copy: in use or closed, with the active slot */
-static int GRAPH_RDLOCK shadow_meta_write_header(BDRVShadowState *s,
-                                                 bool in_use, int active_slot)
+/* Write @img to the header copy not written last, with FUA */
+int shadow_meta_write_header(BDRVShadowState *s, const ShadowMetaImage *img)
 {
     ShadowMeta *m = &s->meta;
     uint8_t *buf = qemu_blockalign0(m->child->bs, SHADOW_META_HEADER_SIZE);
     ShadowMetaHeader *h = (ShadowMetaHeader *)buf;
+    ShadowMetaSlotDisk *table =
+        (ShadowMetaSlotDisk *)(buf + SHADOW_META_TABLE_OFFSET);
     int copy = m->header_copy ^ 1;
-    int ret;
+    int i, ret;
 
     memcpy(h->magic, SHADOW_META_MAGIC, sizeof(h->magic));
     h->version = cpu_to_le32(SHADOW_META_VERSION);
-    h->header_size = cpu_to_le32(sizeof(*h));
+    h->header_size = cpu_to_le32(SHADOW_META_HEADER_SIZE);
     h->generation = cpu_to_le64(m->generation + 1);
-    h->flags = cpu_to_le64(in_use ? SHADOW_META_IN_USE : 0);
-    h->chunk_size = cpu_to_le64(s->chunk_size);
-    h->length = cpu_to_le64(s->length);
-    h->nb_chunks = cpu_to_le64(s->nb_chunks);
+    h->flags = cpu_to_le64(img->in_use ? SHADOW_META_IN_USE : 0);
+    h->chunk_size = cpu_to_le64(img->chunk_size);
+    h->length = cpu_to_le64(img->length);
+    h->nb_chunks = cpu_to_le64(img->nb_chunks);
     h->nb_slots = cpu_to_le32(SHADOW_META_SLOTS);
-    h->active_slot = cpu_to_le32(active_slot);
-    h->table_offset = cpu_to_le64(SHADOW_META_TABLE_OFFSET);
-    h->intent_offset = cpu_to_le64(SHADOW_META_INTENT_OFFSET);
-    h->maps_offset = cpu_to_le64(m->maps_offset);
-    h->map_bytes = cpu_to_le64(m->map_bytes);
-    h->crc = cpu_to_le32(crc32c(0xffffffff, buf, sizeof(*h)));
+    h->active_slot = cpu_to_le32(img->active_slot);
+    h->session = cpu_to_le64(img->session);
+    h->rows_offset = cpu_to_le64(SHADOW_META_ROWS_OFFSET);
+    h->unit_size = cpu_to_le32(SHADOW_META_UNIT);
+    h->unit_chunks = cpu_to_le32(SHADOW_META_UNIT_CHUNKS);
+    h->table_offset = cpu_to_le32(SHADOW_META_TABLE_OFFSET);
+    for (i = 0; i < SHADOW_META_SLOTS; i++) {
+        shadow_meta_slot_to_disk(&img->slots[i], &table[i]);
+    }
+    h->crc = cpu_to_le32(crc32c(0xffffffff, buf, SHADOW_META_HEADER_SIZE));
 
     ret = bdrv_pwrite(m->child, copy * SHADOW_META_HEADER_SIZE,
                       SHADOW_META_HEADER_SIZE, buf, BDRV_REQ_FUA);
@@ -202,48 +313,63 @@ static int GRAPH_RDLOCK shadow_meta_write_header(BDRVShadowState *s,
     if (ret == 0) {
         m->generation++;
         m->header_copy = copy;
-        m->durable_active_slot = active_slot;
     }
     return ret;
 }
 
-/* A header copy that is ours and intact, or NULL */
-static ShadowMetaHeader *shadow_meta_check_header(uint8_t *buf)
+/* Whether @buf holds a header copy of this version that is intact */
+static bool shadow_meta_header_ok(uint8_t *buf)
 {
     ShadowMetaHeader *h = (ShadowMetaHeader *)buf;
     uint32_t crc = le32_to_cpu(h->crc);
+    bool ok;
 
-    if (memcmp(h->magic, SHADOW_META_MAGIC, sizeof(h->magic))) {
-        return NULL;
+    if (memcmp(h->magic, SHADOW_META_MAGIC, sizeof(h->magic)) ||
+        le32_to_cpu(h->version) != SHADOW_META_VERSION) {
+        return false;
     }
     h->crc = 0;
-    if (le32_to_cpu(h->version) == SHADOW_META_VERSION &&
-        crc32c(0xffffffff, buf, sizeof(*h)) != crc) {
-        return NULL;
-    }
+    ok = crc32c(0xffffffff, buf, SHADOW_META_HEADER_SIZE) == crc;
     h->crc = cpu_to_le32(crc);
-    return h;
+    return ok;
 }
 
-/* The layout for this node's geometry */
-static void shadow_meta_layout(BDRVShadowState *s)
+/* Whether the header's layout is the one this code writes */
+static int shadow_meta_check_layout(BDRVShadowState *s,
+                                    const ShadowMetaHeader *h, Error **errp)
 {
-    ShadowMeta *m = &s->meta;
-
-    m->map_bytes = ROUND_UP(DIV_ROUND_UP(s->nb_chunks, 8), 4096);
-    m->maps_offset = SHADOW_META_INTENT_OFFSET + m->map_bytes;
+    if (le32_to_cpu(h->header_size) != SHADOW_META_HEADER_SIZE ||
+        le32_to_cpu(h->nb_slots) != SHADOW_META_SLOTS ||
+        le64_to_cpu(h->rows_offset) != SHADOW_META_ROWS_OFFSET ||
+        le32_to_cpu(h->unit_size) != SHADOW_META_UNIT ||
+        le32_to_cpu(h->unit_chunks) != SHADOW_META_UNIT_CHUNKS ||
+        le32_to_cpu(h->table_offset) != SHADOW_META_TABLE_OFFSET ||
+        le32_to_cpu(h->active_slot) >= SHADOW_META_SLOTS ||
+        le64_to_cpu(h->chunk_size) == 0 ||
+        le64_to_cpu(h->nb_chunks) !=
+            DIV_ROUND_UP(le64_to_cpu(h->length), le64_to_cpu(h->chunk_size))) {
+        error_setg(errp, "shadow: metadata node '%s' is corrupt: its header "
+                   "describes a layout this format does not have",
+                   shadow_meta_name(s));
+        return -EINVAL;
+    }
+    return 0;
 }
 
-static int GRAPH_RDLOCK shadow_meta_read_header(BDRVShadowState *s,
-                                                bool *fresh,
-                                                ShadowMetaHeader *out,
-                                                Error **errp)
+/*
+ * Read the current header copy into @img.  *@fresh: the node is all
+ * zeroes and no metadata was ever written (@img is left alone).
+ */
+int shadow_meta_read_header(BDRVShadowState *s, ShadowMetaImage *img,
+                            bool *fresh, Error **errp)
 {
     ShadowMeta *m = &s->meta;
     uint8_t *buf = qemu_blockalign(m->child->bs, 2 * SHADOW_META_HEADER_SIZE);
-    ShadowMetaHeader *h[2];
+    ShadowMetaHeader *h;
+    ShadowMetaSlotDisk *table;
     int ret, i, best = -1;
 
+    *fresh = false;
     ret = bdrv_pread(m->child, 0, 2 * SHADOW_META_HEADER_SIZE, buf, 0);
     if (ret < 0) {
         error_setg_errno(errp, -ret, "shadow: cannot read metadata node '%s'",
@@ -251,893 +377,256 @@ static int GRAPH_RDLOCK shadow_meta_read_header(BDRVShadowState *s,
         goto out;
     }
     for (i = 0; i < 2; i++) {
-        h[i] = shadow_meta_check_header(buf + i * SHADOW_META_HEADER_SIZE);
-        if (h[i] && (best < 0 || le64_to_cpu(h[i]->generation) >
-                                 le64_to_cpu(h[best]->generation))) {
+        h = (ShadowMetaHeader *)(buf + i * SHADOW_META_HEADER_SIZE);
+        if (shadow_meta_header_ok((uint8_t *)h) &&
+            (best < 0 ||
+             le64_to_cpu(h->generation) >
+             le64_to_cpu(((ShadowMetaHeader *)
+                          (buf + best * SHADOW_META_HEADER_SIZE))->generation))) {
             best = i;
         }
     }
-    *fresh = false;
     if (best < 0) {
-        bool has_magic = false;
-
+        ret = -EINVAL;
         for (i = 0; i < 2; i++) {
-            has_magic |= !memcmp(buf + i * SHADOW_META_HEADER_SIZE,
-                                 SHADOW_META_MAGIC, 8);
+            h = (ShadowMetaHeader *)(buf + i * SHADOW_META_HEADER_SIZE);
+            if (!memcmp(h->magic, SHADOW_META_MAGIC, sizeof(h->magic)) &&
+                le32_to_cpu(h->version) != SHADOW_META_VERSION) {
+                error_setg(errp, "shadow: metadata node '%s' has format "
+                           "version %u; this QEMU reads version %d only.  To "
+                           "start over, give a zeroed metadata image (every "
+                           "shadow is then copied again)",
+                           shadow_meta_name(s), le32_to_cpu(h->version),
+                           SHADOW_META_VERSION);
+                ret = -ENOTSUP;
+                goto out;
+            }
         }
-        if (has_magic) {
+        if (!memcmp(buf, SHADOW_META_MAGIC, 8) ||
+            !memcmp(buf + SHADOW_META_HEADER_SIZE, SHADOW_META_MAGIC, 8)) {
             error_setg(errp, "shadow: metadata node '%s' is corrupt: no "
                        "header copy passes its checksum",
                        shadow_meta_name(s));
-            ret = -EINVAL;
         } else if (buffer_is_zero(buf, 2 * SHADOW_META_HEADER_SIZE)) {
             *fresh = true;
+            ret = 0;
         } else {
             error_setg(errp, "shadow: metadata node '%s' does not hold shadow "
                        "metadata (no '%s' magic); to start new metadata, "
                        "give an image filled with zeroes",
                        shadow_meta_name(s), SHADOW_META_MAGIC);
-            ret = -EINVAL;
         }
         goto out;
     }
-    *out = *h[best];
+
+    h = (ShadowMetaHeader *)(buf + best * SHADOW_META_HEADER_SIZE);
+    ret = shadow_meta_check_layout(s, h, errp);
+    if (ret < 0) {
+        goto out;
+    }
     m->header_copy = best;
-    m->generation = le64_to_cpu(out->generation);
+    m->generation = le64_to_cpu(h->generation);
+    memset(img, 0, sizeof(*img));
+    img->generation = m->generation;
+    img->in_use = le64_to_cpu(h->flags) & SHADOW_META_IN_USE;
+    img->chunk_size = le64_to_cpu(h->chunk_size);
+    img->length = le64_to_cpu(h->length);
+    img->nb_chunks = le64_to_cpu(h->nb_chunks);
+    img->active_slot = le32_to_cpu(h->active_slot);
+    img->session = le64_to_cpu(h->session);
+    table = (ShadowMetaSlotDisk *)((uint8_t *)h + SHADOW_META_TABLE_OFFSET);
+    for (i = 0; i < SHADOW_META_SLOTS; i++) {
+        shadow_meta_slot_from_disk(&table[i], &img->slots[i]);
+    }
 out:
     qemu_vfree(buf);
     return ret < 0 ? ret : 0;
 }
 
-/* Whether the header describes this node, as far as the format goes */
-static int shadow_meta_check_geometry(BDRVShadowState *s,
-                                      const ShadowMetaHeader *h, Error **errp)
-{
-    ShadowMeta *m = &s->meta;
+/*
+ * Units
+ */
 
-    if (le32_to_cpu(h->version) != SHADOW_META_VERSION) {
-        error_setg(errp, "shadow: metadata node '%s' has format version %u; "
-                   "this QEMU reads version %d only", shadow_meta_name(s),
-                   le32_to_cpu(h->version), SHADOW_META_VERSION);
-        return -ENOTSUP;
+/* Fill @unit (SHADOW_META_UNIT bytes) with its header and @payload */
+void shadow_meta_encode_unit(uint8_t *unit, int column, uint64_t epoch,
+                             int64_t index, uint64_t seq,
+                             const uint8_t *payload)
+{
+    ShadowMetaUnitHeader *h = (ShadowMetaUnitHeader *)unit;
+
+    memset(h, 0, sizeof(*h));
+    h->column = cpu_to_le32(column);
+    h->epoch = cpu_to_le64(epoch);
+    h->index = cpu_to_le64(index);
+    h->seq = cpu_to_le64(seq);
+    memcpy(unit + SHADOW_META_UNIT_HEADER, payload, SHADOW_META_UNIT_PAYLOAD);
+    h->crc = cpu_to_le32(crc32c(0xffffffff, unit, SHADOW_META_UNIT));
+}
+
+static ShadowUnitCheck shadow_meta_check_unit(uint8_t *unit, int column,
+                                              uint64_t epoch, int64_t index,
+                                              uint64_t *seq)
+{
+    ShadowMetaUnitHeader *h = (ShadowMetaUnitHeader *)unit;
+    uint32_t crc = le32_to_cpu(h->crc);
+    uint32_t actual;
+
+    if (buffer_is_zero(unit, SHADOW_META_UNIT)) {
+        return SHADOW_UNIT_EMPTY;
     }
-    if (le64_to_cpu(h->chunk_size) != s->chunk_size) {
-        error_setg(errp, "shadow: metadata node '%s' was written with "
-                   "chunk-size %" PRIu64 ", but the node has chunk-size %"
-                   PRId64, shadow_meta_name(s), le64_to_cpu(h->chunk_size),
-                   s->chunk_size);
-        return -EINVAL;
+    h->crc = 0;
+    actual = crc32c(0xffffffff, unit, SHADOW_META_UNIT);
+    h->crc = cpu_to_le32(crc);
+    if (actual != crc || le32_to_cpu(h->column) != column ||
+        le64_to_cpu(h->index) != index) {
+        return SHADOW_UNIT_BAD;
     }
-    if (le64_to_cpu(h->length) != s->length) {
-        error_setg(errp, "shadow: metadata node '%s' describes a disk of %"
-                   PRIu64 " bytes, but the active child has %" PRId64,
-                   shadow_meta_name(s), le64_to_cpu(h->length), s->length);
-        return -EINVAL;
-    }
-    if (le64_to_cpu(h->nb_chunks) != s->nb_chunks ||
-        le32_to_cpu(h->nb_slots) != SHADOW_META_SLOTS ||
-        le32_to_cpu(h->active_slot) >= SHADOW_META_SLOTS ||
-        le64_to_cpu(h->table_offset) != SHADOW_META_TABLE_OFFSET ||
-        le64_to_cpu(h->intent_offset) != SHADOW_META_INTENT_OFFSET ||
-        le64_to_cpu(h->maps_offset) != m->maps_offset ||
-        le64_to_cpu(h->map_bytes) != m->map_bytes) {
-        error_setg(errp, "shadow: metadata node '%s' is corrupt: its layout "
-                   "does not follow from its geometry", shadow_meta_name(s));
-        return -EINVAL;
-    }
-    return 0;
+    *seq = le64_to_cpu(h->seq);
+    return le64_to_cpu(h->epoch) == epoch ? SHADOW_UNIT_OK
+                                          : SHADOW_UNIT_EMPTY;
 }
 
 /*
- * Give each child its slot: every child must be recorded, and every
- * recorded child must be there.  With @fresh, the slots are assigned.
+ * Which copy of a valid map's unit holds its current version, from what
+ * the two copies hold (@res, with sequence numbers @seq); -1 for none
+ * (empty, or bad: *@bad says which).  After a crash (@torn_ok) the newest
+ * intact copy is current: the other may be a write the crash tore.  After
+ * a clean stop nothing was torn, and a copy that fails its check is
+ * corruption: the whole unit is then bad, never an older version.
  */
-static int GRAPH_RDLOCK shadow_meta_match_children(BDRVShadowState *s,
-                                                   bool fresh, Error **errp)
+static int shadow_meta_pick_copy(const ShadowUnitCheck *res,
+                                 const uint64_t *seq, bool torn_ok,
+                                 bool *bad)
 {
-    ShadowMeta *m = &s->meta;
-    bool matched[SHADOW_META_SLOTS] = { false };
-    uint8_t ids[SHADOW_META_SLOTS][32];
-    int i, j;
+    bool ok0 = res[0] == SHADOW_UNIT_OK, ok1 = res[1] == SHADOW_UNIT_OK;
 
-    if (s->num_children > SHADOW_META_SLOTS) {
-        error_setg(errp, "shadow: with metadata a node has at most %d "
-                   "children", SHADOW_META_SLOTS);
-        return -EINVAL;
+    *bad = res[0] == SHADOW_UNIT_BAD || res[1] == SHADOW_UNIT_BAD;
+    if (*bad && !torn_ok) {
+        return -1;
     }
-    for (i = 0; i < s->num_children; i++) {
-        ShadowChild *sc = s->children[i];
-        uint8_t *id = ids[i];
-        const char *filename = shadow_meta_identity(sc->child->bs, id);
-
-        for (j = 0; j < i; j++) {
-            if (!memcmp(id, ids[j], sizeof(ids[j]))) {
-                error_setg(errp, "shadow: children '%s' and '%s' use the same "
-                           "storage (%s); with metadata each child needs its "
-                           "own", bdrv_get_node_name(s->children[j]->child->bs),
-                           bdrv_get_node_name(sc->child->bs), filename);
-                return -EINVAL;
-            }
-        }
-        if (fresh) {
-            sc->slot = i;
-        } else {
-            for (j = 0; j < SHADOW_META_SLOTS; j++) {
-                if (shadow_meta_slot_used(&m->slots[j]) &&
-                    !memcmp(m->slots[j].identity, id, sizeof(ids[i]))) {
-                    break;
-                }
-            }
-            if (j == SHADOW_META_SLOTS) {
-                error_setg(errp, "shadow: child '%s' (%s) is not recorded in "
-                           "metadata node '%s'; add children at runtime with "
-                           "x-blockdev-change",
-                           bdrv_get_node_name(sc->child->bs), filename,
-                           shadow_meta_name(s));
-                return -EINVAL;
-            }
-            sc->slot = j;
-        }
-        matched[sc->slot] = true;
-        /* Node names may have changed: record the current ones */
-        shadow_meta_fill_slot(&m->slots[sc->slot],
-                              bdrv_get_node_name(sc->child->bs), id, filename);
+    if (ok0 || ok1) {
+        *bad = false;
+        return ok0 && (!ok1 || seq[0] > seq[1]) ? 0 : 1;
     }
-    for (j = 0; j < SHADOW_META_SLOTS; j++) {
-        if (!matched[j] && shadow_meta_slot_used(&m->slots[j])) {
-            ShadowMetaSlot *slot = &m->slots[j];
-
-            error_setg(errp, "shadow: metadata node '%s' records child '%.*s' "
-                       "(%.*s), which is not among the children of node '%s'",
-                       shadow_meta_name(s), (int)sizeof(slot->node_name),
-                       slot->node_name, (int)sizeof(slot->filename),
-                       slot->filename, bdrv_get_node_name(s->bs));
-            return -EINVAL;
-        }
-    }
-    m->table_dirty = true;
-    return 0;
-}
-
-static ShadowChild *shadow_meta_child_in_slot(BDRVShadowState *s, int slot)
-{
-    int i;
-
-    for (i = 0; i < s->num_children; i++) {
-        if (s->children[i]->slot == slot) {
-            return s->children[i];
-        }
-    }
-    return NULL;
+    return -1;
 }
 
 /*
- * After an unclean stop: each chunk with an intent bit may differ between
- * children.  Keep it on the child that was active if that child held it,
- * else on one child that held it, and make it stale everywhere else.
- * Returns the number of such chunks.
+ * Read the maps of every column @want says (a bit per column) into
+ * @bits[column] (SHADOW_META_UNIT_PAYLOAD bytes per unit, as many units
+ * as @nb_chunks needs), each checked against @epochs[column]; for the
+ * valid maps, the sequence number of each unit's current version into
+ * @seqs[column] (or of its newest intact copy).  An empty unit or one of
+ * another epoch reads as zeroes; a unit that fails its check reads as
+ * ones in the columns of @bad_is_set, else as zeroes, and is counted in
+ * @bad_units[column].  @torn_ok: see shadow_meta_pick_copy().  Bits past
+ * the last chunk are zero.
  */
-static int64_t shadow_meta_recover(BDRVShadowState *s, HBitmap *intent,
-                                   ShadowChild *recorded)
+int shadow_meta_read_maps(BDRVShadowState *s, int64_t nb_chunks,
+                          uint32_t want, const uint64_t *epochs,
+                          bool torn_ok, uint8_t **bits, uint64_t **seqs,
+                          uint32_t bad_is_set, int64_t *bad_units)
 {
-    int64_t c, n = 0;
-    int i;
+    ShadowMeta *m = &s->meta;
+    int64_t nb_units = shadow_meta_nb_units(nb_chunks);
+    int64_t row_bytes = SHADOW_META_ROW_UNITS * SHADOW_META_UNIT;
+    uint8_t *buf = qemu_blockalign(m->child->bs,
+                                   SHADOW_META_LOAD_ROWS * row_bytes);
+    int64_t u, b, rows;
+    int ret = 0, col;
 
-    for (c = hbitmap_next_dirty(intent, 0, s->nb_chunks); c >= 0;
-         c = hbitmap_next_dirty(intent, c + 1, s->nb_chunks - c - 1)) {
-        ShadowChild *keep = NULL;
-
-        if (recorded && !shadow_map_is_stale(&recorded->map, c)) {
-            keep = recorded;
-        }
-        for (i = 0; i < s->num_children && !keep; i++) {
-            if (!shadow_map_is_stale(&s->children[i]->map, c)) {
-                keep = s->children[i];
-            }
-        }
-        for (i = 0; i < s->num_children; i++) {
-            if (s->children[i] != keep) {
-                shadow_map_mark_stale(&s->children[i]->map, c, 1);
-            }
-        }
-        n++;
-        if (c == s->nb_chunks - 1) {
+    for (col = 0; col < SHADOW_META_COLUMNS; col++) {
+        bad_units[col] = 0;
+    }
+    for (u = 0; u < nb_units; u += rows) {
+        rows = MIN(SHADOW_META_LOAD_ROWS, nb_units - u);
+        ret = bdrv_pread(m->child, shadow_meta_unit_offset(u, 0, 0),
+                         rows * row_bytes, buf, 0);
+        if (ret < 0) {
             break;
         }
+        for (col = 0; col < SHADOW_META_COLUMNS; col++) {
+            int64_t r;
+
+            if (!(want & (1u << col))) {
+                continue;
+            }
+            for (r = 0; r < rows; r++) {
+                uint8_t *row = buf + r * row_bytes;
+                uint8_t *payload = bits[col] +
+                                   (u + r) * SHADOW_META_UNIT_PAYLOAD;
+                uint8_t *unit[2];
+                ShadowUnitCheck res[2] = { SHADOW_UNIT_EMPTY,
+                                           SHADOW_UNIT_EMPTY };
+                uint64_t seq[2] = { 0, 0 };
+                bool bad;
+                int c, pick;
+
+                for (c = 0; c < (col ? 2 : 1); c++) {
+                    unit[c] = row + (shadow_meta_unit_offset(0, col, c) -
+                                     SHADOW_META_ROWS_OFFSET);
+                    res[c] = shadow_meta_check_unit(unit[c], col, epochs[col],
+                                                    u + r, &seq[c]);
+                }
+                if (col) {
+                    pick = shadow_meta_pick_copy(res, seq, torn_ok, &bad);
+                    seqs[col][u + r] = MAX(res[0] == SHADOW_UNIT_OK ?
+                                           seq[0] : 0,
+                                           res[1] == SHADOW_UNIT_OK ?
+                                           seq[1] : 0);
+                } else {
+                    pick = res[0] == SHADOW_UNIT_OK ? 0 : -1;
+                    bad = res[0] == SHADOW_UNIT_BAD;
+                }
+                if (pick >= 0) {
+                    memcpy(payload, unit[pick] + SHADOW_META_UNIT_HEADER,
+                           SHADOW_META_UNIT_PAYLOAD);
+                } else {
+                    memset(payload,
+                           bad && (bad_is_set & (1u << col)) ? 0xff : 0,
+                           SHADOW_META_UNIT_PAYLOAD);
+                    bad_units[col] += bad;
+                }
+            }
+        }
     }
-    return n;
+    for (col = 0; ret >= 0 && col < SHADOW_META_COLUMNS; col++) {
+        if (!(want & (1u << col))) {
+            continue;
+        }
+        for (b = nb_chunks; b < nb_units * SHADOW_META_UNIT_CHUNKS; b++) {
+            bits[col][b / 8] &= ~(1u << (b % 8));
+        }
+    }
+    qemu_vfree(buf);
+    return ret < 0 ? ret : 0;
 }
 
-static void shadow_meta_timer_cb(void *opaque);
-
 /*
- * Load the maps from the metadata child (s->meta.child), or start new
- * metadata on an image of zeroes.  The children and their maps are set
- * up as without metadata; the maps are replaced by what was recorded.
+ * Grow the metadata node, if needed, to hold maps of @nb_chunks chunks;
+ * in or out of a coroutine
  */
-int shadow_meta_open(BDRVShadowState *s, ShadowChild *active, Error **errp)
+int shadow_meta_ensure_size(BDRVShadowState *s, int64_t nb_chunks,
+                            Error **errp)
 {
     ShadowMeta *m = &s->meta;
-    ShadowMetaHeader h;
-    g_autofree uint8_t *map_buf = NULL;
-    HBitmap *intent = NULL;
-    ShadowChild *recorded = NULL;
-    bool fresh, in_use = false;
-    int64_t size, need, recovered = 0;
-    int ret, i;
+    int64_t need = shadow_meta_size(nb_chunks);
+    int64_t size = bdrv_getlength(m->child->bs);
+    int ret;
 
-    m->writable = (bdrv_get_flags(s->bs) & BDRV_O_RDWR) &&
-                  !(bdrv_get_flags(s->bs) & BDRV_O_INACTIVE);
-    for (i = 0; i < s->num_children; i++) {
-        s->children[i]->slot = -1;
-    }
-    shadow_meta_layout(s);
-
-    size = bdrv_getlength(m->child->bs);
     if (size < 0) {
         error_setg_errno(errp, -size, "shadow: cannot get the length of "
                          "metadata node '%s'", shadow_meta_name(s));
         return size;
     }
-    need = shadow_meta_map_offset(s, SHADOW_META_SLOTS);
-    if (size < need) {
-        error_setg(errp, "shadow: metadata node '%s' is too small for this "
-                   "disk: %" PRId64 " bytes, needs %" PRId64,
-                   shadow_meta_name(s), size, need);
-        return -ENOSPC;
-    }
-
-    ret = shadow_meta_read_header(s, &fresh, &h, errp);
-    if (ret < 0) {
-        return ret;
-    }
-    if (!fresh) {
-        ret = shadow_meta_check_geometry(s, &h, errp);
-        if (ret < 0) {
-            return ret;
-        }
-        ret = bdrv_pread(m->child, SHADOW_META_TABLE_OFFSET,
-                         SHADOW_META_TABLE_SIZE, m->slots, 0);
-        if (ret < 0) {
-            error_setg_errno(errp, -ret, "shadow: cannot read metadata node "
-                             "'%s'", shadow_meta_name(s));
-            return ret;
-        }
-        in_use = le64_to_cpu(h.flags) & SHADOW_META_IN_USE;
-    } else if (!m->writable) {
-        error_setg(errp, "shadow: metadata node '%s' is empty and the node "
-                   "is read-only", shadow_meta_name(s));
-        return -EINVAL;
-    }
-    ret = shadow_meta_match_children(s, fresh, errp);
-    if (ret < 0) {
-        return ret;
-    }
-
-    if (!fresh) {
-        map_buf = g_malloc(m->map_bytes);
-        for (i = 0; i < s->num_children; i++) {
-            ShadowChild *sc = s->children[i];
-
-            ret = bdrv_pread(m->child, shadow_meta_map_offset(s, sc->slot),
-                             m->map_bytes, map_buf, 0);
-            if (ret < 0) {
-                error_setg_errno(errp, -ret, "shadow: cannot read metadata "
-                                 "node '%s'", shadow_meta_name(s));
-                return ret;
-            }
-            hbitmap_reset_all(sc->map.stale);
-            shadow_meta_deserialize(s, sc->map.stale, true, map_buf);
-        }
-        recorded = shadow_meta_child_in_slot(s,
-                                             le32_to_cpu(h.active_slot));
-        if (in_use) {
-            ret = bdrv_pread(m->child, SHADOW_META_INTENT_OFFSET,
-                             m->map_bytes, map_buf, 0);
-            if (ret < 0) {
-                error_setg_errno(errp, -ret, "shadow: cannot read metadata "
-                                 "node '%s'", shadow_meta_name(s));
-                return ret;
-            }
-            intent = hbitmap_alloc(s->nb_chunks, 0);
-            shadow_meta_deserialize(s, intent, false, map_buf);
-            recovered = shadow_meta_recover(s, intent, recorded);
-            hbitmap_free(intent);
-        }
-    }
-
-    for (i = 0; i < s->num_children; i++) {
-        /* Everything is written out at open when new or recovered */
-        shadow_map_track_changes(&s->children[i]->map);
-        if (!fresh && !in_use) {
-            hbitmap_reset_all(s->children[i]->map.dirty);
-        }
-    }
-    m->intent = hbitmap_alloc(s->nb_chunks, 0);
-    m->intent_durable = hbitmap_alloc(s->nb_chunks, 0);
-    m->written = hbitmap_alloc(s->nb_chunks, 0);
-    qemu_co_mutex_init(&m->io_lock);
-    qemu_co_mutex_init(&m->commit_lock);
-    qemu_co_queue_init(&m->commit_queue);
-    m->durable_active_slot = fresh ? -1 : le32_to_cpu(h.active_slot);
-
-    if (in_use) {
-        info_report("shadow: node '%s' was not closed cleanly: %" PRId64
-                    " chunks that had writes in flight are now stale on all "
-                    "children but one", bdrv_get_node_name(s->bs), recovered);
-    }
-    if (recorded && recorded != active) {
-        info_report("shadow: node '%s' opens with active child '%s', the "
-                    "metadata recorded '%s'", bdrv_get_node_name(s->bs),
-                    bdrv_get_node_name(active->child->bs),
-                    bdrv_get_node_name(recorded->child->bs));
-    }
-
-    if (!m->writable) {
+    if (size >= need) {
         return 0;
     }
-
-    /*
-     * New: clear the maps and the intent map.  Recovered: write the maps
-     * and only then clear the intent map.  Then mark the header in use.
-     */
-    if (fresh) {
-        ret = bdrv_pwrite_zeroes(m->child, SHADOW_META_TABLE_OFFSET,
-                                 need - SHADOW_META_TABLE_OFFSET, 0);
-    }
-    for (i = 0; i < s->num_children && ret == 0; i++) {
-        ShadowChild *sc = s->children[i];
-        int64_t u;
-
-        if (!hbitmap_count(sc->map.dirty)) {
-            continue;
-        }
-        map_buf = map_buf ?: g_malloc(m->map_bytes);
-        for (u = 0; u < shadow_meta_nb_units(s); u++) {
-            shadow_meta_serialize_unit(s, sc->map.stale, true, u,
-                                       map_buf + u * SHADOW_META_UNIT);
-        }
-        ret = bdrv_pwrite(m->child, shadow_meta_map_offset(s, sc->slot),
-                          shadow_meta_nb_units(s) * SHADOW_META_UNIT,
-                          map_buf, 0);
-        hbitmap_reset_all(sc->map.dirty);
-    }
-    if (ret == 0) {
-        ret = bdrv_pwrite(m->child, SHADOW_META_TABLE_OFFSET,
-                          SHADOW_META_TABLE_SIZE, m->slots, 0);
-        m->table_dirty = false;
-    }
-    if (ret == 0) {
-        ret = bdrv_flush(m->child->bs);
-    }
-    if (ret == 0 && in_use) {
-        ret = bdrv_pwrite_zeroes(m->child, SHADOW_META_INTENT_OFFSET,
-                                 m->map_bytes, 0);
-    }
-    if (ret == 0) {
-        ret = shadow_meta_write_header(s, true, active->slot);
-    }
+    ret = bdrv_truncate(m->child, need, false, PREALLOC_MODE_OFF, 0, errp);
     if (ret < 0) {
-        error_setg_errno(errp, -ret, "shadow: cannot write metadata node '%s'",
-                         shadow_meta_name(s));
-        return ret;
-    }
-
-    m->timer = aio_timer_new(bdrv_get_aio_context(s->bs), QEMU_CLOCK_REALTIME,
-                             SCALE_NS, shadow_meta_timer_cb, s);
-    timer_mod(m->timer, qemu_clock_get_ns(QEMU_CLOCK_REALTIME) +
-                        SHADOW_META_COMMIT_NS);
-    return 0;
-}
-
-void shadow_meta_destroy(BDRVShadowState *s)
-{
-    ShadowMeta *m = &s->meta;
-
-    if (m->timer) {
-        timer_free(m->timer);
-        m->timer = NULL;
-    }
-    g_clear_pointer(&m->intent, hbitmap_free);
-    g_clear_pointer(&m->intent_durable, hbitmap_free);
-    g_clear_pointer(&m->written, hbitmap_free);
-}
-
-/*
- * Write intent
- */
-
-/* Whether a write to [@first, @end) may go out now.  Locked. */
-bool shadow_meta_intent_ready(BDRVShadowState *s, int64_t first, int64_t end)
-{
-    ShadowMeta *m = &s->meta;
-
-    if (!m->child || !m->writable) {
-        return true;
-    }
-    hbitmap_set(m->written, first, end - first);
-    return m->durable_active_slot == s->active->slot &&
-           hbitmap_next_zero(m->intent_durable, first, end - first) < 0;
-}
-
-/*
- * Make the intent bits of [@first, @end) durable, and the active child
- * recorded in the header, before a write to those chunks goes out.
- */
-int coroutine_fn GRAPH_RDLOCK
-shadow_meta_write_intent(BDRVShadowState *s, int64_t first, int64_t end)
-{
-    ShadowMeta *m = &s->meta;
-    int64_t u0 = first / SHADOW_META_UNIT_CHUNKS;
-    int64_t u1 = (end - 1) / SHADOW_META_UNIT_CHUNKS;
-    uint8_t *buf = NULL;
-    int active_slot;
-    bool ready;
-    int64_t u;
-    int ret = 0;
-
-    qemu_co_mutex_lock(&m->io_lock);
-    qemu_spin_lock(&s->lock);
-    ready = shadow_meta_intent_ready(s, first, end);
-    active_slot = s->active->slot;
-    if (!ready) {
-        hbitmap_set(m->intent, first, end - first);
-        buf = qemu_blockalign(m->child->bs,
-                              (u1 - u0 + 1) * SHADOW_META_UNIT);
-        for (u = u0; u <= u1; u++) {
-            shadow_meta_serialize_unit(s, m->intent, false, u,
-                                       buf + (u - u0) * SHADOW_META_UNIT);
-        }
-    }
-    qemu_spin_unlock(&s->lock);
-
-    if (!ready && m->failed) {
-        ret = -EIO;
-    }
-    if (!ready && ret == 0 && active_slot != m->durable_active_slot) {
-        /* The first write after a switch records the new active child */
-        ret = shadow_meta_write_header(s, true, active_slot);
-    }
-    if (!ready && ret == 0) {
-        ret = bdrv_co_pwrite(m->child,
-                             SHADOW_META_INTENT_OFFSET + u0 * SHADOW_META_UNIT,
-                             (u1 - u0 + 1) * SHADOW_META_UNIT, buf,
-                             BDRV_REQ_FUA);
-    }
-    if (!ready && ret == 0) {
-        qemu_spin_lock(&s->lock);
-        hbitmap_set(m->intent_durable, first, end - first);
-        qemu_spin_unlock(&s->lock);
-    }
-    qemu_co_mutex_unlock(&m->io_lock);
-    qemu_vfree(buf);
-
-    if (ret < 0 && !m->failed) {
-        m->failed = true;
-        error_report("shadow: node '%s': writing metadata node '%s' failed: "
-                     "%s; guest writes fail until the node is reopened",
-                     bdrv_get_node_name(s->bs), shadow_meta_name(s),
-                     strerror(-ret));
+        error_prepend(errp, "shadow: metadata node '%s' has %" PRId64
+                      " bytes, the maps need %" PRId64 ", and it cannot "
+                      "grow: ", shadow_meta_name(s), size, need);
     }
     return ret;
-}
-
-/*
- * Commits
- */
-
-/* Units of the maps that changed, serialised now.  Locked. */
-static GArray *shadow_meta_take_changes(BDRVShadowState *s)
-{
-    ShadowMeta *m = &s->meta;
-    GArray *units = g_array_new(false, false, sizeof(ShadowMetaUnit));
-    int i;
-
-    for (i = 0; i < s->num_children; i++) {
-        ShadowChild *sc = s->children[i];
-        int64_t c;
-
-        for (c = hbitmap_next_dirty(sc->map.dirty, 0, s->nb_chunks); c >= 0;
-             c = hbitmap_next_dirty(sc->map.dirty, c, s->nb_chunks - c)) {
-            ShadowMetaUnit unit = {
-                .sc = sc,
-                .unit = c / SHADOW_META_UNIT_CHUNKS,
-                .bytes = SHADOW_META_UNIT,
-                .buf = qemu_blockalign(m->child->bs, SHADOW_META_UNIT),
-            };
-
-            unit.offset = shadow_meta_map_offset(s, sc->slot) +
-                          unit.unit * SHADOW_META_UNIT;
-            shadow_meta_serialize_unit(s, sc->map.stale, true, unit.unit,
-                                       unit.buf);
-            g_array_append_val(units, unit);
-            c = (unit.unit + 1) * SHADOW_META_UNIT_CHUNKS;
-            if (c >= s->nb_chunks) {
-                break;
-            }
-        }
-        hbitmap_reset_all(sc->map.dirty);
-    }
-    if (m->table_dirty) {
-        ShadowMetaUnit unit = {
-            .offset = SHADOW_META_TABLE_OFFSET,
-            .bytes = SHADOW_META_TABLE_SIZE,
-            .buf = qemu_blockalign(m->child->bs, SHADOW_META_TABLE_SIZE),
-        };
-
-        memcpy(unit.buf, m->slots, SHADOW_META_TABLE_SIZE);
-        g_array_append_val(units, unit);
-        m->table_dirty = false;
-    }
-    return units;
-}
-
-/* Put back what a failed commit did not write.  Locked. */
-static void shadow_meta_untake_changes(BDRVShadowState *s, GArray *units)
-{
-    guint i;
-
-    for (i = 0; i < units->len; i++) {
-        ShadowMetaUnit *unit = &g_array_index(units, ShadowMetaUnit, i);
-
-        if (unit->sc) {
-            hbitmap_set(unit->sc->map.dirty,
-                        unit->unit * SHADOW_META_UNIT_CHUNKS, 1);
-        } else {
-            s->meta.table_dirty = true;
-        }
-    }
-}
-
-static void shadow_meta_free_units(GArray *units)
-{
-    guint i;
-
-    for (i = 0; i < units->len; i++) {
-        qemu_vfree(g_array_index(units, ShadowMetaUnit, i).buf);
-    }
-    g_array_free(units, true);
-}
-
-/* Whether a write or a copy to chunk @c is in flight.  Locked. */
-static bool shadow_meta_chunk_busy(BDRVShadowState *s, int64_t c)
-{
-    return reqlist_find_conflict(&s->reqs, c * s->chunk_size,
-                                 MIN(s->chunk_size,
-                                     s->length - c * s->chunk_size));
-}
-
-/*
- * Intent bits that may be cleared once the maps taken now are durable:
- * chunks nobody wrote in this period or the one before and with nothing
- * in flight.  Locked.
- */
-static HBitmap *shadow_meta_idle_intents(BDRVShadowState *s)
-{
-    ShadowMeta *m = &s->meta;
-    HBitmap *idle = NULL;
-    int64_t c;
-
-    for (c = hbitmap_next_dirty(m->intent_durable, 0, s->nb_chunks); c >= 0;
-         c = c + 1 < s->nb_chunks ?
-             hbitmap_next_dirty(m->intent_durable, c + 1,
-                                s->nb_chunks - c - 1) : -1) {
-        if (hbitmap_get(m->written, c) || shadow_meta_chunk_busy(s, c)) {
-            continue;
-        }
-        idle = idle ?: hbitmap_alloc(s->nb_chunks, 0);
-        hbitmap_set(idle, c, 1);
-    }
-    return idle;
-}
-
-/* Clear the intent bits of @idle not written since; write those units */
-static int coroutine_fn GRAPH_RDLOCK
-shadow_meta_clear_intents(BDRVShadowState *s, HBitmap *idle)
-{
-    ShadowMeta *m = &s->meta;
-    g_autoptr(GArray) units = g_array_new(false, false, sizeof(int64_t));
-    uint8_t *buf = qemu_blockalign(m->child->bs, SHADOW_META_UNIT);
-    int64_t c, last_unit = -1;
-    guint i;
-    int ret = 0;
-
-    qemu_co_mutex_lock(&m->io_lock);
-    qemu_spin_lock(&s->lock);
-    if (idle) {
-        for (c = hbitmap_next_dirty(idle, 0, s->nb_chunks); c >= 0;
-             c = c + 1 < s->nb_chunks ?
-                 hbitmap_next_dirty(idle, c + 1, s->nb_chunks - c - 1) : -1) {
-            int64_t u = c / SHADOW_META_UNIT_CHUNKS;
-
-            if (hbitmap_get(m->written, c)) {
-                continue;
-            }
-            hbitmap_reset(m->intent, c, 1);
-            hbitmap_reset(m->intent_durable, c, 1);
-            if (u != last_unit) {
-                g_array_append_val(units, u);
-                last_unit = u;
-            }
-        }
-    }
-    /* A new period begins */
-    hbitmap_reset_all(m->written);
-    qemu_spin_unlock(&s->lock);
-
-    for (i = 0; i < units->len && ret == 0; i++) {
-        int64_t u = g_array_index(units, int64_t, i);
-
-        qemu_spin_lock(&s->lock);
-        shadow_meta_serialize_unit(s, m->intent, false, u, buf);
-        qemu_spin_unlock(&s->lock);
-        /* Not flushed: a clear bit that is lost is merely conservative */
-        ret = bdrv_co_pwrite(m->child,
-                             SHADOW_META_INTENT_OFFSET + u * SHADOW_META_UNIT,
-                             SHADOW_META_UNIT, buf, 0);
-    }
-    qemu_co_mutex_unlock(&m->io_lock);
-    qemu_vfree(buf);
-    return ret;
-}
-
-/* One commit; with @periodic, also clear idle intent bits */
-static int coroutine_fn GRAPH_RDLOCK
-shadow_meta_do_commit(BDRVShadowState *s, bool periodic)
-{
-    ShadowMeta *m = &s->meta;
-    GArray *units;
-    HBitmap *idle = NULL;
-    guint i;
-    int ret, meta_ret = 0;
-
-    /* Valid bits taken now have their data written: flush it first */
-    qemu_spin_lock(&s->lock);
-    units = shadow_meta_take_changes(s);
-    if (periodic) {
-        idle = shadow_meta_idle_intents(s);
-    }
-
-    if (periodic && !units->len && !idle) {
-        /* Nothing to write: a new period begins */
-        hbitmap_reset_all(m->written);
-        qemu_spin_unlock(&s->lock);
-        shadow_meta_free_units(units);
-        return 0;
-    }
-    qemu_spin_unlock(&s->lock);
-    ret = shadow_flush_children(s);
-    if (ret < 0) {
-        goto out;
-    }
-    for (i = 0; i < units->len && meta_ret == 0; i++) {
-        ShadowMetaUnit *unit = &g_array_index(units, ShadowMetaUnit, i);
-
-        meta_ret = bdrv_co_pwrite(m->child, unit->offset, unit->bytes,
-                                  unit->buf, 0);
-    }
-    if (meta_ret == 0 && units->len) {
-        meta_ret = bdrv_co_flush(m->child->bs);
-    }
-    if (meta_ret == 0 && periodic) {
-        meta_ret = shadow_meta_clear_intents(s, idle);
-    }
-out:
-    if (ret < 0 || meta_ret < 0) {
-        qemu_spin_lock(&s->lock);
-        shadow_meta_untake_changes(s, units);
-        qemu_spin_unlock(&s->lock);
-    }
-    if (meta_ret < 0) {
-        if (!m->failed) {
-            error_report("shadow: node '%s': writing metadata node '%s' "
-                         "failed: %s", bdrv_get_node_name(s->bs),
-                         shadow_meta_name(s), strerror(-meta_ret));
-        }
-        m->failed = true;
-        ret = meta_ret;
-    }
-    if (idle) {
-        hbitmap_free(idle);
-    }
-    shadow_meta_free_units(units);
-    return ret;
-}
-
-/*
- * Flush the children and commit the maps.  A caller is served by a commit
- * that starts after it arrived, so the flushes that arrive while a commit
- * runs all share the next one.  Returns the active child's flush result
- * or the metadata child's error.
- */
-int coroutine_fn GRAPH_RDLOCK shadow_meta_commit(BDRVShadowState *s,
-                                                 bool periodic)
-{
-    ShadowMeta *m = &s->meta;
-    uint64_t ticket, mine;
-    int ret;
-
-    if (!m->child || !m->writable) {
-        return shadow_flush_children(s);
-    }
-    qemu_co_mutex_lock(&m->commit_lock);
-    ticket = m->commit_started + 1;
-    while (m->commit_done < ticket) {
-        if (m->committing) {
-            qemu_co_queue_wait(&m->commit_queue, &m->commit_lock);
-            continue;
-        }
-        m->committing = true;
-        mine = ++m->commit_started;
-        qemu_co_mutex_unlock(&m->commit_lock);
-        ret = shadow_meta_do_commit(s, periodic);
-        qemu_co_mutex_lock(&m->commit_lock);
-        m->commit_ret = ret;
-        m->commit_done = mine;
-        m->committing = false;
-        qemu_co_queue_restart_all(&m->commit_queue);
-        qemu_co_mutex_unlock(&m->commit_lock);
-        return ret;
-    }
-    ret = m->commit_ret;
-    qemu_co_mutex_unlock(&m->commit_lock);
-    return ret;
-}
-
-/* The periodic commit, counted as a request in flight */
-static void coroutine_fn shadow_meta_periodic_entry(void *opaque)
-{
-    BDRVShadowState *s = opaque;
-
-    bdrv_graph_co_rdlock();
-    shadow_meta_commit(s, true);
-    bdrv_graph_co_rdunlock();
-    if (s->meta.timer) {
-        timer_mod(s->meta.timer, qemu_clock_get_ns(QEMU_CLOCK_REALTIME) +
-                                 SHADOW_META_COMMIT_NS);
-    }
-    bdrv_dec_in_flight(s->bs);
-}
-
-static void shadow_meta_timer_cb(void *opaque)
-{
-    BDRVShadowState *s = opaque;
-
-    if (qatomic_read(&s->bs->quiesce_counter) || !bdrv_is_writable(s->bs)) {
-        /* Drained or inactive: try again later */
-        timer_mod(s->meta.timer, qemu_clock_get_ns(QEMU_CLOCK_REALTIME) +
-                                 SHADOW_META_COMMIT_NS);
-        return;
-    }
-    bdrv_inc_in_flight(s->bs);
-    aio_co_enter(bdrv_get_aio_context(s->bs),
-                 qemu_coroutine_create(shadow_meta_periodic_entry, s));
-}
-
-/* Commit soon, e.g. after the set of children changed */
-void shadow_meta_commit_soon(BDRVShadowState *s)
-{
-    if (s->meta.timer) {
-        timer_mod(s->meta.timer, qemu_clock_get_ns(QEMU_CLOCK_REALTIME));
-    }
-}
-
-void shadow_meta_attach_aio_context(BDRVShadowState *s, AioContext *ctx)
-{
-    if (s->meta.child && s->meta.writable) {
-        s->meta.timer = aio_timer_new(ctx, QEMU_CLOCK_REALTIME, SCALE_NS,
-                                      shadow_meta_timer_cb, s);
-        shadow_meta_commit_soon(s);
-    }
-}
-
-void shadow_meta_detach_aio_context(BDRVShadowState *s)
-{
-    if (s->meta.timer) {
-        timer_free(s->meta.timer);
-        s->meta.timer = NULL;
-    }
-}
-
-/*
- * Clean close, drained: commit everything, clear the intent map, and mark
- * the header closed.  Errors leave the header in use, so the next open
- * recovers as after a crash.
- */
-void shadow_meta_close(BDRVShadowState *s)
-{
-    ShadowMeta *m = &s->meta;
-    GArray *units;
-    guint i;
-    int ret = 0;
-
-    if (!m->child || !m->writable) {
-        return;
-    }
-    for (i = 0; i < s->num_children; i++) {
-        if (!s->children[i]->degraded &&
-            bdrv_flush(s->children[i]->child->bs) < 0 &&
-            s->children[i] == s->active) {
-            ret = -EIO;
-        }
-    }
-    qemu_spin_lock(&s->lock);
-    units = shadow_meta_take_changes(s);
-    qemu_spin_unlock(&s->lock);
-    for (i = 0; i < units->len && ret == 0; i++) {
-        ShadowMetaUnit *unit = &g_array_index(units, ShadowMetaUnit, i);
-
-        ret = bdrv_pwrite(m->child, unit->offset, unit->bytes, unit->buf, 0);
-    }
-    shadow_meta_free_units(units);
-    if (ret == 0) {
-        ret = bdrv_flush(m->child->bs);
-    }
-    if (ret == 0) {
-        ret = bdrv_pwrite_zeroes(m->child, SHADOW_META_INTENT_OFFSET,
-                                 m->map_bytes, 0);
-    }
-    if (ret == 0) {
-        ret = bdrv_flush(m->child->bs);
-    }
-    if (ret == 0) {
-        ret = shadow_meta_write_header(s, false, s->active->slot);
-    }
-    if (ret < 0) {
-        error_report("shadow: node '%s': could not close metadata node '%s' "
-                     "cleanly: %s; the next open recovers as after a crash",
-                     bdrv_get_node_name(s->bs), shadow_meta_name(s),
-                     strerror(-ret));
-    }
-}
-
-/*
- * x-blockdev-change: a new child takes a free slot; its map, all stale,
- * and the slot table are written by the next commit, which the caller
- * starts at once with shadow_meta_commit_soon().  Locked.
- */
-int shadow_meta_add_child(BDRVShadowState *s, ShadowChild *sc, Error **errp)
-{
-    ShadowMeta *m = &s->meta;
-    uint8_t id[32];
-    const char *filename;
-    int i, slot = -1;
-
-    if (!m->child) {
-        return 0;
-    }
-    filename = shadow_meta_identity(sc->child->bs, id);
-    for (i = 0; i < SHADOW_META_SLOTS; i++) {
-        if (!shadow_meta_slot_used(&m->slots[i])) {
-            slot = slot < 0 ? i : slot;
-        } else if (!memcmp(m->slots[i].identity, id, sizeof(id))) {
-            error_setg(errp, "shadow: node '%s' uses the same storage (%s) as "
-                       "child '%.*s'", bdrv_get_node_name(sc->child->bs),
-                       filename, (int)sizeof(m->slots[i].node_name),
-                       m->slots[i].node_name);
-            return -EINVAL;
-        }
-    }
-    if (slot < 0) {
-        error_setg(errp, "shadow: with metadata a node has at most %d "
-                   "children", SHADOW_META_SLOTS);
-        return -ENOSPC;
-    }
-    sc->slot = slot;
-    shadow_meta_fill_slot(&m->slots[slot], bdrv_get_node_name(sc->child->bs),
-                          id, filename);
-    m->table_dirty = true;
-    shadow_map_track_changes(&sc->map);
-    return 0;
-}
-
-void shadow_meta_del_child(BDRVShadowState *s, ShadowChild *sc)
-{
-    ShadowMeta *m = &s->meta;
-
-    if (!m->child || sc->slot < 0) {
-        return;
-    }
-    memset(&m->slots[sc->slot], 0, sizeof(ShadowMetaSlot));
-    m->table_dirty = true;
 }

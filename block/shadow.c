@@ -7,6 +7,10 @@
  * already holds the data, moving the disk to another tier is a switch of
  * the active child through blockdev-reopen, with no copy at switch time.
  *
+ * This file parses options, opens and closes the node, routes guest I/O
+ * to the children and reports statistics.  Which child holds which chunk,
+ * and every rule about it, lives in shadow-state.c.
+ *
  * Copyright (c) 2026 The shadowtier authors
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -24,11 +28,13 @@
 #include "qapi/qobject-input-visitor.h"
 #include "qemu/cutils.h"
 #include "qemu/error-report.h"
+#include "qemu/iov.h"
 #include "qemu/memalign.h"
 #include "qemu/module.h"
 #include "qemu/option.h"
 #include "qemu/timer.h"
 #include "shadow.h"
+#include "trace.h"
 
 /* Driver-specific option names, as in BlockdevOptionsShadow */
 static const char *const shadow_option_names[] = {
@@ -50,6 +56,7 @@ typedef struct ShadowOptions {
 typedef struct ShadowReopenState {
     ShadowOptions opts;
     ShadowChild *new_active;
+    bool writable;
 } ShadowReopenState;
 
 void shadow_account(ShadowCounters *c, bool write, int64_t bytes,
@@ -70,69 +77,70 @@ void shadow_account(ShadowCounters *c, bool write, int64_t bytes,
     }
 }
 
-/*
- * Wait until no tracked write or copy overlaps [@offset, @offset + @bytes),
- * then track @req over that range.  Called with s->lock held; the lock is
- * dropped while waiting.
- */
-void coroutine_fn shadow_track_begin(BDRVShadowState *s, BlockReq *req,
-                                     int64_t offset, int64_t bytes)
-{
-    BlockReq *conflict;
-
-    while ((conflict = reqlist_find_conflict(&s->reqs, offset, bytes))) {
-        qemu_co_queue_wait(&conflict->wait_queue, &s->lock);
-    }
-    reqlist_init_req(&s->reqs, req, offset, bytes);
-}
-
-static const char *shadow_child_name(ShadowChild *sc)
+const char *shadow_child_name(ShadowChild *sc)
 {
     return bdrv_get_node_name(sc->child->bs);
 }
 
-static ShadowChildState shadow_child_state(BDRVShadowState *s,
-                                           ShadowChild *sc)
+/*
+ * Running one operation on several children in parallel
+ */
+
+struct ShadowForeach {
+    BDRVShadowState *s;
+    Coroutine *co;
+    int pending;
+    /* The caller waits in shadow_co_foreach(), not in its own request */
+    bool waiting;
+    ShadowChildFn fn;
+    void *opaque;
+};
+
+/*
+ * This function can count as GRAPH_RDLOCK because shadow_co_foreach()
+ * holds the graph lock and keeps it until this coroutine has terminated.
+ */
+static void coroutine_fn GRAPH_RDLOCK shadow_foreach_entry(void *opaque)
 {
-    if (sc == s->active) {
-        return SHADOW_CHILD_STATE_ACTIVE;
+    ShadowChildReq *req = opaque;
+    ShadowForeach *all = req->all;
+
+    req->ret = all->fn(all->s, req->sc, all->opaque);
+    if (--all->pending == 0 && all->waiting) {
+        aio_co_wake(all->co);
     }
-    if (sc->degraded) {
-        return SHADOW_CHILD_STATE_DEGRADED;
-    }
-    if (shadow_map_stale_count(&sc->map) == 0) {
-        return SHADOW_CHILD_STATE_SYNCED;
-    }
-    /* A copy paused by a drained section is still under way */
-    if (s->copy_workers || shadow_copy_enabled(s)) {
-        return SHADOW_CHILD_STATE_SYNCING;
-    }
-    return SHADOW_CHILD_STATE_STALE;
 }
 
 /*
- * A shadow failed: stop sending it I/O and tell the management layer.
- * Guest I/O goes on; a reopen or re-adding the child brings it back.
+ * Run @fn on the children of @reqs at once and wait for all of them; the
+ * results are in @reqs[i].ret.  @reqs[0] runs in this coroutine.
  */
-void shadow_child_degrade(BDRVShadowState *s, ShadowChild *sc,
-                          const char *operation, int ret)
+void coroutine_fn shadow_co_foreach(BDRVShadowState *s, ShadowChildReq *reqs,
+                                    int n, ShadowChildFn fn, void *opaque)
 {
-    bool was_degraded;
+    ShadowForeach all = {
+        .s = s, .co = qemu_coroutine_self(), .pending = n, .fn = fn,
+        .opaque = opaque,
+    };
+    int i;
 
-    assert(sc != s->active);
-    qemu_spin_lock(&s->lock);
-    was_degraded = sc->degraded;
-    sc->degraded = true;
-    qemu_spin_unlock(&s->lock);
-
-    if (!was_degraded) {
-        warn_report("shadow: node '%s': %s on child '%s' failed: %s; "
-                    "the child is degraded",
-                    bdrv_get_node_name(s->bs), operation,
-                    shadow_child_name(sc), strerror(-ret));
-        qapi_event_send_shadow_child_degraded(bdrv_get_node_name(s->bs),
-                                              shadow_child_name(sc),
-                                              operation, strerror(-ret));
+    for (i = 0; i < n; i++) {
+        reqs[i].all = &all;
+    }
+    for (i = 1; i < n; i++) {
+        qemu_coroutine_enter(qemu_coroutine_create(shadow_foreach_entry,
+                                                   &reqs[i]));
+    }
+    /*
+     * The first request runs in this coroutine.  It may yield inside, so
+     * the others must not wake this coroutine until it waits below.
+     */
+    reqs[0].ret = fn(s, reqs[0].sc, opaque);
+    all.pending--;
+    while (all.pending > 0) {
+        all.waiting = true;
+        qemu_coroutine_yield();
+        all.waiting = false;
     }
 }
 
@@ -179,6 +187,7 @@ static bool shadow_parse_options(QDict *options, bool consume,
     const QDictEntry *e;
     Visitor *v;
     BlockdevOptionsShadow *o = NULL;
+    BlockdevRefList *ref, *prev;
     int i;
 
     for (e = qdict_first(options); e; e = qdict_next(options, e)) {
@@ -207,6 +216,17 @@ static bool shadow_parse_options(QDict *options, bool consume,
     if (!o->children) {
         error_setg(errp, "shadow: at least one child is required");
         goto fail;
+    }
+    for (ref = o->children; ref; ref = ref->next) {
+        for (prev = o->children; prev != ref; prev = prev->next) {
+            if (ref->value->type == QTYPE_QSTRING &&
+                prev->value->type == QTYPE_QSTRING &&
+                !strcmp(ref->value->u.reference, prev->value->u.reference)) {
+                error_setg(errp, "shadow: node '%s' is listed twice in "
+                           "'children'", ref->value->u.reference);
+                goto fail;
+            }
+        }
     }
 
     opts->chunk_size = o->has_chunk_size ? o->chunk_size
@@ -258,6 +278,19 @@ static ShadowChild *shadow_find_child(BDRVShadowState *s, const char *name)
 }
 
 /*
+ * x-blockdev-change renames nothing, but a later blockdev-reopen lists
+ * the children as they are then: forget the references recorded at open
+ * or at the last reopen, as bdrv_open() does for every child
+ */
+static void shadow_forget_child_options(BlockDriverState *bs)
+{
+    qdict_del(bs->options, "children");
+    qdict_extract_subqdict(bs->options, NULL, "children.");
+    qdict_del(bs->explicit_options, "children");
+    qdict_extract_subqdict(bs->explicit_options, NULL, "children.");
+}
+
+/*
  * Open and close
  */
 
@@ -268,13 +301,13 @@ static ShadowChild *shadow_new_child(BDRVShadowState *s, BdrvChild *child,
 
     sc->child = child;
     sc->slot = -1;
-    shadow_map_init(&sc->map, s->nb_chunks, stale);
+    shadow_child_map_init(s, sc, stale);
     return sc;
 }
 
 static void shadow_free_child(ShadowChild *sc)
 {
-    shadow_map_destroy(&sc->map);
+    shadow_child_map_destroy(sc);
     g_free(sc);
 }
 
@@ -287,8 +320,8 @@ static int shadow_check_child_length(BDRVShadowState *s, BlockDriverState *bs,
         return len;
     }
     if (len < s->length) {
-        error_setg(errp, "shadow: child '%s' is smaller than the active "
-                   "child (%" PRId64 " < %" PRId64 " bytes)",
+        error_setg(errp, "shadow: child '%s' is smaller than the disk (%"
+                   PRId64 " < %" PRId64 " bytes)",
                    bdrv_get_node_name(bs), len, s->length);
         return -EINVAL;
     }
@@ -308,27 +341,13 @@ static int shadow_open(BlockDriverState *bs, QDict *options, int flags,
     int ret = -EINVAL;
 
     s->bs = bs;
-    qemu_spin_init(&s->lock);
-    QLIST_INIT(&s->reqs);
+    shadow_state_init(s);
 
     qdict_flatten(options);
     if (!shadow_parse_options(options, true, &opts, errp)) {
-        return -EINVAL;
+        goto fail_early;
     }
-
     for (ref = opts.qapi->children; ref; ref = ref->next) {
-        BlockdevRefList *prev;
-
-        for (prev = opts.qapi->children; prev != ref; prev = prev->next) {
-            if (ref->value->type == QTYPE_QSTRING &&
-                prev->value->type == QTYPE_QSTRING &&
-                !strcmp(ref->value->u.reference, prev->value->u.reference)) {
-                error_setg(errp, "shadow: node '%s' is given twice",
-                           ref->value->u.reference);
-                shadow_options_free(&opts);
-                return -EINVAL;
-            }
-        }
         n++;
     }
     children = g_new0(BdrvChild *, n);
@@ -345,6 +364,21 @@ static int shadow_open(BlockDriverState *bs, QDict *options, int flags,
         bdrv_graph_rdlock_main_loop();
         lengths[i] = bdrv_getlength(children[i]->bs);
         bdrv_graph_rdunlock_main_loop();
+    }
+    for (i = 0; i < n; i++) {
+        int j;
+
+        for (j = 0; j < i; j++) {
+            if (children[i]->bs == children[j]->bs) {
+                error_setg(errp, "shadow: node '%s' is a child twice",
+                           bdrv_get_node_name(children[i]->bs));
+                goto fail;
+            }
+        }
+        if (children[i]->bs == bs) {
+            error_setg(errp, "shadow: a node cannot be its own child");
+            goto fail;
+        }
     }
 
     bdrv_graph_rdlock_main_loop();
@@ -368,20 +402,40 @@ static int shadow_open(BlockDriverState *bs, QDict *options, int flags,
         ret = shadow_check_child_length(s, children[i]->bs, lengths[i], errp);
     }
     bdrv_graph_rdunlock_main_loop();
+    if (ret == 0) {
+        ret = shadow_state_check_geometry(s->length, opts.chunk_size, errp);
+    }
     if (ret < 0) {
         goto fail;
     }
 
-    s->chunk_size = opts.chunk_size;
-    s->nb_chunks = DIV_ROUND_UP(s->length, s->chunk_size);
+    shadow_state_set_geometry(s, s->length, opts.chunk_size);
     s->write_mode = opts.write_mode;
     s->read_from = opts.read_from;
     s->copy_on_read = opts.copy_on_read;
+    s->writable = (flags & BDRV_O_RDWR) && !(flags & BDRV_O_INACTIVE);
     s->copying = hbitmap_alloc(s->nb_chunks, 0);
     s->copy_region = -1;
     shadow_heat_init(&s->heat, s->length, s->chunk_size);
     ratelimit_init(&s->copy_limit);
     shadow_copy_set_speed(s, opts.prewarm_speed);
+
+    s->meta.child = bdrv_open_child(NULL, options, "metadata", bs,
+                                    &child_of_bds, BDRV_CHILD_METADATA, true,
+                                    errp);
+    if (*errp) {
+        ret = -EINVAL;
+        goto fail_state;
+    }
+    for (i = 0; s->meta.child && i < n; i++) {
+        if (s->meta.child->bs == children[i]->bs || s->meta.child->bs == bs) {
+            error_setg(errp, "shadow: node '%s' cannot be both a child and "
+                       "the metadata of the node",
+                       bdrv_get_node_name(s->meta.child->bs));
+            ret = -EINVAL;
+            goto fail_state;
+        }
+    }
 
     s->num_children = n;
     s->next_child_index = n;
@@ -390,98 +444,85 @@ static int shadow_open(BlockDriverState *bs, QDict *options, int flags,
         /* Without persistent maps nothing is known about a shadow */
         s->children[i] = shadow_new_child(s, children[i], i != active);
     }
+    s->active = s->children[active];
+    qatomic_set(&s->active_complete, true);
 
-    s->meta.child = bdrv_open_child(NULL, options, "metadata", bs,
-                                    &child_of_bds, BDRV_CHILD_METADATA, true,
-                                    errp);
-    if (*errp) {
-        ret = -EINVAL;
-        goto fail_children;
-    }
-    for (i = 0; s->meta.child && i < n; i++) {
-        if (s->meta.child->bs == children[i]->bs) {
-            error_setg(errp, "shadow: node '%s' cannot be both a child and "
-                       "the metadata of the node",
-                       bdrv_get_node_name(children[i]->bs));
-            ret = -EINVAL;
-            goto fail_children;
-        }
-    }
-    if (s->meta.child) {
+    /*
+     * An inactive node (incoming migration) reads its maps when it is
+     * activated: until then another process may be writing them
+     */
+    s->meta.writable = s->writable;
+    if (s->meta.child && !(flags & BDRV_O_INACTIVE)) {
         bdrv_graph_rdlock_main_loop();
-        ret = shadow_meta_open(s, s->children[active], errp);
+        ret = shadow_state_load(s, errp);
         bdrv_graph_rdunlock_main_loop();
         if (ret < 0) {
             goto fail_children;
         }
     }
 
-    /*
-     * Only now may the copy start: drained sections end while the
-     * metadata child opens, and the maps are not loaded before
-     */
-    s->active = s->children[active];
+    /* Only now may the copy start: the maps are loaded */
     s->prewarm = opts.prewarm;
-
     bs->total_sectors = DIV_ROUND_UP(s->length, BDRV_SECTOR_SIZE);
     bs->supported_write_flags = BDRV_REQ_WRITE_UNCHANGED | BDRV_REQ_FUA;
     bs->supported_zero_flags = BDRV_REQ_WRITE_UNCHANGED | BDRV_REQ_FUA |
                                BDRV_REQ_MAY_UNMAP;
+    bs->supported_truncate_flags = s->active->child->bs->supported_truncate_flags
+                                   & BDRV_REQ_ZERO_WRITE;
 
     shadow_options_free(&opts);
+    shadow_state_start_timer(s, bdrv_get_aio_context(bs));
     shadow_copy_kick(s);
     return 0;
 
 fail_children:
+    for (i = 0; i < n; i++) {
+        children[i] = s->children[i]->child;
+        shadow_free_child(s->children[i]);
+    }
+    g_clear_pointer(&s->children, g_free);
+    s->num_children = 0;
+    s->active = NULL;
+fail_state:
     /* Drained sections end while the children go: keep the copy away */
     s->copy_failed = true;
-    s->active = NULL;
-    s->num_children = 0;
-    shadow_meta_destroy(s);
+    hbitmap_free(s->copying);
+    shadow_heat_destroy(&s->heat);
+    ratelimit_destroy(&s->copy_limit);
+fail:
     bdrv_graph_wrlock();
     if (s->meta.child) {
         bdrv_unref_child(bs, s->meta.child);
         s->meta.child = NULL;
     }
     for (i = 0; i < n; i++) {
-        bdrv_unref_child(bs, s->children[i]->child);
-        shadow_free_child(s->children[i]);
-    }
-    bdrv_graph_wrunlock();
-    g_free(s->children);
-    s->children = NULL;
-    hbitmap_free(s->copying);
-    shadow_heat_destroy(&s->heat);
-    ratelimit_destroy(&s->copy_limit);
-    shadow_options_free(&opts);
-    qemu_spin_destroy(&s->lock);
-    return ret;
-
-fail:
-    bdrv_graph_wrlock();
-    for (i = 0; i < n; i++) {
         if (children[i]) {
             bdrv_unref_child(bs, children[i]);
         }
     }
     bdrv_graph_wrunlock();
+fail_early:
     shadow_options_free(&opts);
-    qemu_spin_destroy(&s->lock);
+    shadow_state_destroy(s);
     return ret;
 }
 
 static void shadow_close(BlockDriverState *bs)
 {
     BDRVShadowState *s = bs->opaque;
+    Error *local_err = NULL;
     int i;
 
     /* The node is drained: no copy is running */
     assert(!s->copy_workers);
 
     bdrv_graph_rdlock_main_loop();
-    shadow_meta_close(s);
+    if (shadow_state_stop(s, &local_err) < 0) {
+        error_report_err(local_err);
+    }
     bdrv_graph_rdunlock_main_loop();
-    shadow_meta_destroy(s);
+    s->writable = false;
+    shadow_state_stop_timer(s);
 
     bdrv_graph_wrlock();
     if (s->meta.child) {
@@ -499,7 +540,7 @@ static void shadow_close(BlockDriverState *bs)
     shadow_heat_destroy(&s->heat);
     ratelimit_destroy(&s->copy_limit);
     g_free(s->switched_from);
-    qemu_spin_destroy(&s->lock);
+    shadow_state_destroy(s);
 }
 
 /*
@@ -542,20 +583,18 @@ static void shadow_note_read_latency(ShadowChild *sc, int64_t ns,
  * fastest, so that it gets measured.  One read in 64 goes to the child
  * measured longest ago, to keep the averages fresh.  Locked.
  */
-static ShadowChild *shadow_pick_reader(BDRVShadowState *s, int64_t offset,
-                                       int64_t bytes)
+static ShadowChild *shadow_pick_reader(BDRVShadowState *s, int64_t first,
+                                       int64_t end)
 {
     ShadowChild *best = s->active, *oldest = s->active;
     bool explore = ++s->nb_reads % 64 == 0;
-    int64_t first, end;
     int i;
 
-    shadow_chunk_range(s, offset, bytes, &first, &end);
     for (i = 0; i < s->num_children; i++) {
         ShadowChild *sc = s->children[i];
 
         if (sc == s->active || sc->degraded ||
-            hbitmap_next_dirty(sc->map.stale, first, end - first) >= 0) {
+            !shadow_state_holds(sc, first, end)) {
             continue;
         }
         if (sc->read_ns < best->read_ns) {
@@ -568,15 +607,54 @@ static ShadowChild *shadow_pick_reader(BDRVShadowState *s, int64_t offset,
     return explore ? oldest : best;
 }
 
+/*
+ * A read of a node that may not write (read-only or inactive) whose active
+ * child lacks chunks: each run of chunks is read from a child that holds
+ * it, without copying anything
+ */
 static int coroutine_fn GRAPH_RDLOCK
-shadow_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
-                 QEMUIOVector *qiov, BdrvRequestFlags flags)
+shadow_read_through(BDRVShadowState *s, int64_t offset, int64_t bytes,
+                    QEMUIOVector *qiov, size_t qiov_offset,
+                    BdrvRequestFlags flags)
+{
+    int64_t pos = offset, stop = offset + bytes;
+
+    while (pos < stop) {
+        int64_t c = pos / s->chunk_size, end, run, n;
+        ShadowChild *sc;
+        int ret;
+
+        end = DIV_ROUND_UP(MIN(stop, s->length), s->chunk_size);
+        qemu_spin_lock(&s->lock);
+        sc = hbitmap_get(s->active->map.stale, c) ?
+             shadow_state_holder(s, c, s->active) : s->active;
+        run = sc ? shadow_state_run(s, c, end, sc) : 0;
+        qemu_spin_unlock(&s->lock);
+        if (!sc) {
+            return -EIO;
+        }
+        n = MIN(stop, (c + run) * s->chunk_size) - pos;
+        trace_shadow_read_through(s, shadow_child_name(sc), pos, n);
+        ret = bdrv_co_preadv_part(sc->child, pos, n, qiov,
+                                  qiov_offset + (pos - offset), flags);
+        if (ret < 0) {
+            return ret;
+        }
+        pos += n;
+    }
+    return 0;
+}
+
+static int coroutine_fn GRAPH_RDLOCK
+shadow_co_preadv_part(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                      QEMUIOVector *qiov, size_t qiov_offset,
+                      BdrvRequestFlags flags)
 {
     BDRVShadowState *s = bs->opaque;
     ShadowChild *sc = s->active;
     int64_t start = get_clock();
     int64_t now, first, end;
-    bool urgent, hydrate;
+    bool urgent;
     int ret;
 
     shadow_guest_begin(s, start);
@@ -588,33 +666,42 @@ shadow_co_preadv(BlockDriverState *bs, int64_t offset, int64_t bytes,
      */
     urgent = shadow_heat_access(&s->heat, offset, bytes, start,
                                 s->copy_on_read);
-    /* After an instant switch the active child may not hold it yet */
-    hydrate = shadow_range_stale(&s->active->map, first, end);
-    if (s->read_from == SHADOW_READ_FROM_FASTEST && !hydrate) {
-        sc = shadow_pick_reader(s, offset, bytes);
+    if (s->read_from == SHADOW_READ_FROM_FASTEST &&
+        qatomic_read(&s->active_complete)) {
+        sc = shadow_pick_reader(s, first, end);
     }
     qemu_spin_unlock(&s->lock);
     if (urgent && !qatomic_read(&s->copy_workers)) {
         shadow_copy_kick(s);
     }
 
-    if (hydrate) {
+    /* After an instant switch the active child may not hold it yet */
+    if (shadow_state_active_lacks(s, first, end)) {
+        if (!s->writable) {
+            ret = shadow_read_through(s, offset, bytes, qiov, qiov_offset,
+                                      flags);
+            now = get_clock();
+            goto out;
+        }
         ret = shadow_copy_up(s, first, end);
         if (ret < 0) {
             now = get_clock();
             goto out;
         }
     }
-    ret = bdrv_co_preadv(sc->child, offset, bytes, qiov, flags);
+    trace_shadow_read(s, shadow_child_name(sc), offset, bytes);
+    ret = bdrv_co_preadv_part(sc->child, offset, bytes, qiov, qiov_offset,
+                              flags);
     now = get_clock();
     shadow_account(&sc->stats, false, bytes, now - start, ret);
     if (ret == 0) {
         shadow_note_read_latency(sc, now - start, now);
     } else if (sc != s->active) {
         /* A failing shadow never fails the guest: read the active child */
-        shadow_child_degrade(s, sc, "read", ret);
+        shadow_state_degrade(s, sc, SHADOW_OPERATION_READ, ret);
         sc = s->active;
-        ret = bdrv_co_preadv(sc->child, offset, bytes, qiov, flags);
+        ret = bdrv_co_preadv_part(sc->child, offset, bytes, qiov,
+                                  qiov_offset, flags);
         now = get_clock();
         shadow_account(&sc->stats, false, bytes, now - start, ret);
     }
@@ -624,266 +711,188 @@ out:
     return ret;
 }
 
-typedef enum ShadowWriteKind {
-    SHADOW_WRITE,
-    SHADOW_WRITE_ZEROES,
-    SHADOW_DISCARD,
-    SHADOW_FLUSH,
-} ShadowWriteKind;
-
-typedef struct ShadowFanout ShadowFanout;
-
-typedef struct ShadowChildReq {
-    ShadowFanout *fan;
-    ShadowChild *sc;
-    int ret;
-} ShadowChildReq;
-
-/* One request fanned out to several children in parallel */
-struct ShadowFanout {
-    Coroutine *co;
-    int pending;
-    /* The caller waits in shadow_fanout(), not in its own request */
-    bool waiting;
+/* One guest write, write-zeroes, discard or flush, as sent to children */
+typedef struct ShadowIO {
     ShadowWriteKind kind;
     int64_t offset;
     int64_t bytes;
     QEMUIOVector *qiov;
+    size_t qiov_offset;
     BdrvRequestFlags flags;
     int64_t start;
-
-    /* One request per target, the active child first */
-    ShadowChildReq *reqs;
-    int n;
-    ShadowChildReq stack_reqs[SHADOW_STACK_CHILDREN];
-};
-
-static const char *const shadow_write_kind_names[] = {
-    [SHADOW_WRITE] = "write",
-    [SHADOW_WRITE_ZEROES] = "write-zeroes",
-    [SHADOW_DISCARD] = "discard",
-    [SHADOW_FLUSH] = "flush",
-};
+} ShadowIO;
 
 static int coroutine_fn GRAPH_RDLOCK
-shadow_child_write(ShadowFanout *fan, ShadowChild *sc)
+shadow_child_io(BDRVShadowState *s, ShadowChild *sc, void *opaque)
 {
+    ShadowIO *io = opaque;
+    /* Shadows need no FUA: their durability is the commit's business */
+    BdrvRequestFlags flags = sc == s->active ? io->flags
+                                             : io->flags & ~BDRV_REQ_FUA;
     int ret;
 
-    switch (fan->kind) {
+    switch (io->kind) {
     case SHADOW_WRITE:
-        ret = bdrv_co_pwritev(sc->child, fan->offset, fan->bytes, fan->qiov,
-                              fan->flags);
+        ret = bdrv_co_pwritev_part(sc->child, io->offset, io->bytes, io->qiov,
+                                   io->qiov_offset, flags);
         break;
     case SHADOW_WRITE_ZEROES:
-        ret = bdrv_co_pwrite_zeroes(sc->child, fan->offset, fan->bytes,
-                                    fan->flags);
+        ret = bdrv_co_pwrite_zeroes(sc->child, io->offset, io->bytes, flags);
         break;
     case SHADOW_DISCARD:
-        ret = bdrv_co_pdiscard(sc->child, fan->offset, fan->bytes);
+        ret = bdrv_co_pdiscard(sc->child, io->offset, io->bytes);
         break;
-    case SHADOW_FLUSH:
-        ret = bdrv_co_flush(sc->child->bs);
-        if (ret == 0) {
-            stat64_add(&sc->stats.flush_ops, 1);
-        } else {
-            stat64_add(&sc->stats.failed_ops, 1);
-        }
-        return ret;
     default:
         g_assert_not_reached();
     }
-    shadow_account(&sc->stats, true, fan->bytes, get_clock() - fan->start,
-                   ret);
+    shadow_account(&sc->stats, true, io->bytes, get_clock() - io->start, ret);
     return ret;
 }
 
 /*
- * This function can count as GRAPH_RDLOCK because shadow_fanout() holds the
- * graph lock and keeps it until this coroutine has terminated.
+ * A write, write-zeroes or discard.  The range lock keeps it apart from
+ * overlapping writes and copies, so that every child sees overlapping
+ * writes in the same order and no copy lands between its halves.
  */
-static void coroutine_fn GRAPH_RDLOCK shadow_child_req_entry(void *opaque)
-{
-    ShadowChildReq *req = opaque;
-    ShadowFanout *fan = req->fan;
-
-    req->ret = shadow_child_write(fan, req->sc);
-    if (--fan->pending == 0 && fan->waiting) {
-        aio_co_wake(fan->co);
-    }
-}
-
-/*
- * Targets of a request: the active child first, then, for a flush or in
- * sync mode, every shadow that is not degraded.  Up to
- * SHADOW_STACK_CHILDREN requests need no allocation.
- */
-static void shadow_fanout_targets(BDRVShadowState *s, ShadowFanout *fan)
-{
-    int i;
-
-    fan->reqs = s->num_children <= SHADOW_STACK_CHILDREN ?
-                fan->stack_reqs : g_new(ShadowChildReq, s->num_children);
-    fan->n = 0;
-    fan->reqs[fan->n++] = (ShadowChildReq) { .fan = fan, .sc = s->active };
-    for (i = 0; i < s->num_children; i++) {
-        ShadowChild *sc = s->children[i];
-
-        if (sc == s->active || sc->degraded) {
-            continue;
-        }
-        if (fan->kind != SHADOW_FLUSH &&
-            s->write_mode != SHADOW_WRITE_MODE_SYNC) {
-            continue;
-        }
-        fan->reqs[fan->n++] = (ShadowChildReq) { .fan = fan, .sc = sc };
-    }
-}
-
-static void shadow_fanout_free(ShadowFanout *fan)
-{
-    if (fan->reqs != fan->stack_reqs) {
-        g_free(fan->reqs);
-    }
-}
-
-/*
- * Send @fan to its targets at once and wait for all of them.  A shadow
- * that failed is degraded; the result of the active child is in
- * fan->reqs[0].ret.  Free the requests with shadow_fanout_free().
- */
-static void coroutine_fn GRAPH_RDLOCK
-shadow_fanout(BDRVShadowState *s, ShadowFanout *fan)
-{
-    int i;
-
-    shadow_fanout_targets(s, fan);
-    fan->co = qemu_coroutine_self();
-    fan->pending = fan->n;
-    for (i = 1; i < fan->n; i++) {
-        Coroutine *co = qemu_coroutine_create(shadow_child_req_entry,
-                                              &fan->reqs[i]);
-        qemu_coroutine_enter(co);
-    }
-    /*
-     * The first child, the active one, runs in this coroutine.  It may
-     * yield inside its request, so the others must not wake this coroutine
-     * until it waits below.
-     */
-    fan->reqs[0].ret = shadow_child_write(fan, fan->reqs[0].sc);
-    fan->pending--;
-    while (fan->pending > 0) {
-        fan->waiting = true;
-        qemu_coroutine_yield();
-        fan->waiting = false;
-    }
-
-    for (i = 1; i < fan->n; i++) {
-        if (fan->reqs[i].ret < 0) {
-            shadow_child_degrade(s, fan->reqs[i].sc,
-                                 shadow_write_kind_names[fan->kind],
-                                 fan->reqs[i].ret);
-        }
-    }
-}
-
 static int coroutine_fn GRAPH_RDLOCK
 shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
-                int64_t bytes, QEMUIOVector *qiov, BdrvRequestFlags flags)
+                int64_t bytes, QEMUIOVector *qiov, size_t qiov_offset,
+                BdrvRequestFlags flags)
 {
     BDRVShadowState *s = bs->opaque;
     int64_t start = get_clock();
-    ShadowFanout fan = {
+    ShadowIO io = {
         .kind = kind, .offset = offset, .bytes = bytes, .qiov = qiov,
-        .flags = flags, .start = start,
+        .qiov_offset = qiov_offset, .flags = flags, .start = start,
     };
-    int64_t first, end, full_first, full_end;
-    bool left_stale = false, head, tail, intent_ready;
+    ShadowChildReq stack[SHADOW_STACK_CHILDREN], *reqs = stack;
+    QEMUIOVector bounce_qiov;
+    void *bounce = NULL;
+    int64_t first, end, full_first, full_end, lock_off, lock_bytes;
+    bool head = false, tail = false, lacked = false, left_stale = false;
     BlockReq req;
-    int i, ret;
+    int i, n, ret;
 
-    shadow_chunk_range(s, offset, bytes, &first, &end);
-    shadow_full_chunk_range(s, offset, bytes, &full_first, &full_end);
+    if (offset + bytes > s->length) {
+        /* A format node above allocates past the end: grow first */
+        Error *local_err = NULL;
 
-    shadow_guest_begin(s, start);
-    qemu_spin_lock(&s->lock);
-    shadow_heat_access(&s->heat, offset, bytes, start, false);
-    /*
-     * A chunk the active child does not hold yet is copied up before a
-     * write covers part of it; chunks covered entirely need no copy.
-     */
-    head = first < full_first &&
-           shadow_range_stale(&s->active->map, first, first + 1);
-    tail = full_end < end && (end - 1 > first || !head) &&
-           shadow_range_stale(&s->active->map, end - 1, end);
-    qemu_spin_unlock(&s->lock);
-    ret = 0;
-    if (head) {
-        ret = shadow_copy_up(s, first, first + 1);
-    }
-    if (tail && ret == 0) {
-        ret = shadow_copy_up(s, end - 1, end);
-    }
-    if (ret < 0) {
-        goto out;
-    }
-
-    qemu_spin_lock(&s->lock);
-    shadow_track_begin(s, &req, offset, bytes);
-    intent_ready = shadow_meta_intent_ready(s, first, end);
-    qemu_spin_unlock(&s->lock);
-    if (!intent_ready) {
-        /* Its intent bits are durable before a write goes out */
-        ret = shadow_meta_write_intent(s, first, end);
+        ret = shadow_state_grow(s, offset + bytes, &local_err);
         if (ret < 0) {
-            qemu_spin_lock(&s->lock);
-            reqlist_remove_req(&req);
-            qemu_spin_unlock(&s->lock);
-            goto out;
+            error_report_err(local_err);
+            return ret;
         }
     }
 
-    shadow_fanout(s, &fan);
-    ret = fan.reqs[0].ret;
-
+    shadow_guest_begin(s, start);
+    shadow_chunk_range(s, offset, bytes, &first, &end);
+    shadow_full_chunk_range(s, offset, bytes, &full_first, &full_end);
     qemu_spin_lock(&s->lock);
-    if (ret == 0) {
-        /* Whatever it held before, the active child holds these now */
-        shadow_map_mark_valid(&s->active->map, full_first,
-                              full_end - full_first);
+    shadow_heat_access(&s->heat, offset, bytes, start, false);
+    qemu_spin_unlock(&s->lock);
+
+    /*
+     * I3: a chunk the active child lacks is copied up before a write
+     * covers part of it, with the whole chunk locked; a discard leaves
+     * such chunks out instead
+     */
+    lock_off = offset;
+    lock_bytes = bytes;
+    for (;;) {
+        shadow_range_lock(s, &req, lock_off, lock_bytes);
+        head = first < full_first &&
+               shadow_state_active_lacks(s, first, first + 1);
+        tail = full_end < end && shadow_state_active_lacks(s, end - 1, end);
+        if ((!head && !tail) || kind == SHADOW_DISCARD ||
+            lock_off == first * s->chunk_size) {
+            break;
+        }
+        shadow_range_unlock(s, &req);
+        lock_off = first * s->chunk_size;
+        lock_bytes = shadow_chunk_bytes(s, first, end);
     }
+    ret = 0;
+    if (kind == SHADOW_DISCARD) {
+        if (head) {
+            io.offset = MIN(full_first * s->chunk_size, offset + bytes);
+        }
+        if (tail) {
+            io.bytes = MAX(MIN(offset + bytes, full_end * s->chunk_size) -
+                           io.offset, 0);
+        } else {
+            io.bytes = offset + bytes - io.offset;
+        }
+        if (io.bytes == 0) {
+            goto unlock;
+        }
+        shadow_chunk_range(s, io.offset, io.bytes, &first, &end);
+    } else {
+        if (head) {
+            ret = shadow_copy_up_locked(s, first, first + 1);
+        }
+        if (tail && ret == 0) {
+            ret = shadow_copy_up_locked(s, end - 1, end);
+        }
+    }
+    if (ret == 0) {
+        /* D2: intent first */
+        ret = shadow_state_prepare_write(s, first, end);
+    }
+    if (ret < 0) {
+        goto unlock;
+    }
+    lacked = shadow_state_active_lacks(s, first, end);
+
+    /* The targets: the active child, and in sync mode every healthy shadow */
+    reqs = s->num_children <= SHADOW_STACK_CHILDREN ?
+           stack : g_new(ShadowChildReq, s->num_children);
+    n = 0;
+    reqs[n++] = (ShadowChildReq) { .sc = s->active };
     for (i = 0; i < s->num_children; i++) {
         ShadowChild *sc = s->children[i];
-        int j;
 
         if (sc == s->active) {
             continue;
         }
-        for (j = 1; j < fan.n && fan.reqs[j].sc != sc; j++) {
-            /* find the request sent to sc, if any */
+        if (sc->degraded || kind == SHADOW_DISCARD ||
+            s->write_mode != SHADOW_WRITE_MODE_SYNC) {
+            continue;
         }
-        if (j < fan.n && fan.reqs[j].ret == 0 && ret == 0 &&
-            kind != SHADOW_DISCARD) {
-            /*
-             * Both sides hold the same bytes now: chunks the request
-             * covered entirely are valid whatever they held before.
-             * Discarded ranges may read back differently on each child.
-             */
-            shadow_map_mark_valid(&sc->map, full_first, full_end - full_first);
-        } else {
-            shadow_map_mark_stale(&sc->map, first, end - first);
-            left_stale = true;
-        }
+        reqs[n++] = (ShadowChildReq) { .sc = sc };
     }
-    reqlist_remove_req(&req);
-    qemu_spin_unlock(&s->lock);
-    shadow_fanout_free(&fan);
+    if (kind == SHADOW_WRITE && n > 1) {
+        /*
+         * The guest may change its buffer while the write is in flight;
+         * every child must get the same bytes (I2), so send a copy
+         */
+        bounce = qemu_try_blockalign(bs, io.bytes);
+        if (!bounce) {
+            ret = -ENOMEM;
+            goto unlock;
+        }
+        qemu_iovec_to_buf(qiov, qiov_offset, bounce, io.bytes);
+        qemu_iovec_init_buf(&bounce_qiov, bounce, io.bytes);
+        io.qiov = &bounce_qiov;
+        io.qiov_offset = 0;
+    }
+    shadow_co_foreach(s, reqs, n, shadow_child_io, &io);
+    left_stale = shadow_state_write_done(s, kind, io.offset, io.bytes, reqs,
+                                         n);
+    ret = reqs[0].ret;
 
-    if (ret == 0 && (flags & BDRV_REQ_FUA) && s->meta.child) {
-        /* A FUA write commits the maps, as a flush does */
-        ret = shadow_meta_commit(s, false);
+unlock:
+    shadow_range_unlock(s, &req);
+    if (ret == 0 && lacked && (flags & BDRV_REQ_FUA) && s->meta.child) {
+        /*
+         * The active child now holds chunks it lacked on disk: the maps
+         * must say so before the write counts as durable
+         */
+        ret = shadow_state_commit(s, false);
     }
-out:
+    qemu_vfree(bounce);
+    if (reqs != stack) {
+        g_free(reqs);
+    }
     shadow_account(&s->stats, true, bytes, get_clock() - start, ret);
     shadow_guest_end(s);
     if (left_stale) {
@@ -893,36 +902,26 @@ out:
 }
 
 static int coroutine_fn GRAPH_RDLOCK
-shadow_co_pwritev(BlockDriverState *bs, int64_t offset, int64_t bytes,
-                  QEMUIOVector *qiov, BdrvRequestFlags flags)
+shadow_co_pwritev_part(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                       QEMUIOVector *qiov, size_t qiov_offset,
+                       BdrvRequestFlags flags)
 {
-    return shadow_co_write(bs, SHADOW_WRITE, offset, bytes, qiov, flags);
+    return shadow_co_write(bs, SHADOW_WRITE, offset, bytes, qiov, qiov_offset,
+                           flags);
 }
 
 static int coroutine_fn GRAPH_RDLOCK
 shadow_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
                         BdrvRequestFlags flags)
 {
-    return shadow_co_write(bs, SHADOW_WRITE_ZEROES, offset, bytes, NULL,
+    return shadow_co_write(bs, SHADOW_WRITE_ZEROES, offset, bytes, NULL, 0,
                            flags);
 }
 
 static int coroutine_fn GRAPH_RDLOCK
 shadow_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
 {
-    return shadow_co_write(bs, SHADOW_DISCARD, offset, bytes, NULL, 0);
-}
-
-/* Flush every child that is not degraded; the active child's result */
-int coroutine_fn GRAPH_RDLOCK shadow_flush_children(BDRVShadowState *s)
-{
-    ShadowFanout fan = { .kind = SHADOW_FLUSH, .start = get_clock() };
-    int ret;
-
-    shadow_fanout(s, &fan);
-    ret = fan.reqs[0].ret;
-    shadow_fanout_free(&fan);
-    return ret;
+    return shadow_co_write(bs, SHADOW_DISCARD, offset, bytes, NULL, 0, 0);
 }
 
 static int coroutine_fn GRAPH_RDLOCK shadow_co_flush(BlockDriverState *bs)
@@ -931,24 +930,49 @@ static int coroutine_fn GRAPH_RDLOCK shadow_co_flush(BlockDriverState *bs)
     int ret;
 
     /* With metadata, the flush commits the maps (many flushes, one commit) */
-    ret = shadow_meta_commit(s, false);
+    ret = shadow_state_commit(s, false);
     if (ret == 0) {
         stat64_add(&s->stats.flush_ops, 1);
     }
     return ret;
 }
 
+/*
+ * Block status: what the guest reads comes from the active child, except
+ * where it lacks chunks after an instant switch; there it comes from the
+ * child that holds them, so tools that copy by block status (backups,
+ * mirrors, qemu-img convert) never take a chunk still to hydrate for a
+ * hole
+ */
 static int coroutine_fn GRAPH_RDLOCK
 shadow_co_block_status(BlockDriverState *bs, bool want_zero, int64_t offset,
                        int64_t bytes, int64_t *pnum, int64_t *map,
                        BlockDriverState **file)
 {
     BDRVShadowState *s = bs->opaque;
+    ShadowChild *sc = s->active;
+    int64_t c = offset / s->chunk_size, end, run;
 
-    /* The guest sees the active child: report its allocation */
-    *pnum = bytes;
     *map = offset;
-    *file = s->active->child->bs;
+    if (qatomic_read(&s->active_complete)) {
+        *pnum = bytes;
+        *file = sc->child->bs;
+        return BDRV_BLOCK_RAW | BDRV_BLOCK_OFFSET_VALID;
+    }
+    end = DIV_ROUND_UP(MIN(offset + bytes, s->length), s->chunk_size);
+    qemu_spin_lock(&s->lock);
+    if (hbitmap_get(s->active->map.stale, c)) {
+        sc = shadow_state_holder(s, c, s->active);
+    }
+    run = shadow_state_run(s, c, end, sc);
+    qemu_spin_unlock(&s->lock);
+
+    *pnum = MIN(offset + bytes, (c + run) * s->chunk_size) - offset;
+    if (!sc) {
+        /* Nobody holds it (I1 says never): let the reader find out */
+        return BDRV_BLOCK_DATA;
+    }
+    *file = sc->child->bs;
     return BDRV_BLOCK_RAW | BDRV_BLOCK_OFFSET_VALID;
 }
 
@@ -957,9 +981,26 @@ shadow_co_truncate(BlockDriverState *bs, int64_t offset, bool exact,
                    PreallocMode prealloc, BdrvRequestFlags flags,
                    Error **errp)
 {
-    error_setg(errp, "Cannot resize shadow node '%s': its children must "
-               "keep the same length", bdrv_get_node_name(bs));
-    return -ENOTSUP;
+    BDRVShadowState *s = bs->opaque;
+
+    if (prealloc != PREALLOC_MODE_OFF) {
+        error_setg(errp, "Cannot resize shadow node '%s' with preallocation "
+                   "mode '%s'", bdrv_get_node_name(bs),
+                   PreallocMode_str(prealloc));
+        return -ENOTSUP;
+    }
+    if (offset < s->length) {
+        error_setg(errp, "Cannot shrink shadow node '%s' from %" PRId64
+                   " to %" PRId64 " bytes: shadow nodes only grow",
+                   bdrv_get_node_name(bs), s->length, offset);
+        return -ENOTSUP;
+    }
+    if (!s->writable) {
+        error_setg(errp, "Cannot resize shadow node '%s': it is read-only",
+                   bdrv_get_node_name(bs));
+        return -EACCES;
+    }
+    return shadow_state_grow(s, offset, errp);
 }
 
 /*
@@ -971,17 +1012,26 @@ shadow_child_perm(BlockDriverState *bs, BdrvChild *c, BdrvChildRole role,
                   BlockReopenQueue *reopen_queue, uint64_t perm,
                   uint64_t shared, uint64_t *nperm, uint64_t *nshared)
 {
+    /* The tiers are the data children; the metadata child is not one */
+    bool tier = role & BDRV_CHILD_DATA;
+
     /*
-     * The node writes every child on its own account (mirrored writes and
-     * background copies), the way a format driver writes its metadata, so
-     * take the permissions of a format node's storage child: write while
-     * the node is writable, and nobody else may write or resize.  The node
-     * never resizes a child itself.
+     * The node writes every child on its own account (mirrored writes,
+     * background copies, growing), the way a format driver writes its
+     * metadata: take the permissions of a format node's storage child.
+     * Nobody else may write or resize a tier while the node is active;
+     * an inactive node shares everything, as migration needs.
      */
-    bdrv_default_perms(bs, c, BDRV_CHILD_DATA | BDRV_CHILD_METADATA,
-                       reopen_queue, perm, shared, nperm, nshared);
-    *nperm &= ~BLK_PERM_RESIZE;
-    *nshared &= ~(BLK_PERM_WRITE | BLK_PERM_RESIZE);
+    bdrv_default_perms(bs, c, role | BDRV_CHILD_METADATA, reopen_queue, perm,
+                       shared, nperm, nshared);
+    if (tier && !(perm & BLK_PERM_RESIZE)) {
+        /*
+         * Tiers grow only when the node does (block_resize, a format node
+         * above writing past the end), and those users hold the resize
+         * permission on the node while they may: only then take it
+         */
+        *nperm &= ~BLK_PERM_RESIZE;
+    }
 }
 
 /*
@@ -1040,7 +1090,7 @@ static void shadow_drain_end(BlockDriverState *bs)
 }
 
 /*
- * Reopen: switching the active child, changing the write mode
+ * Reopen: switching the active child, changing modes, read-only
  */
 
 static int shadow_reopen_prepare(BDRVReopenState *state,
@@ -1050,7 +1100,6 @@ static int shadow_reopen_prepare(BDRVReopenState *state,
     BDRVShadowState *s = bs->opaque;
     g_autofree ShadowReopenState *rs = g_new0(ShadowReopenState, 1);
     BlockdevRefList *ref;
-    ShadowChildState st;
     int n = 0;
 
     if (!shadow_parse_options(state->options, false, &rs->opts, errp)) {
@@ -1103,13 +1152,6 @@ static int shadow_reopen_prepare(BDRVReopenState *state,
         goto fail;
     }
 
-    if (s->meta.child && !s->meta.writable && (state->flags & BDRV_O_RDWR)) {
-        error_setg(errp, "Cannot make shadow node '%s' writable: its "
-                   "metadata was opened read-only; open the node read-write",
-                   bdrv_get_node_name(bs));
-        goto fail;
-    }
-
     rs->new_active = shadow_find_child(s, rs->opts.qapi->active_child ?:
                                 rs->opts.qapi->children->value->u.reference);
     if (!rs->new_active) {
@@ -1118,22 +1160,15 @@ static int shadow_reopen_prepare(BDRVReopenState *state,
                    bdrv_get_node_name(bs));
         goto fail;
     }
-
-    qemu_spin_lock(&s->lock);
-    st = shadow_child_state(s, rs->new_active);
-    qemu_spin_unlock(&s->lock);
-    /*
-     * With metadata, a child that is still syncing may take over at once:
-     * it copies up what it does not hold yet (an instant switch)
-     */
-    if (st == SHADOW_CHILD_STATE_DEGRADED ||
-        (!s->meta.child && st != SHADOW_CHILD_STATE_ACTIVE &&
-         st != SHADOW_CHILD_STATE_SYNCED)) {
-        error_setg(errp, "Cannot switch shadow node '%s' to child '%s': it is "
-                   "%s (%" PRId64 " of %" PRId64 " bytes valid)",
-                   bdrv_get_node_name(bs), shadow_child_name(rs->new_active),
-                   ShadowChildState_str(st),
-                   shadow_valid_bytes(s, rs->new_active), s->length);
+    rs->writable = (state->flags & BDRV_O_RDWR) &&
+                   !(bs->open_flags & BDRV_O_INACTIVE);
+    if (rs->new_active != s->active &&
+        !shadow_state_may_switch(s, rs->new_active, errp)) {
+        goto fail;
+    }
+    if (s->writable && !rs->writable &&
+        shadow_state_stop(s, errp) < 0) {
+        /* Read-only from now on: the metadata is closed cleanly first */
         goto fail;
     }
 
@@ -1152,9 +1187,7 @@ static void shadow_reopen_commit(BDRVReopenState *state)
 {
     BDRVShadowState *s = state->bs->opaque;
     ShadowReopenState *rs = state->opaque;
-    int i;
 
-    qemu_spin_lock(&s->lock);
     if (rs->new_active != s->active) {
         /*
          * Every map says which chunks of its child hold what the guest
@@ -1165,20 +1198,23 @@ static void shadow_reopen_commit(BDRVReopenState *state)
          */
         g_free(s->switched_from);
         s->switched_from = g_strdup(shadow_child_name(s->active));
-        s->active = rs->new_active;
+        trace_shadow_switch(s, s->switched_from,
+                            shadow_child_name(rs->new_active));
+        shadow_state_switch(s, rs->new_active);
     }
     s->write_mode = rs->opts.write_mode;
     s->prewarm = rs->opts.prewarm;
     s->read_from = rs->opts.read_from;
     s->copy_on_read = rs->opts.copy_on_read;
-    shadow_copy_set_speed(s, rs->opts.prewarm_speed);
-    /* A reopen retries degraded children and failed copies */
-    for (i = 0; i < s->num_children; i++) {
-        s->children[i]->degraded = false;
+    s->writable = rs->writable;
+    s->meta.writable = rs->writable;
+    if (s->writable) {
+        shadow_state_start_timer(s, bdrv_get_aio_context(state->bs));
+    } else {
+        shadow_state_stop_timer(s);
     }
-    s->copy_failed = false;
-    s->meta.failed = false;
-    qemu_spin_unlock(&s->lock);
+    shadow_copy_set_speed(s, rs->opts.prewarm_speed);
+    shadow_state_retry_degraded(s);
 
     shadow_options_free(&rs->opts);
     g_free(rs);
@@ -1187,13 +1223,62 @@ static void shadow_reopen_commit(BDRVReopenState *state)
 
 static void shadow_reopen_abort(BDRVReopenState *state)
 {
+    BDRVShadowState *s = state->bs->opaque;
     ShadowReopenState *rs = state->opaque;
 
+    /*
+     * A clean stop for read-only stays as it is: the next write marks the
+     * metadata in use again
+     */
+    shadow_state_start_timer(s, bdrv_get_aio_context(state->bs));
     if (rs) {
         shadow_options_free(&rs->opts);
         g_free(rs);
         state->opaque = NULL;
     }
+}
+
+/*
+ * Migration: inactivate and activate
+ */
+
+static int GRAPH_RDLOCK shadow_inactivate(BlockDriverState *bs)
+{
+    BDRVShadowState *s = bs->opaque;
+    Error *local_err = NULL;
+    int ret;
+
+    /* The copy stops, and stays stopped once not writable */
+    bdrv_drained_begin(bs);
+    ret = shadow_state_stop(s, &local_err);
+    if (ret == 0) {
+        s->writable = false;
+        s->meta.writable = false;
+        shadow_state_stop_timer(s);
+    }
+    bdrv_drained_end(bs);
+    if (ret < 0) {
+        error_report_err(local_err);
+    }
+    return ret;
+}
+
+static void coroutine_fn GRAPH_RDLOCK
+shadow_co_invalidate_cache(BlockDriverState *bs, Error **errp)
+{
+    BDRVShadowState *s = bs->opaque;
+
+    s->writable = bdrv_is_writable(bs);
+    s->meta.writable = s->writable;
+    /* Another process wrote the maps while this one was inactive */
+    if (s->meta.child && shadow_state_load(s, errp) < 0) {
+        s->writable = false;
+        s->meta.writable = false;
+        return;
+    }
+    bs->total_sectors = DIV_ROUND_UP(s->length, BDRV_SECTOR_SIZE);
+    shadow_state_start_timer(s, bdrv_get_aio_context(bs));
+    shadow_copy_kick(s);
 }
 
 /*
@@ -1208,11 +1293,24 @@ shadow_add_child(BlockDriverState *bs, BlockDriverState *child_bs,
     g_autofree char *name = NULL;
     BdrvChild *child;
     ShadowChild *sc;
-    int ret;
+    int ret, i;
 
     if (s->next_child_index == UINT_MAX) {
         error_setg(errp, "Too many children");
         return;
+    }
+    if (child_bs == bs || (s->meta.child && child_bs == s->meta.child->bs)) {
+        error_setg(errp, "Node '%s' cannot be a child of shadow node '%s'",
+                   bdrv_get_node_name(child_bs), bdrv_get_node_name(bs));
+        return;
+    }
+    for (i = 0; i < s->num_children; i++) {
+        if (s->children[i]->child->bs == child_bs) {
+            error_setg(errp, "Node '%s' is already a child of shadow node "
+                       "'%s'", bdrv_get_node_name(child_bs),
+                       bdrv_get_node_name(bs));
+            return;
+        }
     }
     /*
      * Under the graph write lock bdrv_getlength() would wait for a read
@@ -1234,20 +1332,18 @@ shadow_add_child(BlockDriverState *bs, BlockDriverState *child_bs,
     s->next_child_index++;
 
     sc = shadow_new_child(s, child, true);
-    qemu_spin_lock(&s->lock);
-    ret = shadow_meta_add_child(s, sc, errp);
-    if (ret == 0) {
-        s->children = g_renew(ShadowChild *, s->children,
-                              s->num_children + 1);
-        s->children[s->num_children++] = sc;
-    }
-    qemu_spin_unlock(&s->lock);
+    ret = shadow_state_add_child(s, sc, errp);
     if (ret < 0) {
         bdrv_unref_child(bs, child);
         shadow_free_child(sc);
         return;
     }
-    shadow_meta_commit_soon(s);
+    qemu_spin_lock(&s->lock);
+    s->children = g_renew(ShadowChild *, s->children, s->num_children + 1);
+    s->children[s->num_children++] = sc;
+    qemu_spin_unlock(&s->lock);
+    shadow_forget_child_options(bs);
+    shadow_state_commit_soon(s);
     shadow_copy_kick(s);
 }
 
@@ -1258,29 +1354,35 @@ shadow_del_child(BlockDriverState *bs, BdrvChild *child, Error **errp)
     ShadowChild *sc = NULL;
     int i;
 
+    if (s->meta.child && child == s->meta.child) {
+        error_setg(errp, "Cannot remove the metadata child '%s' of shadow "
+                   "node '%s'", bdrv_get_node_name(child->bs),
+                   bdrv_get_node_name(bs));
+        return;
+    }
     for (i = 0; i < s->num_children; i++) {
         if (s->children[i]->child == child) {
             sc = s->children[i];
             break;
         }
     }
-    /* bdrv_del_child() checked that it is our child */
-    assert(sc);
-
-    if (sc == s->active) {
-        error_setg(errp, "Cannot remove the active child '%s' of shadow node "
-                   "'%s'; switch to another child first",
-                   shadow_child_name(sc), bdrv_get_node_name(bs));
+    if (!sc) {
+        error_setg(errp, "Node '%s' is not a tier of shadow node '%s'",
+                   bdrv_get_node_name(child->bs), bdrv_get_node_name(bs));
+        return;
+    }
+    if (!shadow_state_may_remove(s, sc, errp)) {
         return;
     }
 
     qemu_spin_lock(&s->lock);
-    shadow_meta_del_child(s, sc);
+    shadow_state_del_child(s, sc);
     memmove(&s->children[i], &s->children[i + 1],
             (s->num_children - i - 1) * sizeof(ShadowChild *));
     s->num_children--;
     qemu_spin_unlock(&s->lock);
-    shadow_meta_commit_soon(s);
+    shadow_forget_child_options(bs);
+    shadow_state_commit_soon(s);
 
     bdrv_unref_child(bs, child);
     shadow_free_child(sc);
@@ -1320,7 +1422,7 @@ static BlockStatsSpecific *shadow_get_specific_stats(BlockDriverState *bs)
 
         shadow_fill_io_stats(qapi_ShadowChildStats_base(cs), &sc->stats);
         cs->node_name = g_strdup(shadow_child_name(sc));
-        cs->state = shadow_child_state(s, sc);
+        cs->state = shadow_state_child_state(s, sc);
         cs->valid_bytes = shadow_valid_bytes(s, sc);
         cs->failed_operations = stat64_get(&sc->stats.failed_ops);
         cs->copied_bytes = stat64_get(&sc->stats.copied_bytes);
@@ -1356,13 +1458,13 @@ shadow_gather_child_options(BlockDriverState *bs, QDict *target,
 
 static void shadow_detach_aio_context(BlockDriverState *bs)
 {
-    shadow_meta_detach_aio_context(bs->opaque);
+    shadow_state_stop_timer(bs->opaque);
 }
 
 static void shadow_attach_aio_context(BlockDriverState *bs,
                                       AioContext *new_context)
 {
-    shadow_meta_attach_aio_context(bs->opaque, new_context);
+    shadow_state_start_timer(bs->opaque, new_context);
 }
 
 static char *shadow_dirname(BlockDriverState *bs, Error **errp)
@@ -1406,10 +1508,12 @@ static BlockDriver bdrv_shadow = {
     .bdrv_drain_end                     = shadow_drain_end,
     .bdrv_detach_aio_context            = shadow_detach_aio_context,
     .bdrv_attach_aio_context            = shadow_attach_aio_context,
+    .bdrv_inactivate                    = shadow_inactivate,
+    .bdrv_co_invalidate_cache           = shadow_co_invalidate_cache,
 
     .bdrv_co_getlength                  = shadow_co_getlength,
-    .bdrv_co_preadv                     = shadow_co_preadv,
-    .bdrv_co_pwritev                    = shadow_co_pwritev,
+    .bdrv_co_preadv_part                = shadow_co_preadv_part,
+    .bdrv_co_pwritev_part               = shadow_co_pwritev_part,
     .bdrv_co_pwrite_zeroes              = shadow_co_pwrite_zeroes,
     .bdrv_co_pdiscard                   = shadow_co_pdiscard,
     .bdrv_co_flush                      = shadow_co_flush,

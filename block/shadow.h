@@ -1,6 +1,13 @@
 /*
- * Shadow block driver: state shared by shadow.c, shadow-map.c and
- * shadow-copy.c
+ * Shadow block driver: state shared by its files
+ *
+ *   shadow.c        options, open and close, reopen (switch), guest I/O
+ *                   routing, permissions, statistics
+ *   shadow-state.c  the chunk-state layer: maps, range lock, validity
+ *                   transitions and their durability rules, commits
+ *   shadow-meta.c   the on-disk metadata format (docs/shadow-metadata.md)
+ *   shadow-copy.c   background copy (pre-warm, hydration) and copy-up
+ *   shadow-heat.c   hot-region ranking for hot-first pre-warming
  *
  * Copyright (c) 2026 The shadowtier authors
  *
@@ -25,6 +32,11 @@
 #define SHADOW_MIN_CHUNK_SIZE     (4 * KiB)
 #define SHADOW_MAX_CHUNK_SIZE     (64 * MiB)
 #define SHADOW_DEFAULT_CHUNK_SIZE (64 * KiB)
+/*
+ * A map holds at most this many chunks (64 MiB of bits per map and per
+ * child): a larger disk needs a larger chunk-size
+ */
+#define SHADOW_MAX_CHUNKS         (INT64_C(1) << 29)
 
 /* Largest single background copy; neighbouring stale chunks are merged */
 #define SHADOW_COPY_MAX_BYTES     (1 * MiB)
@@ -43,25 +55,30 @@
 
 /* Heat tracking for hot-first pre-warming (shadow-heat.c) */
 #define SHADOW_HEAT_REGION        (1 * MiB)
+/* At most this many regions: larger disks get larger regions */
+#define SHADOW_HEAT_MAX_REGIONS   (1 << 22)
 #define SHADOW_HEAT_LEVELS        16
 #define SHADOW_HEAT_QUEUE_MAX     4096
 #define SHADOW_HEAT_DECAY_NS      (10 * NANOSECONDS_PER_SECOND)
 #define SHADOW_STREAMS            4
 
-/*
- * Which chunks of one child are out of date.  A set bit means the chunk
- * may differ from the active child; a clear bit means it is known to be
- * identical.
- */
-typedef struct ShadowMap {
-    HBitmap *stale;
-    int64_t nb_chunks;
-    /*
-     * With metadata: which SHADOW_META_UNIT_CHUNKS-chunk units of the map
-     * changed since they were last written out (NULL without metadata)
-     */
-    HBitmap *dirty;
-} ShadowMap;
+/* Metadata (shadow-meta.c, docs/shadow-metadata.md) */
+#define SHADOW_META_SLOTS         16
+/* Maps are stored in units of this many bytes, each with a checksum */
+#define SHADOW_META_UNIT          4096
+#define SHADOW_META_UNIT_HEADER   32
+#define SHADOW_META_UNIT_PAYLOAD  (SHADOW_META_UNIT - SHADOW_META_UNIT_HEADER)
+#define SHADOW_META_UNIT_CHUNKS   (SHADOW_META_UNIT_PAYLOAD * 8)
+/* A periodic commit bounds the copy work a crash loses */
+#define SHADOW_META_COMMIT_NS     (5 * NANOSECONDS_PER_SECOND)
+
+/* What a request to a child does, for routing, accounting and events */
+typedef enum ShadowWriteKind {
+    SHADOW_WRITE,
+    SHADOW_WRITE_ZEROES,
+    SHADOW_DISCARD,
+    SHADOW_FLUSH,
+} ShadowWriteKind;
 
 /* I/O counters, as seen by the node or by one child */
 typedef struct ShadowCounters {
@@ -76,13 +93,39 @@ typedef struct ShadowCounters {
     Stat64 copied_bytes;
 } ShadowCounters;
 
+/*
+ * The chunk state of one child; shadow-state.c owns it and documents the
+ * invariants.  All bitmaps have one bit per chunk and are protected by
+ * BDRVShadowState.lock.
+ */
+typedef struct ShadowChunkMap {
+    /* 1: the chunk may differ from what the guest sees */
+    HBitmap *stale;
+    /* 1: the chunk's content on this child changed since a flush began */
+    HBitmap *unflushed;
+    /* 1: changed before the flush of this child that is under way began */
+    HBitmap *flushing;
+    /*
+     * With metadata: the valid bits on disk that may still be trusted,
+     * SHADOW_META_UNIT_PAYLOAD bytes per unit; which units must be written
+     * at the next commit; and the sequence number of each unit's current
+     * version on disk (it is in copy seq % 2; the next write goes to the
+     * other copy)
+     */
+    uint8_t *durable;
+    unsigned long *dirty_units;
+    uint64_t *unit_seq;
+} ShadowChunkMap;
+
 typedef struct ShadowChild {
     BdrvChild *child;
-    ShadowMap map;
+    ShadowChunkMap map;
     /* The child's slot in the metadata, or -1 */
     int slot;
-    /* An I/O error happened; no more I/O until a reopen or re-add */
+    /* An I/O error happened: no more writes or copies go to it */
     bool degraded;
+    /* One flush at a time, so that map.flushing says what a flush covers */
+    CoMutex flush_lock;
     ShadowCounters stats;
     /* Moving average of read latency (0: never measured) and its age */
     int64_t read_ns;
@@ -115,35 +158,49 @@ typedef struct ShadowHeat {
     uint64_t stream_clock;
 } ShadowHeat;
 
-/*
- * Persistent maps (shadow-meta.c); the on-disk format is described in
- * docs/shadow-metadata.md
- */
-#define SHADOW_META_SLOTS         16
-/* Maps are written in units of this many bytes, never whole */
-#define SHADOW_META_UNIT          512
-#define SHADOW_META_UNIT_CHUNKS   (SHADOW_META_UNIT * 8)
-/* A periodic commit bounds the copy work a crash loses */
-#define SHADOW_META_COMMIT_NS     (5 * NANOSECONDS_PER_SECOND)
+/* A child's storage, as far as the metadata can identify it */
+typedef struct ShadowIdentity {
+    uint8_t hash[32];       /* SHA-256 of the storage's filename */
+    const char *filename;
+    bool have_stat;         /* a local file or device: the fields below */
+    bool have_btime;
+    uint64_t ino;
+    int64_t btime_sec;
+    uint32_t btime_nsec;
+    int64_t mtime_sec;
+    uint32_t mtime_nsec;
+    int64_t size;
+} ShadowIdentity;
 
-typedef struct QEMU_PACKED ShadowMetaSlot {
-    uint32_t flags;
-    uint32_t reserved;
-    uint8_t identity[32];
+/* One slot of the metadata's slot table, in host order */
+typedef struct ShadowSlot {
+    bool used;
+    /* Map units of this slot count only if they carry this epoch */
+    uint64_t epoch;
+    ShadowIdentity id;
+    /* size and mtime recorded at a clean stop, to detect later writes */
+    bool stamped;
     char node_name[64];
-    char filename[152];
-} ShadowMetaSlot;
+    char filename[104];
+} ShadowSlot;
 
 typedef struct ShadowMeta {
     BdrvChild *child;
+    /* The node may write its metadata now (writable and active) */
     bool writable;
     uint64_t generation;
     int header_copy;
-    int64_t map_bytes;
-    int64_t maps_offset;
-    ShadowMetaSlot slots[SHADOW_META_SLOTS];
+    int64_t nb_units;
+    ShadowSlot slots[SHADOW_META_SLOTS];
+    /* The slot table changed since the header was written */
     bool table_dirty;
-    /* Slot of the active child as the header on disk records it */
+    /*
+     * The header on disk says "in use" for the session @session, with
+     * @durable_active_slot as the active child.  Until then no child is
+     * written (shadow_state_begin_writing()).
+     */
+    bool in_use;
+    uint64_t session;
     int durable_active_slot;
 
     /*
@@ -167,6 +224,7 @@ typedef struct ShadowMeta {
     int commit_ret;
     CoQueue commit_queue;
     QEMUTimer *timer;
+    /* Writing the metadata failed: guest writes fail until a reopen */
     bool failed;
 } ShadowMeta;
 
@@ -181,22 +239,35 @@ typedef struct BDRVShadowState {
     int num_children;
     unsigned next_child_index;
     ShadowChild *active;
+    /*
+     * The active child holds every chunk, so reads need not look at the
+     * maps.  Cleared only in drained sections (switch), set under @lock.
+     */
+    bool active_complete;
+    /* The node may write its children: writable and not inactive */
+    bool writable;
 
+    /* Grown under @lock by shadow_state_grow(), never shrunk */
     int64_t length;
     int64_t chunk_size;
     int64_t nb_chunks;
+    CoMutex resize_lock;
+
     ShadowWriteMode write_mode;
     ShadowPrewarm prewarm;
     uint64_t prewarm_speed;
     ShadowReadFrom read_from;
     bool copy_on_read;
 
-    /* Protects the maps, @reqs and the copier's bookkeeping */
+    /*
+     * Protects every ShadowChunkMap, @reqs, @copying, the intent bitmaps
+     * and the copier's bookkeeping
+     */
     QemuSpin lock;
     /*
-     * Writes (their exact range) and copies (whole chunks) in flight.
-     * Overlapping ones wait for each other, so that no copy lands on a
-     * shadow in between the halves of a mirrored write.
+     * The range lock: guest writes (their exact range), copies and
+     * copy-ups (whole chunks) in flight.  Overlapping ones wait for each
+     * other (shadow_range_lock()).
      */
     BlockReqList reqs;
 
@@ -227,52 +298,135 @@ typedef struct BDRVShadowState {
     char *switched_from;
 } BDRVShadowState;
 
-/* shadow-map.c */
-void shadow_map_init(ShadowMap *map, int64_t nb_chunks, bool stale);
-void shadow_map_track_changes(ShadowMap *map);
-void shadow_map_destroy(ShadowMap *map);
-void shadow_map_mark_stale(ShadowMap *map, int64_t first, int64_t count);
-void shadow_map_mark_valid(ShadowMap *map, int64_t first, int64_t count);
-bool shadow_map_is_stale(const ShadowMap *map, int64_t chunk);
-int64_t shadow_map_stale_count(const ShadowMap *map);
-int64_t shadow_map_next_stale(const ShadowMap *map, int64_t start);
+/* One child's part of an operation run on several children at once */
+typedef struct ShadowForeach ShadowForeach;
+typedef struct ShadowChildReq {
+    ShadowForeach *all;
+    ShadowChild *sc;
+    int ret;
+} ShadowChildReq;
+
+typedef int coroutine_fn GRAPH_RDLOCK_PTR
+(*ShadowChildFn)(BDRVShadowState *s, ShadowChild *sc, void *opaque);
+
+/* shadow-state.c: setup */
+void shadow_state_init(BDRVShadowState *s);
+void shadow_state_destroy(BDRVShadowState *s);
+int shadow_state_check_geometry(int64_t length, int64_t chunk_size,
+                                Error **errp);
+void shadow_state_set_geometry(BDRVShadowState *s, int64_t length,
+                               int64_t chunk_size);
+void shadow_child_map_init(BDRVShadowState *s, ShadowChild *sc, bool stale);
+void shadow_child_map_destroy(ShadowChild *sc);
+
+/* shadow-state.c: the range lock */
+void coroutine_fn shadow_range_lock(BDRVShadowState *s, BlockReq *req,
+                                    int64_t offset, int64_t bytes);
+void coroutine_fn shadow_range_unlock(BDRVShadowState *s, BlockReq *req);
+
+/* shadow-state.c: queries */
 void shadow_chunk_range(BDRVShadowState *s, int64_t offset, int64_t bytes,
                         int64_t *first, int64_t *end);
 void shadow_full_chunk_range(BDRVShadowState *s, int64_t offset,
                              int64_t bytes, int64_t *first, int64_t *end);
+int64_t shadow_chunk_bytes(BDRVShadowState *s, int64_t first, int64_t end);
+bool shadow_state_active_lacks(BDRVShadowState *s, int64_t first,
+                               int64_t end);
+bool shadow_state_holds(ShadowChild *sc, int64_t first, int64_t end);
+ShadowChild *shadow_state_holder(BDRVShadowState *s, int64_t chunk,
+                                 ShadowChild *except);
+int64_t shadow_state_run(BDRVShadowState *s, int64_t chunk, int64_t end,
+                         ShadowChild *holder);
 int64_t shadow_valid_bytes(BDRVShadowState *s, ShadowChild *sc);
-bool shadow_range_stale(const ShadowMap *map, int64_t first, int64_t end);
-ShadowChild *shadow_source_for(BDRVShadowState *s, int64_t chunk);
+ShadowChildState shadow_state_child_state(BDRVShadowState *s,
+                                          ShadowChild *sc);
+bool shadow_state_shadows_stale(BDRVShadowState *s);
+bool shadow_state_may_switch(BDRVShadowState *s, ShadowChild *to,
+                             Error **errp);
+bool shadow_state_may_remove(BDRVShadowState *s, ShadowChild *sc,
+                             Error **errp);
 
-/* shadow-meta.c */
-int GRAPH_RDLOCK shadow_meta_open(BDRVShadowState *s, ShadowChild *active,
-                                  Error **errp);
-void GRAPH_RDLOCK shadow_meta_close(BDRVShadowState *s);
-void shadow_meta_destroy(BDRVShadowState *s);
-int coroutine_fn GRAPH_RDLOCK
-shadow_meta_write_intent(BDRVShadowState *s, int64_t first, int64_t end);
-bool shadow_meta_intent_ready(BDRVShadowState *s, int64_t first, int64_t end);
-int coroutine_fn GRAPH_RDLOCK shadow_meta_commit(BDRVShadowState *s,
-                                                 bool periodic);
-int GRAPH_RDLOCK shadow_meta_add_child(BDRVShadowState *s, ShadowChild *sc,
-                                       Error **errp);
-void shadow_meta_del_child(BDRVShadowState *s, ShadowChild *sc);
-void shadow_meta_commit_soon(BDRVShadowState *s);
-void shadow_meta_attach_aio_context(BDRVShadowState *s, AioContext *ctx);
-void shadow_meta_detach_aio_context(BDRVShadowState *s);
+/* shadow-state.c: transitions */
+bool shadow_state_write_done(BDRVShadowState *s, ShadowWriteKind kind,
+                             int64_t offset, int64_t bytes,
+                             ShadowChildReq *reqs, int n);
+bool shadow_state_copied(BDRVShadowState *s, ShadowChild *src,
+                         ShadowChild *target, int64_t first, int64_t nb,
+                         bool *complete);
+void shadow_state_degrade(BDRVShadowState *s, ShadowChild *sc,
+                          ShadowOperation op, int ret);
+void shadow_state_switch(BDRVShadowState *s, ShadowChild *to);
+void shadow_state_retry_degraded(BDRVShadowState *s);
+int coroutine_fn GRAPH_RDLOCK shadow_state_flush_children(BDRVShadowState *s);
+int coroutine_fn GRAPH_RDLOCK shadow_state_grow(BDRVShadowState *s,
+                                                int64_t length,
+                                                Error **errp);
+
+/* shadow-state.c: durability (with metadata) */
+int GRAPH_RDLOCK shadow_state_load(BDRVShadowState *s, Error **errp);
+int coroutine_fn GRAPH_RDLOCK shadow_state_begin_writing(BDRVShadowState *s);
+int coroutine_fn GRAPH_RDLOCK shadow_state_prepare_write(BDRVShadowState *s,
+                                                         int64_t first,
+                                                         int64_t end);
+int coroutine_fn GRAPH_RDLOCK shadow_state_commit(BDRVShadowState *s,
+                                                  bool periodic);
+int GRAPH_RDLOCK shadow_state_stop(BDRVShadowState *s, Error **errp);
+int GRAPH_RDLOCK shadow_state_add_child(BDRVShadowState *s, ShadowChild *sc,
+                                        Error **errp);
+void shadow_state_del_child(BDRVShadowState *s, ShadowChild *sc);
+void shadow_state_commit_soon(BDRVShadowState *s);
+void shadow_state_start_timer(BDRVShadowState *s, AioContext *ctx);
+void shadow_state_stop_timer(BDRVShadowState *s);
+
+/* shadow-meta.c: the on-disk format; column 0 is the intent map */
+#define SHADOW_META_COLUMNS       (1 + SHADOW_META_SLOTS)
+typedef struct ShadowMetaHeader ShadowMetaHeader;
+typedef struct ShadowMetaImage {
+    uint64_t generation;
+    bool in_use;
+    int64_t chunk_size;
+    int64_t length;
+    int64_t nb_chunks;
+    int active_slot;
+    uint64_t session;
+    ShadowSlot slots[SHADOW_META_SLOTS];
+} ShadowMetaImage;
+
+int64_t shadow_meta_nb_units(int64_t nb_chunks);
+int64_t shadow_meta_size(int64_t nb_chunks);
+const char *shadow_meta_name(BDRVShadowState *s);
+int GRAPH_RDLOCK shadow_meta_identify(BlockDriverState *bs,
+                                      ShadowIdentity *id);
+int GRAPH_RDLOCK shadow_meta_read_header(BDRVShadowState *s,
+                                         ShadowMetaImage *img, bool *fresh,
+                                         Error **errp);
+int GRAPH_RDLOCK shadow_meta_write_header(BDRVShadowState *s,
+                                          const ShadowMetaImage *img);
+int GRAPH_RDLOCK shadow_meta_read_maps(BDRVShadowState *s, int64_t nb_chunks,
+                                       uint32_t want, const uint64_t *epochs,
+                                       bool torn_ok, uint8_t **bits,
+                                       uint64_t **seqs, uint32_t bad_is_set,
+                                       int64_t *bad_units);
+void shadow_meta_encode_unit(uint8_t *unit, int column, uint64_t epoch,
+                             int64_t index, uint64_t seq,
+                             const uint8_t *payload);
+int64_t shadow_meta_unit_offset(int64_t index, int column, uint64_t seq);
+int GRAPH_RDLOCK shadow_meta_ensure_size(BDRVShadowState *s,
+                                         int64_t nb_chunks, Error **errp);
 
 /* shadow.c */
-int coroutine_fn GRAPH_RDLOCK shadow_flush_children(BDRVShadowState *s);
-void coroutine_fn shadow_track_begin(BDRVShadowState *s, BlockReq *req,
-                                     int64_t offset, int64_t bytes);
-void shadow_child_degrade(BDRVShadowState *s, ShadowChild *sc,
-                          const char *operation, int ret);
+void coroutine_fn GRAPH_RDLOCK shadow_co_foreach(BDRVShadowState *s,
+                                                 ShadowChildReq *reqs, int n,
+                                                 ShadowChildFn fn,
+                                                 void *opaque);
 void shadow_account(ShadowCounters *c, bool write, int64_t bytes,
                     int64_t ns, int ret);
+const char *shadow_child_name(ShadowChild *sc);
 
 /* shadow-heat.c */
 void shadow_heat_init(ShadowHeat *h, int64_t length, int64_t chunk_size);
 void shadow_heat_destroy(ShadowHeat *h);
+void shadow_heat_resize(ShadowHeat *h, int64_t length);
 bool shadow_heat_access(ShadowHeat *h, int64_t offset, int64_t bytes,
                         int64_t now, bool urgent);
 int64_t shadow_heat_pop(ShadowHeat *h, bool urgent_only,
@@ -285,6 +439,9 @@ bool shadow_copy_enabled(BDRVShadowState *s);
 bool shadow_copy_may_run(BDRVShadowState *s);
 void shadow_copy_wake(BDRVShadowState *s);
 void shadow_copy_set_speed(BDRVShadowState *s, uint64_t speed);
+int coroutine_fn GRAPH_RDLOCK shadow_copy_up_locked(BDRVShadowState *s,
+                                                    int64_t first,
+                                                    int64_t end);
 int coroutine_fn GRAPH_RDLOCK shadow_copy_up(BDRVShadowState *s,
                                              int64_t first, int64_t end);
 

@@ -1,0 +1,2223 @@
+/*
+ * Shadow block driver: the chunk-state layer
+ *
+ * This file owns which child holds which chunk, the range lock, every
+ * change of that state and the order in which changes become durable.
+ * The rest of the driver calls its verbs; none of it touches a map.
+ *
+ * A chunk is *valid* on a child when its content there is what the guest
+ * sees (map.stale clear), else *stale*.  The invariants, each kept here:
+ *
+ * I1  Every chunk is valid on at least one child.  A chunk is never made
+ *     stale on the last child that holds it (shadow_mark_stale()); if that
+ *     child fails, reads of the chunk fail, as on any disk.
+ * I2  Valid means identical: a child is valid for a chunk only if it got
+ *     every write to that chunk since it became valid (or the write
+ *     covered the chunk entirely).  So any child that holds a chunk may
+ *     serve it, and hydration copies from any of them
+ *     (shadow_state_write_done(), shadow_state_copied()).
+ * I3  The active child lacks chunks only after an instant switch (with
+ *     metadata, or on a read-only node); guest writes never leave a chunk
+ *     partially written on an active child that lacks it: partial writes
+ *     copy the chunk up first, under the range lock.
+ * I4  map.unflushed and map.flushing hold the chunks whose content on the
+ *     child changed since a flush of the child began.  When that flush or
+ *     the child fails, those chunks are made stale on it (I1 permitting),
+ *     because their data may be lost (shadow_flush_failed()).
+ *
+ * With a metadata child (docs/shadow-metadata.md), after dm-clone and
+ * md's write-intent bitmap:
+ *
+ * D1  A valid bit becomes durable only after its data: a commit flushes
+ *     the children first, then writes a chunk as valid only if it is not
+ *     in unflushed/flushing, or if it was durably valid and has not been
+ *     stale since (map.durable).  Such a chunk may have new data in
+ *     flight only from guest writes, which D2 covers.
+ * D2  The intent bit of a chunk is durable before the first guest write
+ *     to it goes out, and the header names the active child before the
+ *     first write after a switch.  Intent bits are cleared only for
+ *     chunks nobody wrote for a whole period, after a commit whose flush
+ *     began after their last write.  After an unclean stop, a chunk with
+ *     an intent bit stays valid on one child only (the recorded active
+ *     child if it held it).
+ * D3  Nothing is written to a child before the header says "in use"
+ *     (shadow_state_begin_writing()); a clean stop flushes, commits and
+ *     records each child's size and mtime, so that an image written
+ *     while the node was not open is never trusted.
+ * D4  Map units carry their slot's epoch: a slot given to a new child
+ *     gets a new epoch, and the old child's units no longer count.
+ *
+ * Copyright (c) 2026 The shadowtier authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "block/block_int.h"
+#include "qapi/error.h"
+#include "qapi/qapi-events-block-shadow.h"
+#include "qemu/bitmap.h"
+#include "qemu/cutils.h"
+#include "qemu/error-report.h"
+#include "qemu/memalign.h"
+#include "shadow.h"
+#include "trace.h"
+
+/*
+ * Geometry
+ */
+
+int shadow_state_check_geometry(int64_t length, int64_t chunk_size,
+                                Error **errp)
+{
+    int64_t nb_chunks = DIV_ROUND_UP(length, chunk_size);
+
+    if (nb_chunks > SHADOW_MAX_CHUNKS) {
+        error_setg(errp, "shadow: a disk of %" PRId64 " bytes has %" PRId64
+                   " chunks of %" PRId64 " bytes; at most %" PRId64
+                   " chunks are supported: choose a chunk-size of at least %"
+                   PRId64, length, nb_chunks, chunk_size, SHADOW_MAX_CHUNKS,
+                   (int64_t)pow2ceil(DIV_ROUND_UP(length, SHADOW_MAX_CHUNKS)));
+        return -EFBIG;
+    }
+    return 0;
+}
+
+void shadow_state_set_geometry(BDRVShadowState *s, int64_t length,
+                               int64_t chunk_size)
+{
+    s->length = length;
+    s->chunk_size = chunk_size;
+    s->nb_chunks = DIV_ROUND_UP(length, chunk_size);
+}
+
+void shadow_state_init(BDRVShadowState *s)
+{
+    qemu_spin_init(&s->lock);
+    QLIST_INIT(&s->reqs);
+    qemu_co_mutex_init(&s->resize_lock);
+    qemu_co_mutex_init(&s->meta.io_lock);
+    qemu_co_mutex_init(&s->meta.commit_lock);
+    qemu_co_queue_init(&s->meta.commit_queue);
+    s->meta.durable_active_slot = -1;
+}
+
+void shadow_state_destroy(BDRVShadowState *s)
+{
+    ShadowMeta *m = &s->meta;
+
+    shadow_state_stop_timer(s);
+    g_clear_pointer(&m->intent, hbitmap_free);
+    g_clear_pointer(&m->intent_durable, hbitmap_free);
+    g_clear_pointer(&m->written, hbitmap_free);
+    qemu_spin_destroy(&s->lock);
+}
+
+static int64_t shadow_nb_units(BDRVShadowState *s)
+{
+    return shadow_meta_nb_units(s->nb_chunks);
+}
+
+void shadow_child_map_init(BDRVShadowState *s, ShadowChild *sc, bool stale)
+{
+    ShadowChunkMap *map = &sc->map;
+
+    map->stale = hbitmap_alloc(s->nb_chunks, 0);
+    map->unflushed = hbitmap_alloc(s->nb_chunks, 0);
+    map->flushing = hbitmap_alloc(s->nb_chunks, 0);
+    if (stale && s->nb_chunks) {
+        hbitmap_set(map->stale, 0, s->nb_chunks);
+    }
+    if (s->meta.child) {
+        map->durable = g_malloc0(shadow_nb_units(s) *
+                                 SHADOW_META_UNIT_PAYLOAD);
+        map->dirty_units = bitmap_new(shadow_nb_units(s));
+        map->unit_seq = g_new0(uint64_t, shadow_nb_units(s));
+    }
+    qemu_co_mutex_init(&sc->flush_lock);
+}
+
+void shadow_child_map_destroy(ShadowChild *sc)
+{
+    ShadowChunkMap *map = &sc->map;
+
+    g_clear_pointer(&map->stale, hbitmap_free);
+    g_clear_pointer(&map->unflushed, hbitmap_free);
+    g_clear_pointer(&map->flushing, hbitmap_free);
+    g_clear_pointer(&map->durable, g_free);
+    g_clear_pointer(&map->dirty_units, g_free);
+    g_clear_pointer(&map->unit_seq, g_free);
+}
+
+/*
+ * Bits of byte arrays (durable maps): bit c % 8 of byte c / 8
+ */
+
+static bool shadow_bit_get(const uint8_t *bits, int64_t c)
+{
+    return bits[c / 8] & (1u << (c % 8));
+}
+
+static void shadow_bits_clear(uint8_t *bits, int64_t first, int64_t count)
+{
+    int64_t c = first, end = first + count;
+
+    for (; c < end && c % 8; c++) {
+        bits[c / 8] &= ~(1u << (c % 8));
+    }
+    if (end - c >= 8) {
+        memset(bits + c / 8, 0, (end - c) / 8);
+        c += (end - c) / 8 * 8;
+    }
+    for (; c < end; c++) {
+        bits[c / 8] &= ~(1u << (c % 8));
+    }
+}
+
+/* Clear every bit of @hb, at a cost proportional to the bits set */
+static void shadow_hbitmap_clear(HBitmap *hb)
+{
+    int64_t off = 0, bytes;
+
+    while (hbitmap_count(hb) &&
+           hbitmap_next_dirty_area(hb, off, INT64_MAX, INT64_MAX, &off,
+                                   &bytes)) {
+        hbitmap_reset(hb, off, bytes);
+        off += bytes;
+    }
+}
+
+/*
+ * Chunk arithmetic and queries.  Callers hold s->lock where the maps are
+ * read, unless said otherwise.
+ */
+
+/* Chunks touched by [@offset, @offset + @bytes): [*first, *end) */
+void shadow_chunk_range(BDRVShadowState *s, int64_t offset, int64_t bytes,
+                        int64_t *first, int64_t *end)
+{
+    *first = offset / s->chunk_size;
+    *end = DIV_ROUND_UP(MIN(offset + bytes, s->length), s->chunk_size);
+    if (*end < *first) {
+        *end = *first;
+    }
+}
+
+/*
+ * Chunks entirely covered by [@offset, @offset + @bytes): [*first, *end).
+ * The last chunk of the disk may be short; covering up to the end of the
+ * disk covers it.
+ */
+void shadow_full_chunk_range(BDRVShadowState *s, int64_t offset,
+                             int64_t bytes, int64_t *first, int64_t *end)
+{
+    int64_t stop = offset + bytes;
+
+    *first = DIV_ROUND_UP(offset, s->chunk_size);
+    *end = stop >= s->length ? s->nb_chunks : stop / s->chunk_size;
+    if (*end < *first) {
+        *end = *first;
+    }
+}
+
+/* Bytes of the disk in chunks [@first, @end) */
+int64_t shadow_chunk_bytes(BDRVShadowState *s, int64_t first, int64_t end)
+{
+    return MIN(end * s->chunk_size, s->length) - first * s->chunk_size;
+}
+
+static bool shadow_has_stale(const HBitmap *stale, int64_t first, int64_t end)
+{
+    return end > first && hbitmap_count(stale) &&
+           hbitmap_next_dirty(stale, first, end - first) >= 0;
+}
+
+/* Whether @sc holds every chunk of [@first, @end) */
+bool shadow_state_holds(ShadowChild *sc, int64_t first, int64_t end)
+{
+    return !shadow_has_stale(sc->map.stale, first, end);
+}
+
+/* Whether the active child lacks a chunk of [@first, @end); unlocked */
+bool shadow_state_active_lacks(BDRVShadowState *s, int64_t first,
+                               int64_t end)
+{
+    bool lacks;
+
+    if (qatomic_read(&s->active_complete)) {
+        return false;
+    }
+    qemu_spin_lock(&s->lock);
+    lacks = shadow_has_stale(s->active->map.stale, first, end);
+    qemu_spin_unlock(&s->lock);
+    return lacks;
+}
+
+/*
+ * A child other than @except that holds chunk @chunk, a healthy one if
+ * there is one; NULL if none does.
+ */
+ShadowChild *shadow_state_holder(BDRVShadowState *s, int64_t chunk,
+                                 ShadowChild *except)
+{
+    ShadowChild *degraded = NULL;
+    int i;
+
+    for (i = 0; i < s->num_children; i++) {
+        ShadowChild *sc = s->children[i];
+
+        if (sc == except || hbitmap_get(sc->map.stale, chunk)) {
+            continue;
+        }
+        if (!sc->degraded) {
+            return sc;
+        }
+        degraded = degraded ?: sc;
+    }
+    return degraded;
+}
+
+/*
+ * How many chunks from @chunk (before @end) are in the same state as
+ * @chunk on the active child, and held by @holder if the active child
+ * lacks them
+ */
+int64_t shadow_state_run(BDRVShadowState *s, int64_t chunk, int64_t end,
+                         ShadowChild *holder)
+{
+    HBitmap *astale = s->active->map.stale;
+    int64_t next;
+
+    if (!hbitmap_get(astale, chunk)) {
+        next = hbitmap_next_dirty(astale, chunk, end - chunk);
+        return (next < 0 ? end : next) - chunk;
+    }
+    next = hbitmap_next_zero(astale, chunk, end - chunk);
+    end = next < 0 ? end : next;
+    if (holder && holder != s->active) {
+        next = hbitmap_next_dirty(holder->map.stale, chunk, end - chunk);
+        end = next < 0 ? end : next;
+    }
+    return end - chunk;
+}
+
+/* Bytes of @sc known to hold what the guest sees.  Locked. */
+int64_t shadow_valid_bytes(BDRVShadowState *s, ShadowChild *sc)
+{
+    int64_t stale = hbitmap_count(sc->map.stale);
+    int64_t valid = (s->nb_chunks - stale) * s->chunk_size;
+
+    /* The last chunk may be short */
+    if (s->nb_chunks && !hbitmap_get(sc->map.stale, s->nb_chunks - 1)) {
+        valid -= s->nb_chunks * s->chunk_size - s->length;
+    }
+    return MAX(valid, 0);
+}
+
+/* Whether some shadow that may be copied to lacks a chunk.  Unlocked. */
+bool shadow_state_shadows_stale(BDRVShadowState *s)
+{
+    bool stale = false;
+    int i;
+
+    qemu_spin_lock(&s->lock);
+    for (i = 0; i < s->num_children && !stale; i++) {
+        ShadowChild *sc = s->children[i];
+
+        stale = sc != s->active && !sc->degraded &&
+                hbitmap_count(sc->map.stale);
+    }
+    qemu_spin_unlock(&s->lock);
+    return stale;
+}
+
+ShadowChildState shadow_state_child_state(BDRVShadowState *s,
+                                          ShadowChild *sc)
+{
+    if (sc == s->active) {
+        return SHADOW_CHILD_STATE_ACTIVE;
+    }
+    if (sc->degraded) {
+        return SHADOW_CHILD_STATE_DEGRADED;
+    }
+    if (hbitmap_count(sc->map.stale) == 0) {
+        return SHADOW_CHILD_STATE_SYNCED;
+    }
+    /* A copy paused by a drained section is still under way */
+    if (s->copy_workers || shadow_copy_enabled(s)) {
+        return SHADOW_CHILD_STATE_SYNCING;
+    }
+    return SHADOW_CHILD_STATE_STALE;
+}
+
+/*
+ * Whether the active child may become @to.  Without metadata it must hold
+ * every chunk; with metadata, or on a read-only node, it may lack chunks
+ * and hydrates (an instant switch): I1 guarantees a holder for each.
+ */
+bool shadow_state_may_switch(BDRVShadowState *s, ShadowChild *to,
+                             Error **errp)
+{
+    ShadowChildState st;
+    int64_t valid;
+
+    qemu_spin_lock(&s->lock);
+    st = shadow_state_child_state(s, to);
+    valid = shadow_valid_bytes(s, to);
+    qemu_spin_unlock(&s->lock);
+
+    if (st == SHADOW_CHILD_STATE_DEGRADED ||
+        (!s->meta.child && s->writable && st != SHADOW_CHILD_STATE_ACTIVE &&
+         st != SHADOW_CHILD_STATE_SYNCED)) {
+        error_setg(errp, "Cannot switch shadow node '%s' to child '%s': it is "
+                   "%s (%" PRId64 " of %" PRId64 " bytes valid)%s",
+                   bdrv_get_node_name(s->bs), shadow_child_name(to),
+                   ShadowChildState_str(st), valid, s->length,
+                   st == SHADOW_CHILD_STATE_DEGRADED ?
+                   "; reopen the node with the same options to retry it" :
+                   "; wait for SHADOW_CHILD_SYNCED, or give the node a "
+                   "metadata child for instant switches");
+        return false;
+    }
+    return true;
+}
+
+/* Whether @sc may be removed: it is not the last holder of any chunk */
+bool shadow_state_may_remove(BDRVShadowState *s, ShadowChild *sc,
+                             Error **errp)
+{
+    HBitmap *astale = s->active->map.stale;
+    int64_t c, only = 0;
+
+    if (sc == s->active) {
+        error_setg(errp, "Cannot remove the active child '%s' of shadow node "
+                   "'%s'; switch to another child first",
+                   shadow_child_name(sc), bdrv_get_node_name(s->bs));
+        return false;
+    }
+    qemu_spin_lock(&s->lock);
+    for (c = hbitmap_next_dirty(astale, 0, s->nb_chunks); c >= 0;
+         c = c + 1 < s->nb_chunks ?
+             hbitmap_next_dirty(astale, c + 1, s->nb_chunks - c - 1) : -1) {
+        if (!hbitmap_get(sc->map.stale, c) && !shadow_state_holder(s, c, sc)) {
+            only++;
+        }
+    }
+    qemu_spin_unlock(&s->lock);
+    if (only) {
+        error_setg(errp, "Cannot remove child '%s' of shadow node '%s': it "
+                   "holds the only valid copy of %" PRId64 " chunks that the "
+                   "active child '%s' has not hydrated yet",
+                   shadow_child_name(sc), bdrv_get_node_name(s->bs), only,
+                   shadow_child_name(s->active));
+        return false;
+    }
+    return true;
+}
+
+/*
+ * The range lock
+ */
+
+/*
+ * Wait until no locked range overlaps [@offset, @offset + @bytes), then
+ * lock it with @req.  The caller does not hold s->lock.
+ */
+void coroutine_fn shadow_range_lock(BDRVShadowState *s, BlockReq *req,
+                                    int64_t offset, int64_t bytes)
+{
+    BlockReq *conflict;
+
+    qemu_spin_lock(&s->lock);
+    while ((conflict = reqlist_find_conflict(&s->reqs, offset, bytes))) {
+        qemu_co_queue_wait(&conflict->wait_queue, &s->lock);
+    }
+    reqlist_init_req(&s->reqs, req, offset, bytes);
+    qemu_spin_unlock(&s->lock);
+}
+
+void coroutine_fn shadow_range_unlock(BDRVShadowState *s, BlockReq *req)
+{
+    qemu_spin_lock(&s->lock);
+    reqlist_remove_req(req);
+    qemu_spin_unlock(&s->lock);
+}
+
+/* Whether a locked range touches chunk @c.  Locked. */
+static bool shadow_chunk_busy(BDRVShadowState *s, int64_t c)
+{
+    return reqlist_find_conflict(&s->reqs, c * s->chunk_size,
+                                 shadow_chunk_bytes(s, c, c + 1));
+}
+
+/*
+ * Transitions.  Every helper below is called with s->lock held.
+ */
+
+static void shadow_dirty_units(ShadowChild *sc, int64_t first, int64_t count)
+{
+    if (sc->map.dirty_units && count > 0) {
+        int64_t u0 = first / SHADOW_META_UNIT_CHUNKS;
+        int64_t u1 = (first + count - 1) / SHADOW_META_UNIT_CHUNKS;
+
+        bitmap_set(sc->map.dirty_units, u0, u1 - u0 + 1);
+    }
+}
+
+/* @sc's content changed in these chunks: they need a flush (I4, D1) */
+static void shadow_mark_changed(ShadowChild *sc, int64_t first, int64_t count)
+{
+    if (count > 0) {
+        hbitmap_set(sc->map.unflushed, first, count);
+    }
+}
+
+static void shadow_mark_valid(BDRVShadowState *s, ShadowChild *sc,
+                              int64_t first, int64_t count)
+{
+    if (count <= 0) {
+        return;
+    }
+    hbitmap_reset(sc->map.stale, first, count);
+    shadow_dirty_units(sc, first, count);
+    if (sc == s->active && !hbitmap_count(sc->map.stale)) {
+        qatomic_set(&s->active_complete, true);
+    }
+}
+
+static void shadow_mark_stale_run(BDRVShadowState *s, ShadowChild *sc,
+                                  int64_t first, int64_t count)
+{
+    hbitmap_set(sc->map.stale, first, count);
+    shadow_dirty_units(sc, first, count);
+    if (sc->map.durable) {
+        /* D1: a durable valid bit is no longer to be trusted */
+        shadow_bits_clear(sc->map.durable, first, count);
+    }
+    if (sc == s->active) {
+        qatomic_set(&s->active_complete, false);
+    }
+}
+
+/*
+ * Make [@first, @first + @count) stale on @sc, except the chunks that no
+ * other child holds (I1).  Returns whether every chunk was made stale.
+ */
+static bool shadow_mark_stale(BDRVShadowState *s, ShadowChild *sc,
+                              int64_t first, int64_t count)
+{
+    int64_t c, end = first + count, run = -1;
+    bool all = true;
+
+    if (count <= 0) {
+        return true;
+    }
+    if (sc != s->active &&
+        !shadow_has_stale(s->active->map.stale, first, end)) {
+        shadow_mark_stale_run(s, sc, first, count);
+        return true;
+    }
+    for (c = first; c < end; c++) {
+        bool keep = !hbitmap_get(sc->map.stale, c) &&
+                    !shadow_state_holder(s, c, sc);
+
+        if (keep) {
+            all = false;
+        }
+        if (keep && run >= 0) {
+            shadow_mark_stale_run(s, sc, run, c - run);
+            run = -1;
+        } else if (!keep && run < 0) {
+            run = c;
+        }
+    }
+    if (run >= 0) {
+        shadow_mark_stale_run(s, sc, run, end - run);
+    }
+    return all;
+}
+
+/*
+ * After a failed flush of @sc, or when @sc is degraded: the chunks whose
+ * content changed since its last successful flush may be lost (I4).
+ * A shadow loses them (but the chunks only it holds); the active child
+ * loses those another child holds, which hydration brings back, and
+ * keeps the others.  Chunks a request holds locked are left alone: their
+ * request decides.  What is kept stays unflushed.
+ */
+static void shadow_flush_failed(BDRVShadowState *s, ShadowChild *sc)
+{
+    HBitmap *lost = sc->map.flushing;
+    int64_t off = 0, bytes, c;
+
+    hbitmap_merge(lost, sc->map.unflushed, lost);
+    shadow_hbitmap_clear(sc->map.unflushed);
+    while (hbitmap_next_dirty_area(lost, off, s->nb_chunks, INT64_MAX,
+                                   &off, &bytes)) {
+        for (c = off; c < off + bytes; c++) {
+            bool keep = shadow_chunk_busy(s, c) ||
+                        (sc == s->active && !shadow_state_holder(s, c, sc)) ||
+                        !shadow_mark_stale(s, sc, c, 1);
+
+            if (keep) {
+                hbitmap_set(sc->map.unflushed, c, 1);
+            }
+        }
+        off += bytes;
+    }
+    shadow_hbitmap_clear(lost);
+    trace_shadow_flush_failed(s, shadow_child_name(sc));
+}
+
+/*
+ * A write, write-zeroes or discard of [@offset, @offset + @bytes) went
+ * to the children in @reqs (the active child first) and they returned
+ * @reqs[i].ret.  Within the range, every chunk the active child lacks is
+ * covered entirely (I3: the caller copied up the others, or left them
+ * out of a discard).  Update every child's map so that I1, I2 and I4
+ * hold, and degrade the shadows that failed.  Returns whether a shadow
+ * was left with chunks to copy.
+ */
+bool shadow_state_write_done(BDRVShadowState *s, ShadowWriteKind kind,
+                             int64_t offset, int64_t bytes,
+                             ShadowChildReq *reqs, int n)
+{
+    ShadowChild *active = s->active;
+    bool active_ok = reqs[0].ret == 0, left_stale = false;
+    int64_t first, end, ffirst, fend, c, run;
+    int i, pass;
+
+    assert(reqs[0].sc == active);
+    shadow_chunk_range(s, offset, bytes, &first, &end);
+    shadow_full_chunk_range(s, offset, bytes, &ffirst, &fend);
+
+    qemu_spin_lock(&s->lock);
+    for (c = first; c < end; c += run) {
+        bool had = !hbitmap_get(active->map.stale, c);
+        int64_t full_a, full_b, winners = 0;
+
+        run = shadow_state_run(s, c, end, NULL);
+        full_a = MAX(c, ffirst);
+        full_b = MIN(c + run, fend);
+
+        if (!had) {
+            assert(full_a == c && full_b == c + run);
+            if (active_ok) {
+                shadow_mark_valid(s, active, c, run);
+            }
+            for (i = 1; i < n && !active_ok; i++) {
+                winners += reqs[i].ret == 0 && kind != SHADOW_DISCARD;
+            }
+        }
+        if (had || active_ok) {
+            shadow_mark_changed(active, c, run);
+        }
+
+        /* Valid first, then stale, so that I1 sees the new holders */
+        for (pass = 0; pass < 2; pass++) {
+            for (i = 0; i < s->num_children; i++) {
+                ShadowChild *sc = s->children[i];
+                int j;
+                bool got_it;
+
+                if (sc == active) {
+                    continue;
+                }
+                for (j = 1; j < n && reqs[j].sc != sc; j++) {
+                    /* the request sent to sc, if any */
+                }
+                got_it = j < n && reqs[j].ret == 0 && kind != SHADOW_DISCARD &&
+                         (active_ok || !had);
+                if (pass == 0 && got_it) {
+                    /* It got the same bytes as the active child (I2) */
+                    shadow_mark_changed(sc, c, run);
+                    shadow_mark_valid(s, sc, full_a, full_b - full_a);
+                } else if (pass == 1 && !got_it) {
+                    if (j < n) {
+                        /* A failed request may have left anything there */
+                        shadow_mark_changed(sc, c, run);
+                    }
+                    if (had || active_ok || winners || j < n) {
+                        /*
+                         * Unless nothing reached any child: then the
+                         * holders that got nothing keep the chunk
+                         */
+                        shadow_mark_stale(s, sc, c, run);
+                        left_stale = true;
+                    }
+                }
+            }
+        }
+    }
+    qemu_spin_unlock(&s->lock);
+
+    for (i = 1; i < n; i++) {
+        if (reqs[i].ret < 0) {
+            shadow_state_degrade(s, reqs[i].sc,
+                                 kind == SHADOW_WRITE ? SHADOW_OPERATION_WRITE :
+                                 kind == SHADOW_WRITE_ZEROES ?
+                                 SHADOW_OPERATION_WRITE_ZEROES :
+                                 SHADOW_OPERATION_DISCARD, reqs[i].ret);
+        }
+    }
+    return left_stale;
+}
+
+/*
+ * A copy of chunks [@first, @first + @nb) from @src to @target succeeded,
+ * under the range lock.  @target holds them now if nothing changed their
+ * state meanwhile: @src still holds them (a failure elsewhere may have
+ * made them stale there) and @target is healthy.  Returns whether it
+ * holds them, and in *@complete whether it now holds every chunk.
+ */
+bool shadow_state_copied(BDRVShadowState *s, ShadowChild *src,
+                         ShadowChild *target, int64_t first, int64_t nb,
+                         bool *complete)
+{
+    bool ok;
+
+    qemu_spin_lock(&s->lock);
+    ok = shadow_state_holds(src, first, first + nb) &&
+         (target == s->active || !target->degraded);
+    if (ok) {
+        shadow_mark_changed(target, first, nb);
+        shadow_mark_valid(s, target, first, nb);
+    }
+    *complete = ok && !hbitmap_count(target->map.stale);
+    qemu_spin_unlock(&s->lock);
+    return ok;
+}
+
+/*
+ * A shadow failed: no more writes or copies go to it, and what it may
+ * have lost is stale (I4).  It still serves, as a last resort, the
+ * chunks only it holds.  A reopen, or removing and adding it again,
+ * brings it back.
+ */
+void shadow_state_degrade(BDRVShadowState *s, ShadowChild *sc,
+                          ShadowOperation op, int ret)
+{
+    bool was_degraded;
+
+    assert(sc != s->active);
+    qemu_spin_lock(&s->lock);
+    was_degraded = sc->degraded;
+    sc->degraded = true;
+    shadow_flush_failed(s, sc);
+    qemu_spin_unlock(&s->lock);
+
+    if (!was_degraded) {
+        trace_shadow_degrade(s, shadow_child_name(sc),
+                             ShadowOperation_str(op), ret);
+        warn_report("shadow: node '%s': %s on child '%s' failed: %s; "
+                    "the child is degraded", bdrv_get_node_name(s->bs),
+                    ShadowOperation_str(op), shadow_child_name(sc),
+                    strerror(-ret));
+        qapi_event_send_shadow_child_degraded(bdrv_get_node_name(s->bs),
+                                              shadow_child_name(sc), op,
+                                              strerror(-ret));
+    }
+}
+
+/* The active child becomes @to.  In a drained section. */
+void shadow_state_switch(BDRVShadowState *s, ShadowChild *to)
+{
+    qemu_spin_lock(&s->lock);
+    s->active = to;
+    qatomic_set(&s->active_complete, !hbitmap_count(to->map.stale));
+    qemu_spin_unlock(&s->lock);
+}
+
+/* A reopen retries degraded children, a stopped copy and the metadata */
+void shadow_state_retry_degraded(BDRVShadowState *s)
+{
+    int i;
+
+    qemu_spin_lock(&s->lock);
+    for (i = 0; i < s->num_children; i++) {
+        s->children[i]->degraded = false;
+    }
+    s->copy_failed = false;
+    s->meta.failed = false;
+    qemu_spin_unlock(&s->lock);
+}
+
+/*
+ * Flushes
+ */
+
+/* Flush @sc; on failure, what it may have lost is stale (I4) */
+static int coroutine_fn GRAPH_RDLOCK
+shadow_flush_child(BDRVShadowState *s, ShadowChild *sc, void *opaque)
+{
+    int ret;
+
+    qemu_co_mutex_lock(&sc->flush_lock);
+    qemu_spin_lock(&s->lock);
+    if (hbitmap_count(sc->map.flushing)) {
+        /* A failed flush left what it kept; a new one covers it too */
+        hbitmap_merge(sc->map.flushing, sc->map.unflushed, sc->map.flushing);
+        shadow_hbitmap_clear(sc->map.unflushed);
+    } else {
+        HBitmap *tmp = sc->map.flushing;
+
+        sc->map.flushing = sc->map.unflushed;
+        sc->map.unflushed = tmp;
+    }
+    qemu_spin_unlock(&s->lock);
+
+    ret = bdrv_co_flush(sc->child->bs);
+
+    qemu_spin_lock(&s->lock);
+    if (ret == 0) {
+        shadow_hbitmap_clear(sc->map.flushing);
+    } else {
+        shadow_flush_failed(s, sc);
+    }
+    qemu_spin_unlock(&s->lock);
+    qemu_co_mutex_unlock(&sc->flush_lock);
+
+    if (ret == 0) {
+        stat64_add(&sc->stats.flush_ops, 1);
+    } else {
+        stat64_add(&sc->stats.failed_ops, 1);
+        if (sc != s->active) {
+            shadow_state_degrade(s, sc, SHADOW_OPERATION_FLUSH, ret);
+        }
+    }
+    return ret;
+}
+
+/*
+ * Flush the active child and every healthy shadow in parallel; returns
+ * the active child's result
+ */
+int coroutine_fn shadow_state_flush_children(BDRVShadowState *s)
+{
+    ShadowChildReq stack[SHADOW_STACK_CHILDREN];
+    ShadowChildReq *reqs = s->num_children <= SHADOW_STACK_CHILDREN ?
+                           stack : g_new(ShadowChildReq, s->num_children);
+    int n = 0, i, ret;
+
+    reqs[n++] = (ShadowChildReq) { .sc = s->active };
+    for (i = 0; i < s->num_children; i++) {
+        if (s->children[i] != s->active && !s->children[i]->degraded) {
+            reqs[n++] = (ShadowChildReq) { .sc = s->children[i] };
+        }
+    }
+    shadow_co_foreach(s, reqs, n, shadow_flush_child, NULL);
+    ret = reqs[0].ret;
+    if (reqs != stack) {
+        g_free(reqs);
+    }
+    return ret;
+}
+
+/* Without metadata, periodically: flush the shadows with unflushed data */
+static int coroutine_fn GRAPH_RDLOCK shadow_flush_copied(BDRVShadowState *s)
+{
+    ShadowChildReq stack[SHADOW_STACK_CHILDREN];
+    ShadowChildReq *reqs = s->num_children <= SHADOW_STACK_CHILDREN ?
+                           stack : g_new(ShadowChildReq, s->num_children);
+    int n = 0, i;
+
+    qemu_spin_lock(&s->lock);
+    for (i = 0; i < s->num_children; i++) {
+        ShadowChild *sc = s->children[i];
+
+        if (sc != s->active && !sc->degraded &&
+            hbitmap_count(sc->map.unflushed)) {
+            reqs[n++] = (ShadowChildReq) { .sc = sc };
+        }
+    }
+    qemu_spin_unlock(&s->lock);
+    if (n) {
+        shadow_co_foreach(s, reqs, n, shadow_flush_child, NULL);
+    }
+    if (reqs != stack) {
+        g_free(reqs);
+    }
+    return 0;
+}
+
+/*
+ * Growing the disk
+ */
+
+/* Resize the maps of @sc to @nb_chunks chunks; new chunks are stale */
+static void shadow_child_map_grow(BDRVShadowState *s, ShadowChild *sc,
+                                  int64_t old_nb, int64_t nb_chunks)
+{
+    ShadowChunkMap *map = &sc->map;
+
+    hbitmap_truncate(map->stale, nb_chunks);
+    hbitmap_truncate(map->unflushed, nb_chunks);
+    hbitmap_truncate(map->flushing, nb_chunks);
+    hbitmap_set(map->stale, old_nb, nb_chunks - old_nb);
+    if (map->durable) {
+        int64_t old_units = shadow_meta_nb_units(old_nb);
+        int64_t units = shadow_meta_nb_units(nb_chunks);
+
+        map->durable = g_realloc(map->durable,
+                                 units * SHADOW_META_UNIT_PAYLOAD);
+        memset(map->durable + old_units * SHADOW_META_UNIT_PAYLOAD, 0,
+               (units - old_units) * SHADOW_META_UNIT_PAYLOAD);
+        map->dirty_units = bitmap_zero_extend(map->dirty_units, old_units,
+                                              units);
+        map->unit_seq = g_renew(uint64_t, map->unit_seq, units);
+        memset(map->unit_seq + old_units, 0,
+               (units - old_units) * sizeof(uint64_t));
+    }
+}
+
+/*
+ * Grow the node and every child to @length bytes (block_resize, or a
+ * write past the end by a format node above).  The new bytes are zero on
+ * a child whose truncate guaranteed it and which was not longer before;
+ * a shadow holds them only if the active child's are zero too.  A shadow
+ * that cannot grow is degraded; if the active child cannot, nothing
+ * changes.
+ */
+int coroutine_fn shadow_state_grow(BDRVShadowState *s, int64_t length,
+                                   Error **errp)
+{
+    g_autofree bool *zero = NULL;
+    int64_t old_len, old_nb, nb, tail;
+    bool active_zero = false;
+    int i, ret = 0;
+
+    qemu_co_mutex_lock(&s->resize_lock);
+    old_len = s->length;
+    old_nb = s->nb_chunks;
+    if (length <= old_len) {
+        goto out;
+    }
+    ret = shadow_state_check_geometry(length, s->chunk_size, errp);
+    if (ret < 0) {
+        goto out;
+    }
+    /* A short last chunk grows: the active child must hold it first (I3) */
+    tail = old_len % s->chunk_size ? old_nb - 1 : old_nb;
+    ret = shadow_state_begin_writing(s);
+    if (ret == 0 && tail < old_nb) {
+        ret = shadow_copy_up(s, tail, old_nb);
+    }
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "shadow: cannot prepare node '%s' for "
+                         "growing", bdrv_get_node_name(s->bs));
+        goto out;
+    }
+    if (s->meta.child) {
+        ret = shadow_meta_ensure_size(s, DIV_ROUND_UP(length, s->chunk_size),
+                                      errp);
+        if (ret < 0) {
+            goto out;
+        }
+    }
+
+    zero = g_new0(bool, s->num_children);
+    for (i = 0; i < s->num_children; i++) {
+        ShadowChild *sc = s->children[i];
+        BlockDriverState *cbs = sc->child->bs;
+        BdrvRequestFlags flags = cbs->supported_truncate_flags &
+                                 BDRV_REQ_ZERO_WRITE;
+        int64_t cur = bdrv_co_getlength(cbs);
+        Error *local_err = NULL;
+
+        if (sc != s->active && sc->degraded) {
+            continue;
+        }
+        ret = cur < 0 ? cur : 0;
+        if (ret == 0 && cur < length) {
+            ret = bdrv_co_truncate(sc->child, length, false, PREALLOC_MODE_OFF,
+                                   flags, &local_err);
+        }
+        if (ret < 0 && sc == s->active) {
+            if (local_err) {
+                error_propagate_prepend(errp, local_err, "shadow: cannot grow "
+                                        "the active child '%s': ",
+                                        shadow_child_name(sc));
+            } else {
+                error_setg_errno(errp, -ret, "shadow: cannot grow the active "
+                                 "child '%s'", shadow_child_name(sc));
+            }
+            goto out;
+        }
+        if (ret < 0) {
+            error_free(local_err);
+            shadow_state_degrade(s, sc, SHADOW_OPERATION_TRUNCATE, ret);
+            continue;
+        }
+        zero[i] = cur == old_len && (flags & BDRV_REQ_ZERO_WRITE);
+        if (sc == s->active) {
+            active_zero = zero[i];
+        }
+    }
+    ret = 0;
+
+    qemu_spin_lock(&s->lock);
+    nb = DIV_ROUND_UP(length, s->chunk_size);
+    for (i = 0; i < s->num_children; i++) {
+        ShadowChild *sc = s->children[i];
+
+        shadow_child_map_grow(s, sc, old_nb, nb);
+        shadow_mark_changed(sc, tail, nb - tail);
+        if (sc == s->active) {
+            /* What the active child holds there now is the disk */
+            shadow_mark_valid(s, sc, old_nb, nb - old_nb);
+        } else if (zero[i] && active_zero) {
+            /* The tail chunk keeps its state: its new bytes are zero */
+            shadow_mark_valid(s, sc, old_nb, nb - old_nb);
+        } else {
+            shadow_mark_stale_run(s, sc, tail, nb - tail);
+        }
+    }
+    hbitmap_truncate(s->copying, nb);
+    if (s->meta.intent) {
+        hbitmap_truncate(s->meta.intent, nb);
+        hbitmap_truncate(s->meta.intent_durable, nb);
+        hbitmap_truncate(s->meta.written, nb);
+    }
+    s->length = length;
+    s->nb_chunks = nb;
+    s->meta.table_dirty = true;
+    shadow_heat_resize(&s->heat, length);
+    qemu_spin_unlock(&s->lock);
+    trace_shadow_grow(s, old_len, length);
+
+    if (s->meta.child) {
+        /* The new length is durable once the maps of the new chunks are */
+        ret = shadow_state_commit(s, false);
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "shadow: cannot commit the metadata "
+                             "of node '%s' after growing it",
+                             bdrv_get_node_name(s->bs));
+        }
+    }
+out:
+    qemu_co_mutex_unlock(&s->resize_lock);
+    return ret;
+}
+
+/*
+ * Give the node a new length, with the maps it has without metadata (the
+ * active child holds everything).  Only while no I/O can be in flight:
+ * at open and activation.
+ */
+static void shadow_state_reset_geometry(BDRVShadowState *s, int64_t length)
+{
+    int i;
+
+    qemu_spin_lock(&s->lock);
+    shadow_state_set_geometry(s, length, s->chunk_size);
+    for (i = 0; i < s->num_children; i++) {
+        ShadowChild *sc = s->children[i];
+
+        shadow_child_map_destroy(sc);
+        shadow_child_map_init(s, sc, sc != s->active);
+    }
+    hbitmap_free(s->copying);
+    s->copying = hbitmap_alloc(s->nb_chunks, 0);
+    shadow_heat_destroy(&s->heat);
+    shadow_heat_init(&s->heat, s->length, s->chunk_size);
+    qatomic_set(&s->active_complete, true);
+    qemu_spin_unlock(&s->lock);
+}
+
+/*
+ * Metadata: loading
+ */
+
+static uint64_t shadow_new_epoch(void)
+{
+    uint64_t e;
+
+    do {
+        e = ((uint64_t)g_random_int() << 32) | g_random_int();
+    } while (!e);
+    return e;
+}
+
+static void shadow_slot_fill(ShadowSlot *slot, ShadowChild *sc,
+                             const ShadowIdentity *id, uint64_t epoch)
+{
+    memset(slot, 0, sizeof(*slot));
+    slot->used = true;
+    slot->epoch = epoch;
+    slot->id = *id;
+    slot->id.filename = NULL;
+    pstrcpy(slot->node_name, sizeof(slot->node_name), shadow_child_name(sc));
+    pstrcpy(slot->filename, sizeof(slot->filename), id->filename);
+}
+
+/*
+ * Whether the storage behind a slot was replaced or written while the
+ * node did not hold it; NULL if not, else what happened
+ */
+static const char *shadow_slot_changed(const ShadowSlot *slot,
+                                       const ShadowIdentity *id)
+{
+    if (slot->id.have_stat && id->have_stat) {
+        if (slot->id.ino != id->ino ||
+            (slot->id.have_btime && id->have_btime &&
+             (slot->id.btime_sec != id->btime_sec ||
+              slot->id.btime_nsec != id->btime_nsec))) {
+            return "replaced by another file";
+        }
+        if (slot->stamped &&
+            (slot->id.size != id->size ||
+             slot->id.mtime_sec != id->mtime_sec ||
+             slot->id.mtime_nsec != id->mtime_nsec)) {
+            return "written while the node was not open";
+        }
+    }
+    return NULL;
+}
+
+/* Every chunk with its bit set in @intent stays valid on one child (D2) */
+static int64_t shadow_recover(BDRVShadowState *s, HBitmap *intent,
+                              ShadowChild *recorded)
+{
+    int64_t c, n = 0;
+    int i;
+
+    for (c = hbitmap_next_dirty(intent, 0, s->nb_chunks); c >= 0;
+         c = c + 1 < s->nb_chunks ?
+             hbitmap_next_dirty(intent, c + 1, s->nb_chunks - c - 1) : -1) {
+        ShadowChild *keep = NULL;
+
+        if (recorded && !hbitmap_get(recorded->map.stale, c)) {
+            keep = recorded;
+        }
+        for (i = 0; i < s->num_children && !keep; i++) {
+            if (!hbitmap_get(s->children[i]->map.stale, c)) {
+                keep = s->children[i];
+            }
+        }
+        for (i = 0; i < s->num_children; i++) {
+            if (s->children[i] != keep) {
+                shadow_mark_stale_run(s, s->children[i], c, 1);
+            }
+        }
+        n++;
+    }
+    return n;
+}
+
+/* A new session writes a new intent map.  Locked or at open. */
+static void shadow_state_reset_intent(BDRVShadowState *s)
+{
+    ShadowMeta *m = &s->meta;
+
+    g_clear_pointer(&m->intent, hbitmap_free);
+    g_clear_pointer(&m->intent_durable, hbitmap_free);
+    g_clear_pointer(&m->written, hbitmap_free);
+    m->intent = hbitmap_alloc(s->nb_chunks, 0);
+    m->intent_durable = hbitmap_alloc(s->nb_chunks, 0);
+    m->written = hbitmap_alloc(s->nb_chunks, 0);
+}
+
+/* Start fresh metadata: the active child holds everything */
+static void shadow_state_format(BDRVShadowState *s, const ShadowIdentity *ids)
+{
+    ShadowMeta *m = &s->meta;
+    int i;
+
+    memset(m->slots, 0, sizeof(m->slots));
+    for (i = 0; i < s->num_children; i++) {
+        ShadowChild *sc = s->children[i];
+
+        sc->slot = i;
+        shadow_slot_fill(&m->slots[i], sc, &ids[i], shadow_new_epoch());
+        if (sc == s->active) {
+            shadow_dirty_units(sc, 0, s->nb_chunks);
+        }
+    }
+    m->table_dirty = true;
+    m->in_use = false;
+    m->durable_active_slot = -1;
+    m->generation = 0;
+    m->header_copy = 1;
+    shadow_state_reset_intent(s);
+}
+
+/*
+ * Read the maps from the metadata child, check them and the children's
+ * identities, recover after an unclean stop, and replace every child's
+ * map with the result.  Writes nothing: shadow_state_begin_writing()
+ * makes the result durable before the first write to a child.  On error
+ * the maps are left as they were.
+ */
+int shadow_state_load(BDRVShadowState *s, Error **errp)
+{
+    ShadowMeta *m = &s->meta;
+    ShadowMetaImage img;
+    g_autofree ShadowIdentity *ids = g_new0(ShadowIdentity, s->num_children);
+    g_autofree ShadowChild **by_slot = g_new0(ShadowChild *,
+                                              SHADOW_META_SLOTS);
+    uint8_t *bits[SHADOW_META_COLUMNS] = { NULL };
+    uint64_t *seqs[SHADOW_META_COLUMNS] = { NULL };
+    uint64_t epochs[SHADOW_META_COLUMNS] = { 0 };
+    int64_t bad[SHADOW_META_COLUMNS];
+    const char *changed[SHADOW_META_SLOTS] = { NULL };
+    HBitmap *intent = NULL;
+    ShadowChild *recorded;
+    int64_t size, old_nb, c, recovered = 0, orphans = 0, nb_bytes;
+    g_autofree uint8_t *stale_buf = NULL;
+    uint32_t want = 0;
+    bool fresh;
+    int i, j, ret;
+
+    if (s->num_children > SHADOW_META_SLOTS) {
+        error_setg(errp, "shadow: with metadata a node has at most %d "
+                   "children", SHADOW_META_SLOTS);
+        return -EINVAL;
+    }
+    for (i = 0; i < s->num_children; i++) {
+        ret = shadow_meta_identify(s->children[i]->child->bs, &ids[i]);
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "shadow: cannot identify the storage "
+                             "of child '%s' (%s)",
+                             shadow_child_name(s->children[i]),
+                             ids[i].filename);
+            return ret;
+        }
+        for (j = 0; j < i; j++) {
+            if (!memcmp(ids[i].hash, ids[j].hash, sizeof(ids[i].hash))) {
+                error_setg(errp, "shadow: children '%s' and '%s' use the same "
+                           "storage (%s); with metadata each child needs its "
+                           "own", shadow_child_name(s->children[j]),
+                           shadow_child_name(s->children[i]),
+                           ids[i].filename);
+                return -EINVAL;
+            }
+        }
+    }
+
+    ret = shadow_meta_read_header(s, &img, &fresh, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    if (fresh && m->writable) {
+        /* Better refused now than failing the guest's first write */
+        ret = shadow_meta_ensure_size(s, s->nb_chunks, errp);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    if (fresh) {
+        shadow_state_format(s, ids);
+        return 0;
+    }
+
+    if (img.chunk_size != s->chunk_size) {
+        error_setg(errp, "shadow: metadata node '%s' was written with "
+                   "chunk-size %" PRId64 ", but the node has chunk-size %"
+                   PRId64, shadow_meta_name(s), img.chunk_size,
+                   s->chunk_size);
+        return -EINVAL;
+    }
+    /* The disk has the length the metadata records */
+    for (i = 0; i < s->num_children; i++) {
+        int64_t len = bdrv_getlength(s->children[i]->child->bs);
+
+        if (len >= 0 && len < img.length) {
+            error_setg(errp, "shadow: metadata node '%s' describes a disk of "
+                       "%" PRId64 " bytes, but child '%s' has only %" PRId64,
+                       shadow_meta_name(s), img.length,
+                       shadow_child_name(s->children[i]), len);
+            return -EINVAL;
+        }
+    }
+    if (img.length != s->length) {
+        shadow_state_reset_geometry(s, img.length);
+    }
+    size = bdrv_getlength(m->child->bs);
+    if (size >= 0 && size < shadow_meta_size(img.nb_chunks)) {
+        error_setg(errp, "shadow: metadata node '%s' is corrupt: it has %"
+                   PRId64 " bytes, its maps need %" PRId64,
+                   shadow_meta_name(s), size,
+                   shadow_meta_size(img.nb_chunks));
+        return -EINVAL;
+    }
+
+    /* Each child has its slot, and each slot its child */
+    for (i = 0; i < s->num_children; i++) {
+        ShadowChild *sc = s->children[i];
+
+        for (j = 0; j < SHADOW_META_SLOTS; j++) {
+            if (img.slots[j].used &&
+                !memcmp(img.slots[j].id.hash, ids[i].hash,
+                        sizeof(ids[i].hash))) {
+                break;
+            }
+        }
+        if (j == SHADOW_META_SLOTS) {
+            error_setg(errp, "shadow: child '%s' (%s) is not recorded in "
+                       "metadata node '%s'; add children at runtime with "
+                       "x-blockdev-change", shadow_child_name(sc),
+                       ids[i].filename, shadow_meta_name(s));
+            return -EINVAL;
+        }
+        by_slot[j] = sc;
+        changed[j] = shadow_slot_changed(&img.slots[j], &ids[i]);
+    }
+    for (j = 0; j < SHADOW_META_SLOTS; j++) {
+        if (img.slots[j].used && !by_slot[j]) {
+            error_setg(errp, "shadow: metadata node '%s' records child '%s' "
+                       "(%s), which is not among the children of node '%s'",
+                       shadow_meta_name(s), img.slots[j].node_name,
+                       img.slots[j].filename, bdrv_get_node_name(s->bs));
+            return -EINVAL;
+        }
+    }
+
+    /* Read the maps, and the intent map after an unclean stop */
+    old_nb = img.nb_chunks;
+    for (j = 0; j < SHADOW_META_SLOTS; j++) {
+        if (by_slot[j]) {
+            want |= 1u << (1 + j);
+            epochs[1 + j] = img.slots[j].epoch;
+        }
+    }
+    if (img.in_use) {
+        want |= 1;
+        epochs[0] = img.session;
+    }
+    for (j = 0; j < SHADOW_META_COLUMNS; j++) {
+        if (want & (1u << j)) {
+            bits[j] = g_malloc0(MAX(shadow_meta_nb_units(s->nb_chunks), 1) *
+                                SHADOW_META_UNIT_PAYLOAD);
+            seqs[j] = g_new0(uint64_t, MAX(shadow_nb_units(s), 1));
+        }
+    }
+    ret = shadow_meta_read_maps(s, old_nb, want, epochs, img.in_use, bits,
+                                seqs, 1, bad);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "shadow: cannot read metadata node '%s'",
+                         shadow_meta_name(s));
+        goto out;
+    }
+
+    /* From here on nothing fails but the final checks */
+    nb_bytes = MAX(shadow_meta_nb_units(s->nb_chunks), 1) *
+               SHADOW_META_UNIT_PAYLOAD;
+    stale_buf = g_malloc(nb_bytes);
+    qemu_spin_lock(&s->lock);
+    recorded = by_slot[img.active_slot];
+    for (j = 0; j < SHADOW_META_SLOTS; j++) {
+        ShadowChild *sc = by_slot[j];
+        ShadowChunkMap *map;
+
+        if (!sc) {
+            continue;
+        }
+        map = &sc->map;
+        sc->slot = j;
+        /* Stored as valid bits; chunks past the recorded length are stale */
+        for (c = 0; c < nb_bytes; c++) {
+            stale_buf[c] = c < old_nb / 8 ? ~bits[1 + j][c] : 0xff;
+        }
+        for (c = old_nb / 8 * 8; c < old_nb; c++) {
+            if (shadow_bit_get(bits[1 + j], c)) {
+                stale_buf[c / 8] &= ~(1u << (c % 8));
+            }
+        }
+        hbitmap_reset_all(map->stale);
+        if (s->nb_chunks) {
+            hbitmap_deserialize_part(map->stale, stale_buf, 0, s->nb_chunks,
+                                     true);
+        }
+        memset(map->durable, 0, shadow_nb_units(s) * SHADOW_META_UNIT_PAYLOAD);
+        memcpy(map->durable, bits[1 + j],
+               shadow_meta_nb_units(old_nb) * SHADOW_META_UNIT_PAYLOAD);
+        memcpy(map->unit_seq, seqs[1 + j],
+               shadow_nb_units(s) * sizeof(uint64_t));
+        shadow_hbitmap_clear(map->unflushed);
+        shadow_hbitmap_clear(map->flushing);
+        bitmap_zero(map->dirty_units, shadow_nb_units(s));
+        if (bad[1 + j]) {
+            warn_report("shadow: node '%s': %" PRId64 " units of the map of "
+                        "child '%s' in metadata node '%s' fail their check; "
+                        "their chunks are stale on that child",
+                        bdrv_get_node_name(s->bs), bad[1 + j],
+                        shadow_child_name(sc), shadow_meta_name(s));
+            for (c = 0; c < shadow_meta_nb_units(old_nb); c++) {
+                shadow_dirty_units(sc, c * SHADOW_META_UNIT_CHUNKS, 1);
+            }
+        }
+    }
+
+    if (img.in_use) {
+        intent = hbitmap_alloc(s->nb_chunks, 0);
+        if (s->nb_chunks) {
+            hbitmap_deserialize_part(intent, bits[0], 0, s->nb_chunks, true);
+        }
+        if (bad[0]) {
+            warn_report("shadow: node '%s': %" PRId64 " units of the intent "
+                        "map in metadata node '%s' fail their check; their "
+                        "chunks are treated as written",
+                        bdrv_get_node_name(s->bs), bad[0],
+                        shadow_meta_name(s));
+        }
+        recovered = shadow_recover(s, intent, recorded);
+        hbitmap_free(intent);
+    }
+
+    /* A replaced or rewritten image is never trusted (D3) */
+    for (j = 0; j < SHADOW_META_SLOTS; j++) {
+        ShadowChild *sc = by_slot[j];
+
+        if (!sc || !changed[j]) {
+            continue;
+        }
+        warn_report("shadow: node '%s': the storage of child '%s' (%s) was "
+                    "%s", bdrv_get_node_name(s->bs), shadow_child_name(sc),
+                    img.slots[j].filename, changed[j]);
+        if (sc == recorded && !hbitmap_count(sc->map.stale)) {
+            /* What the active child holds now is the disk */
+            for (i = 0; i < s->num_children; i++) {
+                if (s->children[i] != sc) {
+                    shadow_mark_stale_run(s, s->children[i], 0,
+                                          s->nb_chunks);
+                }
+            }
+        } else if (sc == recorded) {
+            qemu_spin_unlock(&s->lock);
+            error_setg(errp, "shadow: the storage of child '%s' (%s), the "
+                       "active child recorded in metadata node '%s', was %s "
+                       "while it was still hydrating; its chunks can no "
+                       "longer be told apart.  To start over with '%s' as "
+                       "the disk, give the node a zeroed metadata image",
+                       shadow_child_name(sc), img.slots[j].filename,
+                       shadow_meta_name(s), changed[j],
+                       shadow_child_name(sc));
+            ret = -EINVAL;
+            goto out_reset;
+        } else {
+            shadow_mark_stale_run(s, sc, 0, s->nb_chunks);
+        }
+    }
+
+    /* I1 must hold, or data is missing */
+    for (c = 0; c < s->nb_chunks; c++) {
+        if (hbitmap_get(s->active->map.stale, c) &&
+            !shadow_state_holder(s, c, s->active)) {
+            orphans++;
+        }
+    }
+    if (orphans) {
+        qemu_spin_unlock(&s->lock);
+        error_setg(errp, "shadow: metadata node '%s' says that no child "
+                   "holds %" PRId64 " chunks (corrupt map units?); refusing "
+                   "to guess.  To start over with '%s' as the disk, give the "
+                   "node a zeroed metadata image", shadow_meta_name(s),
+                   orphans, shadow_child_name(s->active));
+        ret = -EINVAL;
+        goto out_reset;
+    }
+
+    /* Node names and identities as they are now */
+    for (j = 0; j < SHADOW_META_SLOTS; j++) {
+        m->slots[j] = img.slots[j];
+        if (by_slot[j]) {
+            for (i = 0; s->children[i] != by_slot[j]; i++) {
+                /* find its identity */
+            }
+            shadow_slot_fill(&m->slots[j], by_slot[j], &ids[i],
+                             img.slots[j].epoch);
+            /* The stamps stay until the children are written */
+            m->slots[j].stamped = img.slots[j].stamped;
+            m->slots[j].id.size = img.slots[j].id.size;
+            m->slots[j].id.mtime_sec = img.slots[j].id.mtime_sec;
+            m->slots[j].id.mtime_nsec = img.slots[j].id.mtime_nsec;
+        }
+    }
+    m->table_dirty = true;
+    m->in_use = false;
+    m->session = img.session;
+    m->durable_active_slot = img.active_slot;
+    shadow_state_reset_intent(s);
+    qatomic_set(&s->active_complete, !hbitmap_count(s->active->map.stale));
+    qemu_spin_unlock(&s->lock);
+
+    if (img.in_use) {
+        info_report("shadow: node '%s' was not closed cleanly: %" PRId64
+                    " chunks that had writes in flight are now valid on one "
+                    "child only", bdrv_get_node_name(s->bs), recovered);
+    }
+    if (recorded != s->active) {
+        info_report("shadow: node '%s' opens with active child '%s', the "
+                    "metadata recorded '%s'", bdrv_get_node_name(s->bs),
+                    shadow_child_name(s->active), shadow_child_name(recorded));
+    }
+    trace_shadow_load(s, img.in_use, recovered);
+    ret = 0;
+    goto out;
+
+out_reset:
+    /* Back to the maps of a node without metadata */
+    qemu_spin_lock(&s->lock);
+    for (i = 0; i < s->num_children; i++) {
+        ShadowChild *sc = s->children[i];
+
+        if (sc == s->active) {
+            shadow_hbitmap_clear(sc->map.stale);
+        } else {
+            hbitmap_set(sc->map.stale, 0, s->nb_chunks);
+        }
+    }
+    qatomic_set(&s->active_complete, true);
+    qemu_spin_unlock(&s->lock);
+out:
+    for (j = 0; j < SHADOW_META_COLUMNS; j++) {
+        g_free(bits[j]);
+        g_free(seqs[j]);
+    }
+    return ret;
+}
+
+/*
+ * Metadata: writing
+ */
+
+static void shadow_header_image(BDRVShadowState *s, ShadowMetaImage *img,
+                                bool in_use, int active_slot)
+{
+    ShadowMeta *m = &s->meta;
+
+    memset(img, 0, sizeof(*img));
+    img->in_use = in_use;
+    img->chunk_size = s->chunk_size;
+    img->length = s->length;
+    img->nb_chunks = s->nb_chunks;
+    img->active_slot = active_slot;
+    img->session = m->session;
+    memcpy(img->slots, m->slots, sizeof(img->slots));
+}
+
+/* A map unit on its way to disk */
+typedef struct ShadowUnitWrite {
+    ShadowChild *sc;    /* NULL for the intent map */
+    int64_t index;
+    uint8_t *buf;       /* the whole unit, as written */
+} ShadowUnitWrite;
+
+static void shadow_serialize(BDRVShadowState *s, HBitmap *hb, int64_t u,
+                             uint8_t *out)
+{
+    int64_t start = u * SHADOW_META_UNIT_CHUNKS;
+    int64_t count = MIN(SHADOW_META_UNIT_CHUNKS, s->nb_chunks - start);
+
+    memset(out, 0, SHADOW_META_UNIT_PAYLOAD);
+    hbitmap_serialize_part(hb, out, start, count);
+}
+
+/*
+ * Unit @u of @sc's map as it may be written now (D1), into @unit; the
+ * trusted durable bits assume it will be written.  Returns whether some
+ * valid chunk had to be left out (it waits for a flush).  Locked.
+ */
+static bool shadow_take_unit(BDRVShadowState *s, ShadowChild *sc, int64_t u,
+                             uint8_t *unit)
+{
+    ShadowChunkMap *map = &sc->map;
+    uint8_t st[SHADOW_META_UNIT_PAYLOAD], un[SHADOW_META_UNIT_PAYLOAD];
+    uint8_t fl[SHADOW_META_UNIT_PAYLOAD];
+    uint8_t *payload = unit + SHADOW_META_UNIT_HEADER;
+    uint8_t *durable = map->durable + u * SHADOW_META_UNIT_PAYLOAD;
+    int64_t start = u * SHADOW_META_UNIT_CHUNKS;
+    int64_t count = MIN(SHADOW_META_UNIT_CHUNKS, s->nb_chunks - start);
+    bool held_back = false;
+    int64_t b;
+    int i;
+
+    shadow_serialize(s, map->stale, u, st);
+    shadow_serialize(s, map->unflushed, u, un);
+    shadow_serialize(s, map->flushing, u, fl);
+    for (i = 0; i < SHADOW_META_UNIT_PAYLOAD; i++) {
+        uint8_t pending = un[i] | fl[i];
+
+        payload[i] = ~st[i] & (~pending | durable[i]);
+        held_back |= ~st[i] & pending & ~durable[i];
+    }
+    for (b = count; b < SHADOW_META_UNIT_CHUNKS; b++) {
+        payload[b / 8] &= ~(1u << (b % 8));
+    }
+    memcpy(durable, payload, SHADOW_META_UNIT_PAYLOAD);
+    shadow_meta_encode_unit(unit, 1 + sc->slot, s->meta.slots[sc->slot].epoch,
+                            u, map->unit_seq[u] + 1, payload);
+    return held_back;
+}
+
+/* Every map unit that must be written now, serialised.  Locked. */
+static GArray *shadow_take_changes(BDRVShadowState *s)
+{
+    GArray *units = g_array_new(false, false, sizeof(ShadowUnitWrite));
+    int64_t nb_units = shadow_nb_units(s);
+    int i;
+
+    for (i = 0; i < s->num_children; i++) {
+        ShadowChild *sc = s->children[i];
+        int64_t u;
+
+        for (u = find_first_bit(sc->map.dirty_units, nb_units); u < nb_units;
+             u = find_next_bit(sc->map.dirty_units, nb_units, u + 1)) {
+            ShadowUnitWrite w = {
+                .sc = sc, .index = u,
+                .buf = qemu_blockalign(s->meta.child->bs, SHADOW_META_UNIT),
+            };
+
+            if (!shadow_take_unit(s, sc, u, w.buf)) {
+                clear_bit(u, sc->map.dirty_units);
+            }
+            g_array_append_val(units, w);
+        }
+    }
+    return units;
+}
+
+/* A commit did not write @units: trust none of their bits.  Locked. */
+static void shadow_untake_changes(BDRVShadowState *s, GArray *units)
+{
+    guint i;
+
+    for (i = 0; i < units->len; i++) {
+        ShadowUnitWrite *w = &g_array_index(units, ShadowUnitWrite, i);
+
+        if (w->sc) {
+            memset(w->sc->map.durable + w->index * SHADOW_META_UNIT_PAYLOAD,
+                   0, SHADOW_META_UNIT_PAYLOAD);
+            set_bit(w->index, w->sc->map.dirty_units);
+        }
+    }
+}
+
+static void shadow_free_units(GArray *units)
+{
+    guint i;
+
+    for (i = 0; i < units->len; i++) {
+        qemu_vfree(g_array_index(units, ShadowUnitWrite, i).buf);
+    }
+    g_array_free(units, true);
+}
+
+static int coroutine_fn GRAPH_RDLOCK
+shadow_write_units(BDRVShadowState *s, GArray *units, BdrvRequestFlags flags)
+{
+    guint i;
+    int ret = 0;
+
+    for (i = 0; i < units->len && ret == 0; i++) {
+        ShadowUnitWrite *w = &g_array_index(units, ShadowUnitWrite, i);
+        uint64_t seq = w->sc ? w->sc->map.unit_seq[w->index] + 1 : 0;
+
+        ret = bdrv_co_pwrite(s->meta.child,
+                             shadow_meta_unit_offset(w->index,
+                                                     w->sc ? 1 + w->sc->slot
+                                                           : 0, seq),
+                             SHADOW_META_UNIT, w->buf, flags);
+        if (ret == 0 && w->sc) {
+            /* The other copy holds the previous version from now on */
+            w->sc->map.unit_seq[w->index] = seq;
+        }
+    }
+    return ret;
+}
+
+static void shadow_meta_failed(BDRVShadowState *s, int ret)
+{
+    if (!s->meta.failed) {
+        error_report("shadow: node '%s': writing metadata node '%s' failed: "
+                     "%s; guest writes fail until the node is reopened",
+                     bdrv_get_node_name(s->bs), shadow_meta_name(s),
+                     strerror(-ret));
+    }
+    s->meta.failed = true;
+}
+
+static void shadow_meta_timer_cb(void *opaque);
+
+/*
+ * The periodic commit runs while the node may write: with metadata it
+ * commits the maps; without, it flushes the shadows the copy wrote, so
+ * that a failure loses little of its work (I4)
+ */
+void shadow_state_start_timer(BDRVShadowState *s, AioContext *ctx)
+{
+    ShadowMeta *m = &s->meta;
+
+    if (s->writable && !m->timer) {
+        m->timer = aio_timer_new(ctx, QEMU_CLOCK_REALTIME, SCALE_NS,
+                                 shadow_meta_timer_cb, s);
+        timer_mod(m->timer, qemu_clock_get_ns(QEMU_CLOCK_REALTIME) +
+                            SHADOW_META_COMMIT_NS);
+    }
+}
+
+void shadow_state_stop_timer(BDRVShadowState *s)
+{
+    if (s->meta.timer) {
+        timer_free(s->meta.timer);
+        s->meta.timer = NULL;
+    }
+}
+
+/*
+ * While no child was written in this session: write the map units that
+ * differ from the disk (fresh metadata, recovery, slot changes).  No
+ * flush of a child is owed for them (D1).  With io_lock held.
+ */
+static int coroutine_fn GRAPH_RDLOCK shadow_write_idle_maps(BDRVShadowState *s)
+{
+    ShadowMeta *m = &s->meta;
+    Error *local_err = NULL;
+    GArray *units;
+    int ret;
+
+    ret = shadow_meta_ensure_size(s, s->nb_chunks, &local_err);
+    if (ret < 0) {
+        error_report_err(local_err);
+        return ret;
+    }
+    qemu_spin_lock(&s->lock);
+    units = shadow_take_changes(s);
+    qemu_spin_unlock(&s->lock);
+    ret = shadow_write_units(s, units, 0);
+    if (ret == 0 && units->len) {
+        ret = bdrv_co_flush(m->child->bs);
+    }
+    if (ret < 0) {
+        qemu_spin_lock(&s->lock);
+        shadow_untake_changes(s, units);
+        qemu_spin_unlock(&s->lock);
+    }
+    shadow_free_units(units);
+    return ret;
+}
+
+/*
+ * Make a change of the slot table (x-blockdev-change) durable while no
+ * child has been written: the maps first, then a header that is not in
+ * use.  Nothing to do once the header is in use: commits write the table.
+ */
+static int coroutine_fn GRAPH_RDLOCK shadow_sync_idle(BDRVShadowState *s)
+{
+    ShadowMeta *m = &s->meta;
+    ShadowMetaImage img;
+    int ret = 0;
+
+    qemu_co_mutex_lock(&m->io_lock);
+    if (!m->in_use && m->table_dirty && !m->failed) {
+        ret = shadow_write_idle_maps(s);
+        if (ret == 0) {
+            shadow_header_image(s, &img, false, s->active->slot);
+            ret = shadow_meta_write_header(s, &img);
+        }
+        if (ret == 0) {
+            m->table_dirty = false;
+            m->durable_active_slot = s->active->slot;
+        } else {
+            shadow_meta_failed(s, ret);
+        }
+    }
+    qemu_co_mutex_unlock(&m->io_lock);
+    return ret;
+}
+
+/*
+ * D3: before the first write to any child, make the maps as loaded (and
+ * recovered) durable, then mark the header in use for a new session;
+ * before the first write after a switch, record the new active child
+ * (D2).  Cheap once done.
+ */
+int coroutine_fn shadow_state_begin_writing(BDRVShadowState *s)
+{
+    ShadowMeta *m = &s->meta;
+    ShadowMetaImage img;
+    int active_slot, i;
+    int ret = 0;
+
+    if (!m->child) {
+        return 0;
+    }
+    if (!m->writable) {
+        return -EROFS;
+    }
+    if (qatomic_read(&m->in_use) &&
+        m->durable_active_slot == s->active->slot) {
+        return qatomic_read(&m->failed) ? -EIO : 0;
+    }
+
+    qemu_co_mutex_lock(&m->io_lock);
+    if (m->failed) {
+        ret = -EIO;
+        goto out;
+    }
+    active_slot = s->active->slot;
+    if (!m->in_use) {
+        ret = shadow_write_idle_maps(s);
+        if (ret < 0) {
+            goto fail;
+        }
+        /* Writes are coming: the stamps of a clean stop no longer hold */
+        for (i = 0; i < SHADOW_META_SLOTS; i++) {
+            m->slots[i].stamped = false;
+        }
+        m->session = shadow_new_epoch();
+    }
+    shadow_header_image(s, &img, true, active_slot);
+    ret = shadow_meta_write_header(s, &img);
+    if (ret < 0) {
+        goto fail;
+    }
+    m->table_dirty = false;
+    m->durable_active_slot = active_slot;
+    qatomic_set(&m->in_use, true);
+    trace_shadow_begin_writing(s, m->session, active_slot);
+    goto out;
+
+fail:
+    shadow_meta_failed(s, ret);
+out:
+    qemu_co_mutex_unlock(&m->io_lock);
+    return ret;
+}
+
+/* Units [@u0, @u1] of the intent map, as they are now.  Locked. */
+static GArray *shadow_take_intent(BDRVShadowState *s, int64_t u0, int64_t u1)
+{
+    GArray *units = g_array_new(false, false, sizeof(ShadowUnitWrite));
+    uint8_t payload[SHADOW_META_UNIT_PAYLOAD];
+    int64_t u;
+
+    for (u = u0; u <= u1; u++) {
+        ShadowUnitWrite w = {
+            .index = u,
+            .buf = qemu_blockalign(s->meta.child->bs, SHADOW_META_UNIT),
+        };
+
+        shadow_serialize(s, s->meta.intent, u, payload);
+        shadow_meta_encode_unit(w.buf, 0, s->meta.session, u, 0, payload);
+        g_array_append_val(units, w);
+    }
+    return units;
+}
+
+/*
+ * D2: before a guest write to chunks [@first, @end) goes out, their
+ * intent bits are durable and the header names the active child
+ */
+int coroutine_fn shadow_state_prepare_write(BDRVShadowState *s,
+                                            int64_t first, int64_t end)
+{
+    ShadowMeta *m = &s->meta;
+    GArray *units;
+    bool ready;
+    int ret;
+
+    ret = shadow_state_begin_writing(s);
+    if (ret < 0 || !m->child) {
+        return ret;
+    }
+    qemu_spin_lock(&s->lock);
+    hbitmap_set(m->written, first, end - first);
+    ready = hbitmap_next_zero(m->intent_durable, first, end - first) < 0;
+    qemu_spin_unlock(&s->lock);
+    if (ready) {
+        return 0;
+    }
+
+    qemu_co_mutex_lock(&m->io_lock);
+    qemu_spin_lock(&s->lock);
+    hbitmap_set(m->intent, first, end - first);
+    units = shadow_take_intent(s, first / SHADOW_META_UNIT_CHUNKS,
+                               (end - 1) / SHADOW_META_UNIT_CHUNKS);
+    qemu_spin_unlock(&s->lock);
+    ret = m->failed ? -EIO : shadow_write_units(s, units, BDRV_REQ_FUA);
+    if (ret == 0) {
+        qemu_spin_lock(&s->lock);
+        hbitmap_set(m->intent_durable, first, end - first);
+        qemu_spin_unlock(&s->lock);
+        trace_shadow_intent(s, first, end);
+    } else {
+        shadow_meta_failed(s, ret);
+    }
+    qemu_co_mutex_unlock(&m->io_lock);
+    shadow_free_units(units);
+    return ret;
+}
+
+/*
+ * Intent bits that may be cleared once this commit is done (D2): chunks
+ * nobody wrote since the previous periodic commit, with nothing in
+ * flight.  Taken before the commit flushes the children.  Locked.
+ */
+static HBitmap *shadow_idle_intents(BDRVShadowState *s)
+{
+    ShadowMeta *m = &s->meta;
+    HBitmap *idle = NULL;
+    int64_t c;
+
+    for (c = hbitmap_next_dirty(m->intent_durable, 0, s->nb_chunks); c >= 0;
+         c = c + 1 < s->nb_chunks ?
+             hbitmap_next_dirty(m->intent_durable, c + 1,
+                                s->nb_chunks - c - 1) : -1) {
+        if (hbitmap_get(m->written, c) || shadow_chunk_busy(s, c)) {
+            continue;
+        }
+        idle = idle ?: hbitmap_alloc(s->nb_chunks, 0);
+        hbitmap_set(idle, c, 1);
+    }
+    return idle;
+}
+
+/* Clear the bits of @idle not written since; a new period begins */
+static int coroutine_fn GRAPH_RDLOCK
+shadow_clear_intents(BDRVShadowState *s, HBitmap *idle)
+{
+    ShadowMeta *m = &s->meta;
+    GArray *units = NULL;
+    int64_t c, u0 = -1, u1 = -1;
+    int ret = 0;
+
+    qemu_co_mutex_lock(&m->io_lock);
+    qemu_spin_lock(&s->lock);
+    for (c = idle ? hbitmap_next_dirty(idle, 0, s->nb_chunks) : -1; c >= 0;
+         c = c + 1 < s->nb_chunks ?
+             hbitmap_next_dirty(idle, c + 1, s->nb_chunks - c - 1) : -1) {
+        if (hbitmap_get(m->written, c)) {
+            continue;
+        }
+        hbitmap_reset(m->intent, c, 1);
+        hbitmap_reset(m->intent_durable, c, 1);
+        u0 = u0 < 0 ? c / SHADOW_META_UNIT_CHUNKS : u0;
+        u1 = c / SHADOW_META_UNIT_CHUNKS;
+    }
+    shadow_hbitmap_clear(m->written);
+    if (u0 >= 0) {
+        units = shadow_take_intent(s, u0, u1);
+    }
+    qemu_spin_unlock(&s->lock);
+    if (units) {
+        /* Not flushed: a cleared bit that is lost is merely conservative */
+        ret = shadow_write_units(s, units, 0);
+        shadow_free_units(units);
+    }
+    qemu_co_mutex_unlock(&m->io_lock);
+    return ret;
+}
+
+/* Whether a periodic commit has anything to do.  Locked. */
+static bool shadow_commit_needed(BDRVShadowState *s)
+{
+    int64_t nb_units = shadow_nb_units(s);
+    int i;
+
+    if (s->meta.table_dirty || hbitmap_count(s->meta.intent_durable)) {
+        return true;
+    }
+    for (i = 0; i < s->num_children; i++) {
+        if (find_first_bit(s->children[i]->map.dirty_units, nb_units) <
+            nb_units) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * One commit (D1): flush the children, then write the map units that
+ * changed and, if the slot table or the length changed, the header;
+ * with @periodic, clear idle intent bits.  Returns the active child's
+ * flush result, or the metadata's error.
+ */
+static int coroutine_fn GRAPH_RDLOCK
+shadow_do_commit(BDRVShadowState *s, bool periodic)
+{
+    ShadowMeta *m = &s->meta;
+    ShadowMetaImage img;
+    HBitmap *idle = NULL;
+    GArray *units = NULL;
+    bool header = false;
+    int ret, meta_ret = 0;
+
+    if (periodic) {
+        qemu_spin_lock(&s->lock);
+        idle = shadow_idle_intents(s);
+        qemu_spin_unlock(&s->lock);
+    }
+    ret = shadow_state_flush_children(s);
+    if (ret < 0) {
+        goto out;
+    }
+
+    qemu_spin_lock(&s->lock);
+    units = shadow_take_changes(s);
+    qemu_spin_unlock(&s->lock);
+    meta_ret = shadow_write_units(s, units, 0);
+    if (meta_ret == 0 && units->len) {
+        meta_ret = bdrv_co_flush(m->child->bs);
+    }
+    if (meta_ret == 0 && m->table_dirty) {
+        qemu_co_mutex_lock(&m->io_lock);
+        m->table_dirty = false;
+        header = true;
+        shadow_header_image(s, &img, true, m->durable_active_slot);
+        meta_ret = shadow_meta_write_header(s, &img);
+        if (meta_ret < 0) {
+            m->table_dirty = true;
+        }
+        qemu_co_mutex_unlock(&m->io_lock);
+    }
+    if (meta_ret == 0 && periodic) {
+        meta_ret = shadow_clear_intents(s, idle);
+    }
+    if (meta_ret < 0) {
+        qemu_spin_lock(&s->lock);
+        shadow_untake_changes(s, units);
+        qemu_spin_unlock(&s->lock);
+        shadow_meta_failed(s, meta_ret);
+        ret = meta_ret;
+    }
+    trace_shadow_commit(s, periodic, units->len, header, ret);
+out:
+    if (idle) {
+        hbitmap_free(idle);
+    }
+    if (units) {
+        shadow_free_units(units);
+    }
+    return ret;
+}
+
+/*
+ * Flush the children and, with metadata, commit the maps.  A caller is
+ * served by a commit that began after it arrived, so the flushes that
+ * arrive while a commit runs share the next one.  A periodic commit with
+ * nothing to do flushes nothing and serves nobody.  Returns the active
+ * child's flush result or the metadata's error.
+ */
+int coroutine_fn shadow_state_commit(BDRVShadowState *s, bool periodic)
+{
+    ShadowMeta *m = &s->meta;
+    uint64_t ticket, mine;
+    bool needed;
+    int ret;
+
+    if (!m->child || !m->writable) {
+        return periodic ? shadow_flush_copied(s)
+                        : shadow_state_flush_children(s);
+    }
+    if (!qatomic_read(&m->in_use)) {
+        /* No child was written: only a slot change may need writing */
+        ret = shadow_sync_idle(s);
+        return periodic || ret < 0 ? ret : shadow_state_flush_children(s);
+    }
+    if (periodic) {
+        qemu_spin_lock(&s->lock);
+        needed = shadow_commit_needed(s);
+        if (!needed) {
+            shadow_hbitmap_clear(m->written);
+        }
+        qemu_spin_unlock(&s->lock);
+        if (!needed) {
+            return 0;
+        }
+    }
+
+    qemu_co_mutex_lock(&m->commit_lock);
+    ticket = m->commit_started + 1;
+    while (m->commit_done < ticket) {
+        if (m->committing) {
+            qemu_co_queue_wait(&m->commit_queue, &m->commit_lock);
+            continue;
+        }
+        m->committing = true;
+        mine = ++m->commit_started;
+        qemu_co_mutex_unlock(&m->commit_lock);
+        ret = shadow_do_commit(s, periodic);
+        qemu_co_mutex_lock(&m->commit_lock);
+        m->commit_ret = ret;
+        m->commit_done = mine;
+        m->committing = false;
+        qemu_co_queue_restart_all(&m->commit_queue);
+        qemu_co_mutex_unlock(&m->commit_lock);
+        return ret;
+    }
+    ret = m->commit_ret;
+    qemu_co_mutex_unlock(&m->commit_lock);
+    return ret;
+}
+
+/* The periodic commit, counted as a request in flight */
+static void coroutine_fn shadow_periodic_entry(void *opaque)
+{
+    BDRVShadowState *s = opaque;
+
+    bdrv_graph_co_rdlock();
+    shadow_state_commit(s, true);
+    bdrv_graph_co_rdunlock();
+    if (s->meta.timer) {
+        timer_mod(s->meta.timer, qemu_clock_get_ns(QEMU_CLOCK_REALTIME) +
+                                 SHADOW_META_COMMIT_NS);
+    }
+    bdrv_dec_in_flight(s->bs);
+}
+
+static void shadow_meta_timer_cb(void *opaque)
+{
+    BDRVShadowState *s = opaque;
+
+    if (qatomic_read(&s->bs->quiesce_counter) || !s->writable) {
+        /* Drained or inactive: try again later */
+        timer_mod(s->meta.timer, qemu_clock_get_ns(QEMU_CLOCK_REALTIME) +
+                                 SHADOW_META_COMMIT_NS);
+        return;
+    }
+    bdrv_inc_in_flight(s->bs);
+    aio_co_enter(bdrv_get_aio_context(s->bs),
+                 qemu_coroutine_create(shadow_periodic_entry, s));
+}
+
+/* Commit soon, e.g. after the set of children changed */
+void shadow_state_commit_soon(BDRVShadowState *s)
+{
+    if (s->meta.timer) {
+        timer_mod(s->meta.timer, qemu_clock_get_ns(QEMU_CLOCK_REALTIME));
+    }
+}
+
+/*
+ * A clean stop (close, inactivation for migration, reopen read-only):
+ * commit everything, record each child's size and mtime, and mark the
+ * header closed, so that the next open trusts the maps (D3).  Errors
+ * leave the header in use: the next open recovers as after a crash.
+ */
+typedef struct ShadowStop {
+    BDRVShadowState *s;
+    int ret;
+    bool done;
+} ShadowStop;
+
+static void coroutine_fn shadow_stop_entry(void *opaque)
+{
+    ShadowStop *st = opaque;
+    BDRVShadowState *s = st->s;
+    ShadowMeta *m = &s->meta;
+    ShadowMetaImage img;
+    int i, ret;
+
+    bdrv_graph_co_rdlock();
+    if (!m->in_use) {
+        /* Nothing was written: the stamps of the last stop still hold */
+        ret = shadow_sync_idle(s);
+        goto out;
+    }
+    ret = shadow_state_commit(s, false);
+    /* With the data flushed, the stamps say what the images look like */
+    for (i = 0; ret == 0 && i < s->num_children; i++) {
+        ShadowChild *sc = s->children[i];
+        ShadowSlot *slot = &m->slots[sc->slot];
+        ShadowIdentity id;
+
+        if (shadow_meta_identify(sc->child->bs, &id) == 0 && id.have_stat) {
+            slot->id.size = id.size;
+            slot->id.mtime_sec = id.mtime_sec;
+            slot->id.mtime_nsec = id.mtime_nsec;
+            slot->stamped = true;
+        }
+    }
+    if (ret == 0) {
+        qemu_co_mutex_lock(&m->io_lock);
+        shadow_header_image(s, &img, false, s->active->slot);
+        ret = shadow_meta_write_header(s, &img);
+        if (ret == 0) {
+            qatomic_set(&m->in_use, false);
+            m->table_dirty = false;
+            m->durable_active_slot = s->active->slot;
+        }
+        qemu_co_mutex_unlock(&m->io_lock);
+    }
+out:
+    bdrv_graph_co_rdunlock();
+    st->ret = ret;
+    st->done = true;
+    aio_wait_kick();
+}
+
+int shadow_state_stop(BDRVShadowState *s, Error **errp)
+{
+    ShadowStop st = { .s = s };
+
+    shadow_state_stop_timer(s);
+    if (!s->meta.child || !s->meta.writable ||
+        (!s->meta.in_use && !s->meta.table_dirty)) {
+        return 0;
+    }
+    aio_co_enter(bdrv_get_aio_context(s->bs),
+                 qemu_coroutine_create(shadow_stop_entry, &st));
+    BDRV_POLL_WHILE(s->bs, !st.done);
+    if (st.ret < 0) {
+        error_setg_errno(errp, -st.ret, "shadow: node '%s': could not close "
+                         "metadata node '%s' cleanly; the next open recovers "
+                         "as after a crash", bdrv_get_node_name(s->bs),
+                         shadow_meta_name(s));
+    }
+    trace_shadow_stop(s, st.ret);
+    return st.ret;
+}
+
+/*
+ * x-blockdev-change: a new child takes a free slot with a new epoch (D4);
+ * its map, all stale, needs no write.  The slot table is written by the
+ * next commit, which the caller starts with shadow_state_commit_soon().
+ * Locked.
+ */
+int shadow_state_add_child(BDRVShadowState *s, ShadowChild *sc, Error **errp)
+{
+    ShadowMeta *m = &s->meta;
+    ShadowIdentity id;
+    int i, ret, slot = -1;
+
+    if (!m->child) {
+        return 0;
+    }
+    ret = shadow_meta_identify(sc->child->bs, &id);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "shadow: cannot identify the storage of "
+                         "node '%s' (%s)", shadow_child_name(sc), id.filename);
+        return ret;
+    }
+    for (i = 0; i < SHADOW_META_SLOTS; i++) {
+        if (!m->slots[i].used) {
+            slot = slot < 0 ? i : slot;
+        } else if (!memcmp(m->slots[i].id.hash, id.hash, sizeof(id.hash))) {
+            error_setg(errp, "shadow: node '%s' uses the same storage (%s) as "
+                       "child '%s'", shadow_child_name(sc), id.filename,
+                       m->slots[i].node_name);
+            return -EINVAL;
+        }
+    }
+    if (slot < 0) {
+        error_setg(errp, "shadow: with metadata a node has at most %d "
+                   "children", SHADOW_META_SLOTS);
+        return -ENOSPC;
+    }
+    sc->slot = slot;
+    shadow_slot_fill(&m->slots[slot], sc, &id, shadow_new_epoch());
+    m->table_dirty = true;
+    return 0;
+}
+
+/* x-blockdev-change: the slot is free for the next child (D4).  Locked. */
+void shadow_state_del_child(BDRVShadowState *s, ShadowChild *sc)
+{
+    ShadowMeta *m = &s->meta;
+
+    if (m->child && sc->slot >= 0) {
+        memset(&m->slots[sc->slot], 0, sizeof(ShadowSlot));
+        m->table_dirty = true;
+    }
+}
