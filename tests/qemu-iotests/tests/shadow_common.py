@@ -7,10 +7,18 @@
 import json
 import os
 import subprocess
+import sys
 import time
 
 import iotests
 from iotests import qemu_img
+
+# The project's own NBD client (bench/nbdclient.py): it pipelines requests
+# and says exactly which completed
+REPO = os.path.join(os.path.dirname(os.path.realpath(__file__)),
+                    '..', '..', '..')
+sys.path.insert(0, os.path.join(REPO, 'bench'))
+import nbdclient  # noqa: E402
 
 MiB = 1024 * 1024
 
@@ -116,6 +124,14 @@ class NodeAccess:
         wait_until(lambda: not self.vm.cmd('query-block-exports'))
         self.exported.clear()
         self.vm.cmd('nbd-server-stop')
+
+
+def meta_unit_offset(index, column, copy=0):
+    """Offset of a map unit in shadow metadata (docs/shadow-metadata.md):
+    column 0 is the intent map, column 1 + i the map of slot i, which has
+    two copies."""
+    pos = 1 + 2 * (column - 1) + copy if column else 0
+    return 16384 + (index * 33 + pos) * 4096
 
 
 def data_bytes(path, fmt):
