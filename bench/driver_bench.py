@@ -72,6 +72,24 @@ def bench_reads(quick):
     return results
 
 
+def bench_write_copy(quick):
+    """4 KiB writes at queue depth 32 to a shadow node over two null-co
+    children in sync mode: the node as it is (each write's buffer copied
+    once, so that every child gets the same bytes) against the same node
+    with the copy turned off (x-bounce-writes=off)."""
+    count = 50000 if quick else 400000
+    child = {'driver': 'null-co', 'size': 1 * GiB}
+    node = {'driver': 'shadow', 'prewarm': 'off',
+            'children': {'0': child, '1': child}}
+    args = ['-w', '-c', str(count), '-d', '32', '-s', '4096',
+            '-S', str(MiB + 4096), '--image-opts']
+    copy = image_opts(node)
+    no_copy = image_opts({**node, 'x-bounce-writes': 'off'})
+    return {'qd32': median_ratio(lambda: bench_seconds(args + [no_copy]),
+                                 lambda: bench_seconds(args + [copy]),
+                                 RUNS)}
+
+
 def bench_sync_writes(quick):
     """4 KiB writes with two tiers in sync mode vs the slower tier alone.
     Tiers are files (cache=none) behind throttle groups of their own, as
@@ -276,6 +294,8 @@ def bench_hot_first_trace(quick):
 BENCHES = {
     'reads': (bench_reads, 'ratio >= 0.95 null-co, >= 0.99 file'),
     'sync-writes': (bench_sync_writes, 'ratio >= 0.9'),
+    'write-copy': (bench_write_copy,
+                   'with the buffer copy / without >= 0.95'),
     'prewarm-vs-mirror': (bench_prewarm_vs_mirror, 'ratio >= 1.0'),
     'guest-during-prewarm': (bench_guest_during_prewarm, 'ratio >= 0.8'),
     'hot-first-trace': (bench_hot_first_trace,
@@ -292,6 +312,7 @@ TARGETS = {
     ('reads', 'null-co-qd1'): 0.95, ('reads', 'null-co-qd32'): 0.95,
     ('reads', 'file-qd1'): 0.99, ('reads', 'file-qd32'): 0.99,
     ('sync-writes', 'qd1'): 0.9, ('sync-writes', 'qd32'): 0.9,
+    ('write-copy', 'qd32'): 0.95,
     ('prewarm-vs-mirror', 'dense'): 1.0, ('prewarm-vs-mirror', 'sparse'): 1.0,
     ('guest-during-prewarm', 'throughput'): 0.8,
     # Not "higher is better": checked by these

@@ -39,7 +39,8 @@
 /* Driver-specific option names, as in BlockdevOptionsShadow */
 static const char *const shadow_option_names[] = {
     "children", "active-child", "chunk-size", "write-mode", "prewarm",
-    "prewarm-speed", "read-from", "copy-on-read", "metadata", NULL
+    "prewarm-speed", "read-from", "copy-on-read", "metadata",
+    "x-bounce-writes", NULL
 };
 
 /* Parsed options of an open or a reopen */
@@ -51,6 +52,7 @@ typedef struct ShadowOptions {
     uint64_t prewarm_speed;
     ShadowReadFrom read_from;
     bool copy_on_read;
+    bool bounce_writes;
 } ShadowOptions;
 
 typedef struct ShadowReopenState {
@@ -254,6 +256,7 @@ static bool shadow_parse_options(QDict *options, bool consume,
     opts->read_from = o->has_read_from ? o->read_from
                                        : SHADOW_READ_FROM_ACTIVE;
     opts->copy_on_read = o->has_copy_on_read ? o->copy_on_read : true;
+    opts->bounce_writes = o->has_x_bounce_writes ? o->x_bounce_writes : true;
 
     if (consume) {
         shadow_del_options(options, false);
@@ -413,6 +416,7 @@ static int shadow_open(BlockDriverState *bs, QDict *options, int flags,
     s->write_mode = opts.write_mode;
     s->read_from = opts.read_from;
     s->copy_on_read = opts.copy_on_read;
+    s->bounce_writes = opts.bounce_writes;
     s->writable = (flags & BDRV_O_RDWR) && !(flags & BDRV_O_INACTIVE);
     s->copying = hbitmap_alloc(s->nb_chunks, 0);
     s->copy_region = -1;
@@ -860,7 +864,7 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
         }
         reqs[n++] = (ShadowChildReq) { .sc = sc };
     }
-    if (kind == SHADOW_WRITE && n > 1) {
+    if (kind == SHADOW_WRITE && n > 1 && s->bounce_writes) {
         /*
          * The guest may change its buffer while the write is in flight;
          * every child must get the same bytes (I2), so send a copy
@@ -1206,6 +1210,7 @@ static void shadow_reopen_commit(BDRVReopenState *state)
     s->prewarm = rs->opts.prewarm;
     s->read_from = rs->opts.read_from;
     s->copy_on_read = rs->opts.copy_on_read;
+    s->bounce_writes = rs->opts.bounce_writes;
     s->writable = rs->writable;
     s->meta.writable = rs->writable;
     if (s->writable) {
@@ -1488,7 +1493,7 @@ static const char *const shadow_strong_runtime_opts[] = {
 /* Options that blockdev-reopen may omit to reset them to their default */
 static const char *const shadow_mutable_opts[] = {
     "active-child", "write-mode", "prewarm", "prewarm-speed", "read-from",
-    "copy-on-read", NULL
+    "copy-on-read", "x-bounce-writes", NULL
 };
 
 static BlockDriver bdrv_shadow = {

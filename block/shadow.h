@@ -258,6 +258,8 @@ typedef struct BDRVShadowState {
     uint64_t prewarm_speed;
     ShadowReadFrom read_from;
     bool copy_on_read;
+    /* Sync writes send the children a copy of the guest's buffer */
+    bool bounce_writes;
 
     /*
      * Protects every ShadowChunkMap, @reqs, @copying, the intent bitmaps

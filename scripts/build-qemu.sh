@@ -102,9 +102,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 
 # 3. The project's own files, linked into the tree
-find "$srcdir/block" "$srcdir/qapi" "$srcdir/tests/qemu-iotests/tests" -maxdepth 1 -type l \
-    -lname "$repo/*" ! -exec test -e {} \; -delete
-for f in "$repo"/block/shadow*.[ch] "$repo"/qapi/*.json "$repo"/tests/qemu-iotests/tests/shadow[-_]*; do
+find "$srcdir/block" "$srcdir/qapi" "$srcdir/tests/qemu-iotests/tests" "$srcdir/tests/unit" \
+    -maxdepth 1 -type l -lname "$repo/*" ! -exec test -e {} \; -delete
+for f in "$repo"/block/shadow*.[ch] "$repo"/qapi/*.json "$repo"/tests/qemu-iotests/tests/shadow[-_]* \
+         "$repo"/tests/unit/test-shadow*.c; do
     [ -e "$f" ] || continue
     rel=${f#"$repo"/}
     ln -sfn "$f" "$srcdir/$rel"
@@ -128,14 +129,14 @@ if [ ! -f "$out/build.ninja" ] || [ "$(cat "$conf_stamp" 2>/dev/null)" != "$srcd
     echo "$srcdir ${conf[*]}" > "$conf_stamp"
 fi
 targets=(qemu-img qemu-io qemu-nbd storage-daemon/qemu-storage-daemon
-         qemu-system-x86_64)
+         qemu-system-x86_64 tests/unit/test-shadow)
 say "building ${targets[*]}"
 ninja -C "$out" -j"$(nproc)" "${targets[@]}" > "$out/ninja.log" 2>&1 ||
     { grep -E -B2 -A12 'error:|FAILED' "$out/ninja.log" | head -n 80 >&2; die "build failed; see build/qemu/ninja.log"; }
 # QEMU is configured without -Werror (its own code meets other compilers'
 # warnings), but the project's files must build without any: a warning
 # fails the build, and their objects are removed so that it shows again
-if grep -E -A6 '(block|qapi)/shadow[-a-z]*\.[ch]:[0-9]+:[0-9]+: warning' "$out/ninja.log" >&2; then
+if grep -E -A6 '(block|qapi|tests/unit)/(test-)?shadow[-a-z]*\.[ch]:[0-9]+:[0-9]+: warning' "$out/ninja.log" >&2; then
     find "$out" -name '*shadow*.c.o' -delete
     die "warnings in the shadow driver (warnings are errors)"
 fi

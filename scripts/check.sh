@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Run every test: the shadow driver's iotests (raw and qcow2 children) in
-# QEMU's own framework, the kill tests (KILL_ROUNDS, 24), the agent's unit
-# and integration tests, the libvirt tests (a private libvirtd with a TCG
-# domain), the same unit tests under AddressSanitizer and UBSan, and a short
-# fuzz run.  Ends with "N passed, N failed, N skipped".
+# Run every test: the shadow driver's iotests (raw and qcow2 children) and
+# unit tests in QEMU's own frameworks, the kill tests (KILL_ROUNDS, 24), the
+# agent's unit and integration tests, the libvirt tests (a private libvirtd
+# with a TCG domain), the same unit tests under AddressSanitizer and UBSan,
+# and a short fuzz run.  Ends with "N passed, N failed, N skipped".
 #
 # ITESTS="shadow-basic ..." limits the iotests; FORMATS="raw" the formats.
 set -uo pipefail
@@ -51,6 +51,14 @@ for fmt in ${FORMATS:-raw qcow2}; do
     grep -E '^(not )?ok ' "$log/iotests-$fmt.tap"
     count_tap "$log/iotests-$fmt.tap" "iotests"
 done
+
+echo "== unit tests of the shadow driver (QEMU's GTest framework)"
+build/qemu/tests/unit/test-shadow --tap > "$log/unit-shadow.tap" 2>&1
+grep -E '^(not )?ok ' "$log/unit-shadow.tap"
+count_tap "$log/unit-shadow.tap" "unit"
+if ! grep -qE '^1\.\.[0-9]+' "$log/unit-shadow.tap"; then
+    failed=$((failed + 1)); failures+=("unit: test-shadow did not run, see $log/unit-shadow.tap")
+fi
 
 echo "== kill tests: qemu-storage-daemon killed during pre-warm, hydration and writes (make soak runs more)"
 /usr/bin/python3 tests/kill/shadow-kill.py --rounds "${KILL_ROUNDS:-24}" > "$log/kill.log" 2>&1
