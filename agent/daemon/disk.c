@@ -2,6 +2,8 @@
 #include "disk.h"
 
 #include "collector.h"
+#include "decision.h"
+#include "jsonutil.h"
 #include "log.h"
 #include "qmp.h"
 
@@ -44,65 +46,6 @@ struct _ShdDisk {
 
 const char *shd_disk_name (const ShdDisk *disk) { return disk->cfg->name; }
 ShdPolicy *shd_disk_policy (ShdDisk *disk) { return disk->policy; }
-
-static void
-set_num (JsonObject *o, const char *name, double v)
-{
-  if (isfinite (v))
-    json_object_set_double_member (o, name, v);
-  else
-    json_object_set_null_member (o, name);
-}
-
-static const char *
-tier_of (const ShdPolicy *p, int i)
-{
-  return i >= 0 ? shd_policy_config (p)->tiers[i].tier : NULL;
-}
-
-static void
-set_str (JsonObject *o, const char *name, const char *v)
-{
-  if (v)
-    json_object_set_string_member (o, name, v);
-  else
-    json_object_set_null_member (o, name);
-}
-
-JsonNode *
-shd_decision_to_json (const ShdDecision *d, const ShdPolicy *p, gint64 wall_ms)
-{
-  JsonObject *o = json_object_new ();
-  JsonNode *n = json_node_new (JSON_NODE_OBJECT);
-
-  json_object_set_double_member (o, "time", wall_ms / 1000.0);
-  json_object_set_string_member (o, "kind", d->kind);
-  json_object_set_string_member (o, "action", shd_action_name (d->action));
-  set_str (o, "from", tier_of (p, d->from));
-  set_str (o, "to", tier_of (p, d->target));
-  set_str (o, "trigger", d->trigger);
-  json_object_set_boolean_member (o, "dry-run", d->dry_run);
-  json_object_set_boolean_member (o, "spike", d->spike);
-  set_num (o, "spike-z", d->spike_z);
-  set_num (o, "load", d->load);
-  set_num (o, "forecast", d->forecast);
-  set_num (o, "forecast-upper", d->forecast_hi);
-  if (d->onset_steps >= 0)
-    json_object_set_int_member (o, "onset-steps", d->onset_steps);
-  else
-    json_object_set_null_member (o, "onset-steps");
-  set_num (o, "need", d->need);
-  set_num (o, "active-limit", d->active_limit);
-  set_num (o, "target-limit", d->target_limit);
-  set_num (o, "active-latency-ms", d->active_latency_ms);
-  set_num (o, "target-latency-ms", d->target_latency_ms);
-  set_num (o, "prewarm-eta-s", d->prewarm_eta_s);
-  json_object_set_int_member (o, "stale-bytes", d->stale_bytes);
-  set_str (o, "model", d->model);
-  json_object_set_string_member (o, "reason", d->reason);
-  json_node_take_object (n, o);
-  return n;
-}
 
 /* ---- actions ---- */
 
@@ -279,8 +222,8 @@ record (ShdDisk *disk, const ShdDecision *d, gint64 wall_ms)
   disk->last_recorded_target = d->target;
   disk->last_recorded_t = d->t;
   node = shd_decision_to_json (d, disk->policy, wall_ms);
-  shd_log_decision (disk->cfg->name, d, tier_of (disk->policy, d->from),
-                    tier_of (disk->policy, d->target));
+  shd_decision_log (disk->cfg->name, d, shd_policy_tier_name (disk->policy, d->from),
+                    shd_policy_tier_name (disk->policy, d->target));
   g_queue_push_tail (&disk->decisions, json_node_ref (node));
   while (disk->decisions.length > MAX_DECISIONS)
     json_node_unref (g_queue_pop_head (&disk->decisions));
@@ -409,7 +352,7 @@ on_stats (GObject *src, GAsyncResult *res, gpointer data)
       .disk = disk->cfg->name, .t_ms = wall_ms, .iops = in.iops,
       .read_iops = rates->io.read_iops, .write_iops = rates->io.write_iops,
       .bps = in.bps, .latency_ms = in.latency_ms, .forecast = NAN, .forecast_hi = NAN,
-      .tier = tier_of (disk->policy, shd_policy_tier_by_child (disk->policy, rates->active)),
+      .tier = shd_policy_tier_name (disk->policy, shd_policy_tier_by_child (disk->policy, rates->active)),
     };
 
     if (shd_policy_forecast (disk->policy, 1, &pt, &lo, &hi)) {
@@ -550,7 +493,7 @@ shd_disk_new_with_qmp (const ShdConfig *c, const ShdDiskConfig *d, ShdHistory *h
   ShdPolicyConfig pc;
   ShdQmpConfig qc;
 
-  if (!shd_policy_config_from_disk (&pc, c, d, error))
+  if (!shd_config_disk_policy (c, d, &pc, error))
     return NULL;
   disk = g_new0 (ShdDisk, 1);
   disk->config = c;
@@ -660,15 +603,15 @@ tier_json (ShdDisk *disk, int i)
 
   json_object_set_string_member (o, "name", pc->tiers[i].tier);
   json_object_set_string_member (o, "child", pc->tiers[i].child);
-  set_str (o, "state", pr->state);
+  shd_json_set_str (o, "state", pr->state);
   json_object_set_double_member (o, "cost-gib-month", pc->tiers[i].cost_gib_month);
-  set_num (o, "latency-ms", pr->latency_ms);
-  set_num (o, "base-latency-ms", pr->base_latency_ms);
-  set_num (o, "capacity-iops", pr->capacity_iops > 0 ? pr->capacity_iops : NAN);
-  set_num (o, "limit-iops", shd_policy_tier_limit (disk->policy, i));
+  shd_json_set_num (o, "latency-ms", pr->latency_ms);
+  shd_json_set_num (o, "base-latency-ms", pr->base_latency_ms);
+  shd_json_set_num (o, "capacity-iops", pr->capacity_iops > 0 ? pr->capacity_iops : NAN);
+  shd_json_set_num (o, "limit-iops", shd_policy_tier_limit (disk->policy, i));
   json_object_set_int_member (o, "valid-bytes", pr->valid_bytes);
   json_object_set_int_member (o, "stale-bytes", disk->size_bytes ? stale : 0);
-  set_num (o, "copy-bps", pr->copy_bps);
+  shd_json_set_num (o, "copy-bps", pr->copy_bps);
   return o;
 }
 
@@ -706,7 +649,7 @@ shd_disk_prewarm (ShdDisk *disk, const char *tier, GError **error)
     eta = 0;
   else if (isfinite (pr->copy_bps) && pr->copy_bps > 0 && disk->size_bytes)
     eta = (disk->size_bytes - MIN (disk->size_bytes, pr->valid_bytes)) / pr->copy_bps;
-  set_num (o, "eta-s", eta);
+  shd_json_set_num (o, "eta-s", eta);
   n = json_node_new (JSON_NODE_OBJECT);
   json_node_take_object (n, o);
   return n;
@@ -756,9 +699,9 @@ shd_disk_forecast (ShdDisk *disk, guint steps)
     e = json_object_new ();
     json_object_set_int_member (e, "step", h);
     json_object_set_double_member (e, "seconds", h * disk->config->interval_s);
-    set_num (e, "iops", pt);
-    set_num (e, "lower", lo);
-    set_num (e, "upper", hi);
+    shd_json_set_num (e, "iops", pt);
+    shd_json_set_num (e, "lower", lo);
+    shd_json_set_num (e, "upper", hi);
     json_array_add_object_element (a, e);
   }
   json_object_set_array_member (o, "forecast", a);
@@ -783,40 +726,40 @@ shd_disk_status (ShdDisk *disk)
   json_object_set_string_member (o, "qmp", disk->cfg->qmp);
   json_object_set_boolean_member (o, "connected", shd_qmp_is_ready (disk->qmp));
   json_object_set_int_member (o, "connections", shd_qmp_get_connection_count (disk->qmp));
-  set_str (o, "active-tier", tier_of (p, active));
-  set_str (o, "active-child", disk->rates ? disk->rates->active : NULL);
+  shd_json_set_str (o, "active-tier", shd_policy_tier_name (p, active));
+  shd_json_set_str (o, "active-child", disk->rates ? disk->rates->active : NULL);
   if (pc->dry_run)
-    set_str (o, "decided-tier", tier_of (p, shd_policy_active (p)));
+    shd_json_set_str (o, "decided-tier", shd_policy_tier_name (p, shd_policy_active (p)));
   json_object_set_boolean_member (o, "dry-run", pc->dry_run);
   json_object_set_boolean_member (o, "paused", shd_policy_paused (p));
   json_object_set_double_member (o, "slo-latency-ms", pc->slo_latency_ms);
   json_object_set_int_member (o, "size-bytes", disk->size_bytes);
-  set_str (o, "problem", disk->problem);
+  shd_json_set_str (o, "problem", disk->problem);
   json_object_set_int_member (o, "samples", disk->samples);
   json_object_set_int_member (o, "switches", shd_policy_switch_count (p));
-  set_num (o, "last-switch-pause-ms", disk->last_pause_ms);
+  shd_json_set_num (o, "last-switch-pause-ms", disk->last_pause_ms);
 
   if (disk->rates) {
     const ShdIoRates *io = &disk->rates->io;
 
     json_object_set_boolean_member (load, "valid", disk->rates->valid);
-    set_num (load, "iops", io->read_iops + io->write_iops);
-    set_num (load, "read-iops", io->read_iops);
-    set_num (load, "write-iops", io->write_iops);
-    set_num (load, "bps", io->read_bps + io->write_bps);
-    set_num (load, "latency-ms", io->latency_ms);
-    set_num (load, "queue-depth", io->queue_depth);
+    shd_json_set_num (load, "iops", io->read_iops + io->write_iops);
+    shd_json_set_num (load, "read-iops", io->read_iops);
+    shd_json_set_num (load, "write-iops", io->write_iops);
+    shd_json_set_num (load, "bps", io->read_bps + io->write_bps);
+    shd_json_set_num (load, "latency-ms", io->latency_ms);
+    shd_json_set_num (load, "queue-depth", io->queue_depth);
   }
   json_object_set_object_member (o, "load", load);
 
   json_object_set_string_member (fc, "model", shd_policy_model (p));
   json_object_set_double_member (fc, "horizon-s", pc->knobs.horizon_s);
   if (shd_policy_forecast (p, 1, &pt, &lo, &hi)) {
-    set_num (fc, "next", pt);
-    set_num (fc, "lower", lo);
-    set_num (fc, "upper", hi);
+    shd_json_set_num (fc, "next", pt);
+    shd_json_set_num (fc, "lower", lo);
+    shd_json_set_num (fc, "upper", hi);
   }
-  set_num (fc, "horizon-upper", d->forecast_hi);
+  shd_json_set_num (fc, "horizon-upper", d->forecast_hi);
   json_object_set_boolean_member (fc, "spike", d->spike);
   json_object_set_object_member (o, "forecast", fc);
 

@@ -7,21 +7,6 @@
 
 G_DEFINE_QUARK (shd-config-error-quark, shd_config_error)
 
-void
-shd_policy_knobs_init (ShdPolicyKnobs *k)
-{
-  k->horizon_s = 30;
-  k->level = 0.9;
-  k->hysteresis = 0.25;
-  k->min_dwell_s = 60;
-  k->max_switches_per_hour = 6;
-  k->switch_back_after_s = 120;
-  k->spike_sensitivity = 1.0;
-  k->max_utilization = 0.8;
-  k->violation_intervals = 3;
-  k->period = 0;
-}
-
 /* ---- where a key is written: GKeyFile does not keep line numbers ---- */
 
 /* 1-based line of "[group]" (key NULL) or of "key =" inside it; 0 when
@@ -659,6 +644,37 @@ shd_config_load_data (const char *data, gsize len, const char *path, GError **er
     return NULL;
   }
   return g_steal_pointer (&c);
+}
+
+gboolean
+shd_config_disk_policy (const ShdConfig *c, const ShdDiskConfig *d, ShdPolicyConfig *cfg,
+                        GError **error)
+{
+  memset (cfg, 0, sizeof *cfg);
+  if (d->tiers->len > SHD_POLICY_MAX_TIERS) {
+    g_set_error (error, SHD_CONFIG_ERROR, SHD_CONFIG_ERROR_INVALID,
+                 "disk %s: %u tiers, at most %u are supported", d->name,
+                 d->tiers->len, SHD_POLICY_MAX_TIERS);
+    return FALSE;
+  }
+  cfg->interval_s = c->interval_s;
+  cfg->slo_latency_ms = d->slo_latency_ms;
+  cfg->knobs = d->knobs;
+  cfg->dry_run = d->dry_run;
+  cfg->async_writes = d->write_mode && strcmp (d->write_mode, "async") == 0;
+  cfg->add_children = d->add_children;
+  cfg->n_tiers = d->tiers->len;
+  for (guint i = 0; i < d->tiers->len; i++) {
+    const ShdDiskTier *dt = d->tiers->pdata[i];
+    const ShdTierConfig *t = shd_config_tier (c, dt->tier);
+
+    cfg->tiers[i].tier = g_strdup (dt->tier);
+    cfg->tiers[i].child = g_strdup (dt->child);
+    cfg->tiers[i].cost_gib_month = t->cost_gib_month;
+    cfg->tiers[i].prior_max_iops = t->max_iops;
+    cfg->tiers[i].prior_latency_ms = t->latency_ms;
+  }
+  return TRUE;
 }
 
 ShdConfig *

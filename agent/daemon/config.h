@@ -14,6 +14,8 @@
  * "FILE:LINE: [group] key: what is wrong". */
 #pragma once
 
+#include "policy.h"
+
 #include <glib.h>
 
 G_BEGIN_DECLS
@@ -25,21 +27,6 @@ typedef enum {
   SHD_CONFIG_ERROR_PARSE,       /* not a key file */
   SHD_CONFIG_ERROR_INVALID,     /* a value, key or group is wrong */
 } ShdConfigError;
-
-/* The knobs of the tiering policy; [shadowd] sets defaults, [disk:*] may
- * override each one. */
-typedef struct {
-  double horizon_s;             /* how far ahead the forecast looks */
-  double level;                 /* prediction interval level, e.g. 0.9 */
-  double hysteresis;            /* fraction below a threshold to go back */
-  double min_dwell_s;           /* minimum time on a tier between switches */
-  guint max_switches_per_hour;
-  double switch_back_after_s;   /* sustained low load before switching back */
-  double spike_sensitivity;     /* 1 = default; 2 fires on half-size spikes */
-  double max_utilization;       /* a tier "meets" only below this share of its capacity */
-  guint violation_intervals;    /* consecutive SLO misses that force a switch */
-  guint period;                 /* season in samples; 0: found in the data */
-} ShdPolicyKnobs;
 
 typedef struct {
   char *name;
@@ -93,8 +80,6 @@ typedef struct {
   char **libvirt_tier_dirs;     /* [libvirt] tier-dirs: where tier images may be, or NULL */
 } ShdConfig;
 
-void shd_policy_knobs_init (ShdPolicyKnobs *k);
-
 ShdConfig *shd_config_load_file (const char *path, GError **error);
 /* path is only used in messages. */
 ShdConfig *shd_config_load_data (const char *data, gsize len, const char *path,
@@ -113,6 +98,12 @@ gboolean shd_config_add_tier (ShdConfig *c, const char *name, double cost_gib_mo
 
 const ShdTierConfig *shd_config_tier (const ShdConfig *c, const char *name);
 const ShdDiskConfig *shd_config_disk (const ShdConfig *c, const char *name);
+
+/* The policy's configuration for disk d (shd_policy_config_clear frees
+ * it).  FALSE with error when the disk has more tiers than
+ * SHD_POLICY_MAX_TIERS. */
+gboolean shd_config_disk_policy (const ShdConfig *c, const ShdDiskConfig *d,
+                                 ShdPolicyConfig *cfg, GError **error);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (ShdConfig, shd_config_free)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (ShdDiskConfig, shd_disk_config_free)

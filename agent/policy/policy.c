@@ -54,35 +54,19 @@ shd_action_name (ShdAction a)
   return "?";
 }
 
-gboolean
-shd_policy_config_from_disk (ShdPolicyConfig *cfg, const ShdConfig *c,
-                             const ShdDiskConfig *d, GError **error)
+void
+shd_policy_knobs_init (ShdPolicyKnobs *k)
 {
-  memset (cfg, 0, sizeof *cfg);
-  if (d->tiers->len > SHD_POLICY_MAX_TIERS) {
-    g_set_error (error, SHD_CONFIG_ERROR, SHD_CONFIG_ERROR_INVALID,
-                 "disk %s: %u tiers, at most %u are supported", d->name,
-                 d->tiers->len, SHD_POLICY_MAX_TIERS);
-    return FALSE;
-  }
-  cfg->interval_s = c->interval_s;
-  cfg->slo_latency_ms = d->slo_latency_ms;
-  cfg->knobs = d->knobs;
-  cfg->dry_run = d->dry_run;
-  cfg->async_writes = d->write_mode && strcmp (d->write_mode, "async") == 0;
-  cfg->add_children = d->add_children;
-  cfg->n_tiers = d->tiers->len;
-  for (guint i = 0; i < d->tiers->len; i++) {
-    const ShdDiskTier *dt = d->tiers->pdata[i];
-    const ShdTierConfig *t = shd_config_tier (c, dt->tier);
-
-    cfg->tiers[i].tier = g_strdup (dt->tier);
-    cfg->tiers[i].child = g_strdup (dt->child);
-    cfg->tiers[i].cost_gib_month = t->cost_gib_month;
-    cfg->tiers[i].prior_max_iops = t->max_iops;
-    cfg->tiers[i].prior_latency_ms = t->latency_ms;
-  }
-  return TRUE;
+  k->horizon_s = 30;
+  k->level = 0.9;
+  k->hysteresis = 0.25;
+  k->min_dwell_s = 60;
+  k->max_switches_per_hour = 6;
+  k->switch_back_after_s = 120;
+  k->spike_sensitivity = 1.0;
+  k->max_utilization = 0.8;
+  k->violation_intervals = 3;
+  k->period = 0;
 }
 
 void
@@ -172,6 +156,12 @@ shd_policy_free (ShdPolicy *p)
   shd_ring_clear (&p->switches);
   g_free (p->scratch);
   g_free (p);
+}
+
+const char *
+shd_policy_tier_name (const ShdPolicy *p, int tier)
+{
+  return tier >= 0 && (guint) tier < p->cfg.n_tiers ? p->cfg.tiers[tier].tier : NULL;
 }
 
 int

@@ -32,13 +32,28 @@
  *    needs (stale bytes / measured copy rate). */
 #pragma once
 
-#include "config.h"
-
 #include <glib.h>
 
 G_BEGIN_DECLS
 
 #define SHD_POLICY_MAX_TIERS 8
+
+/* The knobs of the tiering policy; the configuration's [shadowd] sets
+ * defaults, and [disk:*] may override each one. */
+typedef struct {
+  double horizon_s;             /* how far ahead the forecast looks */
+  double level;                 /* prediction interval level, e.g. 0.9 */
+  double hysteresis;            /* fraction below a threshold to go back */
+  double min_dwell_s;           /* minimum time on a tier between switches */
+  guint max_switches_per_hour;
+  double switch_back_after_s;   /* sustained low load before switching back */
+  double spike_sensitivity;     /* 1 = default; 2 fires on half-size spikes */
+  double max_utilization;       /* a tier "meets" only below this share of its capacity */
+  guint violation_intervals;    /* consecutive SLO misses that force a switch */
+  guint period;                 /* season in samples; 0: found in the data */
+} ShdPolicyKnobs;
+
+void shd_policy_knobs_init (ShdPolicyKnobs *k);
 
 typedef struct {
   char *tier;                   /* tier name */
@@ -62,10 +77,6 @@ typedef struct {
   ShdPolicyTier tiers[SHD_POLICY_MAX_TIERS];
 } ShdPolicyConfig;
 
-/* Fills cfg from a disk's configuration.  FALSE with error when the disk
- * has more tiers than SHD_POLICY_MAX_TIERS. */
-gboolean shd_policy_config_from_disk (ShdPolicyConfig *cfg, const ShdConfig *c,
-                                      const ShdDiskConfig *d, GError **error);
 void shd_policy_config_clear (ShdPolicyConfig *cfg);
 
 typedef struct {
@@ -159,6 +170,8 @@ void shd_policy_set_paused (ShdPolicy *p, gboolean paused);
 gboolean shd_policy_paused (const ShdPolicy *p);
 
 int shd_policy_active (const ShdPolicy *p);       /* tier index, -1 unknown */
+/* The tier's name; NULL for -1 (none). */
+const char *shd_policy_tier_name (const ShdPolicy *p, int tier);
 int shd_policy_tier_by_name (const ShdPolicy *p, const char *tier);
 int shd_policy_tier_by_child (const ShdPolicy *p, const char *child);
 const ShdPolicyConfig *shd_policy_config (const ShdPolicy *p);

@@ -64,10 +64,10 @@ shd_log_setup (gboolean v)
   g_log_set_writer_func (writer, NULL, NULL);
 }
 
-static void
-log_fields (GLogLevelFlags level, GLogField *f, gsize n)
+void
+shd_log_fields (GLogLevelFlags level, const GLogField *fields, gsize n)
 {
-  g_log_structured_array (level, f, n);
+  g_log_structured_array (level, fields, n);
 }
 
 void
@@ -88,46 +88,5 @@ shd_log (GLogLevelFlags level, const char *disk, const char *event, const char *
   msg = g_strdup_vprintf (fmt, ap);
   va_end (ap);
   f[1].value = msg;
-  log_fields (level, f, G_N_ELEMENTS (f));
-}
-
-static char *
-num (double v)
-{
-  return isfinite (v) ? g_strdup_printf ("%.6g", v) : g_strdup ("");
-}
-
-void
-shd_log_decision (const char *disk, const ShdDecision *d, const char *from, const char *to)
-{
-  g_autofree char *msg = g_strdup_printf ("%s: %s", disk, d->reason);
-  g_autofree char *load = num (d->load), *fc = num (d->forecast);
-  g_autofree char *hi = num (d->forecast_hi), *need = num (d->need);
-  g_autofree char *lat = num (d->active_latency_ms), *lim = num (d->active_limit);
-  g_autofree char *eta = num (d->prewarm_eta_s);
-  GLogField f[] = {
-    { "GLIB_DOMAIN", G_LOG_DOMAIN, -1 },
-    { "MESSAGE", msg, -1 },
-    { "SHADOWD_DISK", disk, -1 },
-    { "SHADOWD_EVENT", "decision", -1 },
-    { "SHADOWD_KIND", d->kind, -1 },
-    { "SHADOWD_ACTION", shd_action_name (d->action), -1 },
-    { "SHADOWD_FROM", from ? from : "", -1 },
-    { "SHADOWD_TO", to ? to : "", -1 },
-    { "SHADOWD_TRIGGER", d->trigger ? d->trigger : "", -1 },
-    { "SHADOWD_DRY_RUN", d->dry_run ? "1" : "0", -1 },
-    { "SHADOWD_LOAD", load, -1 },
-    { "SHADOWD_FORECAST", fc, -1 },
-    { "SHADOWD_FORECAST_UPPER", hi, -1 },
-    { "SHADOWD_NEED", need, -1 },
-    { "SHADOWD_LATENCY_MS", lat, -1 },
-    { "SHADOWD_ACTIVE_LIMIT", lim, -1 },
-    { "SHADOWD_PREWARM_ETA_S", eta, -1 },
-    { "SHADOWD_MODEL", d->model ? d->model : "", -1 },
-  };
-  GLogLevelFlags level = d->action == SHD_ACTION_NONE &&
-                         strcmp (d->kind, "hold") == 0 ? G_LOG_LEVEL_INFO :
-                         G_LOG_LEVEL_MESSAGE;
-
-  log_fields (level, f, G_N_ELEMENTS (f));
+  shd_log_fields (level, f, G_N_ELEMENTS (f));
 }

@@ -5,8 +5,6 @@
  * fields; otherwise to stderr as "TIME LEVEL message". */
 #pragma once
 
-#include "policy.h"
-
 #include <glib.h>
 
 G_BEGIN_DECLS
@@ -16,7 +14,7 @@ void shd_log_setup (gboolean verbose);
 
 void shd_log (GLogLevelFlags level, const char *disk, const char *event,
               const char *fmt, ...) G_GNUC_PRINTF (4, 5);
-void shd_log_decision (const char *disk, const ShdDecision *d, const char *from,
-                       const char *to);
+/* Fields of the caller's own (GLIB_DOMAIN and MESSAGE among them). */
+void shd_log_fields (GLogLevelFlags level, const GLogField *fields, gsize n);
 
 G_END_DECLS

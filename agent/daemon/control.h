@@ -34,11 +34,6 @@ void shd_metrics_free (ShdMetrics *m);
 /* The bound port (useful when port 0 asked for any). */
 guint shd_metrics_port (ShdMetrics *m);
 
-/* Client side, for shadowctl and tests: one request, one answer.
- * Returns the "return" value, or NULL with the server's error. */
-JsonNode *shd_control_call (const char *path, JsonObject *request, guint timeout_ms,
-                            GError **error);
-
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (ShdControl, shd_control_free)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (ShdMetrics, shd_metrics_free)
 

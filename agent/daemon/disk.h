@@ -41,8 +41,4 @@ void shd_disk_set_paused (ShdDisk *disk, gboolean paused);
 /* Prometheus text exposition lines for this disk. */
 void shd_disk_metrics (ShdDisk *disk, GString *out);
 
-/* A decision as JSON (NaN and infinities become null). */
-JsonNode *shd_decision_to_json (const ShdDecision *d, const ShdPolicy *p,
-                                gint64 wall_ms);
-
 G_END_DECLS

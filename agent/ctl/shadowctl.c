@@ -4,7 +4,7 @@
  * `backtest`.  Called as virsh-shadow (a link to this program), it takes
  * virsh's word order instead: virsh-shadow DOMAIN DISK COMMAND. */
 #include "backtest.h"
-#include "control.h"
+#include "client.h"
 #include "csv.h"
 
 #include <json-glib/json-glib.h>
