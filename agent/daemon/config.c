@@ -277,12 +277,9 @@ disk_tier_free (gpointer p)
   g_free (t);
 }
 
-void
-shd_disk_config_free (ShdDiskConfig *d)
+static void
+disk_config_clear (ShdDiskConfig *d)
 {
-  if (d == NULL)
-    return;
-
   g_free (d->name);
   g_free (d->qmp);
   g_free (d->node);
@@ -293,13 +290,24 @@ shd_disk_config_free (ShdDiskConfig *d)
   g_free (d->prewarm_speed);
   g_free (d->read_from);
   g_free (d->copy_on_read);
-  g_free (d);
+}
+
+ShdDiskConfig *
+shd_disk_config_ref (ShdDiskConfig *d)
+{
+  return g_rc_box_acquire (d);
+}
+
+void
+shd_disk_config_unref (ShdDiskConfig *d)
+{
+  g_rc_box_release_full (d, (GDestroyNotify) disk_config_clear);
 }
 
 static void
 disk_free (gpointer p)
 {
-  shd_disk_config_free (p);
+  shd_disk_config_unref (p);
 }
 
 void
@@ -350,6 +358,27 @@ valid_name (const char *s)
   for (; *s; s++)
     if (!g_ascii_isalnum (*s) && *s != '-' && *s != '_' && *s != '.')
       return FALSE;
+  return TRUE;
+}
+
+/* A disk is named by the operator, or DOMAIN.TARGET for a libvirt
+ * domain's disk, and libvirt allows almost anything in a domain name
+ * ('"', '\\', spaces ...): any UTF-8 text without control characters and
+ * without the key file's '[' and ']', up to 255 bytes.  Everything that
+ * shows the name escapes it (JSON, metrics labels, the journal). */
+static gboolean
+valid_disk_name (const char *s)
+{
+  gsize len = strlen (s);
+
+  if (len == 0 || len > 255 || !g_utf8_validate (s, len, NULL))
+    return FALSE;
+  for (const char *p = s; *p; p = g_utf8_next_char (p)) {
+    gunichar c = g_utf8_get_char (p);
+
+    if (g_unichar_iscntrl (c) || c == '[' || c == ']')
+      return FALSE;
+  }
   return TRUE;
 }
 
@@ -458,12 +487,12 @@ load_disk (const Ctx *x, ShdConfig *c, const char *g, GError **error)
   ShdDiskConfig *d;
   guint64 v;
 
-  if (!valid_name (name))
+  if (!valid_disk_name (name))
     return fail (x, error, g, NULL, "'%s' is not a valid disk name "
-                 "(letters, digits, '-', '_', '.')", name);
+                 "(text without control characters, '[' or ']', at most 255 bytes)", name);
   if (!check_keys (x, g, keys, knob_keys, "tier.", error))
     return FALSE;
-  d = g_new0 (ShdDiskConfig, 1);
+  d = g_rc_box_new0 (ShdDiskConfig);
   d->name = g_strdup (name);
   d->tiers = g_ptr_array_new_with_free_func (disk_tier_free);
   d->knobs = c->knobs;

@@ -85,7 +85,10 @@ ShdConfig *shd_config_load_file (const char *path, GError **error);
 ShdConfig *shd_config_load_data (const char *data, gsize len, const char *path,
                                  GError **error);
 void shd_config_free (ShdConfig *c);
-void shd_disk_config_free (ShdDiskConfig *d);
+/* A disk's configuration is reference-counted: the disk's agent holds it
+ * for as long as it lives. */
+ShdDiskConfig *shd_disk_config_ref (ShdDiskConfig *d);
+void shd_disk_config_unref (ShdDiskConfig *d);
 
 /* One [disk:NAME] group of kf, validated as the file's would be (against
  * c's tiers and disks), but not added to c: the caller owns it.  origin
@@ -106,6 +109,6 @@ gboolean shd_config_disk_policy (const ShdConfig *c, const ShdDiskConfig *d,
                                  ShdPolicyConfig *cfg, GError **error);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (ShdConfig, shd_config_free)
-G_DEFINE_AUTOPTR_CLEANUP_FUNC (ShdDiskConfig, shd_disk_config_free)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (ShdDiskConfig, shd_disk_config_unref)
 
 G_END_DECLS

@@ -1,12 +1,20 @@
-/* Small line-oriented servers on the main loop.
+/* The control socket: a UNIX stream socket on the main loop.
  *
- * The control socket: a UNIX stream socket; each request is one line of
- * JSON, {"command": "status", ...}, and each answer one line,
- * {"return": ...} or {"error": "message"}.  Several requests may follow
- * on one connection.  Lines longer than 64 KiB close the connection.
+ * Each request is one line of JSON, {"command": "status", ...}, and each
+ * answer one line, {"return": ...} or {"error": "message"}.  Several
+ * requests may follow on one connection; they are answered in order.
+ * Lines longer than 64 KiB close the connection.
  *
- * The metrics endpoint: HTTP/1.0 GET /metrics on a TCP address
- * (loopback by default), Prometheus text format. */
+ * Commands come from tables (ShdCommand) that each layer registers: the
+ * daemon's (commands.h), the libvirt layer's.  A command answers at once
+ * (run) or later (run_async: it completes the GTask it is given, whose
+ * source object is the ShdControl and whose cancellable is cancelled when
+ * the control socket closes; the connection waits, the main loop does
+ * not).
+ *
+ * The socket's directory is created if missing.  A socket file left by
+ * an earlier run is replaced; one that a live process still listens on is
+ * not: shd_control_new() fails with G_IO_ERROR_ADDRESS_IN_USE. */
 #pragma once
 
 #include <gio/gio.h>
@@ -14,27 +22,27 @@
 
 G_BEGIN_DECLS
 
-/* Returns the answer's value (owned by the caller) or NULL with error. */
-typedef JsonNode *(*ShdControlHandler) (JsonObject *request, gpointer data,
-                                        GError **error);
+typedef struct {
+  const char *name;
+  /* Answers at once: the value (owned by the caller) or NULL with error. */
+  JsonNode *(*run) (gpointer data, JsonObject *request, GError **error);
+  /* Answers later: g_task_return_pointer (task, JsonNode, json_node_unref)
+   * or g_task_return_error (task, ...). */
+  void (*run_async) (gpointer data, JsonObject *request, GTask *task);
+} ShdCommand;
 
-typedef struct _ShdControl ShdControl;
+#define SHD_TYPE_CONTROL (shd_control_get_type ())
+G_DECLARE_FINAL_TYPE (ShdControl, shd_control, SHD, CONTROL, GObject)
 
-/* Removes a stale socket file first; creates the directory if missing. */
-ShdControl *shd_control_new (const char *path, ShdControlHandler handler,
-                             gpointer data, GError **error);
-void shd_control_free (ShdControl *c);
-
-typedef void (*ShdMetricsFunc) (GString *out, gpointer data);
-typedef struct _ShdMetrics ShdMetrics;
-
-ShdMetrics *shd_metrics_new (const char *address, guint port, ShdMetricsFunc func,
-                             gpointer data, GError **error);
-void shd_metrics_free (ShdMetrics *m);
-/* The bound port (useful when port 0 asked for any). */
-guint shd_metrics_port (ShdMetrics *m);
-
-G_DEFINE_AUTOPTR_CLEANUP_FUNC (ShdControl, shd_control_free)
-G_DEFINE_AUTOPTR_CLEANUP_FUNC (ShdMetrics, shd_metrics_free)
+/* Listens on path at once. */
+ShdControl *shd_control_new (const char *path, GError **error);
+/* Adds n commands (a static table) that run with owner as their data
+ * (or NULL); the control socket holds a reference on owner.  A name given twice is
+ * an error of the caller's. */
+void shd_control_add_commands (ShdControl *ctl, const ShdCommand *commands, gsize n,
+                               GObject *owner);
+/* Stops listening, cancels the commands in flight, removes the socket
+ * file.  Connections end as their last operation completes. */
+void shd_control_close (ShdControl *ctl);
 
 G_END_DECLS

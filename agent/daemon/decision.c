@@ -14,11 +14,11 @@ shd_decision_to_json (const ShdDecision *d, const ShdPolicy *p, gint64 wall_ms)
   JsonNode *n = json_node_new (JSON_NODE_OBJECT);
 
   json_object_set_double_member (o, "time", wall_ms / 1000.0);
-  json_object_set_string_member (o, "kind", d->kind);
+  json_object_set_string_member (o, "kind", shd_decision_kind_name (d->kind));
   json_object_set_string_member (o, "action", shd_action_name (d->action));
   shd_json_set_str (o, "from", shd_policy_tier_name (p, d->from));
   shd_json_set_str (o, "to", shd_policy_tier_name (p, d->target));
-  shd_json_set_str (o, "trigger", d->trigger);
+  shd_json_set_str (o, "trigger", shd_trigger_name (d->trigger));
   json_object_set_boolean_member (o, "dry-run", d->dry_run);
   json_object_set_boolean_member (o, "spike", d->spike);
   shd_json_set_num (o, "spike-z", d->spike_z);
@@ -61,11 +61,11 @@ shd_decision_log (const char *disk, const ShdDecision *d, const char *from, cons
     { "MESSAGE", msg, -1 },
     { "SHADOWD_DISK", disk, -1 },
     { "SHADOWD_EVENT", "decision", -1 },
-    { "SHADOWD_KIND", d->kind, -1 },
+    { "SHADOWD_KIND", shd_decision_kind_name (d->kind), -1 },
     { "SHADOWD_ACTION", shd_action_name (d->action), -1 },
     { "SHADOWD_FROM", from ? from : "", -1 },
     { "SHADOWD_TO", to ? to : "", -1 },
-    { "SHADOWD_TRIGGER", d->trigger ? d->trigger : "", -1 },
+    { "SHADOWD_TRIGGER", shd_trigger_name (d->trigger) ? shd_trigger_name (d->trigger) : "", -1 },
     { "SHADOWD_DRY_RUN", d->dry_run ? "1" : "0", -1 },
     { "SHADOWD_LOAD", load, -1 },
     { "SHADOWD_FORECAST", fc, -1 },
@@ -77,7 +77,7 @@ shd_decision_log (const char *disk, const ShdDecision *d, const char *from, cons
     { "SHADOWD_MODEL", d->model ? d->model : "", -1 },
   };
   GLogLevelFlags level = d->action == SHD_ACTION_NONE &&
-                         strcmp (d->kind, "hold") == 0 ? G_LOG_LEVEL_INFO :
+                         d->kind == SHD_DECISION_HOLD ? G_LOG_LEVEL_INFO :
                          G_LOG_LEVEL_MESSAGE;
 
   shd_log_fields (level, f, G_N_ELEMENTS (f));

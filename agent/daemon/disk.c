@@ -14,11 +14,14 @@
 #define REPEAT_RECORD_S 60      /* a repeated non-hold decision is recorded this often */
 
 struct _ShdDisk {
-  const ShdConfig *config;
-  const ShdDiskConfig *cfg;
-  ShdHistory *history;
+  GObject parent_instance;
+  ShdDiskConfig *cfg;
+  double interval_s;
+  ShdHistory *history;          /* or NULL */
   ShdQmp *qmp;
   gboolean own_qmp;             /* FALSE: shared, started by its owner */
+  gboolean stopped;
+  gulong sig_ready, sig_disconnected, sig_event;
   ShdCollector *coll;
   ShdPolicy *policy;
   GCancellable *cancel;
@@ -33,7 +36,7 @@ struct _ShdDisk {
   ShdShadowRates *rates;        /* the latest */
   char *problem;                /* why there are no rates, logged once */
   GQueue decisions;             /* JsonNode, the newest last */
-  char *last_recorded_kind;
+  int last_recorded_kind;       /* ShdDecisionKind; -1: none yet */
   int last_recorded_target;
   double last_recorded_t;
   guint64 decisions_total;
@@ -44,7 +47,9 @@ struct _ShdDisk {
   double add_sent_t[SHD_POLICY_MAX_TIERS];     /* x-blockdev-change sent; -inf */
 };
 
-const char *shd_disk_name (const ShdDisk *disk) { return disk->cfg->name; }
+G_DEFINE_TYPE (ShdDisk, shd_disk, G_TYPE_OBJECT)
+
+const char *shd_disk_name (ShdDisk *disk) { return disk->cfg->name; }
 ShdPolicy *shd_disk_policy (ShdDisk *disk) { return disk->policy; }
 
 /* ---- actions ---- */
@@ -83,20 +88,30 @@ node_options (ShdDisk *disk, const char *active_child, gboolean force_sync)
 }
 
 typedef struct {
-  ShdDisk *disk;
+  ShdDisk *disk;                /* a reference */
   char *child;
   gboolean is_switch;
 } ReopenCtx;
 
 static void
+reopen_ctx_free (ReopenCtx *ctx)
+{
+  g_object_unref (ctx->disk);
+  g_free (ctx->child);
+  g_free (ctx);
+}
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (ReopenCtx, reopen_ctx_free)
+
+static void
 reopen_done (GObject *src, GAsyncResult *res, gpointer data)
 {
-  ReopenCtx *ctx = data;
+  g_autoptr (ReopenCtx) ctx = data;
   g_autoptr (GError) error = NULL;
   g_autoptr (JsonNode) ret = shd_qmp_execute_finish (SHD_QMP (src), res, &error);
 
   if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
-    goto out;                   /* the disk is gone */
+    return;                     /* stopped */
   ctx->disk->reopen_in_flight = FALSE;
   if (ret == NULL) {
     ctx->disk->reopen_failures++;
@@ -110,9 +125,6 @@ reopen_done (GObject *src, GAsyncResult *res, gpointer data)
   } else if (ctx->is_switch) {
     ctx->disk->write_sync_raised = FALSE;
   }
-out:
-  g_free (ctx->child);
-  g_free (ctx);
 }
 
 static void
@@ -124,7 +136,7 @@ reopen (ShdDisk *disk, const char *active_child, gboolean force_sync, gboolean i
 
   json_array_add_object_element (opts, node_options (disk, active_child, force_sync));
   json_object_set_array_member (args, "options", opts);
-  ctx->disk = disk;
+  ctx->disk = g_object_ref (disk);
   ctx->child = g_strdup (active_child);
   ctx->is_switch = is_switch;
   disk->reopen_in_flight = TRUE;
@@ -137,9 +149,18 @@ reopen (ShdDisk *disk, const char *active_child, gboolean force_sync, gboolean i
 #define ADD_FAIL_HOLD_S 300     /* a tier whose child could not be added */
 
 typedef struct {
-  ShdDisk *disk;
+  ShdDisk *disk;                /* a reference */
   int tier;
 } AddCtx;
+
+static void
+add_ctx_free (AddCtx *ctx)
+{
+  g_object_unref (ctx->disk);
+  g_free (ctx);
+}
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (AddCtx, add_ctx_free)
 
 static double
 policy_now (ShdDisk *disk)
@@ -150,14 +171,14 @@ policy_now (ShdDisk *disk)
 static void
 add_done (GObject *src, GAsyncResult *res, gpointer data)
 {
-  AddCtx *ctx = data;
+  g_autoptr (AddCtx) ctx = data;
   g_autoptr (GError) error = NULL;
   g_autoptr (JsonNode) ret = shd_qmp_execute_finish (SHD_QMP (src), res, &error);
   ShdDisk *disk = ctx->disk;
   const ShdPolicyTier *t;
 
   if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
-    goto out;
+    return;
   t = &shd_policy_config (disk->policy)->tiers[ctx->tier];
   if (ret == NULL) {
     shd_log (G_LOG_LEVEL_WARNING, disk->cfg->name, "add-failed",
@@ -170,8 +191,6 @@ add_done (GObject *src, GAsyncResult *res, gpointer data)
              "%s: added %s (tier %s) to %s; it is being pre-warmed", disk->cfg->name,
              t->child, t->tier, disk->cfg->node);
   }
-out:
-  g_free (ctx);
 }
 
 /* Pre-warm a tier whose child is not in the node: add it. */
@@ -190,7 +209,7 @@ add_child (ShdDisk *disk, int tier)
   json_object_set_string_member (args, "node",
                                  shd_policy_config (disk->policy)->tiers[tier].child);
   ctx = g_new0 (AddCtx, 1);
-  ctx->disk = disk;
+  ctx->disk = g_object_ref (disk);
   ctx->tier = tier;
   shd_qmp_execute_async (disk->qmp, "x-blockdev-change", args, 0, disk->cancel,
                          add_done, ctx);
@@ -202,23 +221,22 @@ add_child (ShdDisk *disk, int tier)
 static void
 record (ShdDisk *disk, const ShdDecision *d, gint64 wall_ms)
 {
-  gboolean notable = strcmp (d->kind, "hold") != 0 && strcmp (d->kind, "no-data") != 0;
-  gboolean changed = g_strcmp0 (disk->last_recorded_kind, d->kind) != 0 ||
+  gboolean notable = d->kind != SHD_DECISION_HOLD && d->kind != SHD_DECISION_NO_DATA;
+  gboolean changed = disk->last_recorded_kind != (int) d->kind ||
                      disk->last_recorded_target != d->target;
   g_autoptr (JsonNode) node = NULL;
   g_autoptr (GError) error = NULL;
 
   disk->decisions_total++;
   if (!notable && !changed) {
-    shd_log (G_LOG_LEVEL_DEBUG, disk->cfg->name, d->kind, "%s: %s", disk->cfg->name,
-             d->reason);
+    shd_log (G_LOG_LEVEL_DEBUG, disk->cfg->name, shd_decision_kind_name (d->kind), "%s: %s",
+             disk->cfg->name, d->reason);
     return;
   }
   if (!changed && d->action == SHD_ACTION_NONE &&
       d->t - disk->last_recorded_t < REPEAT_RECORD_S)
     return;
-  g_free (disk->last_recorded_kind);
-  disk->last_recorded_kind = g_strdup (d->kind);
+  disk->last_recorded_kind = d->kind;
   disk->last_recorded_target = d->target;
   disk->last_recorded_t = d->t;
   node = shd_decision_to_json (d, disk->policy, wall_ms);
@@ -228,7 +246,8 @@ record (ShdDisk *disk, const ShdDecision *d, gint64 wall_ms)
   while (disk->decisions.length > MAX_DECISIONS)
     json_node_unref (g_queue_pop_head (&disk->decisions));
   if (disk->history &&
-      !shd_history_add_decision (disk->history, disk->cfg->name, wall_ms, d->kind,
+      !shd_history_add_decision (disk->history, disk->cfg->name, wall_ms,
+                                 shd_decision_kind_name (d->kind),
                                  d->reason, node, &error))
     shd_log (G_LOG_LEVEL_WARNING, disk->cfg->name, "history", "%s", error->message);
 }
@@ -250,7 +269,7 @@ warm_from_history (ShdDisk *disk)
 {
   g_autoptr (GError) error = NULL;
   g_autoptr (GArray) load = NULL;
-  gint64 max_age = (gint64) (600 * disk->config->interval_s * 1000);
+  gint64 max_age = (gint64) (600 * disk->interval_s * 1000);
 
   disk->warmed = TRUE;
   if (disk->history == NULL)
@@ -272,7 +291,7 @@ warm_from_history (ShdDisk *disk)
 static void
 on_stats (GObject *src, GAsyncResult *res, gpointer data)
 {
-  ShdDisk *disk = data;
+  g_autoptr (ShdDisk) disk = data;
   g_autoptr (GError) error = NULL;
   g_autoptr (JsonNode) reply = shd_qmp_execute_finish (SHD_QMP (src), res, &error);
   ShdShadowRates *rates;
@@ -283,7 +302,7 @@ on_stats (GObject *src, GAsyncResult *res, gpointer data)
   double pt = NAN, lo, hi = NAN;
 
   if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
-    return;                     /* the disk is gone: do not touch it */
+    return;                     /* stopped */
   disk->query_in_flight = FALSE;
   if (reply == NULL) {
     if (!g_error_matches (error, SHD_QMP_ERROR, SHD_QMP_ERROR_DISCONNECTED))
@@ -380,7 +399,7 @@ on_timer (gpointer data)
   json_object_set_boolean_member (args, "query-nodes", TRUE);
   disk->query_in_flight = TRUE;
   shd_qmp_execute_async (disk->qmp, "query-blockstats", args, 0, disk->cancel,
-                         on_stats, disk);
+                         on_stats, g_object_ref (disk));
   json_object_unref (args);
   return G_SOURCE_CONTINUE;
 }
@@ -388,7 +407,7 @@ on_timer (gpointer data)
 static void
 on_nodes (GObject *src, GAsyncResult *res, gpointer data)
 {
-  ShdDisk *disk = data;
+  g_autoptr (ShdDisk) disk = data;
   g_autoptr (GError) error = NULL;
   g_autoptr (JsonNode) reply = shd_qmp_execute_finish (SHD_QMP (src), res, &error);
   JsonArray *a;
@@ -434,7 +453,7 @@ on_ready (ShdQmp *qmp, gpointer data)
            shd_qmp_get_path (qmp), shd_qmp_get_connection_count (qmp));
   json_object_set_boolean_member (args, "flat", TRUE);
   shd_qmp_execute_async (qmp, "query-named-block-nodes", args, 0, disk->cancel,
-                         on_nodes, disk);
+                         on_nodes, g_object_ref (disk));
   json_object_unref (args);
   on_timer (disk);
 }
@@ -479,14 +498,13 @@ on_event (ShdQmp *qmp, const char *name, JsonObject *data, gint64 ts, gpointer u
 }
 
 ShdDisk *
-shd_disk_new (const ShdConfig *c, const ShdDiskConfig *d, ShdHistory *history,
-              GError **error)
+shd_disk_new (const ShdConfig *c, ShdDiskConfig *d, ShdHistory *history, GError **error)
 {
   return shd_disk_new_with_qmp (c, d, history, NULL, error);
 }
 
 ShdDisk *
-shd_disk_new_with_qmp (const ShdConfig *c, const ShdDiskConfig *d, ShdHistory *history,
+shd_disk_new_with_qmp (const ShdConfig *c, ShdDiskConfig *d, ShdHistory *history,
                        ShdQmp *qmp, GError **error)
 {
   ShdDisk *disk;
@@ -495,21 +513,13 @@ shd_disk_new_with_qmp (const ShdConfig *c, const ShdDiskConfig *d, ShdHistory *h
 
   if (!shd_config_disk_policy (c, d, &pc, error))
     return NULL;
-  disk = g_new0 (ShdDisk, 1);
-  disk->config = c;
-  disk->cfg = d;
-  disk->history = history;
+  disk = g_object_new (SHD_TYPE_DISK, NULL);
+  disk->cfg = shd_disk_config_ref (d);
+  disk->interval_s = c->interval_s;
+  disk->history = history ? shd_history_ref (history) : NULL;
   disk->policy = shd_policy_new (&pc);
   shd_policy_config_clear (&pc);
   disk->coll = shd_collector_new (d->node);
-  disk->cancel = g_cancellable_new ();
-  disk->children = g_ptr_array_new_with_free_func (g_free);
-  disk->last_recorded_target = -2;
-  disk->last_pause_ms = NAN;
-  disk->t0_us = g_get_monotonic_time ();
-  for (guint i = 0; i < SHD_POLICY_MAX_TIERS; i++)
-    disk->add_sent_t[i] = -INFINITY;
-  g_queue_init (&disk->decisions);
   shd_qmp_config_init (&qc);
   qc.command_timeout_ms = c->qmp_timeout_ms;
   if (qmp) {
@@ -518,17 +528,19 @@ shd_disk_new_with_qmp (const ShdConfig *c, const ShdDiskConfig *d, ShdHistory *h
     disk->qmp = shd_qmp_new (d->qmp, &qc);
     disk->own_qmp = TRUE;
   }
-  g_signal_connect (disk->qmp, "ready", G_CALLBACK (on_ready), disk);
-  g_signal_connect (disk->qmp, "disconnected", G_CALLBACK (on_disconnected), disk);
-  g_signal_connect (disk->qmp, "event", G_CALLBACK (on_event), disk);
+  disk->sig_ready = g_signal_connect (disk->qmp, "ready", G_CALLBACK (on_ready), disk);
+  disk->sig_disconnected = g_signal_connect (disk->qmp, "disconnected",
+                                             G_CALLBACK (on_disconnected), disk);
+  disk->sig_event = g_signal_connect (disk->qmp, "event", G_CALLBACK (on_event), disk);
   return disk;
 }
 
 void
 shd_disk_start (ShdDisk *disk)
 {
-  guint ms = (guint) MAX (disk->config->interval_s * 1000, 10);
+  guint ms = (guint) MAX (disk->interval_s * 1000, 10);
 
+  g_return_if_fail (!disk->stopped && disk->timer == 0);
   disk->timer = g_timeout_add (ms, on_timer, disk);
   if (disk->own_qmp)
     shd_qmp_start (disk->qmp);
@@ -537,16 +549,37 @@ shd_disk_start (ShdDisk *disk)
 }
 
 void
-shd_disk_free (ShdDisk *disk)
+shd_disk_stop (ShdDisk *disk)
 {
-  if (disk == NULL)
+  if (disk->stopped)
     return;
+  disk->stopped = TRUE;
   g_cancellable_cancel (disk->cancel);
   g_clear_handle_id (&disk->timer, g_source_remove);
-  g_signal_handlers_disconnect_by_data (disk->qmp, disk);
+  g_clear_signal_handler (&disk->sig_ready, disk->qmp);
+  g_clear_signal_handler (&disk->sig_disconnected, disk->qmp);
+  g_clear_signal_handler (&disk->sig_event, disk->qmp);
   if (disk->own_qmp)
     shd_qmp_stop (disk->qmp);
-  g_object_unref (disk->qmp);
+}
+
+static void
+shd_disk_dispose (GObject *object)
+{
+  ShdDisk *disk = SHD_DISK (object);
+
+  if (disk->qmp) {
+    shd_disk_stop (disk);
+    g_clear_object (&disk->qmp);
+  }
+  G_OBJECT_CLASS (shd_disk_parent_class)->dispose (object);
+}
+
+static void
+shd_disk_finalize (GObject *object)
+{
+  ShdDisk *disk = SHD_DISK (object);
+
   g_object_unref (disk->cancel);
   shd_policy_free (disk->policy);
   shd_collector_free (disk->coll);
@@ -554,8 +587,32 @@ shd_disk_free (ShdDisk *disk)
   g_clear_pointer (&disk->rates, shd_shadow_rates_free);
   g_queue_clear_full (&disk->decisions, (GDestroyNotify) json_node_unref);
   g_free (disk->problem);
-  g_free (disk->last_recorded_kind);
-  g_free (disk);
+  g_clear_pointer (&disk->history, shd_history_unref);
+  shd_disk_config_unref (disk->cfg);
+  G_OBJECT_CLASS (shd_disk_parent_class)->finalize (object);
+}
+
+static void
+shd_disk_class_init (ShdDiskClass *klass)
+{
+  GObjectClass *oc = G_OBJECT_CLASS (klass);
+
+  oc->dispose = shd_disk_dispose;
+  oc->finalize = shd_disk_finalize;
+}
+
+static void
+shd_disk_init (ShdDisk *disk)
+{
+  disk->cancel = g_cancellable_new ();
+  disk->children = g_ptr_array_new_with_free_func (g_free);
+  disk->last_recorded_kind = -1;
+  disk->last_recorded_target = -2;
+  disk->last_pause_ms = NAN;
+  disk->t0_us = g_get_monotonic_time ();
+  for (guint i = 0; i < SHD_POLICY_MAX_TIERS; i++)
+    disk->add_sent_t[i] = -INFINITY;
+  g_queue_init (&disk->decisions);
 }
 
 /* ---- operator commands ---- */
@@ -689,7 +746,7 @@ shd_disk_forecast (ShdDisk *disk, guint steps)
   steps = MIN (steps, 3600);
   json_object_set_string_member (o, "name", disk->cfg->name);
   json_object_set_string_member (o, "model", shd_policy_model (disk->policy));
-  json_object_set_double_member (o, "interval-s", disk->config->interval_s);
+  json_object_set_double_member (o, "interval-s", disk->interval_s);
   json_object_set_double_member (o, "level", shd_policy_config (disk->policy)->knobs.level);
   for (guint h = 1; h <= steps; h++) {
     JsonObject *e;
@@ -698,7 +755,7 @@ shd_disk_forecast (ShdDisk *disk, guint steps)
       break;
     e = json_object_new ();
     json_object_set_int_member (e, "step", h);
-    json_object_set_double_member (e, "seconds", h * disk->config->interval_s);
+    json_object_set_double_member (e, "seconds", h * disk->interval_s);
     shd_json_set_num (e, "iops", pt);
     shd_json_set_num (e, "lower", lo);
     shd_json_set_num (e, "upper", hi);
@@ -774,17 +831,71 @@ shd_disk_status (ShdDisk *disk)
 
 /* ---- Prometheus ---- */
 
-static void
-metric (GString *out, const char *name, const char *disk, const char *extra, double v)
+static const ShdMetricFamily families[] = {
+  { "shadowd_disk_connected", SHD_METRIC_GAUGE, "1 while the disk's QMP connection is ready" },
+  { "shadowd_disk_qmp_connections_total", SHD_METRIC_COUNTER,
+    "QMP connections negotiated, reconnections included" },
+  { "shadowd_disk_samples_total", SHD_METRIC_COUNTER, "Intervals sampled" },
+  { "shadowd_disk_samples_skipped_total", SHD_METRIC_COUNTER,
+    "Intervals skipped because the previous query-blockstats was still in flight" },
+  { "shadowd_disk_switches_total", SHD_METRIC_COUNTER, "Tier switches decided" },
+  { "shadowd_disk_reopen_failures_total", SHD_METRIC_COUNTER, "Failed blockdev-reopen commands" },
+  { "shadowd_disk_paused", SHD_METRIC_GAUGE, "1 while the operator paused the disk" },
+  { "shadowd_disk_dry_run", SHD_METRIC_GAUGE, "1 when the disk decides without acting" },
+  { "shadowd_disk_slo_latency_seconds", SHD_METRIC_GAUGE, "The disk's latency objective" },
+  { "shadowd_disk_spike", SHD_METRIC_GAUGE, "1 while a load spike is in progress" },
+  { "shadowd_disk_iops", SHD_METRIC_GAUGE, "Guest-facing operations per second, by op" },
+  { "shadowd_disk_bytes_per_second", SHD_METRIC_GAUGE, "Guest-facing bytes per second, by op" },
+  { "shadowd_disk_latency_seconds", SHD_METRIC_GAUGE,
+    "Mean latency of reads and writes over the last interval" },
+  { "shadowd_disk_queue_depth", SHD_METRIC_GAUGE, "Mean requests in flight (Little's law)" },
+  { "shadowd_disk_forecast_iops", SHD_METRIC_GAUGE, "Point forecast of the next interval's load" },
+  { "shadowd_disk_forecast_upper_iops", SHD_METRIC_GAUGE,
+    "Upper bound of the next interval's load" },
+  { "shadowd_disk_forecast_horizon_upper_iops", SHD_METRIC_GAUGE,
+    "Highest upper bound of the load over the policy's horizon" },
+  { "shadowd_disk_cost_gib_month", SHD_METRIC_GAUGE, "Cost per GiB and month of the active tier" },
+  { "shadowd_disk_tier_active", SHD_METRIC_GAUGE, "1 for the tier serving guest I/O" },
+  { "shadowd_disk_tier_state", SHD_METRIC_GAUGE,
+    "1 for the tier's child state (active, synced, syncing, stale, degraded, absent)" },
+  { "shadowd_disk_tier_latency_seconds", SHD_METRIC_GAUGE, "Last latency measured on the tier" },
+  { "shadowd_disk_tier_base_latency_seconds", SHD_METRIC_GAUGE,
+    "The tier's latency at light load, as measured or configured" },
+  { "shadowd_disk_tier_capacity_iops", SHD_METRIC_GAUGE,
+    "The load the tier was seen to carry at most, or its configured max-iops" },
+  { "shadowd_disk_tier_limit_iops", SHD_METRIC_GAUGE,
+    "The load the tier carries within the latency objective" },
+  { "shadowd_disk_tier_valid_bytes", SHD_METRIC_GAUGE, "Bytes of the tier's child in step" },
+};
+
+void
+shd_disk_declare_metrics (ShdMetrics *m)
 {
+  shd_metrics_declare (m, families, G_N_ELEMENTS (families));
+}
+
+/* A sample unless v is unknown (NaN; infinity: unbounded) */
+static void G_GNUC_NULL_TERMINATED
+metric (ShdMetrics *m, const char *family, double v, const char *disk, ...)
+{
+  g_autoptr (GPtrArray) labels = g_ptr_array_new ();
+  va_list ap;
+  const char *s;
+
   if (!isfinite (v))
     return;
-  g_string_append_printf (out, "%s{disk=\"%s\"%s%s} %.17g\n", name, disk,
-                          extra ? "," : "", extra ? extra : "", v);
+  g_ptr_array_add (labels, (gpointer) "disk");
+  g_ptr_array_add (labels, (gpointer) disk);
+  va_start (ap, disk);
+  while ((s = va_arg (ap, const char *)) != NULL)
+    g_ptr_array_add (labels, (gpointer) s);
+  va_end (ap);
+  g_ptr_array_add (labels, NULL);
+  shd_metrics_addv (m, family, v, (const char *const *) labels->pdata);
 }
 
 void
-shd_disk_metrics (ShdDisk *disk, GString *out)
+shd_disk_collect_metrics (ShdDisk *disk, ShdMetrics *m)
 {
   ShdPolicy *p = disk->policy;
   const ShdPolicyConfig *pc = shd_policy_config (p);
@@ -793,47 +904,49 @@ shd_disk_metrics (ShdDisk *disk, GString *out)
   int active = disk->rates ? shd_policy_tier_by_child (p, disk->rates->active) : -1;
   double pt, lo, hi;
 
-  metric (out, "shadowd_disk_connected", name, NULL, shd_qmp_is_ready (disk->qmp));
-  metric (out, "shadowd_disk_qmp_connections_total", name, NULL,
-          shd_qmp_get_connection_count (disk->qmp));
-  metric (out, "shadowd_disk_samples_total", name, NULL, disk->samples);
-  metric (out, "shadowd_disk_samples_skipped_total", name, NULL, disk->skipped);
-  metric (out, "shadowd_disk_switches_total", name, NULL, shd_policy_switch_count (p));
-  metric (out, "shadowd_disk_reopen_failures_total", name, NULL, disk->reopen_failures);
-  metric (out, "shadowd_disk_paused", name, NULL, shd_policy_paused (p));
-  metric (out, "shadowd_disk_dry_run", name, NULL, pc->dry_run);
-  metric (out, "shadowd_disk_slo_latency_ms", name, NULL, pc->slo_latency_ms);
-  metric (out, "shadowd_disk_spike", name, NULL, d->spike);
+  metric (m, "shadowd_disk_connected", shd_qmp_is_ready (disk->qmp), name, NULL);
+  metric (m, "shadowd_disk_qmp_connections_total", shd_qmp_get_connection_count (disk->qmp),
+          name, NULL);
+  metric (m, "shadowd_disk_samples_total", disk->samples, name, NULL);
+  metric (m, "shadowd_disk_samples_skipped_total", disk->skipped, name, NULL);
+  metric (m, "shadowd_disk_switches_total", shd_policy_switch_count (p), name, NULL);
+  metric (m, "shadowd_disk_reopen_failures_total", disk->reopen_failures, name, NULL);
+  metric (m, "shadowd_disk_paused", shd_policy_paused (p), name, NULL);
+  metric (m, "shadowd_disk_dry_run", pc->dry_run, name, NULL);
+  metric (m, "shadowd_disk_slo_latency_seconds", pc->slo_latency_ms / 1000, name, NULL);
+  metric (m, "shadowd_disk_spike", d->spike, name, NULL);
   if (disk->rates) {
     const ShdIoRates *io = &disk->rates->io;
 
-    metric (out, "shadowd_disk_iops", name, "op=\"read\"", io->read_iops);
-    metric (out, "shadowd_disk_iops", name, "op=\"write\"", io->write_iops);
-    metric (out, "shadowd_disk_bytes_per_second", name, "op=\"read\"", io->read_bps);
-    metric (out, "shadowd_disk_bytes_per_second", name, "op=\"write\"", io->write_bps);
-    metric (out, "shadowd_disk_latency_ms", name, NULL, io->latency_ms);
-    metric (out, "shadowd_disk_queue_depth", name, NULL, io->queue_depth);
+    metric (m, "shadowd_disk_iops", io->read_iops, name, "op", "read", NULL);
+    metric (m, "shadowd_disk_iops", io->write_iops, name, "op", "write", NULL);
+    metric (m, "shadowd_disk_bytes_per_second", io->read_bps, name, "op", "read", NULL);
+    metric (m, "shadowd_disk_bytes_per_second", io->write_bps, name, "op", "write", NULL);
+    metric (m, "shadowd_disk_latency_seconds", io->latency_ms / 1000, name, NULL);
+    metric (m, "shadowd_disk_queue_depth", io->queue_depth, name, NULL);
   }
   if (shd_policy_forecast (p, 1, &pt, &lo, &hi)) {
-    metric (out, "shadowd_disk_forecast_iops", name, NULL, pt);
-    metric (out, "shadowd_disk_forecast_upper_iops", name, NULL, hi);
+    metric (m, "shadowd_disk_forecast_iops", pt, name, NULL);
+    metric (m, "shadowd_disk_forecast_upper_iops", hi, name, NULL);
   }
-  metric (out, "shadowd_disk_forecast_horizon_upper_iops", name, NULL, d->forecast_hi);
+  metric (m, "shadowd_disk_forecast_horizon_upper_iops", d->forecast_hi, name, NULL);
   if (active >= 0)
-    metric (out, "shadowd_disk_cost_gib_month", name, NULL, pc->tiers[active].cost_gib_month);
+    metric (m, "shadowd_disk_cost_gib_month", pc->tiers[active].cost_gib_month, name, NULL);
   for (guint i = 0; i < pc->n_tiers; i++) {
     const ShdTierProfile *pr = shd_policy_profile (p, i);
-    g_autofree char *t = g_strdup_printf ("tier=\"%s\"", pc->tiers[i].tier);
-    g_autofree char *ts = g_strdup_printf ("tier=\"%s\",state=\"%s\"", pc->tiers[i].tier,
-                                           pr->state ? pr->state : "absent");
+    const char *t = pc->tiers[i].tier;
 
-    metric (out, "shadowd_disk_tier_active", name, t, (int) i == active);
-    metric (out, "shadowd_disk_tier_state", name, ts, 1);
-    metric (out, "shadowd_disk_tier_latency_ms", name, t, pr->latency_ms);
-    metric (out, "shadowd_disk_tier_base_latency_ms", name, t, pr->base_latency_ms);
+    metric (m, "shadowd_disk_tier_active", (int) i == active, name, "tier", t, NULL);
+    metric (m, "shadowd_disk_tier_state", 1, name, "tier", t,
+            "state", pr->state ? pr->state : "absent", NULL);
+    metric (m, "shadowd_disk_tier_latency_seconds", pr->latency_ms / 1000, name,
+            "tier", t, NULL);
+    metric (m, "shadowd_disk_tier_base_latency_seconds", pr->base_latency_ms / 1000, name,
+            "tier", t, NULL);
     if (pr->capacity_iops > 0)
-      metric (out, "shadowd_disk_tier_capacity_iops", name, t, pr->capacity_iops);
-    metric (out, "shadowd_disk_tier_limit_iops", name, t, shd_policy_tier_limit (p, i));
-    metric (out, "shadowd_disk_tier_valid_bytes", name, t, pr->valid_bytes);
+      metric (m, "shadowd_disk_tier_capacity_iops", pr->capacity_iops, name, "tier", t, NULL);
+    metric (m, "shadowd_disk_tier_limit_iops", shd_policy_tier_limit (p, i), name,
+            "tier", t, NULL);
+    metric (m, "shadowd_disk_tier_valid_bytes", pr->valid_bytes, name, "tier", t, NULL);
   }
 }

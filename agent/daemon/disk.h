@@ -1,9 +1,17 @@
 /* One managed disk: its QMP connection, the sampling timer, collector,
- * policy, actions (blockdev-reopen), and its bounded recent state. */
+ * policy, actions (blockdev-reopen, x-blockdev-change), and its bounded
+ * recent state.
+ *
+ * A GObject.  Every QMP command in flight holds a reference on the disk
+ * (and the disk on its configuration and history), so a reply that comes
+ * after the disk was removed finds it alive; shd_disk_stop() cancels the
+ * commands, and their callbacks then return without acting.  Whoever
+ * drops the disk stops it first (the daemon does). */
 #pragma once
 
 #include "config.h"
 #include "history.h"
+#include "metrics.h"
 #include "policy.h"
 #include "qmp.h"
 
@@ -11,19 +19,21 @@
 
 G_BEGIN_DECLS
 
-typedef struct _ShdDisk ShdDisk;
+#define SHD_TYPE_DISK (shd_disk_get_type ())
+G_DECLARE_FINAL_TYPE (ShdDisk, shd_disk, SHD, DISK, GObject)
 
-/* history may be NULL; it must outlive the disk. */
-ShdDisk *shd_disk_new (const ShdConfig *c, const ShdDiskConfig *d,
-                       ShdHistory *history, GError **error);
+/* history may be NULL.  The disk holds references on d and history. */
+ShdDisk *shd_disk_new (const ShdConfig *c, ShdDiskConfig *d, ShdHistory *history,
+                       GError **error);
 /* The same over a QMP client someone else owns and starts (one per
- * libvirt domain, shared by its disks); the disk keeps a reference. */
-ShdDisk *shd_disk_new_with_qmp (const ShdConfig *c, const ShdDiskConfig *d,
+ * libvirt domain, shared by its disks); the disk holds a reference. */
+ShdDisk *shd_disk_new_with_qmp (const ShdConfig *c, ShdDiskConfig *d,
                                 ShdHistory *history, ShdQmp *qmp, GError **error);
-void shd_disk_free (ShdDisk *disk);
 void shd_disk_start (ShdDisk *disk);
+/* Stops sampling and acting; commands in flight are cancelled.  Final. */
+void shd_disk_stop (ShdDisk *disk);
 
-const char *shd_disk_name (const ShdDisk *disk);
+const char *shd_disk_name (ShdDisk *disk);
 ShdPolicy *shd_disk_policy (ShdDisk *disk);
 
 JsonNode *shd_disk_status (ShdDisk *disk);
@@ -38,7 +48,9 @@ gboolean shd_disk_request_switch (ShdDisk *disk, const char *tier, GError **erro
 JsonNode *shd_disk_prewarm (ShdDisk *disk, const char *tier, GError **error);
 void shd_disk_set_paused (ShdDisk *disk, gboolean paused);
 
-/* Prometheus text exposition lines for this disk. */
-void shd_disk_metrics (ShdDisk *disk, GString *out);
+/* Prometheus: the per-disk families (declared once per scrape), and this
+ * disk's samples of them (label disk, and tier, op, state). */
+void shd_disk_declare_metrics (ShdMetrics *m);
+void shd_disk_collect_metrics (ShdDisk *disk, ShdMetrics *m);
 
 G_END_DECLS

@@ -58,11 +58,9 @@ exec (ShdHistory *h, const char *sql, GError **error)
   return TRUE;
 }
 
-void
-shd_history_close (ShdHistory *h)
+static void
+history_clear (ShdHistory *h)
 {
-  if (h == NULL)
-    return;
   if (h->in_txn)
     shd_history_flush (h, NULL);
   sqlite3_finalize (h->ins_sample);
@@ -70,13 +68,24 @@ shd_history_close (ShdHistory *h)
   sqlite3_finalize (h->ins_decision);
   sqlite3_close (h->db);
   g_free (h->path);
-  g_free (h);
+}
+
+ShdHistory *
+shd_history_ref (ShdHistory *h)
+{
+  return g_rc_box_acquire (h);
+}
+
+void
+shd_history_unref (ShdHistory *h)
+{
+  g_rc_box_release_full (h, (GDestroyNotify) history_clear);
 }
 
 ShdHistory *
 shd_history_open (const char *path, double full_hours, double days, GError **error)
 {
-  g_autoptr (ShdHistory) h = g_new0 (ShdHistory, 1);
+  g_autoptr (ShdHistory) h = g_rc_box_new0 (ShdHistory);
 
   h->path = g_strdup (path);
   h->full_hours = full_hours;

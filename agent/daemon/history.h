@@ -4,7 +4,10 @@
  * forecasters from it on start.
  *
  * Writes are batched: they go into an open transaction that
- * shd_history_flush() commits (the daemon calls it once per interval). */
+ * shd_history_flush() commits (the daemon calls it once per interval).
+ *
+ * Reference-counted: each disk holds a reference, so a disk's last
+ * callback may still record; the last reference commits and closes. */
 #pragma once
 
 #include <glib.h>
@@ -30,7 +33,9 @@ typedef struct {
  * retention. */
 ShdHistory *shd_history_open (const char *path, double full_hours, double days,
                               GError **error);
-void shd_history_close (ShdHistory *h);
+ShdHistory *shd_history_ref (ShdHistory *h);
+/* The last reference commits what is pending and closes the database. */
+void shd_history_unref (ShdHistory *h);
 
 gboolean shd_history_add_sample (ShdHistory *h, const ShdHistorySample *s,
                                  GError **error);
@@ -63,6 +68,6 @@ JsonNode *shd_history_decisions (ShdHistory *h, const char *disk, gint64 since_m
 GArray *shd_history_recent_load (ShdHistory *h, const char *disk, guint n,
                                  gint64 now_ms, gint64 max_age_ms, GError **error);
 
-G_DEFINE_AUTOPTR_CLEANUP_FUNC (ShdHistory, shd_history_close)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (ShdHistory, shd_history_unref)
 
 G_END_DECLS

@@ -43,15 +43,51 @@ struct _ShdPolicy {
   ShdDecision last;
 };
 
+static const char *const action_names[] = {
+  [SHD_ACTION_NONE] = "none",
+  [SHD_ACTION_PREWARM] = "prewarm",
+  [SHD_ACTION_SWITCH] = "switch",
+};
+
+static const char *const kind_names[] = {
+  [SHD_DECISION_NO_DATA] = "no-data",
+  [SHD_DECISION_HOLD] = "hold",
+  [SHD_DECISION_SWITCH_UP] = "switch-up",
+  [SHD_DECISION_SWITCH_BACK] = "switch-back",
+  [SHD_DECISION_SWITCH_MANUAL] = "switch-manual",
+  [SHD_DECISION_PREWARM] = "prewarm",
+  [SHD_DECISION_WAIT_SYNC] = "wait-sync",
+  [SHD_DECISION_BLOCKED] = "blocked",
+};
+
+static const char *const trigger_names[] = {
+  [SHD_TRIGGER_NONE] = NULL,
+  [SHD_TRIGGER_SPIKE] = "spike",
+  [SHD_TRIGGER_FORECAST] = "forecast",
+  [SHD_TRIGGER_SLO] = "slo",
+  [SHD_TRIGGER_LOW_LOAD] = "low-load",
+  [SHD_TRIGGER_MANUAL] = "manual",
+};
+
 const char *
 shd_action_name (ShdAction a)
 {
-  switch (a) {
-  case SHD_ACTION_NONE: return "none";
-  case SHD_ACTION_PREWARM: return "prewarm";
-  case SHD_ACTION_SWITCH: return "switch";
-  }
-  return "?";
+  g_return_val_if_fail ((guint) a < G_N_ELEMENTS (action_names), "?");
+  return action_names[a];
+}
+
+const char *
+shd_decision_kind_name (ShdDecisionKind k)
+{
+  g_return_val_if_fail ((guint) k < G_N_ELEMENTS (kind_names), "?");
+  return kind_names[k];
+}
+
+const char *
+shd_trigger_name (ShdTrigger t)
+{
+  g_return_val_if_fail ((guint) t < G_N_ELEMENTS (trigger_names), NULL);
+  return trigger_names[t];
 }
 
 void
@@ -134,7 +170,7 @@ shd_policy_new (const ShdPolicyConfig *cfg)
   p->low_since = NAN;
   p->last_switch_t = NAN;
   p->requested = -1;
-  p->last.kind = "no-data";
+  p->last.kind = SHD_DECISION_NO_DATA;
   p->last.from = p->last.target = -1;
   p->last.onset_steps = -1;
   p->last.prewarm_eta_s = NAN;
@@ -470,7 +506,7 @@ tier_name (const ShdPolicy *p, int i)
 /* The switch itself, once the target and trigger are known. */
 static void
 decide_switch (ShdPolicy *p, ShdDecision *d, const ShdPolicyInput *in, int target,
-               const char *kind, const char *trigger, gboolean manual)
+               ShdDecisionKind kind, ShdTrigger trigger, gboolean manual)
 {
   const ShdPolicyKnobs *k = &p->cfg.knobs;
   guint hour = switches_last_hour (p, in->t);
@@ -482,56 +518,64 @@ decide_switch (ShdPolicy *p, ShdDecision *d, const ShdPolicyInput *in, int targe
   d->target_latency_ms = predicted_latency (p, target, d->need);
   d->prewarm_eta_s = prewarm_eta (p, target, in->size_bytes, &d->stale_bytes);
 
-  if (g_strcmp0 (trigger, "spike") == 0)
+  switch (trigger) {
+  case SHD_TRIGGER_SPIKE:
     snprintf (why, sizeof why, "spike at %.0f IOPS (robust z %.1f) over %s's limit %.0f",
               d->load, d->spike_z, tier_name (p, p->active), d->active_limit);
-  else if (g_strcmp0 (trigger, "forecast") == 0)
+    break;
+  case SHD_TRIGGER_FORECAST:
     snprintf (why, sizeof why, "forecast %.0f IOPS (upper %.0f, %s) next interval over "
               "%s's limit %.0f", d->forecast, d->forecast_hi, d->model,
               tier_name (p, p->active), d->active_limit);
-  else if (g_strcmp0 (trigger, "slo") == 0)
+    break;
+  case SHD_TRIGGER_SLO:
     snprintf (why, sizeof why, "latency %.2f ms over the SLO %.2f ms for %u intervals "
               "at %.0f IOPS", d->active_latency_ms, p->cfg.slo_latency_ms,
               p->violations, d->load);
-  else if (g_strcmp0 (trigger, "low-load") == 0)
+    break;
+  case SHD_TRIGGER_LOW_LOAD:
     snprintf (why, sizeof why, "load %.0f IOPS (needs %.0f) under %s's limit %.0f "
               "less %.0f%% hysteresis for %.0f s", d->load, d->need,
               tier_name (p, target), d->target_limit, 100 * k->hysteresis,
               in->t - p->low_since);
-  else
+    break;
+  case SHD_TRIGGER_NONE:
+  case SHD_TRIGGER_MANUAL:
     snprintf (why, sizeof why, "requested by the operator");
+    break;
+  }
 
   if (absent (p, target)) {
-    d->kind = "prewarm";
+    d->kind = SHD_DECISION_PREWARM;
     d->action = SHD_ACTION_PREWARM;
     REASON (d, "%s wants %s -> %s but %s's child %s is not in the node: adding it; %s",
-            kind, tier_name (p, p->active), tier_name (p, target), tier_name (p, target),
-            p->cfg.tiers[target].child, why);
+            kind_names[kind], tier_name (p, p->active), tier_name (p, target),
+            tier_name (p, target), p->cfg.tiers[target].child, why);
     return;
   }
   if (!ready (p, target)) {
-    d->kind = "wait-sync";
+    d->kind = SHD_DECISION_WAIT_SYNC;
     d->action = p->cfg.async_writes ? SHD_ACTION_PREWARM : SHD_ACTION_NONE;
     if (isfinite (d->prewarm_eta_s))
       REASON (d, "%s wants %s -> %s but %s is %s: %" G_GUINT64_FORMAT
-              " bytes to copy, about %.0f s at %.1f MB/s; %s", kind,
+              " bytes to copy, about %.0f s at %.1f MB/s; %s", kind_names[kind],
               tier_name (p, p->active), tier_name (p, target), tier_name (p, target),
               p->prof[target].state, d->stale_bytes, d->prewarm_eta_s,
               p->prof[target].copy_bps / 1e6, why);
     else
-      REASON (d, "%s wants %s -> %s but %s is %s; %s", kind, tier_name (p, p->active),
+      REASON (d, "%s wants %s -> %s but %s is %s; %s", kind_names[kind], tier_name (p, p->active),
               tier_name (p, target), tier_name (p, target), p->prof[target].state, why);
     return;
   }
   if (!manual && isfinite (p->last_switch_t) && in->t - p->last_switch_t < k->min_dwell_s) {
-    d->kind = "blocked";
+    d->kind = SHD_DECISION_BLOCKED;
     REASON (d, "%s to %s held: %.0f s since the last switch, min-dwell %.0f s; %s",
-            kind, tier_name (p, target), in->t - p->last_switch_t, k->min_dwell_s, why);
+            kind_names[kind], tier_name (p, target), in->t - p->last_switch_t, k->min_dwell_s, why);
     return;
   }
   if (!manual && hour >= k->max_switches_per_hour) {
-    d->kind = "blocked";
-    REASON (d, "%s to %s held: %u switches in the last hour, cap %u; %s", kind,
+    d->kind = SHD_DECISION_BLOCKED;
+    REASON (d, "%s to %s held: %u switches in the last hour, cap %u; %s", kind_names[kind],
             tier_name (p, target), hour, k->max_switches_per_hour, why);
     return;
   }
@@ -539,10 +583,10 @@ decide_switch (ShdPolicy *p, ShdDecision *d, const ShdPolicyInput *in, int targe
   d->action = SHD_ACTION_SWITCH;
   if (isfinite (d->target_latency_ms))
     REASON (d, "%s %s -> %s: %s; %s at %.0f IOPS: predicted %.2f ms, limit %.0f IOPS",
-            kind, tier_name (p, p->active), tier_name (p, target), why,
+            kind_names[kind], tier_name (p, p->active), tier_name (p, target), why,
             tier_name (p, target), d->need, d->target_latency_ms, d->target_limit);
   else
-    REASON (d, "%s %s -> %s: %s; %s not measured yet, limit %.0f IOPS", kind,
+    REASON (d, "%s %s -> %s: %s; %s not measured yet, limit %.0f IOPS", kind_names[kind],
             tier_name (p, p->active), tier_name (p, target), why, tier_name (p, target),
             d->target_limit);
 }
@@ -576,7 +620,7 @@ shd_policy_step (ShdPolicy *p, const ShdPolicyInput *in)
   update_profiles (p, in);
 
   if (!in->valid || p->active < 0) {
-    d->kind = "no-data";
+    d->kind = SHD_DECISION_NO_DATA;
     d->load = in->iops;
     if (p->active < 0)
       REASON (d, "the active child %s is not a configured tier", in->active ? in->active : "(none)");
@@ -674,7 +718,7 @@ shd_policy_step (ShdPolicy *p, const ShdPolicyInput *in)
     if (p->requested == p->active) {
       p->requested = -1;
     } else {
-      decide_switch (p, d, in, p->requested, "switch-manual", "manual", TRUE);
+      decide_switch (p, d, in, p->requested, SHD_DECISION_SWITCH_MANUAL, SHD_TRIGGER_MANUAL, TRUE);
       if (d->action == SHD_ACTION_SWITCH)
         p->requested = -1;
       d->dry_run = p->cfg.dry_run;      /* pause holds the policy, not the operator */
@@ -704,28 +748,28 @@ shd_policy_step (ShdPolicy *p, const ShdPolicyInput *in)
   }
 
   if (wanted >= 0 && cost (p, wanted) > cost (p, p->active)) {
-    const char *trigger = NULL;
+    ShdTrigger trigger = SHD_TRIGGER_NONE;
     gboolean hi_over = isfinite (hi1) && hi1 > d->active_limit;
 
     /* measured misses: violation-intervals of them, or one when the load is
      * already past what the tier is known to carry */
     if (p->violations >= k->violation_intervals ||
         (p->violations >= 1 && in->iops > d->active_limit))
-      trigger = "slo";
+      trigger = SHD_TRIGGER_SLO;
     else if (spike_now && (in->iops > d->active_limit || hi_over))
-      trigger = "spike";
+      trigger = SHD_TRIGGER_SPIKE;
     else if (p->n >= WARMUP && ((isfinite (point1) && point1 > d->active_limit) ||
                                 (hi_over && p->hi_over_prev)))
-      trigger = "forecast";
+      trigger = SHD_TRIGGER_FORECAST;
     p->hi_over_prev = hi_over;
-    if (trigger) {
-      decide_switch (p, d, in, wanted, "switch-up", trigger, FALSE);
+    if (trigger != SHD_TRIGGER_NONE) {
+      decide_switch (p, d, in, wanted, SHD_DECISION_SWITCH_UP, trigger, FALSE);
       goto out;
     }
     /* needed later within the horizon: make sure it is warm */
     if (!ready (p, wanted)) {
       d->target = wanted;
-      d->kind = "prewarm";
+      d->kind = SHD_DECISION_PREWARM;
       d->action = p->cfg.async_writes || absent (p, wanted) ? SHD_ACTION_PREWARM :
                   SHD_ACTION_NONE;
       d->prewarm_eta_s = prewarm_eta (p, wanted, in->size_bytes, &d->stale_bytes);
@@ -737,7 +781,7 @@ shd_policy_step (ShdPolicy *p, const ShdPolicyInput *in)
               p->prof[wanted].state, d->prewarm_eta_s);
       goto out;
     }
-    d->kind = "hold";
+    d->kind = SHD_DECISION_HOLD;
     d->target = wanted;
     REASON (d, "on %s at %.0f IOPS (limit %.0f); %s may be needed within %u intervals "
             "(upper %.0f) and is ready", tier_name (p, p->active), d->load,
@@ -762,11 +806,11 @@ shd_policy_step (ShdPolicy *p, const ShdPolicyInput *in)
         }
       }
       if (target >= 0) {
-        decide_switch (p, d, in, target, "switch-back", "low-load", FALSE);
+        decide_switch (p, d, in, target, SHD_DECISION_SWITCH_BACK, SHD_TRIGGER_LOW_LOAD, FALSE);
         goto out;
       }
     }
-    d->kind = "hold";
+    d->kind = SHD_DECISION_HOLD;
     d->target = wanted;
     if (isfinite (p->low_since))
       REASON (d, "on %s; load %.0f IOPS low for %.0f of %.0f s before switching "
@@ -783,7 +827,7 @@ shd_policy_step (ShdPolicy *p, const ShdPolicyInput *in)
     goto out;
   }
 
-  d->kind = "hold";
+  d->kind = SHD_DECISION_HOLD;
   d->target = p->active;
   if (isfinite (in->latency_ms))
     REASON (d, "on %s at %.0f IOPS, %.2f ms; needs %.0f IOPS, limit %.0f",

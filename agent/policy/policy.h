@@ -109,17 +109,36 @@ typedef enum {
   SHD_ACTION_SWITCH,            /* blockdev-reopen with a new active-child */
 } ShdAction;
 
+typedef enum {
+  SHD_DECISION_NO_DATA,         /* no usable rates yet */
+  SHD_DECISION_HOLD,            /* stay */
+  SHD_DECISION_SWITCH_UP,       /* to a dearer tier */
+  SHD_DECISION_SWITCH_BACK,     /* to a cheaper tier */
+  SHD_DECISION_SWITCH_MANUAL,   /* the operator's */
+  SHD_DECISION_PREWARM,         /* a tier will be needed: warm it */
+  SHD_DECISION_WAIT_SYNC,       /* a switch waits for its target to sync */
+  SHD_DECISION_BLOCKED,         /* a switch held by min-dwell or the hourly cap */
+} ShdDecisionKind;
+
+typedef enum {
+  SHD_TRIGGER_NONE,
+  SHD_TRIGGER_SPIKE,
+  SHD_TRIGGER_FORECAST,
+  SHD_TRIGGER_SLO,
+  SHD_TRIGGER_LOW_LOAD,
+  SHD_TRIGGER_MANUAL,
+} ShdTrigger;
+
 typedef struct {
   double t;
   ShdAction action;
-  const char *kind;             /* hold, switch-up, switch-back, switch-manual,
-                                   prewarm, wait-sync, blocked, no-data */
+  ShdDecisionKind kind;
   int from;                     /* tier indexes; -1 when none */
   int target;
   gboolean dry_run;             /* decided but not acted on */
   gboolean spike;               /* a spike is in progress */
   double spike_z;               /* robust z of this interval's load */
-  const char *trigger;          /* spike, forecast, slo, low-load, manual, NULL */
+  ShdTrigger trigger;           /* SHD_TRIGGER_NONE unless a switch is wanted */
   double load;                  /* IOPS this interval */
   double forecast;              /* point forecast, next interval */
   double forecast_hi;           /* upper bound over the horizon */
@@ -187,7 +206,11 @@ const char *shd_policy_model (const ShdPolicy *p);
  * as known); exposed for tests and status. */
 double shd_policy_tier_limit (const ShdPolicy *p, int tier);
 
+/* Names as the JSON, the log and the history spell them: "none",
+ * "switch-up", "low-load" ...; NULL for SHD_TRIGGER_NONE. */
 const char *shd_action_name (ShdAction a);
+const char *shd_decision_kind_name (ShdDecisionKind k);
+const char *shd_trigger_name (ShdTrigger t);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (ShdPolicy, shd_policy_free)
 

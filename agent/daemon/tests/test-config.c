@@ -286,6 +286,32 @@ static const struct {
     "test.conf:8: [disk:d] min-dwell: 'soon' is not a number" },
 };
 
+/* Disk names: what a libvirt domain may be called (quotes, backslashes,
+ * spaces, any script), but no control characters */
+static void
+test_disk_names (void)
+{
+  static const char *const good[] = { "web \"blue\" \\ 1.vda", "caf\xc3\xa9.vda", "a" };
+  static const char *const bad[] = { "a\tb", "caf\xe9" };
+
+  for (guint i = 0; i < G_N_ELEMENTS (good) + G_N_ELEMENTS (bad); i++) {
+    const char *name = i < G_N_ELEMENTS (good) ? good[i] : bad[i - G_N_ELEMENTS (good)];
+    g_autofree char *text = g_strdup_printf ("[tier:t]\ncost-gib-month = 1\n[disk:%s]\n"
+                                             "qmp = /q\nnode = n\ntier.t = c\n"
+                                             "slo-latency-ms = 1\n", name);
+    g_autoptr (GError) error = NULL;
+    g_autoptr (ShdConfig) c = load (text, &error);
+
+    if (i < G_N_ELEMENTS (good)) {
+      g_assert_no_error (error);
+      g_assert_cmpstr (((ShdDiskConfig *) c->disks->pdata[0])->name, ==, name);
+    } else {
+      g_assert_null (c);
+      g_assert_nonnull (error);
+    }
+  }
+}
+
 static void
 test_bad (void)
 {
@@ -309,6 +335,7 @@ main (int argc, char **argv)
   g_test_add_func ("/config/design-example", test_design_example);
   g_test_add_func ("/config/overrides", test_overrides);
   g_test_add_func ("/config/file", test_file);
+  g_test_add_func ("/config/disk-names", test_disk_names);
   g_test_add_func ("/config/bad", test_bad);
   return g_test_run ();
 }

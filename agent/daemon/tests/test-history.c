@@ -125,13 +125,13 @@ test_roundtrip (void)
   g_assert_cmpuint (json_array_get_length (json_node_get_array (full)), >=, 3500);
 
   /* survives a reopen */
-  g_clear_pointer (&h, shd_history_close);
+  g_clear_pointer (&h, shd_history_unref);
   h = shd_history_open (path, 1, 7, &error);
   g_assert_no_error (error);
   g_clear_pointer (&minutes, json_node_unref);
   minutes = shd_history_samples (h, "d2", 0, G_MAXINT64, SHD_HISTORY_MINUTE, 0, &error);
   g_assert_cmpuint (json_array_get_length (json_node_get_array (minutes)), ==, 120);
-  g_clear_pointer (&h, shd_history_close);
+  g_clear_pointer (&h, shd_history_unref);
   rm_db (path);
 }
 

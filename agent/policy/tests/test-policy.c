@@ -164,7 +164,7 @@ test_step (void)
   /* within 3 intervals of the step: the forecast trips on the first
    * sample (naive point over the limit) or the SLO after violation-intervals */
   g_assert_cmpfloat (s.switch_t[0] - step_t, <=, 3);
-  g_assert_cmpstr (shd_policy_last (s.p)->kind, ==, "hold");
+  g_assert_cmpstr (shd_decision_kind_name (shd_policy_last (s.p)->kind), ==, "hold");
   end_t = s.t;
   for (int i = 0; i < 200; i++)
     sim_step (&s, noise (&s, 30, 5));
@@ -310,7 +310,7 @@ test_wait_sync (void)
   for (int i = 0; i < 10; i++)
     d = sim_step (&s, noise (&s, 1000, 10));
   g_assert_cmpuint (s.switches, ==, 0);
-  g_assert_cmpstr (d->kind, ==, "wait-sync");
+  g_assert_cmpstr (shd_decision_kind_name (d->kind), ==, "wait-sync");
   g_assert_cmpint (d->target, ==, 1);
   g_assert_cmpuint (d->stale_bytes, ==, 768 << 20);
   g_assert_cmpfloat (fabs (d->prewarm_eta_s - 12), <, 0.01);
@@ -318,7 +318,7 @@ test_wait_sync (void)
   s.state[1] = "synced";
   d = sim_step (&s, noise (&s, 1000, 10));
   g_assert_cmpuint (s.switches, ==, 1);
-  g_assert_cmpstr (d->kind, ==, "switch-up");
+  g_assert_cmpstr (shd_decision_kind_name (d->kind), ==, "switch-up");
   sim_clear (&s);
 }
 
@@ -340,8 +340,8 @@ test_dry_run (void)
       g_assert_true (d->dry_run);
       g_assert_true (g_str_has_prefix (d->reason, "dry run: "));
       dry++;
-      kinds_up += strcmp (d->kind, "switch-up") == 0;
-      kinds_back += strcmp (d->kind, "switch-back") == 0;
+      kinds_up += d->kind == SHD_DECISION_SWITCH_UP;
+      kinds_back += d->kind == SHD_DECISION_SWITCH_BACK;
     }
   }
   g_assert_cmpuint (s.switches, ==, 0);       /* never acted */
@@ -378,7 +378,7 @@ test_pause_and_manual (void)
   shd_policy_set_paused (s.p, TRUE);
   shd_policy_request_switch (s.p, 0);
   d = sim_step (&s, noise (&s, 1000, 3));
-  g_assert_cmpstr (d->kind, ==, "switch-manual");
+  g_assert_cmpstr (shd_decision_kind_name (d->kind), ==, "switch-manual");
   g_assert_false (d->dry_run);
   g_assert_cmpuint (s.switches, ==, 2);
   g_assert_cmpint (s.active, ==, 0);
@@ -387,7 +387,7 @@ test_pause_and_manual (void)
   for (int i = 0; i < 20; i++)
     d = sim_step (&s, noise (&s, 1000, 3));
   g_assert_cmpuint (s.switches, ==, 2);
-  g_assert_cmpstr (d->kind, ==, "blocked");
+  g_assert_cmpstr (shd_decision_kind_name (d->kind), ==, "blocked");
   g_assert_nonnull (strstr (d->reason, "min-dwell"));
   sim_clear (&s);
 }
@@ -506,7 +506,7 @@ test_absent_child (void)
   in.latency_ms = in.children[0].latency_ms = 80;
   d = shd_policy_step (p, &in);
   g_assert_cmpint (d->action, ==, SHD_ACTION_PREWARM);
-  g_assert_cmpstr (d->kind, ==, "prewarm");
+  g_assert_cmpstr (shd_decision_kind_name (d->kind), ==, "prewarm");
   g_assert_cmpint (d->target, ==, 1);
   g_assert_nonnull (strstr (d->reason, "tier-b is not in the node: adding it"));
 
@@ -515,7 +515,7 @@ test_absent_child (void)
   in.children[1] = (ShdPolicyChild) { "tier-b", "syncing", TRUE, 40, 0.3, 100 << 20, 512 << 20 };
   in.t = i++;
   d = shd_policy_step (p, &in);
-  g_assert_cmpstr (d->kind, ==, "wait-sync");
+  g_assert_cmpstr (shd_decision_kind_name (d->kind), ==, "wait-sync");
   g_assert_cmpint (d->action, ==, SHD_ACTION_NONE);
   g_assert_cmpfloat (fabs (d->prewarm_eta_s - 512.0 / 100), <, 0.01);
   /* synced: switch */

@@ -1,5 +1,7 @@
 /* shadowd and libvirt; see libvirt.h. */
-#include "libvirt.h"
+#include "lvdaemon.h"
+
+#include "commands.h"
 
 #include "disk.h"
 #include "log.h"
@@ -19,9 +21,9 @@ typedef struct _Conn Conn;
 typedef struct _Dom Dom;
 
 struct _ShdLibvirt {
-  ShdConfig *config;
-  ShdHistory *history;
-  GPtrArray *disks;             /* the daemon's */
+  GObject parent_instance;
+  ShdDaemon *dm;
+  ShdConfig *config;            /* the daemon's */
   GPtrArray *conns;             /* Conn */
   GThread *event_thread;
   gint running;
@@ -121,8 +123,8 @@ static void
 lvdisk_drop_agent (LvDisk *k)
 {
   if (k->disk) {
-    g_ptr_array_remove (k->dom->c->lv->disks, k->disk);   /* frees it */
-    k->disk = NULL;
+    shd_daemon_remove_disk (k->dom->c->lv->dm, k->disk);
+    g_clear_object (&k->disk);
   }
 }
 
@@ -136,7 +138,7 @@ lvdisk_free (gpointer p)
   g_free (k->name);
   g_free (k->layout);
   g_free (k->full);
-  shd_disk_config_free (k->cfg);
+  g_clear_pointer (&k->cfg, shd_disk_config_unref); (void) (k->cfg);
   g_free (k->state);
   g_free (k->error);
   g_free (k);
@@ -159,15 +161,15 @@ lvdisk_start_agent (LvDisk *k)
   ShdDisk *disk;
 
   lvdisk_drop_agent (k);
-  disk = shd_disk_new_with_qmp (lv->config, k->cfg, lv->history, k->dom->qmp, &error);
+  disk = shd_disk_new_with_qmp (lv->config, k->cfg, shd_daemon_get_history (lv->dm),
+                                k->dom->qmp, &error);
   if (disk == NULL) {
     shd_log (G_LOG_LEVEL_WARNING, k->name, "libvirt", "%s: %s", k->name, error->message);
     lvdisk_set (k, "error", error->message);
     return;
   }
   k->disk = disk;
-  g_ptr_array_add (lv->disks, disk);
-  shd_disk_start (disk);
+  shd_daemon_add_disk (lv->dm, disk);
 }
 
 /* ---- domains ---- */
@@ -660,7 +662,7 @@ read_done (GObject *src, GAsyncResult *res, gpointer data)
       add_op (j, s->target, NULL, dd, k->chunk_size);
     }
     lvdisk_drop_agent (k);
-    shd_disk_config_free (k->cfg);
+    g_clear_pointer (&k->cfg, shd_disk_config_unref); (void) (k->cfg);
     k->cfg = cfg;
     g_free (k->layout);
     k->layout = g_steal_pointer (&layout);
@@ -1087,11 +1089,18 @@ quiet_errors (void *data, virErrorPtr error)
 
 /* ---- public ---- */
 
-ShdLibvirt *
-shd_libvirt_new (ShdConfig *config, ShdHistory *history, char **uris, GPtrArray *disks,
-                 GError **error)
+G_DEFINE_TYPE (ShdLibvirt, shd_libvirt, G_TYPE_OBJECT)
+
+gboolean
+shd_libvirt_supported (void)
 {
-  ShdLibvirt *lv;
+  return TRUE;
+}
+
+ShdLibvirt *
+shd_libvirt_new (ShdDaemon *dm, char **uris, GError **error)
+{
+  g_autoptr (ShdLibvirt) lv = NULL;
 
   if (uris == NULL || uris[0] == NULL) {
     g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "no libvirt URI");
@@ -1103,22 +1112,20 @@ shd_libvirt_new (ShdConfig *config, ShdHistory *history, char **uris, GPtrArray 
                  virGetLastErrorMessage ());
     return NULL;
   }
-  lv = g_new0 (ShdLibvirt, 1);
-  lv->config = config;
-  lv->history = history;
-  lv->disks = disks;
+  lv = g_object_new (SHD_TYPE_LIBVIRT, NULL);
+  lv->dm = g_object_ref (dm);
+  lv->config = shd_daemon_get_config (dm);
   lv->conns = g_ptr_array_new_with_free_func (conn_free);
   for (guint i = 0; uris[i]; i++) {
-    Conn *c = g_new0 (Conn, 1);
+    Conn *c;
 
     for (guint j = 0; j < i; j++)
       if (strcmp (uris[i], uris[j]) == 0) {
         g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
                      "libvirt URI %s given twice", uris[i]);
-        g_free (c);
-        shd_libvirt_free (lv);
         return NULL;
       }
+    c = g_new0 (Conn, 1);
     c->lv = lv;
     c->index = i;
     c->uri = g_strdup (uris[i]);
@@ -1128,7 +1135,7 @@ shd_libvirt_new (ShdConfig *config, ShdHistory *history, char **uris, GPtrArray 
   }
   g_atomic_int_set (&lv->running, 1);
   lv->event_thread = g_thread_new ("libvirt-events", event_loop, lv);
-  return lv;
+  return g_steal_pointer (&lv);
 }
 
 void
@@ -1139,20 +1146,58 @@ shd_libvirt_start (ShdLibvirt *lv)
   lv->rescan_id = g_timeout_add_seconds (RESCAN_S, on_rescan, lv);
 }
 
-void
-shd_libvirt_free (ShdLibvirt *lv)
+static void
+libvirt_stop (ShdLibvirt *lv)
 {
-  if (lv == NULL)
+  if (lv->stopping)
     return;
   lv->stopping = TRUE;
   g_clear_handle_id (&lv->rescan_id, g_source_remove);
-  g_ptr_array_unref (lv->conns);
+  g_clear_pointer (&lv->conns, g_ptr_array_unref);
   if (lv->event_thread) {
     g_atomic_int_set (&lv->running, 0);
     virEventAddTimeout (0, wake, NULL, NULL);
     g_thread_join (lv->event_thread);
+    lv->event_thread = NULL;
   }
-  g_free (lv);
+}
+
+void
+shd_libvirt_shutdown_async (ShdLibvirt *lv, GAsyncReadyCallback callback, gpointer data)
+{
+  g_autoptr (GTask) task = g_task_new (lv, NULL, callback, data);
+
+  libvirt_stop (lv);
+  g_task_return_boolean (task, TRUE);
+}
+
+gboolean
+shd_libvirt_shutdown_finish (ShdLibvirt *lv, GAsyncResult *res, GError **error)
+{
+  g_return_val_if_fail (g_task_is_valid (res, lv), FALSE);
+  return g_task_propagate_boolean (G_TASK (res), error);
+}
+
+static void
+shd_libvirt_dispose (GObject *object)
+{
+  ShdLibvirt *lv = SHD_LIBVIRT (object);
+
+  libvirt_stop (lv);
+  g_clear_object (&lv->dm);
+  G_OBJECT_CLASS (shd_libvirt_parent_class)->dispose (object);
+}
+
+static void
+shd_libvirt_class_init (ShdLibvirtClass *klass)
+{
+  G_OBJECT_CLASS (klass)->dispose = shd_libvirt_dispose;
+}
+
+static void
+shd_libvirt_init (ShdLibvirt *lv)
+{
+  (void) lv;
 }
 
 static void
@@ -1192,8 +1237,8 @@ status_if_named (Conn *c, Dom *d, LvDisk *k, gpointer data)
   return TRUE;
 }
 
-JsonNode *
-shd_libvirt_status (ShdLibvirt *lv, const char *name)
+static JsonNode *
+libvirt_status (ShdLibvirt *lv, const char *name)
 {
   StatusQuery q = { json_array_new (), name };
   JsonNode *n = json_node_new (JSON_NODE_ARRAY);
@@ -1203,9 +1248,9 @@ shd_libvirt_status (ShdLibvirt *lv, const char *name)
   return n;
 }
 
-gboolean
-shd_libvirt_request (ShdLibvirt *lv, const char *uri, const char *domain, const char *target,
-                     gboolean attach, GError **error)
+static gboolean
+libvirt_request (ShdLibvirt *lv, const char *uri, const char *domain, const char *target,
+                 gboolean attach, GError **error)
 {
   for (guint i = 0; i < lv->conns->len; i++) {
     Conn *c = lv->conns->pdata[i];
@@ -1289,4 +1334,66 @@ shd_libvirt_request (ShdLibvirt *lv, const char *uri, const char *domain, const 
   g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "no running domain %s%s%s", domain,
                uri ? " on " : "", uri ? uri : "");
   return FALSE;
+}
+
+/* ---- control commands ---- */
+
+static ShdLibvirt *
+following (gpointer data, GError **error)
+{
+  if (data == NULL)
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                 "shadowd follows no libvirt connection (--connect, [libvirt] uri)");
+  return data;
+}
+
+static JsonNode *
+cmd_libvirt (gpointer data, JsonObject *req, GError **error)
+{
+  ShdLibvirt *lv = following (data, error);
+
+  return lv ? libvirt_status (lv, shd_request_string (req, "disk")) : NULL;
+}
+
+static JsonNode *
+attach_detach (gpointer data, JsonObject *req, gboolean attach, GError **error)
+{
+  ShdLibvirt *lv = following (data, error);
+  const char *domain = shd_request_string (req, "domain");
+  const char *target = shd_request_string (req, "target");
+
+  if (lv == NULL)
+    return NULL;
+  if (domain == NULL || target == NULL) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                 "\"domain\" and \"target\" are required");
+    return NULL;
+  }
+  if (!libvirt_request (lv, shd_request_string (req, "uri"), domain, target, attach, error))
+    return NULL;
+  return json_node_init_string (json_node_alloc (), "requested");
+}
+
+static JsonNode *
+cmd_attach (gpointer data, JsonObject *req, GError **error)
+{
+  return attach_detach (data, req, TRUE, error);
+}
+
+static JsonNode *
+cmd_detach (gpointer data, JsonObject *req, GError **error)
+{
+  return attach_detach (data, req, FALSE, error);
+}
+
+static const ShdCommand commands[] = {
+  { "libvirt", cmd_libvirt, NULL },
+  { "attach", cmd_attach, NULL },
+  { "detach", cmd_detach, NULL },
+};
+
+void
+shd_libvirt_add_commands (ShdLibvirt *lv, ShdControl *ctl)
+{
+  shd_control_add_commands (ctl, commands, G_N_ELEMENTS (commands), (GObject *) lv);
 }
