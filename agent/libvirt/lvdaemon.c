@@ -535,31 +535,6 @@ op_free_full (gpointer p)
   op_free (o);
 }
 
-static char *
-full_key (const ShdLvDisk *s)
-{
-  GString *k = g_string_new (NULL);
-  g_autofree char *layout = shd_lv_disk_layout_key (s);
-  GHashTable *tables[] = { s->disk_attrs, s->policy_attrs };
-
-  g_string_append (k, layout);
-  for (guint t = 0; t < 2; t++) {
-    g_autoptr (GList) keys = g_list_sort (g_hash_table_get_keys (tables[t]),
-                                          (GCompareFunc) strcmp);
-
-    for (GList *l = keys; l; l = l->next)
-      g_string_append_printf (k, ";%s=%s", (char *) l->data,
-                              (char *) g_hash_table_lookup (tables[t], l->data));
-  }
-  for (guint i = 0; i < s->tiers->len; i++) {
-    const ShdLvTier *t = s->tiers->pdata[i];
-
-    g_string_append_printf (k, ";%s:%s:%s:%s", t->name, t->cost ? t->cost : "",
-                            t->max_iops ? t->max_iops : "", t->latency_ms ? t->latency_ms : "");
-  }
-  return g_string_free (k, FALSE);
-}
-
 static void
 add_op (Job *j, const char *target, ShdLvDisk *spec, const ShdLvDomDisk *dd, guint64 chunk)
 {
@@ -618,7 +593,7 @@ read_done (GObject *src, GAsyncResult *res, gpointer data)
     LvDisk *k = lvdisk_get (d, s->target);
     g_autoptr (GError) error = NULL;
     g_autofree char *layout = shd_lv_disk_layout_key (s);
-    g_autofree char *full = full_key (s);
+    g_autofree char *full = shd_lv_disk_full_key (s);
     ShdDiskConfig *cfg;
 
     g_hash_table_add (wanted, s->target);

@@ -292,23 +292,68 @@ attr (GHashTable *h, const char *k)
   return g_hash_table_lookup (h, k);
 }
 
-char *
-shd_lv_disk_layout_key (const ShdLvDisk *d)
+/* The keys are GVariant text: every string quoted and escaped, every
+ * field in its place, so that two different descriptions never give the
+ * same key (pasting "name,path|" together made a path with ",0,0,0|" in
+ * it look like two tiers). */
+static char *
+print_key (GVariant *v)
 {
-  GString *s = g_string_new (d->target);
-  static const char *const keys[] = { "chunk-size", NULL };
+  g_autoptr (GVariant) sunk = g_variant_ref_sink (v);
 
+  return g_variant_print (sunk, FALSE);
+}
+
+static GVariant *
+layout_variant (const ShdLvDisk *d)
+{
+  GVariantBuilder tiers;
+
+  g_variant_builder_init (&tiers, G_VARIANT_TYPE ("a(smsbtt)"));
   for (guint i = 0; i < d->tiers->len; i++) {
     const ShdLvTier *t = d->tiers->pdata[i];
 
-    g_string_append_printf (s, "|%s,%s,%d,%" G_GUINT64_FORMAT ",%" G_GUINT64_FORMAT,
-                            t->name, t->path ? t->path : "", t->origin, t->iops_limit,
-                            t->bps_limit);
+    g_variant_builder_add (&tiers, "(smsbtt)", t->name, t->path, t->origin, t->iops_limit,
+                           t->bps_limit);
   }
-  for (guint i = 0; keys[i]; i++)
-    g_string_append_printf (s, "|%s=%s", keys[i],
-                            attr (d->disk_attrs, keys[i]) ? attr (d->disk_attrs, keys[i]) : "");
-  return g_string_free (s, FALSE);
+  return g_variant_new ("(sa(smsbtt)ms)", d->target, &tiers,
+                        attr (d->disk_attrs, "chunk-size"));
+}
+
+char *
+shd_lv_disk_layout_key (const ShdLvDisk *d)
+{
+  return print_key (layout_variant (d));
+}
+
+/* A table's pairs, sorted by name */
+static GVariant *
+sorted_attrs (GHashTable *h)
+{
+  g_autoptr (GList) keys = g_list_sort (g_hash_table_get_keys (h), (GCompareFunc) strcmp);
+  GVariantBuilder b;
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE ("a{ss}"));
+  for (GList *l = keys; l; l = l->next)
+    g_variant_builder_add (&b, "{ss}", (const char *) l->data,
+                           (const char *) g_hash_table_lookup (h, l->data));
+  return g_variant_builder_end (&b);
+}
+
+char *
+shd_lv_disk_full_key (const ShdLvDisk *d)
+{
+  GVariantBuilder tiers;
+
+  g_variant_builder_init (&tiers, G_VARIANT_TYPE ("a(smsmsms)"));
+  for (guint i = 0; i < d->tiers->len; i++) {
+    const ShdLvTier *t = d->tiers->pdata[i];
+
+    g_variant_builder_add (&tiers, "(smsmsms)", t->name, t->cost, t->max_iops, t->latency_ms);
+  }
+  return print_key (g_variant_new ("(@(sa(smsbtt)ms)@a{ss}@a{ss}a(smsmsms))",
+                                   layout_variant (d), sorted_attrs (d->disk_attrs),
+                                   sorted_attrs (d->policy_attrs), &tiers));
 }
 
 /* The origin first: the child that serves I/O at insertion. */

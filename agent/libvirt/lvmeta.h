@@ -1,7 +1,7 @@
 /* The per-disk configuration that a libvirt domain carries in its XML
  * <metadata> (docs/libvirt.md), and the few facts about the domain's
  * disks that the agent needs from the live domain XML.  Pure parsing: no
- * libvirt calls, so it is unit-tested (tests/agent/test-lvmeta.c).
+ * libvirt calls, so it is unit-tested (tests/test-lvmeta.c).
  *
  *   <shadow:shadowtier xmlns:shadow="https://shadowtier.example/xmlns/shadow/1">
  *     <shadow:disk target="vda" slo-latency-ms="5" [chunk-size prewarm ...]>
@@ -52,8 +52,12 @@ char *shd_lv_node_tier (const char *target, guint index, gboolean throttle);
 char *shd_lv_throttle_group (const char *target, guint index);
 
 /* Everything about the disk that needs a re-insertion when it changes;
- * policy knobs and the service level are not part of it. */
+ * policy knobs and the service level are not part of it.  Two disks have
+ * the same key exactly when these are the same. */
 char *shd_lv_disk_layout_key (const ShdLvDisk *d);
+/* Everything about the disk: a change of any attribute, policy knob or
+ * tier price gives another key. */
+char *shd_lv_disk_full_key (const ShdLvDisk *d);
 
 /* The disk as a [disk:NAME] group, validated by config.c against c's tiers;
  * tiers only the metadata knows (with cost-gib-month) are added to c. */

@@ -110,6 +110,51 @@ test_layout_key (void)
   kc = shd_lv_disk_layout_key (c->pdata[0]);
   g_assert_cmpstr (ka, ==, kb);
   g_assert_cmpstr (ka, !=, kc);
+  {
+    g_autofree char *fa = shd_lv_disk_full_key (a->pdata[0]);
+    g_autofree char *fb = shd_lv_disk_full_key (b->pdata[0]);
+    g_autofree char *fa2 = shd_lv_disk_full_key (a->pdata[0]);
+
+    g_assert_cmpstr (fa, !=, fb);
+    g_assert_cmpstr (fa, ==, fa2);
+  }
+}
+
+/* Two descriptions that differ only in where a separator is: a path
+ * holding ",0,0,0|slow," against two tiers; a policy value holding
+ * ";min-dwell=3" against two knobs.  Their keys differ. */
+static void
+test_keys_escaped (void)
+{
+  static const char *const one_tier =
+    "<shadowtier><disk target=\"vda\" slo-latency-ms=\"5\">"
+    "<tier name=\"cheap\" origin=\"yes\"/>"
+    "<tier name=\"fast\" path=\"/a,0,0,0|slow,/b\"/>"
+    "<policy horizon=\"5;min-dwell=3\"/></disk></shadowtier>";
+  static const char *const two_tiers =
+    "<shadowtier><disk target=\"vda\" slo-latency-ms=\"5\">"
+    "<tier name=\"cheap\" origin=\"yes\"/>"
+    "<tier name=\"fast\" path=\"/a\"/><tier name=\"slow\" path=\"/b\"/>"
+    "<policy horizon=\"5\" min-dwell=\"3\"/></disk></shadowtier>";
+  static const char *const two_knobs =
+    "<shadowtier><disk target=\"vda\" slo-latency-ms=\"5\">"
+    "<tier name=\"cheap\" origin=\"yes\"/>"
+    "<tier name=\"fast\" path=\"/a,0,0,0|slow,/b\"/>"
+    "<policy horizon=\"5\" min-dwell=\"3\"/></disk></shadowtier>";
+  g_autoptr (GPtrArray) a = shd_lv_meta_parse (one_tier, NULL);
+  g_autoptr (GPtrArray) b = shd_lv_meta_parse (two_tiers, NULL);
+  g_autoptr (GPtrArray) c = shd_lv_meta_parse (two_knobs, NULL);
+  g_autofree char *la = NULL, *lb = NULL, *fa = NULL, *fc = NULL;
+
+  g_assert_nonnull (a);
+  g_assert_nonnull (b);
+  g_assert_nonnull (c);
+  la = shd_lv_disk_layout_key (a->pdata[0]);
+  lb = shd_lv_disk_layout_key (b->pdata[0]);
+  g_assert_cmpstr (la, !=, lb);
+  fa = shd_lv_disk_full_key (a->pdata[0]);
+  fc = shd_lv_disk_full_key (c->pdata[0]);
+  g_assert_cmpstr (fa, !=, fc);
 }
 
 static void
@@ -242,6 +287,7 @@ main (int argc, char **argv)
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/lvmeta/example", test_example);
   g_test_add_func ("/lvmeta/layout-key", test_layout_key);
+  g_test_add_func ("/lvmeta/keys-escaped", test_keys_escaped);
   g_test_add_func ("/lvmeta/bad", test_bad);
   g_test_add_func ("/lvmeta/config-errors", test_config_errors);
   g_test_add_func ("/lvmeta/domain-xml", test_domain_xml);
