@@ -679,42 +679,96 @@ shd_qmp_parse_reply (const char *command, const char *reply, GError **error)
   return NULL;
 }
 
+/* One command over a custom transport.  Everything here runs on the
+ * client's context: the transport's completion and the cancellation (a
+ * GCancellableSource) both come as callbacks there, and whichever comes
+ * first completes the caller's task. */
 typedef struct {
   char *command;
-  char *line;
+  GTask *task;                  /* the caller's */
+  GSource *cancelled;           /* NULL without a cancellable */
+  gboolean completed;
 } CustomCall;
 
 static void
-custom_call_free (gpointer p)
+custom_call_free (CustomCall *c)
 {
-  CustomCall *c = p;
-
+  if (c->cancelled) {
+    g_source_destroy (c->cancelled);
+    g_source_unref (c->cancelled);
+  }
+  g_object_unref (c->task);
   g_free (c->command);
-  g_free (c->line);
   g_free (c);
 }
 
-static void
-custom_thread (GTask *task, gpointer source, gpointer data, GCancellable *cancellable)
+static gboolean
+custom_cancelled (GCancellable *cancellable, gpointer data)
 {
-  ShdQmp *self = source;
   CustomCall *c = data;
-  g_autoptr (GError) error = NULL;
-  g_autofree char *reply = NULL;
-  JsonNode *ret;
 
   (void) cancellable;
-  reply = self->transport (c->line, self->transport_data, &error);
-  if (reply == NULL) {
-    g_task_return_new_error (task, SHD_QMP_ERROR, SHD_QMP_ERROR_DISCONNECTED,
-                             "%s: '%s' failed: %s", self->path, c->command, error->message);
+  if (!c->completed) {
+    c->completed = TRUE;
+    g_task_return_error_if_cancelled (c->task);
+  }
+  return G_SOURCE_REMOVE;
+}
+
+static void
+custom_done (GObject *src, GAsyncResult *res, gpointer data)
+{
+  ShdQmp *self = SHD_QMP (src);
+  CustomCall *c = data;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *reply = g_task_propagate_pointer (G_TASK (res), &error);
+
+  if (c->completed) {
+    custom_call_free (c);       /* cancelled meanwhile: the reply is dropped */
     return;
   }
-  ret = shd_qmp_parse_reply (c->command, reply, &error);
-  if (ret == NULL)
-    g_task_return_error (task, g_steal_pointer (&error));
-  else
-    g_task_return_pointer (task, ret, (GDestroyNotify) json_node_unref);
+  c->completed = TRUE;
+  if (reply == NULL) {
+    g_task_return_new_error (c->task, SHD_QMP_ERROR, SHD_QMP_ERROR_DISCONNECTED,
+                             "%s: '%s' failed: %s", self->path, c->command, error->message);
+  } else {
+    JsonNode *ret = shd_qmp_parse_reply (c->command, reply, &error);
+
+    if (ret == NULL)
+      g_task_return_error (c->task, g_steal_pointer (&error));
+    else
+      g_task_return_pointer (c->task, ret, (GDestroyNotify) json_node_unref);
+  }
+  custom_call_free (c);
+}
+
+static void
+custom_execute (ShdQmp *self, GTask *task, const char *command, JsonObject *arguments)
+{
+  /* libvirt assigns its own ids: the command goes without one */
+  g_autoptr (JsonNode) cmd = build_command (command, arguments, NULL);
+  g_autoptr (JsonGenerator) gen = json_generator_new ();
+  g_autofree char *line = NULL;
+  g_autoptr (GTask) sent = NULL;
+  GCancellable *cancellable = g_task_get_cancellable (task);
+  CustomCall *c;
+
+  if (g_task_return_error_if_cancelled (task))
+    return;
+  c = g_new0 (CustomCall, 1);
+  c->command = g_strdup (command);
+  c->task = g_object_ref (task);
+  if (cancellable) {
+    c->cancelled = g_cancellable_source_new (cancellable);
+    g_source_set_callback (c->cancelled, G_SOURCE_FUNC (custom_cancelled), c, NULL);
+    g_source_attach (c->cancelled, g_task_get_context (task));
+  }
+  json_generator_set_root (gen, cmd);
+  line = json_generator_to_data (gen, NULL);
+  /* the transport's own task: no cancellable, it cannot be interrupted */
+  sent = g_task_new (self, NULL, custom_done, c);
+  g_task_set_source_tag (sent, custom_execute);
+  self->transport (line, g_steal_pointer (&sent), self->transport_data);
 }
 
 void
@@ -779,17 +833,7 @@ shd_qmp_execute_async (ShdQmp *self, const char *command, JsonObject *arguments,
   task = g_task_new (self, cancellable, callback, user_data);
   g_task_set_source_tag (task, shd_qmp_execute_async);
   if (self->transport && self->state == ST_READY) {
-    /* libvirt assigns its own ids: send the command without one */
-    g_autoptr (JsonNode) cmd = build_command (command, arguments, NULL);
-    g_autoptr (JsonGenerator) gen = json_generator_new ();
-    CustomCall *c = g_new0 (CustomCall, 1);
-
-    json_generator_set_root (gen, cmd);
-    c->command = g_strdup (command);
-    c->line = json_generator_to_data (gen, NULL);
-    g_task_set_task_data (task, c, custom_call_free);
-    g_task_set_return_on_cancel (task, TRUE);
-    g_task_run_in_thread (task, custom_thread);
+    custom_execute (self, task, command, arguments);
     return;
   }
   if (self->state != ST_READY) {

@@ -56,15 +56,20 @@ JsonObject *shd_qmp_get_greeting (ShdQmp *self);
 /* Connections negotiated so far. */
 guint shd_qmp_get_connection_count (ShdQmp *self);
 
-/* A transport other than a QMP socket: sends one command (a JSON object
- * without "id") and returns the whole reply object as text, or NULL with
- * error when it could not be delivered.  Called in a worker thread, so it
- * may block; the transport applies its own timeout. */
-typedef char *(*ShdQmpTransport) (const char *command, gpointer data, GError **error);
+/* A transport other than a QMP socket (libvirt's QEMU passthrough): it
+ * sends one command line (a JSON object without "id") and completes task
+ * with the whole reply object as text (g_task_return_pointer, g_free) or
+ * with an error when it could not deliver it.  It runs the command where
+ * it likes (the libvirt layer: a pool of its own threads) and may
+ * complete the task from any thread.  The client does not time such
+ * commands out; a command whose cancellable is cancelled completes at
+ * once with G_IO_ERROR_CANCELLED, and its late reply is dropped. */
+typedef void (*ShdQmpTransport) (const char *command, GTask *task /* transfer full */,
+                                 gpointer data);
 
-/* A client over such a transport (libvirt's QEMU passthrough).  It is
- * ready only when its owner says so; events come from the owner too.
- * free_data frees data when the client goes. */
+/* A client over such a transport.  It is ready only when its owner says
+ * so; events come from the owner too.  free_data frees data when the
+ * client goes. */
 ShdQmp *shd_qmp_new_custom (const char *label, ShdQmpTransport transport, gpointer data,
                             GDestroyNotify free_data);
 void shd_qmp_custom_set_ready (ShdQmp *self, gboolean ready, const char *reason);

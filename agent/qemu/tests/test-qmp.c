@@ -766,6 +766,111 @@ test_stop_cancels (Fixture *f, gconstpointer data)
   WAIT_UNTIL (f->peer.eofs == 1, 5000);
 }
 
+/* ---- a custom transport, answering from a thread of its own ---- */
+
+typedef struct {
+  GAsyncQueue *queue;           /* GTask, with the command line as data */
+  GThread *thread;
+  guint sent;
+} Transport;
+
+static gpointer
+transport_thread (gpointer data)
+{
+  Transport *t = data;
+  GTask *task;
+
+  while ((task = g_async_queue_pop (t->queue)) != GINT_TO_POINTER (1)) {
+    const char *line = g_task_get_task_data (task);
+
+    if (strstr (line, "\"hang\""))
+      g_usleep (300 * 1000);
+    if (strstr (line, "\"broken\""))
+      g_task_return_new_error (task, G_IO_ERROR, G_IO_ERROR_BROKEN_PIPE, "no monitor");
+    else if (strstr (line, "\"id\""))
+      g_task_return_pointer (task, g_strdup ("{\"error\": {\"class\": \"X\", \"desc\": \"an id\"}}"),
+                             g_free);
+    else
+      g_task_return_pointer (task, g_strdup ("{\"return\": {\"ok\": 1}}"), g_free);
+    g_object_unref (task);
+  }
+  return NULL;
+}
+
+static void
+transport_send (const char *line, GTask *task, gpointer data)
+{
+  Transport *t = data;
+
+  t->sent++;
+  g_task_set_task_data (task, g_strdup (line), g_free);
+  g_async_queue_push (t->queue, task);
+}
+
+typedef struct {
+  JsonNode *ret;
+  GError *error;
+  gboolean done;
+} CustomResult;
+
+static void
+custom_done_cb (GObject *src, GAsyncResult *res, gpointer data)
+{
+  CustomResult *r = data;
+
+  r->ret = shd_qmp_execute_finish (SHD_QMP (src), res, &r->error);
+  r->done = TRUE;
+}
+
+static void
+test_custom_transport (void)
+{
+  Transport t = { g_async_queue_new (), NULL, 0 };
+  g_autoptr (ShdQmp) qmp = NULL;
+  g_autoptr (GCancellable) cancel = g_cancellable_new ();
+  CustomResult a = { 0 }, b = { 0 }, c = { 0 };
+
+  t.thread = g_thread_new ("transport", transport_thread, &t);
+  qmp = shd_qmp_new_custom ("custom", transport_send, &t, NULL);
+  /* not ready: refused without sending */
+  shd_qmp_execute_async (qmp, "query-status", NULL, 0, NULL, custom_done_cb, &a);
+  while (!a.done)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_error (a.error, SHD_QMP_ERROR, SHD_QMP_ERROR_NOT_CONNECTED);
+  g_clear_error (&a.error);
+  memset (&a, 0, sizeof a);
+  g_assert_cmpuint (t.sent, ==, 0);
+
+  shd_qmp_custom_set_ready (qmp, TRUE, NULL);
+  shd_qmp_execute_async (qmp, "query-status", NULL, 0, NULL, custom_done_cb, &a);
+  shd_qmp_execute_async (qmp, "broken", NULL, 0, NULL, custom_done_cb, &b);
+  while (!a.done || !b.done)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_no_error (a.error);
+  g_assert_cmpint (json_object_get_int_member (json_node_get_object (a.ret), "ok"), ==, 1);
+  g_assert_error (b.error, SHD_QMP_ERROR, SHD_QMP_ERROR_DISCONNECTED);
+  g_assert_nonnull (strstr (b.error->message, "no monitor"));
+
+  /* cancelled while the transport is busy: done at once, the late reply
+   * dropped */
+  shd_qmp_execute_async (qmp, "hang", NULL, 0, cancel, custom_done_cb, &c);
+  g_cancellable_cancel (cancel);
+  while (!c.done)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_error (c.error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+
+  g_async_queue_push (t.queue, GINT_TO_POINTER (1));
+  g_thread_join (t.thread);
+  /* the late reply of "hang" comes back to this context, and is dropped */
+  while (g_main_context_iteration (NULL, FALSE))
+    ;
+  g_assert_cmpuint (t.sent, ==, 3);
+  g_clear_pointer (&a.ret, json_node_unref);
+  g_clear_error (&b.error);
+  g_clear_error (&c.error);
+  g_async_queue_unref (t.queue);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -790,5 +895,6 @@ main (int argc, char **argv)
   ADD ("/qmp/bad-greeting", test_bad_greeting);
   ADD ("/qmp/no-greeting", test_no_greeting);
   ADD ("/qmp/stop-cancels", test_stop_cancels);
+  g_test_add_func ("/qmp/custom-transport", test_custom_transport);
   return g_test_run ();
 }
