@@ -108,9 +108,12 @@ ev_main (gpointer data)
   Conn *c = e->conn;
   Dom *d;
 
-  if (c->lv == NULL || c->lv->stopping ||
-      e->generation != g_atomic_int_get (&c->generation))
-    return G_SOURCE_REMOVE;     /* shadowd stops, or an older connection's */
+  if (c->lv == NULL || c->lv->stopping) {
+    c->dropped++;               /* shadowd stops */
+    return G_SOURCE_REMOVE;
+  }
+  if (e->generation != g_atomic_int_get (&c->generation))
+    return G_SOURCE_REMOVE;     /* an older connection's */
   d = e->uuid ? g_hash_table_lookup (c->doms, e->uuid) : NULL;
   switch (e->kind) {
   case EV_CLOSED:
@@ -133,8 +136,11 @@ ev_main (gpointer data)
     }
     break;
   case EV_METADATA:
-    if (g_strcmp0 (e->text, SHD_LV_NS_URI) != 0)
+    if (g_strcmp0 (e->text, SHD_LV_NS_URI) != 0) {
+      shd_log (G_LOG_LEVEL_DEBUG, NULL, "metadata", "domain %s: metadata %s changed, "
+               "not shadowtier's", e->name, e->text ? e->text : "(description)");
       break;
+    }
     /* a domain not seen yet may not run: its first look says */
     if (d == NULL)
       d = dom_get (c, e->uuid, e->name);

@@ -3,6 +3,7 @@
 #include "lvprivate.h"
 
 #include "log.h"
+#include "lvevents.h"
 
 #include <string.h>
 
@@ -93,40 +94,6 @@ lv_set_error (GError **error, const char *what)
     g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_FAILED, msg);
 }
 
-/* ---- libvirt's event thread ---- */
-
-static void
-wake (int timer, void *opaque)
-{
-  (void) opaque;
-  virEventRemoveTimeout (timer);
-}
-
-static gpointer
-event_loop (gpointer data)
-{
-  ShdLibvirt *lv = data;
-
-  while (g_atomic_int_get (&lv->running))
-    if (virEventRunDefaultImpl () < 0) {
-      g_warning ("libvirt's event loop failed: %s", virGetLastErrorMessage ());
-      break;
-    }
-  return NULL;
-}
-
-/* From a worker, or the main loop when nothing was ever connected */
-static void
-event_thread_stop (ShdLibvirt *lv)
-{
-  if (lv->event_thread == NULL)
-    return;
-  g_atomic_int_set (&lv->running, 0);
-  virEventAddTimeout (0, wake, NULL, NULL);
-  g_thread_join (lv->event_thread);
-  lv->event_thread = NULL;
-}
-
 static void
 quiet_errors (void *data, virErrorPtr error)
 {
@@ -140,8 +107,7 @@ init_libvirt (gpointer data)
 {
   (void) data;
   virSetErrorFunc (NULL, quiet_errors);
-  /* the default event loop is the process's: registered once */
-  if (virInitialize () < 0 || virEventRegisterDefaultImpl () < 0)
+  if (virInitialize () < 0)
     return g_strdup (virGetLastErrorMessage ());
   return NULL;
 }
@@ -240,10 +206,12 @@ shd_libvirt_new (ShdDaemon *dm, char **uris, GError **error)
   lv->monitor = shd_lv_worker_new ("monitor", MONITOR_THREADS, error);
   if (lv->monitor == NULL)
     return NULL;
+  /* libvirt's event loop, in a thread of its own (lvevents.h) */
+  if (!shd_lv_events_start (error))
+    return NULL;
+  lv->events = TRUE;
   for (guint i = 0; uris[i]; i++)
     g_ptr_array_add (lv->conns, conn_new (lv, uris[i], i));
-  g_atomic_int_set (&lv->running, 1);
-  lv->event_thread = g_thread_new ("libvirt-events", event_loop, lv);
   shd_daemon_add_metrics_source (dm, collect_metrics, G_OBJECT (lv));
   return g_steal_pointer (&lv);
 }
@@ -285,9 +253,14 @@ static void
 shutdown_return (ShdLibvirt *lv)
 {
   g_autoptr (GTask) task = g_steal_pointer (&lv->shutdown);
+  guint dropped = 0;
 
   if (task == NULL)
     return;
+  for (guint i = 0; i < lv->conns->len; i++)
+    dropped += ((Conn *) lv->conns->pdata[i])->dropped;
+  shd_log (G_LOG_LEVEL_INFO, NULL, "libvirt", "libvirt: stopped; %u events came "
+           "during the stop and were dropped", dropped);
   g_clear_handle_id (&lv->grace_id, g_source_remove);
   /* at a low priority, the completion comes after the events still queued
    * at the default one: they find conn->lv NULL and only free themselves */
@@ -295,7 +268,8 @@ shutdown_return (ShdLibvirt *lv)
   g_task_return_boolean (task, TRUE);
 }
 
-/* The last job, in a worker: close the connections, stop the event thread */
+/* The last job, in a worker: close the connections, stop libvirt's event
+ * loop */
 static void
 close_thread (GTask *task, gpointer source, gpointer data, GCancellable *cancellable)
 {
@@ -305,7 +279,7 @@ close_thread (GTask *task, gpointer source, gpointer data, GCancellable *cancell
   (void) cancellable;
   for (guint i = 0; i < lv->conns->len; i++)
     conn_close_now (lv->conns->pdata[i]);
-  event_thread_stop (lv);
+  shd_lv_events_stop ();
   g_task_return_boolean (task, TRUE);
 }
 
@@ -391,8 +365,9 @@ shd_libvirt_dispose (GObject *object)
     shd_lv_worker_close (lv->calls);
   if (lv->monitor)
     shd_lv_worker_close (lv->monitor);
-  if (!lv->started)
-    event_thread_stop (lv);
+  if (!lv->started && lv->events)
+    shd_lv_events_stop ();
+  lv->events = FALSE;
   g_clear_object (&lv->dm);
   G_OBJECT_CLASS (shd_libvirt_parent_class)->dispose (object);
 }

@@ -13,9 +13,9 @@
  *   lv->monitor    a ShdLvWorker: the QMP passthrough of the domains'
  *                  agents (virDomainQemuMonitorCommand), so that a long
  *                  insertion does not hold up sampling and the reverse.
- *   libvirt-events libvirt's default event loop (virEventRunDefaultImpl);
- *                  its callbacks copy what they get into an Ev and post it
- *                  to the main loop.
+ *   libvirt-events libvirt's event loop, on a context of its own
+ *                  (lvevents.h); its callbacks copy what they get into an
+ *                  Ev and post it to the main loop.
  *
  * Lifetimes: a Conn is atomically reference-counted (the event thread and
  * the workers hold it); the list in lv, every libvirt callback registration
@@ -54,8 +54,7 @@ struct _ShdLibvirt {
   ShdLvWorker *calls;
   ShdLvWorker *monitor;
   GCancellable *cancel;         /* every job's; cancelled by shutdown */
-  GThread *event_thread;
-  gint running;                 /* atomic: the event thread loops while set */
+  gboolean events;              /* libvirt's event loop was started (lvevents.h) */
   guint rescan_id;
   guint jobs;                   /* jobs in flight (main) */
   gboolean started;
@@ -81,6 +80,7 @@ struct _Conn {
   GHashTable *doms;             /* uuid -> Dom */
   gboolean connected;
   gboolean opening;             /* a connect job is in flight */
+  guint dropped;                /* events that came while shadowd stopped */
   guint retry_id;
   char *last_error;
 };
