@@ -39,7 +39,7 @@ status_one (Conn *c, Dom *d, LvDisk *k, gpointer data)
   json_object_set_string_member (o, "uri", c->uri);
   json_object_set_string_member (o, "domain", d->name);
   json_object_set_string_member (o, "target", k->target);
-  json_object_set_string_member (o, "state", k->state);
+  json_object_set_string_member (o, "state", lv_state_name (k->state));
   if (k->error)
     json_object_set_string_member (o, "error", k->error);
   else

@@ -125,7 +125,7 @@ static const ShdMetricFamily families[] = {
 
 typedef struct {
   Conn *c;
-  GHashTable *states;           /* state -> count */
+  guint count[LV_N_STATES];
 } DiskCount;
 
 static gboolean
@@ -135,9 +135,7 @@ count_disk (Conn *c, Dom *d, LvDisk *k, gpointer data)
 
   (void) d;
   if (c == dc->c)
-    g_hash_table_insert (dc->states, k->state,
-                         GUINT_TO_POINTER (GPOINTER_TO_UINT (g_hash_table_lookup (dc->states,
-                                                                                  k->state)) + 1));
+    dc->count[k->state]++;
   return TRUE;
 }
 
@@ -150,19 +148,15 @@ collect_metrics (GObject *owner, ShdMetrics *m)
   shd_metrics_declare (m, families, G_N_ELEMENTS (families));
   for (guint i = 0; lv->conns && i < lv->conns->len; i++) {
     Conn *c = lv->conns->pdata[i];
-    DiskCount dc = { c, g_hash_table_new (g_str_hash, g_str_equal) };
-    g_autoptr (GList) states = NULL;
+    DiskCount dc = { c, { 0 } };
 
     shd_metrics_add (m, "shadowd_libvirt_connected", c->connected, "uri", c->uri, NULL);
     shd_metrics_add (m, "shadowd_libvirt_domains", c->doms ? g_hash_table_size (c->doms) : 0,
                      "uri", c->uri, NULL);
     lv_foreach_disk (lv, count_disk, &dc);
-    states = g_list_sort (g_hash_table_get_keys (dc.states), (GCompareFunc) strcmp);
-    for (GList *l = states; l; l = l->next)
-      shd_metrics_add (m, "shadowd_libvirt_disks",
-                       GPOINTER_TO_UINT (g_hash_table_lookup (dc.states, l->data)),
-                       "uri", c->uri, "state", (const char *) l->data, NULL);
-    g_hash_table_unref (dc.states);
+    for (guint s = 0; s < LV_N_STATES; s++)
+      shd_metrics_add (m, "shadowd_libvirt_disks", dc.count[s], "uri", c->uri,
+                       "state", lv_state_name (s), NULL);
   }
   for (guint i = 0; i < G_N_ELEMENTS (workers); i++)
     if (workers[i])

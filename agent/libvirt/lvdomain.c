@@ -167,16 +167,30 @@ lvdisk_free (gpointer p)
   g_free (k->layout);
   g_free (k->full);
   g_clear_pointer (&k->cfg, shd_disk_config_unref);
-  g_free (k->state);
   g_free (k->error);
   g_free (k);
 }
 
-static void
-lvdisk_set (LvDisk *k, const char *state, const char *error)
+static const char *const state_names[LV_N_STATES] = {
+  [LV_NEW] = "new",
+  [LV_ATTACHING] = "attaching",
+  [LV_ATTACHED] = "attached",
+  [LV_DETACHING] = "detaching",
+  [LV_DETACHED] = "detached",
+  [LV_ERROR] = "error",
+};
+
+const char *
+lv_state_name (LvState state)
 {
-  g_free (k->state);
-  k->state = g_strdup (state);
+  g_return_val_if_fail ((guint) state < LV_N_STATES, "?");
+  return state_names[state];
+}
+
+static void
+lvdisk_set (LvDisk *k, LvState state, const char *error)
+{
+  k->state = state;
   g_free (k->error);
   k->error = g_strdup (error);
 }
@@ -192,7 +206,7 @@ lvdisk_start_agent (LvDisk *k)
                                    k->dom->qmp, &error);
   if (k->disk == NULL) {
     shd_log (G_LOG_LEVEL_WARNING, k->name, "libvirt", "%s: %s", k->name, error->message);
-    lvdisk_set (k, "error", error->message);
+    lvdisk_set (k, LV_ERROR, error->message);
     return;
   }
   shd_daemon_add_disk (lv->dm, k->disk);
@@ -208,7 +222,7 @@ lvdisk_get (Dom *d, const char *target)
     k->dom = d;
     k->target = g_strdup (target);
     k->name = shd_lv_disk_name (d->name, target);
-    k->state = g_strdup ("new");
+    k->state = LV_NEW;
     g_hash_table_insert (d->disks, k->target, k);
   }
   return k;
@@ -528,7 +542,7 @@ applied (ShdLibvirt *lv, gpointer data, const GError *error)
       LvDisk *k = g_hash_table_lookup (d->disks, ((Op *) j->ops->pdata[i])->target);
 
       if (k)
-        lvdisk_set (k, "error", error->message);
+        lvdisk_set (k, LV_ERROR, error->message);
     }
     job_done (j, d);
     return;
@@ -547,7 +561,7 @@ applied (ShdLibvirt *lv, gpointer data, const GError *error)
         shd_log (G_LOG_LEVEL_WARNING, k ? k->name : NULL, "detach-failed",
                  "domain %s disk %s: cannot detach: %s", d->name, o->target, o->error);
         if (k)
-          lvdisk_set (k, "error", o->error);
+          lvdisk_set (k, LV_ERROR, o->error);
         continue;
       }
       if (o->was_attached)
@@ -555,8 +569,8 @@ applied (ShdLibvirt *lv, gpointer data, const GError *error)
                  "domain %s disk %s: shadow removed in %.0f ms; the disk is libvirt's again",
                  d->name, o->target, o->ms);
       if (k && g_hash_table_contains (d->held, o->target))
-        lvdisk_set (k, "detached", NULL);
-      else if (k && g_strcmp0 (k->state, "detaching") == 0)
+        lvdisk_set (k, LV_DETACHED, NULL);
+      else if (k && k->state == LV_DETACHING)
         g_hash_table_remove (d->disks, o->target);
       continue;
     }
@@ -566,7 +580,7 @@ applied (ShdLibvirt *lv, gpointer data, const GError *error)
       shd_log (G_LOG_LEVEL_WARNING, k->name, "attach-failed",
                "domain %s disk %s: cannot insert the shadow: %s", d->name, o->target,
                o->error);
-      lvdisk_set (k, "error", o->error);
+      lvdisk_set (k, LV_ERROR, o->error);
       continue;
     }
     if (o->result == SHD_LV_ADOPTED && k->disk)
@@ -576,7 +590,7 @@ applied (ShdLibvirt *lv, gpointer data, const GError *error)
     shd_log (G_LOG_LEVEL_MESSAGE, k->name, k->adopted ? "adopted" : "attached",
              "domain %s disk %s: %s (%.0f ms)", d->name, o->target,
              k->adopted ? "shadow already in place, adopted" : "shadow inserted", o->ms);
-    lvdisk_set (k, "attached", NULL);
+    lvdisk_set (k, LV_ATTACHED, NULL);
     lvdisk_start_agent (k);
   }
   job_done (j, d);
@@ -622,7 +636,7 @@ plan (ShdLibvirt *lv, Job *j, Dom *d)
 
       if (g_strcmp0 (k->error, msg) != 0)
         shd_log (G_LOG_LEVEL_WARNING, k->name, "bad-metadata", "domain %s: %s", d->name, msg);
-      lvdisk_set (k, "error", msg);
+      lvdisk_set (k, LV_ERROR, msg);
       continue;
     }
     if (name_taken (lv, d, k->name)) {
@@ -632,10 +646,10 @@ plan (ShdLibvirt *lv, Job *j, Dom *d)
 
       if (g_strcmp0 (k->error, msg) != 0)
         shd_log (G_LOG_LEVEL_WARNING, k->name, "name-taken", "%s", msg);
-      lvdisk_set (k, "error", msg);
+      lvdisk_set (k, LV_ERROR, msg);
       continue;
     }
-    if (k->disk && g_strcmp0 (k->full, full) == 0 && g_strcmp0 (k->state, "attached") == 0) {
+    if (k->disk && g_strcmp0 (k->full, full) == 0 && k->state == LV_ATTACHED) {
       /* unchanged: only make sure it is still in place (block jobs) */
       add_op (j, s->target, s, dd, 0);
       continue;
@@ -644,7 +658,7 @@ plan (ShdLibvirt *lv, Job *j, Dom *d)
     if (cfg == NULL) {
       if (g_strcmp0 (k->error, error->message) != 0)
         shd_log (G_LOG_LEVEL_WARNING, k->name, "bad-metadata", "%s", error->message);
-      lvdisk_set (k, "error", error->message);
+      lvdisk_set (k, LV_ERROR, error->message);
       continue;
     }
     if (k->layout && strcmp (k->layout, layout) != 0 && k->disk) {
@@ -661,7 +675,7 @@ plan (ShdLibvirt *lv, Job *j, Dom *d)
     k->full = g_steal_pointer (&full);
     k->chunk_size = g_hash_table_lookup (s->disk_attrs, "chunk-size") ?
                     g_ascii_strtoull (g_hash_table_lookup (s->disk_attrs, "chunk-size"), NULL, 10) : 0;
-    lvdisk_set (k, "attaching", NULL);
+    lvdisk_set (k, LV_ATTACHING, NULL);
     add_op (j, s->target, s, dd, 0);
   }
   /* What should not be: metadata gone, disk held or unplugged, domain stopping */
@@ -672,14 +686,14 @@ plan (ShdLibvirt *lv, Job *j, Dom *d)
 
     if (g_hash_table_contains (wanted, k->target) && dd)
       continue;
-    if (g_strcmp0 (k->state, "detached") == 0)
+    if (k->state == LV_DETACHED)
       continue;
     lvdisk_drop_agent (k);
-    if (g_strcmp0 (k->state, "error") == 0 && k->layout == NULL) {
+    if (k->state == LV_ERROR && k->layout == NULL) {
       g_hash_table_iter_remove (&it);
       continue;
     }
-    lvdisk_set (k, "detaching", NULL);
+    lvdisk_set (k, LV_DETACHING, NULL);
     add_op (j, k->target, NULL, dd, k->chunk_size);
   }
 }
@@ -772,8 +786,8 @@ dom_request (Dom *d, const char *target, gboolean attach)
 
   if (attach) {
     g_hash_table_remove (d->held, target);
-    if (k && g_strcmp0 (k->state, "detached") == 0)
-      lvdisk_set (k, "attaching", NULL);
+    if (k && k->state == LV_DETACHED)
+      lvdisk_set (k, LV_ATTACHING, NULL);
   } else {
     g_hash_table_add (d->held, g_strdup (target));
   }

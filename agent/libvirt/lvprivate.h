@@ -97,6 +97,19 @@ struct _Dom {
   char *meta_error;             /* the last one logged */
 };
 
+/* Where a domain disk's shadow is */
+typedef enum {
+  LV_NEW,                       /* described, not looked at yet */
+  LV_ATTACHING,
+  LV_ATTACHED,                  /* in place, its agent running */
+  LV_DETACHING,
+  LV_DETACHED,                  /* given back by the operator, until attach */
+  LV_ERROR,                     /* cannot be attached: see error */
+  LV_N_STATES
+} LvState;
+
+const char *lv_state_name (LvState state);
+
 /* One disk of a domain's metadata (main) */
 typedef struct {
   Dom *dom;
@@ -106,7 +119,7 @@ typedef struct {
   char *full;                   /* shd_lv_disk_full_key: recreate the agent on change */
   ShdDiskConfig *cfg;
   ShdDisk *disk;                /* the agent, while attached */
-  char *state;                  /* new, attaching, attached, detaching, detached, error */
+  LvState state;
   char *error;
   guint64 chunk_size;
   double attach_ms;
