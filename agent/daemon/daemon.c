@@ -17,13 +17,14 @@ struct _ShdDaemon {
   gint64 started_us;
   gboolean stopped;
   GTask *shutdown;              /* waits for the disks to go */
-  GArray *sources;              /* MetricsSource */
+  GPtrArray *sources;           /* MetricsSource (a GWeakRef stays where it is) */
   guint live_disks;
 };
 
+/* The owner is held weakly: it holds the daemon itself (libvirt's does) */
 typedef struct {
   ShdMetricsSourceFunc func;
-  GObject *owner;
+  GWeakRef owner;
 } MetricsSource;
 
 G_DEFINE_TYPE (ShdDaemon, shd_daemon, G_TYPE_OBJECT)
@@ -198,8 +199,9 @@ shd_daemon_add_disk (ShdDaemon *dm, ShdDisk *disk)
 void
 shd_daemon_remove_disk (ShdDaemon *dm, ShdDisk *disk)
 {
-  g_autoptr (ShdDisk) hold = g_object_ref (disk);
+  g_autoptr (ShdDisk) hold = g_object_ref (disk);   /* the array may hold the last one */
 
+  (void) hold;
   shd_disk_stop (disk);
   if (g_hash_table_lookup (dm->by_name, shd_disk_name (disk)) == disk)
     g_hash_table_remove (dm->by_name, shd_disk_name (disk));
@@ -217,17 +219,20 @@ static const ShdMetricFamily families[] = {
 void
 shd_daemon_add_metrics_source (ShdDaemon *dm, ShdMetricsSourceFunc func, GObject *owner)
 {
-  MetricsSource src = { func, g_object_ref (owner) };
+  MetricsSource *src = g_new0 (MetricsSource, 1);
 
-  g_array_append_val (dm->sources, src);
+  src->func = func;
+  g_weak_ref_init (&src->owner, owner);
+  g_ptr_array_add (dm->sources, src);
 }
 
 static void
-metrics_source_clear (gpointer p)
+metrics_source_free (gpointer p)
 {
   MetricsSource *src = p;
 
-  g_clear_object (&src->owner);
+  g_weak_ref_clear (&src->owner);
+  g_free (src);
 }
 
 char *
@@ -246,9 +251,11 @@ shd_daemon_render_metrics (ShdDaemon *dm)
   for (guint i = 0; i < dm->disks->len; i++)
     shd_disk_collect_metrics (dm->disks->pdata[i], m);
   for (guint i = 0; i < dm->sources->len; i++) {
-    MetricsSource *src = &g_array_index (dm->sources, MetricsSource, i);
+    MetricsSource *src = dm->sources->pdata[i];
+    g_autoptr (GObject) owner = g_weak_ref_get (&src->owner);
 
-    src->func (src->owner, m);
+    if (owner)
+      src->func (owner, m);
   }
   return shd_metrics_render (m);
 }
@@ -259,7 +266,7 @@ shd_daemon_dispose (GObject *object)
   ShdDaemon *dm = SHD_DAEMON (object);
 
   shd_daemon_stop (dm);
-  g_array_set_size (dm->sources, 0);
+  g_ptr_array_set_size (dm->sources, 0);
   G_OBJECT_CLASS (shd_daemon_parent_class)->dispose (object);
 }
 
@@ -270,7 +277,7 @@ shd_daemon_finalize (GObject *object)
 
   g_hash_table_unref (dm->by_name);
   g_ptr_array_unref (dm->disks);
-  g_array_unref (dm->sources);
+  g_ptr_array_unref (dm->sources);
   g_clear_pointer (&dm->history, shd_history_unref);
   g_clear_pointer (&dm->config, shd_config_free);
   G_OBJECT_CLASS (shd_daemon_parent_class)->finalize (object);
@@ -290,6 +297,5 @@ shd_daemon_init (ShdDaemon *dm)
 {
   dm->disks = g_ptr_array_new_with_free_func (g_object_unref);
   dm->by_name = g_hash_table_new (g_str_hash, g_str_equal);
-  dm->sources = g_array_new (FALSE, TRUE, sizeof (MetricsSource));
-  g_array_set_clear_func (dm->sources, metrics_source_clear);
+  dm->sources = g_ptr_array_new_with_free_func (metrics_source_free);
 }

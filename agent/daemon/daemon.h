@@ -43,8 +43,9 @@ void shd_daemon_add_disk (ShdDaemon *dm, ShdDisk *disk);
 /* Stops the disk and drops it. */
 void shd_daemon_remove_disk (ShdDaemon *dm, ShdDisk *disk);
 
-/* Another layer's metrics (declared and added by func, with owner, which
- * the daemon holds a reference on). */
+/* Another layer's metrics, declared and added by func with owner while
+ * owner lives (the daemon holds it weakly: the libvirt layer holds the
+ * daemon). */
 typedef void (*ShdMetricsSourceFunc) (GObject *owner, ShdMetrics *m);
 void shd_daemon_add_metrics_source (ShdDaemon *dm, ShdMetricsSourceFunc func,
                                     GObject *owner);

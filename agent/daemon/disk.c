@@ -470,31 +470,57 @@ on_disconnected (ShdQmp *qmp, const char *reason, gpointer data)
            "%s: QMP connection lost: %s; reconnecting", disk->cfg->name, reason);
 }
 
+/* ---- the shadow node's events ---- */
+
+static void
+on_switched (ShdDisk *disk, JsonObject *data, const char *child)
+{
+  disk->last_pause_ms = json_object_get_int_member_with_default (data, "pause-ns", 0) / 1e6;
+  shd_log (G_LOG_LEVEL_MESSAGE, disk->cfg->name, "switched",
+           "%s: switched %s -> %s, guest I/O paused %.3f ms", disk->cfg->name,
+           json_object_get_string_member_with_default (data, "old-child", "?"), child,
+           disk->last_pause_ms);
+}
+
+static void
+on_degraded (ShdDisk *disk, JsonObject *data, const char *child)
+{
+  shd_log (G_LOG_LEVEL_WARNING, disk->cfg->name, "degraded", "%s: child %s degraded: %s",
+           disk->cfg->name, child,
+           json_object_get_string_member_with_default (data, "error", "?"));
+}
+
+static void
+on_synced (ShdDisk *disk, JsonObject *data, const char *child)
+{
+  (void) data;
+  shd_log (G_LOG_LEVEL_MESSAGE, disk->cfg->name, "synced", "%s: child %s is synced",
+           disk->cfg->name, child);
+}
+
+static const struct {
+  const char *name;
+  void (*func) (ShdDisk *disk, JsonObject *data, const char *child);
+} shadow_events[] = {
+  { "SHADOW_SWITCHED", on_switched },
+  { "SHADOW_CHILD_DEGRADED", on_degraded },
+  { "SHADOW_CHILD_SYNCED", on_synced },
+};
+
 static void
 on_event (ShdQmp *qmp, const char *name, JsonObject *data, gint64 ts, gpointer user)
 {
   ShdDisk *disk = user;
   const char *node = json_object_get_string_member_with_default (data, "node-name", "");
-  const char *child = json_object_get_string_member_with_default (data, "child", "?");
 
   (void) qmp;
   (void) ts;
-  if (!g_str_has_prefix (name, "SHADOW_") || strcmp (node, disk->cfg->node) != 0)
-    return;
-  if (strcmp (name, "SHADOW_SWITCHED") == 0) {
-    disk->last_pause_ms = json_object_get_int_member_with_default (data, "pause-ns", 0) / 1e6;
-    shd_log (G_LOG_LEVEL_MESSAGE, disk->cfg->name, "switched",
-             "%s: switched %s -> %s, guest I/O paused %.3f ms", disk->cfg->name,
-             json_object_get_string_member_with_default (data, "old-child", "?"), child,
-             disk->last_pause_ms);
-  } else if (strcmp (name, "SHADOW_CHILD_DEGRADED") == 0) {
-    shd_log (G_LOG_LEVEL_WARNING, disk->cfg->name, "degraded",
-             "%s: child %s degraded: %s", disk->cfg->name, child,
-             json_object_get_string_member_with_default (data, "error", "?"));
-  } else if (strcmp (name, "SHADOW_CHILD_SYNCED") == 0) {
-    shd_log (G_LOG_LEVEL_MESSAGE, disk->cfg->name, "synced", "%s: child %s is synced",
-             disk->cfg->name, child);
-  }
+  if (strcmp (node, disk->cfg->node) != 0)
+    return;                     /* another node's, or not a shadow node's event */
+  for (guint i = 0; i < G_N_ELEMENTS (shadow_events); i++)
+    if (strcmp (name, shadow_events[i].name) == 0)
+      shadow_events[i].func (disk, data,
+                             json_object_get_string_member_with_default (data, "child", "?"));
 }
 
 ShdDisk *

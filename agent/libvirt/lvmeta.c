@@ -81,6 +81,46 @@ parse_u64 (const char *s, guint64 *out)
   return g_ascii_string_to_unsigned (s, 10, 0, G_MAXINT64, out, NULL);
 }
 
+/* The attributes of <tier> */
+typedef enum { ATTR_TEXT, ATTR_YES_NO, ATTR_COUNT } AttrKind;
+
+typedef struct {
+  const char *name;
+  AttrKind kind;
+  gsize offset;                 /* in ShdLvTier */
+  const char *what;             /* ATTR_COUNT: in messages */
+} TierAttr;
+
+static const TierAttr tier_attrs[] = {
+  { "name", ATTR_TEXT, G_STRUCT_OFFSET (ShdLvTier, name), NULL },
+  { "path", ATTR_TEXT, G_STRUCT_OFFSET (ShdLvTier, path), NULL },
+  { "origin", ATTR_YES_NO, G_STRUCT_OFFSET (ShdLvTier, origin), NULL },
+  { "cost-gib-month", ATTR_TEXT, G_STRUCT_OFFSET (ShdLvTier, cost), NULL },
+  { "max-iops", ATTR_TEXT, G_STRUCT_OFFSET (ShdLvTier, max_iops), NULL },
+  { "latency-ms", ATTR_TEXT, G_STRUCT_OFFSET (ShdLvTier, latency_ms), NULL },
+  { "iops-limit", ATTR_COUNT, G_STRUCT_OFFSET (ShdLvTier, iops_limit), "a count" },
+  { "bps-limit", ATTR_COUNT, G_STRUCT_OFFSET (ShdLvTier, bps_limit), "a byte rate" },
+};
+
+static const TierAttr *
+tier_attr (const char *name)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (tier_attrs); i++)
+    if (strcmp (name, tier_attrs[i].name) == 0)
+      return &tier_attrs[i];
+  return NULL;
+}
+
+static char *
+tier_attr_names (void)
+{
+  GString *s = g_string_new (NULL);
+
+  for (guint i = 0; i < G_N_ELEMENTS (tier_attrs); i++)
+    g_string_append_printf (s, "%s%s", i ? ", " : "", tier_attrs[i].name);
+  return g_string_free (s, FALSE);
+}
+
 static gboolean
 parse_tier (GMarkupParseContext *pc, ShdLvDisk *d, const char **names, const char **values,
             GError **error)
@@ -89,31 +129,29 @@ parse_tier (GMarkupParseContext *pc, ShdLvDisk *d, const char **names, const cha
 
   g_ptr_array_add (d->tiers, t);
   for (guint i = 0; names[i]; i++) {
-    const char *n = names[i], *v = values[i];
+    const TierAttr *a = tier_attr (names[i]);
+    gpointer field;
 
-    if (strcmp (n, "name") == 0)
-      t->name = g_strdup (v);
-    else if (strcmp (n, "path") == 0)
-      t->path = g_strdup (v);
-    else if (strcmp (n, "origin") == 0) {
-      if (strcmp (v, "yes") != 0 && strcmp (v, "no") != 0)
-        return meta_fail (pc, error, "<tier origin> is yes or no, not '%s'", v);
-      t->origin = strcmp (v, "yes") == 0;
-    } else if (strcmp (n, "cost-gib-month") == 0)
-      t->cost = g_strdup (v);
-    else if (strcmp (n, "max-iops") == 0)
-      t->max_iops = g_strdup (v);
-    else if (strcmp (n, "latency-ms") == 0)
-      t->latency_ms = g_strdup (v);
-    else if (strcmp (n, "iops-limit") == 0) {
-      if (!parse_u64 (v, &t->iops_limit))
-        return meta_fail (pc, error, "<tier iops-limit> '%s' is not a count", v);
-    } else if (strcmp (n, "bps-limit") == 0) {
-      if (!parse_u64 (v, &t->bps_limit))
-        return meta_fail (pc, error, "<tier bps-limit> '%s' is not a byte rate", v);
-    } else
-      return meta_fail (pc, error, "<tier> has no attribute '%s' (name, path, origin, "
-                        "cost-gib-month, max-iops, latency-ms, iops-limit, bps-limit)", n);
+    if (a == NULL) {
+      g_autofree char *known = tier_attr_names ();
+
+      return meta_fail (pc, error, "<tier> has no attribute '%s' (%s)", names[i], known);
+    }
+    field = G_STRUCT_MEMBER_P (t, a->offset);
+    switch (a->kind) {
+    case ATTR_TEXT:
+      *(char **) field = g_strdup (values[i]);
+      break;
+    case ATTR_YES_NO:
+      if (strcmp (values[i], "yes") != 0 && strcmp (values[i], "no") != 0)
+        return meta_fail (pc, error, "<tier %s> is yes or no, not '%s'", a->name, values[i]);
+      *(gboolean *) field = strcmp (values[i], "yes") == 0;
+      break;
+    case ATTR_COUNT:
+      if (!parse_u64 (values[i], field))
+        return meta_fail (pc, error, "<tier %s> '%s' is not %s", a->name, values[i], a->what);
+      break;
+    }
   }
   if (t->name == NULL)
     return meta_fail (pc, error, "a <tier> of disk %s has no name", d->target);
