@@ -42,7 +42,7 @@ count_meson() {
     fi
     passed=$((passed + ok)); failed=$((failed + fail)); skipped=$((skipped + skip))
     if [ "$fail" -gt 0 ]; then
-        failures+=("$what: $(grep -E '^ *[0-9]+/[0-9]+ .*(FAIL|TIMEOUT)' "$file" | sed 's/  */ /g' | tr '\n' ';')")
+        failures+=("$what: $(grep -E '^ *[0-9]+/[0-9]+ .*(FAIL|TIMEOUT|ERROR)' "$file" | sort -u | sed 's/  */ /g' | tr '\n' ';')")
     fi
 }
 
