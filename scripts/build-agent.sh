@@ -32,10 +32,9 @@ meson compile -C "$dir" > "$dir/compile.log" 2>&1 ||
 
 if [ "$dir" = build/agent-build ]; then
     mkdir -p build/agent
-    for p in shadowd shadowctl; do
-        ln -sfn "../agent-build/agent/$p" "build/agent/$p"
-    done
+    ln -sfn ../agent-build/agent/shadowd build/agent/shadowd
+    ln -sfn ../agent-build/agent/ctl/shadowctl build/agent/shadowctl
     # virsh-shadow is shadowctl called by another name
-    ln -sfn "../agent-build/agent/shadowctl" build/agent/virsh-shadow
+    ln -sfn ../agent-build/agent/ctl/shadowctl build/agent/virsh-shadow
     echo "build-agent: build/agent/shadowd, shadowctl and virsh-shadow are up to date"
 fi

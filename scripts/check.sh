@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Run every test: the shadow driver's iotests (raw and qcow2 children) and
 # unit tests in QEMU's own frameworks, the kill tests (KILL_ROUNDS, 24), the
-# agent's unit and integration tests, the libvirt tests (a private libvirtd
-# with a TCG domain), the same unit tests under AddressSanitizer and UBSan,
-# and a short fuzz run.  Ends with "N passed, N failed, N skipped".
+# agent's unit tests (with the layering check and promtool on the metrics)
+# and integration tests, the libvirt tests (a private libvirtd with a TCG
+# domain), the same unit tests and the libvirt shutdown test under
+# AddressSanitizer and UBSan, and a short fuzz run.  Ends with
+# "N passed, N failed, N skipped".
 #
 # ITESTS="shadow-basic ..." limits the iotests; FORMATS="raw" the formats.
 set -uo pipefail
@@ -40,7 +42,7 @@ count_meson() {
     fi
     passed=$((passed + ok)); failed=$((failed + fail)); skipped=$((skipped + skip))
     if [ "$fail" -gt 0 ]; then
-        failures+=("$what: $(grep -E '^ *[0-9]+/[0-9]+ .*(FAIL|TIMEOUT)' "$file" | sed 's/  */ /g' | tr '\n' ';')")
+        failures+=("$what: $(grep -E '^ *[0-9]+/[0-9]+ .*(FAIL|TIMEOUT|ERROR)' "$file" | sort -u | sed 's/  */ /g' | tr '\n' ';')")
     fi
 }
 
@@ -74,7 +76,9 @@ grep -E '^ *[0-9]+/[0-9]+ ' "$log/agent.log"
 count_meson "$log/agent.log" "agent"
 
 echo "== agent integration tests (real qemu-storage-daemon, fio over NBD)"
-if meson test -C build/agent-build --list --suite integration 2>/dev/null | grep -q integration; then
+# (the list is read whole first, as below)
+integration_tests=$(meson test -C build/agent-build --list --suite integration 2>/dev/null)
+if grep -q 'integration-' <<< "$integration_tests"; then
     meson test -C build/agent-build --suite integration --print-errorlogs > "$log/integration.log" 2>&1
     grep -E '^ *[0-9]+/[0-9]+ ' "$log/integration.log"
     count_meson "$log/integration.log" "integration"
@@ -98,6 +102,17 @@ if scripts/build-agent.sh --asan > "$log/agent-asan-build.log" 2>&1; then
         meson test -C build/agent-asan --print-errorlogs > "$log/agent-asan.log" 2>&1
     grep -E '^ *[0-9]+/[0-9]+ ' "$log/agent-asan.log"
     count_meson "$log/agent-asan.log" "agent (asan)"
+    echo "== agent libvirt shutdown test under AddressSanitizer and UBSan"
+    asan_libvirt=$(meson test -C build/agent-asan --list --suite libvirt-asan 2>/dev/null)
+    if grep -q 'libvirt-' <<< "$asan_libvirt"; then
+        ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+            meson test -C build/agent-asan --suite libvirt-asan --print-errorlogs \
+            > "$log/libvirt-asan.log" 2>&1
+        grep -E '^ *[0-9]+/[0-9]+ ' "$log/libvirt-asan.log"
+        count_meson "$log/libvirt-asan.log" "libvirt (asan)"
+    else
+        failed=$((failed + 1)); failures+=("libvirt (asan): no libvirt tests in the ASan build")
+    fi
 else
     failed=$((failed + 1)); failures+=("agent (asan): build failed, see $log/agent-asan-build.log")
 fi

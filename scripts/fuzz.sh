@@ -6,11 +6,14 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 scripts/build-agent.sh --fuzz
 secs=${FUZZ_SECONDS:-600}
-for f in config qmp; do
+# each target lives beside its layer: LAYER/tests/fuzz-NAME.c, corpus-NAME/
+for t in daemon/config qemu/qmp; do
+    layer=${t%/*} f=${t#*/}
+    out=build/agent-fuzz/agent/$layer/tests
     echo "fuzz: $f for $secs s"
-    mkdir -p "build/agent-fuzz/fuzz-corpus-$f"
-    "build/agent-fuzz/agent/fuzz-$f" -max_total_time="$secs" -timeout=10 \
-        -rss_limit_mb=2048 -artifact_prefix="build/agent-fuzz/fuzz-$f-" \
-        "build/agent-fuzz/fuzz-corpus-$f" "tests/agent/fuzz/corpus-$f" 2>&1 | tail -n 3
+    mkdir -p "$out/fuzz-corpus-$f"
+    "$out/fuzz-$f" -max_total_time="$secs" -timeout=10 \
+        -rss_limit_mb=2048 -artifact_prefix="$out/fuzz-$f-" \
+        "$out/fuzz-corpus-$f" "agent/$layer/tests/corpus-$f" 2>&1 | tail -n 3
 done
 echo "fuzz: done, no crash"

@@ -20,9 +20,11 @@ build_pkgs=(build-essential dpkg-dev ninja-build pkg-config flex bison
 # Running iotests, the demo (gnuplot draws its plot) and the benchmarks;
 # clang and its runtime for the libFuzzer targets
 # libvirt for shadowd's libvirt tests, which start a private libvirtd (as
-# the libvirt-qemu user that libvirt-daemon-system creates)
+# the libvirt-qemu user that libvirt-daemon-system creates); prometheus
+# for promtool, which checks what shadowd's metrics endpoint serves
 check_pkgs=(fio jq socat python3 gawk gnuplot-nox clang libclang-rt-14-dev
-            libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients)
+            libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
+            prometheus)
 
 want=("${build_pkgs[@]}" "${check_pkgs[@]}")
 missing=()

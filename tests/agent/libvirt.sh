@@ -15,6 +15,15 @@
 #               changed live, agent and libvirtd restarts (adoption),
 #               hot-unplug, metadata removed, domain destroyed
 #   operations  libvirt's own operations with a shadow attached
+#   shutdown    shadowd stopped while libvirt events flood in, each one
+#               a look at the domain (run it with an ASan build: events
+#               and jobs still queued at shutdown must not run on freed
+#               memory); eight rounds
+#   hung        libvirtd stopped (SIGSTOP) for 30 s while shadowd also
+#               samples two qemu-storage-daemon disks: their sampling goes
+#               on at its interval, the control socket answers, and
+#               shadowd recovers when libvirtd resumes; then shadowd
+#               started while libvirtd is stopped
 #
 # Exit 77 (skip) without root, libvirtd, virsh or the QEMU build.
 set -uo pipefail
@@ -47,6 +56,7 @@ dom=shd-lv-$scenario
 hmp_dev=/machine/peripheral/virtio-disk0/virtio-backend
 ns=https://shadowtier.example/xmlns/shadow/1
 libvirtd_pid= virtlogd_pid= agent_pid= load_pid=
+qsd_pids=()
 failed=0
 
 fail() { log "FAIL: $*"; failed=1; exit 1; }
@@ -84,7 +94,11 @@ qemu_pids() {
 cleanup() {
     local d p
     [ -n "$load_pid" ] && stop_pid "$load_pid"
+    # stopped processes would not stop
+    [ -n "$libvirtd_pid" ] && kill -CONT "$libvirtd_pid" 2> /dev/null
+    [ -n "$agent_pid" ] && kill -CONT "$agent_pid" 2> /dev/null
     stop_pid "$agent_pid"
+    for p in "${qsd_pids[@]}"; do stop_pid "$p"; done
     if [ -n "$libvirtd_pid" ] && kill -0 "$libvirtd_pid" 2> /dev/null; then
         for d in $(virsh -c "$uri" list --name 2> /dev/null); do
             virsh -c "$uri" destroy "$d" > /dev/null 2>&1
@@ -576,9 +590,192 @@ scenario_operations() {
     echo "RESULT operations=done"
 }
 
+# ------------------------------------------------------------ shutdown
+# shadowd's exit: status 0, and nothing from the sanitizers in its log
+agent_exited_clean() {   # agent_exited_clean PID
+    local rc
+    wait "$1"; rc=$?
+    agent_pid=
+    if grep -qE "ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:" "$dir/shadowd.log"; then
+        grep -A 30 -E "ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:" \
+            "$dir/shadowd.log" | head -40
+        return 1
+    fi
+    [ "$rc" -eq 0 ] || { log "shadowd exited $rc"; return 1; }
+}
+
+scenario_shutdown() {
+    local round pid n=300 i one bg seen dropped seen_before=0 total_dropped=0
+    new_image vda 64M
+    start_domain "$(domain_xml "$(metadata 5 "" " xmlns=\"$ns\"")")"
+    case "$(ldd "$shadowd")" in
+    *libasan*) log "shadowd is an ASan build" ;;
+    *) log "shadowd is not an ASan build: a use after free may go unseen" ;;
+    esac
+    # the domain's own metadata on one line: setting it again changes
+    # nothing, but each set is an event, and each event a look at the
+    # domain (two jobs in a worker, reading and checking the shadow)
+    one=$(metadata 5 | tr -d '\n')
+    for round in $(seq ${ROUNDS:-8}); do
+        start_agent
+        wait_for 20 is_state vda attached || fail "round $round: not attached: $(lv_state vda)"
+        pid=$agent_pid
+        # shadowd stopped, libvirtd queues events for it; then a stream of
+        # them: shadowd works through the backlog, jobs in flight, when it
+        # is told to stop
+        kill -STOP "$pid"
+        for i in $(seq $n); do
+            echo "metadata $dom $ns --key shadow --set '$one' --live"
+        done | virsh -c "$uri" > /dev/null 2>&1 || fail "virsh metadata"
+        while :; do
+            echo "metadata $dom $ns --key shadow --set '$one' --live"
+        done 2> /dev/null | virsh -c "$uri" > /dev/null 2>&1 &
+        bg=$!
+        kill -CONT "$pid"
+        sleep 0.$((3 + round % 6))
+        kill -TERM "$pid"
+        agent_exited_clean "$pid" || fail "round $round: shadowd did not stop cleanly"
+        stop_pid "$bg"
+        format_file_is shd-vda || fail "round $round: the shadow was taken out at shutdown"
+        seen=$(grep -c "shadow metadata changed" "$dir/shadowd.log")
+        dropped=$(grep -o "[0-9]* events came during the stop" "$dir/shadowd.log" | tail -1 | cut -d' ' -f1)
+        log "round $round: $((seen - seen_before)) events handled, ${dropped:-?} came during the stop; clean exit, shadow left in place"
+        seen_before=$seen
+        total_dropped=$((total_dropped + ${dropped:-0}))
+        rm -f "$dir/control.sock"
+    done
+    [ "$total_dropped" -gt 0 ] || log "no event came during a stop: the rounds did not test that case"
+    echo "RESULT shutdown=clean rounds=${ROUNDS:-8} events-during-stop=$total_dropped"
+}
+
+# ----------------------------------------------------------------- hung
+start_qsd() {    # start_qsd N: a shadow node sh0 over two raw tiers, QMP on qsdN.qmp
+    local n=$1
+    "$qemu/qemu-img" create -q -f raw "$dir/img/q$n-a.raw" 16M
+    "$qemu/qemu-img" create -q -f raw "$dir/img/q$n-b.raw" 16M
+    "$qemu/storage-daemon/qemu-storage-daemon" \
+        --chardev socket,id=m,path="$dir/qsd$n.qmp",server=on,wait=off --monitor m \
+        --blockdev file,node-name=fa,filename="$dir/img/q$n-a.raw" \
+        --blockdev raw,node-name=tier-a,file=fa \
+        --blockdev file,node-name=fb,filename="$dir/img/q$n-b.raw" \
+        --blockdev raw,node-name=tier-b,file=fb \
+        --blockdev '{"driver":"shadow","node-name":"sh0","children":["tier-a","tier-b"],"active-child":"tier-a"}' \
+        >> "$dir/qsd$n.log" 2>&1 &
+    qsd_pids+=($!)
+    wait_for 10 test -S "$dir/qsd$n.qmp" || fail "qemu-storage-daemon $n did not start"
+}
+
+# gaps DISK T0 T1: the samples of DISK in the history taken in [T0, T1]
+# (seconds since the epoch): their number and the largest gap between two
+# samples around or inside the window
+gaps() {
+    ctl history "$1" --since 10m --resolution full --json | "$py" -c "
+import json, sys
+t0, t1 = $2, $3
+ts = sorted(x['time'] for x in json.load(sys.stdin) if t0 - 5 <= x['time'] <= t1 + 5)
+inside = [t for t in ts if t0 <= t <= t1]
+gaps = [b - a for a, b in zip(ts, ts[1:]) if b >= t0 and a <= t1]
+print('%d %.2f' % (len(inside), max(gaps) if gaps else 99))"
+}
+
+disk_samples() { ctl status "$1" --json 2> /dev/null | json "d[0]['samples']" 2> /dev/null || echo 0; }
+samples_over() { [ "$(disk_samples "$1")" -gt "$2" ]; }
+
+scenario_hung() {
+    local t_stop t_cont t_back t_res s0 lat_max a b rc t0 req_pid n1 g1 n2 g2 recover result
+    new_image vda 64M
+    start_qsd 1
+    start_qsd 2
+    cat >> "$dir/shadowd.conf" << EOF
+
+[tier:fast]
+cost-gib-month = 0.12
+
+[disk:qsd1]
+qmp = $dir/qsd1.qmp
+node = sh0
+tier.cheap = tier-a
+tier.fast = tier-b
+slo-latency-ms = 5
+
+[disk:qsd2]
+qmp = $dir/qsd2.qmp
+node = sh0
+tier.cheap = tier-a
+tier.fast = tier-b
+slo-latency-ms = 5
+EOF
+    start_domain "$(domain_xml "$(metadata 5 "" " xmlns=\"$ns\"")")"
+    start_agent
+    wait_for 20 is_state vda attached || fail "not attached: $(lv_state vda)"
+    wait_for 10 samples_over "$dom.vda" 1 || fail "$dom.vda does not sample"
+    sleep 3
+    log "sampling qsd1, qsd2 and $dom.vda ($(disk_samples "$dom.vda") samples); libvirtd stopped for 30 s"
+
+    t_stop=$(now)
+    kill -STOP "$libvirtd_pid"
+    # the operator asks for a detach: its look-up waits for libvirtd (in a
+    # worker) while everything else goes on
+    "$shadowctl" --control "$dir/control.sock" --timeout 60000 detach "$dom" vda --no-wait \
+        > "$dir/req.out" 2>&1 &
+    req_pid=$!
+    lat_max=0
+    while "$py" -c "import sys; sys.exit(0 if $(now) - $t_stop < 29 else 1)"; do
+        a=$(date +%s%N)
+        ctl status qsd1 > /dev/null || fail "the control socket did not answer while libvirtd was stopped"
+        b=$(date +%s%N)
+        lat_max=$("$py" -c "print(round(max($lat_max, ($b - $a) / 1e6), 1))")
+        sleep 1
+    done
+    sleep "$("$py" -c "print(max(0, 30 - ($(now) - $t_stop)))")"
+    kill -0 "$req_pid" 2> /dev/null || fail "the detach request ended while libvirtd was stopped: $(cat "$dir/req.out")"
+    t_cont=$(now)
+    kill -CONT "$libvirtd_pid"
+    log "libvirtd resumed after $("$py" -c "print(round($t_cont - $t_stop, 1))") s; 'status' answered in $lat_max ms at most meanwhile"
+
+    # recovery: the request is answered, the disk is given back and taken
+    # again, and the domain's disk samples again
+    wait "$req_pid"; rc=$?
+    t_back=$(now)
+    log "the detach request was answered $("$py" -c "print(round($t_back - $t_cont, 2))") s after libvirtd resumed: $(head -c 200 "$dir/req.out")"
+    [ "$rc" -eq 0 ] || fail "the detach request failed: $(cat "$dir/req.out")"
+    wait_for 20 is_state vda detached || fail "not detached: $(lv_state vda)"
+    "$shadowctl" --control "$dir/control.sock" attach "$dom" vda > /dev/null ||
+        fail "attach after libvirtd resumed: $(lv_state vda)"
+    s0=$(disk_samples "$dom.vda")
+    wait_for 20 samples_over "$dom.vda" "$s0" || fail "$dom.vda does not sample again"
+    recover=$("$py" -c "print(round($(now) - $t_cont, 2))")
+    log "recovered: $dom.vda detached, attached and sampling again $recover s after libvirtd resumed"
+
+    sleep 2
+    read -r n1 g1 <<< "$(gaps qsd1 "$t_stop" "$t_cont")"
+    read -r n2 g2 <<< "$(gaps qsd2 "$t_stop" "$t_cont")"
+    log "while libvirtd was stopped: qsd1 $n1 samples, largest gap $g1 s; qsd2 $n2 samples, largest gap $g2 s (interval 1 s)"
+    "$py" -c "import sys; sys.exit(0 if $n1 >= 27 and $n2 >= 27 and $g1 < 2.5 and $g2 < 2.5 else 1)" ||
+        fail "the qemu-storage-daemon disks were not sampled at their interval while libvirtd was stopped"
+    result="qsd1-samples=$n1 qsd1-max-gap-s=$g1 qsd2-samples=$n2 qsd2-max-gap-s=$g2"
+
+    # shadowd started while libvirtd does not answer
+    stop_agent
+    kill -STOP "$libvirtd_pid"
+    t0=$(now)
+    start_agent
+    sleep 6
+    read -r n1 g1 <<< "$(gaps qsd1 "$t0" "$(now)")"
+    log "shadowd started while libvirtd is stopped: qsd1 sampled $n1 times in its first 6 s"
+    [ "$n1" -ge 3 ] || fail "shadowd started with libvirtd stopped does not sample"
+    t_res=$(now)
+    kill -CONT "$libvirtd_pid"
+    wait_for 20 is_state vda attached || fail "not adopted once libvirtd resumed: $(lv_state vda)"
+    log "$dom.vda adopted $("$py" -c "print(round($(now) - $t_res, 2))") s after libvirtd resumed"
+    echo "RESULT hung=ok $result recovery-s=$recover status-max-ms=$lat_max started-stopped-samples=$n1"
+}
+
 case "$scenario" in
 main) scenario_main ;;
 events) scenario_events ;;
 operations) scenario_operations ;;
+shutdown) scenario_shutdown ;;
+hung) scenario_hung ;;
 *) echo "unknown scenario $scenario"; exit 2 ;;
 esac

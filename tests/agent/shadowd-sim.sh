@@ -2,7 +2,8 @@
 # shadowd end to end against a simulated QMP peer (qmp-sim), no QEMU:
 # configuration errors, the control socket commands through shadowctl
 # (status contract, history, forecast, prewarm, switch, pause/resume),
-# metrics, a reconnect after the peer restarts, and a clean stop.
+# a second shadowd refused on the live control socket, a reconnect after
+# the peer restarts, and a clean stop.
 #
 #   shadowd-sim.sh SHADOWD SHADOWCTL QMP-SIM
 set -uo pipefail
@@ -89,6 +90,15 @@ wait_for 10 "d[0]['connected'] and d[0]['samples'] >= 5" || fail "no samples"
 ctl status --json | json "sorted(k for k in ('name', 'active-tier', 'load', 'forecast', 'last-decision') if k in d[0]) == ['active-tier', 'forecast', 'last-decision', 'load', 'name'] and d[0]['name'] == 'sim' and 'reason' in d[0]['last-decision'] and d[0]['load']['iops'] > 0" |
     grep -qx True || fail "status --json contract"
 ctl status | grep -q '^sim: on ' || fail "status text"
+
+# a second shadowd on the same control socket (and nothing else shared):
+# refused, the first untouched
+sed 's#^state = .*#state =#' "$dir/shadowd.conf" > "$dir/second.conf"
+msg=$(timeout 10 "$shadowd" --config "$dir/second.conf" 2>&1); rc=$?
+[ "$rc" -eq 1 ] || fail "a second shadowd on a live control socket: exit $rc"
+grep -q "control socket $dir/control.sock: another shadowd is listening on it" <<< "$msg" ||
+    fail "a second shadowd: $msg"
+ctl status sim > /dev/null || fail "the first shadowd lost its control socket"
 
 # manual switch reaches the node, and the event comes back
 before=$(ctl status --json | json "d[0]['active-tier']")

@@ -1,0 +1,978 @@
+/* One managed disk; see disk.h. */
+#include "disk.h"
+
+#include "collector.h"
+#include "decision.h"
+#include "jsonutil.h"
+#include "log.h"
+#include "qmp.h"
+
+#include <math.h>
+#include <string.h>
+
+#define MAX_DECISIONS 256       /* kept in memory per disk */
+#define REPEAT_RECORD_S 60      /* a repeated non-hold decision is recorded this often */
+
+struct _ShdDisk {
+  GObject parent_instance;
+  ShdDiskConfig *cfg;
+  double interval_s;
+  ShdHistory *history;          /* or NULL */
+  ShdQmp *qmp;
+  gboolean own_qmp;             /* FALSE: shared, started by its owner */
+  gboolean stopped;
+  gulong sig_ready, sig_disconnected, sig_event;
+  ShdCollector *coll;
+  ShdPolicy *policy;
+  GCancellable *cancel;
+  guint timer;
+  gboolean query_in_flight;
+  gboolean reopen_in_flight;
+  gboolean write_sync_raised;
+  gboolean warmed;
+  guint64 samples, skipped;
+  guint64 size_bytes;
+  GPtrArray *children;          /* node names in the node's order */
+  ShdShadowRates *rates;        /* the latest */
+  char *problem;                /* why there are no rates, logged once */
+  GQueue decisions;             /* JsonNode, the newest last */
+  int last_recorded_kind;       /* ShdDecisionKind; -1: none yet */
+  int last_recorded_target;
+  double last_recorded_t;
+  guint64 decisions_total;
+  guint64 reopen_failures;
+  double last_pause_ms;         /* guest I/O pause of the last switch */
+  gint64 t0_us;                 /* monotonic origin of policy time */
+  gint64 last_step_wall_ms;
+  double add_sent_t[SHD_POLICY_MAX_TIERS];     /* x-blockdev-change sent; -inf */
+};
+
+G_DEFINE_TYPE (ShdDisk, shd_disk, G_TYPE_OBJECT)
+
+const char *shd_disk_name (ShdDisk *disk) { return disk->cfg->name; }
+ShdPolicy *shd_disk_policy (ShdDisk *disk) { return disk->policy; }
+
+/* ---- actions ---- */
+
+static JsonObject *
+node_options (ShdDisk *disk, const char *active_child, gboolean force_sync)
+{
+  const ShdDiskConfig *c = disk->cfg;
+  JsonObject *o = json_object_new ();
+  JsonArray *ch = json_array_new ();
+
+  json_object_set_string_member (o, "driver", "shadow");
+  json_object_set_string_member (o, "node-name", c->node);
+  for (guint i = 0; i < disk->children->len; i++)
+    json_array_add_string_element (ch, disk->children->pdata[i]);
+  json_object_set_array_member (o, "children", ch);
+  json_object_set_string_member (o, "active-child", active_child);
+  /* only what the disk was configured with, typed as QMP wants it */
+  if (c->chunk_size)
+    json_object_set_int_member (o, "chunk-size", g_ascii_strtoll (c->chunk_size, NULL, 10));
+  if (force_sync)
+    json_object_set_string_member (o, "write-mode", "sync");
+  else if (c->write_mode)
+    json_object_set_string_member (o, "write-mode", c->write_mode);
+  if (c->prewarm)
+    json_object_set_string_member (o, "prewarm", c->prewarm);
+  if (c->prewarm_speed)
+    json_object_set_int_member (o, "prewarm-speed",
+                                g_ascii_strtoll (c->prewarm_speed, NULL, 10));
+  if (c->read_from)
+    json_object_set_string_member (o, "read-from", c->read_from);
+  if (c->copy_on_read)
+    json_object_set_boolean_member (o, "copy-on-read",
+                                    strcmp (c->copy_on_read, "true") == 0);
+  return o;
+}
+
+typedef struct {
+  ShdDisk *disk;                /* a reference */
+  char *child;
+  gboolean is_switch;
+} ReopenCtx;
+
+static void
+reopen_ctx_free (ReopenCtx *ctx)
+{
+  g_object_unref (ctx->disk);
+  g_free (ctx->child);
+  g_free (ctx);
+}
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (ReopenCtx, reopen_ctx_free)
+
+static void
+reopen_done (GObject *src, GAsyncResult *res, gpointer data)
+{
+  g_autoptr (ReopenCtx) ctx = data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (JsonNode) ret = shd_qmp_execute_finish (SHD_QMP (src), res, &error);
+
+  if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    return;                     /* stopped */
+  ctx->disk->reopen_in_flight = FALSE;
+  if (ret == NULL) {
+    ctx->disk->reopen_failures++;
+    shd_log (G_LOG_LEVEL_WARNING, ctx->disk->cfg->name, "reopen-failed",
+             "%s: blockdev-reopen to %s failed: %s", ctx->disk->cfg->name,
+             ctx->child, error->message);
+    if (ctx->is_switch)
+      shd_policy_switch_failed (ctx->disk->policy, error->message);
+    else
+      ctx->disk->write_sync_raised = FALSE;
+  } else if (ctx->is_switch) {
+    ctx->disk->write_sync_raised = FALSE;
+  }
+}
+
+static void
+reopen (ShdDisk *disk, const char *active_child, gboolean force_sync, gboolean is_switch)
+{
+  JsonObject *args = json_object_new ();
+  JsonArray *opts = json_array_new ();
+  ReopenCtx *ctx = g_new0 (ReopenCtx, 1);
+
+  json_array_add_object_element (opts, node_options (disk, active_child, force_sync));
+  json_object_set_array_member (args, "options", opts);
+  ctx->disk = g_object_ref (disk);
+  ctx->child = g_strdup (active_child);
+  ctx->is_switch = is_switch;
+  disk->reopen_in_flight = TRUE;
+  shd_qmp_execute_async (disk->qmp, "blockdev-reopen", args, 0, disk->cancel,
+                         reopen_done, ctx);
+  json_object_unref (args);
+}
+
+#define ADD_RETRY_S 10          /* an added child should show up by then */
+#define ADD_FAIL_HOLD_S 300     /* a tier whose child could not be added */
+
+typedef struct {
+  ShdDisk *disk;                /* a reference */
+  int tier;
+} AddCtx;
+
+static void
+add_ctx_free (AddCtx *ctx)
+{
+  g_object_unref (ctx->disk);
+  g_free (ctx);
+}
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (AddCtx, add_ctx_free)
+
+static double
+policy_now (ShdDisk *disk)
+{
+  return (g_get_monotonic_time () - disk->t0_us) / 1e6;
+}
+
+static void
+add_done (GObject *src, GAsyncResult *res, gpointer data)
+{
+  g_autoptr (AddCtx) ctx = data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (JsonNode) ret = shd_qmp_execute_finish (SHD_QMP (src), res, &error);
+  ShdDisk *disk = ctx->disk;
+  const ShdPolicyTier *t;
+
+  if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    return;
+  t = &shd_policy_config (disk->policy)->tiers[ctx->tier];
+  if (ret == NULL) {
+    shd_log (G_LOG_LEVEL_WARNING, disk->cfg->name, "add-failed",
+             "%s: cannot add %s (tier %s) to %s: %s; not trying again for %d s",
+             disk->cfg->name, t->child, t->tier, disk->cfg->node, error->message,
+             ADD_FAIL_HOLD_S);
+    shd_policy_mark_unavailable (disk->policy, ctx->tier, policy_now (disk) + ADD_FAIL_HOLD_S);
+  } else {
+    shd_log (G_LOG_LEVEL_MESSAGE, disk->cfg->name, "added",
+             "%s: added %s (tier %s) to %s; it is being pre-warmed", disk->cfg->name,
+             t->child, t->tier, disk->cfg->node);
+  }
+}
+
+/* Pre-warm a tier whose child is not in the node: add it. */
+static void
+add_child (ShdDisk *disk, int tier)
+{
+  JsonObject *args;
+  AddCtx *ctx;
+  double now = policy_now (disk);
+
+  if (now - disk->add_sent_t[tier] < ADD_RETRY_S)
+    return;
+  disk->add_sent_t[tier] = now;
+  args = json_object_new ();
+  json_object_set_string_member (args, "parent", disk->cfg->node);
+  json_object_set_string_member (args, "node",
+                                 shd_policy_config (disk->policy)->tiers[tier].child);
+  ctx = g_new0 (AddCtx, 1);
+  ctx->disk = g_object_ref (disk);
+  ctx->tier = tier;
+  shd_qmp_execute_async (disk->qmp, "x-blockdev-change", args, 0, disk->cancel,
+                         add_done, ctx);
+  json_object_unref (args);
+}
+
+/* ---- decisions ---- */
+
+static void
+record (ShdDisk *disk, const ShdDecision *d, gint64 wall_ms)
+{
+  gboolean notable = d->kind != SHD_DECISION_HOLD && d->kind != SHD_DECISION_NO_DATA;
+  gboolean changed = disk->last_recorded_kind != (int) d->kind ||
+                     disk->last_recorded_target != d->target;
+  g_autoptr (JsonNode) node = NULL;
+  g_autoptr (GError) error = NULL;
+
+  disk->decisions_total++;
+  if (!notable && !changed) {
+    shd_log (G_LOG_LEVEL_DEBUG, disk->cfg->name, shd_decision_kind_name (d->kind), "%s: %s",
+             disk->cfg->name, d->reason);
+    return;
+  }
+  if (!changed && d->action == SHD_ACTION_NONE &&
+      d->t - disk->last_recorded_t < REPEAT_RECORD_S)
+    return;
+  disk->last_recorded_kind = d->kind;
+  disk->last_recorded_target = d->target;
+  disk->last_recorded_t = d->t;
+  node = shd_decision_to_json (d, disk->policy, wall_ms);
+  shd_decision_log (disk->cfg->name, d, shd_policy_tier_name (disk->policy, d->from),
+                    shd_policy_tier_name (disk->policy, d->target));
+  g_queue_push_tail (&disk->decisions, json_node_ref (node));
+  while (disk->decisions.length > MAX_DECISIONS)
+    json_node_unref (g_queue_pop_head (&disk->decisions));
+  if (disk->history &&
+      !shd_history_add_decision (disk->history, disk->cfg->name, wall_ms,
+                                 shd_decision_kind_name (d->kind),
+                                 d->reason, node, &error))
+    shd_log (G_LOG_LEVEL_WARNING, disk->cfg->name, "history", "%s", error->message);
+}
+
+static void
+problem (ShdDisk *disk, const char *msg)
+{
+  if (g_strcmp0 (disk->problem, msg) == 0)
+    return;
+  g_free (disk->problem);
+  disk->problem = g_strdup (msg);
+  if (msg)
+    shd_log (G_LOG_LEVEL_WARNING, disk->cfg->name, "no-rates", "%s: %s",
+             disk->cfg->name, msg);
+}
+
+static void
+warm_from_history (ShdDisk *disk)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GArray) load = NULL;
+  gint64 max_age = (gint64) (600 * disk->interval_s * 1000);
+
+  disk->warmed = TRUE;
+  if (disk->history == NULL)
+    return;
+  load = shd_history_recent_load (disk->history, disk->cfg->name, 512,
+                                  g_get_real_time () / 1000, max_age, &error);
+  if (load == NULL) {
+    shd_log (G_LOG_LEVEL_WARNING, disk->cfg->name, "history", "%s", error->message);
+    return;
+  }
+  if (load->len > 0) {
+    shd_policy_warm (disk->policy, (double *) load->data, load->len);
+    shd_log (G_LOG_LEVEL_INFO, disk->cfg->name, "warm",
+             "%s: forecaster warmed with %u samples from the history",
+             disk->cfg->name, load->len);
+  }
+}
+
+static void
+on_stats (GObject *src, GAsyncResult *res, gpointer data)
+{
+  g_autoptr (ShdDisk) disk = data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (JsonNode) reply = shd_qmp_execute_finish (SHD_QMP (src), res, &error);
+  ShdShadowRates *rates;
+  const ShdShadowSample *sample;
+  ShdPolicyInput in = { 0 };
+  const ShdDecision *d;
+  gint64 now_us = g_get_monotonic_time (), wall_ms = g_get_real_time () / 1000;
+  double pt = NAN, lo, hi = NAN;
+
+  if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    return;                     /* stopped */
+  disk->query_in_flight = FALSE;
+  if (reply == NULL) {
+    if (!g_error_matches (error, SHD_QMP_ERROR, SHD_QMP_ERROR_DISCONNECTED))
+      problem (disk, error->message);
+    return;
+  }
+  rates = shd_collector_push (disk->coll, reply, now_us, &error);
+  if (error) {
+    problem (disk, error->message);
+    return;
+  }
+  problem (disk, NULL);
+  sample = shd_collector_last (disk->coll);
+  g_ptr_array_set_size (disk->children, 0);
+  for (guint i = 0; i < sample->children->len; i++) {
+    const ShdChildSample *cs = sample->children->pdata[i];
+
+    g_ptr_array_add (disk->children, g_strdup (cs->node_name));
+  }
+  if (rates == NULL)
+    return;                     /* the first sample: nothing to compare with */
+  if (!disk->warmed)
+    warm_from_history (disk);
+  g_clear_pointer (&disk->rates, shd_shadow_rates_free);
+  disk->rates = rates;
+  disk->samples++;
+
+  in.t = (now_us - disk->t0_us) / 1e6;
+  in.valid = rates->valid;
+  in.iops = rates->io.read_iops + rates->io.write_iops;
+  in.bps = rates->io.read_bps + rates->io.write_bps;
+  in.latency_ms = rates->io.latency_ms;
+  in.active = rates->active;
+  in.size_bytes = disk->size_bytes;
+  for (guint i = 0; i < rates->children->len && in.n_children < SHD_POLICY_MAX_TIERS; i++) {
+    const ShdChildRates *cr = rates->children->pdata[i];
+    ShdPolicyChild *c = &in.children[in.n_children++];
+
+    c->child = cr->node_name;
+    c->state = cr->state;
+    c->valid = cr->valid;
+    c->iops = cr->io.read_iops + cr->io.write_iops;
+    c->latency_ms = cr->io.latency_ms;
+    c->copy_bps = cr->copy_bps;
+    c->valid_bytes = cr->valid_bytes;
+  }
+  d = shd_policy_step (disk->policy, &in);
+  disk->last_step_wall_ms = wall_ms;
+
+  if (!d->dry_run && !disk->reopen_in_flight) {
+    if (d->action == SHD_ACTION_SWITCH) {
+      reopen (disk, shd_policy_config (disk->policy)->tiers[d->target].child, FALSE, TRUE);
+    } else if (d->action == SHD_ACTION_PREWARM && d->target >= 0 &&
+               shd_policy_profile (disk->policy, d->target)->state == NULL) {
+      add_child (disk, d->target);
+    } else if (d->action == SHD_ACTION_PREWARM && !disk->write_sync_raised &&
+               disk->cfg->write_mode && strcmp (disk->cfg->write_mode, "async") == 0) {
+      disk->write_sync_raised = TRUE;
+      reopen (disk, rates->active, TRUE, FALSE);
+    }
+  }
+  record (disk, d, wall_ms);
+
+  if (disk->history) {
+    ShdHistorySample hs = {
+      .disk = disk->cfg->name, .t_ms = wall_ms, .iops = in.iops,
+      .read_iops = rates->io.read_iops, .write_iops = rates->io.write_iops,
+      .bps = in.bps, .latency_ms = in.latency_ms, .forecast = NAN, .forecast_hi = NAN,
+      .tier = shd_policy_tier_name (disk->policy, shd_policy_tier_by_child (disk->policy, rates->active)),
+    };
+
+    if (shd_policy_forecast (disk->policy, 1, &pt, &lo, &hi)) {
+      hs.forecast = pt;
+      hs.forecast_hi = hi;
+    }
+    if (!shd_history_add_sample (disk->history, &hs, &error))
+      shd_log (G_LOG_LEVEL_WARNING, disk->cfg->name, "history", "%s", error->message);
+  }
+}
+
+static gboolean
+on_timer (gpointer data)
+{
+  ShdDisk *disk = data;
+  JsonObject *args;
+
+  if (!shd_qmp_is_ready (disk->qmp))
+    return G_SOURCE_CONTINUE;
+  if (disk->query_in_flight) {
+    disk->skipped++;
+    return G_SOURCE_CONTINUE;
+  }
+  args = json_object_new ();
+  json_object_set_boolean_member (args, "query-nodes", TRUE);
+  disk->query_in_flight = TRUE;
+  shd_qmp_execute_async (disk->qmp, "query-blockstats", args, 0, disk->cancel,
+                         on_stats, g_object_ref (disk));
+  json_object_unref (args);
+  return G_SOURCE_CONTINUE;
+}
+
+static void
+on_nodes (GObject *src, GAsyncResult *res, gpointer data)
+{
+  g_autoptr (ShdDisk) disk = data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (JsonNode) reply = shd_qmp_execute_finish (SHD_QMP (src), res, &error);
+  JsonArray *a;
+
+  if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED) || reply == NULL)
+    return;
+  if (!JSON_NODE_HOLDS_ARRAY (reply))
+    return;
+  a = json_node_get_array (reply);
+  for (guint i = 0; i < json_array_get_length (a); i++) {
+    JsonObject *n = json_array_get_object_element (a, i);
+    JsonObject *img;
+
+    if (n == NULL || g_strcmp0 (json_object_get_string_member_with_default (n, "node-name", ""),
+                                disk->cfg->node) != 0)
+      continue;
+    if (g_strcmp0 (json_object_get_string_member_with_default (n, "drv", ""), "shadow") != 0)
+      shd_log (G_LOG_LEVEL_WARNING, disk->cfg->name, "not-shadow",
+               "%s: node %s is a %s node, not a shadow node", disk->cfg->name,
+               disk->cfg->node, json_object_get_string_member_with_default (n, "drv", "?"));
+    img = json_object_get_object_member (n, "image");
+    if (img && json_object_has_member (img, "virtual-size"))
+      disk->size_bytes = json_object_get_int_member (img, "virtual-size");
+    return;
+  }
+  problem (disk, "the node is not in query-named-block-nodes");
+}
+
+static void
+on_ready (ShdQmp *qmp, gpointer data)
+{
+  ShdDisk *disk = data;
+  JsonObject *args = json_object_new ();
+
+  /* anything may have changed while away: start the counters afresh and
+   * re-read the node */
+  shd_collector_reset (disk->coll);
+  disk->query_in_flight = FALSE;
+  disk->reopen_in_flight = FALSE;
+  disk->write_sync_raised = FALSE;
+  shd_log (G_LOG_LEVEL_MESSAGE, disk->cfg->name, "connected",
+           "%s: connected to %s (connection %u)", disk->cfg->name,
+           shd_qmp_get_path (qmp), shd_qmp_get_connection_count (qmp));
+  json_object_set_boolean_member (args, "flat", TRUE);
+  shd_qmp_execute_async (qmp, "query-named-block-nodes", args, 0, disk->cancel,
+                         on_nodes, g_object_ref (disk));
+  json_object_unref (args);
+  on_timer (disk);
+}
+
+static void
+on_disconnected (ShdQmp *qmp, const char *reason, gpointer data)
+{
+  ShdDisk *disk = data;
+
+  (void) qmp;
+  disk->query_in_flight = FALSE;
+  disk->reopen_in_flight = FALSE;
+  shd_log (G_LOG_LEVEL_WARNING, disk->cfg->name, "disconnected",
+           "%s: QMP connection lost: %s; reconnecting", disk->cfg->name, reason);
+}
+
+/* ---- the shadow node's events ---- */
+
+static void
+on_switched (ShdDisk *disk, JsonObject *data, const char *child)
+{
+  disk->last_pause_ms = json_object_get_int_member_with_default (data, "pause-ns", 0) / 1e6;
+  shd_log (G_LOG_LEVEL_MESSAGE, disk->cfg->name, "switched",
+           "%s: switched %s -> %s, guest I/O paused %.3f ms", disk->cfg->name,
+           json_object_get_string_member_with_default (data, "old-child", "?"), child,
+           disk->last_pause_ms);
+}
+
+static void
+on_degraded (ShdDisk *disk, JsonObject *data, const char *child)
+{
+  shd_log (G_LOG_LEVEL_WARNING, disk->cfg->name, "degraded", "%s: child %s degraded: %s",
+           disk->cfg->name, child,
+           json_object_get_string_member_with_default (data, "error", "?"));
+}
+
+static void
+on_synced (ShdDisk *disk, JsonObject *data, const char *child)
+{
+  (void) data;
+  shd_log (G_LOG_LEVEL_MESSAGE, disk->cfg->name, "synced", "%s: child %s is synced",
+           disk->cfg->name, child);
+}
+
+static const struct {
+  const char *name;
+  void (*func) (ShdDisk *disk, JsonObject *data, const char *child);
+} shadow_events[] = {
+  { "SHADOW_SWITCHED", on_switched },
+  { "SHADOW_CHILD_DEGRADED", on_degraded },
+  { "SHADOW_CHILD_SYNCED", on_synced },
+};
+
+static void
+on_event (ShdQmp *qmp, const char *name, JsonObject *data, gint64 ts, gpointer user)
+{
+  ShdDisk *disk = user;
+  const char *node = json_object_get_string_member_with_default (data, "node-name", "");
+
+  (void) qmp;
+  (void) ts;
+  if (strcmp (node, disk->cfg->node) != 0)
+    return;                     /* another node's, or not a shadow node's event */
+  for (guint i = 0; i < G_N_ELEMENTS (shadow_events); i++)
+    if (strcmp (name, shadow_events[i].name) == 0)
+      shadow_events[i].func (disk, data,
+                             json_object_get_string_member_with_default (data, "child", "?"));
+}
+
+ShdDisk *
+shd_disk_new (const ShdConfig *c, ShdDiskConfig *d, ShdHistory *history, GError **error)
+{
+  return shd_disk_new_with_qmp (c, d, history, NULL, error);
+}
+
+ShdDisk *
+shd_disk_new_with_qmp (const ShdConfig *c, ShdDiskConfig *d, ShdHistory *history,
+                       ShdQmp *qmp, GError **error)
+{
+  ShdDisk *disk;
+  ShdPolicyConfig pc;
+  ShdQmpConfig qc;
+
+  if (!shd_config_disk_policy (c, d, &pc, error))
+    return NULL;
+  disk = g_object_new (SHD_TYPE_DISK, NULL);
+  disk->cfg = shd_disk_config_ref (d);
+  disk->interval_s = c->interval_s;
+  disk->history = history ? shd_history_ref (history) : NULL;
+  disk->policy = shd_policy_new (&pc);
+  shd_policy_config_clear (&pc);
+  disk->coll = shd_collector_new (d->node);
+  shd_qmp_config_init (&qc);
+  qc.command_timeout_ms = c->qmp_timeout_ms;
+  if (qmp) {
+    disk->qmp = g_object_ref (qmp);
+  } else {
+    disk->qmp = shd_qmp_new (d->qmp, &qc);
+    disk->own_qmp = TRUE;
+  }
+  disk->sig_ready = g_signal_connect (disk->qmp, "ready", G_CALLBACK (on_ready), disk);
+  disk->sig_disconnected = g_signal_connect (disk->qmp, "disconnected",
+                                             G_CALLBACK (on_disconnected), disk);
+  disk->sig_event = g_signal_connect (disk->qmp, "event", G_CALLBACK (on_event), disk);
+  return disk;
+}
+
+void
+shd_disk_start (ShdDisk *disk)
+{
+  guint ms = (guint) MAX (disk->interval_s * 1000, 10);
+
+  g_return_if_fail (!disk->stopped && disk->timer == 0);
+  disk->timer = g_timeout_add (ms, on_timer, disk);
+  if (disk->own_qmp)
+    shd_qmp_start (disk->qmp);
+  else if (shd_qmp_is_ready (disk->qmp))
+    on_ready (disk->qmp, disk);
+}
+
+void
+shd_disk_stop (ShdDisk *disk)
+{
+  if (disk->stopped)
+    return;
+  disk->stopped = TRUE;
+  g_cancellable_cancel (disk->cancel);
+  g_clear_handle_id (&disk->timer, g_source_remove);
+  g_clear_signal_handler (&disk->sig_ready, disk->qmp);
+  g_clear_signal_handler (&disk->sig_disconnected, disk->qmp);
+  g_clear_signal_handler (&disk->sig_event, disk->qmp);
+  if (disk->own_qmp)
+    shd_qmp_stop (disk->qmp);
+}
+
+static void
+shd_disk_dispose (GObject *object)
+{
+  ShdDisk *disk = SHD_DISK (object);
+
+  if (disk->qmp) {
+    shd_disk_stop (disk);
+    g_clear_object (&disk->qmp);
+  }
+  G_OBJECT_CLASS (shd_disk_parent_class)->dispose (object);
+}
+
+static void
+shd_disk_finalize (GObject *object)
+{
+  ShdDisk *disk = SHD_DISK (object);
+
+  g_object_unref (disk->cancel);
+  shd_policy_free (disk->policy);
+  shd_collector_free (disk->coll);
+  g_ptr_array_unref (disk->children);
+  g_clear_pointer (&disk->rates, shd_shadow_rates_free);
+  g_queue_clear_full (&disk->decisions, (GDestroyNotify) json_node_unref);
+  g_free (disk->problem);
+  g_clear_pointer (&disk->history, shd_history_unref);
+  shd_disk_config_unref (disk->cfg);
+  G_OBJECT_CLASS (shd_disk_parent_class)->finalize (object);
+}
+
+static void
+shd_disk_class_init (ShdDiskClass *klass)
+{
+  GObjectClass *oc = G_OBJECT_CLASS (klass);
+
+  oc->dispose = shd_disk_dispose;
+  oc->finalize = shd_disk_finalize;
+}
+
+static void
+shd_disk_init (ShdDisk *disk)
+{
+  disk->cancel = g_cancellable_new ();
+  disk->children = g_ptr_array_new_with_free_func (g_free);
+  disk->last_recorded_kind = -1;
+  disk->last_recorded_target = -2;
+  disk->last_pause_ms = NAN;
+  disk->t0_us = g_get_monotonic_time ();
+  for (guint i = 0; i < SHD_POLICY_MAX_TIERS; i++)
+    disk->add_sent_t[i] = -INFINITY;
+  g_queue_init (&disk->decisions);
+}
+
+/* ---- operator commands ---- */
+
+static int
+find_tier (ShdDisk *disk, const char *tier, GError **error)
+{
+  int i = shd_policy_tier_by_name (disk->policy, tier);
+
+  if (i < 0)
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                 "disk %s has no tier '%s'", disk->cfg->name, tier);
+  return i;
+}
+
+gboolean
+shd_disk_request_switch (ShdDisk *disk, const char *tier, GError **error)
+{
+  int i = find_tier (disk, tier, error);
+
+  if (i < 0)
+    return FALSE;
+  shd_policy_request_switch (disk->policy, i);
+  shd_log (G_LOG_LEVEL_MESSAGE, disk->cfg->name, "request",
+           "%s: operator requested a switch to %s", disk->cfg->name, tier);
+  return TRUE;
+}
+
+void
+shd_disk_set_paused (ShdDisk *disk, gboolean paused)
+{
+  if (shd_policy_paused (disk->policy) != paused)
+    shd_log (G_LOG_LEVEL_MESSAGE, disk->cfg->name, paused ? "paused" : "resumed",
+             "%s: %s", disk->cfg->name, paused ? "paused: deciding, not acting" : "resumed");
+  shd_policy_set_paused (disk->policy, paused);
+}
+
+static JsonObject *
+tier_json (ShdDisk *disk, int i)
+{
+  const ShdPolicyConfig *pc = shd_policy_config (disk->policy);
+  const ShdTierProfile *pr = shd_policy_profile (disk->policy, i);
+  JsonObject *o = json_object_new ();
+  guint64 stale = disk->size_bytes > pr->valid_bytes ? disk->size_bytes - pr->valid_bytes : 0;
+
+  json_object_set_string_member (o, "name", pc->tiers[i].tier);
+  json_object_set_string_member (o, "child", pc->tiers[i].child);
+  shd_json_set_str (o, "state", pr->state);
+  json_object_set_double_member (o, "cost-gib-month", pc->tiers[i].cost_gib_month);
+  shd_json_set_num (o, "latency-ms", pr->latency_ms);
+  shd_json_set_num (o, "base-latency-ms", pr->base_latency_ms);
+  shd_json_set_num (o, "capacity-iops", pr->capacity_iops > 0 ? pr->capacity_iops : NAN);
+  shd_json_set_num (o, "limit-iops", shd_policy_tier_limit (disk->policy, i));
+  json_object_set_int_member (o, "valid-bytes", pr->valid_bytes);
+  json_object_set_int_member (o, "stale-bytes", disk->size_bytes ? stale : 0);
+  shd_json_set_num (o, "copy-bps", pr->copy_bps);
+  return o;
+}
+
+JsonNode *
+shd_disk_prewarm (ShdDisk *disk, const char *tier, GError **error)
+{
+  int i = find_tier (disk, tier, error);
+  const ShdTierProfile *pr;
+  JsonObject *o;
+  JsonNode *n;
+  double eta = NAN;
+
+  if (i < 0)
+    return NULL;
+  pr = shd_policy_profile (disk->policy, i);
+  o = tier_json (disk, i);
+  if (pr->state == NULL) {
+    if (!shd_qmp_is_ready (disk->qmp)) {
+      json_object_unref (o);
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_CONNECTED, "disk %s is not connected",
+                   disk->cfg->name);
+      return NULL;
+    }
+    disk->add_sent_t[i] = -INFINITY;
+    add_child (disk, i);
+    json_object_set_boolean_member (o, "adding", TRUE);
+  }
+  if (disk->cfg->write_mode && strcmp (disk->cfg->write_mode, "async") == 0 &&
+      !disk->write_sync_raised && disk->rates && !disk->reopen_in_flight) {
+    disk->write_sync_raised = TRUE;
+    reopen (disk, disk->rates->active, TRUE, FALSE);
+    json_object_set_boolean_member (o, "write-mode-raised", TRUE);
+  }
+  if (pr->state && (strcmp (pr->state, "synced") == 0 || strcmp (pr->state, "active") == 0))
+    eta = 0;
+  else if (isfinite (pr->copy_bps) && pr->copy_bps > 0 && disk->size_bytes)
+    eta = (disk->size_bytes - MIN (disk->size_bytes, pr->valid_bytes)) / pr->copy_bps;
+  shd_json_set_num (o, "eta-s", eta);
+  n = json_node_new (JSON_NODE_OBJECT);
+  json_node_take_object (n, o);
+  return n;
+}
+
+JsonNode *
+shd_disk_decisions (ShdDisk *disk, guint limit)
+{
+  JsonArray *a = json_array_new ();
+  JsonNode *n = json_node_new (JSON_NODE_ARRAY);
+  guint skip = limit && disk->decisions.length > limit ? disk->decisions.length - limit : 0;
+  guint i = 0;
+
+  for (GList *l = disk->decisions.head; l; l = l->next, i++) {
+    JsonNode *copy;
+
+    if (i < skip)
+      continue;
+    copy = json_node_copy (l->data);
+    json_object_set_string_member (json_node_get_object (copy), "disk", disk->cfg->name);
+    json_array_add_element (a, copy);
+  }
+  json_node_take_array (n, a);
+  return n;
+}
+
+JsonNode *
+shd_disk_forecast (ShdDisk *disk, guint steps)
+{
+  JsonObject *o = json_object_new ();
+  JsonArray *a = json_array_new ();
+  JsonNode *n = json_node_new (JSON_NODE_OBJECT);
+  double pt, lo, hi;
+
+  if (steps == 0)
+    steps = shd_policy_horizon_steps (disk->policy);
+  steps = MIN (steps, 3600);
+  json_object_set_string_member (o, "name", disk->cfg->name);
+  json_object_set_string_member (o, "model", shd_policy_model (disk->policy));
+  json_object_set_double_member (o, "interval-s", disk->interval_s);
+  json_object_set_double_member (o, "level", shd_policy_config (disk->policy)->knobs.level);
+  for (guint h = 1; h <= steps; h++) {
+    JsonObject *e;
+
+    if (!shd_policy_forecast (disk->policy, h, &pt, &lo, &hi))
+      break;
+    e = json_object_new ();
+    json_object_set_int_member (e, "step", h);
+    json_object_set_double_member (e, "seconds", h * disk->interval_s);
+    shd_json_set_num (e, "iops", pt);
+    shd_json_set_num (e, "lower", lo);
+    shd_json_set_num (e, "upper", hi);
+    json_array_add_object_element (a, e);
+  }
+  json_object_set_array_member (o, "forecast", a);
+  json_node_take_object (n, o);
+  return n;
+}
+
+JsonNode *
+shd_disk_status (ShdDisk *disk)
+{
+  ShdPolicy *p = disk->policy;
+  const ShdPolicyConfig *pc = shd_policy_config (p);
+  const ShdDecision *d = shd_policy_last (p);
+  JsonObject *o = json_object_new (), *load = json_object_new (), *fc = json_object_new ();
+  JsonArray *tiers = json_array_new ();
+  JsonNode *n = json_node_new (JSON_NODE_OBJECT);
+  int active = disk->rates ? shd_policy_tier_by_child (p, disk->rates->active) : -1;
+  double pt, lo, hi;
+
+  json_object_set_string_member (o, "name", disk->cfg->name);
+  json_object_set_string_member (o, "node", disk->cfg->node);
+  json_object_set_string_member (o, "qmp", disk->cfg->qmp);
+  json_object_set_boolean_member (o, "connected", shd_qmp_is_ready (disk->qmp));
+  json_object_set_int_member (o, "connections", shd_qmp_get_connection_count (disk->qmp));
+  shd_json_set_str (o, "active-tier", shd_policy_tier_name (p, active));
+  shd_json_set_str (o, "active-child", disk->rates ? disk->rates->active : NULL);
+  if (pc->dry_run)
+    shd_json_set_str (o, "decided-tier", shd_policy_tier_name (p, shd_policy_active (p)));
+  json_object_set_boolean_member (o, "dry-run", pc->dry_run);
+  json_object_set_boolean_member (o, "paused", shd_policy_paused (p));
+  json_object_set_double_member (o, "slo-latency-ms", pc->slo_latency_ms);
+  json_object_set_int_member (o, "size-bytes", disk->size_bytes);
+  shd_json_set_str (o, "problem", disk->problem);
+  json_object_set_int_member (o, "samples", disk->samples);
+  json_object_set_int_member (o, "switches", shd_policy_switch_count (p));
+  shd_json_set_num (o, "last-switch-pause-ms", disk->last_pause_ms);
+
+  if (disk->rates) {
+    const ShdIoRates *io = &disk->rates->io;
+
+    json_object_set_boolean_member (load, "valid", disk->rates->valid);
+    shd_json_set_num (load, "iops", io->read_iops + io->write_iops);
+    shd_json_set_num (load, "read-iops", io->read_iops);
+    shd_json_set_num (load, "write-iops", io->write_iops);
+    shd_json_set_num (load, "bps", io->read_bps + io->write_bps);
+    shd_json_set_num (load, "latency-ms", io->latency_ms);
+    shd_json_set_num (load, "queue-depth", io->queue_depth);
+  }
+  json_object_set_object_member (o, "load", load);
+
+  json_object_set_string_member (fc, "model", shd_policy_model (p));
+  json_object_set_double_member (fc, "horizon-s", pc->knobs.horizon_s);
+  if (shd_policy_forecast (p, 1, &pt, &lo, &hi)) {
+    shd_json_set_num (fc, "next", pt);
+    shd_json_set_num (fc, "lower", lo);
+    shd_json_set_num (fc, "upper", hi);
+  }
+  shd_json_set_num (fc, "horizon-upper", d->forecast_hi);
+  json_object_set_boolean_member (fc, "spike", d->spike);
+  json_object_set_object_member (o, "forecast", fc);
+
+  for (guint i = 0; i < pc->n_tiers; i++)
+    json_array_add_object_element (tiers, tier_json (disk, i));
+  json_object_set_array_member (o, "tiers", tiers);
+  json_object_set_member (o, "last-decision",
+                          shd_decision_to_json (d, p, disk->last_step_wall_ms));
+  json_node_take_object (n, o);
+  return n;
+}
+
+/* ---- Prometheus ---- */
+
+static const ShdMetricFamily families[] = {
+  { "shadowd_disk_connected", SHD_METRIC_GAUGE, "1 while the disk's QMP connection is ready" },
+  { "shadowd_disk_qmp_connections_total", SHD_METRIC_COUNTER,
+    "QMP connections negotiated, reconnections included" },
+  { "shadowd_disk_samples_total", SHD_METRIC_COUNTER, "Intervals sampled" },
+  { "shadowd_disk_samples_skipped_total", SHD_METRIC_COUNTER,
+    "Intervals skipped because the previous query-blockstats was still in flight" },
+  { "shadowd_disk_switches_total", SHD_METRIC_COUNTER, "Tier switches decided" },
+  { "shadowd_disk_reopen_failures_total", SHD_METRIC_COUNTER, "Failed blockdev-reopen commands" },
+  { "shadowd_disk_paused", SHD_METRIC_GAUGE, "1 while the operator paused the disk" },
+  { "shadowd_disk_dry_run", SHD_METRIC_GAUGE, "1 when the disk decides without acting" },
+  { "shadowd_disk_slo_latency_seconds", SHD_METRIC_GAUGE, "The disk's latency objective" },
+  { "shadowd_disk_spike", SHD_METRIC_GAUGE, "1 while a load spike is in progress" },
+  { "shadowd_disk_iops", SHD_METRIC_GAUGE, "Guest-facing operations per second, by op" },
+  { "shadowd_disk_bytes_per_second", SHD_METRIC_GAUGE, "Guest-facing bytes per second, by op" },
+  { "shadowd_disk_latency_seconds", SHD_METRIC_GAUGE,
+    "Mean latency of reads and writes over the last interval" },
+  { "shadowd_disk_queue_depth", SHD_METRIC_GAUGE, "Mean requests in flight (Little's law)" },
+  { "shadowd_disk_forecast_iops", SHD_METRIC_GAUGE, "Point forecast of the next interval's load" },
+  { "shadowd_disk_forecast_upper_iops", SHD_METRIC_GAUGE,
+    "Upper bound of the next interval's load" },
+  { "shadowd_disk_forecast_horizon_upper_iops", SHD_METRIC_GAUGE,
+    "Highest upper bound of the load over the policy's horizon" },
+  { "shadowd_disk_cost_gib_month", SHD_METRIC_GAUGE, "Cost per GiB and month of the active tier" },
+  { "shadowd_disk_tier_active", SHD_METRIC_GAUGE, "1 for the tier serving guest I/O" },
+  { "shadowd_disk_tier_state", SHD_METRIC_GAUGE,
+    "1 for the tier's child state (active, synced, syncing, stale, degraded, absent)" },
+  { "shadowd_disk_tier_latency_seconds", SHD_METRIC_GAUGE, "Last latency measured on the tier" },
+  { "shadowd_disk_tier_base_latency_seconds", SHD_METRIC_GAUGE,
+    "The tier's latency at light load, as measured or configured" },
+  { "shadowd_disk_tier_capacity_iops", SHD_METRIC_GAUGE,
+    "The load the tier was seen to carry at most, or its configured max-iops" },
+  { "shadowd_disk_tier_limit_iops", SHD_METRIC_GAUGE,
+    "The load the tier carries within the latency objective" },
+  { "shadowd_disk_tier_valid_bytes", SHD_METRIC_GAUGE, "Bytes of the tier's child in step" },
+};
+
+void
+shd_disk_declare_metrics (ShdMetrics *m)
+{
+  shd_metrics_declare (m, families, G_N_ELEMENTS (families));
+}
+
+/* A sample unless v is unknown (NaN; infinity: unbounded) */
+static void G_GNUC_NULL_TERMINATED
+metric (ShdMetrics *m, const char *family, double v, const char *disk, ...)
+{
+  g_autoptr (GPtrArray) labels = g_ptr_array_new ();
+  va_list ap;
+  const char *s;
+
+  if (!isfinite (v))
+    return;
+  g_ptr_array_add (labels, (gpointer) "disk");
+  g_ptr_array_add (labels, (gpointer) disk);
+  va_start (ap, disk);
+  while ((s = va_arg (ap, const char *)) != NULL)
+    g_ptr_array_add (labels, (gpointer) s);
+  va_end (ap);
+  g_ptr_array_add (labels, NULL);
+  shd_metrics_addv (m, family, v, (const char *const *) labels->pdata);
+}
+
+void
+shd_disk_collect_metrics (ShdDisk *disk, ShdMetrics *m)
+{
+  ShdPolicy *p = disk->policy;
+  const ShdPolicyConfig *pc = shd_policy_config (p);
+  const char *name = disk->cfg->name;
+  const ShdDecision *d = shd_policy_last (p);
+  int active = disk->rates ? shd_policy_tier_by_child (p, disk->rates->active) : -1;
+  double pt, lo, hi;
+
+  metric (m, "shadowd_disk_connected", shd_qmp_is_ready (disk->qmp), name, NULL);
+  metric (m, "shadowd_disk_qmp_connections_total", shd_qmp_get_connection_count (disk->qmp),
+          name, NULL);
+  metric (m, "shadowd_disk_samples_total", disk->samples, name, NULL);
+  metric (m, "shadowd_disk_samples_skipped_total", disk->skipped, name, NULL);
+  metric (m, "shadowd_disk_switches_total", shd_policy_switch_count (p), name, NULL);
+  metric (m, "shadowd_disk_reopen_failures_total", disk->reopen_failures, name, NULL);
+  metric (m, "shadowd_disk_paused", shd_policy_paused (p), name, NULL);
+  metric (m, "shadowd_disk_dry_run", pc->dry_run, name, NULL);
+  metric (m, "shadowd_disk_slo_latency_seconds", pc->slo_latency_ms / 1000, name, NULL);
+  metric (m, "shadowd_disk_spike", d->spike, name, NULL);
+  if (disk->rates) {
+    const ShdIoRates *io = &disk->rates->io;
+
+    metric (m, "shadowd_disk_iops", io->read_iops, name, "op", "read", NULL);
+    metric (m, "shadowd_disk_iops", io->write_iops, name, "op", "write", NULL);
+    metric (m, "shadowd_disk_bytes_per_second", io->read_bps, name, "op", "read", NULL);
+    metric (m, "shadowd_disk_bytes_per_second", io->write_bps, name, "op", "write", NULL);
+    metric (m, "shadowd_disk_latency_seconds", io->latency_ms / 1000, name, NULL);
+    metric (m, "shadowd_disk_queue_depth", io->queue_depth, name, NULL);
+  }
+  if (shd_policy_forecast (p, 1, &pt, &lo, &hi)) {
+    metric (m, "shadowd_disk_forecast_iops", pt, name, NULL);
+    metric (m, "shadowd_disk_forecast_upper_iops", hi, name, NULL);
+  }
+  metric (m, "shadowd_disk_forecast_horizon_upper_iops", d->forecast_hi, name, NULL);
+  if (active >= 0)
+    metric (m, "shadowd_disk_cost_gib_month", pc->tiers[active].cost_gib_month, name, NULL);
+  for (guint i = 0; i < pc->n_tiers; i++) {
+    const ShdTierProfile *pr = shd_policy_profile (p, i);
+    const char *t = pc->tiers[i].tier;
+
+    metric (m, "shadowd_disk_tier_active", (int) i == active, name, "tier", t, NULL);
+    metric (m, "shadowd_disk_tier_state", 1, name, "tier", t,
+            "state", pr->state ? pr->state : "absent", NULL);
+    metric (m, "shadowd_disk_tier_latency_seconds", pr->latency_ms / 1000, name,
+            "tier", t, NULL);
+    metric (m, "shadowd_disk_tier_base_latency_seconds", pr->base_latency_ms / 1000, name,
+            "tier", t, NULL);
+    if (pr->capacity_iops > 0)
+      metric (m, "shadowd_disk_tier_capacity_iops", pr->capacity_iops, name, "tier", t, NULL);
+    metric (m, "shadowd_disk_tier_limit_iops", shd_policy_tier_limit (p, i), name,
+            "tier", t, NULL);
+    metric (m, "shadowd_disk_tier_valid_bytes", pr->valid_bytes, name, "tier", t, NULL);
+  }
+}

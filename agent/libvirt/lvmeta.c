@@ -1,0 +1,635 @@
+/* Domain metadata and live domain XML; see lvmeta.h. */
+#include "lvmeta.h"
+
+#include <string.h>
+
+#define MAX_TARGET 8            /* keeps node names under QEMU's 31 bytes */
+
+static void
+tier_free (gpointer p)
+{
+  ShdLvTier *t = p;
+
+  g_free (t->name);
+  g_free (t->path);
+  g_free (t->cost);
+  g_free (t->max_iops);
+  g_free (t->latency_ms);
+  g_free (t);
+}
+
+void
+shd_lv_disk_free (ShdLvDisk *d)
+{
+  if (d == NULL)
+    return;
+  g_free (d->target);
+  g_ptr_array_unref (d->tiers);
+  g_hash_table_unref (d->disk_attrs);
+  g_hash_table_unref (d->policy_attrs);
+  g_free (d);
+}
+
+/* "shadow:disk" -> "disk": namespaces are libvirt's business; the
+ * element libvirt hands out is ours as a whole. */
+static const char *
+local_name (const char *name)
+{
+  const char *colon = strrchr (name, ':');
+
+  return colon ? colon + 1 : name;
+}
+
+/* ---- the metadata element ---- */
+
+typedef struct {
+  GPtrArray *disks;
+  ShdLvDisk *disk;              /* the open <disk>, or NULL */
+  guint depth;
+} MetaCtx;
+
+static gboolean G_GNUC_PRINTF (3, 4)
+meta_fail (GMarkupParseContext *pc, GError **error, const char *fmt, ...)
+{
+  va_list ap;
+  g_autofree char *msg = NULL;
+  int line = 0, col = 0;
+
+  g_markup_parse_context_get_position (pc, &line, &col);
+  va_start (ap, fmt);
+  msg = g_strdup_vprintf (fmt, ap);
+  va_end (ap);
+  g_set_error (error, G_MARKUP_ERROR, G_MARKUP_ERROR_INVALID_CONTENT,
+               "shadow metadata, line %d: %s", line, msg);
+  return FALSE;
+}
+
+static gboolean
+valid_target (const char *s)
+{
+  if (!g_ascii_isalpha (*s) || strlen (s) > MAX_TARGET)
+    return FALSE;
+  for (; *s; s++)
+    if (!g_ascii_isalnum (*s))
+      return FALSE;
+  return TRUE;
+}
+
+static gboolean
+parse_u64 (const char *s, guint64 *out)
+{
+  return g_ascii_string_to_unsigned (s, 10, 0, G_MAXINT64, out, NULL);
+}
+
+/* The attributes of <tier> */
+typedef enum { ATTR_TEXT, ATTR_YES_NO, ATTR_COUNT } AttrKind;
+
+typedef struct {
+  const char *name;
+  AttrKind kind;
+  gsize offset;                 /* in ShdLvTier */
+  const char *what;             /* ATTR_COUNT: in messages */
+} TierAttr;
+
+static const TierAttr tier_attrs[] = {
+  { "name", ATTR_TEXT, G_STRUCT_OFFSET (ShdLvTier, name), NULL },
+  { "path", ATTR_TEXT, G_STRUCT_OFFSET (ShdLvTier, path), NULL },
+  { "origin", ATTR_YES_NO, G_STRUCT_OFFSET (ShdLvTier, origin), NULL },
+  { "cost-gib-month", ATTR_TEXT, G_STRUCT_OFFSET (ShdLvTier, cost), NULL },
+  { "max-iops", ATTR_TEXT, G_STRUCT_OFFSET (ShdLvTier, max_iops), NULL },
+  { "latency-ms", ATTR_TEXT, G_STRUCT_OFFSET (ShdLvTier, latency_ms), NULL },
+  { "iops-limit", ATTR_COUNT, G_STRUCT_OFFSET (ShdLvTier, iops_limit), "a count" },
+  { "bps-limit", ATTR_COUNT, G_STRUCT_OFFSET (ShdLvTier, bps_limit), "a byte rate" },
+};
+
+static const TierAttr *
+tier_attr (const char *name)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (tier_attrs); i++)
+    if (strcmp (name, tier_attrs[i].name) == 0)
+      return &tier_attrs[i];
+  return NULL;
+}
+
+static char *
+tier_attr_names (void)
+{
+  GString *s = g_string_new (NULL);
+
+  for (guint i = 0; i < G_N_ELEMENTS (tier_attrs); i++)
+    g_string_append_printf (s, "%s%s", i ? ", " : "", tier_attrs[i].name);
+  return g_string_free (s, FALSE);
+}
+
+static gboolean
+parse_tier (GMarkupParseContext *pc, ShdLvDisk *d, const char **names, const char **values,
+            GError **error)
+{
+  ShdLvTier *t = g_new0 (ShdLvTier, 1);
+
+  g_ptr_array_add (d->tiers, t);
+  for (guint i = 0; names[i]; i++) {
+    const TierAttr *a = tier_attr (names[i]);
+    gpointer field;
+
+    if (a == NULL) {
+      g_autofree char *known = tier_attr_names ();
+
+      return meta_fail (pc, error, "<tier> has no attribute '%s' (%s)", names[i], known);
+    }
+    field = G_STRUCT_MEMBER_P (t, a->offset);
+    switch (a->kind) {
+    case ATTR_TEXT:
+      *(char **) field = g_strdup (values[i]);
+      break;
+    case ATTR_YES_NO:
+      if (strcmp (values[i], "yes") != 0 && strcmp (values[i], "no") != 0)
+        return meta_fail (pc, error, "<tier %s> is yes or no, not '%s'", a->name, values[i]);
+      *(gboolean *) field = strcmp (values[i], "yes") == 0;
+      break;
+    case ATTR_COUNT:
+      if (!parse_u64 (values[i], field))
+        return meta_fail (pc, error, "<tier %s> '%s' is not %s", a->name, values[i], a->what);
+      break;
+    }
+  }
+  if (t->name == NULL)
+    return meta_fail (pc, error, "a <tier> of disk %s has no name", d->target);
+  if (t->origin && t->path)
+    return meta_fail (pc, error, "tier %s: the origin tier is the disk's own image and "
+                      "takes no path", t->name);
+  if (!t->origin && t->path == NULL)
+    return meta_fail (pc, error, "tier %s: give its image's path, or origin=\"yes\" for "
+                      "the disk's own image", t->name);
+  if (t->path && !g_path_is_absolute (t->path))
+    return meta_fail (pc, error, "tier %s: path '%s' is not absolute", t->name, t->path);
+  if (t->path && (strstr (t->path, "/../") || g_str_has_suffix (t->path, "/..")))
+    return meta_fail (pc, error, "tier %s: path '%s' has '..' in it", t->name, t->path);
+  return TRUE;
+}
+
+static void
+meta_start (GMarkupParseContext *pc, const char *element, const char **names,
+            const char **values, gpointer data, GError **error)
+{
+  MetaCtx *x = data;
+  const char *el = local_name (element);
+
+  x->depth++;
+  if (x->depth == 1) {
+    if (strcmp (el, "shadowtier") != 0)
+      meta_fail (pc, error, "the root element is <%s>, expected <shadowtier>", el);
+    return;
+  }
+  if (x->depth == 2) {
+    ShdLvDisk *d;
+
+    if (strcmp (el, "disk") != 0) {
+      meta_fail (pc, error, "unexpected <%s> in <shadowtier> (only <disk>)", el);
+      return;
+    }
+    d = g_new0 (ShdLvDisk, 1);
+    d->tiers = g_ptr_array_new_with_free_func (tier_free);
+    d->disk_attrs = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+    d->policy_attrs = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+    g_ptr_array_add (x->disks, d);
+    x->disk = d;
+    for (guint i = 0; names[i]; i++) {
+      if (strcmp (names[i], "target") == 0)
+        d->target = g_strdup (values[i]);
+      else if (!g_str_has_prefix (names[i], "xmlns"))
+        g_hash_table_insert (d->disk_attrs, g_strdup (names[i]), g_strdup (values[i]));
+    }
+    if (d->target == NULL)
+      meta_fail (pc, error, "a <disk> has no target (the disk's target dev, e.g. vda)");
+    else if (!valid_target (d->target))
+      meta_fail (pc, error, "disk target '%s' is not a target dev name "
+                 "(a letter, then letters and digits, at most %d)", d->target, MAX_TARGET);
+    else
+      for (guint i = 0; i + 1 < x->disks->len; i++)
+        if (strcmp (((ShdLvDisk *) x->disks->pdata[i])->target, d->target) == 0)
+          meta_fail (pc, error, "disk %s is described twice", d->target);
+    return;
+  }
+  if (x->depth == 3 && strcmp (el, "tier") == 0) {
+    parse_tier (pc, x->disk, names, values, error);
+    return;
+  }
+  if (x->depth == 3 && strcmp (el, "policy") == 0) {
+    for (guint i = 0; names[i]; i++)
+      g_hash_table_insert (x->disk->policy_attrs, g_strdup (names[i]), g_strdup (values[i]));
+    return;
+  }
+  meta_fail (pc, error, "unexpected <%s>%s", el,
+             x->depth == 3 ? " in <disk> (only <tier> and <policy>)" : "");
+}
+
+static void
+meta_end (GMarkupParseContext *pc, const char *element, gpointer data, GError **error)
+{
+  MetaCtx *x = data;
+  ShdLvDisk *d = x->disk;
+  guint origins = 0;
+
+  (void) element;
+  if (x->depth-- != 2 || d == NULL)
+    return;
+  x->disk = NULL;
+  for (guint i = 0; i < d->tiers->len; i++) {
+    ShdLvTier *t = d->tiers->pdata[i];
+
+    origins += t->origin;
+    for (guint j = 0; j < i; j++) {
+      ShdLvTier *o = d->tiers->pdata[j];
+
+      if (strcmp (o->name, t->name) == 0)
+        meta_fail (pc, error, "disk %s: tier %s is given twice", d->target, t->name);
+      else if (t->path && o->path && strcmp (o->path, t->path) == 0)
+        meta_fail (pc, error, "disk %s: tiers %s and %s have the same image %s",
+                   d->target, o->name, t->name, t->path);
+    }
+  }
+  if (*error)
+    return;
+  if (origins != 1)
+    meta_fail (pc, error, "disk %s: exactly one tier must be origin=\"yes\" (the disk's "
+               "own image), found %u", d->target, origins);
+  else if (d->tiers->len < 2)
+    meta_fail (pc, error, "disk %s: give at least one tier besides the origin", d->target);
+  else if (d->tiers->len > 8)
+    meta_fail (pc, error, "disk %s: at most 8 tiers", d->target);
+}
+
+static void
+meta_text (GMarkupParseContext *pc, const char *text, gsize len, gpointer data,
+           GError **error)
+{
+  (void) data;
+  for (gsize i = 0; i < len; i++)
+    if (!g_ascii_isspace (text[i])) {
+      meta_fail (pc, error, "unexpected text '%.*s'", (int) MIN (len, 40), text);
+      return;
+    }
+}
+
+GPtrArray *
+shd_lv_meta_parse (const char *xml, GError **error)
+{
+  static const GMarkupParser parser = { meta_start, meta_end, meta_text, NULL, NULL };
+  g_autoptr (GPtrArray) disks = g_ptr_array_new_with_free_func ((GDestroyNotify) shd_lv_disk_free);
+  MetaCtx x = { disks, NULL, 0 };
+  g_autoptr (GMarkupParseContext) pc =
+    g_markup_parse_context_new (&parser, G_MARKUP_PREFIX_ERROR_POSITION, &x, NULL);
+
+  if (!g_markup_parse_context_parse (pc, xml, -1, error) ||
+      !g_markup_parse_context_end_parse (pc, error))
+    return NULL;
+  if (disks->len == 0) {
+    g_set_error (error, G_MARKUP_ERROR, G_MARKUP_ERROR_INVALID_CONTENT,
+                 "shadow metadata: no <disk>");
+    return NULL;
+  }
+  return g_steal_pointer (&disks);
+}
+
+/* ---- names ---- */
+
+char *
+shd_lv_node_shadow (const char *target)
+{
+  return g_strdup_printf ("shd-%s", target);
+}
+
+char *
+shd_lv_node_base (const char *target)
+{
+  return g_strdup_printf ("shd-%s-base", target);
+}
+
+char *
+shd_lv_node_tier (const char *target, guint index, gboolean throttle)
+{
+  return g_strdup_printf ("shd-%s-%c%u", target, throttle ? 't' : 'f', index);
+}
+
+char *
+shd_lv_throttle_group (const char *target, guint index)
+{
+  return g_strdup_printf ("shd-%s-g%u", target, index);
+}
+
+char *
+shd_lv_disk_name (const char *domain, const char *target)
+{
+  return g_strdup_printf ("%s.%s", domain, target);
+}
+
+static const char *
+attr (GHashTable *h, const char *k)
+{
+  return g_hash_table_lookup (h, k);
+}
+
+/* The keys are GVariant text: every string quoted and escaped, every
+ * field in its place, so that two different descriptions never give the
+ * same key (pasting "name,path|" together made a path with ",0,0,0|" in
+ * it look like two tiers). */
+static char *
+print_key (GVariant *v)
+{
+  g_autoptr (GVariant) sunk = g_variant_ref_sink (v);
+
+  return g_variant_print (sunk, FALSE);
+}
+
+static GVariant *
+layout_variant (const ShdLvDisk *d)
+{
+  GVariantBuilder tiers;
+
+  g_variant_builder_init (&tiers, G_VARIANT_TYPE ("a(smsbtt)"));
+  for (guint i = 0; i < d->tiers->len; i++) {
+    const ShdLvTier *t = d->tiers->pdata[i];
+
+    g_variant_builder_add (&tiers, "(smsbtt)", t->name, t->path, t->origin, t->iops_limit,
+                           t->bps_limit);
+  }
+  return g_variant_new ("(sa(smsbtt)ms)", d->target, &tiers,
+                        attr (d->disk_attrs, "chunk-size"));
+}
+
+char *
+shd_lv_disk_layout_key (const ShdLvDisk *d)
+{
+  return print_key (layout_variant (d));
+}
+
+/* A table's pairs, sorted by name */
+static GVariant *
+sorted_attrs (GHashTable *h)
+{
+  g_autoptr (GList) keys = g_list_sort (g_hash_table_get_keys (h), (GCompareFunc) strcmp);
+  GVariantBuilder b;
+
+  g_variant_builder_init (&b, G_VARIANT_TYPE ("a{ss}"));
+  for (GList *l = keys; l; l = l->next)
+    g_variant_builder_add (&b, "{ss}", (const char *) l->data,
+                           (const char *) g_hash_table_lookup (h, l->data));
+  return g_variant_builder_end (&b);
+}
+
+char *
+shd_lv_disk_full_key (const ShdLvDisk *d)
+{
+  GVariantBuilder tiers;
+
+  g_variant_builder_init (&tiers, G_VARIANT_TYPE ("a(smsmsms)"));
+  for (guint i = 0; i < d->tiers->len; i++) {
+    const ShdLvTier *t = d->tiers->pdata[i];
+
+    g_variant_builder_add (&tiers, "(smsmsms)", t->name, t->cost, t->max_iops, t->latency_ms);
+  }
+  return print_key (g_variant_new ("(@(sa(smsbtt)ms)@a{ss}@a{ss}a(smsmsms))",
+                                   layout_variant (d), sorted_attrs (d->disk_attrs),
+                                   sorted_attrs (d->policy_attrs), &tiers));
+}
+
+/* The origin first: the child that serves I/O at insertion. */
+static guint
+tier_index (const ShdLvDisk *d, const ShdLvTier *t)
+{
+  guint n = 1;
+
+  if (t->origin)
+    return 0;
+  for (guint i = 0; i < d->tiers->len; i++) {
+    const ShdLvTier *o = d->tiers->pdata[i];
+
+    if (o == t)
+      return n;
+    if (!o->origin)
+      n++;
+  }
+  g_return_val_if_reached (0);
+}
+
+ShdDiskConfig *
+shd_lv_disk_config (ShdConfig *c, const char *domain, const ShdLvDisk *d, GError **error)
+{
+  g_autoptr (GKeyFile) kf = g_key_file_new ();
+  g_autofree char *name = shd_lv_disk_name (domain, d->target);
+  g_autofree char *group = g_strdup_printf ("disk:%s", name);
+  g_autofree char *origin = g_strdup_printf ("domain %s metadata", domain);
+  g_autofree char *node = shd_lv_node_shadow (d->target);
+  const char *wm = attr (d->disk_attrs, "write-mode");
+  GHashTableIter it;
+  gpointer k, v;
+  ShdDiskConfig *dc;
+
+  if (wm && strcmp (wm, "sync") != 0) {
+    g_set_error (error, SHD_CONFIG_ERROR, SHD_CONFIG_ERROR_INVALID,
+                 "%s: disk %s: write-mode must be sync: the origin image must stay "
+                 "in step so that libvirt can take the disk back at any time",
+                 origin, d->target);
+    return NULL;
+  }
+  /* Tiers: a [tier:NAME] of the file, or one the metadata defines. */
+  for (guint i = 0; i < d->tiers->len; i++) {
+    const ShdLvTier *t = d->tiers->pdata[i];
+    double cost = 0, iops = 0, lat = 0;
+
+    if (shd_config_tier (c, t->name))
+      continue;
+    if (t->cost == NULL) {
+      g_set_error (error, SHD_CONFIG_ERROR, SHD_CONFIG_ERROR_INVALID,
+                   "%s: disk %s: tier '%s' is unknown: define [tier:%s] in the "
+                   "configuration or give the tier a cost-gib-month", origin, d->target,
+                   t->name, t->name);
+      return NULL;
+    }
+    {
+      char *end = NULL;
+
+      cost = g_ascii_strtod (t->cost, &end);
+      if (end == t->cost || *end || !(cost >= 0 && cost <= 1e6)) {
+        g_set_error (error, SHD_CONFIG_ERROR, SHD_CONFIG_ERROR_INVALID,
+                     "%s: disk %s: tier %s: cost-gib-month '%s' is not a number "
+                     "from 0 to 1e6", origin, d->target, t->name, t->cost);
+        return NULL;
+      }
+      if (t->max_iops)
+        iops = g_ascii_strtod (t->max_iops, NULL);
+      if (t->latency_ms)
+        lat = g_ascii_strtod (t->latency_ms, NULL);
+    }
+    if (!shd_config_add_tier (c, t->name, cost, MAX (iops, 0), MAX (lat, 0), error)) {
+      g_prefix_error (error, "%s: disk %s: ", origin, d->target);
+      return NULL;
+    }
+  }
+  g_key_file_set_string (kf, group, "qmp", "libvirt");
+  g_key_file_set_string (kf, group, "node", node);
+  g_key_file_set_string (kf, group, "write-mode", "sync");
+  g_key_file_set_string (kf, group, "add-children", "false");
+  g_hash_table_iter_init (&it, d->disk_attrs);
+  while (g_hash_table_iter_next (&it, &k, &v))
+    if (strcmp (k, "write-mode") != 0)
+      g_key_file_set_string (kf, group, k, v);
+  g_hash_table_iter_init (&it, d->policy_attrs);
+  while (g_hash_table_iter_next (&it, &k, &v))
+    g_key_file_set_string (kf, group, k, v);
+  for (guint i = 0; i < d->tiers->len; i++) {
+    const ShdLvTier *t = d->tiers->pdata[i];
+    guint idx = tier_index (d, t);
+    g_autofree char *key = g_strdup_printf ("tier.%s", t->name);
+    g_autofree char *child = NULL;
+
+    if (t->origin && t->iops_limit == 0 && t->bps_limit == 0)
+      child = shd_lv_node_base (d->target);
+    else
+      child = shd_lv_node_tier (d->target, idx, t->iops_limit || t->bps_limit);
+    g_key_file_set_string (kf, group, key, child);
+  }
+  dc = shd_config_load_disk (c, kf, group, origin, error);
+  if (dc) {
+    g_free (dc->qmp);
+    dc->qmp = g_strdup_printf ("libvirt:%s", domain);
+  }
+  return dc;
+}
+
+/* ---- the live domain XML ---- */
+
+typedef struct {
+  GPtrArray *disks;
+  ShdLvDomDisk *disk;
+  GQueue stack;                 /* element local names */
+} DomCtx;
+
+ShdLvDomDisk *
+shd_lv_dom_disk_copy (const ShdLvDomDisk *s)
+{
+  ShdLvDomDisk *d;
+
+  if (s == NULL)
+    return NULL;
+  d = g_new0 (ShdLvDomDisk, 1);
+  d->target = g_strdup (s->target);
+  d->alias = g_strdup (s->alias);
+  d->source = g_strdup (s->source);
+  d->type = g_strdup (s->type);
+  d->format = g_strdup (s->format);
+  d->discard = g_strdup (s->discard);
+  d->io = g_strdup (s->io);
+  d->device = g_strdup (s->device);
+  return d;
+}
+
+void
+shd_lv_dom_disk_free (ShdLvDomDisk *d)
+{
+  if (d == NULL)
+    return;
+  g_free (d->target);
+  g_free (d->alias);
+  g_free (d->source);
+  g_free (d->type);
+  g_free (d->format);
+  g_free (d->discard);
+  g_free (d->io);
+  g_free (d->device);
+  g_free (d);
+}
+
+static const char *
+find_attr (const char **names, const char **values, const char *name)
+{
+  for (guint i = 0; names[i]; i++)
+    if (strcmp (names[i], name) == 0)
+      return values[i];
+  return NULL;
+}
+
+static void
+set_from (char **field, const char **names, const char **values, const char *name)
+{
+  const char *v = find_attr (names, values, name);
+
+  if (v && *field == NULL)
+    *field = g_strdup (v);
+}
+
+static void
+dom_start (GMarkupParseContext *pc, const char *element, const char **names,
+           const char **values, gpointer data, GError **error)
+{
+  DomCtx *x = data;
+  const char *parent = g_queue_peek_tail (&x->stack);
+  guint depth = x->stack.length;
+
+  (void) pc;
+  (void) error;
+  g_queue_push_tail (&x->stack, (gpointer) g_intern_string (element));
+  /* domain/devices/disk */
+  if (depth == 2 && strcmp (element, "disk") == 0 && g_strcmp0 (parent, "devices") == 0) {
+    x->disk = g_new0 (ShdLvDomDisk, 1);
+    set_from (&x->disk->type, names, values, "type");
+    set_from (&x->disk->device, names, values, "device");
+    g_ptr_array_add (x->disks, x->disk);
+    return;
+  }
+  if (x->disk == NULL || depth != 3)
+    return;
+  if (strcmp (element, "target") == 0)
+    set_from (&x->disk->target, names, values, "dev");
+  else if (strcmp (element, "alias") == 0)
+    set_from (&x->disk->alias, names, values, "name");
+  else if (strcmp (element, "source") == 0) {
+    set_from (&x->disk->source, names, values, "file");
+    set_from (&x->disk->source, names, values, "dev");
+  } else if (strcmp (element, "driver") == 0) {
+    set_from (&x->disk->format, names, values, "type");
+    set_from (&x->disk->discard, names, values, "discard");
+    set_from (&x->disk->io, names, values, "io");
+  }
+}
+
+static void
+dom_end (GMarkupParseContext *pc, const char *element, gpointer data, GError **error)
+{
+  DomCtx *x = data;
+
+  (void) pc;
+  (void) error;
+  g_queue_pop_tail (&x->stack);
+  if (x->stack.length == 2 && strcmp (element, "disk") == 0)
+    x->disk = NULL;
+}
+
+GPtrArray *
+shd_lv_domain_disks (const char *xml, GError **error)
+{
+  static const GMarkupParser parser = { dom_start, dom_end, NULL, NULL, NULL };
+  g_autoptr (GPtrArray) disks = g_ptr_array_new_with_free_func ((GDestroyNotify) shd_lv_dom_disk_free);
+  DomCtx x = { disks, NULL, G_QUEUE_INIT };
+  g_autoptr (GMarkupParseContext) pc =
+    g_markup_parse_context_new (&parser, G_MARKUP_PREFIX_ERROR_POSITION, &x, NULL);
+  gboolean ok;
+
+  ok = g_markup_parse_context_parse (pc, xml, -1, error) &&
+       g_markup_parse_context_end_parse (pc, error);
+  g_queue_clear (&x.stack);
+  return ok ? g_steal_pointer (&disks) : NULL;
+}
+
+const ShdLvDomDisk *
+shd_lv_domain_disk (GPtrArray *disks, const char *target)
+{
+  for (guint i = 0; i < disks->len; i++) {
+    const ShdLvDomDisk *d = disks->pdata[i];
+
+    if (g_strcmp0 (d->target, target) == 0)
+      return d;
+  }
+  return NULL;
+}

@@ -1,0 +1,296 @@
+/* A libvirt domain's shadow metadata: the documented example parses into
+ * the disk configuration shadowd runs with; each mistake gets a message
+ * that says what is wrong; the live domain XML gives each disk's alias. */
+#include "lvmeta.h"
+
+#include <string.h>
+
+#define NS "xmlns:shadow=\"" SHD_LV_NS_URI "\""
+
+/* As virDomainGetMetadata returns it */
+static const char example[] =
+  "<shadow:shadowtier " NS ">\n"
+  "  <shadow:disk target=\"vda\" slo-latency-ms=\"5\" chunk-size=\"65536\" prewarm=\"sequential\">\n"
+  "    <shadow:tier name=\"cheap\" origin=\"yes\" iops-limit=\"150\"/>\n"
+  "    <shadow:tier name=\"fast\" path=\"/var/lib/shadowtier/vm1-vda.fast\" cost-gib-month=\"0.12\"/>\n"
+  "    <shadow:policy min-dwell=\"30\" switch-back-after=\"120\"/>\n"
+  "  </shadow:disk>\n"
+  "</shadow:shadowtier>\n";
+
+static ShdConfig *
+base_config (void)
+{
+  static const char text[] = "[tier:cheap]\ncost-gib-month = 0.02\n"
+                             "[libvirt]\nuri = qemu:///system;qemu+ssh://h2/system\n"
+                             "tier-dirs = /srv/nvme;/srv/ssd\n";
+  g_autoptr (GError) error = NULL;
+  ShdConfig *c = shd_config_load_data (text, strlen (text), "test.conf", &error);
+
+  g_assert_no_error (error);
+  g_assert_cmpuint (g_strv_length (c->libvirt_uris), ==, 2);
+  g_assert_cmpstr (c->libvirt_uris[1], ==, "qemu+ssh://h2/system");
+  g_assert_cmpuint (g_strv_length (c->libvirt_tier_dirs), ==, 2);
+  g_assert_cmpuint (c->disks->len, ==, 0);
+  return c;
+}
+
+static void
+test_example (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) disks = shd_lv_meta_parse (example, &error);
+  g_autoptr (ShdConfig) c = base_config ();
+  g_autoptr (ShdDiskConfig) dc = NULL;
+  const ShdLvDisk *d;
+  const ShdLvTier *t;
+  const ShdDiskTier *dt;
+
+  g_assert_no_error (error);
+  g_assert_cmpuint (disks->len, ==, 1);
+  d = disks->pdata[0];
+  g_assert_cmpstr (d->target, ==, "vda");
+  g_assert_cmpuint (d->tiers->len, ==, 2);
+  t = d->tiers->pdata[0];
+  g_assert_true (t->origin);
+  g_assert_null (t->path);
+  g_assert_cmpuint (t->iops_limit, ==, 150);
+  t = d->tiers->pdata[1];
+  g_assert_cmpstr (t->path, ==, "/var/lib/shadowtier/vm1-vda.fast");
+
+  dc = shd_lv_disk_config (c, "vm1", d, &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (dc->name, ==, "vm1.vda");
+  g_assert_cmpstr (dc->node, ==, "shd-vda");
+  g_assert_cmpstr (dc->write_mode, ==, "sync");
+  g_assert_cmpstr (dc->prewarm, ==, "sequential");
+  g_assert_cmpstr (dc->chunk_size, ==, "65536");
+  g_assert_cmpfloat (dc->slo_latency_ms, ==, 5);
+  g_assert_cmpfloat (dc->knobs.min_dwell_s, ==, 30);
+  g_assert_cmpfloat (dc->knobs.switch_back_after_s, ==, 120);
+  g_assert_false (dc->add_children);
+  g_assert_cmpuint (dc->tiers->len, ==, 2);
+  dt = dc->tiers->pdata[0];
+  g_assert_cmpstr (dt->tier, ==, "cheap");
+  g_assert_cmpstr (dt->child, ==, "shd-vda-t0");       /* throttled origin */
+  dt = dc->tiers->pdata[1];
+  g_assert_cmpstr (dt->tier, ==, "fast");
+  g_assert_cmpstr (dt->child, ==, "shd-vda-f1");
+  /* the tier only the metadata knows joined the configuration */
+  g_assert_nonnull (shd_config_tier (c, "fast"));
+  g_assert_cmpfloat (shd_config_tier (c, "fast")->cost_gib_month, ==, 0.12);
+  /* and the file's own tier kept its cost */
+  g_assert_cmpfloat (shd_config_tier (c, "cheap")->cost_gib_month, ==, 0.02);
+}
+
+static void
+test_layout_key (void)
+{
+  g_autoptr (GPtrArray) a = shd_lv_meta_parse (example, NULL);
+  g_autofree char *policy_changed = g_strdup (example);
+  g_autofree char *tier_changed = NULL;
+  g_autoptr (GPtrArray) b = NULL, c = NULL;
+  g_autofree char *ka = NULL, *kb = NULL, *kc = NULL;
+  char *p = strstr (policy_changed, "min-dwell=\"30\"");
+
+  g_assert_nonnull (p);
+  p[12] = '4';                  /* min-dwell="40": a knob, not the layout */
+  b = shd_lv_meta_parse (policy_changed, NULL);
+  {
+    GString *s = g_string_new (example);
+
+    g_string_replace (s, "vm1-vda.fast", "vm1-vda.faster", 1);
+    tier_changed = g_string_free (s, FALSE);
+  }
+  c = shd_lv_meta_parse (tier_changed, NULL);
+  g_assert_nonnull (a);
+  g_assert_nonnull (b);
+  g_assert_nonnull (c);
+  ka = shd_lv_disk_layout_key (a->pdata[0]);
+  kb = shd_lv_disk_layout_key (b->pdata[0]);
+  kc = shd_lv_disk_layout_key (c->pdata[0]);
+  g_assert_cmpstr (ka, ==, kb);
+  g_assert_cmpstr (ka, !=, kc);
+  {
+    g_autofree char *fa = shd_lv_disk_full_key (a->pdata[0]);
+    g_autofree char *fb = shd_lv_disk_full_key (b->pdata[0]);
+    g_autofree char *fa2 = shd_lv_disk_full_key (a->pdata[0]);
+
+    g_assert_cmpstr (fa, !=, fb);
+    g_assert_cmpstr (fa, ==, fa2);
+  }
+}
+
+/* Two descriptions that differ only in where a separator is: a path
+ * holding ",0,0,0|slow," against two tiers; a policy value holding
+ * ";min-dwell=3" against two knobs.  Their keys differ. */
+static void
+test_keys_escaped (void)
+{
+  static const char *const one_tier =
+    "<shadowtier><disk target=\"vda\" slo-latency-ms=\"5\">"
+    "<tier name=\"cheap\" origin=\"yes\"/>"
+    "<tier name=\"fast\" path=\"/a,0,0,0|slow,/b\"/>"
+    "<policy horizon=\"5;min-dwell=3\"/></disk></shadowtier>";
+  static const char *const two_tiers =
+    "<shadowtier><disk target=\"vda\" slo-latency-ms=\"5\">"
+    "<tier name=\"cheap\" origin=\"yes\"/>"
+    "<tier name=\"fast\" path=\"/a\"/><tier name=\"slow\" path=\"/b\"/>"
+    "<policy horizon=\"5\" min-dwell=\"3\"/></disk></shadowtier>";
+  static const char *const two_knobs =
+    "<shadowtier><disk target=\"vda\" slo-latency-ms=\"5\">"
+    "<tier name=\"cheap\" origin=\"yes\"/>"
+    "<tier name=\"fast\" path=\"/a,0,0,0|slow,/b\"/>"
+    "<policy horizon=\"5\" min-dwell=\"3\"/></disk></shadowtier>";
+  g_autoptr (GPtrArray) a = shd_lv_meta_parse (one_tier, NULL);
+  g_autoptr (GPtrArray) b = shd_lv_meta_parse (two_tiers, NULL);
+  g_autoptr (GPtrArray) c = shd_lv_meta_parse (two_knobs, NULL);
+  g_autofree char *la = NULL, *lb = NULL, *fa = NULL, *fc = NULL;
+
+  g_assert_nonnull (a);
+  g_assert_nonnull (b);
+  g_assert_nonnull (c);
+  la = shd_lv_disk_layout_key (a->pdata[0]);
+  lb = shd_lv_disk_layout_key (b->pdata[0]);
+  g_assert_cmpstr (la, !=, lb);
+  fa = shd_lv_disk_full_key (a->pdata[0]);
+  fc = shd_lv_disk_full_key (c->pdata[0]);
+  g_assert_cmpstr (fa, !=, fc);
+}
+
+static void
+check_bad (const char *xml, const char *expect)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) disks = shd_lv_meta_parse (xml, &error);
+
+  g_assert_null (disks);
+  g_assert_nonnull (error);
+  if (strstr (error->message, expect) == NULL)
+    g_error ("expected '%s' in: %s", expect, error->message);
+}
+
+static void
+test_bad (void)
+{
+  check_bad ("<shadowtier><disk slo-latency-ms=\"5\"/></shadowtier>", "has no target");
+  check_bad ("<shadowtier><disk target=\"vda;rm\"/></shadowtier>", "not a target dev name");
+  check_bad ("<shadowtier><disk target=\"vda\"><tier name=\"a\" origin=\"yes\"/>"
+             "</disk></shadowtier>", "at least one tier besides the origin");
+  check_bad ("<shadowtier><disk target=\"vda\"><tier name=\"a\" path=\"/x\"/>"
+             "<tier name=\"b\" path=\"/y\"/></disk></shadowtier>",
+             "exactly one tier must be origin");
+  check_bad ("<shadowtier><disk target=\"vda\"><tier name=\"a\" origin=\"yes\"/>"
+             "<tier name=\"b\" path=\"relative.img\"/></disk></shadowtier>", "not absolute");
+  check_bad ("<shadowtier><disk target=\"vda\"><tier name=\"a\" origin=\"yes\"/>"
+             "<tier name=\"b\" path=\"/x\" colour=\"red\"/></disk></shadowtier>",
+             "no attribute 'colour'");
+  check_bad ("<shadowtier><disk target=\"vda\"><tier name=\"a\" origin=\"yes\"/>"
+             "<tier name=\"b\" path=\"/x\"/><tier name=\"c\" path=\"/x\"/></disk></shadowtier>",
+             "have the same image");
+  check_bad ("<shadowtier><disk target=\"vda\"><mirror/></disk></shadowtier>",
+             "unexpected <mirror>");
+  check_bad ("<other/>", "expected <shadowtier>");
+  check_bad ("<shadowtier><disk target=\"vda\">", "");      /* truncated */
+  check_bad ("<shadowtier></shadowtier>", "no <disk>");
+}
+
+static void
+config_error (const char *xml, const char *expect)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) disks = shd_lv_meta_parse (xml, &error);
+  g_autoptr (ShdConfig) c = base_config ();
+  g_autoptr (ShdDiskConfig) dc = NULL;
+
+  g_assert_no_error (error);
+  dc = shd_lv_disk_config (c, "vm1", disks->pdata[0], &error);
+  g_assert_null (dc);
+  g_assert_nonnull (error);
+  if (strstr (error->message, expect) == NULL)
+    g_error ("expected '%s' in: %s", expect, error->message);
+}
+
+static void
+test_config_errors (void)
+{
+  /* unknown tier: neither in the file nor priced in the metadata */
+  config_error ("<shadowtier><disk target=\"vda\" slo-latency-ms=\"5\">"
+                "<tier name=\"cheap\" origin=\"yes\"/><tier name=\"gold\" path=\"/x\"/>"
+                "</disk></shadowtier>", "tier 'gold' is unknown");
+  config_error ("<shadowtier><disk target=\"vda\">"
+                "<tier name=\"cheap\" origin=\"yes\"/><tier name=\"fast\" path=\"/x\" "
+                "cost-gib-month=\"1\"/></disk></shadowtier>", "slo-latency-ms' is missing");
+  config_error ("<shadowtier><disk target=\"vda\" slo-latency-ms=\"5\" write-mode=\"async\">"
+                "<tier name=\"cheap\" origin=\"yes\"/><tier name=\"fast\" path=\"/x\" "
+                "cost-gib-month=\"1\"/></disk></shadowtier>", "write-mode must be sync");
+  config_error ("<shadowtier><disk target=\"vda\" slo-latency-ms=\"5\" chunk-size=\"1000\">"
+                "<tier name=\"cheap\" origin=\"yes\"/><tier name=\"fast\" path=\"/x\" "
+                "cost-gib-month=\"1\"/></disk></shadowtier>", "not a power of two");
+  config_error ("<shadowtier><disk target=\"vda\" slo-latency-ms=\"5\">"
+                "<tier name=\"cheap\" origin=\"yes\"/><tier name=\"fast\" path=\"/x\" "
+                "cost-gib-month=\"1\"/><policy min-dwel=\"3\"/></disk></shadowtier>",
+                "unknown key");
+}
+
+static const char domain_xml[] =
+  "<domain type='qemu' id='1'><name>vm1</name><devices>"
+  "<emulator>/usr/bin/qemu-system-x86_64</emulator>"
+  "<disk type='file' device='disk'><driver name='qemu' type='qcow2' discard='unmap'/>"
+  "<source file='/images/vm1.qcow2' index='1'/><backingStore/>"
+  "<target dev='vda' bus='virtio'/><alias name='virtio-disk0'/></disk>"
+  "<disk type='file' device='cdrom'><driver name='qemu' type='raw'/>"
+  "<target dev='hdc' bus='ide'/><readonly/><alias name='ide0-1-0'/></disk>"
+  "</devices><metadata><shadow:shadowtier " NS "><shadow:disk target='vdz'/>"
+  "</shadow:shadowtier></metadata></domain>";
+
+static void
+test_domain_xml (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) disks = shd_lv_domain_disks (domain_xml, &error);
+  const ShdLvDomDisk *d;
+
+  g_assert_no_error (error);
+  g_assert_cmpuint (disks->len, ==, 2);
+  d = shd_lv_domain_disk (disks, "vda");
+  g_assert_nonnull (d);
+  g_assert_cmpstr (d->alias, ==, "virtio-disk0");
+  g_assert_cmpstr (d->source, ==, "/images/vm1.qcow2");
+  g_assert_cmpstr (d->format, ==, "qcow2");
+  g_assert_cmpstr (d->discard, ==, "unmap");
+  d = shd_lv_domain_disk (disks, "hdc");
+  g_assert_nonnull (d);
+  g_assert_null (d->source);
+  g_assert_cmpstr (d->device, ==, "cdrom");
+  g_assert_null (shd_lv_domain_disk (disks, "vdz"));
+}
+
+static void
+test_names (void)
+{
+  g_autofree char *a = shd_lv_node_shadow ("vdabcdef");
+  g_autofree char *b = shd_lv_node_base ("vdabcdef");
+  g_autofree char *c = shd_lv_node_tier ("vdabcdef", 8, TRUE);
+  g_autofree char *d = shd_lv_throttle_group ("vdabcdef", 8);
+
+  /* QEMU's node names are at most 31 bytes */
+  g_assert_cmpuint (strlen (a), <=, 31);
+  g_assert_cmpuint (strlen (b), <=, 31);
+  g_assert_cmpuint (strlen (c), <=, 31);
+  g_assert_cmpuint (strlen (d), <=, 31);
+  g_assert_cmpstr (c, ==, "shd-vdabcdef-t8");
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/lvmeta/example", test_example);
+  g_test_add_func ("/lvmeta/layout-key", test_layout_key);
+  g_test_add_func ("/lvmeta/keys-escaped", test_keys_escaped);
+  g_test_add_func ("/lvmeta/bad", test_bad);
+  g_test_add_func ("/lvmeta/config-errors", test_config_errors);
+  g_test_add_func ("/lvmeta/domain-xml", test_domain_xml);
+  g_test_add_func ("/lvmeta/names", test_names);
+  return g_test_run ();
+}
