@@ -372,6 +372,11 @@ shadow_copy_step(BDRVShadowState *s, int index, void *buf,
     nb = shadow_copy_may_run(s) && !(index && s->prewarm_speed) ?
          shadow_copy_pick(s, &chunk, &src) : 0;
     if (nb == 0) {
+        if (shadow_copy_may_run(s) && !index &&
+            s->prewarm != SHADOW_PREWARM_OFF) {
+            /* Nothing left to copy: guest requests need not feed us */
+            qatomic_set(&s->copy_pending, false);
+        }
         s->copy_workers &= ~(1u << index);
         qemu_spin_unlock(&s->lock);
         return 0;

@@ -2,19 +2,30 @@
  * Shadow block driver: which regions to pre-warm first
  *
  * Guest accesses are counted per region (SHADOW_HEAT_REGION bytes, or one
- * chunk when chunks are larger).  As in dm-cache's smq policy, a region's
- * count places it on one of SHADOW_HEAT_LEVELS queues (level = 1 + log2 of
- * the count), the copier takes regions from the hottest level first, and
- * every SHADOW_HEAT_DECAY_NS all counts are halved so that old heat fades.
+ * chunk when chunks are larger, or more on very large disks).  As in
+ * dm-cache's smq policy, a region's count places it on one of
+ * SHADOW_HEAT_LEVELS queues (level = 1 + log2 of the count), the copier
+ * takes regions from the hottest level first, and every
+ * SHADOW_HEAT_DECAY_NS all counts are halved so that old heat fades.
  * Queues are not reordered on decay: a region found on a level above its
  * current one is moved down when it is taken.
  *
  * One more queue, above all levels, holds urgent regions: chunks the guest
  * read (copy-on-read) and the regions just ahead of a sequential stream.
  *
- * Memory is bounded: two bytes and one byte per region, and at most
- * SHADOW_HEAT_QUEUE_MAX entries per queue, the oldest dropped first.
- * Callers hold BDRVShadowState.lock.
+ * Counting is on every guest request's path, so it takes no lock: a count
+ * is an atomic increment, and a region's level changes only when its count
+ * reaches a power of two, which is when the caller takes
+ * BDRVShadowState.lock to queue it (shadow_heat_queue()).  The queues, the
+ * streams and @queued are protected by that lock.  Decay runs from the
+ * periodic timer, off the request path; an increment that races with it
+ * may be lost, which only makes heat a little cooler.  A count array that
+ * the disk outgrew is kept until the node closes, since a request may
+ * still be counting in it.
+ *
+ * Memory is bounded: five bytes per region, at most
+ * SHADOW_HEAT_MAX_REGIONS regions, and SHADOW_HEAT_QUEUE_MAX entries per
+ * queue, the oldest dropped first.
  *
  * Copyright (c) 2026 The shadowtier authors
  *
@@ -22,6 +33,7 @@
  */
 
 #include "qemu/osdep.h"
+#include "qemu/atomic.h"
 #include "qemu/host-utils.h"
 #include "qemu/timer.h"
 #include "shadow.h"
@@ -30,9 +42,9 @@
 #define SHADOW_STREAM_MIN     4     /* sequential requests before a stream */
 #define SHADOW_STREAM_AHEAD   4     /* regions copied ahead of a stream */
 
-static int shadow_heat_level(uint16_t count)
+static int shadow_heat_level(uint32_t count)
 {
-    return count ? MIN(SHADOW_HEAT_LEVELS, 64 - clz64(count)) : 0;
+    return count ? MIN(SHADOW_HEAT_LEVELS, 32 - clz32(count)) : 0;
 }
 
 /*
@@ -46,8 +58,9 @@ void shadow_heat_init(ShadowHeat *h, int64_t length, int64_t chunk_size)
     h->region_size = MAX(h->region_size,
                          pow2ceil(DIV_ROUND_UP(length,
                                                SHADOW_HEAT_MAX_REGIONS)));
+    h->region_bits = ctz64(h->region_size);
     h->nb_regions = DIV_ROUND_UP(length, h->region_size);
-    h->count = g_new0(uint16_t, h->nb_regions);
+    h->count = g_new0(uint32_t, h->nb_regions);
     h->queued = g_new0(uint8_t, h->nb_regions);
     h->last_decay_ns = get_clock();
 }
@@ -61,30 +74,43 @@ void shadow_heat_destroy(ShadowHeat *h)
     }
     g_free(h->count);
     g_free(h->queued);
+    g_slist_free_full(h->retired, g_free);
     memset(h, 0, sizeof(*h));
 }
 
-/* The disk grew to @length bytes; history is kept if regions suffice */
+/*
+ * The disk grew to @length bytes; history is kept if regions suffice.
+ * Locked.
+ */
 void shadow_heat_resize(ShadowHeat *h, int64_t length)
 {
     int64_t nb = DIV_ROUND_UP(length, h->region_size);
+    uint32_t *count;
 
     if (nb > SHADOW_HEAT_MAX_REGIONS) {
-        int64_t chunk = h->region_size;
+        /* Start over with larger regions; requests may count meanwhile */
+        ShadowHeat fresh;
+        int i;
 
-        shadow_heat_destroy(h);
-        shadow_heat_init(h, length, chunk);
+        shadow_heat_init(&fresh, length, h->region_size);
+        for (i = 0; i <= SHADOW_HEAT_URGENT; i++) {
+            g_free(h->queue[i].ring);
+        }
+        g_free(h->queued);
+        fresh.retired = g_slist_prepend(h->retired, h->count);
+        *h = fresh;
         return;
     }
-    h->count = g_renew(uint16_t, h->count, nb);
+    count = g_new0(uint32_t, nb);
+    memcpy(count, h->count, h->nb_regions * sizeof(*count));
+    h->retired = g_slist_prepend(h->retired, h->count);
     h->queued = g_renew(uint8_t, h->queued, nb);
-    memset(h->count + h->nb_regions, 0,
-           (nb - h->nb_regions) * sizeof(*h->count));
     memset(h->queued + h->nb_regions, 0, nb - h->nb_regions);
-    h->nb_regions = nb;
+    qatomic_set(&h->count, count);
+    qatomic_set(&h->nb_regions, nb);
 }
 
-/* Queue @region on queue @q (a level, or SHADOW_HEAT_URGENT) */
+/* Queue @region on queue @q (a level, or SHADOW_HEAT_URGENT).  Locked. */
 static void shadow_heat_push(ShadowHeat *h, int q, uint32_t region)
 {
     ShadowRegionQueue *rq = &h->queue[q];
@@ -107,14 +133,42 @@ static void shadow_heat_push(ShadowHeat *h, int q, uint32_t region)
     h->queued[region] = q + 1;
 }
 
-static void shadow_heat_decay(ShadowHeat *h, int64_t now)
+/* Halve every count, once a decay period has passed; from the timer */
+void shadow_heat_decay(ShadowHeat *h, int64_t now)
 {
+    uint32_t *count = qatomic_read(&h->count);
+    int64_t nb = qatomic_read(&h->nb_regions);
     int64_t r;
 
-    for (r = 0; r < h->nb_regions; r++) {
-        h->count[r] >>= 1;
+    if (now - h->last_decay_ns < SHADOW_HEAT_DECAY_NS) {
+        return;
+    }
+    for (r = 0; r < nb; r++) {
+        qatomic_set(&count[r], qatomic_read(&count[r]) >> 1);
     }
     h->last_decay_ns = now;
+}
+
+/*
+ * Count an access; no lock.  Returns whether a region's level rose, in
+ * which case the caller queues it with shadow_heat_queue().
+ */
+bool shadow_heat_count(ShadowHeat *h, int64_t offset, int64_t bytes)
+{
+    uint32_t *count = qatomic_read(&h->count);
+    int64_t nb = qatomic_read(&h->nb_regions);
+    int64_t first = offset >> h->region_bits;
+    int64_t end = MIN((offset + bytes + h->region_size - 1) >> h->region_bits,
+                      nb);
+    bool rose = false;
+    int64_t r;
+
+    for (r = first; r < end; r++) {
+        uint32_t c = qatomic_fetch_inc(&count[r]) + 1;
+
+        rose |= is_power_of_2(c) && c <= (1u << (SHADOW_HEAT_LEVELS - 1));
+    }
+    return rose;
 }
 
 /* Queue [@first, @end) as urgent; returns whether anything was new */
@@ -167,12 +221,14 @@ static bool shadow_heat_stream(ShadowHeat *h, int64_t offset, int64_t bytes)
 }
 
 /*
- * Count an access at time @now; with @urgent, queue its regions as urgent.
- * Returns whether urgent work was queued, so that the caller starts the
- * copy only when there may be something new to do.
+ * Queue the regions of an access whose level rose; with @copying (some
+ * shadow lacks data), follow sequential streams and, with @urgent, queue
+ * the access's regions as urgent.  Returns whether urgent work was
+ * queued, so that the caller starts the copy only when there may be
+ * something new to do.  Locked.
  */
-bool shadow_heat_access(ShadowHeat *h, int64_t offset, int64_t bytes,
-                        int64_t now, bool urgent)
+bool shadow_heat_queue(ShadowHeat *h, int64_t offset, int64_t bytes,
+                       bool copying, bool urgent)
 {
     int64_t first = offset / h->region_size;
     int64_t end = MIN(DIV_ROUND_UP(offset + bytes, h->region_size),
@@ -180,19 +236,15 @@ bool shadow_heat_access(ShadowHeat *h, int64_t offset, int64_t bytes,
     bool queued = false;
     int64_t r;
 
-    if (now - h->last_decay_ns > SHADOW_HEAT_DECAY_NS) {
-        shadow_heat_decay(h, now);
-    }
     for (r = first; r < end; r++) {
-        int level;
+        int level = shadow_heat_level(qatomic_read(&h->count[r]));
 
-        if (h->count[r] < UINT16_MAX) {
-            h->count[r]++;
-        }
-        level = shadow_heat_level(h->count[r]);
-        if (h->queued[r] < level) {
+        if (h->queued[r] < level && h->queued[r] != SHADOW_HEAT_URGENT + 1) {
             shadow_heat_push(h, level - 1, r);
         }
+    }
+    if (!copying) {
+        return false;
     }
     if (urgent) {
         queued = shadow_heat_urgent(h, first, end);
@@ -203,6 +255,7 @@ bool shadow_heat_access(ShadowHeat *h, int64_t offset, int64_t bytes,
 /*
  * Take the hottest queued region for which @needed says there is work, or
  * return -1.  With @urgent_only, only the urgent queue is looked at.
+ * Locked.
  */
 int64_t shadow_heat_pop(ShadowHeat *h, bool urgent_only,
                         bool (*needed)(void *opaque, int64_t region),
@@ -226,7 +279,7 @@ int64_t shadow_heat_pop(ShadowHeat *h, bool urgent_only,
                 continue;       /* queued again elsewhere since */
             }
             h->queued[r] = 0;
-            level = shadow_heat_level(h->count[r]);
+            level = shadow_heat_level(qatomic_read(&h->count[r]));
             if (q != SHADOW_HEAT_URGENT && level < q + 1) {
                 /* Its heat decayed: it belongs on a lower level */
                 if (level) {

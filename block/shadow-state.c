@@ -88,6 +88,7 @@ void shadow_state_set_geometry(BDRVShadowState *s, int64_t length,
 {
     s->length = length;
     s->chunk_size = chunk_size;
+    s->chunk_bits = ctz64(chunk_size);
     s->nb_chunks = DIV_ROUND_UP(length, chunk_size);
 }
 
@@ -127,6 +128,7 @@ void shadow_child_map_init(BDRVShadowState *s, ShadowChild *sc, bool stale)
     map->flushing = hbitmap_alloc(s->nb_chunks, 0);
     if (stale && s->nb_chunks) {
         hbitmap_set(map->stale, 0, s->nb_chunks);
+        qatomic_set(&s->copy_pending, true);
     }
     if (s->meta.child) {
         map->durable = g_malloc0(shadow_nb_units(s) *
@@ -196,8 +198,9 @@ static void shadow_hbitmap_clear(HBitmap *hb)
 void shadow_chunk_range(BDRVShadowState *s, int64_t offset, int64_t bytes,
                         int64_t *first, int64_t *end)
 {
-    *first = offset / s->chunk_size;
-    *end = DIV_ROUND_UP(MIN(offset + bytes, s->length), s->chunk_size);
+    *first = offset >> s->chunk_bits;
+    *end = (MIN(offset + bytes, s->length) + s->chunk_size - 1) >>
+           s->chunk_bits;
     if (*end < *first) {
         *end = *first;
     }
@@ -213,8 +216,8 @@ void shadow_full_chunk_range(BDRVShadowState *s, int64_t offset,
 {
     int64_t stop = offset + bytes;
 
-    *first = DIV_ROUND_UP(offset, s->chunk_size);
-    *end = stop >= s->length ? s->nb_chunks : stop / s->chunk_size;
+    *first = (offset + s->chunk_size - 1) >> s->chunk_bits;
+    *end = stop >= s->length ? s->nb_chunks : stop >> s->chunk_bits;
     if (*end < *first) {
         *end = *first;
     }
@@ -488,6 +491,7 @@ static void shadow_mark_valid(BDRVShadowState *s, ShadowChild *sc,
 static void shadow_mark_stale_run(BDRVShadowState *s, ShadowChild *sc,
                                   int64_t first, int64_t count)
 {
+    qatomic_set(&s->copy_pending, true);
     hbitmap_set(sc->map.stale, first, count);
     shadow_dirty_units(sc, first, count);
     if (sc->map.durable) {
@@ -2069,6 +2073,9 @@ static void coroutine_fn shadow_periodic_entry(void *opaque)
 static void shadow_meta_timer_cb(void *opaque)
 {
     BDRVShadowState *s = opaque;
+
+    /* Off the request path: old heat fades */
+    shadow_heat_decay(&s->heat, get_clock());
 
     if (qatomic_read(&s->bs->quiesce_counter) || !s->writable) {
         /* Drained or inactive: try again later */

@@ -658,25 +658,32 @@ shadow_co_preadv_part(BlockDriverState *bs, int64_t offset, int64_t bytes,
     ShadowChild *sc = s->active;
     int64_t start = get_clock();
     int64_t now, first, end;
-    bool urgent;
+    bool urgent, copying;
     int ret;
 
     shadow_guest_begin(s, start);
     shadow_chunk_range(s, offset, bytes, &first, &end);
-    qemu_spin_lock(&s->lock);
     /*
      * Heat is counted whatever the prewarm mode, so that turning pre-warm
-     * on later finds the history
+     * on later finds the history.  The lock is taken only when a region's
+     * level rose, or while a copy may use what this read tells
      */
-    urgent = shadow_heat_access(&s->heat, offset, bytes, start,
-                                s->copy_on_read);
+    copying = qatomic_read(&s->copy_pending) &&
+              s->prewarm != SHADOW_PREWARM_OFF;
+    if (shadow_heat_count(&s->heat, offset, bytes) || copying) {
+        qemu_spin_lock(&s->lock);
+        urgent = shadow_heat_queue(&s->heat, offset, bytes, copying,
+                                   s->copy_on_read);
+        qemu_spin_unlock(&s->lock);
+        if (urgent && !qatomic_read(&s->copy_workers)) {
+            shadow_copy_kick(s);
+        }
+    }
     if (s->read_from == SHADOW_READ_FROM_FASTEST &&
         qatomic_read(&s->active_complete)) {
+        qemu_spin_lock(&s->lock);
         sc = shadow_pick_reader(s, first, end);
-    }
-    qemu_spin_unlock(&s->lock);
-    if (urgent && !qatomic_read(&s->copy_workers)) {
-        shadow_copy_kick(s);
+        qemu_spin_unlock(&s->lock);
     }
 
     /* After an instant switch the active child may not hold it yet */
@@ -774,6 +781,7 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
     void *bounce = NULL;
     int64_t first, end, full_first, full_end, lock_off, lock_bytes;
     bool head = false, tail = false, lacked = false, left_stale = false;
+    bool copying;
     BlockReq req;
     int i, n, ret;
 
@@ -791,9 +799,13 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
     shadow_guest_begin(s, start);
     shadow_chunk_range(s, offset, bytes, &first, &end);
     shadow_full_chunk_range(s, offset, bytes, &full_first, &full_end);
-    qemu_spin_lock(&s->lock);
-    shadow_heat_access(&s->heat, offset, bytes, start, false);
-    qemu_spin_unlock(&s->lock);
+    copying = qatomic_read(&s->copy_pending) &&
+              s->prewarm != SHADOW_PREWARM_OFF;
+    if (shadow_heat_count(&s->heat, offset, bytes) || copying) {
+        qemu_spin_lock(&s->lock);
+        shadow_heat_queue(&s->heat, offset, bytes, copying, false);
+        qemu_spin_unlock(&s->lock);
+    }
 
     /*
      * I3: a chunk the active child lacks is copied up before a write

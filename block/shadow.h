@@ -147,15 +147,18 @@ typedef struct ShadowStream {
     uint64_t used;
 } ShadowStream;
 
+/* See shadow-heat.c for what protects what */
 typedef struct ShadowHeat {
     int64_t region_size;
+    int region_bits;    /* log2(region_size) */
     int64_t nb_regions;
-    uint16_t *count;    /* decayed access count per region */
+    uint32_t *count;    /* decayed access count per region, atomic */
     uint8_t *queued;    /* 1 + the queue a region sits on, 0 for none */
     ShadowRegionQueue queue[SHADOW_HEAT_LEVELS + 1];
     int64_t last_decay_ns;
     ShadowStream streams[SHADOW_STREAMS];
     uint64_t stream_clock;
+    GSList *retired;    /* count arrays the disk outgrew */
 } ShadowHeat;
 
 /* A child's storage, as far as the metadata can identify it */
@@ -250,6 +253,7 @@ typedef struct BDRVShadowState {
     /* Grown under @lock by shadow_state_grow(), never shrunk */
     int64_t length;
     int64_t chunk_size;
+    int chunk_bits;             /* log2(chunk_size): hot paths shift */
     int64_t nb_chunks;
     CoMutex resize_lock;
 
@@ -275,6 +279,13 @@ typedef struct BDRVShadowState {
 
     /* Persistent maps; meta.child is NULL without metadata */
     ShadowMeta meta;
+
+    /*
+     * Some shadow may lack chunks that a copy would bring (set whenever a
+     * shadow turns stale, cleared by a copy worker that finds nothing):
+     * until then guest requests need not feed the copier
+     */
+    bool copy_pending;
 
     /* Background copy: running workers (a bit each), what they copy, pacing */
     unsigned copy_workers;
@@ -429,8 +440,10 @@ const char *shadow_child_name(ShadowChild *sc);
 void shadow_heat_init(ShadowHeat *h, int64_t length, int64_t chunk_size);
 void shadow_heat_destroy(ShadowHeat *h);
 void shadow_heat_resize(ShadowHeat *h, int64_t length);
-bool shadow_heat_access(ShadowHeat *h, int64_t offset, int64_t bytes,
-                        int64_t now, bool urgent);
+bool shadow_heat_count(ShadowHeat *h, int64_t offset, int64_t bytes);
+bool shadow_heat_queue(ShadowHeat *h, int64_t offset, int64_t bytes,
+                       bool copying, bool urgent);
+void shadow_heat_decay(ShadowHeat *h, int64_t now);
 int64_t shadow_heat_pop(ShadowHeat *h, bool urgent_only,
                         bool (*needed)(void *opaque, int64_t region),
                         void *opaque);
