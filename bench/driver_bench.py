@@ -15,6 +15,7 @@ from benchlib import (MiB, GiB, REPO, Daemon, bench_seconds, file_node,
 
 RUNS = 5
 
+import migrate_bench  # noqa: E402
 import switch_bench  # noqa: E402
 TRACE = os.path.join(REPO, '..', 'shared', 'data', 'traces',
                      'msn_fs_sample.trace')
@@ -292,7 +293,7 @@ def bench_hot_first_trace(quick):
 
 
 BENCHES = {
-    'reads': (bench_reads, 'ratio >= 0.95 null-co, >= 0.99 file'),
+    'reads': (bench_reads, 'ratio >= 0.97 null-co, >= 0.99 file'),
     'sync-writes': (bench_sync_writes, 'ratio >= 0.9'),
     'write-copy': (bench_write_copy,
                    'with the buffer copy / without >= 0.95'),
@@ -302,14 +303,18 @@ BENCHES = {
                         'report both shares; hot-first above sequential'),
     'switch-pause': (lambda quick: switch_bench.bench_switch_pause(
                          quick, 5 if quick else 15),
-                     'shadow pause < 1 ms, mirror pivot / shadow >= 10'),
+                     'shadow pause < 1 ms, mirror pivot / shadow >= 10, '
+                     'shadow <= 1.15 x no-op reopen'),
     'flush-metadata': (lambda quick: switch_bench.bench_flush_metadata(
                            quick, 3 if quick else RUNS),
                        'flush with metadata / without <= 1.2'),
+    'migrate-downtime': (lambda quick: migrate_bench.bench_migrate_downtime(
+                             quick, 3 if quick else 7),
+                         'guest-visible downtime shadow / raw <= 1.1'),
 }
 
 TARGETS = {
-    ('reads', 'null-co-qd1'): 0.95, ('reads', 'null-co-qd32'): 0.95,
+    ('reads', 'null-co-qd1'): 0.97, ('reads', 'null-co-qd32'): 0.97,
     ('reads', 'file-qd1'): 0.99, ('reads', 'file-qd32'): 0.99,
     ('sync-writes', 'qd1'): 0.9, ('sync-writes', 'qd32'): 0.9,
     ('write-copy', 'qd32'): 0.95,
@@ -319,6 +324,9 @@ TARGETS = {
     ('switch-pause', 'pause'): lambda r: (r['candidate'] < 1.0 and
                                           r['ratio'] >= 10),
     ('flush-metadata', 'flush'): lambda r: r['ratio'] <= 1.2,
+    ('switch-pause', 'vs-noop-reopen'): 1 / 1.15,
+    ('migrate-downtime', 'shadow'): lambda r: r['ratio'] <= 1.1,
+    ('migrate-downtime', 'shadow-md'): lambda r: r['ratio'] <= 1.1,
 }
 
 

@@ -265,21 +265,26 @@ static int64_t shadow_copy_pick(BDRVShadowState *s, int64_t *chunk,
 }
 
 /*
- * Copy [@offset, @offset + @bytes) from @src to @targets.  A failed
- * target gets its error in @target_ret and is skipped from then on.
- * Returns the error of reading @src, if any.
+ * Copy [@offset, @offset + @bytes) from @src to @targets, in pieces of at
+ * most SHADOW_COPY_PIECE bytes.  A failed target gets its error in
+ * @target_ret and is skipped from then on.  With @yield_to_drain, stop
+ * after a piece when a drained section begins, so that it waits for one
+ * piece at most (a switch, a migration's downtime); *@done says how much
+ * was copied.  Returns the error of reading @src, if any.
  */
 static int coroutine_fn GRAPH_RDLOCK
 shadow_copy_range(BDRVShadowState *s, ShadowChild *src, void *buf,
                   int64_t offset, int64_t bytes, ShadowChild **targets,
-                  int *target_ret, int nb_targets, int64_t *data_bytes)
+                  int *target_ret, int nb_targets, int64_t *data_bytes,
+                  bool yield_to_drain, int64_t *done)
 {
     int64_t end = offset + bytes;
     int64_t pos = offset;
     int i;
 
+    *done = 0;
     while (pos < end) {
-        int64_t n = MIN(end - pos, SHADOW_COPY_MAX_BYTES);
+        int64_t n = MIN(end - pos, SHADOW_COPY_PIECE);
         int64_t pnum, start, ns;
         bool zero;
         int ret;
@@ -332,6 +337,10 @@ shadow_copy_range(BDRVShadowState *s, ShadowChild *src, void *buf,
             *data_bytes += pnum;
         }
         pos += pnum;
+        *done = pos - offset;
+        if (yield_to_drain && qatomic_read(&s->bs->quiesce_counter)) {
+            break;
+        }
     }
     return 0;
 }
@@ -357,7 +366,7 @@ shadow_copy_step(BDRVShadowState *s, int index, void *buf,
 {
     g_autofree ShadowChild **targets = NULL;
     g_autofree int *target_ret = NULL;
-    int64_t chunk = 0, nb, offset, bytes, c;
+    int64_t chunk = 0, nb, offset, bytes, c, done, done_chunks;
     int nb_targets = 0, i, ret;
     ShadowChild *src = NULL;
     BlockReq req;
@@ -422,16 +431,18 @@ shadow_copy_step(BDRVShadowState *s, int index, void *buf,
     trace_shadow_copy_run(s, shadow_child_name(src), offset, bytes,
                           nb_targets);
     ret = shadow_copy_range(s, src, buf, offset, bytes, targets, target_ret,
-                            nb_targets, data_bytes);
+                            nb_targets, data_bytes, true, &done);
+    /* A drain may have cut the run short: what was copied whole counts */
+    done_chunks = offset + done >= s->length ? nb : done >> s->chunk_bits;
 
-    for (i = 0; i < nb_targets; i++) {
+    for (i = 0; i < nb_targets && done_chunks; i++) {
         ShadowChild *t = targets[i];
         bool complete;
 
         if (ret < 0 || target_ret[i] < 0) {
             continue;
         }
-        if (shadow_state_copied(s, src, t, chunk, nb, &complete) &&
+        if (shadow_state_copied(s, src, t, chunk, done_chunks, &complete) &&
             complete) {
             qapi_event_send_shadow_child_synced(bdrv_get_node_name(s->bs),
                                                 shadow_child_name(t));
@@ -593,7 +604,7 @@ int coroutine_fn shadow_copy_up_locked(BDRVShadowState *s, int64_t first,
 {
     ShadowChild *active = s->active;
     void *buf = NULL;
-    int64_t c, nb, data_bytes = 0;
+    int64_t c, nb, data_bytes = 0, done;
     bool synced = false;
     int ret = 0;
 
@@ -623,7 +634,8 @@ int coroutine_fn shadow_copy_up_locked(BDRVShadowState *s, int64_t first,
                              shadow_chunk_bytes(s, c, c + nb));
         ret = shadow_copy_range(s, src, buf, offset,
                                 shadow_chunk_bytes(s, c, c + nb),
-                                &active, &target_ret, 1, &data_bytes);
+                                &active, &target_ret, 1, &data_bytes, false,
+                                &done);
         if (ret < 0) {
             /* Try another child that holds these chunks */
             if (!src->degraded) {

@@ -32,6 +32,7 @@
 #include "qemu/crc32c.h"
 #include "qemu/cutils.h"
 #include "qemu/error-report.h"
+#include "qemu/main-loop.h"
 #include "qemu/memalign.h"
 #include "shadow.h"
 
@@ -165,8 +166,17 @@ static BlockDriverState *GRAPH_RDLOCK shadow_storage_leaf(BlockDriverState *bs)
 int shadow_meta_identify(BlockDriverState *bs, ShadowIdentity *id)
 {
     BlockDriverState *leaf = shadow_storage_leaf(bs);
-    const char *name = leaf->filename[0] ? leaf->filename
-                                          : bdrv_get_node_name(leaf);
+    const char *name;
+
+    if (qemu_in_main_thread() &&
+        (!leaf->drv || strcmp(leaf->drv->format_name, "file"))) {
+        /*
+         * A file's name is its path; other nodes' names (json:{...}) are
+         * made when asked for, and may differ until then
+         */
+        bdrv_refresh_filename(leaf);
+    }
+    name = leaf->filename[0] ? leaf->filename : bdrv_get_node_name(leaf);
     g_autoptr(GChecksum) sum = g_checksum_new(G_CHECKSUM_SHA256);
     gsize len = sizeof(id->hash);
 

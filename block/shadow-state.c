@@ -46,6 +46,11 @@
  *     while the node was not open is never trusted.
  * D4  Map units carry their slot's epoch: a slot given to a new child
  *     gets a new epoch, and the old child's units no longer count.
+ * D5  Every chunk is valid on disk on some child at every moment, so that
+ *     no crash can leave it without a holder: a commit writes the valid
+ *     bits it sets, flushes, and only then clears bits, and only those of
+ *     chunks another child holds on disk by then; other clears wait, and
+ *     so does the intent bit of their chunk (shadow_take_changes()).
  *
  * Copyright (c) 2026 The shadowtier authors
  *
@@ -135,6 +140,8 @@ void shadow_child_map_init(BDRVShadowState *s, ShadowChild *sc, bool stale)
                                  SHADOW_META_UNIT_PAYLOAD);
         map->dirty_units = bitmap_new(shadow_nb_units(s));
         map->unit_seq = g_new0(uint64_t, shadow_nb_units(s));
+        map->ondisk = g_malloc0(shadow_nb_units(s) *
+                                SHADOW_META_UNIT_PAYLOAD);
     }
     qemu_co_mutex_init(&sc->flush_lock);
 }
@@ -149,6 +156,7 @@ void shadow_child_map_destroy(ShadowChild *sc)
     g_clear_pointer(&map->durable, g_free);
     g_clear_pointer(&map->dirty_units, g_free);
     g_clear_pointer(&map->unit_seq, g_free);
+    g_clear_pointer(&map->ondisk, g_free);
 }
 
 /*
@@ -871,6 +879,9 @@ static void shadow_child_map_grow(BDRVShadowState *s, ShadowChild *sc,
         map->unit_seq = g_renew(uint64_t, map->unit_seq, units);
         memset(map->unit_seq + old_units, 0,
                (units - old_units) * sizeof(uint64_t));
+        map->ondisk = g_realloc(map->ondisk, units * SHADOW_META_UNIT_PAYLOAD);
+        memset(map->ondisk + old_units * SHADOW_META_UNIT_PAYLOAD, 0,
+               (units - old_units) * SHADOW_META_UNIT_PAYLOAD);
     }
 }
 
@@ -1337,6 +1348,8 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
                shadow_meta_nb_units(old_nb) * SHADOW_META_UNIT_PAYLOAD);
         memcpy(map->unit_seq, seqs[1 + j],
                shadow_nb_units(s) * sizeof(uint64_t));
+        memcpy(map->ondisk, map->durable,
+               shadow_nb_units(s) * SHADOW_META_UNIT_PAYLOAD);
         shadow_hbitmap_clear(map->unflushed);
         shadow_hbitmap_clear(map->flushing);
         bitmap_zero(map->dirty_units, shadow_nb_units(s));
@@ -1517,19 +1530,23 @@ static void shadow_serialize(BDRVShadowState *s, HBitmap *hb, int64_t u,
     hbitmap_serialize_part(hb, out, start, count);
 }
 
+static uint8_t *shadow_unit_bits(uint8_t *bits, int64_t u)
+{
+    return bits + u * SHADOW_META_UNIT_PAYLOAD;
+}
+
 /*
- * Unit @u of @sc's map as it may be written now (D1), into @unit; the
- * trusted durable bits assume it will be written.  Returns whether some
- * valid chunk had to be left out (it waits for a flush).  Locked.
+ * Unit @u of @sc's map as D1 allows it on disk now, into @want.  Returns
+ * whether some valid chunk had to be left out (it waits for a flush).
+ * Locked.
  */
-static bool shadow_take_unit(BDRVShadowState *s, ShadowChild *sc, int64_t u,
-                             uint8_t *unit)
+static bool shadow_want_unit(BDRVShadowState *s, ShadowChild *sc, int64_t u,
+                             uint8_t *want)
 {
     ShadowChunkMap *map = &sc->map;
     uint8_t st[SHADOW_META_UNIT_PAYLOAD], un[SHADOW_META_UNIT_PAYLOAD];
     uint8_t fl[SHADOW_META_UNIT_PAYLOAD];
-    uint8_t *payload = unit + SHADOW_META_UNIT_HEADER;
-    uint8_t *durable = map->durable + u * SHADOW_META_UNIT_PAYLOAD;
+    uint8_t *trusted = shadow_unit_bits(map->durable, u);
     int64_t start = u * SHADOW_META_UNIT_CHUNKS;
     int64_t count = MIN(SHADOW_META_UNIT_CHUNKS, s->nb_chunks - start);
     bool held_back = false;
@@ -1542,24 +1559,78 @@ static bool shadow_take_unit(BDRVShadowState *s, ShadowChild *sc, int64_t u,
     for (i = 0; i < SHADOW_META_UNIT_PAYLOAD; i++) {
         uint8_t pending = un[i] | fl[i];
 
-        payload[i] = ~st[i] & (~pending | durable[i]);
-        held_back |= ~st[i] & pending & ~durable[i];
+        want[i] = ~st[i] & (~pending | trusted[i]);
+        held_back |= ~st[i] & pending & ~trusted[i];
     }
     for (b = count; b < SHADOW_META_UNIT_CHUNKS; b++) {
-        payload[b / 8] &= ~(1u << (b % 8));
+        want[b / 8] &= ~(1u << (b % 8));
     }
-    memcpy(durable, payload, SHADOW_META_UNIT_PAYLOAD);
-    shadow_meta_encode_unit(unit, 1 + sc->slot, s->meta.slots[sc->slot].epoch,
-                            u, map->unit_seq[u] + 1, payload);
     return held_back;
 }
 
-/* Every map unit that must be written now, serialised.  Locked. */
-static GArray *shadow_take_changes(BDRVShadowState *s)
+/*
+ * The map changes a commit writes, in two phases (D5): phase 1 only sets
+ * valid bits (each unit as on disk, plus what D1 allows); phase 2, after a
+ * flush of the metadata, clears the bits that must be cleared, but only
+ * where another child holds the chunk on disk after phase 1; other clears
+ * wait for a later commit.  A crash at any point leaves every chunk with a
+ * holder on disk.
+ */
+typedef struct ShadowMapChanges {
+    GArray *phase1;     /* ShadowUnitWrite */
+    GArray *phase2;
+} ShadowMapChanges;
+
+/* One dirty unit of one child while a commit takes it */
+typedef struct ShadowUnitPlan {
+    uint8_t want[SHADOW_META_UNIT_PAYLOAD];    /* D1 allows these */
+    uint8_t phase1[SHADOW_META_UNIT_PAYLOAD];  /* on disk | want */
+    uint8_t final[SHADOW_META_UNIT_PAYLOAD];   /* want | clears that wait */
+} ShadowUnitPlan;
+
+static gpointer shadow_plan_key(BDRVShadowState *s, int child, int64_t u)
 {
-    GArray *units = g_array_new(false, false, sizeof(ShadowUnitWrite));
+    return GSIZE_TO_POINTER(child * shadow_nb_units(s) + u + 1);
+}
+
+/* Unit @u of child @child once phase 1 is written.  Locked. */
+static const uint8_t *shadow_phase1_bits(BDRVShadowState *s, int child,
+                                         int64_t u, GHashTable *plans)
+{
+    ShadowUnitPlan *p = g_hash_table_lookup(plans,
+                                            shadow_plan_key(s, child, u));
+
+    return p ? p->phase1
+             : shadow_unit_bits(s->children[child]->map.ondisk, u);
+}
+
+static ShadowUnitWrite shadow_unit_write(BDRVShadowState *s, ShadowChild *sc,
+                                         int64_t u, const uint8_t *bits)
+{
+    ShadowUnitWrite w = {
+        .sc = sc, .index = u,
+        .buf = qemu_blockalign(s->meta.child->bs, SHADOW_META_UNIT),
+    };
+
+    memcpy(w.buf + SHADOW_META_UNIT_HEADER, bits, SHADOW_META_UNIT_PAYLOAD);
+    return w;
+}
+
+/*
+ * Every map unit that must be written now, for D1 and D5, with the trusted
+ * bits updated as if the writes will succeed.  Locked.
+ */
+static ShadowMapChanges shadow_take_changes(BDRVShadowState *s)
+{
+    ShadowMapChanges ch = {
+        .phase1 = g_array_new(false, false, sizeof(ShadowUnitWrite)),
+        .phase2 = g_array_new(false, false, sizeof(ShadowUnitWrite)),
+    };
+    g_autoptr(GHashTable) plans = g_hash_table_new_full(g_direct_hash,
+                                                        g_direct_equal, NULL,
+                                                        g_free);
     int64_t nb_units = shadow_nb_units(s);
-    int i;
+    int i, j, k;
 
     for (i = 0; i < s->num_children; i++) {
         ShadowChild *sc = s->children[i];
@@ -1567,22 +1638,71 @@ static GArray *shadow_take_changes(BDRVShadowState *s)
 
         for (u = find_first_bit(sc->map.dirty_units, nb_units); u < nb_units;
              u = find_next_bit(sc->map.dirty_units, nb_units, u + 1)) {
-            ShadowUnitWrite w = {
-                .sc = sc, .index = u,
-                .buf = qemu_blockalign(s->meta.child->bs, SHADOW_META_UNIT),
-            };
+            ShadowUnitPlan *p = g_new(ShadowUnitPlan, 1);
+            const uint8_t *on = shadow_unit_bits(sc->map.ondisk, u);
 
-            if (!shadow_take_unit(s, sc, u, w.buf)) {
+            if (!shadow_want_unit(s, sc, u, p->want)) {
                 clear_bit(u, sc->map.dirty_units);
             }
-            g_array_append_val(units, w);
+            for (k = 0; k < SHADOW_META_UNIT_PAYLOAD; k++) {
+                p->phase1[k] = on[k] | p->want[k];
+            }
+            memcpy(p->final, p->want, SHADOW_META_UNIT_PAYLOAD);
+            g_hash_table_insert(plans, shadow_plan_key(s, i, u), p);
         }
     }
-    return units;
+
+    for (i = 0; i < s->num_children; i++) {
+        ShadowChild *sc = s->children[i];
+        int64_t u;
+
+        for (u = 0; u < nb_units; u++) {
+            ShadowUnitPlan *p = g_hash_table_lookup(plans,
+                                                    shadow_plan_key(s, i, u));
+            bool clears = false;
+
+            if (!p) {
+                continue;
+            }
+            for (k = 0; k < SHADOW_META_UNIT_PAYLOAD; k++) {
+                uint8_t clear = p->phase1[k] & ~p->want[k], others = 0;
+
+                if (!clear) {
+                    continue;
+                }
+                for (j = 0; j < s->num_children; j++) {
+                    if (j != i) {
+                        others |= shadow_phase1_bits(s, j, u, plans)[k];
+                    }
+                }
+                if (clear & ~others) {
+                    /* No other holder on disk yet: the clear waits */
+                    p->final[k] |= clear & ~others;
+                    set_bit(u, sc->map.dirty_units);
+                }
+                clears |= clear & others;
+            }
+            if (memcmp(p->phase1, shadow_unit_bits(sc->map.ondisk, u),
+                       SHADOW_META_UNIT_PAYLOAD)) {
+                ShadowUnitWrite w = shadow_unit_write(s, sc, u, p->phase1);
+
+                g_array_append_val(ch.phase1, w);
+            }
+            if (clears) {
+                ShadowUnitWrite w = shadow_unit_write(s, sc, u, p->final);
+
+                g_array_append_val(ch.phase2, w);
+            }
+            /* Trusted: what D1 allows, not the clears that wait */
+            memcpy(shadow_unit_bits(sc->map.durable, u), p->want,
+                   SHADOW_META_UNIT_PAYLOAD);
+        }
+    }
+    return ch;
 }
 
-/* A commit did not write @units: trust none of their bits.  Locked. */
-static void shadow_untake_changes(BDRVShadowState *s, GArray *units)
+/* A commit did not write all of @units: trust none of their bits. Locked. */
+static void shadow_untake_units(BDRVShadowState *s, GArray *units)
 {
     guint i;
 
@@ -1590,8 +1710,8 @@ static void shadow_untake_changes(BDRVShadowState *s, GArray *units)
         ShadowUnitWrite *w = &g_array_index(units, ShadowUnitWrite, i);
 
         if (w->sc) {
-            memset(w->sc->map.durable + w->index * SHADOW_META_UNIT_PAYLOAD,
-                   0, SHADOW_META_UNIT_PAYLOAD);
+            memset(shadow_unit_bits(w->sc->map.durable, w->index), 0,
+                   SHADOW_META_UNIT_PAYLOAD);
             set_bit(w->index, w->sc->map.dirty_units);
         }
     }
@@ -1607,6 +1727,10 @@ static void shadow_free_units(GArray *units)
     g_array_free(units, true);
 }
 
+/*
+ * Write @units: each valid map unit as the next version of its unit (the
+ * copy not holding the current one), recorded as on disk once written
+ */
 static int coroutine_fn GRAPH_RDLOCK
 shadow_write_units(BDRVShadowState *s, GArray *units, BdrvRequestFlags flags)
 {
@@ -1615,18 +1739,64 @@ shadow_write_units(BDRVShadowState *s, GArray *units, BdrvRequestFlags flags)
 
     for (i = 0; i < units->len && ret == 0; i++) {
         ShadowUnitWrite *w = &g_array_index(units, ShadowUnitWrite, i);
-        uint64_t seq = w->sc ? w->sc->map.unit_seq[w->index] + 1 : 0;
+        ShadowChild *sc = w->sc;
+        uint64_t seq = sc ? sc->map.unit_seq[w->index] + 1 : 0;
 
+        if (sc) {
+            shadow_meta_encode_unit(w->buf, 1 + sc->slot,
+                                    s->meta.slots[sc->slot].epoch, w->index,
+                                    seq, w->buf + SHADOW_META_UNIT_HEADER);
+        }
         ret = bdrv_co_pwrite(s->meta.child,
                              shadow_meta_unit_offset(w->index,
-                                                     w->sc ? 1 + w->sc->slot
-                                                           : 0, seq),
+                                                     sc ? 1 + sc->slot : 0,
+                                                     seq),
                              SHADOW_META_UNIT, w->buf, flags);
-        if (ret == 0 && w->sc) {
+        if (ret == 0 && sc) {
             /* The other copy holds the previous version from now on */
-            w->sc->map.unit_seq[w->index] = seq;
+            sc->map.unit_seq[w->index] = seq;
+            memcpy(shadow_unit_bits(sc->map.ondisk, w->index),
+                   w->buf + SHADOW_META_UNIT_HEADER, SHADOW_META_UNIT_PAYLOAD);
         }
     }
+    return ret;
+}
+
+/*
+ * Write the map changes in their two phases, each followed by a flush of
+ * the metadata node (D5).  On failure nothing written is trusted.
+ * Returns how many units were written, or a negative error.
+ */
+static int coroutine_fn GRAPH_RDLOCK shadow_commit_maps(BDRVShadowState *s)
+{
+    ShadowMeta *m = &s->meta;
+    ShadowMapChanges ch;
+    int ret;
+
+    qemu_spin_lock(&s->lock);
+    ch = shadow_take_changes(s);
+    qemu_spin_unlock(&s->lock);
+
+    ret = shadow_write_units(s, ch.phase1, 0);
+    if (ret == 0 && ch.phase1->len) {
+        ret = bdrv_co_flush(m->child->bs);
+    }
+    if (ret == 0) {
+        ret = shadow_write_units(s, ch.phase2, 0);
+    }
+    if (ret == 0 && ch.phase2->len) {
+        ret = bdrv_co_flush(m->child->bs);
+    }
+    if (ret < 0) {
+        qemu_spin_lock(&s->lock);
+        shadow_untake_units(s, ch.phase1);
+        shadow_untake_units(s, ch.phase2);
+        qemu_spin_unlock(&s->lock);
+    } else {
+        ret = ch.phase1->len + ch.phase2->len;
+    }
+    shadow_free_units(ch.phase1);
+    shadow_free_units(ch.phase2);
     return ret;
 }
 
@@ -1675,9 +1845,7 @@ void shadow_state_stop_timer(BDRVShadowState *s)
  */
 static int coroutine_fn GRAPH_RDLOCK shadow_write_idle_maps(BDRVShadowState *s)
 {
-    ShadowMeta *m = &s->meta;
     Error *local_err = NULL;
-    GArray *units;
     int ret;
 
     ret = shadow_meta_ensure_size(s, s->nb_chunks, &local_err);
@@ -1685,20 +1853,8 @@ static int coroutine_fn GRAPH_RDLOCK shadow_write_idle_maps(BDRVShadowState *s)
         error_report_err(local_err);
         return ret;
     }
-    qemu_spin_lock(&s->lock);
-    units = shadow_take_changes(s);
-    qemu_spin_unlock(&s->lock);
-    ret = shadow_write_units(s, units, 0);
-    if (ret == 0 && units->len) {
-        ret = bdrv_co_flush(m->child->bs);
-    }
-    if (ret < 0) {
-        qemu_spin_lock(&s->lock);
-        shadow_untake_changes(s, units);
-        qemu_spin_unlock(&s->lock);
-    }
-    shadow_free_units(units);
-    return ret;
+    ret = shadow_commit_maps(s);
+    return ret < 0 ? ret : 0;
 }
 
 /*
@@ -1877,6 +2033,24 @@ static HBitmap *shadow_idle_intents(BDRVShadowState *s)
     return idle;
 }
 
+/*
+ * Whether a child is stale for chunk @c in memory but still valid on disk
+ * (D5 holds the clear back): then the intent bit must stay.  Locked.
+ */
+static bool shadow_clear_waits(BDRVShadowState *s, int64_t c)
+{
+    int i;
+
+    for (i = 0; i < s->num_children; i++) {
+        ShadowChunkMap *map = &s->children[i]->map;
+
+        if (hbitmap_get(map->stale, c) && shadow_bit_get(map->ondisk, c)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Clear the bits of @idle not written since; a new period begins */
 static int coroutine_fn GRAPH_RDLOCK
 shadow_clear_intents(BDRVShadowState *s, HBitmap *idle)
@@ -1891,7 +2065,7 @@ shadow_clear_intents(BDRVShadowState *s, HBitmap *idle)
     for (c = idle ? hbitmap_next_dirty(idle, 0, s->nb_chunks) : -1; c >= 0;
          c = c + 1 < s->nb_chunks ?
              hbitmap_next_dirty(idle, c + 1, s->nb_chunks - c - 1) : -1) {
-        if (hbitmap_get(m->written, c)) {
+        if (hbitmap_get(m->written, c) || shadow_clear_waits(s, c)) {
             continue;
         }
         hbitmap_reset(m->intent, c, 1);
@@ -1943,7 +2117,7 @@ shadow_do_commit(BDRVShadowState *s, bool periodic)
     ShadowMeta *m = &s->meta;
     ShadowMetaImage img;
     HBitmap *idle = NULL;
-    GArray *units = NULL;
+    int units = 0;
     bool header = false;
     int ret, meta_ret = 0;
 
@@ -1957,13 +2131,8 @@ shadow_do_commit(BDRVShadowState *s, bool periodic)
         goto out;
     }
 
-    qemu_spin_lock(&s->lock);
-    units = shadow_take_changes(s);
-    qemu_spin_unlock(&s->lock);
-    meta_ret = shadow_write_units(s, units, 0);
-    if (meta_ret == 0 && units->len) {
-        meta_ret = bdrv_co_flush(m->child->bs);
-    }
+    units = shadow_commit_maps(s);
+    meta_ret = MIN(units, 0);
     if (meta_ret == 0 && m->table_dirty) {
         qemu_co_mutex_lock(&m->io_lock);
         m->table_dirty = false;
@@ -1979,19 +2148,13 @@ shadow_do_commit(BDRVShadowState *s, bool periodic)
         meta_ret = shadow_clear_intents(s, idle);
     }
     if (meta_ret < 0) {
-        qemu_spin_lock(&s->lock);
-        shadow_untake_changes(s, units);
-        qemu_spin_unlock(&s->lock);
         shadow_meta_failed(s, meta_ret);
         ret = meta_ret;
     }
-    trace_shadow_commit(s, periodic, units->len, header, ret);
+    trace_shadow_commit(s, periodic, MAX(units, 0), header, ret);
 out:
     if (idle) {
         hbitmap_free(idle);
-    }
-    if (units) {
-        shadow_free_units(units);
     }
     return ret;
 }

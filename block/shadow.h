@@ -41,6 +41,11 @@
 /* Largest single background copy; neighbouring stale chunks are merged */
 #define SHADOW_COPY_MAX_BYTES     (1 * MiB)
 /*
+ * A copy reads and writes this much at a time; a drained section (a
+ * switch, a migration's downtime) waits for one such piece at most
+ */
+#define SHADOW_COPY_PIECE         (256 * KiB)
+/*
  * A copy run is sized to take about this long on its slowest target, so a
  * guest request or a drained section never waits long behind copies
  */
@@ -115,6 +120,8 @@ typedef struct ShadowChunkMap {
     uint8_t *durable;
     unsigned long *dirty_units;
     uint64_t *unit_seq;
+    /* With metadata: the valid bits of each unit's current version on disk */
+    uint8_t *ondisk;
 } ShadowChunkMap;
 
 typedef struct ShadowChild {
