@@ -95,6 +95,7 @@ class Model:
         self.live = [frozenset([initial[b]]) for b in range(nblocks)]
         self.chain = [[Link(init, self.live[b])] for b in range(nblocks)]
         self.flushes = []       # flush Ops in order of issue
+        self.writes = {}        # value -> write Op
         self.next_value = 2
 
     # --- live ---
@@ -106,6 +107,8 @@ class Model:
 
     def issue(self, kind, first, count, fua, stamp, value=None):
         op = Op(kind, value, first, count, fua, stamp)
+        if kind == 'write':
+            self.writes[value] = op
         if kind == 'flush':
             self.flushes.append(op)
         else:

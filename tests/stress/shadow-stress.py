@@ -1419,11 +1419,11 @@ class Segment:
         points = self.cut_points(entries, n, rng)
         self.rec.recording = False
         try:
-            for point in points:
+            for point, cut in points:
                 self.step += 1
                 self.cnt.steps += 1
                 self.desc = f'crash state at {point}'
-                self.crash_state(point, entries, rng)
+                self.crash_state(point, entries, rng, cut)
                 self.cnt.crash_states += 1
         finally:
             self.rec.recording = True
@@ -1446,14 +1446,84 @@ class Segment:
         acks = [f.ack + 0.5 for f in self.model.flushes
                 if f.ack and self.epoch_start < f.ack < self.epoch_end]
         classes = [c for c in (acks, flushes, metadata) if c]
-        points = []
-        for _ in range(n):
+        risky = self.risky_acks(entries)
+        points = rng.sample(risky, min(len(risky), (n + 1) // 2))
+        for _ in range(n - len(points)):
             if classes and rng.random() < 0.8:
-                points.append(rng.choice(rng.choice(classes)))
+                points.append((rng.choice(rng.choice(classes)), None))
             else:
-                points.append(rng.randrange(self.epoch_start,
-                                            self.epoch_end) + 0.5)
+                points.append((rng.randrange(self.epoch_start,
+                                             self.epoch_end) + 0.5, None))
         return sorted(points)
+
+    def risky_acks(self, entries):
+        """Acknowledged guest flushes after which the tier that got a guest
+        write the flush covers had not flushed it yet (its first log entry
+        with the write's data came after the tier's last flush): where a
+        power loss may lose acknowledged data.  Returns cut points, each
+        with that tier to be cut at its last flush."""
+        out = []
+        first = {}              # (dev, value) -> first entry with it
+        for dev, es in entries.items():
+            if dev == 'md':
+                continue
+            for e in es:
+                if e.kind != 'write':
+                    continue
+                for v in self.values_in(e):
+                    first.setdefault((dev, v), e)
+        for f in self.model.flushes:
+            if not f.ok or not f.ack or \
+                    not self.epoch_start < f.ack < self.epoch_end:
+                continue
+            point = f.ack + 0.5
+            dev = self.graph_at(point)[1]
+            es = entries.get(dev, [])
+            fpos = max((e.pos for e in es
+                        if e.kind == 'flush' and e.stamp < point), default=-1)
+            for (d, v), e in first.items():
+                op = self.model.writes.get(v)
+                # the guest write itself: logged while it was in flight,
+                # on the child that was active then
+                if d == dev and e.pos > fpos and e.stamp < point and op and \
+                        op.ok and op.ack < f.issue and \
+                        op.issue < e.stamp < op.ack and \
+                        self.graph_at(op.issue)[1] == dev:
+                    self.log(f'flush acknowledged at {f.ack}, but the active '
+                             f'child {dev} had not flushed write {v} '
+                             f'(acknowledged at {op.ack})')
+                    out.append((point, dev))
+                    break
+        return out
+
+    def values_in(self, e):
+        if e.offset % BLOCK:
+            return set()
+        return {decode((e.offset + i) // BLOCK, e.data[i:i + BLOCK])
+                for i in range(0, e.length - BLOCK + 1, BLOCK)}
+
+    def switch_around(self, children, active, data):
+        """Every chunk a child's map calls valid must hold the disk's data:
+        switch to each child in turn (instantly: it serves what it holds
+        and copies up the rest) and read the disk again."""
+        opts = {'prewarm': 'off', 'copy-on-read': False}
+        for c in children:
+            if c == active:
+                continue
+            o = self.shadow_opts(children, c, opts)
+            ok, res = self.qmp('crash-switch', 'blockdev-reopen', options=[o])
+            if not ok:
+                if 'degraded' not in res:
+                    raise Failure(f'an instant switch to {c} is refused: '
+                                  f'{res}')
+                continue
+            self.cnt.switches['crash-check'] = \
+                self.cnt.switches.get('crash-check', 0) + 1
+            again = self.read_all(lambda b: {decode(
+                b, data[b * BLOCK:(b + 1) * BLOCK])})
+            if again != data:
+                raise Failure(f'after an instant switch to {c} the disk '
+                              f'reads differently')
 
     def dump(self, point, entries):
         """What a failed crash state came from, for a look."""
@@ -1478,7 +1548,7 @@ class Segment:
                     f.write(f'{dev} {e.stamp} #{e.pos} {e.kind} {e.offset} '
                             f'{e.length}\n')
 
-    def replay(self, dev, es, point=None, rng=None):
+    def replay(self, dev, es, point=None, rng=None, mode=None):
         """The image of @dev after a power loss at @point: everything
         before its last flush completed before the point, and a subset of
         what completed after it, in the order it completed."""
@@ -1490,7 +1560,7 @@ class Segment:
             fpos = max((e.pos for e in done if e.kind == 'flush'),
                        default=-1)
             tail = [e for e in done if e.pos > fpos]
-            mode = rng.choice(('all', 'none', 'random', 'prefix'))
+            mode = mode or rng.choice(('all', 'none', 'random', 'prefix'))
             if dev == 'md' and 'torn-metadata' in self.args.avoid:
                 mode = 'none'
 
@@ -1508,10 +1578,11 @@ class Segment:
                 img[e.offset:e.offset + e.length] = bytes(e.length)
         return bytes(img[:len(self.base[dev])])
 
-    def crash_state(self, point, entries, rng):
+    def crash_state(self, point, entries, rng, cut=None):
         for dev in self.base:
             es = entries.get(dev, [])
-            img = self.replay(dev, es, point, rng)
+            img = self.replay(dev, es, point, rng, 'none' if dev == cut
+                              else None)
             with open(self.path[dev], 'wb') as f:
                 f.write(img)
         children, active = self.graph_at(point)
@@ -1548,6 +1619,8 @@ class Segment:
                                      else False)
                 if data is not None:
                     self.compare_synced(data, where)
+                    if self.meta:
+                        self.switch_around(children, active, data)
             except Failure as e:
                 self.dump(point, entries)
                 raise Failure(f'{where} (children {children}, active '
@@ -1606,6 +1679,55 @@ class Segment:
             self.d.kill()
 
 
+def identity_probe(work):
+    """The metadata matches children to slots by an identity that
+    docs/shadow-metadata.md says is taken below the child's filters, so
+    that a throttle filter added or removed keeps it, and that does not
+    depend on whether QEMU computed a node's filename yet.  None, or what
+    is wrong."""
+    size = MiB
+    for name in ('pa', 'pb'):
+        with open(os.path.join(work, f'{name}.raw'), 'wb') as f:
+            f.truncate(size)
+    md = os.path.join(work, 'pmd.raw')
+
+    def attempt(throttle, query):
+        d = Daemon(work, 'qsd-identity.log')
+        try:
+            d.cmd('object-add', **{'qom-type': 'throttle-group', 'id': 'g',
+                                   'limits': {}})
+            d.cmd('blockdev-add', driver='file', **{'node-name': 'pmd'},
+                  filename=md)
+            for name in ('pa', 'pb'):
+                f = {'driver': 'file',
+                     'filename': os.path.join(work, f'{name}.raw')}
+                if throttle:
+                    f = {'driver': 'throttle', 'throttle-group': 'g',
+                         'file': f}
+                d.cmd('blockdev-add', driver='raw', **{'node-name': name},
+                      file=f)
+            if query:
+                d.cmd('query-named-block-nodes')
+            d.cmd('blockdev-add', driver='shadow', **{'node-name': 'psh'},
+                  children=['pa', 'pb'], metadata='pmd')
+            return None
+        except ExecuteError as e:
+            return str(e)
+        finally:
+            d.terminate()
+
+    problems = []
+    for first, then, what in (
+            ((False, False), (True, False), 'a throttle filter added'),
+            ((True, False), (True, True), 'the filename computed first')):
+        with open(md, 'wb') as f:
+            f.write(bytes(MiB))
+        err = attempt(*first) or attempt(*then)
+        if err:
+            problems.append(f'{what}: {err}')
+    return '; '.join(problems) or None
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--ops', type=int, default=2000,
@@ -1630,7 +1752,8 @@ def main():
                    'reopen while the active child hydrates), '
                    'hydrating-write-fault (write faults on children with '
                    'metadata), torn-metadata (crash states keep none of '
-                   'the metadata writes after its last flush)')
+                   'the metadata writes after its last flush), identity '
+                   '(the probe of child identities at the start)')
     p.add_argument('--verbose', action='store_true')
     args = p.parse_args()
     args.avoid = set(filter(None, args.avoid.split(',')))
@@ -1648,6 +1771,16 @@ def main():
     started = time.monotonic()
     failures = 0
     i = 0
+    if 'identity' not in args.avoid and not args.steps:
+        i += 1
+        err = identity_probe(work)
+        if err:
+            failures += 1
+            print(f'not ok {i} - identity probe: a child is not recognised '
+                  f'after a restart when {err}', flush=True)
+        else:
+            print(f'ok {i} - identity probe', flush=True)
+    segments = i
     while True:
         if args.steps:
             if i == 1:
@@ -1657,7 +1790,7 @@ def main():
             break
         if failures >= args.max_failures:
             break
-        seg = Segment(seed + i, work, recorder, clock, cnt, args)
+        seg = Segment(seed + i - segments, work, recorder, clock, cnt, args)
         i += 1
         try:
             seg.run()
