@@ -292,8 +292,7 @@ class Segment:
                 for b in range(first, min(first + region, self.nblocks)):
                     a[b * BLOCK:(b + 1) * BLOCK] = block_data(b, 1)
                     initial[b] = 1
-        with open(self.path['ta'], 'wb') as f:
-            f.write(a)
+        self.write_sparse(self.path['ta'], a)
         # The other tiers hold stale junk: a read served from them by
         # mistake shows
         for t in ('tb', 'tc'):
@@ -302,8 +301,7 @@ class Segment:
                 if rng.random() < 0.6:
                     n = min(region, self.nblocks - first) * BLOCK
                     junk[first * BLOCK:first * BLOCK + n] = b'\xee' * n
-            with open(self.path[t], 'wb') as f:
-                f.write(junk)
+            self.write_sparse(self.path[t], junk)
         with open(self.path['md'], 'wb') as f:
             f.write(bytes(MiB))
         self.model = M.Model(self.nblocks, initial)
@@ -312,6 +310,17 @@ class Segment:
         self.opts = self.random_opts()
         # (start, end, attached, active): the graph after each change
         self.graph_log = [(0, 0, tuple(self.attached), self.active)]
+
+    @staticmethod
+    def write_sparse(path, data):
+        """Zero ranges stay holes, as on a fresh sparse image."""
+        with open(path, 'wb') as f:
+            f.truncate(len(data))
+            for off in range(0, len(data), 65536):
+                piece = data[off:off + 65536]
+                if piece.count(0) != len(piece):
+                    f.seek(off)
+                    f.write(piece)
 
     def random_opts(self):
         rng = self.rng
@@ -1169,8 +1178,11 @@ class Segment:
         end = time.monotonic() + seconds
         try:
             while time.monotonic() < end:
-                self.guest_op(self.rng.choice(('write', 'write', 'flush',
-                                               'read')))
+                # bursts: flushes that meet a commit in progress wait for
+                # the next one
+                for _ in range(self.rng.randrange(1, 5)):
+                    self.guest_op(self.rng.choice(('write', 'write', 'flush',
+                                                   'flush', 'read')))
                 time.sleep(self.rng.uniform(0.001, 0.03))
         finally:
             self.rng = main
@@ -1428,8 +1440,7 @@ class Segment:
         finally:
             self.rec.recording = True
             for dev, data in live.items():
-                with open(self.path[dev], 'wb') as f:
-                    f.write(data)
+                self.write_sparse(self.path[dev], data)
         self.rec.drop()
 
     def cut_points(self, entries, n, rng):
@@ -1519,8 +1530,17 @@ class Segment:
                 continue
             self.cnt.switches['crash-check'] = \
                 self.cnt.switches.get('crash-check', 0) + 1
-            again = self.read_all(lambda b: {decode(
-                b, data[b * BLOCK:(b + 1) * BLOCK])})
+
+            def pinned(b):
+                return {decode(b, data[b * BLOCK:(b + 1) * BLOCK])}
+            try:
+                if 'status-after-switch' not in self.args.avoid:
+                    self.status_all(pinned, pin=False)
+                again = self.read_all(pinned)
+            except Failure as e:
+                raise Failure(f'after an instant switch from {active} to '
+                              f'{c}, which serves the chunks its map calls '
+                              f'valid: {e}') from None
             if again != data:
                 raise Failure(f'after an instant switch to {c} the disk '
                               f'reads differently')
@@ -1583,8 +1603,7 @@ class Segment:
             es = entries.get(dev, [])
             img = self.replay(dev, es, point, rng, 'none' if dev == cut
                               else None)
-            with open(self.path[dev], 'wb') as f:
-                f.write(img)
+            self.write_sparse(self.path[dev], img)
         children, active = self.graph_at(point)
         d = self.start_daemon(f'crash-{self.step}')
         saved = (self.d, self.nbd, self.hydrating)
