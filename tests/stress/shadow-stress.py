@@ -574,6 +574,11 @@ class Segment:
             self.lost(f'guest I/O: {e}')
         self.complete(r)
 
+    def wait_for(self, match):
+        """Wait until no request @match(inflight entry) is in flight."""
+        while any(match(i) for i in self.inflight.values()):
+            self.wait_one()
+
     def drain(self):
         while self.inflight:
             self.wait_one()
@@ -646,7 +651,7 @@ class Segment:
                         err += f' (the read came with hole chunks {r.holes})'
                     raise Failure(f'{what}: {err}')
         elif kind == 'status':
-            if self.hydrating and 'status-after-switch' in self.args.avoid:
+            if self.hydrating and 'status-hydrating' in self.args.avoid:
                 return
             self.check_status(r.extents, first * BLOCK, count,
                               lambda b: self.model.live[b], pin=True)
@@ -765,7 +770,7 @@ class Segment:
             # fails: sparse reads only while no error may be excused
             if rng.random() < 0.8 or (
                     self.hydrating and
-                    'status-after-switch' in self.args.avoid) or self.excused(
+                    'status-hydrating' in self.args.avoid) or self.excused(
                     'read', 0, self.clock.tick(), float('inf'), self.active,
                     self.hydrating):
                 flags |= FLAG_DF
@@ -926,6 +931,9 @@ class Segment:
             return self.disarm_fault(target)
         kind = rng.choice(('read', 'write', 'write', 'flush', 'flush',
                            'slow'))
+        if 'shadow-flush-fault' in self.args.avoid and kind == 'flush' and \
+                target in TIERS and target != self.active:
+            return
         if 'hydrating-write-fault' in self.args.avoid and kind == 'write' \
                 and target in TIERS and self.meta:
             # a write fault on a child that is or may become active while
@@ -1058,7 +1066,7 @@ class Segment:
         self.record_graph(start)
         if instant and (rng.random() < 0.5 or opts['prewarm'] == 'off' or
                         opts['prewarm-speed']) and \
-                'status-after-switch' not in self.args.avoid:
+                'status-hydrating' not in self.args.avoid:
             # Before any read copies a chunk up: block status must not
             # call the unhydrated chunks holes
             self.drain()
@@ -1176,13 +1184,23 @@ class Segment:
         seconds = self.rng.uniform(1, 7)
         main, self.rng = self.rng, random.Random(self.step)
         end = time.monotonic() + seconds
+        overlap = self.rng.random() < 0.5
         try:
             while time.monotonic() < end:
-                # bursts: flushes that meet a commit in progress wait for
-                # the next one
-                for _ in range(self.rng.randrange(1, 5)):
-                    self.guest_op(self.rng.choice(('write', 'write', 'flush',
-                                                   'flush', 'read')))
+                if overlap:
+                    # a flush, a write acknowledged while the flush's
+                    # commit runs, a second flush that meets that commit
+                    # (and maybe a periodic one queued behind it)
+                    self.guest_op('flush')
+                    self.guest_op('write')
+                    self.wait_for(lambda i: i[0] == 'write')
+                    self.guest_op('flush')
+                else:
+                    # bursts
+                    for _ in range(self.rng.randrange(1, 5)):
+                        self.guest_op(self.rng.choice(('write', 'write',
+                                                       'flush', 'flush',
+                                                       'read')))
                 time.sleep(self.rng.uniform(0.001, 0.03))
         finally:
             self.rng = main
@@ -1534,7 +1552,7 @@ class Segment:
             def pinned(b):
                 return {decode(b, data[b * BLOCK:(b + 1) * BLOCK])}
             try:
-                if 'status-after-switch' not in self.args.avoid:
+                if 'status-hydrating' not in self.args.avoid:
                     self.status_all(pinned, pin=False)
                 again = self.read_all(pinned)
             except Failure as e:
@@ -1626,7 +1644,10 @@ class Segment:
                 return cache[b]
             self.export()
             try:
-                self.status_all(allowed_c, pin=False)
+                _st, kids = self.stats()
+                if kids[active]['valid-bytes'] == self.size or \
+                        'status-hydrating' not in self.args.avoid:
+                    self.status_all(allowed_c, pin=False)
                 # A chunk whose only holders failed (the faults were in
                 # effect at the cut) may not be readable
                 sticky = [str(f) for f in self.faults
@@ -1756,7 +1777,7 @@ def main():
     p.add_argument('--seed', type=int, default=None)
     p.add_argument('--steps', type=int, default=None,
                    help='replay: one segment of SEED, for STEPS steps')
-    p.add_argument('--max-failures', type=int, default=10)
+    p.add_argument('--max-failures', type=int, default=25)
     p.add_argument('--trickle', type=float, default=0.5,
                    help='weight of the trickle operation (seconds of slow '
                    'writes and flushes, for the periodic commit)')
@@ -1764,14 +1785,16 @@ def main():
                    help='comma-separated scenarios not to generate, to look '
                    'past a known bug: remove-holder (removing a child while '
                    'the active child hydrates), metadata-child '
-                   '(x-blockdev-change child=metadata), status-after-switch '
-                   '(block status of the whole disk right after an instant '
-                   'switch), renumber (reopen after x-blockdev-change '
+                   '(x-blockdev-change child=metadata), status-hydrating '
+                   '(block status and sparse reads while the active child '
+                   'hydrates), renumber (reopen after x-blockdev-change '
                    'before a restart), readonly-hydrating (read-only '
                    'reopen while the active child hydrates), '
                    'hydrating-write-fault (write faults on children with '
                    'metadata), torn-metadata (crash states keep none of '
-                   'the metadata writes after its last flush), identity '
+                   'the metadata writes after its last flush), '
+                   'shadow-flush-fault (flush faults on children not '
+                   'active), identity '
                    '(the probe of child identities at the start)')
     p.add_argument('--verbose', action='store_true')
     args = p.parse_args()
