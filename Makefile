@@ -45,12 +45,15 @@ SOAK_CRASH_STATES ?= 10000
 soak: qemu
 	@bash -o pipefail -c '/usr/bin/python3 tests/kill/shadow-kill.py \
 		--rounds $(SOAK_ROUNDS) 2>&1 | tee build/soak.log | \
-		grep --line-buffered -E "^(not ok|# kill tests)|^ok [0-9]*00 " | cut -c1-160'
-	@bash -o pipefail -c '/usr/bin/python3 tests/stress/shadow-stress.py \
+		grep --line-buffered -E "^(not ok|# kill tests)|^ok [0-9]*00 " | cut -c1-160'; \
+	kill=$$?; \
+	bash -o pipefail -c '/usr/bin/python3 tests/stress/shadow-stress.py \
 		--ops $$(( $(SOAK_CRASH_STATES) * 20 )) \
 		--crash-states $(SOAK_CRASH_STATES) --max-failures 50 2>&1 | \
 		tee build/soak-stress.log | \
-		grep --line-buffered -E "^(not ok|# stress)" | cut -c1-240'
+		grep --line-buffered -E "^(not ok|# stress)" | cut -c1-240'; \
+	stress=$$?; \
+	[ $$kill -eq 0 ] && [ $$stress -eq 0 ]
 
 # QEMU's checkpatch.pl over the project's own QEMU-side files
 checkpatch: qemu
