@@ -269,12 +269,10 @@ class Segment:
         self.busy = set()
         self.killed = None          # stamp of our SIGKILL
         self.kill_timer = None
-        self.qmp_op = None          # (start stamp, kind) in progress
         self.pending = None         # (start, attached, active) in progress
         self.epoch_starts = [0]
         self.hydrating = False
         self.last_drain = [0, 0]
-        self.last_clean_stop = 0
 
     # ----- set-up -----
 
@@ -457,8 +455,6 @@ class Segment:
     def qmp(self, kind, command, **args):
         """A QMP command; returns (ok, result or error message).  Raises
         Killed if our SIGKILL hit, Failure if the daemon died or hung."""
-        start = self.clock.tick()
-        self.qmp_op = (start, kind)
         try:
             res = self.d.cmd(command, **args)
             return True, res
@@ -467,7 +463,6 @@ class Segment:
         except Exception as e:  # connection lost, timeout
             self.lost(f'QMP {command}: {type(e).__name__} {e}')
         finally:
-            self.qmp_op = None
             self.events()
 
     def lost(self, what):
@@ -1269,7 +1264,6 @@ class Segment:
         self.base = self.snapshot()
         self.rec_serial = self.rec.serial
         self.epoch_start = self.clock.tick()
-        self.faults_epoch = len(self.faults)
         self.armed = {}
         self.dbg_added = set()
         self.killed = None
@@ -1352,7 +1346,6 @@ class Segment:
                 raise Failure(f'the clean stop ended with {rc}; log: '
                               f'{self.d.log_tail()}')
             self.model.clean_stop(start, end)
-            self.last_clean_stop = end
             self.cnt.restarts += 1
         for f in self.faults:
             if f.disarmed is None:
