@@ -7,7 +7,8 @@
 #   make demo     the main job, narrated in the terminal
 #   make bench    benchmarks, results in build/bench/
 #   make fuzz     the agent's fuzz targets, FUZZ_SECONDS (600) each
-#   make soak     SOAK_ROUNDS (1000) rounds of the kill tests
+#   make soak     SOAK_ROUNDS (1000) rounds of the kill tests, then the
+#                 stress test for SOAK_CRASH_STATES (10000) crash states
 #
 # QEMU_SRC=/path/to/qemu-10.0.x builds against that tree instead of
 # Debian's qemu source package.
@@ -37,12 +38,22 @@ bench: all
 fuzz: deps
 	@scripts/fuzz.sh
 
-# qemu-storage-daemon killed at random moments, restarted, checked
+# qemu-storage-daemon killed at random moments, restarted, checked; then
+# the stress test until SOAK_CRASH_STATES crash states were checked
 SOAK_ROUNDS ?= 1000
+SOAK_CRASH_STATES ?= 10000
 soak: qemu
 	@bash -o pipefail -c '/usr/bin/python3 tests/kill/shadow-kill.py \
 		--rounds $(SOAK_ROUNDS) 2>&1 | tee build/soak.log | \
-		grep --line-buffered -E "^(not ok|# kill tests)|^ok [0-9]*00 " | cut -c1-160'
+		grep --line-buffered -E "^(not ok|# kill tests)|^ok [0-9]*00 " | cut -c1-160'; \
+	kill=$$?; \
+	bash -o pipefail -c '/usr/bin/python3 tests/stress/shadow-stress.py \
+		--ops $$(( $(SOAK_CRASH_STATES) * 20 )) \
+		--crash-states $(SOAK_CRASH_STATES) --max-failures 50 2>&1 | \
+		tee build/soak-stress.log | \
+		grep --line-buffered -E "^(not ok|# stress)" | cut -c1-240'; \
+	stress=$$?; \
+	[ $$kill -eq 0 ] && [ $$stress -eq 0 ]
 
 # QEMU's checkpatch.pl over the project's own QEMU-side files
 checkpatch: qemu

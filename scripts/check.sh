@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run every test: the shadow driver's iotests (raw and qcow2 children) and
 # unit tests in QEMU's own frameworks, the kill tests (KILL_ROUNDS, 24), the
-# agent's unit tests (with the layering check and promtool on the metrics)
+# stress test (STRESS_OPS, 4000 operations, and STRESS_CRASH_STATES, 200),
+# the agent's unit tests (with the layering check and promtool on the metrics)
 # and integration tests, the libvirt tests (a private libvirtd with a TCG
 # domain), the same unit tests and the libvirt shutdown test under
 # AddressSanitizer and UBSan, and a short fuzz run.  Ends with
@@ -68,6 +69,15 @@ grep -E '^(not )?ok |^# kill tests: .* passed' "$log/kill.log" | cut -c1-160
 count_tap "$log/kill.log" "kill"
 if ! grep -q '^# kill tests: .* passed' "$log/kill.log"; then
     failed=$((failed + 1)); failures+=("kill: did not finish, see $log/kill.log")
+fi
+
+echo "== stress test: random guest I/O, switches, child changes, faults, kills and crash states, against a model (make soak runs more)"
+/usr/bin/python3 tests/stress/shadow-stress.py --ops "${STRESS_OPS:-4000}" \
+    --crash-states "${STRESS_CRASH_STATES:-200}" > "$log/stress.log" 2>&1
+grep -E '^(not )?ok |^# stress: ' "$log/stress.log" | cut -c1-240
+count_tap "$log/stress.log" "stress"
+if ! grep -q '^# stress: ' "$log/stress.log"; then
+    failed=$((failed + 1)); failures+=("stress: did not finish, see $log/stress.log")
 fi
 
 echo "== agent unit tests"
