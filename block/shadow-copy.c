@@ -503,6 +503,33 @@ static int64_t shadow_copy_delay(BDRVShadowState *s, int64_t data_bytes,
     return delay;
 }
 
+/*
+ * Let the rest of the AioContext run, then wait @delay_ns unless a drained
+ * section begins.  A step whose reads and writes complete without yielding
+ * (a null-co or zero-backed child) would otherwise keep the event loop from
+ * ever running; and a drain that begins in another thread between our check
+ * of quiesce_counter and our sleep finds no sleeper to wake, so the sleep is
+ * cut in slices that each look again.
+ */
+static void coroutine_fn shadow_copy_pause(BDRVShadowState *s, int index,
+                                           int64_t delay_ns)
+{
+    int64_t deadline = qemu_clock_get_ns(QEMU_CLOCK_REALTIME) + delay_ns;
+
+    aio_co_schedule(qemu_get_current_aio_context(), qemu_coroutine_self());
+    qemu_coroutine_yield();
+
+    while (!qatomic_read(&s->bs->quiesce_counter)) {
+        int64_t left = deadline - qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+
+        if (left <= 0) {
+            break;
+        }
+        qemu_co_sleep_ns_wakeable(&s->copy_sleep[index], QEMU_CLOCK_REALTIME,
+                                  MIN(left, SHADOW_COPY_SLEEP_SLICE_NS));
+    }
+}
+
 static void coroutine_fn shadow_copy_entry(void *opaque)
 {
     ShadowCopyWorker *w = opaque;
@@ -531,10 +558,7 @@ static void coroutine_fn shadow_copy_entry(void *opaque)
 
         delay = ret && w->index == 0 ?
                 shadow_copy_delay(s, data_bytes, get_clock() - start) : 0;
-        if (delay > 0 && !qatomic_read(&bs->quiesce_counter)) {
-            qemu_co_sleep_ns_wakeable(&s->copy_sleep[w->index],
-                                      QEMU_CLOCK_REALTIME, delay);
-        }
+        shadow_copy_pause(s, w->index, delay);
     } while (ret > 0);
 
     qemu_vfree(buf);

@@ -52,6 +52,8 @@
 #define SHADOW_COPY_RUN_NS        (20 * SCALE_MS)
 /* Background copies in flight at once when the guest is idle */
 #define SHADOW_COPY_WORKERS       4
+/* A rate-limited worker looks for a drained section this often */
+#define SHADOW_COPY_SLEEP_SLICE_NS (10 * SCALE_MS)
 /* The guest counts as busy this long after its last request */
 #define SHADOW_GUEST_BUSY_NS      (10 * SCALE_MS)
 
@@ -177,8 +179,8 @@ typedef struct ShadowIdentity {
     uint64_t ino;
     int64_t btime_sec;
     uint32_t btime_nsec;
-    int64_t mtime_sec;
-    uint32_t mtime_nsec;
+    int64_t ctime_sec;
+    uint32_t ctime_nsec;
     int64_t size;
 } ShadowIdentity;
 
@@ -188,7 +190,7 @@ typedef struct ShadowSlot {
     /* Map units of this slot count only if they carry this epoch */
     uint64_t epoch;
     ShadowIdentity id;
-    /* size and mtime recorded at a clean stop, to detect later writes */
+    /* size and ctime recorded at a clean stop, to detect later writes */
     bool stamped;
     char node_name[64];
     char filename[104];
