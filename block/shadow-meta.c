@@ -53,7 +53,7 @@
 #define SHADOW_META_SLOT_USED     1
 #define SHADOW_META_SLOT_STAT     2     /* ino recorded */
 #define SHADOW_META_SLOT_BTIME    4     /* birth time recorded */
-#define SHADOW_META_SLOT_STAMPED  8     /* size, mtime at a clean stop */
+#define SHADOW_META_SLOT_STAMPED  8     /* size, ctime at a clean stop */
 
 struct QEMU_PACKED ShadowMetaHeader {
     char magic[8];
@@ -82,8 +82,8 @@ typedef struct QEMU_PACKED ShadowMetaSlotDisk {
     uint64_t ino;
     int64_t btime_sec;
     uint32_t btime_nsec;
-    uint32_t mtime_nsec;
-    int64_t mtime_sec;
+    uint32_t ctime_nsec;
+    int64_t ctime_sec;
     int64_t size;
     char node_name[64];
     char filename[104];
@@ -160,7 +160,7 @@ static BlockDriverState *GRAPH_RDLOCK shadow_storage_leaf(BlockDriverState *bs)
  * What identifies @bs's storage: the SHA-256 of its filename, which
  * survives renaming nodes and adding or removing filters such as
  * throttle; and for a local file its inode number and birth time, which
- * a new file at the same path does not share, and its size and mtime,
+ * a new file at the same path does not share, and its size and ctime,
  * which tell whether it was written while the node did not hold it.
  */
 int shadow_meta_identify(BlockDriverState *bs, ShadowIdentity *id)
@@ -192,15 +192,15 @@ int shadow_meta_identify(BlockDriverState *bs, ShadowIdentity *id)
     {
         struct statx stx;
 
-        if (statx(AT_FDCWD, name, 0, STATX_INO | STATX_SIZE | STATX_MTIME |
+        if (statx(AT_FDCWD, name, 0, STATX_INO | STATX_SIZE | STATX_CTIME |
                   STATX_BTIME, &stx) < 0) {
             return -errno;
         }
         id->have_stat = true;
         id->ino = stx.stx_ino;
         id->size = stx.stx_size;
-        id->mtime_sec = stx.stx_mtime.tv_sec;
-        id->mtime_nsec = stx.stx_mtime.tv_nsec;
+        id->ctime_sec = stx.stx_ctime.tv_sec;
+        id->ctime_nsec = stx.stx_ctime.tv_nsec;
         if (stx.stx_mask & STATX_BTIME) {
             id->have_btime = true;
             id->btime_sec = stx.stx_btime.tv_sec;
@@ -217,8 +217,8 @@ int shadow_meta_identify(BlockDriverState *bs, ShadowIdentity *id)
         id->have_stat = true;
         id->ino = st.st_ino;
         id->size = st.st_size;
-        id->mtime_sec = st.st_mtim.tv_sec;
-        id->mtime_nsec = st.st_mtim.tv_nsec;
+        id->ctime_sec = st.st_ctim.tv_sec;
+        id->ctime_nsec = st.st_ctim.tv_nsec;
     }
 #endif
     return 0;
@@ -249,8 +249,8 @@ static void shadow_meta_slot_to_disk(const ShadowSlot *slot,
     if (slot->stamped) {
         flags |= SHADOW_META_SLOT_STAMPED;
         d->size = cpu_to_le64(slot->id.size);
-        d->mtime_sec = cpu_to_le64(slot->id.mtime_sec);
-        d->mtime_nsec = cpu_to_le32(slot->id.mtime_nsec);
+        d->ctime_sec = cpu_to_le64(slot->id.ctime_sec);
+        d->ctime_nsec = cpu_to_le32(slot->id.ctime_nsec);
     }
     d->flags = cpu_to_le32(flags);
     d->epoch = cpu_to_le64(slot->epoch);
@@ -278,8 +278,8 @@ static void shadow_meta_slot_from_disk(const ShadowMetaSlotDisk *d,
     slot->id.btime_nsec = le32_to_cpu(d->btime_nsec);
     slot->stamped = flags & SHADOW_META_SLOT_STAMPED;
     slot->id.size = le64_to_cpu(d->size);
-    slot->id.mtime_sec = le64_to_cpu(d->mtime_sec);
-    slot->id.mtime_nsec = le32_to_cpu(d->mtime_nsec);
+    slot->id.ctime_sec = le64_to_cpu(d->ctime_sec);
+    slot->id.ctime_nsec = le32_to_cpu(d->ctime_nsec);
     memcpy(slot->node_name, d->node_name,
            MIN(sizeof(slot->node_name) - 1, sizeof(d->node_name)));
     memcpy(slot->filename, d->filename,

@@ -42,7 +42,7 @@
  *     child if it held it).
  * D3  Nothing is written to a child before the header says "in use"
  *     (shadow_state_begin_writing()); a clean stop flushes, commits and
- *     records each child's size and mtime, so that an image written
+ *     records each child's size and ctime, so that an image written
  *     while the node was not open is never trusted.
  * D4  Map units carry their slot's epoch: a slot given to a new child
  *     gets a new epoch, and the old child's units no longer count.
@@ -393,12 +393,40 @@ bool shadow_state_may_switch(BDRVShadowState *s, ShadowChild *to,
     return true;
 }
 
+/*
+ * With metadata: how many chunks no child but @except holds on disk.  Once
+ * the slot table without @except is written, those would have no holder
+ * after a crash (D5).  Locked.
+ */
+static int64_t shadow_state_durable_orphans(BDRVShadowState *s,
+                                            ShadowChild *except)
+{
+    int64_t bytes = DIV_ROUND_UP(s->nb_chunks, 8), n = 0, k;
+    int i;
+
+    if (!s->meta.child || !s->meta.writable) {
+        return 0;
+    }
+    for (k = 0; k < bytes; k++) {
+        uint8_t held = 0, want = k + 1 < bytes || !(s->nb_chunks % 8) ?
+                                 0xff : (1u << (s->nb_chunks % 8)) - 1;
+
+        for (i = 0; i < s->num_children; i++) {
+            if (s->children[i] != except) {
+                held |= s->children[i]->map.ondisk[k];
+            }
+        }
+        n += ctpop8(want & ~held);
+    }
+    return n;
+}
+
 /* Whether @sc may be removed: it is not the last holder of any chunk */
 bool shadow_state_may_remove(BDRVShadowState *s, ShadowChild *sc,
                              Error **errp)
 {
     HBitmap *astale = s->active->map.stale;
-    int64_t c, only = 0;
+    int64_t c, only = 0, durable_only;
 
     if (sc == s->active) {
         error_setg(errp, "Cannot remove the active child '%s' of shadow node "
@@ -407,6 +435,7 @@ bool shadow_state_may_remove(BDRVShadowState *s, ShadowChild *sc,
         return false;
     }
     qemu_spin_lock(&s->lock);
+    durable_only = shadow_state_durable_orphans(s, sc);
     for (c = hbitmap_next_dirty(astale, 0, s->nb_chunks); c >= 0;
          c = c + 1 < s->nb_chunks ?
              hbitmap_next_dirty(astale, c + 1, s->nb_chunks - c - 1) : -1) {
@@ -421,6 +450,14 @@ bool shadow_state_may_remove(BDRVShadowState *s, ShadowChild *sc,
                    "active child '%s' has not hydrated yet",
                    shadow_child_name(sc), bdrv_get_node_name(s->bs), only,
                    shadow_child_name(s->active));
+        return false;
+    }
+    if (durable_only) {
+        error_setg(errp, "Cannot remove child '%s' of shadow node '%s' yet: "
+                   "the metadata does not show another child holding %"
+                   PRId64 " of its chunks; flush the node and retry",
+                   shadow_child_name(sc), bdrv_get_node_name(s->bs),
+                   durable_only);
         return false;
     }
     return true;
@@ -1079,10 +1116,17 @@ static const char *shadow_slot_changed(const ShadowSlot *slot,
               slot->id.btime_nsec != id->btime_nsec))) {
             return "replaced by another file";
         }
+        /*
+         * Any write, truncate or change of the file's times or mode makes
+         * its ctime now, which nobody can set back.  A power loss may
+         * leave an older ctime (a flush need not make it durable): only a
+         * newer one means a change.
+         */
         if (slot->stamped &&
             (slot->id.size != id->size ||
-             slot->id.mtime_sec != id->mtime_sec ||
-             slot->id.mtime_nsec != id->mtime_nsec)) {
+             id->ctime_sec > slot->id.ctime_sec ||
+             (id->ctime_sec == slot->id.ctime_sec &&
+              id->ctime_nsec > slot->id.ctime_nsec))) {
             return "written while the node was not open";
         }
     }
@@ -1275,6 +1319,8 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
             return -EINVAL;
         }
         by_slot[j] = sc;
+        /* Stamps count only in a header that was closed cleanly */
+        img.slots[j].stamped &= !img.in_use;
         changed[j] = shadow_slot_changed(&img.slots[j], &ids[i]);
     }
     for (j = 0; j < SHADOW_META_SLOTS; j++) {
@@ -1446,8 +1492,8 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
             /* The stamps stay until the children are written */
             m->slots[j].stamped = img.slots[j].stamped;
             m->slots[j].id.size = img.slots[j].id.size;
-            m->slots[j].id.mtime_sec = img.slots[j].id.mtime_sec;
-            m->slots[j].id.mtime_nsec = img.slots[j].id.mtime_nsec;
+            m->slots[j].id.ctime_sec = img.slots[j].id.ctime_sec;
+            m->slots[j].id.ctime_nsec = img.slots[j].id.ctime_nsec;
         }
     }
     m->table_dirty = true;
@@ -1502,6 +1548,7 @@ static void shadow_header_image(BDRVShadowState *s, ShadowMetaImage *img,
                                 bool in_use, int active_slot)
 {
     ShadowMeta *m = &s->meta;
+    int i;
 
     memset(img, 0, sizeof(*img));
     img->in_use = in_use;
@@ -1511,6 +1558,10 @@ static void shadow_header_image(BDRVShadowState *s, ShadowMetaImage *img,
     img->active_slot = active_slot;
     img->session = m->session;
     memcpy(img->slots, m->slots, sizeof(img->slots));
+    for (i = 0; in_use && i < SHADOW_META_SLOTS; i++) {
+        /* While children may be written, no stamp holds (D3) */
+        img->slots[i].stamped = false;
+    }
 }
 
 /* A map unit on its way to disk */
@@ -2261,7 +2312,7 @@ void shadow_state_commit_soon(BDRVShadowState *s)
 
 /*
  * A clean stop (close, inactivation for migration, reopen read-only):
- * commit everything, record each child's size and mtime, and mark the
+ * commit everything, record each child's size and ctime, and mark the
  * header closed, so that the next open trusts the maps (D3).  Errors
  * leave the header in use: the next open recovers as after a crash.
  */
@@ -2286,24 +2337,26 @@ static void coroutine_fn shadow_stop_entry(void *opaque)
         goto out;
     }
     ret = shadow_state_commit(s, false);
-    /* With the data flushed, the stamps say what the images look like */
-    for (i = 0; ret == 0 && i < s->num_children; i++) {
-        ShadowChild *sc = s->children[i];
-        ShadowSlot *slot = &m->slots[sc->slot];
-        ShadowIdentity id;
-
-        if (shadow_meta_identify(sc->child->bs, &id) == 0 && id.have_stat) {
-            slot->id.size = id.size;
-            slot->id.mtime_sec = id.mtime_sec;
-            slot->id.mtime_nsec = id.mtime_nsec;
-            slot->stamped = true;
-        }
-    }
     if (ret == 0) {
         qemu_co_mutex_lock(&m->io_lock);
         shadow_header_image(s, &img, false, s->active->slot);
+        /* With the data flushed, the stamps say what the images look like */
+        for (i = 0; i < s->num_children; i++) {
+            ShadowChild *sc = s->children[i];
+            ShadowSlot *slot = &img.slots[sc->slot];
+            ShadowIdentity id;
+
+            if (shadow_meta_identify(sc->child->bs, &id) == 0 &&
+                id.have_stat) {
+                slot->id.size = id.size;
+                slot->id.ctime_sec = id.ctime_sec;
+                slot->id.ctime_nsec = id.ctime_nsec;
+                slot->stamped = true;
+            }
+        }
         ret = shadow_meta_write_header(s, &img);
         if (ret == 0) {
+            memcpy(m->slots, img.slots, sizeof(m->slots));
             qatomic_set(&m->in_use, false);
             m->table_dirty = false;
             m->durable_active_slot = s->active->slot;

@@ -612,9 +612,9 @@ static ShadowChild *shadow_pick_reader(BDRVShadowState *s, int64_t first,
 }
 
 /*
- * A read of a node that may not write (read-only or inactive) whose active
- * child lacks chunks: each run of chunks is read from a child that holds
- * it, without copying anything
+ * A read whose active child lacks chunks, on a node that cannot copy them
+ * up now: each run of chunks is read from a child that holds it, without
+ * copying anything
  */
 static int coroutine_fn GRAPH_RDLOCK
 shadow_read_through(BDRVShadowState *s, int64_t offset, int64_t bytes,
@@ -686,16 +686,17 @@ shadow_co_preadv_part(BlockDriverState *bs, int64_t offset, int64_t bytes,
         qemu_spin_unlock(&s->lock);
     }
 
-    /* After an instant switch the active child may not hold it yet */
+    /*
+     * After an instant switch the active child may not hold it yet: copy
+     * it up, or when the node may not write (read-only, inactive, its
+     * metadata failing) or the copy-up fails, read it where it is
+     */
     if (shadow_state_active_lacks(s, first, end)) {
-        if (!s->writable) {
+        ret = s->writable && !qatomic_read(&s->meta.failed) ?
+              shadow_copy_up(s, first, end) : -EROFS;
+        if (ret < 0) {
             ret = shadow_read_through(s, offset, bytes, qiov, qiov_offset,
                                       flags);
-            now = get_clock();
-            goto out;
-        }
-        ret = shadow_copy_up(s, first, end);
-        if (ret < 0) {
             now = get_clock();
             goto out;
         }
@@ -1502,10 +1503,29 @@ static const char *const shadow_strong_runtime_opts[] = {
     NULL
 };
 
-/* Options that blockdev-reopen may omit to reset them to their default */
+/*
+ * Options that blockdev-reopen may omit to reset them to their default.
+ * The children listed by the last reopen are among them: a reopen lists
+ * the children as they are now, and shadow_reopen_prepare() checks that
+ * list itself, with a message that says what is wrong with it.
+ */
 static const char *const shadow_mutable_opts[] = {
     "active-child", "write-mode", "prewarm", "prewarm-speed", "read-from",
-    "copy-on-read", "x-bounce-writes", NULL
+    "copy-on-read", "x-bounce-writes",
+    "children.0", "children.1", "children.2", "children.3", "children.4",
+    "children.5", "children.6", "children.7", "children.8", "children.9",
+    "children.10", "children.11", "children.12", "children.13", "children.14",
+    "children.15", "children.16", "children.17", "children.18", "children.19",
+    "children.20", "children.21", "children.22", "children.23", "children.24",
+    "children.25", "children.26", "children.27", "children.28", "children.29",
+    "children.30", "children.31", "children.32", "children.33", "children.34",
+    "children.35", "children.36", "children.37", "children.38", "children.39",
+    "children.40", "children.41", "children.42", "children.43", "children.44",
+    "children.45", "children.46", "children.47", "children.48", "children.49",
+    "children.50", "children.51", "children.52", "children.53", "children.54",
+    "children.55", "children.56", "children.57", "children.58", "children.59",
+    "children.60", "children.61", "children.62", "children.63",
+    NULL
 };
 
 static BlockDriver bdrv_shadow = {
