@@ -1,10 +1,100 @@
 #!/usr/bin/env python3
-"""Print a shadow metadata image (docs/shadow-metadata.md): headers, slots,
-intent map and valid maps, as chunk ranges.  For looking at the images a
-failed stress run leaves.  Usage: mdinfo.py IMAGE"""
+"""Shadow metadata images, format 2 (docs/shadow-metadata.md).
 
+As a program: print a metadata image (headers, slots, intent map and valid
+maps as chunk ranges), for looking at what a failed stress run leaves.
+Usage: mdinfo.py IMAGE
+
+As a module: restamp(), which the stress test applies to crash states."""
+
+import hashlib
+import os
 import struct
 import sys
+
+HEADER_SIZE = 8192
+TABLE = 256
+SLOT = 256
+SLOTS = 16
+ROWS = 2 * HEADER_SIZE
+UNIT = 4096
+UNIT_HEADER = 32
+UNIT_CHUNKS = (UNIT - UNIT_HEADER) * 8
+ROW_UNITS = 1 + 2 * SLOTS
+IN_USE = 1
+SLOT_USED, SLOT_STAMPED = 1, 8
+
+
+def _crc32c_table():
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_TABLE = _crc32c_table()
+
+
+def crc32c(data, crc=0xffffffff):
+    """QEMU's crc32c(0xffffffff, ...), which inverts the result"""
+    for b in data:
+        crc = _TABLE[(crc ^ b) & 0xff] ^ (crc >> 8)
+    return crc ^ 0xffffffff
+
+
+def current_header(md):
+    """(offset of the current header copy, its fields) or (None, None)"""
+    best = None
+    for copy in (0, HEADER_SIZE):
+        buf = bytearray(md[copy:copy + HEADER_SIZE])
+        if buf[:8] != b'SHADOWMD' or struct.unpack('<I', buf[8:12])[0] != 2:
+            continue
+        crc = struct.unpack('<I', buf[92:96])[0]
+        buf[92:96] = bytes(4)
+        if crc32c(buf) != crc:
+            continue
+        gen = struct.unpack('<Q', buf[16:24])[0]
+        if best is None or gen > best[1]['generation']:
+            f = dict(zip(('generation', 'flags', 'chunk_size', 'length',
+                          'nb_chunks', 'nb_slots', 'active_slot', 'session'),
+                         struct.unpack('<QQQQQIIQ', buf[16:72])))
+            best = (copy, f)
+    return best or (None, None)
+
+
+def restamp(md_path, files):
+    """A power loss never makes a file's ctime newer, but rewriting a crash
+    image in place does: when the current header is clean, record each of
+    @files (the tiers' images) as it is now in the slot whose identity is
+    the SHA-256 of its path.  Returns how many slots were restamped."""
+    with open(md_path, 'r+b') as f:
+        md = f.read(2 * HEADER_SIZE)
+        copy, hdr = current_header(md)
+        if copy is None or hdr['flags'] & IN_USE:
+            return 0
+        buf = bytearray(md[copy:copy + HEADER_SIZE])
+        ids = {hashlib.sha256(p.encode()).digest(): p for p in files}
+        n = 0
+        for i in range(SLOTS):
+            off = TABLE + i * SLOT
+            flags = struct.unpack('<I', buf[off:off + 4])[0]
+            path = ids.get(bytes(buf[off + 16:off + 48]))
+            if not flags & SLOT_USED or not flags & SLOT_STAMPED or not path:
+                continue
+            st = os.stat(path)
+            buf[off + 68:off + 72] = struct.pack('<I', st.st_ctime_ns % 10**9)
+            buf[off + 72:off + 88] = struct.pack('<qq',
+                                                 st.st_ctime_ns // 10**9,
+                                                 st.st_size)
+            n += 1
+        buf[92:96] = bytes(4)
+        buf[92:96] = struct.pack('<I', crc32c(buf))
+        f.seek(copy)
+        f.write(buf)
+    return n
 
 
 def ranges(bits):
@@ -18,30 +108,57 @@ def ranges(bits):
     return ','.join(out) or '-'
 
 
+def unit_offset(u, column, copy=0):
+    pos = 1 + 2 * (column - 1) + copy if column else 0
+    return ROWS + (u * ROW_UNITS + pos) * UNIT
+
+
+def unit(md, u, column, copy=0):
+    """(ok, epoch, seq, payload) of a unit"""
+    off = unit_offset(u, column, copy)
+    raw = bytearray(md[off:off + UNIT])
+    if len(raw) < UNIT or not any(raw):
+        return False, 0, 0, bytes(UNIT - UNIT_HEADER)
+    crc, col, epoch, idx, seq = struct.unpack('<IIQQQ', raw[:UNIT_HEADER])
+    raw[:4] = bytes(4)
+    ok = crc32c(raw) == crc and col == column and idx == u
+    return ok, epoch, seq, bytes(raw[UNIT_HEADER:])
+
+
 def main():
     md = open(sys.argv[1], 'rb').read()
-    best = None
-    for h in (0, 4096):
-        (magic, ver, hsize, gen, flags, cs, dl, nc, ns, act, st, im, vm,
-         mb) = struct.unpack('<8sIIQQQQQIIQQQQ', md[h:h + 96])
-        print(f'header {h // 4096}: {magic} v{ver} gen {gen} flags {flags} '
-              f'chunk {cs} length {dl} chunks {nc} active slot {act}')
-        if magic == b'SHADOWMD' and (best is None or gen > best[0]):
-            best = (gen, nc, act, st, im, vm, mb)
-    if not best:
+    copy, hdr = current_header(md)
+    if copy is None:
+        print('no intact header of format 2')
         return
-    _gen, nc, act, st, im, vm, mb = best
+    print(f'header copy {copy // HEADER_SIZE}: {hdr}')
+    nb = hdr['nb_chunks']
+    units = -(-nb // UNIT_CHUNKS)
 
-    def bits(off):
-        return [(md[off + c // 8] >> (c % 8)) & 1 for c in range(nc)]
-    print(f'intent: {ranges(bits(im))}')
-    for i in range(16):
-        sl = md[st + i * 256:st + (i + 1) * 256]
-        if not struct.unpack('<I', sl[:4])[0]:
+    def bits(column, epoch):
+        out = []
+        for u in range(units):
+            best = None
+            for c in ((0, 1) if column else (0,)):
+                ok, ep, seq, payload = unit(md, u, column, c)
+                if ok and ep == epoch and (best is None or seq > best[0]):
+                    best = (seq, payload)
+            payload = best[1] if best else bytes(UNIT - UNIT_HEADER)
+            out += [(payload[c // 8] >> (c % 8)) & 1
+                    for c in range(min(UNIT_CHUNKS, nb - u * UNIT_CHUNKS))]
+        return out
+
+    print(f'intent (session {hdr["session"]:#x}): '
+          f'{ranges(bits(0, hdr["session"]))}')
+    buf = md[copy:copy + HEADER_SIZE]
+    for i in range(SLOTS):
+        off = TABLE + i * SLOT
+        flags, _r, epoch = struct.unpack('<IIQ', buf[off:off + 16])
+        if not flags & SLOT_USED:
             continue
-        name = sl[40:104].rstrip(b'\0').decode()
-        print(f'slot {i} {name}{" (active)" if i == act else ""}: valid '
-              f'{ranges(bits(vm + i * mb))}')
+        name = buf[off + 88:off + 152].rstrip(b'\0').decode()
+        act = ' (active)' if i == hdr['active_slot'] else ''
+        print(f'slot {i} {name}{act}: valid {ranges(bits(1 + i, epoch))}')
 
 
 if __name__ == '__main__':

@@ -56,6 +56,7 @@ sys.path.insert(0, HERE)
 from benchlib import QSD, MiB  # noqa: E402
 from qemu.qmp.legacy import QEMUMonitorProtocol  # noqa: E402
 from qemu.qmp import ExecuteError  # noqa: E402
+import mdinfo  # noqa: E402
 import nbdio  # noqa: E402
 from nbdio import (CMD_READ, CMD_WRITE, CMD_FLUSH, CMD_TRIM,  # noqa: E402
                    CMD_WRITE_ZEROES, CMD_BLOCK_STATUS, FLAG_FUA, FLAG_DF,
@@ -1452,6 +1453,10 @@ class Segment:
             self.rec.recording = True
             for dev, data in live.items():
                 self.write_sparse(self.path[dev], data)
+            if 'md' in live:
+                # Put back as they were: as they were stamped, if they were
+                mdinfo.restamp(self.path['md'], [self.path[t] for t in live
+                                                 if t != 'md'])
         self.rec.drop()
 
     def cut_points(self, entries, n, rng):
@@ -1615,6 +1620,12 @@ class Segment:
             img = self.replay(dev, es, point, rng, 'none' if dev == cut
                               else None)
             self.write_sparse(self.path[dev], img)
+        if 'md' in self.base:
+            # Writing the images made their ctimes now; a power loss would
+            # have left them as the last clean stop recorded them
+            mdinfo.restamp(
+                self.path['md'], [self.path[t] for t in self.base
+                                  if t != 'md'])
         children, active = self.graph_at(point)
         d = self.start_daemon(f'crash-{self.step}')
         saved = (self.d, self.nbd, self.hydrating)
