@@ -2,8 +2,9 @@
 # Run every test: the shadow driver's iotests (raw and qcow2 children) in
 # QEMU's own framework, the kill tests (KILL_ROUNDS, 24), the agent's unit
 # and integration tests, the libvirt tests (a private libvirtd with a TCG
-# domain), the same unit tests under AddressSanitizer and UBSan, and a short
-# fuzz run.  Ends with "N passed, N failed, N skipped".
+# domain), the same unit tests under AddressSanitizer and UBSan, a bounded
+# QMP fuzz run of the shadow driver and a short fuzz run of the agent.  Ends
+# with "N passed, N failed, N skipped".
 #
 # ITESTS="shadow-basic ..." limits the iotests; FORMATS="raw" the formats.
 set -uo pipefail
@@ -58,6 +59,16 @@ grep -E '^(not )?ok |^# kill tests: .* passed' "$log/kill.log" | cut -c1-160
 count_tap "$log/kill.log" "kill"
 if ! grep -q '^# kill tests: .* passed' "$log/kill.log"; then
     failed=$((failed + 1)); failures+=("kill: did not finish, see $log/kill.log")
+fi
+
+echo "== QMP fuzz of the shadow driver: the corpus of past aborts, then ${QMP_FUZZ_SEEDS:-0-199} seeds (make fuzz runs longer)"
+# Bad options must never abort or hang QEMU: tests/fuzz/README.md
+/usr/bin/python3 tests/fuzz/shadow-qmp-fuzz.py --seeds "${QMP_FUZZ_SEEDS:-0-199}" \
+    --steps 40 --jobs 2 > "$log/qmp-fuzz.log" 2>&1
+grep -E '^(not )?ok ' "$log/qmp-fuzz.log" | cut -c1-200
+count_tap "$log/qmp-fuzz.log" "qmp-fuzz"
+if ! grep -q '^# QMP fuzz: ' "$log/qmp-fuzz.log"; then
+    failed=$((failed + 1)); failures+=("qmp-fuzz: did not finish, see $log/qmp-fuzz.log")
 fi
 
 echo "== agent unit tests"
