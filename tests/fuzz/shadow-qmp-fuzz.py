@@ -425,8 +425,21 @@ class Conn:
 POOR_MESSAGE = re.compile(
     r"^\s*$|^.{0,11}$|^(Invalid argument|Operation not permitted|"
     r"Input/output error|No such file or directory|Permission denied|"
-    r"Operation not supported|Unknown error.*|Success)\.?$|\(null\)|"
-    r"[:,]\s*$")
+    r"Operation not supported|Unknown error.*|Success)\.?$|[:,]\s*$")
+
+
+# Messages of commands on nodes that name no node nor option
+NAMELESS = re.compile(r"^(Block node is read-only|Image is read-only|"
+                      r"Cannot change the option '[\w-]+'|"
+                      r"node-name not specified)$")
+
+
+def poor_message(command, desc):
+    """Whether an error message is empty or unhelpful: a bare errno
+    string, "(null)", or a block command's message that names nothing"""
+    return bool(POOR_MESSAGE.search(desc) or '(null)' in desc or
+                (command.startswith(('blockdev', 'x-blockdev', 'block_'))
+                 and NAMELESS.search(desc)))
 
 
 def normalize_msg(desc):
@@ -449,7 +462,7 @@ class Result:
         return {'steps': len(self.steps), 'finding': self.finding,
                 'commands': [[k[0], k[1], v] for k, v in
                              self.commands.items()],
-                'errors': [[k[0], k[1], v[0], v[1]] for k, v in
+                'errors': [[k[0], k[1], v[0], v[1], v[2]] for k, v in
                            self.errors.items()],
                 'features': dict(self.features),
                 'time': self.time}
@@ -501,7 +514,9 @@ def run_case(target, files, source, workdir, mem_mib=MEM_LIMIT_MIB,
 
 def crash_finding(sess, res, idx, during):
     """The process died or stopped answering at step @idx"""
-    exited = sess.wait_exit(5)
+    # A process that stopped answering but lives gets a second, a dying one
+    # the time to finish writing its message
+    exited = sess.wait_exit(1 if sess.alive() else 5)
     text = sess.read_stderr()
     sig, line = fatal_in(text)
     if exited:
@@ -570,7 +585,9 @@ def run_step(sess, step, conns, res, idx, verbose):
         if 'error' in reply:
             desc = str(reply['error'].get('desc', ''))
             key = (cmd, normalize_msg(desc))
-            ent = res.errors.setdefault(key, [0, desc[:500]])
+            ent = res.errors.setdefault(
+                key, [0, desc[:500],
+                      json.dumps(step['qmp'])[:800]])
             ent[0] += 1
         if verbose:
             print(f'  [{idx}] {json.dumps(step["qmp"])[:300]}\n'
@@ -1858,6 +1875,7 @@ def replay_corpus_entry(path, runs, mem_mib, timeout=None):
     case = load_case(path)
     if case.get('kind') == 'hang':
         runs = 1
+        set_timeout(min(CMD_TIMEOUT, 5.0))
     for i in range(runs):
         res = replay(case, mem_mib)
         if res.finding:
@@ -1973,7 +1991,10 @@ def main():
                         if f.endswith('.json'))
     corpus_cases = {n: load_case(os.path.join(args.corpus, n))
                     for n in corpus}
-    known = {c['signature'] for c in corpus_cases.values()}
+    # Upstream entries do not count: the generator avoids their triggers,
+    # so the same signature from a random case is likely the driver's
+    known = {c['signature'] for c in corpus_cases.values()
+             if not c.get('upstream')}
 
     if args.seconds is None:
         seeds = parse_seeds(args.seeds or '0-39')
@@ -2070,8 +2091,8 @@ def main():
     for r in results:
         for c, st, n in r['commands']:
             cmds[(c, st)] += n
-        for c, norm, n, ex in r['errors']:
-            e = errors.setdefault((c, norm), [0, ex])
+        for c, norm, n, ex, cmd in r['errors']:
+            e = errors.setdefault((c, norm), [0, ex, cmd])
             e[0] += n
     ncmd = sum(cmds.values())
     per_target = collections.Counter(r['target'] for r in results)
@@ -2087,7 +2108,7 @@ def main():
         tap(True, f'random: {len(results)} cases ({seed_desc}; ' +
             ', '.join(f'{t} {n}' for t, n in sorted(per_target.items())) +
             f'), {ncmd} commands, no abort or hang outside the corpus')
-    empty = [(c, ex) for (c, _n), (_k, ex) in errors.items()
+    empty = [(c, ex) for (c, _n), (_k, ex, _cmd) in errors.items()
              if not ex.strip()]
     tap(not empty, f'error replies: {len(errors)} distinct messages, '
         f'{len(empty)} empty' + (f' ({empty[0][0]})' if empty else ''))
@@ -2103,14 +2124,15 @@ def main():
         feats.update(r['features'])
     print('# reached: ' + ', '.join(f'{k} {v}'
                                     for k, v in sorted(feats.items())))
-    poor = [(c, ex) for (c, norm), (_n, ex) in sorted(errors.items())
-            if POOR_MESSAGE.search(ex)]
-    for c, ex in poor[:20]:
-        print(f'# poor error message ({c}): {ex!r}')
+    poor = [(c, ex, n) for (c, norm), (n, ex, _cmd) in
+            sorted(errors.items()) if poor_message(c, ex)]
+    for c, ex, n in poor[:20]:
+        print(f'# poor error message ({c}, {n} times): {ex!r}')
     with open(os.path.join(OUT, 'errors.json'), 'w') as f:
         json.dump([{'command': c, 'message': ex, 'count': n,
-                    'normalized': norm}
-                   for (c, norm), (n, ex) in sorted(errors.items())],
+                    'normalized': norm, 'example': cmd,
+                    'poor': poor_message(c, ex)}
+                   for (c, norm), (n, ex, cmd) in sorted(errors.items())],
                   f, indent=1)
     print(f'# QMP fuzz: {len(results)} cases, {ncmd} commands in '
           f'{time.monotonic() - t0:.0f} s; {len(by_sig)} abort/hang '
