@@ -2005,10 +2005,11 @@ def main():
                         if f.endswith('.json'))
     corpus_cases = {n: load_case(os.path.join(args.corpus, n))
                     for n in corpus}
-    # Upstream entries do not count: the generator avoids their triggers,
-    # so the same signature from a random case is likely the driver's
+    # An upstream entry counts only if its signature names code of its own
+    # ("specific"): the generator avoids the triggers of the others, so the
+    # same signature from a random case is likely the driver's
     known = {c['signature'] for c in corpus_cases.values()
-             if not c.get('upstream')}
+             if not c.get('upstream') or c.get('specific')}
 
     if args.seconds is None:
         seeds = parse_seeds(args.seeds or '0-39')
@@ -2018,8 +2019,9 @@ def main():
     by_sig = {}
     deadline = t0 + args.seconds if args.seconds else None
 
-    # Minimizing takes at most a third of a timed run (or 20 minutes)
-    min_budget = [t0 + (args.seconds / 3 if args.seconds else 1200)]
+    # Minimizing takes at most a third of a timed run, at least 2 minutes
+    # (20 minutes for a run of seeds), counted from the first seed
+    min_budget = [0]
 
     def handle(r):
         results.append(r)
@@ -2065,6 +2067,8 @@ def main():
             corpus_tap(tap, n, corpus_cases[n], futs[n].result())
         if deadline:
             deadline = time.monotonic() + args.seconds
+        min_budget[0] = time.monotonic() + (
+            max(args.seconds / 3, 120) if args.seconds else 1200)
 
         next_seed = args.seed_base
         seed_iter = iter(seeds) if seeds is not None else None
