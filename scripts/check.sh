@@ -64,7 +64,8 @@ fi
 echo "== QMP fuzz of the shadow driver: the corpus of past aborts, then ${QMP_FUZZ_SEEDS:-0-199} seeds (make fuzz runs longer)"
 # Bad options must never abort or hang QEMU: tests/fuzz/README.md
 /usr/bin/python3 tests/fuzz/shadow-qmp-fuzz.py --seeds "${QMP_FUZZ_SEEDS:-0-199}" \
-    --steps 40 --jobs 2 > "$log/qmp-fuzz.log" 2>&1
+    --steps 40 --jobs 2 --minimize-new --minimize-budget 120 \
+    > "$log/qmp-fuzz.log" 2>&1
 grep -E '^(not )?ok ' "$log/qmp-fuzz.log" | cut -c1-200
 count_tap "$log/qmp-fuzz.log" "qmp-fuzz"
 if ! grep -q '^# QMP fuzz: ' "$log/qmp-fuzz.log"; then

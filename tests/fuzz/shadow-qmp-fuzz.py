@@ -1932,6 +1932,9 @@ def main():
     ap.add_argument('--corpus-runs', type=int, default=2)
     ap.add_argument('--minimize-new', action='store_true',
                     help='minimize each new abort found')
+    ap.add_argument('--minimize-budget', type=float, default=None,
+                    help='seconds for --minimize-new in all (default: a '
+                    'third of --seconds, at least 120; 1200 with --seeds)')
     ap.add_argument('--timeout', type=float, default=CMD_TIMEOUT,
                     help='seconds a command may take (default 10; '
                     '--minimize: 5)')
@@ -2019,8 +2022,8 @@ def main():
     by_sig = {}
     deadline = t0 + args.seconds if args.seconds else None
 
-    # Minimizing takes at most a third of a timed run, at least 2 minutes
-    # (20 minutes for a run of seeds), counted from the first seed
+    # Minimizing takes at most --minimize-budget, counted from the first
+    # seed
     min_budget = [0]
 
     def handle(r):
@@ -2068,7 +2071,8 @@ def main():
         if deadline:
             deadline = time.monotonic() + args.seconds
         min_budget[0] = time.monotonic() + (
-            max(args.seconds / 3, 120) if args.seconds else 1200)
+            args.minimize_budget or
+            (max(args.seconds / 3, 120) if args.seconds else 1200))
 
         next_seed = args.seed_base
         seed_iter = iter(seeds) if seeds is not None else None
