@@ -39,6 +39,7 @@ import argparse
 import collections
 import concurrent.futures
 import copy
+import ctypes
 import hashlib
 import json
 import logging
@@ -271,6 +272,11 @@ class Session:
         limit = mem_mib * MiB
 
         def preexec():
+            # QEMU dies with the fuzzer, however the fuzzer ends
+            try:
+                ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PDEATHSIG
+            except (OSError, AttributeError):
+                pass
             if mem_mib:
                 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
