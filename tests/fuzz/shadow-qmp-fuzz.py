@@ -520,9 +520,15 @@ def run_case(target, files, source, workdir, mem_mib=MEM_LIMIT_MIB,
 
 def crash_finding(sess, res, idx, during):
     """The process died or stopped answering at step @idx"""
-    # A process that stopped answering but lives gets a second, a dying one
+    # A process that stopped answering but lives gets a second (during
+    # which we look whether its main thread works or waits), a dying one
     # the time to finish writing its message
-    exited = sess.wait_exit(1 if sess.alive() else 5)
+    busy = None
+    if sess.alive():
+        busy = main_thread_busy(sess.proc.pid, 1.0)
+        exited = not sess.alive()
+    else:
+        exited = sess.wait_exit(5)
     text = sess.read_stderr()
     sig, line = fatal_in(text)
     if exited:
@@ -536,13 +542,33 @@ def crash_finding(sess, res, idx, during):
     else:
         kind = 'hang'
         if sig is None:
-            sig = f'hang: {during}'
+            # A main loop that spins (a coroutine that never yields) and
+            # one that waits (a drain that never ends) are different bugs
+            how = {True: 'main loop busy', False: 'main loop waiting',
+                   None: 'main loop ?'}[busy]
+            sig = f'hang ({how}): {during}'
             line = f'{sig} (within {CMD_TIMEOUT:.0f} s, query-version ' \
                 f'{PING_TIMEOUT:.0f} s)'
     tail = '\n'.join(l for l in text.splitlines()[-15:]
                      if not BENIGN_STDERR.search(l))
     res.finding = {'kind': kind, 'signature': sig, 'detail': line,
                    'stderr': tail, 'step': idx, 'during': during}
+
+
+def main_thread_busy(pid, seconds):
+    """Whether the main thread of @pid used most of the CPU for @seconds
+    (None if /proc cannot tell)"""
+    def ticks():
+        with open(f'/proc/{pid}/task/{pid}/stat') as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+        return int(fields[11]) + int(fields[12])    # utime + stime
+    try:
+        t0 = ticks()
+        time.sleep(seconds)
+        used = (ticks() - t0) / os.sysconf('SC_CLK_TCK')
+    except (OSError, ValueError, IndexError):
+        return None
+    return used > seconds / 2
 
 
 def check_alive(sess, res, idx, step):
@@ -558,8 +584,11 @@ def check_alive(sess, res, idx, step):
         if st == 'reply' and 'return' in r:
             return True
         if st == 'timeout':
-            crash_finding(sess, res, idx,
-                          f'query-version after {cmd} got no answer')
+            # The same hang as when the command itself does not answer:
+            # it returned, but the main loop stopped just after
+            crash_finding(sess, res, idx, f'{cmd} got no answer')
+            res.finding['detail'] += ' (the command answered, ' \
+                'query-version after it did not)'
             return False
     crash_finding(sess, res, idx, cmd)
     return False
@@ -607,8 +636,8 @@ def run_step(sess, step, conns, res, idx, verbose):
             # The requests never completed: is it the whole process?
             if check_alive(sess, res, idx, step):
                 res.finding = {'kind': 'hang', 'step': idx, 'during': cmd,
-                               'signature': 'hang: NBD requests never '
-                               'completed (QMP still answers)',
+                               'signature': 'hang (main loop answers): NBD '
+                               'requests never completed',
                                'detail': out.get('why', '')}
             return None
         if verbose:
@@ -741,8 +770,8 @@ def finish(sess, conns, res):
             if check_alive(sess, res, idx, {'nbd': {}}):
                 res.finding = {'kind': 'hang', 'step': idx,
                                'during': 'NBD I/O',
-                               'signature': 'hang: NBD requests never '
-                               'completed (QMP still answers)',
+                               'signature': 'hang (main loop answers): NBD '
+                               'requests never completed',
                                'detail': 'in flight at the end'}
             return
         except (OSError, nbdclient.NBDError, struct.error):
