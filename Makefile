@@ -6,7 +6,8 @@
 #   make check    every test; ends with "N passed, N failed, N skipped"
 #   make demo     the main job, narrated in the terminal
 #   make bench    benchmarks, results in build/bench/
-#   make fuzz     the agent's fuzz targets, FUZZ_SECONDS (600) each
+#   make fuzz     the agent's fuzz targets and the QMP fuzzer of the
+#                 shadow driver, FUZZ_SECONDS (600) each
 #   make soak     SOAK_ROUNDS (1000) rounds of the kill tests, then the
 #                 stress test for SOAK_CRASH_STATES (10000) crash states
 #
@@ -35,7 +36,7 @@ demo: all
 bench: all
 	@bench/run.sh
 
-fuzz: deps
+fuzz: deps qemu
 	@scripts/fuzz.sh
 
 # qemu-storage-daemon killed at random moments, restarted, checked; then

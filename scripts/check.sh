@@ -5,8 +5,8 @@
 # the agent's unit tests (with the layering check and promtool on the metrics)
 # and integration tests, the libvirt tests (a private libvirtd with a TCG
 # domain), the same unit tests and the libvirt shutdown test under
-# AddressSanitizer and UBSan, and a short fuzz run.  Ends with
-# "N passed, N failed, N skipped".
+# AddressSanitizer and UBSan, a bounded QMP fuzz run of the shadow driver
+# and a short fuzz run of the agent.  Ends with "N passed, N failed, N skipped".
 #
 # ITESTS="shadow-basic ..." limits the iotests; FORMATS="raw" the formats.
 set -uo pipefail
@@ -78,6 +78,17 @@ grep -E '^(not )?ok |^# stress: ' "$log/stress.log" | cut -c1-240
 count_tap "$log/stress.log" "stress"
 if ! grep -q '^# stress: ' "$log/stress.log"; then
     failed=$((failed + 1)); failures+=("stress: did not finish, see $log/stress.log")
+fi
+
+echo "== QMP fuzz of the shadow driver: the corpus of past aborts, then ${QMP_FUZZ_SEEDS:-0-199} seeds (make fuzz runs longer)"
+# Bad options must never abort or hang QEMU: tests/fuzz/README.md
+/usr/bin/python3 tests/fuzz/shadow-qmp-fuzz.py --seeds "${QMP_FUZZ_SEEDS:-0-199}" \
+    --steps 40 --jobs 2 --minimize-new --minimize-budget 120 \
+    > "$log/qmp-fuzz.log" 2>&1
+grep -E '^(not )?ok ' "$log/qmp-fuzz.log" | cut -c1-200
+count_tap "$log/qmp-fuzz.log" "qmp-fuzz"
+if ! grep -q '^# QMP fuzz: ' "$log/qmp-fuzz.log"; then
+    failed=$((failed + 1)); failures+=("qmp-fuzz: did not finish, see $log/qmp-fuzz.log")
 fi
 
 echo "== agent unit tests"
