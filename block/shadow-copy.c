@@ -17,9 +17,19 @@
  *
  * The copy yields to the guest: while guest requests are in flight, one
  * worker copies and takes at most a sixth of the time.  prewarm-speed
- * limits the data it copies.  Every worker counts as a request in flight,
- * so drain, reopen and close wait for the run it is copying; drain wakes
- * sleeping workers, they stop, and shadow_drain_end() starts them again.
+ * limits the data it copies.
+ *
+ * A worker counts as a request in flight (bdrv_inc_in_flight()) all the
+ * time but one: while it waits for the graph lock.  So drain, reopen and
+ * close wait for the run it is copying and for its sleep, which drain cuts
+ * short; the worker sees the drained section and stops, and
+ * shadow_drain_end() starts workers again.  It must not count while it
+ * waits for the graph lock, because a graph writer may drain the node: a
+ * drained section that ends inside bdrv_graph_wrlock() starts a worker,
+ * and the writer's next drain would wait for a worker that waits for the
+ * writer.  Once it has the lock, shadow_copy_worker_enter() counts it
+ * again and looks whether the node is still open, not drained and in the
+ * worker's AioContext; the ShadowCopyWorker outlives the node for this.
  *
  * Copyright (c) 2026 The shadowtier authors
  *
@@ -37,10 +47,19 @@
 #include "shadow.h"
 #include "trace.h"
 
-typedef struct ShadowCopyWorker {
+/*
+ * One background copy coroutine.  Shared by the coroutine and, while it is
+ * on s->copy_worker_list, by the node: @refcnt counts both.
+ */
+struct ShadowCopyWorker {
+    int refcnt;                 /* atomic */
+    int index;                  /* bit in s->copy_workers */
+    QemuSpin lock;
+    /* The node, or NULL once the worker left it.  Protected by @lock. */
     BDRVShadowState *s;
-    int index;
-} ShadowCopyWorker;
+    /* On s->copy_worker_list; protected by s->lock */
+    QLIST_ENTRY(ShadowCopyWorker) next;
+};
 
 /* Whether the active child lacks chunks, after an instant switch */
 static bool shadow_hydrating(BDRVShadowState *s)
@@ -530,15 +549,100 @@ static void coroutine_fn shadow_copy_pause(BDRVShadowState *s, int index,
     }
 }
 
+static void shadow_copy_worker_unref(ShadowCopyWorker *w)
+{
+    if (qatomic_fetch_dec(&w->refcnt) == 1) {
+        g_free(w);
+    }
+}
+
+/*
+ * The worker leaves the node: off the list, and with @stopped off
+ * s->copy_workers too.  Called with w->lock held and w->s valid.  Returns
+ * whether the caller must drop the list's reference.
+ */
+static bool shadow_copy_worker_leave_locked(BDRVShadowState *s,
+                                            ShadowCopyWorker *w,
+                                            bool stopped)
+{
+    bool listed;
+
+    qemu_spin_lock(&s->lock);
+    if (stopped) {
+        s->copy_workers &= ~(1u << w->index);
+    }
+    listed = QLIST_IS_INSERTED(w, next);
+    QLIST_SAFE_REMOVE(w, next);
+    qemu_spin_unlock(&s->lock);
+    w->s = NULL;
+    return listed;
+}
+
+/*
+ * The worker has the graph lock and wants to copy: count it in flight
+ * again and return its node, or NULL if it must end.  It ends when the node
+ * was closed meanwhile, when a drained section began (drain counted
+ * quiesce_counter before it looked at in_flight, we count in_flight before
+ * we look at quiesce_counter: one of us sees the other), or when the node
+ * moved to another AioContext (a new worker starts there).
+ */
+static BDRVShadowState *shadow_copy_worker_enter(ShadowCopyWorker *w)
+{
+    BDRVShadowState *s;
+    bool unref = false;
+
+    qemu_spin_lock(&w->lock);
+    s = w->s;
+    if (s) {
+        BlockDriverState *bs = s->bs;
+        bool drained, moved;
+
+        bdrv_inc_in_flight(bs);
+        smp_mb();
+        drained = qatomic_read(&bs->quiesce_counter);
+        moved = bdrv_get_aio_context(bs) != qemu_get_current_aio_context();
+        if (drained || moved) {
+            unref = shadow_copy_worker_leave_locked(s, w, true);
+            if (!drained) {
+                shadow_copy_kick(s);
+            }
+            bdrv_dec_in_flight(bs);
+            s = NULL;
+        }
+    }
+    qemu_spin_unlock(&w->lock);
+    if (unref) {
+        shadow_copy_worker_unref(w);
+    }
+    return s;
+}
+
+/* The worker is done: it was counted in flight and w->s is valid */
+static void shadow_copy_worker_exit(ShadowCopyWorker *w)
+{
+    BDRVShadowState *s = w->s;
+    BlockDriverState *bs = s->bs;
+    bool unref;
+
+    qemu_spin_lock(&w->lock);
+    /* shadow_copy_step() counted it out of s->copy_workers already */
+    unref = shadow_copy_worker_leave_locked(s, w, false);
+    bdrv_dec_in_flight(bs);
+    qemu_spin_unlock(&w->lock);
+    if (unref) {
+        shadow_copy_worker_unref(w);
+    }
+}
+
 static void coroutine_fn shadow_copy_entry(void *opaque)
 {
     ShadowCopyWorker *w = opaque;
     BDRVShadowState *s = w->s;
-    BlockDriverState *bs = s->bs;
-    void *buf = qemu_blockalign(bs, SHADOW_COPY_MAX_BYTES);
+    void *buf = qemu_blockalign(s->bs, SHADOW_COPY_MAX_BYTES);
     int ret;
 
-    do {
+    /* Started by shadow_copy_kick(), counted in flight */
+    for (;;) {
         int64_t start = get_clock();
         int64_t data_bytes = 0;
         int64_t delay;
@@ -548,22 +652,57 @@ static void coroutine_fn shadow_copy_entry(void *opaque)
             qemu_co_sleep_ns_wakeable(&s->copy_sleep[w->index],
                                       QEMU_CLOCK_REALTIME,
                                       SHADOW_GUEST_BUSY_NS);
-            ret = 1;
             continue;
         }
 
+        /* Not counted while we wait for the lock: s may go away */
+        bdrv_dec_in_flight(s->bs);
         bdrv_graph_co_rdlock();
+        s = shadow_copy_worker_enter(w);
+        if (!s) {
+            bdrv_graph_co_rdunlock();
+            break;
+        }
         ret = shadow_copy_step(s, w->index, buf, &data_bytes);
         bdrv_graph_co_rdunlock();
+        if (ret == 0) {
+            shadow_copy_worker_exit(w);
+            break;
+        }
 
-        delay = ret && w->index == 0 ?
+        delay = w->index == 0 ?
                 shadow_copy_delay(s, data_bytes, get_clock() - start) : 0;
         shadow_copy_pause(s, w->index, delay);
-    } while (ret > 0);
+    }
 
     qemu_vfree(buf);
-    g_free(w);
-    bdrv_dec_in_flight(bs);
+    shadow_copy_worker_unref(w);
+}
+
+/*
+ * The node closes, drained: no worker copies, but some may wait for the
+ * graph lock.  They find no node when they get it, and end.
+ */
+void shadow_copy_close(BDRVShadowState *s)
+{
+    ShadowCopyWorker *w;
+
+    for (;;) {
+        qemu_spin_lock(&s->lock);
+        w = QLIST_FIRST(&s->copy_worker_list);
+        if (w) {
+            QLIST_SAFE_REMOVE(w, next);
+            s->copy_workers &= ~(1u << w->index);
+        }
+        qemu_spin_unlock(&s->lock);
+        if (!w) {
+            break;
+        }
+        qemu_spin_lock(&w->lock);
+        w->s = NULL;
+        qemu_spin_unlock(&w->lock);
+        shadow_copy_worker_unref(w);
+    }
 }
 
 /* Wake sleeping workers, so that a drained section need not wait */
@@ -610,8 +749,14 @@ void shadow_copy_kick(BDRVShadowState *s)
         if (!(start & (1u << i))) {
             continue;
         }
-        w = g_new(ShadowCopyWorker, 1);
-        *w = (ShadowCopyWorker) { .s = s, .index = i };
+        w = g_new0(ShadowCopyWorker, 1);
+        w->refcnt = 2;
+        w->index = i;
+        w->s = s;
+        qemu_spin_init(&w->lock);
+        qemu_spin_lock(&s->lock);
+        QLIST_INSERT_HEAD(&s->copy_worker_list, w, next);
+        qemu_spin_unlock(&s->lock);
         bdrv_inc_in_flight(s->bs);
         aio_co_schedule(bdrv_get_aio_context(s->bs),
                         qemu_coroutine_create(shadow_copy_entry, w));

@@ -517,8 +517,8 @@ static void shadow_close(BlockDriverState *bs)
     Error *local_err = NULL;
     int i;
 
-    /* The node is drained: no copy is running */
-    assert(!s->copy_workers);
+    /* The node is drained: no copy runs, but a worker may wait to */
+    shadow_copy_close(s);
 
     bdrv_graph_rdlock_main_loop();
     if (shadow_state_stop(s, &local_err) < 0) {
@@ -1124,6 +1124,21 @@ static int shadow_reopen_prepare(BDRVReopenState *state,
     }
 
     GRAPH_RDLOCK_GUARD_MAINLOOP();
+
+    /*
+     * QEMU's reopen would only flip BDRV_O_INACTIVE, without inactivating
+     * or invalidating anything: the copy would write to children that no
+     * longer let it, or maps last read before an inactive period be used
+     */
+    if ((state->flags ^ bs->open_flags) & BDRV_O_INACTIVE) {
+        error_setg(errp, "blockdev-reopen cannot make shadow node '%s' %s; "
+                   "use blockdev-set-active%s", bdrv_get_node_name(bs),
+                   state->flags & BDRV_O_INACTIVE ? "inactive" : "active",
+                   state->flags & BDRV_O_INACTIVE ? "" :
+                   ", or give \"active\": false to reopen it while it is "
+                   "inactive");
+        goto fail;
+    }
 
     /* The set of children changes with x-blockdev-change only */
     for (ref = rs->opts.qapi->children; ref; ref = ref->next) {

@@ -240,6 +240,8 @@ typedef struct ShadowMeta {
     bool failed;
 } ShadowMeta;
 
+typedef struct ShadowCopyWorker ShadowCopyWorker;
+
 typedef struct BDRVShadowState {
     BlockDriverState *bs;
 
@@ -298,6 +300,7 @@ typedef struct BDRVShadowState {
 
     /* Background copy: running workers (a bit each), what they copy, pacing */
     unsigned copy_workers;
+    QLIST_HEAD(, ShadowCopyWorker) copy_worker_list;
     bool copy_failed;
     int64_t copy_cursor;
     int64_t hydrate_cursor;
@@ -462,6 +465,7 @@ void shadow_copy_kick(BDRVShadowState *s);
 bool shadow_copy_enabled(BDRVShadowState *s);
 bool shadow_copy_may_run(BDRVShadowState *s);
 void shadow_copy_wake(BDRVShadowState *s);
+void shadow_copy_close(BDRVShadowState *s);
 void shadow_copy_set_speed(BDRVShadowState *s, uint64_t speed);
 int coroutine_fn GRAPH_RDLOCK shadow_copy_up_locked(BDRVShadowState *s,
                                                     int64_t first,
