@@ -265,6 +265,29 @@ bool shadow_state_active_lacks(BDRVShadowState *s, int64_t first,
 }
 
 /*
+ * Whether the maps on disk say that the active child holds every chunk of
+ * [@first, @end).  After an unclean stop only then does it keep a chunk
+ * whose intent bit is set (D2), so a write that must be durable (FUA) to a
+ * chunk not so recorded waits for a commit: a copy-up or a whole-chunk
+ * write made the active child hold it in memory only.
+ */
+bool shadow_state_active_durably_holds(BDRVShadowState *s, int64_t first,
+                                       int64_t end)
+{
+    const uint8_t *durable;
+    int64_t c;
+    bool holds = true;
+
+    qemu_spin_lock(&s->lock);
+    durable = s->active->map.durable;
+    for (c = first; durable && c < end && holds; c++) {
+        holds = shadow_bit_get(durable, c);
+    }
+    qemu_spin_unlock(&s->lock);
+    return holds;
+}
+
+/*
  * A child other than @except that holds chunk @chunk, a healthy one if
  * there is one; NULL if none does.
  */

@@ -358,10 +358,17 @@ static int shadow_open(BlockDriverState *bs, QDict *options, int flags,
 
     for (i = 0; i < n; i++) {
         g_autofree char *key = g_strdup_printf("children.%d", i);
+        g_autofree char *name = g_strdup(qdict_get_try_str(options, key));
+        Error *local_err = NULL;
 
         children[i] = bdrv_open_child(NULL, options, key, bs, &child_of_bds,
-                                      BDRV_CHILD_DATA, false, errp);
+                                      BDRV_CHILD_DATA, false, &local_err);
         if (!children[i]) {
+            /* QEMU's messages ("Block node is read-only") name no node */
+            error_propagate_prepend(errp, local_err,
+                                    "Cannot open %s%s%s of shadow node '%s': ",
+                                    name ? "child '" : "", name ?: key,
+                                    name ? "'" : "", bdrv_get_node_name(bs));
             goto fail;
         }
         bdrv_graph_rdlock_main_loop();
@@ -424,12 +431,23 @@ static int shadow_open(BlockDriverState *bs, QDict *options, int flags,
     ratelimit_init(&s->copy_limit);
     shadow_copy_set_speed(s, opts.prewarm_speed);
 
-    s->meta.child = bdrv_open_child(NULL, options, "metadata", bs,
-                                    &child_of_bds, BDRV_CHILD_METADATA, true,
-                                    errp);
-    if (*errp) {
-        ret = -EINVAL;
-        goto fail_state;
+    {
+        g_autofree char *name = g_strdup(qdict_get_try_str(options,
+                                                           "metadata"));
+        Error *local_err = NULL;
+
+        s->meta.child = bdrv_open_child(NULL, options, "metadata", bs,
+                                        &child_of_bds, BDRV_CHILD_METADATA,
+                                        true, &local_err);
+        if (local_err) {
+            error_propagate_prepend(errp, local_err,
+                                    "Cannot open the metadata%s%s%s of "
+                                    "shadow node '%s': ", name ? " '" : "",
+                                    name ?: "", name ? "'" : "",
+                                    bdrv_get_node_name(bs));
+            ret = -EINVAL;
+            goto fail_state;
+        }
     }
     for (i = 0; s->meta.child && i < n; i++) {
         if (s->meta.child->bs == children[i]->bs || s->meta.child->bs == bs) {
@@ -781,7 +799,8 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
     QEMUIOVector bounce_qiov;
     void *bounce = NULL;
     int64_t first, end, full_first, full_end, lock_off, lock_bytes;
-    bool head = false, tail = false, lacked = false, left_stale = false;
+    bool head = false, tail = false, left_stale = false;
+    bool commit = false;
     bool copying;
     BlockReq req;
     int i, n, ret;
@@ -858,7 +877,6 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
     if (ret < 0) {
         goto unlock;
     }
-    lacked = shadow_state_active_lacks(s, first, end);
 
     /* The targets: the active child, and in sync mode every healthy shadow */
     reqs = s->num_children <= SHADOW_STACK_CHILDREN ?
@@ -896,13 +914,15 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
     left_stale = shadow_state_write_done(s, kind, io.offset, io.bytes, reqs,
                                          n);
     ret = reqs[0].ret;
+    commit = ret == 0 && (flags & BDRV_REQ_FUA) && s->meta.child &&
+             !shadow_state_active_durably_holds(s, first, end);
 
 unlock:
     shadow_range_unlock(s, &req);
-    if (ret == 0 && lacked && (flags & BDRV_REQ_FUA) && s->meta.child) {
+    if (commit) {
         /*
-         * The active child now holds chunks it lacked on disk: the maps
-         * must say so before the write counts as durable
+         * The maps on disk do not say yet that the active child holds
+         * these chunks: they must before the write counts as durable
          */
         ret = shadow_state_commit(s, false);
     }
@@ -1326,6 +1346,7 @@ shadow_add_child(BlockDriverState *bs, BlockDriverState *child_bs,
     g_autofree char *name = NULL;
     BdrvChild *child;
     ShadowChild *sc;
+    Error *local_err = NULL;
     int ret, i;
 
     if (s->next_child_index == UINT_MAX) {
@@ -1358,8 +1379,12 @@ shadow_add_child(BlockDriverState *bs, BlockDriverState *child_bs,
     name = g_strdup_printf("children.%u", s->next_child_index);
     bdrv_ref(child_bs);
     child = bdrv_attach_child(bs, child_bs, name, &child_of_bds,
-                              BDRV_CHILD_DATA, errp);
+                              BDRV_CHILD_DATA, &local_err);
     if (!child) {
+        error_propagate_prepend(errp, local_err,
+                                "Cannot add node '%s' to shadow node '%s': ",
+                                bdrv_get_node_name(child_bs),
+                                bdrv_get_node_name(bs));
         return;
     }
     s->next_child_index++;

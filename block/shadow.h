@@ -355,6 +355,8 @@ void shadow_chunk_range(BDRVShadowState *s, int64_t offset, int64_t bytes,
 void shadow_full_chunk_range(BDRVShadowState *s, int64_t offset,
                              int64_t bytes, int64_t *first, int64_t *end);
 int64_t shadow_chunk_bytes(BDRVShadowState *s, int64_t first, int64_t end);
+bool shadow_state_active_durably_holds(BDRVShadowState *s, int64_t first,
+                                       int64_t end);
 bool shadow_state_active_lacks(BDRVShadowState *s, int64_t first,
                                int64_t end);
 bool shadow_state_holds(ShadowChild *sc, int64_t first, int64_t end);
