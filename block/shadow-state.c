@@ -49,8 +49,9 @@
  * D5  Every chunk is valid on disk on some child at every moment, so that
  *     no crash can leave it without a holder: a commit writes the valid
  *     bits it sets, flushes, and only then clears bits, and only those of
- *     chunks another child holds on disk by then; other clears wait, and
- *     so does the intent bit of their chunk (shadow_take_changes()).
+ *     chunks another child keeps on disk after the commit; other clears
+ *     wait, and so does the intent bit of their chunk
+ *     (shadow_take_changes()).
  *
  * Copyright (c) 2026 The shadowtier authors
  *
@@ -1667,17 +1668,6 @@ static gpointer shadow_plan_key(BDRVShadowState *s, int child, int64_t u)
     return GSIZE_TO_POINTER(child * shadow_nb_units(s) + u + 1);
 }
 
-/* Unit @u of child @child once phase 1 is written.  Locked. */
-static const uint8_t *shadow_phase1_bits(BDRVShadowState *s, int child,
-                                         int64_t u, GHashTable *plans)
-{
-    ShadowUnitPlan *p = g_hash_table_lookup(plans,
-                                            shadow_plan_key(s, child, u));
-
-    return p ? p->phase1
-             : shadow_unit_bits(s->children[child]->map.ondisk, u);
-}
-
 static ShadowUnitWrite shadow_unit_write(BDRVShadowState *s, ShadowChild *sc,
                                          int64_t u, const uint8_t *bits)
 {
@@ -1703,12 +1693,13 @@ static ShadowMapChanges shadow_take_changes(BDRVShadowState *s)
     g_autoptr(GHashTable) plans = g_hash_table_new_full(g_direct_hash,
                                                         g_direct_equal, NULL,
                                                         g_free);
+    g_autofree uint8_t *kept = g_malloc(SHADOW_META_UNIT_PAYLOAD);
     int64_t nb_units = shadow_nb_units(s);
+    int64_t u;
     int i, j, k;
 
     for (i = 0; i < s->num_children; i++) {
         ShadowChild *sc = s->children[i];
-        int64_t u;
 
         for (u = find_first_bit(sc->map.dirty_units, nb_units); u < nb_units;
              u = find_next_bit(sc->map.dirty_units, nb_units, u + 1)) {
@@ -1726,11 +1717,34 @@ static ShadowMapChanges shadow_take_changes(BDRVShadowState *s)
         }
     }
 
-    for (i = 0; i < s->num_children; i++) {
-        ShadowChild *sc = s->children[i];
-        int64_t u;
+    /*
+     * A chunk's bit may be cleared on one child only if another child
+     * keeps it set on disk after phase 2: one that wants it (D1 allows its
+     * valid bit), one this commit does not touch, or one whose own clear
+     * of it waits.  Phase 1 bits are not enough: two children that both
+     * clear a chunk would each count on the other.
+     */
+    for (u = 0; u < nb_units; u++) {
+        bool planned = false;
 
-        for (u = 0; u < nb_units; u++) {
+        memset(kept, 0, SHADOW_META_UNIT_PAYLOAD);
+        for (j = 0; j < s->num_children; j++) {
+            ShadowUnitPlan *p = g_hash_table_lookup(plans,
+                                                    shadow_plan_key(s, j, u));
+            const uint8_t *keeps = p ? p->want :
+                shadow_unit_bits(s->children[j]->map.ondisk, u);
+
+            planned |= !!p;
+            for (k = 0; k < SHADOW_META_UNIT_PAYLOAD; k++) {
+                kept[k] |= keeps[k];
+            }
+        }
+        if (!planned) {
+            continue;
+        }
+
+        for (i = 0; i < s->num_children; i++) {
+            ShadowChild *sc = s->children[i];
             ShadowUnitPlan *p = g_hash_table_lookup(plans,
                                                     shadow_plan_key(s, i, u));
             bool clears = false;
@@ -1739,22 +1753,16 @@ static ShadowMapChanges shadow_take_changes(BDRVShadowState *s)
                 continue;
             }
             for (k = 0; k < SHADOW_META_UNIT_PAYLOAD; k++) {
-                uint8_t clear = p->phase1[k] & ~p->want[k], others = 0;
+                uint8_t clear = p->phase1[k] & ~p->want[k];
+                uint8_t wait = clear & ~kept[k];
 
-                if (!clear) {
-                    continue;
-                }
-                for (j = 0; j < s->num_children; j++) {
-                    if (j != i) {
-                        others |= shadow_phase1_bits(s, j, u, plans)[k];
-                    }
-                }
-                if (clear & ~others) {
-                    /* No other holder on disk yet: the clear waits */
-                    p->final[k] |= clear & ~others;
+                if (wait) {
+                    /* No other holder on disk: this one's clear waits */
+                    p->final[k] |= wait;
+                    kept[k] |= wait;
                     set_bit(u, sc->map.dirty_units);
                 }
-                clears |= clear & others;
+                clears |= clear & ~wait;
             }
             if (memcmp(p->phase1, shadow_unit_bits(sc->map.ondisk, u),
                        SHADOW_META_UNIT_PAYLOAD)) {
