@@ -348,7 +348,7 @@ shadow_copy_range(BDRVShadowState *s, ShadowChild *src, void *buf,
             }
             if (ret == 0 && !zero) {
                 /* Zero ranges are not copied, only written as zeroes */
-                stat64_add(&t->stats.copied_bytes, pnum);
+                shadow_counters_add(&t->stats, SHADOW_STAT_COPIED_BYTES, pnum);
             }
             target_ret[i] = ret;
         }
@@ -500,10 +500,22 @@ shadow_copy_step(BDRVShadowState *s, int index, void *buf,
     return 1;
 }
 
+/*
+ * Whether the guest has requests in flight or began one in the last
+ * SHADOW_GUEST_BUSY_NS.  Guest requests read no clock: the copy notes when
+ * it first sees the count of begun requests change.
+ */
 static bool shadow_guest_busy(BDRVShadowState *s)
 {
-    return qatomic_read(&s->guest_inflight) > 0 ||
-           get_clock() - qatomic_read(&s->guest_io_ns) < SHADOW_GUEST_BUSY_NS;
+    int64_t reqs = shadow_counters_get(&s->stats, SHADOW_STAT_GUEST_REQS);
+    int64_t now = get_clock();
+
+    if (reqs != qatomic_read(&s->guest_reqs_seen)) {
+        qatomic_set(&s->guest_reqs_seen, reqs);
+        qatomic_set(&s->guest_seen_ns, now);
+    }
+    return shadow_counters_get(&s->stats, SHADOW_STAT_GUEST_INFLIGHT) > 0 ||
+           now - qatomic_read(&s->guest_seen_ns) < SHADOW_GUEST_BUSY_NS;
 }
 
 /* How long the first worker waits before its next run */

@@ -13,13 +13,14 @@
  * One more queue, above all levels, holds urgent regions: chunks the guest
  * read (copy-on-read) and the regions just ahead of a sequential stream.
  *
- * Counting is on every guest request's path, so it takes no lock: a count
- * is an atomic increment, and a region's level changes only when its count
- * reaches a power of two, which is when the caller takes
- * BDRVShadowState.lock to queue it (shadow_heat_queue()).  The queues, the
- * streams and @queued are protected by that lock.  Decay runs from the
- * periodic timer, off the request path; an increment that races with it
- * may be lost, which only makes heat a little cooler.  A count array that
+ * Counting is on every guest request's path, so it takes no lock and no
+ * atomic read-modify-write: a count is a plain increment, and a region's
+ * level changes only when its count reaches a power of two, which is when
+ * the caller takes BDRVShadowState.lock to queue it (shadow_heat_queue()).
+ * The queues, the streams and @queued are protected by that lock.  Decay
+ * runs from the periodic timer, off the request path.  An increment that
+ * races with decay or with one in another thread may be lost, which only
+ * makes heat a little cooler.  A count array that
  * the disk outgrew is kept until the node closes, since a request may
  * still be counting in it.
  *
@@ -164,7 +165,9 @@ bool shadow_heat_count(ShadowHeat *h, int64_t offset, int64_t bytes)
     int64_t r;
 
     for (r = first; r < end; r++) {
-        uint32_t c = qatomic_fetch_inc(&count[r]) + 1;
+        uint32_t c = qatomic_read(&count[r]) + 1;
+
+        qatomic_set(&count[r], c);
 
         rose |= is_power_of_2(c) && c <= (1u << (SHADOW_HEAT_LEVELS - 1));
     }

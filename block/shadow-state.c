@@ -851,9 +851,9 @@ shadow_flush_child(BDRVShadowState *s, ShadowChild *sc, void *opaque)
     qemu_co_mutex_unlock(&sc->flush_lock);
 
     if (ret == 0) {
-        stat64_add(&sc->stats.flush_ops, 1);
+        shadow_counters_add(&sc->stats, SHADOW_STAT_FLUSH_OPS, 1);
     } else {
-        stat64_add(&sc->stats.failed_ops, 1);
+        shadow_counters_add(&sc->stats, SHADOW_STAT_FAILED_OPS, 1);
         if (sc != s->active) {
             shadow_state_degrade(s, sc, SHADOW_OPERATION_FLUSH, ret);
         }

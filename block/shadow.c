@@ -61,24 +61,6 @@ typedef struct ShadowReopenState {
     bool writable;
 } ShadowReopenState;
 
-void shadow_account(ShadowCounters *c, bool write, int64_t bytes,
-                    int64_t ns, int ret)
-{
-    if (ret < 0) {
-        stat64_add(&c->failed_ops, 1);
-        return;
-    }
-    if (write) {
-        stat64_add(&c->wr_ops, 1);
-        stat64_add(&c->wr_bytes, bytes);
-        stat64_add(&c->wr_ns, ns);
-    } else {
-        stat64_add(&c->rd_ops, 1);
-        stat64_add(&c->rd_bytes, bytes);
-        stat64_add(&c->rd_ns, ns);
-    }
-}
-
 const char *shadow_child_name(ShadowChild *sc)
 {
     return bdrv_get_node_name(sc->child->bs);
@@ -577,16 +559,30 @@ shadow_co_getlength(BlockDriverState *bs)
     return s->length;
 }
 
-/* A guest request starts: the copy yields to the guest for a while */
-static void shadow_guest_begin(BDRVShadowState *s, int64_t now)
+/*
+ * A guest request starts: the copy yields to the guest for a while
+ * (shadow_guest_busy()).  For a read, returns how many reads its time
+ * counts for: 0 when it is not timed.
+ */
+static int shadow_guest_begin(BDRVShadowState *s, bool read)
 {
-    qatomic_inc(&s->guest_inflight);
-    qatomic_set(&s->guest_io_ns, now);
+    ShadowCounterShard *sh = shadow_counters_shard(&s->stats);
+
+    shadow_shard_add(&s->stats, sh, SHADOW_STAT_GUEST_INFLIGHT, 1);
+    shadow_shard_add(&s->stats, sh, SHADOW_STAT_GUEST_REQS, 1);
+    if (!read) {
+        return 1;
+    }
+    if (!sh) {
+        return 1;
+    }
+    return shadow_shard_add(&s->stats, sh, SHADOW_STAT_GUEST_READS, 1) %
+           SHADOW_READ_SAMPLE ? 0 : SHADOW_READ_SAMPLE;
 }
 
 static void shadow_guest_end(BDRVShadowState *s)
 {
-    qatomic_dec(&s->guest_inflight);
+    shadow_counters_add(&s->stats, SHADOW_STAT_GUEST_INFLIGHT, -1);
 }
 
 /* A read latency sample for @sc's moving average (weight 1/8) */
@@ -674,12 +670,13 @@ shadow_co_preadv_part(BlockDriverState *bs, int64_t offset, int64_t bytes,
 {
     BDRVShadowState *s = bs->opaque;
     ShadowChild *sc = s->active;
-    int64_t start = get_clock();
-    int64_t now, first, end;
+    /* Most reads are not timed: a clock read costs more than the rest */
+    int weight = shadow_guest_begin(s, true);
+    int64_t start = weight ? get_clock() : 0;
+    int64_t ns = 0, first, end;
     bool urgent, copying;
     int ret;
 
-    shadow_guest_begin(s, start);
     shadow_chunk_range(s, offset, bytes, &first, &end);
     /*
      * Heat is counted whatever the prewarm mode, so that turning pre-warm
@@ -715,28 +712,37 @@ shadow_co_preadv_part(BlockDriverState *bs, int64_t offset, int64_t bytes,
         if (ret < 0) {
             ret = shadow_read_through(s, offset, bytes, qiov, qiov_offset,
                                       flags);
-            now = get_clock();
             goto out;
         }
     }
-    trace_shadow_read(s, shadow_child_name(sc), offset, bytes);
+    if (trace_event_get_state_backends(TRACE_SHADOW_READ)) {
+        /* Not even the child's name on the read path unless tracing */
+        trace_shadow_read(s, shadow_child_name(sc), offset, bytes);
+    }
     ret = bdrv_co_preadv_part(sc->child, offset, bytes, qiov, qiov_offset,
                               flags);
-    now = get_clock();
-    shadow_account(&sc->stats, false, bytes, now - start, ret);
-    if (ret == 0) {
-        shadow_note_read_latency(sc, now - start, now);
-    } else if (sc != s->active) {
+    if (ret < 0 && sc != s->active) {
         /* A failing shadow never fails the guest: read the active child */
+        shadow_account(&sc->stats, false, bytes, 0, ret);
         shadow_state_degrade(s, sc, SHADOW_OPERATION_READ, ret);
         sc = s->active;
         ret = bdrv_co_preadv_part(sc->child, offset, bytes, qiov,
                                   qiov_offset, flags);
-        now = get_clock();
-        shadow_account(&sc->stats, false, bytes, now - start, ret);
     }
+    if (weight) {
+        int64_t now = get_clock();
+
+        ns = now - start;
+        if (ret == 0) {
+            shadow_note_read_latency(sc, ns, now);
+        }
+    }
+    shadow_account_weighted(&sc->stats, false, bytes, ns, weight, ret);
 out:
-    shadow_account(&s->stats, false, bytes, now - start, ret);
+    if (weight && !ns) {
+        ns = get_clock() - start;
+    }
+    shadow_account_weighted(&s->stats, false, bytes, ns, weight, ret);
     shadow_guest_end(s);
     return ret;
 }
@@ -816,7 +822,7 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
         }
     }
 
-    shadow_guest_begin(s, start);
+    shadow_guest_begin(s, false);
     shadow_chunk_range(s, offset, bytes, &first, &end);
     shadow_full_chunk_range(s, offset, bytes, &full_first, &full_end);
     copying = qatomic_read(&s->copy_pending) &&
@@ -969,7 +975,7 @@ static int coroutine_fn GRAPH_RDLOCK shadow_co_flush(BlockDriverState *bs)
     /* With metadata, the flush commits the maps (many flushes, one commit) */
     ret = shadow_state_commit(s, false);
     if (ret == 0) {
-        stat64_add(&s->stats.flush_ops, 1);
+        shadow_counters_add(&s->stats, SHADOW_STAT_FLUSH_OPS, 1);
     }
     return ret;
 }
@@ -1452,13 +1458,13 @@ shadow_del_child(BlockDriverState *bs, BdrvChild *child, Error **errp)
 
 static void shadow_fill_io_stats(ShadowIOStats *io, ShadowCounters *c)
 {
-    io->rd_operations = stat64_get(&c->rd_ops);
-    io->rd_bytes = stat64_get(&c->rd_bytes);
-    io->rd_total_time_ns = stat64_get(&c->rd_ns);
-    io->wr_operations = stat64_get(&c->wr_ops);
-    io->wr_bytes = stat64_get(&c->wr_bytes);
-    io->wr_total_time_ns = stat64_get(&c->wr_ns);
-    io->flush_operations = stat64_get(&c->flush_ops);
+    io->rd_operations = shadow_counters_get(c, SHADOW_STAT_RD_OPS);
+    io->rd_bytes = shadow_counters_get(c, SHADOW_STAT_RD_BYTES);
+    io->rd_total_time_ns = shadow_counters_get(c, SHADOW_STAT_RD_NS);
+    io->wr_operations = shadow_counters_get(c, SHADOW_STAT_WR_OPS);
+    io->wr_bytes = shadow_counters_get(c, SHADOW_STAT_WR_BYTES);
+    io->wr_total_time_ns = shadow_counters_get(c, SHADOW_STAT_WR_NS);
+    io->flush_operations = shadow_counters_get(c, SHADOW_STAT_FLUSH_OPS);
 }
 
 static BlockStatsSpecific *shadow_get_specific_stats(BlockDriverState *bs)
@@ -1482,8 +1488,10 @@ static BlockStatsSpecific *shadow_get_specific_stats(BlockDriverState *bs)
         cs->node_name = g_strdup(shadow_child_name(sc));
         cs->state = shadow_state_child_state(s, sc);
         cs->valid_bytes = shadow_valid_bytes(s, sc);
-        cs->failed_operations = stat64_get(&sc->stats.failed_ops);
-        cs->copied_bytes = stat64_get(&sc->stats.copied_bytes);
+        cs->failed_operations = shadow_counters_get(&sc->stats,
+                                                    SHADOW_STAT_FAILED_OPS);
+        cs->copied_bytes = shadow_counters_get(&sc->stats,
+                                               SHADOW_STAT_COPIED_BYTES);
         QAPI_LIST_APPEND(tail, cs);
     }
     qemu_spin_unlock(&s->lock);

@@ -87,17 +87,36 @@ typedef enum ShadowWriteKind {
     SHADOW_FLUSH,
 } ShadowWriteKind;
 
-/* I/O counters, as seen by the node or by one child */
+/* I/O counters, as seen by the node or by one child (shadow-stats.c) */
+typedef enum ShadowStat {
+    SHADOW_STAT_RD_OPS,
+    SHADOW_STAT_RD_BYTES,
+    SHADOW_STAT_RD_NS,
+    SHADOW_STAT_WR_OPS,
+    SHADOW_STAT_WR_BYTES,
+    SHADOW_STAT_WR_NS,
+    SHADOW_STAT_FLUSH_OPS,
+    SHADOW_STAT_FAILED_OPS,
+    SHADOW_STAT_COPIED_BYTES,
+    /* The node's only: guest requests in flight, begun, and reads begun */
+    SHADOW_STAT_GUEST_INFLIGHT,
+    SHADOW_STAT_GUEST_REQS,
+    SHADOW_STAT_GUEST_READS,
+    SHADOW_STAT__MAX
+} ShadowStat;
+
+/* Shards of counters: one per AioContext, the last one shared */
+#define SHADOW_COUNTER_SHARDS     8
+/* Guest reads are timed one in this many */
+#define SHADOW_READ_SAMPLE        8
+
+typedef struct ShadowCounterShard {
+    AioContext *ctx;            /* the thread that counts here; NULL: free */
+    int64_t v[SHADOW_STAT__MAX];
+} QEMU_ALIGNED(64) ShadowCounterShard;
+
 typedef struct ShadowCounters {
-    Stat64 rd_ops;
-    Stat64 rd_bytes;
-    Stat64 rd_ns;
-    Stat64 wr_ops;
-    Stat64 wr_bytes;
-    Stat64 wr_ns;
-    Stat64 flush_ops;
-    Stat64 failed_ops;
-    Stat64 copied_bytes;
+    ShadowCounterShard shard[SHADOW_COUNTER_SHARDS];
 } ShadowCounters;
 
 /*
@@ -311,8 +330,9 @@ typedef struct BDRVShadowState {
     QemuCoSleep copy_sleep[SHADOW_COPY_WORKERS];
 
     /* Guest requests in flight, and when the last one started */
-    int guest_inflight;
-    int64_t guest_io_ns;
+    /* The guest requests the copy last saw begun, and when (copy workers) */
+    int64_t guest_reqs_seen;
+    int64_t guest_seen_ns;
     uint64_t nb_reads;
 
     /* Guest-facing counters of the node */
@@ -446,8 +466,15 @@ void coroutine_fn GRAPH_RDLOCK shadow_co_foreach(BDRVShadowState *s,
                                                  ShadowChildReq *reqs, int n,
                                                  ShadowChildFn fn,
                                                  void *opaque);
-void shadow_account(ShadowCounters *c, bool write, int64_t bytes,
-                    int64_t ns, int ret);
+ShadowCounterShard *shadow_counters_shard(ShadowCounters *c);
+int64_t shadow_shard_add(ShadowCounters *c, ShadowCounterShard *sh,
+                         ShadowStat stat, int64_t n);
+void shadow_counters_add(ShadowCounters *c, ShadowStat stat, int64_t n);
+int64_t shadow_counters_get(ShadowCounters *c, ShadowStat stat);
+void shadow_account_weighted(ShadowCounters *c, bool write, int64_t bytes,
+                             int64_t ns, int weight, int ret);
+void shadow_account(ShadowCounters *c, bool write, int64_t bytes, int64_t ns,
+                    int ret);
 const char *shadow_child_name(ShadowChild *sc);
 
 /* shadow-heat.c */

@@ -1,0 +1,110 @@
+/*
+ * Shadow block driver: I/O counters that cost the request path little
+ *
+ * Every guest request counts itself on the node and on the child that
+ * served it; a read through the node must cost little more than one
+ * through a raw node, so counting takes neither a lock nor an atomic
+ * read-modify-write.  Each ShadowCounters is split in shards, one per
+ * AioContext that counts in it: requests of one AioContext run in its one
+ * thread (the main loop's under the BQL), so a shard has a single writer,
+ * which adds with plain loads and stores; readers sum the shards with
+ * relaxed loads, which a 64-bit host never tears.  A thread with no
+ * AioContext, or one that finds every shard taken, counts in the last
+ * shard with atomic additions.  A sum is exact; one shard alone means
+ * nothing (a request may begin in one thread and end in another).
+ *
+ * Guest reads are timed one in SHADOW_READ_SAMPLE, and that time counts
+ * for all of them, so that most reads read no clock; writes, flushes and
+ * copies are all timed.
+ *
+ * Copyright (c) 2026 The shadowtier authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/atomic.h"
+#include "block/aio.h"
+#include "shadow.h"
+
+/* The calling thread's shard of @c, or NULL for the shared last one */
+ShadowCounterShard *shadow_counters_shard(ShadowCounters *c)
+{
+    AioContext *ctx = qemu_get_current_aio_context();
+    int i;
+
+    if (!ctx) {
+        return NULL;
+    }
+    for (i = 0; i < SHADOW_COUNTER_SHARDS - 1; i++) {
+        AioContext *owner = qatomic_read(&c->shard[i].ctx);
+
+        if (owner == ctx) {
+            return &c->shard[i];
+        }
+        if (!owner && !qatomic_cmpxchg(&c->shard[i].ctx, NULL, ctx)) {
+            return &c->shard[i];
+        }
+    }
+    return NULL;
+}
+
+/* Add @n to @stat in @sh (from shadow_counters_shard()); the old value */
+int64_t shadow_shard_add(ShadowCounters *c, ShadowCounterShard *sh,
+                         ShadowStat stat, int64_t n)
+{
+    int64_t old;
+
+    if (!sh) {
+        return qatomic_fetch_add(&c->shard[SHADOW_COUNTER_SHARDS - 1].v[stat],
+                                 n);
+    }
+    old = qatomic_read(&sh->v[stat]);
+    qatomic_set(&sh->v[stat], old + n);
+    return old;
+}
+
+void shadow_counters_add(ShadowCounters *c, ShadowStat stat, int64_t n)
+{
+    shadow_shard_add(c, shadow_counters_shard(c), stat, n);
+}
+
+int64_t shadow_counters_get(ShadowCounters *c, ShadowStat stat)
+{
+    int64_t sum = 0;
+    int i;
+
+    for (i = 0; i < SHADOW_COUNTER_SHARDS; i++) {
+        sum += qatomic_read(&c->shard[i].v[stat]);
+    }
+    return sum;
+}
+
+/*
+ * One request of @bytes, failed if @ret < 0.  @ns is its time, counted
+ * @weight times; nothing is counted for the time when @weight is 0.
+ */
+void shadow_account_weighted(ShadowCounters *c, bool write, int64_t bytes,
+                             int64_t ns, int weight, int ret)
+{
+    ShadowCounterShard *sh = shadow_counters_shard(c);
+
+    if (ret < 0) {
+        shadow_shard_add(c, sh, SHADOW_STAT_FAILED_OPS, 1);
+        return;
+    }
+    shadow_shard_add(c, sh, write ? SHADOW_STAT_WR_OPS : SHADOW_STAT_RD_OPS,
+                     1);
+    shadow_shard_add(c, sh, write ? SHADOW_STAT_WR_BYTES :
+                     SHADOW_STAT_RD_BYTES, bytes);
+    if (weight) {
+        shadow_shard_add(c, sh, write ? SHADOW_STAT_WR_NS : SHADOW_STAT_RD_NS,
+                         ns * weight);
+    }
+}
+
+void shadow_account(ShadowCounters *c, bool write, int64_t bytes, int64_t ns,
+                    int ret)
+{
+    shadow_account_weighted(c, write, bytes, ns, 1, ret);
+}
