@@ -2007,7 +2007,17 @@ int coroutine_fn shadow_state_begin_writing(BDRVShadowState *s)
         for (i = 0; i < SHADOW_META_SLOTS; i++) {
             m->slots[i].stamped = false;
         }
+        /*
+         * A new session: intent units of the last one no longer count on
+         * disk, so none of its bits is durable any more (D2).  A clean
+         * stop left every child flushed and the maps committed.
+         */
         m->session = shadow_new_epoch();
+        qemu_spin_lock(&s->lock);
+        shadow_hbitmap_clear(m->intent);
+        shadow_hbitmap_clear(m->intent_durable);
+        shadow_hbitmap_clear(m->written);
+        qemu_spin_unlock(&s->lock);
     }
     shadow_header_image(s, &img, true, active_slot);
     ret = shadow_meta_write_header(s, &img);
