@@ -29,10 +29,12 @@
  * md's write-intent bitmap:
  *
  * D1  A valid bit becomes durable only after its data: a commit flushes
- *     the children first, then writes a chunk as valid only if it is not
- *     in unflushed/flushing, or if it was durably valid and has not been
+ *     children first (the periodic one all of them, a guest flush's the
+ *     active one), then writes a chunk as valid only if it is not in
+ *     unflushed/flushing, or if it was durably valid and has not been
  *     stale since (map.durable).  Such a chunk may have new data in
- *     flight only from guest writes, which D2 covers.
+ *     flight only from guest writes, which D2 covers, and which a clean
+ *     stop flushes (shadow_flush_for_stop()).
  * D2  The intent bit of a chunk is durable before the first guest write
  *     to it goes out, and the header names the active child before the
  *     first write after a switch.  Intent bits are cleared only for
@@ -823,9 +825,11 @@ void shadow_state_retry_degraded(BDRVShadowState *s)
 static int coroutine_fn GRAPH_RDLOCK
 shadow_flush_child(BDRVShadowState *s, ShadowChild *sc, void *opaque)
 {
+    int64_t guest_writes;
     int ret;
 
     qemu_co_mutex_lock(&sc->flush_lock);
+    guest_writes = qatomic_read(&sc->guest_writes);
     qemu_spin_lock(&s->lock);
     if (hbitmap_count(sc->map.flushing)) {
         /* A failed flush left what it kept; a new one covers it too */
@@ -844,6 +848,7 @@ shadow_flush_child(BDRVShadowState *s, ShadowChild *sc, void *opaque)
     qemu_spin_lock(&s->lock);
     if (ret == 0) {
         shadow_hbitmap_clear(sc->map.flushing);
+        sc->guest_writes_flushed = guest_writes;
     } else {
         shadow_flush_failed(s, sc);
     }
@@ -876,6 +881,80 @@ int coroutine_fn shadow_state_flush_children(BDRVShadowState *s)
     for (i = 0; i < s->num_children; i++) {
         if (s->children[i] != s->active && !s->children[i]->degraded) {
             reqs[n++] = (ShadowChildReq) { .sc = s->children[i] };
+        }
+    }
+    shadow_co_foreach(s, reqs, n, shadow_flush_child, NULL);
+    ret = reqs[0].ret;
+    if (reqs != stack) {
+        g_free(reqs);
+    }
+    return ret;
+}
+
+/*
+ * A guest flush: only the active child.  Guest writes are durable once it
+ * is; what a shadow holds only counts on disk once a flush of that shadow
+ * made it so (D1), and a switch flushes its target first
+ * (shadow_state_flush_child_sync()), so shadows are flushed by the
+ * periodic commit, off the guest's way: a flush, a vm_stop or a
+ * migration's inactivation does not wait for the copy's data to reach
+ * the disk.
+ */
+static int coroutine_fn GRAPH_RDLOCK shadow_flush_active(BDRVShadowState *s)
+{
+    return shadow_flush_child(s, s->active, NULL);
+}
+
+typedef struct ShadowFlushChild {
+    BDRVShadowState *s;
+    ShadowChild *sc;
+    int ret;
+    bool done;
+} ShadowFlushChild;
+
+static void coroutine_fn shadow_flush_child_entry(void *opaque)
+{
+    ShadowFlushChild *f = opaque;
+
+    bdrv_graph_co_rdlock();
+    f->ret = shadow_flush_child(f->s, f->sc, NULL);
+    bdrv_graph_co_rdunlock();
+    f->done = true;
+    aio_wait_kick();
+}
+
+/* Flush @sc from outside a coroutine, with the node drained */
+int shadow_state_flush_child_sync(BDRVShadowState *s, ShadowChild *sc)
+{
+    ShadowFlushChild f = { .s = s, .sc = sc };
+
+    aio_co_enter(bdrv_get_aio_context(s->bs),
+                 qemu_coroutine_create(shadow_flush_child_entry, &f));
+    BDRV_POLL_WHILE(s->bs, !f.done);
+    return f.ret;
+}
+
+/*
+ * Before a clean stop: the active child, and the shadows that got guest
+ * writes since their last flush.  Their chunks may be valid on disk with
+ * new data in flight (D1), which only intent bits cover after a crash,
+ * and a clean header has none.  What only the copy wrote need not be
+ * flushed: the maps do not count it.
+ */
+static int coroutine_fn GRAPH_RDLOCK shadow_flush_for_stop(BDRVShadowState *s)
+{
+    ShadowChildReq stack[SHADOW_STACK_CHILDREN];
+    ShadowChildReq *reqs = s->num_children <= SHADOW_STACK_CHILDREN ?
+                           stack : g_new(ShadowChildReq, s->num_children);
+    int n = 0, i, ret;
+
+    reqs[n++] = (ShadowChildReq) { .sc = s->active };
+    for (i = 0; i < s->num_children; i++) {
+        ShadowChild *sc = s->children[i];
+
+        if (sc != s->active && !sc->degraded &&
+            qatomic_read(&sc->guest_writes) != sc->guest_writes_flushed) {
+            reqs[n++] = (ShadowChildReq) { .sc = sc };
         }
     }
     shadow_co_foreach(s, reqs, n, shadow_flush_child, NULL);
@@ -2218,7 +2297,7 @@ shadow_do_commit(BDRVShadowState *s, bool periodic)
         idle = shadow_idle_intents(s);
         qemu_spin_unlock(&s->lock);
     }
-    ret = shadow_state_flush_children(s);
+    ret = periodic ? shadow_state_flush_children(s) : shadow_flush_active(s);
     if (ret < 0) {
         goto out;
     }
@@ -2266,13 +2345,12 @@ int coroutine_fn shadow_state_commit(BDRVShadowState *s, bool periodic)
     int ret;
 
     if (!m->child || !m->writable) {
-        return periodic ? shadow_flush_copied(s)
-                        : shadow_state_flush_children(s);
+        return periodic ? shadow_flush_copied(s) : shadow_flush_active(s);
     }
     if (!qatomic_read(&m->in_use)) {
         /* No child was written: only a slot change may need writing */
         ret = shadow_sync_idle(s);
-        return periodic || ret < 0 ? ret : shadow_state_flush_children(s);
+        return periodic || ret < 0 ? ret : shadow_flush_active(s);
     }
     if (periodic) {
         qemu_spin_lock(&s->lock);
@@ -2359,6 +2437,7 @@ void shadow_state_commit_soon(BDRVShadowState *s)
  */
 typedef struct ShadowStop {
     BDRVShadowState *s;
+    bool keep_copies;
     int ret;
     bool done;
 } ShadowStop;
@@ -2377,7 +2456,12 @@ static void coroutine_fn shadow_stop_entry(void *opaque)
         ret = shadow_sync_idle(s);
         goto out;
     }
-    ret = shadow_state_commit(s, false);
+    /* Flushing what the copy wrote keeps its progress in the maps */
+    ret = st->keep_copies ? shadow_state_flush_children(s)
+                          : shadow_flush_for_stop(s);
+    if (ret == 0) {
+        ret = shadow_state_commit(s, false);
+    }
     if (ret == 0) {
         qemu_co_mutex_lock(&m->io_lock);
         shadow_header_image(s, &img, false, s->active->slot);
@@ -2411,9 +2495,15 @@ out:
     aio_wait_kick();
 }
 
-int shadow_state_stop(BDRVShadowState *s, Error **errp)
+/*
+ * A clean stop of the metadata.  With @keep_copies (close, read-only
+ * reopen) every child is flushed, so that the maps keep all the copy did;
+ * without (a migration's inactivation, where the guest waits) only the
+ * children that must be, and the destination copies the rest again.
+ */
+int shadow_state_stop(BDRVShadowState *s, bool keep_copies, Error **errp)
 {
-    ShadowStop st = { .s = s };
+    ShadowStop st = { .s = s, .keep_copies = keep_copies };
 
     shadow_state_stop_timer(s);
     if (!s->meta.child || !s->meta.writable ||

@@ -521,7 +521,7 @@ static void shadow_close(BlockDriverState *bs)
     shadow_copy_close(s);
 
     bdrv_graph_rdlock_main_loop();
-    if (shadow_state_stop(s, &local_err) < 0) {
+    if (shadow_state_stop(s, true, &local_err) < 0) {
         error_report_err(local_err);
     }
     bdrv_graph_rdunlock_main_loop();
@@ -781,6 +781,8 @@ shadow_child_io(BDRVShadowState *s, ShadowChild *sc, void *opaque)
     default:
         g_assert_not_reached();
     }
+    /* Once complete: a flush that begins later covers it */
+    qatomic_inc(&sc->guest_writes);
     shadow_account(&sc->stats, true, io->bytes, get_clock() - io->start, ret);
     return ret;
 }
@@ -1224,8 +1226,23 @@ static int shadow_reopen_prepare(BDRVReopenState *state,
         !shadow_state_may_switch(s, rs->new_active, errp)) {
         goto fail;
     }
+    if (rs->new_active != s->active && s->writable) {
+        /*
+         * A guest flush flushes the active child only: what the guest
+         * flushed must be on the new one's disk before it serves alone
+         */
+        int ret = shadow_state_flush_child_sync(s, rs->new_active);
+
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "shadow: cannot switch node '%s' "
+                             "to '%s': flushing it failed",
+                             bdrv_get_node_name(bs),
+                             shadow_child_name(rs->new_active));
+            goto fail;
+        }
+    }
     if (s->writable && !rs->writable &&
-        shadow_state_stop(s, errp) < 0) {
+        shadow_state_stop(s, true, errp) < 0) {
         /* Read-only from now on: the metadata is closed cleanly first */
         goto fail;
     }
@@ -1309,7 +1326,7 @@ static int GRAPH_RDLOCK shadow_inactivate(BlockDriverState *bs)
 
     /* The copy stops, and stays stopped once not writable */
     bdrv_drained_begin(bs);
-    ret = shadow_state_stop(s, &local_err);
+    ret = shadow_state_stop(s, false, &local_err);
     if (ret == 0) {
         s->writable = false;
         s->meta.writable = false;

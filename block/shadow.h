@@ -154,6 +154,13 @@ typedef struct ShadowChild {
     bool degraded;
     /* One flush at a time, so that map.flushing says what a flush covers */
     CoMutex flush_lock;
+    /*
+     * Guest writes sent to the child (atomic), and how many of them the
+     * last successful flush covered (under flush_lock): a clean stop
+     * flushes the shadows that got guest writes since
+     */
+    int64_t guest_writes;
+    int64_t guest_writes_flushed;
     ShadowCounters stats;
     /* Moving average of read latency (0: never measured) and its age */
     int64_t read_ns;
@@ -405,6 +412,7 @@ void shadow_state_degrade(BDRVShadowState *s, ShadowChild *sc,
 void shadow_state_switch(BDRVShadowState *s, ShadowChild *to);
 void shadow_state_retry_degraded(BDRVShadowState *s);
 int coroutine_fn GRAPH_RDLOCK shadow_state_flush_children(BDRVShadowState *s);
+int shadow_state_flush_child_sync(BDRVShadowState *s, ShadowChild *sc);
 int coroutine_fn GRAPH_RDLOCK shadow_state_grow(BDRVShadowState *s,
                                                 int64_t length,
                                                 Error **errp);
@@ -417,7 +425,8 @@ int coroutine_fn GRAPH_RDLOCK shadow_state_prepare_write(BDRVShadowState *s,
                                                          int64_t end);
 int coroutine_fn GRAPH_RDLOCK shadow_state_commit(BDRVShadowState *s,
                                                   bool periodic);
-int GRAPH_RDLOCK shadow_state_stop(BDRVShadowState *s, Error **errp);
+int GRAPH_RDLOCK shadow_state_stop(BDRVShadowState *s, bool keep_copies,
+                                  Error **errp);
 int GRAPH_RDLOCK shadow_state_add_child(BDRVShadowState *s, ShadowChild *sc,
                                         Error **errp);
 void shadow_state_del_child(BDRVShadowState *s, ShadowChild *sc);

@@ -1636,8 +1636,13 @@ class Segment:
                 children, active = self.open_shadow(
                     d, children, active,
                     {'prewarm': 'off', 'copy-on-read': False}, point)
-            except Failure:
+            except Exception as e:
                 self.dump(point, entries)
+                died = d.died()
+                if died and not isinstance(e, Failure):
+                    raise Failure(f'{where}: qemu-storage-daemon died '
+                                  f'({died}) opening the shadow node; its '
+                                  f'log: {d.log_tail()}') from None
                 raise
             allowed = self.model.crash_view(point)
             cache = {}
@@ -1849,8 +1854,10 @@ def main():
         except Exception as e:
             import traceback
             traceback.print_exc()
+            died = seg.d.died() if getattr(seg, 'd', None) else None
+            died = f' (qemu-storage-daemon died: {died})' if died else ''
             ok, msg = False, (f'TEST ERROR at step {seg.step} ({seg.desc}): '
-                              f'{type(e).__name__}: {e}; replay: '
+                              f'{type(e).__name__}: {e}{died}; replay: '
                               f'tests/stress/shadow-stress.py --seed '
                               f'{seg.seed} --steps {seg.step}')
         finally:
