@@ -544,6 +544,9 @@ static void shadow_close(BlockDriverState *bs)
     shadow_heat_destroy(&s->heat);
     ratelimit_destroy(&s->copy_limit);
     g_free(s->switched_from);
+    while (s->nb_bounce_cached) {
+        qemu_vfree(s->bounce_cached[--s->nb_bounce_cached]);
+    }
     shadow_state_destroy(s);
 }
 
@@ -788,6 +791,38 @@ shadow_child_io(BDRVShadowState *s, ShadowChild *sc, void *opaque)
 }
 
 /*
+ * Bounce buffers for mirrored writes: small ones are kept for the next
+ * write, since allocating an aligned buffer costs as much as copying 4 KiB
+ */
+static void *shadow_bounce_get(BDRVShadowState *s, size_t bytes)
+{
+    void *buf = NULL;
+
+    if (bytes > SHADOW_BOUNCE_CACHED_BYTES) {
+        return qemu_try_blockalign(s->bs, bytes);
+    }
+    qemu_spin_lock(&s->lock);
+    if (s->nb_bounce_cached) {
+        buf = s->bounce_cached[--s->nb_bounce_cached];
+    }
+    qemu_spin_unlock(&s->lock);
+    return buf ?: qemu_try_blockalign(s->bs, SHADOW_BOUNCE_CACHED_BYTES);
+}
+
+static void shadow_bounce_put(BDRVShadowState *s, void *buf, size_t bytes)
+{
+    if (buf && bytes <= SHADOW_BOUNCE_CACHED_BYTES) {
+        qemu_spin_lock(&s->lock);
+        if (s->nb_bounce_cached < SHADOW_BOUNCE_CACHED) {
+            s->bounce_cached[s->nb_bounce_cached++] = buf;
+            buf = NULL;
+        }
+        qemu_spin_unlock(&s->lock);
+    }
+    qemu_vfree(buf);
+}
+
+/*
  * A write, write-zeroes or discard.  The range lock keeps it apart from
  * overlapping writes and copies, so that every child sees overlapping
  * writes in the same order and no copy lands between its halves.
@@ -908,7 +943,7 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
          * The guest may change its buffer while the write is in flight;
          * every child must get the same bytes (I2), so send a copy
          */
-        bounce = qemu_try_blockalign(bs, io.bytes);
+        bounce = shadow_bounce_get(s, io.bytes);
         if (!bounce) {
             ret = -ENOMEM;
             goto unlock;
@@ -934,7 +969,7 @@ unlock:
          */
         ret = shadow_state_commit(s, false);
     }
-    qemu_vfree(bounce);
+    shadow_bounce_put(s, bounce, io.bytes);
     if (reqs != stack) {
         g_free(reqs);
     }

@@ -57,6 +57,10 @@
 /* The guest counts as busy this long after its last request */
 #define SHADOW_GUEST_BUSY_NS      (10 * SCALE_MS)
 
+/* Bounce buffers of mirrored writes up to this size are reused */
+#define SHADOW_BOUNCE_CACHED_BYTES (64 * KiB)
+#define SHADOW_BOUNCE_CACHED       16
+
 /* Children a write fans out to without allocating */
 #define SHADOW_STACK_CHILDREN     4
 
@@ -337,6 +341,10 @@ typedef struct BDRVShadowState {
     QemuCoSleep copy_sleep[SHADOW_COPY_WORKERS];
 
     /* Guest requests in flight, and when the last one started */
+    /* Bounce buffers kept for mirrored writes (lock) */
+    void *bounce_cached[SHADOW_BOUNCE_CACHED];
+    int nb_bounce_cached;
+
     /* The guest requests the copy last saw begun, and when (copy workers) */
     int64_t guest_reqs_seen;
     int64_t guest_seen_ns;
