@@ -29,12 +29,12 @@
  * md's write-intent bitmap:
  *
  * D1  A valid bit becomes durable only after its data: a commit flushes
- *     children first (the periodic one all of them, a guest flush's the
- *     active one), then writes a chunk as valid only if it is not in
- *     unflushed/flushing, or if it was durably valid and has not been
- *     stale since (map.durable).  Such a chunk may have new data in
- *     flight only from guest writes, which D2 covers, and which a clean
- *     stop flushes (shadow_flush_for_stop()).
+ *     children first (the periodic one all of them, a guest flush's those
+ *     that got guest writes: shadow_flush_guest_written()), then writes a
+ *     chunk as valid only if it is not in unflushed/flushing, or if it was
+ *     durably valid and has not been stale since (map.durable).  Such a
+ *     chunk may have new data in flight only from guest writes, which D2
+ *     covers.
  * D2  The intent bit of a chunk is durable before the first guest write
  *     to it goes out, and the header names the active child before the
  *     first write after a switch.  Intent bits are cleared only for
@@ -891,20 +891,6 @@ int coroutine_fn shadow_state_flush_children(BDRVShadowState *s)
     return ret;
 }
 
-/*
- * A guest flush: only the active child.  Guest writes are durable once it
- * is; what a shadow holds only counts on disk once a flush of that shadow
- * made it so (D1), and a switch flushes its target first
- * (shadow_state_flush_child_sync()), so shadows are flushed by the
- * periodic commit, off the guest's way: a flush, a vm_stop or a
- * migration's inactivation does not wait for the copy's data to reach
- * the disk.
- */
-static int coroutine_fn GRAPH_RDLOCK shadow_flush_active(BDRVShadowState *s)
-{
-    return shadow_flush_child(s, s->active, NULL);
-}
-
 typedef struct ShadowFlushChild {
     BDRVShadowState *s;
     ShadowChild *sc;
@@ -935,13 +921,17 @@ int shadow_state_flush_child_sync(BDRVShadowState *s, ShadowChild *sc)
 }
 
 /*
- * Before a clean stop: the active child, and the shadows that got guest
- * writes since their last flush.  Their chunks may be valid on disk with
- * new data in flight (D1), which only intent bits cover after a crash,
- * and a clean header has none.  What only the copy wrote need not be
- * flushed: the maps do not count it.
+ * A guest flush, and a clean stop: the active child, and the shadows that
+ * got guest writes since their last flush.  Every child that holds a chunk
+ * got every guest write to it (I2), so after a crash any holder of a chunk
+ * serves what the guest flushed; and a chunk may be valid on disk with new
+ * data in flight (D1), which only intent bits cover after a crash, and a
+ * clean header has none.  What only the copy wrote need not be flushed:
+ * the maps do not count it until a flush of its child, and a switch
+ * flushes its target.
  */
-static int coroutine_fn GRAPH_RDLOCK shadow_flush_for_stop(BDRVShadowState *s)
+static int coroutine_fn GRAPH_RDLOCK
+shadow_flush_guest_written(BDRVShadowState *s)
 {
     ShadowChildReq stack[SHADOW_STACK_CHILDREN];
     ShadowChildReq *reqs = s->num_children <= SHADOW_STACK_CHILDREN ?
@@ -2297,7 +2287,8 @@ shadow_do_commit(BDRVShadowState *s, bool periodic)
         idle = shadow_idle_intents(s);
         qemu_spin_unlock(&s->lock);
     }
-    ret = periodic ? shadow_state_flush_children(s) : shadow_flush_active(s);
+    ret = periodic ? shadow_state_flush_children(s)
+                   : shadow_flush_guest_written(s);
     if (ret < 0) {
         goto out;
     }
@@ -2345,12 +2336,13 @@ int coroutine_fn shadow_state_commit(BDRVShadowState *s, bool periodic)
     int ret;
 
     if (!m->child || !m->writable) {
-        return periodic ? shadow_flush_copied(s) : shadow_flush_active(s);
+        return periodic ? shadow_flush_copied(s)
+                        : shadow_flush_guest_written(s);
     }
     if (!qatomic_read(&m->in_use)) {
         /* No child was written: only a slot change may need writing */
         ret = shadow_sync_idle(s);
-        return periodic || ret < 0 ? ret : shadow_flush_active(s);
+        return periodic || ret < 0 ? ret : shadow_flush_guest_written(s);
     }
     if (periodic) {
         qemu_spin_lock(&s->lock);
@@ -2458,7 +2450,7 @@ static void coroutine_fn shadow_stop_entry(void *opaque)
     }
     /* Flushing what the copy wrote keeps its progress in the maps */
     ret = st->keep_copies ? shadow_state_flush_children(s)
-                          : shadow_flush_for_stop(s);
+                          : shadow_flush_guest_written(s);
     if (ret == 0) {
         ret = shadow_state_commit(s, false);
     }
