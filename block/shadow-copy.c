@@ -610,6 +610,7 @@ static BDRVShadowState *shadow_copy_worker_enter(ShadowCopyWorker *w)
         bool drained, moved;
 
         bdrv_inc_in_flight(bs);
+        /* Pairs with drain's quiesce_counter++ before it reads in_flight */
         smp_mb();
         drained = qatomic_read(&bs->quiesce_counter);
         moved = bdrv_get_aio_context(bs) != qemu_get_current_aio_context();

@@ -188,7 +188,7 @@ int shadow_meta_identify(BlockDriverState *bs, ShadowIdentity *id)
     if (!leaf->drv || strcmp(leaf->drv->format_name, "file")) {
         return 0;
     }
-#if defined(__linux__) && defined(STATX_BTIME)
+#if defined(CONFIG_LINUX) && defined(STATX_BTIME)
     {
         struct statx stx;
 
@@ -387,12 +387,13 @@ int shadow_meta_read_header(BDRVShadowState *s, ShadowMetaImage *img,
         goto out;
     }
     for (i = 0; i < 2; i++) {
+        ShadowMetaHeader *b = (ShadowMetaHeader *)
+                              (buf + MAX(best, 0) * SHADOW_META_HEADER_SIZE);
+
         h = (ShadowMetaHeader *)(buf + i * SHADOW_META_HEADER_SIZE);
         if (shadow_meta_header_ok((uint8_t *)h) &&
             (best < 0 ||
-             le64_to_cpu(h->generation) >
-             le64_to_cpu(((ShadowMetaHeader *)
-                          (buf + best * SHADOW_META_HEADER_SIZE))->generation))) {
+             le64_to_cpu(h->generation) > le64_to_cpu(b->generation))) {
             best = i;
         }
     }

@@ -471,8 +471,8 @@ static int shadow_open(BlockDriverState *bs, QDict *options, int flags,
     bs->supported_write_flags = BDRV_REQ_WRITE_UNCHANGED | BDRV_REQ_FUA;
     bs->supported_zero_flags = BDRV_REQ_WRITE_UNCHANGED | BDRV_REQ_FUA |
                                BDRV_REQ_MAY_UNMAP;
-    bs->supported_truncate_flags = s->active->child->bs->supported_truncate_flags
-                                   & BDRV_REQ_ZERO_WRITE;
+    bs->supported_truncate_flags =
+        s->active->child->bs->supported_truncate_flags & BDRV_REQ_ZERO_WRITE;
 
     shadow_options_free(&opts);
     shadow_state_start_timer(s, bdrv_get_aio_context(bs));
