@@ -31,10 +31,12 @@
  * D1  A valid bit becomes durable only after its data: a commit flushes
  *     children first (the periodic one all of them, a guest flush's those
  *     that got guest writes: shadow_flush_guest_written()), then writes a
- *     chunk as valid only if it is not in unflushed/flushing, or if it was
- *     durably valid and has not been stale since (map.durable).  Such a
- *     chunk may have new data in flight only from guest writes, which D2
- *     covers.
+ *     chunk as valid only if a completed flush covered the chunk becoming
+ *     valid (not in map.fresh/fresh_flushing), or if it was durably valid
+ *     and has not been stale since (map.durable).  Such a chunk may have
+ *     new data in flight only from guest writes, which D2 covers; a write
+ *     that lands during the commit's flush does not hold back the bit of
+ *     a chunk that a flushed write made valid, which a guest flush needs.
  * D2  The intent bit of a chunk is durable before the first guest write
  *     to it goes out, and the header names the active child before the
  *     first write after a switch.  Intent bits are cleared only for
@@ -134,6 +136,8 @@ void shadow_child_map_init(BDRVShadowState *s, ShadowChild *sc, bool stale)
     map->stale = hbitmap_alloc(s->nb_chunks, 0);
     map->unflushed = hbitmap_alloc(s->nb_chunks, 0);
     map->flushing = hbitmap_alloc(s->nb_chunks, 0);
+    map->fresh = hbitmap_alloc(s->nb_chunks, 0);
+    map->fresh_flushing = hbitmap_alloc(s->nb_chunks, 0);
     if (stale && s->nb_chunks) {
         hbitmap_set(map->stale, 0, s->nb_chunks);
         qatomic_set(&s->copy_pending, true);
@@ -156,6 +160,8 @@ void shadow_child_map_destroy(ShadowChild *sc)
     g_clear_pointer(&map->stale, hbitmap_free);
     g_clear_pointer(&map->unflushed, hbitmap_free);
     g_clear_pointer(&map->flushing, hbitmap_free);
+    g_clear_pointer(&map->fresh, hbitmap_free);
+    g_clear_pointer(&map->fresh_flushing, hbitmap_free);
     g_clear_pointer(&map->durable, g_free);
     g_clear_pointer(&map->dirty_units, g_free);
     g_clear_pointer(&map->unit_seq, g_free);
@@ -549,8 +555,16 @@ static void shadow_mark_changed(ShadowChild *sc, int64_t first, int64_t count)
 static void shadow_mark_valid(BDRVShadowState *s, ShadowChild *sc,
                               int64_t first, int64_t count)
 {
+    int64_t off = first, bytes;
+
     if (count <= 0) {
         return;
+    }
+    /* Valid from now on: on disk once a flush covers it (D1) */
+    while (hbitmap_next_dirty_area(sc->map.stale, off, first + count,
+                                   INT64_MAX, &off, &bytes)) {
+        hbitmap_set(sc->map.fresh, off, bytes);
+        off += bytes;
     }
     hbitmap_reset(sc->map.stale, first, count);
     shadow_dirty_units(sc, first, count);
@@ -841,6 +855,9 @@ shadow_flush_child(BDRVShadowState *s, ShadowChild *sc, void *opaque)
         sc->map.flushing = sc->map.unflushed;
         sc->map.unflushed = tmp;
     }
+    hbitmap_merge(sc->map.fresh_flushing, sc->map.fresh,
+                  sc->map.fresh_flushing);
+    shadow_hbitmap_clear(sc->map.fresh);
     qemu_spin_unlock(&s->lock);
 
     ret = bdrv_co_flush(sc->child->bs);
@@ -848,6 +865,7 @@ shadow_flush_child(BDRVShadowState *s, ShadowChild *sc, void *opaque)
     qemu_spin_lock(&s->lock);
     if (ret == 0) {
         shadow_hbitmap_clear(sc->map.flushing);
+        shadow_hbitmap_clear(sc->map.fresh_flushing);
         sc->guest_writes_flushed = guest_writes;
     } else {
         shadow_flush_failed(s, sc);
@@ -995,6 +1013,8 @@ static void shadow_child_map_grow(BDRVShadowState *s, ShadowChild *sc,
     hbitmap_truncate(map->stale, nb_chunks);
     hbitmap_truncate(map->unflushed, nb_chunks);
     hbitmap_truncate(map->flushing, nb_chunks);
+    hbitmap_truncate(map->fresh, nb_chunks);
+    hbitmap_truncate(map->fresh_flushing, nb_chunks);
     hbitmap_set(map->stale, old_nb, nb_chunks - old_nb);
     if (map->durable) {
         int64_t old_units = shadow_meta_nb_units(old_nb);
@@ -1491,6 +1511,8 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
                shadow_nb_units(s) * SHADOW_META_UNIT_PAYLOAD);
         shadow_hbitmap_clear(map->unflushed);
         shadow_hbitmap_clear(map->flushing);
+        shadow_hbitmap_clear(map->fresh);
+        shadow_hbitmap_clear(map->fresh_flushing);
         bitmap_zero(map->dirty_units, shadow_nb_units(s));
         if (bad[1 + j]) {
             warn_report("shadow: node '%s': %" PRId64 " units of the map of "
@@ -1698,8 +1720,8 @@ static bool shadow_want_unit(BDRVShadowState *s, ShadowChild *sc, int64_t u,
     int i;
 
     shadow_serialize(s, map->stale, u, st);
-    shadow_serialize(s, map->unflushed, u, un);
-    shadow_serialize(s, map->flushing, u, fl);
+    shadow_serialize(s, map->fresh, u, un);
+    shadow_serialize(s, map->fresh_flushing, u, fl);
     for (i = 0; i < SHADOW_META_UNIT_PAYLOAD; i++) {
         uint8_t pending = un[i] | fl[i];
 

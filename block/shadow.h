@@ -136,6 +136,13 @@ typedef struct ShadowChunkMap {
     /* 1: changed before the flush of this child that is under way began */
     HBitmap *flushing;
     /*
+     * 1: the chunk became valid on this child (a copy, a write that covered
+     * it) since a flush began; and before the flush under way began.  A
+     * later write to a valid chunk does not count: intent bits cover it.
+     */
+    HBitmap *fresh;
+    HBitmap *fresh_flushing;
+    /*
      * With metadata: the valid bits on disk that may still be trusted,
      * SHADOW_META_UNIT_PAYLOAD bytes per unit; which units must be written
      * at the next commit; and the sequence number of each unit's current
