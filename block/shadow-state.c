@@ -945,8 +945,8 @@ int shadow_state_flush_child_sync(BDRVShadowState *s, ShadowChild *sc)
  * serves what the guest flushed; and a chunk may be valid on disk with new
  * data in flight (D1), which only intent bits cover after a crash, and a
  * clean header has none.  What only the copy wrote need not be flushed:
- * the maps do not count it until a flush of its child, and a switch
- * flushes its target.
+ * the maps do not count it until a flush of its child, and without
+ * metadata a switch flushes its target.
  */
 static int coroutine_fn GRAPH_RDLOCK
 shadow_flush_guest_written(BDRVShadowState *s)
