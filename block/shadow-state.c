@@ -1614,7 +1614,7 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
     m->table_dirty = true;
     m->in_use = false;
     m->session = img.session;
-    m->durable_active_slot = img.active_slot;
+    m->durable_active_slot = recorded ? img.active_slot : -1;
     shadow_state_reset_intent(s);
     qatomic_set(&s->active_complete, !hbitmap_count(s->active->map.stale));
     qemu_spin_unlock(&s->lock);
@@ -1624,7 +1624,12 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
                     " chunks that had writes in flight are now valid on one "
                     "child only", bdrv_get_node_name(s->bs), recovered);
     }
-    if (recorded != s->active) {
+    if (!recorded) {
+        /* Written before the removal of the active child was recorded */
+        info_report("shadow: node '%s' opens with active child '%s', the "
+                    "metadata recorded a child it no longer has",
+                    bdrv_get_node_name(s->bs), shadow_child_name(s->active));
+    } else if (recorded != s->active) {
         info_report("shadow: node '%s' opens with active child '%s', the "
                     "metadata recorded '%s'", bdrv_get_node_name(s->bs),
                     shadow_child_name(s->active), shadow_child_name(recorded));
@@ -2302,7 +2307,7 @@ shadow_do_commit(BDRVShadowState *s, bool periodic)
     HBitmap *idle = NULL;
     int units = 0;
     bool header = false;
-    int ret, meta_ret = 0;
+    int ret, meta_ret = 0, active_slot;
 
     if (periodic) {
         qemu_spin_lock(&s->lock);
@@ -2321,10 +2326,14 @@ shadow_do_commit(BDRVShadowState *s, bool periodic)
         qemu_co_mutex_lock(&m->io_lock);
         m->table_dirty = false;
         header = true;
-        shadow_header_image(s, &img, true, m->durable_active_slot);
+        active_slot = m->durable_active_slot >= 0 ? m->durable_active_slot
+                                                  : s->active->slot;
+        shadow_header_image(s, &img, true, active_slot);
         meta_ret = shadow_meta_write_header(s, &img);
         if (meta_ret < 0) {
             m->table_dirty = true;
+        } else {
+            m->durable_active_slot = active_slot;
         }
         qemu_co_mutex_unlock(&m->io_lock);
     }
@@ -2587,5 +2596,12 @@ void shadow_state_del_child(BDRVShadowState *s, ShadowChild *sc)
     if (m->child && sc->slot >= 0) {
         memset(&m->slots[sc->slot], 0, sizeof(ShadowSlot));
         m->table_dirty = true;
+        if (m->durable_active_slot == sc->slot) {
+            /*
+             * The header that writes the freed slot must not name it as
+             * the active child: it records the one serving by then.
+             */
+            m->durable_active_slot = -1;
+        }
     }
 }

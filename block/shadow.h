@@ -246,7 +246,8 @@ typedef struct ShadowMeta {
     /*
      * The header on disk says "in use" for the session @session, with
      * @durable_active_slot as the active child.  Until then no child is
-     * written (shadow_state_begin_writing()).
+     * written (shadow_state_begin_writing()).  -1 once that child was
+     * removed: the next header records the active child instead.
      */
     bool in_use;
     uint64_t session;
