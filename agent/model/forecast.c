@@ -111,6 +111,7 @@ struct _ShdForecaster {
   guint64 n;
   double last;
   ShdModelKind best;
+  double z;                     /* normal quantile of the level */
   double weight;                /* of the best model against naive, in (0, 1] */
   double *scratch;
 };
@@ -205,6 +206,7 @@ shd_forecaster_new (const ShdForecastConfig *c)
   f->dl = 1 - 1.0 / c->score_window;
   f->ds = 1 - 1.0 / c->short_window;
   f->best = SHD_MODEL_NAIVE;
+  f->z = shd_normal_quantile (0.5 + c->level / 2);
   f->scratch = g_new (double, G_N_ELEMENTS (median_members));
   slot_start (f, SHD_MODEL_NAIVE, shd_model_new_naive ());
   slot_start (f, SHD_MODEL_EWMA, c->tune ? shd_model_new_ewma_tuned ()
@@ -341,8 +343,11 @@ maybe_update_seasons (ShdForecaster *f)
 
     for (guint j = 0; j < f->n_seasons; j++)
       in_use |= f->seasons[j] == cand[i];
+    /* a calendar period is a strong prior: half a period after the first
+     * says whether it holds; a period found in the data needs a whole one */
     skill = shd_season_skill (buf, f->history.len, cand[i], c->horizon,
-                              c->profile_cycles, c->level_window, c->profile_fit);
+                              c->profile_cycles, c->level_window, c->profile_fit,
+                              MAX (calendar ? cand[i] / 2 : cand[i], 32u));
     if (!isfinite (skill)) {
       if (in_use)               /* too little history to say: keep it */
         accepted[na++] = cand[i];
@@ -475,7 +480,7 @@ shd_forecaster_predict (const ShdForecaster *f, guint h, ShdPrediction *out)
   /* the chosen model's own errors at the scoring horizon, narrower
    * closer in; further out they stop growing after a few steps (a
    * profile, a level or a mean bounds them) */
-  z = shd_normal_quantile (0.5 + f->c.level / 2);
+  z = f->z;
   half = z * MEAN_ABS_TO_SIGMA * s->L / s->Ln * sqrt ((double) MIN (h, MAX (H, 4u)) / H);
   out->lo = out->point - half;
   out->hi = out->point + half;

@@ -25,8 +25,13 @@ typedef struct {
   ShdRing p;                    /* the profile each value had when it came; NAN: none */
   guint64 n;
   double *scratch;
-  /* per update, cached: phi_h (NAN: not computed) and the range of y */
-  double *phi;
+  /* running sums over the last `fit` pairs (d(t - h), d(t)), h = 1..hmax:
+   * sum of products and of squares; recomputed in full now and then so
+   * that rounding does not drift */
+  double *num, *den;
+  guint64 since_full;
+  /* per update, cached: the level (period 0) and the range of y */
+  double level;
   double ymin, ymax;
   gboolean range_valid;
 } Profile;
@@ -48,8 +53,9 @@ p_at (const Profile *s, guint64 t)
  * the values one, two ... periods earlier (the `cycles` latest that are
  * known), or of the last `window` values. */
 static double
-profile_at (const Profile *s, guint64 t)
+profile_at (const Profile *cs, guint64 t)
 {
+  Profile *s = (Profile *) cs;  /* the level's cache */
   guint k = 0;
   guint64 first = s->n - s->y.len;
 
@@ -58,6 +64,8 @@ profile_at (const Profile *s, guint64 t)
   if (s->period == 0) {
     guint w = MIN (s->window, s->y.len);
 
+    if (isfinite (s->level))
+      return s->level;
     for (guint i = 0; i < w; i++)
       s->scratch[k++] = shd_ring_back (&s->y, i);
   } else {
@@ -71,21 +79,82 @@ profile_at (const Profile *s, guint64 t)
   }
   if (k == 0)
     return NAN;
+  if (s->period == 0) {
+    ((Profile *) s)->level = shd_median_inplace (s->scratch, k);
+    return s->level;
+  }
   return shd_median_inplace (s->scratch, k);
+}
+
+/* d(t) = y(t) - p(t), NAN when t has no profile (or left the rings) */
+static double
+dev_at (const Profile *s, guint64 t)
+{
+  double p;
+
+  if (t >= s->n || s->n - t > s->p.len)
+    return NAN;
+  p = p_at (s, t);
+  return isfinite (p) ? y_at (s, t) - p : NAN;
+}
+
+/* The pairs (d(t - h), d(t)) of the last `fit` values, summed afresh. */
+static void
+sums_full (Profile *s)
+{
+  for (guint h = 1; h <= s->hmax; h++) {
+    double num = 0, den = 0;
+
+    for (guint64 t = s->n - MIN ((guint64) s->fit, s->n); t < s->n; t++) {
+      double a, b;
+
+      if (t < h)
+        continue;
+      a = dev_at (s, t - h);
+      b = dev_at (s, t);
+      if (isfinite (a) && isfinite (b)) {
+        num += a * b;
+        den += a * a;
+      }
+    }
+    s->num[h - 1] = num;
+    s->den[h - 1] = den;
+  }
+  s->since_full = 0;
 }
 
 static void
 profile_update (ShdModel *m, double v)
 {
   Profile *s = (Profile *) m;
+  guint64 t, old;
 
   shd_ring_push (&s->p, profile_at (s, s->n));
   shd_ring_push (&s->y, log1p (MAX (v, 0)));
   s->n++;
-
-  for (guint h = 0; h < s->hmax; h++)
-    s->phi[h] = NAN;
+  s->level = NAN;
   s->range_valid = FALSE;
+  if (++s->since_full >= 16 * (guint64) s->fit) {
+    sums_full (s);
+    return;
+  }
+  /* the new value's pairs come in, those of the value `fit` back go out */
+  t = s->n - 1;
+  for (guint h = 1; h <= s->hmax; h++) {
+    double a, b;
+
+    if (t >= h && isfinite (a = dev_at (s, t - h)) && isfinite (b = dev_at (s, t))) {
+      s->num[h - 1] += a * b;
+      s->den[h - 1] += a * a;
+    }
+    if (s->n > s->fit) {
+      old = s->n - 1 - s->fit;
+      if (old >= h && isfinite (a = dev_at (s, old - h)) && isfinite (b = dev_at (s, old))) {
+        s->num[h - 1] -= a * b;
+        s->den[h - 1] -= a * a;
+      }
+    }
+  }
 }
 
 /* phi_h: the least-squares slope through the origin of d(t) on d(t - h)
@@ -93,32 +162,12 @@ profile_update (ShdModel *m, double v)
 static double
 phi_h (const Profile *s, guint h)
 {
-  Profile *w = (Profile *) s;   /* the cache */
-  double num = 0, den = 0, phi;
-  guint64 first;
+  double den;
 
   if (h > s->hmax)
     return pow (phi_h (s, s->hmax), (double) h / s->hmax);
-  if (isfinite (s->phi[h - 1]))
-    return s->phi[h - 1];
-  first = s->n - s->p.len;
-  for (guint64 t = s->n - MIN ((guint64) s->fit, s->n); t < s->n; t++) {
-    double pa, pb, a, b;
-
-    if (t < first + h)
-      continue;
-    pa = p_at (s, t - h);
-    pb = p_at (s, t);
-    if (!isfinite (pa) || !isfinite (pb))
-      continue;
-    a = y_at (s, t - h) - pa;
-    b = y_at (s, t) - pb;
-    num += a * b;
-    den += a * a;
-  }
-  phi = den > 0 ? CLAMP (num / den, 0, 1) : 0;
-  w->phi[h - 1] = phi;
-  return phi;
+  den = s->den[h - 1];
+  return den > 1e-12 ? CLAMP (s->num[h - 1] / den, 0, 1) : 0;
 }
 
 static gboolean
@@ -163,7 +212,8 @@ profile_finalize (ShdModel *m)
   shd_ring_clear (&s->y);
   shd_ring_clear (&s->p);
   g_free (s->scratch);
-  g_free (s->phi);
+  g_free (s->num);
+  g_free (s->den);
 }
 
 static const ShdModelClass profile_class = {
@@ -190,13 +240,14 @@ shd_model_new_profile (guint period, guint cycles, guint window, guint fit)
   s->hmax = MAX (fit / 2, 1u);
   /* the profile reaches back cycles + 1 periods (a forecast more than one
    * period ahead skips the periods not seen yet); phi pairs values hmax
-   * apart over the last fit */
+   * apart over the last fit, and the pair leaving the window reaches back
+   * fit + hmax */
   span = period ? (cycles + 1) * period : window;
-  shd_ring_init (&s->y, span + fit + s->hmax + 2);
-  shd_ring_init (&s->p, fit + s->hmax + 1);
+  shd_ring_init (&s->y, MAX (span, fit + s->hmax + 2) + 2);
+  shd_ring_init (&s->p, fit + s->hmax + 2);
   s->scratch = g_new (double, MAX (cycles, window));
-  s->phi = g_new (double, s->hmax);
-  for (guint h = 0; h < s->hmax; h++)
-    s->phi[h] = NAN;
+  s->num = g_new0 (double, s->hmax);
+  s->den = g_new0 (double, s->hmax);
+  s->level = NAN;
   return &s->base;
 }

@@ -111,7 +111,7 @@ shd_season_candidates (const double *y, gsize n, guint min_period, guint max_per
 
 double
 shd_season_skill (const double *y, gsize n, guint period, guint h, guint cycles,
-                  guint window, guint fit)
+                  guint window, guint fit, guint min_scored)
 {
   g_autoptr (ShdModel) with = NULL;
   g_autoptr (ShdModel) without = NULL;
@@ -119,13 +119,13 @@ shd_season_skill (const double *y, gsize n, guint period, guint h, guint cycles,
   double e_with = 0, e_without = 0;
 
   g_return_val_if_fail (period >= 2 && h >= 1, NAN);
-  if (n < 2 * (gsize) period + h)
+  if (n < (gsize) period + MAX (min_scored, 1u) + h)
     return NAN;
   with = shd_model_new_profile (period, cycles, window, fit);
   without = shd_model_new_profile (0, cycles, window, fit);
   first = MAX ((gsize) period, n / 3);
   /* too few origins say nothing */
-  if (n < first + MAX ((gsize) period, 32) + h)
+  if (n < first + MAX (min_scored, 1u) + h)
     return NAN;
   for (gsize t = 0; t + h <= n; t++) {
     double a, b;

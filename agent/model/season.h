@@ -26,8 +26,8 @@ guint shd_season_candidates (const double *y, gsize n, guint min_period,
  * model with this period over that of the model without a season, both
  * run online over y and scored h steps ahead from every origin after the
  * first period (and after a third of the values).  Below 1: the season
- * helps.  NAN when y holds fewer than two periods. */
+ * helps.  NAN with fewer than min_scored such origins. */
 double shd_season_skill (const double *y, gsize n, guint period, guint h,
-                         guint cycles, guint window, guint fit);
+                         guint cycles, guint window, guint fit, guint min_scored);
 
 G_END_DECLS

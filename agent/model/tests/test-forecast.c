@@ -445,14 +445,15 @@ test_season_skill (void)
     walk += 20 * synth_gauss (r);
     w[t] = walk;
   }
-  g_assert_cmpfloat (shd_season_skill (y, 600, 48, 1, 3, 24, 96), <, 0.6);
-  g_assert_cmpfloat (shd_season_skill (y, 600, 48, 4, 3, 24, 96), <, 0.6);
+  g_assert_cmpfloat (shd_season_skill (y, 600, 48, 1, 3, 24, 96, 48), <, 0.6);
+  g_assert_cmpfloat (shd_season_skill (y, 600, 48, 4, 3, 24, 96, 48), <, 0.6);
   /* a wrong period does not hold up */
-  g_assert_cmpfloat (shd_season_skill (y, 600, 37, 4, 3, 24, 96), >, 0.8);
+  g_assert_cmpfloat (shd_season_skill (y, 600, 37, 4, 3, 24, 96, 48), >, 0.8);
   /* a random walk has no season */
-  g_assert_cmpfloat (shd_season_skill (w, 600, 48, 1, 3, 24, 96), >, 0.97);
+  g_assert_cmpfloat (shd_season_skill (w, 600, 48, 1, 3, 24, 96, 48), >, 0.97);
   /* too short to say */
-  g_assert_true (isnan (shd_season_skill (y, 90, 48, 1, 3, 24, 96)));
+  g_assert_true (isnan (shd_season_skill (y, 90, 48, 1, 3, 24, 96, 48)));
+  g_assert_true (isfinite (shd_season_skill (y, 90, 48, 1, 3, 24, 96, 24)));
 }
 
 static void
