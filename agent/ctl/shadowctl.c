@@ -21,6 +21,7 @@ static const CtlCommand commands[] = {
   { "attach", ctl_cmd_attach, TRUE },
   { "detach", ctl_cmd_attach, FALSE },
   { "backtest", ctl_cmd_backtest, FALSE },
+  { "simulate", ctl_cmd_simulate, FALSE },
 };
 
 static void
@@ -49,8 +50,12 @@ usage (FILE *to)
            "                                 give the disk back to libvirt until attach\n"
            "\n"
            "Offline:\n"
-           "  backtest FILE.csv --column NAME [--period N] [--horizon H] [--json]\n"
+           "  backtest FILE.csv --column NAME [--period N] [--horizon H] [--interval-s S]\n"
+           "          [--json]\n"
            "      rolling-origin backtest of every forecaster on one CSV column\n"
+           "  simulate FILE.csv --column NAME --interval-s S [--config FILE] [--disk NAME]\n"
+           "          [--scale-peak IOPS] [--json]\n"
+           "      the policy and its baselines replayed over one CSV column\n"
            "\n"
            "Run 'shadowctl COMMAND --help' for the options of a command.\n",
            "/run/shadowd/control.sock");
