@@ -22,7 +22,6 @@
 #define SKILL_CALENDAR 0.97     /* a calendar season must beat no season by 3% */
 #define SKILL_FOUND 0.80       /* a season found in the data, by 20% */
 #define SKILL_DROP 1.02         /* a season in use is dropped above this */
-#define MEAN_ABS_TO_SIGMA 1.2533 /* sqrt(pi/2): sigma of a normal from its mean |error| */
 
 static const char *const kind_names[SHD_N_MODELS] = {
   [SHD_MODEL_NAIVE] = "naive",
@@ -111,8 +110,12 @@ struct _ShdForecaster {
   guint64 n;
   double last;
   ShdModelKind best;
-  double z;                     /* normal quantile of the level */
   double weight;                /* of the best model against naive, in (0, 1] */
+  /* the selector's own forecasts horizon steps ahead and their absolute
+   * errors: the interval is their quantile at the level */
+  ShdRing own_pending;
+  ShdRing own_err;
+  double own_q;                 /* the quantile; NAN: compute again */
   double *scratch;
 };
 
@@ -206,8 +209,12 @@ shd_forecaster_new (const ShdForecastConfig *c)
   f->dl = 1 - 1.0 / c->score_window;
   f->ds = 1 - 1.0 / c->short_window;
   f->best = SHD_MODEL_NAIVE;
-  f->z = shd_normal_quantile (0.5 + c->level / 2);
-  f->scratch = g_new (double, G_N_ELEMENTS (median_members));
+  f->scratch = g_new (double, MAX ((guint) G_N_ELEMENTS (median_members), c->score_window));
+  shd_ring_init (&f->own_pending, c->horizon);
+  for (guint i = 0; i < c->horizon; i++)
+    shd_ring_push (&f->own_pending, NAN);
+  shd_ring_init (&f->own_err, c->score_window);
+  f->own_q = NAN;
   slot_start (f, SHD_MODEL_NAIVE, shd_model_new_naive ());
   slot_start (f, SHD_MODEL_EWMA, c->tune ? shd_model_new_ewma_tuned ()
                                          : shd_model_new_ewma (c->ewma_alpha));
@@ -256,6 +263,8 @@ shd_forecaster_free (ShdForecaster *f)
     shd_ring_clear (&f->slot[k].pending);
   }
   shd_ring_clear (&f->history);
+  shd_ring_clear (&f->own_pending);
+  shd_ring_clear (&f->own_err);
   g_free (f->scratch);
   g_free (f);
 }
@@ -405,6 +414,14 @@ shd_forecaster_update (ShdForecaster *f, double y)
     s->Sn = f->ds * s->Sn + 1;
     s->scored++;
   }
+  {
+    double p = shd_ring_get (&f->own_pending, 0);
+
+    if (isfinite (p)) {
+      shd_ring_push (&f->own_err, fabs (y - p));
+      f->own_q = NAN;
+    }
+  }
   for (guint k = 0; k < SHD_N_MODELS; k++)
     if (f->slot[k].model)
       shd_model_update (f->slot[k].model, y);
@@ -420,6 +437,11 @@ shd_forecaster_update (ShdForecaster *f, double y)
     shd_ring_push (&f->slot[k].pending, p);
   }
   choose_best (f);
+  {
+    ShdPrediction p;
+
+    shd_ring_push (&f->own_pending, shd_forecaster_predict (f, f->c.horizon, &p) ? p.point : NAN);
+  }
 }
 
 guint64
@@ -459,8 +481,7 @@ shd_forecaster_best (const ShdForecaster *f)
 gboolean
 shd_forecaster_predict (const ShdForecaster *f, guint h, ShdPrediction *out)
 {
-  const Slot *s = &f->slot[f->best];
-  double half, z;
+  double half;
   guint H = f->c.horizon;
 
   g_return_val_if_fail (h >= 1, FALSE);
@@ -472,16 +493,31 @@ shd_forecaster_predict (const ShdForecaster *f, guint h, ShdPrediction *out)
     if (shd_forecaster_point (f, SHD_MODEL_NAIVE, h, &nv))
       out->point = nv + f->weight * (out->point - nv);
   }
-  out->has_interval = s->scored >= MIN_SCORED && s->Ln > 0;
+  out->has_interval = f->own_err.len >= MIN_SCORED;
   if (!out->has_interval) {
     out->lo = out->hi = out->point;
     return TRUE;
   }
-  /* the chosen model's own errors at the scoring horizon, narrower
-   * closer in; further out they stop growing after a few steps (a
-   * profile, a level or a mean bounds them) */
-  z = f->z;
-  half = z * MEAN_ABS_TO_SIGMA * s->L / s->Ln * sqrt ((double) MIN (h, MAX (H, 4u)) / H);
+  /* the quantile of the selector's own absolute errors at the scoring
+   * horizon (load errors are heavy-tailed: a normal width from their mean
+   * is wide everywhere after a few bursts), narrower closer in; further
+   * out they stop growing after a few steps (a profile, a level or a mean
+   * bounds them) */
+  if (!isfinite (f->own_q)) {
+    guint n = f->own_err.len, k;
+
+    shd_ring_copy (&f->own_err, f->scratch);
+    k = MIN ((guint) floor (f->c.level * n), n - 1);
+    /* the k-th smallest: a median of the lower part is not it, so sort */
+    for (guint a = 1; a < n; a++)
+      for (guint b = a; b > 0 && f->scratch[b] < f->scratch[b - 1]; b--) {
+        double t = f->scratch[b];
+        f->scratch[b] = f->scratch[b - 1];
+        f->scratch[b - 1] = t;
+      }
+    ((ShdForecaster *) f)->own_q = f->scratch[k];
+  }
+  half = f->own_q * sqrt ((double) MIN (h, MAX (H, 4u)) / H);
   out->lo = out->point - half;
   out->hi = out->point + half;
   return TRUE;

@@ -279,3 +279,38 @@ shd_outlook_clear (const ShdOutlook *o, double wall, double limit)
   }
   return clear;
 }
+
+/* Seconds from wall until the first bucket in the lookahead whose point
+ * forecast is over limit (over) or at or under it (!over); INFINITY when
+ * none. */
+static double
+first_point (const ShdOutlook *o, double wall, double limit, gboolean over)
+{
+  for (guint k = 0; k < o->lookahead; k++) {
+    double start, point, hi;
+
+    if (!shd_outlook_bucket (o, k, &start, &point, &hi))
+      break;
+    if (start + o->bucket_s <= wall)
+      continue;
+    if (over ? point > limit : point <= limit)
+      return MAX (start - wall, 0);
+  }
+  return INFINITY;
+}
+
+double
+shd_outlook_fits (const ShdOutlook *o, double wall, double limit)
+{
+  if (shd_forecaster_period (o->fc) == 0)
+    return 0;
+  return first_point (o, wall, limit, FALSE);
+}
+
+double
+shd_outlook_exceeds (const ShdOutlook *o, double wall, double limit)
+{
+  if (shd_forecaster_period (o->fc) == 0)
+    return INFINITY;
+  return first_point (o, wall, limit, TRUE);
+}

@@ -60,6 +60,13 @@ double shd_outlook_onset (const ShdOutlook *o, double wall, double limit, double
 /* Seconds from wall until the last bucket in the lookahead whose upper
  * bound exceeds limit ends; 0 when none does. */
 double shd_outlook_clear (const ShdOutlook *o, double wall, double limit);
+/* Seconds from wall until the first bucket whose point forecast is at or
+ * under limit (0: the current one); INFINITY when none in the lookahead,
+ * 0 without a season. */
+double shd_outlook_fits (const ShdOutlook *o, double wall, double limit);
+/* Seconds from wall until the first bucket whose point forecast exceeds
+ * limit; INFINITY when none does or there is no season. */
+double shd_outlook_exceeds (const ShdOutlook *o, double wall, double limit);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (ShdOutlook, shd_outlook_free)
 

@@ -474,7 +474,8 @@ update_profiles (ShdPolicy *p, const ShdPolicyInput *in)
   /* while a shadow is being pre-warmed, its copy reads compete with the
    * guest on the active child: latency then says little about capacity */
   for (guint c = 0; c < in->n_children; c++)
-    if (in->children[c].valid && in->children[c].copy_bps > 0)
+    if ((in->children[c].valid && in->children[c].copy_bps > 0) ||
+        g_strcmp0 (in->children[c].state, "syncing") == 0)
       copying = TRUE;
   /* a learned capacity is forgotten after an hour without confirmation:
    * the tier may have been busy with something else at the time */
@@ -524,8 +525,9 @@ update_profiles (ShdPolicy *p, const ShdPolicyInput *in)
     /* base latency: the light-load latency of the child serving I/O, the
      * queueing share removed where the capacity is known.  Not from
      * shadows: they only see mirrored writes, which on a throttled tier
-     * queue behind the copy and say little about serving the guest. */
-    if (i == serving && ch->latency_ms <= slo) {
+     * queue behind the copy and say little about serving the guest; nor
+     * while a copy runs, which competes with the guest on this child. */
+    if (i == serving && ch->latency_ms <= slo && !copying) {
       double b = ch->latency_ms;
 
       if (pr->capacity_iops > 0)
@@ -940,13 +942,27 @@ update_base (ShdPolicy *p, const ShdPolicyInput *in, int wanted)
     p->base_cost = cost_base;
 }
 
+/* How far ahead the load must stay over a tier cheaper than the active
+ * one before its copy may go (the disk would live up there): as long as
+ * keeping that copy costs what release-after of the active tier does.
+ * Going down is never a risk for the service level, only a copy to make
+ * again, but a cheap copy is cheap. */
+static double
+cheaper_horizon (const ShdPolicy *p, int tier)
+{
+  double ratio = cost (p, tier) > 0 ? cost (p, p->active) / cost (p, tier) : 1;
+
+  return p->cfg.knobs.release_after_s * MAX (ratio, 1);
+}
+
 /* Which tiers a decision wants now: the active one, the one the load
  * needs, the base, and the one the forecast needs within release-after
  * (plus its copy time).  Without a season to go by a tier is kept until
  * nothing wanted it for release-after; with one, as soon as nothing wants
  * it now and the forecast does not within that time. */
 static void
-note_wanted (ShdPolicy *p, const ShdPolicyInput *in, ShdDecision *d, int wanted, int s_target)
+note_wanted (ShdPolicy *p, const ShdPolicyInput *in, ShdDecision *d, int wanted, int s_target,
+             double need_down)
 {
   const ShdPolicyKnobs *k = &p->cfg.knobs;
 
@@ -954,10 +970,9 @@ note_wanted (ShdPolicy *p, const ShdPolicyInput *in, ShdDecision *d, int wanted,
   if (wanted >= 0)
     p->life[wanted].wanted_t = in->t;
   if (p->base >= 0 && (cost (p, p->base) >= cost (p, p->active) || !p->outlook ||
-                       shd_outlook_period (p->outlook) == 0 ||
-                       shd_outlook_clear (p->outlook, in->wall,
-                                          shd_policy_tier_limit (p, p->base) *
-                                          (1 - k->hysteresis)) <= k->release_after_s))
+                       shd_outlook_fits (p->outlook, in->wall,
+                                         shd_policy_tier_limit (p, p->base) *
+                                         (1 - k->hysteresis)) <= cheaper_horizon (p, p->base)))
     p->life[p->base].wanted_t = in->t;
   if (p->outlook && shd_outlook_period (p->outlook)) {
     for (guint i = 0; i < p->cfg.n_tiers; i++) {
@@ -977,11 +992,9 @@ note_wanted (ShdPolicy *p, const ShdPolicyInput *in, ShdDecision *d, int wanted,
         p->life[i].wanted_t = in->t;
     }
   }
-  /* a cheaper tier than the active one: wanted while the load fits it
-   * (or the base is it), or when the forecast brings the load back under
-   * it within release-after; not when the forecast keeps the load over
-   * it longer (the disk lives up there for a while: going down is never
-   * a risk for the service level, only a copy to make again) */
+  /* a cheaper tier than the active one: wanted while the load fits it,
+   * or when the forecast brings the load back under it soon enough
+   * (cheaper_horizon) */
   for (guint o = 0; o < p->cfg.n_tiers; o++) {
     int i = p->order[o];
     double limit;
@@ -991,10 +1004,11 @@ note_wanted (ShdPolicy *p, const ShdPolicyInput *in, ShdDecision *d, int wanted,
     if (!usable (p, i) || i == p->base)
       continue;
     limit = shd_policy_tier_limit (p, i) * (1 - k->hysteresis);
-    if (d->need <= limit || !p->outlook || shd_outlook_period (p->outlook) == 0 ||
-        shd_outlook_clear (p->outlook, in->wall, limit) <= k->release_after_s)
+    if (need_down <= limit || !p->outlook ||
+        shd_outlook_fits (p->outlook, in->wall, limit) <= cheaper_horizon (p, i))
       p->life[i].wanted_t = in->t;
   }
+  (void) d;
   (void) s_target;
 }
 
@@ -1191,7 +1205,7 @@ shd_policy_step (ShdPolicy *p, const ShdPolicyInput *in)
   /* never below the base: the disk lives there between spikes */
   if (wanted >= 0 && p->base >= 0 && cost (p, wanted) < cost (p, p->base))
     wanted = p->base;
-  note_wanted (p, in, d, wanted, s_target);
+  note_wanted (p, in, d, wanted, s_target, need_down);
 
   /* operator request */
   if (p->requested >= 0) {
@@ -1309,9 +1323,8 @@ shd_policy_step (ShdPolicy *p, const ShdPolicyInput *in)
 
     /* the forecast brings the load back over the cheaper tier soon: stay */
     if (p->outlook)
-      back_onset = shd_outlook_onset (p->outlook, in->wall,
-                                      shd_policy_tier_limit (p, wanted) * (1 - k->hysteresis),
-                                      NULL);
+      back_onset = shd_outlook_exceeds (p->outlook, in->wall,
+                                        shd_policy_tier_limit (p, wanted) * (1 - k->hysteresis));
     if (isfinite (p->low_since) && in->t - p->low_since >= k->switch_back_after_s &&
         back_onset > k->min_dwell_s + k->switch_lead_s) {
       int target = -1;
