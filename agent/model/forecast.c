@@ -21,7 +21,7 @@
 #define MIN_SCORED 16           /* errors before a model may be chosen */
 #define SKILL_CALENDAR 0.97     /* a calendar season must beat no season by 3% */
 #define SKILL_FOUND 0.80       /* a season found in the data, by 20% */
-#define SKILL_DROP 1.02         /* a season in use is dropped above this */
+#define SKILL_DROP 1.10         /* a season in use is dropped above this: clearly worse */
 
 static const char *const kind_names[SHD_N_MODELS] = {
   [SHD_MODEL_NAIVE] = "naive",
@@ -111,8 +111,8 @@ struct _ShdForecaster {
   double last;
   ShdModelKind best;
   double weight;                /* of the best model against naive, in (0, 1] */
-  /* the selector's own forecasts horizon steps ahead and their absolute
-   * errors: the interval is their quantile at the level */
+  /* the selector's own forecasts horizon steps ahead and their errors on
+   * log(1 + y): the interval is their quantile at the level */
   ShdRing own_pending;
   ShdRing own_err;
   double own_q;                 /* the quantile; NAN: compute again */
@@ -418,7 +418,7 @@ shd_forecaster_update (ShdForecaster *f, double y)
     double p = shd_ring_get (&f->own_pending, 0);
 
     if (isfinite (p)) {
-      shd_ring_push (&f->own_err, fabs (y - p));
+      shd_ring_push (&f->own_err, fabs (log1p (MAX (y, 0)) - log1p (MAX (p, 0))));
       f->own_q = NAN;
     }
   }
@@ -498,11 +498,12 @@ shd_forecaster_predict (const ShdForecaster *f, guint h, ShdPrediction *out)
     out->lo = out->hi = out->point;
     return TRUE;
   }
-  /* the quantile of the selector's own absolute errors at the scoring
-   * horizon (load errors are heavy-tailed: a normal width from their mean
-   * is wide everywhere after a few bursts), narrower closer in; further
-   * out they stop growing after a few steps (a profile, a level or a mean
-   * bounds them) */
+  /* the quantile of the selector's own errors at the scoring horizon, on
+   * log(1 + y): load is positive and its errors scale with it, so the
+   * interval is a factor around the forecast (an additive width from a
+   * few bursts put every quiet hour over a tier's limit).  Narrower
+   * closer in; further out they stop growing after a few steps (a
+   * profile, a level or a mean bounds them). */
   if (!isfinite (f->own_q)) {
     guint n = f->own_err.len, k;
 
@@ -518,8 +519,8 @@ shd_forecaster_predict (const ShdForecaster *f, guint h, ShdPrediction *out)
     ((ShdForecaster *) f)->own_q = f->scratch[k];
   }
   half = f->own_q * sqrt ((double) MIN (h, MAX (H, 4u)) / H);
-  out->lo = out->point - half;
-  out->hi = out->point + half;
+  out->lo = expm1 (log1p (MAX (out->point, 0)) - half);
+  out->hi = expm1 (log1p (MAX (out->point, 0)) + half);
   return TRUE;
 }
 

@@ -22,6 +22,7 @@ struct _ShdOutlook {
   /* the forecast for the lookahead, by bucket after the last learned one;
    * computed again after each bucket learned */
   double *fc_point, *fc_hi;
+  double *fc_profile;           /* the profile's median of recent days; NAN */
   guint fc_len;                 /* buckets in the cache; 0: stale */
 };
 
@@ -42,6 +43,7 @@ shd_outlook_new (double interval_s, double bucket_s, double lookahead_s, double 
   o->samples = g_new (double, o->cap_samples);
   o->fc_point = g_new (double, o->lookahead + 2);
   o->fc_hi = g_new (double, o->lookahead + 2);
+  o->fc_profile = g_new (double, o->lookahead + 2);
   shd_forecast_config_init (&o->fc_config);
   o->fc_config.level = level;
   shd_forecast_config_set_calendar (&o->fc_config, o->bucket_s, seasons_s);
@@ -66,6 +68,7 @@ shd_outlook_free (ShdOutlook *o)
   g_free (o->samples);
   g_free (o->fc_point);
   g_free (o->fc_hi);
+  g_free (o->fc_profile);
   g_free (o);
 }
 
@@ -103,9 +106,12 @@ fill_cache (ShdOutlook *o)
     /* what the same hour held on most recent days (the profile's median)
      * counts too, whichever model the selector trusts on average: a
      * smoother that wins on the quiet hours flattens the daily burst */
+    o->fc_profile[h - 1] = NAN;
     if (shd_forecaster_period (o->fc) &&
-        shd_forecaster_point (o->fc, SHD_MODEL_PROFILE, h, &prof))
+        shd_forecaster_point (o->fc, SHD_MODEL_PROFILE, h, &prof)) {
       o->fc_hi[h - 1] = MAX (o->fc_hi[h - 1], prof);
+      o->fc_profile[h - 1] = MAX (prof, 0);
+    }
     o->fc_len = h;
   }
 }
@@ -287,13 +293,19 @@ static double
 first_point (const ShdOutlook *o, double wall, double limit, gboolean over)
 {
   for (guint k = 0; k < o->lookahead; k++) {
-    double start, point, hi;
+    double start, point, hi, prof, expect;
+    gint64 h;
 
     if (!shd_outlook_bucket (o, k, &start, &point, &hi))
       break;
     if (start + o->bucket_s <= wall)
       continue;
-    if (over ? point > limit : point <= limit)
+    /* hours ahead the season is the better guide: what recent days held
+     * at that hour (the selector may be naive, which sees no season) */
+    h = (o->cur >= 0 ? o->cur : o->last + 1) + k - o->last;
+    prof = h >= 1 && h <= o->fc_len ? o->fc_profile[h - 1] : NAN;
+    expect = isfinite (prof) ? (over ? MAX (point, prof) : prof) : point;
+    if (over ? expect > limit : expect <= limit)
       return MAX (start - wall, 0);
   }
   return INFINITY;

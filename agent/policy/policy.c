@@ -798,10 +798,15 @@ load_until (const ShdPolicy *p, const ShdPolicyInput *in, double until)
   return load;
 }
 
+/* Seconds a copy of the whole disk onto `tier` needs at this load. */
 static double
-warm_seconds (const ShdPolicy *p, const ShdPolicyInput *in, int tier)
+whole_copy_seconds (const ShdPolicy *p, const ShdPolicyInput *in, int tier)
 {
-  return warm_seconds_at (p, in, tier, in->iops);
+  const ShdTierProfile *pr = &p->prof[tier];
+  double rate = isfinite (pr->copy_rate0) ? pr->copy_rate0 : DEFAULT_COPY_BPS;
+  guint64 size = disk_size (p, in);
+
+  return size ? size / (rate * guest_share (p, in->iops)) : NAN;
 }
 
 /* The copy rate onto each warming tier, per unit of guest share. */
@@ -985,10 +990,12 @@ note_wanted (ShdPolicy *p, const ShdPolicyInput *in, ShdDecision *d, int wanted,
         if (cost (p, j) < cost (p, i) && usable (p, j))
           limit = isfinite (limit) ? MAX (limit, shd_policy_tier_limit (p, j))
                                    : shd_policy_tier_limit (p, j);
-      warm = warm_seconds (p, in, i);
+      /* the horizon of a warm-up from scratch, so that a tier warmed for
+       * an onset stays wanted until it comes */
+      warm = whole_copy_seconds (p, in, i);
       onset = shd_outlook_onset (p->outlook, in->wall, limit, NULL);
       if (onset <= k->release_after_s + (isfinite (warm) ? WARM_SAFETY * warm : 0) +
-                   k->prewarm_margin_s + k->switch_lead_s)
+                   k->prewarm_margin_s + k->switch_lead_s + p->cfg.interval_s)
         p->life[i].wanted_t = in->t;
     }
   }
@@ -1129,8 +1136,10 @@ shd_policy_step (ShdPolicy *p, const ShdPolicyInput *in)
   d->spike_z = sr.z;
   d->model = shd_policy_model (p);
   if (p->outlook) {
-    d->bucket_closed = shd_outlook_add (p->outlook, in->wall, in->iops, &d->bucket_index,
-                                        &d->bucket_value);
+    /* the sample measured the interval before in->wall: its middle is
+     * the time it belongs to */
+    d->bucket_closed = shd_outlook_add (p->outlook, in->wall - p->cfg.interval_s / 2, in->iops,
+                                        &d->bucket_index, &d->bucket_value);
     d->outlook_model = shd_outlook_period (p->outlook) ? shd_outlook_model (p->outlook) : NULL;
   }
   for (guint h = 1; h <= H; h++) {
