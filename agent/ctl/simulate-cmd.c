@@ -113,6 +113,7 @@ ctl_cmd_simulate (const CtlCommand *cmd, int argc, char **argv)
   g_autofree char *config = NULL;
   g_autofree char *disk = NULL;
   double interval = 0, scale_peak = 0;
+  int history = 0;
   gboolean json = FALSE, trace = FALSE;
   GOptionEntry entries[] = {
     { "column", 'c', 0, G_OPTION_ARG_STRING, &column, "Column of per-row counts", "NAME" },
@@ -123,6 +124,8 @@ ctl_cmd_simulate (const CtlCommand *cmd, int argc, char **argv)
     { "disk", 0, 0, G_OPTION_ARG_STRING, &disk, "The [disk:NAME] to use", "NAME" },
     { "scale-peak", 0, 0, G_OPTION_ARG_DOUBLE, &scale_peak,
       "Scale the load so that its busiest row is this many IOPS", "IOPS" },
+    { "history-rows", 0, 0, G_OPTION_ARG_INT, &history,
+      "The first N rows are past load: learned, not counted", "N" },
     { "trace", 0, 0, G_OPTION_ARG_NONE, &trace, "Add each row of the agents (JSON)", NULL },
     { "json", 0, 0, G_OPTION_ARG_NONE, &json, "Print JSON", NULL },
     { NULL, 0, 0, 0, NULL, NULL, NULL }
@@ -142,7 +145,7 @@ ctl_cmd_simulate (const CtlCommand *cmd, int argc, char **argv)
     g_printerr ("shadowctl simulate: %s\n", error->message);
     return EXIT_USAGE;
   }
-  if (argc != 2 || column == NULL || !(interval > 0) || scale_peak < 0) {
+  if (argc != 2 || column == NULL || !(interval > 0) || scale_peak < 0 || history < 0) {
     g_printerr ("shadowctl simulate: usage: shadowctl simulate FILE.csv --column NAME "
                 "--interval-s S [--config FILE] [--disk NAME] [--scale-peak IOPS] [--json]\n");
     return EXIT_USAGE;
@@ -160,6 +163,7 @@ ctl_cmd_simulate (const CtlCommand *cmd, int argc, char **argv)
     return EXIT_FAILURE;
   }
   sc.trace = trace;
+  sc.history_rows = (guint) history;
   /* per-row counts to IOPS, scaled if asked */
   for (guint i = 0; i < values->len; i++) {
     double *v = &g_array_index (values, double, i);

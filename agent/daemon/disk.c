@@ -14,7 +14,8 @@
 
 #define MAX_DECISIONS 256       /* kept in memory per disk */
 #define REPEAT_RECORD_S 60      /* a repeated non-hold decision is recorded this often */
-#define NODES_EVERY_S 10        /* the nodes (size, allocation) are read this often */
+#define NODES_EVERY_S 10        /* the nodes (size, allocation) are read this often, or
+                                   every seasonal bucket if shorter (a compressed day) */
 
 
 G_DEFINE_TYPE (ShdDisk, shd_disk, G_TYPE_OBJECT)
@@ -416,6 +417,15 @@ on_stats (GObject *src, GAsyncResult *res, gpointer data)
 
 static void read_nodes (ShdDisk *disk);
 
+static double
+nodes_every (ShdDisk *disk)
+{
+  const ShdOutlook *o = shd_policy_outlook (disk->policy);
+  double every = o ? MIN (NODES_EVERY_S, shd_outlook_bucket_s (o)) : NODES_EVERY_S;
+
+  return MAX (every, disk->interval_s) - 0.05;
+}
+
 static gboolean
 on_timer (gpointer data)
 {
@@ -434,7 +444,7 @@ on_timer (gpointer data)
   shd_qmp_execute_async (disk->qmp, "query-blockstats", args, 0, disk->cancel,
                          on_stats, g_object_ref (disk));
   json_object_unref (args);
-  if (!disk->nodes_in_flight && policy_now (disk) - disk->nodes_t >= NODES_EVERY_S)
+  if (!disk->nodes_in_flight && policy_now (disk) - disk->nodes_t >= nodes_every (disk))
     read_nodes (disk);
   return G_SOURCE_CONTINUE;
 }

@@ -133,11 +133,11 @@ world_row (World *w, guint r, double load)
 
 /* Maximal runs of rows over the cheapest tier's max_iops. */
 static GArray *
-find_spikes (const double *load, gsize n, double limit, double S)
+find_spikes (const double *load, gsize from, gsize n, double limit, double S)
 {
   GArray *a = g_array_new (FALSE, FALSE, sizeof (ShdSimSpike));
 
-  for (gsize r = 0; r < n; r++) {
+  for (gsize r = from; r < n; r++) {
     ShdSimSpike s = { .prewarm_start_s = NAN, .prewarm_done_s = NAN, .switch_s = NAN,
                       .lead_s = NAN };
 
@@ -215,6 +215,23 @@ attribute_spikes (const ShdSimConfig *c, GArray *spikes, GArray *events, int fir
 
 /* ---- the agents ---- */
 
+static gint
+cmp_double (gconstpointer a, gconstpointer b)
+{
+  double x = *(const double *) a, y = *(const double *) b;
+
+  return x < y ? -1 : x > y;
+}
+
+/* The seasonal scale's bucket, or the row when forecasting is off. */
+static double
+shd_outlook_bucket_s_or (ShdPolicy *p, double dflt)
+{
+  const ShdOutlook *o = shd_policy_outlook (p);
+
+  return o ? shd_outlook_bucket_s (o) : dflt;
+}
+
 static void
 run_agent (const double *load, gsize n, const ShdSimConfig *c, gboolean forecast,
            ShdSimOutcome *out, int cheapest)
@@ -230,6 +247,38 @@ run_agent (const double *load, gsize n, const ShdSimConfig *c, gboolean forecast
   pc.add_children = TRUE;
   pc.dry_run = FALSE;
   p = shd_policy_new (&pc);
+  /* the history: learned as shadowd learns imported load, as buckets of
+   * the seasonal scale (and the short-term forecaster warmed), and the
+   * clock starts after it */
+  if (c->history_rows) {
+    g_autofree double *h = g_new (double, c->history_rows);
+    double bucket = shd_outlook_bucket_s_or (p, c->interval_s);
+    g_autoptr (GArray) in_bucket = g_array_new (FALSE, FALSE, sizeof (double));
+    gint64 cur = 0;
+
+    for (guint r = 0; r <= c->history_rows; r++) {
+      gint64 b = r < c->history_rows ? (gint64) floor (r * c->interval_s / bucket) : -1;
+
+      /* a bucket's value: the 90th percentile of its rows, as shadowd's */
+      if (b != cur && in_bucket->len > 0) {
+        double *v = (double *) in_bucket->data, rank;
+        guint k;
+
+        g_array_sort (in_bucket, cmp_double);
+        rank = 0.9 * (in_bucket->len - 1);
+        k = (guint) floor (rank);
+        shd_policy_feed_bucket (p, cur, k + 1 < in_bucket->len ?
+                                v[k] + (rank - k) * (v[k + 1] - v[k]) : v[k]);
+        g_array_set_size (in_bucket, 0);
+      }
+      if (b < 0)
+        break;
+      cur = b;
+      h[r] = MAX (load[r], 0);
+      g_array_append_val (in_bucket, h[r]);
+    }
+    shd_policy_warm (p, h, c->history_rows);
+  }
   w.events = g_array_new (FALSE, FALSE, sizeof (Event));
   w.active = cheapest;
   w.present[cheapest] = w.synced[cheapest] = TRUE;
@@ -237,7 +286,7 @@ run_agent (const double *load, gsize n, const ShdSimConfig *c, gboolean forecast
   if (c->trace)
     out->trace = g_array_new (FALSE, FALSE, sizeof (ShdSimRow));
 
-  for (gsize r = 0; r < n; r++) {
+  for (gsize r = c->history_rows; r < n; r++) {
     double L = MAX (load[r], 0), served, lat;
     ShdPolicyInput in;
     const ShdDecision *d;
@@ -324,11 +373,13 @@ run_agent (const double *load, gsize n, const ShdSimConfig *c, gboolean forecast
 static void
 run_fixed (const double *load, gsize n, const ShdSimConfig *c, int tier, ShdSimOutcome *out)
 {
-  for (gsize r = 0; r < n; r++)
+  gsize rows = n - c->history_rows;
+
+  for (gsize r = c->history_rows; r < n; r++)
     if (load[r] > c->tiers[tier].max_iops)
       out->violation_s += c->interval_s;
-  out->gib_hours[tier] = c->size_bytes * n * c->interval_s / GIB / 3600;
-  out->tier_cost[tier] = c->size_bytes * n * c->interval_s * price_per_byte_s (c, tier);
+  out->gib_hours[tier] = c->size_bytes * rows * c->interval_s / GIB / 3600;
+  out->tier_cost[tier] = c->size_bytes * rows * c->interval_s * price_per_byte_s (c, tier);
   out->cost = out->tier_cost[tier];
 }
 
@@ -350,9 +401,12 @@ typedef struct {
 } Cell;
 
 static void
-run_oracle (const double *load, gsize n, const ShdSimConfig *c, ShdSimOutcome *out,
+run_oracle (const double *all, gsize n_all, const ShdSimConfig *c, ShdSimOutcome *out,
             int cheapest)
 {
+  const double *load = all + c->history_rows;
+  gsize n = n_all - c->history_rows;
+  double t_off = c->history_rows * c->interval_s;
   guint nt = c->policy.n_tiers, ns = nt << nt;
   double S = c->interval_s, size = c->size_bytes;
   g_autofree Cell *dp = g_new (Cell, (n + 1) * (gsize) ns);
@@ -429,7 +483,7 @@ run_oracle (const double *load, gsize n, const ShdSimConfig *c, ShdSimOutcome *o
     path[0] = (1u << cheapest) * nt + cheapest;
     for (gsize r = 1; r <= n; r++) {
       guint set = path[r] / nt, pset = path[r - 1] / nt, a = path[r] % nt;
-      double t = (r - 1) * S;
+      double t = t_off + (r - 1) * S;
 
       for (guint i = 0; i < nt; i++) {
         if (set & (1u << i)) {
@@ -467,7 +521,7 @@ shd_sim_run (const double *load, gsize n, const ShdSimConfig *c, GError **error)
   int order[SHD_POLICY_MAX_TIERS];
   guint nt = c->policy.n_tiers;
 
-  if (n == 0 || !(c->interval_s > 0) || !(c->size_bytes > 0) || nt < 1 ||
+  if (n <= c->history_rows || !(c->interval_s > 0) || !(c->size_bytes > 0) || nt < 1 ||
       nt > SHD_POLICY_MAX_TIERS) {
     g_set_error (error, SHD_SIM_ERROR, SHD_SIM_ERROR_INVALID,
                  "a simulation needs rows, an interval, the disk's size and 1 to %d tiers",
@@ -488,14 +542,15 @@ shd_sim_run (const double *load, gsize n, const ShdSimConfig *c, GError **error)
   order_by_cost (c, order);
   r = g_new0 (ShdSimResult, 1);
   r->interval_s = c->interval_s;
-  r->rows = n;
+  r->rows = n - c->history_rows;
   r->n_tiers = nt;
   r->size_bytes = c->size_bytes;
   for (guint i = 0; i < nt; i++)
     r->tiers[i] = g_strdup (c->policy.tiers[i].tier);
   for (guint p = 0; p < SHD_SIM_N_POLICIES; p++) {
     r->policies[p].name = policy_names[p];
-    r->policies[p].spikes = find_spikes (load, n, c->tiers[order[0]].max_iops, c->interval_s);
+    r->policies[p].spikes = find_spikes (load, c->history_rows, n, c->tiers[order[0]].max_iops,
+                                         c->interval_s);
   }
   run_agent (load, n, c, TRUE, &r->policies[SHD_SIM_SHADOWTIER], order[0]);
   run_agent (load, n, c, FALSE, &r->policies[SHD_SIM_REACTIVE], order[0]);

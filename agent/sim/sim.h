@@ -54,6 +54,10 @@ typedef struct {
   ShdPolicyConfig policy;
   ShdSimTier tiers[SHD_POLICY_MAX_TIERS];     /* the world, by the policy's tiers */
   gboolean trace;               /* keep the per-row trace of the agents */
+  guint history_rows;           /* the first rows are history: the agents
+                                   learn from them (as from imported load),
+                                   nothing is counted, every policy starts
+                                   on the cheapest tier after them */
 } ShdSimConfig;
 
 typedef enum {
@@ -98,7 +102,7 @@ typedef struct {
 
 typedef struct {
   double interval_s;
-  guint rows;
+  guint rows;                   /* counted (after the history rows) */
   guint n_tiers;
   char *tiers[SHD_POLICY_MAX_TIERS];
   double size_bytes;

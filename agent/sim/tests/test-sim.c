@@ -133,6 +133,46 @@ test_compressed_day (void)
   g_assert_cmpfloat (outcome (r, SHD_SIM_ALWAYS_CHEAP)->violation_s, ==, days * len);
 }
 
+/* Three past days as history (learned, not counted): every counted spike
+ * is met ahead, from the first. */
+static void
+test_history_rows (void)
+{
+  const guint days = 6, day = 600, at = 400, len = 60;
+  g_autofree double *y = daily_series (days, day, at, len, 3);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (ShdSimResult) r = NULL;
+  const ShdSimOutcome *st;
+  ShdSimConfig c;
+
+  config_init (&c, 20);
+  c.policy.knobs.bucket_s = 5;
+  c.policy.knobs.seasons_s[0] = day;
+  c.policy.knobs.seasons_s[1] = 0;
+  c.policy.knobs.lookahead_s = 120;
+  c.policy.knobs.prewarm_margin_s = 5;
+  c.policy.knobs.switch_lead_s = 2;
+  c.policy.knobs.release_after_s = 60;
+  c.policy.knobs.min_dwell_s = 10;
+  c.policy.knobs.switch_back_after_s = 15;
+  c.policy.knobs.max_switches_per_hour = 100;
+  c.history_rows = 3 * day;
+  r = shd_sim_run (y, (gsize) days * day, &c, &error);
+  g_assert_no_error (error);
+  log_outcomes (r);
+  g_assert_cmpuint (r->rows, ==, 3 * day);
+  st = outcome (r, SHD_SIM_SHADOWTIER);
+  g_assert_cmpuint (st->spikes->len, ==, 3);
+  for (guint s = 0; s < st->spikes->len; s++) {
+    const ShdSimSpike *sp = &g_array_index (st->spikes, ShdSimSpike, s);
+
+    g_assert_cmpfloat (sp->onset_s, ==, (3 + s) * day + at);
+    g_assert_cmpfloat (sp->lead_s, >=, 0);
+  }
+  g_assert_cmpfloat (st->violation_s, ==, 0);
+  g_assert_cmpfloat (outcome (r, SHD_SIM_ALWAYS_CHEAP)->violation_s, ==, 3 * len);
+}
+
 /* A real day at one sample a second, the defaults (buckets of 5 minutes,
  * a day and a week as seasons, release after an hour): a spike at 14:00
  * for an hour, three days.  On the third it is met ahead. */
@@ -276,6 +316,7 @@ main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/sim/compressed-day", test_compressed_day);
+  g_test_add_func ("/sim/history-rows", test_history_rows);
   g_test_add_func ("/sim/real-day", test_real_day);
   g_test_add_func ("/sim/oracle", test_oracle);
   g_test_add_func ("/sim/json", test_json);
