@@ -333,7 +333,7 @@ maybe_update_seasons (ShdForecaster *f)
 
   if (c->period >= 2)
     return;
-  every = calendar ? MAX (c->calendar[0] / 4, 8u) : MAX (c->max_period / 4, 8u);
+  every = calendar ? MAX (c->calendar[0] / 8, 4u) : MAX (c->max_period / 4, 8u);
   if (f->n % every != 0 || f->history.len < 2 * MAX (c->min_period, 4u) + c->horizon)
     return;
   buf = g_new (double, f->history.len);
@@ -354,9 +354,13 @@ maybe_update_seasons (ShdForecaster *f)
       in_use |= f->seasons[j] == cand[i];
     /* a calendar period is a strong prior: half a period after the first
      * says whether it holds; a period found in the data needs a whole one */
-    skill = shd_season_skill (buf, f->history.len, cand[i], c->horizon,
+    /* tested hours ahead, where a season matters (an eighth of it, at
+     * least the scoring horizon): one step ahead persistence is hard to
+     * beat even on a disk busy every afternoon */
+    skill = shd_season_skill (buf, f->history.len, cand[i],
+                              MAX (c->horizon, calendar ? cand[i] / 8 : 1),
                               c->profile_cycles, c->level_window, c->profile_fit,
-                              MAX (calendar ? cand[i] / 2 : cand[i], 32u));
+                              calendar ? MAX (cand[i] / 4, 12u) : MAX (cand[i], 32u));
     if (!isfinite (skill)) {
       if (in_use)               /* too little history to say: keep it */
         accepted[na++] = cand[i];

@@ -1064,6 +1064,10 @@ release_candidate (ShdPolicy *p, const ShdPolicyInput *in, gboolean spike_now, c
                 "per GiB-month)", tier_name (p, p->base), 100 * p->share[p->base],
                 tier_name (p, i), cost (p, i) + cost (p, p->base) * p->share[p->base],
                 p->base_cost);
+    else if (by_forecast && cost (p, i) < cost (p, p->active))
+      snprintf (why, why_len, "the seasonal forecast keeps the load over %s's limit for "
+                "more than %.0f s (release-after times the price ratio): the disk stays on "
+                "%s", tier_name (p, i), cheaper_horizon (p, i), tier_name (p, p->active));
     else if (by_forecast)
       snprintf (why, why_len, "%s is not needed now, and the seasonal forecast does not "
                 "need it within release-after (%.0f s) and its copy time",
@@ -1334,8 +1338,10 @@ shd_policy_step (ShdPolicy *p, const ShdPolicyInput *in)
     if (p->outlook)
       back_onset = shd_outlook_exceeds (p->outlook, in->wall,
                                         shd_policy_tier_limit (p, wanted) * (1 - k->hysteresis));
+    /* not when the forecast brings it back before the next decisions could
+     * move up again in time */
     if (isfinite (p->low_since) && in->t - p->low_since >= k->switch_back_after_s &&
-        back_onset > k->min_dwell_s + k->switch_lead_s) {
+        back_onset > k->min_dwell_s + k->switch_lead_s + p->cfg.interval_s) {
       int target = -1;
 
       /* the cheapest ready tier that meets the need with hysteresis, not

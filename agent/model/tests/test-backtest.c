@@ -155,7 +155,7 @@ test_same_origins (void)
   shd_backtest_config_init (&c);
   c.interval_s = 1800;
   c.horizon = 4;
-  c.train_fraction = 0.2;
+  c.train_fraction = 0.15;
   res = shd_backtest_run (y, G_N_ELEMENTS (y), &c, &error);
   g_assert_no_error (error);
   for (guint k = 0; k <= SHD_N_MODELS; k++)
