@@ -527,18 +527,3 @@ shd_forecaster_predict (const ShdForecaster *f, guint h, ShdPrediction *out)
   out->hi = expm1 (log1p (MAX (out->point, 0)) + half);
   return TRUE;
 }
-
-gsize
-shd_forecaster_state_bytes (const ShdForecaster *f)
-{
-  gsize n = sizeof *f + f->history.cap * sizeof (double);
-
-  for (guint k = 0; k < SHD_N_MODELS; k++)
-    n += f->slot[k].pending.cap * sizeof (double);
-  /* the models' rings: bounded by the history's length for the seasonal
-   * ones, a few hundred values for the others */
-  for (guint k = 0; k < SHD_N_MODELS; k++)
-    if (f->slot[k].model)
-      n += f->slot[k].model->resid.cap * sizeof (double);
-  return n;
-}

@@ -143,8 +143,6 @@ ShdModelKind shd_forecaster_best (const ShdForecaster *f);
 gboolean shd_forecaster_predict (const ShdForecaster *f, guint h,
                                  ShdPrediction *out);
 const char *shd_model_kind_name (ShdModelKind k);
-/* Bytes of state, for the agent's cost per disk. */
-gsize shd_forecaster_state_bytes (const ShdForecaster *f);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (ShdForecaster, shd_forecaster_free)
 
