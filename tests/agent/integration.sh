@@ -17,7 +17,7 @@
 #   restart  qemu-storage-daemon is killed and restarted: shadowd
 #            reconnects, re-reads the node and still switches on a step;
 #            shadowd itself is restarted and keeps its history
-#   lifecycle  a day of 40 s (by configuration only): four past days with
+#   lifecycle  a day of 50 s (by configuration only): four past days with
 #            a spike at the same second are imported (shadowctl import);
 #            live, the node starts without tier-b, and before each spike
 #            shadowd adds and warms tier-b and switches to it, ahead of
@@ -341,9 +341,9 @@ restart)
     echo "RESULT restart: reconnected in ${reconnect} s; then up ${up} s, back ${back} s; history kept ${old} samples"
     ;;
 lifecycle)
-    DAY=40 SPIKE_AT=22 SPIKE_LEN=10
+    DAY=50 SPIKE_AT=22 SPIKE_LEN=8
     start_qsd '["tier-a"]'
-    # a day of 40 s and buckets of 1 s: the compression is configuration
+    # a day of 50 s and buckets of 1 s: the compression is configuration
     "$py" - "$dir/shadowd.conf" "$DAY" << 'PY'
 import sys
 p, day = sys.argv[1], sys.argv[2]
