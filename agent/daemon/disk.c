@@ -248,9 +248,10 @@ problem (ShdDisk *disk, const char *msg)
 }
 
 /* The seasonal scale from the stored buckets (and imported ones): up to
- * five weeks of 5-minute buckets, so that a restarted agent knows
+ * six weeks of 5-minute buckets, what the forecaster keeps with a week's
+ * season (history-days may keep fewer), so that a restarted agent knows
  * yesterday and last week. */
-#define WARM_BUCKETS 10080
+#define WARM_BUCKETS 12096
 
 static void
 warm_buckets (ShdDisk *disk)

@@ -22,6 +22,10 @@
 #define SKILL_CALENDAR 0.97     /* a calendar season must beat no season by 3% */
 #define SKILL_FOUND 0.80       /* a season found in the data, by 20% */
 #define SKILL_DROP 1.10         /* a season in use is dropped above this: clearly worse */
+/* History kept beyond the profile's cycles: a season's test scores the
+ * last two thirds of it, four cycles with the profile's three, so one odd
+ * day (a spike that did not come) is outvoted rather than decisive */
+#define EXTRA_CYCLES 3
 
 static const char *const kind_names[SHD_N_MODELS] = {
   [SHD_MODEL_NAIVE] = "naive",
@@ -238,16 +242,16 @@ shd_forecaster_new (const ShdForecastConfig *c)
   if (c->period >= 2) {
     f->seasons[0] = c->period;
     f->n_seasons = 1;
-    hist = c->period * (c->profile_cycles + 1);
+    hist = c->period * (c->profile_cycles + EXTRA_CYCLES);
   } else if (c->calendar[0]) {
     for (guint i = 0; i < SHD_MAX_SEASONS && c->calendar[i]; i++) {
       f->cand[i] = c->calendar[i];
-      hist = MAX (hist, c->calendar[i] * (c->profile_cycles + 1));
+      hist = MAX (hist, c->calendar[i] * (c->profile_cycles + EXTRA_CYCLES));
     }
   } else {
     hist = 4 * MAX (c->max_period, 4u);
   }
-  hist = MIN (MAX (hist, 64u), (c->profile_cycles + 1) * MAX (c->max_season, 64u));
+  hist = MIN (MAX (hist, 64u), (c->profile_cycles + EXTRA_CYCLES) * MAX (c->max_season, 64u));
   shd_ring_init (&f->history, hist);
   start_seasonal_models (f);
   return f;
