@@ -56,8 +56,8 @@ cleanup() {
     for p in "${fio_pids[@]}"; do stop_pid "$p"; done
     stop_pid "$agent_pid"
     stop_pid "$qsd_pid"
-    # KEEP=DIR: the logs are copied there
-    if [ -n "${KEEP:-}" ] && [ -d "${KEEP}" ]; then cp "$dir"/*.log "$KEEP/" 2> /dev/null; fi
+    # KEEP=DIR: the logs and the history are copied there
+    if [ -n "${KEEP:-}" ] && [ -d "${KEEP}" ]; then cp "$dir"/*.log "$dir"/*.csv "$dir"/history.db* "$KEEP/" 2> /dev/null; fi
     if [ "$failed" -ne 0 ] || [ -n "${KEEP:-}" ]; then
         echo "--- shadowd log"; grep -v " debug: " "$dir/shadowd.log" 2> /dev/null | tail -n 60
         echo "--- qemu-storage-daemon log"; tail -n 20 "$dir/qsd.log" 2> /dev/null
