@@ -1,7 +1,8 @@
 /* shadowctl import: past load from a CSV file into a disk's seasonal
  * forecast, through shadowd (which learns it and keeps it in its
  * history).  The rows are per-interval counts, the last one ending at
- * --end (default: now); they become the disk's buckets here (a bucket's
+ * --end (default: where the bucket under way began, so that rows of a
+ * bucket or a multiple line up with buckets); they become the disk's buckets here (a bucket's
  * value is the 90th percentile of the rows in it, as shadowd makes them,
  * or the row's rate when a row spans several buckets) and go in parts
  * small enough for the control socket. */
@@ -14,6 +15,7 @@
 #include <string.h>
 
 #define PART 1000               /* buckets per request */
+#define EDGE 1e-6               /* of a bucket: where a row's edge meets a bucket's */
 #define QUANTILE 0.9            /* as the outlook's (policy/outlook.h) */
 
 static int
@@ -84,7 +86,7 @@ ctl_cmd_import (const CtlCommand *cmd, int argc, char **argv)
     { "column", 'c', 0, G_OPTION_ARG_STRING, &column, "Column of per-row counts", "NAME" },
     { "interval-s", 0, 0, G_OPTION_ARG_DOUBLE, &interval, "Seconds per row", "S" },
     { "end", 0, 0, G_OPTION_ARG_DOUBLE, &end,
-      "When the last row ends, in Unix seconds (default: now)", "T" },
+      "When the last row ends, in Unix seconds (default: the start of the bucket under way)", "T" },
     { "json", 0, 0, G_OPTION_ARG_NONE, &json, "Print JSON", NULL },
     { NULL, 0, 0, 0, NULL, NULL, NULL }
   };
@@ -112,10 +114,10 @@ ctl_cmd_import (const CtlCommand *cmd, int argc, char **argv)
   }
   if ((bucket_s = disk_bucket_s (argv[1])) <= 0)
     return EXIT_FAILURE;
-  if (end == 0)
-    end = g_get_real_time () / 1e6;
-  start = end - values->len * interval;
   now_bucket = (gint64) floor (g_get_real_time () / 1e6 / bucket_s);
+  if (end == 0)
+    end = now_bucket * bucket_s;
+  start = end - values->len * interval;
 
   /* rows to buckets: a row covers [start + r S, start + (r + 1) S) */
   for (guint r = 0; r <= values->len && rc == EXIT_SUCCESS; r++) {
@@ -127,8 +129,10 @@ ctl_cmd_import (const CtlCommand *cmd, int argc, char **argv)
       rate = 0;
     } else {
       rate = MAX (g_array_index (values, double, r), 0) / interval;
-      first = (gint64) floor (t0 / bucket_s);
-      last = (gint64) floor ((t0 + interval) / bucket_s - 1e-9);
+      /* a row's edge on a bucket's edge is in one bucket only: the
+       * tolerance is in buckets, above a double's error at Unix times */
+      first = (gint64) floor (t0 / bucket_s + EDGE);
+      last = MAX ((gint64) floor ((t0 + interval) / bucket_s - EDGE), first);
     }
     for (gint64 b = first; b <= last && rc == EXIT_SUCCESS; b++) {
       if (b != cur && cur >= 0 && in_bucket->len > 0) {
