@@ -506,6 +506,38 @@ test_selector_calendar (void)
   g_assert_cmpfloat (p.point, <, 100);
 }
 
+/* A day whose spike did not come does not cost the season: four days
+ * with a spike at the same second, one without, one with; the season
+ * stays in use up to the next day's spike (the lifecycle integration
+ * run, a day of 50 one-second buckets). */
+static void
+test_selector_calendar_missed_day (void)
+{
+  g_autoptr (GRand) r = g_rand_new_with_seed (23);
+  const double cal[] = { 50, 0 };
+  ShdForecastConfig c;
+  g_autoptr (ShdForecaster) f = NULL;
+  guint seasons[SHD_MAX_SEASONS];
+  ShdPrediction p;
+
+  shd_forecast_config_init (&c);
+  shd_forecast_config_set_calendar (&c, 1, cal);
+  g_assert_cmpuint (c.calendar[0], ==, 50);
+  f = shd_forecaster_new (&c);
+  for (guint t = 0; t < 50 * 6 + 14; t++) {
+    guint day = t / 50, h = t % 50;
+    gboolean spike = day != 4 && h >= 22 && h < 30;
+
+    shd_forecaster_update (f, spike ? 2000 : 20 + 2 * synth_gauss (r));
+    if (day >= 4)
+      g_assert_cmpuint (shd_forecaster_seasons (f, seasons, SHD_MAX_SEASONS), ==, 1);
+  }
+  g_assert_cmpuint (seasons[0], ==, 50);
+  /* phase 14 now: the spike 8 buckets ahead is seen */
+  g_assert_true (shd_forecaster_predict (f, 9, &p));
+  g_assert_cmpfloat (p.point, >, 1000);
+}
+
 static void
 test_selector_shrinks (void)
 {
@@ -565,6 +597,7 @@ main (int argc, char **argv)
   g_test_add_func ("/forecast/season/skill", test_season_skill);
   g_test_add_func ("/forecast/season/calendar", test_calendar);
   g_test_add_func ("/forecast/selector/calendar", test_selector_calendar);
+  g_test_add_func ("/forecast/selector/calendar-missed-day", test_selector_calendar_missed_day);
   g_test_add_func ("/forecast/selector/shrinks", test_selector_shrinks);
   return g_test_run ();
 }
