@@ -15,4 +15,8 @@ if [ $# -eq 0 ]; then
     cp "$repo/build/agent-build/bench-agent.json" "$repo/build/bench/agent.json"
     grep -iE 'per disk|disks per core' "$repo/build/bench/agent.txt" | head -n 5 || true
     echo "bench: agent results in build/bench/agent.json"
+    # Forecasting and tiering over the real traces (skipped without them):
+    # backtests and shadowctl simulate per series, the targets met or missed
+    /usr/bin/python3 "$repo/bench/policy_bench.py" --out "$repo/build/bench/policy.json" |
+        tee "$repo/build/bench/policy.txt"
 fi

@@ -10,7 +10,7 @@ cd "$repo"
 scripts/build-agent.sh --fuzz
 secs=${FUZZ_SECONDS:-600}
 # each target lives beside its layer: LAYER/tests/fuzz-NAME.c, corpus-NAME/
-for t in daemon/config qemu/qmp; do
+for t in config/config qemu/qmp; do
     layer=${t%/*} f=${t#*/}
     out=build/agent-fuzz/agent/$layer/tests
     echo "fuzz: $f for $secs s"

@@ -103,7 +103,7 @@ ctl_cmd_status (const CtlCommand *cmd, int argc, char **argv)
 int
 ctl_cmd_history (const CtlCommand *cmd, int argc, char **argv)
 {
-  gboolean json = FALSE, decisions = FALSE;
+  gboolean json = FALSE, decisions = FALSE, tiers = FALSE;
   g_autofree char *since = NULL, *resolution = NULL;
   int limit = 0;
   GOptionEntry entries[] = {
@@ -113,6 +113,8 @@ ctl_cmd_history (const CtlCommand *cmd, int argc, char **argv)
       "full, minute or auto (default)", "RES" },
     { "limit", 'l', 0, G_OPTION_ARG_INT, &limit, "At most N rows, the newest", "N" },
     { "decisions", 'd', 0, G_OPTION_ARG_NONE, &decisions, "Decisions, not samples", NULL },
+    { "tiers", 't', 0, G_OPTION_ARG_NONE, &tiers,
+      "The tiers' allocated bytes and lifecycle phases, not samples", NULL },
     { "json", 0, 0, G_OPTION_ARG_NONE, &json, "Print JSON", NULL },
     { NULL, 0, 0, 0, NULL, NULL, NULL }
   };
@@ -141,7 +143,8 @@ ctl_cmd_history (const CtlCommand *cmd, int argc, char **argv)
     json_object_set_string_member (req, "disk", argv[1]);
   json_object_set_double_member (req, "since", secs);
   json_object_set_int_member (req, "limit", limit);
-  json_object_set_string_member (req, "what", decisions ? "decisions" : "samples");
+  json_object_set_string_member (req, "what", decisions ? "decisions" : tiers ? "tiers" :
+                                                                    "samples");
   if (resolution)
     json_object_set_string_member (req, "resolution", resolution);
   if ((rc = ctl_call (req, &ret)) != EXIT_SUCCESS)
@@ -151,7 +154,10 @@ ctl_cmd_history (const CtlCommand *cmd, int argc, char **argv)
     return EXIT_SUCCESS;
   }
   a = json_node_get_array (ret);
-  if (!decisions)
+  if (tiers)
+    g_print ("%-19s %-12s %-10s %14s %-8s %s\n", "time", "disk", "tier", "allocated MiB",
+             "phase", "active");
+  else if (!decisions)
     g_print ("%-19s %-12s %9s %12s %9s %9s %9s  %s\n", "time", "disk", "IOPS", "bytes/s",
              "lat ms", "forecast", "upper", "tier");
   for (guint i = 0; i < json_array_get_length (a); i++) {
@@ -161,6 +167,12 @@ ctl_cmd_history (const CtlCommand *cmd, int argc, char **argv)
     if (decisions) {
       g_print ("%s %s %s: %s\n", when, ctl_str (o, "disk", "?"), ctl_str (o, "kind", "?"),
                ctl_str (o, "reason", ""));
+    } else if (tiers) {
+      g_autofree char *mib = ctl_fmt_num (ctl_num (o, "allocated-bytes") / 1048576, "%.1f");
+
+      g_print ("%-19s %-12s %-10s %14s %-8s %s\n", when, ctl_str (o, "disk", "?"),
+               ctl_str (o, "tier", "?"), mib, ctl_str (o, "phase", "?"),
+               json_object_get_boolean_member_with_default (o, "active", FALSE) ? "yes" : "");
     } else {
       g_autofree char *iops = ctl_fmt_num (ctl_num (o, "iops"), "%.1f");
       g_autofree char *bps = ctl_fmt_num (ctl_num (o, "bps"), "%.0f");

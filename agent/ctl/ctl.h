@@ -48,6 +48,12 @@ int ctl_cmd_attach (const CtlCommand *cmd, int argc, char **argv);
 /* ---- backtest-cmd.c ---- */
 int ctl_cmd_backtest (const CtlCommand *cmd, int argc, char **argv);
 
+/* ---- import-cmd.c ---- */
+int ctl_cmd_import (const CtlCommand *cmd, int argc, char **argv);
+
+/* ---- simulate-cmd.c ---- */
+int ctl_cmd_simulate (const CtlCommand *cmd, int argc, char **argv);
+
 /* ---- virsh.c ---- */
 int ctl_virsh_main (int argc, char **argv);
 

@@ -80,9 +80,34 @@ ctl_print_status (JsonArray *a)
       g_autofree char *tl = ctl_fmt_num (ctl_num (t, "base-latency-ms"), "%.2f ms");
       g_autofree char *lim = ctl_fmt_num (ctl_num (t, "limit-iops"), "%.0f IOPS");
 
-      g_print ("  tier %-10s %-12s %-9s %5.3f/GiB-month  base %s, limit %s\n",
+      g_autofree char *alloc = ctl_fmt_num (ctl_num (t, "allocated-bytes") / 1048576,
+                                            "%.0f MiB");
+
+      g_print ("  tier %-10s %-12s %-8s %-9s %5.3f/GiB-month  base %s, limit %s\n",
                ctl_str (t, "name", "?"), ctl_str (t, "child", "?"),
-               ctl_str (t, "state", "absent"), ctl_num (t, "cost-gib-month"), tl, lim);
+               ctl_str (t, "phase", "?"), ctl_str (t, "state", "absent"),
+               ctl_num (t, "cost-gib-month"), tl, lim);
+      g_print ("       allocated %s, %.3f GiB-hours, cost %.4f; warmed %.0f, released %.0f "
+               "times\n", alloc, ctl_num (t, "gib-hours"), ctl_num (t, "cost"),
+               ctl_num (t, "warms"), ctl_num (t, "releases"));
+    }
+    {
+      JsonObject *cost = json_object_get_object_member (o, "cost");
+      JsonObject *sf = fc ? json_object_get_object_member (fc, "seasonal") : NULL;
+
+      if (cost)
+        g_print ("  cost so far %.4f (every tier's image counted), %.0f s over the SLO in "
+                 "%.0f s\n", ctl_num (cost, "total"), ctl_num (cost, "violation-s"),
+                 ctl_num (cost, "accounted-s"));
+      if (sf) {
+        g_autofree char *onset = ctl_fmt_num (ctl_num (sf, "onset-s"), "%.0f s");
+
+        g_print ("  seasonal forecast: %s, season %.0f buckets of %.0f s (%.0f learned); "
+                 "next onset over the active tier: %s\n", ctl_str (sf, "model", "none yet"),
+                 ctl_num (sf, "season-buckets"), ctl_num (sf, "bucket-s"),
+                 ctl_num (sf, "buckets"), isfinite (ctl_num (sf, "onset-s")) ? onset :
+                 "none in sight");
+      }
     }
     if (ctl_str (o, "problem", NULL))
       g_print ("  problem: %s\n", ctl_str (o, "problem", ""));

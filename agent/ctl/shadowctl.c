@@ -20,7 +20,9 @@ static const CtlCommand commands[] = {
   { "libvirt", ctl_cmd_libvirt, FALSE },
   { "attach", ctl_cmd_attach, TRUE },
   { "detach", ctl_cmd_attach, FALSE },
+  { "import", ctl_cmd_import, FALSE },
   { "backtest", ctl_cmd_backtest, FALSE },
+  { "simulate", ctl_cmd_simulate, FALSE },
 };
 
 static void
@@ -33,13 +35,16 @@ usage (FILE *to)
            "or $SHADOWD_CONTROL):\n"
            "  status [DISK] [--json]         active tier, load, forecast, last decision\n"
            "  history [DISK] [--since 1h] [--resolution full|minute|auto] [--limit N]\n"
-           "          [--decisions] [--json] samples or decisions from the history\n"
+           "          [--decisions|--tiers] [--json]\n"
+           "                                 samples, decisions or the tiers' allocation\n"
            "  forecast [DISK] [--steps N] [--json]\n"
            "                                 the load forecast with its interval\n"
            "  prewarm DISK TIER [--json]     make sure a tier is warm; how far it is\n"
            "  switch DISK TIER [--json]      switch now (once the child is synced)\n"
            "  pause [DISK] [--json]          keep deciding, stop acting\n"
            "  resume [DISK] [--json]         act again\n"
+           "  import DISK FILE.csv --column NAME --interval-s S [--end T] [--json]\n"
+           "                                 past load for the seasonal forecast\n"
            "\n"
            "libvirt domains (DISK is DOMAIN.TARGET above; virsh-shadow(1) has virsh's order):\n"
            "  libvirt [DISK] [--json]        the domain disks with shadow metadata\n"
@@ -49,8 +54,12 @@ usage (FILE *to)
            "                                 give the disk back to libvirt until attach\n"
            "\n"
            "Offline:\n"
-           "  backtest FILE.csv --column NAME [--period N] [--horizon H] [--json]\n"
+           "  backtest FILE.csv --column NAME [--period N] [--horizon H] [--interval-s S]\n"
+           "          [--json]\n"
            "      rolling-origin backtest of every forecaster on one CSV column\n"
+           "  simulate FILE.csv --column NAME --interval-s S [--config FILE] [--disk NAME]\n"
+           "          [--scale-peak IOPS] [--json]\n"
+           "      the policy and its baselines replayed over one CSV column\n"
            "\n"
            "Run 'shadowctl COMMAND --help' for the options of a command.\n",
            "/run/shadowd/control.sock");

@@ -147,9 +147,9 @@ cmd_history (gpointer data, JsonObject *req, GError **error)
     disks = selected (dm, req, FALSE, error);
     return disks ? memory_decisions (disks, (guint) limit) : NULL;
   }
-  if (strcmp (what, "samples") != 0) {
+  if (strcmp (what, "samples") != 0 && strcmp (what, "tiers") != 0) {
     g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                 "\"what\" is samples or decisions");
+                 "\"what\" is samples, decisions or tiers");
     return NULL;
   }
   if (history == NULL) {
@@ -157,6 +157,8 @@ cmd_history (gpointer data, JsonObject *req, GError **error)
                  "no history: [shadowd] state is empty");
     return NULL;
   }
+  if (strcmp (what, "tiers") == 0)
+    return shd_history_tier_samples (history, disk, since_ms, (guint) limit, error);
   return shd_history_samples (history, disk, since_ms, G_MAXINT64, r, (guint) limit, error);
 }
 
@@ -253,6 +255,25 @@ cmd_resume (gpointer data, JsonObject *req, GError **error)
   return set_paused (data, req, FALSE, error);
 }
 
+/* Past load for the seasonal forecast: {"disk", "bucket-s", "buckets":
+ * [[index, IOPS], ...]} (shadowctl import sends a file in parts) */
+static JsonNode *
+cmd_import (gpointer data, JsonObject *req, GError **error)
+{
+  const char *name = shd_request_string (req, "disk");
+  double bucket_s = shd_request_number (req, "bucket-s", 0);
+  JsonNode *b = json_object_get_member (req, "buckets");
+  ShdDisk *disk;
+
+  if (name == NULL || !(bucket_s > 0) || b == NULL || !JSON_NODE_HOLDS_ARRAY (b)) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                 "\"disk\", \"bucket-s\" and \"buckets\" are required");
+    return NULL;
+  }
+  disk = shd_daemon_find_disk (data, name, error);
+  return disk ? shd_disk_import_buckets (disk, bucket_s, json_node_get_array (b), error) : NULL;
+}
+
 static JsonNode *
 cmd_version (gpointer data, JsonObject *req, GError **error)
 {
@@ -271,6 +292,7 @@ static const ShdCommand commands[] = {
   { "switch", cmd_switch, NULL },
   { "pause", cmd_pause, NULL },
   { "resume", cmd_resume, NULL },
+  { "import", cmd_import, NULL },
   { "version", cmd_version, NULL },
 };
 

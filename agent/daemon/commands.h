@@ -1,5 +1,6 @@
 /* The daemon's commands on the control socket (control.h): status,
- * history, decisions, forecast, prewarm, switch, pause, resume, version.
+ * history, decisions, forecast, prewarm, switch, pause, resume, import,
+ * version.
  * The libvirt layer adds its own (libvirt, attach, detach). */
 #pragma once
 

@@ -37,6 +37,10 @@ shd_decision_to_json (const ShdDecision *d, const ShdPolicy *p, gint64 wall_ms)
   shd_json_set_num (o, "prewarm-eta-s", d->prewarm_eta_s);
   json_object_set_int_member (o, "stale-bytes", d->stale_bytes);
   shd_json_set_str (o, "model", d->model);
+  shd_json_set_str (o, "outlook-model", d->outlook_model);
+  shd_json_set_num (o, "onset-s", d->onset_s);
+  shd_json_set_num (o, "outlook-peak", d->outlook_peak);
+  shd_json_set_num (o, "warm-s", d->warm_s);
   json_object_set_string_member (o, "reason", d->reason);
   json_node_take_object (n, o);
   return n;
@@ -55,7 +59,7 @@ shd_decision_log (const char *disk, const ShdDecision *d, const char *from, cons
   g_autofree char *load = num (d->load), *fc = num (d->forecast);
   g_autofree char *hi = num (d->forecast_hi), *need = num (d->need);
   g_autofree char *lat = num (d->active_latency_ms), *lim = num (d->active_limit);
-  g_autofree char *eta = num (d->prewarm_eta_s);
+  g_autofree char *eta = num (d->prewarm_eta_s), *onset = num (d->onset_s);
   GLogField f[] = {
     { "GLIB_DOMAIN", G_LOG_DOMAIN, -1 },
     { "MESSAGE", msg, -1 },
@@ -75,6 +79,7 @@ shd_decision_log (const char *disk, const ShdDecision *d, const char *from, cons
     { "SHADOWD_ACTIVE_LIMIT", lim, -1 },
     { "SHADOWD_PREWARM_ETA_S", eta, -1 },
     { "SHADOWD_MODEL", d->model ? d->model : "", -1 },
+    { "SHADOWD_ONSET_S", onset, -1 },
   };
   GLogLevelFlags level = d->action == SHD_ACTION_NONE &&
                          d->kind == SHD_DECISION_HOLD ? G_LOG_LEVEL_INFO :

@@ -1,6 +1,8 @@
 /* One managed disk; see disk.h. */
 #include "disk.h"
+#include "disk-private.h"
 
+#include "blockgraph.h"
 #include "collector.h"
 #include "decision.h"
 #include "jsonutil.h"
@@ -12,40 +14,9 @@
 
 #define MAX_DECISIONS 256       /* kept in memory per disk */
 #define REPEAT_RECORD_S 60      /* a repeated non-hold decision is recorded this often */
+#define NODES_EVERY_S 10        /* the nodes (size, allocation) are read this often, or
+                                   every seasonal bucket if shorter (a compressed day) */
 
-struct _ShdDisk {
-  GObject parent_instance;
-  ShdDiskConfig *cfg;
-  double interval_s;
-  ShdHistory *history;          /* or NULL */
-  ShdQmp *qmp;
-  gboolean own_qmp;             /* FALSE: shared, started by its owner */
-  gboolean stopped;
-  gulong sig_ready, sig_disconnected, sig_event;
-  ShdCollector *coll;
-  ShdPolicy *policy;
-  GCancellable *cancel;
-  guint timer;
-  gboolean query_in_flight;
-  gboolean reopen_in_flight;
-  gboolean write_sync_raised;
-  gboolean warmed;
-  guint64 samples, skipped;
-  guint64 size_bytes;
-  GPtrArray *children;          /* node names in the node's order */
-  ShdShadowRates *rates;        /* the latest */
-  char *problem;                /* why there are no rates, logged once */
-  GQueue decisions;             /* JsonNode, the newest last */
-  int last_recorded_kind;       /* ShdDecisionKind; -1: none yet */
-  int last_recorded_target;
-  double last_recorded_t;
-  guint64 decisions_total;
-  guint64 reopen_failures;
-  double last_pause_ms;         /* guest I/O pause of the last switch */
-  gint64 t0_us;                 /* monotonic origin of policy time */
-  gint64 last_step_wall_ms;
-  double add_sent_t[SHD_POLICY_MAX_TIERS];     /* x-blockdev-change sent; -inf */
-};
 
 G_DEFINE_TYPE (ShdDisk, shd_disk, G_TYPE_OBJECT)
 
@@ -168,6 +139,18 @@ policy_now (ShdDisk *disk)
   return (g_get_monotonic_time () - disk->t0_us) / 1e6;
 }
 
+double
+shd_disk_policy_now (ShdDisk *disk)
+{
+  return policy_now (disk);
+}
+
+void
+shd_disk_refresh_nodes (ShdDisk *disk)
+{
+  disk->nodes_t = -INFINITY;
+}
+
 static void
 add_done (GObject *src, GAsyncResult *res, gpointer data)
 {
@@ -264,6 +247,40 @@ problem (ShdDisk *disk, const char *msg)
              disk->cfg->name, msg);
 }
 
+/* The seasonal scale from the stored buckets (and imported ones): up to
+ * six weeks of 5-minute buckets, what the forecaster keeps with a week's
+ * season (history-days may keep fewer), so that a restarted agent knows
+ * yesterday and last week. */
+#define WARM_BUCKETS 12096
+
+static void
+warm_buckets (ShdDisk *disk)
+{
+  const ShdOutlook *o = shd_policy_outlook (disk->policy);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GArray) b = NULL;
+  double bucket_s;
+
+  if (o == NULL || disk->history == NULL)
+    return;
+  bucket_s = shd_outlook_bucket_s (o);
+  b = shd_history_buckets (disk->history, disk->cfg->name, bucket_s, 0, WARM_BUCKETS, &error);
+  if (b == NULL) {
+    shd_log (G_LOG_LEVEL_WARNING, disk->cfg->name, "history", "%s", error->message);
+    return;
+  }
+  for (guint i = 0; i < b->len; i++) {
+    const ShdHistoryBucket *e = &g_array_index (b, ShdHistoryBucket, i);
+
+    shd_policy_feed_bucket (disk->policy, e->index, e->value);
+  }
+  if (b->len > 0)
+    shd_log (G_LOG_LEVEL_INFO, disk->cfg->name, "warm",
+             "%s: seasonal forecast warmed with %u buckets of %.0f s from the history "
+             "(season in use: %u buckets)", disk->cfg->name, b->len, bucket_s,
+             shd_outlook_period (o));
+}
+
 static void
 warm_from_history (ShdDisk *disk)
 {
@@ -286,6 +303,7 @@ warm_from_history (ShdDisk *disk)
              "%s: forecaster warmed with %u samples from the history",
              disk->cfg->name, load->len);
   }
+  warm_buckets (disk);
 }
 
 static void
@@ -296,7 +314,7 @@ on_stats (GObject *src, GAsyncResult *res, gpointer data)
   g_autoptr (JsonNode) reply = shd_qmp_execute_finish (SHD_QMP (src), res, &error);
   ShdShadowRates *rates;
   const ShdShadowSample *sample;
-  ShdPolicyInput in = { 0 };
+  ShdPolicyInput in;
   const ShdDecision *d;
   gint64 now_us = g_get_monotonic_time (), wall_ms = g_get_real_time () / 1000;
   double pt = NAN, lo, hi = NAN;
@@ -330,7 +348,9 @@ on_stats (GObject *src, GAsyncResult *res, gpointer data)
   disk->rates = rates;
   disk->samples++;
 
+  shd_policy_input_init (&in);
   in.t = (now_us - disk->t0_us) / 1e6;
+  in.wall = wall_ms / 1000.0;
   in.valid = rates->valid;
   in.iops = rates->io.read_iops + rates->io.write_iops;
   in.bps = rates->io.read_bps + rates->io.write_bps;
@@ -349,10 +369,23 @@ on_stats (GObject *src, GAsyncResult *res, gpointer data)
     c->copy_bps = cr->copy_bps;
     c->valid_bytes = cr->valid_bytes;
   }
+  if (disk->alloc_fresh) {
+    for (guint i = 0; i < SHD_POLICY_MAX_TIERS; i++)
+      in.allocated[i] = disk->alloc[i];
+    disk->alloc_fresh = FALSE;
+  }
   d = shd_policy_step (disk->policy, &in);
   disk->last_step_wall_ms = wall_ms;
+  if (d->bucket_closed && disk->history &&
+      !shd_history_add_bucket (disk->history, disk->cfg->name,
+                               shd_outlook_bucket_s (shd_policy_outlook (disk->policy)),
+                               d->bucket_index, d->bucket_value, &error))
+    shd_log (G_LOG_LEVEL_WARNING, disk->cfg->name, "history", "%s", error->message);
+  g_clear_error (&error);
 
-  if (!d->dry_run && !disk->reopen_in_flight) {
+  if (!d->dry_run && d->action == SHD_ACTION_RELEASE && !disk->release_in_flight) {
+    shd_disk_release_tier (disk, d->target);
+  } else if (!d->dry_run && !disk->reopen_in_flight) {
     if (d->action == SHD_ACTION_SWITCH) {
       reopen (disk, shd_policy_config (disk->policy)->tiers[d->target].child, FALSE, TRUE);
     } else if (d->action == SHD_ACTION_PREWARM && d->target >= 0 &&
@@ -383,6 +416,17 @@ on_stats (GObject *src, GAsyncResult *res, gpointer data)
   }
 }
 
+static void read_nodes (ShdDisk *disk);
+
+static double
+nodes_every (ShdDisk *disk)
+{
+  const ShdOutlook *o = shd_policy_outlook (disk->policy);
+  double every = o ? MIN (NODES_EVERY_S, shd_outlook_bucket_s (o)) : NODES_EVERY_S;
+
+  return MAX (every, disk->interval_s) - 0.05;
+}
+
 static gboolean
 on_timer (gpointer data)
 {
@@ -401,7 +445,35 @@ on_timer (gpointer data)
   shd_qmp_execute_async (disk->qmp, "query-blockstats", args, 0, disk->cancel,
                          on_stats, g_object_ref (disk));
   json_object_unref (args);
+  if (!disk->nodes_in_flight && policy_now (disk) - disk->nodes_t >= nodes_every (disk))
+    read_nodes (disk);
   return G_SOURCE_CONTINUE;
+}
+
+/* What each tier's image has allocated: the tier's node's actual-size
+ * (through filters, QEMU reports its file's); 0 when the node is gone.
+ * Into the policy's cost at the next step, and into the history. */
+static void
+note_allocation (ShdDisk *disk, JsonNode *nodes)
+{
+  const ShdPolicyConfig *pc = shd_policy_config (disk->policy);
+  gint64 wall_ms = g_get_real_time () / 1000;
+  int active = shd_policy_active (disk->policy);
+
+  for (guint i = 0; i < pc->n_tiers; i++) {
+    gint64 a = shd_block_nodes_allocated (nodes, pc->tiers[i].child);
+    g_autoptr (GError) error = NULL;
+
+    disk->alloc[i] = a < 0 ? 0 : (double) a;
+    if (disk->history &&
+        !shd_history_add_tier_sample (disk->history, disk->cfg->name, wall_ms,
+                                      pc->tiers[i].tier, disk->alloc[i],
+                                      shd_tier_phase_name (shd_policy_tier_life (disk->policy,
+                                                                                 i)->phase),
+                                      (int) i == active, &error))
+      shd_log (G_LOG_LEVEL_WARNING, disk->cfg->name, "history", "%s", error->message);
+  }
+  disk->alloc_fresh = TRUE;
 }
 
 static void
@@ -412,10 +484,12 @@ on_nodes (GObject *src, GAsyncResult *res, gpointer data)
   g_autoptr (JsonNode) reply = shd_qmp_execute_finish (SHD_QMP (src), res, &error);
   JsonArray *a;
 
-  if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED) || reply == NULL)
+  if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
     return;
-  if (!JSON_NODE_HOLDS_ARRAY (reply))
+  disk->nodes_in_flight = FALSE;
+  if (reply == NULL || !JSON_NODE_HOLDS_ARRAY (reply))
     return;
+  note_allocation (disk, reply);
   a = json_node_get_array (reply);
   for (guint i = 0; i < json_array_get_length (a); i++) {
     JsonObject *n = json_array_get_object_element (a, i);
@@ -437,10 +511,22 @@ on_nodes (GObject *src, GAsyncResult *res, gpointer data)
 }
 
 static void
+read_nodes (ShdDisk *disk)
+{
+  JsonObject *args = json_object_new ();
+
+  disk->nodes_in_flight = TRUE;
+  disk->nodes_t = policy_now (disk);
+  json_object_set_boolean_member (args, "flat", TRUE);
+  shd_qmp_execute_async (disk->qmp, "query-named-block-nodes", args, 0, disk->cancel,
+                         on_nodes, g_object_ref (disk));
+  json_object_unref (args);
+}
+
+static void
 on_ready (ShdQmp *qmp, gpointer data)
 {
   ShdDisk *disk = data;
-  JsonObject *args = json_object_new ();
 
   /* anything may have changed while away: start the counters afresh and
    * re-read the node */
@@ -448,13 +534,12 @@ on_ready (ShdQmp *qmp, gpointer data)
   disk->query_in_flight = FALSE;
   disk->reopen_in_flight = FALSE;
   disk->write_sync_raised = FALSE;
+  disk->nodes_in_flight = FALSE;
+  disk->release_in_flight = FALSE;
   shd_log (G_LOG_LEVEL_MESSAGE, disk->cfg->name, "connected",
            "%s: connected to %s (connection %u)", disk->cfg->name,
            shd_qmp_get_path (qmp), shd_qmp_get_connection_count (qmp));
-  json_object_set_boolean_member (args, "flat", TRUE);
-  shd_qmp_execute_async (qmp, "query-named-block-nodes", args, 0, disk->cancel,
-                         on_nodes, g_object_ref (disk));
-  json_object_unref (args);
+  read_nodes (disk);
   on_timer (disk);
 }
 
@@ -636,8 +721,11 @@ shd_disk_init (ShdDisk *disk)
   disk->last_recorded_target = -2;
   disk->last_pause_ms = NAN;
   disk->t0_us = g_get_monotonic_time ();
-  for (guint i = 0; i < SHD_POLICY_MAX_TIERS; i++)
+  for (guint i = 0; i < SHD_POLICY_MAX_TIERS; i++) {
     disk->add_sent_t[i] = -INFINITY;
+    disk->alloc[i] = NAN;
+  }
+  disk->nodes_t = -INFINITY;
   g_queue_init (&disk->decisions);
 }
 
@@ -695,6 +783,23 @@ tier_json (ShdDisk *disk, int i)
   json_object_set_int_member (o, "valid-bytes", pr->valid_bytes);
   json_object_set_int_member (o, "stale-bytes", disk->size_bytes ? stale : 0);
   shd_json_set_num (o, "copy-bps", pr->copy_bps);
+  shd_json_set_num (o, "copy-rate-idle-bps", pr->copy_rate0);
+  /* the lifecycle and what the tier costs (policy.h, cost.h) */
+  {
+    const ShdTierLife *l = shd_policy_tier_life (disk->policy, i);
+    const ShdCost *c = shd_policy_cost (disk->policy);
+    double now = policy_now (disk), wall = g_get_real_time () / 1e6;
+
+    json_object_set_string_member (o, "phase", shd_tier_phase_name (l->phase));
+    shd_json_set_num (o, "warm-start", isfinite (l->warm_start_t) ? wall - (now - l->warm_start_t) : NAN);
+    shd_json_set_num (o, "ready-time", isfinite (l->ready_t) ? wall - (now - l->ready_t) : NAN);
+    shd_json_set_num (o, "released-time", isfinite (l->released_t) ? wall - (now - l->released_t) : NAN);
+    json_object_set_int_member (o, "warms", l->warms);
+    json_object_set_int_member (o, "releases", l->releases);
+    shd_json_set_num (o, "allocated-bytes", disk->alloc[i]);
+    shd_json_set_num (o, "gib-hours", shd_cost_gib_hours (c, i));
+    shd_json_set_num (o, "cost", shd_cost_amount (c, i, pc->tiers[i].cost_gib_month));
+  }
   return o;
 }
 
@@ -849,6 +954,31 @@ shd_disk_status (ShdDisk *disk)
   for (guint i = 0; i < pc->n_tiers; i++)
     json_array_add_object_element (tiers, tier_json (disk, i));
   json_object_set_array_member (o, "tiers", tiers);
+  {
+    const ShdCost *c = shd_policy_cost (p);
+    const ShdOutlook *ol = shd_policy_outlook (p);
+    JsonObject *co = json_object_new ();
+    double total = 0;
+
+    for (guint i = 0; i < pc->n_tiers; i++)
+      total += shd_cost_amount (c, i, pc->tiers[i].cost_gib_month);
+    json_object_set_double_member (co, "total", total);
+    json_object_set_double_member (co, "violation-s", c->violation_s);
+    json_object_set_double_member (co, "accounted-s", c->seconds);
+    json_object_set_object_member (o, "cost", co);
+    json_object_set_int_member (o, "releases", shd_policy_release_count (p));
+    if (ol) {
+      JsonObject *so = json_object_new ();
+
+      json_object_set_double_member (so, "bucket-s", shd_outlook_bucket_s (ol));
+      json_object_set_int_member (so, "buckets", shd_outlook_count (ol));
+      json_object_set_int_member (so, "season-buckets", shd_outlook_period (ol));
+      shd_json_set_str (so, "model", shd_outlook_period (ol) ? shd_outlook_model (ol) : NULL);
+      shd_json_set_num (so, "onset-s", d->onset_s);
+      shd_json_set_num (so, "peak", d->outlook_peak);
+      json_object_set_object_member (fc, "seasonal", so);
+    }
+  }
   json_object_set_member (o, "last-decision",
                           shd_decision_to_json (d, p, disk->last_step_wall_ms));
   json_node_take_object (n, o);
@@ -892,6 +1022,21 @@ static const ShdMetricFamily families[] = {
   { "shadowd_disk_tier_limit_iops", SHD_METRIC_GAUGE,
     "The load the tier carries within the latency objective" },
   { "shadowd_disk_tier_valid_bytes", SHD_METRIC_GAUGE, "Bytes of the tier's child in step" },
+  { "shadowd_disk_tier_allocated_bytes", SHD_METRIC_GAUGE,
+    "Bytes the tier's image has allocated, as QEMU measures it" },
+  { "shadowd_disk_tier_phase", SHD_METRIC_GAUGE,
+    "1 for the tier's lifecycle phase (absent, warming, ready, active, degraded)" },
+  { "shadowd_disk_tier_allocated_byte_seconds_total", SHD_METRIC_COUNTER,
+    "Allocated bytes of the tier's image integrated over time since the agent started "
+    "(divide by 3600 * 2^30 for GiB-hours)" },
+  { "shadowd_disk_tier_cost_total", SHD_METRIC_COUNTER,
+    "What the tier's image has cost since the agent started, at its cost-gib-month" },
+  { "shadowd_disk_tier_releases_total", SHD_METRIC_COUNTER, "Times the tier's copy was released" },
+  { "shadowd_disk_slo_violation_seconds_total", SHD_METRIC_COUNTER,
+    "Seconds in which the active tier missed the latency objective" },
+  { "shadowd_disk_forecast_onset_seconds", SHD_METRIC_GAUGE,
+    "Seconds until the seasonal forecast exceeds the active tier's limit (absent: not within "
+    "the lookahead)" },
 };
 
 void
@@ -974,5 +1119,84 @@ shd_disk_collect_metrics (ShdDisk *disk, ShdMetrics *m)
     metric (m, "shadowd_disk_tier_limit_iops", shd_policy_tier_limit (p, i), name,
             "tier", t, NULL);
     metric (m, "shadowd_disk_tier_valid_bytes", pr->valid_bytes, name, "tier", t, NULL);
+    metric (m, "shadowd_disk_tier_allocated_bytes", disk->alloc[i], name, "tier", t, NULL);
+    metric (m, "shadowd_disk_tier_phase", 1, name, "tier", t, "phase",
+            shd_tier_phase_name (shd_policy_tier_life (p, i)->phase), NULL);
+    metric (m, "shadowd_disk_tier_allocated_byte_seconds_total",
+            shd_policy_cost (p)->byte_seconds[i], name, "tier", t, NULL);
+    metric (m, "shadowd_disk_tier_cost_total",
+            shd_cost_amount (shd_policy_cost (p), i, pc->tiers[i].cost_gib_month), name,
+            "tier", t, NULL);
+    metric (m, "shadowd_disk_tier_releases_total", shd_policy_tier_life (p, i)->releases, name,
+            "tier", t, NULL);
   }
+  metric (m, "shadowd_disk_slo_violation_seconds_total", shd_policy_cost (p)->violation_s,
+          name, NULL);
+  metric (m, "shadowd_disk_forecast_onset_seconds", d->onset_s, name, NULL);
+}
+
+JsonNode *
+shd_disk_import_buckets (ShdDisk *disk, double bucket_s, JsonArray *buckets, GError **error)
+{
+  const ShdOutlook *o = shd_policy_outlook (disk->policy);
+  JsonObject *r;
+  JsonNode *n;
+  guint stored = 0;
+
+  if (o == NULL) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                 "disk %s does not forecast (forecast = false)", disk->cfg->name);
+    return NULL;
+  }
+  if (fabs (bucket_s - shd_outlook_bucket_s (o)) > 1e-6) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                 "disk %s has buckets of %g s, not %g", disk->cfg->name,
+                 shd_outlook_bucket_s (o), bucket_s);
+    return NULL;
+  }
+  for (guint i = 0; i < json_array_get_length (buckets); i++) {
+    JsonArray *e = json_array_get_array_element (buckets, i);
+    gint64 index;
+    double value;
+
+    if (e == NULL || json_array_get_length (e) != 2 ||
+        json_node_get_value_type (json_array_get_element (e, 0)) != G_TYPE_INT64) {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                   "bucket %u is not [index, value]", i);
+      return NULL;
+    }
+    index = json_array_get_int_element (e, 0);
+    value = json_node_get_value_type (json_array_get_element (e, 1)) == G_TYPE_INT64 ?
+            json_array_get_int_element (e, 1) : json_array_get_double_element (e, 1);
+    if (index < 0 || !isfinite (value) || value < 0) {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                   "bucket %u: a negative index or value", i);
+      return NULL;
+    }
+    shd_policy_feed_bucket (disk->policy, index, value);
+    if (disk->history) {
+      g_autoptr (GError) e2 = NULL;
+
+      if (!shd_history_add_bucket (disk->history, disk->cfg->name, bucket_s, index, value,
+                                   &e2)) {
+        g_propagate_error (error, g_steal_pointer (&e2));
+        return NULL;
+      }
+      stored++;
+    }
+  }
+  if (disk->history)
+    shd_history_flush (disk->history, NULL);
+  shd_log (G_LOG_LEVEL_MESSAGE, disk->cfg->name, "imported",
+           "%s: %u buckets of %.0f s imported (%u stored); season in use: %u buckets",
+           disk->cfg->name, json_array_get_length (buckets), bucket_s, stored,
+           shd_outlook_period (o));
+  r = json_object_new ();
+  json_object_set_int_member (r, "imported", json_array_get_length (buckets));
+  json_object_set_int_member (r, "stored", stored);
+  json_object_set_int_member (r, "buckets", shd_outlook_count (o));
+  json_object_set_int_member (r, "season-buckets", shd_outlook_period (o));
+  n = json_node_new (JSON_NODE_OBJECT);
+  json_node_take_object (n, r);
+  return n;
 }

@@ -47,6 +47,11 @@ gboolean shd_disk_request_switch (ShdDisk *disk, const char *tier, GError **erro
  * raises write-mode to sync first when the disk runs async. */
 JsonNode *shd_disk_prewarm (ShdDisk *disk, const char *tier, GError **error);
 void shd_disk_set_paused (ShdDisk *disk, gboolean paused);
+/* Past load for the seasonal forecast (shadowctl import): buckets as
+ * [index, IOPS] pairs, index floor(unix seconds / bucket_s), learned and
+ * stored in the history.  bucket_s must be the disk's. */
+JsonNode *shd_disk_import_buckets (ShdDisk *disk, double bucket_s, JsonArray *buckets,
+                                   GError **error);
 
 /* Prometheus: the per-disk families (declared once per scrape), and this
  * disk's samples of them (label disk, and tier, op, state). */

@@ -12,7 +12,7 @@ struct _ShdHistory {
   char *path;
   double full_hours, days;
   gboolean in_txn;
-  sqlite3_stmt *ins_sample, *ins_minute, *ins_decision;
+  sqlite3_stmt *ins_sample, *ins_minute, *ins_decision, *ins_bucket, *ins_tier;
 };
 
 static const char schema[] =
@@ -35,7 +35,17 @@ static const char schema[] =
   "CREATE TABLE IF NOT EXISTS decisions ("
   "  disk TEXT NOT NULL, t INTEGER NOT NULL, kind TEXT NOT NULL,"
   "  reason TEXT NOT NULL, detail TEXT);"
-  "CREATE INDEX IF NOT EXISTS decisions_disk_t ON decisions (disk, t);";
+  "CREATE INDEX IF NOT EXISTS decisions_disk_t ON decisions (disk, t);"
+  /* the seasonal scale: a disk's load per bucket of wall time (the
+   * bucket's index is floor(unix seconds / bucket_s)) */
+  "CREATE TABLE IF NOT EXISTS buckets ("
+  "  disk TEXT NOT NULL, bucket_s REAL NOT NULL, idx INTEGER NOT NULL, value REAL NOT NULL,"
+  "  PRIMARY KEY (disk, bucket_s, idx));"
+  /* what each tier's image had allocated, its phase, and whether active */
+  "CREATE TABLE IF NOT EXISTS tiers ("
+  "  disk TEXT NOT NULL, t INTEGER NOT NULL, tier TEXT NOT NULL, allocated REAL,"
+  "  phase TEXT, active INTEGER NOT NULL);"
+  "CREATE INDEX IF NOT EXISTS tiers_disk_t ON tiers (disk, t);";
 
 static gboolean
 db_fail (ShdHistory *h, GError **error, const char *what)
@@ -66,6 +76,8 @@ history_clear (ShdHistory *h)
   sqlite3_finalize (h->ins_sample);
   sqlite3_finalize (h->ins_minute);
   sqlite3_finalize (h->ins_decision);
+  sqlite3_finalize (h->ins_bucket);
+  sqlite3_finalize (h->ins_tier);
   sqlite3_close (h->db);
   g_free (h->path);
 }
@@ -116,7 +128,12 @@ shd_history_open (const char *path, double full_hours, double days, GError **err
         "  tier = excluded.tier",
         -1, &h->ins_minute, NULL) != SQLITE_OK ||
       sqlite3_prepare_v2 (h->db, "INSERT INTO decisions VALUES (?1, ?2, ?3, ?4, ?5)",
-        -1, &h->ins_decision, NULL) != SQLITE_OK) {
+        -1, &h->ins_decision, NULL) != SQLITE_OK ||
+      sqlite3_prepare_v2 (h->db, "INSERT INTO buckets VALUES (?1, ?2, ?3, ?4)"
+        " ON CONFLICT (disk, bucket_s, idx) DO UPDATE SET value = excluded.value",
+        -1, &h->ins_bucket, NULL) != SQLITE_OK ||
+      sqlite3_prepare_v2 (h->db, "INSERT INTO tiers VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        -1, &h->ins_tier, NULL) != SQLITE_OK) {
     db_fail (h, error, "cannot prepare statements");
     return NULL;
   }
@@ -235,7 +252,10 @@ shd_history_prune (ShdHistory *h, gint64 now_ms, GError **error)
   g_autofree char *sql = g_strdup_printf (
     "DELETE FROM samples WHERE t < %" G_GINT64_FORMAT ";"
     "DELETE FROM minutes WHERE t < %" G_GINT64_FORMAT ";"
-    "DELETE FROM decisions WHERE t < %" G_GINT64_FORMAT ";", full, agg, agg);
+    "DELETE FROM decisions WHERE t < %" G_GINT64_FORMAT ";"
+    "DELETE FROM tiers WHERE t < %" G_GINT64_FORMAT ";"
+    "DELETE FROM buckets WHERE (idx + 1) * bucket_s * 1000 < %" G_GINT64_FORMAT ";",
+    full, agg, agg, full, agg);
   gint64 before = sqlite3_total_changes64 (h->db);
 
   if (!shd_history_flush (h, error) || !exec (h, sql, error))
@@ -396,4 +416,107 @@ shd_history_recent_load (ShdHistory *h, const char *disk, guint n, gint64 now_ms
   }
   sqlite3_finalize (st);
   return out;
+}
+
+gboolean
+shd_history_add_bucket (ShdHistory *h, const char *disk, double bucket_s, gint64 index,
+                        double value, GError **error)
+{
+  sqlite3_stmt *st = h->ins_bucket;
+
+  if (!begin (h, error))
+    return FALSE;
+  bind_text (st, 1, disk);
+  sqlite3_bind_double (st, 2, bucket_s);
+  sqlite3_bind_int64 (st, 3, index);
+  sqlite3_bind_double (st, 4, value);
+  return run (h, st, error);
+}
+
+GArray *
+shd_history_buckets (ShdHistory *h, const char *disk, double bucket_s, gint64 since_index,
+                     guint limit, GError **error)
+{
+  GArray *out = g_array_new (FALSE, FALSE, sizeof (ShdHistoryBucket));
+  sqlite3_stmt *st = NULL;
+
+  if (!shd_history_flush (h, error))
+    goto fail;
+  if (sqlite3_prepare_v2 (h->db,
+        "SELECT idx, value FROM (SELECT idx, value FROM buckets"
+        " WHERE disk = ?1 AND bucket_s = ?2 AND idx >= ?3 ORDER BY idx DESC LIMIT ?4)"
+        " ORDER BY idx", -1, &st, NULL) != SQLITE_OK) {
+    db_fail (h, error, "query failed");
+    goto fail;
+  }
+  bind_text (st, 1, disk);
+  sqlite3_bind_double (st, 2, bucket_s);
+  sqlite3_bind_int64 (st, 3, since_index);
+  sqlite3_bind_int64 (st, 4, limit ? (gint64) limit : -1);
+  while (sqlite3_step (st) == SQLITE_ROW) {
+    ShdHistoryBucket b = { sqlite3_column_int64 (st, 0), sqlite3_column_double (st, 1) };
+
+    g_array_append_val (out, b);
+  }
+  sqlite3_finalize (st);
+  return out;
+
+fail:
+  g_array_unref (out);
+  return NULL;
+}
+
+gboolean
+shd_history_add_tier_sample (ShdHistory *h, const char *disk, gint64 t_ms, const char *tier,
+                             double allocated, const char *phase, gboolean active,
+                             GError **error)
+{
+  sqlite3_stmt *st = h->ins_tier;
+
+  if (!begin (h, error))
+    return FALSE;
+  bind_text (st, 1, disk);
+  sqlite3_bind_int64 (st, 2, t_ms);
+  bind_text (st, 3, tier);
+  bind_real (st, 4, allocated);
+  bind_text (st, 5, phase);
+  sqlite3_bind_int (st, 6, active);
+  return run (h, st, error);
+}
+
+JsonNode *
+shd_history_tier_samples (ShdHistory *h, const char *disk, gint64 since_ms, guint limit,
+                          GError **error)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  sqlite3_stmt *st = NULL;
+
+  if (!shd_history_flush (h, error))
+    return NULL;
+  if (sqlite3_prepare_v2 (h->db,
+        "SELECT * FROM (SELECT disk, t, tier, allocated, phase, active FROM tiers"
+        " WHERE (?1 IS NULL OR disk = ?1) AND t >= ?2 ORDER BY t DESC LIMIT ?3)"
+        " ORDER BY t, disk, tier", -1, &st, NULL) != SQLITE_OK) {
+    db_fail (h, error, "query failed");
+    return NULL;
+  }
+  bind_text (st, 1, disk);
+  sqlite3_bind_int64 (st, 2, since_ms);
+  sqlite3_bind_int64 (st, 3, limit ? (gint64) limit : -1);
+  json_builder_begin_array (b);
+  while (sqlite3_step (st) == SQLITE_ROW) {
+    json_builder_begin_object (b);
+    add_col (b, st, 0, "disk");
+    json_builder_set_member_name (b, "time");
+    json_builder_add_double_value (b, sqlite3_column_int64 (st, 1) / 1000.0);
+    add_col (b, st, 2, "tier");
+    add_col (b, st, 3, "allocated-bytes");
+    add_col (b, st, 4, "phase");
+    json_builder_set_member_name (b, "active");
+    json_builder_add_boolean_value (b, sqlite3_column_int (st, 5) != 0);
+    json_builder_end_object (b);
+  }
+  json_builder_end_array (b);
+  sqlite3_finalize (st);
+  return json_builder_get_root (b);
 }

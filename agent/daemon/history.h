@@ -1,7 +1,9 @@
 /* The agent's history in SQLite: every sample at full resolution for the
- * recent hours, one-minute aggregates for weeks, and every decision that
- * was not a plain "hold".  Survives restarts; the agent warms its
- * forecasters from it on start.
+ * recent hours, one-minute aggregates for weeks, every decision that was
+ * not a plain "hold", the seasonal scale's buckets, and what each tier's
+ * image had allocated.  Survives restarts; the agent warms its
+ * forecasters from it on start (the short-term one from the samples, the
+ * seasonal one from the buckets: a restarted shadowd knows yesterday).
  *
  * Writes are batched: they go into an open transaction that
  * shd_history_flush() commits (the daemon calls it once per interval).
@@ -67,6 +69,30 @@ JsonNode *shd_history_decisions (ShdHistory *h, const char *disk, gint64 since_m
  * samples no older than max_age_ms before now_ms. */
 GArray *shd_history_recent_load (ShdHistory *h, const char *disk, guint n,
                                  gint64 now_ms, gint64 max_age_ms, GError **error);
+
+/* The seasonal scale (the policy's outlook): one bucket of a disk's load,
+ * index floor(unix seconds / bucket_s), replaced when stored again. */
+typedef struct {
+  gint64 index;
+  double value;
+} ShdHistoryBucket;
+
+gboolean shd_history_add_bucket (ShdHistory *h, const char *disk, double bucket_s,
+                                 gint64 index, double value, GError **error);
+/* Buckets of a disk with this bucket size from since_index on, oldest
+ * first, the newest `limit` (0: all); kept for history-days. */
+GArray *shd_history_buckets (ShdHistory *h, const char *disk, double bucket_s,
+                             gint64 since_index, guint limit, GError **error);
+
+/* A tier's allocated bytes (NAN: unknown), lifecycle phase and whether it
+ * served the guest, at t_ms; kept for history-full-hours. */
+gboolean shd_history_add_tier_sample (ShdHistory *h, const char *disk, gint64 t_ms,
+                                      const char *tier, double allocated,
+                                      const char *phase, gboolean active, GError **error);
+/* Tier samples, oldest first: disk, time (s), tier, allocated-bytes, phase,
+ * active. */
+JsonNode *shd_history_tier_samples (ShdHistory *h, const char *disk, gint64 since_ms,
+                                    guint limit, GError **error);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (ShdHistory, shd_history_unref)
 

@@ -10,7 +10,8 @@ G_DEFINE_QUARK (shd-backtest-error-quark, shd_backtest_error)
 void
 shd_backtest_config_init (ShdBacktestConfig *c)
 {
-  *c = (ShdBacktestConfig) { .period = 0, .horizon = 1, .train_fraction = 0.5 };
+  *c = (ShdBacktestConfig) { .period = 0, .horizon = 1, .train_fraction = 0.5,
+                             .interval_s = 0, .seasons_s = { 86400, 604800, 0 } };
 }
 
 void
@@ -26,17 +27,22 @@ shd_backtest_result_free (ShdBacktestResult *r)
 typedef struct {
   double *abs_err;              /* per step */
   guint *count;                 /* per step */
-  guint inside;
+  guint inside;                 /* of the forecasts with an interval ... */
+  guint with_interval;          /* ... these */
+  guint own;
 } Acc;
 
 static void
-score (Acc *a, const ShdPrediction *p, const double *y, gsize t, guint h)
+score (Acc *a, double point, double lo, double hi, const double *y, gsize t, guint h)
 {
   double v = y[t + h - 1];
 
-  a->abs_err[h - 1] += fabs (v - p->point);
+  a->abs_err[h - 1] += fabs (v - point);
   a->count[h - 1]++;
-  a->inside += v >= p->lo && v <= p->hi;
+  if (isfinite (lo) && isfinite (hi)) {
+    a->with_interval++;
+    a->inside += v >= lo && v <= hi;
+  }
 }
 
 ShdBacktestResult *
@@ -67,29 +73,54 @@ shd_backtest_run (const double *y, gsize n, const ShdBacktestConfig *c,
     return NULL;
   }
 
-  shd_forecast_config_init (&fc);
+  if (c->forecast)
+    fc = *c->forecast;
+  else
+    shd_forecast_config_init (&fc);
   fc.period = c->period;
   fc.horizon = H;
+  if (c->interval_s > 0)
+    shd_forecast_config_set_calendar (&fc, c->interval_s, c->seasons_s);
   f = shd_forecaster_new (&fc);
   for (guint k = 0; k <= SHD_N_MODELS; k++) {
     acc[k].abs_err = g_new0 (double, H);
     acc[k].count = g_new0 (guint, H);
     acc[k].inside = 0;
+    acc[k].own = 0;
+    acc[k].with_interval = 0;
   }
 
   for (gsize t = 0; t < n; t++) {
     /* Origin after y[t-1]: forecast y[t .. t+H-1]. */
     if (t >= n_train) {
       for (guint h = 1; h <= H && t + h - 1 < n; h++) {
-        ShdPrediction p;
+        ShdPrediction p, naive;
+        gboolean have_naive;
 
+        /* every row on the same origins: a model that cannot forecast
+         * yet (a season not learned) is scored with naive's forecast */
+        have_naive = shd_model_predict (shd_forecaster_model (f, SHD_MODEL_NAIVE), h,
+                                        fc.level, &naive);
         for (guint k = 0; k < SHD_N_MODELS; k++) {
           ShdModel *m = shd_forecaster_model (f, k);
-          if (m && shd_model_predict (m, h, fc.level, &p))
-            score (&acc[k], &p, y, t, h);
+          double point;
+
+          if (m && shd_model_predict (m, h, fc.level, &p)) {
+            score (&acc[k], p.point, p.lo, p.hi, y, t, h);
+            acc[k].own++;
+          } else if (m == NULL && shd_forecaster_point (f, k, h, &point)) {
+            score (&acc[k], point, NAN, NAN, y, t, h);
+            acc[k].own++;
+          } else if (have_naive) {
+            score (&acc[k], naive.point, naive.lo, naive.hi, y, t, h);
+          }
         }
-        if (shd_forecaster_predict (f, h, &p))
-          score (&acc[SHD_BACKTEST_AUTO], &p, y, t, h);
+        if (shd_forecaster_predict (f, h, &p)) {
+          score (&acc[SHD_BACKTEST_AUTO], p.point, p.lo, p.hi, y, t, h);
+          acc[SHD_BACKTEST_AUTO].own++;
+        } else if (have_naive) {
+          score (&acc[SHD_BACKTEST_AUTO], naive.point, naive.lo, naive.hi, y, t, h);
+        }
       }
     }
     shd_forecaster_update (f, y[t]);
@@ -99,6 +130,7 @@ shd_backtest_run (const double *y, gsize n, const ShdBacktestConfig *c,
   r->n_train = n_train;
   r->horizon = H;
   r->period = shd_forecaster_period (f);
+  shd_forecaster_seasons (f, r->seasons, SHD_MAX_SEASONS - 1);
   r->level = fc.level;
   r->scale = scale;
   r->chosen = shd_forecaster_best (f);
@@ -114,8 +146,9 @@ shd_backtest_run (const double *y, gsize n, const ShdBacktestConfig *c,
       sum += acc[k].abs_err[h];
       row->mase_h[h] = acc[k].count[h] ? acc[k].abs_err[h] / acc[k].count[h] / scale : NAN;
     }
+    row->own = acc[k].own;
     row->mase = row->n ? sum / row->n / scale : NAN;
-    row->coverage = row->n ? (double) acc[k].inside / row->n : NAN;
+    row->coverage = acc[k].with_interval ? (double) acc[k].inside / acc[k].with_interval : NAN;
     row->rolling_mase = k < SHD_N_MODELS ? shd_forecaster_mase (f, k) : NAN;
     g_free (acc[k].abs_err);
     g_free (acc[k].count);
@@ -154,6 +187,11 @@ shd_backtest_to_json (const ShdBacktestResult *r, const char *source,
   json_builder_add_int_value (b, r->horizon);
   json_builder_set_member_name (b, "period");
   json_builder_add_int_value (b, r->period);
+  json_builder_set_member_name (b, "seasons");
+  json_builder_begin_array (b);
+  for (guint i = 0; i < SHD_MAX_SEASONS && r->seasons[i]; i++)
+    json_builder_add_int_value (b, r->seasons[i]);
+  json_builder_end_array (b);
   json_builder_set_member_name (b, "interval-level");
   json_builder_add_double_value (b, r->level);
   json_builder_set_member_name (b, "naive-mae-in-sample");
@@ -168,6 +206,8 @@ shd_backtest_to_json (const ShdBacktestResult *r, const char *source,
     json_builder_add_string_value (b, row->name);
     json_builder_set_member_name (b, "forecasts");
     json_builder_add_int_value (b, row->n);
+    json_builder_set_member_name (b, "own-forecasts");
+    json_builder_add_int_value (b, row->own);
     add_number_or_null (b, "mase", row->mase);
     json_builder_set_member_name (b, "mase-by-step");
     json_builder_begin_array (b);

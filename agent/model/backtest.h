@@ -21,6 +21,9 @@ typedef struct {
   guint period;                 /* 0: found in the data */
   guint horizon;                /* forecasts 1..horizon steps from each origin */
   double train_fraction;        /* the first origin */
+  double interval_s;            /* seconds per value; 0: unknown (no calendar) */
+  double seasons_s[SHD_MAX_SEASONS]; /* the calendar, 0-terminated: a day, a week */
+  const ShdForecastConfig *forecast; /* the selector's settings; NULL: the defaults */
 } ShdBacktestConfig;
 
 void shd_backtest_config_init (ShdBacktestConfig *c);
@@ -30,7 +33,9 @@ void shd_backtest_config_init (ShdBacktestConfig *c);
 
 typedef struct {
   const char *name;
-  guint n;                      /* forecasts scored (0: the model never ran) */
+  guint n;                      /* forecasts scored: the same for every row */
+  guint own;                    /* of which the model's own (the rest: naive's,
+                                   while the model could not forecast yet) */
   double mase;                  /* over every origin and step */
   double *mase_h;               /* per step ahead, [horizon] */
   double coverage;              /* share of values inside the interval */
@@ -39,11 +44,12 @@ typedef struct {
 
 typedef struct {
   guint n_obs, n_train, horizon, period;
+  guint seasons[SHD_MAX_SEASONS];       /* in use after the last value, 0-terminated */
   double level;
   double scale;                 /* in-sample one-step naive MAE */
   ShdBacktestRow rows[SHD_N_MODELS + 1];
   ShdModelKind chosen;          /* the selector's pick after the last value */
-  ShdModelKind best;            /* lowest backtest MASE */
+  ShdModelKind best;            /* lowest backtest MASE (same origins for all) */
 } ShdBacktestResult;
 
 ShdBacktestResult *shd_backtest_run (const double *y, gsize n,

@@ -1,769 +1,48 @@
-/* Online forecasters and the rolling-MASE model selector. */
+/* The model selector; see forecast.h.
+ *
+ * Every model of the pool forecasts `horizon` steps ahead after each value
+ * and is charged the absolute error when that value comes; a model that
+ * could not forecast at that origin is charged naive's error, so every
+ * score covers the same origins.  Two exponentially weighted means of
+ * these errors are kept per model: a long one (score_window) that ranks the
+ * models, and a recent one (short_window) that vetoes a model doing worse
+ * than naive right now.  A model replaces naive only when its long score
+ * is `margin` below naive's and its recent one not above naive's: on
+ * the development traces a plain rolling window picked whatever had been
+ * lucky lately and lost to naive by up to 24%. */
 #include "forecast.h"
-#include "ring.h"
+#include "model-private.h"
+#include "season.h"
+#include "spike.h"
 
 #include <math.h>
 #include <string.h>
 
-/* One-step residuals kept per model for its prediction interval. */
-#define RESID_WINDOW 96
-#define RESID_MIN 5
-
-typedef struct {
-  const char *name;
-  void (*update) (ShdModel *m, double y);
-  gboolean (*point) (const ShdModel *m, guint h, double *out);
-  void (*finalize) (ShdModel *m);
-} ShdModelClass;
-
-struct _ShdModel {
-  const ShdModelClass *klass;
-  ShdRing resid;
-};
-
-static void
-model_init (ShdModel *m, const ShdModelClass *klass)
-{
-  m->klass = klass;
-  shd_ring_init (&m->resid, RESID_WINDOW);
-}
-
-void
-shd_model_free (ShdModel *m)
-{
-  if (m == NULL)
-    return;
-  if (m->klass->finalize)
-    m->klass->finalize (m);
-  shd_ring_clear (&m->resid);
-  g_free (m);
-}
-
-const char *
-shd_model_name (const ShdModel *m)
-{
-  return m->klass->name;
-}
-
-gboolean
-shd_model_ready (const ShdModel *m)
-{
-  double p;
-
-  return m->klass->point (m, 1, &p);
-}
-
-void
-shd_model_update (ShdModel *m, double y)
-{
-  double p;
-
-  g_return_if_fail (isfinite (y));
-  if (m->klass->point (m, 1, &p))
-    shd_ring_push (&m->resid, y - p);
-  m->klass->update (m, y);
-}
-
-double
-shd_model_sigma (const ShdModel *m)
-{
-  double ss = 0;
-
-  if (m->resid.len == 0)
-    return NAN;
-  for (guint i = 0; i < m->resid.len; i++) {
-    double e = shd_ring_get (&m->resid, i);
-    ss += e * e;
-  }
-  return sqrt (ss / m->resid.len);
-}
-
-gboolean
-shd_model_predict (const ShdModel *m, guint h, double level, ShdPrediction *out)
-{
-  double p, z, half;
-
-  g_return_val_if_fail (h >= 1, FALSE);
-  g_return_val_if_fail (level > 0 && level < 1, FALSE);
-  if (!m->klass->point (m, h, &p))
-    return FALSE;
-  out->point = p;
-  out->has_interval = m->resid.len >= RESID_MIN;
-  if (!out->has_interval) {
-    out->lo = out->hi = p;
-    return TRUE;
-  }
-  /* Errors of most of these models grow roughly like a random walk's with
-   * the horizon; sqrt(h) is the cheap, honest approximation. */
-  z = shd_normal_quantile (0.5 + level / 2);
-  half = z * shd_model_sigma (m) * sqrt ((double) h);
-  out->lo = p - half;
-  out->hi = p + half;
-  return TRUE;
-}
-
-/* ---- naive ---- */
-
-typedef struct {
-  ShdModel base;
-  double last;
-  gboolean have;
-} Naive;
-
-static void
-naive_update (ShdModel *m, double y)
-{
-  Naive *s = (Naive *) m;
-
-  s->last = y;
-  s->have = TRUE;
-}
-
-static gboolean
-naive_point (const ShdModel *m, guint h, double *out)
-{
-  const Naive *s = (const Naive *) m;
-
-  (void) h;
-  *out = s->last;
-  return s->have;
-}
-
-static const ShdModelClass naive_class = { "naive", naive_update, naive_point, NULL };
-
-ShdModel *
-shd_model_new_naive (void)
-{
-  Naive *s = g_new0 (Naive, 1);
-
-  model_init (&s->base, &naive_class);
-  return &s->base;
-}
-
-/* ---- seasonal naive ---- */
-
-typedef struct {
-  ShdModel base;
-  ShdRing season;               /* the last full period, oldest first */
-} SNaive;
-
-static void
-snaive_update (ShdModel *m, double y)
-{
-  shd_ring_push (&((SNaive *) m)->season, y);
-}
-
-static gboolean
-snaive_point (const ShdModel *m, guint h, double *out)
-{
-  const SNaive *s = (const SNaive *) m;
-
-  if (!shd_ring_full (&s->season))
-    return FALSE;
-  /* The oldest element is the value one period before the next step. */
-  *out = shd_ring_get (&s->season, (h - 1) % s->season.cap);
-  return TRUE;
-}
-
-static void
-snaive_finalize (ShdModel *m)
-{
-  shd_ring_clear (&((SNaive *) m)->season);
-}
-
-static const ShdModelClass snaive_class = {
-  "snaive", snaive_update, snaive_point, snaive_finalize
-};
-
-ShdModel *
-shd_model_new_snaive (guint period)
-{
-  SNaive *s;
-
-  g_return_val_if_fail (period >= 1, NULL);
-  s = g_new0 (SNaive, 1);
-  model_init (&s->base, &snaive_class);
-  shd_ring_init (&s->season, period);
-  return &s->base;
-}
-
-/* ---- EWMA ---- */
-
-typedef struct {
-  ShdModel base;
-  double alpha;
-  double level;
-  gboolean have;
-} Ewma;
-
-static void
-ewma_update (ShdModel *m, double y)
-{
-  Ewma *s = (Ewma *) m;
-
-  s->level = s->have ? s->alpha * y + (1 - s->alpha) * s->level : y;
-  s->have = TRUE;
-}
-
-static gboolean
-ewma_point (const ShdModel *m, guint h, double *out)
-{
-  const Ewma *s = (const Ewma *) m;
-
-  (void) h;
-  *out = s->level;
-  return s->have;
-}
-
-static const ShdModelClass ewma_class = { "ewma", ewma_update, ewma_point, NULL };
-
-ShdModel *
-shd_model_new_ewma (double alpha)
-{
-  Ewma *s;
-
-  g_return_val_if_fail (alpha > 0 && alpha <= 1, NULL);
-  s = g_new0 (Ewma, 1);
-  model_init (&s->base, &ewma_class);
-  s->alpha = alpha;
-  return &s->base;
-}
-
-/* ---- damped Holt ---- */
-
-/* phi + phi^2 + ... + phi^h: how much of the trend a damped model keeps. */
-static double
-damped_sum (double phi, guint h)
-{
-  if (phi == 1)
-    return h;
-  return phi * (1 - pow (phi, h)) / (1 - phi);
-}
-
-typedef struct {
-  ShdModel base;
-  double alpha, beta, phi;
-  double level, trend;
-  guint64 n;
-} Holt;
-
-static void
-holt_update (ShdModel *m, double y)
-{
-  Holt *s = (Holt *) m;
-  double prev;
-
-  if (s->n == 0) {
-    s->level = y;
-    s->trend = 0;
-  } else if (s->n == 1) {
-    s->trend = y - s->level;
-    s->level = y;
-  } else {
-    prev = s->level;
-    s->level = s->alpha * y + (1 - s->alpha) * (prev + s->phi * s->trend);
-    s->trend = s->beta * (s->level - prev) + (1 - s->beta) * s->phi * s->trend;
-  }
-  s->n++;
-}
-
-static gboolean
-holt_point (const ShdModel *m, guint h, double *out)
-{
-  const Holt *s = (const Holt *) m;
-
-  if (s->n < 2)
-    return FALSE;
-  *out = s->level + damped_sum (s->phi, h) * s->trend;
-  return TRUE;
-}
-
-static const ShdModelClass holt_class = { "holt", holt_update, holt_point, NULL };
-
-ShdModel *
-shd_model_new_holt (double alpha, double beta, double phi)
-{
-  Holt *s;
-
-  g_return_val_if_fail (alpha > 0 && alpha <= 1, NULL);
-  g_return_val_if_fail (beta >= 0 && beta <= 1, NULL);
-  g_return_val_if_fail (phi > 0 && phi <= 1, NULL);
-  s = g_new0 (Holt, 1);
-  model_init (&s->base, &holt_class);
-  s->alpha = alpha;
-  s->beta = beta;
-  s->phi = phi;
-  return &s->base;
-}
-
-/* ---- damped additive Holt-Winters ---- */
-
-typedef struct {
-  ShdModel base;
-  guint m;
-  double alpha, beta, gamma, phi;
-  double level, trend;
-  double *season;               /* indexed by time modulo m */
-  double *warm;                 /* the first two periods, for initialisation */
-  guint64 n;
-} Hw;
-
-static void
-hw_step (Hw *s, double y)
-{
-  guint j = s->n % s->m;
-  double l0 = s->level, b0 = s->trend;
-
-  s->level = s->alpha * (y - s->season[j]) + (1 - s->alpha) * (l0 + s->phi * b0);
-  s->trend = s->beta * (s->level - l0) + (1 - s->beta) * s->phi * b0;
-  s->season[j] = s->gamma * (y - l0 - s->phi * b0) + (1 - s->gamma) * s->season[j];
-}
-
-/* Level and trend from the means of the first two periods, seasonal
- * indices from the detrended first period; then the second period is run
- * through the ordinary recursions. */
-static void
-hw_initialise (Hw *s)
-{
-  guint m = s->m;
-  double mean1 = 0, mean2 = 0;
-
-  for (guint i = 0; i < m; i++) {
-    mean1 += s->warm[i];
-    mean2 += s->warm[m + i];
-  }
-  mean1 /= m;
-  mean2 /= m;
-  s->trend = (mean2 - mean1) / m;
-  for (guint i = 0; i < m; i++)
-    s->season[i] = s->warm[i] - (mean1 + s->trend * (i - (m - 1) / 2.0));
-  s->level = mean1 + s->trend * (m - 1) / 2.0;
-  for (s->n = m; s->n < 2 * m; s->n++)
-    hw_step (s, s->warm[s->n]);
-  g_clear_pointer (&s->warm, g_free);
-}
-
-static void
-hw_update (ShdModel *mod, double y)
-{
-  Hw *s = (Hw *) mod;
-
-  if (s->n < 2 * (guint64) s->m) {
-    s->warm[s->n++] = y;
-    if (s->n == 2 * (guint64) s->m)
-      hw_initialise (s);
-    return;
-  }
-  hw_step (s, y);
-  s->n++;
-}
-
-static gboolean
-hw_point (const ShdModel *mod, guint h, double *out)
-{
-  const Hw *s = (const Hw *) mod;
-
-  if (s->warm != NULL)
-    return FALSE;
-  *out = s->level + damped_sum (s->phi, h) * s->trend
-       + s->season[(s->n + h - 1) % s->m];
-  return TRUE;
-}
-
-static void
-hw_finalize (ShdModel *mod)
-{
-  Hw *s = (Hw *) mod;
-
-  g_free (s->season);
-  g_free (s->warm);
-}
-
-static const ShdModelClass hw_class = { "hw", hw_update, hw_point, hw_finalize };
-
-ShdModel *
-shd_model_new_hw (guint period, double alpha, double beta, double gamma, double phi)
-{
-  Hw *s;
-
-  g_return_val_if_fail (period >= 2, NULL);
-  g_return_val_if_fail (alpha > 0 && alpha <= 1, NULL);
-  g_return_val_if_fail (beta >= 0 && beta <= 1, NULL);
-  g_return_val_if_fail (gamma >= 0 && gamma <= 1, NULL);
-  g_return_val_if_fail (phi > 0 && phi <= 1, NULL);
-  s = g_new0 (Hw, 1);
-  model_init (&s->base, &hw_class);
-  s->m = period;
-  s->alpha = alpha;
-  s->beta = beta;
-  s->gamma = gamma;
-  s->phi = phi;
-  s->season = g_new0 (double, period);
-  s->warm = g_new0 (double, 2 * (gsize) period);
-  return &s->base;
-}
-
-/* ---- AR(p) by Levinson-Durbin on a rolling window ---- */
-
-gboolean
-shd_levinson_durbin (const double *r, guint p, double *phi, double *err)
-{
-  g_autofree double *prev = g_new0 (double, p + 1);
-  double e = r[0];
-
-  memset (phi, 0, p * sizeof *phi);
-  if (!(e > 0))
-    return FALSE;
-  for (guint k = 1; k <= p; k++) {
-    double acc = r[k], kappa;
-
-    /* A perfectly predictable series: higher orders add nothing. */
-    if (e <= 1e-12 * r[0])
-      break;
-    for (guint j = 1; j < k; j++)
-      acc -= phi[j - 1] * r[k - j];
-    kappa = acc / e;
-    if (!(fabs (kappa) <= 1 + 1e-9))
-      return FALSE;
-    memcpy (prev, phi, (k - 1) * sizeof *phi);
-    phi[k - 1] = kappa;
-    for (guint j = 1; j < k; j++)
-      phi[j - 1] = prev[j - 1] - kappa * prev[k - j - 1];
-    e *= 1 - kappa * kappa;
-    if (e < 0)
-      e = 0;
-  }
-  if (err)
-    *err = e;
-  return TRUE;
-}
-
-typedef struct {
-  ShdModel base;
-  guint p;
-  ShdRing win;
-  double *phi;
-  double mean;
-  gboolean fitted;
-  double *scratch;              /* window copy, then forecast recursion */
-} Ar;
-
-static void
-ar_fit (Ar *s)
-{
-  guint n = s->win.len, p = s->p;
-  double r[SHD_AR_MAX_ORDER + 1];
-  double *x = s->scratch;
-
-  shd_ring_copy (&s->win, x);
-  s->mean = 0;
-  for (guint i = 0; i < n; i++)
-    s->mean += x[i];
-  s->mean /= n;
-  for (guint i = 0; i < n; i++)
-    x[i] -= s->mean;
-  /* The biased estimator keeps the fitted model stationary. */
-  for (guint k = 0; k <= p; k++) {
-    double acc = 0;
-    for (guint i = k; i < n; i++)
-      acc += x[i] * x[i - k];
-    r[k] = acc / n;
-  }
-  if (r[0] <= 0) {
-    /* A constant window: the mean is the forecast. */
-    memset (s->phi, 0, p * sizeof *s->phi);
-    s->fitted = TRUE;
-    return;
-  }
-  s->fitted = shd_levinson_durbin (r, p, s->phi, NULL);
-}
-
-static void
-ar_update (ShdModel *m, double y)
-{
-  Ar *s = (Ar *) m;
-
-  shd_ring_push (&s->win, y);
-  if (s->win.len >= MAX (2 * s->p + 2, 8u))
-    ar_fit (s);
-}
-
-static gboolean
-ar_point (const ShdModel *m, guint h, double *out)
-{
-  const Ar *s = (const Ar *) m;
-  guint p = s->p;
-  double *x = s->scratch;       /* x[0..p-1] = last p values, centred */
-
-  if (!s->fitted)
-    return FALSE;
-  for (guint i = 0; i < p; i++)
-    x[i] = shd_ring_back (&s->win, i) - s->mean;
-  for (guint step = 0; step < h; step++) {
-    double next = 0;
-    for (guint i = 0; i < p; i++)
-      next += s->phi[i] * x[i];
-    memmove (x + 1, x, (p - 1) * sizeof *x);
-    x[0] = next;
-  }
-  *out = x[0] + s->mean;
-  return TRUE;
-}
-
-static void
-ar_finalize (ShdModel *m)
-{
-  Ar *s = (Ar *) m;
-
-  shd_ring_clear (&s->win);
-  g_free (s->phi);
-  g_free (s->scratch);
-}
-
-static const ShdModelClass ar_class = { "ar", ar_update, ar_point, ar_finalize };
-
-ShdModel *
-shd_model_new_ar (guint order, guint window)
-{
-  Ar *s;
-
-  g_return_val_if_fail (order >= 1 && order <= SHD_AR_MAX_ORDER, NULL);
-  g_return_val_if_fail (window >= MAX (2 * order + 2, 8u), NULL);
-  s = g_new0 (Ar, 1);
-  model_init (&s->base, &ar_class);
-  s->p = order;
-  shd_ring_init (&s->win, window);
-  s->phi = g_new0 (double, order);
-  s->scratch = g_new0 (double, window);
-  return &s->base;
-}
-
-gboolean
-shd_model_ar_coefficients (const ShdModel *m, double *phi, guint order)
-{
-  const Ar *s = (const Ar *) m;
-
-  if (m->klass != &ar_class || !s->fitted || order != s->p)
-    return FALSE;
-  memcpy (phi, s->phi, order * sizeof *phi);
-  return TRUE;
-}
-
-/* ---- self-tuning wrappers ---- */
-
-/* Smoothing constants that suit one disk do not suit the next, and fitting
- * them by likelihood is not cheap.  Instead a handful of candidates run
- * side by side (each O(1) per update) and the one with the lowest recent
- * one-step error forecasts. */
-#define TUNE_WINDOW 48
-
-typedef struct {
-  ShdModel base;
-  guint k;
-  ShdModel **cand;
-  ShdRing *err;
-  guint best;
-} Tuned;
-
-static void
-tuned_update (ShdModel *m, double y)
-{
-  Tuned *s = (Tuned *) m;
-  double best_err = INFINITY;
-
-  for (guint i = 0; i < s->k; i++) {
-    double p;
-
-    if (s->cand[i]->klass->point (s->cand[i], 1, &p))
-      shd_ring_push (&s->err[i], fabs (y - p));
-    shd_model_update (s->cand[i], y);
-  }
-  for (guint i = 0; i < s->k; i++) {
-    double e = 0;
-
-    if (s->err[i].len == 0)
-      continue;
-    for (guint j = 0; j < s->err[i].len; j++)
-      e += shd_ring_get (&s->err[i], j);
-    e /= s->err[i].len;
-    /* Ties keep the earlier, more conservative candidate. */
-    if (e < best_err) {
-      best_err = e;
-      s->best = i;
-    }
-  }
-}
-
-static gboolean
-tuned_point (const ShdModel *m, guint h, double *out)
-{
-  const Tuned *s = (const Tuned *) m;
-
-  return s->cand[s->best]->klass->point (s->cand[s->best], h, out);
-}
-
-static void
-tuned_finalize (ShdModel *m)
-{
-  Tuned *s = (Tuned *) m;
-
-  for (guint i = 0; i < s->k; i++) {
-    shd_model_free (s->cand[i]);
-    shd_ring_clear (&s->err[i]);
-  }
-  g_free (s->cand);
-  g_free (s->err);
-}
-
-static const ShdModelClass tuned_ewma_class = { "ewma", tuned_update, tuned_point, tuned_finalize };
-static const ShdModelClass tuned_holt_class = { "holt", tuned_update, tuned_point, tuned_finalize };
-static const ShdModelClass tuned_hw_class = { "hw", tuned_update, tuned_point, tuned_finalize };
-
-static ShdModel *
-tuned_new (const ShdModelClass *klass, ShdModel **cand, guint k)
-{
-  Tuned *s = g_new0 (Tuned, 1);
-
-  model_init (&s->base, klass);
-  s->k = k;
-  s->cand = g_memdup2 (cand, k * sizeof *cand);
-  s->err = g_new0 (ShdRing, k);
-  for (guint i = 0; i < k; i++)
-    shd_ring_init (&s->err[i], TUNE_WINDOW);
-  return &s->base;
-}
-
-ShdModel *
-shd_model_new_ewma_tuned (void)
-{
-  static const double alpha[] = { 0.3, 0.1, 0.5, 0.7, 0.9 };
-  ShdModel *cand[G_N_ELEMENTS (alpha)];
-
-  for (guint i = 0; i < G_N_ELEMENTS (alpha); i++)
-    cand[i] = shd_model_new_ewma (alpha[i]);
-  return tuned_new (&tuned_ewma_class, cand, G_N_ELEMENTS (cand));
-}
-
-ShdModel *
-shd_model_new_holt_tuned (double phi)
-{
-  static const double ab[][2] = { { 0.3, 0.05 }, { 0.6, 0.05 }, { 0.9, 0.05 },
-                                  { 0.3, 0.2 }, { 0.6, 0.2 }, { 0.9, 0.2 } };
-  ShdModel *cand[G_N_ELEMENTS (ab)];
-
-  for (guint i = 0; i < G_N_ELEMENTS (ab); i++)
-    cand[i] = shd_model_new_holt (ab[i][0], ab[i][1], phi);
-  return tuned_new (&tuned_holt_class, cand, G_N_ELEMENTS (cand));
-}
-
-ShdModel *
-shd_model_new_hw_tuned (guint period, double phi)
-{
-  static const double ag[][2] = { { 0.2, 0.3 }, { 0.1, 0.1 }, { 0.5, 0.1 },
-                                  { 0.1, 0.3 }, { 0.5, 0.3 }, { 0.8, 0.3 } };
-  ShdModel *cand[G_N_ELEMENTS (ag)];
-
-  for (guint i = 0; i < G_N_ELEMENTS (ag); i++)
-    cand[i] = shd_model_new_hw (period, ag[i][0], 0.01, ag[i][1], phi);
-  return tuned_new (&tuned_hw_class, cand, G_N_ELEMENTS (cand));
-}
-
-/* ---- helpers ---- */
-
-/* Autocorrelation of x at lag k, given its mean and total variance. */
-static double
-acf_at (const double *x, gsize n, double mean, double var, guint k)
-{
-  double acc = 0;
-
-  for (gsize i = k; i < n; i++)
-    acc += (x[i] - mean) * (x[i - k] - mean);
-  return acc / var;
-}
-
-static void
-mean_var (const double *x, gsize n, double *mean, double *var)
-{
-  *mean = 0;
-  *var = 0;
-  for (gsize i = 0; i < n; i++)
-    *mean += x[i];
-  *mean /= n;
-  for (gsize i = 0; i < n; i++)
-    *var += (x[i] - *mean) * (x[i] - *mean);
-}
-
-guint
-shd_detect_period (const double *y, gsize n, guint min_period, guint max_period,
-                   double min_acf)
-{
-  double mean, var, dmean, dvar, best_acf = min_acf;
-  guint maxlag, best = 0;
-  g_autofree double *acf = NULL;
-  g_autofree double *dy = NULL;
-
-  if (min_period < 2)
-    min_period = 2;
-  maxlag = MIN ((gsize) max_period, n / 3);
-  if (maxlag < min_period)
-    return 0;
-  mean_var (y, n, &mean, &var);
-  if (!(var > 0))
-    return 0;
-  dy = g_new (double, n - 1);
-  for (gsize i = 1; i < n; i++)
-    dy[i - 1] = y[i] - y[i - 1];
-  mean_var (dy, n - 1, &dmean, &dvar);
-  acf = g_new0 (double, maxlag + 2);
-  for (guint k = 0; k <= maxlag + 1; k++)
-    acf[k] = acf_at (y, n, mean, var, k);
-  /* Persistence alone makes small lags correlate; only a local peak after
-   * the decay says "season".  A random walk correlates at every lag, so
-   * the season must also show in the differences. */
-  for (guint k = min_period; k <= maxlag; k++) {
-    if (acf[k] > acf[k - 1] && acf[k] >= acf[k + 1] && acf[k] >= best_acf &&
-        dvar > 0 && acf_at (dy, n - 1, dmean, dvar, k) >= min_acf / 2) {
-      best_acf = acf[k];
-      best = k;
-    }
-  }
-  return best;
-}
-
-/* Acklam's rational approximation, relative error below 1.2e-9. */
-double
-shd_normal_quantile (double p)
-{
-  static const double a[] = { -3.969683028665376e+01, 2.209460984245205e+02,
-    -2.759285104469687e+02, 1.383577518672690e+02, -3.066479806614716e+01,
-    2.506628277459239e+00 };
-  static const double b[] = { -5.447609879822406e+01, 1.615858368580409e+02,
-    -1.556989798598866e+02, 6.680131188771972e+01, -1.328068155288572e+01 };
-  static const double c[] = { -7.784894002430293e-03, -3.223964580411365e-01,
-    -2.400758277161838e+00, -2.549732539343734e+00, 4.374664141464968e+00,
-    2.938163982698783e+00 };
-  static const double d[] = { 7.784695709041462e-03, 3.224671290700398e-01,
-    2.445134137142996e+00, 3.754408661907416e+00 };
-  double q, r;
-
-  g_return_val_if_fail (p > 0 && p < 1, NAN);
-  if (p < 0.02425) {
-    q = sqrt (-2 * log (p));
-    return (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) /
-           ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1);
-  }
-  if (p > 1 - 0.02425)
-    return -shd_normal_quantile (1 - p);
-  q = p - 0.5;
-  r = q * q;
-  return (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q /
-         (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1);
-}
-
-/* ---- selector ---- */
+#define MIN_SCORED 16           /* errors before a model may be chosen */
+#define SKILL_CALENDAR 0.97     /* a calendar season must beat no season by 3% */
+#define SKILL_FOUND 0.80       /* a season found in the data, by 20% */
+#define SKILL_DROP 1.10         /* a season in use is dropped above this: clearly worse */
+/* History kept beyond the profile's cycles: a season's test scores the
+ * last two thirds of it, four cycles with the profile's three, so one odd
+ * day (a spike that did not come) is outvoted rather than decisive */
+#define EXTRA_CYCLES 3
 
 static const char *const kind_names[SHD_N_MODELS] = {
-  "naive", "snaive", "ewma", "holt", "hw", "ar"
+  [SHD_MODEL_NAIVE] = "naive",
+  [SHD_MODEL_SNAIVE] = "snaive",
+  [SHD_MODEL_EWMA] = "ewma",
+  [SHD_MODEL_HOLT] = "holt",
+  [SHD_MODEL_HW] = "hw",
+  [SHD_MODEL_AR] = "ar",
+  [SHD_MODEL_LEVEL] = "level",
+  [SHD_MODEL_PROFILE] = "profile",
+  [SHD_MODEL_MEDIAN] = "median",
+};
+
+/* The models the median combines: the non-seasonal trio, and the seasonal
+ * pair when a season is in use. */
+static const ShdModelKind median_members[] = {
+  SHD_MODEL_NAIVE, SHD_MODEL_EWMA, SHD_MODEL_LEVEL, SHD_MODEL_PROFILE, SHD_MODEL_HW,
 };
 
 const char *
@@ -778,94 +57,203 @@ shd_forecast_config_init (ShdForecastConfig *c)
 {
   *c = (ShdForecastConfig) {
     .period = 0,
-    .min_period = 2,
+    .min_period = 4,
     .max_period = 96,
     .min_acf = 0.3,
+    .max_season = 4096,
     .horizon = 1,
-    .score_window = 64,
-    .margin = 0.02,
+    .score_window = 100,
+    .short_window = 10,
+    .margin = 0.03,
+    .full_skill = 0.3,
     .level = 0.95,
+    .pool = (1u << SHD_MODEL_NAIVE) | (1u << SHD_MODEL_EWMA) | (1u << SHD_MODEL_HW) |
+            (1u << SHD_MODEL_LEVEL) | (1u << SHD_MODEL_PROFILE) | (1u << SHD_MODEL_MEDIAN),
     .tune = TRUE,
     .ewma_alpha = 0.3,
     .holt_alpha = 0.3, .holt_beta = 0.05, .holt_phi = 0.9,
     .hw_alpha = 0.2, .hw_beta = 0.01, .hw_gamma = 0.3, .hw_phi = 0.9,
     .ar_order = 4, .ar_window = 96,
+    .profile_cycles = 3, .level_window = 24, .profile_fit = 96,
   };
 }
 
+void
+shd_forecast_config_set_calendar (ShdForecastConfig *c, double interval_s,
+                                  const double *seasons_s)
+{
+  guint n = 0;
+
+  g_return_if_fail (interval_s > 0);
+  memset (c->calendar, 0, sizeof c->calendar);
+  for (guint i = 0; seasons_s && seasons_s[i] > 0 && n < SHD_MAX_SEASONS - 1; i++) {
+    double p = round (seasons_s[i] / interval_s);
+
+    if (p >= 4 && p <= c->max_season)
+      c->calendar[n++] = (guint) p;
+  }
+}
+
 typedef struct {
-  ShdModel *model;
-  ShdRing pending;              /* forecasts horizon steps ahead, oldest first */
-  ShdRing err;                  /* absolute errors at the horizon */
+  ShdModel *model;              /* NULL: not running, or the median */
+  ShdRing pending;              /* forecasts horizon steps ahead, oldest first; NAN: none */
+  double L, Ln;                 /* decayed sums of absolute errors, long memory */
+  double S, Sn;                 /* the same, recent */
+  guint64 scored;
 } Slot;
 
 struct _ShdForecaster {
   ShdForecastConfig c;
+  double dl, ds;                /* decays of the long and the recent scores */
   Slot slot[SHD_N_MODELS];
-  ShdRing scale;                /* |y_t - y_{t-1}|: the in-sample naive error */
-  ShdRing history;              /* recent values, while the season is unknown */
-  guint period;
+  double scale, scale_n;        /* decayed mean |y_t - y_{t-1}|: naive's in-sample error */
+  ShdRing history;              /* recent values: season tests and catching up */
+  guint cand[SHD_MAX_SEASONS];  /* candidate seasons, 0-terminated */
+  guint seasons[SHD_MAX_SEASONS]; /* in use, shortest first */
+  guint n_seasons;
   guint64 n;
   double last;
   ShdModelKind best;
+  double weight;                /* of the best model against naive, in (0, 1] */
+  /* the selector's own forecasts horizon steps ahead and their errors on
+   * log(1 + y): the interval is their quantile at the level */
+  ShdRing own_pending;
+  ShdRing own_err;
+  double own_q;                 /* the quantile; NAN: compute again */
+  double *scratch;
 };
 
 static void
-slot_set (ShdForecaster *f, ShdModelKind k, ShdModel *m)
+slot_start (ShdForecaster *f, ShdModelKind k, ShdModel *m)
 {
-  f->slot[k].model = m;
-  shd_ring_init (&f->slot[k].pending, f->c.horizon);
-  shd_ring_init (&f->slot[k].err, f->c.score_window);
+  Slot *s = &f->slot[k];
+
+  s->model = m;
+  if (s->pending.v == NULL) {
+    shd_ring_init (&s->pending, f->c.horizon);
+    for (guint i = 0; i < f->c.horizon; i++)
+      shd_ring_push (&s->pending, NAN);
+  }
 }
 
 static void
-slot_clear (Slot *s)
+slot_stop (Slot *s)
 {
   g_clear_pointer (&s->model, shd_model_free);
-  shd_ring_clear (&s->pending);
-  shd_ring_clear (&s->err);
 }
 
+static gboolean
+running (const ShdForecaster *f, ShdModelKind k)
+{
+  return k == SHD_MODEL_MEDIAN || f->slot[k].model != NULL;
+}
+
+gboolean
+shd_forecaster_point (const ShdForecaster *f, ShdModelKind k, guint h, double *out)
+{
+  double v[G_N_ELEMENTS (median_members)];
+  guint n = 0;
+
+  g_return_val_if_fail (k < SHD_N_MODELS && h >= 1, FALSE);
+  if (k != SHD_MODEL_MEDIAN)
+    return f->slot[k].model && shd_model_point (f->slot[k].model, h, out);
+  for (guint i = 0; i < G_N_ELEMENTS (median_members); i++)
+    if (f->slot[median_members[i]].model &&
+        shd_model_point (f->slot[median_members[i]].model, h, &v[n]))
+      n++;
+  if (n == 0)
+    return FALSE;
+  *out = shd_median_inplace (v, n);
+  return TRUE;
+}
+
+/* The seasonal models on the seasons in use: the profile on the longest
+ * (a week's profile also holds the day), Holt-Winters and seasonal naive
+ * on the shortest (Holt-Winters learns a long season slowly).  They catch
+ * up on the history so they start warm. */
 static void
-add_seasonal_models (ShdForecaster *f)
+start_seasonal_models (ShdForecaster *f)
 {
   const ShdForecastConfig *c = &f->c;
+  guint shortest, longest;
+  g_autofree double *buf = NULL;
+  ShdModelKind kinds[] = { SHD_MODEL_SNAIVE, SHD_MODEL_HW, SHD_MODEL_PROFILE };
 
-  slot_set (f, SHD_MODEL_SNAIVE, shd_model_new_snaive (f->period));
-  if (f->period >= 2)
-    slot_set (f, SHD_MODEL_HW, c->tune
-              ? shd_model_new_hw_tuned (f->period, c->hw_phi)
-              : shd_model_new_hw (f->period, c->hw_alpha, c->hw_beta, c->hw_gamma,
-                                  c->hw_phi));
+  for (guint i = 0; i < G_N_ELEMENTS (kinds); i++)
+    slot_stop (&f->slot[kinds[i]]);
+  if (f->n_seasons == 0)
+    return;
+  shortest = f->seasons[0];
+  longest = f->seasons[f->n_seasons - 1];
+  slot_start (f, SHD_MODEL_SNAIVE, shd_model_new_snaive (shortest));
+  slot_start (f, SHD_MODEL_HW, c->tune ? shd_model_new_hw_tuned (shortest, c->hw_phi)
+                               : shd_model_new_hw (shortest, c->hw_alpha, c->hw_beta,
+                                                   c->hw_gamma, c->hw_phi));
+  slot_start (f, SHD_MODEL_PROFILE, shd_model_new_profile (longest, c->profile_cycles,
+                                                           c->level_window, c->profile_fit));
+  buf = g_new (double, MAX (f->history.len, 1u));
+  shd_ring_copy (&f->history, buf);
+  for (guint i = 0; i < f->history.len; i++)
+    for (guint j = 0; j < G_N_ELEMENTS (kinds); j++)
+      shd_model_update (f->slot[kinds[j]].model, buf[i]);
 }
 
 ShdForecaster *
 shd_forecaster_new (const ShdForecastConfig *c)
 {
   ShdForecaster *f;
+  guint hist = 0;
 
   g_return_val_if_fail (c->horizon >= 1, NULL);
-  g_return_val_if_fail (c->score_window >= 4, NULL);
+  g_return_val_if_fail (c->score_window >= 4 && c->short_window >= 1, NULL);
   g_return_val_if_fail (c->level > 0 && c->level < 1, NULL);
+  g_return_val_if_fail (c->period != 1, NULL);
   f = g_new0 (ShdForecaster, 1);
   f->c = *c;
-  slot_set (f, SHD_MODEL_NAIVE, shd_model_new_naive ());
-  slot_set (f, SHD_MODEL_EWMA, c->tune ? shd_model_new_ewma_tuned ()
-                                      : shd_model_new_ewma (c->ewma_alpha));
-  slot_set (f, SHD_MODEL_HOLT, c->tune ? shd_model_new_holt_tuned (c->holt_phi)
-                                      : shd_model_new_holt (c->holt_alpha, c->holt_beta,
-                                                            c->holt_phi));
-  slot_set (f, SHD_MODEL_AR, shd_model_new_ar (c->ar_order, c->ar_window));
-  for (guint k = 0; k < SHD_N_MODELS; k++)
-    if (f->slot[k].model == NULL && k != SHD_MODEL_SNAIVE && k != SHD_MODEL_HW)
-      g_error ("invalid forecaster configuration for %s", kind_names[k]);
-  f->period = c->period;
-  if (f->period > 0)
-    add_seasonal_models (f);
-  else
-    shd_ring_init (&f->history, 4 * MAX (c->max_period, 4u));
-  shd_ring_init (&f->scale, c->score_window);
+  f->dl = 1 - 1.0 / c->score_window;
+  f->ds = 1 - 1.0 / c->short_window;
   f->best = SHD_MODEL_NAIVE;
+  f->scratch = g_new (double, MAX ((guint) G_N_ELEMENTS (median_members), c->score_window));
+  shd_ring_init (&f->own_pending, c->horizon);
+  for (guint i = 0; i < c->horizon; i++)
+    shd_ring_push (&f->own_pending, NAN);
+  shd_ring_init (&f->own_err, c->score_window);
+  f->own_q = NAN;
+  slot_start (f, SHD_MODEL_NAIVE, shd_model_new_naive ());
+  slot_start (f, SHD_MODEL_EWMA, c->tune ? shd_model_new_ewma_tuned ()
+                                         : shd_model_new_ewma (c->ewma_alpha));
+  slot_start (f, SHD_MODEL_HOLT, c->tune ? shd_model_new_holt_tuned (c->holt_phi)
+                                         : shd_model_new_holt (c->holt_alpha, c->holt_beta,
+                                                               c->holt_phi));
+  slot_start (f, SHD_MODEL_AR, shd_model_new_ar (c->ar_order, c->ar_window));
+  slot_start (f, SHD_MODEL_LEVEL, shd_model_new_profile (0, c->profile_cycles,
+                                                         c->level_window, c->profile_fit));
+  slot_start (f, SHD_MODEL_MEDIAN, NULL);
+  for (guint k = 0; k < SHD_N_MODELS; k++)
+    if (f->slot[k].model == NULL && k != SHD_MODEL_SNAIVE && k != SHD_MODEL_HW &&
+        k != SHD_MODEL_PROFILE && k != SHD_MODEL_MEDIAN)
+      g_error ("invalid forecaster configuration for %s", kind_names[k]);
+  /* the seasonal slots score from the start (as naive until they run) */
+  slot_start (f, SHD_MODEL_SNAIVE, NULL);
+  slot_start (f, SHD_MODEL_HW, NULL);
+  slot_start (f, SHD_MODEL_PROFILE, NULL);
+
+  /* candidates, and enough history to test the longest and catch up */
+  if (c->period >= 2) {
+    f->seasons[0] = c->period;
+    f->n_seasons = 1;
+    hist = c->period * (c->profile_cycles + EXTRA_CYCLES);
+  } else if (c->calendar[0]) {
+    for (guint i = 0; i < SHD_MAX_SEASONS && c->calendar[i]; i++) {
+      f->cand[i] = c->calendar[i];
+      hist = MAX (hist, c->calendar[i] * (c->profile_cycles + EXTRA_CYCLES));
+    }
+  } else {
+    hist = 4 * MAX (c->max_period, 4u);
+  }
+  hist = MIN (MAX (hist, 64u), (c->profile_cycles + EXTRA_CYCLES) * MAX (c->max_season, 64u));
+  shd_ring_init (&f->history, hist);
+  start_seasonal_models (f);
   return f;
 }
 
@@ -874,21 +262,15 @@ shd_forecaster_free (ShdForecaster *f)
 {
   if (f == NULL)
     return;
-  for (guint k = 0; k < SHD_N_MODELS; k++)
-    slot_clear (&f->slot[k]);
-  shd_ring_clear (&f->scale);
+  for (guint k = 0; k < SHD_N_MODELS; k++) {
+    slot_stop (&f->slot[k]);
+    shd_ring_clear (&f->slot[k].pending);
+  }
   shd_ring_clear (&f->history);
+  shd_ring_clear (&f->own_pending);
+  shd_ring_clear (&f->own_err);
+  g_free (f->scratch);
   g_free (f);
-}
-
-static double
-ring_mean (const ShdRing *r)
-{
-  double s = 0;
-
-  for (guint i = 0; i < r->len; i++)
-    s += shd_ring_get (r, i);
-  return r->len ? s / r->len : NAN;
 }
 
 double
@@ -899,96 +281,175 @@ shd_forecaster_mase (const ShdForecaster *f, ShdModelKind k)
 
   g_return_val_if_fail (k < SHD_N_MODELS, NAN);
   s = &f->slot[k];
-  if (s->model == NULL || s->err.len < MAX (5u, f->c.score_window / 4))
+  if (s->scored < MIN_SCORED || !(s->Ln > 0) || !(f->scale_n > 0))
     return NAN;
-  scale = ring_mean (&f->scale);
+  scale = f->scale / f->scale_n;
   if (!(scale > 0))
     return NAN;
-  return ring_mean (&s->err) / scale;
+  return s->L / s->Ln / scale;
 }
 
 static void
 choose_best (ShdForecaster *f)
 {
-  double naive = shd_forecaster_mase (f, SHD_MODEL_NAIVE);
-  double best_mase = INFINITY;
+  const Slot *nv = &f->slot[SHD_MODEL_NAIVE];
+  double bound, naive_recent;
   ShdModelKind best = SHD_MODEL_NAIVE;
 
+  if (nv->scored < MIN_SCORED || !(nv->Ln > 0)) {
+    f->best = SHD_MODEL_NAIVE;
+    return;
+  }
+  bound = nv->L / nv->Ln * (1 - f->c.margin);
+  naive_recent = nv->S / nv->Sn;
   for (guint k = 0; k < SHD_N_MODELS; k++) {
-    double m = shd_forecaster_mase (f, k);
-    if (isfinite (m) && m < best_mase) {
-      best_mase = m;
+    const Slot *s = &f->slot[k];
+    double l;
+
+    if (k == SHD_MODEL_NAIVE || !(f->c.pool & (1u << k)) || !running (f, k) ||
+        s->scored < MIN_SCORED)
+      continue;
+    l = s->L / s->Ln;
+    /* better over the long run, and not worse than naive lately */
+    if (l < bound && s->S / s->Sn <= naive_recent) {
+      bound = l;
       best = k;
     }
   }
-  /* Anything fancier has to earn its place against naive. */
-  if (!isfinite (naive) || !(best_mase < naive * (1 - f->c.margin)))
-    best = SHD_MODEL_NAIVE;
   f->best = best;
+  /* shrinkage towards naive: a model earns the whole forecast with an
+   * advantage of full_skill or more, a share of it below */
+  f->weight = 1;
+  if (best != SHD_MODEL_NAIVE && f->c.full_skill > 0)
+    f->weight = CLAMP ((1 - bound / (nv->L / nv->Ln)) / f->c.full_skill, 0, 1);
 }
 
-/* Detection keeps running while the season is not configured: an early
- * guess from a few cycles may be wrong, and a later, better-supported
- * season replaces it.  Losing a season (no peak any more) keeps the old
- * one rather than flapping. */
+/* Which candidate seasons hold up out of sample; the seasonal models are
+ * restarted when the answer changes.  Runs every quarter of the shortest
+ * candidate (at least 8 values). */
 static void
-maybe_detect_period (ShdForecaster *f)
+maybe_update_seasons (ShdForecaster *f)
 {
   const ShdForecastConfig *c = &f->c;
-  guint every = MAX (8u, c->max_period / 4);
+  guint cand[SHD_MAX_SEASONS] = { 0 }, nc = 0, every, accepted[SHD_MAX_SEASONS], na = 0;
+  gboolean calendar = c->calendar[0] != 0;
   g_autofree double *buf = NULL;
-  guint period;
 
-  /* Fewer samples than this give too noisy an autocorrelation. */
-  if (f->history.len < MAX (3 * c->min_period, 64u) || f->n % every != 0)
+  if (c->period >= 2)
+    return;
+  every = calendar ? MAX (c->calendar[0] / 8, 4u) : MAX (c->max_period / 4, 8u);
+  if (f->n % every != 0 || f->history.len < 2 * MAX (c->min_period, 4u) + c->horizon)
     return;
   buf = g_new (double, f->history.len);
   shd_ring_copy (&f->history, buf);
-  period = shd_detect_period (buf, f->history.len, c->min_period,
-                              c->max_period, c->min_acf);
-  if (period == 0 || period == f->period)
-    return;
-  g_debug ("season %u samples (was %u)", period, f->period);
-  slot_clear (&f->slot[SHD_MODEL_SNAIVE]);
-  slot_clear (&f->slot[SHD_MODEL_HW]);
-  f->period = period;
-  add_seasonal_models (f);
-  /* Catch up on what has been seen so the new models start warm. */
-  for (guint i = 0; i < f->history.len; i++) {
-    shd_model_update (f->slot[SHD_MODEL_SNAIVE].model, buf[i]);
-    if (f->slot[SHD_MODEL_HW].model)
-      shd_model_update (f->slot[SHD_MODEL_HW].model, buf[i]);
+  if (calendar) {
+    for (guint i = 0; i < SHD_MAX_SEASONS && c->calendar[i]; i++)
+      cand[nc++] = c->calendar[i];
+  } else {
+    nc = shd_season_candidates (buf, f->history.len, MAX (c->min_period, 4u),
+                                MIN (c->max_period, c->max_season), c->min_acf,
+                                cand, SHD_MAX_SEASONS - 1);
   }
+  for (guint i = 0; i < nc; i++) {
+    gboolean in_use = FALSE;
+    double skill;
+
+    for (guint j = 0; j < f->n_seasons; j++)
+      in_use |= f->seasons[j] == cand[i];
+    /* a calendar period is a strong prior: half a period after the first
+     * says whether it holds; a period found in the data needs a whole one */
+    /* tested hours ahead, where a season matters (an eighth of it, at
+     * least the scoring horizon): one step ahead persistence is hard to
+     * beat even on a disk busy every afternoon */
+    skill = shd_season_skill (buf, f->history.len, cand[i],
+                              MAX (c->horizon, calendar ? cand[i] / 8 : 1),
+                              c->profile_cycles, c->level_window, c->profile_fit,
+                              calendar ? MAX (cand[i] / 4, 12u) : MAX (cand[i], 32u));
+    if (!isfinite (skill)) {
+      if (in_use)               /* too little history to say: keep it */
+        accepted[na++] = cand[i];
+      continue;
+    }
+    if (skill < (calendar ? SKILL_CALENDAR : SKILL_FOUND) || (in_use && skill < SKILL_DROP))
+      accepted[na++] = cand[i];
+  }
+  /* a season found in the data is kept while no other is found: the
+   * peaks move as history slides */
+  if (!calendar && na == 0)
+    return;
+  /* shortest first */
+  for (guint i = 1; i < na; i++)
+    for (guint j = i; j > 0 && accepted[j] < accepted[j - 1]; j--) {
+      guint t = accepted[j];
+      accepted[j] = accepted[j - 1];
+      accepted[j - 1] = t;
+    }
+  if (!calendar && na > 1)
+    na = 1;                     /* the data's seasons: the shortest that holds */
+  if (na == f->n_seasons && memcmp (accepted, f->seasons, na * sizeof *accepted) == 0)
+    return;
+  memcpy (f->seasons, accepted, na * sizeof *accepted);
+  f->n_seasons = na;
+  g_debug ("seasons: %u in use, longest %u samples", na, na ? accepted[na - 1] : 0);
+  start_seasonal_models (f);
 }
 
 void
 shd_forecaster_update (ShdForecaster *f, double y)
 {
+  double naive_due;
+
   g_return_if_fail (isfinite (y));
-  if (f->n > 0)
-    shd_ring_push (&f->scale, fabs (y - f->last));
+  if (f->n > 0) {
+    f->scale = f->dl * f->scale + fabs (y - f->last);
+    f->scale_n = f->dl * f->scale_n + 1;
+  }
+  /* the forecasts made `horizon` steps ago, for now: naive's stands in for
+   * a model that had none */
+  naive_due = shd_ring_get (&f->slot[SHD_MODEL_NAIVE].pending, 0);
   for (guint k = 0; k < SHD_N_MODELS; k++) {
     Slot *s = &f->slot[k];
-    double p;
+    double p = shd_ring_get (&s->pending, 0), e;
 
-    if (s->model == NULL)
+    if (!isfinite (p))
+      p = naive_due;
+    if (!isfinite (p))
       continue;
-    /* The oldest pending forecast was made horizon steps ago, for now. */
-    if (shd_ring_full (&s->pending) && isfinite (p = shd_ring_get (&s->pending, 0)))
-      shd_ring_push (&s->err, fabs (y - p));
-    shd_model_update (s->model, y);
-    if (!(shd_model_ready (s->model) &&
-          s->model->klass->point (s->model, f->c.horizon, &p)))
-      p = NAN;
-    shd_ring_push (&s->pending, p);
+    e = fabs (y - p);
+    s->L = f->dl * s->L + e;
+    s->Ln = f->dl * s->Ln + 1;
+    s->S = f->ds * s->S + e;
+    s->Sn = f->ds * s->Sn + 1;
+    s->scored++;
   }
+  {
+    double p = shd_ring_get (&f->own_pending, 0);
+
+    if (isfinite (p)) {
+      shd_ring_push (&f->own_err, fabs (log1p (MAX (y, 0)) - log1p (MAX (p, 0))));
+      f->own_q = NAN;
+    }
+  }
+  for (guint k = 0; k < SHD_N_MODELS; k++)
+    if (f->slot[k].model)
+      shd_model_update (f->slot[k].model, y);
+  shd_ring_push (&f->history, y);
   f->last = y;
   f->n++;
-  if (f->c.period == 0) {
-    shd_ring_push (&f->history, y);
-    maybe_detect_period (f);
+  maybe_update_seasons (f);
+  for (guint k = 0; k < SHD_N_MODELS; k++) {
+    double p;
+
+    if (!shd_forecaster_point (f, k, f->c.horizon, &p))
+      p = NAN;
+    shd_ring_push (&f->slot[k].pending, p);
   }
   choose_best (f);
+  {
+    ShdPrediction p;
+
+    shd_ring_push (&f->own_pending, shd_forecaster_predict (f, f->c.horizon, &p) ? p.point : NAN);
+  }
 }
 
 guint64
@@ -1000,7 +461,16 @@ shd_forecaster_count (const ShdForecaster *f)
 guint
 shd_forecaster_period (const ShdForecaster *f)
 {
-  return f->period;
+  return f->n_seasons ? f->seasons[f->n_seasons - 1] : 0;
+}
+
+guint
+shd_forecaster_seasons (const ShdForecaster *f, guint *out, guint max)
+{
+  guint n = MIN (max, f->n_seasons);
+
+  memcpy (out, f->seasons, n * sizeof *out);
+  return n;
 }
 
 ShdModel *
@@ -1019,5 +489,45 @@ shd_forecaster_best (const ShdForecaster *f)
 gboolean
 shd_forecaster_predict (const ShdForecaster *f, guint h, ShdPrediction *out)
 {
-  return shd_model_predict (f->slot[f->best].model, h, f->c.level, out);
+  double half;
+  guint H = f->c.horizon;
+
+  g_return_val_if_fail (h >= 1, FALSE);
+  if (!shd_forecaster_point (f, f->best, h, &out->point))
+    return FALSE;
+  if (f->weight < 1) {
+    double nv;
+
+    if (shd_forecaster_point (f, SHD_MODEL_NAIVE, h, &nv))
+      out->point = nv + f->weight * (out->point - nv);
+  }
+  out->has_interval = f->own_err.len >= MIN_SCORED;
+  if (!out->has_interval) {
+    out->lo = out->hi = out->point;
+    return TRUE;
+  }
+  /* the quantile of the selector's own errors at the scoring horizon, on
+   * log(1 + y): load is positive and its errors scale with it, so the
+   * interval is a factor around the forecast (an additive width from a
+   * few bursts put every quiet hour over a tier's limit).  Narrower
+   * closer in; further out they stop growing after a few steps (a
+   * profile, a level or a mean bounds them). */
+  if (!isfinite (f->own_q)) {
+    guint n = f->own_err.len, k;
+
+    shd_ring_copy (&f->own_err, f->scratch);
+    k = MIN ((guint) floor (f->c.level * n), n - 1);
+    /* the k-th smallest: a median of the lower part is not it, so sort */
+    for (guint a = 1; a < n; a++)
+      for (guint b = a; b > 0 && f->scratch[b] < f->scratch[b - 1]; b--) {
+        double t = f->scratch[b];
+        f->scratch[b] = f->scratch[b - 1];
+        f->scratch[b - 1] = t;
+      }
+    ((ShdForecaster *) f)->own_q = f->scratch[k];
+  }
+  half = f->own_q * sqrt ((double) MIN (h, MAX (H, 4u)) / H);
+  out->lo = expm1 (log1p (MAX (out->point, 0)) - half);
+  out->hi = expm1 (log1p (MAX (out->point, 0)) + half);
+  return TRUE;
 }

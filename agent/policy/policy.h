@@ -29,14 +29,41 @@
  *    the last switch, never more than max-switches-per-hour;
  *  - pre-warm: when a dearer tier will be needed within the horizon and is
  *    not synced yet, the decision says so with the time the copy still
- *    needs (stale bytes / measured copy rate). */
+ *    needs (stale bytes / measured copy rate).
+ *
+ * Two time scales (forecast.h): the short-term forecaster above works on
+ * the samples; the seasonal outlook (outlook.h) on buckets of wall time,
+ * with a day and a week as its seasons, and looks hours ahead.  With it
+ * each tier has a lifecycle (docs/agent-internals.md, "Lifecycle"):
+ *
+ *   absent -> warming -> ready -> active -> (back) ready -> released
+ *
+ *  - warming starts at the forecast onset (the first bucket whose upper
+ *    bound exceeds the active tier's limit) less the time the copy needs
+ *    (stale bytes over the copy rate expected at that load), less
+ *    prewarm-margin;
+ *  - the switch comes switch-lead before the onset; a tier still copying
+ *    is switched to anyway when the node has a metadata child
+ *    (instant-switch), else the decision waits and says why;
+ *  - a tier that no decision wanted for release-after (and the forecast
+ *    does not want within release-after plus its copy time) is released:
+ *    its child removed from the node and its image given back; never the
+ *    active one, never while the active child still hydrates (it would
+ *    hold the only copy of some chunks), never a copy within keep-warm.
+ *
+ * Forecasting off (knob forecast = FALSE) is the reactive agent: spikes
+ * and measured violations only, the same lifecycle driven by them. */
 #pragma once
+
+#include "cost.h"
+#include "outlook.h"
 
 #include <glib.h>
 
 G_BEGIN_DECLS
 
-#define SHD_POLICY_MAX_TIERS 8
+#define SHD_POLICY_MAX_TIERS SHD_COST_MAX_TIERS
+#define SHD_POLICY_MAX_SEASONS 4
 
 /* The knobs of the tiering policy; the configuration's [shadowd] sets
  * defaults, and [disk:*] may override each one. */
@@ -51,6 +78,13 @@ typedef struct {
   double max_utilization;       /* a tier "meets" only below this share of its capacity */
   guint violation_intervals;    /* consecutive SLO misses that force a switch */
   guint period;                 /* season in samples; 0: found in the data */
+  gboolean forecast;            /* FALSE: reactive, spikes and violations only */
+  double bucket_s;              /* the seasonal scale's buckets */
+  double seasons_s[SHD_POLICY_MAX_SEASONS];  /* the calendar, 0-terminated */
+  double lookahead_s;           /* how far ahead the seasonal outlook looks */
+  double prewarm_margin_s;      /* warm this much before the copy would need to */
+  double switch_lead_s;         /* switch this long before the forecast onset */
+  double release_after_s;       /* release a tier nothing wanted for this long */
 } ShdPolicyKnobs;
 
 void shd_policy_knobs_init (ShdPolicyKnobs *k);
@@ -61,6 +95,8 @@ typedef struct {
   double cost_gib_month;
   double prior_max_iops;        /* 0: unknown */
   double prior_latency_ms;      /* 0: unknown */
+  double prior_copy_bps;        /* copy onto this tier from an idle source; 0: unknown */
+  double keep_warm_bytes;       /* a copy this small is never released */
 } ShdPolicyTier;
 
 typedef struct {
@@ -73,6 +109,9 @@ typedef struct {
                                    means raising it to sync first */
   gboolean add_children;        /* a tier whose child is not in the node is
                                    usable: pre-warm adds the child */
+  gboolean instant_switch;      /* the node has a metadata child: a switch may
+                                   go to a child still copying */
+  guint64 size_bytes;           /* the disk's size when the node does not say; 0 */
   guint n_tiers;
   ShdPolicyTier tiers[SHD_POLICY_MAX_TIERS];
 } ShdPolicyConfig;
@@ -91,6 +130,7 @@ typedef struct {
 
 typedef struct {
   double t;                     /* seconds, monotonic */
+  double wall;                  /* wall clock (Unix seconds): the seasons' phase */
   gboolean valid;               /* FALSE: no usable rates this interval */
   double iops;                  /* guest-facing load of the node */
   double bps;
@@ -99,7 +139,12 @@ typedef struct {
   guint64 size_bytes;           /* virtual size; 0: unknown */
   guint n_children;
   ShdPolicyChild children[SHD_POLICY_MAX_TIERS];
+  double allocated[SHD_POLICY_MAX_TIERS];   /* bytes each tier's image holds, by
+                                               tier; NAN: not measured now */
 } ShdPolicyInput;
+
+/* An input with nothing measured (allocation NAN). */
+void shd_policy_input_init (ShdPolicyInput *in);
 
 typedef enum {
   SHD_ACTION_NONE,
@@ -107,6 +152,8 @@ typedef enum {
                                    add its child (x-blockdev-change) when absent,
                                    raise write-mode to sync when async */
   SHD_ACTION_SWITCH,            /* blockdev-reopen with a new active-child */
+  SHD_ACTION_RELEASE,           /* remove the target's child from the node
+                                   (x-blockdev-change) and give its space back */
 } ShdAction;
 
 typedef enum {
@@ -118,6 +165,8 @@ typedef enum {
   SHD_DECISION_PREWARM,         /* a tier will be needed: warm it */
   SHD_DECISION_WAIT_SYNC,       /* a switch waits for its target to sync */
   SHD_DECISION_BLOCKED,         /* a switch held by min-dwell or the hourly cap */
+  SHD_DECISION_READY,           /* a tier being warmed is ready */
+  SHD_DECISION_RELEASE,         /* a tier's copy is no longer wanted: drop it */
 } ShdDecisionKind;
 
 typedef enum {
@@ -127,6 +176,8 @@ typedef enum {
   SHD_TRIGGER_SLO,
   SHD_TRIGGER_LOW_LOAD,
   SHD_TRIGGER_MANUAL,
+  SHD_TRIGGER_SEASONAL,         /* the seasonal outlook's onset */
+  SHD_TRIGGER_UNUSED,           /* a tier not wanted for release-after */
 } ShdTrigger;
 
 typedef struct {
@@ -151,6 +202,14 @@ typedef struct {
   double prewarm_eta_s;         /* NAN: unknown or nothing to copy */
   guint64 stale_bytes;
   const char *model;            /* forecaster in use */
+  const char *outlook_model;    /* the seasonal scale's; NULL: none */
+  double onset_s;               /* seconds until the seasonal onset over the
+                                   active tier's limit; INFINITY: none */
+  double outlook_peak;          /* highest upper bound from the onset on */
+  double warm_s;                /* the target's copy time, as estimated */
+  gboolean bucket_closed;       /* a seasonal bucket closed this interval: */
+  gint64 bucket_index;          /*   floor(wall / bucket) */
+  double bucket_value;          /*   its demand (IOPS) */
   char reason[320];             /* human-readable, with the numbers */
 } ShdDecision;
 
@@ -161,7 +220,29 @@ typedef struct {
   const char *state;            /* last seen; static string or NULL */
   guint64 valid_bytes;
   double copy_bps;
+  double copy_rate0;            /* bytes/s onto it from an idle source: measured
+                                   while it warmed, or the prior; NAN */
 } ShdTierProfile;
+
+/* Where a tier is in its lifecycle (from the node's child states). */
+typedef enum {
+  SHD_PHASE_ABSENT,             /* not in the node (released, or never added) */
+  SHD_PHASE_WARMING,            /* in the node, copying (syncing or stale) */
+  SHD_PHASE_READY,              /* synced shadow */
+  SHD_PHASE_ACTIVE,             /* serving the guest */
+  SHD_PHASE_DEGRADED,
+} ShdTierPhase;
+
+/* A tier's lifecycle as the policy saw it, for status and the simulator. */
+typedef struct {
+  ShdTierPhase phase;
+  double warm_start_t;          /* the last warming began (policy time); NAN */
+  double ready_t;               /* ... and ended; NAN */
+  double active_t;              /* it last became active; NAN */
+  double released_t;            /* it was last released; NAN */
+  double wanted_t;              /* a decision last wanted it */
+  guint warms, releases;
+} ShdTierLife;
 
 typedef struct _ShdPolicy ShdPolicy;
 
@@ -177,6 +258,18 @@ void shd_policy_mark_unavailable (ShdPolicy *p, int tier, double until);
 /* Feeds past load (oldest first), e.g. from the history after a restart,
  * to the forecaster and the spike detector without deciding anything. */
 void shd_policy_warm (ShdPolicy *p, const double *load, gsize n);
+/* Feeds a past seasonal bucket (floor(wall / bucket), its demand), oldest
+ * first: from the history after a restart, or imported. */
+void shd_policy_feed_bucket (ShdPolicy *p, gint64 index, double value);
+/* The seasonal scale; NULL with forecasting off. */
+const ShdOutlook *shd_policy_outlook (const ShdPolicy *p);
+const ShdTierLife *shd_policy_tier_life (const ShdPolicy *p, int tier);
+/* Allocation, GiB-hours, cost and violation seconds so far. */
+const ShdCost *shd_policy_cost (const ShdPolicy *p);
+guint shd_policy_release_count (const ShdPolicy *p);
+/* The caller acted on a RELEASE and it failed (the driver refused, say):
+ * wait before trying again. */
+void shd_policy_release_failed (ShdPolicy *p, int tier, const char *why);
 
 /* The caller acted on a SWITCH and it failed: forget it (dwell still
  * counts from the attempt, which backs off retries). */
@@ -211,6 +304,7 @@ double shd_policy_tier_limit (const ShdPolicy *p, int tier);
 const char *shd_action_name (ShdAction a);
 const char *shd_decision_kind_name (ShdDecisionKind k);
 const char *shd_trigger_name (ShdTrigger t);
+const char *shd_tier_phase_name (ShdTierPhase ph);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (ShdPolicy, shd_policy_free)
 

@@ -17,6 +17,12 @@
 #   restart  qemu-storage-daemon is killed and restarted: shadowd
 #            reconnects, re-reads the node and still switches on a step;
 #            shadowd itself is restarted and keeps its history
+#   lifecycle  a day of 50 s (by configuration only): four past days with
+#            a spike at the same second are imported (shadowctl import);
+#            live, the node starts without tier-b, and before each spike
+#            shadowd adds and warms tier-b and switches to it, ahead of
+#            the load; after it switches back and releases tier-b (child
+#            removed, its image's blocks given back)
 #
 # Exits 77 (skip) when build/qemu, fio with the nbd engine or python3 is
 # missing.  Every process it starts is stopped on exit, whatever happens.
@@ -50,6 +56,8 @@ cleanup() {
     for p in "${fio_pids[@]}"; do stop_pid "$p"; done
     stop_pid "$agent_pid"
     stop_pid "$qsd_pid"
+    # KEEP=DIR: the logs and the history are copied there
+    if [ -n "${KEEP:-}" ] && [ -d "${KEEP}" ]; then cp "$dir"/*.log "$dir"/*.csv "$dir"/history.db* "$KEEP/" 2> /dev/null; fi
     if [ "$failed" -ne 0 ] || [ -n "${KEEP:-}" ]; then
         echo "--- shadowd log"; grep -v " debug: " "$dir/shadowd.log" 2> /dev/null | tail -n 60
         echo "--- qemu-storage-daemon log"; tail -n 20 "$dir/qsd.log" 2> /dev/null
@@ -331,6 +339,87 @@ restart)
     wait_synced
     compare_images
     echo "RESULT restart: reconnected in ${reconnect} s; then up ${up} s, back ${back} s; history kept ${old} samples"
+    ;;
+lifecycle)
+    DAY=50 SPIKE_AT=22 SPIKE_LEN=8
+    start_qsd '["tier-a"]'
+    # a day of 50 s and buckets of 1 s: the compression is configuration
+    "$py" - "$dir/shadowd.conf" "$DAY" << 'PY'
+import sys
+p, day = sys.argv[1], sys.argv[2]
+s = open(p).read()
+s = s.replace("max-switches-per-hour = 20\n",
+              "max-switches-per-hour = 100\nseasons = %s\nbucket = 1\nlookahead = 30\n"
+              "prewarm-margin = 3\nswitch-lead = 3\nrelease-after = 6\nrelease = discard\n" % day)
+s = s.replace("min-dwell = 5\n", "min-dwell = 3\n")
+s = s.replace("switch-back-after = 10\n", "switch-back-after = 3\n")
+s = s.replace("slo-latency-ms = 5\n", "slo-latency-ms = 20\n")
+s = s.replace("[tier:cheap]\ncost-gib-month = 0.02\n",
+              "[tier:cheap]\ncost-gib-month = 0.02\nmax-iops = 200\nlatency-ms = 1\n")
+s = s.replace("[tier:fast]\ncost-gib-month = 0.12\n",
+              "[tier:fast]\ncost-gib-month = 0.12\ncopy-mib-s = 20\n")
+open(p, "w").write(s)
+PY
+    start_agent
+    wait_for 10 "d[0]['connected'] and d[0]['samples'] > 0" || fail "shadowd did not connect"
+    # four past days ending at the start of the current one, a spike from
+    # second SPIKE_AT for SPIKE_LEN seconds of each
+    day0=$("$py" -c "import time; print(int(time.time()) // $DAY * $DAY)")
+    "$py" -c "
+print('t,ops')
+for r in range(4 * $DAY):
+    ph = r % $DAY
+    print('%d,%d' % (r, 2000 if $SPIKE_AT <= ph < $SPIKE_AT + $SPIKE_LEN else 20))
+" > "$dir/past.csv"
+    ctl import vm1 "$dir/past.csv" --column ops --interval-s 1 --end "$day0" --json \
+        > "$dir/import.json" || fail "shadowctl import failed"
+    season=$(json "d['season-buckets']" < "$dir/import.json")
+    [ "$season" = "$DAY" ] || fail "the imported days gave no season of $DAY buckets ($season)"
+    log "imported 4 days of $DAY s: season $season buckets"
+    leads=() releases=0
+    for k in 1 2; do
+        # the next spike at least 20 s away, by the wall clock's phase
+        t_spike=$("$py" -c "
+import time
+t = time.time(); s = int(t) // $DAY * $DAY + $SPIKE_AT
+while s - t < 20: s += $DAY
+print(s)")
+        low_load $((t_spike - $(date +%s) + SPIKE_LEN + 14))
+        "$py" -c "import time; time.sleep(max(0, $t_spike - time.time()))"
+        high_load $SPIKE_LEN
+        sleep $((SPIKE_LEN + 12))
+        fio_wait
+        ctl history vm1 --decisions --since 5m --json > "$dir/decisions.json" ||
+            fail "shadowctl history failed"
+        pick() { json "$1" < "$dir/decisions.json"; }
+        pw=$(pick "min([e['time'] for e in d if e['kind'] == 'prewarm' and e['time'] > $t_spike - 30] or [0])")
+        up=$(pick "min([e['time'] for e in d if e['kind'] == 'switch-up' and e['time'] > $t_spike - 30] or [0])")
+        trig=$(pick "([e['trigger'] for e in d if e['kind'] == 'switch-up' and e['time'] > $t_spike - 30] or ['none'])[0]")
+        [ "$pw" != 0 ] && [ "$up" != 0 ] || fail "spike $k: no pre-warm or no switch (pre-warm $pw, switch $up)"
+        lead=$("$py" -c "print('%.1f' % ($t_spike - $up))")
+        warm=$("$py" -c "print('%.1f' % ($t_spike - $pw))")
+        log "spike $k at $t_spike: pre-warm ${warm} s ahead, switch ${lead} s ahead (trigger $trig)"
+        "$py" -c "import sys; sys.exit(0 if $lead > 0 else 1)" ||
+            fail "spike $k: the switch came ${lead} s ahead of the load (not ahead)"
+        [ "$trig" = seasonal ] || fail "spike $k: switched on $trig, not on the seasonal forecast"
+        wait_for 20 "d[0]['tiers'][1]['state'] is None" || fail "spike $k: tier-b not released"
+        rel=$(ctl history vm1 --decisions --since 5m --json |
+              json "min([e['time'] for e in d if e['kind'] == 'release' and e['to'] == 'fast' and e['time'] > $t_spike] or [0])")
+        [ "$rel" != 0 ] || fail "spike $k: no release decision for fast"
+        # its image's blocks given back (the log says what stat saw)
+        for _ in $(seq 20); do
+            [ "$(grep -c "fast's image gave back 64.0 MiB" "$dir/shadowd.log")" -ge "$k" ] && break
+            sleep 0.5
+        done
+        grep "fast's image gave back" "$dir/shadowd.log" | tail -1 | grep -q ", 0.0 now)" ||
+            fail "spike $k: tier-b's image was not given back: $(grep "fast's image" "$dir/shadowd.log" | tail -1)"
+        log "spike $k: released $("$py" -c "print('%.1f' % ($rel - $t_spike))") s after the onset; $(grep "fast's image gave back" "$dir/shadowd.log" | tail -1 | sed 's/.*gave back/gave back/')"
+        leads+=("$lead")
+        releases=$((releases + 1))
+    done
+    viol=$(status "'%.0f' % d[0]['cost']['violation-s']")
+    cost=$(status "'%.6f' % d[0]['cost']['total']")
+    echo "RESULT lifecycle: switches ahead by ${leads[*]} s; $releases releases; $viol s over the SLO; cost $cost"
     ;;
 *)
     echo "unknown scenario $scenario" >&2

@@ -121,6 +121,22 @@ ctl history sim --since 1m --resolution full --json | json "len(d) >= 5" | grep 
     fail "history samples"
 ctl history --since 1h --resolution minute --json | json "len(d) >= 1" | grep -qx True ||
     fail "history minutes"
+# the lifecycle and honest cost in status; the tiers' allocation in history
+ctl status --json | json "all(k in t for t in d[0]['tiers'] for k in ('phase', 'allocated-bytes', 'gib-hours', 'cost')) and 'violation-s' in d[0]['cost'] and d[0]['forecast']['seasonal']['bucket-s'] == 300" |
+    grep -qx True || fail "status: lifecycle, cost or seasonal forecast missing"
+ctl history sim --tiers --since 1m --json | json "len(d) >= 2 and d[0]['tier'] in ('cheap', 'fast')" |
+    grep -qx True || fail "history --tiers"
+# past load for the seasonal forecast: two days of 5-minute rows
+python3 -c "
+print('ts,ops')
+for r in range(576):
+    print('%d,%d' % (r, 300 * (500 if 200 <= r % 288 < 220 else 20)))
+" > "$dir/past.csv"
+ctl import sim "$dir/past.csv" --column ops --interval-s 300 --json |
+    json "d['buckets'] == 576 and d['bucket-s'] == 300 and d['season-buckets'] == 288" |
+    grep -qx True || fail "import: two days did not make a daily season"
+ctl import nope "$dir/past.csv" --column ops --interval-s 300 2> "$dir/err" &&
+    fail "import to an unknown disk succeeded"
 ctl pause --json | json "d == ['sim']" | grep -qx True || fail "pause"
 wait_for 2 "d[0]['paused']" || fail "not paused"
 ctl resume sim > /dev/null || fail "resume"

@@ -20,13 +20,21 @@ python3 - "$tmp/out.json" <<'PY' || fail "bad JSON"
 import json, sys
 d = json.load(open(sys.argv[1]))
 names = [m["name"] for m in d["models"]]
-assert names == ["naive", "snaive", "ewma", "holt", "hw", "ar", "auto"], names
+assert names == ["naive", "snaive", "ewma", "holt", "hw", "ar", "level", "profile",
+                 "median", "auto"], names
 by = {m["name"]: m for m in d["models"]}
 assert by["snaive"]["mase"] == 0, by["snaive"]
 assert by["naive"]["mase"] > 0.9, by["naive"]
-assert d["period"] == 4 and d["chosen"] in ("snaive", "hw"), d
+# every row on the same origins
+assert len({m["forecasts"] for m in d["models"]}) == 1, d["models"]
+assert d["period"] == 4 and d["chosen"] in ("profile", "hw", "median"), d
 PY
 "$ctl" backtest "$tmp/s.csv" --column load > "$tmp/out.txt" || fail "table exited $?"
+# the calendar: 15-minute rows make a day 96 rows, more than this file has
+"$ctl" backtest "$tmp/s.csv" --column load --interval-s 900 --json > "$tmp/cal.json" \
+  || fail "backtest --interval-s exited $?"
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["seasons"] == [], d' \
+  "$tmp/cal.json" || fail "a season without a calendar period"
 grep -q '^chosen: ' "$tmp/out.txt" || fail "no chosen line"
 
 expect_error() {
@@ -53,7 +61,8 @@ if [ -f "$trace" ]; then
 import json, sys
 d = json.load(open(sys.argv[1]))
 by = {m["name"]: m["mase"] for m in d["models"]}
-assert by["snaive"] < by["naive"] and by["hw"] < by["naive"], by
+assert by["profile"] < by["naive"] and by["hw"] < by["naive"], by
+assert by["auto"] < 0.8 * by["naive"], by
 PY
 fi
 echo ok

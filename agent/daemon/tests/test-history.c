@@ -146,11 +146,68 @@ test_bad_path (void)
   g_assert_nonnull (strstr (error->message, "/nonexistent/dir/history.db"));
 }
 
+/* The seasonal scale's buckets and the tiers' allocation: stored,
+ * replaced, read back oldest first, pruned, kept over a reopen. */
+static void
+test_buckets_and_tiers (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *path = tmp_db ();
+  gint64 now_ms = g_get_real_time () / 1000, now_b = now_ms / 300000;
+  g_autoptr (GArray) b = NULL;
+  g_autoptr (JsonNode) t = NULL;
+  JsonArray *a;
+
+  {
+    g_autoptr (ShdHistory) h = shd_history_open (path, 1, 7, &error);
+
+    g_assert_no_error (error);
+    for (gint64 i = now_b - 100; i < now_b; i++)
+      g_assert_true (shd_history_add_bucket (h, "d", 300, i, (double) (i % 7), &error));
+    g_assert_true (shd_history_add_bucket (h, "d", 300, now_b - 1, 99, &error));
+    g_assert_true (shd_history_add_bucket (h, "d", 60, now_b, 5, &error));
+    /* older than history-days: pruned */
+    g_assert_true (shd_history_add_bucket (h, "d", 300, now_b - 8 * 288, 1, &error));
+    g_assert_true (shd_history_add_tier_sample (h, "d", now_ms - 1000, "fast", 1 << 20,
+                                                "warming", FALSE, &error));
+    g_assert_true (shd_history_add_tier_sample (h, "d", now_ms, "fast", NAN, "absent",
+                                                FALSE, &error));
+    g_assert_true (shd_history_add_tier_sample (h, "d", now_ms - 2 * 3600 * 1000, "fast",
+                                                1, "ready", TRUE, &error));
+    g_assert_cmpint (shd_history_prune (h, now_ms, &error), >=, 2);
+    g_assert_no_error (error);
+  }
+  {
+    g_autoptr (ShdHistory) h = shd_history_open (path, 1, 7, &error);
+
+    g_assert_no_error (error);
+    b = shd_history_buckets (h, "d", 300, 0, 0, &error);
+    g_assert_no_error (error);
+    g_assert_cmpuint (b->len, ==, 100);
+    g_assert_cmpint (g_array_index (b, ShdHistoryBucket, 0).index, ==, now_b - 100);
+    g_assert_cmpfloat (g_array_index (b, ShdHistoryBucket, 99).value, ==, 99);
+    g_clear_pointer (&b, g_array_unref);
+    b = shd_history_buckets (h, "d", 300, 0, 10, &error);
+    g_assert_cmpuint (b->len, ==, 10);
+    g_assert_cmpint (g_array_index (b, ShdHistoryBucket, 0).index, ==, now_b - 10);
+    t = shd_history_tier_samples (h, "d", now_ms - 60000, 0, &error);
+    g_assert_no_error (error);
+    a = json_node_get_array (t);
+    g_assert_cmpuint (json_array_get_length (a), ==, 2);
+    g_assert_cmpfloat (json_object_get_double_member (json_array_get_object_element (a, 0),
+                                                      "allocated-bytes"), ==, 1 << 20);
+    g_assert_cmpstr (json_object_get_string_member (json_array_get_object_element (a, 1),
+                                                    "phase"), ==, "absent");
+  }
+  rm_db (path);
+}
+
 int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/history/roundtrip", test_roundtrip);
   g_test_add_func ("/history/bad-path", test_bad_path);
+  g_test_add_func ("/history/buckets-and-tiers", test_buckets_and_tiers);
   return g_test_run ();
 }

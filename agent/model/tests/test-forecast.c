@@ -1,5 +1,6 @@
 /* Known-answer tests for the forecasters and the model selector. */
 #include "forecast.h"
+#include "season.h"
 #include "synth.h"
 
 #include <math.h>
@@ -350,9 +351,10 @@ test_selector_noise (void)
   for (guint t = 0; t < 1000; t++)
     shd_forecaster_update (f, 50 + 5 * synth_gauss (r));
   best = shd_forecaster_best (f);
-  g_assert_true (best == SHD_MODEL_EWMA || best == SHD_MODEL_AR ||
-                 best == SHD_MODEL_HOLT);
+  g_assert_true (best == SHD_MODEL_EWMA || best == SHD_MODEL_LEVEL ||
+                 best == SHD_MODEL_MEDIAN);
   g_assert_cmpfloat (shd_forecaster_mase (f, best), <, 0.85);
+  g_assert_cmpuint (shd_forecaster_period (f), ==, 0);
 }
 
 static void
@@ -372,6 +374,198 @@ test_selector_constant (void)
   g_assert_true (shd_forecaster_predict (f, 5, &p));
   g_assert_cmpfloat (p.point, ==, 7);
   g_assert_cmpfloat (p.hi - p.lo, ==, 0);
+}
+
+
+static void
+test_profile_level (void)
+{
+  g_autoptr (ShdModel) m = shd_model_new_profile (0, 3, 5, 16);
+  const double v[] = { 10, 10, 1000, 10, 10 };
+
+  g_assert_false (shd_model_ready (m));
+  for (guint i = 0; i < G_N_ELEMENTS (v); i++)
+    shd_model_update (m, v[i]);
+  /* the median of the last five ignores the burst; with no history of
+   * deviations, phi is 0 and the forecast is the level */
+  g_assert_cmpfloat_with_epsilon (predict1 (m, 1), 10, 1e-9);
+  g_assert_cmpfloat_with_epsilon (predict1 (m, 7), 10, 1e-9);
+  g_assert_cmpstr (shd_model_name (m), ==, "level");
+}
+
+static void
+test_profile_season (void)
+{
+  g_autoptr (ShdModel) m = shd_model_new_profile (4, 3, 24, 16);
+  const double s[] = { 10, 20, 30, 400 };
+
+  /* three cycles, the second with a burst at phase 1 */
+  for (guint c = 0; c < 3; c++)
+    for (guint i = 0; i < 4; i++)
+      shd_model_update (m, s[i] + (c == 1 && i == 1 ? 5000 : 0));
+  g_assert_cmpstr (shd_model_name (m), ==, "profile");
+  /* every value was its profile: no deviation, so the forecast is the
+   * median at each phase, the burst ignored */
+  g_assert_cmpfloat_with_epsilon (predict1 (m, 1), 10, 1e-6);
+  g_assert_cmpfloat_with_epsilon (predict1 (m, 2), 20, 1e-6);
+  g_assert_cmpfloat_with_epsilon (predict1 (m, 4), 400, 1e-6);
+  g_assert_cmpfloat_with_epsilon (predict1 (m, 6), 20, 1e-6);
+}
+
+static void
+test_profile_persistence (void)
+{
+  g_autoptr (GRand) r = g_rand_new_with_seed (3);
+  g_autoptr (ShdModel) m = shd_model_new_profile (0, 3, 24, 96);
+  double d = 0;
+
+  /* log(1 + y) around log(100) with AR(1) deviations, phi 0.8 */
+  for (guint t = 0; t < 3000; t++) {
+    d = 0.8 * d + 0.2 * synth_gauss (r);
+    shd_model_update (m, expm1 (log1p (100) + d));
+  }
+  {
+    double p1 = predict1 (m, 1), p30 = predict1 (m, 30);
+
+    /* one step ahead it follows the deviation; far ahead the level */
+    g_assert_cmpfloat_with_epsilon (log1p (p1) - log1p (100), 0.8 * d, 0.15);
+    g_assert_cmpfloat_with_epsilon (log1p (p30), log1p (100), 0.15);
+  }
+}
+
+static void
+test_season_skill (void)
+{
+  g_autoptr (GRand) r = g_rand_new_with_seed (21);
+  double y[600], w[600];
+  double walk = 1000;
+
+  for (guint t = 0; t < G_N_ELEMENTS (y); t++) {
+    y[t] = 100 + 60 * sin (2 * G_PI * t / 48) + 5 * synth_gauss (r);
+    walk += 20 * synth_gauss (r);
+    w[t] = walk;
+  }
+  g_assert_cmpfloat (shd_season_skill (y, 600, 48, 1, 3, 24, 96, 48), <, 0.6);
+  g_assert_cmpfloat (shd_season_skill (y, 600, 48, 4, 3, 24, 96, 48), <, 0.6);
+  /* a wrong period does not hold up */
+  g_assert_cmpfloat (shd_season_skill (y, 600, 37, 4, 3, 24, 96, 48), >, 0.8);
+  /* a random walk has no season */
+  g_assert_cmpfloat (shd_season_skill (w, 600, 48, 1, 3, 24, 96, 48), >, 0.97);
+  /* too short to say */
+  g_assert_true (isnan (shd_season_skill (y, 90, 48, 1, 3, 24, 96, 48)));
+  g_assert_true (isfinite (shd_season_skill (y, 90, 48, 1, 3, 24, 96, 24)));
+}
+
+static void
+test_calendar (void)
+{
+  const double cal[] = { 86400, 604800, 0 };
+  ShdForecastConfig c;
+
+  shd_forecast_config_init (&c);
+  shd_forecast_config_set_calendar (&c, 1800, cal);
+  g_assert_cmpuint (c.calendar[0], ==, 48);
+  g_assert_cmpuint (c.calendar[1], ==, 336);
+  g_assert_cmpuint (c.calendar[2], ==, 0);
+  shd_forecast_config_set_calendar (&c, 300, cal);
+  g_assert_cmpuint (c.calendar[0], ==, 288);
+  g_assert_cmpuint (c.calendar[1], ==, 2016);
+  /* at a one-second interval a day is far too long for the short-term
+   * forecaster: the seasonal scale has it */
+  shd_forecast_config_set_calendar (&c, 1, cal);
+  g_assert_cmpuint (c.calendar[0], ==, 0);
+}
+
+static void
+test_selector_calendar (void)
+{
+  g_autoptr (GRand) r = g_rand_new_with_seed (17);
+  const double cal[] = { 86400, 0 };
+  ShdForecastConfig c;
+  g_autoptr (ShdForecaster) f = NULL;
+  guint seasons[SHD_MAX_SEASONS];
+  ShdPrediction p;
+
+  /* 30-minute buckets, a daily peak; only the calendar day is a
+   * candidate, and it is used once it held up out of sample */
+  shd_forecast_config_init (&c);
+  c.horizon = 4;
+  shd_forecast_config_set_calendar (&c, 1800, cal);
+  f = shd_forecaster_new (&c);
+  for (guint t = 0; t < 48 * 6; t++) {
+    double h = t % 48;
+
+    shd_forecaster_update (f, 50 + (h >= 18 && h < 22 ? 500 : 0) + 5 * synth_gauss (r));
+  }
+  g_assert_cmpuint (shd_forecaster_seasons (f, seasons, SHD_MAX_SEASONS), ==, 1);
+  g_assert_cmpuint (seasons[0], ==, 48);
+  /* four hours ahead it sees the peak coming: now is 00:00 of day 7 */
+  g_assert_true (shd_forecaster_predict (f, 19, &p));
+  g_assert_cmpfloat (p.point, >, 300);
+  g_assert_true (shd_forecaster_predict (f, 10, &p));
+  g_assert_cmpfloat (p.point, <, 100);
+}
+
+/* A day whose spike did not come does not cost the season: four days
+ * with a spike at the same second, one without, one with; the season
+ * stays in use up to the next day's spike (the lifecycle integration
+ * run, a day of 50 one-second buckets). */
+static void
+test_selector_calendar_missed_day (void)
+{
+  g_autoptr (GRand) r = g_rand_new_with_seed (23);
+  const double cal[] = { 50, 0 };
+  ShdForecastConfig c;
+  g_autoptr (ShdForecaster) f = NULL;
+  guint seasons[SHD_MAX_SEASONS];
+  ShdPrediction p;
+
+  shd_forecast_config_init (&c);
+  shd_forecast_config_set_calendar (&c, 1, cal);
+  g_assert_cmpuint (c.calendar[0], ==, 50);
+  f = shd_forecaster_new (&c);
+  for (guint t = 0; t < 50 * 6 + 14; t++) {
+    guint day = t / 50, h = t % 50;
+    gboolean spike = day != 4 && h >= 22 && h < 30;
+
+    shd_forecaster_update (f, spike ? 2000 : 20 + 2 * synth_gauss (r));
+    if (day >= 4)
+      g_assert_cmpuint (shd_forecaster_seasons (f, seasons, SHD_MAX_SEASONS), ==, 1);
+  }
+  g_assert_cmpuint (seasons[0], ==, 50);
+  /* phase 14 now: the spike 8 buckets ahead is seen */
+  g_assert_true (shd_forecaster_predict (f, 9, &p));
+  g_assert_cmpfloat (p.point, >, 1000);
+}
+
+static void
+test_selector_shrinks (void)
+{
+  g_autoptr (GRand) r = g_rand_new_with_seed (29);
+  ShdForecastConfig c;
+  g_autoptr (ShdForecaster) f = NULL;
+  ShdPrediction p;
+  double y = 0, last = 0;
+
+  /* a random walk with a little noise: a smoother is slightly better
+   * than naive, not by 30%: its forecast is moved only part of the way
+   * from naive's */
+  shd_forecast_config_init (&c);
+  f = shd_forecaster_new (&c);
+  for (guint t = 0; t < 3000; t++) {
+    y += synth_gauss (r);
+    last = 1000 + y + 0.7 * synth_gauss (r);
+    shd_forecaster_update (f, last);
+  }
+  g_assert_true (shd_forecaster_predict (f, 1, &p));
+  if (shd_forecaster_best (f) != SHD_MODEL_NAIVE) {
+    double full;
+
+    g_assert_true (shd_forecaster_point (f, shd_forecaster_best (f), 1, &full));
+    g_assert_cmpfloat (fabs (p.point - last), <=, fabs (full - last) + 1e-9);
+  } else {
+    g_assert_cmpfloat (p.point, ==, last);
+  }
 }
 
 int
@@ -397,5 +591,13 @@ main (int argc, char **argv)
   g_test_add_func ("/forecast/selector/random-walk", test_selector_random_walk);
   g_test_add_func ("/forecast/selector/noise", test_selector_noise);
   g_test_add_func ("/forecast/selector/constant", test_selector_constant);
+  g_test_add_func ("/forecast/profile/level", test_profile_level);
+  g_test_add_func ("/forecast/profile/season", test_profile_season);
+  g_test_add_func ("/forecast/profile/persistence", test_profile_persistence);
+  g_test_add_func ("/forecast/season/skill", test_season_skill);
+  g_test_add_func ("/forecast/season/calendar", test_calendar);
+  g_test_add_func ("/forecast/selector/calendar", test_selector_calendar);
+  g_test_add_func ("/forecast/selector/calendar-missed-day", test_selector_calendar_missed_day);
+  g_test_add_func ("/forecast/selector/shrinks", test_selector_shrinks);
   return g_test_run ();
 }

@@ -41,8 +41,10 @@ sim_init (Sim *s, guint32 seed)
   s->cfg.knobs.min_dwell_s = 10;
   s->cfg.knobs.switch_back_after_s = 20;
   s->cfg.n_tiers = 2;
-  s->cfg.tiers[0] = (ShdPolicyTier) { "cheap", "tier-a", 0.02, 0, 0 };
-  s->cfg.tiers[1] = (ShdPolicyTier) { "fast", "tier-b", 0.12, 0, 0 };
+  s->cfg.tiers[0] = (ShdPolicyTier) { .tier = "cheap", .child = "tier-a",
+                                      .cost_gib_month = 0.02, .prior_max_iops = 0, .prior_latency_ms = 0 };
+  s->cfg.tiers[1] = (ShdPolicyTier) { .tier = "fast", .child = "tier-b",
+                                      .cost_gib_month = 0.12, .prior_max_iops = 0, .prior_latency_ms = 0 };
   s->state[0] = "active";
   s->state[1] = "synced";
   s->valid_b = 1 << 30;
@@ -81,14 +83,16 @@ static const ShdDecision *
 sim_step (Sim *s, double offered)
 {
   const SimTier *tiers[2] = { &cheap, &fast };
-  ShdPolicyInput in = { 0 };
+  ShdPolicyInput in;
   const ShdDecision *d;
   double lat, iops;
   int shadow = 1 - s->active;
 
+  shd_policy_input_init (&in);
   offered = MAX (offered, 0);
   iops = tier_serve (tiers[s->active], offered, &lat);
   in.t = s->t;
+  in.wall = in.t;
   in.valid = TRUE;
   in.iops = iops;
   in.latency_ms = iops > 0 ? lat : NAN;
@@ -397,15 +401,17 @@ static void
 test_switch_failed (void)
 {
   Sim s;
-  ShdPolicyInput in = { 0 };
+  ShdPolicyInput in;
   const ShdDecision *d;
 
+  shd_policy_input_init (&in);
   sim_init (&s, 8);
   s.cfg.knobs.min_dwell_s = 0;
   sim_start (&s);
   for (int i = 0; i < 40; i++)
     sim_step (&s, 30);
   in.t = s.t;
+  in.wall = in.t;
   in.valid = TRUE;
   in.iops = 200;
   in.latency_ms = 100;
@@ -429,17 +435,21 @@ static void
 test_three_tiers (void)
 {
   ShdPolicyConfig cfg = { 0 };
-  ShdPolicyInput in = { 0 };
+  ShdPolicyInput in;
   g_autoptr (ShdPolicy) p = NULL;
   const ShdDecision *d = NULL;
 
+  shd_policy_input_init (&in);
   cfg.interval_s = 1;
   cfg.slo_latency_ms = SLO;
   shd_policy_knobs_init (&cfg.knobs);
   cfg.n_tiers = 3;
-  cfg.tiers[0] = (ShdPolicyTier) { "premium", "t-p", 0.30, 50000, 0.1 };
-  cfg.tiers[1] = (ShdPolicyTier) { "cheap", "t-c", 0.02, 200, 2 };
-  cfg.tiers[2] = (ShdPolicyTier) { "mid", "t-m", 0.08, 2000, 1 };
+  cfg.tiers[0] = (ShdPolicyTier) { .tier = "premium", .child = "t-p",
+                                      .cost_gib_month = 0.30, .prior_max_iops = 50000, .prior_latency_ms = 0.1 };
+  cfg.tiers[1] = (ShdPolicyTier) { .tier = "cheap", .child = "t-c",
+                                      .cost_gib_month = 0.02, .prior_max_iops = 200, .prior_latency_ms = 2 };
+  cfg.tiers[2] = (ShdPolicyTier) { .tier = "mid", .child = "t-m",
+                                      .cost_gib_month = 0.08, .prior_max_iops = 2000, .prior_latency_ms = 1 };
   p = shd_policy_new (&cfg);
   in.valid = TRUE;
   in.active = "t-c";
@@ -449,6 +459,7 @@ test_three_tiers (void)
   in.children[2] = (ShdPolicyChild) { "t-m", "synced", TRUE, 0, NAN, 0, 1 << 30 };
   for (int i = 0; i < 60; i++) {
     in.t = i;
+    in.wall = in.t;
     in.iops = i < 50 ? 50 : 900;
     in.latency_ms = i < 50 ? 2.5 : 40;
     d = shd_policy_step (p, &in);
@@ -463,6 +474,7 @@ test_three_tiers (void)
   in.children[2].state = "degraded";
   g_assert_cmpint (shd_policy_tier_by_name (p, "premium"), ==, 0);
   in.t = 1000;
+  in.wall = in.t;
   in.iops = 1900;
   in.latency_ms = 30;
   d = shd_policy_step (p, &in);
@@ -476,18 +488,21 @@ static void
 test_absent_child (void)
 {
   ShdPolicyConfig cfg = { 0 };
-  ShdPolicyInput in = { 0 };
+  ShdPolicyInput in;
   g_autoptr (ShdPolicy) p = NULL;
   const ShdDecision *d = NULL;
   int i;
 
+  shd_policy_input_init (&in);
   cfg.interval_s = 1;
   cfg.slo_latency_ms = SLO;
   shd_policy_knobs_init (&cfg.knobs);
   cfg.add_children = TRUE;
   cfg.n_tiers = 2;
-  cfg.tiers[0] = (ShdPolicyTier) { "cheap", "tier-a", 0.02, 200, 2 };
-  cfg.tiers[1] = (ShdPolicyTier) { "fast", "tier-b", 0.12, 0, 0 };
+  cfg.tiers[0] = (ShdPolicyTier) { .tier = "cheap", .child = "tier-a",
+                                      .cost_gib_month = 0.02, .prior_max_iops = 200, .prior_latency_ms = 2 };
+  cfg.tiers[1] = (ShdPolicyTier) { .tier = "fast", .child = "tier-b",
+                                      .cost_gib_month = 0.12, .prior_max_iops = 0, .prior_latency_ms = 0 };
   p = shd_policy_new (&cfg);
   in.valid = TRUE;
   in.active = "tier-a";
@@ -496,12 +511,14 @@ test_absent_child (void)
   in.children[0] = (ShdPolicyChild) { "tier-a", "active", TRUE, 0, NAN, 0, 1 << 30 };
   for (i = 0; i < 40; i++) {
     in.t = i;
+    in.wall = in.t;
     in.iops = in.children[0].iops = 30;
     in.latency_ms = in.children[0].latency_ms = 2.5;
     d = shd_policy_step (p, &in);
     g_assert_cmpint (d->action, ==, SHD_ACTION_NONE);
   }
   in.t = i++;
+  in.wall = in.t;
   in.iops = in.children[0].iops = 200;
   in.latency_ms = in.children[0].latency_ms = 80;
   d = shd_policy_step (p, &in);
@@ -514,6 +531,7 @@ test_absent_child (void)
   in.n_children = 2;
   in.children[1] = (ShdPolicyChild) { "tier-b", "syncing", TRUE, 40, 0.3, 100 << 20, 512 << 20 };
   in.t = i++;
+  in.wall = in.t;
   d = shd_policy_step (p, &in);
   g_assert_cmpstr (shd_decision_kind_name (d->kind), ==, "wait-sync");
   g_assert_cmpint (d->action, ==, SHD_ACTION_NONE);
@@ -521,6 +539,7 @@ test_absent_child (void)
   /* synced: switch */
   in.children[1].state = "synced";
   in.t = i++;
+  in.wall = in.t;
   d = shd_policy_step (p, &in);
   g_assert_cmpint (d->action, ==, SHD_ACTION_SWITCH);
   g_assert_cmpint (d->target, ==, 1);
@@ -531,6 +550,7 @@ test_absent_child (void)
   in.n_children = 1;
   for (i = 0; i < 40; i++) {
     in.t = i;
+    in.wall = in.t;
     in.iops = in.children[0].iops = 30;
     in.latency_ms = in.children[0].latency_ms = 2.5;
     shd_policy_step (p, &in);
@@ -540,10 +560,12 @@ test_absent_child (void)
   in.latency_ms = in.children[0].latency_ms = 80;
   for (; i < 99; i++) {
     in.t = i;
+    in.wall = in.t;
     d = shd_policy_step (p, &in);
     g_assert_cmpint (d->action, ==, SHD_ACTION_NONE);
   }
   in.t = 100;
+  in.wall = in.t;
   d = shd_policy_step (p, &in);
   g_assert_cmpint (d->action, ==, SHD_ACTION_PREWARM);
 
@@ -553,6 +575,7 @@ test_absent_child (void)
   p = shd_policy_new (&cfg);
   for (i = 0; i < 60; i++) {
     in.t = i;
+    in.wall = in.t;
     d = shd_policy_step (p, &in);
     g_assert_cmpint (d->action, ==, SHD_ACTION_NONE);
   }
@@ -572,9 +595,12 @@ test_light_load_hiccup (void)
   for (int i = 0; i < 60; i++)
     sim_step (&s, noise (&s, 10, 2));
   {
-    ShdPolicyInput in = { 0 };
+    ShdPolicyInput in;
 
+    shd_policy_input_init (&in);
     in.t = s.t++;
+
+    in.wall = in.t;
     in.valid = TRUE;
     in.iops = 9;
     in.latency_ms = 14;

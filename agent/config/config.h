@@ -4,7 +4,8 @@
  *                    and the policy defaults for every disk
  *   [libvirt]        uri = qemu:///system;...  libvirt connections whose
  *                    domains carry per-disk configuration (libvirt.h)
- *   [tier:NAME]      cost-gib-month, optional capacity and latency priors
+ *   [tier:NAME]      cost-gib-month, optional capacity, latency and copy-rate
+ *                    priors, keep-warm
  *   [disk:NAME]      qmp, node, tier.<tier> = child node, slo-latency-ms,
  *                    per-disk policy overrides, and the shadow node's own
  *                    options (chunk-size, write-mode, ...) that the agent
@@ -33,6 +34,8 @@ typedef struct {
   double cost_gib_month;
   double max_iops;              /* prior capacity; 0: unknown, learned */
   double latency_ms;            /* prior base latency; 0: unknown, measured */
+  double copy_mib_s;            /* prior copy rate onto it; 0: unknown, measured */
+  double keep_warm_bytes;       /* a copy this small is not released */
 } ShdTierConfig;
 
 typedef struct {
@@ -50,6 +53,8 @@ typedef struct {
   ShdPolicyKnobs knobs;
   gboolean dry_run;
   gboolean add_children;        /* pre-warm adds a tier's child missing from the node */
+  gboolean instant_switch;      /* the node has a metadata child */
+  char *release;                /* discard (default) or keep: a released tier's image */
   /* The shadow node's options, sent as configured on every reopen; only
    * the keys present in the file are sent (node is the string form as
    * written, typed when sent). */
@@ -70,6 +75,7 @@ typedef struct {
   char *metrics_address;        /* loopback by default */
   gboolean dry_run;
   gboolean add_children;
+  char *release;                /* the disks' default */
   double history_full_hours;    /* full resolution kept this long */
   double history_days;          /* one-minute aggregates kept this long */
   guint qmp_timeout_ms;

@@ -217,13 +217,54 @@ get_choice (const Ctx *x, const char *g, const char *k, const char *const *choic
 static const char *const knob_keys[] = {
   "horizon", "prediction-level", "hysteresis", "min-dwell", "max-switches-per-hour",
   "switch-back-after", "spike-sensitivity", "max-utilization",
-  "violation-intervals", "period", NULL
+  "violation-intervals", "period", "forecast", "bucket", "seasons", "lookahead",
+  "prewarm-margin", "switch-lead", "release-after", NULL
 };
+
+/* seconds, separated by ';': the calendar's periods (a day, a week) */
+static gboolean
+get_seasons (const Ctx *x, const char *g, const char *k, double bucket_s, double *out,
+             GError **error)
+{
+  g_auto (GStrv) v = NULL;
+  guint n = 0;
+
+  if (!g_key_file_has_key (x->kf, g, k, NULL))
+    return TRUE;
+  v = g_key_file_get_string_list (x->kf, g, k, NULL, NULL);
+  for (guint i = 0; v && v[i]; i++) {
+    char *endp;
+    double d;
+
+    g_strstrip (v[i]);
+    if (*v[i] == '\0')
+      continue;
+    d = g_ascii_strtod (v[i], &endp);
+    if (*endp != '\0' || !isfinite (d) || d <= 0)
+      return fail (x, error, g, k, "'%s' is not a number of seconds", v[i]);
+    if (d < 4 * bucket_s)
+      return fail (x, error, g, k, "a season of %s s is shorter than 4 buckets of %g s",
+                   v[i], bucket_s);
+    if (n == SHD_POLICY_MAX_SEASONS - 1)
+      return fail (x, error, g, k, "at most %d seasons", SHD_POLICY_MAX_SEASONS - 1);
+    out[n++] = d;
+  }
+  out[n] = 0;
+  return TRUE;
+}
 
 static gboolean
 get_knobs (const Ctx *x, const char *g, ShdPolicyKnobs *k, GError **error)
 {
-  return get_double (x, g, "horizon", 0, 86400, TRUE, &k->horizon_s, error) &&
+  return get_bool (x, g, "forecast", &k->forecast, error) &&
+         get_double (x, g, "bucket", 0, 86400, TRUE, &k->bucket_s, error) &&
+         get_seasons (x, g, "seasons", k->bucket_s, k->seasons_s, error) &&
+         get_double (x, g, "lookahead", 0, 30 * 86400, FALSE, &k->lookahead_s, error) &&
+         get_double (x, g, "prewarm-margin", 0, 86400, FALSE, &k->prewarm_margin_s, error) &&
+         get_double (x, g, "switch-lead", 0, 86400, FALSE, &k->switch_lead_s, error) &&
+         get_double (x, g, "release-after", 0, 365 * 86400, FALSE, &k->release_after_s,
+                     error) &&
+         get_double (x, g, "horizon", 0, 86400, TRUE, &k->horizon_s, error) &&
          get_double (x, g, "prediction-level", 0.5, 0.999, FALSE, &k->level, error) &&
          get_double (x, g, "hysteresis", 0, 0.9, FALSE, &k->hysteresis, error) &&
          get_double (x, g, "min-dwell", 0, 86400, FALSE, &k->min_dwell_s, error) &&
@@ -290,6 +331,7 @@ disk_config_clear (ShdDiskConfig *d)
   g_free (d->prewarm_speed);
   g_free (d->read_from);
   g_free (d->copy_on_read);
+  g_free (d->release);
 }
 
 ShdDiskConfig *
@@ -319,6 +361,7 @@ shd_config_free (ShdConfig *c)
   g_free (c->control);
   g_free (c->state);
   g_free (c->metrics_address);
+  g_free (c->release);
   g_strfreev (c->libvirt_uris);
   g_strfreev (c->libvirt_tier_dirs);
   g_ptr_array_unref (c->tiers);
@@ -387,8 +430,9 @@ load_shadowd (const Ctx *x, ShdConfig *c, GError **error)
 {
   static const char *const keys[] = {
     "interval", "control", "state", "metrics-port", "metrics-address", "dry-run",
-    "history-full-hours", "history-days", "qmp-timeout-ms", "add-children", NULL
+    "history-full-hours", "history-days", "qmp-timeout-ms", "add-children", "release", NULL
   };
+  static const char *const release_modes[] = { "discard", "keep", NULL };
   const char *g = "shadowd";
   g_autoptr (GInetAddress) addr = NULL;
   guint port = c->metrics_port;
@@ -407,6 +451,7 @@ load_shadowd (const Ctx *x, ShdConfig *c, GError **error)
       !get_string (x, g, "metrics-address", FALSE, &c->metrics_address, error) ||
       !get_bool (x, g, "dry-run", &c->dry_run, error) ||
       !get_bool (x, g, "add-children", &c->add_children, error) ||
+      !get_choice (x, g, "release", release_modes, &c->release, error) ||
       !get_double (x, g, "history-full-hours", 0, 24 * 365, FALSE,
                    &c->history_full_hours, error) ||
       !get_double (x, g, "history-days", 0, 3650, FALSE, &c->history_days, error) ||
@@ -450,10 +495,43 @@ load_libvirt (const Ctx *x, ShdConfig *c, GError **error)
   return TRUE;
 }
 
+/* A size in bytes, with an optional unit: K, M, G, T (powers of 1024;
+ * "KiB" ... and "KB" ... mean the same) */
+static gboolean
+get_size (const Ctx *x, const char *g, const char *k, double *out, GError **error)
+{
+  static const struct { const char *suffix; double mult; } units[] = {
+    { "", 1 }, { "K", 1024.0 }, { "KB", 1024.0 }, { "KiB", 1024.0 },
+    { "M", 1048576.0 }, { "MB", 1048576.0 }, { "MiB", 1048576.0 },
+    { "G", 1073741824.0 }, { "GB", 1073741824.0 }, { "GiB", 1073741824.0 },
+    { "T", 1099511627776.0 }, { "TB", 1099511627776.0 }, { "TiB", 1099511627776.0 },
+  };
+  g_autofree char *raw = NULL;
+  char *endp;
+  double v;
+
+  if (!g_key_file_has_key (x->kf, g, k, NULL))
+    return TRUE;
+  raw = g_key_file_get_value (x->kf, g, k, NULL);
+  g_strstrip (raw);
+  v = g_ascii_strtod (raw, &endp);
+  if (endp == raw || !isfinite (v) || v < 0)
+    return fail (x, error, g, k, "'%s' is not a size (e.g. 2GiB)", raw);
+  while (*endp == ' ')
+    endp++;
+  for (guint i = 0; i < G_N_ELEMENTS (units); i++)
+    if (g_ascii_strcasecmp (endp, units[i].suffix) == 0) {
+      *out = v * units[i].mult;
+      return TRUE;
+    }
+  return fail (x, error, g, k, "'%s': unknown unit (K, M, G, T)", raw);
+}
+
 static gboolean
 load_tier (const Ctx *x, ShdConfig *c, const char *g, GError **error)
 {
-  static const char *const keys[] = { "cost-gib-month", "max-iops", "latency-ms", NULL };
+  static const char *const keys[] = { "cost-gib-month", "max-iops", "latency-ms",
+                                      "copy-mib-s", "keep-warm", NULL };
   ShdTierConfig *t;
   const char *name = g + strlen ("tier:");
 
@@ -469,7 +547,9 @@ load_tier (const Ctx *x, ShdConfig *c, const char *g, GError **error)
   g_ptr_array_add (c->tiers, t);
   return get_double (x, g, "cost-gib-month", 0, 1e6, FALSE, &t->cost_gib_month, error) &&
          get_double (x, g, "max-iops", 0, 1e9, FALSE, &t->max_iops, error) &&
-         get_double (x, g, "latency-ms", 0, 1e6, FALSE, &t->latency_ms, error);
+         get_double (x, g, "latency-ms", 0, 1e6, FALSE, &t->latency_ms, error) &&
+         get_double (x, g, "copy-mib-s", 0, 1e7, FALSE, &t->copy_mib_s, error) &&
+         get_size (x, g, "keep-warm", &t->keep_warm_bytes, error);
 }
 
 static gboolean
@@ -477,11 +557,13 @@ load_disk (const Ctx *x, ShdConfig *c, const char *g, GError **error)
 {
   static const char *const keys[] = {
     "qmp", "node", "slo-latency-ms", "size-gib", "dry-run", "add-children", "chunk-size",
-    "write-mode", "prewarm", "prewarm-speed", "read-from", "copy-on-read", NULL
+    "write-mode", "prewarm", "prewarm-speed", "read-from", "copy-on-read",
+    "instant-switch", "release", NULL
   };
   static const char *const write_modes[] = { "sync", "async", NULL };
   static const char *const prewarms[] = { "off", "sequential", "hot-first", NULL };
   static const char *const read_froms[] = { "active", "fastest", NULL };
+  static const char *const release_modes[] = { "discard", "keep", NULL };
   const char *name = g + strlen ("disk:");
   g_auto (GStrv) all = NULL;
   ShdDiskConfig *d;
@@ -498,6 +580,7 @@ load_disk (const Ctx *x, ShdConfig *c, const char *g, GError **error)
   d->knobs = c->knobs;
   d->dry_run = c->dry_run;
   d->add_children = c->add_children;
+  d->release = g_strdup (c->release);
   g_ptr_array_add (c->disks, d);
 
   if (!get_string (x, g, "qmp", TRUE, &d->qmp, error) ||
@@ -511,6 +594,8 @@ load_disk (const Ctx *x, ShdConfig *c, const char *g, GError **error)
       !get_double (x, g, "size-gib", 0, 1e9, FALSE, &d->size_gib, error) ||
       !get_bool (x, g, "dry-run", &d->dry_run, error) ||
       !get_bool (x, g, "add-children", &d->add_children, error) ||
+      !get_bool (x, g, "instant-switch", &d->instant_switch, error) ||
+      !get_choice (x, g, "release", release_modes, &d->release, error) ||
       !get_knobs (x, g, &d->knobs, error))
     return FALSE;
 
@@ -640,6 +725,7 @@ shd_config_load_data (const char *data, gsize len, const char *path, GError **er
   c->history_days = 28;
   c->qmp_timeout_ms = 5000;
   c->add_children = TRUE;
+  c->release = g_strdup ("discard");
   shd_policy_knobs_init (&c->knobs);
   c->tiers = g_ptr_array_new_with_free_func (tier_free);
   c->disks = g_ptr_array_new_with_free_func (disk_free);
@@ -692,6 +778,8 @@ shd_config_disk_policy (const ShdConfig *c, const ShdDiskConfig *d, ShdPolicyCon
   cfg->dry_run = d->dry_run;
   cfg->async_writes = d->write_mode && strcmp (d->write_mode, "async") == 0;
   cfg->add_children = d->add_children;
+  cfg->instant_switch = d->instant_switch;
+  cfg->size_bytes = (guint64) (d->size_gib * 1024 * 1024 * 1024);
   cfg->n_tiers = d->tiers->len;
   for (guint i = 0; i < d->tiers->len; i++) {
     const ShdDiskTier *dt = d->tiers->pdata[i];
@@ -702,6 +790,8 @@ shd_config_disk_policy (const ShdConfig *c, const ShdDiskConfig *d, ShdPolicyCon
     cfg->tiers[i].cost_gib_month = t->cost_gib_month;
     cfg->tiers[i].prior_max_iops = t->max_iops;
     cfg->tiers[i].prior_latency_ms = t->latency_ms;
+    cfg->tiers[i].prior_copy_bps = t->copy_mib_s * 1024 * 1024;
+    cfg->tiers[i].keep_warm_bytes = t->keep_warm_bytes;
   }
   return TRUE;
 }

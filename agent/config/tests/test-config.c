@@ -202,6 +202,16 @@ static const struct {
 } bad[] = {
   { "not a key file\n",
     "test.conf: Key file contains line *" },
+  { "[shadowd]\nseasons = 86400;a day\n",
+    "test.conf:2: [shadowd] seasons: 'a day' is not a number of seconds" },
+  { "[shadowd]\nbucket = 300\nseasons = 600\n",
+    "test.conf:3: [shadowd] seasons: a season of 600 s is shorter than 4 buckets of 300 s" },
+  { "[shadowd]\nrelease = shred\n",
+    "test.conf:2: [shadowd] release: 'shred' is not one of: discard, keep" },
+  { "[shadowd]\nforecast = maybe\n",
+    "test.conf:2: [shadowd] forecast: 'maybe' is not a boolean (true or false)" },
+  { "[tier:fast]\ncost-gib-month = 1\nkeep-warm = 2 parsecs\n",
+    "test.conf:3: [tier:fast] keep-warm: '2 parsecs': unknown unit (K, M, G, T)" },
   { "[shadowd]\ninterval = fast\n",
     "test.conf:2: [shadowd] interval: 'fast' is not a number" },
   { "[shadowd]\ninterval = 1 seconds between samples\n",
@@ -328,6 +338,64 @@ test_bad (void)
   }
 }
 
+/* The keys of forecasting, the lifecycle and simulation, and what the
+ * policy gets of them */
+static void
+test_lifecycle_keys (void)
+{
+  static const char text[] =
+    "[shadowd]\n"
+    "control =\n"
+    "state =\n"
+    "bucket = 60\n"
+    "seasons = 86400; 604800\n"
+    "lookahead = 7200\n"
+    "release-after = 1800\n"
+    "release = keep\n"
+    "[tier:cheap]\n"
+    "cost-gib-month = 0.02\n"
+    "copy-mib-s = 150\n"
+    "[tier:fast]\n"
+    "cost-gib-month = 0.12\n"
+    "keep-warm = 2GiB\n"
+    "[disk:a]\n"
+    "qmp = /tmp/a.qmp\n"
+    "node = sh0\n"
+    "tier.cheap = ta\n"
+    "tier.fast = tb\n"
+    "slo-latency-ms = 5\n"
+    "size-gib = 10\n"
+    "instant-switch = true\n"
+    "forecast = false\n"
+    "switch-lead = 30\n"
+    "prewarm-margin = 10\n";
+  g_autoptr (GError) error = NULL;
+  g_autoptr (ShdConfig) c = load (text, &error);
+  const ShdDiskConfig *d;
+  ShdPolicyConfig pc;
+
+  g_assert_no_error (error);
+  d = shd_config_disk (c, "a");
+  g_assert_cmpstr (d->release, ==, "keep");
+  g_assert_true (d->instant_switch);
+  g_assert_false (d->knobs.forecast);
+  g_assert_true (c->knobs.forecast);
+  g_assert_cmpfloat (d->knobs.bucket_s, ==, 60);
+  g_assert_cmpfloat (d->knobs.seasons_s[0], ==, 86400);
+  g_assert_cmpfloat (d->knobs.seasons_s[1], ==, 604800);
+  g_assert_cmpfloat (d->knobs.seasons_s[2], ==, 0);
+  g_assert_cmpfloat (d->knobs.lookahead_s, ==, 7200);
+  g_assert_cmpfloat (d->knobs.release_after_s, ==, 1800);
+  g_assert_cmpfloat (d->knobs.switch_lead_s, ==, 30);
+  g_assert_cmpfloat (c->knobs.switch_lead_s, ==, 60);
+  g_assert_true (shd_config_disk_policy (c, d, &pc, &error));
+  g_assert_cmpfloat (pc.tiers[0].prior_copy_bps, ==, 150.0 * 1024 * 1024);
+  g_assert_cmpfloat (pc.tiers[1].keep_warm_bytes, ==, 2.0 * 1024 * 1024 * 1024);
+  g_assert_true (pc.instant_switch);
+  g_assert_cmpuint (pc.size_bytes, ==, 10ull << 30);
+  shd_policy_config_clear (&pc);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -337,5 +405,6 @@ main (int argc, char **argv)
   g_test_add_func ("/config/file", test_file);
   g_test_add_func ("/config/disk-names", test_disk_names);
   g_test_add_func ("/config/bad", test_bad);
+  g_test_add_func ("/config/lifecycle-keys", test_lifecycle_keys);
   return g_test_run ();
 }

@@ -1,0 +1,61 @@
+/* ShdDisk's state, shared by the files that make up a disk's agent:
+ * disk.c (sampling, decisions, status) and release.c (releasing a tier).
+ * Not for other files. */
+#pragma once
+
+#include "collector.h"
+#include "disk.h"
+
+G_BEGIN_DECLS
+
+struct _ShdDisk {
+  GObject parent_instance;
+  ShdDiskConfig *cfg;
+  double interval_s;
+  ShdHistory *history;          /* or NULL */
+  ShdQmp *qmp;
+  gboolean own_qmp;             /* FALSE: shared, started by its owner */
+  gboolean stopped;
+  gulong sig_ready, sig_disconnected, sig_event;
+  ShdCollector *coll;
+  ShdPolicy *policy;
+  GCancellable *cancel;
+  guint timer;
+  gboolean query_in_flight;
+  gboolean reopen_in_flight;
+  gboolean write_sync_raised;
+  gboolean warmed;
+  guint64 samples, skipped;
+  guint64 size_bytes;
+  GPtrArray *children;          /* node names in the node's order */
+  ShdShadowRates *rates;        /* the latest */
+  char *problem;                /* why there are no rates, logged once */
+  GQueue decisions;             /* JsonNode, the newest last */
+  int last_recorded_kind;       /* ShdDecisionKind; -1: none yet */
+  int last_recorded_target;
+  double last_recorded_t;
+  guint64 decisions_total;
+  guint64 reopen_failures;
+  double last_pause_ms;         /* guest I/O pause of the last switch */
+  gint64 t0_us;                 /* monotonic origin of policy time */
+  gint64 last_step_wall_ms;
+  double add_sent_t[SHD_POLICY_MAX_TIERS];     /* x-blockdev-change sent; -inf */
+  /* the tiers' images: allocated bytes (NAN: not measured), read with
+   * query-named-block-nodes every NODES_EVERY_S; fresh since the last step */
+  double alloc[SHD_POLICY_MAX_TIERS];
+  gboolean alloc_fresh;
+  gboolean nodes_in_flight;
+  double nodes_t;               /* policy time of the last read; -inf */
+  gboolean release_in_flight;
+};
+
+double shd_disk_policy_now (ShdDisk *disk);
+/* Read the nodes again at the next tick (after a release, say). */
+void shd_disk_refresh_nodes (ShdDisk *disk);
+
+/* ---- release.c ---- */
+/* The policy's RELEASE of `tier`: remove its child from the node, then
+ * give its image's space back (release = discard). */
+void shd_disk_release_tier (ShdDisk *disk, int tier);
+
+G_END_DECLS

@@ -1,0 +1,167 @@
+/* QEMU's block graph, read for releasing a tier; see blockgraph.h. */
+#include "blockgraph.h"
+
+#include <string.h>
+
+/* node ids by node-name in a graph reply; -1 when absent */
+static gint64
+graph_id (JsonObject *graph, const char *name)
+{
+  JsonArray *nodes = json_object_get_array_member (graph, "nodes");
+
+  for (guint i = 0; nodes && i < json_array_get_length (nodes); i++) {
+    JsonObject *n = json_array_get_object_element (nodes, i);
+
+    if (n && g_strcmp0 (json_object_get_string_member_with_default (n, "name", NULL),
+                        name) == 0)
+      return json_object_get_int_member_with_default (n, "id", -1);
+  }
+  return -1;
+}
+
+static const char *
+graph_name (JsonObject *graph, gint64 id)
+{
+  JsonArray *nodes = json_object_get_array_member (graph, "nodes");
+
+  for (guint i = 0; nodes && i < json_array_get_length (nodes); i++) {
+    JsonObject *n = json_array_get_object_element (nodes, i);
+
+    if (n && json_object_get_int_member_with_default (n, "id", -2) == id)
+      return json_object_get_string_member_with_default (n, "name", NULL);
+  }
+  return NULL;
+}
+
+static JsonObject *
+graph_object (JsonNode *graph)
+{
+  return graph && JSON_NODE_HOLDS_OBJECT (graph) ? json_node_get_object (graph) : NULL;
+}
+
+char *
+shd_block_graph_child_name (JsonNode *graph_node, const char *parent, const char *child)
+{
+  JsonObject *graph = graph_object (graph_node);
+  JsonArray *edges;
+  gint64 p, c;
+
+  if (graph == NULL)
+    return NULL;
+  p = graph_id (graph, parent);
+  c = graph_id (graph, child);
+  edges = json_object_get_array_member (graph, "edges");
+  if (p < 0 || c < 0 || edges == NULL)
+    return NULL;
+  for (guint i = 0; i < json_array_get_length (edges); i++) {
+    JsonObject *e = json_array_get_object_element (edges, i);
+
+    if (e && json_object_get_int_member_with_default (e, "parent", -1) == p &&
+        json_object_get_int_member_with_default (e, "child", -1) == c)
+      return g_strdup (json_object_get_string_member_with_default (e, "name", NULL));
+  }
+  return NULL;
+}
+
+static JsonObject *
+named_node (JsonNode *nodes, const char *name)
+{
+  JsonArray *a;
+
+  if (nodes == NULL || !JSON_NODE_HOLDS_ARRAY (nodes))
+    return NULL;
+  a = json_node_get_array (nodes);
+  for (guint i = 0; i < json_array_get_length (a); i++) {
+    JsonObject *n = json_array_get_object_element (a, i);
+
+    if (n && g_strcmp0 (json_object_get_string_member_with_default (n, "node-name", NULL),
+                        name) == 0)
+      return n;
+  }
+  return NULL;
+}
+
+gint64
+shd_block_nodes_allocated (JsonNode *nodes, const char *node)
+{
+  JsonObject *n = named_node (nodes, node), *img;
+
+  if (n == NULL)
+    return -1;
+  img = json_object_get_object_member (n, "image");
+  if (img == NULL || !json_object_has_member (img, "actual-size"))
+    return 0;
+  return json_object_get_int_member (img, "actual-size");
+}
+
+static gint64
+virtual_size (JsonObject *n)
+{
+  JsonObject *img = json_object_get_object_member (n, "image");
+
+  return img ? json_object_get_int_member_with_default (img, "virtual-size", -1) : -1;
+}
+
+char *
+shd_block_graph_file_under (JsonNode *graph_node, JsonNode *nodes, const char *node,
+                            char **why)
+{
+  static const char *const filters[] = { "throttle", "copy-on-read", "preallocate", NULL };
+  JsonObject *graph = graph_object (graph_node);
+  JsonArray *edges;
+  const char *name = node;
+  gint64 tier_size = -1;
+
+  if (graph == NULL || (edges = json_object_get_array_member (graph, "edges")) == NULL) {
+    *why = g_strdup ("no block graph");
+    return NULL;
+  }
+  for (guint depth = 0; depth < 16; depth++) {
+    JsonObject *n = named_node (nodes, name);
+    const char *drv;
+    gint64 id, child = -1;
+    guint children = 0;
+
+    if (n == NULL) {
+      *why = g_strdup_printf ("node %s is not in query-named-block-nodes", name);
+      return NULL;
+    }
+    drv = json_object_get_string_member_with_default (n, "drv", "?");
+    if (tier_size < 0)
+      tier_size = virtual_size (n);
+    if (strcmp (drv, "file") == 0) {
+      const char *file = json_object_get_string_member_with_default (n, "file", NULL);
+
+      if (file == NULL || !g_path_is_absolute (file)) {
+        *why = g_strdup_printf ("node %s has no file name", name);
+        return NULL;
+      }
+      if (virtual_size (n) != tier_size) {
+        *why = g_strdup_printf ("%s is larger than the tier's node %s: a raw node with an "
+                                "offset or a size", file, node);
+        return NULL;
+      }
+      return g_strdup (file);
+    }
+    if (strcmp (drv, "raw") != 0 && !g_strv_contains (filters, drv)) {
+      *why = g_strdup_printf ("node %s is a %s node: holes in its file would destroy it",
+                              name, drv);
+      return NULL;
+    }
+    id = graph_id (graph, name);
+    for (guint i = 0; i < json_array_get_length (edges); i++) {
+      JsonObject *e = json_array_get_object_element (edges, i);
+
+      if (e && json_object_get_int_member_with_default (e, "parent", -1) == id) {
+        child = json_object_get_int_member_with_default (e, "child", -1);
+        children++;
+      }
+    }
+    if (children != 1 || (name = graph_name (graph, child)) == NULL) {
+      *why = g_strdup_printf ("node %s does not have exactly one child", node);
+      return NULL;
+    }
+  }
+  *why = g_strdup_printf ("the chain under %s is too deep", node);
+  return NULL;
+}

@@ -1,0 +1,33 @@
+/* What the agent reads from QEMU's block graph to release a tier: the
+ * name under which a child hangs from the shadow node (x-blockdev-change
+ * removes a child by that name, children.N, which changes when a child is
+ * added again), and the image file under a tier's node, when giving its
+ * space back is safe.
+ *
+ * Pure parsing of the replies of x-debug-query-block-graph and
+ * query-named-block-nodes {"flat": true}. */
+#pragma once
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+
+G_BEGIN_DECLS
+
+/* The edge name from parent to child (node names), e.g. "children.1";
+ * NULL when child does not hang from parent. */
+char *shd_block_graph_child_name (JsonNode *graph, const char *parent, const char *child);
+
+/* The file under `node`: the filename of the protocol node reached by
+ * following each node's only child, through filters (throttle,
+ * copy-on-read, preallocate) and a raw format node that maps the whole
+ * file, to a node of driver "file".  Punching holes there zeroes exactly
+ * the tier's data.  NULL with *why when it is not so (a qcow2 node, say,
+ * whose metadata a hole would destroy, or a raw node with an offset). */
+char *shd_block_graph_file_under (JsonNode *graph, JsonNode *nodes, const char *node,
+                                  char **why);
+
+/* A node's image actual-size (bytes allocated on the host) from a
+ * query-named-block-nodes reply: -1 when the node is not there. */
+gint64 shd_block_nodes_allocated (JsonNode *nodes, const char *node);
+
+G_END_DECLS

@@ -1,0 +1,102 @@
+/* Reading QEMU's block graph for releasing a tier, on replies recorded
+ * from qemu-storage-daemon 10.0 with a shadow node over a throttled raw
+ * file, a plain file and a qcow2 image. */
+#include "blockgraph.h"
+
+#include <string.h>
+
+static const char graph_json[] =
+  "{\"nodes\": [{\"id\": 6, \"name\": \"sh0\", \"type\": \"block-driver\"},"
+  " {\"id\": 5, \"name\": \"tier-c\", \"type\": \"block-driver\"},"
+  " {\"id\": 4, \"name\": \"fc\", \"type\": \"block-driver\"},"
+  " {\"id\": 3, \"name\": \"tier-b\", \"type\": \"block-driver\"},"
+  " {\"id\": 2, \"name\": \"tier-a\", \"type\": \"block-driver\"},"
+  " {\"id\": 7, \"name\": \"ra\", \"type\": \"block-driver\"},"
+  " {\"id\": 1, \"name\": \"a-file\", \"type\": \"block-driver\"}],"
+  " \"edges\": [{\"parent\": 6, \"child\": 2, \"name\": \"children.0\", \"perm\": [], \"shared-perm\": []},"
+  " {\"parent\": 6, \"child\": 3, \"name\": \"children.2\", \"perm\": [], \"shared-perm\": []},"
+  " {\"parent\": 2, \"child\": 7, \"name\": \"file\", \"perm\": [], \"shared-perm\": []},"
+  " {\"parent\": 7, \"child\": 1, \"name\": \"file\", \"perm\": [], \"shared-perm\": []},"
+  " {\"parent\": 5, \"child\": 4, \"name\": \"file\", \"perm\": [], \"shared-perm\": []}]}";
+
+static const char nodes_json[] =
+  "[{\"node-name\": \"sh0\", \"drv\": \"shadow\", \"file\": \"json:{}\","
+  "  \"image\": {\"virtual-size\": 67108864, \"actual-size\": 100663296}},"
+  " {\"node-name\": \"tier-a\", \"drv\": \"throttle\", \"file\": \"json:{}\","
+  "  \"image\": {\"virtual-size\": 67108864, \"actual-size\": 33554432}},"
+  " {\"node-name\": \"ra\", \"drv\": \"raw\", \"file\": \"/srv/a.img\","
+  "  \"image\": {\"virtual-size\": 67108864, \"actual-size\": 33554432}},"
+  " {\"node-name\": \"a-file\", \"drv\": \"file\", \"file\": \"/srv/a.img\","
+  "  \"image\": {\"virtual-size\": 67108864, \"actual-size\": 33554432}},"
+  " {\"node-name\": \"tier-b\", \"drv\": \"file\", \"file\": \"/srv/b.img\","
+  "  \"image\": {\"virtual-size\": 67108864}},"
+  " {\"node-name\": \"tier-c\", \"drv\": \"qcow2\", \"file\": \"/srv/c.qcow2\","
+  "  \"image\": {\"virtual-size\": 67108864, \"actual-size\": 200704}},"
+  " {\"node-name\": \"fc\", \"drv\": \"file\", \"file\": \"/srv/c.qcow2\","
+  "  \"image\": {\"virtual-size\": 196616, \"actual-size\": 200704}}]";
+
+static JsonNode *
+parse (const char *text)
+{
+  g_autoptr (GError) error = NULL;
+  JsonNode *n = json_from_string (text, &error);
+
+  g_assert_no_error (error);
+  return n;
+}
+
+static void
+test_child_name (void)
+{
+  g_autoptr (JsonNode) g = parse (graph_json);
+  g_autofree char *a = shd_block_graph_child_name (g, "sh0", "tier-a");
+  g_autofree char *b = shd_block_graph_child_name (g, "sh0", "tier-b");
+  g_autofree char *c = shd_block_graph_child_name (g, "sh0", "tier-c");
+  g_autofree char *x = shd_block_graph_child_name (g, "nope", "tier-a");
+
+  g_assert_cmpstr (a, ==, "children.0");
+  /* added again after a release: the next number */
+  g_assert_cmpstr (b, ==, "children.2");
+  g_assert_null (c);
+  g_assert_null (x);
+}
+
+static void
+test_file_under (void)
+{
+  g_autoptr (JsonNode) g = parse (graph_json);
+  g_autoptr (JsonNode) n = parse (nodes_json);
+  g_autofree char *why = NULL;
+  g_autofree char *a = shd_block_graph_file_under (g, n, "tier-a", &why);
+  g_autofree char *b = NULL;
+  g_autofree char *c = NULL;
+
+  /* throttle over raw over file: the file */
+  g_assert_cmpstr (a, ==, "/srv/a.img");
+  b = shd_block_graph_file_under (g, n, "tier-b", &why);
+  g_assert_cmpstr (b, ==, "/srv/b.img");
+  /* qcow2: holes in its file would destroy it */
+  c = shd_block_graph_file_under (g, n, "tier-c", &why);
+  g_assert_null (c);
+  g_assert_nonnull (strstr (why, "qcow2"));
+}
+
+static void
+test_allocated (void)
+{
+  g_autoptr (JsonNode) n = parse (nodes_json);
+
+  g_assert_cmpint (shd_block_nodes_allocated (n, "tier-a"), ==, 33554432);
+  g_assert_cmpint (shd_block_nodes_allocated (n, "tier-b"), ==, 0);
+  g_assert_cmpint (shd_block_nodes_allocated (n, "gone"), ==, -1);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/blockgraph/child-name", test_child_name);
+  g_test_add_func ("/blockgraph/file-under", test_file_under);
+  g_test_add_func ("/blockgraph/allocated", test_allocated);
+  return g_test_run ();
+}

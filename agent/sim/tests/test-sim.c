@@ -1,0 +1,325 @@
+/* The policy simulation on synthetic multi-day series sampled every
+ * second: a compressed day (by configuration only: seasons, bucket and
+ * release-after say how long a day is), a real day, and the oracle on a
+ * series small enough to check by hand. */
+#include "sim.h"
+
+#include <math.h>
+#include <string.h>
+
+static double
+gauss (GRand *r)
+{
+  double u1 = MAX (g_rand_double (r), 1e-300), u2 = g_rand_double (r);
+
+  return sqrt (-2 * log (u1)) * cos (2 * G_PI * u2);
+}
+
+#define CHEAP_IOPS 150
+#define FAST_IOPS 5000
+
+/* Two tiers as the demo's, a disk whose copy takes copy_s at full speed. */
+static void
+config_init (ShdSimConfig *c, double copy_s)
+{
+  memset (c, 0, sizeof *c);
+  c->interval_s = 1;
+  c->size_bytes = 1024.0 * 1024 * 1024;
+  c->policy.slo_latency_ms = 20;
+  shd_policy_knobs_init (&c->policy.knobs);
+  c->policy.n_tiers = 2;
+  c->policy.tiers[0] = (ShdPolicyTier) { .tier = "cheap", .child = "tier-a",
+                                         .cost_gib_month = 0.02, .prior_max_iops = CHEAP_IOPS,
+                                         .prior_latency_ms = 2,
+                                         .prior_copy_bps = c->size_bytes / copy_s };
+  c->policy.tiers[1] = (ShdPolicyTier) { .tier = "fast", .child = "tier-b",
+                                         .cost_gib_month = 0.12, .prior_max_iops = FAST_IOPS,
+                                         .prior_latency_ms = 0.5,
+                                         .prior_copy_bps = c->size_bytes / copy_s };
+  c->tiers[0] = (ShdSimTier) { CHEAP_IOPS, 2, c->size_bytes / copy_s };
+  c->tiers[1] = (ShdSimTier) { FAST_IOPS, 0.5, c->size_bytes / copy_s };
+}
+
+/* days of `day` seconds at one sample a second: a quiet 30 IOPS with
+ * noise, and every day a spike to 600 IOPS from spike_at for spike_len */
+static double *
+daily_series (guint days, guint day, guint spike_at, guint spike_len, guint32 seed)
+{
+  g_autoptr (GRand) r = g_rand_new_with_seed (seed);
+  double *y = g_new (double, (gsize) days * day);
+
+  for (gsize t = 0; t < (gsize) days * day; t++) {
+    guint ph = t % day;
+
+    y[t] = MAX (0, 30 + 5 * gauss (r));
+    if (ph >= spike_at && ph < spike_at + spike_len)
+      y[t] = 600 + 30 * gauss (r);
+  }
+  return y;
+}
+
+static const ShdSimOutcome *
+outcome (const ShdSimResult *r, ShdSimPolicy p)
+{
+  return &r->policies[p];
+}
+
+static void
+log_outcomes (const ShdSimResult *r)
+{
+  for (guint p = 0; p < SHD_SIM_N_POLICIES; p++) {
+    const ShdSimOutcome *o = outcome (r, p);
+
+    g_test_message ("%-12s violation %6.0f s, cost %.6f, switches %u, prewarms %u, releases %u",
+                    o->name, o->violation_s, o->cost, o->switches, o->prewarms, o->releases);
+  }
+}
+
+/* A compressed day of 600 s, buckets of 5 s, release after 60 s, up to
+ * 100 switches an hour (an hour is six days here): once the season held
+ * up out of sample (after two days and a half), the fast tier is warmed
+ * and switched to before every spike, and released after it. */
+static void
+test_compressed_day (void)
+{
+  const guint days = 10, day = 600, at = 400, len = 60;
+  g_autofree double *y = daily_series (days, day, at, len, 1);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (ShdSimResult) r = NULL;
+  const ShdSimOutcome *st, *re;
+  ShdSimConfig c;
+  guint ahead = 0;
+
+  config_init (&c, 20);
+  c.policy.knobs.bucket_s = 5;
+  c.policy.knobs.seasons_s[0] = day;
+  c.policy.knobs.seasons_s[1] = 0;
+  c.policy.knobs.lookahead_s = 120;
+  c.policy.knobs.prewarm_margin_s = 5;
+  c.policy.knobs.switch_lead_s = 2;
+  c.policy.knobs.release_after_s = 60;
+  c.policy.knobs.min_dwell_s = 10;
+  c.policy.knobs.switch_back_after_s = 15;
+  c.policy.knobs.max_switches_per_hour = 100;
+  r = shd_sim_run (y, (gsize) days * day, &c, &error);
+  g_assert_no_error (error);
+  log_outcomes (r);
+  st = outcome (r, SHD_SIM_SHADOWTIER);
+  re = outcome (r, SHD_SIM_REACTIVE);
+  g_assert_cmpuint (st->spikes->len, ==, days);
+  for (guint s = 0; s < st->spikes->len; s++) {
+    const ShdSimSpike *sp = &g_array_index (st->spikes, ShdSimSpike, s);
+
+    g_test_message ("day %u: onset %.0f, warm %.0f-%.0f, switch %.0f, lead %.0f s", s + 1,
+                    sp->onset_s, sp->prewarm_start_s, sp->prewarm_done_s, sp->switch_s,
+                    sp->lead_s);
+    if (s < 3)
+      continue;
+    /* ahead: warmed before the onset, switched before it */
+    g_assert_cmpfloat (sp->lead_s, >=, 0);
+    g_assert_cmpfloat (sp->prewarm_done_s, <=, sp->switch_s);
+    g_assert_cmpfloat (sp->prewarm_start_s, <, sp->onset_s);
+    ahead++;
+  }
+  g_assert_cmpuint (ahead, ==, days - 3);
+  /* released after each spike it warmed for */
+  g_assert_cmpuint (st->releases, >=, days - 1);
+  g_assert_cmpuint (st->prewarms, >=, days - 1);
+  /* honest cost: under always-fast; violations far under reactive's */
+  g_assert_cmpfloat (st->cost, <, outcome (r, SHD_SIM_ALWAYS_FAST)->cost);
+  g_assert_cmpfloat (st->violation_s, <=, re->violation_s / 2);
+  g_assert_cmpfloat (outcome (r, SHD_SIM_ORACLE)->violation_s, ==, 0);
+  g_assert_cmpfloat (outcome (r, SHD_SIM_ORACLE)->cost, <=, st->cost);
+  g_assert_cmpfloat (outcome (r, SHD_SIM_ALWAYS_CHEAP)->violation_s, ==, days * len);
+}
+
+/* Three past days as history (learned, not counted): every counted spike
+ * is met ahead, from the first. */
+static void
+test_history_rows (void)
+{
+  const guint days = 6, day = 600, at = 400, len = 60;
+  g_autofree double *y = daily_series (days, day, at, len, 3);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (ShdSimResult) r = NULL;
+  const ShdSimOutcome *st;
+  ShdSimConfig c;
+
+  config_init (&c, 20);
+  c.policy.knobs.bucket_s = 5;
+  c.policy.knobs.seasons_s[0] = day;
+  c.policy.knobs.seasons_s[1] = 0;
+  c.policy.knobs.lookahead_s = 120;
+  c.policy.knobs.prewarm_margin_s = 5;
+  c.policy.knobs.switch_lead_s = 2;
+  c.policy.knobs.release_after_s = 60;
+  c.policy.knobs.min_dwell_s = 10;
+  c.policy.knobs.switch_back_after_s = 15;
+  c.policy.knobs.max_switches_per_hour = 100;
+  c.history_rows = 3 * day;
+  r = shd_sim_run (y, (gsize) days * day, &c, &error);
+  g_assert_no_error (error);
+  log_outcomes (r);
+  g_assert_cmpuint (r->rows, ==, 3 * day);
+  st = outcome (r, SHD_SIM_SHADOWTIER);
+  g_assert_cmpuint (st->spikes->len, ==, 3);
+  for (guint s = 0; s < st->spikes->len; s++) {
+    const ShdSimSpike *sp = &g_array_index (st->spikes, ShdSimSpike, s);
+
+    g_assert_cmpfloat (sp->onset_s, ==, (3 + s) * day + at);
+    g_assert_cmpfloat (sp->lead_s, >=, 0);
+  }
+  g_assert_cmpfloat (st->violation_s, ==, 0);
+  g_assert_cmpfloat (outcome (r, SHD_SIM_ALWAYS_CHEAP)->violation_s, ==, 3 * len);
+}
+
+/* A real day at one sample a second, the defaults (buckets of 5 minutes,
+ * a day and a week as seasons, release after an hour): a spike at 14:00
+ * for an hour, three days.  On the third it is met ahead. */
+static void
+test_real_day (void)
+{
+  const guint days = 3, day = 86400, at = 14 * 3600, len = 3600;
+  g_autofree double *y = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (ShdSimResult) r = NULL;
+  const ShdSimSpike *sp;
+  ShdSimConfig c;
+
+  if (!g_test_slow () && g_getenv ("SHD_TEST_QUICK")) {
+    g_test_skip ("three days at one sample a second: set no SHD_TEST_QUICK");
+    return;
+  }
+  y = daily_series (days, day, at, len, 2);
+  config_init (&c, 300);
+  r = shd_sim_run (y, (gsize) days * day, &c, &error);
+  g_assert_no_error (error);
+  log_outcomes (r);
+  g_assert_cmpuint (outcome (r, SHD_SIM_SHADOWTIER)->spikes->len, ==, days);
+  sp = &g_array_index (outcome (r, SHD_SIM_SHADOWTIER)->spikes, ShdSimSpike, days - 1);
+  g_test_message ("day 3: onset %.0f, warm %.0f-%.0f, switch %.0f, lead %.0f s",
+                  sp->onset_s, sp->prewarm_start_s, sp->prewarm_done_s, sp->switch_s,
+                  sp->lead_s);
+  g_assert_cmpfloat (sp->lead_s, >=, 0);
+  g_assert_cmpfloat (sp->prewarm_done_s, <=, sp->switch_s);
+  /* the copy (300 s at full speed) began early enough, not hours early */
+  g_assert_cmpfloat (sp->onset_s - sp->prewarm_start_s, <, 3 * 3600);
+  g_assert_cmpfloat (outcome (r, SHD_SIM_SHADOWTIER)->cost, <,
+                     outcome (r, SHD_SIM_ALWAYS_FAST)->cost);
+  g_assert_cmpfloat (outcome (r, SHD_SIM_SHADOWTIER)->violation_s, <,
+                     outcome (r, SHD_SIM_REACTIVE)->violation_s);
+}
+
+/* Six rows of an hour; rows 3 and 4 need the fast tier.  The oracle
+ * copies onto it just before row 3 (paying half the disk while the copy
+ * runs, a tenth of an hour), serves rows 3 and 4 there and drops it; it
+ * also drops the cheap copy for those two hours and copies it back
+ * before row 5, which costs less than keeping it. */
+static void
+test_oracle (void)
+{
+  const double y[] = { 10, 10, 10, 1000, 1000, 10 };
+  g_autoptr (GError) error = NULL;
+  g_autoptr (ShdSimResult) r = NULL;
+  const ShdSimOutcome *o;
+  const ShdSimSpike *sp;
+  ShdSimConfig c;
+  double gib_h_cheap = 4 + 0.5 * 0.1, gib_h_fast = 2 + 0.5 * 0.1;
+
+  config_init (&c, 360);
+  c.interval_s = 3600;
+  r = shd_sim_run (y, G_N_ELEMENTS (y), &c, &error);
+  g_assert_no_error (error);
+  o = outcome (r, SHD_SIM_ORACLE);
+  g_assert_cmpfloat (o->violation_s, ==, 0);
+  g_assert_cmpuint (o->switches, ==, 2);
+  g_assert_cmpuint (o->prewarms, ==, 2);
+  g_assert_cmpuint (o->releases, ==, 2);
+  g_assert_cmpfloat_with_epsilon (o->gib_hours[0], gib_h_cheap, 1e-9);
+  g_assert_cmpfloat_with_epsilon (o->gib_hours[1], gib_h_fast, 1e-9);
+  g_assert_cmpfloat_with_epsilon (o->cost, (gib_h_cheap * 0.02 + gib_h_fast * 0.12) / 730,
+                                  1e-12);
+  g_assert_cmpuint (o->spikes->len, ==, 1);
+  sp = &g_array_index (o->spikes, ShdSimSpike, 0);
+  g_assert_cmpfloat (sp->onset_s, ==, 3 * 3600);
+  g_assert_cmpfloat (sp->switch_s, ==, 3 * 3600);
+  g_assert_cmpfloat (sp->lead_s, ==, 0);
+  g_assert_cmpfloat (sp->prewarm_start_s, ==, 3 * 3600 - 360);
+  /* the fixed baselines */
+  g_assert_cmpfloat (outcome (r, SHD_SIM_ALWAYS_CHEAP)->violation_s, ==, 2 * 3600);
+  g_assert_cmpfloat_with_epsilon (outcome (r, SHD_SIM_ALWAYS_FAST)->cost, 6 * 0.12 / 730, 1e-12);
+  g_assert_cmpfloat (outcome (r, SHD_SIM_ALWAYS_FAST)->violation_s, ==, 0);
+}
+
+static void
+test_json (void)
+{
+  const double y[] = { 10, 10, 10, 1000, 1000, 10, 10, 10 };
+  g_autoptr (GError) error = NULL;
+  g_autoptr (ShdSimResult) r = NULL;
+  g_autoptr (JsonNode) node = NULL;
+  JsonObject *o, *p0;
+  JsonArray *policies, *spikes;
+  ShdSimConfig c;
+
+  config_init (&c, 60);
+  c.interval_s = 1800;
+  r = shd_sim_run (y, G_N_ELEMENTS (y), &c, &error);
+  g_assert_no_error (error);
+  node = shd_sim_to_json (r);
+  o = json_node_get_object (node);
+  g_assert_cmpfloat (json_object_get_double_member (o, "interval-s"), ==, 1800);
+  g_assert_cmpint (json_object_get_int_member (o, "rows"), ==, G_N_ELEMENTS (y));
+  g_assert_cmpuint (json_array_get_length (json_object_get_array_member (o, "tiers")), ==, 2);
+  policies = json_object_get_array_member (o, "policies");
+  g_assert_cmpuint (json_array_get_length (policies), ==, 5);
+  for (guint i = 0; i < 5; i++) {
+    p0 = json_array_get_object_element (policies, i);
+    g_assert_cmpstr (json_object_get_string_member (p0, "name"), ==, shd_sim_policy_name (i));
+    g_assert_true (json_object_has_member (p0, "violation-s"));
+    g_assert_true (json_object_has_member (p0, "cost"));
+    g_assert_true (json_object_has_member (json_object_get_object_member (p0, "gib-hours"),
+                                           "fast"));
+    g_assert_true (json_object_has_member (p0, "switches"));
+    spikes = json_object_get_array_member (p0, "spikes");
+    g_assert_cmpuint (json_array_get_length (spikes), ==, 1);
+    for (guint k = 0; k < 5; k++) {
+      static const char *const f[] = { "onset-s", "prewarm-start-s", "prewarm-done-s",
+                                       "switch-s", "lead-s" };
+
+      g_assert_true (json_object_has_member (json_array_get_object_element (spikes, 0), f[k]));
+    }
+  }
+}
+
+static void
+test_errors (void)
+{
+  const double y[] = { 1, NAN };
+  g_autoptr (GError) error = NULL;
+  ShdSimConfig c;
+  ShdSimResult *r;
+
+  config_init (&c, 60);
+  r = shd_sim_run (y, 2, &c, &error);
+  g_assert_null (r);
+  g_assert_error (error, SHD_SIM_ERROR, SHD_SIM_ERROR_INVALID);
+  g_clear_error (&error);
+  c.tiers[1].max_iops = 0;
+  r = shd_sim_run (y, 1, &c, &error);
+  g_assert_null (r);
+  g_assert_error (error, SHD_SIM_ERROR, SHD_SIM_ERROR_INVALID);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/sim/compressed-day", test_compressed_day);
+  g_test_add_func ("/sim/history-rows", test_history_rows);
+  g_test_add_func ("/sim/real-day", test_real_day);
+  g_test_add_func ("/sim/oracle", test_oracle);
+  g_test_add_func ("/sim/json", test_json);
+  g_test_add_func ("/sim/errors", test_errors);
+  return g_test_run ();
+}
