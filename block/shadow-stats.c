@@ -27,10 +27,14 @@
 #include "block/aio.h"
 #include "shadow.h"
 
-/* The calling thread's shard of @c, or NULL for the shared last one */
-ShadowCounterShard *shadow_counters_shard(ShadowCounters *c)
+/*
+ * The shard of @c for @ctx, the calling thread's AioContext, or NULL for
+ * the shared last one.  A request that counts in several ShadowCounters
+ * looks its AioContext up once.
+ */
+ShadowCounterShard *shadow_counters_shard_of(ShadowCounters *c,
+                                             AioContext *ctx)
 {
-    AioContext *ctx = qemu_get_current_aio_context();
     int i;
 
     if (!ctx) {
@@ -47,6 +51,12 @@ ShadowCounterShard *shadow_counters_shard(ShadowCounters *c)
         }
     }
     return NULL;
+}
+
+/* The calling thread's shard of @c, or NULL for the shared last one */
+ShadowCounterShard *shadow_counters_shard(ShadowCounters *c)
+{
+    return shadow_counters_shard_of(c, qemu_get_current_aio_context());
 }
 
 /* Add @n to @stat in @sh (from shadow_counters_shard()); the old value */
@@ -84,11 +94,10 @@ int64_t shadow_counters_get(ShadowCounters *c, ShadowStat stat)
  * One request of @bytes, failed if @ret < 0.  @ns is its time, counted
  * @weight times; nothing is counted for the time when @weight is 0.
  */
-void shadow_account_weighted(ShadowCounters *c, bool write, int64_t bytes,
-                             int64_t ns, int weight, int ret)
+void shadow_account_shard(ShadowCounters *c, ShadowCounterShard *sh,
+                          bool write, int64_t bytes, int64_t ns, int weight,
+                          int ret)
 {
-    ShadowCounterShard *sh = shadow_counters_shard(c);
-
     if (ret < 0) {
         shadow_shard_add(c, sh, SHADOW_STAT_FAILED_OPS, 1);
         return;
@@ -101,6 +110,13 @@ void shadow_account_weighted(ShadowCounters *c, bool write, int64_t bytes,
         shadow_shard_add(c, sh, write ? SHADOW_STAT_WR_NS : SHADOW_STAT_RD_NS,
                          ns * weight);
     }
+}
+
+void shadow_account_weighted(ShadowCounters *c, bool write, int64_t bytes,
+                             int64_t ns, int weight, int ret)
+{
+    shadow_account_shard(c, shadow_counters_shard(c), write, bytes, ns, weight,
+                         ret);
 }
 
 void shadow_account(ShadowCounters *c, bool write, int64_t bytes, int64_t ns,

@@ -677,6 +677,8 @@ shadow_co_preadv_part(BlockDriverState *bs, int64_t offset, int64_t bytes,
     int weight = shadow_guest_begin(s, true);
     int64_t start = weight ? get_clock() : 0;
     int64_t ns = 0, first, end;
+    AioContext *ctx = NULL;
+    ShadowCounterShard *sh;
     bool urgent, copying;
     int ret;
 
@@ -740,13 +742,20 @@ shadow_co_preadv_part(BlockDriverState *bs, int64_t offset, int64_t bytes,
             shadow_note_read_latency(sc, ns, now);
         }
     }
-    shadow_account_weighted(&sc->stats, false, bytes, ns, weight, ret);
+    /* One look-up of the AioContext for the three counts that follow */
+    ctx = qemu_get_current_aio_context();
+    shadow_account_shard(&sc->stats, shadow_counters_shard_of(&sc->stats, ctx),
+                         false, bytes, ns, weight, ret);
 out:
     if (weight && !ns) {
         ns = get_clock() - start;
     }
-    shadow_account_weighted(&s->stats, false, bytes, ns, weight, ret);
-    shadow_guest_end(s);
+    if (!ctx) {
+        ctx = qemu_get_current_aio_context();
+    }
+    sh = shadow_counters_shard_of(&s->stats, ctx);
+    shadow_account_shard(&s->stats, sh, false, bytes, ns, weight, ret);
+    shadow_shard_add(&s->stats, sh, SHADOW_STAT_GUEST_INFLIGHT, -1);
     return ret;
 }
 

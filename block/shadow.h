@@ -491,11 +491,17 @@ void coroutine_fn GRAPH_RDLOCK shadow_co_foreach(BDRVShadowState *s,
                                                  ShadowChildReq *reqs, int n,
                                                  ShadowChildFn fn,
                                                  void *opaque);
+/* shadow-stats.c */
+ShadowCounterShard *shadow_counters_shard_of(ShadowCounters *c,
+                                             AioContext *ctx);
 ShadowCounterShard *shadow_counters_shard(ShadowCounters *c);
 int64_t shadow_shard_add(ShadowCounters *c, ShadowCounterShard *sh,
                          ShadowStat stat, int64_t n);
 void shadow_counters_add(ShadowCounters *c, ShadowStat stat, int64_t n);
 int64_t shadow_counters_get(ShadowCounters *c, ShadowStat stat);
+void shadow_account_shard(ShadowCounters *c, ShadowCounterShard *sh,
+                          bool write, int64_t bytes, int64_t ns, int weight,
+                          int ret);
 void shadow_account_weighted(ShadowCounters *c, bool write, int64_t bytes,
                              int64_t ns, int weight, int ret);
 void shadow_account(ShadowCounters *c, bool write, int64_t bytes, int64_t ns,
