@@ -61,11 +61,15 @@ def child_stats(vm, child, node='sh0'):
 
 
 def wait_synced(vm, child, node='sh0', timeout=120):
-    """Wait for SHADOW_CHILD_SYNCED of @child unless it is synced already."""
-    if child_stats(vm, child, node)['state'] == 'synced':
-        return
-    vm.event_wait('SHADOW_CHILD_SYNCED', timeout=timeout,
-                  match={'data': {'node-name': node, 'child': child}})
+    """Wait until @child is synced.  Its state, not SHADOW_CHILD_SYNCED:
+    an event of an earlier copy may still be queued (a wait that found
+    the child synced did not consume it) and would end the wait before
+    this copy finished."""
+    if not wait_until(
+            lambda: child_stats(vm, child, node)['state'] == 'synced',
+            timeout=timeout):
+        raise AssertionError(f'{child} of {node} not synced after '
+                             f'{timeout} s: {child_stats(vm, child, node)}')
 
 
 class NodeAccess:
