@@ -60,14 +60,27 @@ def child_stats(vm, child, node='sh0'):
     raise AssertionError(f'{child} is not a child of {node}')
 
 
+def node_size(vm, node):
+    for n in vm.cmd('query-named-block-nodes', flat=True):
+        if n['node-name'] == node:
+            return n['image']['virtual-size']
+    raise AssertionError(f'no node {node}')
+
+
 def wait_synced(vm, child, node='sh0', timeout=120):
-    """Wait until @child is synced.  Its state, not SHADOW_CHILD_SYNCED:
-    an event of an earlier copy may still be queued (a wait that found
-    the child synced did not consume it) and would end the wait before
-    this copy finished."""
-    if not wait_until(
-            lambda: child_stats(vm, child, node)['state'] == 'synced',
-            timeout=timeout):
+    """Wait until @child is synced, or as the active child holds every
+    chunk (hydrated): what SHADOW_CHILD_SYNCED reports.  The state, not
+    the event: an event of an earlier copy may still be queued (a wait
+    that found the child synced did not consume it) and would end the
+    wait before this copy finished."""
+    size = node_size(vm, node)
+
+    def synced():
+        st = child_stats(vm, child, node)
+        return st['state'] == 'synced' or (st['state'] == 'active' and
+                                           st['valid-bytes'] >= size)
+
+    if not wait_until(synced, timeout=timeout):
         raise AssertionError(f'{child} of {node} not synced after '
                              f'{timeout} s: {child_stats(vm, child, node)}')
 
