@@ -1135,13 +1135,39 @@ shd_disk_collect_metrics (ShdDisk *disk, ShdMetrics *m)
   metric (m, "shadowd_disk_forecast_onset_seconds", d->onset_s, name, NULL);
 }
 
+/* Bucket i of an import: [index, value] */
+static gboolean
+import_entry (JsonArray *buckets, guint i, gint64 *index, double *value, GError **error)
+{
+  JsonArray *e = json_array_get_array_element (buckets, i);
+
+  if (e == NULL || json_array_get_length (e) != 2 ||
+      json_node_get_value_type (json_array_get_element (e, 0)) != G_TYPE_INT64) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                 "bucket %u is not [index, value]", i);
+    return FALSE;
+  }
+  *index = json_array_get_int_element (e, 0);
+  *value = json_node_get_value_type (json_array_get_element (e, 1)) == G_TYPE_INT64 ?
+           json_array_get_int_element (e, 1) : json_array_get_double_element (e, 1);
+  if (*index < 0 || !isfinite (*value) || *value < 0) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                 "bucket %u: a negative index or value", i);
+    return FALSE;
+  }
+  return TRUE;
+}
+
 JsonNode *
 shd_disk_import_buckets (ShdDisk *disk, double bucket_s, JsonArray *buckets, GError **error)
 {
   const ShdOutlook *o = shd_policy_outlook (disk->policy);
   JsonObject *r;
   JsonNode *n;
-  guint stored = 0;
+  guint stored = 0, len = json_array_get_length (buckets);
+  gboolean older = FALSE;
+  gint64 index;
+  double value;
 
   if (o == NULL) {
     g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
@@ -1154,26 +1180,17 @@ shd_disk_import_buckets (ShdDisk *disk, double bucket_s, JsonArray *buckets, GEr
                  shd_outlook_bucket_s (o), bucket_s);
     return NULL;
   }
-  for (guint i = 0; i < json_array_get_length (buckets); i++) {
-    JsonArray *e = json_array_get_array_element (buckets, i);
-    gint64 index;
-    double value;
-
-    if (e == NULL || json_array_get_length (e) != 2 ||
-        json_node_get_value_type (json_array_get_element (e, 0)) != G_TYPE_INT64) {
-      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                   "bucket %u is not [index, value]", i);
+  /* All or nothing; and whether some are older than what was learned
+   * (shadowd ran for a while already): those cannot be learned on top */
+  for (guint i = 0; i < len; i++) {
+    if (!import_entry (buckets, i, &index, &value, error))
       return NULL;
-    }
-    index = json_array_get_int_element (e, 0);
-    value = json_node_get_value_type (json_array_get_element (e, 1)) == G_TYPE_INT64 ?
-            json_array_get_int_element (e, 1) : json_array_get_double_element (e, 1);
-    if (index < 0 || !isfinite (value) || value < 0) {
-      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                   "bucket %u: a negative index or value", i);
-      return NULL;
-    }
-    shd_policy_feed_bucket (disk->policy, index, value);
+    older |= index <= shd_outlook_last (o);
+  }
+  if (older)
+    shd_policy_forget_buckets (disk->policy);
+  for (guint i = 0; i < len; i++) {
+    import_entry (buckets, i, &index, &value, NULL);
     if (disk->history) {
       g_autoptr (GError) e2 = NULL;
 
@@ -1184,12 +1201,19 @@ shd_disk_import_buckets (ShdDisk *disk, double bucket_s, JsonArray *buckets, GEr
       }
       stored++;
     }
+    if (!older || !disk->history)
+      shd_policy_feed_bucket (disk->policy, index, value);
   }
   if (disk->history)
     shd_history_flush (disk->history, NULL);
+  /* Learned again in order from the history, the import among them */
+  if (older && disk->history)
+    warm_buckets (disk);
   shd_log (G_LOG_LEVEL_MESSAGE, disk->cfg->name, "imported",
-           "%s: %u buckets of %.0f s imported (%u stored); season in use: %u buckets",
-           disk->cfg->name, json_array_get_length (buckets), bucket_s, stored,
+           "%s: %u buckets of %.0f s imported (%u stored)%s; season in use: %u buckets",
+           disk->cfg->name, len, bucket_s, stored,
+           !older ? "" : disk->history ? "; relearned with the history"
+                                       : "; without a history, only these are learned",
            shd_outlook_period (o));
   r = json_object_new ();
   json_object_set_int_member (r, "imported", json_array_get_length (buckets));

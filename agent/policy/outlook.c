@@ -205,6 +205,8 @@ shd_outlook_add (ShdOutlook *o, double wall, double load, gint64 *index, double 
   return closed;
 }
 
+gint64 shd_outlook_last (const ShdOutlook *o) { return o->last; }
+
 void
 shd_outlook_feed (ShdOutlook *o, gint64 index, double value)
 {
@@ -213,6 +215,16 @@ shd_outlook_feed (ShdOutlook *o, gint64 index, double value)
   if (index <= o->last || (o->cur >= 0 && index >= o->cur))
     return;
   learn_bucket (o, index, value);
+}
+
+void
+shd_outlook_forget (ShdOutlook *o)
+{
+  shd_forecaster_free (o->fc);
+  o->fc = shd_forecaster_new (&o->fc_config);
+  o->fc_len = 0;
+  o->count = 0;
+  o->last = -1;
 }
 
 gboolean

@@ -41,6 +41,11 @@ gboolean shd_outlook_add (ShdOutlook *o, double wall, double load, gint64 *index
 /* A stored bucket (after a restart, or imported), oldest first; indexes
  * must grow.  Gaps are filled as in shd_outlook_add. */
 void shd_outlook_feed (ShdOutlook *o, gint64 index, double value);
+/* The index of the last bucket learned; -1: none */
+gint64 shd_outlook_last (const ShdOutlook *o);
+/* Forget every bucket learned (not the one being gathered), so that they
+ * can be fed again in order with older ones among them. */
+void shd_outlook_forget (ShdOutlook *o);
 /* Buckets learned (stored, imported and seen). */
 guint64 shd_outlook_count (const ShdOutlook *o);
 /* The season in use in buckets (0: none yet) */

@@ -318,6 +318,13 @@ shd_policy_feed_bucket (ShdPolicy *p, gint64 index, double value)
 }
 
 void
+shd_policy_forget_buckets (ShdPolicy *p)
+{
+  if (p->outlook)
+    shd_outlook_forget (p->outlook);
+}
+
+void
 shd_policy_release_failed (ShdPolicy *p, int tier, const char *why)
 {
   g_return_if_fail (tier >= 0 && (guint) tier < p->cfg.n_tiers);

@@ -261,6 +261,9 @@ void shd_policy_warm (ShdPolicy *p, const double *load, gsize n);
 /* Feeds a past seasonal bucket (floor(wall / bucket), its demand), oldest
  * first: from the history after a restart, or imported. */
 void shd_policy_feed_bucket (ShdPolicy *p, gint64 index, double value);
+/* Forgets the seasonal buckets learned, to feed them again in order
+ * (an import older than what was learned); see shd_outlook_forget(). */
+void shd_policy_forget_buckets (ShdPolicy *p);
 /* The seasonal scale; NULL with forecasting off. */
 const ShdOutlook *shd_policy_outlook (const ShdPolicy *p);
 const ShdTierLife *shd_policy_tier_life (const ShdPolicy *p, int tier);

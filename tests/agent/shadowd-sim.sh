@@ -126,15 +126,28 @@ ctl status --json | json "all(k in t for t in d[0]['tiers'] for k in ('phase', '
     grep -qx True || fail "status: lifecycle, cost or seasonal forecast missing"
 ctl history sim --tiers --since 1m --json | json "len(d) >= 2 and d[0]['tier'] in ('cheap', 'fast')" |
     grep -qx True || fail "history --tiers"
-# past load for the seasonal forecast: two days of 5-minute rows
-python3 -c "
+# past load for the seasonal forecast: 5-minute rows with a daily burst,
+# yesterday first, then the two days before: buckets older than those
+# learned already (as after any live bucket closed) are learned again in
+# order, not dropped
+days() {
+    python3 -c "
 print('ts,ops')
-for r in range(576):
+for r in range($1 * 288):
     print('%d,%d' % (r, 300 * (500 if 200 <= r % 288 < 220 else 20)))
-" > "$dir/past.csv"
-ctl import sim "$dir/past.csv" --column ops --interval-s 300 --json |
-    json "d['buckets'] == 576 and d['bucket-s'] == 300 and d['season-buckets'] == 288" |
-    grep -qx True || fail "import: two days did not make a daily season"
+"
+}
+days 1 > "$dir/yesterday.csv"
+days 2 > "$dir/past.csv"
+now_b=$(( $(date +%s) / 300 * 300 ))
+ctl import sim "$dir/yesterday.csv" --column ops --interval-s 300 --end "$now_b" \
+    --json | json "d['buckets'] == 288 and d['bucket-s'] == 300" |
+    grep -qx True || fail "import: yesterday not learned"
+ctl import sim "$dir/past.csv" --column ops --interval-s 300 --end $((now_b - 86400)) \
+    --json | json "d['buckets'] == 576 and d['season-buckets'] == 288" |
+    grep -qx True || fail "import: three days did not make a daily season"
+grep -q "relearned with the history" "$dir/shadowd.log" ||
+    fail "import of older buckets: not relearned"
 ctl import nope "$dir/past.csv" --column ops --interval-s 300 2> "$dir/err" &&
     fail "import to an unknown disk succeeded"
 ctl pause --json | json "d == ['sim']" | grep -qx True || fail "pause"
