@@ -284,6 +284,21 @@ static int64_t shadow_copy_pick(BDRVShadowState *s, int64_t *chunk,
 }
 
 /*
+ * Whether @t reads as zeroes in [@offset, @offset + @bytes) already.  Its
+ * chunks count as valid only after a flush of @t that covers them (D1),
+ * which makes durable whatever made them zero too.
+ */
+static bool coroutine_fn GRAPH_RDLOCK
+shadow_reads_zero(ShadowChild *t, int64_t offset, int64_t bytes)
+{
+    int64_t pnum;
+    int ret = bdrv_co_block_status_above(t->child->bs, NULL, offset, bytes,
+                                         &pnum, NULL, NULL);
+
+    return ret >= 0 && (ret & BDRV_BLOCK_ZERO) && pnum >= bytes;
+}
+
+/*
  * Copy [@offset, @offset + @bytes) from @src to @targets, in pieces of at
  * most SHADOW_COPY_PIECE bytes.  A failed target gets its error in
  * @target_ret and is skipped from then on.  With @yield_to_drain, stop
@@ -308,13 +323,17 @@ shadow_copy_range(BDRVShadowState *s, ShadowChild *src, void *buf,
         bool zero;
         int ret;
 
-        ret = bdrv_co_block_status_above(src->child->bs, NULL, pos, n, &pnum,
-                                         NULL, NULL);
+        /* Data a piece at a time; zeroes as far as they go in the run */
+        ret = bdrv_co_block_status_above(src->child->bs, NULL, pos, end - pos,
+                                         &pnum, NULL, NULL);
         if (ret < 0 || pnum <= 0) {
             pnum = n;
             zero = false;
         } else {
             zero = ret & BDRV_BLOCK_ZERO;
+            if (!zero) {
+                pnum = MIN(pnum, n);
+            }
         }
 
         if (!zero) {
@@ -335,7 +354,10 @@ shadow_copy_range(BDRVShadowState *s, ShadowChild *src, void *buf,
                 continue;
             }
             start = get_clock();
-            if (zero) {
+            if (zero && shadow_reads_zero(t, pos, pnum)) {
+                /* A fresh target, as mirror skips on one: nothing to write */
+                ret = 0;
+            } else if (zero) {
                 ret = bdrv_co_pwrite_zeroes(t->child, pos, pnum,
                                             BDRV_REQ_MAY_UNMAP);
             } else {
