@@ -344,25 +344,39 @@ shd_history_samples (ShdHistory *h, const char *disk, gint64 since_ms, gint64 un
   return json_builder_get_root (b);
 }
 
-JsonNode *
-shd_history_decisions (ShdHistory *h, const char *disk, gint64 since_ms, guint limit,
-                       GError **error)
+/* Rows pending are written first; then @sql prepared with ?1 the disk (NULL:
+ * every disk), ?2 the earliest time and ?3 the row limit (0: none).  NULL
+ * with @error set on failure. */
+static sqlite3_stmt *
+query_newest (ShdHistory *h, const char *sql, const char *disk, gint64 since_ms, guint limit,
+              GError **error)
 {
-  g_autoptr (JsonBuilder) b = json_builder_new ();
   sqlite3_stmt *st = NULL;
 
   if (!shd_history_flush (h, error))
     return NULL;
-  if (sqlite3_prepare_v2 (h->db,
-        "SELECT * FROM (SELECT disk, t, kind, reason, detail FROM decisions"
-        " WHERE (?1 IS NULL OR disk = ?1) AND t >= ?2 ORDER BY t DESC LIMIT ?3)"
-        " ORDER BY t, disk", -1, &st, NULL) != SQLITE_OK) {
+  if (sqlite3_prepare_v2 (h->db, sql, -1, &st, NULL) != SQLITE_OK) {
     db_fail (h, error, "query failed");
     return NULL;
   }
   bind_text (st, 1, disk);
   sqlite3_bind_int64 (st, 2, since_ms);
   sqlite3_bind_int64 (st, 3, limit ? (gint64) limit : -1);
+  return st;
+}
+
+JsonNode *
+shd_history_decisions (ShdHistory *h, const char *disk, gint64 since_ms, guint limit,
+                       GError **error)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  sqlite3_stmt *st = query_newest (h,
+        "SELECT * FROM (SELECT disk, t, kind, reason, detail FROM decisions"
+        " WHERE (?1 IS NULL OR disk = ?1) AND t >= ?2 ORDER BY t DESC LIMIT ?3)"
+        " ORDER BY t, disk", disk, since_ms, limit, error);
+
+  if (st == NULL)
+    return NULL;
   json_builder_begin_array (b);
   while (sqlite3_step (st) == SQLITE_ROW) {
     const char *detail = (const char *) sqlite3_column_text (st, 4);
@@ -489,20 +503,13 @@ shd_history_tier_samples (ShdHistory *h, const char *disk, gint64 since_ms, guin
                           GError **error)
 {
   g_autoptr (JsonBuilder) b = json_builder_new ();
-  sqlite3_stmt *st = NULL;
-
-  if (!shd_history_flush (h, error))
-    return NULL;
-  if (sqlite3_prepare_v2 (h->db,
+  sqlite3_stmt *st = query_newest (h,
         "SELECT * FROM (SELECT disk, t, tier, allocated, phase, active FROM tiers"
         " WHERE (?1 IS NULL OR disk = ?1) AND t >= ?2 ORDER BY t DESC LIMIT ?3)"
-        " ORDER BY t, disk, tier", -1, &st, NULL) != SQLITE_OK) {
-    db_fail (h, error, "query failed");
+        " ORDER BY t, disk, tier", disk, since_ms, limit, error);
+
+  if (st == NULL)
     return NULL;
-  }
-  bind_text (st, 1, disk);
-  sqlite3_bind_int64 (st, 2, since_ms);
-  sqlite3_bind_int64 (st, 3, limit ? (gint64) limit : -1);
   json_builder_begin_array (b);
   while (sqlite3_step (st) == SQLITE_ROW) {
     json_builder_begin_object (b);
