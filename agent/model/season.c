@@ -27,37 +27,74 @@ mean_var (const double *x, gsize n, double *mean, double *var)
     *var += (x[i] - *mean) * (x[i] - *mean);
 }
 
+/* What both detectors look at: the autocorrelations of y at lags
+ * 0 .. maxlag + 1, and its differences with their mean and variance. */
+typedef struct {
+  guint min_period, maxlag;
+  double *acf;
+  double *dy;
+  gsize n_dy;
+  double dmean, dvar;
+} AcfScan;
+
+static void
+acf_scan_clear (AcfScan *a)
+{
+  g_clear_pointer (&a->acf, g_free);
+  g_clear_pointer (&a->dy, g_free);
+}
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (AcfScan, acf_scan_clear)
+
+/* FALSE when no lag in [min_period, max_period] can be tested */
+static gboolean
+acf_scan (AcfScan *a, const double *y, gsize n, guint min_period, guint max_period)
+{
+  double mean, var;
+
+  a->min_period = MAX (min_period, 2u);
+  a->maxlag = MIN ((gsize) max_period, n / 3);
+  if (a->maxlag < a->min_period)
+    return FALSE;
+  mean_var (y, n, &mean, &var);
+  if (!(var > 0))
+    return FALSE;
+  a->n_dy = n - 1;
+  a->dy = g_new (double, a->n_dy);
+  for (gsize i = 1; i < n; i++)
+    a->dy[i - 1] = y[i] - y[i - 1];
+  mean_var (a->dy, a->n_dy, &a->dmean, &a->dvar);
+  a->acf = g_new0 (double, a->maxlag + 2);
+  for (guint k = 0; k <= a->maxlag + 1; k++)
+    a->acf[k] = acf_at (y, n, mean, var, k);
+  return TRUE;
+}
+
+/* Persistence alone makes small lags correlate; only a local peak after
+ * the decay says "season".  A random walk correlates at every lag, so
+ * the season must also show in the differences. */
+static gboolean
+acf_peak (const AcfScan *a, guint k, double at_least, double min_acf)
+{
+  const double *acf = a->acf;
+
+  return acf[k] > acf[k - 1] && acf[k] >= acf[k + 1] && acf[k] >= at_least &&
+         a->dvar > 0 && acf_at (a->dy, a->n_dy, a->dmean, a->dvar, k) >= min_acf / 2;
+}
+
 guint
 shd_detect_period (const double *y, gsize n, guint min_period, guint max_period,
                    double min_acf)
 {
-  double mean, var, dmean, dvar, best_acf = min_acf;
-  guint maxlag, best = 0;
-  g_autofree double *acf = NULL;
-  g_autofree double *dy = NULL;
+  g_auto (AcfScan) a = { 0 };
+  double best_acf = min_acf;
+  guint best = 0;
 
-  if (min_period < 2)
-    min_period = 2;
-  maxlag = MIN ((gsize) max_period, n / 3);
-  if (maxlag < min_period)
+  if (!acf_scan (&a, y, n, min_period, max_period))
     return 0;
-  mean_var (y, n, &mean, &var);
-  if (!(var > 0))
-    return 0;
-  dy = g_new (double, n - 1);
-  for (gsize i = 1; i < n; i++)
-    dy[i - 1] = y[i] - y[i - 1];
-  mean_var (dy, n - 1, &dmean, &dvar);
-  acf = g_new0 (double, maxlag + 2);
-  for (guint k = 0; k <= maxlag + 1; k++)
-    acf[k] = acf_at (y, n, mean, var, k);
-  /* Persistence alone makes small lags correlate; only a local peak after
-   * the decay says "season".  A random walk correlates at every lag, so
-   * the season must also show in the differences. */
-  for (guint k = min_period; k <= maxlag; k++) {
-    if (acf[k] > acf[k - 1] && acf[k] >= acf[k + 1] && acf[k] >= best_acf &&
-        dvar > 0 && acf_at (dy, n - 1, dmean, dvar, k) >= min_acf / 2) {
-      best_acf = acf[k];
+  for (guint k = a.min_period; k <= a.maxlag; k++) {
+    if (acf_peak (&a, k, best_acf, min_acf)) {
+      best_acf = a.acf[k];
       best = k;
     }
   }
@@ -68,37 +105,18 @@ guint
 shd_season_candidates (const double *y, gsize n, guint min_period, guint max_period,
                        double min_acf, guint *out, guint max)
 {
-  double mean, var, dmean, dvar;
-  guint maxlag, found = 0;
-  g_autofree double *acf = NULL;
-  g_autofree double *dy = NULL;
+  g_auto (AcfScan) a = { 0 };
+  guint found = 0;
 
-  if (min_period < 2)
-    min_period = 2;
-  maxlag = MIN ((gsize) max_period, n / 3);
-  if (maxlag < min_period || max == 0)
+  if (max == 0 || !acf_scan (&a, y, n, min_period, max_period))
     return 0;
-  mean_var (y, n, &mean, &var);
-  if (!(var > 0))
-    return 0;
-  dy = g_new (double, n - 1);
-  for (gsize i = 1; i < n; i++)
-    dy[i - 1] = y[i] - y[i - 1];
-  mean_var (dy, n - 1, &dmean, &dvar);
-  acf = g_new0 (double, maxlag + 2);
-  for (guint k = 0; k <= maxlag + 1; k++)
-    acf[k] = acf_at (y, n, mean, var, k);
-  /* Persistence alone makes small lags correlate; only a local peak after
-   * the decay says "season".  A random walk correlates at every lag, so
-   * the season must also show in the differences. */
-  for (guint k = min_period; k <= maxlag; k++) {
+  for (guint k = a.min_period; k <= a.maxlag; k++) {
     guint j;
 
-    if (!(acf[k] > acf[k - 1] && acf[k] >= acf[k + 1] && acf[k] >= min_acf &&
-          dvar > 0 && acf_at (dy, n - 1, dmean, dvar, k) >= min_acf / 2))
+    if (!acf_peak (&a, k, min_acf, min_acf))
       continue;
     /* keep the best `max`, best first */
-    for (j = found; j > 0 && acf[out[j - 1]] < acf[k]; j--)
+    for (j = found; j > 0 && a.acf[out[j - 1]] < a.acf[k]; j--)
       if (j < max)
         out[j] = out[j - 1];
     if (j < max) {
