@@ -2,6 +2,7 @@
  * agent; from every origin in the test part each forecasts 1..H steps,
  * scored against what came, scaled by the in-sample naive error. */
 #include "backtest.h"
+#include "jsonnum.h"
 
 #include <math.h>
 
@@ -158,16 +159,6 @@ shd_backtest_run (const double *y, gsize n, const ShdBacktestConfig *c,
   return g_steal_pointer (&r);
 }
 
-static void
-add_number_or_null (JsonBuilder *b, const char *member, double v)
-{
-  json_builder_set_member_name (b, member);
-  if (isfinite (v))
-    json_builder_add_double_value (b, v);
-  else
-    json_builder_add_null_value (b);
-}
-
 JsonNode *
 shd_backtest_to_json (const ShdBacktestResult *r, const char *source,
                       const char *column)
@@ -208,7 +199,7 @@ shd_backtest_to_json (const ShdBacktestResult *r, const char *source,
     json_builder_add_int_value (b, row->n);
     json_builder_set_member_name (b, "own-forecasts");
     json_builder_add_int_value (b, row->own);
-    add_number_or_null (b, "mase", row->mase);
+    shd_json_builder_add_num (b, "mase", row->mase);
     json_builder_set_member_name (b, "mase-by-step");
     json_builder_begin_array (b);
     for (guint h = 0; h < r->horizon; h++) {
@@ -218,9 +209,9 @@ shd_backtest_to_json (const ShdBacktestResult *r, const char *source,
         json_builder_add_null_value (b);
     }
     json_builder_end_array (b);
-    add_number_or_null (b, "interval-coverage", row->coverage);
+    shd_json_builder_add_num (b, "interval-coverage", row->coverage);
     if (k < SHD_N_MODELS)
-      add_number_or_null (b, "rolling-mase", row->rolling_mase);
+      shd_json_builder_add_num (b, "rolling-mase", row->rolling_mase);
     json_builder_end_object (b);
   }
   json_builder_end_array (b);

@@ -1,5 +1,6 @@
 /* Policy simulation; see sim.h. */
 #include "sim.h"
+#include "jsonnum.h"
 
 #include <math.h>
 #include <string.h>
@@ -574,23 +575,13 @@ shd_sim_result_free (ShdSimResult *r)
   g_free (r);
 }
 
-static void
-add_num (JsonBuilder *b, const char *member, double v)
-{
-  json_builder_set_member_name (b, member);
-  if (isfinite (v))
-    json_builder_add_double_value (b, v);
-  else
-    json_builder_add_null_value (b);
-}
-
 JsonNode *
 shd_sim_to_json (const ShdSimResult *r)
 {
   g_autoptr (JsonBuilder) b = json_builder_new ();
 
   json_builder_begin_object (b);
-  add_num (b, "interval-s", r->interval_s);
+  shd_json_builder_add_num (b, "interval-s", r->interval_s);
   json_builder_set_member_name (b, "rows");
   json_builder_add_int_value (b, r->rows);
   json_builder_set_member_name (b, "tiers");
@@ -598,7 +589,7 @@ shd_sim_to_json (const ShdSimResult *r)
   for (guint i = 0; i < r->n_tiers; i++)
     json_builder_add_string_value (b, r->tiers[i]);
   json_builder_end_array (b);
-  add_num (b, "size-gib", r->size_bytes / GIB);
+  shd_json_builder_add_num (b, "size-gib", r->size_bytes / GIB);
   json_builder_set_member_name (b, "policies");
   json_builder_begin_array (b);
   for (guint p = 0; p < SHD_SIM_N_POLICIES; p++) {
@@ -607,17 +598,17 @@ shd_sim_to_json (const ShdSimResult *r)
     json_builder_begin_object (b);
     json_builder_set_member_name (b, "name");
     json_builder_add_string_value (b, o->name);
-    add_num (b, "violation-s", o->violation_s);
-    add_num (b, "cost", o->cost);
+    shd_json_builder_add_num (b, "violation-s", o->violation_s);
+    shd_json_builder_add_num (b, "cost", o->cost);
     json_builder_set_member_name (b, "gib-hours");
     json_builder_begin_object (b);
     for (guint i = 0; i < r->n_tiers; i++)
-      add_num (b, r->tiers[i], o->gib_hours[i]);
+      shd_json_builder_add_num (b, r->tiers[i], o->gib_hours[i]);
     json_builder_end_object (b);
     json_builder_set_member_name (b, "cost-by-tier");
     json_builder_begin_object (b);
     for (guint i = 0; i < r->n_tiers; i++)
-      add_num (b, r->tiers[i], o->tier_cost[i]);
+      shd_json_builder_add_num (b, r->tiers[i], o->tier_cost[i]);
     json_builder_end_object (b);
     json_builder_set_member_name (b, "switches");
     json_builder_add_int_value (b, o->switches);
@@ -631,13 +622,13 @@ shd_sim_to_json (const ShdSimResult *r)
       const ShdSimSpike *sp = &g_array_index (o->spikes, ShdSimSpike, s);
 
       json_builder_begin_object (b);
-      add_num (b, "onset-s", sp->onset_s);
-      add_num (b, "end-s", sp->end_s);
-      add_num (b, "peak-iops", sp->peak_iops);
-      add_num (b, "prewarm-start-s", sp->prewarm_start_s);
-      add_num (b, "prewarm-done-s", sp->prewarm_done_s);
-      add_num (b, "switch-s", sp->switch_s);
-      add_num (b, "lead-s", sp->lead_s);
+      shd_json_builder_add_num (b, "onset-s", sp->onset_s);
+      shd_json_builder_add_num (b, "end-s", sp->end_s);
+      shd_json_builder_add_num (b, "peak-iops", sp->peak_iops);
+      shd_json_builder_add_num (b, "prewarm-start-s", sp->prewarm_start_s);
+      shd_json_builder_add_num (b, "prewarm-done-s", sp->prewarm_done_s);
+      shd_json_builder_add_num (b, "switch-s", sp->switch_s);
+      shd_json_builder_add_num (b, "lead-s", sp->lead_s);
       json_builder_end_object (b);
     }
     json_builder_end_array (b);
@@ -648,7 +639,7 @@ shd_sim_to_json (const ShdSimResult *r)
         const ShdSimRow *row = &g_array_index (o->trace, ShdSimRow, i);
 
         json_builder_begin_object (b);
-        add_num (b, "t", row->t);
+        shd_json_builder_add_num (b, "t", row->t);
         json_builder_set_member_name (b, "active");
         json_builder_add_string_value (b, r->tiers[row->active]);
         json_builder_set_member_name (b, "decision");
@@ -656,7 +647,7 @@ shd_sim_to_json (const ShdSimResult *r)
         json_builder_set_member_name (b, "allocated-bytes");
         json_builder_begin_object (b);
         for (guint t = 0; t < r->n_tiers; t++)
-          add_num (b, r->tiers[t], row->allocated[t]);
+          shd_json_builder_add_num (b, r->tiers[t], row->allocated[t]);
         json_builder_end_object (b);
         json_builder_end_object (b);
       }
