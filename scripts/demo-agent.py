@@ -89,10 +89,11 @@ def step(msg):
 
 
 def run(*args):
-    res = subprocess.run(args, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, universal_newlines=True)
+    # stderr apart: JSON on stdout stays parseable with G_MESSAGES_DEBUG set
+    res = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         universal_newlines=True)
     if res.returncode != 0:
-        raise SystemExit(f'demo: {" ".join(args)} failed:\n{res.stdout}')
+        raise SystemExit(f'demo: {" ".join(args)} failed:\n{res.stdout}{res.stderr}')
     return res.stdout
 
 
@@ -447,8 +448,11 @@ def main():
         say(f'     config: {conf}; log: {WORK}/shadowd.log')
 
         step(f'{PAST_DAYS} past days of load imported (shadowctl import)')
+        # the replay's day begins where the imported days end, so that its
+        # spikes fall at the same second of the day as theirs; the seconds
+        # the import takes are not replayed (the load is quiet then)
         end = math.floor(time.time())
-        t0 = end + 2
+        t0 = end
         with open(os.path.join(WORK, 'past.csv'), 'w', encoding='utf-8') as f:
             f.write('second,ops\n')
             for i, v in enumerate(past):
@@ -468,6 +472,8 @@ def main():
         replayer.start()
         time.sleep(max(0.0, t0 - time.time()))
         for second, iops in enumerate(replay):
+            if time.time() >= t0 + second + 1:
+                continue
             live_line(time.time() - t0, ctl('status', '--json')[0], iops)
             time.sleep(max(0.0, t0 + second + 1 - time.time()))
         replayer.join()
