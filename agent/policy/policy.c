@@ -53,9 +53,11 @@ struct _ShdPolicy {
   double release_hold_until[SHD_POLICY_MAX_TIERS];
   ShdCost cost;
   guint release_count;
-  /* the base tier (update_base): share of time each tier was the one
-   * needed, over about a day */
+  /* the base tier (update_base): share of time each tier's copy is held
+   * when it lives above the base (needed, or within release-after of
+   * being needed), over about a day */
   double share[SHD_POLICY_MAX_TIERS];
+  double needed_t[SHD_POLICY_MAX_TIERS];
   double base_t, base_elapsed, base_cost;
   int base;
   ShdDecision last;
@@ -247,6 +249,8 @@ shd_policy_new (const ShdPolicyConfig *cfg)
   p->requested = -1;
   p->base = -1;
   p->base_t = NAN;
+  for (guint i = 0; i < SHD_POLICY_MAX_TIERS; i++)
+    p->needed_t[i] = -INFINITY;
   p->last.kind = SHD_DECISION_NO_DATA;
   p->last.from = p->last.target = -1;
   p->last.onset_steps = -1;
@@ -912,27 +916,36 @@ tier_for (const ShdPolicy *p, double load)
 
 /* The base tier: where the disk lives between spikes.  Keeping a cheap
  * copy and warming a dear one for the hours it is needed costs
- * price(cheap) + price(dear) x (its share of the time); living on the dear
- * tier alone costs price(dear).  The share each tier was the one the load
- * needed is a running mean over a day (over the time so far, at first),
- * and the base is the tier with the lowest such cost, changed only for a
- * 3% saving. */
+ * price(cheap) + price(dear) x (the share of the time its copy is held);
+ * living on the dear tier alone costs price(dear).  A copy is held while
+ * the load needs it, for release-after beyond, and while a spike lasts
+ * (release_candidate): spikes closer together than release-after keep it
+ * for good, whatever share of the time they last.  The share does not
+ * depend on where the disk lives, so the base can go down again.  It is a
+ * running mean over an eighth of a day (a burst is not a habit), and the
+ * base is the tier with the lowest such cost, changed only for a 3%
+ * saving; the cheapest usable tier until that much time is seen. */
 static void
-update_base (ShdPolicy *p, const ShdPolicyInput *in, int wanted)
+update_base (ShdPolicy *p, const ShdPolicyInput *in, int wanted, gboolean spike_now)
 {
   const ShdPolicyKnobs *k = &p->cfg.knobs;
   double dt = isfinite (p->base_t) ? in->t - p->base_t : 0;
   double day = k->seasons_s[0] > 0 ? k->seasons_s[0] : 86400, cost_base = INFINITY;
+  double window = day / 8;
   int best = -1;
 
   p->base_t = in->t;
   if (dt <= 0 || dt > 10 * p->cfg.interval_s + 60)
     dt = p->cfg.interval_s;
   p->base_elapsed += dt;
+  if (wanted >= 0)
+    p->needed_t[wanted] = in->t;
   for (guint i = 0; i < p->cfg.n_tiers; i++) {
-    double alpha = MIN (1, dt / MIN (day, p->base_elapsed));
+    double alpha = MIN (1, dt / MIN (window, p->base_elapsed));
+    gboolean held = in->t - p->needed_t[i] < k->release_after_s ||
+      (spike_now && !absent (p, i));
 
-    p->share[i] += alpha * (((int) i == wanted) - p->share[i]);
+    p->share[i] += alpha * ((held || (int) i == wanted) - p->share[i]);
   }
   for (guint o = 0; o < p->cfg.n_tiers; o++) {
     int b = p->order[o];
@@ -947,6 +960,9 @@ update_base (ShdPolicy *p, const ShdPolicyInput *in, int wanted)
       cost_base = c;
     if (best < 0 || c < p->base_cost)
       best = b, p->base_cost = c;
+    /* the shares say nothing before a window is seen: the cheapest */
+    if (p->base_elapsed < window)
+      break;
   }
   if (p->base < 0 || !usable (p, p->base) || p->base_cost < 0.97 * cost_base)
     p->base = best;
@@ -1037,8 +1053,7 @@ release_candidate (ShdPolicy *p, const ShdPolicyInput *in, gboolean spike_now, c
   const ShdTierProfile *act = &p->prof[p->active];
   gboolean by_forecast = p->outlook && shd_outlook_period (p->outlook);
 
-  if (spike_now || p->violations > 0 ||
-      (isfinite (p->last_switch_t) && in->t - p->last_switch_t < k->min_dwell_s))
+  if (isfinite (p->last_switch_t) && in->t - p->last_switch_t < k->min_dwell_s)
     return -1;
   for (guint o = p->cfg.n_tiers; o-- > 0;) {
     int i = p->order[o];
@@ -1047,6 +1062,10 @@ release_candidate (ShdPolicy *p, const ShdPolicyInput *in, gboolean spike_now, c
     gboolean below_base = p->base >= 0 && cost (p, i) < cost (p, p->base);
 
     if (i == p->active || absent (p, i) || in->t < p->release_hold_until[i])
+      continue;
+    /* a spike or a violation may yet need any tier but one below the
+     * base, where the disk no longer goes back to */
+    if ((spike_now || p->violations > 0) && !below_base)
       continue;
     /* below the base: the disk lives on a dearer tier now; above it: not
      * wanted now and not by the forecast soon, or (no season) not for
@@ -1066,8 +1085,8 @@ release_candidate (ShdPolicy *p, const ShdPolicyInput *in, gboolean spike_now, c
       return -2 - i;
     }
     if (below_base)
-      snprintf (why, why_len, "the disk lives on %s now: the load needed it %.0f%% of the "
-                "time lately, and keeping %s besides would cost more (%.4f against %.4f "
+      snprintf (why, why_len, "the disk lives on %s now: the load needed it, or it was "
+                "kept for release-after, %.0f%% of the time lately, and keeping %s besides would cost more (%.4f against %.4f "
                 "per GiB-month)", tier_name (p, p->base), 100 * p->share[p->base],
                 tier_name (p, i), cost (p, i) + cost (p, p->base) * p->share[p->base],
                 p->base_cost);
@@ -1221,7 +1240,7 @@ shd_policy_step (ShdPolicy *p, const ShdPolicyInput *in)
     if (s_target >= 0)
       d->warm_s = warm_seconds_at (p, in, s_target, load_until (p, in, d->onset_s));
   }
-  update_base (p, in, wanted);
+  update_base (p, in, wanted, spike_now);
   /* never below the base: the disk lives there between spikes */
   if (wanted >= 0 && p->base >= 0 && cost (p, wanted) < cost (p, p->base))
     wanted = p->base;

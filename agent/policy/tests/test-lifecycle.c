@@ -123,6 +123,7 @@ test_no_release_while_hydrating (void)
   gboolean said = FALSE;
 
   rig_init (&r, FALSE);
+  r.cfg.knobs.seasons_s[0] = 240;       /* the base follows the load in 30 s */
   r.in.active = "tier-b";
   r.in.children[0].state = "synced";
   r.in.children[1].state = "active";
@@ -252,6 +253,73 @@ test_seasonal_ahead (void)
   rig_clear (&r);
 }
 
+/* Switches as the node makes them: the active child changes, the other
+ * stays synced. */
+static void
+rig_apply (Rig *r, const ShdDecision *d)
+{
+  if (d->action != SHD_ACTION_SWITCH || d->dry_run)
+    return;
+  r->in.active = d->target == 0 ? "tier-a" : "tier-b";
+  r->in.children[d->target].state = "active";
+  r->in.children[1 - d->target].state = "synced";
+}
+
+/* Bursts over cheap's limit every `every` seconds, each `len` long; how
+ * many seconds until each tier's copy is first released (0: never). */
+static void
+bursts (guint every, guint len, guint cycles, double *cheap_gone, double *fast_gone,
+        char *why, gsize why_len)
+{
+  Rig r;
+
+  rig_init (&r, FALSE);
+  r.cfg.knobs.seasons_s[0] = 800;       /* shares over 100 s */
+  r.cfg.knobs.release_after_s = 60;
+  r.cfg.knobs.switch_back_after_s = 3;
+  r.cfg.knobs.max_switches_per_hour = 1000;
+  rig_start (&r);
+  *cheap_gone = *fast_gone = 0;
+  for (guint i = 0; i < every * cycles && !*cheap_gone; i++) {
+    const ShdDecision *d = rig_step (&r, i % every < len ? 400 : 30);
+
+    rig_apply (&r, d);
+    if (d->action == SHD_ACTION_RELEASE && d->target == 1 && !*fast_gone)
+      *fast_gone = i;
+    if (d->action == SHD_ACTION_RELEASE && d->target == 0) {
+      *cheap_gone = i;
+      g_strlcpy (why, d->reason, why_len);
+    }
+  }
+  rig_clear (&r);
+}
+
+/* The base tier, counted honestly: bursts closer together than
+ * release-after keep the fast copy for good, so keeping the cheap one
+ * besides costs more than living on fast (0.12 against 0.02 + 0.12 per
+ * GiB-month): the cheap copy goes, though the load needs fast only a
+ * quarter of the time.  Bursts further apart than that: fast is released
+ * between them and the disk lives on cheap. */
+static void
+test_base_tier (void)
+{
+  double cheap_gone, fast_gone;
+  char why[512] = "";
+
+  bursts (40, 10, 100, &cheap_gone, &fast_gone, why, sizeof why);
+  g_test_message ("every 40 s: cheap released at %.0f s (%s)", cheap_gone, why);
+  /* not before the shares cover a window */
+  g_assert_cmpfloat (cheap_gone, >=, 99);
+  g_assert_cmpfloat (fast_gone, ==, 0);
+  g_assert_nonnull (strstr (why, "the disk lives on fast"));
+
+  bursts (300, 10, 10, &cheap_gone, &fast_gone, why, sizeof why);
+  g_test_message ("every 300 s: fast released at %.0f s", fast_gone);
+  g_assert_cmpfloat (cheap_gone, ==, 0);
+  g_assert_cmpfloat (fast_gone, >, 60);
+  g_assert_cmpfloat (fast_gone, <, 300);
+}
+
 /* Forecasting off: no seasonal scale, the same lifecycle on spikes. */
 static void
 test_reactive (void)
@@ -276,5 +344,6 @@ main (int argc, char **argv)
   g_test_add_func ("/lifecycle/instant-switch", test_instant_switch);
   g_test_add_func ("/lifecycle/seasonal-ahead", test_seasonal_ahead);
   g_test_add_func ("/lifecycle/reactive", test_reactive);
+  g_test_add_func ("/lifecycle/base-tier", test_base_tier);
   return g_test_run ();
 }

@@ -265,6 +265,9 @@ test_forecast_ahead (void)
   s.cfg.knobs.switch_back_after_s = 3;
   s.cfg.knobs.max_switches_per_hour = 1000;
   s.cfg.knobs.horizon_s = 5;
+  /* under the gap between two rises: kept for release-after (an hour by
+   * default) the fast copy would never go, and the disk would live there */
+  s.cfg.knobs.release_after_s = 20;
   s.cfg.tiers[0].prior_max_iops = 200;
   sim_start (&s);
   for (int c = 0; c < 30; c++) {
