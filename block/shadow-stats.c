@@ -59,21 +59,6 @@ ShadowCounterShard *shadow_counters_shard(ShadowCounters *c)
     return shadow_counters_shard_of(c, qemu_get_current_aio_context());
 }
 
-/* Add @n to @stat in @sh (from shadow_counters_shard()); the old value */
-int64_t shadow_shard_add(ShadowCounters *c, ShadowCounterShard *sh,
-                         ShadowStat stat, int64_t n)
-{
-    int64_t old;
-
-    if (!sh) {
-        return qatomic_fetch_add(&c->shard[SHADOW_COUNTER_SHARDS - 1].v[stat],
-                                 n);
-    }
-    old = qatomic_read(&sh->v[stat]);
-    qatomic_set(&sh->v[stat], old + n);
-    return old;
-}
-
 void shadow_counters_add(ShadowCounters *c, ShadowStat stat, int64_t n)
 {
     shadow_shard_add(c, shadow_counters_shard(c), stat, n);
@@ -88,28 +73,6 @@ int64_t shadow_counters_get(ShadowCounters *c, ShadowStat stat)
         sum += qatomic_read(&c->shard[i].v[stat]);
     }
     return sum;
-}
-
-/*
- * One request of @bytes, failed if @ret < 0.  @ns is its time, counted
- * @weight times; nothing is counted for the time when @weight is 0.
- */
-void shadow_account_shard(ShadowCounters *c, ShadowCounterShard *sh,
-                          bool write, int64_t bytes, int64_t ns, int weight,
-                          int ret)
-{
-    if (ret < 0) {
-        shadow_shard_add(c, sh, SHADOW_STAT_FAILED_OPS, 1);
-        return;
-    }
-    shadow_shard_add(c, sh, write ? SHADOW_STAT_WR_OPS : SHADOW_STAT_RD_OPS,
-                     1);
-    shadow_shard_add(c, sh, write ? SHADOW_STAT_WR_BYTES :
-                     SHADOW_STAT_RD_BYTES, bytes);
-    if (weight) {
-        shadow_shard_add(c, sh, write ? SHADOW_STAT_WR_NS : SHADOW_STAT_RD_NS,
-                         ns * weight);
-    }
 }
 
 void shadow_account_weighted(ShadowCounters *c, bool write, int64_t bytes,

@@ -495,18 +495,58 @@ void coroutine_fn GRAPH_RDLOCK shadow_co_foreach(BDRVShadowState *s,
 ShadowCounterShard *shadow_counters_shard_of(ShadowCounters *c,
                                              AioContext *ctx);
 ShadowCounterShard *shadow_counters_shard(ShadowCounters *c);
-int64_t shadow_shard_add(ShadowCounters *c, ShadowCounterShard *sh,
-                         ShadowStat stat, int64_t n);
 void shadow_counters_add(ShadowCounters *c, ShadowStat stat, int64_t n);
 int64_t shadow_counters_get(ShadowCounters *c, ShadowStat stat);
-void shadow_account_shard(ShadowCounters *c, ShadowCounterShard *sh,
-                          bool write, int64_t bytes, int64_t ns, int weight,
-                          int ret);
 void shadow_account_weighted(ShadowCounters *c, bool write, int64_t bytes,
                              int64_t ns, int weight, int ret);
 void shadow_account(ShadowCounters *c, bool write, int64_t bytes, int64_t ns,
                     int ret);
 const char *shadow_child_name(ShadowChild *sc);
+
+/*
+ * The counting itself is inline: it runs several times on every guest
+ * request, where a call costs as much as the addition (see shadow-stats.c
+ * for the shards)
+ */
+
+/* Add @n to @stat in @sh (from shadow_counters_shard()); the old value */
+static inline int64_t shadow_shard_add(ShadowCounters *c,
+                                       ShadowCounterShard *sh,
+                                       ShadowStat stat, int64_t n)
+{
+    int64_t old;
+
+    if (!sh) {
+        return qatomic_fetch_add(&c->shard[SHADOW_COUNTER_SHARDS - 1].v[stat],
+                                 n);
+    }
+    old = qatomic_read(&sh->v[stat]);
+    qatomic_set(&sh->v[stat], old + n);
+    return old;
+}
+
+/*
+ * One request of @bytes, failed if @ret < 0.  @ns is its time, counted
+ * @weight times; nothing is counted for the time when @weight is 0.
+ */
+static inline void shadow_account_shard(ShadowCounters *c,
+                                        ShadowCounterShard *sh, bool write,
+                                        int64_t bytes, int64_t ns, int weight,
+                                        int ret)
+{
+    if (ret < 0) {
+        shadow_shard_add(c, sh, SHADOW_STAT_FAILED_OPS, 1);
+        return;
+    }
+    shadow_shard_add(c, sh, write ? SHADOW_STAT_WR_OPS : SHADOW_STAT_RD_OPS,
+                     1);
+    shadow_shard_add(c, sh, write ? SHADOW_STAT_WR_BYTES :
+                     SHADOW_STAT_RD_BYTES, bytes);
+    if (weight) {
+        shadow_shard_add(c, sh, write ? SHADOW_STAT_WR_NS : SHADOW_STAT_RD_NS,
+                         ns * weight);
+    }
+}
 
 /* shadow-heat.c */
 void shadow_heat_init(ShadowHeat *h, int64_t length, int64_t chunk_size);
