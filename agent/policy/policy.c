@@ -42,6 +42,7 @@ struct _ShdPolicy {
   double *scratch;
   guint violations;
   gboolean hi_over_prev;        /* last interval's upper bound crossed too */
+  gboolean season_warm_prev;    /* last interval's seasonal onset was due too */
   double low_since;             /* NAN: the load is not low */
   double last_switch_t;         /* NAN: never */
   ShdRing switches;             /* times of switches */
@@ -1016,7 +1017,10 @@ note_wanted (ShdPolicy *p, const ShdPolicyInput *in, ShdDecision *d, int wanted,
       /* the horizon of a warm-up from scratch, so that a tier warmed for
        * an onset stays wanted until it comes */
       warm = whole_copy_seconds (p, in, i);
-      onset = shd_outlook_onset (p->outlook, in->wall, limit, NULL);
+      /* kept while the forecast comes within the hysteresis of the limit
+       * that warmed it: an upper bound hovering at the limit would
+       * otherwise release and warm it again on alternate intervals */
+      onset = shd_outlook_onset (p->outlook, in->wall, limit * (1 - k->hysteresis), NULL);
       if (onset <= k->release_after_s + (isfinite (warm) ? WARM_SAFETY * warm : 0) +
                    k->prewarm_margin_s + k->switch_lead_s + p->cfg.interval_s)
         p->life[i].wanted_t = in->t;
@@ -1068,9 +1072,12 @@ release_candidate (ShdPolicy *p, const ShdPolicyInput *in, gboolean spike_now, c
     if ((spike_now || p->violations > 0) && !below_base)
       continue;
     /* below the base: the disk lives on a dearer tier now; above it: not
-     * wanted now and not by the forecast soon, or (no season) not for
-     * release-after */
-    if (!below_base && !(by_forecast ? idle > 0 : idle >= k->release_after_s))
+     * wanted, now or by the forecast soon, for switch-back-after (an
+     * interval at least: one forecast that flickers is not enough), or
+     * (no season) not for release-after */
+    if (!below_base &&
+        !(by_forecast ? idle >= MAX (k->switch_back_after_s, p->cfg.interval_s) - 1e-9 :
+          idle >= k->release_after_s))
       continue;
     /* a small copy is kept warm */
     if (p->cfg.tiers[i].keep_warm_bytes > 0 &&
@@ -1305,15 +1312,29 @@ shd_policy_step (ShdPolicy *p, const ShdPolicyInput *in)
 
   /* the seasonal onset: switch-lead before it (and before the next
    * decision would come too late), warm in time for it */
+  if (s_target < 0)
+    p->season_warm_prev = FALSE;
   if (s_target >= 0) {
     double warm = isfinite (d->warm_s) ? WARM_SAFETY * d->warm_s : 0;
+    gboolean due, warm_now;
 
-    if (d->onset_s < k->switch_lead_s + p->cfg.interval_s) {
+    /* warmed for the upper bound, switched for the expected load: the same
+     * test that keeps the disk up (shd_outlook_exceeds), or an upper bound
+     * widened by the last spike moves it up and the low load back down on
+     * alternate intervals for hours */
+    if (d->onset_s < k->switch_lead_s + p->cfg.interval_s &&
+        shd_outlook_exceeds (p->outlook, in->wall, d->active_limit) <
+        k->switch_lead_s + p->cfg.interval_s) {
       decide_switch (p, d, in, s_target, SHD_DECISION_SWITCH_UP, SHD_TRIGGER_SEASONAL, FALSE);
       goto out;
     }
-    if (!ready (p, s_target) &&
-        d->onset_s < warm + k->prewarm_margin_s + k->switch_lead_s + p->cfg.interval_s) {
+    /* due on two intervals running: an upper bound that crosses the limit
+     * once is noise, and each warm-up copies the whole disk (the second
+     * interval is added to the time allowed) */
+    due = d->onset_s < warm + k->prewarm_margin_s + k->switch_lead_s + 2 * p->cfg.interval_s;
+    warm_now = due && p->season_warm_prev;
+    p->season_warm_prev = due;
+    if (!ready (p, s_target) && warm_now) {
       d->target = s_target;
       d->kind = SHD_DECISION_PREWARM;
       d->trigger = SHD_TRIGGER_SEASONAL;

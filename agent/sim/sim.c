@@ -216,6 +216,12 @@ attribute_spikes (const ShdSimConfig *c, GArray *spikes, GArray *events, int fir
 
 /* ---- the agents ---- */
 
+static void
+clear_row (gpointer p)
+{
+  g_free (((ShdSimRow *) p)->reason);
+}
+
 static gint
 cmp_double (gconstpointer a, gconstpointer b)
 {
@@ -284,8 +290,10 @@ run_agent (const double *load, gsize n, const ShdSimConfig *c, gboolean forecast
   w.active = cheapest;
   w.present[cheapest] = w.synced[cheapest] = TRUE;
   w.valid[cheapest] = w.size;
-  if (c->trace)
+  if (c->trace) {
     out->trace = g_array_new (FALSE, FALSE, sizeof (ShdSimRow));
+    g_array_set_clear_func (out->trace, clear_row);
+  }
 
   for (gsize r = c->history_rows; r < n; r++) {
     double L = MAX (load[r], 0), served, lat;
@@ -352,7 +360,8 @@ run_agent (const double *load, gsize n, const ShdSimConfig *c, gboolean forecast
     }
     if (out->trace) {
       ShdSimRow row = { .t = in.t, .active = w.active,
-                        .decision = shd_decision_kind_name (d->kind) };
+                        .decision = shd_decision_kind_name (d->kind),
+                        .reason = g_strdup (d->reason) };
 
       for (guint i = 0; i < w.n; i++)
         row.allocated[i] = w.present[i] ? w.valid[i] : 0;
@@ -644,6 +653,8 @@ shd_sim_to_json (const ShdSimResult *r)
         json_builder_add_string_value (b, r->tiers[row->active]);
         json_builder_set_member_name (b, "decision");
         json_builder_add_string_value (b, row->decision);
+        json_builder_set_member_name (b, "reason");
+        json_builder_add_string_value (b, row->reason);
         json_builder_set_member_name (b, "allocated-bytes");
         json_builder_begin_object (b);
         for (guint t = 0; t < r->n_tiers; t++)

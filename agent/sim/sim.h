@@ -85,6 +85,7 @@ typedef struct {
   int active;
   double allocated[SHD_POLICY_MAX_TIERS];     /* bytes at the end of the row */
   const char *decision;         /* kind of the decision taken there */
+  char *reason;                 /* its reason, owned */
 } ShdSimRow;
 
 typedef struct {

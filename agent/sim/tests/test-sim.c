@@ -210,6 +210,35 @@ test_real_day (void)
                      outcome (r, SHD_SIM_REACTIVE)->violation_s);
 }
 
+/* Ten days in rows of 5 minutes, a spike at 14:00 for an hour: once the
+ * season is known, the disk goes up and back once a day and the fast
+ * copy is released once a day, not again and again while a forecast
+ * upper bound widened by the spike hovers over cheap's limit (each
+ * warm-up is a copy of the whole disk). */
+static void
+test_one_warm_a_day (void)
+{
+  const guint days = 10, day = 288;
+  g_autofree double *y = daily_series (days, day, 168, 12, 5);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (ShdSimResult) r = NULL;
+  const ShdSimOutcome *o;
+  ShdSimConfig c;
+
+  config_init (&c, 600);
+  c.interval_s = 300;
+  r = shd_sim_run (y, (gsize) days * day, &c, &error);
+  g_assert_no_error (error);
+  log_outcomes (r);
+  o = outcome (r, SHD_SIM_SHADOWTIER);
+  g_test_message ("%u switches, %u releases in %u days", o->switches, o->releases, days);
+  /* 60 switches before the switch up went by the expected load */
+  g_assert_cmpuint (o->switches, <=, 2 * days);
+  /* a warm-up more on two days while the season is young */
+  g_assert_cmpuint (o->releases, <=, days + 2);
+  g_assert_cmpfloat (o->violation_s, <, outcome (r, SHD_SIM_REACTIVE)->violation_s / 2);
+}
+
 /* Six rows of an hour; rows 3 and 4 need the fast tier.  The oracle
  * copies onto it just before row 3 (paying half the disk while the copy
  * runs, a tenth of an hour), serves rows 3 and 4 there and drops it; it
@@ -318,6 +347,7 @@ main (int argc, char **argv)
   g_test_add_func ("/sim/compressed-day", test_compressed_day);
   g_test_add_func ("/sim/history-rows", test_history_rows);
   g_test_add_func ("/sim/real-day", test_real_day);
+  g_test_add_func ("/sim/one-warm-a-day", test_one_warm_a_day);
   g_test_add_func ("/sim/oracle", test_oracle);
   g_test_add_func ("/sim/json", test_json);
   g_test_add_func ("/sim/errors", test_errors);
