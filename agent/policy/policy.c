@@ -918,16 +918,19 @@ tier_for (const ShdPolicy *p, double load)
 /* The base tier: where the disk lives between spikes.  Keeping a cheap
  * copy and warming a dear one for the hours it is needed costs
  * price(cheap) + price(dear) x (the share of the time its copy is held);
- * living on the dear tier alone costs price(dear).  A copy is held while
- * the load needs it, for release-after beyond, and while a spike lasts
- * (release_candidate): spikes closer together than release-after keep it
- * for good, whatever share of the time they last.  The share does not
- * depend on where the disk lives, so the base can go down again.  It is a
- * running mean over an eighth of a day (a burst is not a habit), and the
- * base is the tier with the lowest such cost, changed only for a 3%
- * saving; the cheapest usable tier until that much time is seen. */
+ * living on the dear tier alone costs price(dear).  Above the base the
+ * share is the time the copy was there: the lifecycle decides that, not
+ * the base, and whatever kept it (spikes closer together than
+ * release-after, a forecast) is paid for.  At or below the base, where the
+ * disk lives, it is the time the lifecycle would keep it: while the load
+ * needs it, for release-after beyond, and while a spike over the active
+ * tier's limit lasts (release_candidate); so the base can come down again.
+ * The share is a running mean over an eighth of the first season (a burst
+ * is not a habit), and the base is the tier with the lowest such cost,
+ * changed only for a 3% saving; the cheapest usable tier until that much
+ * time is seen. */
 static void
-update_base (ShdPolicy *p, const ShdPolicyInput *in, int wanted, gboolean spike_now)
+update_base (ShdPolicy *p, const ShdPolicyInput *in, int wanted, gboolean spike_holds)
 {
   const ShdPolicyKnobs *k = &p->cfg.knobs;
   double dt = isfinite (p->base_t) ? in->t - p->base_t : 0;
@@ -943,8 +946,10 @@ update_base (ShdPolicy *p, const ShdPolicyInput *in, int wanted, gboolean spike_
     p->needed_t[wanted] = in->t;
   for (guint i = 0; i < p->cfg.n_tiers; i++) {
     double alpha = MIN (1, dt / MIN (window, p->base_elapsed));
-    gboolean held = in->t - p->needed_t[i] < k->release_after_s ||
-      (spike_now && !absent (p, i));
+    /* above the base the lifecycle decides: what is there is paid for;
+     * at or below it, where the disk lives, what the lifecycle would keep */
+    gboolean held = p->base >= 0 && cost (p, i) > cost (p, p->base) ? !absent (p, i) :
+      in->t - p->needed_t[i] < k->release_after_s || (spike_holds && !absent (p, i));
 
     p->share[i] += alpha * ((held || (int) i == wanted) - p->share[i]);
   }
@@ -1049,7 +1054,7 @@ note_wanted (ShdPolicy *p, const ShdPolicyInput *in, ShdDecision *d, int wanted,
 /* A tier whose copy may be dropped now, and why (-1: none; -2 - tier:
  * that tier would be, but the active child still hydrates). */
 static int
-release_candidate (ShdPolicy *p, const ShdPolicyInput *in, gboolean spike_now, char *why,
+release_candidate (ShdPolicy *p, const ShdPolicyInput *in, gboolean spike_holds, char *why,
                    gsize why_len)
 {
   const ShdPolicyKnobs *k = &p->cfg.knobs;
@@ -1067,9 +1072,9 @@ release_candidate (ShdPolicy *p, const ShdPolicyInput *in, gboolean spike_now, c
 
     if (i == p->active || absent (p, i) || in->t < p->release_hold_until[i])
       continue;
-    /* a spike or a violation may yet need any tier but one below the
-     * base, where the disk no longer goes back to */
-    if ((spike_now || p->violations > 0) && !below_base)
+    /* a spike over the active tier or a violation may yet need any tier
+     * but one below the base, where the disk no longer goes back to */
+    if ((spike_holds || p->violations > 0) && !below_base)
       continue;
     /* below the base: the disk lives on a dearer tier now; above it: not
      * wanted, now or by the forecast soon, for switch-back-after (an
@@ -1123,7 +1128,7 @@ shd_policy_step (ShdPolicy *p, const ShdPolicyInput *in)
   guint H = shd_policy_horizon_steps (p);
   double point1 = NAN, lo, hi, hi1 = NAN, hi_max = NAN, point_max = NAN, need_down;
   int wanted = -1, in_active, s_target = -1, became_ready, rel;
-  gboolean spike_now, violation;
+  gboolean spike_now, spike_holds, violation;
   char why[200];
 
   memset (d, 0, sizeof *d);
@@ -1247,7 +1252,11 @@ shd_policy_step (ShdPolicy *p, const ShdPolicyInput *in)
     if (s_target >= 0)
       d->warm_s = warm_seconds_at (p, in, s_target, load_until (p, in, d->onset_s));
   }
-  update_base (p, in, wanted, spike_now);
+  /* a spike holds the tiers above the active one while it is over what
+   * the active tier carries; one far under it (a busy hour on a quiet
+   * disk) needs nothing more */
+  spike_holds = spike_now && d->need > d->active_limit * (1 - k->hysteresis);
+  update_base (p, in, wanted, spike_holds);
   /* never below the base: the disk lives there between spikes */
   if (wanted >= 0 && p->base >= 0 && cost (p, wanted) < cost (p, p->base))
     wanted = p->base;
@@ -1432,7 +1441,7 @@ shd_policy_step (ShdPolicy *p, const ShdPolicyInput *in)
   }
 
   /* a copy nobody wants: release it */
-  rel = release_candidate (p, in, spike_now, why, sizeof why);
+  rel = release_candidate (p, in, spike_holds, why, sizeof why);
   if (rel >= 0) {
     double alloc = p->cost.allocated[rel];
 

@@ -253,16 +253,31 @@ test_seasonal_ahead (void)
   rig_clear (&r);
 }
 
-/* Switches as the node makes them: the active child changes, the other
- * stays synced. */
+/* What the node does with fast's child: added and copied at 100 MiB/s
+ * for a pre-warm, removed for a release; switches change the active
+ * child. */
 static void
 rig_apply (Rig *r, const ShdDecision *d)
 {
-  if (d->action != SHD_ACTION_SWITCH || d->dry_run)
+  ShdPolicyChild *fast = &r->in.children[1];
+
+  if (r->in.n_children == 2 && g_strcmp0 (fast->state, "syncing") == 0) {
+    fast->valid_bytes = MIN (fast->valid_bytes + (100 << 20), 1 << 30);
+    if (fast->valid_bytes == 1 << 30)
+      fast->state = "synced";
+  }
+  if (d->dry_run)
     return;
-  r->in.active = d->target == 0 ? "tier-a" : "tier-b";
-  r->in.children[d->target].state = "active";
-  r->in.children[1 - d->target].state = "synced";
+  if (d->action == SHD_ACTION_PREWARM && d->target == 1 && r->in.n_children == 1) {
+    r->in.n_children = 2;
+    *fast = (ShdPolicyChild) { "tier-b", "syncing", TRUE, 0, NAN, 100 << 20, 0 };
+  } else if (d->action == SHD_ACTION_RELEASE && d->target == 1) {
+    r->in.n_children = 1;
+  } else if (d->action == SHD_ACTION_SWITCH) {
+    r->in.active = d->target == 0 ? "tier-a" : "tier-b";
+    r->in.children[d->target].state = "active";
+    r->in.children[1 - d->target].state = "synced";
+  }
 }
 
 /* Bursts over cheap's limit every `every` seconds, each `len` long; how
