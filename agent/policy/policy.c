@@ -925,17 +925,20 @@ tier_for (const ShdPolicy *p, double load)
  * disk lives, it is the time the lifecycle would keep it: while the load
  * needs it, for release-after beyond, and while a spike over the active
  * tier's limit lasts (release_candidate); so the base can come down again.
- * The share is a running mean over an eighth of the first season (a burst
- * is not a habit), and the base is the tier with the lowest such cost,
- * changed only for a 3% saving; the cheapest usable tier until that much
- * time is seen. */
+ * The share is a running mean over a window (an eighth of the first
+ * season, 3 hours of a day, or four times release-after if longer: a
+ * spike is no habit), and the base is the tier with the lowest such cost,
+ * changed only for a 3% saving; the cheapest usable tier until a window
+ * is seen. */
 static void
 update_base (ShdPolicy *p, const ShdPolicyInput *in, int wanted, gboolean spike_holds)
 {
   const ShdPolicyKnobs *k = &p->cfg.knobs;
   double dt = isfinite (p->base_t) ? in->t - p->base_t : 0;
   double day = k->seasons_s[0] > 0 ? k->seasons_s[0] : 86400, cost_base = INFINITY;
-  double window = day / 8;
+  /* an eighth of the season, and long enough that a spike with the
+   * release-after that follows it is no more than a quarter of it */
+  double window = MIN (day, MAX (day / 8, 4 * k->release_after_s));
   int best = -1;
 
   p->base_t = in->t;
