@@ -927,6 +927,21 @@ static void coroutine_fn shadow_flush_child_entry(void *opaque)
     aio_wait_kick();
 }
 
+/*
+ * Whether @sc holds content no completed flush covers: the chunks that
+ * changed since a flush began (I4; guest writes and copies alike), or
+ * that a failed flush left
+ */
+bool shadow_state_unflushed(BDRVShadowState *s, ShadowChild *sc)
+{
+    bool ret;
+
+    qemu_spin_lock(&s->lock);
+    ret = hbitmap_count(sc->map.unflushed) || hbitmap_count(sc->map.flushing);
+    qemu_spin_unlock(&s->lock);
+    return ret;
+}
+
 /* Flush @sc from outside a coroutine, with the node drained */
 int shadow_state_flush_child_sync(BDRVShadowState *s, ShadowChild *sc)
 {

@@ -1270,13 +1270,15 @@ static int shadow_reopen_prepare(BDRVReopenState *state,
         !shadow_state_may_switch(s, rs->new_active, errp)) {
         goto fail;
     }
-    if (rs->new_active != s->active && s->writable && !s->meta.child) {
+    if (rs->new_active != s->active && s->writable && !s->meta.child &&
+        shadow_state_unflushed(s, rs->new_active)) {
         /*
          * What the copy wrote to the new active child may not be on its
          * disk yet, and without metadata nothing would say so after a
-         * crash: flush it before it serves alone.  With metadata the maps
-         * count only what a flush made durable (D1), and hydration brings
-         * back the rest.
+         * crash: flush it before it serves alone, unless a flush since
+         * covered all it got (the node is drained: nothing changes it
+         * until the switch).  With metadata the maps count only what a
+         * flush made durable (D1), and hydration brings back the rest.
          */
         int ret = shadow_state_flush_child_sync(s, rs->new_active);
 

@@ -428,6 +428,7 @@ void shadow_state_degrade(BDRVShadowState *s, ShadowChild *sc,
 void shadow_state_switch(BDRVShadowState *s, ShadowChild *to);
 void shadow_state_retry_degraded(BDRVShadowState *s);
 int coroutine_fn GRAPH_RDLOCK shadow_state_flush_children(BDRVShadowState *s);
+bool shadow_state_unflushed(BDRVShadowState *s, ShadowChild *sc);
 int shadow_state_flush_child_sync(BDRVShadowState *s, ShadowChild *sc);
 int coroutine_fn GRAPH_RDLOCK shadow_state_grow(BDRVShadowState *s,
                                                 int64_t length,
