@@ -53,6 +53,11 @@ for fmt in ${FORMATS:-raw qcow2}; do
     (cd build/qemu/tests/qemu-iotests && ./check -tap "-$fmt" $tests) > "$log/iotests-$fmt.tap" 2>&1
     grep -E '^(not )?ok ' "$log/iotests-$fmt.tap"
     count_tap "$log/iotests-$fmt.tap" "iotests"
+    if ! grep -qE '^(not )?ok ' "$log/iotests-$fmt.tap"; then
+        # a wrong ITESTS name or a broken ./check runs nothing: say so
+        failed=$((failed + 1))
+        failures+=("iotests $fmt: nothing ran ($(head -n 1 "$log/iotests-$fmt.tap"))")
+    fi
 done
 
 echo "== unit tests of the shadow driver (QEMU's GTest framework)"
