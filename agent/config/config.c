@@ -218,7 +218,7 @@ static const char *const knob_keys[] = {
   "horizon", "prediction-level", "hysteresis", "min-dwell", "max-switches-per-hour",
   "switch-back-after", "spike-sensitivity", "max-utilization",
   "violation-intervals", "period", "forecast", "bucket", "seasons", "lookahead",
-  "prewarm-margin", "switch-lead", "release-after", NULL
+  "prewarm-margin", "switch-lead", "release-after", "base-window", NULL
 };
 
 /* seconds, separated by ';': the calendar's periods (a day, a week) */
@@ -263,6 +263,8 @@ get_knobs (const Ctx *x, const char *g, ShdPolicyKnobs *k, GError **error)
          get_double (x, g, "prewarm-margin", 0, 86400, FALSE, &k->prewarm_margin_s, error) &&
          get_double (x, g, "switch-lead", 0, 86400, FALSE, &k->switch_lead_s, error) &&
          get_double (x, g, "release-after", 0, 365 * 86400, FALSE, &k->release_after_s,
+                     error) &&
+         get_double (x, g, "base-window", 0, 365 * 86400, FALSE, &k->base_window_s,
                      error) &&
          get_double (x, g, "horizon", 0, 86400, TRUE, &k->horizon_s, error) &&
          get_double (x, g, "prediction-level", 0.5, 0.999, FALSE, &k->level, error) &&

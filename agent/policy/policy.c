@@ -155,6 +155,7 @@ shd_policy_knobs_init (ShdPolicyKnobs *k)
   k->prewarm_margin_s = 120;
   k->switch_lead_s = 60;
   k->release_after_s = 3600;
+  k->base_window_s = 0;
 }
 
 void
@@ -925,20 +926,17 @@ tier_for (const ShdPolicy *p, double load)
  * disk lives, it is the time the lifecycle would keep it: while the load
  * needs it, for release-after beyond, and while a spike over the active
  * tier's limit lasts (release_candidate); so the base can come down again.
- * The share is a running mean over a window (an eighth of the first
- * season, 3 hours of a day, or four times release-after if longer: a
- * spike is no habit), and the base is the tier with the lowest such cost,
- * changed only for a 3% saving; the cheapest usable tier until a window
- * is seen. */
+ * The share is a running mean over base-window (an eighth of the first
+ * season, 3 hours of a day, by default: a spike is no habit), and the base
+ * is the tier with the lowest such cost, changed only for a 3% saving; the
+ * cheapest usable tier until a window is seen. */
 static void
 update_base (ShdPolicy *p, const ShdPolicyInput *in, int wanted, gboolean spike_holds)
 {
   const ShdPolicyKnobs *k = &p->cfg.knobs;
   double dt = isfinite (p->base_t) ? in->t - p->base_t : 0;
   double day = k->seasons_s[0] > 0 ? k->seasons_s[0] : 86400, cost_base = INFINITY;
-  /* an eighth of the season, and long enough that a spike with the
-   * release-after that follows it is no more than a quarter of it */
-  double window = MIN (day, MAX (day / 8, 4 * k->release_after_s));
+  double window = k->base_window_s > 0 ? k->base_window_s : day / 8;
   int best = -1;
 
   p->base_t = in->t;

@@ -351,6 +351,7 @@ test_lifecycle_keys (void)
     "seasons = 86400; 604800\n"
     "lookahead = 7200\n"
     "release-after = 1800\n"
+    "base-window = 7200\n"
     "release = keep\n"
     "[tier:cheap]\n"
     "cost-gib-month = 0.02\n"
@@ -386,6 +387,7 @@ test_lifecycle_keys (void)
   g_assert_cmpfloat (d->knobs.seasons_s[2], ==, 0);
   g_assert_cmpfloat (d->knobs.lookahead_s, ==, 7200);
   g_assert_cmpfloat (d->knobs.release_after_s, ==, 1800);
+  g_assert_cmpfloat (d->knobs.base_window_s, ==, 7200);
   g_assert_cmpfloat (d->knobs.switch_lead_s, ==, 30);
   g_assert_cmpfloat (c->knobs.switch_lead_s, ==, 60);
   g_assert_true (shd_config_disk_policy (c, d, &pc, &error));

@@ -123,7 +123,7 @@ test_no_release_while_hydrating (void)
   gboolean said = FALSE;
 
   rig_init (&r, FALSE);
-  r.cfg.knobs.seasons_s[0] = 240;       /* the base follows the load in 120 s */
+  r.cfg.knobs.base_window_s = 30;       /* the base follows the load in 30 s */
   r.in.active = "tier-b";
   r.in.children[0].state = "synced";
   r.in.children[1].state = "active";
@@ -289,7 +289,7 @@ bursts (guint every, guint len, guint cycles, double *cheap_gone, double *fast_g
   Rig r;
 
   rig_init (&r, FALSE);
-  r.cfg.knobs.seasons_s[0] = 800;       /* shares over 240 s, 4 x release-after */
+  r.cfg.knobs.base_window_s = 240;      /* 4 x release-after: a burst is no habit */
   r.cfg.knobs.release_after_s = 60;
   r.cfg.knobs.switch_back_after_s = 3;
   r.cfg.knobs.max_switches_per_hour = 1000;
