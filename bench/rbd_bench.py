@@ -136,7 +136,8 @@ def main():
     quick = '--quick' in sys.argv[1:]
     missing = ceph_fixture.missing_binaries()
     if missing:
-        print(f'bench: rbd skipped, Ceph programs missing: {" ".join(missing)}')
+        print('bench: rbd skipped, Ceph programs missing: ' +
+              ' '.join(missing))
         return 0
     results = {}
     with ceph_fixture.Cluster(pools=('ssd',), osd_size=8 << 30) as cluster:

@@ -330,17 +330,31 @@ osd_max_object_namespace_len = 64
         return sum(1 for o in dump['osds'] if o['up'] and
                    (which is None or o['osd'] == which))
 
+    def _log_tail(self, name, lines=20):
+        """The end of a daemon's logs (the directory goes on stop)."""
+        out = []
+        for suffix in ('stderr', 'log'):
+            path = os.path.join(self.dir, 'log', f'{name}.{suffix}')
+            try:
+                with open(path, encoding='utf-8', errors='replace') as f:
+                    out += f.readlines()[-lines:]
+            except OSError:
+                pass
+        return ''.join(out)
+
     def _wait(self, pred, what, timeout=None):
         end = time.monotonic() + (timeout or self.start_timeout)
         while time.monotonic() < end:
             for name, p in self.procs.items():
                 if p.poll() is not None:
                     raise CephError(f'{name} exited with {p.returncode} '
-                                    f'waiting for {what}; logs in {self.dir}/log')
+                                    f'waiting for {what}:\n' +
+                                    self._log_tail(name))
             if pred():
                 return
             time.sleep(0.2)
-        raise CephError(f'timed out waiting for {what}')
+        raise CephError(f'timed out waiting for {what}:\n' +
+                        ''.join(self._log_tail(n) for n in self.procs))
 
     # -- use ---------------------------------------------------------------
 
