@@ -88,10 +88,9 @@ def _free_ports(count):
     socks, ports = [], []
     try:
         for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(('127.0.0.1', 0))
-            socks.append(s)
-            ports.append(s.getsockname()[1])
+            socks.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            socks[-1].bind(('127.0.0.1', 0))
+            ports.append(socks[-1].getsockname()[1])
     finally:
         for s in socks:
             s.close()
@@ -107,9 +106,9 @@ def _free_port_range(width):
         socks = []
         try:
             for p in range(base, base + width):
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                s.bind(('127.0.0.1', p))
-                socks.append(s)
+                socks.append(socket.socket(socket.AF_INET,
+                                           socket.SOCK_STREAM))
+                socks[-1].bind(('127.0.0.1', p))
             return base
         except OSError:
             continue
