@@ -97,8 +97,19 @@ class Daemon:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError('qemu-storage-daemon did not start')
             time.sleep(0.01)
-        self.qmp = QEMUMonitorProtocol(self.qmp_sock)
-        self.qmp.connect()
+        for attempt in range(100):
+            # The socket exists once bound, a moment before it listens
+            self.qmp = QEMUMonitorProtocol(self.qmp_sock)
+            try:
+                self.qmp.connect()
+                break
+            except Exception:   # ConnectError
+                if attempt == 99 or self.proc.poll() is not None:
+                    self.proc.kill()
+                    self.proc.wait()
+                    raise RuntimeError('cannot connect to the QMP socket '
+                                       'of qemu-storage-daemon')
+                time.sleep(0.01)
 
     def cmd(self, command, **args):
         return self.qmp.cmd(command, **args)

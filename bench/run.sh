@@ -8,8 +8,11 @@ quick=()
 [ -n "${BENCH_QUICK:-}" ] && quick=(--quick)
 cd "$repo/bench"
 /usr/bin/python3 driver_bench.py "${quick[@]}" "$@" | tee "$repo/build/bench/driver.txt"
-# The agent's cost per disk, against simulated QMP peers
 if [ $# -eq 0 ]; then
+    # RBD tiers on a throwaway Ceph cluster: pre-warm rate against rbd
+    # bench on the same pool, reads through the node against the rbd node
+    /usr/bin/python3 rbd_bench.py "${quick[@]}" | tee "$repo/build/bench/rbd.txt"
+    # The agent's cost per disk, against simulated QMP peers
     meson test -C "$repo/build/agent-build" --suite bench -v > "$repo/build/bench/agent.txt" 2>&1 ||
         { tail -n 20 "$repo/build/bench/agent.txt"; exit 1; }
     cp "$repo/build/agent-build/bench-agent.json" "$repo/build/bench/agent.json"

@@ -117,7 +117,7 @@ conf=(--python=/usr/bin/python3 --target-list=x86_64-softmmu
       --disable-relocatable --prefix=/usr
       --firmwarepath=/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu
       --without-default-features --enable-tools --enable-linux-aio
-      --enable-linux-io-uring --enable-slirp --disable-werror
+      --enable-linux-io-uring --enable-slirp --enable-rbd --disable-werror
       ${QEMU_CONFIGURE_EXTRA:-})
 conf_stamp=$out/.shadowtier-configure
 if [ ! -f "$out/build.ninja" ] || [ "$(cat "$conf_stamp" 2>/dev/null)" != "$srcdir ${conf[*]}" ]; then

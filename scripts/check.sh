@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run every test: the shadow driver's iotests (raw and qcow2 children) and
-# unit tests in QEMU's own frameworks, the kill tests (KILL_ROUNDS, 24), the
+# Run every test: the shadow driver's iotests (raw and qcow2 children; the
+# RBD ones on a throwaway Ceph cluster, tests/ceph/) and unit tests in
+# QEMU's own frameworks, the kill tests (KILL_ROUNDS, 24), the
 # stress test (STRESS_OPS, 4000 operations, and STRESS_CRASH_STATES, 200),
 # the agent's unit tests (with the layering check and promtool on the metrics)
 # and integration tests, the libvirt tests (a private libvirtd with a TCG
@@ -57,6 +58,10 @@ for fmt in ${FORMATS:-raw qcow2}; do
         # a wrong ITESTS name or a broken ./check runs nothing: say so
         failed=$((failed + 1))
         failures+=("iotests $fmt: nothing ran ($(head -n 1 "$log/iotests-$fmt.tap"))")
+    fi
+    # The RBD faults' timings, measured by shadow-rbd
+    if [ -f "$log/shadow-rbd-$fmt.json" ]; then
+        echo "   shadow-rbd ($fmt) timings: $(tr -d ' \n' < "$log/shadow-rbd-$fmt.json")"
     fi
 done
 

@@ -11,20 +11,24 @@ if [ "$(id -u)" != 0 ]; then
     sudo=sudo
 fi
 
-# Building QEMU 10.0 (meson and pycotap come from bookworm-backports below)
+# Building QEMU 10.0 (meson and pycotap come from bookworm-backports below);
+# librbd-dev and librados-dev for its rbd block driver (Debian ships no
+# pkg-config file for them: QEMU's meson finds librbd by a link test)
 build_pkgs=(build-essential dpkg-dev ninja-build pkg-config flex bison
             python3-venv python3-setuptools libglib2.0-dev libpixman-1-dev
             zlib1g-dev libslirp-dev libaio-dev liburing-dev libfdt-dev
             seabios ipxe-qemu libjson-glib-dev libsqlite3-dev
-            libvirt-dev)
+            libvirt-dev librbd-dev librados-dev)
 # Running iotests, the demo (gnuplot draws its plot) and the benchmarks;
 # clang and its runtime for the libFuzzer targets
 # libvirt for shadowd's libvirt tests, which start a private libvirtd (as
 # the libvirt-qemu user that libvirt-daemon-system creates); prometheus
-# for promtool, which checks what shadowd's metrics endpoint serves
+# for promtool, which checks what shadowd's metrics endpoint serves;
+# ceph-mon, ceph-osd and ceph-common for the throwaway single-node Ceph
+# cluster that the RBD tests and benchmarks start (tests/ceph/)
 check_pkgs=(fio jq socat python3 gawk gnuplot-nox clang libclang-rt-14-dev
             libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
-            prometheus)
+            prometheus ceph-mon ceph-osd ceph-common)
 
 want=("${build_pkgs[@]}" "${check_pkgs[@]}")
 missing=()
