@@ -35,6 +35,24 @@ def run(*args, stdin=None, cpus=None):
     return res.stdout
 
 
+def qmp_connect(sock, proc, error):
+    """A QMP connection to the monitor socket of the process proc, which
+    exists: the socket exists once bound, a moment before it listens, so
+    connecting is tried again for a second.  Raises error (and kills proc)
+    when it cannot connect."""
+    for attempt in range(100):
+        qmp = QEMUMonitorProtocol(sock)
+        try:
+            qmp.connect()
+            return qmp
+        except Exception:   # ConnectError
+            if attempt == 99 or proc.poll() is not None:
+                proc.kill()
+                proc.wait()
+                raise error(f'cannot connect to the QMP socket {sock}')
+            time.sleep(0.01)
+
+
 def fresh_dir(name):
     path = os.path.join(WORK, name)
     shutil.rmtree(path, ignore_errors=True)
@@ -97,19 +115,7 @@ class Daemon:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError('qemu-storage-daemon did not start')
             time.sleep(0.01)
-        for attempt in range(100):
-            # The socket exists once bound, a moment before it listens
-            self.qmp = QEMUMonitorProtocol(self.qmp_sock)
-            try:
-                self.qmp.connect()
-                break
-            except Exception:   # ConnectError
-                if attempt == 99 or self.proc.poll() is not None:
-                    self.proc.kill()
-                    self.proc.wait()
-                    raise RuntimeError('cannot connect to the QMP socket '
-                                       'of qemu-storage-daemon')
-                time.sleep(0.01)
+        self.qmp = qmp_connect(self.qmp_sock, self.proc, RuntimeError)
 
     def cmd(self, command, **args):
         return self.qmp.cmd(command, **args)

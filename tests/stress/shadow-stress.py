@@ -53,8 +53,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, 'bench'))
 sys.path.insert(0, HERE)
-from benchlib import QSD, MiB  # noqa: E402
-from qemu.qmp.legacy import QEMUMonitorProtocol  # noqa: E402
+from benchlib import QSD, MiB, qmp_connect  # noqa: E402
 from qemu.qmp import ExecuteError  # noqa: E402
 import mdinfo  # noqa: E402
 import nbdio  # noqa: E402
@@ -144,18 +143,7 @@ class Daemon:
                 self.proc.wait()
                 raise TestError('qemu-storage-daemon did not start')
             time.sleep(0.005)
-        for attempt in range(100):
-            # The socket exists once bound, a moment before it listens
-            self.qmp = QEMUMonitorProtocol(self.qmp_sock)
-            try:
-                self.qmp.connect()
-                break
-            except Exception:   # ConnectError
-                if attempt == 99 or self.proc.poll() is not None:
-                    self.proc.kill()
-                    self.proc.wait()
-                    raise TestError('cannot connect to the QMP socket')
-                time.sleep(0.01)
+        self.qmp = qmp_connect(self.qmp_sock, self.proc, TestError)
         self.qmp.settimeout(TIMEOUT)
 
     def cmd(self, command, **args):
