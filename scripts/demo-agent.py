@@ -71,7 +71,6 @@ lookahead = 20
 prewarm-margin = 2
 switch-lead = 2
 release-after = 6
-base-window = 48
 min-dwell = 3
 switch-back-after = 2
 max-switches-per-hour = 100

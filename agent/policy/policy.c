@@ -15,6 +15,7 @@
 #define SWITCH_LOG 64           /* switch times kept for the hourly cap */
 #define MAX_HORIZON 600         /* steps */
 #define BASE_ALPHA 0.1          /* smoothing of the base latency */
+#define BASE_EARLY_NEED 0.9     /* update_base() */
 #define MIN_LOAD 1.0            /* IOPS below which latency says nothing */
 #define CAPACITY_MEMORY_S 3600  /* a learned capacity is kept this long */
 #define SATURATED_QUEUE 1.0     /* mean requests in flight to call a tier saturated */
@@ -54,12 +55,12 @@ struct _ShdPolicy {
   double release_hold_until[SHD_POLICY_MAX_TIERS];
   ShdCost cost;
   guint release_count;
-  /* the base tier (update_base): share of time each tier's copy is held
-   * when it lives above the base (needed, or within release-after of
-   * being needed), over about a day */
+  /* the base tier (update_base): share of time each tier's copy would be
+   * held, and share of time the load needed it, over base-window */
   double share[SHD_POLICY_MAX_TIERS];
+  double need_share[SHD_POLICY_MAX_TIERS];
   double needed_t[SHD_POLICY_MAX_TIERS];
-  double base_t, base_elapsed, base_cost;
+  double base_t, base_elapsed, base_cost, base_changed_t;
   int base;
   ShdDecision last;
 };
@@ -251,6 +252,7 @@ shd_policy_new (const ShdPolicyConfig *cfg)
   p->requested = -1;
   p->base = -1;
   p->base_t = NAN;
+  p->base_changed_t = NAN;
   for (guint i = 0; i < SHD_POLICY_MAX_TIERS; i++)
     p->needed_t[i] = -INFINITY;
   p->last.kind = SHD_DECISION_NO_DATA;
@@ -919,46 +921,52 @@ tier_for (const ShdPolicy *p, double load)
 /* The base tier: where the disk lives between spikes.  Keeping a cheap
  * copy and warming a dear one for the hours it is needed costs
  * price(cheap) + price(dear) x (the share of the time its copy is held);
- * living on the dear tier alone costs price(dear).  Above the base the
- * share is the time the copy was there: the lifecycle decides that, not
- * the base, and whatever kept it (spikes closer together than
- * release-after, a forecast) is paid for.  At or below the base, where the
- * disk lives, it is the time the lifecycle would keep it: while the load
- * needs it, for release-after beyond, and while a spike over the active
- * tier's limit lasts (release_candidate); so the base can come down again.
- * The share is a running mean over base-window (an eighth of the first
- * season, 3 hours of a day, by default: a spike is no habit), and the base
- * is the tier with the lowest such cost, changed only for a 3% saving; the
- * cheapest usable tier until a window is seen. */
+ * living on the dear tier alone costs price(dear).  A copy is held while
+ * the load needs it, for release-after beyond, and while a spike over the
+ * active tier's limit lasts (release_candidate): bursts closer together
+ * than release-after keep it for good, whatever share of the time they
+ * last.  The share is what the lifecycle would hold whichever tier is the
+ * base: measured as present it would keep the base where it is.
+ *
+ * Shares are running means over base-window (by default the first season,
+ * a day: a daily spike is no habit), and the base is the tier with the
+ * lowest such cost, changed for a 3% saving and at most once per eighth
+ * of the window (each change copies the disk).  Before a window is seen it
+ * is the cheapest tier, unless for at least twice release-after the load
+ * needed a dearer one nearly all the time. */
 static void
 update_base (ShdPolicy *p, const ShdPolicyInput *in, int wanted, gboolean spike_holds)
 {
   const ShdPolicyKnobs *k = &p->cfg.knobs;
   double dt = isfinite (p->base_t) ? in->t - p->base_t : 0;
   double day = k->seasons_s[0] > 0 ? k->seasons_s[0] : 86400, cost_base = INFINITY;
-  double window = k->base_window_s > 0 ? k->base_window_s : day / 8;
+  double window = k->base_window_s > 0 ? k->base_window_s : day;
+  gboolean early;
   int best = -1;
 
   p->base_t = in->t;
   if (dt <= 0 || dt > 10 * p->cfg.interval_s + 60)
     dt = p->cfg.interval_s;
   p->base_elapsed += dt;
+  early = p->base_elapsed < window;
   if (wanted >= 0)
     p->needed_t[wanted] = in->t;
   for (guint i = 0; i < p->cfg.n_tiers; i++) {
     double alpha = MIN (1, dt / MIN (window, p->base_elapsed));
-    /* above the base the lifecycle decides: what is there is paid for;
-     * at or below it, where the disk lives, what the lifecycle would keep */
-    gboolean held = p->base >= 0 && cost (p, i) > cost (p, p->base) ? !absent (p, i) :
-      in->t - p->needed_t[i] < k->release_after_s || (spike_holds && !absent (p, i));
+    gboolean held = in->t - p->needed_t[i] < k->release_after_s ||
+      (spike_holds && !absent (p, i));
 
     p->share[i] += alpha * ((held || (int) i == wanted) - p->share[i]);
+    p->need_share[i] += alpha * (((int) i == wanted) - p->need_share[i]);
   }
   for (guint o = 0; o < p->cfg.n_tiers; o++) {
     int b = p->order[o];
     double c = cost (p, b);
 
     if (!usable (p, b))
+      continue;
+    if (early && o > 0 && (p->base_elapsed < 2 * k->release_after_s ||
+                           p->need_share[b] < BASE_EARLY_NEED))
       continue;
     for (guint i = 0; i < p->cfg.n_tiers; i++)
       if (cost (p, i) > cost (p, b))
@@ -967,14 +975,15 @@ update_base (ShdPolicy *p, const ShdPolicyInput *in, int wanted, gboolean spike_
       cost_base = c;
     if (best < 0 || c < p->base_cost)
       best = b, p->base_cost = c;
-    /* the shares say nothing before a window is seen: the cheapest */
-    if (p->base_elapsed < window)
-      break;
   }
-  if (p->base < 0 || !usable (p, p->base) || p->base_cost < 0.97 * cost_base)
+  if (p->base < 0 || !usable (p, p->base) ||
+      (p->base_cost < 0.97 * cost_base && !(in->t - p->base_changed_t < window / 8))) {
+    if (best != p->base)
+      p->base_changed_t = in->t;
     p->base = best;
-  else
+  } else {
     p->base_cost = cost_base;
+  }
 }
 
 /* How far ahead the load must stay over a tier cheaper than the active
