@@ -940,7 +940,7 @@ update_base (ShdPolicy *p, const ShdPolicyInput *in, int wanted, gboolean spike_
   const ShdPolicyKnobs *k = &p->cfg.knobs;
   double dt = isfinite (p->base_t) ? in->t - p->base_t : 0;
   double day = k->seasons_s[0] > 0 ? k->seasons_s[0] : 86400, cost_base = INFINITY;
-  double window = k->base_window_s > 0 ? k->base_window_s : day;
+  double window = k->base_window_s > 0 ? k->base_window_s : day, alpha;
   gboolean early;
   int best = -1;
 
@@ -949,10 +949,10 @@ update_base (ShdPolicy *p, const ShdPolicyInput *in, int wanted, gboolean spike_
     dt = p->cfg.interval_s;
   p->base_elapsed += dt;
   early = p->base_elapsed < window;
+  alpha = MIN (1, dt / MIN (window, p->base_elapsed));
   if (wanted >= 0)
     p->needed_t[wanted] = in->t;
   for (guint i = 0; i < p->cfg.n_tiers; i++) {
-    double alpha = MIN (1, dt / MIN (window, p->base_elapsed));
     gboolean held = in->t - p->needed_t[i] < k->release_after_s ||
       (spike_holds && !absent (p, i));
 
@@ -1108,8 +1108,8 @@ release_candidate (ShdPolicy *p, const ShdPolicyInput *in, gboolean spike_holds,
     }
     if (below_base)
       snprintf (why, why_len, "the disk lives on %s now: the load needed it, or it was "
-                "kept for release-after, %.0f%% of the time lately, and keeping %s besides would cost more (%.4f against %.4f "
-                "per GiB-month)", tier_name (p, p->base), 100 * p->share[p->base],
+                "kept for release-after, %.0f%% of the time lately, and keeping %s "
+                "besides would cost more (%.4f against %.4f per GiB-month)", tier_name (p, p->base), 100 * p->share[p->base],
                 tier_name (p, i), cost (p, i) + cost (p, p->base) * p->share[p->base],
                 p->base_cost);
     else if (by_forecast && cost (p, i) < cost (p, p->active))
@@ -1331,8 +1331,6 @@ shd_policy_step (ShdPolicy *p, const ShdPolicyInput *in)
 
   /* the seasonal onset: switch-lead before it (and before the next
    * decision would come too late), warm in time for it */
-  if (s_target < 0)
-    p->season_warm_prev = FALSE;
   if (s_target >= 0) {
     double warm = isfinite (d->warm_s) ? WARM_SAFETY * d->warm_s : 0;
     gboolean due, warm_now;
@@ -1371,6 +1369,8 @@ shd_policy_step (ShdPolicy *p, const ShdPolicyInput *in)
               WARM_SAFETY, k->prewarm_margin_s);
       goto out;
     }
+  } else {
+    p->season_warm_prev = FALSE;
   }
 
   if (wanted >= 0 && cost (p, wanted) > cost (p, p->active)) {

@@ -85,8 +85,8 @@ typedef struct {
   double prewarm_margin_s;      /* warm this much before the copy would need to */
   double switch_lead_s;         /* switch this long before the forecast onset */
   double release_after_s;       /* release a tier nothing wanted for this long */
-  double base_window_s;         /* the base tier's shares over this; 0: an
-                                 * eighth of the first season */
+  double base_window_s;         /* the base tier's shares over this; 0: the
+                                 * first season */
 } ShdPolicyKnobs;
 
 void shd_policy_knobs_init (ShdPolicyKnobs *k);
