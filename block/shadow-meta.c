@@ -374,13 +374,24 @@ int shadow_meta_read_header(BDRVShadowState *s, ShadowMetaImage *img,
                             bool *fresh, Error **errp)
 {
     ShadowMeta *m = &s->meta;
-    uint8_t *buf = qemu_blockalign(m->child->bs, 2 * SHADOW_META_HEADER_SIZE);
+    int64_t row_bytes = SHADOW_META_ROW_UNITS * SHADOW_META_UNIT;
+    int64_t len = bdrv_getlength(m->child->bs);
+    int64_t nb_rows = len < 0 ? 0 : MIN(SHADOW_META_LOAD_ROWS,
+                                        (len - SHADOW_META_ROWS_OFFSET) /
+                                        row_bytes);
+    int64_t bytes = SHADOW_META_ROWS_OFFSET + MAX(nb_rows, 0) * row_bytes;
+    uint8_t *buf = qemu_blockalign(m->child->bs, bytes);
     ShadowMetaHeader *h;
     ShadowMetaSlotDisk *table;
     int ret, i, best = -1;
 
+    memset(img, 0, sizeof(*img));
     *fresh = false;
-    ret = bdrv_pread(m->child, 0, 2 * SHADOW_META_HEADER_SIZE, buf, 0);
+    /*
+     * The first rows of maps come with the header, in one read: a
+     * migration's destination waits for the load with the guest stopped
+     */
+    ret = bdrv_pread(m->child, 0, bytes, buf, 0);
     if (ret < 0) {
         error_setg_errno(errp, -ret, "shadow: cannot read metadata node '%s'",
                          shadow_meta_name(s));
@@ -437,7 +448,6 @@ int shadow_meta_read_header(BDRVShadowState *s, ShadowMetaImage *img,
     }
     m->header_copy = best;
     m->generation = le64_to_cpu(h->generation);
-    memset(img, 0, sizeof(*img));
     img->generation = m->generation;
     img->in_use = le64_to_cpu(h->flags) & SHADOW_META_IN_USE;
     img->chunk_size = le64_to_cpu(h->chunk_size);
@@ -449,9 +459,21 @@ int shadow_meta_read_header(BDRVShadowState *s, ShadowMetaImage *img,
     for (i = 0; i < SHADOW_META_SLOTS; i++) {
         shadow_meta_slot_from_disk(&table[i], &img->slots[i]);
     }
+    img->buf = buf;
+    img->rows = buf + SHADOW_META_ROWS_OFFSET;
+    img->nb_rows = MAX(nb_rows, 0);
+    return 0;
 out:
     qemu_vfree(buf);
     return ret < 0 ? ret : 0;
+}
+
+/* Free what shadow_meta_read_header() read besides the header */
+void shadow_meta_image_cleanup(ShadowMetaImage *img)
+{
+    qemu_vfree(img->buf);
+    img->buf = img->rows = NULL;
+    img->nb_rows = 0;
 }
 
 /*
@@ -523,9 +545,10 @@ static int shadow_meta_pick_copy(const ShadowUnitCheck *res,
 }
 
 /*
- * Read the maps of every column @want says (a bit per column) into
+ * Read the maps of every column @want says (a bit per column) of @img
+ * (the rows shadow_meta_read_header() read, then the metadata node) into
  * @bits[column] (SHADOW_META_UNIT_PAYLOAD bytes per unit, as many units
- * as @nb_chunks needs), each checked against @epochs[column]; for the
+ * as @img's chunks need), each checked against @epochs[column]; for the
  * valid maps, the sequence number of each unit's current version into
  * @seqs[column] (or of its newest intact copy).  An empty unit or one of
  * another epoch reads as zeroes; a unit that fails its check reads as
@@ -533,16 +556,16 @@ static int shadow_meta_pick_copy(const ShadowUnitCheck *res,
  * @bad_units[column].  @torn_ok: see shadow_meta_pick_copy().  Bits past
  * the last chunk are zero.
  */
-int shadow_meta_read_maps(BDRVShadowState *s, int64_t nb_chunks,
+int shadow_meta_read_maps(BDRVShadowState *s, const ShadowMetaImage *img,
                           uint32_t want, const uint64_t *epochs,
                           bool torn_ok, uint8_t **bits, uint64_t **seqs,
                           uint32_t bad_is_set, int64_t *bad_units)
 {
     ShadowMeta *m = &s->meta;
+    int64_t nb_chunks = img->nb_chunks;
     int64_t nb_units = shadow_meta_nb_units(nb_chunks);
     int64_t row_bytes = SHADOW_META_ROW_UNITS * SHADOW_META_UNIT;
-    uint8_t *buf = qemu_blockalign(m->child->bs,
-                                   SHADOW_META_LOAD_ROWS * row_bytes);
+    uint8_t *read_buf = NULL, *buf;
     int64_t u, b, rows;
     int ret = 0, col;
 
@@ -551,10 +574,19 @@ int shadow_meta_read_maps(BDRVShadowState *s, int64_t nb_chunks,
     }
     for (u = 0; u < nb_units; u += rows) {
         rows = MIN(SHADOW_META_LOAD_ROWS, nb_units - u);
-        ret = bdrv_pread(m->child, shadow_meta_unit_offset(u, 0, 0),
-                         rows * row_bytes, buf, 0);
-        if (ret < 0) {
-            break;
+        if (u + rows <= img->nb_rows) {
+            buf = img->rows + u * row_bytes;
+        } else {
+            if (!read_buf) {
+                read_buf = qemu_blockalign(m->child->bs,
+                                           SHADOW_META_LOAD_ROWS * row_bytes);
+            }
+            buf = read_buf;
+            ret = bdrv_pread(m->child, shadow_meta_unit_offset(u, 0, 0),
+                             rows * row_bytes, buf, 0);
+            if (ret < 0) {
+                break;
+            }
         }
         for (col = 0; col < SHADOW_META_COLUMNS; col++) {
             int64_t r;
@@ -609,7 +641,7 @@ int shadow_meta_read_maps(BDRVShadowState *s, int64_t nb_chunks,
             bits[col][b / 8] &= ~(1u << (b % 8));
         }
     }
-    qemu_vfree(buf);
+    qemu_vfree(read_buf);
     return ret < 0 ? ret : 0;
 }
 

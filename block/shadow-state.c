@@ -1389,12 +1389,13 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
         /* Better refused now than failing the guest's first write */
         ret = shadow_meta_ensure_size(s, s->nb_chunks, errp);
         if (ret < 0) {
-            return ret;
+            goto out;
         }
     }
     if (fresh) {
         shadow_state_format(s, ids);
-        return 0;
+        ret = 0;
+        goto out;
     }
 
     if (img.chunk_size != s->chunk_size) {
@@ -1402,7 +1403,8 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
                    "chunk-size %" PRId64 ", but the node has chunk-size %"
                    PRId64, shadow_meta_name(s), img.chunk_size,
                    s->chunk_size);
-        return -EINVAL;
+        ret = -EINVAL;
+        goto out;
     }
     /* The disk has the length the metadata records */
     for (i = 0; i < s->num_children; i++) {
@@ -1413,7 +1415,8 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
                        "%" PRId64 " bytes, but child '%s' has only %" PRId64,
                        shadow_meta_name(s), img.length,
                        shadow_child_name(s->children[i]), len);
-            return -EINVAL;
+            ret = -EINVAL;
+            goto out;
         }
     }
     if (img.length != s->length) {
@@ -1425,7 +1428,8 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
                    PRId64 " bytes, its maps need %" PRId64,
                    shadow_meta_name(s), size,
                    shadow_meta_size(img.nb_chunks));
-        return -EINVAL;
+        ret = -EINVAL;
+        goto out;
     }
 
     /* Each child has its slot, and each slot its child */
@@ -1444,7 +1448,8 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
                        "metadata node '%s'; add children at runtime with "
                        "x-blockdev-change", shadow_child_name(sc),
                        ids[i].filename, shadow_meta_name(s));
-            return -EINVAL;
+            ret = -EINVAL;
+            goto out;
         }
         by_slot[j] = sc;
         /* Stamps count only in a header that was closed cleanly */
@@ -1457,7 +1462,8 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
                        "(%s), which is not among the children of node '%s'",
                        shadow_meta_name(s), img.slots[j].node_name,
                        img.slots[j].filename, bdrv_get_node_name(s->bs));
-            return -EINVAL;
+            ret = -EINVAL;
+            goto out;
         }
     }
 
@@ -1480,7 +1486,7 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
             seqs[j] = g_new0(uint64_t, MAX(shadow_nb_units(s), 1));
         }
     }
-    ret = shadow_meta_read_maps(s, old_nb, want, epochs, img.in_use, bits,
+    ret = shadow_meta_read_maps(s, &img, want, epochs, img.in_use, bits,
                                 seqs, 1, bad);
     if (ret < 0) {
         error_setg_errno(errp, -ret, "shadow: cannot read metadata node '%s'",
@@ -1672,6 +1678,7 @@ out:
         g_free(bits[j]);
         g_free(seqs[j]);
     }
+    shadow_meta_image_cleanup(&img);
     return ret;
 }
 

@@ -463,6 +463,13 @@ typedef struct ShadowMetaImage {
     int active_slot;
     uint64_t session;
     ShadowSlot slots[SHADOW_META_SLOTS];
+    /*
+     * Read along with the header: its first @nb_rows rows of maps at
+     * @rows, inside @buf (shadow_meta_image_cleanup() frees it)
+     */
+    uint8_t *buf;
+    uint8_t *rows;
+    int64_t nb_rows;
 } ShadowMetaImage;
 
 int64_t shadow_meta_nb_units(int64_t nb_chunks);
@@ -475,7 +482,9 @@ int GRAPH_RDLOCK shadow_meta_read_header(BDRVShadowState *s,
                                          Error **errp);
 int GRAPH_RDLOCK shadow_meta_write_header(BDRVShadowState *s,
                                           const ShadowMetaImage *img);
-int GRAPH_RDLOCK shadow_meta_read_maps(BDRVShadowState *s, int64_t nb_chunks,
+void shadow_meta_image_cleanup(ShadowMetaImage *img);
+int GRAPH_RDLOCK shadow_meta_read_maps(BDRVShadowState *s,
+                                       const ShadowMetaImage *img,
                                        uint32_t want, const uint64_t *epochs,
                                        bool torn_ok, uint8_t **bits,
                                        uint64_t **seqs, uint32_t bad_is_set,
