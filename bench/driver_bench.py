@@ -327,6 +327,12 @@ TARGETS = {
     ('switch-pause', 'vs-noop-reopen'): 1 / 1.15,
     ('migrate-downtime', 'shadow'): lambda r: r['ratio'] <= 1.1,
     ('migrate-downtime', 'shadow-md'): lambda r: r['ratio'] <= 1.1,
+    ('migrate-downtime', 'shadow-direct'): lambda r: r['ratio'] <= 1.1,
+    ('migrate-downtime', 'shadow-md-direct'): lambda r: r['ratio'] <= 1.1,
+    ('migrate-downtime', 'shadow-same-files'): lambda r: r['ratio'] <= 1.1,
+    ('migrate-downtime', 'shadow-md-vs-floor'): lambda r: r['ratio'] <= 1.1,
+    ('migrate-downtime', 'shadow-md-direct-vs-floor'):
+        lambda r: r['ratio'] <= 1.1,
 }
 
 

@@ -18,12 +18,14 @@ import os
 import statistics
 import sys
 
-from benchlib import MiB, REPO, fresh_dir, make_image
+from benchlib import MiB, REPO, bench_seconds, fresh_dir, make_image
 
 sys.path.insert(0, os.path.join(REPO, 'build', 'src', 'qemu', 'python'))
 from qemu.machine import QEMUMachine  # noqa: E402
 
 QEMU_SYSTEM = os.path.join(REPO, 'build', 'qemu', 'qemu-system-x86_64')
+# The data the disk holds (the rest is a hole)
+DATA = 8 * MiB
 
 
 def event_time(ev):
@@ -31,32 +33,45 @@ def event_time(ev):
     return ts['seconds'] + ts['microseconds'] / 1e6
 
 
-def graph(vm, d, kind):
+def graph(vm, d, kind, direct=False):
     """The disk: a raw node over a.raw, or a shadow node over a.raw and
-    b.raw (with kind 'shadow-md', a metadata child too)"""
+    b.raw (with kind 'shadow-md', a metadata child too); with direct,
+    every file is opened with cache.direct=on.  'raw+files' and
+    'raw+files-md': the raw disk, and the shadow's other files opened by
+    nodes of their own that no device uses."""
+    cache = {'cache': {'direct': True}} if direct else {}
+
     def tier(name, path):
         return {'driver': 'raw', 'node-name': name,
-                'file': {'driver': 'file', 'filename': path}}
+                'file': {'driver': 'file', 'filename': path, **cache}}
 
-    if kind == 'raw':
+    if kind.startswith('raw'):
         vm.cmd('blockdev-add', tier('disk', os.path.join(d, 'a.raw')))
+        if kind.startswith('raw+files'):
+            vm.cmd('blockdev-add', tier('tb', os.path.join(d, 'b.raw')))
+        if kind == 'raw+files-md':
+            vm.cmd('blockdev-add', {'driver': 'file', 'node-name': 'md',
+                                    'filename': os.path.join(d, 'meta.raw'),
+                                    **cache})
     elif kind == 'qcow2':
         vm.cmd('blockdev-add', {'driver': 'qcow2', 'node-name': 'disk',
                                 'file': {'driver': 'file', 'filename':
-                                         os.path.join(d, 'a.qcow2')}})
+                                         os.path.join(d, 'a.qcow2'),
+                                         **cache}})
     else:
         opts = {'driver': 'shadow', 'node-name': 'disk',
                 'children': [tier('ta', os.path.join(d, 'a.raw')),
                              tier('tb', os.path.join(d, 'b.raw'))]}
         if kind == 'shadow-md':
-            vm.cmd('blockdev-add', driver='file', node_name='md',
-                   filename=os.path.join(d, 'meta.raw'))
+            vm.cmd('blockdev-add', {'driver': 'file', 'node-name': 'md',
+                                    'filename': os.path.join(d, 'meta.raw'),
+                                    **cache})
             opts['metadata'] = 'md'
         vm.cmd('blockdev-add', opts)
     vm.cmd('device_add', driver='virtio-blk-pci', drive='disk', id='vd0')
 
 
-def one_migration(d, kind):
+def one_migration(d, kind, direct=False):
     sock = os.path.join(d, 'mig.sock')
     vms = []
     try:
@@ -69,8 +84,15 @@ def one_migration(d, kind):
                              base_temp_dir=d)
             vm.launch()
             vms.append(vm)
-            graph(vm, d, kind)
+            graph(vm, d, kind, direct)
         src, dst = vms
+        if kind.startswith('raw+files') and not direct:
+            # The shadow's copy has read a.raw's data and written it to
+            # b.raw: its pages are in the host's cache, which activation
+            # drops.  The same pages cached here, as a guest's I/O would.
+            for name in ('a.raw', 'b.raw'):
+                with open(os.path.join(d, name), 'rb') as f:
+                    f.read(DATA)
         src.cmd('migrate', uri=f'unix:{sock}')
         stop = src.event_wait('STOP', timeout=60)
         resume = dst.event_wait('RESUME', timeout=60)
@@ -84,35 +106,88 @@ def one_migration(d, kind):
             vm.shutdown()
 
 
+def durable_marker_ms(path, meta_bytes, runs, cache):
+    """What a durable clean marker costs through QEMU's block layer on
+    @path's storage, the floor of any format that keeps its metadata on
+    disk: the source writes an 8 KiB header that must be durable (a write,
+    then a flush: file-posix has no FUA write in its thread pool; @cache:
+    the cache mode it writes with), the destination reads the header and
+    the maps (@meta_bytes) from the device (the page cache was dropped at
+    activation, or is not used).  Medians of @runs rounds, in ms."""
+    def per_op(args, count):
+        return bench_seconds(['-d', '1', '-c', str(count), '-f', 'raw',
+                              *args, path]) * 1000 / count
+    writes = [per_op(['-t', cache, '-w', '-s', '8192', '--flush-interval=1'],
+                     50) for _ in range(runs)]
+    reads = [per_op(['-t', 'none', '-s', str(meta_bytes)], 50)
+             for _ in range(runs)]
+    return statistics.median(writes), statistics.median(reads)
+
+
+# (case, baseline node, candidate node, files opened with cache.direct=on)
+# shadow and shadow-md against raw, with and without the host's page
+# cache, are the targets.  The rest show where the floor is:
+# - '-same-files': the raw VM also opens the shadow's other files.  With
+#   the page cache (QEMU's default), activating a node drops its file's
+#   cached pages (file-posix), so each file costs its own drop; with
+#   cache.direct=on, which libvirt requires for a live migration, none.
+# - '-vs-floor' (computed, below): that, plus a durable marker written
+#   by the source and read back by the destination, which any format
+#   that keeps metadata on disk needs.
+# - '-vs-qcow2': QEMU's own format with on-disk metadata, which also
+#   reads it when the destination activates.
+CASES = (('shadow', 'raw', 'shadow', False),
+         ('shadow-md', 'raw', 'shadow-md', False),
+         ('shadow-direct', 'raw', 'shadow', True),
+         ('shadow-md-direct', 'raw', 'shadow-md', True),
+         ('shadow-same-files', 'raw+files', 'shadow', False),
+         ('shadow-md-same-files', 'raw+files-md', 'shadow-md', False),
+         ('shadow-md-vs-qcow2', 'qcow2', 'shadow-md', False))
+
+
 def bench_migrate_downtime(quick, runs):
     """Guest-visible downtime, shadow node / raw node, medians (ms)"""
     d = fresh_dir('migrate')
     for name in ('a.raw', 'b.raw'):
-        make_image(os.path.join(d, name), 256 * MiB, [(0, 8 * MiB)])
-    make_image(os.path.join(d, 'a.qcow2'), 256 * MiB, [(0, 8 * MiB)],
+        make_image(os.path.join(d, name), 256 * MiB, [(0, DATA)])
+    make_image(os.path.join(d, 'a.qcow2'), 256 * MiB, [(0, DATA)],
                fmt='qcow2')
     results = {}
-    # shadow and shadow-md against raw (the target); for scale, shadow-md
-    # against QEMU's own format with on-disk metadata, which like it writes
-    # a clean header when the source inactivates and reads its metadata
-    # when the destination activates
-    for kind, base_kind in (('shadow', 'raw'), ('shadow-md', 'raw'),
-                            ('shadow-md-vs-qcow2', 'qcow2')):
+    for case, base_kind, kind, direct in CASES:
         base, cand, base_q, cand_q = [], [], [], []
         for _ in range(runs):
             make_image(os.path.join(d, 'meta.raw'), 0)
-            r = one_migration(d, base_kind)
+            r = one_migration(d, base_kind, direct)
             base.append(r['guest'])
             base_q.append(r['qemu'])
-            r = one_migration(d, kind.replace('-vs-qcow2', ''))
+            r = one_migration(d, kind, direct)
             cand.append(r['guest'])
             cand_q.append(r['qemu'])
         mb, mc = statistics.median(base), statistics.median(cand)
-        results[kind] = {'baseline': mb, 'candidate': mc,
+        results[case] = {'baseline': mb, 'candidate': mc,
                          # a time: lower is better; ratio shadow / baseline
                          'ratio': mc / mb, 'baseline-node': base_kind,
+                         'cache-direct': direct,
                          'baseline_runs': base, 'candidate_runs': cand,
                          'qemu-downtime-ms': {
                              'baseline': statistics.median(base_q),
                              'candidate': statistics.median(cand_q)}}
+    # The floor of any on-disk metadata: the downtime with the same files
+    # open, plus a durable marker written by the source and read by the
+    # destination
+    meta_bytes = os.path.getsize(os.path.join(d, 'meta.raw'))
+    for case, base, cache in (
+            ('shadow-md-direct-vs-floor', 'shadow-md-direct', 'none'),
+            ('shadow-md-vs-floor', 'shadow-md-same-files', 'writeback')):
+        write_ms, read_ms = durable_marker_ms(os.path.join(d, 'b.raw'),
+                                              meta_bytes, 3 if quick else 7,
+                                              cache)
+        floor = results[base]['baseline'] + write_ms + read_ms
+        cand = results[base]['candidate']
+        results[case] = {'baseline': floor, 'candidate': cand,
+                         'ratio': cand / floor,
+                         'baseline-node': results[base]['baseline-node'] +
+                         ' + durable marker',
+                         'marker-write-ms': write_ms,
+                         'marker-read-ms': read_ms}
     return results
