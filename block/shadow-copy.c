@@ -386,14 +386,47 @@ shadow_copy_range(BDRVShadowState *s, ShadowChild *src, void *buf,
     return 0;
 }
 
-/* The worker stops: counted out under the lock, so no kick is missed */
+/*
+ * The worker stops: counted out under the lock, so no kick is missed.
+ * @failed: on an error of the active child, which the copy cannot go
+ * around; shadow_copy_retry() tries again later.
+ */
 static int shadow_copy_stop(BDRVShadowState *s, int index, bool failed)
 {
     qemu_spin_lock(&s->lock);
     s->copy_workers &= ~(1u << index);
-    s->copy_failed |= failed;
+    if (failed && !s->copy_failed) {
+        s->copy_failed = true;
+        s->copy_retry_delay_ns = s->copy_retry_delay_ns ?
+            MIN(2 * s->copy_retry_delay_ns, SHADOW_COPY_RETRY_MAX_NS) :
+            SHADOW_COPY_RETRY_NS;
+        s->copy_retry_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME) +
+                           s->copy_retry_delay_ns;
+    }
     qemu_spin_unlock(&s->lock);
     return 0;
+}
+
+/*
+ * From the periodic timer, on a writable node outside drained sections:
+ * a copy the active child stopped starts again once its delay is over.
+ * An active child that still fails stops it again, for twice as long;
+ * one that reads makes the next stop wait the first delay again.
+ */
+void shadow_copy_retry(BDRVShadowState *s, int64_t now)
+{
+    bool retry;
+
+    qemu_spin_lock(&s->lock);
+    retry = s->copy_failed && now >= s->copy_retry_ns;
+    if (retry) {
+        s->copy_failed = false;
+    }
+    qemu_spin_unlock(&s->lock);
+    if (retry) {
+        trace_shadow_copy_retry(s, s->copy_retry_delay_ns);
+        shadow_copy_kick(s);
+    }
 }
 
 /*
@@ -491,6 +524,10 @@ shadow_copy_step(BDRVShadowState *s, int index, void *buf,
     }
     qemu_spin_lock(&s->lock);
     hbitmap_reset(s->copying, chunk, nb);
+    if (ret >= 0 && src == s->active) {
+        /* The active child reads again: a later stop starts over */
+        s->copy_retry_delay_ns = 0;
+    }
     qemu_spin_unlock(&s->lock);
     shadow_range_unlock(s, &req);
 
@@ -501,16 +538,16 @@ shadow_copy_step(BDRVShadowState *s, int index, void *buf,
     }
     if (ret < 0) {
         warn_report("shadow: node '%s': reading the active child '%s' for "
-                    "the background copy failed: %s; the copy stops until "
-                    "the next reopen", bdrv_get_node_name(s->bs),
+                    "the background copy failed: %s; the copy stops, and "
+                    "starts again later or at the next reopen", bdrv_get_node_name(s->bs),
                     shadow_child_name(s->active), strerror(-ret));
         return shadow_copy_stop(s, index, true);
     }
     for (i = 0; i < nb_targets; i++) {
         if (target_ret[i] < 0 && targets[i] == s->active) {
             warn_report("shadow: node '%s': copying up to the active child "
-                        "'%s' failed: %s; the copy stops until the next "
-                        "reopen", bdrv_get_node_name(s->bs),
+                        "'%s' failed: %s; the copy stops, and starts again "
+                        "later or at the next reopen", bdrv_get_node_name(s->bs),
                         shadow_child_name(targets[i]),
                         strerror(-target_ret[i]));
             return shadow_copy_stop(s, index, true);

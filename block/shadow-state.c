@@ -827,6 +827,7 @@ void shadow_state_retry_degraded(BDRVShadowState *s)
         s->children[i]->degraded = false;
     }
     s->copy_failed = false;
+    s->copy_retry_delay_ns = 0;
     s->meta.failed = false;
     qemu_spin_unlock(&s->lock);
 }
@@ -2461,6 +2462,7 @@ static void shadow_meta_timer_cb(void *opaque)
                                  SHADOW_META_COMMIT_NS);
         return;
     }
+    shadow_copy_retry(s, qemu_clock_get_ns(QEMU_CLOCK_REALTIME));
     bdrv_inc_in_flight(s->bs);
     aio_co_enter(bdrv_get_aio_context(s->bs),
                  qemu_coroutine_create(shadow_periodic_entry, s));

@@ -82,6 +82,9 @@
 #define SHADOW_META_UNIT_CHUNKS   (SHADOW_META_UNIT_PAYLOAD * 8)
 /* A periodic commit bounds the copy work a crash loses */
 #define SHADOW_META_COMMIT_NS     (5 * NANOSECONDS_PER_SECOND)
+/* A copy stopped by the active child is retried after this, then longer */
+#define SHADOW_COPY_RETRY_NS      (5 * NANOSECONDS_PER_SECOND)
+#define SHADOW_COPY_RETRY_MAX_NS  (320 * NANOSECONDS_PER_SECOND)
 
 /* What a request to a child does, for routing, accounting and events */
 typedef enum ShadowWriteKind {
@@ -339,7 +342,14 @@ typedef struct BDRVShadowState {
     /* Background copy: running workers (a bit each), what they copy, pacing */
     unsigned copy_workers;
     QLIST_HEAD(, ShadowCopyWorker) copy_worker_list;
+    /*
+     * The copy stopped on an error of the active child.  The periodic
+     * timer retries it from @copy_retry_ns on (shadow_copy_retry()); the
+     * delay doubles while the retries fail, up to SHADOW_COPY_RETRY_MAX_NS.
+     */
     bool copy_failed;
+    int64_t copy_retry_ns;
+    int64_t copy_retry_delay_ns;
     int64_t copy_cursor;
     int64_t hydrate_cursor;
     int64_t copy_region;        /* hot region being copied, or -1 */
@@ -572,6 +582,7 @@ int64_t shadow_heat_pop(ShadowHeat *h, bool urgent_only,
 
 /* shadow-copy.c */
 void shadow_copy_kick(BDRVShadowState *s);
+void shadow_copy_retry(BDRVShadowState *s, int64_t now);
 bool shadow_copy_enabled(BDRVShadowState *s);
 bool shadow_copy_may_run(BDRVShadowState *s);
 void shadow_copy_wake(BDRVShadowState *s);
