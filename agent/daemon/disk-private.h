@@ -47,6 +47,10 @@ struct _ShdDisk {
   gboolean nodes_in_flight;
   double nodes_t;               /* policy time of the last read; -inf */
   gboolean release_in_flight;
+  /* a degraded child is retried by a reopen at repair_t (policy time; 0:
+   * none degraded), repair_delay_s after the previous one */
+  double repair_t;
+  double repair_delay_s;
 };
 
 double shd_disk_policy_now (ShdDisk *disk);

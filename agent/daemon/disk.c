@@ -306,6 +306,47 @@ warm_from_history (ShdDisk *disk)
   warm_buckets (disk);
 }
 
+#define REPAIR_FIRST_S 30        /* a degraded child is retried after this */
+#define REPAIR_MAX_S 960        /* and then after twice as long, up to this */
+
+/* The driver takes a degraded child back only at a reopen, which retries
+ * it (docs/shadow-driver.md); nothing else would reopen the node while the
+ * disk stays where it is.  So a reopen with the node's options as they
+ * are, REPAIR_FIRST_S after a child degraded, then twice as long each time
+ * one is still degraded.  A child that fails again only degrades again. */
+static void
+repair_degraded (ShdDisk *disk, const ShdShadowRates *rates, gboolean dry_run)
+{
+  const char *degraded = NULL;
+  double now = policy_now (disk);
+
+  for (guint i = 0; i < rates->children->len && !degraded; i++) {
+    const ShdChildRates *cr = rates->children->pdata[i];
+
+    if (g_strcmp0 (cr->state, "degraded") == 0)
+      degraded = cr->node_name;
+  }
+  if (degraded == NULL) {
+    disk->repair_t = 0;
+    disk->repair_delay_s = 0;
+    return;
+  }
+  if (disk->repair_t == 0) {
+    disk->repair_delay_s = REPAIR_FIRST_S;
+    disk->repair_t = now + disk->repair_delay_s;
+    return;
+  }
+  if (now < disk->repair_t || dry_run || disk->reopen_in_flight)
+    return;
+  disk->repair_delay_s = MIN (2 * disk->repair_delay_s, REPAIR_MAX_S);
+  disk->repair_t = now + disk->repair_delay_s;
+  shd_log (G_LOG_LEVEL_MESSAGE, disk->cfg->name, "repair",
+           "%s: child %s is degraded: reopening %s to retry it (again in %.0f s "
+           "if it still is)", disk->cfg->name, degraded, disk->cfg->node,
+           disk->repair_delay_s);
+  reopen (disk, rates->active, disk->write_sync_raised, FALSE);
+}
+
 static void
 on_stats (GObject *src, GAsyncResult *res, gpointer data)
 {
@@ -398,6 +439,7 @@ on_stats (GObject *src, GAsyncResult *res, gpointer data)
     }
   }
   record (disk, d, wall_ms);
+  repair_degraded (disk, rates, d->dry_run);
 
   if (disk->history) {
     ShdHistorySample hs = {

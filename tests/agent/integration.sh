@@ -78,6 +78,11 @@ head -c 64M /dev/urandom > "$dir/a.img"
 
 start_qsd() {    # start_qsd [CHILDREN-JSON [CHUNK-SIZE]]: the shadow node's initial children
     local children=${1:-'["tier-a","tier-b"]'} chunk=${2:-65536}
+    local tier_b=(--blockdev raw,node-name=tier-b,file=fb)
+    if [ -n "${FAIL_TIER_B:-}" ]; then   # tier-b fails its first write
+        tier_b=(--blockdev raw,node-name=rb,file=fb
+                --blockdev '{"driver":"blkdebug","node-name":"tier-b","image":"rb","inject-error":[{"event":"none","iotype":"write","errno":5,"once":true}]}')
+    fi
     "$qsd" \
         --object throttle-group,id=slow,x-iops-total=200,x-bps-total=20971520 \
         --chardev socket,id=m,path="$dir/qmp.sock",server=on,wait=off --monitor m \
@@ -85,7 +90,7 @@ start_qsd() {    # start_qsd [CHILDREN-JSON [CHUNK-SIZE]]: the shadow node's ini
         --blockdev raw,node-name=ra,file=fa \
         --blockdev throttle,node-name=tier-a,throttle-group=slow,file=ra \
         --blockdev file,node-name=fb,filename="$dir/b.img" \
-        --blockdev raw,node-name=tier-b,file=fb \
+        "${tier_b[@]}" \
         --blockdev '{"driver":"shadow","node-name":"sh0","children":'"$children"',"active-child":"tier-a","chunk-size":'"$chunk"',"write-mode":"sync","prewarm":"sequential"}' \
         --nbd-server addr.type=unix,addr.path="$dir/nbd.sock" \
         --export nbd,id=e0,node-name=sh0,writable=on >> "$dir/qsd.log" 2>&1 &
@@ -301,6 +306,27 @@ prewarm)
     wait_synced
     compare_images
     echo "RESULT prewarm: added and synced in ${pw} s under low load; then up ${up} s, back ${back} s"
+    ;;
+repair)
+    # tier-b fails its first write: the copy degrades it, and only a
+    # reopen takes it back.  shadowd reopens the node 30 s after it saw
+    # the child degraded (REPAIR_FIRST_S); the copy then completes.
+    FAIL_TIER_B=1 start_qsd
+    start_agent
+    wait_for 10 "d[0]['connected'] and d[0]['samples'] > 0" || fail "shadowd did not connect"
+    wait_for 15 "[t['state'] for t in d[0]['tiers']] == ['active', 'degraded']" ||
+        fail "tier-b did not degrade on its failed write"
+    t_deg=$(now)
+    wait_for 60 "[t['state'] for t in d[0]['tiers']] == ['active', 'synced']" ||
+        fail "tier-b not repaired within 60 s of degrading"
+    rep=$("$py" -c "print('%.1f' % ($(now) - $t_deg))")
+    grep -q "child tier-b is degraded: reopening sh0 to retry it" "$dir/shadowd.log" ||
+        fail "the repair is not in shadowd's log"
+    "$py" -c "import sys; sys.exit(0 if $rep >= 20 else 1)" ||
+        fail "repaired after $rep s, before the first retry is due (30 s)"
+    log "tier-b repaired ${rep} s after it degraded"
+    compare_images
+    echo "RESULT repair: tier-b degraded on a write, taken back by shadowd's reopen ${rep} s later"
     ;;
 restart)
     start_qsd
