@@ -47,6 +47,10 @@ struct _ShdDisk {
   gboolean nodes_in_flight;
   double nodes_t;               /* policy time of the last read; -inf */
   gboolean release_in_flight;
+  /* a released tier's image was emptied where QEMU cannot say what it
+   * allocates (rbd): charged 0 until its child is added again */
+  gboolean emptied[SHD_POLICY_MAX_TIERS];
+  gboolean alloc_unknown_logged[SHD_POLICY_MAX_TIERS];
   /* a degraded child is retried by a reopen at repair_t (policy time; 0:
    * none degraded), repair_delay_s after the previous one */
   double repair_t;

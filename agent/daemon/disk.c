@@ -494,6 +494,9 @@ on_timer (gpointer data)
 
 /* What each tier's image has allocated: the tier's node's actual-size
  * (through filters, QEMU reports its file's); 0 when the node is gone.
+ * Where QEMU does not know it (rbd), the node's whole size, which bounds
+ * it from above: a cost is never under-counted; 0 once a release emptied
+ * the image, while the tier's child stays out of the node.
  * Into the policy's cost at the next step, and into the history. */
 static void
 note_allocation (ShdDisk *disk, JsonNode *nodes)
@@ -506,6 +509,20 @@ note_allocation (ShdDisk *disk, JsonNode *nodes)
     gint64 a = shd_block_nodes_allocated (nodes, pc->tiers[i].child);
     g_autoptr (GError) error = NULL;
 
+    for (guint j = 0; j < disk->children->len; j++)
+      if (strcmp (disk->children->pdata[j], pc->tiers[i].child) == 0)
+        disk->emptied[i] = FALSE;       /* in the node: it holds a copy again */
+    if (a == SHD_BLOCK_ALLOCATED_UNKNOWN && disk->emptied[i]) {
+      a = 0;
+    } else if (a == SHD_BLOCK_ALLOCATED_UNKNOWN) {
+      a = shd_block_nodes_virtual_size (nodes, pc->tiers[i].child);
+      if (!disk->alloc_unknown_logged[i])
+        shd_log (G_LOG_LEVEL_MESSAGE, disk->cfg->name, "allocation",
+                 "%s: QEMU does not say what %s (tier %s) allocates: it is charged "
+                 "at its whole size, %.1f MiB", disk->cfg->name, pc->tiers[i].child,
+                 pc->tiers[i].tier, a / 1048576.0);
+      disk->alloc_unknown_logged[i] = TRUE;
+    }
     disk->alloc[i] = a < 0 ? 0 : (double) a;
     if (disk->history &&
         !shd_history_add_tier_sample (disk->history, disk->cfg->name, wall_ms,

@@ -10,7 +10,10 @@
  *  3. with release = discard: query-named-block-nodes and the graph again
  *     say which file is under the tier's node, and when holes there zero
  *     exactly its data (blockgraph.h); discard.c punches them in a thread.
- *     Nothing writes the file any more: the child left the node.
+ *     Nothing writes the file any more: the child left the node.  An rbd
+ *     image instead (shadowd has no librbd) is emptied through QEMU:
+ *     block_resize of the tier's node to 0, which frees its objects, and
+ *     back to its size.
  *
  * The tier's node stays in QEMU, so adding the child again (the next
  * pre-warm) needs nothing but x-blockdev-change; the copy starts over. */
@@ -28,6 +31,7 @@ typedef struct {
   int tier;
   char *child;                  /* the tier's node */
   JsonNode *graph;
+  gint64 size;                  /* the tier's node's, while an rbd image is emptied */
 } ReleaseCtx;
 
 static void
@@ -88,6 +92,63 @@ on_discarded (GObject *src, GAsyncResult *res, gpointer data)
 }
 
 static void
+resize (ReleaseCtx *ctx, gint64 size, GAsyncReadyCallback done_cb)
+{
+  JsonObject *args = json_object_new ();
+  ShdDisk *disk = ctx->disk;
+
+  json_object_set_string_member (args, "node-name", ctx->child);
+  json_object_set_int_member (args, "size", size);
+  shd_qmp_execute_async (disk->qmp, "block_resize", args, 0, disk->cancel, done_cb, ctx);
+  json_object_unref (args);
+}
+
+static void
+on_rbd_regrown (GObject *src, GAsyncResult *res, gpointer data)
+{
+  g_autoptr (ReleaseCtx) ctx = data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (JsonNode) ret = shd_qmp_execute_finish (SHD_QMP (src), res, &error);
+
+  if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    return;
+  if (ret == NULL) {
+    /* Adding the child again is refused until it has the disk's size */
+    shd_log (G_LOG_LEVEL_CRITICAL, ctx->disk->cfg->name, "discard-failed",
+             "%s: %s's rbd image was emptied, but growing %s back to %" G_GINT64_FORMAT
+             " bytes failed: %s; the tier cannot be added again until it is resized",
+             ctx->disk->cfg->name, tier_name (ctx), ctx->child, ctx->size, error->message);
+  } else {
+    ctx->disk->emptied[ctx->tier] = TRUE;
+    shd_log (G_LOG_LEVEL_MESSAGE, ctx->disk->cfg->name, "discarded",
+             "%s: %s's rbd image gave back its space (%s resized to 0 and back to %.1f MiB)",
+             ctx->disk->cfg->name, tier_name (ctx), ctx->child, ctx->size / 1048576.0);
+  }
+  done (ctx);
+}
+
+static void
+on_rbd_shrunk (GObject *src, GAsyncResult *res, gpointer data)
+{
+  g_autoptr (ReleaseCtx) ctx = data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (JsonNode) ret = shd_qmp_execute_finish (SHD_QMP (src), res, &error);
+  gint64 size;
+
+  if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    return;
+  if (ret == NULL) {
+    shd_log (G_LOG_LEVEL_WARNING, ctx->disk->cfg->name, "discard-failed",
+             "%s: %s's child is out of the node, but its rbd image was not emptied: %s",
+             ctx->disk->cfg->name, tier_name (ctx), error->message);
+    done (ctx);
+    return;
+  }
+  size = ctx->size;
+  resize (g_steal_pointer (&ctx), size, on_rbd_regrown);
+}
+
+static void
 on_nodes (GObject *src, GAsyncResult *res, gpointer data)
 {
   g_autoptr (ReleaseCtx) ctx = data;
@@ -108,6 +169,14 @@ on_nodes (GObject *src, GAsyncResult *res, gpointer data)
   }
   file = shd_block_graph_file_under (ctx->graph, nodes, ctx->child, &why);
   if (file == NULL) {
+    g_autofree char *why_rbd = NULL;
+    g_autofree char *rbd = shd_block_graph_rbd_under (ctx->graph, nodes, ctx->child, &why_rbd);
+
+    ctx->size = shd_block_nodes_virtual_size (nodes, ctx->child);
+    if (rbd != NULL && ctx->size > 0) {
+      resize (g_steal_pointer (&ctx), 0, on_rbd_shrunk);
+      return;
+    }
     shd_log (G_LOG_LEVEL_WARNING, ctx->disk->cfg->name, "discard-skipped",
              "%s: %s's child is out of the node; its space stays: %s", ctx->disk->cfg->name,
              tier_name (ctx), why);

@@ -81,6 +81,14 @@ named_node (JsonNode *nodes, const char *name)
   return NULL;
 }
 
+static gint64
+virtual_size (JsonObject *n)
+{
+  JsonObject *img = json_object_get_object_member (n, "image");
+
+  return img ? json_object_get_int_member_with_default (img, "virtual-size", -1) : -1;
+}
+
 gint64
 shd_block_nodes_allocated (JsonNode *nodes, const char *node)
 {
@@ -90,23 +98,28 @@ shd_block_nodes_allocated (JsonNode *nodes, const char *node)
     return -1;
   img = json_object_get_object_member (n, "image");
   if (img == NULL || !json_object_has_member (img, "actual-size"))
-    return 0;
+    return SHD_BLOCK_ALLOCATED_UNKNOWN;
   return json_object_get_int_member (img, "actual-size");
 }
 
-static gint64
-virtual_size (JsonObject *n)
+gint64
+shd_block_nodes_virtual_size (JsonNode *nodes, const char *node)
 {
-  JsonObject *img = json_object_get_object_member (n, "image");
+  JsonObject *n = named_node (nodes, node);
 
-  return img ? json_object_get_int_member_with_default (img, "virtual-size", -1) : -1;
+  return n ? virtual_size (n) : -1;
 }
 
-char *
-shd_block_graph_file_under (JsonNode *graph_node, JsonNode *nodes, const char *node,
-                            char **why)
+/* The protocol node under `node` (driver file or rbd): reached by
+ * following each node's only child, through filters and a raw format node
+ * that maps the whole of it; its name in *proto.  NULL with *why when it
+ * is not so. */
+static JsonObject *
+storage_under (JsonNode *graph_node, JsonNode *nodes, const char *node, const char **proto,
+               char **why)
 {
   static const char *const filters[] = { "throttle", "copy-on-read", "preallocate", NULL };
+  static const char *const protocols[] = { "file", "rbd", NULL };
   JsonObject *graph = graph_object (graph_node);
   JsonArray *edges;
   const char *name = node;
@@ -129,22 +142,17 @@ shd_block_graph_file_under (JsonNode *graph_node, JsonNode *nodes, const char *n
     drv = json_object_get_string_member_with_default (n, "drv", "?");
     if (tier_size < 0)
       tier_size = virtual_size (n);
-    if (strcmp (drv, "file") == 0) {
-      const char *file = json_object_get_string_member_with_default (n, "file", NULL);
-
-      if (file == NULL || !g_path_is_absolute (file)) {
-        *why = g_strdup_printf ("node %s has no file name", name);
-        return NULL;
-      }
+    if (g_strv_contains (protocols, drv)) {
       if (virtual_size (n) != tier_size) {
-        *why = g_strdup_printf ("%s is larger than the tier's node %s: a raw node with an "
-                                "offset or a size", file, node);
+        *why = g_strdup_printf ("node %s is larger than the tier's node %s: a raw node with "
+                                "an offset or a size", name, node);
         return NULL;
       }
-      return g_strdup (file);
+      *proto = name;
+      return n;
     }
     if (strcmp (drv, "raw") != 0 && !g_strv_contains (filters, drv)) {
-      *why = g_strdup_printf ("node %s is a %s node: holes in its file would destroy it",
+      *why = g_strdup_printf ("node %s is a %s node: emptying its storage would destroy it",
                               name, drv);
       return NULL;
     }
@@ -164,4 +172,40 @@ shd_block_graph_file_under (JsonNode *graph_node, JsonNode *nodes, const char *n
   }
   *why = g_strdup_printf ("the chain under %s is too deep", node);
   return NULL;
+}
+
+char *
+shd_block_graph_file_under (JsonNode *graph, JsonNode *nodes, const char *node, char **why)
+{
+  const char *proto = NULL;
+  JsonObject *n = storage_under (graph, nodes, node, &proto, why);
+  const char *file;
+
+  if (n == NULL)
+    return NULL;
+  if (strcmp (json_object_get_string_member_with_default (n, "drv", "?"), "file") != 0) {
+    *why = g_strdup_printf ("node %s is not a file", proto);
+    return NULL;
+  }
+  file = json_object_get_string_member_with_default (n, "file", NULL);
+  if (file == NULL || !g_path_is_absolute (file)) {
+    *why = g_strdup_printf ("node %s has no file name", proto);
+    return NULL;
+  }
+  return g_strdup (file);
+}
+
+char *
+shd_block_graph_rbd_under (JsonNode *graph, JsonNode *nodes, const char *node, char **why)
+{
+  const char *proto = NULL;
+  JsonObject *n = storage_under (graph, nodes, node, &proto, why);
+
+  if (n == NULL)
+    return NULL;
+  if (strcmp (json_object_get_string_member_with_default (n, "drv", "?"), "rbd") != 0) {
+    *why = g_strdup_printf ("node %s is not an rbd image", proto);
+    return NULL;
+  }
+  return g_strdup (proto);
 }

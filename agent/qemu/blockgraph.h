@@ -1,8 +1,8 @@
 /* What the agent reads from QEMU's block graph to release a tier: the
  * name under which a child hangs from the shadow node (x-blockdev-change
  * removes a child by that name, children.N, which changes when a child is
- * added again), and the image file under a tier's node, when giving its
- * space back is safe.
+ * added again), and the image file (or rbd image) under a tier's node,
+ * when giving its space back is safe.
  *
  * Pure parsing of the replies of x-debug-query-block-graph and
  * query-named-block-nodes {"flat": true}. */
@@ -26,8 +26,17 @@ char *shd_block_graph_child_name (JsonNode *graph, const char *parent, const cha
 char *shd_block_graph_file_under (JsonNode *graph, JsonNode *nodes, const char *node,
                                   char **why);
 
+/* The rbd node under `node`, as shd_block_graph_file_under() finds a
+ * file: resizing `node` to 0 and back empties exactly the tier's image. */
+char *shd_block_graph_rbd_under (JsonNode *graph, JsonNode *nodes, const char *node,
+                                 char **why);
+
 /* A node's image actual-size (bytes allocated on the host) from a
- * query-named-block-nodes reply: -1 when the node is not there. */
+ * query-named-block-nodes reply: -1 when the node is not there,
+ * SHD_BLOCK_ALLOCATED_UNKNOWN when QEMU does not know it (rbd). */
+#define SHD_BLOCK_ALLOCATED_UNKNOWN ((gint64) -2)
 gint64 shd_block_nodes_allocated (JsonNode *nodes, const char *node);
+/* A node's virtual size: -1 when the node is not there. */
+gint64 shd_block_nodes_virtual_size (JsonNode *nodes, const char *node);
 
 G_END_DECLS

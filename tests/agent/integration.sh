@@ -23,10 +23,24 @@
 #            shadowd adds and warms tier-b and switches to it, ahead of
 #            the load; after it switches back and releases tier-b (child
 #            removed, its image's blocks given back)
+#   lifecycle-rbd  the same with tier-b an RBD image in a throwaway Ceph
+#            cluster (tests/ceph/ceph_fixture.py, started here): the
+#            image is charged at its whole size while it holds a copy
+#            (QEMU does not say what an rbd image allocates), emptied at
+#            each release (block_resize to 0 and back) and charged 0 then
 #
 # Exits 77 (skip) when build/qemu, fio with the nbd engine or python3 is
-# missing.  Every process it starts is stopped on exit, whatever happens.
+# missing (lifecycle-rbd: or the Ceph programs).  Every process it starts
+# is stopped on exit, whatever happens.
 set -uo pipefail
+
+if [ "${1:-}" = lifecycle-rbd ] && [ -z "${SHADOW_CEPH_DIR:-}" ]; then
+    # Again, inside a cluster of one pool, ssd, that lives as long as it
+    for b in ceph-mon ceph-osd ceph rbd; do
+        command -v "$b" > /dev/null || { echo "SKIP: $b is not installed"; exit 77; }
+    done
+    exec python3 "$(dirname "$0")/../ceph/ceph_fixture.py" run --pools ssd -- "$0" "$@"
+fi
 
 scenario=${1:?scenario}
 shadowd=${2:?shadowd}
@@ -82,6 +96,9 @@ start_qsd() {    # start_qsd [CHILDREN-JSON [CHUNK-SIZE]]: the shadow node's ini
     if [ -n "${FAIL_TIER_B:-}" ]; then   # tier-b fails its first write
         tier_b=(--blockdev raw,node-name=rb,file=fb
                 --blockdev '{"driver":"blkdebug","node-name":"tier-b","image":"rb","inject-error":[{"event":"none","iotype":"write","errno":5,"once":true}]}')
+    elif [ -n "${RBD_TIER_B:-}" ]; then  # tier-b is the rbd image ssd/tier-b
+        tier_b=(--blockdev '{"driver":"rbd","node-name":"rbdb","pool":"ssd","image":"tier-b","conf":"'"$CEPH_CONF"'","user":"admin","cache":{"direct":true}}'
+                --blockdev raw,node-name=tier-b,file=rbdb)
     fi
     "$qsd" \
         --object throttle-group,id=slow,x-iops-total=200,x-bps-total=20971520 \
@@ -366,8 +383,14 @@ restart)
     compare_images
     echo "RESULT restart: reconnected in ${reconnect} s; then up ${up} s, back ${back} s; history kept ${old} samples"
     ;;
-lifecycle)
+lifecycle|lifecycle-rbd)
     DAY=50 SPIKE_AT=22 SPIKE_LEN=8
+    if [ "$scenario" = lifecycle-rbd ]; then
+        RBD_TIER_B=1
+        rbd create --size 64M --image-feature layering ssd/tier-b ||
+            fail "cannot create the rbd image ssd/tier-b"
+        log "ceph fixture up in ${SHADOW_CEPH_STARTUP_S:-?} s; image ssd/tier-b created"
+    fi
     start_qsd '["tier-a"]'
     # a day of 50 s and buckets of 1 s: the compression is configuration
     "$py" - "$dir/shadowd.conf" "$DAY" << 'PY'
@@ -432,6 +455,29 @@ print(s)")
         rel=$(ctl history vm1 --decisions --since 5m --json |
               json "min([e['time'] for e in d if e['kind'] == 'release' and e['to'] == 'fast' and e['time'] > $t_spike] or [0])")
         [ "$rel" != 0 ] || fail "spike $k: no release decision for fast"
+        if [ -n "${RBD_TIER_B:-}" ]; then
+            # charged at its whole size while it held a copy; emptied and
+            # charged 0 once released
+            ctl history vm1 --tiers --since 5m --json > "$dir/tiers.json" ||
+                fail "shadowctl history --tiers failed"
+            held=$(json "int(max([e['allocated-bytes'] for e in d if e['tier'] == 'fast'] or [0]))" < "$dir/tiers.json")
+            [ "$held" = 67108864 ] ||
+                fail "spike $k: the rbd tier was charged $held bytes while it held a copy, not its size"
+            for _ in $(seq 20); do
+                [ "$(grep -c "fast's rbd image gave back its space" "$dir/shadowd.log")" -ge "$k" ] && break
+                sleep 0.5
+            done
+            [ "$(grep -c "fast's rbd image gave back its space" "$dir/shadowd.log")" -ge "$k" ] ||
+                fail "spike $k: the rbd image was not emptied: $(grep "fast's" "$dir/shadowd.log" | tail -1)"
+            used=$(rbd du --format json ssd/tier-b | json "d['images'][0]['used_size']")
+            [ "$used" = 0 ] || fail "spike $k: the released rbd image still uses $used bytes"
+            wait_for 10 "d[0]['tiers'][1]['allocated-bytes'] == 0" ||
+                fail "spike $k: the emptied rbd tier is still charged"
+            log "spike $k: released $("$py" -c "print('%.1f' % ($rel - $t_spike))") s after the onset; rbd image emptied (rbd du: $used bytes), charged $held bytes while held"
+            leads+=("$lead")
+            releases=$((releases + 1))
+            continue
+        fi
         # its image's blocks given back (the log says what stat saw)
         for _ in $(seq 20); do
             [ "$(grep -c "fast's image gave back 64.0 MiB" "$dir/shadowd.log")" -ge "$k" ] && break
@@ -445,7 +491,7 @@ print(s)")
     done
     viol=$(status "'%.0f' % d[0]['cost']['violation-s']")
     cost=$(status "'%.6f' % d[0]['cost']['total']")
-    echo "RESULT lifecycle: switches ahead by ${leads[*]} s; $releases releases; $viol s over the SLO; cost $cost"
+    echo "RESULT $scenario: switches ahead by ${leads[*]} s; $releases releases; $viol s over the SLO; cost $cost"
     ;;
 *)
     echo "unknown scenario $scenario" >&2

@@ -1,6 +1,7 @@
 /* Reading QEMU's block graph for releasing a tier, on replies recorded
  * from qemu-storage-daemon 10.0 with a shadow node over a throttled raw
- * file, a plain file and a qcow2 image. */
+ * file, a plain file and a qcow2 image, and an rbd image under a raw node
+ * and alone. */
 #include "blockgraph.h"
 
 #include <string.h>
@@ -12,12 +13,16 @@ static const char graph_json[] =
   " {\"id\": 3, \"name\": \"tier-b\", \"type\": \"block-driver\"},"
   " {\"id\": 2, \"name\": \"tier-a\", \"type\": \"block-driver\"},"
   " {\"id\": 7, \"name\": \"ra\", \"type\": \"block-driver\"},"
-  " {\"id\": 1, \"name\": \"a-file\", \"type\": \"block-driver\"}],"
+  " {\"id\": 1, \"name\": \"a-file\", \"type\": \"block-driver\"},"
+  " {\"id\": 8, \"name\": \"tier-d\", \"type\": \"block-driver\"},"
+  " {\"id\": 9, \"name\": \"rd\", \"type\": \"block-driver\"},"
+  " {\"id\": 10, \"name\": \"tier-e\", \"type\": \"block-driver\"}],"
   " \"edges\": [{\"parent\": 6, \"child\": 2, \"name\": \"children.0\", \"perm\": [], \"shared-perm\": []},"
   " {\"parent\": 6, \"child\": 3, \"name\": \"children.2\", \"perm\": [], \"shared-perm\": []},"
   " {\"parent\": 2, \"child\": 7, \"name\": \"file\", \"perm\": [], \"shared-perm\": []},"
   " {\"parent\": 7, \"child\": 1, \"name\": \"file\", \"perm\": [], \"shared-perm\": []},"
-  " {\"parent\": 5, \"child\": 4, \"name\": \"file\", \"perm\": [], \"shared-perm\": []}]}";
+  " {\"parent\": 5, \"child\": 4, \"name\": \"file\", \"perm\": [], \"shared-perm\": []},"
+  " {\"parent\": 8, \"child\": 9, \"name\": \"file\", \"perm\": [], \"shared-perm\": []}]}";
 
 static const char nodes_json[] =
   "[{\"node-name\": \"sh0\", \"drv\": \"shadow\", \"file\": \"json:{}\","
@@ -29,11 +34,17 @@ static const char nodes_json[] =
   " {\"node-name\": \"a-file\", \"drv\": \"file\", \"file\": \"/srv/a.img\","
   "  \"image\": {\"virtual-size\": 67108864, \"actual-size\": 33554432}},"
   " {\"node-name\": \"tier-b\", \"drv\": \"file\", \"file\": \"/srv/b.img\","
-  "  \"image\": {\"virtual-size\": 67108864}},"
+  "  \"image\": {\"virtual-size\": 67108864, \"actual-size\": 0}},"
   " {\"node-name\": \"tier-c\", \"drv\": \"qcow2\", \"file\": \"/srv/c.qcow2\","
   "  \"image\": {\"virtual-size\": 67108864, \"actual-size\": 200704}},"
   " {\"node-name\": \"fc\", \"drv\": \"file\", \"file\": \"/srv/c.qcow2\","
-  "  \"image\": {\"virtual-size\": 196616, \"actual-size\": 200704}}]";
+  "  \"image\": {\"virtual-size\": 196616, \"actual-size\": 200704}},"
+  " {\"node-name\": \"tier-d\", \"drv\": \"raw\", \"file\": \"json:{}\","
+  "  \"image\": {\"virtual-size\": 67108864}},"
+  " {\"node-name\": \"rd\", \"drv\": \"rbd\", \"file\": \"json:{}\","
+  "  \"image\": {\"virtual-size\": 67108864}},"
+  " {\"node-name\": \"tier-e\", \"drv\": \"rbd\", \"file\": \"json:{}\","
+  "  \"image\": {\"virtual-size\": 67108864}}]";
 
 static JsonNode *
 parse (const char *text)
@@ -79,6 +90,33 @@ test_file_under (void)
   c = shd_block_graph_file_under (g, n, "tier-c", &why);
   g_assert_null (c);
   g_assert_nonnull (strstr (why, "qcow2"));
+  g_clear_pointer (&why, g_free);
+  /* an rbd image is no file */
+  g_assert_null (shd_block_graph_file_under (g, n, "tier-d", &why));
+  g_assert_nonnull (strstr (why, "not a file"));
+}
+
+static void
+test_rbd_under (void)
+{
+  g_autoptr (JsonNode) g = parse (graph_json);
+  g_autoptr (JsonNode) n = parse (nodes_json);
+  g_autofree char *why = NULL;
+  g_autofree char *d = shd_block_graph_rbd_under (g, n, "tier-d", &why);
+  g_autofree char *e = shd_block_graph_rbd_under (g, n, "tier-e", &why);
+  g_autofree char *a = NULL;
+  g_autofree char *c = NULL;
+
+  /* raw over rbd, and rbd alone */
+  g_assert_cmpstr (d, ==, "rd");
+  g_assert_cmpstr (e, ==, "tier-e");
+  a = shd_block_graph_rbd_under (g, n, "tier-a", &why);
+  g_assert_null (a);
+  g_assert_nonnull (strstr (why, "not an rbd image"));
+  g_clear_pointer (&why, g_free);
+  c = shd_block_graph_rbd_under (g, n, "tier-c", &why);
+  g_assert_null (c);
+  g_assert_nonnull (strstr (why, "qcow2"));
 }
 
 static void
@@ -87,8 +125,11 @@ test_allocated (void)
   g_autoptr (JsonNode) n = parse (nodes_json);
 
   g_assert_cmpint (shd_block_nodes_allocated (n, "tier-a"), ==, 33554432);
-  g_assert_cmpint (shd_block_nodes_allocated (n, "tier-b"), ==, 0);
+  /* QEMU's rbd driver does not say */
+  g_assert_cmpint (shd_block_nodes_allocated (n, "tier-e"), ==, SHD_BLOCK_ALLOCATED_UNKNOWN);
   g_assert_cmpint (shd_block_nodes_allocated (n, "gone"), ==, -1);
+  g_assert_cmpint (shd_block_nodes_virtual_size (n, "tier-e"), ==, 67108864);
+  g_assert_cmpint (shd_block_nodes_virtual_size (n, "gone"), ==, -1);
 }
 
 int
@@ -97,6 +138,7 @@ main (int argc, char **argv)
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/blockgraph/child-name", test_child_name);
   g_test_add_func ("/blockgraph/file-under", test_file_under);
+  g_test_add_func ("/blockgraph/rbd-under", test_rbd_under);
   g_test_add_func ("/blockgraph/allocated", test_allocated);
   return g_test_run ();
 }
