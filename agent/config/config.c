@@ -284,15 +284,24 @@ get_knobs (const Ctx *x, const char *g, ShdPolicyKnobs *k, GError **error)
 }
 
 static gboolean
+has_prefix (const char *key, const char *const *prefixes)
+{
+  for (guint i = 0; prefixes && prefixes[i]; i++)
+    if (g_str_has_prefix (key, prefixes[i]))
+      return TRUE;
+  return FALSE;
+}
+
+static gboolean
 check_keys (const Ctx *x, const char *g, const char *const *allowed,
-            const char *const *allowed2, const char *prefix, GError **error)
+            const char *const *allowed2, const char *const *prefixes, GError **error)
 {
   g_auto (GStrv) keys = g_key_file_get_keys (x->kf, g, NULL, NULL);
 
   for (guint i = 0; keys && keys[i]; i++) {
     if (g_strv_contains (allowed, keys[i]) ||
         (allowed2 && g_strv_contains (allowed2, keys[i])) ||
-        (prefix && g_str_has_prefix (keys[i], prefix)))
+        has_prefix (keys[i], prefixes))
       continue;
     if (strchr (keys[i], '['))
       return fail (x, error, g, keys[i], "localized keys are not used");
@@ -317,12 +326,17 @@ disk_tier_free (gpointer p)
 
   g_free (t->tier);
   g_free (t->child);
+  g_free (t->rbd_pool);
+  g_free (t->rbd_image);
   g_free (t);
 }
 
 static void
 disk_config_clear (ShdDiskConfig *d)
 {
+  g_free (d->rbd_conf);
+  g_free (d->rbd_user);
+  g_free (d->rbd_key_secret);
   g_free (d->name);
   g_free (d->qmp);
   g_free (d->node);
@@ -560,8 +574,9 @@ load_disk (const Ctx *x, ShdConfig *c, const char *g, GError **error)
   static const char *const keys[] = {
     "qmp", "node", "slo-latency-ms", "size-gib", "dry-run", "add-children", "chunk-size",
     "write-mode", "prewarm", "prewarm-speed", "read-from", "copy-on-read",
-    "instant-switch", "release", NULL
+    "instant-switch", "release", "rbd-conf", "rbd-user", "rbd-key-secret", NULL
   };
+  static const char *const tier_prefixes[] = { "tier.", "tier-rbd.", NULL };
   static const char *const write_modes[] = { "sync", "async", NULL };
   static const char *const prewarms[] = { "off", "sequential", "hot-first", NULL };
   static const char *const read_froms[] = { "active", "fastest", NULL };
@@ -574,7 +589,7 @@ load_disk (const Ctx *x, ShdConfig *c, const char *g, GError **error)
   if (!valid_disk_name (name))
     return fail (x, error, g, NULL, "'%s' is not a valid disk name "
                  "(text without control characters, '[' or ']', at most 255 bytes)", name);
-  if (!check_keys (x, g, keys, knob_keys, "tier.", error))
+  if (!check_keys (x, g, keys, knob_keys, tier_prefixes, error))
     return FALSE;
   d = g_rc_box_new0 (ShdDiskConfig);
   d->name = g_strdup (name);
@@ -648,6 +663,33 @@ load_disk (const Ctx *x, ShdConfig *c, const char *g, GError **error)
     if (strcmp (dt->child, d->node) == 0)
       return fail (x, error, g, all[i], "the child cannot be the shadow node itself");
   }
+  for (guint i = 0; all && all[i]; i++) {
+    const char *tier = all[i] + strlen ("tier-rbd.");
+    g_autofree char *v = NULL;
+    ShdDiskTier *dt = NULL;
+    char *slash;
+
+    if (!g_str_has_prefix (all[i], "tier-rbd."))
+      continue;
+    for (guint j = 0; j < d->tiers->len && !dt; j++)
+      if (strcmp (((ShdDiskTier *) d->tiers->pdata[j])->tier, tier) == 0)
+        dt = d->tiers->pdata[j];
+    if (dt == NULL)
+      return fail (x, error, g, all[i], "there is no 'tier.%s' naming the tier's node", tier);
+    if (!get_string (x, g, all[i], TRUE, &v, error))
+      return FALSE;
+    slash = strchr (v, '/');
+    if (slash == NULL || slash == v || slash[1] == '\0' || strchr (slash + 1, '/') ||
+        strpbrk (v, "@: \t"))
+      return fail (x, error, g, all[i], "'%s' is not POOL/IMAGE (an rbd image: no "
+                   "snapshot, no options)", v);
+    dt->rbd_pool = g_strndup (v, slash - v);
+    dt->rbd_image = g_strdup (slash + 1);
+  }
+  if (!get_path (x, g, "rbd-conf", &d->rbd_conf, error) ||
+      !get_string (x, g, "rbd-user", FALSE, &d->rbd_user, error) ||
+      !get_string (x, g, "rbd-key-secret", FALSE, &d->rbd_key_secret, error))
+    return FALSE;
   if (d->tiers->len == 0)
     return fail (x, error, g, NULL, "no tier: add 'tier.<name> = <child node>' "
                  "for each tier the disk has");

@@ -41,6 +41,10 @@ typedef struct {
 typedef struct {
   char *tier;                   /* a [tier:NAME] */
   char *child;                  /* the child node serving it */
+  /* tier-rbd.NAME = POOL/IMAGE: shadowd opens the child node over that
+   * rbd image when QEMU lacks it, creating the image if missing */
+  char *rbd_pool;
+  char *rbd_image;
 } ShdDiskTier;
 
 typedef struct {
@@ -55,6 +59,11 @@ typedef struct {
   gboolean add_children;        /* pre-warm adds a tier's child missing from the node */
   gboolean instant_switch;      /* the node has a metadata child */
   char *release;                /* discard (default) or keep: a released tier's image */
+  /* the rbd nodes shadowd opens (tier-rbd.NAME): Ceph configuration file,
+   * client id, QEMU secret object with its key; NULL: librbd's defaults */
+  char *rbd_conf;
+  char *rbd_user;
+  char *rbd_key_secret;
   /* The shadow node's options, sent as configured on every reopen; only
    * the keys present in the file are sent (node is the string form as
    * written, typed when sent). */

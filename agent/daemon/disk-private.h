@@ -51,6 +51,10 @@ struct _ShdDisk {
    * allocates (rbd): charged 0 until its child is added again */
   gboolean emptied[SHD_POLICY_MAX_TIERS];
   gboolean alloc_unknown_logged[SHD_POLICY_MAX_TIERS];
+  /* the tier's node is in QEMU (the last query-named-block-nodes); its
+   * node is being opened (create.c) */
+  gboolean node_seen[SHD_POLICY_MAX_TIERS];
+  gboolean opening[SHD_POLICY_MAX_TIERS];
   /* a degraded child is retried by a reopen at repair_t (policy time; 0:
    * none degraded), repair_delay_s after the previous one */
   double repair_t;
@@ -60,6 +64,16 @@ struct _ShdDisk {
 double shd_disk_policy_now (ShdDisk *disk);
 /* Read the nodes again at the next tick (after a release, say). */
 void shd_disk_refresh_nodes (ShdDisk *disk);
+
+/* Add the tier's child node to the shadow node (x-blockdev-change). */
+void shd_disk_add_child_node (ShdDisk *disk, int tier);
+/* Adding the tier failed: logged, and the tier held unavailable. */
+void shd_disk_add_failed (ShdDisk *disk, int tier, const char *why);
+
+/* ---- create.c ---- */
+/* Open the tier's node over its rbd image (tier-rbd.NAME), creating the
+ * image when missing, then add it as the add above does. */
+void shd_disk_open_tier_node (ShdDisk *disk, int tier);
 
 /* ---- release.c ---- */
 /* The policy's RELEASE of `tier`: remove its child from the node, then

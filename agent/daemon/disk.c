@@ -164,11 +164,7 @@ add_done (GObject *src, GAsyncResult *res, gpointer data)
     return;
   t = &shd_policy_config (disk->policy)->tiers[ctx->tier];
   if (ret == NULL) {
-    shd_log (G_LOG_LEVEL_WARNING, disk->cfg->name, "add-failed",
-             "%s: cannot add %s (tier %s) to %s: %s; not trying again for %d s",
-             disk->cfg->name, t->child, t->tier, disk->cfg->node, error->message,
-             ADD_FAIL_HOLD_S);
-    shd_policy_mark_unavailable (disk->policy, ctx->tier, policy_now (disk) + ADD_FAIL_HOLD_S);
+    shd_disk_add_failed (disk, ctx->tier, error->message);
   } else {
     shd_log (G_LOG_LEVEL_MESSAGE, disk->cfg->name, "added",
              "%s: added %s (tier %s) to %s; it is being pre-warmed", disk->cfg->name,
@@ -176,17 +172,40 @@ add_done (GObject *src, GAsyncResult *res, gpointer data)
   }
 }
 
-/* Pre-warm a tier whose child is not in the node: add it. */
+void
+shd_disk_add_failed (ShdDisk *disk, int tier, const char *why)
+{
+  const ShdPolicyTier *t = &shd_policy_config (disk->policy)->tiers[tier];
+
+  shd_log (G_LOG_LEVEL_WARNING, disk->cfg->name, "add-failed",
+           "%s: cannot add %s (tier %s) to %s: %s; not trying again for %d s",
+           disk->cfg->name, t->child, t->tier, disk->cfg->node, why, ADD_FAIL_HOLD_S);
+  shd_policy_mark_unavailable (disk->policy, tier, policy_now (disk) + ADD_FAIL_HOLD_S);
+}
+
+/* Pre-warm a tier whose child is not in the node: add it, after opening
+ * its node when shadowd makes it (create.c) and QEMU lacks it. */
 static void
 add_child (ShdDisk *disk, int tier)
 {
-  JsonObject *args;
-  AddCtx *ctx;
+  const ShdDiskTier *dt = disk->cfg->tiers->pdata[tier];
   double now = policy_now (disk);
 
-  if (now - disk->add_sent_t[tier] < ADD_RETRY_S)
+  if (now - disk->add_sent_t[tier] < ADD_RETRY_S || disk->opening[tier])
     return;
   disk->add_sent_t[tier] = now;
+  if (dt->rbd_pool && !disk->node_seen[tier])
+    shd_disk_open_tier_node (disk, tier);
+  else
+    shd_disk_add_child_node (disk, tier);
+}
+
+void
+shd_disk_add_child_node (ShdDisk *disk, int tier)
+{
+  JsonObject *args;
+  AddCtx *ctx;
+
   args = json_object_new ();
   json_object_set_string_member (args, "parent", disk->cfg->node);
   json_object_set_string_member (args, "node",
@@ -523,6 +542,7 @@ note_allocation (ShdDisk *disk, JsonNode *nodes)
                  pc->tiers[i].tier, a / 1048576.0);
       disk->alloc_unknown_logged[i] = TRUE;
     }
+    disk->node_seen[i] = shd_block_nodes_virtual_size (nodes, pc->tiers[i].child) >= 0;
     disk->alloc[i] = a < 0 ? 0 : (double) a;
     if (disk->history &&
         !shd_history_add_tier_sample (disk->history, disk->cfg->name, wall_ms,

@@ -24,8 +24,9 @@
 #            the load; after it switches back and releases tier-b (child
 #            removed, its image's blocks given back)
 #   lifecycle-rbd  the same with tier-b an RBD image in a throwaway Ceph
-#            cluster (tests/ceph/ceph_fixture.py, started here): the
-#            image is charged at its whole size while it holds a copy
+#            cluster (tests/ceph/ceph_fixture.py, started here), which
+#            shadowd creates and opens (tier-rbd.fast) at the first
+#            pre-warm; it is charged at its whole size while it holds a copy
 #            (QEMU does not say what an rbd image allocates), emptied at
 #            each release (block_resize to 0 and back) and charged 0 then
 #
@@ -96,9 +97,8 @@ start_qsd() {    # start_qsd [CHILDREN-JSON [CHUNK-SIZE]]: the shadow node's ini
     if [ -n "${FAIL_TIER_B:-}" ]; then   # tier-b fails its first write
         tier_b=(--blockdev raw,node-name=rb,file=fb
                 --blockdev '{"driver":"blkdebug","node-name":"tier-b","image":"rb","inject-error":[{"event":"none","iotype":"write","errno":5,"once":true}]}')
-    elif [ -n "${RBD_TIER_B:-}" ]; then  # tier-b is the rbd image ssd/tier-b
-        tier_b=(--blockdev '{"driver":"rbd","node-name":"rbdb","pool":"ssd","image":"tier-b","conf":"'"$CEPH_CONF"'","user":"admin","cache":{"direct":true}}'
-                --blockdev raw,node-name=tier-b,file=rbdb)
+    elif [ -n "${RBD_TIER_B:-}" ]; then  # shadowd opens tier-b itself
+        tier_b=()
     fi
     "$qsd" \
         --object throttle-group,id=slow,x-iops-total=200,x-bps-total=20971520 \
@@ -386,10 +386,11 @@ restart)
 lifecycle|lifecycle-rbd)
     DAY=50 SPIKE_AT=22 SPIKE_LEN=8
     if [ "$scenario" = lifecycle-rbd ]; then
+        # No image and no node: shadowd creates and opens them
         RBD_TIER_B=1
-        rbd create --size 64M --image-feature layering ssd/tier-b ||
-            fail "cannot create the rbd image ssd/tier-b"
-        log "ceph fixture up in ${SHADOW_CEPH_STARTUP_S:-?} s; image ssd/tier-b created"
+        printf 'tier-rbd.fast = ssd/tier-b\nrbd-conf = %s\nrbd-user = admin\n' "$CEPH_CONF" \
+            >> "$dir/shadowd.conf"
+        log "ceph fixture up in ${SHADOW_CEPH_STARTUP_S:-?} s"
     fi
     start_qsd '["tier-a"]'
     # a day of 50 s and buckets of 1 s: the compression is configuration
@@ -456,6 +457,11 @@ print(s)")
               json "min([e['time'] for e in d if e['kind'] == 'release' and e['to'] == 'fast' and e['time'] > $t_spike] or [0])")
         [ "$rel" != 0 ] || fail "spike $k: no release decision for fast"
         if [ -n "${RBD_TIER_B:-}" ]; then
+            # created once, opened once, by shadowd
+            [ "$(grep -c "created the rbd image ssd/tier-b (64.0 MiB) for tier fast" "$dir/shadowd.log")" = 1 ] ||
+                fail "spike $k: shadowd did not create the rbd image once"
+            [ "$(grep -c "opened the rbd image ssd/tier-b as node tier-b (tier fast)" "$dir/shadowd.log")" = 1 ] ||
+                fail "spike $k: shadowd did not open the rbd image once"
             # charged at its whole size while it held a copy; emptied and
             # charged 0 once released
             ctl history vm1 --tiers --since 5m --json > "$dir/tiers.json" ||

@@ -294,7 +294,48 @@ static const struct {
   { "[tier:cheap]\ncost-gib-month = 1\n[disk:d]\nqmp = /q\nnode = sh0\n"
     "tier.cheap = a\nslo-latency-ms = 1\nmin-dwell = soon\n",
     "test.conf:8: [disk:d] min-dwell: 'soon' is not a number" },
+  { "[tier:cheap]\ncost-gib-month = 1\n[disk:d]\nqmp = /q\nnode = sh0\n"
+    "tier.cheap = a\nslo-latency-ms = 1\ntier-rbd.fast = ssd/x\n",
+    "test.conf:8: [disk:d] tier-rbd.fast: there is no 'tier.fast' naming the tier's node" },
+  { "[tier:cheap]\ncost-gib-month = 1\n[disk:d]\nqmp = /q\nnode = sh0\n"
+    "tier.cheap = a\nslo-latency-ms = 1\ntier-rbd.cheap = ssd/x@snap\n",
+    "test.conf:8: [disk:d] tier-rbd.cheap: 'ssd/x@snap' is not POOL/IMAGE (an rbd image: "
+    "no snapshot, no options)" },
+  { "[tier:cheap]\ncost-gib-month = 1\n[disk:d]\nqmp = /q\nnode = sh0\n"
+    "tier.cheap = a\nslo-latency-ms = 1\ntier-rbd.cheap = x\n",
+    "test.conf:8: [disk:d] tier-rbd.cheap: 'x' is not POOL/IMAGE (an rbd image: "
+    "no snapshot, no options)" },
+  { "[tier:cheap]\ncost-gib-month = 1\n[disk:d]\nqmp = /q\nnode = sh0\n"
+    "tier.cheap = a\nslo-latency-ms = 1\nrbd-conf = ceph.conf\n",
+    "test.conf:8: [disk:d] rbd-conf: 'ceph.conf' is not an absolute path" },
 };
+
+static void
+test_rbd_tier (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (ShdConfig) c = load ("[tier:cheap]\ncost-gib-month = 1\n"
+                                  "[tier:fast]\ncost-gib-month = 2\n"
+                                  "[disk:d]\nqmp = /q\nnode = sh0\nslo-latency-ms = 1\n"
+                                  "tier.cheap = a\ntier.fast = b\n"
+                                  "tier-rbd.fast = ssd/vm1-vda\n"
+                                  "rbd-conf = /etc/ceph/ceph.conf\nrbd-user = shadow\n",
+                                  &error);
+  const ShdDiskConfig *d;
+  const ShdDiskTier *cheap, *fast;
+
+  g_assert_no_error (error);
+  d = c->disks->pdata[0];
+  cheap = d->tiers->pdata[0];
+  fast = d->tiers->pdata[1];
+  g_assert_null (cheap->rbd_pool);
+  g_assert_cmpstr (fast->child, ==, "b");
+  g_assert_cmpstr (fast->rbd_pool, ==, "ssd");
+  g_assert_cmpstr (fast->rbd_image, ==, "vm1-vda");
+  g_assert_cmpstr (d->rbd_conf, ==, "/etc/ceph/ceph.conf");
+  g_assert_cmpstr (d->rbd_user, ==, "shadow");
+  g_assert_null (d->rbd_key_secret);
+}
 
 /* Disk names: what a libvirt domain may be called (quotes, backslashes,
  * spaces, any script), but no control characters */
@@ -407,6 +448,7 @@ main (int argc, char **argv)
   g_test_add_func ("/config/file", test_file);
   g_test_add_func ("/config/disk-names", test_disk_names);
   g_test_add_func ("/config/bad", test_bad);
+  g_test_add_func ("/config/rbd-tier", test_rbd_tier);
   g_test_add_func ("/config/lifecycle-keys", test_lifecycle_keys);
   return g_test_run ();
 }
