@@ -239,6 +239,36 @@ test_one_warm_a_day (void)
   g_assert_cmpfloat (o->violation_s, <, outcome (r, SHD_SIM_REACTIVE)->violation_s / 2);
 }
 
+/* A week in rows of 30 minutes whose load is over cheap's limit on
+ * about half of them, at random: no forecast sees the next one, so the
+ * fast copy is held for good while the cheap one is kept besides.  Once
+ * the two copies have cost what the fast one alone would have, the disk
+ * lives on fast: never dearer than always-fast, and no up and down for
+ * that. */
+static void
+test_busy_half (void)
+{
+  const guint rows = 336;
+  g_autofree double *y = g_new (double, rows);
+  g_autoptr (GRand) rnd = g_rand_new_with_seed (7);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (ShdSimResult) r = NULL;
+  const ShdSimOutcome *o;
+  ShdSimConfig c;
+
+  for (guint i = 0; i < rows; i++)
+    y[i] = MAX (0, (g_rand_double (rnd) < 0.5 ? 300 : 30) + 5 * gauss (rnd));
+  config_init (&c, 512);
+  c.interval_s = 1800;
+  r = shd_sim_run (y, rows, &c, &error);
+  g_assert_no_error (error);
+  log_outcomes (r);
+  o = outcome (r, SHD_SIM_SHADOWTIER);
+  g_assert_cmpfloat (o->cost, <=, outcome (r, SHD_SIM_ALWAYS_FAST)->cost);
+  g_assert_cmpfloat (o->violation_s, <=, outcome (r, SHD_SIM_REACTIVE)->violation_s);
+  g_assert_cmpuint (o->switches, <=, 10);
+}
+
 /* Six rows of an hour; rows 3 and 4 need the fast tier.  The oracle
  * copies onto it just before row 3 (paying half the disk while the copy
  * runs, a tenth of an hour), serves rows 3 and 4 there and drops it; it
@@ -348,6 +378,7 @@ main (int argc, char **argv)
   g_test_add_func ("/sim/history-rows", test_history_rows);
   g_test_add_func ("/sim/real-day", test_real_day);
   g_test_add_func ("/sim/one-warm-a-day", test_one_warm_a_day);
+  g_test_add_func ("/sim/busy-half", test_busy_half);
   g_test_add_func ("/sim/oracle", test_oracle);
   g_test_add_func ("/sim/json", test_json);
   g_test_add_func ("/sim/errors", test_errors);
