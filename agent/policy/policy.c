@@ -924,6 +924,33 @@ tier_for (const ShdPolicy *p, double load)
   return best;
 }
 
+/* Whether the seasonal forecast wants `tier`'s copy now: the load
+ * outgrows every tier cheaper than it within release-after plus the time
+ * a warm-up from scratch needs (so that a tier warmed for an onset stays
+ * wanted until it comes).  Kept while the forecast comes within the
+ * hysteresis of the limit that warmed it: an upper bound hovering at the
+ * limit would otherwise release and warm it again on alternate
+ * intervals. */
+static gboolean
+forecast_wants (const ShdPolicy *p, const ShdPolicyInput *in, int tier)
+{
+  const ShdPolicyKnobs *k = &p->cfg.knobs;
+  double warm, onset, limit = INFINITY;
+
+  if (!p->outlook || !shd_outlook_period (p->outlook))
+    return FALSE;
+  for (guint j = 0; j < p->cfg.n_tiers; j++)
+    if (cost (p, j) < cost (p, tier) && usable (p, j))
+      limit = isfinite (limit) ? MAX (limit, shd_policy_tier_limit (p, j))
+                               : shd_policy_tier_limit (p, j);
+  if (!isfinite (limit))
+    return FALSE;
+  warm = whole_copy_seconds (p, in, tier);
+  onset = shd_outlook_onset (p->outlook, in->wall, limit * (1 - k->hysteresis), NULL);
+  return onset <= k->release_after_s + (isfinite (warm) ? WARM_SAFETY * warm : 0) +
+                  k->prewarm_margin_s + k->switch_lead_s + p->cfg.interval_s;
+}
+
 /* The base tier: where the disk lives between spikes.  Keeping a cheap
  * copy and warming a dear one for the hours it is needed costs
  * price(cheap) + price(dear) x (the share of the time its copy is held);
@@ -980,8 +1007,12 @@ update_base (ShdPolicy *p, const ShdPolicyInput *in, int wanted, gboolean spike_
   if (wanted >= 0)
     p->needed_t[wanted] = in->t;
   for (guint i = 0; i < p->cfg.n_tiers; i++) {
+    /* held: needed lately, over a spike, or (above the base) present for
+     * whatever reason, a warm-up for a forecast that did not come too */
     gboolean held = in->t - p->needed_t[i] < k->release_after_s ||
-      (spike_holds && !absent (p, i));
+      (spike_holds && !absent (p, i)) ||
+      (p->base >= 0 && cost (p, i) > cost (p, p->base) && p->cost.allocated[i] > 0) ||
+      (cost (p, i) > cost (p, p->order[0]) && forecast_wants (p, in, i));
 
     p->share[i] += alpha * ((held || (int) i == wanted) - p->share[i]);
     p->need_share[i] += alpha * (((int) i == wanted) - p->need_share[i]);
@@ -1083,29 +1114,9 @@ note_wanted (ShdPolicy *p, const ShdPolicyInput *in, ShdDecision *d, int wanted,
                                          shd_policy_tier_limit (p, p->base) *
                                          (1 - k->hysteresis)) <= cheaper_horizon (p, p->base)))
     p->life[p->base].wanted_t = in->t;
-  if (p->outlook && shd_outlook_period (p->outlook)) {
-    for (guint i = 0; i < p->cfg.n_tiers; i++) {
-      double warm, onset, limit = INFINITY;
-
-      if (cost (p, i) <= cost (p, p->active) || absent (p, i))
-        continue;
-      /* needed when the load outgrows every tier cheaper than it */
-      for (guint j = 0; j < p->cfg.n_tiers; j++)
-        if (cost (p, j) < cost (p, i) && usable (p, j))
-          limit = isfinite (limit) ? MAX (limit, shd_policy_tier_limit (p, j))
-                                   : shd_policy_tier_limit (p, j);
-      /* the horizon of a warm-up from scratch, so that a tier warmed for
-       * an onset stays wanted until it comes */
-      warm = whole_copy_seconds (p, in, i);
-      /* kept while the forecast comes within the hysteresis of the limit
-       * that warmed it: an upper bound hovering at the limit would
-       * otherwise release and warm it again on alternate intervals */
-      onset = shd_outlook_onset (p->outlook, in->wall, limit * (1 - k->hysteresis), NULL);
-      if (onset <= k->release_after_s + (isfinite (warm) ? WARM_SAFETY * warm : 0) +
-                   k->prewarm_margin_s + k->switch_lead_s + p->cfg.interval_s)
-        p->life[i].wanted_t = in->t;
-    }
-  }
+  for (guint i = 0; i < p->cfg.n_tiers; i++)
+    if (cost (p, i) > cost (p, p->active) && !absent (p, i) && forecast_wants (p, in, i))
+      p->life[i].wanted_t = in->t;
   /* a cheaper tier than the active one: wanted while the load fits it,
    * or when the forecast brings the load back under it soon enough
    * (cheaper_horizon) */

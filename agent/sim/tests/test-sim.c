@@ -269,6 +269,37 @@ test_busy_half (void)
   g_assert_cmpuint (o->switches, <=, 10);
 }
 
+/* A week in rows of 30 minutes, ten busy hours a day whose expected load
+ * stays under cheap's limit but whose noise crosses it now and then: the
+ * seasonal upper bound warms the fast tier for hours every day, and the
+ * switch (by the expected load) seldom comes.  Those hours are counted in
+ * the share of the time the fast copy is held, so the base tier weighs
+ * what the lifecycle really holds: no base going up and down every eighth
+ * of a day, and never dearer than always-fast. */
+static void
+test_warm_unused (void)
+{
+  const guint rows = 336;
+  g_autofree double *y = g_new (double, rows);
+  g_autoptr (GRand) rnd = g_rand_new_with_seed (11);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (ShdSimResult) r = NULL;
+  const ShdSimOutcome *o;
+  ShdSimConfig c;
+
+  for (guint i = 0; i < rows; i++)
+    y[i] = MAX (0, 40 + (i % 48 >= 16 && i % 48 < 36 ? 80 : 0) + 25 * gauss (rnd));
+  config_init (&c, 512);
+  c.interval_s = 1800;
+  r = shd_sim_run (y, rows, &c, &error);
+  g_assert_no_error (error);
+  log_outcomes (r);
+  o = outcome (r, SHD_SIM_SHADOWTIER);
+  g_assert_cmpfloat (o->cost, <=, outcome (r, SHD_SIM_ALWAYS_FAST)->cost);
+  g_assert_cmpfloat (o->violation_s, <=, outcome (r, SHD_SIM_REACTIVE)->violation_s / 2);
+  g_assert_cmpuint (o->switches, <=, 10);
+}
+
 /* Six rows of an hour; rows 3 and 4 need the fast tier.  The oracle
  * copies onto it just before row 3 (paying half the disk while the copy
  * runs, a tenth of an hour), serves rows 3 and 4 there and drops it; it
@@ -379,6 +410,7 @@ main (int argc, char **argv)
   g_test_add_func ("/sim/real-day", test_real_day);
   g_test_add_func ("/sim/one-warm-a-day", test_one_warm_a_day);
   g_test_add_func ("/sim/busy-half", test_busy_half);
+  g_test_add_func ("/sim/warm-unused", test_warm_unused);
   g_test_add_func ("/sim/oracle", test_oracle);
   g_test_add_func ("/sim/json", test_json);
   g_test_add_func ("/sim/errors", test_errors);
