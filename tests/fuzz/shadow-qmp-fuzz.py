@@ -1582,10 +1582,15 @@ class Generator:
                 'writable': self.chance(0.5)}
         # Not one export in the main loop and one in an iothread: QEMU's
         # NBD server then may abort at quit (corpus/upstream-nbd-two-
-        # exports-iothread.json)
+        # exports-iothread.json).  Nor two in an iothread: at quit QEMU
+        # drains the node while it holds the graph write lock for the
+        # first export, and that poll runs the second one's removal, which
+        # takes the lock again (corpus/upstream-two-exports-iothread-
+        # quit.json)
         exported = node in self.model.exports.values()
-        if self.chance(0.25) and not exported or \
-                exported and self.export_ctx.get(node):
+        if exported and self.export_ctx.get(node):
+            return self.qmp('query-block-exports')
+        if self.chance(0.25) and not exported:
             args['iothread'] = 'io0'
             if self.chance(0.3):
                 args['fixed-iothread'] = self.chance(0.5)
