@@ -968,9 +968,14 @@ shd_lv_detach (const ShdLvMonitor *m, const char *target, const ShdLvDomDisk *dd
   storage = path ? libvirt_storage (&g, target, path) : NULL;
   if (storage) {
     /* reopening libvirt's storage node too makes QEMU re-read its length,
-     * which the image may have grown while the shadow was in */
+     * which the image may have grown while the shadow was in (qcow2
+     * allocating, block_resize).  The format node goes first: QEMU commits
+     * a reopen from the last node to the first, and each node re-reads
+     * its length as it commits, so the storage node must have its new
+     * length before the format node looks (a raw node's length is its
+     * file's; the other way round a grown raw disk shrinks back) */
     g_autoptr (JsonObject) args =
-      reopen_args (storage_options (&g, storage, dd), format_options (&g, root, storage, dd));
+      reopen_args (format_options (&g, root, storage, dd), storage_options (&g, storage, dd));
 
     if (!run0 (m, "blockdev-reopen", args, error)) {
       g_prefix_error (error, "disk %s: giving the image back to %s: ", target, storage);

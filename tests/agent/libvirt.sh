@@ -24,6 +24,12 @@
 #               on at its interval, the control socket answers, and
 #               shadowd recovers when libvirtd resumes; then shadowd
 #               started while libvirtd is stopped
+#   resize      virsh blockresize of a qcow2 and a raw disk with the shadow
+#               in: the guest sees the new size, writes past the old end
+#               (and past the room the insertion gave the qcow2 image)
+#               land on every tier, a shrink is refused (raw) or done by
+#               qcow2 as without a shadow; every tier image is compared
+#               byte for byte with the disk's image and a reference
 #
 # Exit 77 (skip) without root, libvirtd, virsh or the QEMU build.
 set -uo pipefail
@@ -771,7 +777,158 @@ EOF
     echo "RESULT hung=ok $result recovery-s=$recover status-max-ms=$lat_max started-stopped-samples=$n1"
 }
 
+
+# --------------------------------------------------------------- resize
+# the guest-visible size of a device (its BlockBackend's length)
+dev_size() {     # dev_size ALIAS
+    qmp '{"execute":"query-block"}' |
+        json "[b['inserted']['image']['virtual-size'] for b in d['return'] if b.get('qdev', '').startswith('/machine/peripheral/$1/')][0]"
+}
+node_size() {    # node_size NODE: its length, as QEMU has it
+    qmp '{"execute":"query-named-block-nodes","arguments":{"flat":true}}' |
+        json "[n['image']['virtual-size'] for n in d['return'] if n['node-name'] == '$1'][0]"
+}
+# every child of the shadow node of TARGET is active or synced
+tiers_synced() {  # tiers_synced TARGET
+    qmp '{"execute":"query-blockstats","arguments":{"query-nodes":true}}' | json "
+next(all(c['state'] in ('active', 'synced') for c in n['driver-specific']['children'])
+     for n in d['return'] if n.get('node-name') == 'shd-$1')" | grep -q True
+}
+# the same writes on the guest's device and on a raw reference image
+gwrite() {        # gwrite ALIAS REF PATTERN OFFSET LENGTH
+    qio "write -P $3 $4 $5" "/machine/peripheral/$1/virtio-backend"
+    "$qemu/qemu-io" -f raw -c "write -P $3 $4 $5" "$2" > /dev/null || fail "reference write"
+}
+gread() {         # gread ALIAS PATTERN OFFSET LENGTH: through QEMU, checked in the log
+    qio "read -P $2 $3 $4" "/machine/peripheral/$1/virtio-backend"
+}
+# IMAGE holds what REF holds: qemu-img compare, as FORMAT
+same_as_ref() {   # same_as_ref IMAGE FORMAT REF
+    local out
+    out=$("$qemu/qemu-img" compare -f "$2" -F raw "$1" "$3" 2>&1) ||
+        fail "$(basename "$1") differs from the reference: $out"
+}
+
+scenario_resize() {
+    local out t0 ms_a ms_b img_len fast_len grown vdb_disk md
+    new_image vda 64M
+    "$qemu/qemu-img" create -q -f raw "$dir/img/vdb.raw" 16M
+    chown libvirt-qemu: "$dir/img/vdb.raw"
+    "$qemu/qemu-img" create -q -f raw "$dir/ref-vda.raw" 64M
+    "$qemu/qemu-img" create -q -f raw "$dir/ref-vdb.raw" 16M
+    vdb_disk="<disk type='file' device='disk'><driver name='qemu' type='raw'/>
+      <source file='$dir/img/vdb.raw'/><target dev='vdb' bus='virtio'/></disk>"
+    # no throttle and a lax service level: only the operator switches
+    md="<shadowtier xmlns=\"$ns\">
+  <disk target=\"vda\" slo-latency-ms=\"1000\" chunk-size=\"65536\" prewarm=\"sequential\">
+    <tier name=\"cheap\" origin=\"yes\"/>
+    <tier name=\"fast\" path=\"$dir/img/tiers/vda.fast\" cost-gib-month=\"0.12\"/>
+  </disk>
+  <disk target=\"vdb\" slo-latency-ms=\"1000\" prewarm=\"sequential\">
+    <tier name=\"cheap\" origin=\"yes\"/>
+    <tier name=\"fast\" path=\"$dir/img/tiers/vdb.fast\"/>
+  </disk>
+</shadowtier>"
+    start_domain "$(domain_xml "$md" "$vdb_disk")"
+    start_agent
+    wait_for 20 is_state vda attached || fail "vda not attached: $(lv_state vda)"
+    wait_for 20 is_state vdb attached || fail "vdb not attached: $(lv_state vdb)"
+    format_file_is shd-vda && format_file_is shd-vdb || fail "not under the format nodes: $(graph)"
+
+    # a pattern on both disks, up to their last byte
+    gwrite virtio-disk0 "$dir/ref-vda.raw" 0x11 0 4M
+    gwrite virtio-disk0 "$dir/ref-vda.raw" 0x12 60M 4M
+    gwrite virtio-disk1 "$dir/ref-vdb.raw" 0x21 0 4M
+    gwrite virtio-disk1 "$dir/ref-vdb.raw" 0x22 12M 4M
+    wait_for 30 tiers_synced vda || fail "vda: the fast tier did not get in sync"
+    wait_for 30 tiers_synced vdb || fail "vdb: the fast tier did not get in sync"
+    # vdb is resized while its fast tier serves it
+    vsh "$dom" vdb switch fast > /dev/null || fail "virsh-shadow switch fast (vdb)"
+    wait_for 10 is_active vdb fast || fail "vdb: no switch to fast: $(active_tier vdb)"
+    log "patterns written, fast tiers synced, vdb on its fast tier; shadow nodes:" \
+        "shd-vda $(node_size shd-vda) B (a qcow2 image with room to grow), shd-vdb $(node_size shd-vdb) B"
+
+    # grow: libvirt resizes its format node, above the shadow
+    t0=$(now)
+    out=$(v blockresize "$dom" vda 256M 2>&1) || fail "blockresize vda 256M: $out"
+    ms_a=$("$py" -c "print(round(($(now) - $t0) * 1000))")
+    t0=$(now)
+    out=$(v blockresize "$dom" vdb 24M 2>&1) || fail "blockresize vdb 24M: $out"
+    ms_b=$("$py" -c "print(round(($(now) - $t0) * 1000))")
+    [ "$(dev_size virtio-disk0)" = 268435456 ] || fail "vda: the guest sees $(dev_size virtio-disk0) bytes, not 256 MiB"
+    [ "$(dev_size virtio-disk1)" = 25165824 ] || fail "vdb: the guest sees $(dev_size virtio-disk1) bytes, not 24 MiB"
+    # a raw disk's shadow grows with it, and every tier with the shadow
+    [ "$(node_size shd-vdb)" = 25165824 ] || fail "shd-vdb is $(node_size shd-vdb) bytes long"
+    [ "$(stat -c %s "$dir/img/vdb.raw")" = 25165824 ] || fail "vdb.raw did not grow"
+    [ "$(stat -c %s "$dir/img/tiers/vdb.fast")" = 25165824 ] || fail "vdb.fast did not grow"
+    log "blockresize vda 64M -> 256M (qcow2) in $ms_a ms, vdb 16M -> 24M (raw, on fast) in $ms_b ms:" \
+        "the guest sees 256 MiB and 24 MiB; vdb.raw and vdb.fast are 24 MiB"
+    "$qemu/qemu-img" resize -q -f raw "$dir/ref-vda.raw" 256M
+    "$qemu/qemu-img" resize -q -f raw "$dir/ref-vdb.raw" 24M
+
+    # writes past the old end; on vda more than the room the insertion
+    # gave its image, so that qcow2 grows the shadow node as it writes
+    img_len=$(node_size shd-vda)
+    gwrite virtio-disk0 "$dir/ref-vda.raw" 0x13 64M 4M
+    gwrite virtio-disk0 "$dir/ref-vda.raw" 0x14 112M 144M
+    gwrite virtio-disk1 "$dir/ref-vdb.raw" 0x23 16M 8M
+    grown=$(node_size shd-vda)
+    [ "$grown" -gt "$img_len" ] || fail "shd-vda did not grow past its room ($img_len B)"
+    log "written past the old ends: shd-vda grew from $img_len to $grown B as qcow2 allocated"
+    for p in "0x11 0 4M" "0x12 60M 4M" "0x13 64M 4M" "0x14 112M 144M"; do gread virtio-disk0 $p; done
+    for p in "0x21 0 4M" "0x22 12M 4M" "0x23 16M 8M"; do gread virtio-disk1 $p; done
+    pattern_log_ok || fail "a read after the resize found other data"
+
+    # shrink: the shadow node refuses (raw); qcow2 shrinks its own disk
+    # before it truncates its file, as it would without a shadow
+    out=$(v blockresize "$dom" vdb 8M 2>&1) && fail "blockresize vdb 8M (a shrink) succeeded"
+    grep -q "Cannot shrink shadow node 'shd-vdb' from 25165824 to 8388608 bytes" <<< "$out" ||
+        fail "shrink: unexpected message: $out"
+    [ "$(dev_size virtio-disk1)" = 25165824 ] && [ "$(node_size shd-vdb)" = 25165824 ] ||
+        fail "the refused shrink changed vdb's size"
+    log "blockresize vdb 8M: refused: $(grep -o "Cannot shrink.*" <<< "$out")"
+    out=$(v blockresize "$dom" vda 192M 2>&1) || fail "blockresize vda 192M (qcow2 shrink): $out"
+    [ "$(dev_size virtio-disk0)" = 201326592 ] || fail "vda: $(dev_size virtio-disk0) bytes after a qcow2 shrink to 192M"
+    "$qemu/qemu-img" resize -q --shrink -f raw "$dir/ref-vda.raw" 192M
+    grep -q "Failed to truncate the tail of the image: Cannot shrink shadow node 'shd-vda'" \
+        "$dir/cache/libvirt/qemu/log/$dom.log" || fail "no QEMU warning for the qcow2 file's tail"
+    log "blockresize vda 192M: qcow2 shrank the guest's disk (libvirt 9.0 and QEMU do, shadow or not);" \
+        "its file keeps its length (QEMU: 'Failed to truncate the tail of the image')"
+    for p in "0x11 0 4M" "0x12 60M 4M" "0x13 64M 4M" "0x14 112M 80M"; do gread virtio-disk0 $p; done
+    for p in "0x21 0 4M" "0x22 12M 4M" "0x23 16M 8M"; do gread virtio-disk1 $p; done
+    pattern_log_ok || fail "a read after the shrink found other data"
+
+    # every tier in sync, then the disks go back to libvirt: its own
+    # storage nodes re-read the lengths and serve everything
+    wait_for 60 tiers_synced vda || fail "vda: the fast tier is not in sync after the resize"
+    wait_for 60 tiers_synced vdb || fail "vdb: the cheap tier is not in sync after the resize"
+    vsh "$dom" vda detach > /dev/null || fail "virsh-shadow detach vda: $(lv_state vda)"
+    vsh "$dom" vdb detach > /dev/null || fail "virsh-shadow detach vdb: $(lv_state vdb)"
+    no_shadow_nodes vda && no_shadow_nodes vdb || fail "shadow nodes left: $(graph | grep shd-)"
+    [ "$(dev_size virtio-disk0)" = 201326592 ] && [ "$(dev_size virtio-disk1)" = 25165824 ] ||
+        fail "sizes after detach: vda $(dev_size virtio-disk0) vdb $(dev_size virtio-disk1)"
+    for p in "0x12 60M 4M" "0x13 64M 4M" "0x14 112M 80M"; do gread virtio-disk0 $p; done
+    gread virtio-disk1 0x23 16M 8M
+    pattern_log_ok || fail "a read through libvirt's own nodes after detach found other data"
+    grep -q "^read 8388608/8388608 bytes at offset 16777216" "$dir/cache/libvirt/qemu/log/$dom.log" ||
+        fail "the HMP read of vdb's new end did not run"
+    v destroy "$dom" > /dev/null || fail "virsh destroy"
+
+    # byte for byte: each tier image is the disk's image, and holds the reference
+    cmp "$dir/img/vda.qcow2" "$dir/img/tiers/vda.fast" || fail "vda.fast differs from vda.qcow2"
+    cmp "$dir/img/vdb.raw" "$dir/img/tiers/vdb.fast" || fail "vdb.fast differs from vdb.raw"
+    "$qemu/qemu-img" check -q "$dir/img/vda.qcow2" || fail "qemu-img check vda.qcow2"
+    "$qemu/qemu-img" check -q -f qcow2 "$dir/img/tiers/vda.fast" || fail "qemu-img check vda.fast"
+    same_as_ref "$dir/img/vda.qcow2" qcow2 "$dir/ref-vda.raw"
+    same_as_ref "$dir/img/tiers/vda.fast" qcow2 "$dir/ref-vda.raw"
+    same_as_ref "$dir/img/vdb.raw" raw "$dir/ref-vdb.raw"
+    same_as_ref "$dir/img/tiers/vdb.fast" raw "$dir/ref-vdb.raw"
+    log "every tier image: identical to the disk's image (cmp) and to the reference (qemu-img compare)"
+    echo "RESULT resize=ok qcow2-grow-ms=$ms_a raw-grow-ms=$ms_b shadow-grew-from=$img_len shadow-grew-to=$grown"
+}
+
 case "$scenario" in
+resize) scenario_resize ;;
 main) scenario_main ;;
 events) scenario_events ;;
 operations) scenario_operations ;;
