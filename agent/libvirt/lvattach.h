@@ -38,10 +38,15 @@ typedef enum {
  * images must be under the disk image's directory or one of tier_dirs;
  * an existing one must belong to the image's owner.  Returns
  * FALSE with a message that says why it cannot (a raw disk without a
- * format node, an encrypted image, storage that is not a local file ...). */
+ * format node, an encrypted image, storage that is not a local file ...).
+ * A disk whose tiers have images gets a metadata child (PATH.meta of the
+ * first tier image): its maps are kept (warm) only when they are provably
+ * those of the image as it is (docs/libvirt.md, "Warm restarts"), else
+ * forgotten (cold).  *warmth: "warm: ..." or "cold: why", or NULL without
+ * metadata. */
 gboolean shd_lv_attach (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *dd,
                         const char *const *tier_dirs, ShdLvAttachResult *result,
-                        GError **error);
+                        char **warmth, GError **error);
 
 /* Gives the disk back to libvirt's own nodes: switches to the origin tier
  * first if needed (refused when the origin is not in sync), points the

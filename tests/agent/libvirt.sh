@@ -30,6 +30,12 @@
 #               land on every tier, a shrink is refused (raw) or done by
 #               qcow2 as without a shadow; every tier image is compared
 #               byte for byte with the disk's image and a reference
+#   warm        the metadata child across restarts: an untouched restart
+#               is warm (bytes copied measured); a write to the image
+#               while the domain is down (after a clean stop, and after
+#               QEMU was killed) and a write between QEMU's start and the
+#               insertion each make the tiers cold, and the fast tier,
+#               switched to, serves the new data
 #
 # Exit 77 (skip) without root, libvirtd, virsh or the QEMU build.
 set -uo pipefail
@@ -565,7 +571,8 @@ scenario_operations() {
     if [ $? -eq 0 ]; then
         wait_for 15 graph_has "^libvirt-[0-9]*-format -file-> shd-vda$"
         echo "OPERATION blockcopy --pivot: works; top $(device_root) (the copy), shadow under" \
-             "$(over_shadow) after the block job event: $(grep -c 'vda: shadow inserted' "$dir/shadowd.log") insertions so far"
+             "$(over_shadow) after the block job event: $(grep -c 'vda: shadow inserted' "$dir/shadowd.log") insertions so far;" \
+             "$(grep "disk vda: shadow inserted" "$dir/shadowd.log" | tail -1 | grep -o "tiers .*")"
         graph_has "shd-vda-base" && [ "$(graph | awk '$3 == "shd-vda-base" { n++ } END { print n + 0 }')" -ge 1 ] || true
     else
         echo "OPERATION blockcopy --pivot: FAILS: $out"
@@ -578,7 +585,8 @@ scenario_operations() {
     if [ $? -eq 0 ]; then
         out=$(v start "$dom" 2>&1) || fail "start after managedsave: $out"
         if wait_for 20 is_state vda attached && wait_for 5 graph_has "-file-> shd-vda$"; then
-            echo "OPERATION managedsave + start: works; restored with libvirt's nodes, shadow inserted again"
+            echo "OPERATION managedsave + start: works; restored with libvirt's nodes, shadow inserted again;" \
+                 "$(grep "disk vda: shadow inserted" "$dir/shadowd.log" | tail -1 | grep -o "tiers .*")"
         else
             echo "OPERATION managedsave + start: restored, shadow NOT back: $(lv_state vda)"
         fi
@@ -927,7 +935,127 @@ scenario_resize() {
     echo "RESULT resize=ok qcow2-grow-ms=$ms_a raw-grow-ms=$ms_b shadow-grew-from=$img_len shadow-grew-to=$grown"
 }
 
+# ----------------------------------------------------------------- warm
+child_stat() {   # child_stat TARGET CHILD KEY: from the shadow node's statistics
+    qmp '{"execute":"query-blockstats","arguments":{"query-nodes":true}}' | json "
+next(c['$3'] for n in d['return'] if n.get('node-name') == 'shd-$1'
+     for c in n['driver-specific']['children'] if c['node-name'] == '$2')"
+}
+inserted_n() { grep -c "disk vda: shadow inserted" "$dir/shadowd.log"; }
+# waits for insertion number N and prints how its tiers started
+wait_inserted() {  # wait_inserted N
+    wait_for 30 "$py" -c "import sys; sys.exit(0 if open('$dir/shadowd.log').read().count('disk vda: shadow inserted') >= $1 else 1)" ||
+        fail "insertion $1 did not happen: $(lv_state vda)"
+    wait_for 10 is_state vda attached || fail "not attached: $(lv_state vda)"
+    grep "disk vda: shadow inserted" "$dir/shadowd.log" | sed -n "${1}p" | grep -o "tiers .*"
+}
+domain_down() { v domstate "$dom" 2> /dev/null | grep -q "shut off"; }
+# the fast tier serves the guest: every pattern written so far reads back
+check_on_fast() {  # check_on_fast PATTERN-ARGS...
+    wait_for 60 tiers_synced vda || fail "the fast tier did not get in sync"
+    vsh "$dom" vda switch fast > /dev/null || fail "virsh-shadow switch fast"
+    wait_for 10 is_active vda fast || fail "no switch to fast: $(active_tier vda)"
+    for p in "$@"; do gread virtio-disk0 $p; done
+    pattern_log_ok || fail "the fast tier served other data than the disk's image holds"
+    vsh "$dom" vda switch cheap > /dev/null || fail "virsh-shadow switch cheap"
+    wait_for 10 is_active vda cheap || fail "no switch back to cheap: $(active_tier vda)"
+}
+
+scenario_warm() {
+    local how copied_cold copied_warm valid size md pid
+    new_image vda 64M
+    "$qemu/qemu-img" create -q -f raw "$dir/ref.raw" 64M
+    # data that a cold start must copy
+    "$qemu/qemu-io" -f qcow2 -c "write -P 0x31 0 32M" "$dir/img/vda.qcow2" > /dev/null
+    "$qemu/qemu-io" -f raw -c "write -P 0x31 0 32M" "$dir/ref.raw" > /dev/null
+    md="<shadowtier xmlns=\"$ns\">
+  <disk target=\"vda\" slo-latency-ms=\"1000\" prewarm=\"sequential\">
+    <tier name=\"cheap\" origin=\"yes\"/>
+    <tier name=\"fast\" path=\"$dir/img/tiers/vda.fast\" cost-gib-month=\"0.12\"/>
+  </disk>
+</shadowtier>"
+    start_domain "$(domain_xml "$md")"
+    start_agent
+    how=$(wait_inserted 1)
+    log "first start: $how"
+    grep -q "cold: no maps recorded yet" <<< "$how" || fail "first start: $how"
+    graph_has "^shd-vda -metadata-> shd-vda-md$" || fail "no metadata child: $(graph | grep shd-)"
+    [ "$(stat -c %a%U "$dir/img/tiers/vda.fast.meta")" = 600libvirt-qemu ] || fail "metadata image mode or owner"
+    wait_for 60 tiers_synced vda || fail "the fast tier did not get in sync"
+    copied_cold=$(child_stat vda shd-vda-f1 copied-bytes)
+    size=$(node_size shd-vda)
+    log "cold start: the fast tier copied $copied_cold bytes (shadow node $size bytes, 32 MiB of data)"
+
+    # 1. QEMU closes the shadow (destroy: SIGTERM), nothing touches the image
+    v destroy "$dom" > /dev/null || fail "virsh destroy"
+    wait_for 10 grep -q "domain $dom stopped" "$dir/shadowd.log" || fail "shadowd missed the stop"
+    v start "$dom" > /dev/null || fail "virsh start"
+    how=$(wait_inserted 2)
+    log "untouched restart: $how"
+    grep -q "^tiers warm" <<< "$how" || fail "an untouched restart was not warm: $how"
+    wait_for 30 tiers_synced vda || fail "warm: the fast tier is not in sync"
+    sleep 3
+    copied_warm=$(child_stat vda shd-vda-f1 copied-bytes)
+    valid=$(child_stat vda shd-vda-f1 valid-bytes)
+    log "warm restart: the fast tier copied $copied_warm bytes after the restart ($valid valid of $size)"
+    [ "$copied_warm" -lt $((size / 64)) ] || fail "warm restart copied $copied_warm bytes"
+    check_on_fast "0x31 0 32M"
+    gwrite virtio-disk0 "$dir/ref.raw" 0x35 48M 1M
+
+    # 2. after a clean stop, a write to the image while the domain is down
+    v destroy "$dom" > /dev/null || fail "virsh destroy"
+    wait_for 10 grep -q "domain $dom stopped" "$dir/shadowd.log" || fail "shadowd missed the stop"
+    "$qemu/qemu-io" -f qcow2 -c "write -P 0x32 0 4M" "$dir/img/vda.qcow2" > /dev/null || fail "qemu-io"
+    "$qemu/qemu-io" -f raw -c "write -P 0x32 0 4M" "$dir/ref.raw" > /dev/null
+    v start "$dom" > /dev/null || fail "virsh start"
+    how=$(wait_inserted 3)
+    log "image written while down (clean stop before): $how"
+    grep -q "^tiers cold: the disk's image changed while the shadow was out" <<< "$how" ||
+        fail "a write while down did not make the tiers cold: $how"
+    check_on_fast "0x32 0 4M" "0x31 4M 28M" "0x35 48M 1M"
+
+    # 3. QEMU killed with the shadow in (an unclean stop), then a write
+    pid=$(cat "$dir/run/libvirt/qemu/run/$dom.pid")
+    kill -KILL "$pid" || fail "kill QEMU ($pid)"
+    wait_for 20 domain_down || fail "the domain did not stop after QEMU was killed"
+    "$qemu/qemu-io" -f qcow2 -c "write -P 0x33 4M 4M" "$dir/img/vda.qcow2" > /dev/null || fail "qemu-io"
+    "$qemu/qemu-io" -f raw -c "write -P 0x33 4M 4M" "$dir/ref.raw" > /dev/null
+    v start "$dom" > /dev/null || fail "virsh start"
+    how=$(wait_inserted 4)
+    log "QEMU killed, image written while down: $how"
+    grep -q "^tiers cold: the shadow was not stopped cleanly" <<< "$how" ||
+        fail "an unclean stop did not make the tiers cold: $how"
+    check_on_fast "0x32 0 4M" "0x33 4M 4M" "0x31 8M 24M" "0x35 48M 1M"
+
+    # 4. a write between QEMU's start and the insertion (shadowd stopped)
+    v destroy "$dom" > /dev/null || fail "virsh destroy"
+    stop_agent
+    v start "$dom" > /dev/null || fail "virsh start"
+    gwrite virtio-disk0 "$dir/ref.raw" 0x34 8M 4M
+    start_agent
+    how=$(wait_inserted 5)
+    log "image written before the insertion: $how"
+    grep -q "^tiers cold: the disk's image was written" <<< "$how" ||
+        fail "a write before the insertion did not make the tiers cold: $how"
+    check_on_fast "0x32 0 4M" "0x33 4M 4M" "0x34 8M 4M" "0x31 12M 20M" "0x35 48M 1M"
+
+    # 5. and an untouched restart after all that is warm again
+    v destroy "$dom" > /dev/null || fail "virsh destroy"
+    wait_for 10 test "$(grep -c "domain $dom stopped" "$dir/shadowd.log")" -ge 4 || fail "shadowd missed the stop"
+    v start "$dom" > /dev/null || fail "virsh start"
+    how=$(wait_inserted 6)
+    grep -q "^tiers warm" <<< "$how" || fail "the last restart was not warm: $how"
+    check_on_fast "0x34 8M 4M"
+    v destroy "$dom" > /dev/null
+    "$qemu/qemu-img" check -q "$dir/img/vda.qcow2" || fail "qemu-img check"
+    same_as_ref "$dir/img/vda.qcow2" qcow2 "$dir/ref.raw"
+    same_as_ref "$dir/img/tiers/vda.fast" qcow2 "$dir/ref.raw"
+    log "the image and the fast tier hold every write"
+    echo "RESULT warm=ok cold-copied-bytes=$copied_cold warm-copied-bytes=$copied_warm node-bytes=$size"
+}
+
 case "$scenario" in
+warm) scenario_warm ;;
 resize) scenario_resize ;;
 main) scenario_main ;;
 events) scenario_events ;;
