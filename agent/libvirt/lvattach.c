@@ -478,8 +478,8 @@ md_header (const char *path, guint8 *hdr, char **why)
  * (anything that writes, truncates or chowns a file sets its ctime to the
  * current time, and nothing can set it back).  Otherwise *why says what
  * failed and the maps must be forgotten. */
-static gboolean
-md_keep (const char *md_path, const char *origin, char **why)
+gboolean
+shd_lv_md_keep (const char *md_path, const char *origin, char **why)
 {
   g_autofree guint8 *hdr = g_malloc0 (MD_HEADER);
   g_autoptr (GChecksum) sum = g_checksum_new (G_CHECKSUM_SHA256);
@@ -989,7 +989,7 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
         goto out;
       if (written)
         why = g_strdup ("the disk's image was written since QEMU opened it");
-      else if (!md_keep (md, path, &why))
+      else if (!shd_lv_md_keep (md, path, &why))
         ;
       else if (g_strcmp0 (rf, "fastest") == 0)
         why = g_strdup ("read-from is fastest: a tier could serve a read before the last check");
@@ -1339,8 +1339,16 @@ shd_lv_detach (const ShdLvMonitor *m, const char *target, const ShdLvDomDisk *dd
 
     graph_clear (&g);
     delete_ours (m, target);
-    if (md && !md_wipe (md, &e))
-      g_warning ("disk %s: %s", target, e->message);
+    /* never under a node that still has it open */
+    if (md && graph_load (m, &g, &e) && node_info (&g, shadow) == NULL &&
+        node_info (&g, md_node) == NULL)
+      md_wipe (md, &e);
+    else if (md && e == NULL)
+      g_set_error (&e, G_IO_ERROR, G_IO_ERROR_BUSY, "the shadow node is still there");
+    if (e)
+      g_warning ("disk %s: the metadata image %s could not be emptied (%s): empty it "
+                 "before the domain starts again", target, md ? md : "?", e->message);
+    graph_clear (&g);
   }
   return TRUE;
 out:

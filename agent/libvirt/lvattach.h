@@ -48,6 +48,14 @@ gboolean shd_lv_attach (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdL
                         const char *const *tier_dirs, ShdLvAttachResult *result,
                         char **warmth, GError **error);
 
+/* May the maps of the metadata image at md_path be kept for the disk whose
+ * own image is origin?  Only if its current header (intact, the newer of
+ * the two copies) records a clean stop, origin as the active tier then,
+ * and origin's size and ctime at that stop, which must be its size and
+ * ctime now.  FALSE with *why (newly allocated) otherwise, an empty or
+ * all-zero image included ("no maps recorded yet"). */
+gboolean shd_lv_md_keep (const char *md_path, const char *origin, char **why);
+
 /* Gives the disk back to libvirt's own nodes: switches to the origin tier
  * first if needed (refused when the origin is not in sync), points the
  * format node at libvirt's storage node again, and deletes the agent's

@@ -369,7 +369,10 @@ sys.exit(0 if any(t['name'] == 'fast' and t['state'] == 'synced' for t in d[0]['
     vsh "$dom" vda detach > /dev/null || fail "virsh-shadow detach: $(lv_state vda)"
     format_file_is 'libvirt-1-storage' || fail "the format node is not back on libvirt's node: $(graph)"
     no_shadow_nodes vda || fail "shadow nodes left after detach: $(graph | grep shd-)"
-    log "detached: libvirt-1-format -file-> libvirt-1-storage again"
+    # the guest runs on without the shadow: the maps are forgotten
+    [ -f "$dir/img/tiers/vda.fast.meta" ] && [ ! -s "$dir/img/tiers/vda.fast.meta" ] ||
+        fail "the metadata image was not emptied by the detach"
+    log "detached: libvirt-1-format -file-> libvirt-1-storage again, metadata image emptied"
     # the disk, as libvirt has it again, reads back everything
     qio "write -P 0x55 40M 1M"
     "$qemu/qemu-io" -f raw -c "write -P 0x55 40M 1M" "$dir/ref.raw" > /dev/null
