@@ -880,14 +880,15 @@ shd_lv_attach (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk 
   *warmth = NULL;
   if (attach_once (m, spec, dd, tier_dirs, FALSE, result, warmth, &e))
     return TRUE;
-  if (md == NULL || *warmth == NULL || !g_str_has_prefix (*warmth, "warm")) {
+  if (md == NULL || *warmth == NULL || !g_str_has_prefix (*warmth, "tiers warm")) {
     g_propagate_error (error, g_steal_pointer (&e));
     return FALSE;
   }
   /* the kept maps were refused (a tier replaced, the tiers changed ...):
    * forget them and start cold */
   g_free (*warmth);
-  *warmth = g_strdup_printf ("cold: the shadow node refused the kept maps: %s", e->message);
+  *warmth = g_strdup_printf ("tiers cold: the shadow node refused the kept maps: %s",
+                             e->message);
   {
     g_autofree char *why = g_steal_pointer (warmth);
     gboolean ok = attach_once (m, spec, dd, tier_dirs, TRUE, result, warmth, error);
@@ -928,14 +929,14 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
     }
     *result = SHD_LV_ADOPTED;
     ok = TRUE;
-    goto out;
+    goto adopted;
   }
   if (node_info (&g, shadow) && shadow_parent (&g, shadow)) {
     /* under an image that is no longer the top (a disk-only snapshot):
      * it still serves that image */
     *result = SHD_LV_ADOPTED;
     ok = TRUE;
-    goto out;
+    goto adopted;
   }
   if (node_info (&g, shadow) || node_info (&g, base)) {
     /* left over: a failed insertion, or the disk moved (blockcopy pivot) */
@@ -997,8 +998,8 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
         warm = TRUE;
     }
     g_free (*warmth);
-    *warmth = warm ? g_strdup ("warm: the maps kept at the last clean stop are valid") :
-              g_strdup_printf ("cold: %s", why ? why : "no maps recorded yet");
+    *warmth = warm ? g_strdup ("tiers warm: the maps kept at the last clean stop are valid") :
+              g_strdup_printf ("tiers cold: %s", why ? why : "no maps recorded yet");
   }
   /* a warm start changes no file before the shadow node has read the
    * maps: the sizes and ctimes recorded at the last stop must still match */
@@ -1154,10 +1155,15 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
       ok2 = shd_lv_detach (m, spec->target, dd, 0, &was, error) &&
             attach_once (m, spec, dd, tier_dirs, TRUE, result, warmth, error);
       g_free (*warmth);
-      *warmth = g_strdup ("cold: the disk's image was written while the shadow went in");
+      *warmth = g_strdup ("tiers cold: the disk's image was written while the shadow went in");
       return ok2;
     }
   }
+adopted:
+  /* an older shadowd may have inserted it without one: the agent's
+   * reopens must name the metadata child only if there is one */
+  if (ok && *result == SHD_LV_ADOPTED && child_of (&g, shadow, "metadata"))
+    *warmth = g_strdup ("metadata child in place");
 out:
   if (!ok && touched)
     delete_ours (m, spec->target);

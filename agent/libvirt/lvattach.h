@@ -42,8 +42,8 @@ typedef enum {
  * A disk whose tiers have images gets a metadata child (PATH.meta of the
  * first tier image): its maps are kept (warm) only when they are provably
  * those of the image as it is (docs/libvirt.md, "Warm restarts"), else
- * forgotten (cold).  *warmth: "warm: ..." or "cold: why", or NULL without
- * metadata. */
+ * forgotten (cold).  *warmth: "tiers warm: ..." or "tiers cold: why", or
+ * "metadata child in place" when adopted; NULL without a metadata child. */
 gboolean shd_lv_attach (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *dd,
                         const char *const *tier_dirs, ShdLvAttachResult *result,
                         char **warmth, GError **error);

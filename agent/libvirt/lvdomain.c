@@ -592,7 +592,12 @@ applied (ShdLibvirt *lv, gpointer data, const GError *error)
     shd_log (G_LOG_LEVEL_MESSAGE, k->name, k->adopted ? "adopted" : "attached",
              "domain %s disk %s: %s (%.0f ms)%s%s", d->name, o->target,
              k->adopted ? "shadow already in place, adopted" : "shadow inserted", o->ms,
-             o->warmth ? "; tiers " : "", o->warmth ? o->warmth : "");
+             o->warmth ? "; " : "", o->warmth ? o->warmth : "");
+    /* the agent's reopens name the metadata child the node has */
+    if (k->adopted && o->warmth == NULL && k->cfg)
+      g_clear_pointer (&k->cfg->metadata, g_free);
+    else if (k->adopted && k->cfg && k->cfg->metadata == NULL)
+      k->cfg->metadata = shd_lv_node_meta (o->target);
     lvdisk_set (k, LV_ATTACHED, NULL);
     lvdisk_start_agent (k);
   }

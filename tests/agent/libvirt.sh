@@ -1048,6 +1048,11 @@ scenario_warm() {
     v start "$dom" > /dev/null || fail "virsh start"
     how=$(wait_inserted 6)
     grep -q "^tiers warm" <<< "$how" || fail "the last restart was not warm: $how"
+    # a shadowd restart adopts it; its switches name the metadata child
+    stop_agent
+    start_agent
+    wait_for 15 grep -q "adopted (.*metadata child in place" "$dir/shadowd.log" ||
+        fail "shadowd restart: not adopted with its metadata child: $(lv_state vda)"
     check_on_fast "0x34 8M 4M"
     v destroy "$dom" > /dev/null
     "$qemu/qemu-img" check -q "$dir/img/vda.qcow2" || fail "qemu-img check"
