@@ -1061,6 +1061,19 @@ scenario_warm() {
     wait_for 15 grep -q "adopted (.*metadata child in place" "$dir/shadowd.log" ||
         fail "shadowd restart: not adopted with its metadata child: $(lv_state vda)"
     check_on_fast "0x34 8M 4M"
+
+    # 6. a tier image written while the domain is down: the shadow node
+    # itself sees that the tier's file changed and copies it again
+    v destroy "$dom" > /dev/null || fail "virsh destroy"
+    wait_for 10 test "$(grep -c "domain $dom stopped" "$dir/shadowd.log")" -ge 5 || fail "shadowd missed the stop"
+    "$qemu/qemu-io" -f raw -c "write -P 0x77 0 4M" "$dir/img/tiers/vda.fast" > /dev/null || fail "qemu-io"
+    v start "$dom" > /dev/null || fail "virsh start"
+    how=$(wait_inserted 7)
+    wait_for 30 tiers_synced vda || fail "the rewritten fast tier did not get in sync"
+    log "fast tier image written while down: $how; the node copied it again" \
+        "($(child_stat vda shd-vda-f1 copied-bytes) bytes)"
+    [ "$(child_stat vda shd-vda-f1 copied-bytes)" -ge 33554432 ] || fail "the rewritten tier was not copied again"
+    check_on_fast "0x32 0 4M" "0x33 4M 4M" "0x34 8M 4M" "0x31 12M 20M"
     v destroy "$dom" > /dev/null
     "$qemu/qemu-img" check -q "$dir/img/vda.qcow2" || fail "qemu-img check"
     same_as_ref "$dir/img/vda.qcow2" qcow2 "$dir/ref.raw"
