@@ -1002,7 +1002,8 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
               g_strdup_printf ("tiers cold: %s", why ? why : "no maps recorded yet");
   }
   /* a warm start changes no file before the shadow node has read the
-   * maps: the sizes and ctimes recorded at the last stop must still match */
+   * maps: the sizes and ctimes recorded at the last stop must still match
+   * (and it gives the image no room beyond the last session's, below) */
   if (S_ISREG (st.st_mode) && !warm && !extend_file (path, len, error))
     goto out;
   if (!S_ISREG (st.st_mode)) {
@@ -1105,29 +1106,12 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
     if (!run0 (m, "blockdev-add", o, error))
       goto out;
   }
-  if (warm && S_ISREG (st.st_mode)) {
-    /* the room to grow, through the node (every tier and the maps grow
-     * with it), while nothing above it holds its size */
-    g_autoptr (JsonObject) args = json_object_new ();
-    Graph g2 = { 0 };
-    JsonObject *si;
-    gint64 cur = 0;
-
-    if (!graph_load (m, &g2, error)) {
-      graph_clear (&g2);
-      goto out;
-    }
-    si = node_info (&g2, shadow);
-    si = si && json_object_has_member (si, "image") ? json_object_get_object_member (si, "image") : NULL;
-    cur = si ? json_object_get_int_member_with_default (si, "virtual-size", 0) : 0;
-    graph_clear (&g2);
-    if (cur > 0 && (guint64) cur < len) {
-      json_object_set_string_member (args, "node-name", shadow);
-      json_object_set_int_member (args, "size", (gint64) len);
-      if (!run0 (m, "block_resize", args, error))
-        goto out;
-    }
-  }
+  /* A warm start gives the image no more room than the last session left
+   * it: a qcow2 image that outgrows it grows the shadow node (every tier
+   * and the maps) as it writes.  Not block_resize now: growing a node with
+   * a metadata child by a number of chunks that is not a multiple of 64
+   * leaves a shadow 'syncing' for ever (driver bug, see the report of
+   * issue 15) */
   {
     g_autoptr (JsonObject) args = reopen_args (format_options (&g, root, shadow, dd), NULL);
 

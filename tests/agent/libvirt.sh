@@ -995,6 +995,9 @@ scenario_warm() {
     copied_cold=$(child_stat vda shd-vda-f1 copied-bytes)
     size=$(node_size shd-vda)
     log "cold start: the fast tier copied $copied_cold bytes (shadow node $size bytes, 32 MiB of data)"
+    # qcow2 allocates more: a warm start keeps the room the last session
+    # left (it changes no file before the maps are read)
+    gwrite virtio-disk0 "$dir/ref.raw" 0x36 40M 4M
 
     # 1. QEMU closes the shadow (destroy: SIGTERM), nothing touches the image
     v destroy "$dom" > /dev/null || fail "virsh destroy"
@@ -1009,7 +1012,8 @@ scenario_warm() {
     valid=$(child_stat vda shd-vda-f1 valid-bytes)
     log "warm restart: the fast tier copied $copied_warm bytes after the restart ($valid valid of $size)"
     [ "$copied_warm" -lt $((size / 64)) ] || fail "warm restart copied $copied_warm bytes"
-    check_on_fast "0x31 0 32M"
+    [ "$(node_size shd-vda)" = "$size" ] || fail "the warm start changed the node's length"
+    check_on_fast "0x31 0 32M" "0x36 40M 4M"
     gwrite virtio-disk0 "$dir/ref.raw" 0x35 48M 1M
 
     # 2. after a clean stop, a write to the image while the domain is down
