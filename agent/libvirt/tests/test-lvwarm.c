@@ -1,8 +1,11 @@
 /* When shadowd keeps a libvirt disk's maps across a restart
  * (shd_lv_md_keep): metadata images built by hand, in the driver's format
  * (docs/shadow-metadata.md), against an origin file whose size and ctime
- * are stamped or not. */
+ * are stamped or not.  And the insertion's last check (shd_lv_attach
+ * against a fake QEMU monitor): a write that reaches the image through
+ * libvirt's node while the shadow goes in makes the tiers cold. */
 #include "lvattach.h"
+#include "lvmeta.h"
 
 #include <fcntl.h>
 #include <glib/gstdio.h>
@@ -245,6 +248,271 @@ test_origin_changed (Fixture *f, gconstpointer data)
   g_assert_false (keep (f, "changed while the shadow was out"));
 }
 
+
+/* ---- a fake QEMU monitor: the block graph libvirt gives a qcow2 disk,
+ * and what shadowd adds to it ---- */
+
+typedef struct {
+  const char *image;
+  GHashTable *nodes;            /* node name -> driver */
+  GPtrArray *shadow_children;   /* the shadow node's, while it exists */
+  gboolean shadow_md;
+  char *format_file;            /* the format node's file child */
+  gboolean written;             /* libvirt's storage node got a write */
+  gboolean write_in_window;     /* ... just before the reopen that puts the shadow in */
+  guint reopens;
+  GString *log;
+} Fake;
+
+static void
+add_node_info (JsonBuilder *b, const char *name, const char *drv, const char *file, gint64 size)
+{
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "node-name");
+  json_builder_add_string_value (b, name);
+  json_builder_set_member_name (b, "drv");
+  json_builder_add_string_value (b, drv);
+  if (file) {
+    json_builder_set_member_name (b, "file");
+    json_builder_add_string_value (b, file);
+  }
+  json_builder_set_member_name (b, "ro");
+  json_builder_add_boolean_value (b, FALSE);
+  json_builder_set_member_name (b, "image");
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "virtual-size");
+  json_builder_add_int_value (b, size);
+  json_builder_end_object (b);
+  json_builder_end_object (b);
+}
+
+static void
+add_edge (JsonBuilder *b, GHashTable *ids, const char *parent, const char *child, const char *name)
+{
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "parent");
+  json_builder_add_int_value (b, GPOINTER_TO_INT (g_hash_table_lookup (ids, parent)));
+  json_builder_set_member_name (b, "child");
+  json_builder_add_int_value (b, GPOINTER_TO_INT (g_hash_table_lookup (ids, child)));
+  json_builder_set_member_name (b, "name");
+  json_builder_add_string_value (b, name);
+  json_builder_end_object (b);
+}
+
+#define BACKEND "/machine/peripheral/virtio-disk0/virtio-backend"
+
+static JsonNode *
+fake_monitor (const char *command, JsonObject *args, gpointer data, GError **error)
+{
+  Fake *f = data;
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  GHashTableIter it;
+  gpointer k, v;
+
+  g_string_append_printf (f->log, "%s\n", command);
+  if (strcmp (command, "query-named-block-nodes") == 0) {
+    json_builder_begin_array (b);
+    add_node_info (b, "libvirt-1-format", "qcow2", f->image, 64 << 20);
+    add_node_info (b, "libvirt-1-storage", "file", f->image, 1 << 20);
+    g_hash_table_iter_init (&it, f->nodes);
+    while (g_hash_table_iter_next (&it, &k, &v))
+      add_node_info (b, k, v, strcmp (v, "file") == 0 ? f->image : NULL, 1 << 20);
+    json_builder_end_array (b);
+  } else if (strcmp (command, "x-debug-query-block-graph") == 0) {
+    g_autoptr (GHashTable) ids = g_hash_table_new (g_str_hash, g_str_equal);
+    g_autoptr (GPtrArray) names = g_ptr_array_new ();
+    gint id = 1;
+
+    g_ptr_array_add (names, BACKEND);
+    g_ptr_array_add (names, "libvirt-1-format");
+    g_ptr_array_add (names, "libvirt-1-storage");
+    g_hash_table_iter_init (&it, f->nodes);
+    while (g_hash_table_iter_next (&it, &k, &v))
+      g_ptr_array_add (names, k);
+    json_builder_begin_object (b);
+    json_builder_set_member_name (b, "nodes");
+    json_builder_begin_array (b);
+    for (guint i = 0; i < names->len; i++, id++) {
+      g_hash_table_insert (ids, names->pdata[i], GINT_TO_POINTER (id));
+      json_builder_begin_object (b);
+      json_builder_set_member_name (b, "id");
+      json_builder_add_int_value (b, id);
+      json_builder_set_member_name (b, "name");
+      json_builder_add_string_value (b, names->pdata[i]);
+      json_builder_set_member_name (b, "type");
+      json_builder_add_string_value (b, i == 0 ? "block-backend" : "block-driver");
+      json_builder_end_object (b);
+    }
+    json_builder_end_array (b);
+    json_builder_set_member_name (b, "edges");
+    json_builder_begin_array (b);
+    add_edge (b, ids, BACKEND, "libvirt-1-format", "root");
+    add_edge (b, ids, "libvirt-1-format", f->format_file, "file");
+    for (guint i = 0; f->shadow_children && i < f->shadow_children->len; i++) {
+      g_autofree char *edge = g_strdup_printf ("children.%u", i);
+
+      add_edge (b, ids, "shd-vda", f->shadow_children->pdata[i], edge);
+    }
+    if (f->shadow_children && f->shadow_md)
+      add_edge (b, ids, "shd-vda", "shd-vda-md", "metadata");
+    json_builder_end_array (b);
+    json_builder_end_object (b);
+  } else if (strcmp (command, "query-blockstats") == 0) {
+    gboolean nodes = args && json_object_get_boolean_member_with_default (args, "query-nodes", FALSE);
+
+    json_builder_begin_array (b);
+    json_builder_begin_object (b);
+    if (nodes) {
+      json_builder_set_member_name (b, "node-name");
+      json_builder_add_string_value (b, "libvirt-1-storage");
+    } else {
+      json_builder_set_member_name (b, "qdev");
+      json_builder_add_string_value (b, BACKEND);
+    }
+    json_builder_set_member_name (b, "stats");
+    json_builder_begin_object (b);
+    json_builder_set_member_name (b, "wr_highest_offset");
+    json_builder_add_int_value (b, nodes && f->written ? 4096 : 0);
+    json_builder_set_member_name (b, "unmap_operations");
+    json_builder_add_int_value (b, 0);
+    json_builder_end_object (b);
+    json_builder_end_object (b);
+    if (nodes && f->shadow_children) {
+      json_builder_begin_object (b);
+      json_builder_set_member_name (b, "node-name");
+      json_builder_add_string_value (b, "shd-vda");
+      json_builder_set_member_name (b, "stats");
+      json_builder_begin_object (b);
+      json_builder_end_object (b);
+      json_builder_set_member_name (b, "driver-specific");
+      json_builder_begin_object (b);
+      json_builder_set_member_name (b, "active");
+      json_builder_add_string_value (b, "shd-vda-base");
+      json_builder_set_member_name (b, "children");
+      json_builder_begin_array (b);
+      for (guint i = 0; i < f->shadow_children->len; i++) {
+        json_builder_begin_object (b);
+        json_builder_set_member_name (b, "node-name");
+        json_builder_add_string_value (b, f->shadow_children->pdata[i]);
+        json_builder_set_member_name (b, "state");
+        json_builder_add_string_value (b, i == 0 ? "active" : "synced");
+        json_builder_end_object (b);
+      }
+      json_builder_end_array (b);
+      json_builder_end_object (b);
+      json_builder_end_object (b);
+    }
+    json_builder_end_array (b);
+  } else if (strcmp (command, "blockdev-add") == 0) {
+    const char *name = json_object_get_string_member (args, "node-name");
+    const char *drv = json_object_get_string_member (args, "driver");
+
+    g_hash_table_insert (f->nodes, g_strdup (name), g_strdup (drv));
+    if (strcmp (drv, "shadow") == 0) {
+      JsonArray *ch = json_object_get_array_member (args, "children");
+
+      f->shadow_children = g_ptr_array_new_with_free_func (g_free);
+      for (guint i = 0; i < json_array_get_length (ch); i++)
+        g_ptr_array_add (f->shadow_children, g_strdup (json_array_get_string_element (ch, i)));
+      f->shadow_md = json_object_has_member (args, "metadata");
+    }
+    json_builder_begin_object (b);
+    json_builder_end_object (b);
+  } else if (strcmp (command, "blockdev-reopen") == 0) {
+    JsonArray *opts = json_object_get_array_member (args, "options");
+
+    f->reopens++;
+    for (guint i = 0; i < json_array_get_length (opts); i++) {
+      JsonObject *o = json_array_get_object_element (opts, i);
+
+      if (strcmp (json_object_get_string_member (o, "node-name"), "libvirt-1-format") == 0) {
+        if (strcmp (json_object_get_string_member (o, "file"), "shd-vda") == 0 &&
+            f->write_in_window) {
+          f->written = TRUE;    /* the guest wrote while the shadow went in */
+          f->write_in_window = FALSE;
+        }
+        g_free (f->format_file);
+        f->format_file = g_strdup (json_object_get_string_member (o, "file"));
+      }
+    }
+    json_builder_begin_object (b);
+    json_builder_end_object (b);
+  } else if (strcmp (command, "blockdev-del") == 0) {
+    const char *name = json_object_get_string_member (args, "node-name");
+
+    g_hash_table_remove (f->nodes, name);
+    if (strcmp (name, "shd-vda") == 0)
+      g_clear_pointer (&f->shadow_children, g_ptr_array_unref);
+    json_builder_begin_object (b);
+    json_builder_end_object (b);
+  } else {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "fake: no %s", command);
+    return NULL;
+  }
+  return json_builder_get_root (b);
+}
+
+typedef struct {
+  gboolean written_before;
+  gboolean write_in_window;
+  const char *warmth;
+  guint reopens;
+  gboolean md_emptied;
+} AttachCase;
+
+static void
+test_attach (Fixture *f, gconstpointer data)
+{
+  const AttachCase *ac = data;
+  g_autofree char *fast = g_build_filename (f->dir, "vda.fast", NULL);
+  g_autofree char *xml = g_strdup_printf (
+    "<shadowtier xmlns=\"" SHD_LV_NS_URI "\"><disk target=\"vda\" slo-latency-ms=\"5\">"
+    "<tier name=\"cheap\" origin=\"yes\"/><tier name=\"fast\" path=\"%s\"/></disk></shadowtier>",
+    fast);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) disks = shd_lv_meta_parse (xml, &error);
+  g_autofree char *warmth = NULL;
+  ShdLvDomDisk dd = { "vda", "virtio-disk0", f->origin, "file", "qcow2", NULL, NULL, "disk" };
+  Fake fk = { f->origin, g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free),
+              NULL, FALSE, g_strdup ("libvirt-1-storage"), ac->written_before,
+              ac->write_in_window, 0, g_string_new (NULL) };
+  ShdLvMonitor m = { fake_monitor, &fk };
+  ShdLvAttachResult result;
+  struct stat st;
+
+  g_assert_no_error (error);
+  g_free (f->md);
+  f->md = g_strdup_printf ("%s.meta", fast);
+  g_assert_true (g_file_set_contents (fast, "", 0, NULL));
+  write_md (f, &clean, NULL);   /* kept maps that describe the image as it is */
+  g_assert_true (shd_lv_attach (&m, disks->pdata[0], &dd, NULL, &result, &warmth, &error));
+  g_assert_no_error (error);
+  g_test_message ("%s", fk.log->str);
+  g_assert_cmpint (result, ==, SHD_LV_INSERTED);
+  g_assert_cmpstr (warmth, ==, ac->warmth);
+  g_assert_cmpuint (fk.reopens, ==, ac->reopens);
+  g_assert_cmpstr (fk.format_file, ==, "shd-vda");
+  g_assert_true (fk.shadow_md);
+  g_assert_cmpint (g_stat (f->md, &st), ==, 0);
+  g_assert_cmpint (st.st_size == 0, ==, ac->md_emptied);
+  g_unlink (fast);
+  g_hash_table_unref (fk.nodes);
+  g_clear_pointer (&fk.shadow_children, g_ptr_array_unref);
+  g_free (fk.format_file);
+  g_string_free (fk.log, TRUE);
+}
+
+static const AttachCase warm_case = {
+  FALSE, FALSE, "tiers warm: the maps kept at the last clean stop are valid", 1, FALSE
+};
+static const AttachCase written_before = {
+  TRUE, FALSE, "tiers cold: the disk's image was written since QEMU opened it", 1, TRUE
+};
+/* taken out again, the maps emptied, inserted cold: three reopens */
+static const AttachCase written_in_window = {
+  FALSE, TRUE, "tiers cold: the disk's image was written while the shadow went in", 3, TRUE
+};
+
 int
 main (int argc, char **argv)
 {
@@ -257,5 +525,10 @@ main (int argc, char **argv)
   ADD ("other-active", test_other_active);
   ADD ("not-stamped", test_not_stamped);
   ADD ("origin-changed", test_origin_changed);
+  g_test_add ("/lvwarm/attach/warm", Fixture, &warm_case, setup, test_attach, teardown);
+  g_test_add ("/lvwarm/attach/written-before", Fixture, &written_before, setup, test_attach,
+              teardown);
+  g_test_add ("/lvwarm/attach/written-in-window", Fixture, &written_in_window, setup,
+              test_attach, teardown);
   return g_test_run ();
 }
