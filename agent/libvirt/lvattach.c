@@ -1136,8 +1136,28 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
       gboolean was = FALSE;
 
       graph_clear (&g);
-      ok2 = shd_lv_detach (m, spec->target, dd, 0, &was, error) &&
-            attach_once (m, spec, dd, tier_dirs, TRUE, result, warmth, error);
+      if (!shd_lv_detach (m, spec->target, dd, 0, &was, error)) {
+        /* It stays in, with maps that may be stale on every tier but the
+         * disk's own image (the active one, children.0): take those tiers
+         * out of it, so that nothing can ever read them */
+        for (guint i = children->len; i > 1; i--) {
+          g_autoptr (JsonObject) args = json_object_new ();
+          g_autofree char *name = g_strdup_printf ("children.%u", i - 1);
+          g_autoptr (GError) e = NULL;
+
+          json_object_set_string_member (args, "parent", shadow);
+          json_object_set_string_member (args, "child", name);
+          if (!run0 (m, "x-blockdev-change", args, &e))
+            g_warning ("disk %s: %s", spec->target, e->message);
+        }
+        g_prefix_error (error, "disk %s: the disk's image was written while the shadow "
+                        "went in, and taking it out again failed (its tiers were removed "
+                        "from it): ", spec->target);
+        g_free (*warmth);
+        *warmth = NULL;
+        return FALSE;
+      }
+      ok2 = attach_once (m, spec, dd, tier_dirs, TRUE, result, warmth, error);
       g_free (*warmth);
       *warmth = g_strdup ("tiers cold: the disk's image was written while the shadow went in");
       return ok2;

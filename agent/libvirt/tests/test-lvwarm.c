@@ -260,6 +260,7 @@ typedef struct {
   char *format_file;            /* the format node's file child */
   gboolean written;             /* libvirt's storage node got a write */
   gboolean write_in_window;     /* ... just before the reopen that puts the shadow in */
+  gboolean fail_detach;         /* the reopen that takes the shadow out fails */
   guint reopens;
   GString *log;
 } Fake;
@@ -421,6 +422,10 @@ fake_monitor (const char *command, JsonObject *args, gpointer data, GError **err
   } else if (strcmp (command, "blockdev-reopen") == 0) {
     JsonArray *opts = json_object_get_array_member (args, "options");
 
+    if (f->fail_detach && json_array_get_length (opts) == 2) {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED, "fake: the detach fails");
+      return NULL;
+    }
     f->reopens++;
     for (guint i = 0; i < json_array_get_length (opts); i++) {
       JsonObject *o = json_array_get_object_element (opts, i);
@@ -435,6 +440,12 @@ fake_monitor (const char *command, JsonObject *args, gpointer data, GError **err
         f->format_file = g_strdup (json_object_get_string_member (o, "file"));
       }
     }
+    json_builder_begin_object (b);
+    json_builder_end_object (b);
+  } else if (strcmp (command, "x-blockdev-change") == 0) {
+    g_assert_cmpstr (json_object_get_string_member (args, "parent"), ==, "shd-vda");
+    g_assert_cmpstr (json_object_get_string_member (args, "child"), ==, "children.1");
+    g_ptr_array_remove_index (f->shadow_children, 1);
     json_builder_begin_object (b);
     json_builder_end_object (b);
   } else if (strcmp (command, "blockdev-del") == 0) {
@@ -455,6 +466,7 @@ fake_monitor (const char *command, JsonObject *args, gpointer data, GError **err
 typedef struct {
   gboolean written_before;
   gboolean write_in_window;
+  gboolean fail_detach;
   const char *warmth;
   guint reopens;
   gboolean md_emptied;
@@ -475,7 +487,7 @@ test_attach (Fixture *f, gconstpointer data)
   ShdLvDomDisk dd = { "vda", "virtio-disk0", f->origin, "file", "qcow2", NULL, NULL, "disk" };
   Fake fk = { f->origin, g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free),
               NULL, FALSE, g_strdup ("libvirt-1-storage"), ac->written_before,
-              ac->write_in_window, 0, g_string_new (NULL) };
+              ac->write_in_window, ac->fail_detach, 0, g_string_new (NULL) };
   ShdLvMonitor m = { fake_monitor, &fk };
   ShdLvAttachResult result;
   struct stat st;
@@ -485,6 +497,16 @@ test_attach (Fixture *f, gconstpointer data)
   f->md = g_strdup_printf ("%s.meta", fast);
   g_assert_true (g_file_set_contents (fast, "", 0, NULL));
   write_md (f, &clean, NULL);   /* kept maps that describe the image as it is */
+  if (ac->fail_detach) {
+    /* the shadow stays in, with the disk's own image as its only tier */
+    g_assert_false (shd_lv_attach (&m, disks->pdata[0], &dd, NULL, &result, &warmth, &error));
+    g_assert_nonnull (strstr (error->message, "its tiers were removed from it"));
+    g_assert_null (warmth);
+    g_assert_cmpuint (fk.shadow_children->len, ==, 1);
+    g_assert_cmpstr (fk.shadow_children->pdata[0], ==, "shd-vda-base");
+    g_assert_cmpstr (fk.format_file, ==, "shd-vda");
+    goto out;
+  }
   g_assert_true (shd_lv_attach (&m, disks->pdata[0], &dd, NULL, &result, &warmth, &error));
   g_assert_no_error (error);
   g_test_message ("%s", fk.log->str);
@@ -495,6 +517,7 @@ test_attach (Fixture *f, gconstpointer data)
   g_assert_true (fk.shadow_md);
   g_assert_cmpint (g_stat (f->md, &st), ==, 0);
   g_assert_cmpint (st.st_size == 0, ==, ac->md_emptied);
+out:
   g_unlink (fast);
   g_hash_table_unref (fk.nodes);
   g_clear_pointer (&fk.shadow_children, g_ptr_array_unref);
@@ -503,14 +526,18 @@ test_attach (Fixture *f, gconstpointer data)
 }
 
 static const AttachCase warm_case = {
-  FALSE, FALSE, "tiers warm: the maps kept at the last clean stop are valid", 1, FALSE
+  FALSE, FALSE, FALSE, "tiers warm: the maps kept at the last clean stop are valid", 1, FALSE
 };
 static const AttachCase written_before = {
-  TRUE, FALSE, "tiers cold: the disk's image was written since QEMU opened it", 1, TRUE
+  TRUE, FALSE, FALSE, "tiers cold: the disk's image was written since QEMU opened it", 1, TRUE
 };
 /* taken out again, the maps emptied, inserted cold: three reopens */
 static const AttachCase written_in_window = {
-  FALSE, TRUE, "tiers cold: the disk's image was written while the shadow went in", 3, TRUE
+  FALSE, TRUE, FALSE, "tiers cold: the disk's image was written while the shadow went in", 3,
+  TRUE
+};
+static const AttachCase written_in_window_stuck = {
+  FALSE, TRUE, TRUE, NULL, 1, FALSE
 };
 
 int
@@ -530,5 +557,7 @@ main (int argc, char **argv)
               teardown);
   g_test_add ("/lvwarm/attach/written-in-window", Fixture, &written_in_window, setup,
               test_attach, teardown);
+  g_test_add ("/lvwarm/attach/written-in-window-stuck", Fixture, &written_in_window_stuck,
+              setup, test_attach, teardown);
   return g_test_run ();
 }
