@@ -1078,6 +1078,21 @@ scenario_warm() {
         "($(child_stat vda shd-vda-f1 copied-bytes) bytes)"
     [ "$(child_stat vda shd-vda-f1 copied-bytes)" -ge 33554432 ] || fail "the rewritten tier was not copied again"
     check_on_fast "0x32 0 4M" "0x33 4M 4M" "0x34 8M 4M" "0x31 12M 20M"
+
+    # 7. the guest powers off (ACPI S5 written to the PIIX4 PM control
+    # port, as a guest's shutdown does): libvirt reports the shutdown while
+    # QEMU still runs, then stops it (on_poweroff destroy); shadowd leaves
+    # the shadow in for QEMU to close
+    hmp "o /w 0x604 0x2000" > /dev/null || fail "HMP o"
+    wait_for 20 domain_down || fail "the domain did not stop after the guest's poweroff"
+    wait_for 10 test "$(grep -c "domain $dom stopped" "$dir/shadowd.log")" -ge 6 || fail "shadowd missed the stop"
+    grep -q "shadow removed" "$dir/shadowd.log" && fail "the shutdown detached the shadow (the maps would be lost)"
+    v start "$dom" > /dev/null || fail "virsh start"
+    how=$(wait_inserted 8)
+    grep -q "domain $dom: the guest shut down" "$dir/shadowd.log" || fail "libvirt's shutdown event did not come"
+    log "guest poweroff (libvirt's shutdown event, then QEMU stopped), then start: $how"
+    grep -q "^tiers warm" <<< "$how" || fail "a start after the guest's poweroff was not warm: $how"
+    check_on_fast "0x32 0 4M" "0x33 4M 4M" "0x34 8M 4M" "0x31 12M 20M"
     v destroy "$dom" > /dev/null
     "$qemu/qemu-img" check -q "$dir/img/vda.qcow2" || fail "qemu-img check"
     same_as_ref "$dir/img/vda.qcow2" qcow2 "$dir/ref.raw"
