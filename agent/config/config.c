@@ -347,6 +347,7 @@ disk_config_clear (ShdDiskConfig *d)
   g_free (d->prewarm_speed);
   g_free (d->read_from);
   g_free (d->copy_on_read);
+  g_free (d->metadata);
   g_free (d->release);
 }
 
@@ -574,7 +575,8 @@ load_disk (const Ctx *x, ShdConfig *c, const char *g, GError **error)
   static const char *const keys[] = {
     "qmp", "node", "slo-latency-ms", "size-gib", "dry-run", "add-children", "chunk-size",
     "write-mode", "prewarm", "prewarm-speed", "read-from", "copy-on-read",
-    "instant-switch", "release", "rbd-conf", "rbd-user", "rbd-key-secret", NULL
+    "instant-switch", "release", "metadata", "rbd-conf", "rbd-user", "rbd-key-secret",
+    NULL
   };
   static const char *const tier_prefixes[] = { "tier.", "tier-rbd.", NULL };
   static const char *const write_modes[] = { "sync", "async", NULL };
@@ -622,7 +624,8 @@ load_disk (const Ctx *x, ShdConfig *c, const char *g, GError **error)
       !get_choice (x, g, "prewarm", prewarms, &d->prewarm, error) ||
       !get_string (x, g, "prewarm-speed", FALSE, &d->prewarm_speed, error) ||
       !get_choice (x, g, "read-from", read_froms, &d->read_from, error) ||
-      !get_string (x, g, "copy-on-read", FALSE, &d->copy_on_read, error))
+      !get_string (x, g, "copy-on-read", FALSE, &d->copy_on_read, error) ||
+      !get_string (x, g, "metadata", FALSE, &d->metadata, error))
     return FALSE;
   if (d->chunk_size) {
     if (!g_ascii_string_to_unsigned (d->chunk_size, 10, 4096, 64 << 20, &v, NULL) ||

@@ -73,6 +73,7 @@ typedef struct {
   char *prewarm_speed;          /* integer */
   char *read_from;
   char *copy_on_read;           /* boolean */
+  char *metadata;               /* node name of the node's metadata child, or NULL */
 } ShdDiskConfig;
 
 typedef struct {

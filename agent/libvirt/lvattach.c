@@ -390,6 +390,166 @@ prepare_tier_file (const char *path, const struct stat *base, guint64 len, GErro
   return TRUE;
 }
 
+/* ---- the metadata child: warm or cold (docs/libvirt.md, "Warm restarts") ---- */
+
+#define MD_HEADER 8192          /* one header copy (docs/shadow-metadata.md) */
+#define MD_SLOTS 16
+#define MD_SLOT_SIZE 256
+#define MD_TABLE 256
+#define MD_IN_USE 1
+#define MD_SLOT_USED 1
+#define MD_SLOT_STAMPED 8
+
+static guint32
+crc32c (const guint8 *p, gsize n)
+{
+  guint32 crc = 0xffffffff;
+
+  for (gsize i = 0; i < n; i++) {
+    crc ^= p[i];
+    for (guint k = 0; k < 8; k++)
+      crc = (crc >> 1) ^ (0x82f63b78 & (0u - (crc & 1)));
+  }
+  return ~crc;
+}
+
+static guint32
+le32 (const guint8 *p)
+{
+  return (guint32) p[0] | (guint32) p[1] << 8 | (guint32) p[2] << 16 | (guint32) p[3] << 24;
+}
+
+static guint64
+le64 (const guint8 *p)
+{
+  return (guint64) le32 (p) | (guint64) le32 (p + 4) << 32;
+}
+
+/* Reads the current header copy of the metadata image: FALSE when the
+ * file is empty or all zeroes (never written), or neither copy is intact
+ * (then *why says so). */
+static gboolean
+md_header (const char *path, guint8 *hdr, char **why)
+{
+  g_autofree guint8 *buf = g_malloc0 (2 * MD_HEADER);
+  guint64 best_gen = 0;
+  gboolean found = FALSE, blank = TRUE;
+  int fd = g_open (path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW, 0);
+  gssize n;
+
+  if (fd < 0) {
+    *why = g_strdup_printf ("cannot read %s: %s", path, g_strerror (errno));
+    return FALSE;
+  }
+  n = pread (fd, buf, 2 * MD_HEADER, 0);
+  close (fd);
+  if (n < 0) {
+    *why = g_strdup_printf ("cannot read %s: %s", path, g_strerror (errno));
+    return FALSE;
+  }
+  for (gssize i = 0; i < n && blank; i++)
+    blank = buf[i] == 0;
+  if (blank)
+    return FALSE;               /* nothing recorded: nothing to keep */
+  for (guint c = 0; n == 2 * MD_HEADER && c < 2; c++) {
+    guint8 *h = buf + c * MD_HEADER;
+    guint32 sum = le32 (h + 92);
+
+    if (memcmp (h, "SHADOWMD", 8) != 0 || le32 (h + 8) != 2 || le32 (h + 12) != MD_HEADER)
+      continue;
+    memset (h + 92, 0, 4);
+    if (crc32c (h, MD_HEADER) != sum)
+      continue;
+    if (!found || le64 (h + 16) > best_gen) {
+      best_gen = le64 (h + 16);
+      memcpy (hdr, h, MD_HEADER);
+      found = TRUE;
+    }
+  }
+  if (!found)
+    *why = g_strdup ("its header is not an intact version 2 header");
+  return found;
+}
+
+/* May the maps of the metadata image at md_path be kept for a disk whose
+ * own image is origin?  Only if the last stop was clean, the disk's own
+ * image was the active tier then (it held every chunk), and it has not
+ * changed since: its ctime and size are those recorded at that stop
+ * (anything that writes, truncates or chowns a file sets its ctime to the
+ * current time, and nothing can set it back).  Otherwise *why says what
+ * failed and the maps must be forgotten. */
+gboolean
+shd_lv_md_keep (const char *md_path, const char *origin, char **why)
+{
+  g_autofree guint8 *hdr = g_malloc0 (MD_HEADER);
+  g_autoptr (GChecksum) sum = g_checksum_new (G_CHECKSUM_SHA256);
+  guint8 id[32];
+  gsize id_len = sizeof (id);
+  const guint8 *slot;
+  guint32 active, flags;
+  struct stat st;
+
+  if (!md_header (md_path, hdr, why)) {
+    if (*why == NULL)
+      *why = g_strdup ("no maps recorded yet");
+    return FALSE;
+  }
+  if (le64 (hdr + 24) & MD_IN_USE) {
+    *why = g_strdup ("the shadow was not stopped cleanly (QEMU killed, host crash): "
+                     "what reached the disk's image since cannot be known");
+    return FALSE;
+  }
+  active = le32 (hdr + 60);
+  if (active >= MD_SLOTS || le32 (hdr + 88) != MD_TABLE) {
+    *why = g_strdup ("its header names no active tier");
+    return FALSE;
+  }
+  slot = hdr + MD_TABLE + active * MD_SLOT_SIZE;
+  flags = le32 (slot);
+  g_checksum_update (sum, (const guchar *) origin, strlen (origin));
+  g_checksum_get_digest (sum, id, &id_len);
+  if (!(flags & MD_SLOT_USED) || memcmp (slot + 16, id, sizeof (id)) != 0) {
+    *why = g_strdup ("the disk's own image was not the active tier at the last stop");
+    return FALSE;
+  }
+  if (!(flags & MD_SLOT_STAMPED)) {
+    *why = g_strdup ("the disk's image has no size and ctime recorded at the last stop");
+    return FALSE;
+  }
+  if (g_stat (origin, &st) < 0) {
+    *why = g_strdup_printf ("%s: %s", origin, g_strerror (errno));
+    return FALSE;
+  }
+  if ((gint64) le64 (slot + 72) != (gint64) st.st_ctim.tv_sec ||
+      le32 (slot + 68) != (guint32) st.st_ctim.tv_nsec ||
+      (gint64) le64 (slot + 80) != (gint64) st.st_size) {
+    *why = g_strdup ("the disk's image changed while the shadow was out (its ctime or "
+                     "size is not the one recorded at the last stop)");
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* Forgets every map: an empty metadata image is formatted afresh, the
+ * disk's image its active tier and every other tier stale. */
+static gboolean
+md_wipe (const char *path, GError **error)
+{
+  int fd = g_open (path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0);
+  int saved;
+
+  if (fd < 0 || ftruncate (fd, 0) < 0) {
+    saved = errno;
+    if (fd >= 0)
+      close (fd);
+    g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved),
+                 "cannot empty the metadata image %s: %s", path, g_strerror (saved));
+    return FALSE;
+  }
+  close (fd);
+  return TRUE;
+}
+
 /* ---- QMP arguments ---- */
 
 /* cache.direct and cache.no-flush as a node reports them */
@@ -565,6 +725,11 @@ delete_ours (const ShdLvMonitor *m, const char *target)
     return;
   }
   del_node (m, &g, shadow);
+  {
+    g_autofree char *md_node = shd_lv_node_meta (target);
+
+    del_node (m, &g, md_node);
+  }
   for (guint pass = 0; pass < 2; pass++) {
     /* throttle filters ('t') before the files under them ('f') */
     for (guint i = 0; i < 9; i++) {
@@ -646,20 +811,112 @@ shd_lv_is_attached (const ShdLvMonitor *m, const char *target, const ShdLvDomDis
   return ok;
 }
 
+/* libvirt's storage node or the device got a write or a discard since QEMU
+ * opened the image: the highest offset written to the storage node (QEMU
+ * keeps it for every node, for every write, write-zeroes included) and the
+ * device's discards (a discard is not a write there). */
+static gboolean
+image_written (const ShdLvMonitor *m, const char *storage, const char *alias,
+               gboolean *written, GError **error)
+{
+  g_autoptr (JsonObject) args = json_object_new ();
+  g_autoptr (JsonNode) nodes = NULL;
+  g_autoptr (JsonNode) devs = NULL;
+  g_autofree char *mid = g_strdup_printf ("/peripheral/%s/", alias);
+  gboolean seen_node = FALSE, seen_dev = FALSE;
+  JsonArray *a;
+
+  *written = TRUE;
+  json_object_set_boolean_member (args, "query-nodes", TRUE);
+  nodes = run (m, "query-blockstats", args, error);
+  devs = nodes ? run (m, "query-blockstats", NULL, error) : NULL;
+  if (devs == NULL || !JSON_NODE_HOLDS_ARRAY (nodes) || !JSON_NODE_HOLDS_ARRAY (devs)) {
+    if (error && *error == NULL)
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "unexpected query-blockstats reply");
+    return FALSE;
+  }
+  a = json_node_get_array (nodes);
+  for (guint i = 0; i < json_array_get_length (a); i++) {
+    JsonObject *e = json_array_get_object_element (a, i);
+    JsonObject *st = e && json_object_has_member (e, "stats") ?
+                     json_object_get_object_member (e, "stats") : NULL;
+
+    if (st && g_strcmp0 (json_object_get_string_member_with_default (e, "node-name", ""),
+                         storage) == 0) {
+      seen_node = TRUE;
+      if (json_object_get_int_member_with_default (st, "wr_highest_offset", 1) != 0)
+        return TRUE;
+    }
+  }
+  a = json_node_get_array (devs);
+  for (guint i = 0; i < json_array_get_length (a); i++) {
+    JsonObject *e = json_array_get_object_element (a, i);
+    JsonObject *st = e && json_object_has_member (e, "stats") ?
+                     json_object_get_object_member (e, "stats") : NULL;
+
+    if (st && strstr (json_object_get_string_member_with_default (e, "qdev", ""), mid)) {
+      seen_dev = TRUE;
+      if (json_object_get_int_member_with_default (st, "unmap_operations", 1) != 0)
+        return TRUE;
+    }
+  }
+  *written = !seen_node || !seen_dev;
+  return TRUE;
+}
+
+static gboolean
+attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *dd,
+             const char *const *tier_dirs, gboolean cold, ShdLvAttachResult *result,
+             char **warmth, GError **error);
+
 gboolean
 shd_lv_attach (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *dd,
-               const char *const *tier_dirs, ShdLvAttachResult *result, GError **error)
+               const char *const *tier_dirs, ShdLvAttachResult *result, char **warmth,
+               GError **error)
+{
+  g_autoptr (GError) e = NULL;
+  g_autofree char *md = shd_lv_meta_path (spec);
+
+  *warmth = NULL;
+  if (attach_once (m, spec, dd, tier_dirs, FALSE, result, warmth, &e))
+    return TRUE;
+  if (md == NULL || *warmth == NULL || !g_str_has_prefix (*warmth, "tiers warm")) {
+    g_propagate_error (error, g_steal_pointer (&e));
+    return FALSE;
+  }
+  /* the kept maps were refused (a tier replaced, the tiers changed ...):
+   * forget them and start cold */
+  g_free (*warmth);
+  *warmth = g_strdup_printf ("tiers cold: the shadow node refused the kept maps: %s",
+                             e->message);
+  {
+    g_autofree char *why = g_steal_pointer (warmth);
+    gboolean ok = attach_once (m, spec, dd, tier_dirs, TRUE, result, warmth, error);
+
+    g_free (*warmth);
+    *warmth = g_steal_pointer (&why);
+    return ok;
+  }
+}
+
+static gboolean
+attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *dd,
+             const char *const *tier_dirs, gboolean cold, ShdLvAttachResult *result,
+             char **warmth, GError **error)
 {
   Graph g = { 0 };
   g_autofree char *shadow = shd_lv_node_shadow (spec->target);
   g_autofree char *base = shd_lv_node_base (spec->target);
   g_autoptr (GPtrArray) children = g_ptr_array_new_with_free_func (g_free);
   g_autofree char *origin_child = NULL;
+  g_autofree char *md = shd_lv_meta_path (spec);
+  g_autofree char *md_node = shd_lv_node_meta (spec->target);
+  g_autofree char *why = NULL;
   const char *root, *file, *storage_drv, *path, *fmt;
   JsonObject *rinfo, *finfo, *img;
   guint64 vsize, len;
   struct stat st;
-  gboolean ok = FALSE, touched = FALSE;
+  gboolean ok = FALSE, touched = FALSE, warm = FALSE, written = TRUE;
   guint idx = 1;
 
   if (!graph_load (m, &g, error) || !check_root (&g, dd, &root, &file, error))
@@ -672,14 +929,14 @@ shd_lv_attach (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk 
     }
     *result = SHD_LV_ADOPTED;
     ok = TRUE;
-    goto out;
+    goto adopted;
   }
   if (node_info (&g, shadow) && shadow_parent (&g, shadow)) {
     /* under an image that is no longer the top (a disk-only snapshot):
      * it still serves that image */
     *result = SHD_LV_ADOPTED;
     ok = TRUE;
-    goto out;
+    goto adopted;
   }
   if (node_info (&g, shadow) || node_info (&g, base)) {
     /* left over: a failed insertion, or the disk moved (blockcopy pivot) */
@@ -723,7 +980,31 @@ shd_lv_attach (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk 
   fmt = json_object_get_string_member_with_default (rinfo, "drv", "raw");
   len = S_ISREG (st.st_mode) ?
         headroom_length (path, (guint64) st.st_size, vsize, strcmp (fmt, "raw") != 0) : 0;
-  if (S_ISREG (st.st_mode) && !extend_file (path, len, error))
+  if (md) {
+    /* Warm only if the maps describe the image as it is, and nothing
+     * wrote it since QEMU opened it (docs/libvirt.md, "Warm restarts") */
+    const char *rf = g_hash_table_lookup (spec->disk_attrs, "read-from");
+
+    if (!cold && g_file_test (md, G_FILE_TEST_EXISTS)) {
+      if (!image_written (m, file, dd->alias, &written, error))
+        goto out;
+      if (written)
+        why = g_strdup ("the disk's image was written since QEMU opened it");
+      else if (!shd_lv_md_keep (md, path, &why))
+        ;
+      else if (g_strcmp0 (rf, "fastest") == 0)
+        why = g_strdup ("read-from is fastest: a tier could serve a read before the last check");
+      else
+        warm = TRUE;
+    }
+    g_free (*warmth);
+    *warmth = warm ? g_strdup ("tiers warm: the maps kept at the last clean stop are valid") :
+              g_strdup_printf ("tiers cold: %s", why ? why : "no maps recorded yet");
+  }
+  /* a warm start changes no file before the shadow node has read the
+   * maps: the sizes and ctimes recorded at the last stop must still match
+   * (and it gives the image no room beyond the last session's, below) */
+  if (S_ISREG (st.st_mode) && !warm && !extend_file (path, len, error))
     goto out;
   if (!S_ISREG (st.st_mode)) {
     /* a block device cannot grow; the tiers need its size */
@@ -750,9 +1031,12 @@ shd_lv_attach (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk 
       const ShdLvTier *t = spec->tiers->pdata[i];
 
       if (t->path && (!path_allowed (t->path, (const char *const *) roots, error) ||
-                      !prepare_tier_file (t->path, &st, len, error)))
+                      !prepare_tier_file (t->path, &st, warm ? 0 : len, error)))
         goto out;
     }
+    if (md && (!path_allowed (md, (const char *const *) roots, error) ||
+               !prepare_tier_file (md, &st, 0, error) || (!warm && !md_wipe (md, error))))
+      goto out;
   }
 
   /* From here on, QEMU changes: undo on failure. */
@@ -808,12 +1092,26 @@ shd_lv_attach (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk 
       g_ptr_array_add (children, g_strdup (top));
     }
   }
-  {
-    g_autoptr (JsonObject) o = shadow_options (spec, children, origin_child);
+  if (md) {
+    g_autoptr (JsonObject) o = file_node ("file", md_node, md, finfo);
 
     if (!run0 (m, "blockdev-add", o, error))
       goto out;
   }
+  {
+    g_autoptr (JsonObject) o = shadow_options (spec, children, origin_child);
+
+    if (md)
+      json_object_set_string_member (o, "metadata", md_node);
+    if (!run0 (m, "blockdev-add", o, error))
+      goto out;
+  }
+  /* A warm start gives the image no more room than the last session left
+   * it: a qcow2 image that outgrows it grows the shadow node (every tier
+   * and the maps) as it writes.  Not block_resize now: growing a node with
+   * a metadata child by a number of chunks that is not a multiple of 64
+   * leaves a shadow 'syncing' for ever (driver bug, see the report of
+   * issue 15) */
   {
     g_autoptr (JsonObject) args = reopen_args (format_options (&g, root, shadow, dd), NULL);
 
@@ -822,6 +1120,54 @@ shd_lv_attach (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk 
   }
   *result = SHD_LV_INSERTED;
   ok = TRUE;
+  if (warm) {
+    /* the last check: no write reached the image through libvirt's node
+     * before the shadow took its place (until the reopen above, it was
+     * the format node's file).  Until now the disk's image is the active
+     * tier and the only one read, so nothing stale was served; if it was
+     * written, the kept maps go and the tiers start cold. */
+    gboolean ok2;
+
+    if (!image_written (m, file, dd->alias, &written, error)) {
+      written = TRUE;
+      g_clear_error (error);
+    }
+    if (written) {
+      gboolean was = FALSE;
+
+      graph_clear (&g);
+      if (!shd_lv_detach (m, spec->target, dd, 0, &was, error)) {
+        /* It stays in, with maps that may be stale on every tier but the
+         * disk's own image (the active one, children.0): take those tiers
+         * out of it, so that nothing can ever read them */
+        for (guint i = children->len; i > 1; i--) {
+          g_autoptr (JsonObject) args = json_object_new ();
+          g_autofree char *name = g_strdup_printf ("children.%u", i - 1);
+          g_autoptr (GError) e = NULL;
+
+          json_object_set_string_member (args, "parent", shadow);
+          json_object_set_string_member (args, "child", name);
+          if (!run0 (m, "x-blockdev-change", args, &e))
+            g_warning ("disk %s: %s", spec->target, e->message);
+        }
+        g_prefix_error (error, "disk %s: the disk's image was written while the shadow "
+                        "went in, and taking it out again failed (its tiers were removed "
+                        "from it): ", spec->target);
+        g_free (*warmth);
+        *warmth = NULL;
+        return FALSE;
+      }
+      ok2 = attach_once (m, spec, dd, tier_dirs, TRUE, result, warmth, error);
+      g_free (*warmth);
+      *warmth = g_strdup ("tiers cold: the disk's image was written while the shadow went in");
+      return ok2;
+    }
+  }
+adopted:
+  /* an older shadowd may have inserted it without one: the agent's
+   * reopens must name the metadata child only if there is one */
+  if (ok && *result == SHD_LV_ADOPTED && child_of (&g, shadow, "metadata"))
+    *warmth = g_strdup ("metadata child in place");
 out:
   if (!ok && touched)
     delete_ours (m, spec->target);
@@ -958,6 +1304,8 @@ shd_lv_detach (const ShdLvMonitor *m, const char *target, const ShdLvDomDisk *dd
     json_object_set_string_member (o, "write-mode", "sync");
     if (chunk_size)
       json_object_set_int_member (o, "chunk-size", (gint64) chunk_size);
+    if (child_of (&g, shadow, "metadata"))
+      json_object_set_string_member (o, "metadata", child_of (&g, shadow, "metadata"));
     args = reopen_args (o, NULL);
     if (!run0 (m, "blockdev-reopen", args, error)) {
       g_prefix_error (error, "disk %s: switching back to its own image: ", target);
@@ -968,9 +1316,14 @@ shd_lv_detach (const ShdLvMonitor *m, const char *target, const ShdLvDomDisk *dd
   storage = path ? libvirt_storage (&g, target, path) : NULL;
   if (storage) {
     /* reopening libvirt's storage node too makes QEMU re-read its length,
-     * which the image may have grown while the shadow was in */
+     * which the image may have grown while the shadow was in (qcow2
+     * allocating, block_resize).  The format node goes first: QEMU commits
+     * a reopen from the last node to the first, and each node re-reads
+     * its length as it commits, so the storage node must have its new
+     * length before the format node looks (a raw node's length is its
+     * file's; the other way round a grown raw disk shrinks back) */
     g_autoptr (JsonObject) args =
-      reopen_args (storage_options (&g, storage, dd), format_options (&g, root, storage, dd));
+      reopen_args (format_options (&g, root, storage, dd), storage_options (&g, storage, dd));
 
     if (!run0 (m, "blockdev-reopen", args, error)) {
       g_prefix_error (error, "disk %s: giving the image back to %s: ", target, storage);
@@ -985,8 +1338,28 @@ shd_lv_detach (const ShdLvMonitor *m, const char *target, const ShdLvDomDisk *dd
     if (!run0 (m, "blockdev-reopen", args, error))
       goto out;
   }
-  graph_clear (&g);
-  delete_ours (m, target);
+  {
+    /* The guest runs on without the shadow: its next write may get the
+     * ctime the clean stop records now (a clock tick is coarser than a
+     * write), so the maps cannot prove anything at the next start:
+     * forget them (docs/libvirt.md, "Warm restarts") */
+    g_autofree char *md_node = shd_lv_node_meta (target);
+    g_autofree char *md = g_strdup (node_str (&g, md_node, "file"));
+    g_autoptr (GError) e = NULL;
+
+    graph_clear (&g);
+    delete_ours (m, target);
+    /* never under a node that still has it open */
+    if (md && graph_load (m, &g, &e) && node_info (&g, shadow) == NULL &&
+        node_info (&g, md_node) == NULL)
+      md_wipe (md, &e);
+    else if (md && e == NULL)
+      g_set_error (&e, G_IO_ERROR, G_IO_ERROR_BUSY, "the shadow node is still there");
+    if (e)
+      g_warning ("disk %s: the metadata image %s could not be emptied (%s): empty it "
+                 "before the domain starts again", target, md ? md : "?", e->message);
+    graph_clear (&g);
+  }
   return TRUE;
 out:
   graph_clear (&g);

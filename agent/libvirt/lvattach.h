@@ -38,10 +38,23 @@ typedef enum {
  * images must be under the disk image's directory or one of tier_dirs;
  * an existing one must belong to the image's owner.  Returns
  * FALSE with a message that says why it cannot (a raw disk without a
- * format node, an encrypted image, storage that is not a local file ...). */
+ * format node, an encrypted image, storage that is not a local file ...).
+ * A disk whose tiers have images gets a metadata child (PATH.meta of the
+ * first tier image): its maps are kept (warm) only when they are provably
+ * those of the image as it is (docs/libvirt.md, "Warm restarts"), else
+ * forgotten (cold).  *warmth: "tiers warm: ..." or "tiers cold: why", or
+ * "metadata child in place" when adopted; NULL without a metadata child. */
 gboolean shd_lv_attach (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *dd,
                         const char *const *tier_dirs, ShdLvAttachResult *result,
-                        GError **error);
+                        char **warmth, GError **error);
+
+/* May the maps of the metadata image at md_path be kept for the disk whose
+ * own image is origin?  Only if its current header (intact, the newer of
+ * the two copies) records a clean stop, origin as the active tier then,
+ * and origin's size and ctime at that stop, which must be its size and
+ * ctime now.  FALSE with *why (newly allocated) otherwise, an empty or
+ * all-zero image included ("no maps recorded yet"). */
+gboolean shd_lv_md_keep (const char *md_path, const char *origin, char **why);
 
 /* Gives the disk back to libvirt's own nodes: switches to the origin tier
  * first if needed (refused when the origin is not in sync), points the

@@ -123,8 +123,11 @@ ev_main (gpointer data)
     if (e->event == VIR_DOMAIN_EVENT_STOPPED || e->event == VIR_DOMAIN_EVENT_CRASHED) {
       dom_gone (c, e->uuid);
     } else if (e->event == VIR_DOMAIN_EVENT_SHUTDOWN) {
-      /* the guest is down; QEMU goes next: give the disks back while it can */
+      /* the guest is down; QEMU goes next: give the disks back while it
+       * can, except those whose maps QEMU's exit keeps (lvdomain.c) */
       if (d) {
+        shd_log (G_LOG_LEVEL_MESSAGE, NULL, "libvirt", "domain %s: the guest shut down; "
+                 "disks without a metadata child go back to libvirt", d->name);
         d->stopping = TRUE;
         dom_reconcile (d);
       }

@@ -359,6 +359,7 @@ typedef struct {
   /* results */
   gboolean ok;
   ShdLvAttachResult result;
+  char *warmth;                 /* warm or cold, and why */
   gboolean was_attached;
   char *error;
   double ms;
@@ -389,6 +390,7 @@ op_free (gpointer p)
 
   shd_lv_dom_disk_free (o->dd);
   g_free (o->target);
+  g_free (o->warmth);
   g_free (o->error);
   g_free (o);
 }
@@ -486,7 +488,7 @@ apply_work (gpointer data, GError **error)
 
     if (o->spec)
       o->ok = shd_lv_attach (&m, o->spec, o->dd, (const char *const *) j->tier_dirs,
-                             &o->result, &e);
+                             &o->result, &o->warmth, &e);
     else
       o->ok = shd_lv_detach (&m, o->target, o->dd, o->chunk_size, &o->was_attached, &e);
     o->ms = (g_get_monotonic_time () - t0) / 1000.0;
@@ -588,8 +590,14 @@ applied (ShdLibvirt *lv, gpointer data, const GError *error)
     k->adopted = o->result == SHD_LV_ADOPTED;
     k->attach_ms = o->ms;
     shd_log (G_LOG_LEVEL_MESSAGE, k->name, k->adopted ? "adopted" : "attached",
-             "domain %s disk %s: %s (%.0f ms)", d->name, o->target,
-             k->adopted ? "shadow already in place, adopted" : "shadow inserted", o->ms);
+             "domain %s disk %s: %s (%.0f ms)%s%s", d->name, o->target,
+             k->adopted ? "shadow already in place, adopted" : "shadow inserted", o->ms,
+             o->warmth ? "; " : "", o->warmth ? o->warmth : "");
+    /* the agent's reopens name the metadata child the node has */
+    if (k->adopted && o->warmth == NULL && k->cfg)
+      g_clear_pointer (&k->cfg->metadata, g_free);
+    else if (k->adopted && k->cfg && k->cfg->metadata == NULL)
+      k->cfg->metadata = shd_lv_node_meta (o->target);
     lvdisk_set (k, LV_ATTACHED, NULL);
     lvdisk_start_agent (k);
   }
@@ -688,6 +696,11 @@ plan (ShdLibvirt *lv, Job *j, Dom *d)
       continue;
     if (k->state == LV_DETACHED)
       continue;
+    if (d->stopping && k->state == LV_ATTACHED && k->cfg && k->cfg->metadata && dd) {
+      /* the guest is down: QEMU's exit closes the shadow, a clean stop
+       * that keeps the maps for the next start (a detach now would not) */
+      continue;
+    }
     lvdisk_drop_agent (k);
     if (k->state == LV_ERROR && k->layout == NULL) {
       g_hash_table_iter_remove (&it);

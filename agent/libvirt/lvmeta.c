@@ -313,6 +313,24 @@ shd_lv_node_tier (const char *target, guint index, gboolean throttle)
 }
 
 char *
+shd_lv_node_meta (const char *target)
+{
+  return g_strdup_printf ("shd-%s-md", target);
+}
+
+char *
+shd_lv_meta_path (const ShdLvDisk *d)
+{
+  for (guint i = 0; i < d->tiers->len; i++) {
+    const ShdLvTier *t = d->tiers->pdata[i];
+
+    if (!t->origin && t->path)
+      return g_strdup_printf ("%s.meta", t->path);
+  }
+  return NULL;
+}
+
+char *
 shd_lv_throttle_group (const char *target, guint index)
 {
   return g_strdup_printf ("shd-%s-g%u", target, index);
@@ -471,6 +489,13 @@ shd_lv_disk_config (ShdConfig *c, const char *domain, const ShdLvDisk *d, GError
   g_key_file_set_string (kf, group, "node", node);
   g_key_file_set_string (kf, group, "write-mode", "sync");
   g_key_file_set_string (kf, group, "add-children", "false");
+  {
+    g_autofree char *md = shd_lv_meta_path (d);
+    g_autofree char *md_node = shd_lv_node_meta (d->target);
+
+    if (md)
+      g_key_file_set_string (kf, group, "metadata", md_node);
+  }
   g_hash_table_iter_init (&it, d->disk_attrs);
   while (g_hash_table_iter_next (&it, &k, &v))
     if (strcmp (k, "write-mode") != 0)

@@ -50,6 +50,10 @@ char *shd_lv_node_base (const char *target);
 /* index 0 is the origin tier */
 char *shd_lv_node_tier (const char *target, guint index, gboolean throttle);
 char *shd_lv_throttle_group (const char *target, guint index);
+/* The metadata child: its node, and its image, next to the first tier
+ * image (PATH.meta); NULL when no tier has an image */
+char *shd_lv_node_meta (const char *target);
+char *shd_lv_meta_path (const ShdLvDisk *d);
 
 /* Everything about the disk that needs a re-insertion when it changes;
  * policy knobs and the service level are not part of it.  Two disks have

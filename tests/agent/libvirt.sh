@@ -24,6 +24,18 @@
 #               on at its interval, the control socket answers, and
 #               shadowd recovers when libvirtd resumes; then shadowd
 #               started while libvirtd is stopped
+#   resize      virsh blockresize of a qcow2 and a raw disk with the shadow
+#               in: the guest sees the new size, writes past the old end
+#               (and past the room the insertion gave the qcow2 image)
+#               land on every tier, a shrink is refused (raw) or done by
+#               qcow2 as without a shadow; every tier image is compared
+#               byte for byte with the disk's image and a reference
+#   warm        the metadata child across restarts: an untouched restart
+#               is warm (bytes copied measured); a write to the image
+#               while the domain is down (after a clean stop, and after
+#               QEMU was killed) and a write between QEMU's start and the
+#               insertion each make the tiers cold, and the fast tier,
+#               switched to, serves the new data
 #
 # Exit 77 (skip) without root, libvirtd, virsh or the QEMU build.
 set -uo pipefail
@@ -357,7 +369,10 @@ sys.exit(0 if any(t['name'] == 'fast' and t['state'] == 'synced' for t in d[0]['
     vsh "$dom" vda detach > /dev/null || fail "virsh-shadow detach: $(lv_state vda)"
     format_file_is 'libvirt-1-storage' || fail "the format node is not back on libvirt's node: $(graph)"
     no_shadow_nodes vda || fail "shadow nodes left after detach: $(graph | grep shd-)"
-    log "detached: libvirt-1-format -file-> libvirt-1-storage again"
+    # the guest runs on without the shadow: the maps are forgotten
+    [ -f "$dir/img/tiers/vda.fast.meta" ] && [ ! -s "$dir/img/tiers/vda.fast.meta" ] ||
+        fail "the metadata image was not emptied by the detach"
+    log "detached: libvirt-1-format -file-> libvirt-1-storage again, metadata image emptied"
     # the disk, as libvirt has it again, reads back everything
     qio "write -P 0x55 40M 1M"
     "$qemu/qemu-io" -f raw -c "write -P 0x55 40M 1M" "$dir/ref.raw" > /dev/null
@@ -370,8 +385,15 @@ sys.exit(0 if any(t['name'] == 'fast' and t['state'] == 'synced' for t in d[0]['
 
     v destroy "$dom" > /dev/null || fail "virsh destroy"
     "$qemu/qemu-img" check -q "$dir/img/vda.qcow2" || fail "qemu-img check"
-    cmp=$("$qemu/qemu-img" compare -f qcow2 -F raw "$dir/img/vda.qcow2" "$dir/ref.raw" 2>&1) ||
+    if ! cmp=$("$qemu/qemu-img" compare -f qcow2 -F raw "$dir/img/vda.qcow2" "$dir/ref.raw" 2>&1); then
+        # seen once in about 35 runs, not understood yet: say what differs
+        echo "--- qemu-img map of the image"; "$qemu/qemu-img" map -f qcow2 "$dir/img/vda.qcow2"
+        echo "--- the fast tier against the reference"
+        "$qemu/qemu-img" compare -f qcow2 -F raw "$dir/img/tiers/vda.fast" "$dir/ref.raw"
+        echo "--- image against the fast tier, bytes"; cmp "$dir/img/vda.qcow2" "$dir/img/tiers/vda.fast" | head -3
+        echo "--- errors in the domain log"; grep -iE "error|fail" "$dir/cache/libvirt/qemu/log/$dom.log" | grep -v "Pattern\|kvmvapic" | tail
         fail "the disk differs from what was written: $cmp"
+    fi
     log "qemu-img compare with the reference: $cmp"
     check_pattern "$dir/img/vda.qcow2" 0x22 60M 1M
     echo "RESULT attach-ms=$attach_ms load-switch-s=$t_sw switch-back-s=${t_back:-none} compare=identical"
@@ -559,7 +581,8 @@ scenario_operations() {
     if [ $? -eq 0 ]; then
         wait_for 15 graph_has "^libvirt-[0-9]*-format -file-> shd-vda$"
         echo "OPERATION blockcopy --pivot: works; top $(device_root) (the copy), shadow under" \
-             "$(over_shadow) after the block job event: $(grep -c 'vda: shadow inserted' "$dir/shadowd.log") insertions so far"
+             "$(over_shadow) after the block job event: $(grep -c 'vda: shadow inserted' "$dir/shadowd.log") insertions so far;" \
+             "$(grep "disk vda: shadow inserted" "$dir/shadowd.log" | tail -1 | grep -o "tiers .*")"
         graph_has "shd-vda-base" && [ "$(graph | awk '$3 == "shd-vda-base" { n++ } END { print n + 0 }')" -ge 1 ] || true
     else
         echo "OPERATION blockcopy --pivot: FAILS: $out"
@@ -572,7 +595,8 @@ scenario_operations() {
     if [ $? -eq 0 ]; then
         out=$(v start "$dom" 2>&1) || fail "start after managedsave: $out"
         if wait_for 20 is_state vda attached && wait_for 5 graph_has "-file-> shd-vda$"; then
-            echo "OPERATION managedsave + start: works; restored with libvirt's nodes, shadow inserted again"
+            echo "OPERATION managedsave + start: works; restored with libvirt's nodes, shadow inserted again;" \
+                 "$(grep "disk vda: shadow inserted" "$dir/shadowd.log" | tail -1 | grep -o "tiers .*")"
         else
             echo "OPERATION managedsave + start: restored, shadow NOT back: $(lv_state vda)"
         fi
@@ -771,7 +795,315 @@ EOF
     echo "RESULT hung=ok $result recovery-s=$recover status-max-ms=$lat_max started-stopped-samples=$n1"
 }
 
+
+# --------------------------------------------------------------- resize
+# the guest-visible size of a device (its BlockBackend's length)
+dev_size() {     # dev_size ALIAS
+    qmp '{"execute":"query-block"}' |
+        json "[b['inserted']['image']['virtual-size'] for b in d['return'] if b.get('qdev', '').startswith('/machine/peripheral/$1/')][0]"
+}
+node_size() {    # node_size NODE: its length, as QEMU has it
+    qmp '{"execute":"query-named-block-nodes","arguments":{"flat":true}}' |
+        json "[n['image']['virtual-size'] for n in d['return'] if n['node-name'] == '$1'][0]"
+}
+# every child of the shadow node of TARGET is active or synced
+tiers_synced() {  # tiers_synced TARGET
+    qmp '{"execute":"query-blockstats","arguments":{"query-nodes":true}}' | json "
+next(all(c['state'] in ('active', 'synced') for c in n['driver-specific']['children'])
+     for n in d['return'] if n.get('node-name') == 'shd-$1')" | grep -q True
+}
+# the same writes on the guest's device and on a raw reference image
+gwrite() {        # gwrite ALIAS REF PATTERN OFFSET LENGTH
+    qio "write -P $3 $4 $5" "/machine/peripheral/$1/virtio-backend"
+    "$qemu/qemu-io" -f raw -c "write -P $3 $4 $5" "$2" > /dev/null || fail "reference write"
+}
+gread() {         # gread ALIAS PATTERN OFFSET LENGTH: through QEMU, checked in the log
+    qio "read -P $2 $3 $4" "/machine/peripheral/$1/virtio-backend"
+}
+# IMAGE holds what REF holds: qemu-img compare, as FORMAT
+same_as_ref() {   # same_as_ref IMAGE FORMAT REF
+    local out
+    out=$("$qemu/qemu-img" compare -f "$2" -F raw "$1" "$3" 2>&1) ||
+        fail "$(basename "$1") differs from the reference: $out"
+}
+
+scenario_resize() {
+    local out t0 ms_a ms_b img_len fast_len grown vdb_disk md
+    new_image vda 64M
+    "$qemu/qemu-img" create -q -f raw "$dir/img/vdb.raw" 16M
+    chown libvirt-qemu: "$dir/img/vdb.raw"
+    "$qemu/qemu-img" create -q -f raw "$dir/ref-vda.raw" 64M
+    "$qemu/qemu-img" create -q -f raw "$dir/ref-vdb.raw" 16M
+    vdb_disk="<disk type='file' device='disk'><driver name='qemu' type='raw'/>
+      <source file='$dir/img/vdb.raw'/><target dev='vdb' bus='virtio'/></disk>"
+    # no throttle and a lax service level: only the operator switches
+    md="<shadowtier xmlns=\"$ns\">
+  <disk target=\"vda\" slo-latency-ms=\"1000\" chunk-size=\"65536\" prewarm=\"sequential\">
+    <tier name=\"cheap\" origin=\"yes\"/>
+    <tier name=\"fast\" path=\"$dir/img/tiers/vda.fast\" cost-gib-month=\"0.12\"/>
+  </disk>
+  <disk target=\"vdb\" slo-latency-ms=\"1000\" prewarm=\"sequential\">
+    <tier name=\"cheap\" origin=\"yes\"/>
+    <tier name=\"fast\" path=\"$dir/img/tiers/vdb.fast\"/>
+  </disk>
+</shadowtier>"
+    start_domain "$(domain_xml "$md" "$vdb_disk")"
+    start_agent
+    wait_for 20 is_state vda attached || fail "vda not attached: $(lv_state vda)"
+    wait_for 20 is_state vdb attached || fail "vdb not attached: $(lv_state vdb)"
+    format_file_is shd-vda && format_file_is shd-vdb || fail "not under the format nodes: $(graph)"
+
+    # a pattern on both disks, up to their last byte
+    gwrite virtio-disk0 "$dir/ref-vda.raw" 0x11 0 4M
+    gwrite virtio-disk0 "$dir/ref-vda.raw" 0x12 60M 4M
+    gwrite virtio-disk1 "$dir/ref-vdb.raw" 0x21 0 4M
+    gwrite virtio-disk1 "$dir/ref-vdb.raw" 0x22 12M 4M
+    wait_for 30 tiers_synced vda || fail "vda: the fast tier did not get in sync"
+    wait_for 30 tiers_synced vdb || fail "vdb: the fast tier did not get in sync"
+    # vdb is resized while its fast tier serves it
+    vsh "$dom" vdb switch fast > /dev/null || fail "virsh-shadow switch fast (vdb)"
+    wait_for 10 is_active vdb fast || fail "vdb: no switch to fast: $(active_tier vdb)"
+    log "patterns written, fast tiers synced, vdb on its fast tier; shadow nodes:" \
+        "shd-vda $(node_size shd-vda) B (a qcow2 image with room to grow), shd-vdb $(node_size shd-vdb) B"
+
+    # grow: libvirt resizes its format node, above the shadow
+    t0=$(now)
+    out=$(v blockresize "$dom" vda 256M 2>&1) || fail "blockresize vda 256M: $out"
+    ms_a=$("$py" -c "print(round(($(now) - $t0) * 1000))")
+    t0=$(now)
+    out=$(v blockresize "$dom" vdb 24M 2>&1) || fail "blockresize vdb 24M: $out"
+    ms_b=$("$py" -c "print(round(($(now) - $t0) * 1000))")
+    [ "$(dev_size virtio-disk0)" = 268435456 ] || fail "vda: the guest sees $(dev_size virtio-disk0) bytes, not 256 MiB"
+    [ "$(dev_size virtio-disk1)" = 25165824 ] || fail "vdb: the guest sees $(dev_size virtio-disk1) bytes, not 24 MiB"
+    # a raw disk's shadow grows with it, and every tier with the shadow
+    [ "$(node_size shd-vdb)" = 25165824 ] || fail "shd-vdb is $(node_size shd-vdb) bytes long"
+    [ "$(stat -c %s "$dir/img/vdb.raw")" = 25165824 ] || fail "vdb.raw did not grow"
+    [ "$(stat -c %s "$dir/img/tiers/vdb.fast")" = 25165824 ] || fail "vdb.fast did not grow"
+    log "blockresize vda 64M -> 256M (qcow2) in $ms_a ms, vdb 16M -> 24M (raw, on fast) in $ms_b ms:" \
+        "the guest sees 256 MiB and 24 MiB; vdb.raw and vdb.fast are 24 MiB"
+    "$qemu/qemu-img" resize -q -f raw "$dir/ref-vda.raw" 256M
+    "$qemu/qemu-img" resize -q -f raw "$dir/ref-vdb.raw" 24M
+
+    # writes past the old end; on vda more than the room the insertion
+    # gave its image, so that qcow2 grows the shadow node as it writes
+    img_len=$(node_size shd-vda)
+    gwrite virtio-disk0 "$dir/ref-vda.raw" 0x13 64M 4M
+    gwrite virtio-disk0 "$dir/ref-vda.raw" 0x14 112M 144M
+    gwrite virtio-disk1 "$dir/ref-vdb.raw" 0x23 16M 8M
+    grown=$(node_size shd-vda)
+    [ "$grown" -gt "$img_len" ] || fail "shd-vda did not grow past its room ($img_len B)"
+    log "written past the old ends: shd-vda grew from $img_len to $grown B as qcow2 allocated"
+    for p in "0x11 0 4M" "0x12 60M 4M" "0x13 64M 4M" "0x14 112M 144M"; do gread virtio-disk0 $p; done
+    for p in "0x21 0 4M" "0x22 12M 4M" "0x23 16M 8M"; do gread virtio-disk1 $p; done
+    pattern_log_ok || fail "a read after the resize found other data"
+
+    # shrink: the shadow node refuses (raw); qcow2 shrinks its own disk
+    # before it truncates its file, as it would without a shadow
+    out=$(v blockresize "$dom" vdb 8M 2>&1) && fail "blockresize vdb 8M (a shrink) succeeded"
+    grep -q "Cannot shrink shadow node 'shd-vdb' from 25165824 to 8388608 bytes" <<< "$out" ||
+        fail "shrink: unexpected message: $out"
+    [ "$(dev_size virtio-disk1)" = 25165824 ] && [ "$(node_size shd-vdb)" = 25165824 ] ||
+        fail "the refused shrink changed vdb's size"
+    log "blockresize vdb 8M: refused: $(grep -o "Cannot shrink.*" <<< "$out")"
+    out=$(v blockresize "$dom" vda 192M 2>&1) || fail "blockresize vda 192M (qcow2 shrink): $out"
+    [ "$(dev_size virtio-disk0)" = 201326592 ] || fail "vda: $(dev_size virtio-disk0) bytes after a qcow2 shrink to 192M"
+    "$qemu/qemu-img" resize -q --shrink -f raw "$dir/ref-vda.raw" 192M
+    grep -q "Failed to truncate the tail of the image: Cannot shrink shadow node 'shd-vda'" \
+        "$dir/cache/libvirt/qemu/log/$dom.log" || fail "no QEMU warning for the qcow2 file's tail"
+    log "blockresize vda 192M: qcow2 shrank the guest's disk (libvirt 9.0 and QEMU do, shadow or not);" \
+        "its file keeps its length (QEMU: 'Failed to truncate the tail of the image')"
+    for p in "0x11 0 4M" "0x12 60M 4M" "0x13 64M 4M" "0x14 112M 80M"; do gread virtio-disk0 $p; done
+    for p in "0x21 0 4M" "0x22 12M 4M" "0x23 16M 8M"; do gread virtio-disk1 $p; done
+    pattern_log_ok || fail "a read after the shrink found other data"
+
+    # every tier in sync, then the disks go back to libvirt: its own
+    # storage nodes re-read the lengths and serve everything
+    wait_for 60 tiers_synced vda || fail "vda: the fast tier is not in sync after the resize"
+    wait_for 60 tiers_synced vdb || fail "vdb: the cheap tier is not in sync after the resize"
+    vsh "$dom" vda detach > /dev/null || fail "virsh-shadow detach vda: $(lv_state vda)"
+    vsh "$dom" vdb detach > /dev/null || fail "virsh-shadow detach vdb: $(lv_state vdb)"
+    no_shadow_nodes vda && no_shadow_nodes vdb || fail "shadow nodes left: $(graph | grep shd-)"
+    [ "$(dev_size virtio-disk0)" = 201326592 ] && [ "$(dev_size virtio-disk1)" = 25165824 ] ||
+        fail "sizes after detach: vda $(dev_size virtio-disk0) vdb $(dev_size virtio-disk1)"
+    for p in "0x12 60M 4M" "0x13 64M 4M" "0x14 112M 80M"; do gread virtio-disk0 $p; done
+    gread virtio-disk1 0x23 16M 8M
+    pattern_log_ok || fail "a read through libvirt's own nodes after detach found other data"
+    grep -q "^read 8388608/8388608 bytes at offset 16777216" "$dir/cache/libvirt/qemu/log/$dom.log" ||
+        fail "the HMP read of vdb's new end did not run"
+    v destroy "$dom" > /dev/null || fail "virsh destroy"
+
+    # byte for byte: each tier image is the disk's image, and holds the reference
+    cmp "$dir/img/vda.qcow2" "$dir/img/tiers/vda.fast" || fail "vda.fast differs from vda.qcow2"
+    cmp "$dir/img/vdb.raw" "$dir/img/tiers/vdb.fast" || fail "vdb.fast differs from vdb.raw"
+    "$qemu/qemu-img" check -q "$dir/img/vda.qcow2" || fail "qemu-img check vda.qcow2"
+    "$qemu/qemu-img" check -q -f qcow2 "$dir/img/tiers/vda.fast" || fail "qemu-img check vda.fast"
+    same_as_ref "$dir/img/vda.qcow2" qcow2 "$dir/ref-vda.raw"
+    same_as_ref "$dir/img/tiers/vda.fast" qcow2 "$dir/ref-vda.raw"
+    same_as_ref "$dir/img/vdb.raw" raw "$dir/ref-vdb.raw"
+    same_as_ref "$dir/img/tiers/vdb.fast" raw "$dir/ref-vdb.raw"
+    log "every tier image: identical to the disk's image (cmp) and to the reference (qemu-img compare)"
+    echo "RESULT resize=ok qcow2-grow-ms=$ms_a raw-grow-ms=$ms_b shadow-grew-from=$img_len shadow-grew-to=$grown"
+}
+
+# ----------------------------------------------------------------- warm
+child_stat() {   # child_stat TARGET CHILD KEY: from the shadow node's statistics
+    qmp '{"execute":"query-blockstats","arguments":{"query-nodes":true}}' | json "
+next(c['$3'] for n in d['return'] if n.get('node-name') == 'shd-$1'
+     for c in n['driver-specific']['children'] if c['node-name'] == '$2')"
+}
+inserted_n() { grep -c "disk vda: shadow inserted" "$dir/shadowd.log"; }
+# waits for insertion number N and prints how its tiers started
+wait_inserted() {  # wait_inserted N
+    wait_for 30 "$py" -c "import sys; sys.exit(0 if open('$dir/shadowd.log').read().count('disk vda: shadow inserted') >= $1 else 1)" ||
+        fail "insertion $1 did not happen: $(lv_state vda)"
+    wait_for 10 is_state vda attached || fail "not attached: $(lv_state vda)"
+    grep "disk vda: shadow inserted" "$dir/shadowd.log" | sed -n "${1}p" | grep -o "tiers .*"
+}
+domain_down() { v domstate "$dom" 2> /dev/null | grep -q "shut off"; }
+# the fast tier serves the guest: every pattern written so far reads back
+check_on_fast() {  # check_on_fast PATTERN-ARGS...
+    wait_for 60 tiers_synced vda || fail "the fast tier did not get in sync"
+    vsh "$dom" vda switch fast > /dev/null || fail "virsh-shadow switch fast"
+    wait_for 10 is_active vda fast || fail "no switch to fast: $(active_tier vda)"
+    for p in "$@"; do gread virtio-disk0 $p; done
+    pattern_log_ok || fail "the fast tier served other data than the disk's image holds"
+    vsh "$dom" vda switch cheap > /dev/null || fail "virsh-shadow switch cheap"
+    wait_for 10 is_active vda cheap || fail "no switch back to cheap: $(active_tier vda)"
+}
+
+scenario_warm() {
+    local how copied_cold copied_warm valid size md pid
+    new_image vda 64M
+    "$qemu/qemu-img" create -q -f raw "$dir/ref.raw" 64M
+    # data that a cold start must copy
+    "$qemu/qemu-io" -f qcow2 -c "write -P 0x31 0 32M" "$dir/img/vda.qcow2" > /dev/null
+    "$qemu/qemu-io" -f raw -c "write -P 0x31 0 32M" "$dir/ref.raw" > /dev/null
+    md="<shadowtier xmlns=\"$ns\">
+  <disk target=\"vda\" slo-latency-ms=\"1000\" prewarm=\"sequential\">
+    <tier name=\"cheap\" origin=\"yes\"/>
+    <tier name=\"fast\" path=\"$dir/img/tiers/vda.fast\" cost-gib-month=\"0.12\"/>
+  </disk>
+</shadowtier>"
+    start_domain "$(domain_xml "$md")"
+    start_agent
+    how=$(wait_inserted 1)
+    log "first start: $how"
+    grep -q "cold: no maps recorded yet" <<< "$how" || fail "first start: $how"
+    graph_has "^shd-vda -metadata-> shd-vda-md$" || fail "no metadata child: $(graph | grep shd-)"
+    [ "$(stat -c %a%U "$dir/img/tiers/vda.fast.meta")" = 600libvirt-qemu ] || fail "metadata image mode or owner"
+    wait_for 60 tiers_synced vda || fail "the fast tier did not get in sync"
+    copied_cold=$(child_stat vda shd-vda-f1 copied-bytes)
+    size=$(node_size shd-vda)
+    log "cold start: the fast tier copied $copied_cold bytes (shadow node $size bytes, 32 MiB of data)"
+    # qcow2 allocates more: a warm start keeps the room the last session
+    # left (it changes no file before the maps are read)
+    gwrite virtio-disk0 "$dir/ref.raw" 0x36 40M 4M
+
+    # 1. QEMU closes the shadow (destroy: SIGTERM), nothing touches the image
+    v destroy "$dom" > /dev/null || fail "virsh destroy"
+    wait_for 10 grep -q "domain $dom stopped" "$dir/shadowd.log" || fail "shadowd missed the stop"
+    v start "$dom" > /dev/null || fail "virsh start"
+    how=$(wait_inserted 2)
+    log "untouched restart: $how"
+    grep -q "^tiers warm" <<< "$how" || fail "an untouched restart was not warm: $how"
+    wait_for 30 tiers_synced vda || fail "warm: the fast tier is not in sync"
+    sleep 3
+    copied_warm=$(child_stat vda shd-vda-f1 copied-bytes)
+    valid=$(child_stat vda shd-vda-f1 valid-bytes)
+    log "warm restart: the fast tier copied $copied_warm bytes after the restart ($valid valid of $size)"
+    [ "$copied_warm" -lt $((size / 64)) ] || fail "warm restart copied $copied_warm bytes"
+    [ "$(node_size shd-vda)" = "$size" ] || fail "the warm start changed the node's length"
+    check_on_fast "0x31 0 32M" "0x36 40M 4M"
+    gwrite virtio-disk0 "$dir/ref.raw" 0x35 48M 1M
+
+    # 2. after a clean stop, a write to the image while the domain is down
+    v destroy "$dom" > /dev/null || fail "virsh destroy"
+    wait_for 10 grep -q "domain $dom stopped" "$dir/shadowd.log" || fail "shadowd missed the stop"
+    "$qemu/qemu-io" -f qcow2 -c "write -P 0x32 0 4M" "$dir/img/vda.qcow2" > /dev/null || fail "qemu-io"
+    "$qemu/qemu-io" -f raw -c "write -P 0x32 0 4M" "$dir/ref.raw" > /dev/null
+    v start "$dom" > /dev/null || fail "virsh start"
+    how=$(wait_inserted 3)
+    log "image written while down (clean stop before): $how"
+    grep -q "^tiers cold: the disk's image changed while the shadow was out" <<< "$how" ||
+        fail "a write while down did not make the tiers cold: $how"
+    check_on_fast "0x32 0 4M" "0x31 4M 28M" "0x35 48M 1M"
+
+    # 3. QEMU killed with the shadow in (an unclean stop), then a write
+    pid=$(cat "$dir/run/libvirt/qemu/run/$dom.pid")
+    kill -KILL "$pid" || fail "kill QEMU ($pid)"
+    wait_for 20 domain_down || fail "the domain did not stop after QEMU was killed"
+    "$qemu/qemu-io" -f qcow2 -c "write -P 0x33 4M 4M" "$dir/img/vda.qcow2" > /dev/null || fail "qemu-io"
+    "$qemu/qemu-io" -f raw -c "write -P 0x33 4M 4M" "$dir/ref.raw" > /dev/null
+    v start "$dom" > /dev/null || fail "virsh start"
+    how=$(wait_inserted 4)
+    log "QEMU killed, image written while down: $how"
+    grep -q "^tiers cold: the shadow was not stopped cleanly" <<< "$how" ||
+        fail "an unclean stop did not make the tiers cold: $how"
+    check_on_fast "0x32 0 4M" "0x33 4M 4M" "0x31 8M 24M" "0x35 48M 1M"
+
+    # 4. a write between QEMU's start and the insertion (shadowd stopped)
+    v destroy "$dom" > /dev/null || fail "virsh destroy"
+    stop_agent
+    v start "$dom" > /dev/null || fail "virsh start"
+    gwrite virtio-disk0 "$dir/ref.raw" 0x34 8M 4M
+    start_agent
+    how=$(wait_inserted 5)
+    log "image written before the insertion: $how"
+    grep -q "^tiers cold: the disk's image was written" <<< "$how" ||
+        fail "a write before the insertion did not make the tiers cold: $how"
+    check_on_fast "0x32 0 4M" "0x33 4M 4M" "0x34 8M 4M" "0x31 12M 20M" "0x35 48M 1M"
+
+    # 5. and an untouched restart after all that is warm again
+    v destroy "$dom" > /dev/null || fail "virsh destroy"
+    wait_for 10 test "$(grep -c "domain $dom stopped" "$dir/shadowd.log")" -ge 4 || fail "shadowd missed the stop"
+    v start "$dom" > /dev/null || fail "virsh start"
+    how=$(wait_inserted 6)
+    grep -q "^tiers warm" <<< "$how" || fail "the last restart was not warm: $how"
+    # a shadowd restart adopts it; its switches name the metadata child
+    stop_agent
+    start_agent
+    wait_for 15 grep -q "adopted (.*metadata child in place" "$dir/shadowd.log" ||
+        fail "shadowd restart: not adopted with its metadata child: $(lv_state vda)"
+    check_on_fast "0x34 8M 4M"
+
+    # 6. a tier image written while the domain is down: the shadow node
+    # itself sees that the tier's file changed and copies it again
+    v destroy "$dom" > /dev/null || fail "virsh destroy"
+    wait_for 10 test "$(grep -c "domain $dom stopped" "$dir/shadowd.log")" -ge 5 || fail "shadowd missed the stop"
+    "$qemu/qemu-io" -f raw -c "write -P 0x77 0 4M" "$dir/img/tiers/vda.fast" > /dev/null || fail "qemu-io"
+    v start "$dom" > /dev/null || fail "virsh start"
+    how=$(wait_inserted 7)
+    wait_for 30 tiers_synced vda || fail "the rewritten fast tier did not get in sync"
+    log "fast tier image written while down: $how; the node copied it again" \
+        "($(child_stat vda shd-vda-f1 copied-bytes) bytes)"
+    [ "$(child_stat vda shd-vda-f1 copied-bytes)" -ge 33554432 ] || fail "the rewritten tier was not copied again"
+    check_on_fast "0x32 0 4M" "0x33 4M 4M" "0x34 8M 4M" "0x31 12M 20M"
+
+    # 7. the guest powers off (ACPI S5 written to the PIIX4 PM control
+    # port, as a guest's shutdown does): libvirt reports the shutdown while
+    # QEMU still runs, then stops it (on_poweroff destroy); shadowd leaves
+    # the shadow in for QEMU to close
+    hmp "o /w 0x604 0x2000" > /dev/null || fail "HMP o"
+    wait_for 20 domain_down || fail "the domain did not stop after the guest's poweroff"
+    wait_for 10 test "$(grep -c "domain $dom stopped" "$dir/shadowd.log")" -ge 6 || fail "shadowd missed the stop"
+    grep -q "shadow removed" "$dir/shadowd.log" && fail "the shutdown detached the shadow (the maps would be lost)"
+    v start "$dom" > /dev/null || fail "virsh start"
+    how=$(wait_inserted 8)
+    grep -q "domain $dom: the guest shut down" "$dir/shadowd.log" || fail "libvirt's shutdown event did not come"
+    log "guest poweroff (libvirt's shutdown event, then QEMU stopped), then start: $how"
+    grep -q "^tiers warm" <<< "$how" || fail "a start after the guest's poweroff was not warm: $how"
+    check_on_fast "0x32 0 4M" "0x33 4M 4M" "0x34 8M 4M" "0x31 12M 20M"
+    v destroy "$dom" > /dev/null
+    "$qemu/qemu-img" check -q "$dir/img/vda.qcow2" || fail "qemu-img check"
+    same_as_ref "$dir/img/vda.qcow2" qcow2 "$dir/ref.raw"
+    same_as_ref "$dir/img/tiers/vda.fast" qcow2 "$dir/ref.raw"
+    log "the image and the fast tier hold every write"
+    echo "RESULT warm=ok cold-copied-bytes=$copied_cold warm-copied-bytes=$copied_warm node-bytes=$size"
+}
+
 case "$scenario" in
+warm) scenario_warm ;;
+resize) scenario_resize ;;
 main) scenario_main ;;
 events) scenario_events ;;
 operations) scenario_operations ;;

@@ -64,6 +64,13 @@ test_example (void)
   g_assert_cmpstr (dc->write_mode, ==, "sync");
   g_assert_cmpstr (dc->prewarm, ==, "sequential");
   g_assert_cmpstr (dc->chunk_size, ==, "65536");
+  /* a tier with an image: a metadata child, named on every reopen */
+  g_assert_cmpstr (dc->metadata, ==, "shd-vda-md");
+  {
+    g_autofree char *md = shd_lv_meta_path (d);
+
+    g_assert_cmpstr (md, ==, "/var/lib/shadowtier/vm1-vda.fast.meta");
+  }
   g_assert_cmpfloat (dc->slo_latency_ms, ==, 5);
   g_assert_cmpfloat (dc->knobs.min_dwell_s, ==, 30);
   g_assert_cmpfloat (dc->knobs.switch_back_after_s, ==, 120);
