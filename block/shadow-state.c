@@ -1519,6 +1519,14 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
                 stale_buf[c / 8] &= ~(1u << (c % 8));
             }
         }
+        /*
+         * No bit past the last chunk: deserializing copies whole words,
+         * and a bit there, never counted, would be revealed by the
+         * hbitmap_truncate() of a later grow (the count then goes wrong)
+         */
+        for (c = s->nb_chunks; c < nb_bytes * 8; c++) {
+            stale_buf[c / 8] &= ~(1u << (c % 8));
+        }
         hbitmap_reset_all(map->stale);
         if (s->nb_chunks) {
             hbitmap_deserialize_part(map->stale, stale_buf, 0, s->nb_chunks,
