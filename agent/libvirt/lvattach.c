@@ -1103,6 +1103,12 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
 
     if (md)
       json_object_set_string_member (o, "metadata", md_node);
+    /* No copy until the shadow is the format node's file: before that
+     * the guest writes the image through libvirt's node, which the
+     * shadow does not see, and a chunk copied before such a write would
+     * be valid on a tier that holds its old data.  The copy starts with
+     * the reopen below, once every write goes through the shadow. */
+    json_object_set_string_member (o, "prewarm", "off");
     if (!run0 (m, "blockdev-add", o, error))
       goto out;
   }
@@ -1162,6 +1168,20 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
       *warmth = g_strdup ("tiers cold: the disk's image was written while the shadow went in");
       return ok2;
     }
+  }
+  {
+    /* The shadow is in: the copy may start (prewarm as configured) */
+    g_autoptr (JsonObject) o = shadow_options (spec, children, origin_child);
+    g_autoptr (JsonObject) args = NULL;
+    g_autoptr (GError) e = NULL;
+
+    if (md)
+      json_object_set_string_member (o, "metadata", md_node);
+    args = reopen_args (g_steal_pointer (&o), NULL);
+    /* the disk works without it: the agent's next reopen sets it again */
+    if (!run0 (m, "blockdev-reopen", args, &e))
+      g_warning ("disk %s: the shadow is in, but its copy did not start: %s",
+                 spec->target, e->message);
   }
 adopted:
   /* an older shadowd may have inserted it without one: the agent's

@@ -263,6 +263,9 @@ typedef struct {
   gboolean fail_detach;         /* the reopen that takes the shadow out fails */
   guint reopens;
   GString *log;
+  /* the shadow's copy was started (a reopen without prewarm off), with the
+   * shadow the format node's file by then */
+  gboolean copy_started;
 } Fake;
 
 static void
@@ -416,6 +419,10 @@ fake_monitor (const char *command, JsonObject *args, gpointer data, GError **err
       for (guint i = 0; i < json_array_get_length (ch); i++)
         g_ptr_array_add (f->shadow_children, g_strdup (json_array_get_string_element (ch, i)));
       f->shadow_md = json_object_has_member (args, "metadata");
+      /* no copy while the guest still writes the image beside it */
+      g_assert_cmpstr (json_object_get_string_member_with_default (args, "prewarm", ""), ==,
+                       "off");
+      f->copy_started = FALSE;
     }
     json_builder_begin_object (b);
     json_builder_end_object (b);
@@ -430,6 +437,12 @@ fake_monitor (const char *command, JsonObject *args, gpointer data, GError **err
     for (guint i = 0; i < json_array_get_length (opts); i++) {
       JsonObject *o = json_array_get_object_element (opts, i);
 
+      if (strcmp (json_object_get_string_member (o, "node-name"), "shd-vda") == 0 &&
+          g_strcmp0 (json_object_get_string_member_with_default (o, "prewarm", NULL),
+                     "off") != 0) {
+        g_assert_cmpstr (f->format_file, ==, "shd-vda");
+        f->copy_started = TRUE;
+      }
       if (strcmp (json_object_get_string_member (o, "node-name"), "libvirt-1-format") == 0) {
         if (strcmp (json_object_get_string_member (o, "file"), "shd-vda") == 0 &&
             f->write_in_window) {
@@ -487,7 +500,7 @@ test_attach (Fixture *f, gconstpointer data)
   ShdLvDomDisk dd = { "vda", "virtio-disk0", f->origin, "file", "qcow2", NULL, NULL, "disk" };
   Fake fk = { f->origin, g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free),
               NULL, FALSE, g_strdup ("libvirt-1-storage"), ac->written_before,
-              ac->write_in_window, ac->fail_detach, 0, g_string_new (NULL) };
+              ac->write_in_window, ac->fail_detach, 0, g_string_new (NULL), FALSE };
   ShdLvMonitor m = { fake_monitor, &fk };
   ShdLvAttachResult result;
   struct stat st;
@@ -514,6 +527,7 @@ test_attach (Fixture *f, gconstpointer data)
   g_assert_cmpstr (warmth, ==, ac->warmth);
   g_assert_cmpuint (fk.reopens, ==, ac->reopens);
   g_assert_cmpstr (fk.format_file, ==, "shd-vda");
+  g_assert_true (fk.copy_started);
   g_assert_true (fk.shadow_md);
   g_assert_cmpint (g_stat (f->md, &st), ==, 0);
   g_assert_cmpint (st.st_size == 0, ==, ac->md_emptied);
@@ -525,15 +539,16 @@ out:
   g_string_free (fk.log, TRUE);
 }
 
+/* the format node's reopen, then the shadow's that starts the copy */
 static const AttachCase warm_case = {
-  FALSE, FALSE, FALSE, "tiers warm: the maps kept at the last clean stop are valid", 1, FALSE
+  FALSE, FALSE, FALSE, "tiers warm: the maps kept at the last clean stop are valid", 2, FALSE
 };
 static const AttachCase written_before = {
-  TRUE, FALSE, FALSE, "tiers cold: the disk's image was written since QEMU opened it", 1, TRUE
+  TRUE, FALSE, FALSE, "tiers cold: the disk's image was written since QEMU opened it", 2, TRUE
 };
-/* taken out again, the maps emptied, inserted cold: three reopens */
+/* taken out again, the maps emptied, inserted cold: four reopens */
 static const AttachCase written_in_window = {
-  FALSE, TRUE, FALSE, "tiers cold: the disk's image was written while the shadow went in", 3,
+  FALSE, TRUE, FALSE, "tiers cold: the disk's image was written while the shadow went in", 4,
   TRUE
 };
 static const AttachCase written_in_window_stuck = {
