@@ -400,8 +400,8 @@ prepare_tier_file (const char *path, const struct stat *base, guint64 len, GErro
 #define MD_SLOT_USED 1
 #define MD_SLOT_STAMPED 8
 
-static guint32
-crc32c (const guint8 *p, gsize n)
+guint32
+shd_lv_md_crc32c (const guint8 *p, gsize n)
 {
   guint32 crc = 0xffffffff;
 
@@ -458,7 +458,7 @@ md_header (const char *path, guint8 *hdr, char **why)
     if (memcmp (h, "SHADOWMD", 8) != 0 || le32 (h + 8) != 2 || le32 (h + 12) != MD_HEADER)
       continue;
     memset (h + 92, 0, 4);
-    if (crc32c (h, MD_HEADER) != sum)
+    if (shd_lv_md_crc32c (h, MD_HEADER) != sum)
       continue;
     if (!found || le64 (h + 16) > best_gen) {
       best_gen = le64 (h + 16);

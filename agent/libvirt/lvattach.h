@@ -55,6 +55,8 @@ gboolean shd_lv_attach (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdL
  * ctime now.  FALSE with *why (newly allocated) otherwise, an empty or
  * all-zero image included ("no maps recorded yet"). */
 gboolean shd_lv_md_keep (const char *md_path, const char *origin, char **why);
+/* The CRC32C (Castagnoli) the driver's metadata header carries. */
+guint32 shd_lv_md_crc32c (const guint8 *p, gsize n);
 
 /* Gives the disk back to libvirt's own nodes: switches to the origin tier
  * first if needed (refused when the origin is not in sync), points the
