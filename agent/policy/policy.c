@@ -996,7 +996,6 @@ update_base (ShdPolicy *p, const ShdPolicyInput *in, int wanted, gboolean spike_
   double window = k->base_window_s > 0 ? k->base_window_s : day, alpha;
   double over = 0, window_gib_month;
   gboolean early, held_besides = FALSE, overspent = FALSE;
-  gboolean seasonal = p->outlook && shd_outlook_period (p->outlook) > 0;
   int best = -1, dear = -1;
 
   p->base_t = in->t;
@@ -1062,12 +1061,8 @@ update_base (ShdPolicy *p, const ShdPolicyInput *in, int wanted, gboolean spike_
   /* the lifecycle has cost as much as living on the dearest tier it needs
    * would have, and still holds another copy besides it: live there now
    * (rent or buy: what is spent from now on is never more than that tier
-   * alone would cost).  Judged from twice release-after on when no season
-   * is known, but over a whole window when one is: the first hours of a
-   * seasonal load may be its peak (a daily spike seen first), and living
-   * on the dear tier for that would hold it all day, every day. */
-  if (overspent && p->base != dear &&
-      p->base_elapsed >= (seasonal ? window : 2 * k->release_after_s) &&
+   * alone would cost) */
+  if (overspent && p->base != dear && p->base_elapsed >= 2 * k->release_after_s &&
       !(in->t - p->base_changed_t < window / 8)) {
     p->base_changed_t = in->t;
     p->base = dear;
