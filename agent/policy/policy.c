@@ -62,7 +62,6 @@ struct _ShdPolicy {
   double needed_t[SHD_POLICY_MAX_TIERS];
   double base_t, base_elapsed, base_cost, base_changed_t;
   int base;
-  gboolean base_overspent;      /* the base was set by overspend() */
   ShdDecision last;
 };
 
@@ -97,7 +96,6 @@ static const char *const trigger_names[] = {
   [SHD_TRIGGER_MANUAL] = "manual",
   [SHD_TRIGGER_SEASONAL] = "seasonal",
   [SHD_TRIGGER_UNUSED] = "unused",
-  [SHD_TRIGGER_COST] = "cost",
 };
 
 static const char *const phase_names[] = {
@@ -692,10 +690,6 @@ decide_switch (ShdPolicy *p, ShdDecision *d, const ShdPolicyInput *in, int targe
               p->outlook ? shd_outlook_period (p->outlook) : 0, d->outlook_peak, d->onset_s,
               tier_name (p, p->active), d->active_limit);
     break;
-  case SHD_TRIGGER_COST:
-    snprintf (why, sizeof why, "the copies held so far have cost as much as living on %s "
-              "alone would have: the disk lives there now", tier_name (p, target));
-    break;
   case SHD_TRIGGER_NONE:
   case SHD_TRIGGER_MANUAL:
   case SHD_TRIGGER_UNUSED:
@@ -924,33 +918,6 @@ tier_for (const ShdPolicy *p, double load)
   return best;
 }
 
-/* Whether the seasonal forecast wants `tier`'s copy now: the load
- * outgrows every tier cheaper than it within release-after plus the time
- * a warm-up from scratch needs (so that a tier warmed for an onset stays
- * wanted until it comes).  Kept while the forecast comes within the
- * hysteresis of the limit that warmed it: an upper bound hovering at the
- * limit would otherwise release and warm it again on alternate
- * intervals. */
-static gboolean
-forecast_wants (const ShdPolicy *p, const ShdPolicyInput *in, int tier)
-{
-  const ShdPolicyKnobs *k = &p->cfg.knobs;
-  double warm, onset, limit = INFINITY;
-
-  if (!p->outlook || !shd_outlook_period (p->outlook))
-    return FALSE;
-  for (guint j = 0; j < p->cfg.n_tiers; j++)
-    if (cost (p, j) < cost (p, tier) && usable (p, j))
-      limit = isfinite (limit) ? MAX (limit, shd_policy_tier_limit (p, j))
-                               : shd_policy_tier_limit (p, j);
-  if (!isfinite (limit))
-    return FALSE;
-  warm = whole_copy_seconds (p, in, tier);
-  onset = shd_outlook_onset (p->outlook, in->wall, limit * (1 - k->hysteresis), NULL);
-  return onset <= k->release_after_s + (isfinite (warm) ? WARM_SAFETY * warm : 0) +
-                  k->prewarm_margin_s + k->switch_lead_s + p->cfg.interval_s;
-}
-
 /* The base tier: where the disk lives between spikes.  Keeping a cheap
  * copy and warming a dear one for the hours it is needed costs
  * price(cheap) + price(dear) x (the share of the time its copy is held);
@@ -967,26 +934,6 @@ forecast_wants (const ShdPolicy *p, const ShdPolicyInput *in, int tier)
  * of the window (each change copies the disk).  Before a window is seen it
  * is the cheapest tier, unless for at least twice release-after the load
  * needed a dearer one nearly all the time. */
-/* What the copies held since the agent started have cost beyond keeping
- * the disk on `tier` alone for the same time (currency; negative: less),
- * from the measured allocations (ShdCost).  0 while nothing was measured. */
-static double
-overspend (const ShdPolicy *p, const ShdPolicyInput *in, int tier)
-{
-  double spent = 0, alone;
-  gboolean measured = FALSE;
-
-  for (guint i = 0; i < p->cfg.n_tiers; i++) {
-    spent += shd_cost_amount (&p->cost, i, cost (p, i));
-    measured = measured || isfinite (p->cost.allocated[i]);
-  }
-  if (!measured)
-    return 0;
-  alone = (double) disk_size (p, in) / (1 << 30) * p->cost.seconds / 3600 *
-          cost (p, tier) / SHD_HOURS_PER_MONTH;
-  return spent - alone;
-}
-
 static void
 update_base (ShdPolicy *p, const ShdPolicyInput *in, int wanted, gboolean spike_holds)
 {
@@ -994,9 +941,8 @@ update_base (ShdPolicy *p, const ShdPolicyInput *in, int wanted, gboolean spike_
   double dt = isfinite (p->base_t) ? in->t - p->base_t : 0;
   double day = k->seasons_s[0] > 0 ? k->seasons_s[0] : 86400, cost_base = INFINITY;
   double window = k->base_window_s > 0 ? k->base_window_s : day, alpha;
-  double over = 0, window_gib_month;
-  gboolean early, held_besides = FALSE, overspent = FALSE;
-  int best = -1, dear = -1;
+  gboolean early;
+  int best = -1;
 
   p->base_t = in->t;
   if (dt <= 0 || dt > 10 * p->cfg.interval_s + 60)
@@ -1007,38 +953,12 @@ update_base (ShdPolicy *p, const ShdPolicyInput *in, int wanted, gboolean spike_
   if (wanted >= 0)
     p->needed_t[wanted] = in->t;
   for (guint i = 0; i < p->cfg.n_tiers; i++) {
-    /* held: needed lately, over a spike, or (above the base) present for
-     * whatever reason, a warm-up for a forecast that did not come too */
     gboolean held = in->t - p->needed_t[i] < k->release_after_s ||
-      (spike_holds && !absent (p, i)) ||
-      (p->base >= 0 && cost (p, i) > cost (p, p->base) && p->cost.allocated[i] > 0) ||
-      (cost (p, i) > cost (p, p->order[0]) && forecast_wants (p, in, i));
+      (spike_holds && !absent (p, i));
 
     p->share[i] += alpha * ((held || (int) i == wanted) - p->share[i]);
     p->need_share[i] += alpha * (((int) i == wanted) - p->need_share[i]);
   }
-  /* the dearest tier the load has needed, and what the lifecycle has
-   * spent beyond living there: the shares are estimates and lag, the
-   * money spent is measured */
-  for (guint o = p->cfg.n_tiers; o-- > 0;) {
-    int i = p->order[o];
-
-    if (usable (p, i) && isfinite (p->needed_t[i])) {
-      dear = i;
-      break;
-    }
-  }
-  if (dear >= 0 && cost (p, dear) > cost (p, p->order[0])) {
-    over = overspend (p, in, dear);
-    for (guint i = 0; i < p->cfg.n_tiers; i++)
-      if ((int) i != dear && p->cost.allocated[i] > 0)
-        held_besides = TRUE;
-    overspent = p->cost.seconds > 0 && over >= 0 && held_besides && !absent (p, dear);
-  }
-  /* an overspend is repaid over base-window by a cheaper base before it is
-   * chosen again: as a cost per GiB-month over the window */
-  window_gib_month = (double) disk_size (p, in) / (1 << 30) * window / 3600 /
-                     SHD_HOURS_PER_MONTH;
   for (guint o = 0; o < p->cfg.n_tiers; o++) {
     int b = p->order[o];
     double c = cost (p, b);
@@ -1051,31 +971,15 @@ update_base (ShdPolicy *p, const ShdPolicyInput *in, int wanted, gboolean spike_
     for (guint i = 0; i < p->cfg.n_tiers; i++)
       if (cost (p, i) > cost (p, b))
         c += cost (p, i) * p->share[i];
-    if (dear >= 0 && cost (p, b) < cost (p, dear) && over > 0 && window_gib_month > 0)
-      c += over / window_gib_month;
     if (b == p->base)
       cost_base = c;
     if (best < 0 || c < p->base_cost)
       best = b, p->base_cost = c;
   }
-  /* the lifecycle has cost as much as living on the dearest tier it needs
-   * would have, and still holds another copy besides it: live there now
-   * (rent or buy: what is spent from now on is never more than that tier
-   * alone would cost) */
-  if (overspent && p->base != dear && p->base_elapsed >= 2 * k->release_after_s &&
-      !(in->t - p->base_changed_t < window / 8)) {
-    p->base_changed_t = in->t;
-    p->base = dear;
-    p->base_cost = cost (p, dear);
-    p->base_overspent = TRUE;
-    return;
-  }
   if (p->base < 0 || !usable (p, p->base) ||
       (p->base_cost < 0.97 * cost_base && !(in->t - p->base_changed_t < window / 8))) {
-    if (best != p->base) {
+    if (best != p->base)
       p->base_changed_t = in->t;
-      p->base_overspent = FALSE;
-    }
     p->base = best;
   } else {
     p->base_cost = cost_base;
@@ -1114,9 +1018,29 @@ note_wanted (ShdPolicy *p, const ShdPolicyInput *in, ShdDecision *d, int wanted,
                                          shd_policy_tier_limit (p, p->base) *
                                          (1 - k->hysteresis)) <= cheaper_horizon (p, p->base)))
     p->life[p->base].wanted_t = in->t;
-  for (guint i = 0; i < p->cfg.n_tiers; i++)
-    if (cost (p, i) > cost (p, p->active) && !absent (p, i) && forecast_wants (p, in, i))
-      p->life[i].wanted_t = in->t;
+  if (p->outlook && shd_outlook_period (p->outlook)) {
+    for (guint i = 0; i < p->cfg.n_tiers; i++) {
+      double warm, onset, limit = INFINITY;
+
+      if (cost (p, i) <= cost (p, p->active) || absent (p, i))
+        continue;
+      /* needed when the load outgrows every tier cheaper than it */
+      for (guint j = 0; j < p->cfg.n_tiers; j++)
+        if (cost (p, j) < cost (p, i) && usable (p, j))
+          limit = isfinite (limit) ? MAX (limit, shd_policy_tier_limit (p, j))
+                                   : shd_policy_tier_limit (p, j);
+      /* the horizon of a warm-up from scratch, so that a tier warmed for
+       * an onset stays wanted until it comes */
+      warm = whole_copy_seconds (p, in, i);
+      /* kept while the forecast comes within the hysteresis of the limit
+       * that warmed it: an upper bound hovering at the limit would
+       * otherwise release and warm it again on alternate intervals */
+      onset = shd_outlook_onset (p->outlook, in->wall, limit * (1 - k->hysteresis), NULL);
+      if (onset <= k->release_after_s + (isfinite (warm) ? WARM_SAFETY * warm : 0) +
+                   k->prewarm_margin_s + k->switch_lead_s + p->cfg.interval_s)
+        p->life[i].wanted_t = in->t;
+    }
+  }
   /* a cheaper tier than the active one: wanted while the load fits it,
    * or when the forecast brings the load back under it soon enough
    * (cheaper_horizon) */
@@ -1182,11 +1106,7 @@ release_candidate (ShdPolicy *p, const ShdPolicyInput *in, gboolean spike_holds,
                 act->valid_bytes, size);
       return -2 - i;
     }
-    if (below_base && p->base_overspent)
-      snprintf (why, why_len, "the copies held so far have cost as much as living on %s "
-                "alone would have: the disk lives there now, and keeping %s besides would "
-                "cost more", tier_name (p, p->base), tier_name (p, i));
-    else if (below_base)
+    if (below_base)
       snprintf (why, why_len, "the disk lives on %s now: the load needed it, or it was "
                 "kept for release-after, %.0f%% of the time lately, and keeping %s "
                 "besides would cost more (%.4f against %.4f per GiB-month)", tier_name (p, p->base), 100 * p->share[p->base],
@@ -1400,8 +1320,6 @@ shd_policy_step (ShdPolicy *p, const ShdPolicyInput *in)
     else if (k->forecast && p->n >= WARMUP &&
              ((isfinite (point1) && point1 > d->active_limit) || (hi_over && p->hi_over_prev)))
       trigger = SHD_TRIGGER_FORECAST;
-    else if (p->base_overspent && wanted == p->base && ready (p, wanted))
-      trigger = SHD_TRIGGER_COST;
     p->hi_over_prev = hi_over;
     if (trigger != SHD_TRIGGER_NONE) {
       decide_switch (p, d, in, wanted, SHD_DECISION_SWITCH_UP, trigger, FALSE);

@@ -180,7 +180,6 @@ typedef enum {
   SHD_TRIGGER_MANUAL,
   SHD_TRIGGER_SEASONAL,         /* the seasonal outlook's onset */
   SHD_TRIGGER_UNUSED,           /* a tier not wanted for release-after */
-  SHD_TRIGGER_COST,             /* the copies held cost as much as the dearest tier alone */
 } ShdTrigger;
 
 typedef struct {
