@@ -84,12 +84,17 @@ def bench_seconds(args):
 
 
 def median_ratio(baseline, candidate, runs):
-    """Alternate the two measurements @runs times; medians and ratio
+    """Alternate the two measurements @runs times, in the order AB BA AB...
+    so that a drift of the machine favours neither; medians and ratio
     baseline/candidate (>1: candidate faster when these are times)."""
     b, c = [], []
-    for _ in range(runs):
-        b.append(baseline())
-        c.append(candidate())
+    for i in range(runs):
+        if i % 2:
+            c.append(candidate())
+            b.append(baseline())
+        else:
+            b.append(baseline())
+            c.append(candidate())
     mb, mc = statistics.median(b), statistics.median(c)
     return {'baseline': mb, 'candidate': mc, 'ratio': mb / mc,
             'baseline_runs': b, 'candidate_runs': c}

@@ -564,13 +564,13 @@ shadow_co_getlength(BlockDriverState *bs)
 
 /*
  * A guest request starts: the copy yields to the guest for a while
- * (shadow_guest_busy()).  For a read, returns how many reads its time
- * counts for: 0 when it is not timed.
+ * (shadow_guest_busy()).  @sh is the node's shard for the calling thread.
+ * For a read, returns how many reads its time counts for: 0 when it is
+ * not timed.
  */
-static int shadow_guest_begin(BDRVShadowState *s, bool read)
+static int shadow_guest_begin(BDRVShadowState *s, ShadowCounterShard *sh,
+                              bool read)
 {
-    ShadowCounterShard *sh = shadow_counters_shard(&s->stats);
-
     shadow_shard_add(&s->stats, sh, SHADOW_STAT_GUEST_INFLIGHT, 1);
     shadow_shard_add(&s->stats, sh, SHADOW_STAT_GUEST_REQS, 1);
     if (!read) {
@@ -672,17 +672,20 @@ shadow_co_preadv_part(BlockDriverState *bs, int64_t offset, int64_t bytes,
                       BdrvRequestFlags flags)
 {
     BDRVShadowState *s = bs->opaque;
-    ShadowChild *sc = s->active;
-    /* Most reads are not timed: a clock read costs more than the rest */
-    int weight = shadow_guest_begin(s, true);
-    int64_t start = weight ? get_clock() : 0;
+    ShadowChild *sc = s->active, *served = NULL;
+    AioContext *ctx = qemu_get_current_aio_context(), *end_ctx;
+    ShadowCounterShard *sh = shadow_counters_shard_of(&s->stats, ctx);
+    /*
+     * Most reads are not timed: a clock read costs more than the rest.
+     * read-from=fastest times every read, to compare the children.
+     */
+    int weight = shadow_guest_begin(s, sh, true);
+    bool timed = weight || s->read_from == SHADOW_READ_FROM_FASTEST;
+    int64_t start = timed ? get_clock() : 0;
     int64_t ns = 0, first, end;
-    AioContext *ctx = NULL;
-    ShadowCounterShard *sh;
-    bool urgent, copying;
+    bool urgent, copying, complete;
     int ret;
 
-    shadow_chunk_range(s, offset, bytes, &first, &end);
     /*
      * Heat is counted whatever the prewarm mode, so that turning pre-warm
      * on later finds the history.  The lock is taken only when a region's
@@ -699,27 +702,32 @@ shadow_co_preadv_part(BlockDriverState *bs, int64_t offset, int64_t bytes,
             shadow_copy_kick(s);
         }
     }
-    if (s->read_from == SHADOW_READ_FROM_FASTEST &&
-        qatomic_read(&s->active_complete)) {
-        qemu_spin_lock(&s->lock);
-        sc = shadow_pick_reader(s, first, end);
-        qemu_spin_unlock(&s->lock);
-    }
 
-    /*
-     * After an instant switch the active child may not hold it yet: copy
-     * it up, or when the node may not write (read-only, inactive, its
-     * metadata failing) or the copy-up fails, read it where it is
-     */
-    if (shadow_state_active_lacks(s, first, end)) {
-        ret = s->writable && !qatomic_read(&s->meta.failed) ?
-              shadow_copy_up(s, first, end) : -EROFS;
-        if (ret < 0) {
-            ret = shadow_read_through(s, offset, bytes, qiov, qiov_offset,
-                                      flags);
-            goto out;
+    /* An active child that holds everything, read alone: no map to see */
+    complete = qatomic_read(&s->active_complete);
+    if (!complete || s->read_from == SHADOW_READ_FROM_FASTEST) {
+        shadow_chunk_range(s, offset, bytes, &first, &end);
+        if (complete) {
+            qemu_spin_lock(&s->lock);
+            sc = shadow_pick_reader(s, first, end);
+            qemu_spin_unlock(&s->lock);
+        } else if (shadow_state_active_lacks(s, first, end)) {
+            /*
+             * After an instant switch the active child may not hold it
+             * yet: copy it up, or when the node may not write (read-only,
+             * inactive, its metadata failing) or the copy-up fails, read
+             * it where it is
+             */
+            ret = s->writable && !qatomic_read(&s->meta.failed) ?
+                  shadow_copy_up(s, first, end) : -EROFS;
+            if (ret < 0) {
+                ret = shadow_read_through(s, offset, bytes, qiov,
+                                          qiov_offset, flags);
+                goto out;
+            }
         }
     }
+
     if (trace_event_get_state_backends(TRACE_SHADOW_READ)) {
         /* Not even the child's name on the read path unless tracing */
         trace_shadow_read(s, shadow_child_name(sc), offset, bytes);
@@ -734,26 +742,26 @@ shadow_co_preadv_part(BlockDriverState *bs, int64_t offset, int64_t bytes,
         ret = bdrv_co_preadv_part(sc->child, offset, bytes, qiov,
                                   qiov_offset, flags);
     }
-    if (weight) {
+    served = sc;
+out:
+    if (timed) {
         int64_t now = get_clock();
 
         ns = now - start;
-        if (ret == 0) {
-            shadow_note_read_latency(sc, ns, now);
+        if (served && ret == 0) {
+            shadow_note_read_latency(served, ns, now);
         }
     }
-    /* One look-up of the AioContext for the three counts that follow */
-    ctx = qemu_get_current_aio_context();
-    shadow_account_shard(&sc->stats, shadow_counters_shard_of(&sc->stats, ctx),
-                         false, bytes, ns, weight, ret);
-out:
-    if (weight && !ns) {
-        ns = get_clock() - start;
+    /* Counted by the thread the read ends in: see shadow-stats.c */
+    end_ctx = qemu_get_current_aio_context();
+    if (end_ctx != ctx) {
+        sh = shadow_counters_shard_of(&s->stats, end_ctx);
     }
-    if (!ctx) {
-        ctx = qemu_get_current_aio_context();
+    if (served) {
+        shadow_account_shard(&served->stats,
+                             shadow_counters_shard_of(&served->stats, end_ctx),
+                             false, bytes, ns, weight, ret);
     }
-    sh = shadow_counters_shard_of(&s->stats, ctx);
     shadow_account_shard(&s->stats, sh, false, bytes, ns, weight, ret);
     shadow_shard_add(&s->stats, sh, SHADOW_STAT_GUEST_INFLIGHT, -1);
     return ret;
@@ -868,7 +876,7 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
         }
     }
 
-    shadow_guest_begin(s, false);
+    shadow_guest_begin(s, shadow_counters_shard(&s->stats), false);
     shadow_chunk_range(s, offset, bytes, &first, &end);
     shadow_full_chunk_range(s, offset, bytes, &full_first, &full_end);
     copying = qatomic_read(&s->copy_pending) &&

@@ -115,7 +115,7 @@ typedef enum ShadowStat {
 /* Shards of counters: one per AioContext, the last one shared */
 #define SHADOW_COUNTER_SHARDS     8
 /* Guest reads are timed one in this many */
-#define SHADOW_READ_SAMPLE        8
+#define SHADOW_READ_SAMPLE        32
 
 typedef struct ShadowCounterShard {
     AioContext *ctx;            /* the thread that counts here; NULL: free */
