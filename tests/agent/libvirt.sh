@@ -1121,9 +1121,13 @@ refused() {       # refused WHAT IMAGE
     grep -q 'Failed to get "write" lock' <<< "$out" || fail "$1: qemu-io raw: unexpected message: $out"
 }
 # the shadow is under the format node, on libvirt's own storage node
+# (through shd-vda-base, a raw node that passes requests on), and no other
+# node has the image open
 shadow_on_libvirt_node() {
-    format_file_is shd-vda && graph_has "^shd-vda -children.0-> libvirt-[0-9]*-storage\$" &&
-        ! graph_has "node shd-vda-base"
+    format_file_is shd-vda && graph_has "^shd-vda -children.0-> shd-vda-base\$" &&
+        graph_has "^shd-vda-base -file-> libvirt-[0-9]*-storage\$" &&
+        [ "$(qmp '{"execute":"query-named-block-nodes","arguments":{"flat":true}}' |
+             json "sum(1 for n in d['return'] if n.get('file') == '$dir/img/vda.qcow2' and n['drv'] == 'file')")" = 1 ]
 }
 
 scenario_lock() {
