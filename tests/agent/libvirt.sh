@@ -26,7 +26,7 @@
 #               started while libvirtd is stopped
 #   resize      virsh blockresize of a qcow2 and a raw disk with the shadow
 #               in: the guest sees the new size, writes past the old end
-#               (and past the room the insertion gave the qcow2 image)
+#               (and past the qcow2 image file's end)
 #               land on every tier, a shrink is refused (raw) or done by
 #               qcow2 as without a shadow; every tier image is compared
 #               byte for byte with the disk's image and a reference
@@ -868,7 +868,7 @@ scenario_resize() {
     vsh "$dom" vdb switch fast > /dev/null || fail "virsh-shadow switch fast (vdb)"
     wait_for 10 is_active vdb fast || fail "vdb: no switch to fast: $(active_tier vdb)"
     log "patterns written, fast tiers synced, vdb on its fast tier; shadow nodes:" \
-        "shd-vda $(node_size shd-vda) B (a qcow2 image with room to grow), shd-vdb $(node_size shd-vdb) B"
+        "shd-vda $(node_size shd-vda) B (as long as the qcow2 image file), shd-vdb $(node_size shd-vdb) B"
 
     # grow: libvirt resizes its format node, above the shadow
     t0=$(now)
@@ -888,14 +888,14 @@ scenario_resize() {
     "$qemu/qemu-img" resize -q -f raw "$dir/ref-vda.raw" 256M
     "$qemu/qemu-img" resize -q -f raw "$dir/ref-vdb.raw" 24M
 
-    # writes past the old end; on vda more than the room the insertion
-    # gave its image, so that qcow2 grows the shadow node as it writes
+    # writes past the old end; on vda past the image file's end, so that
+    # qcow2 grows the shadow node as it writes
     img_len=$(node_size shd-vda)
     gwrite virtio-disk0 "$dir/ref-vda.raw" 0x13 64M 4M
     gwrite virtio-disk0 "$dir/ref-vda.raw" 0x14 112M 144M
     gwrite virtio-disk1 "$dir/ref-vdb.raw" 0x23 16M 8M
     grown=$(node_size shd-vda)
-    [ "$grown" -gt "$img_len" ] || fail "shd-vda did not grow past its room ($img_len B)"
+    [ "$grown" -gt "$img_len" ] || fail "shd-vda did not grow past its length ($img_len B)"
     log "written past the old ends: shd-vda grew from $img_len to $grown B as qcow2 allocated"
     for p in "0x11 0 4M" "0x12 60M 4M" "0x13 64M 4M" "0x14 112M 144M"; do gread virtio-disk0 $p; done
     for p in "0x21 0 4M" "0x22 12M 4M" "0x23 16M 8M"; do gread virtio-disk1 $p; done
