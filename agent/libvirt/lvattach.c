@@ -1,5 +1,4 @@
 /* Insertion and removal of a libvirt disk's shadow node; see lvattach.h. */
-#define _GNU_SOURCE             /* SEEK_DATA, SEEK_HOLE */
 #include "lvattach.h"
 
 #include <errno.h>
@@ -10,8 +9,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#define MIB (1024 * 1024)
 
 /* ---- the block graph, as QEMU tells it ---- */
 
