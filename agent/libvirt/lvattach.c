@@ -1,5 +1,4 @@
 /* Insertion and removal of a libvirt disk's shadow node; see lvattach.h. */
-#define _GNU_SOURCE             /* SEEK_DATA, SEEK_HOLE */
 #include "lvattach.h"
 
 #include <errno.h>
@@ -10,8 +9,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#define MIB (1024 * 1024)
 
 /* ---- the block graph, as QEMU tells it ---- */
 
@@ -210,75 +207,6 @@ has_foreign_parent (const Graph *g, const char *node, const char *target)
 }
 
 /* ---- files ---- */
-
-/* Where the file's data ends: the last byte that is not in a hole (the
- * room given before is a hole, so it is not counted twice). */
-static guint64
-data_end (const char *path, guint64 len)
-{
-  int fd = g_open (path, O_RDONLY | O_CLOEXEC, 0);
-  off_t off = 0, end = 0;
-
-  if (fd < 0)
-    return len;
-  for (guint i = 0; i < 1000000; i++) {
-    off_t d = lseek (fd, off, SEEK_DATA), h;
-
-    if (d < 0)
-      break;
-    h = lseek (fd, d, SEEK_HOLE);
-    if (h < 0) {
-      end = (off_t) len;
-      break;
-    }
-    end = h;
-    off = h;
-  }
-  close (fd);
-  return (guint64) end;
-}
-
-/* Room for a growing format: the image may gain the whole virtual size
- * plus its metadata while the shadow is in, and the shadow node's length
- * is fixed when it opens.  Sparse, so it costs no space. */
-static guint64
-headroom_length (const char *path, guint64 file_len, guint64 virtual_size, gboolean grows)
-{
-  guint64 want;
-
-  if (!grows)
-    return file_len;
-  want = data_end (path, file_len) + virtual_size + virtual_size / 64 + 64 * MIB;
-  want = (want + MIB - 1) / MIB * MIB;
-  return MAX (want, file_len);
-}
-
-static gboolean
-extend_file (const char *path, guint64 len, GError **error)
-{
-  struct stat st;
-  int fd = g_open (path, O_WRONLY | O_CLOEXEC, 0);
-  int saved;
-
-  if (fd < 0 || fstat (fd, &st) < 0) {
-    saved = errno;
-    if (fd >= 0)
-      close (fd);
-    g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved), "%s: %s", path,
-                 g_strerror (saved));
-    return FALSE;
-  }
-  if (S_ISREG (st.st_mode) && (guint64) st.st_size < len && ftruncate (fd, (off_t) len) < 0) {
-    saved = errno;
-    close (fd);
-    g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved),
-                 "cannot extend %s to %" G_GUINT64_FORMAT " bytes: %s", path, len,
-                 g_strerror (saved));
-    return FALSE;
-  }
-  close (fd);
-  return TRUE;
-}
 
 /* Is path (absolute, without "..") inside one of the roots?  Resolved
  * through its deepest existing directory, so a symbolic link cannot lead
@@ -685,6 +613,14 @@ reopen_args (JsonObject *first, JsonObject *second)
 
 /* ---- removal of the agent's nodes ---- */
 
+/* The format node's file for the one QMP command of a hand-over (attach,
+ * detach) */
+static char *
+node_handover (const char *target)
+{
+  return g_strdup_printf ("shd-%s-tmp", target);
+}
+
 static void
 del_node (const ShdLvMonitor *m, const Graph *g, const char *node)
 {
@@ -745,7 +681,66 @@ delete_ours (const ShdLvMonitor *m, const char *target)
   }
   if (!has_foreign_parent (&g, base, target))
     del_node (m, &g, base);
+  {
+    g_autofree char *tmp = node_handover (target);
+
+    if (!has_foreign_parent (&g, tmp, target))
+      del_node (m, &g, tmp);
+  }
   graph_clear (&g);
+}
+
+/* With the format node on the hand-over node: deletes the shadow and the
+ * rest of ours, so that libvirt's storage node is free, and gives it back
+ * to the format node (reopening it too makes QEMU re-read its length).
+ * The format node goes first: QEMU commits a reopen from the last node to
+ * the first, and each node re-reads its length as it commits, so the
+ * storage node must have its new length before the format node looks (a
+ * raw node's length is its file's; the other way round a grown raw disk
+ * shrinks back). */
+static gboolean
+give_back (const ShdLvMonitor *m, const Graph *g, const char *target, const char *root,
+           const char *storage, const ShdLvDomDisk *dd, GError **error)
+{
+  g_autofree char *tmp = node_handover (target);
+  g_autoptr (JsonObject) args = NULL;
+  g_autoptr (JsonObject) del = json_object_new ();
+  g_autoptr (GError) e = NULL;
+
+  delete_ours (m, target);
+  args = reopen_args (format_options (g, root, storage, dd), storage_options (g, storage, dd));
+  if (!run0 (m, "blockdev-reopen", args, error)) {
+    g_prefix_error (error, "disk %s: giving the image back to %s (the format node stays "
+                    "on %s, unlocked): ", target, storage, tmp);
+    return FALSE;
+  }
+  json_object_set_string_member (del, "node-name", tmp);
+  if (!run0 (m, "blockdev-del", del, &e))
+    g_warning ("disk %s: %s", target, e->message);
+  return TRUE;
+}
+
+/* Puts the format node root on the hand-over node (a file node of its
+ * own on the image, without locking: see attach_once), off libvirt's
+ * storage node or the shadow.  Reuses one left over. */
+static gboolean
+hand_over (const ShdLvMonitor *m, const Graph *g, const char *target, const char *root,
+           const char *storage, const ShdLvDomDisk *dd, GError **error)
+{
+  g_autofree char *tmp = node_handover (target);
+  g_autoptr (JsonObject) args = NULL;
+
+  if (node_info (g, tmp) == NULL) {
+    g_autoptr (JsonObject) o = file_node (node_str (g, storage, "drv"), tmp,
+                                          node_str (g, storage, "file"),
+                                          node_info (g, storage));
+
+    json_object_set_string_member (o, "locking", "off");
+    if (!run0 (m, "blockdev-add", o, error))
+      return FALSE;
+  }
+  args = reopen_args (format_options (g, root, tmp, dd), NULL);
+  return run0 (m, "blockdev-reopen", args, error);
 }
 
 /* ---- attach ---- */
@@ -868,6 +863,7 @@ static gboolean
 attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *dd,
              const char *const *tier_dirs, gboolean cold, ShdLvAttachResult *result,
              char **warmth, GError **error);
+static const char *libvirt_storage (const Graph *g, const char *target, const char *path);
 
 gboolean
 shd_lv_attach (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *dd,
@@ -907,16 +903,17 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
   Graph g = { 0 };
   g_autofree char *shadow = shd_lv_node_shadow (spec->target);
   g_autofree char *base = shd_lv_node_base (spec->target);
+  g_autofree char *tmp = node_handover (spec->target);
   g_autoptr (GPtrArray) children = g_ptr_array_new_with_free_func (g_free);
   g_autofree char *origin_child = NULL;
   g_autofree char *md = shd_lv_meta_path (spec);
   g_autofree char *md_node = shd_lv_node_meta (spec->target);
   g_autofree char *why = NULL;
   const char *root, *file, *storage_drv, *path, *fmt;
-  JsonObject *rinfo, *finfo, *img;
-  guint64 vsize, len;
+  JsonObject *rinfo, *finfo;
+  guint64 len;
   struct stat st;
-  gboolean ok = FALSE, touched = FALSE, warm = FALSE, written = TRUE;
+  gboolean ok = FALSE, touched = FALSE, warm = FALSE, written = TRUE, handed = FALSE;
   guint idx = 1;
 
   if (!graph_load (m, &g, error) || !check_root (&g, dd, &root, &file, error))
@@ -938,12 +935,27 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
     ok = TRUE;
     goto adopted;
   }
-  if (node_info (&g, shadow) || node_info (&g, base)) {
+  if (node_info (&g, shadow) || node_info (&g, base) || node_info (&g, tmp)) {
     /* left over: a failed insertion, or the disk moved (blockcopy pivot) */
     delete_ours (m, spec->target);
     graph_clear (&g);
     if (!graph_load (m, &g, error) || !check_root (&g, dd, &root, &file, error))
       goto out;
+    if (strcmp (file, tmp) == 0) {
+      /* a hand-over that could not give the image back: do it now */
+      const char *storage = libvirt_storage (&g, spec->target, node_str (&g, tmp, "file"));
+
+      if (storage == NULL || !give_back (m, &g, spec->target, root, storage, dd, error)) {
+        if (error && *error == NULL)
+          g_set_error (error, G_IO_ERROR, G_IO_ERROR_BUSY, "disk %s: the format node is on "
+                       "shadowd's hand-over node %s, and libvirt's storage node is gone",
+                       spec->target, tmp);
+        goto out;
+      }
+      graph_clear (&g);
+      if (!graph_load (m, &g, error) || !check_root (&g, dd, &root, &file, error))
+        goto out;
+    }
     if (node_info (&g, shadow)) {
       g_set_error (error, G_IO_ERROR, G_IO_ERROR_BUSY, "disk %s: a node %s is in the way "
                    "and cannot be deleted", spec->target, shadow);
@@ -974,12 +986,10 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
                  g_strerror (saved));
     goto out;
   }
-  img = json_object_has_member (rinfo, "image") ?
-        json_object_get_object_member (rinfo, "image") : NULL;
-  vsize = img ? (guint64) json_object_get_int_member_with_default (img, "virtual-size", 0) : 0;
   fmt = json_object_get_string_member_with_default (rinfo, "drv", "raw");
-  len = S_ISREG (st.st_mode) ?
-        headroom_length (path, (guint64) st.st_size, vsize, strcmp (fmt, "raw") != 0) : 0;
+  /* New tier images as long as the image: a format that grows its file
+   * grows the shadow node, and every tier with it, as it writes */
+  len = S_ISREG (st.st_mode) ? (guint64) st.st_size : 0;
   if (md) {
     /* Warm only if the maps describe the image as it is, and nothing
      * wrote it since QEMU opened it (docs/libvirt.md, "Warm restarts") */
@@ -1001,11 +1011,6 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
     *warmth = warm ? g_strdup ("tiers warm: the maps kept at the last clean stop are valid") :
               g_strdup_printf ("tiers cold: %s", why ? why : "no maps recorded yet");
   }
-  /* a warm start changes no file before the shadow node has read the
-   * maps: the sizes and ctimes recorded at the last stop must still match
-   * (and it gives the image no room beyond the last session's, below) */
-  if (S_ISREG (st.st_mode) && !warm && !extend_file (path, len, error))
-    goto out;
   if (!S_ISREG (st.st_mode)) {
     /* a block device cannot grow; the tiers need its size */
     JsonObject *fimg = json_object_get_object_member (finfo, "image");
@@ -1042,11 +1047,17 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
   /* From here on, QEMU changes: undo on failure. */
   touched = TRUE;
   {
-    g_autoptr (JsonObject) o = file_node (storage_drv, base, path, finfo);
+    /* The shadow's origin is libvirt's own storage node, through a raw
+     * node that only passes requests on (no second open of the image):
+     * the storage node keeps the image's lock for as long as the shadow
+     * is in (docs/libvirt.md, "Why this layer") */
+    g_autoptr (JsonObject) o = json_object_new ();
 
-    /* QEMU's image locks would conflict with libvirt's storage node on the
-     * same file until the format node lets go of it; see docs/libvirt.md */
-    json_object_set_string_member (o, "locking", "off");
+    json_object_set_string_member (o, "driver", "raw");
+    json_object_set_string_member (o, "node-name", base);
+    json_object_set_string_member (o, "file", file);
+    json_object_set_string_member (o, "discard", "unmap");
+    copy_cache (o, finfo);
     if (!run0 (m, "blockdev-add", o, error))
       goto out;
   }
@@ -1099,42 +1110,71 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
       goto out;
   }
   {
+    /* The hand-over.  The shadow cannot take libvirt's storage node while
+     * the format node has it: both write it and neither shares writing
+     * (a read-only shadow does not share it either, and an inactive one
+     * cannot go under an active node).  So the format node runs for one
+     * QMP command on a file node of its own; without locking, because
+     * QEMU's image locks would conflict with the storage node's until the
+     * storage node is free.  Meanwhile nobody holds the lock: the shadow
+     * takes it back when it opens, and fails to open if another process
+     * got the image for writing in between. */
+    handed = TRUE;
+    if (!hand_over (m, &g, spec->target, root, file, dd, error))
+      goto out;
+  }
+  if (warm) {
+    /* The storage node has no parent now: what it counts is final.  A
+     * write since the first check: the kept maps go */
+    if (!image_written (m, file, dd->alias, &written, error))
+      goto out;
+    if (written) {
+      gboolean ok2;
+
+      if (!give_back (m, &g, spec->target, root, file, dd, error))
+        goto out_handed;
+      graph_clear (&g);
+      ok2 = attach_once (m, spec, dd, tier_dirs, TRUE, result, warmth, error);
+      g_free (*warmth);
+      *warmth = g_strdup ("tiers cold: the disk's image was written while the shadow went in");
+      return ok2;
+    }
+  }
+  {
     g_autoptr (JsonObject) o = shadow_options (spec, children, origin_child);
 
     if (md)
       json_object_set_string_member (o, "metadata", md_node);
     /* No copy until the shadow is the format node's file: before that
-     * the guest writes the image through libvirt's node, which the
-     * shadow does not see, and a chunk copied before such a write would
-     * be valid on a tier that holds its old data.  The copy starts with
-     * the reopen below, once every write goes through the shadow. */
+     * the guest writes the image beside it, which the shadow does not
+     * see, and a chunk copied before such a write would be valid on a
+     * tier that holds its old data.  The copy starts with the reopen
+     * below, once every write goes through the shadow. */
     json_object_set_string_member (o, "prewarm", "off");
     if (!run0 (m, "blockdev-add", o, error))
       goto out;
   }
-  /* A warm start gives the image no more room than the last session left
-   * it: a qcow2 image that outgrows it grows the shadow node (every tier
-   * and the maps) as it writes.  Not block_resize now: growing a node with
-   * a metadata child by a number of chunks that is not a multiple of 64
-   * leaves a shadow 'syncing' for ever (driver bug, see the report of
-   * issue 15) */
+  /* A warm start gives the image no room: a qcow2 image that outgrows its
+   * file grows the shadow node (every tier and the maps) as it writes */
   {
     g_autoptr (JsonObject) args = reopen_args (format_options (&g, root, shadow, dd), NULL);
 
     if (!run0 (m, "blockdev-reopen", args, error))
       goto out;
   }
+  handed = FALSE;
   *result = SHD_LV_INSERTED;
   ok = TRUE;
   if (warm) {
-    /* the last check: no write reached the image through libvirt's node
-     * before the shadow took its place (until the reopen above, it was
-     * the format node's file).  Until now the disk's image is the active
-     * tier and the only one read, so nothing stale was served; if it was
-     * written, the kept maps go and the tiers start cold. */
+    /* the last check: no write reached the image beside the shadow while
+     * it went in (the format node's file was the hand-over node until the
+     * reopen above; that node has no parent now).  Until now the disk's
+     * image is the active tier and the only one read, so nothing stale
+     * was served; if it was written, the kept maps go and the tiers start
+     * cold. */
     gboolean ok2;
 
-    if (!image_written (m, file, dd->alias, &written, error)) {
+    if (!image_written (m, tmp, dd->alias, &written, error)) {
       written = TRUE;
       g_clear_error (error);
     }
@@ -1170,6 +1210,14 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
     }
   }
   {
+    g_autoptr (JsonObject) args = json_object_new ();
+    g_autoptr (GError) e = NULL;
+
+    json_object_set_string_member (args, "node-name", tmp);
+    if (!run0 (m, "blockdev-del", args, &e))
+      g_warning ("disk %s: %s", spec->target, e->message);
+  }
+  {
     /* The shadow is in: the copy may start (prewarm as configured) */
     g_autoptr (JsonObject) o = shadow_options (spec, children, origin_child);
     g_autoptr (JsonObject) args = NULL;
@@ -1189,8 +1237,16 @@ adopted:
   if (ok && *result == SHD_LV_ADOPTED && child_of (&g, shadow, "metadata"))
     *warmth = g_strdup ("metadata child in place");
 out:
-  if (!ok && touched)
-    delete_ours (m, spec->target);
+  if (!ok && touched) {
+    g_autoptr (GError) e = NULL;
+
+    /* a hand-over begun: the format node may be on the hand-over node */
+    if (!handed)
+      delete_ours (m, spec->target);
+    else if (!give_back (m, &g, spec->target, root, file, dd, &e))
+      g_warning ("%s", e->message);
+  }
+out_handed:
   graph_clear (&g);
   return ok;
 }
@@ -1333,8 +1389,24 @@ shd_lv_detach (const ShdLvMonitor *m, const char *target, const ShdLvDomDisk *dd
     }
   }
   path = node_str (&g, base, "file");
-  storage = path ? libvirt_storage (&g, target, path) : NULL;
-  if (storage) {
+  if (g_strcmp0 (node_str (&g, base, "drv"), "raw") == 0) {
+    /* on libvirt's storage node (through our raw node): the format node
+     * cannot take it back while the shadow has it, so it goes through the
+     * hand-over node for one QMP command, as at the insertion */
+    storage = child_of (&g, base, "file");
+    if (storage == NULL) {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                   "disk %s: node %s has no file", target, base);
+      goto out;
+    }
+    if (!hand_over (m, &g, target, root, storage, dd, error) ||
+        !give_back (m, &g, target, root, storage, dd, error)) {
+      g_prefix_error (error, "disk %s: giving the image back to %s: ", target, storage);
+      goto out;
+    }
+  } else if ((storage = path ? libvirt_storage (&g, target, path) : NULL)) {
+    /* inserted by an older shadowd: the shadow's origin is a file node
+     * of its own, libvirt's storage node is free */
     /* reopening libvirt's storage node too makes QEMU re-read its length,
      * which the image may have grown while the shadow was in (qcow2
      * allocating, block_resize).  The format node goes first: QEMU commits

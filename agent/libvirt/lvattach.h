@@ -4,8 +4,12 @@
  *   device -> libvirt-1-format (qcow2) -> libvirt-1-storage (file)
  * becomes
  *   device -> libvirt-1-format (qcow2) -> shd-vda (shadow)
- *                                           +- shd-vda-base (file, same image)
+ *                                           +- shd-vda-base (raw) -> libvirt-1-storage
  *                                           +- shd-vda-f1 (file, a tier image) ...
+ *
+ * libvirt's storage node stays the only node with the image open, and
+ * keeps its lock, except for one QMP command at each end (the hand-over
+ * node shd-vda-tmp, see docs).
  *
  * Every step is one QMP command through a blocking monitor function (the
  * caller's: libvirt's QEMU passthrough), so this runs in a worker thread.
@@ -33,8 +37,8 @@ typedef enum {
 } ShdLvAttachResult;
 
 /* Inserts the shadow node for spec under the disk dd of the live XML.
- * Creates missing tier images (mode 0600, owned like the disk's image) and
- * gives the image headroom for a format that grows (see docs).  Tier
+ * Creates missing tier images (mode 0600, owned like the disk's image, as
+ * long as the image); never changes the disk's image.  Tier
  * images must be under the disk image's directory or one of tier_dirs;
  * an existing one must belong to the image's owner.  Returns
  * FALSE with a message that says why it cannot (a raw disk without a

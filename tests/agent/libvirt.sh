@@ -26,7 +26,7 @@
 #               started while libvirtd is stopped
 #   resize      virsh blockresize of a qcow2 and a raw disk with the shadow
 #               in: the guest sees the new size, writes past the old end
-#               (and past the room the insertion gave the qcow2 image)
+#               (and past the qcow2 image file's end)
 #               land on every tier, a shrink is refused (raw) or done by
 #               qcow2 as without a shadow; every tier image is compared
 #               byte for byte with the disk's image and a reference
@@ -36,6 +36,10 @@
 #               QEMU was killed) and a write between QEMU's start and the
 #               insertion each make the tiers cold, and the fast tier,
 #               switched to, serves the new data
+#   lock        with the shadow in (cold, warm), qemu-io and qemu-img in
+#               another process cannot write the disk's image (QEMU's
+#               image lock); a qcow2 image grows its file through the
+#               shadow; the image holds exactly the guest's writes
 #
 # Exit 77 (skip) without root, libvirtd, virsh or the QEMU build.
 set -uo pipefail
@@ -864,7 +868,7 @@ scenario_resize() {
     vsh "$dom" vdb switch fast > /dev/null || fail "virsh-shadow switch fast (vdb)"
     wait_for 10 is_active vdb fast || fail "vdb: no switch to fast: $(active_tier vdb)"
     log "patterns written, fast tiers synced, vdb on its fast tier; shadow nodes:" \
-        "shd-vda $(node_size shd-vda) B (a qcow2 image with room to grow), shd-vdb $(node_size shd-vdb) B"
+        "shd-vda $(node_size shd-vda) B (as long as the qcow2 image file), shd-vdb $(node_size shd-vdb) B"
 
     # grow: libvirt resizes its format node, above the shadow
     t0=$(now)
@@ -884,14 +888,14 @@ scenario_resize() {
     "$qemu/qemu-img" resize -q -f raw "$dir/ref-vda.raw" 256M
     "$qemu/qemu-img" resize -q -f raw "$dir/ref-vdb.raw" 24M
 
-    # writes past the old end; on vda more than the room the insertion
-    # gave its image, so that qcow2 grows the shadow node as it writes
+    # writes past the old end; on vda past the image file's end, so that
+    # qcow2 grows the shadow node as it writes
     img_len=$(node_size shd-vda)
     gwrite virtio-disk0 "$dir/ref-vda.raw" 0x13 64M 4M
     gwrite virtio-disk0 "$dir/ref-vda.raw" 0x14 112M 144M
     gwrite virtio-disk1 "$dir/ref-vdb.raw" 0x23 16M 8M
     grown=$(node_size shd-vda)
-    [ "$grown" -gt "$img_len" ] || fail "shd-vda did not grow past its room ($img_len B)"
+    [ "$grown" -gt "$img_len" ] || fail "shd-vda did not grow past its length ($img_len B)"
     log "written past the old ends: shd-vda grew from $img_len to $grown B as qcow2 allocated"
     for p in "0x11 0 4M" "0x12 60M 4M" "0x13 64M 4M" "0x14 112M 144M"; do gread virtio-disk0 $p; done
     for p in "0x21 0 4M" "0x22 12M 4M" "0x23 16M 8M"; do gread virtio-disk1 $p; done
@@ -995,9 +999,12 @@ scenario_warm() {
     copied_cold=$(child_stat vda shd-vda-f1 copied-bytes)
     size=$(node_size shd-vda)
     log "cold start: the fast tier copied $copied_cold bytes (shadow node $size bytes, 32 MiB of data)"
-    # qcow2 allocates more: a warm start keeps the room the last session
-    # left (it changes no file before the maps are read)
+    # qcow2 allocates more: its file grows the shadow node as it writes,
+    # and a warm start leaves the length as it is (it changes no file
+    # before the maps are read)
     gwrite virtio-disk0 "$dir/ref.raw" 0x36 40M 4M
+    [ "$(node_size shd-vda)" -gt "$size" ] || fail "the image did not grow the shadow node"
+    size=$(node_size shd-vda)
 
     # 1. QEMU closes the shadow (destroy: SIGTERM), nothing touches the image
     v destroy "$dom" > /dev/null || fail "virsh destroy"
@@ -1101,7 +1108,97 @@ scenario_warm() {
     echo "RESULT warm=ok cold-copied-bytes=$copied_cold warm-copied-bytes=$copied_warm node-bytes=$size"
 }
 
+# ----------------------------------------------------------------- lock
+# another process opens IMAGE for writing (qemu-io and qemu-img without
+# -U): QEMU's image lock must refuse it
+refused() {       # refused WHAT IMAGE
+    local out
+    out=$("$qemu/qemu-io" -f qcow2 -c "write -P 0xee 1M 64k" "$2" 2>&1) &&
+        fail "$1: qemu-io wrote $(basename "$2") while the domain runs: $out"
+    grep -q 'Failed to get "write" lock' <<< "$out" || fail "$1: qemu-io: unexpected message: $out"
+    out=$("$qemu/qemu-img" resize -f qcow2 "$2" +1M 2>&1) &&
+        fail "$1: qemu-img resized $(basename "$2") while the domain runs: $out"
+    grep -q 'Failed to get "write" lock' <<< "$out" || fail "$1: qemu-img: unexpected message: $out"
+    out=$("$qemu/qemu-io" -f raw -c "write -P 0xee 0 512" "$2" 2>&1) &&
+        fail "$1: qemu-io (raw) wrote $(basename "$2") while the domain runs: $out"
+    grep -q 'Failed to get "write" lock' <<< "$out" || fail "$1: qemu-io raw: unexpected message: $out"
+}
+# the shadow is under the format node, on libvirt's own storage node
+# (through shd-vda-base, a raw node that passes requests on), and no other
+# node has the image open
+shadow_on_libvirt_node() {
+    format_file_is shd-vda && graph_has "^shd-vda -children.0-> shd-vda-base\$" &&
+        graph_has "^shd-vda-base -file-> libvirt-[0-9]*-storage\$" &&
+        [ "$(qmp '{"execute":"query-named-block-nodes","arguments":{"flat":true}}' |
+             json "sum(1 for n in d['return'] if n.get('file') == '$dir/img/vda.qcow2' and n['drv'] == 'file')")" = 1 ]
+}
+
+scenario_lock() {
+    local how len0 len1 md
+    new_image vda 64M
+    "$qemu/qemu-img" create -q -f raw "$dir/ref.raw" 64M
+    "$qemu/qemu-io" -f qcow2 -c "write -P 0x41 0 8M" "$dir/img/vda.qcow2" > /dev/null
+    "$qemu/qemu-io" -f raw -c "write -P 0x41 0 8M" "$dir/ref.raw" > /dev/null
+    md="<shadowtier xmlns=\"$ns\">
+  <disk target=\"vda\" slo-latency-ms=\"1000\" prewarm=\"sequential\">
+    <tier name=\"cheap\" origin=\"yes\"/>
+    <tier name=\"fast\" path=\"$dir/img/tiers/vda.fast\" cost-gib-month=\"0.12\"/>
+  </disk>
+</shadowtier>"
+    start_domain "$(domain_xml "$md")"
+    refused "libvirt's own nodes" "$dir/img/vda.qcow2"
+    start_agent
+    how=$(wait_inserted 1)
+    log "cold insertion: $how"
+    refused "cold insertion" "$dir/img/vda.qcow2"
+    shadow_on_libvirt_node || fail "the shadow is not on libvirt's storage node: $(graph)"
+    refused "cold insertion, the fast tier" "$dir/img/tiers/vda.fast"
+    log "shadow in (cold): qemu-io and qemu-img cannot write the image or the fast tier"
+    gwrite virtio-disk0 "$dir/ref.raw" 0x42 4M 2M
+
+    # the image's file grows while shadowed: qcow2 allocates past its end
+    len0=$(stat -c %s "$dir/img/vda.qcow2")
+    gwrite virtio-disk0 "$dir/ref.raw" 0x43 16M 40M
+    len1=$(stat -c %s "$dir/img/vda.qcow2")
+    [ "$len1" -gt "$len0" ] || fail "the image did not grow ($len0 -> $len1 B)"
+    [ "$(node_size shd-vda)" -ge "$len1" ] || fail "shd-vda is $(node_size shd-vda) B, the image $len1 B"
+    log "qcow2 grew its file through the shadow: $len0 -> $len1 B"
+    check_on_fast "0x41 0 4M" "0x42 4M 2M" "0x41 6M 2M" "0x43 16M 40M"
+    refused "after growing" "$dir/img/vda.qcow2"
+
+    # a warm insertion: the same, and the data intact
+    v destroy "$dom" > /dev/null || fail "virsh destroy"
+    wait_for 10 grep -q "domain $dom stopped" "$dir/shadowd.log" || fail "shadowd missed the stop"
+    cmp "$dir/img/vda.qcow2" "$dir/img/tiers/vda.fast" || fail "vda.fast differs from vda.qcow2"
+    same_as_ref "$dir/img/vda.qcow2" qcow2 "$dir/ref.raw"
+    v start "$dom" > /dev/null || fail "virsh start"
+    how=$(wait_inserted 2)
+    log "warm insertion: $how"
+    grep -q "^tiers warm" <<< "$how" || fail "the restart was not warm: $how"
+    shadow_on_libvirt_node || fail "the shadow is not on libvirt's storage node: $(graph)"
+    refused "warm insertion" "$dir/img/vda.qcow2"
+    gwrite virtio-disk0 "$dir/ref.raw" 0x44 60M 4M
+    check_on_fast "0x41 0 4M" "0x42 4M 2M" "0x43 16M 40M" "0x44 60M 4M"
+    refused "warm insertion, after writes" "$dir/img/vda.qcow2"
+    log "shadow in (warm): qemu-io and qemu-img cannot write the image"
+
+    # given back to libvirt: its node holds the lock again
+    vsh "$dom" vda detach > /dev/null || fail "virsh-shadow detach: $(lv_state vda)"
+    no_shadow_nodes vda || fail "shadow nodes left: $(graph | grep shd-)"
+    format_file_is "libvirt-[0-9]*-storage" || fail "the format node's file is not libvirt's: $(graph)"
+    refused "after detach" "$dir/img/vda.qcow2"
+    gread virtio-disk0 0x44 60M 4M
+    pattern_log_ok || fail "a read after detach found other data"
+    v destroy "$dom" > /dev/null
+    "$qemu/qemu-img" check -q "$dir/img/vda.qcow2" || fail "qemu-img check"
+    same_as_ref "$dir/img/vda.qcow2" qcow2 "$dir/ref.raw"
+    same_as_ref "$dir/img/tiers/vda.fast" qcow2 "$dir/ref.raw"
+    log "the image and the fast tier hold exactly the guest's writes"
+    echo "RESULT lock=ok image-grew-from=$len0 image-grew-to=$len1"
+}
+
 case "$scenario" in
+lock) scenario_lock ;;
 warm) scenario_warm ;;
 resize) scenario_resize ;;
 main) scenario_main ;;

@@ -2,8 +2,9 @@
  * (shd_lv_md_keep): metadata images built by hand, in the driver's format
  * (docs/shadow-metadata.md), against an origin file whose size and ctime
  * are stamped or not.  And the insertion's last check (shd_lv_attach
- * against a fake QEMU monitor): a write that reaches the image through
- * libvirt's node while the shadow goes in makes the tiers cold. */
+ * against a fake QEMU monitor): a write that reaches the image beside the
+ * shadow while it goes in makes the tiers cold; the shadow never shares
+ * libvirt's storage node with the format node. */
 #include "lvattach.h"
 #include "lvmeta.h"
 
@@ -242,12 +243,15 @@ test_origin_changed (Fixture *f, gconstpointer data)
 typedef struct {
   const char *image;
   GHashTable *nodes;            /* node name -> driver */
+  GHashTable *files;            /* node name -> its file child */
   GPtrArray *shadow_children;   /* the shadow node's, while it exists */
   gboolean shadow_md;
   char *format_file;            /* the format node's file child */
   gboolean written;             /* libvirt's storage node got a write */
-  gboolean write_in_window;     /* ... just before the reopen that puts the shadow in */
-  gboolean fail_detach;         /* the reopen that takes the shadow out fails */
+  gboolean write_at_handover;   /* ... just before the format node leaves it */
+  gboolean write_in_window;     /* the hand-over node, before the reopen that puts the shadow in */
+  gboolean tmp_written;
+  gboolean fail_detach;         /* the hand-over that takes the shadow out fails */
   guint reopens;
   GString *log;
   /* the shadow's copy was started (a reopen without prewarm off), with the
@@ -307,7 +311,8 @@ fake_monitor (const char *command, JsonObject *args, gpointer data, GError **err
     add_node_info (b, "libvirt-1-storage", "file", f->image, 1 << 20);
     g_hash_table_iter_init (&it, f->nodes);
     while (g_hash_table_iter_next (&it, &k, &v))
-      add_node_info (b, k, v, strcmp (v, "file") == 0 ? f->image : NULL, 1 << 20);
+      add_node_info (b, k, v, strcmp (v, "file") == 0 || strcmp (v, "raw") == 0 ? f->image : NULL,
+                     1 << 20);
     json_builder_end_array (b);
   } else if (strcmp (command, "x-debug-query-block-graph") == 0) {
     g_autoptr (GHashTable) ids = g_hash_table_new (g_str_hash, g_str_equal);
@@ -339,6 +344,9 @@ fake_monitor (const char *command, JsonObject *args, gpointer data, GError **err
     json_builder_begin_array (b);
     add_edge (b, ids, BACKEND, "libvirt-1-format", "root");
     add_edge (b, ids, "libvirt-1-format", f->format_file, "file");
+    g_hash_table_iter_init (&it, f->files);
+    while (g_hash_table_iter_next (&it, &k, &v))
+      add_edge (b, ids, k, v, "file");
     for (guint i = 0; f->shadow_children && i < f->shadow_children->len; i++) {
       g_autofree char *edge = g_strdup_printf ("children.%u", i);
 
@@ -352,22 +360,26 @@ fake_monitor (const char *command, JsonObject *args, gpointer data, GError **err
     gboolean nodes = args && json_object_get_boolean_member_with_default (args, "query-nodes", FALSE);
 
     json_builder_begin_array (b);
-    json_builder_begin_object (b);
-    if (nodes) {
-      json_builder_set_member_name (b, "node-name");
-      json_builder_add_string_value (b, "libvirt-1-storage");
-    } else {
-      json_builder_set_member_name (b, "qdev");
-      json_builder_add_string_value (b, BACKEND);
+    for (guint i = 0; i < (nodes ? 2 : 1); i++) {
+      if (i == 1 && !g_hash_table_contains (f->nodes, "shd-vda-tmp"))
+        break;
+      json_builder_begin_object (b);
+      if (nodes) {
+        json_builder_set_member_name (b, "node-name");
+        json_builder_add_string_value (b, i == 0 ? "libvirt-1-storage" : "shd-vda-tmp");
+      } else {
+        json_builder_set_member_name (b, "qdev");
+        json_builder_add_string_value (b, BACKEND);
+      }
+      json_builder_set_member_name (b, "stats");
+      json_builder_begin_object (b);
+      json_builder_set_member_name (b, "wr_highest_offset");
+      json_builder_add_int_value (b, nodes && (i == 0 ? f->written : f->tmp_written) ? 4096 : 0);
+      json_builder_set_member_name (b, "unmap_operations");
+      json_builder_add_int_value (b, 0);
+      json_builder_end_object (b);
+      json_builder_end_object (b);
     }
-    json_builder_set_member_name (b, "stats");
-    json_builder_begin_object (b);
-    json_builder_set_member_name (b, "wr_highest_offset");
-    json_builder_add_int_value (b, nodes && f->written ? 4096 : 0);
-    json_builder_set_member_name (b, "unmap_operations");
-    json_builder_add_int_value (b, 0);
-    json_builder_end_object (b);
-    json_builder_end_object (b);
     if (nodes && f->shadow_children) {
       json_builder_begin_object (b);
       json_builder_set_member_name (b, "node-name");
@@ -398,9 +410,17 @@ fake_monitor (const char *command, JsonObject *args, gpointer data, GError **err
     const char *name = json_object_get_string_member (args, "node-name");
     const char *drv = json_object_get_string_member (args, "driver");
 
-    g_hash_table_insert (f->nodes, g_strdup (name), g_strdup (drv));
     if (strcmp (drv, "shadow") == 0) {
       JsonArray *ch = json_object_get_array_member (args, "children");
+      const char *c0 = json_array_get_string_element (ch, 0);
+
+      /* QEMU refuses a second writer of the format node's file */
+      if (strcmp (f->format_file, "libvirt-1-storage") == 0 &&
+          g_strcmp0 (g_hash_table_lookup (f->files, c0), "libvirt-1-storage") == 0) {
+        g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED, "fake: permission conflict on "
+                     "node 'libvirt-1-storage'");
+        return NULL;
+      }
 
       f->shadow_children = g_ptr_array_new_with_free_func (g_free);
       for (guint i = 0; i < json_array_get_length (ch); i++)
@@ -411,15 +431,37 @@ fake_monitor (const char *command, JsonObject *args, gpointer data, GError **err
                        "off");
       f->copy_started = FALSE;
     }
+    /* the image is open in one node only, the storage node; the
+     * hand-over node cannot take its lock */
+    if (strcmp (drv, "file") == 0 && g_strcmp0 (json_object_get_string_member_with_default (
+                                                   args, "filename", ""), f->image) == 0) {
+      g_assert_cmpstr (name, ==, "shd-vda-tmp");
+      g_assert_cmpstr (json_object_get_string_member_with_default (args, "locking", ""), ==,
+                       "off");
+      f->tmp_written = FALSE;
+    }
+    if (json_object_has_member (args, "file"))
+      g_hash_table_insert (f->files, g_strdup (name),
+                           g_strdup (json_object_get_string_member (args, "file")));
+    g_hash_table_insert (f->nodes, g_strdup (name), g_strdup (drv));
     json_builder_begin_object (b);
     json_builder_end_object (b);
   } else if (strcmp (command, "blockdev-reopen") == 0) {
     JsonArray *opts = json_object_get_array_member (args, "options");
 
-    if (f->fail_detach && json_array_get_length (opts) == 2) {
+    JsonObject *o0 = json_array_get_object_element (opts, 0);
+
+    if (f->fail_detach && strcmp (f->format_file, "shd-vda") == 0 &&
+        g_strcmp0 (json_object_get_string_member_with_default (o0, "file", ""),
+                   "shd-vda-tmp") == 0) {
       g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED, "fake: the detach fails");
       return NULL;
     }
+    /* the format node back on libvirt's storage node: nothing else of
+     * ours may hold it */
+    if (g_strcmp0 (json_object_get_string_member_with_default (o0, "file", ""),
+                   "libvirt-1-storage") == 0)
+      g_assert_false (g_hash_table_contains (f->nodes, "shd-vda-base"));
     f->reopens++;
     for (guint i = 0; i < json_array_get_length (opts); i++) {
       JsonObject *o = json_array_get_object_element (opts, i);
@@ -431,10 +473,17 @@ fake_monitor (const char *command, JsonObject *args, gpointer data, GError **err
         f->copy_started = TRUE;
       }
       if (strcmp (json_object_get_string_member (o, "node-name"), "libvirt-1-format") == 0) {
-        if (strcmp (json_object_get_string_member (o, "file"), "shd-vda") == 0 &&
-            f->write_in_window) {
-          f->written = TRUE;    /* the guest wrote while the shadow went in */
+        const char *file = json_object_get_string_member (o, "file");
+
+        if (strcmp (file, "shd-vda") == 0 && f->write_in_window &&
+            strcmp (f->format_file, "shd-vda-tmp") == 0) {
+          f->tmp_written = TRUE;        /* the guest wrote while the shadow went in */
           f->write_in_window = FALSE;
+        }
+        if (strcmp (file, "shd-vda-tmp") == 0 && f->write_at_handover &&
+            strcmp (f->format_file, "libvirt-1-storage") == 0) {
+          f->written = TRUE;    /* ... just before the hand-over */
+          f->write_at_handover = FALSE;
         }
         g_free (f->format_file);
         f->format_file = g_strdup (json_object_get_string_member (o, "file"));
@@ -452,6 +501,7 @@ fake_monitor (const char *command, JsonObject *args, gpointer data, GError **err
     const char *name = json_object_get_string_member (args, "node-name");
 
     g_hash_table_remove (f->nodes, name);
+    g_hash_table_remove (f->files, name);
     if (strcmp (name, "shd-vda") == 0)
       g_clear_pointer (&f->shadow_children, g_ptr_array_unref);
     json_builder_begin_object (b);
@@ -465,6 +515,7 @@ fake_monitor (const char *command, JsonObject *args, gpointer data, GError **err
 
 typedef struct {
   gboolean written_before;
+  gboolean write_at_handover;
   gboolean write_in_window;
   gboolean fail_detach;
   const char *warmth;
@@ -486,8 +537,10 @@ test_attach (Fixture *f, gconstpointer data)
   g_autofree char *warmth = NULL;
   ShdLvDomDisk dd = { "vda", "virtio-disk0", f->origin, "file", "qcow2", NULL, NULL, "disk" };
   Fake fk = { f->origin, g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free),
+              g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free),
               NULL, FALSE, g_strdup ("libvirt-1-storage"), ac->written_before,
-              ac->write_in_window, ac->fail_detach, 0, g_string_new (NULL), FALSE };
+              ac->write_at_handover, ac->write_in_window, FALSE, ac->fail_detach, 0,
+              g_string_new (NULL), FALSE };
   ShdLvMonitor m = { fake_monitor, &fk };
   ShdLvAttachResult result;
   struct stat st;
@@ -514,6 +567,9 @@ test_attach (Fixture *f, gconstpointer data)
   g_assert_cmpstr (warmth, ==, ac->warmth);
   g_assert_cmpuint (fk.reopens, ==, ac->reopens);
   g_assert_cmpstr (fk.format_file, ==, "shd-vda");
+  /* on libvirt's storage node, and the hand-over node gone */
+  g_assert_cmpstr (g_hash_table_lookup (fk.files, "shd-vda-base"), ==, "libvirt-1-storage");
+  g_assert_false (g_hash_table_contains (fk.nodes, "shd-vda-tmp"));
   g_assert_true (fk.copy_started);
   g_assert_true (fk.shadow_md);
   g_assert_cmpint (g_stat (f->md, &st), ==, 0);
@@ -521,25 +577,34 @@ test_attach (Fixture *f, gconstpointer data)
 out:
   g_unlink (fast);
   g_hash_table_unref (fk.nodes);
+  g_hash_table_unref (fk.files);
   g_clear_pointer (&fk.shadow_children, g_ptr_array_unref);
   g_free (fk.format_file);
   g_string_free (fk.log, TRUE);
 }
 
-/* the format node's reopen, then the shadow's that starts the copy */
+/* the format node's reopens (hand-over, shadow), then the shadow's that
+ * starts the copy */
 static const AttachCase warm_case = {
-  FALSE, FALSE, FALSE, "tiers warm: the maps kept at the last clean stop are valid", 2, FALSE
+  FALSE, FALSE, FALSE, FALSE, "tiers warm: the maps kept at the last clean stop are valid", 3,
+  FALSE
 };
 static const AttachCase written_before = {
-  TRUE, FALSE, FALSE, "tiers cold: the disk's image was written since QEMU opened it", 2, TRUE
+  TRUE, FALSE, FALSE, FALSE, "tiers cold: the disk's image was written since QEMU opened it",
+  3, TRUE
 };
-/* taken out again, the maps emptied, inserted cold: four reopens */
+/* given back before the shadow was added, inserted cold: five reopens */
+static const AttachCase written_at_handover = {
+  FALSE, TRUE, FALSE, FALSE,
+  "tiers cold: the disk's image was written while the shadow went in", 5, TRUE
+};
+/* taken out again (two reopens), the maps emptied, inserted cold: seven */
 static const AttachCase written_in_window = {
-  FALSE, TRUE, FALSE, "tiers cold: the disk's image was written while the shadow went in", 4,
-  TRUE
+  FALSE, FALSE, TRUE, FALSE,
+  "tiers cold: the disk's image was written while the shadow went in", 7, TRUE
 };
 static const AttachCase written_in_window_stuck = {
-  FALSE, TRUE, TRUE, NULL, 1, FALSE
+  FALSE, FALSE, TRUE, TRUE, NULL, 2, FALSE
 };
 
 /* The check value of CRC32C (RFC 3720, and QEMU's crc32c()): the
@@ -566,6 +631,8 @@ main (int argc, char **argv)
   g_test_add ("/lvwarm/attach/warm", Fixture, &warm_case, setup, test_attach, teardown);
   g_test_add ("/lvwarm/attach/written-before", Fixture, &written_before, setup, test_attach,
               teardown);
+  g_test_add ("/lvwarm/attach/written-at-handover", Fixture, &written_at_handover, setup,
+              test_attach, teardown);
   g_test_add ("/lvwarm/attach/written-in-window", Fixture, &written_in_window, setup,
               test_attach, teardown);
   g_test_add ("/lvwarm/attach/written-in-window-stuck", Fixture, &written_in_window_stuck,
