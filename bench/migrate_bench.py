@@ -10,8 +10,8 @@ migrate-downtime  the guest-visible downtime of a live migration between
 Downtime is measured as the guest sees it: from the source's STOP event to
 the destination's RESUME event (QMP event timestamps; both processes run
 on this host's clock).  It includes inactivating the source's nodes (for a
-shadow node with metadata: a clean stop of the metadata) and activating
-the destination's (reading the maps).  QEMU's own 'downtime' figure, which
+shadow node with metadata: a last commit of the maps) and activating the
+destination's (reading the maps).  QEMU's own 'downtime' figure, which
 ends on the source's side, is reported too."""
 
 import os
@@ -33,12 +33,13 @@ def event_time(ev):
     return ts['seconds'] + ts['microseconds'] / 1e6
 
 
-def graph(vm, d, kind, direct=False):
+def graph(vm, d, kind, direct=False, settle=True, source=False):
     """The disk: a raw node over a.raw, or a shadow node over a.raw and
     b.raw (with kind 'shadow-md', a metadata child too); with direct,
     every file is opened with cache.direct=on.  'raw+files' and
     'raw+files-md': the raw disk, and the shadow's other files opened by
-    nodes of their own that no device uses."""
+    nodes of their own that no device uses.  With @settle, on the
+    @source: the shadow synced and the guest's disk flushed since."""
     cache = {'cache': {'direct': True}} if direct else {}
 
     def tier(name, path):
@@ -69,9 +70,17 @@ def graph(vm, d, kind, direct=False):
             opts['metadata'] = 'md'
         vm.cmd('blockdev-add', opts)
     vm.cmd('device_add', driver='virtio-blk-pci', drive='disk', id='vd0')
+    if settle and kind.startswith('shadow') and source:
+        # A VM that has run a while: its shadow synced, and a flush of
+        # the guest's since (guests flush often) made the copy durable.
+        # Otherwise the source flushes the copy's data in its downtime.
+        vm.event_wait('SHADOW_CHILD_SYNCED', timeout=60)
+    if settle and source:
+        vm.cmd('human-monitor-command',
+               **{'command-line': 'qemu-io -d disk "flush"'})
 
 
-def one_migration(d, kind, direct=False):
+def one_migration(d, kind, direct=False, settle=True):
     sock = os.path.join(d, 'mig.sock')
     vms = []
     try:
@@ -84,7 +93,7 @@ def one_migration(d, kind, direct=False):
                              base_temp_dir=d)
             vm.launch()
             vms.append(vm)
-            graph(vm, d, kind, direct)
+            graph(vm, d, kind, direct, settle, source=not incoming)
         src, dst = vms
         if kind.startswith('raw+files') and not direct:
             # The shadow's copy has read a.raw's data and written it to
@@ -96,8 +105,14 @@ def one_migration(d, kind, direct=False):
         src.cmd('migrate', uri=f'unix:{sock}')
         stop = src.event_wait('STOP', timeout=60)
         resume = dst.event_wait('RESUME', timeout=60)
-        while src.cmd('query-migrate').get('status') != 'completed':
-            src.event_wait('MIGRATION', timeout=60)
+        while True:
+            status = src.cmd('query-migrate')
+            if status.get('status') == 'completed':
+                break
+            if status.get('status') in ('failed', 'cancelled'):
+                raise RuntimeError(f'{kind}: migration {status}')
+            if src.event_wait('MIGRATION', timeout=60) is None:
+                raise RuntimeError(f'{kind}: migration stuck: {status}')
         info = src.cmd('query-migrate')
         return {'guest': (event_time(resume) - event_time(stop)) * 1000,
                 'qemu': info.get('downtime', 0)}
@@ -124,7 +139,9 @@ def durable_marker_ms(path, meta_bytes, runs, cache):
     return statistics.median(writes), statistics.median(reads)
 
 
-# (case, baseline node, candidate node, files opened with cache.direct=on)
+# (case, baseline node, candidate node, files opened with cache.direct=on,
+# settled: the source's shadow synced and its disk flushed before the
+# migration, as on a VM that has run a while)
 # shadow and shadow-md against raw, with and without the host's page
 # cache, are the targets.  The rest show where the floor is:
 # - '-same-files': the raw VM also opens the shadow's other files.  With
@@ -136,13 +153,16 @@ def durable_marker_ms(path, meta_bytes, runs, cache):
 #   that keeps metadata on disk needs.
 # - '-vs-qcow2': QEMU's own format with on-disk metadata, which also
 #   reads it when the destination activates.
-CASES = (('shadow', 'raw', 'shadow', False),
-         ('shadow-md', 'raw', 'shadow-md', False),
-         ('shadow-direct', 'raw', 'shadow', True),
-         ('shadow-md-direct', 'raw', 'shadow-md', True),
-         ('shadow-same-files', 'raw+files', 'shadow', False),
-         ('shadow-md-same-files', 'raw+files-md', 'shadow-md', False),
-         ('shadow-md-vs-qcow2', 'qcow2', 'shadow-md', False))
+# - '-copying': migrated while the copy runs: the source's downtime
+#   includes flushing what the copy wrote, so that the maps keep it.
+CASES = (('shadow', 'raw', 'shadow', False, True),
+         ('shadow-md', 'raw', 'shadow-md', False, True),
+         ('shadow-direct', 'raw', 'shadow', True, True),
+         ('shadow-md-direct', 'raw', 'shadow-md', True, True),
+         ('shadow-same-files', 'raw+files', 'shadow', False, True),
+         ('shadow-md-same-files', 'raw+files-md', 'shadow-md', False, True),
+         ('shadow-md-vs-qcow2', 'qcow2', 'shadow-md', False, True),
+         ('shadow-md-copying', 'raw', 'shadow-md', False, False))
 
 
 def bench_migrate_downtime(quick, runs):
@@ -153,14 +173,14 @@ def bench_migrate_downtime(quick, runs):
     make_image(os.path.join(d, 'a.qcow2'), 256 * MiB, [(0, DATA)],
                fmt='qcow2')
     results = {}
-    for case, base_kind, kind, direct in CASES:
+    for case, base_kind, kind, direct, settle in CASES:
         base, cand, base_q, cand_q = [], [], [], []
         for _ in range(runs):
             make_image(os.path.join(d, 'meta.raw'), 0)
-            r = one_migration(d, base_kind, direct)
+            r = one_migration(d, base_kind, direct, settle)
             base.append(r['guest'])
             base_q.append(r['qemu'])
-            r = one_migration(d, kind, direct)
+            r = one_migration(d, kind, direct, settle)
             cand.append(r['guest'])
             cand_q.append(r['qemu'])
         mb, mc = statistics.median(base), statistics.median(cand)
