@@ -239,6 +239,32 @@ test_one_warm_a_day (void)
   g_assert_cmpfloat (o->violation_s, <, outcome (r, SHD_SIM_REACTIVE)->violation_s / 2);
 }
 
+/* A series that starts over cheap's limit: no policy has a copy on the
+ * fast tier for its first row (every one starts on the cheapest tier
+ * alone but always-fast, and a copy is made in the row before the one it
+ * serves), the oracle neither; it serves the second there. */
+static void
+test_oracle_start (void)
+{
+  const double y[] = { 1000, 1000, 10, 10 };
+  g_autoptr (GError) error = NULL;
+  g_autoptr (ShdSimResult) r = NULL;
+  const ShdSimOutcome *o;
+  ShdSimConfig c;
+
+  config_init (&c, 360);
+  c.interval_s = 3600;
+  r = shd_sim_run (y, G_N_ELEMENTS (y), &c, &error);
+  g_assert_no_error (error);
+  log_outcomes (r);
+  o = outcome (r, SHD_SIM_ORACLE);
+  g_assert_cmpfloat (o->violation_s, ==, 3600);
+  g_assert_cmpuint (o->switches, ==, 2);
+  /* the agents start where it does (always-fast does not) */
+  g_assert_cmpfloat (outcome (r, SHD_SIM_SHADOWTIER)->violation_s, >=, o->violation_s);
+  g_assert_cmpfloat (outcome (r, SHD_SIM_REACTIVE)->violation_s, >=, o->violation_s);
+}
+
 /* Six rows of an hour; rows 3 and 4 need the fast tier.  The oracle
  * copies onto it just before row 3 (paying half the disk while the copy
  * runs, a tenth of an hour), serves rows 3 and 4 there and drops it; it
@@ -349,6 +375,7 @@ main (int argc, char **argv)
   g_test_add_func ("/sim/real-day", test_real_day);
   g_test_add_func ("/sim/one-warm-a-day", test_one_warm_a_day);
   g_test_add_func ("/sim/oracle", test_oracle);
+  g_test_add_func ("/sim/oracle-start", test_oracle_start);
   g_test_add_func ("/sim/json", test_json);
   g_test_add_func ("/sim/errors", test_errors);
   return g_test_run ();
