@@ -335,6 +335,34 @@ test_base_tier (void)
   g_assert_cmpfloat (fast_gone, <, 300);
 }
 
+/* A copy that grows from nothing to 10 GiB in ten seconds is paid as it
+ * grows (50 GiB-seconds), not from the next interval on; an image
+ * emptied in the next ten seconds likewise; a gap is not charged. */
+static void
+test_cost_mean (void)
+{
+  ShdCost c;
+  double a[1];
+
+  shd_cost_init (&c, 1, 60);
+  a[0] = 0;
+  shd_cost_step (&c, 0, a, FALSE);
+  a[0] = 10 * GIB;
+  shd_cost_step (&c, 10, a, FALSE);
+  g_assert_cmpfloat_with_epsilon (c.byte_seconds[0] / GIB, 50, 1e-9);
+  a[0] = NAN;                   /* not measured: the last known */
+  shd_cost_step (&c, 20, a, FALSE);
+  g_assert_cmpfloat_with_epsilon (c.byte_seconds[0] / GIB, 150, 1e-9);
+  a[0] = 0;
+  shd_cost_step (&c, 30, a, TRUE);
+  g_assert_cmpfloat_with_epsilon (c.byte_seconds[0] / GIB, 200, 1e-9);
+  g_assert_cmpfloat (c.violation_s, ==, 10);
+  a[0] = 10 * GIB;
+  shd_cost_step (&c, 200, a, FALSE);        /* a stop: not charged */
+  g_assert_cmpfloat_with_epsilon (c.byte_seconds[0] / GIB, 200, 1e-9);
+  g_assert_cmpfloat (c.seconds, ==, 30);
+}
+
 /* Forecasting off: no seasonal scale, the same lifecycle on spikes. */
 static void
 test_reactive (void)
@@ -360,5 +388,6 @@ main (int argc, char **argv)
   g_test_add_func ("/lifecycle/seasonal-ahead", test_seasonal_ahead);
   g_test_add_func ("/lifecycle/reactive", test_reactive);
   g_test_add_func ("/lifecycle/base-tier", test_base_tier);
+  g_test_add_func ("/lifecycle/cost-mean", test_cost_mean);
   return g_test_run ();
 }
