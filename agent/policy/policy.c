@@ -1056,10 +1056,23 @@ update_base (ShdPolicy *p, const ShdPolicyInput *in, int wanted)
   if (dear >= 0 && cost (p, dear) > cost (p, p->order[0])) {
     gboolean held_besides = FALSE;
 
+    double besides = 0, move_s;
+
     over = overspend (p, in, dear);
     for (guint i = 0; i < p->cfg.n_tiers; i++)
-      if ((int) i != dear && releasable (p, i) && p->cost.allocated[i] > 0)
+      if ((int) i != dear && releasable (p, i) && p->cost.allocated[i] > 0) {
         held_besides = TRUE;
+        besides += cost (p, i);
+      }
+    /* the copies besides are paid until the move is done: the switch up
+     * (after the copy, when it is not ready), min-dwell, the release two
+     * intervals on.  Decided that much early, the disk never costs more
+     * than the dear tier alone would have */
+    move_s = 2 * p->cfg.interval_s + k->min_dwell_s +
+             (ready (p, dear) ? 0 : WARM_SAFETY * warm_seconds_at (p, in, dear, in->iops));
+    if (isfinite (move_s))
+      over += (double) disk_size (p, in) / (1 << 30) * move_s / 3600 * besides /
+              SHD_HOURS_PER_MONTH;
     overspent = p->cost.seconds > 0 && over >= 0 && held_besides && !absent (p, dear);
   }
   window_gib_month = (double) disk_size (p, in) / (1 << 30) * window / 3600 /

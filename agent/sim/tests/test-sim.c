@@ -270,6 +270,41 @@ test_busy_half (void)
   g_assert_cmpuint (o->switches, <=, 10);
 }
 
+/* Weeks in rows of 30 minutes over cheap's limit at random on 60 to 90%
+ * of them: the copies held cost what fast alone would within hours.  The
+ * move to fast is decided early enough that the copies besides it, paid
+ * until it is done, do not make the disk dearer than always-fast.  Known
+ * residue: at 60-70% the shares, an eighth of a day after the buy, may
+ * say cheap is the cheaper base again; the disk goes back and is bought
+ * again, and ends up to half a percent over always-fast (8 of these 32
+ * series).  Bounded here at 1%. */
+static void
+test_busy_most (void)
+{
+  for (guint seed = 1; seed <= 8; seed++)
+    for (double p = 0.6; p < 0.95; p += 0.1) {
+      const guint rows = 336;
+      g_autofree double *y = g_new (double, rows);
+      g_autoptr (GRand) rnd = g_rand_new_with_seed (seed);
+      g_autoptr (GError) error = NULL;
+      g_autoptr (ShdSimResult) r = NULL;
+      ShdSimConfig c;
+
+      for (guint i = 0; i < rows; i++)
+        y[i] = MAX (0, (g_rand_double (rnd) < p ? 300 : 30) + 5 * gauss (rnd));
+      config_init (&c, 512);
+      c.interval_s = 1800;
+      c.policy.release_origin = TRUE;
+      r = shd_sim_run (y, rows, &c, &error);
+      g_assert_no_error (error);
+      g_test_message ("seed %u, %.0f%% busy: shadowtier %.6f, always-fast %.6f", seed,
+                      100 * p, outcome (r, SHD_SIM_SHADOWTIER)->cost,
+                      outcome (r, SHD_SIM_ALWAYS_FAST)->cost);
+      g_assert_cmpfloat (outcome (r, SHD_SIM_SHADOWTIER)->cost, <=,
+                         1.01 * outcome (r, SHD_SIM_ALWAYS_FAST)->cost);
+    }
+}
+
 /* A week in rows of 30 minutes, ten busy hours a day whose expected load
  * stays under cheap's limit but whose noise crosses it now and then: the
  * seasonal upper bound warms the fast tier for hours every day, and the
@@ -440,6 +475,7 @@ main (int argc, char **argv)
   g_test_add_func ("/sim/one-warm-a-day", test_one_warm_a_day);
   g_test_add_func ("/sim/busy-half", test_busy_half);
   g_test_add_func ("/sim/warm-unused", test_warm_unused);
+  g_test_add_func ("/sim/busy-most", test_busy_most);
   g_test_add_func ("/sim/oracle", test_oracle);
   g_test_add_func ("/sim/oracle-start", test_oracle_start);
   g_test_add_func ("/sim/json", test_json);
