@@ -348,6 +348,7 @@ disk_config_clear (ShdDiskConfig *d)
   g_free (d->read_from);
   g_free (d->copy_on_read);
   g_free (d->metadata);
+  g_free (d->origin);
   g_free (d->release);
 }
 
@@ -447,7 +448,8 @@ load_shadowd (const Ctx *x, ShdConfig *c, GError **error)
 {
   static const char *const keys[] = {
     "interval", "control", "state", "metrics-port", "metrics-address", "dry-run",
-    "history-full-hours", "history-days", "qmp-timeout-ms", "add-children", "release", NULL
+    "history-full-hours", "history-days", "qmp-timeout-ms", "add-children", "release",
+    "release-origin", NULL
   };
   static const char *const release_modes[] = { "discard", "keep", NULL };
   const char *g = "shadowd";
@@ -469,6 +471,7 @@ load_shadowd (const Ctx *x, ShdConfig *c, GError **error)
       !get_bool (x, g, "dry-run", &c->dry_run, error) ||
       !get_bool (x, g, "add-children", &c->add_children, error) ||
       !get_choice (x, g, "release", release_modes, &c->release, error) ||
+      !get_bool (x, g, "release-origin", &c->release_origin, error) ||
       !get_double (x, g, "history-full-hours", 0, 24 * 365, FALSE,
                    &c->history_full_hours, error) ||
       !get_double (x, g, "history-days", 0, 3650, FALSE, &c->history_days, error) ||
@@ -576,7 +579,7 @@ load_disk (const Ctx *x, ShdConfig *c, const char *g, GError **error)
     "qmp", "node", "slo-latency-ms", "size-gib", "dry-run", "add-children", "chunk-size",
     "write-mode", "prewarm", "prewarm-speed", "read-from", "copy-on-read",
     "instant-switch", "release", "metadata", "rbd-conf", "rbd-user", "rbd-key-secret",
-    NULL
+    "origin", "release-origin", NULL
   };
   static const char *const tier_prefixes[] = { "tier.", "tier-rbd.", NULL };
   static const char *const write_modes[] = { "sync", "async", NULL };
@@ -600,6 +603,7 @@ load_disk (const Ctx *x, ShdConfig *c, const char *g, GError **error)
   d->dry_run = c->dry_run;
   d->add_children = c->add_children;
   d->release = g_strdup (c->release);
+  d->release_origin = c->release_origin;
   g_ptr_array_add (c->disks, d);
 
   if (!get_string (x, g, "qmp", TRUE, &d->qmp, error) ||
@@ -615,6 +619,8 @@ load_disk (const Ctx *x, ShdConfig *c, const char *g, GError **error)
       !get_bool (x, g, "add-children", &d->add_children, error) ||
       !get_bool (x, g, "instant-switch", &d->instant_switch, error) ||
       !get_choice (x, g, "release", release_modes, &d->release, error) ||
+      !get_bool (x, g, "release-origin", &d->release_origin, error) ||
+      !get_string (x, g, "origin", FALSE, &d->origin, error) ||
       !get_knobs (x, g, &d->knobs, error))
     return FALSE;
 
@@ -696,6 +702,14 @@ load_disk (const Ctx *x, ShdConfig *c, const char *g, GError **error)
   if (d->tiers->len == 0)
     return fail (x, error, g, NULL, "no tier: add 'tier.<name> = <child node>' "
                  "for each tier the disk has");
+  if (d->origin) {
+    gboolean found = FALSE;
+
+    for (guint i = 0; i < d->tiers->len && !found; i++)
+      found = strcmp (((ShdDiskTier *) d->tiers->pdata[i])->tier, d->origin) == 0;
+    if (!found)
+      return fail (x, error, g, "origin", "the disk has no tier '%s'", d->origin);
+  }
   for (guint i = 0; i + 1 < c->disks->len; i++) {
     const ShdDiskConfig *o = c->disks->pdata[i];
 
@@ -826,6 +840,8 @@ shd_config_disk_policy (const ShdConfig *c, const ShdDiskConfig *d, ShdPolicyCon
   cfg->async_writes = d->write_mode && strcmp (d->write_mode, "async") == 0;
   cfg->add_children = d->add_children;
   cfg->instant_switch = d->instant_switch;
+  cfg->release_origin = d->release_origin;
+  cfg->origin = g_strdup (d->origin);
   cfg->size_bytes = (guint64) (d->size_gib * 1024 * 1024 * 1024);
   cfg->n_tiers = d->tiers->len;
   for (guint i = 0; i < d->tiers->len; i++) {

@@ -59,6 +59,9 @@ typedef struct {
   gboolean add_children;        /* pre-warm adds a tier's child missing from the node */
   gboolean instant_switch;      /* the node has a metadata child */
   char *release;                /* discard (default) or keep: a released tier's image */
+  char *origin;                 /* the tier whose child is the disk's own image;
+                                   NULL: the cheapest */
+  gboolean release_origin;      /* the origin's copy may be released too */
   /* the rbd nodes shadowd opens (tier-rbd.NAME): Ceph configuration file,
    * client id, QEMU secret object with its key; NULL: librbd's defaults */
   char *rbd_conf;
@@ -86,6 +89,7 @@ typedef struct {
   gboolean dry_run;
   gboolean add_children;
   char *release;                /* the disks' default */
+  gboolean release_origin;      /* the disks' default */
   double history_full_hours;    /* full resolution kept this long */
   double history_days;          /* one-minute aggregates kept this long */
   guint qmp_timeout_ms;

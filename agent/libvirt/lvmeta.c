@@ -514,6 +514,9 @@ shd_lv_disk_config (ShdConfig *c, const char *domain, const ShdLvDisk *d, GError
     else
       child = shd_lv_node_tier (d->target, idx, t->iops_limit || t->bps_limit);
     g_key_file_set_string (kf, group, key, child);
+    /* the domain's own image: never released (release-origin) */
+    if (t->origin)
+      g_key_file_set_string (kf, group, "origin", t->name);
   }
   dc = shd_config_load_disk (c, kf, group, origin, error);
   if (dc) {

@@ -452,6 +452,15 @@ shd_forecaster_update (ShdForecaster *f, double y)
   }
 }
 
+gboolean
+shd_forecaster_past (const ShdForecaster *f, guint back, double *out)
+{
+  if (back >= f->history.len)
+    return FALSE;
+  *out = shd_ring_back (&f->history, back);
+  return TRUE;
+}
+
 guint64
 shd_forecaster_count (const ShdForecaster *f)
 {

@@ -143,6 +143,9 @@ ShdModelKind shd_forecaster_best (const ShdForecaster *f);
 gboolean shd_forecaster_predict (const ShdForecaster *f, guint h,
                                  ShdPrediction *out);
 const char *shd_model_kind_name (ShdModelKind k);
+/* A value learned: back = 0 is the last one; FALSE beyond the history
+ * kept (profile_cycles + 3 of the longest season at least). */
+gboolean shd_forecaster_past (const ShdForecaster *f, guint back, double *out);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (ShdForecaster, shd_forecaster_free)
 

@@ -18,9 +18,14 @@ shd_cost_step (ShdCost *c, double t, const double *allocated, gboolean violation
   double dt = isfinite (c->last_t) ? t - c->last_t : 0;
 
   if (dt > 0 && dt <= c->max_step_s) {
-    for (guint i = 0; i < c->n_tiers; i++)
+    for (guint i = 0; i < c->n_tiers; i++) {
+      double end = allocated && isfinite (allocated[i]) ? MAX (allocated[i], 0) : c->allocated[i];
+
+      /* the mean of the interval's ends: a copy grows (or an image is
+       * emptied) during it, not at one of them */
       if (isfinite (c->allocated[i]))
-        c->byte_seconds[i] += c->allocated[i] * dt;
+        c->byte_seconds[i] += (c->allocated[i] + (isfinite (end) ? end : c->allocated[i])) / 2 * dt;
+    }
     c->seconds += dt;
     if (violation)
       c->violation_s += dt;

@@ -29,8 +29,9 @@ typedef struct {
 void shd_cost_init (ShdCost *c, guint n_tiers, double max_step_s);
 /* One interval ending at t: the tiers' allocated bytes now (NAN: not
  * measured this time, keep the last), and whether the active tier missed
- * the service level during it.  The interval is charged at the
- * allocation known at its start. */
+ * the service level during it.  The interval is charged at the mean of
+ * the allocations known at its start and at its end: a copy grows, and a
+ * released image empties, during it rather than at either end. */
 void shd_cost_step (ShdCost *c, double t, const double *allocated, gboolean violation);
 double shd_cost_gib_hours (const ShdCost *c, guint tier);
 /* GiB-hours x cost_gib_month / 730 */

@@ -6,6 +6,9 @@
 
 #define MAX_SAMPLES 4096        /* kept per bucket for its quantile */
 #define MAX_LOOKAHEAD 4096      /* buckets */
+#define HI_FACTOR 4.0           /* envelope(): how far an upper bound may exceed it */
+#define ENVELOPE_SPAN 8         /* its phases: a season / this, either side */
+#define ENVELOPE_SEASONS 3      /* its seasons, the last ones */
 
 struct _ShdOutlook {
   double bucket_s;
@@ -90,12 +93,47 @@ learn (ShdOutlook *o, double value)
   o->fc_len = 0;
 }
 
-/* The forecasts h = 1 .. lookahead + 1 buckets after the last learned. */
+/* The highest of the point forecast for the bucket h after the last
+ * learned and of the load the last ENVELOPE_SEASONS seasons held near
+ * its phase (a season / ENVELOPE_SPAN either side: a daily burst comes a
+ * little earlier or later from day to day).  NAN without a season or
+ * before one was seen. */
+static double
+envelope (const ShdOutlook *o, guint h, double point)
+{
+  guint period = shd_forecaster_period (o->fc), w = period / ENVELOPE_SPAN;
+  double env = NAN, v;
+
+  if (period == 0)
+    return NAN;
+  for (guint d = 1; d <= ENVELOPE_SEASONS; d++)
+    for (gint64 j = -(gint64) w; j <= (gint64) w; j++) {
+      /* bucket last + h - d x period + j, counted back from the last */
+      gint64 back = (gint64) d * period - h - j;
+
+      if (back >= 0 && back <= G_MAXUINT && shd_forecaster_past (o->fc, (guint) back, &v))
+        env = isfinite (env) ? MAX (env, v) : v;
+    }
+  return isfinite (env) ? MAX (env, point) : NAN;
+}
+
+/* The forecasts h = 1 .. lookahead + 1 buckets after the last learned.
+ *
+ * The upper bound is the selector's interval, but at most HI_FACTOR over
+ * the envelope.  The interval's width is one quantile of the selector's
+ * errors over every phase, so once a few bursts it missed (a spike a
+ * bucket early or late, one higher than before) are a tenth of its
+ * window, every quiet hour's bound is over a tier's limit: the dear tier
+ * was held, "needed in 0 s", for as long as those errors stayed in the
+ * window, long after the load had gone and long before the next burst
+ * was due.  Near the phase of a burst that recent seasons held the
+ * envelope is the burst, and the bound stays as wide as the selector
+ * says. */
 static void
 fill_cache (ShdOutlook *o)
 {
   ShdPrediction p;
-  double prof;
+  double prof, env;
 
   o->fc_len = 0;
   for (guint h = 1; h <= o->lookahead + 1; h++) {
@@ -103,6 +141,10 @@ fill_cache (ShdOutlook *o)
       break;
     o->fc_point[h - 1] = MAX (p.point, 0);
     o->fc_hi[h - 1] = MAX (p.hi, o->fc_point[h - 1]);
+    env = envelope (o, h, o->fc_point[h - 1]);
+    if (isfinite (env))
+      o->fc_hi[h - 1] = MAX (MIN (o->fc_hi[h - 1], HI_FACTOR * (1 + env) - 1),
+                             o->fc_point[h - 1]);
     /* what the same hour held on most recent days (the profile's median)
      * counts too, whichever model the selector trusts on average: a
      * smoother that wins on the quiet hours flattens the daily burst */

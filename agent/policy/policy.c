@@ -62,6 +62,8 @@ struct _ShdPolicy {
   double needed_t[SHD_POLICY_MAX_TIERS];
   double base_t, base_elapsed, base_cost, base_changed_t;
   int base;
+  gboolean base_overspent;      /* the base was set by overspend() */
+  int origin;                   /* the tier of the disk's own image */
   ShdDecision last;
 };
 
@@ -96,6 +98,7 @@ static const char *const trigger_names[] = {
   [SHD_TRIGGER_MANUAL] = "manual",
   [SHD_TRIGGER_SEASONAL] = "seasonal",
   [SHD_TRIGGER_UNUSED] = "unused",
+  [SHD_TRIGGER_COST] = "cost",
 };
 
 static const char *const phase_names[] = {
@@ -176,6 +179,7 @@ shd_policy_config_clear (ShdPolicyConfig *cfg)
     g_clear_pointer (&cfg->tiers[i].child, g_free);
   }
   cfg->n_tiers = 0;
+  g_clear_pointer (&cfg->origin, g_free);
 }
 
 guint
@@ -223,6 +227,11 @@ shd_policy_new (const ShdPolicyConfig *cfg)
       p->order[j] = p->order[j - 1];
       p->order[j - 1] = t;
     }
+
+  p->cfg.origin = g_strdup (cfg->origin);
+  p->origin = cfg->origin ? shd_policy_tier_by_name (p, cfg->origin) : -1;
+  if (p->origin < 0)
+    p->origin = p->order[0];
 
   shd_forecast_config_init (&fc);
   fc.period = cfg->knobs.period;
@@ -690,6 +699,10 @@ decide_switch (ShdPolicy *p, ShdDecision *d, const ShdPolicyInput *in, int targe
               p->outlook ? shd_outlook_period (p->outlook) : 0, d->outlook_peak, d->onset_s,
               tier_name (p, p->active), d->active_limit);
     break;
+  case SHD_TRIGGER_COST:
+    snprintf (why, sizeof why, "the copies held so far have cost as much as living on %s "
+              "alone would have: the disk lives there now", tier_name (p, target));
+    break;
   case SHD_TRIGGER_NONE:
   case SHD_TRIGGER_MANUAL:
   case SHD_TRIGGER_UNUSED:
@@ -918,31 +931,102 @@ tier_for (const ShdPolicy *p, double load)
   return best;
 }
 
+/* Whether a tier's copy may ever be released.  Invariant: the disk's own
+ * image (origin) is never given back unless the configuration says so
+ * (release-origin): it is what the VM's definition points at, and outside
+ * the shadow node nothing else holds its data. */
+static gboolean
+releasable (const ShdPolicy *p, int tier)
+{
+  return tier != p->origin || p->cfg.release_origin;
+}
+
+/* Whether the seasonal forecast wants `tier`'s copy now: the load
+ * outgrows every tier cheaper than it within release-after plus the time
+ * a warm-up from scratch needs (so that a tier warmed for an onset stays
+ * wanted until it comes).  Kept while the forecast comes within the
+ * hysteresis of the limit that warmed it: an upper bound hovering at the
+ * limit would otherwise release and warm it again on alternate
+ * intervals.  From the forecast of the load alone: which copies are
+ * present does not enter. */
+static gboolean
+forecast_wants (const ShdPolicy *p, const ShdPolicyInput *in, int tier)
+{
+  const ShdPolicyKnobs *k = &p->cfg.knobs;
+  double warm, onset, limit = -INFINITY;
+
+  if (!p->outlook || !shd_outlook_period (p->outlook))
+    return FALSE;
+  for (guint j = 0; j < p->cfg.n_tiers; j++)
+    if (cost (p, j) < cost (p, tier))
+      limit = MAX (limit, shd_policy_tier_limit (p, j));
+  if (!(limit > 0))
+    return FALSE;
+  warm = whole_copy_seconds (p, in, tier);
+  onset = shd_outlook_onset (p->outlook, in->wall, limit * (1 - k->hysteresis), NULL);
+  return onset <= k->release_after_s + (isfinite (warm) ? WARM_SAFETY * warm : 0) +
+                  k->prewarm_margin_s + k->switch_lead_s + p->cfg.interval_s;
+}
+
+/* What the copies held since the agent started have cost beyond keeping
+ * the disk on `tier` alone (with the copies that are never released) for
+ * the same time, in currency; 0 while nothing was measured. */
+static double
+overspend (const ShdPolicy *p, const ShdPolicyInput *in, int tier)
+{
+  double spent = 0, alone = cost (p, tier);
+  gboolean measured = FALSE;
+
+  for (guint i = 0; i < p->cfg.n_tiers; i++) {
+    spent += shd_cost_amount (&p->cost, i, cost (p, i));
+    measured = measured || isfinite (p->cost.allocated[i]);
+    if ((int) i != tier && !releasable (p, i))
+      alone += cost (p, i);
+  }
+  if (!measured)
+    return 0;
+  return spent - (double) disk_size (p, in) / (1 << 30) * p->cost.seconds / 3600 *
+                 alone / SHD_HOURS_PER_MONTH;
+}
+
 /* The base tier: where the disk lives between spikes.  Keeping a cheap
  * copy and warming a dear one for the hours it is needed costs
  * price(cheap) + price(dear) x (the share of the time its copy is held);
- * living on the dear tier alone costs price(dear).  A copy is held while
- * the load needs it, for release-after beyond, and while a spike over the
- * active tier's limit lasts (release_candidate): bursts closer together
- * than release-after keep it for good, whatever share of the time they
- * last.  The share is what the lifecycle would hold whichever tier is the
- * base: measured as present it would keep the base where it is.
+ * living on the dear tier alone costs price(dear), plus every cheaper copy
+ * that is never released (the origin, unless release-origin).
+ *
+ * Invariant: the shares come from the load and its forecast only: a tier
+ * counts as held while the load needs it, for release-after beyond, and
+ * while the seasonal forecast wants it (forecast_wants), never because a
+ * copy of it is present.  Counting present copies is circular: holding a
+ * copy raises its share, which moves the base up to it, which holds it.
  *
  * Shares are running means over base-window (by default the first season,
  * a day: a daily spike is no habit), and the base is the tier with the
  * lowest such cost, changed for a 3% saving and at most once per eighth
  * of the window (each change copies the disk).  Before a window is seen it
  * is the cheapest tier, unless for at least twice release-after the load
- * needed a dearer one nearly all the time. */
+ * needed a dearer one nearly all the time.
+ *
+ * Rent or buy (overspend()): the shares are estimates and lag, the money
+ * spent is measured.  Once the copies held have cost what the dearest tier
+ * the load needed would have alone, while a copy besides it that may be
+ * released is still held, that tier becomes the base: from then on the
+ * disk costs what it alone does.  Judged from twice release-after on
+ * without a season, over a whole window with one (the first hours of a
+ * seasonal load may be its peak).  A cheaper base must repay the
+ * overspend within a window before it is chosen again. */
 static void
-update_base (ShdPolicy *p, const ShdPolicyInput *in, int wanted, gboolean spike_holds)
+update_base (ShdPolicy *p, const ShdPolicyInput *in, int wanted)
 {
   const ShdPolicyKnobs *k = &p->cfg.knobs;
   double dt = isfinite (p->base_t) ? in->t - p->base_t : 0;
   double day = k->seasons_s[0] > 0 ? k->seasons_s[0] : 86400, cost_base = INFINITY;
   double window = k->base_window_s > 0 ? k->base_window_s : day, alpha;
-  gboolean early;
-  int best = -1;
+  double over = 0, window_gib_month;
+  gboolean early, overspent = FALSE;
+  gboolean seasonal = p->outlook && shd_outlook_period (p->outlook) > 0;
+  int best = -1, dear = -1;
 
   p->base_t = in->t;
   if (dt <= 0 || dt > 10 * p->cfg.interval_s + 60)
@@ -953,12 +1037,46 @@ update_base (ShdPolicy *p, const ShdPolicyInput *in, int wanted, gboolean spike_
   if (wanted >= 0)
     p->needed_t[wanted] = in->t;
   for (guint i = 0; i < p->cfg.n_tiers; i++) {
-    gboolean held = in->t - p->needed_t[i] < k->release_after_s ||
-      (spike_holds && !absent (p, i));
+    gboolean held = (int) i == wanted || in->t - p->needed_t[i] < k->release_after_s ||
+      (cost (p, i) > cost (p, p->order[0]) && forecast_wants (p, in, i));
 
-    p->share[i] += alpha * ((held || (int) i == wanted) - p->share[i]);
+    p->share[i] += alpha * (held - p->share[i]);
     p->need_share[i] += alpha * (((int) i == wanted) - p->need_share[i]);
   }
+  /* the dearest tier the load has needed, and what the lifecycle has
+   * spent beyond living there */
+  for (guint o = p->cfg.n_tiers; o-- > 0;) {
+    int i = p->order[o];
+
+    if (usable (p, i) && isfinite (p->needed_t[i])) {
+      dear = i;
+      break;
+    }
+  }
+  if (dear >= 0 && cost (p, dear) > cost (p, p->order[0])) {
+    gboolean held_besides = FALSE;
+
+    double besides = 0, move_s;
+
+    over = overspend (p, in, dear);
+    for (guint i = 0; i < p->cfg.n_tiers; i++)
+      if ((int) i != dear && releasable (p, i) && p->cost.allocated[i] > 0) {
+        held_besides = TRUE;
+        besides += cost (p, i);
+      }
+    /* the copies besides are paid until the move is done: the switch up
+     * (after the copy, when it is not ready), min-dwell, the release two
+     * intervals on.  Decided that much early, the disk never costs more
+     * than the dear tier alone would have */
+    move_s = 2 * p->cfg.interval_s + k->min_dwell_s +
+             (ready (p, dear) ? 0 : WARM_SAFETY * warm_seconds_at (p, in, dear, in->iops));
+    if (isfinite (move_s))
+      over += (double) disk_size (p, in) / (1 << 30) * move_s / 3600 * besides /
+              SHD_HOURS_PER_MONTH;
+    overspent = p->cost.seconds > 0 && over >= 0 && held_besides && !absent (p, dear);
+  }
+  window_gib_month = (double) disk_size (p, in) / (1 << 30) * window / 3600 /
+                     SHD_HOURS_PER_MONTH;
   for (guint o = 0; o < p->cfg.n_tiers; o++) {
     int b = p->order[o];
     double c = cost (p, b);
@@ -968,18 +1086,36 @@ update_base (ShdPolicy *p, const ShdPolicyInput *in, int wanted, gboolean spike_
     if (early && o > 0 && (p->base_elapsed < 2 * k->release_after_s ||
                            p->need_share[b] < BASE_EARLY_NEED))
       continue;
-    for (guint i = 0; i < p->cfg.n_tiers; i++)
+    for (guint i = 0; i < p->cfg.n_tiers; i++) {
       if (cost (p, i) > cost (p, b))
         c += cost (p, i) * p->share[i];
+      else if ((int) i != b && !releasable (p, i))
+        c += cost (p, i);       /* kept below the base all the same */
+    }
+    /* an overspend is repaid over base-window by a cheaper base before it
+     * is chosen again: as a cost per GiB-month over the window */
+    if (dear >= 0 && cost (p, b) < cost (p, dear) && over > 0 && window_gib_month > 0)
+      c += over / window_gib_month;
     if (b == p->base)
       cost_base = c;
     if (best < 0 || c < p->base_cost)
       best = b, p->base_cost = c;
   }
+  if (overspent && p->base != dear &&
+      p->base_elapsed >= (seasonal ? window : 2 * k->release_after_s) &&
+      !(in->t - p->base_changed_t < window / 8)) {
+    p->base_changed_t = in->t;
+    p->base = dear;
+    p->base_cost = cost (p, dear);
+    p->base_overspent = TRUE;
+    return;
+  }
   if (p->base < 0 || !usable (p, p->base) ||
       (p->base_cost < 0.97 * cost_base && !(in->t - p->base_changed_t < window / 8))) {
-    if (best != p->base)
+    if (best != p->base) {
       p->base_changed_t = in->t;
+      p->base_overspent = FALSE;
+    }
     p->base = best;
   } else {
     p->base_cost = cost_base;
@@ -1018,29 +1154,9 @@ note_wanted (ShdPolicy *p, const ShdPolicyInput *in, ShdDecision *d, int wanted,
                                          shd_policy_tier_limit (p, p->base) *
                                          (1 - k->hysteresis)) <= cheaper_horizon (p, p->base)))
     p->life[p->base].wanted_t = in->t;
-  if (p->outlook && shd_outlook_period (p->outlook)) {
-    for (guint i = 0; i < p->cfg.n_tiers; i++) {
-      double warm, onset, limit = INFINITY;
-
-      if (cost (p, i) <= cost (p, p->active) || absent (p, i))
-        continue;
-      /* needed when the load outgrows every tier cheaper than it */
-      for (guint j = 0; j < p->cfg.n_tiers; j++)
-        if (cost (p, j) < cost (p, i) && usable (p, j))
-          limit = isfinite (limit) ? MAX (limit, shd_policy_tier_limit (p, j))
-                                   : shd_policy_tier_limit (p, j);
-      /* the horizon of a warm-up from scratch, so that a tier warmed for
-       * an onset stays wanted until it comes */
-      warm = whole_copy_seconds (p, in, i);
-      /* kept while the forecast comes within the hysteresis of the limit
-       * that warmed it: an upper bound hovering at the limit would
-       * otherwise release and warm it again on alternate intervals */
-      onset = shd_outlook_onset (p->outlook, in->wall, limit * (1 - k->hysteresis), NULL);
-      if (onset <= k->release_after_s + (isfinite (warm) ? WARM_SAFETY * warm : 0) +
-                   k->prewarm_margin_s + k->switch_lead_s + p->cfg.interval_s)
-        p->life[i].wanted_t = in->t;
-    }
-  }
+  for (guint i = 0; i < p->cfg.n_tiers; i++)
+    if (cost (p, i) > cost (p, p->active) && !absent (p, i) && forecast_wants (p, in, i))
+      p->life[i].wanted_t = in->t;
   /* a cheaper tier than the active one: wanted while the load fits it,
    * or when the forecast brings the load back under it soon enough
    * (cheaper_horizon) */
@@ -1080,7 +1196,8 @@ release_candidate (ShdPolicy *p, const ShdPolicyInput *in, gboolean spike_holds,
     double alloc = p->cost.allocated[i], idle = in->t - l->wanted_t;
     gboolean below_base = p->base >= 0 && cost (p, i) < cost (p, p->base);
 
-    if (i == p->active || absent (p, i) || in->t < p->release_hold_until[i])
+    if (i == p->active || absent (p, i) || in->t < p->release_hold_until[i] ||
+        !releasable (p, i))
       continue;
     /* a spike over the active tier or a violation may yet need any tier
      * but one below the base, where the disk no longer goes back to */
@@ -1106,7 +1223,11 @@ release_candidate (ShdPolicy *p, const ShdPolicyInput *in, gboolean spike_holds,
                 act->valid_bytes, size);
       return -2 - i;
     }
-    if (below_base)
+    if (below_base && p->base_overspent)
+      snprintf (why, why_len, "the copies held so far have cost as much as living on %s "
+                "alone would have: the disk lives there now, and keeping %s besides would "
+                "cost more", tier_name (p, p->base), tier_name (p, i));
+    else if (below_base)
       snprintf (why, why_len, "the disk lives on %s now: the load needed it, or it was "
                 "kept for release-after, %.0f%% of the time lately, and keeping %s "
                 "besides would cost more (%.4f against %.4f per GiB-month)", tier_name (p, p->base), 100 * p->share[p->base],
@@ -1266,7 +1387,7 @@ shd_policy_step (ShdPolicy *p, const ShdPolicyInput *in)
    * the active tier carries; one far under it (a busy hour on a quiet
    * disk) needs nothing more */
   spike_holds = spike_now && d->need > d->active_limit * (1 - k->hysteresis);
-  update_base (p, in, wanted, spike_holds);
+  update_base (p, in, wanted);
   /* never below the base: the disk lives there between spikes */
   if (wanted >= 0 && p->base >= 0 && cost (p, wanted) < cost (p, p->base))
     wanted = p->base;
@@ -1320,6 +1441,8 @@ shd_policy_step (ShdPolicy *p, const ShdPolicyInput *in)
     else if (k->forecast && p->n >= WARMUP &&
              ((isfinite (point1) && point1 > d->active_limit) || (hi_over && p->hi_over_prev)))
       trigger = SHD_TRIGGER_FORECAST;
+    else if (p->base_overspent && wanted == p->base && ready (p, wanted))
+      trigger = SHD_TRIGGER_COST;
     p->hi_over_prev = hi_over;
     if (trigger != SHD_TRIGGER_NONE) {
       decide_switch (p, d, in, wanted, SHD_DECISION_SWITCH_UP, trigger, FALSE);

@@ -114,6 +114,10 @@ typedef struct {
   gboolean instant_switch;      /* the node has a metadata child: a switch may
                                    go to a child still copying */
   guint64 size_bytes;           /* the disk's size when the node does not say; 0 */
+  char *origin;                 /* the tier whose child is the disk's own image
+                                   (its name); NULL: the cheapest */
+  gboolean release_origin;      /* its copy may be released like any other;
+                                   FALSE: never (release_candidate) */
   guint n_tiers;
   ShdPolicyTier tiers[SHD_POLICY_MAX_TIERS];
 } ShdPolicyConfig;
@@ -180,6 +184,7 @@ typedef enum {
   SHD_TRIGGER_MANUAL,
   SHD_TRIGGER_SEASONAL,         /* the seasonal outlook's onset */
   SHD_TRIGGER_UNUSED,           /* a tier not wanted for release-after */
+  SHD_TRIGGER_COST,             /* the copies held cost as much as the dearest tier alone */
 } ShdTrigger;
 
 typedef struct {

@@ -399,7 +399,8 @@ run_fixed (const double *load, gsize n, const ShdSimConfig *c, int tier, ShdSimO
  * full copy during a row and the active one among them.  Between rows the
  * set may grow (each new copy takes size / copy rate before the row, paid
  * while it grows: half the disk over that time) and shrink (a release is
- * free).  A row costs every copy in the set for the whole row.  The
+ * free); before the first row it is the cheapest tier alone, as the
+ * agents' (there was no row before it to copy in).  A row costs every copy in the set for the whole row.  The
  * objective is violations first, then cost. */
 
 #define MAX_STATES (SHD_POLICY_MAX_TIERS << SHD_POLICY_MAX_TIERS)
@@ -457,6 +458,10 @@ run_oracle (const double *all, gsize n_all, const ShdSimConfig *c, ShdSimOutcome
         double cost;
 
         if (!isfinite (from[ps].cost))
+          continue;
+        /* a copy is made during the row before the one it serves: none
+         * is ready for the first row, whatever the future holds */
+        if (r == 0 && set != pset)
           continue;
         cost = from[ps].cost + row_cost[st];
         for (guint i = 0; i < nt; i++)

@@ -208,6 +208,11 @@ static const struct {
     "test.conf:3: [shadowd] seasons: a season of 600 s is shorter than 4 buckets of 300 s" },
   { "[shadowd]\nrelease = shred\n",
     "test.conf:2: [shadowd] release: 'shred' is not one of: discard, keep" },
+  { "[shadowd]\nrelease-origin = maybe\n",
+    "test.conf:2: [shadowd] release-origin: 'maybe' is not a boolean (true or false)" },
+  { "[tier:cheap]\ncost-gib-month = 0.02\n[disk:a]\nqmp = q\nnode = n\n"
+    "slo-latency-ms = 5\ntier.cheap = c\norigin = fast\n",
+    "test.conf:8: [disk:a] origin: the disk has no tier 'fast'" },
   { "[shadowd]\nforecast = maybe\n",
     "test.conf:2: [shadowd] forecast: 'maybe' is not a boolean (true or false)" },
   { "[tier:fast]\ncost-gib-month = 1\nkeep-warm = 2 parsecs\n",
@@ -394,6 +399,7 @@ test_lifecycle_keys (void)
     "release-after = 1800\n"
     "base-window = 7200\n"
     "release = keep\n"
+    "release-origin = true\n"
     "[tier:cheap]\n"
     "cost-gib-month = 0.02\n"
     "copy-mib-s = 150\n"
@@ -408,6 +414,7 @@ test_lifecycle_keys (void)
     "slo-latency-ms = 5\n"
     "size-gib = 10\n"
     "instant-switch = true\n"
+    "origin = fast\n"
     "forecast = false\n"
     "switch-lead = 30\n"
     "prewarm-margin = 10\n";
@@ -435,6 +442,8 @@ test_lifecycle_keys (void)
   g_assert_cmpfloat (pc.tiers[0].prior_copy_bps, ==, 150.0 * 1024 * 1024);
   g_assert_cmpfloat (pc.tiers[1].keep_warm_bytes, ==, 2.0 * 1024 * 1024 * 1024);
   g_assert_true (pc.instant_switch);
+  g_assert_cmpstr (pc.origin, ==, "fast");
+  g_assert_true (pc.release_origin);
   g_assert_cmpuint (pc.size_bytes, ==, 10ull << 30);
   shd_policy_config_clear (&pc);
 }

@@ -68,8 +68,10 @@ rig_step (Rig *r, double iops)
   r->in.t = r->in.wall = r->t++;
   r->in.iops = act->iops = iops;
   r->in.latency_ms = act->latency_ms = iops > 150 && act == &r->in.children[0] ? 50 : 2;
+  /* a child not in the node has nothing allocated */
   for (guint i = 0; i < 2; i++)
-    r->in.allocated[i] = r->in.children[i].state ? (double) r->in.children[i].valid_bytes : 0;
+    r->in.allocated[i] = i < r->in.n_children && r->in.children[i].state ?
+                         (double) r->in.children[i].valid_bytes : 0;
   return shd_policy_step (r->p, &r->in);
 }
 
@@ -113,8 +115,8 @@ test_release (void)
 /* Never while the active child hydrates: the other holds the only copy
  * of some chunks.  The disk is on fast after an instant switch, the load
  * needs fast, the cheap copy is not wanted (the reactive agent: for
- * release-after): the release waits, and says why, until fast holds it
- * all. */
+ * release-after) and may go (release-origin): the release waits, and says
+ * why, until fast holds it all. */
 static void
 test_no_release_while_hydrating (void)
 {
@@ -124,6 +126,7 @@ test_no_release_while_hydrating (void)
 
   rig_init (&r, FALSE);
   r.cfg.knobs.base_window_s = 30;       /* the base follows the load in 30 s */
+  r.cfg.release_origin = TRUE;
   r.in.active = "tier-b";
   r.in.children[0].state = "synced";
   r.in.children[1].state = "active";
@@ -283,12 +286,13 @@ rig_apply (Rig *r, const ShdDecision *d)
 /* Bursts over cheap's limit every `every` seconds, each `len` long; how
  * many seconds until each tier's copy is first released (0: never). */
 static void
-bursts (guint every, guint len, guint cycles, double *cheap_gone, double *fast_gone,
-        char *why, gsize why_len)
+bursts (guint every, guint len, guint cycles, gboolean release_origin, double *cheap_gone,
+        double *fast_gone, char *why, gsize why_len)
 {
   Rig r;
 
   rig_init (&r, FALSE);
+  r.cfg.release_origin = release_origin;
   r.cfg.knobs.base_window_s = 240;      /* 4 x release-after: a burst is no habit */
   r.cfg.knobs.release_after_s = 60;
   r.cfg.knobs.switch_back_after_s = 3;
@@ -312,27 +316,104 @@ bursts (guint every, guint len, guint cycles, double *cheap_gone, double *fast_g
 /* The base tier, counted honestly: bursts closer together than
  * release-after keep the fast copy for good, so keeping the cheap one
  * besides costs more than living on fast (0.12 against 0.02 + 0.12 per
- * GiB-month): the cheap copy goes, though the load needs fast only a
- * quarter of the time.  Bursts further apart than that: fast is released
- * between them and the disk lives on cheap. */
+ * GiB-month): when the configuration lets the disk's own image go
+ * (release-origin), the cheap copy goes as soon as the money spent says
+ * so, though the load needs fast only a quarter of the time.  Without it
+ * the cheap copy, the disk's own image, is never released.  Bursts further
+ * apart than release-after: fast is released between them and the disk
+ * lives on cheap. */
 static void
 test_base_tier (void)
 {
   double cheap_gone, fast_gone;
   char why[512] = "";
 
-  bursts (40, 10, 100, &cheap_gone, &fast_gone, why, sizeof why);
+  bursts (40, 10, 100, TRUE, &cheap_gone, &fast_gone, why, sizeof why);
   g_test_message ("every 40 s: cheap released at %.0f s (%s)", cheap_gone, why);
-  /* not before the shares cover a window */
-  g_assert_cmpfloat (cheap_gone, >=, 239);
+  /* not before twice release-after, but before the shares cover a
+   * window: both copies held since the first burst have cost what fast
+   * alone would have long before */
+  g_assert_cmpfloat (cheap_gone, >=, 120);
+  g_assert_cmpfloat (cheap_gone, <, 239);
   g_assert_cmpfloat (fast_gone, ==, 0);
-  g_assert_nonnull (strstr (why, "the disk lives on fast"));
+  g_assert_nonnull (strstr (why, "cost as much as living on fast"));
 
-  bursts (300, 10, 10, &cheap_gone, &fast_gone, why, sizeof why);
+  bursts (40, 10, 100, FALSE, &cheap_gone, &fast_gone, why, sizeof why);
+  g_assert_cmpfloat (cheap_gone, ==, 0);
+  g_assert_cmpfloat (fast_gone, ==, 0);
+
+  bursts (300, 10, 10, TRUE, &cheap_gone, &fast_gone, why, sizeof why);
   g_test_message ("every 300 s: fast released at %.0f s", fast_gone);
   g_assert_cmpfloat (cheap_gone, ==, 0);
   g_assert_cmpfloat (fast_gone, >, 60);
   g_assert_cmpfloat (fast_gone, <, 300);
+}
+
+/* The disk's own image is never given back unless the configuration
+ * says so: the disk lives on fast (the load needs it all the time) with
+ * the cheap copy synced beside it, for ten minutes.  Cheap, the origin by
+ * default, stays; named as the origin, fast is the own image and the cheap
+ * copy goes; with release-origin, cheap goes too. */
+static double
+origin_run (const char *origin, gboolean release_origin)
+{
+  Rig r;
+  double gone = 0;
+
+  rig_init (&r, FALSE);
+  r.cfg.knobs.base_window_s = 30;
+  r.cfg.origin = (char *) origin;
+  r.cfg.release_origin = release_origin;
+  r.in.active = "tier-b";
+  r.in.children[0].state = "synced";
+  r.in.children[1].state = "active";
+  rig_start (&r);
+  for (guint i = 0; i < 600 && !gone; i++) {
+    const ShdDecision *d = rig_step (&r, 400);
+
+    g_assert_false (d->action == SHD_ACTION_RELEASE && d->target == 1);
+    if (d->action == SHD_ACTION_RELEASE && d->target == 0)
+      gone = i;
+  }
+  rig_clear (&r);
+  return gone;
+}
+
+static void
+test_origin (void)
+{
+  g_assert_cmpfloat (origin_run (NULL, FALSE), ==, 0);
+  g_assert_cmpfloat (origin_run ("cheap", FALSE), ==, 0);
+  g_assert_cmpfloat (origin_run ("fast", FALSE), >, 0);
+  g_assert_cmpfloat (origin_run (NULL, TRUE), >, 0);
+}
+
+/* A copy that grows from nothing to 10 GiB in ten seconds is paid as it
+ * grows (50 GiB-seconds), not from the next interval on; an image
+ * emptied in the next ten seconds likewise; a gap is not charged. */
+static void
+test_cost_mean (void)
+{
+  ShdCost c;
+  double a[1];
+
+  shd_cost_init (&c, 1, 60);
+  a[0] = 0;
+  shd_cost_step (&c, 0, a, FALSE);
+  a[0] = 10 * GIB;
+  shd_cost_step (&c, 10, a, FALSE);
+  g_assert_cmpfloat_with_epsilon (c.byte_seconds[0] / GIB, 50, 1e-9);
+  a[0] = NAN;                   /* not measured: the last known */
+  shd_cost_step (&c, 20, a, FALSE);
+  g_assert_cmpfloat_with_epsilon (c.byte_seconds[0] / GIB, 150, 1e-9);
+  a[0] = 0;
+  shd_cost_step (&c, 30, a, TRUE);
+  g_assert_cmpfloat_with_epsilon (c.byte_seconds[0] / GIB, 200, 1e-9);
+  g_assert_cmpfloat (c.violation_s, ==, 10);
+  a[0] = 10 * GIB;
+  shd_cost_step (&c, 200, a, FALSE);        /* a stop: not charged */
+  g_assert_cmpfloat_with_epsilon (c.byte_seconds[0] / GIB, 200, 1e-9);
+  g_assert_cmpfloat (c.seconds, ==, 30);
 }
 
 /* Forecasting off: no seasonal scale, the same lifecycle on spikes. */
@@ -360,5 +441,7 @@ main (int argc, char **argv)
   g_test_add_func ("/lifecycle/seasonal-ahead", test_seasonal_ahead);
   g_test_add_func ("/lifecycle/reactive", test_reactive);
   g_test_add_func ("/lifecycle/base-tier", test_base_tier);
+  g_test_add_func ("/lifecycle/origin", test_origin);
+  g_test_add_func ("/lifecycle/cost-mean", test_cost_mean);
   return g_test_run ();
 }
