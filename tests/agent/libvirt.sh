@@ -45,7 +45,9 @@
 #               the monitor writes: the destination's shadowd waits for
 #               the migration's end, inserts the shadow (cold: see
 #               docs/libvirt.md), the fast tier syncs and is switched to;
-#               every completed write is in the image (qemu-img compare)
+#               every completed write is in the image (qemu-img compare);
+#               then back to host 1 with the shadow taken out first
+#               (switch back, detach, migrate, re-inserted on host 1)
 #
 # Exit 77 (skip) without root, libvirtd, virsh or the QEMU build.
 set -uo pipefail
@@ -1288,8 +1290,16 @@ on_host2() {
     pattern_log_ok() { ! grep -q "Pattern verification failed" "$h2/cache/libvirt/qemu/log/$dom.log"; }
 }
 
+# and back
+on_host1() {
+    uri="qemu+unix:///session?socket=$dir/run/libvirt/libvirt-sock"
+    ctl() { "$shadowctl" --control "$dir/control.sock" "$@"; }
+    vsh() { SHADOWD_CONTROL=$dir/control.sock "$dir/virsh-shadow" --connect "$uri" "$@"; }
+    pattern_log_ok() { ! grep -q "Pattern verification failed" "$dir/cache/libvirt/qemu/log/$dom.log"; }
+}
+
 scenario_migrate() {
-    local md port t0 mig_s mig_pid n_load how copied downtime
+    local md port t0 mig_s mig_pid n_load how copied downtime out mig2_s
     new_image vda 64M
     "$qemu/qemu-img" create -q -f raw "$dir/ref.raw" 64M
     "$qemu/qemu-io" -f qcow2 -c "write -P 0x31 0 8M" -c "write -P 0x34 8M 4M" \
@@ -1362,13 +1372,37 @@ scenario_migrate() {
     gwrite virtio-disk0 "$dir/ref.raw" 0x35 20M 2M
     check_on_fast "0x31 0 8M" "0x32 16M 4M" "0x35 20M 2M"
     log "host 2: switched to fast and back; the data read back"
-    v destroy "$dom" > /dev/null || fail "virsh destroy on host 2"
+
+    # back to host 1, the shadow taken out first (the case of an image
+    # that is not in sync, or of tiers only the source may use): on the
+    # fast tier, switch back, detach, migrate; host 1 inserts it again
+    vsh "$dom" vda switch fast > /dev/null || fail "virsh-shadow switch fast (host 2)"
+    wait_for 10 is_active vda fast || fail "host 2: no switch to fast: $(active_tier vda)"
+    gwrite virtio-disk0 "$dir/ref.raw" 0x36 24M 2M
+    vsh "$dom" vda switch cheap > /dev/null || fail "virsh-shadow switch cheap (host 2)"
+    wait_for 10 is_active vda cheap || fail "host 2: no switch back to cheap: $(active_tier vda)"
+    vsh "$dom" vda detach > /dev/null || fail "virsh-shadow detach (host 2): $(lv_state vda)"
+    no_shadow_nodes vda || fail "host 2: shadow nodes left after detach: $(graph | grep shd-)"
+    port=$(free_port)
+    t0=$(now)
+    out=$(v2 migrate --live --unsafe "$dom" "qemu+unix:///session?socket=$dir/run/libvirt/libvirt-sock" \
+          --migrateuri "tcp://127.0.0.1:$port" 2>&1) || fail "virsh migrate back: $out"
+    mig2_s=$("$py" -c "print(round($(now) - $t0, 2))")
+    on_host1
+    [ "$(v domstate "$dom")" = running ] || fail "the domain does not run on host 1 again"
+    wait_for 10 grep -q "domain $dom stopped" "$h2/shadowd.log" || fail "host 2's shadowd missed the move"
+    wait_inserted 2 > "$dir/how2"
+    log "detached on host 2, migrated back in $mig2_s s; host 1: shadow inserted, $(cat "$dir/how2")"
+    shadow_on_libvirt_node || fail "host 1: the shadow is not on libvirt's storage node: $(graph)"
+    check_on_fast "0x31 0 8M" "0x32 16M 4M" "0x35 20M 2M" "0x36 24M 2M"
+    log "host 1: the fast tier synced again, switched to and back; the data read back"
+    v destroy "$dom" > /dev/null || fail "virsh destroy"
     "$qemu/qemu-img" check -q "$dir/img/vda.qcow2" || fail "qemu-img check"
     same_as_ref "$dir/img/vda.qcow2" qcow2 "$dir/ref.raw"
     cmp "$dir/img/vda.qcow2" "$dir/img/tiers/vda.fast" || fail "vda.fast differs from vda.qcow2"
     log "the image holds every completed write (qemu-img compare with the reference); the fast tier is the image (cmp)"
     echo "RESULT migrate=ok migrate-s=$mig_s downtime-ms=${downtime:-?} load-writes=$n_load" \
-         "dest-copied-bytes=$copied dest=${how%%:*}"
+         "dest-copied-bytes=$copied dest=${how%%:*} detached-migrate-back-s=$mig2_s"
 }
 
 case "$scenario" in
