@@ -1326,7 +1326,7 @@ scenario_migrate() {
     # The monitor's qemu-io is no guest: it would write on after the
     # migration stopped the VM and inactivated the nodes, which QEMU
     # answers with an assertion failure (bdrv_co_write_req_prepare), with
-    # or without a shadow.  So the migration is slowed down (1 MiB/s for
+    # or without a shadow (plain QEMU 10.0 does it too).  So the migration is slowed down (1 MiB/s for
     # what SeaBIOS left in RAM: about 2 s) and the load stops while it
     # still runs.
     start_load 50 30 0x33 write
