@@ -859,6 +859,29 @@ image_written (const ShdLvMonitor *m, const char *storage, const char *alias,
   return TRUE;
 }
 
+/* FALSE with error while QEMU is in a migration's final states: an
+ * incoming QEMU's nodes are inactive and the source's shadow still writes
+ * the tiers and the maps; an outgoing one's are inactive or about to be.
+ * No file is touched then (docs/libvirt.md, "Live migration"). */
+static gboolean
+not_migrating (const ShdLvMonitor *m, const char *target, GError **error)
+{
+  static const char *const states[] = { "inmigrate", "finish-migrate", "postmigrate", NULL };
+  g_autoptr (JsonNode) st = run (m, "query-status", NULL, error);
+  const char *status;
+
+  if (st == NULL)
+    return FALSE;
+  status = JSON_NODE_HOLDS_OBJECT (st) ?
+           json_object_get_string_member_with_default (json_node_get_object (st), "status", "") : "";
+  if (g_strv_contains (states, status)) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_BUSY, "disk %s: QEMU is migrating (%s): "
+                 "the shadow goes in once the domain runs", target, status);
+    return FALSE;
+  }
+  return TRUE;
+}
+
 static gboolean
 attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *dd,
              const char *const *tier_dirs, gboolean cold, ShdLvAttachResult *result,
@@ -916,7 +939,8 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
   gboolean ok = FALSE, touched = FALSE, warm = FALSE, written = TRUE, handed = FALSE;
   guint idx = 1;
 
-  if (!graph_load (m, &g, error) || !check_root (&g, dd, &root, &file, error))
+  if (!not_migrating (m, spec->target, error) || !graph_load (m, &g, error) ||
+      !check_root (&g, dd, &root, &file, error))
     goto out;
   if (strcmp (file, shadow) == 0) {
     if (g_strcmp0 (node_str (&g, shadow, "drv"), "shadow") != 0) {

@@ -120,6 +120,8 @@ ev_main (gpointer data)
     conn_lost (c);
     break;
   case EV_LIFECYCLE:
+    shd_log (G_LOG_LEVEL_DEBUG, NULL, "libvirt", "domain %s: lifecycle event %d, detail %d",
+             e->name, e->event, e->detail);
     if (e->event == VIR_DOMAIN_EVENT_STOPPED || e->event == VIR_DOMAIN_EVENT_CRASHED) {
       dom_gone (c, e->uuid);
     } else if (e->event == VIR_DOMAIN_EVENT_SHUTDOWN) {

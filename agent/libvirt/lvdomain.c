@@ -372,6 +372,7 @@ typedef struct {
   char *uuid;
   /* read: what the domain says */
   gboolean inactive;            /* not running (any more) */
+  gboolean migrating;           /* paused for a migration, in or out */
   GPtrArray *specs;             /* ShdLvDisk, or NULL */
   gboolean no_metadata;
   char *meta_error;
@@ -439,6 +440,24 @@ read_work (gpointer data, GError **error)
     j->inactive = TRUE;
     virDomainFree (dom);
     return TRUE;
+  }
+  {
+    int state = 0, reason = 0;
+
+    /* An incoming migration's QEMU has its nodes inactive, and the
+     * source's shadow still writes the tiers and the maps; an outgoing
+     * one's are being inactivated: neither is touched until the domain
+     * runs again, on one side or the other (docs/libvirt.md, "Live
+     * migration") */
+    if (virDomainGetState (dom, &state, &reason, 0) == 0 &&
+        ((state == VIR_DOMAIN_PAUSED &&
+          (reason == VIR_DOMAIN_PAUSED_MIGRATION || reason == VIR_DOMAIN_PAUSED_POSTCOPY ||
+           reason == VIR_DOMAIN_PAUSED_POSTCOPY_FAILED)) ||
+         (state == VIR_DOMAIN_RUNNING && reason == VIR_DOMAIN_RUNNING_POSTCOPY))) {
+      j->migrating = TRUE;
+      virDomainFree (dom);
+      return TRUE;
+    }
   }
   xml = virDomainGetXMLDesc (dom, 0);
   if (xml == NULL) {
@@ -734,6 +753,13 @@ read_done (ShdLibvirt *lv, gpointer data, const GError *error)
       dom_gone (j->c, j->uuid);
     else
       g_hash_table_remove (j->c->doms, j->uuid);
+    return;
+  }
+  if (j->migrating) {
+    /* the event that ends it (resumed, stopped) looks again */
+    shd_log (G_LOG_LEVEL_MESSAGE, NULL, "libvirt", "domain %s: paused for a migration; "
+             "its shadows are left as they are until it runs or stops", d->name);
+    job_done (j, d);
     return;
   }
   if (j->xml_error) {

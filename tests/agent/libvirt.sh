@@ -40,6 +40,14 @@
 #               another process cannot write the disk's image (QEMU's
 #               image lock); a qcow2 image grows its file through the
 #               shadow; the image holds exactly the guest's writes
+#   migrate     a second libvirtd (own directories and host UUID) and
+#               shadowd; virsh migrate --live of the shadowed domain while
+#               the monitor writes: the destination's shadowd waits for
+#               the migration's end, inserts the shadow (cold: see
+#               docs/libvirt.md), the fast tier syncs and is switched to;
+#               every completed write is in the image (qemu-img compare);
+#               then back to host 1 with the shadow taken out first
+#               (switch back, detach, migrate, re-inserted on host 1)
 #
 # Exit 77 (skip) without root, libvirtd, virsh or the QEMU build.
 set -uo pipefail
@@ -72,6 +80,10 @@ dom=shd-lv-$scenario
 hmp_dev=/machine/peripheral/virtio-disk0/virtio-backend
 ns=https://shadowtier.example/xmlns/shadow/1
 libvirtd_pid= virtlogd_pid= agent_pid= load_pid=
+# the second host of the migrate scenario
+h2=$dir/h2
+uri2="qemu+unix:///session?socket=$h2/run/libvirt/libvirt-sock"
+libvirtd2_pid= virtlogd2_pid= agent2_pid=
 qsd_pids=()
 failed=0
 
@@ -79,11 +91,13 @@ fail() { log "FAIL: $*"; failed=1; exit 1; }
 
 # the daemons run as libvirt-qemu with every directory under $dir; called
 # with & only: exec keeps $! the daemon's own pid
+# (with host=DIR: the daemons of a second host, whose directories are there)
 as_daemon() {
+    local h=${host:-$dir}
     exec setpriv --reuid="$run_uid" --regid="$run_gid" --init-groups \
-        env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$dir/home" \
-        XDG_CONFIG_HOME="$dir/cfg" XDG_RUNTIME_DIR="$dir/run" \
-        XDG_CACHE_HOME="$dir/cache" XDG_DATA_HOME="$dir/data" "$@"
+        env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$h/home" \
+        XDG_CONFIG_HOME="$h/cfg" XDG_RUNTIME_DIR="$h/run" \
+        XDG_CACHE_HOME="$h/cache" XDG_DATA_HOME="$h/data" "$@"
 }
 
 start_libvirtd() {
@@ -114,7 +128,16 @@ cleanup() {
     [ -n "$libvirtd_pid" ] && kill -CONT "$libvirtd_pid" 2> /dev/null
     [ -n "$agent_pid" ] && kill -CONT "$agent_pid" 2> /dev/null
     stop_pid "$agent_pid"
+    stop_pid "$agent2_pid"
     for p in "${qsd_pids[@]}"; do stop_pid "$p"; done
+    if [ -n "$libvirtd2_pid" ] && kill -0 "$libvirtd2_pid" 2> /dev/null; then
+        for d in $(virsh -c "$uri2" list --name 2> /dev/null); do
+            virsh -c "$uri2" destroy "$d" > /dev/null 2>&1
+        done
+    fi
+    for p in $(cat "$h2"/run/libvirt/qemu/run/*.pid 2> /dev/null); do stop_pid "$p"; done
+    stop_pid "$libvirtd2_pid"
+    stop_pid "$virtlogd2_pid"
     if [ -n "$libvirtd_pid" ] && kill -0 "$libvirtd_pid" 2> /dev/null; then
         for d in $(virsh -c "$uri" list --name 2> /dev/null); do
             virsh -c "$uri" destroy "$d" > /dev/null 2>&1
@@ -127,6 +150,11 @@ cleanup() {
         echo "--- shadowd log"; grep -v " debug: " "$dir/shadowd.log" 2> /dev/null | tail -n 60
         echo "--- domain log"; tail -n 30 "$dir/cache/libvirt/qemu/log/$dom.log" 2> /dev/null
         echo "--- libvirtd log"; tail -n 15 "$dir/libvirtd.log" 2> /dev/null
+        if [ -d "$h2" ]; then
+            echo "--- shadowd log (host 2)"; grep -v " debug: " "$h2/shadowd.log" 2> /dev/null | tail -n 40
+            echo "--- domain log (host 2)"; tail -n 30 "$h2/cache/libvirt/qemu/log/$dom.log" 2> /dev/null
+            echo "--- libvirtd log (host 2)"; tail -n 15 "$h2/libvirtd.log" 2> /dev/null
+        fi
     fi
     [ -n "${KEEP:-}" ] && { echo "kept $dir"; return; }
     rm -rf "$dir"
@@ -134,7 +162,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-mkdir -p "$dir"/{home,cfg,run,cache,data,img}
+mkdir -p "$dir"/{home,cfg/libvirt,run,cache,data,img}
+# a host UUID of its own (libvirt refuses to migrate to the same host)
+echo 'host_uuid = "5ad0ba5e-0000-4000-8000-000000000001"' > "$dir/cfg/libvirt/libvirtd.conf"
 chown -R libvirt-qemu: "$dir"
 start_libvirtd
 log "libvirtd $(/usr/sbin/libvirtd --version | awk "{ print \$NF }") started in $dir"
@@ -1197,8 +1227,187 @@ scenario_lock() {
     echo "RESULT lock=ok image-grew-from=$len0 image-grew-to=$len1"
 }
 
+# -------------------------------------------------------------- migrate
+# A second "host": its own libvirtd, virtlogd and shadowd, with its own
+# directories and host UUID, on the same storage
+start_host2() {
+    local i
+    mkdir -p "$h2"/{home,cfg/libvirt,run,cache,data}
+    echo 'host_uuid = "5ad0ba5e-0000-4000-8000-000000000002"' > "$h2/cfg/libvirt/libvirtd.conf"
+    chown -R libvirt-qemu: "$h2"
+    host=$h2 as_daemon /usr/sbin/virtlogd >> "$h2/virtlogd.log" 2>&1 &
+    virtlogd2_pid=$!
+    for i in $(seq 50); do
+        [ -S "$h2/run/libvirt/virtlogd-sock" ] && break
+        sleep 0.1
+    done
+    host=$h2 as_daemon /usr/sbin/libvirtd >> "$h2/libvirtd.log" 2>&1 &
+    libvirtd2_pid=$!
+    wait_for 10 virsh -c "$uri2" list || fail "the second libvirtd did not start"
+    sed -e "s|$dir/control.sock|$h2/control.sock|" -e "s|$dir/history.db|$h2/history.db|" \
+        "$dir/shadowd.conf" > "$h2/shadowd.conf"
+}
+start_agent2() {
+    "$shadowd" --config "$h2/shadowd.conf" --connect "$uri2" -v >> "$h2/shadowd.log" 2>&1 &
+    agent2_pid=$!
+    wait_for 10 test -S "$h2/control.sock" || fail "shadowd (host 2) did not start"
+}
+v2() { virsh -c "$uri2" "$@"; }
+qmp2() { v2 qemu-monitor-command "$dom" "$1"; }
+ctl2() { "$shadowctl" --control "$h2/control.sock" "$@"; }
+
+free_port() {
+    "$py" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"
+}
+
+# the 4 KiB writes of the load that QEMU completed, from the domain log
+# of HOST-DIR, applied to the reference
+load_to_ref() {   # load_to_ref HOST-DIR PATTERN
+    local offs
+    offs=$(grep -o "^wrote 4096/4096 bytes at offset [0-9]*" "$1/cache/libvirt/qemu/log/$dom.log" |
+           awk '$6 >= 8388608 && $6 < 12582912 { print $6 }' | sort -un)
+    [ -n "$offs" ] || fail "no write of the load completed"
+    "$py" - "$dir/ref.raw" "$2" $offs << 'EOF2'
+import sys
+path, pat, offs = sys.argv[1], int(sys.argv[2], 16), sys.argv[3:]
+with open(path, "r+b") as f:
+    for o in offs:
+        f.seek(int(o)); f.write(bytes([pat]) * 4096)
+EOF2
+    echo "$offs" | wc -l
+}
+
+migration_running() {
+    v domjobinfo "$dom" 2> /dev/null | grep -q "^Data processed:.*[1-9]"
+}
+no_qemu_on_host1() { [ ! -e "$dir/run/libvirt/qemu/run/$dom.pid" ]; }
+
+# host 2's side of the helpers, once the domain runs there
+on_host2() {
+    uri=$uri2
+    ctl() { "$shadowctl" --control "$h2/control.sock" "$@"; }
+    vsh() { SHADOWD_CONTROL=$h2/control.sock "$dir/virsh-shadow" --connect "$uri2" "$@"; }
+    pattern_log_ok() { ! grep -q "Pattern verification failed" "$h2/cache/libvirt/qemu/log/$dom.log"; }
+}
+
+# and back
+on_host1() {
+    uri="qemu+unix:///session?socket=$dir/run/libvirt/libvirt-sock"
+    ctl() { "$shadowctl" --control "$dir/control.sock" "$@"; }
+    vsh() { SHADOWD_CONTROL=$dir/control.sock "$dir/virsh-shadow" --connect "$uri" "$@"; }
+    pattern_log_ok() { ! grep -q "Pattern verification failed" "$dir/cache/libvirt/qemu/log/$dom.log"; }
+}
+
+scenario_migrate() {
+    local md port t0 mig_s mig_pid n_load how copied downtime out mig2_s
+    new_image vda 64M
+    "$qemu/qemu-img" create -q -f raw "$dir/ref.raw" 64M
+    "$qemu/qemu-io" -f qcow2 -c "write -P 0x31 0 8M" -c "write -P 0x34 8M 4M" \
+        "$dir/img/vda.qcow2" > /dev/null
+    "$qemu/qemu-io" -f raw -c "write -P 0x31 0 8M" -c "write -P 0x34 8M 4M" "$dir/ref.raw" > /dev/null
+    md="<shadowtier xmlns=\"$ns\">
+  <disk target=\"vda\" slo-latency-ms=\"1000\" prewarm=\"sequential\">
+    <tier name=\"cheap\" origin=\"yes\"/>
+    <tier name=\"fast\" path=\"$dir/img/tiers/vda.fast\" cost-gib-month=\"0.12\"/>
+  </disk>
+</shadowtier>"
+    start_host2
+    start_domain "$(domain_xml "$md")"
+    start_agent
+    start_agent2
+    how=$(wait_inserted 1)
+    log "host 1: shadow inserted, $how"
+    gwrite virtio-disk0 "$dir/ref.raw" 0x32 16M 4M
+    wait_for 60 tiers_synced vda || fail "the fast tier did not get in sync"
+    # the fast tier, switched to and back, serves the data before the move
+    check_on_fast "0x31 0 8M" "0x34 8M 4M" "0x32 16M 4M"
+
+    # a write load through the guest's device while the domain moves.
+    # The monitor's qemu-io is no guest: it would write on after the
+    # migration stopped the VM and inactivated the nodes, which QEMU
+    # answers with an assertion failure (bdrv_co_write_req_prepare), with
+    # or without a shadow (plain QEMU 10.0 does it too).  So the migration is slowed down (1 MiB/s for
+    # what SeaBIOS left in RAM: about 2 s) and the load stops while it
+    # still runs.
+    start_load 50 30 0x33 write
+    sleep 1
+    port=$(free_port)
+    t0=$(now)
+    v migrate --live --unsafe --bandwidth 1 "$dom" "$uri2" \
+        --migrateuri "tcp://127.0.0.1:$port" > "$dir/migrate.out" 2>&1 &
+    mig_pid=$!
+    wait_for 10 migration_running || fail "the migration did not start: $(cat "$dir/migrate.out")"
+    sleep 0.5
+    stop_pid "$load_pid"
+    load_pid=
+    wait "$mig_pid" || fail "virsh migrate: $(cat "$dir/migrate.out")"
+    mig_s=$("$py" -c "print(round($(now) - $t0, 2))")
+    downtime=$(v2 domjobinfo "$dom" --completed 2> /dev/null | awk -F: '/^Total downtime/ { gsub(/[^0-9]/, "", $2); print $2 }')
+    [ "$(v2 domstate "$dom")" = running ] || fail "the domain does not run on host 2: $(v2 domstate "$dom")"
+    v domstate "$dom" 2> /dev/null | grep -q "shut off" || fail "the domain still runs on host 1"
+    n_load=$(load_to_ref "$dir" 0x33)
+    log "migrated live in $mig_s s (downtime ${downtime:-?} ms); $n_load writes of the load completed on host 1"
+
+    # host 1: the domain is gone, and shadowd with it
+    wait_for 10 grep -q "domain $dom stopped" "$dir/shadowd.log" || fail "host 1's shadowd missed the move"
+    [ -z "$(ctl libvirt --json | json "[x for x in d]" | tr -d '[]')" ] ||
+        fail "host 1's shadowd still manages disks: $(ctl libvirt --json)"
+    wait_for 10 no_qemu_on_host1 || fail "host 1's QEMU is still there"
+    grep -q "domain $dom: paused for a migration" "$h2/shadowd.log" ||
+        fail "host 2's shadowd did not wait for the migration to end"
+
+    # host 2: its shadowd puts the shadow in once the domain runs there
+    on_host2
+    wait_for 30 grep -q "disk vda: shadow inserted" "$h2/shadowd.log" ||
+        fail "host 2's shadowd did not insert the shadow: $(lv_state vda)"
+    wait_for 10 is_state vda attached || fail "host 2: not attached: $(lv_state vda)"
+    how=$(grep "disk vda: shadow inserted" "$h2/shadowd.log" | head -1 | grep -o "tiers .*")
+    log "host 2: shadow inserted, $how"
+    shadow_on_libvirt_node || fail "host 2: the shadow is not on libvirt's storage node: $(graph)"
+    wait_for 60 tiers_synced vda || fail "host 2: the fast tier did not get in sync"
+    copied=$(child_stat vda shd-vda-f1 copied-bytes)
+    log "host 2: the fast tier is synced; $copied bytes copied on host 2"
+
+    # the guest goes on on host 2: every write, on the fast tier too
+    gwrite virtio-disk0 "$dir/ref.raw" 0x35 20M 2M
+    check_on_fast "0x31 0 8M" "0x32 16M 4M" "0x35 20M 2M"
+    log "host 2: switched to fast and back; the data read back"
+
+    # back to host 1, the shadow taken out first (the case of an image
+    # that is not in sync, or of tiers only the source may use): on the
+    # fast tier, switch back, detach, migrate; host 1 inserts it again
+    vsh "$dom" vda switch fast > /dev/null || fail "virsh-shadow switch fast (host 2)"
+    wait_for 10 is_active vda fast || fail "host 2: no switch to fast: $(active_tier vda)"
+    gwrite virtio-disk0 "$dir/ref.raw" 0x36 24M 2M
+    vsh "$dom" vda switch cheap > /dev/null || fail "virsh-shadow switch cheap (host 2)"
+    wait_for 10 is_active vda cheap || fail "host 2: no switch back to cheap: $(active_tier vda)"
+    vsh "$dom" vda detach > /dev/null || fail "virsh-shadow detach (host 2): $(lv_state vda)"
+    no_shadow_nodes vda || fail "host 2: shadow nodes left after detach: $(graph | grep shd-)"
+    port=$(free_port)
+    t0=$(now)
+    out=$(v2 migrate --live --unsafe "$dom" "qemu+unix:///session?socket=$dir/run/libvirt/libvirt-sock" \
+          --migrateuri "tcp://127.0.0.1:$port" 2>&1) || fail "virsh migrate back: $out"
+    mig2_s=$("$py" -c "print(round($(now) - $t0, 2))")
+    on_host1
+    [ "$(v domstate "$dom")" = running ] || fail "the domain does not run on host 1 again"
+    wait_for 10 grep -q "domain $dom stopped" "$h2/shadowd.log" || fail "host 2's shadowd missed the move"
+    wait_inserted 2 > "$dir/how2"
+    log "detached on host 2, migrated back in $mig2_s s; host 1: shadow inserted, $(cat "$dir/how2")"
+    shadow_on_libvirt_node || fail "host 1: the shadow is not on libvirt's storage node: $(graph)"
+    check_on_fast "0x31 0 8M" "0x32 16M 4M" "0x35 20M 2M" "0x36 24M 2M"
+    log "host 1: the fast tier synced again, switched to and back; the data read back"
+    v destroy "$dom" > /dev/null || fail "virsh destroy"
+    "$qemu/qemu-img" check -q "$dir/img/vda.qcow2" || fail "qemu-img check"
+    same_as_ref "$dir/img/vda.qcow2" qcow2 "$dir/ref.raw"
+    cmp "$dir/img/vda.qcow2" "$dir/img/tiers/vda.fast" || fail "vda.fast differs from vda.qcow2"
+    log "the image holds every completed write (qemu-img compare with the reference); the fast tier is the image (cmp)"
+    echo "RESULT migrate=ok migrate-s=$mig_s downtime-ms=${downtime:-?} load-writes=$n_load" \
+         "dest-copied-bytes=$copied dest=${how%%:*} detached-migrate-back-s=$mig2_s"
+}
+
 case "$scenario" in
 lock) scenario_lock ;;
+migrate) scenario_migrate ;;
 warm) scenario_warm ;;
 resize) scenario_resize ;;
 main) scenario_main ;;

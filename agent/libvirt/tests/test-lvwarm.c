@@ -257,6 +257,7 @@ typedef struct {
   /* the shadow's copy was started (a reopen without prewarm off), with the
    * shadow the format node's file by then */
   gboolean copy_started;
+  const char *status;           /* query-status; NULL: running */
 } Fake;
 
 static void
@@ -305,7 +306,14 @@ fake_monitor (const char *command, JsonObject *args, gpointer data, GError **err
   gpointer k, v;
 
   g_string_append_printf (f->log, "%s\n", command);
-  if (strcmp (command, "query-named-block-nodes") == 0) {
+  if (strcmp (command, "query-status") == 0) {
+    json_builder_begin_object (b);
+    json_builder_set_member_name (b, "running");
+    json_builder_add_boolean_value (b, f->status == NULL);
+    json_builder_set_member_name (b, "status");
+    json_builder_add_string_value (b, f->status ? f->status : "running");
+    json_builder_end_object (b);
+  } else if (strcmp (command, "query-named-block-nodes") == 0) {
     json_builder_begin_array (b);
     add_node_info (b, "libvirt-1-format", "qcow2", f->image, 64 << 20);
     add_node_info (b, "libvirt-1-storage", "file", f->image, 1 << 20);
@@ -521,6 +529,7 @@ typedef struct {
   const char *warmth;
   guint reopens;
   gboolean md_emptied;
+  const char *status;           /* QEMU's run state, when not running */
 } AttachCase;
 
 static void
@@ -540,7 +549,7 @@ test_attach (Fixture *f, gconstpointer data)
               g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free),
               NULL, FALSE, g_strdup ("libvirt-1-storage"), ac->written_before,
               ac->write_at_handover, ac->write_in_window, FALSE, ac->fail_detach, 0,
-              g_string_new (NULL), FALSE };
+              g_string_new (NULL), FALSE, ac->status };
   ShdLvMonitor m = { fake_monitor, &fk };
   ShdLvAttachResult result;
   struct stat st;
@@ -550,6 +559,24 @@ test_attach (Fixture *f, gconstpointer data)
   f->md = g_strdup_printf ("%s.meta", fast);
   g_assert_true (g_file_set_contents (fast, "", 0, NULL));
   write_md (f, &clean, NULL);   /* kept maps that describe the image as it is */
+  if (ac->status) {
+    /* an incoming migration: refused before anything is touched, the
+     * source's maps and tier images included */
+    g_autofree char *before = NULL, *after = NULL;
+    gsize n1 = 0, n2 = 0;
+
+    g_assert_true (g_file_get_contents (f->md, &before, &n1, NULL));
+    g_assert_false (shd_lv_attach (&m, disks->pdata[0], &dd, NULL, &result, &warmth, &error));
+    g_assert_error (error, G_IO_ERROR, G_IO_ERROR_BUSY);
+    g_assert_nonnull (strstr (error->message, ac->status));
+    g_assert_cmpstr (fk.log->str, ==, "query-status\n");
+    g_assert_true (g_file_get_contents (f->md, &after, &n2, NULL));
+    g_assert_cmpmem (before, n1, after, n2);
+    g_assert_cmpint (g_stat (fast, &st), ==, 0);
+    g_assert_cmpint (st.st_size, ==, 0);
+    g_assert_cmpstr (fk.format_file, ==, "libvirt-1-storage");
+    goto out;
+  }
   if (ac->fail_detach) {
     /* the shadow stays in, with the disk's own image as its only tier */
     g_assert_false (shd_lv_attach (&m, disks->pdata[0], &dd, NULL, &result, &warmth, &error));
@@ -587,24 +614,32 @@ out:
  * starts the copy */
 static const AttachCase warm_case = {
   FALSE, FALSE, FALSE, FALSE, "tiers warm: the maps kept at the last clean stop are valid", 3,
-  FALSE
+  FALSE, NULL
 };
 static const AttachCase written_before = {
   TRUE, FALSE, FALSE, FALSE, "tiers cold: the disk's image was written since QEMU opened it",
-  3, TRUE
+  3, TRUE, NULL
 };
 /* given back before the shadow was added, inserted cold: five reopens */
 static const AttachCase written_at_handover = {
   FALSE, TRUE, FALSE, FALSE,
-  "tiers cold: the disk's image was written while the shadow went in", 5, TRUE
+  "tiers cold: the disk's image was written while the shadow went in", 5, TRUE, NULL
 };
 /* taken out again (two reopens), the maps emptied, inserted cold: seven */
 static const AttachCase written_in_window = {
   FALSE, FALSE, TRUE, FALSE,
-  "tiers cold: the disk's image was written while the shadow went in", 7, TRUE
+  "tiers cold: the disk's image was written while the shadow went in", 7, TRUE, NULL
 };
 static const AttachCase written_in_window_stuck = {
-  FALSE, FALSE, TRUE, TRUE, NULL, 2, FALSE
+  FALSE, FALSE, TRUE, TRUE, NULL, 2, FALSE, NULL
+};
+/* a destination's QEMU before the migration's end */
+static const AttachCase incoming = {
+  FALSE, FALSE, FALSE, FALSE, NULL, 0, FALSE, "inmigrate"
+};
+/* a source's QEMU at the migration's end */
+static const AttachCase outgoing = {
+  FALSE, FALSE, FALSE, FALSE, NULL, 0, FALSE, "postmigrate"
 };
 
 /* The check value of CRC32C (RFC 3720, and QEMU's crc32c()): the
@@ -637,5 +672,7 @@ main (int argc, char **argv)
               test_attach, teardown);
   g_test_add ("/lvwarm/attach/written-in-window-stuck", Fixture, &written_in_window_stuck,
               setup, test_attach, teardown);
+  g_test_add ("/lvwarm/attach/incoming", Fixture, &incoming, setup, test_attach, teardown);
+  g_test_add ("/lvwarm/attach/outgoing", Fixture, &outgoing, setup, test_attach, teardown);
   return g_test_run ();
 }
