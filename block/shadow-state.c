@@ -1752,7 +1752,6 @@ static bool shadow_want_unit(BDRVShadowState *s, ShadowChild *sc, int64_t u,
     int64_t start = u * SHADOW_META_UNIT_CHUNKS;
     int64_t count = MIN(SHADOW_META_UNIT_CHUNKS, s->nb_chunks - start);
     bool held_back = false;
-    int64_t b;
     int i;
 
     shadow_serialize(s, map->stale, u, st);
@@ -1764,8 +1763,14 @@ static bool shadow_want_unit(BDRVShadowState *s, ShadowChild *sc, int64_t u,
         want[i] = ~st[i] & (~pending | trusted[i]);
         held_back |= ~st[i] & pending & ~trusted[i];
     }
-    for (b = count; b < SHADOW_META_UNIT_CHUNKS; b++) {
-        want[b / 8] &= ~(1u << (b % 8));
+    /* No bit past the disk's last chunk: bytes at once, not bits */
+    if (count < SHADOW_META_UNIT_CHUNKS) {
+        int64_t whole = DIV_ROUND_UP(count, 8);
+
+        if (count % 8) {
+            want[count / 8] &= (1u << (count % 8)) - 1;
+        }
+        memset(want + whole, 0, SHADOW_META_UNIT_PAYLOAD - whole);
     }
     return held_back;
 }
