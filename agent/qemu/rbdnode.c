@@ -17,13 +17,17 @@ shd_rbd_set_location (JsonObject *o, const char *pool, const char *image, const 
     json_object_set_string_member (o, "key-secret", key_secret);
 }
 
+/* A new object with o's members (json_node_copy would share o itself);
+ * only top-level members are added to it */
 static JsonObject *
 copy_object (JsonObject *o)
 {
-  g_autoptr (JsonNode) n = json_node_init_object (json_node_alloc (), o);
-  g_autoptr (JsonNode) c = json_node_copy (n);
+  JsonObject *c = json_object_new ();
+  g_autoptr (GList) members = json_object_get_members (o);
 
-  return json_object_ref (json_node_get_object (c));
+  for (GList *l = members; l; l = l->next)
+    json_object_set_member (c, l->data, json_node_copy (json_object_get_member (o, l->data)));
+  return c;
 }
 
 JsonObject *
