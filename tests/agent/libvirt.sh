@@ -1514,9 +1514,12 @@ rbd_round() {    # rbd_round LABEL
     t0=$(now)
     start_agent
     wait_for 30 is_state vda attached || fail "$1: the shadow was not inserted: $(ctl libvirt "$dom.vda" --json)"
-    log "$1: attached $("$py" -c "print(round($(now) - $t0, 2))") s after shadowd started ($(ctl libvirt "$dom.vda" --json | json "d[0].get('warmth', '')"))"
+    log "$1: attached $("$py" -c "print(round($(now) - $t0, 2))") s after shadowd started"
     format_file_is shd-vda || fail "$1: the format node's file is not the shadow: $(graph)"
     graph_has "^shd-vda -metadata-> shd-vda-md$" || fail "$1: no metadata child: $(graph)"
+    grep -q "domain $dom disk vda: .*tiers cold: .* is on RBD" "$dir/shadowd.log" ||
+        fail "$1: the insertion was not cold for RBD: $(grep "disk vda" "$dir/shadowd.log" | tail -2)"
+    graph_has "$RBD_EDGE" || fail "$1: no edge $RBD_EDGE: $(graph)"
     wio 0x12 4M 4M
     wio 0x13 40M 2M
     wait_for 60 is_synced vda fast || fail "$1: the fast tier did not get in sync: $(tier_state vda fast)"
@@ -1580,7 +1583,7 @@ scenario_rbd() {
   </disk>
 </shadowtier>"
     start_domain "$(domain_xml "$md")"
-    rbd_round file-disk
+    RBD_EDGE="^shd-vda-f1 -file-> shd-vda-f1-rbd$" rbd_round file-disk
     grep -q "created the rbd image ssd/vda-fast" "$dir/shadowd.log" ||
         fail "shadowd did not say it created ssd/vda-fast"
     rbd info ssd/vda-fast.meta > /dev/null 2>&1 || fail "no metadata image ssd/vda-fast.meta"
@@ -1588,6 +1591,21 @@ scenario_rbd() {
     same_as_ref "$dir/img/vda.qcow2" qcow2 "$dir/ref.raw"
     cmp_rbd "$dir/img/vda.qcow2" ssd/vda-fast
     log "file-disk: the image holds the guest's writes (qemu-img compare), ssd/vda-fast is the image byte for byte (cmp)"
+    # again: the images exist now, and are opened (the metadata image
+    # emptied: always cold), not created
+    start_domain "$(domain_xml "$md")"
+    start_agent
+    wait_for 30 is_state vda attached || fail "file-disk again: not inserted: $(lv_state vda)"
+    wait_for 60 is_synced vda fast || fail "file-disk again: the fast tier did not sync"
+    [ "$(grep -c "created the rbd image ssd/vda-fast " "$dir/shadowd.log")" = 1 ] ||
+        fail "file-disk again: ssd/vda-fast was created again"
+    [ "$(grep -c "tiers cold: a tier is on RBD" "$dir/shadowd.log")" = 2 ] ||
+        fail "file-disk again: not cold: $(grep "disk vda" "$dir/shadowd.log" | tail -2)"
+    stop_agent
+    v destroy "$dom" > /dev/null
+    v undefine "$dom" > /dev/null
+    cmp_rbd "$dir/img/vda.qcow2" ssd/vda-fast
+    log "file-disk again: the existing rbd images opened (not created), cold, synced again"
 
     # (b) a raw disk on RBD (libvirt's secret, whose QEMU object shadowd
     # reuses) with a file fast tier under tier-dirs
@@ -1608,7 +1626,7 @@ x = re.sub(r\"<disk type='file'.*?</disk>\", lambda m: sys.argv[1], x, flags=re.
 print(x)" "$(rbd_disk_xml ssd/vda2)" > "$dir/rbd-domain.xml"
     start_domain "$(cat "$dir/rbd-domain.xml")"
     graph_has "^libvirt-1-format -file-> libvirt-1-storage$" || fail "libvirt's rbd disk: $(graph)"
-    rbd_round rbd-disk
+    RBD_EDGE="^shd-vda-base -file-> libvirt-1-storage$" rbd_round rbd-disk
     grep -q "tiers cold: the disk is on RBD" "$dir/shadowd.log" || log "note: no cold reason logged"
     [ "$(stat -c %U "$dir/img/tiers/vda.fast")" = libvirt-qemu ] || fail "tier image owner"
     cmp_rbd "$dir/ref.raw" ssd/vda2
