@@ -53,7 +53,8 @@
 #               cephx on; the key in a libvirt secret): a qcow2 file disk
 #               whose fast tier is an rbd image shadowd creates, then a
 #               raw disk on RBD (<source protocol='rbd'>) with a file fast
-#               tier; each: pre-warm, switch, switch back, every pattern
+#               tier, then both on RBD (the tier reuses libvirt's secret
+#               object); each: pre-warm, switch, switch back, every pattern
 #               read through the guest, the images compared byte for byte
 #
 # Exit 77 (skip) without root, libvirtd, virsh or the QEMU build (rbd:
@@ -1632,6 +1633,32 @@ print(x)" "$(rbd_disk_xml ssd/vda2)" > "$dir/rbd-domain.xml"
     cmp_rbd "$dir/ref.raw" ssd/vda2
     cmp "$dir/img/tiers/vda.fast" "$dir/ref.raw" || fail "vda.fast differs from the reference"
     log "rbd-disk: ssd/vda2 and the fast tier vda.fast hold exactly the guest's writes (cmp with the reference)"
+
+    # (c) a disk on RBD with its fast tier on RBD too, with no cluster
+    # settings in the metadata: the tier's node gets the disk's conf, user
+    # and libvirt's secret object (QEMU has no keyring to fall back on)
+    "$qemu/qemu-img" create -q -f raw "$dir/ref.raw" 64M
+    "$qemu/qemu-io" -f raw -c "write -P 0x01 0 1M" "$dir/ref.raw" > /dev/null
+    rbd import --no-progress --image-feature layering "$dir/ref.raw" ssd/vda3 > /dev/null 2>&1 ||
+        fail "rbd import"
+    md="<shadowtier xmlns=\"$ns\">
+  <disk target=\"vda\" slo-latency-ms=\"1000\" chunk-size=\"65536\" prewarm=\"sequential\">
+    <tier name=\"cheap\" origin=\"yes\"/>
+    <tier name=\"fast\" rbd=\"ssd/vda3-fast\" cost-gib-month=\"0.12\"/>
+  </disk>
+</shadowtier>"
+    domain_xml "$md" | "$py" -c "
+import sys, re
+x = sys.stdin.read()
+x = re.sub(r\"<disk type='file'.*?</disk>\", lambda m: sys.argv[1], x, flags=re.S)
+print(x)" "$(rbd_disk_xml ssd/vda3)" > "$dir/rbd-domain.xml"
+    start_domain "$(cat "$dir/rbd-domain.xml")"
+    RBD_EDGE="^shd-vda-f1 -file-> shd-vda-f1-rbd$" rbd_round rbd-both
+    grep -q "created the rbd image ssd/vda3-fast" "$dir/shadowd.log" ||
+        fail "shadowd did not say it created ssd/vda3-fast"
+    cmp_rbd "$dir/ref.raw" ssd/vda3
+    cmp_rbd "$dir/ref.raw" ssd/vda3-fast
+    log "rbd-both: ssd/vda3 and ssd/vda3-fast hold exactly the guest's writes (cmp with the reference)"
     echo "RESULT rbd=ok ceph-startup-s=${SHADOW_CEPH_STARTUP_S:-?}$RBD_RESULT"
 }
 
