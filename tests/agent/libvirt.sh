@@ -54,7 +54,8 @@
 #               whose fast tier is an rbd image shadowd creates, then a
 #               raw disk on RBD (<source protocol='rbd'>) with a file fast
 #               tier, then both on RBD (the tier reuses libvirt's secret
-#               object); each: pre-warm, switch, switch back, every pattern
+#               object); each: pre-warm, switch, switch back (and a detach
+#               of the disk on RBD), every pattern
 #               read through the guest, the images compared byte for byte
 #
 # Exit 77 (skip) without root, libvirtd, virsh or the QEMU build (rbd:
@@ -1545,6 +1546,20 @@ rbd_round() {    # rbd_round LABEL
     grep -q "^read 1048576/1048576 bytes at offset 66060288" \
         "$dir/cache/libvirt/qemu/log/$dom.log" || fail "$1: the HMP read did not run"
     log "$1: switched to fast in $t_sw s and back in $t_back s; every pattern read back through the guest"
+    if [ -n "${RBD_DETACH:-}" ]; then
+        # given back to libvirt's own node (through the hand-over node,
+        # an rbd node for a disk on RBD), the guest goes on
+        vsh "$dom" vda detach > /dev/null || fail "$1: virsh-shadow detach: $(lv_state vda)"
+        format_file_is libvirt-1-storage || fail "$1: the format node is not back on libvirt's node: $(graph)"
+        no_shadow_nodes vda || fail "$1: shadow nodes left after detach: $(graph | grep shd-)"
+        # the tiers stop at the detach: they hold what the image held then
+        cp "$dir/ref.raw" "$dir/ref-detach.raw"
+        wio 0x16 48M 1M
+        gread virtio-disk0 0x16 48M 1M
+        gread virtio-disk0 0x14 20M 1M
+        pattern_log_ok || fail "$1: a read after the detach found other data"
+        log "$1: detached: libvirt-1-format -file-> libvirt-1-storage again, the data reads back"
+    fi
     stop_agent
     v destroy "$dom" > /dev/null || fail "$1: virsh destroy"
     v undefine "$dom" > /dev/null || fail "$1: virsh undefine"
@@ -1627,12 +1642,13 @@ x = re.sub(r\"<disk type='file'.*?</disk>\", lambda m: sys.argv[1], x, flags=re.
 print(x)" "$(rbd_disk_xml ssd/vda2)" > "$dir/rbd-domain.xml"
     start_domain "$(cat "$dir/rbd-domain.xml")"
     graph_has "^libvirt-1-format -file-> libvirt-1-storage$" || fail "libvirt's rbd disk: $(graph)"
-    RBD_EDGE="^shd-vda-base -file-> libvirt-1-storage$" rbd_round rbd-disk
+    RBD_DETACH=1 RBD_EDGE="^shd-vda-base -file-> libvirt-1-storage$" rbd_round rbd-disk
     grep -q "tiers cold: the disk is on RBD" "$dir/shadowd.log" || log "note: no cold reason logged"
     [ "$(stat -c %U "$dir/img/tiers/vda.fast")" = libvirt-qemu ] || fail "tier image owner"
     cmp_rbd "$dir/ref.raw" ssd/vda2
-    cmp "$dir/img/tiers/vda.fast" "$dir/ref.raw" || fail "vda.fast differs from the reference"
-    log "rbd-disk: ssd/vda2 and the fast tier vda.fast hold exactly the guest's writes (cmp with the reference)"
+    cmp "$dir/img/tiers/vda.fast" "$dir/ref-detach.raw" ||
+        fail "vda.fast differs from the reference at the detach"
+    log "rbd-disk: ssd/vda2 holds exactly the guest's writes, the fast tier vda.fast those until the detach (cmp with the references)"
 
     # (c) a disk on RBD with its fast tier on RBD too, with no cluster
     # settings in the metadata: the tier's node gets the disk's conf, user
