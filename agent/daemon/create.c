@@ -16,11 +16,9 @@
 #include "disk-private.h"
 
 #include "log.h"
+#include "rbdnode.h"
 
 #include <string.h>
-
-#define JOB_POLL_MS 200
-#define JOB_POLLS 300           /* a minute: rbd create takes a round trip or two */
 
 typedef struct {
   ShdDisk *disk;                /* a reference */
@@ -49,17 +47,14 @@ disk_tier (OpenCtx *ctx)
 }
 
 /* What librbd needs to reach the image: BlockdevOptionsRbd's keys */
-static void
-set_location (ShdDisk *disk, const ShdDiskTier *dt, JsonObject *o)
+static JsonObject *
+location (ShdDisk *disk, const ShdDiskTier *dt)
 {
-  json_object_set_string_member (o, "pool", dt->rbd_pool);
-  json_object_set_string_member (o, "image", dt->rbd_image);
-  if (disk->cfg->rbd_conf && *disk->cfg->rbd_conf)
-    json_object_set_string_member (o, "conf", disk->cfg->rbd_conf);
-  if (disk->cfg->rbd_user)
-    json_object_set_string_member (o, "user", disk->cfg->rbd_user);
-  if (disk->cfg->rbd_key_secret)
-    json_object_set_string_member (o, "key-secret", disk->cfg->rbd_key_secret);
+  JsonObject *o = json_object_new ();
+
+  shd_rbd_set_location (o, dt->rbd_pool, dt->rbd_image, disk->cfg->rbd_conf,
+                        disk->cfg->rbd_user, disk->cfg->rbd_key_secret);
+  return o;
 }
 
 static void
@@ -105,9 +100,9 @@ on_jobs (GObject *src, GAsyncResult *res, gpointer data)
   g_autoptr (OpenCtx) ctx = data;
   g_autoptr (GError) error = NULL;
   g_autoptr (JsonNode) ret = shd_qmp_execute_finish (SHD_QMP (src), res, &error);
-  JsonArray *jobs;
-  JsonObject *job = NULL, *args;
-  const char *status, *why;
+  JsonObject *args;
+  const char *why;
+  gboolean concluded;
   ShdDisk *disk = ctx->disk;
 
   if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
@@ -116,28 +111,18 @@ on_jobs (GObject *src, GAsyncResult *res, gpointer data)
     failed (ctx, error->message);
     return;
   }
-  jobs = JSON_NODE_HOLDS_ARRAY (ret) ? json_node_get_array (ret) : NULL;
-  for (guint i = 0; jobs && i < json_array_get_length (jobs) && !job; i++) {
-    JsonObject *j = json_array_get_object_element (jobs, i);
-
-    if (j && g_strcmp0 (json_object_get_string_member_with_default (j, "id", NULL),
-                        ctx->job) == 0)
-      job = j;
-  }
-  if (job == NULL) {
-    failed (ctx, "the blockdev-create job is gone");
+  if (!shd_rbd_job_state (ret, ctx->job, &concluded, &why, &error)) {
+    failed (ctx, error->message);
     return;
   }
-  status = json_object_get_string_member_with_default (job, "status", "");
-  if (strcmp (status, "concluded") != 0) {
-    if (++ctx->polls >= JOB_POLLS) {
+  if (!concluded) {
+    if (++ctx->polls >= SHD_RBD_JOB_POLLS) {
       failed (ctx, "blockdev-create did not conclude within a minute");
       return;
     }
-    g_timeout_add (JOB_POLL_MS, poll_job, g_steal_pointer (&ctx));
+    g_timeout_add (SHD_RBD_JOB_POLL_MS, poll_job, g_steal_pointer (&ctx));
     return;
   }
-  why = json_object_get_string_member_with_default (job, "error", NULL);
   if (why) {
     g_autofree char *copy = g_strdup (why);
 
@@ -183,7 +168,7 @@ on_create_started (GObject *src, GAsyncResult *res, gpointer data)
     failed (ctx, error->message);
     return;
   }
-  g_timeout_add (JOB_POLL_MS, poll_job, g_steal_pointer (&ctx));
+  g_timeout_add (SHD_RBD_JOB_POLL_MS, poll_job, g_steal_pointer (&ctx));
 }
 
 static void
@@ -191,7 +176,8 @@ create_image (OpenCtx *ctx)
 {
   ShdDisk *disk = ctx->disk;
   const ShdDiskTier *dt = disk_tier (ctx);
-  JsonObject *args, *options, *location;
+  g_autoptr (JsonObject) loc = NULL;
+  JsonObject *args;
 
   if (disk->size_bytes == 0) {
     failed (ctx, "the disk's size is not known yet");
@@ -199,15 +185,8 @@ create_image (OpenCtx *ctx)
     return;
   }
   ctx->job = g_strdup_printf ("shadowd-create-%s", dt->child);
-  location = json_object_new ();
-  set_location (disk, dt, location);
-  options = json_object_new ();
-  json_object_set_string_member (options, "driver", "rbd");
-  json_object_set_object_member (options, "location", location);
-  json_object_set_int_member (options, "size", (gint64) disk->size_bytes);
-  args = json_object_new ();
-  json_object_set_string_member (args, "job-id", ctx->job);
-  json_object_set_object_member (args, "options", options);
+  loc = location (disk, dt);
+  args = shd_rbd_create_args (ctx->job, loc, disk->size_bytes);
   shd_qmp_execute_async (disk->qmp, "blockdev-create", args, 0, disk->cancel,
                          on_create_started, ctx);
   json_object_unref (args);
@@ -245,18 +224,8 @@ add_node (OpenCtx *ctx)
 {
   ShdDisk *disk = ctx->disk;
   const ShdDiskTier *dt = disk_tier (ctx);
-  JsonObject *args = json_object_new (), *file = json_object_new (), *cache;
-
-  json_object_set_string_member (file, "driver", "rbd");
-  set_location (disk, dt, file);
-  /* no librbd cache: a completed write is on the OSDs, and an error comes
-   * with the request that failed (docs/ceph.md) */
-  cache = json_object_new ();
-  json_object_set_boolean_member (cache, "direct", TRUE);
-  json_object_set_object_member (file, "cache", cache);
-  json_object_set_string_member (args, "driver", "raw");
-  json_object_set_string_member (args, "node-name", dt->child);
-  json_object_set_object_member (args, "file", file);
+  g_autoptr (JsonObject) loc = location (disk, dt);
+  JsonObject *args = shd_rbd_raw_node (dt->child, NULL, loc);
   shd_qmp_execute_async (disk->qmp, "blockdev-add", args, 0, disk->cancel, on_added, ctx);
   json_object_unref (args);
 }

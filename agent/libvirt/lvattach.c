@@ -1,6 +1,8 @@
 /* Insertion and removal of a libvirt disk's shadow node; see lvattach.h. */
 #include "lvattach.h"
 
+#include "rbdnode.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -318,6 +320,30 @@ prepare_tier_file (const char *path, const struct stat *base, guint64 len, GErro
   return TRUE;
 }
 
+/* The owner a file tier of a disk on RBD gets (there is no image file to
+ * take it from): that of the deepest existing directory of its path, which
+ * the operator gives to QEMU's user (in *st). */
+static gboolean
+dir_owner (const char *path, struct stat *st, GError **error)
+{
+  g_autofree char *dir = g_path_get_dirname (path);
+
+  while (!g_file_test (dir, G_FILE_TEST_IS_DIR)) {
+    char *up = g_path_get_dirname (dir);
+
+    g_free (dir);
+    dir = up;
+  }
+  if (g_stat (dir, st) < 0) {
+    int saved = errno;
+
+    g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved), "%s: %s", dir,
+                 g_strerror (saved));
+    return FALSE;
+  }
+  return TRUE;
+}
+
 /* ---- the metadata child: warm or cold (docs/libvirt.md, "Warm restarts") ---- */
 
 #define MD_HEADER 8192          /* one header copy (docs/shadow-metadata.md) */
@@ -613,6 +639,10 @@ reopen_args (JsonObject *first, JsonObject *second)
 
 /* ---- removal of the agent's nodes ---- */
 
+static gboolean is_rbd (const Graph *g, const char *node);
+static JsonObject *rbd_storage_options (const ShdLvMonitor *m, const Graph *g,
+                                        const char *storage, GError **error);
+
 /* The format node's file for the one QMP command of a hand-over (attach,
  * detach) */
 static char *
@@ -708,7 +738,11 @@ give_back (const ShdLvMonitor *m, const Graph *g, const char *target, const char
   g_autoptr (GError) e = NULL;
 
   delete_ours (m, target);
-  args = reopen_args (format_options (g, root, storage, dd), storage_options (g, storage, dd));
+  /* an rbd node's size is the image's at every moment, and its options
+   * are libvirt's, which a reopen would have to repeat: only the format
+   * node goes back */
+  args = reopen_args (format_options (g, root, storage, dd),
+                      is_rbd (g, storage) ? NULL : storage_options (g, storage, dd));
   if (!run0 (m, "blockdev-reopen", args, error)) {
     g_prefix_error (error, "disk %s: giving the image back to %s (the format node stays "
                     "on %s, unlocked): ", target, storage, tmp);
@@ -731,16 +765,180 @@ hand_over (const ShdLvMonitor *m, const Graph *g, const char *target, const char
   g_autoptr (JsonObject) args = NULL;
 
   if (node_info (g, tmp) == NULL) {
-    g_autoptr (JsonObject) o = file_node (node_str (g, storage, "drv"), tmp,
-                                          node_str (g, storage, "file"),
-                                          node_info (g, storage));
+    g_autoptr (JsonObject) o = NULL;
 
-    json_object_set_string_member (o, "locking", "off");
+    if (is_rbd (g, storage)) {
+      /* A second rbd node on the image, with libvirt's options.  QEMU
+       * takes no image lock on RBD, so this step unlocks nothing; the two
+       * are librbd handles of one process (an image with exclusive-lock
+       * passes its lock between them on their writes) */
+      o = rbd_storage_options (m, g, storage, error);
+      if (o == NULL)
+        return FALSE;
+      json_object_set_string_member (o, "node-name", tmp);
+      json_object_set_string_member (o, "discard", "unmap");
+      copy_cache (o, node_info (g, storage));
+    } else {
+      o = file_node (node_str (g, storage, "drv"), tmp, node_str (g, storage, "file"),
+                     node_info (g, storage));
+      json_object_set_string_member (o, "locking", "off");
+    }
     if (!run0 (m, "blockdev-add", o, error))
       return FALSE;
   }
   args = reopen_args (format_options (g, root, tmp, dd), NULL);
   return run0 (m, "blockdev-reopen", args, error);
+}
+
+/* ---- RBD: a disk on an rbd image, tiers on rbd images ---- */
+
+static gboolean
+is_rbd (const Graph *g, const char *node)
+{
+  return g_strcmp0 (node_str (g, node, "drv"), "rbd") == 0;
+}
+
+/* libvirt's rbd storage node's options, from the json: filename QEMU
+ * makes of them (pool, image, conf, user, server ...), with the key-secret
+ * that filename leaves out: libvirt names the secret object it passes
+ * the key in after the node, NODE-auth-secret0 (libvirt 9.0, checked in
+ * /objects).  Any rbd node of that QEMU may use that object. */
+static JsonObject *
+rbd_storage_options (const ShdLvMonitor *m, const Graph *g, const char *storage,
+                     GError **error)
+{
+  const char *fn = node_str (g, storage, "file");
+  g_autoptr (JsonParser) p = json_parser_new ();
+  g_autofree char *secret = g_strdup_printf ("%s-auth-secret0", storage);
+  g_autoptr (JsonObject) args = json_object_new ();
+  g_autoptr (JsonNode) objs = NULL;
+  JsonObject *o;
+
+  if (fn == NULL || !g_str_has_prefix (fn, "json:") ||
+      !json_parser_load_from_data (p, fn + 5, -1, NULL) ||
+      !JSON_NODE_HOLDS_OBJECT (json_parser_get_root (p))) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                 "rbd node %s: its options are not known (filename %s)", storage,
+                 fn ? fn : "none");
+    return NULL;
+  }
+  o = json_object_ref (json_node_get_object (json_parser_get_root (p)));
+  json_object_set_string_member (args, "path", "/objects");
+  objs = run (m, "qom-list", args, NULL);
+  for (guint i = 0; objs && JSON_NODE_HOLDS_ARRAY (objs) &&
+       i < json_array_get_length (json_node_get_array (objs)); i++) {
+    JsonObject *e = json_array_get_object_element (json_node_get_array (objs), i);
+
+    if (e && g_strcmp0 (json_object_get_string_member_with_default (e, "name", ""),
+                        secret) == 0)
+      json_object_set_string_member (o, "key-secret", secret);
+  }
+  return o;
+}
+
+/* Where shadowd's own rbd nodes (tiers, metadata) find the cluster: those
+ * of libvirt's storage node when the disk is on RBD (its monitors, conf,
+ * user and secret object), each overridden by the <disk>'s rbd-conf,
+ * rbd-user, rbd-key-secret.  Without them, librbd's defaults. */
+static JsonObject *
+rbd_location (const ShdLvDisk *spec, JsonObject *storage_opts)
+{
+  static const char *const inherited[] = {
+    "conf", "user", "key-secret", "server", "auth-client-required", NULL
+  };
+  JsonObject *o = json_object_new ();
+  const char *conf = g_hash_table_lookup (spec->disk_attrs, "rbd-conf");
+  const char *user = g_hash_table_lookup (spec->disk_attrs, "rbd-user");
+  const char *secret = g_hash_table_lookup (spec->disk_attrs, "rbd-key-secret");
+
+  for (guint i = 0; storage_opts && inherited[i]; i++)
+    if (json_object_has_member (storage_opts, inherited[i]))
+      json_object_set_member (o, inherited[i],
+                              json_node_copy (json_object_get_member (storage_opts,
+                                                                      inherited[i])));
+  if (conf)
+    json_object_set_string_member (o, "conf", conf);
+  if (user)
+    json_object_set_string_member (o, "user", user);
+  if (secret)
+    json_object_set_string_member (o, "key-secret", secret);
+  return o;
+}
+
+/* blockdev-create of the rbd image pool/image, blocking: the job is
+ * polled until it concludes, then dismissed */
+static gboolean
+rbd_create (const ShdLvMonitor *m, const char *job, JsonObject *loc, guint64 size,
+            GError **error)
+{
+  g_autoptr (JsonObject) args = shd_rbd_create_args (job, loc, size);
+  g_autoptr (JsonObject) dis = json_object_new ();
+  g_autoptr (JsonNode) r = NULL;
+  g_autofree char *why = NULL;
+  gboolean concluded = FALSE;
+
+  if (!run0 (m, "blockdev-create", args, error))
+    return FALSE;
+  for (guint i = 0; i < SHD_RBD_JOB_POLLS && !concluded; i++) {
+    g_autoptr (JsonNode) jobs = NULL;
+    const char *jerr = NULL;
+
+    g_usleep (SHD_RBD_JOB_POLL_MS * 1000);
+    jobs = run (m, "query-jobs", NULL, error);
+    if (jobs == NULL || !shd_rbd_job_state (jobs, job, &concluded, &jerr, error))
+      return FALSE;
+    why = g_strdup (jerr);
+  }
+  json_object_set_string_member (dis, "id", job);
+  r = run (m, "job-dismiss", dis, NULL);        /* so that the id can be used again */
+  if (!concluded || why) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED, "%s", why ? why :
+                 "blockdev-create did not conclude within a minute");
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* A raw node over the rbd image pool/image (NODE-rbd), as a file tier's
+ * node: opened if the image exists, else created with size bytes (through
+ * QEMU: shadowd has no librbd) and opened.  *created says which. */
+static gboolean
+open_rbd (const ShdLvMonitor *m, const char *node, JsonObject *loc_in, const char *rbd,
+          guint64 size, gboolean *created, GError **error)
+{
+  g_autofree char *pool = g_strndup (rbd, strcspn (rbd, "/"));
+  const char *image = rbd + strlen (pool) + 1;
+  g_autofree char *rbd_node = g_strdup_printf ("%s-rbd", node);
+  g_autofree char *job = g_strdup_printf ("shadowd-create-%s", node);
+  g_autoptr (JsonObject) loc = json_object_new ();
+  g_autoptr (JsonObject) args = NULL;
+  g_autoptr (GError) add_error = NULL;
+  g_autoptr (GError) create_error = NULL;
+  GList *members = json_object_get_members (loc_in);
+
+  *created = FALSE;
+  for (GList *l = members; l; l = l->next)
+    json_object_set_member (loc, l->data,
+                            json_node_copy (json_object_get_member (loc_in, l->data)));
+  g_list_free (members);
+  shd_rbd_set_location (loc, pool, image, NULL, NULL, NULL);
+  args = shd_rbd_raw_node (node, rbd_node, loc);
+  if (run0 (m, "blockdev-add", args, &add_error))
+    return TRUE;
+  /* the image may be missing: create it, then try once more.  An image
+   * that exists is never created again: blockdev-create refuses it */
+  if (!rbd_create (m, job, loc, size, &create_error)) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED,
+                 "cannot open the rbd image %s (%s), nor create it (%s)", rbd,
+                 add_error->message, create_error->message);
+    return FALSE;
+  }
+  *created = TRUE;
+  if (!run0 (m, "blockdev-add", args, error)) {
+    g_prefix_error (error, "rbd image %s, created: ", rbd);
+    return FALSE;
+  }
+  return TRUE;
 }
 
 /* ---- attach ---- */
@@ -931,13 +1129,26 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
   g_autofree char *origin_child = NULL;
   g_autofree char *md = shd_lv_meta_path (spec);
   g_autofree char *md_node = shd_lv_node_meta (spec->target);
+  g_autofree char *md_rbd = NULL;
   g_autofree char *why = NULL;
+  g_autofree char *rbd_image = NULL;
+  g_autoptr (JsonObject) rbd_opts = NULL;
+  g_autoptr (JsonObject) rbd_loc = NULL;
   const char *root, *file, *storage_drv, *path, *fmt;
   JsonObject *rinfo, *finfo;
   guint64 len;
   struct stat st;
   gboolean ok = FALSE, touched = FALSE, warm = FALSE, written = TRUE, handed = FALSE;
+  gboolean disk_rbd, created;
   guint idx = 1;
+
+  {
+    gboolean r;
+    g_autofree char *img = shd_lv_meta_image (spec, &r);
+
+    if (r)
+      md_rbd = g_steal_pointer (&img);
+  }
 
   if (!not_migrating (m, spec->target, error) || !graph_load (m, &g, error) ||
       !check_root (&g, dd, &root, &file, error))
@@ -990,12 +1201,28 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
   finfo = node_info (&g, file);
   storage_drv = node_str (&g, file, "drv");
   path = node_str (&g, file, "file");
+  disk_rbd = g_strcmp0 (storage_drv, "rbd") == 0;
   if (finfo == NULL || path == NULL ||
-      (g_strcmp0 (storage_drv, "file") != 0 && g_strcmp0 (storage_drv, "host_device") != 0)) {
+      (g_strcmp0 (storage_drv, "file") != 0 && g_strcmp0 (storage_drv, "host_device") != 0 &&
+       !disk_rbd)) {
     g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
-                 "disk %s: its storage node %s is a %s node; only local files and block "
-                 "devices can be tiered", spec->target, file, storage_drv ? storage_drv : "?");
+                 "disk %s: its storage node %s is a %s node; only local files, block "
+                 "devices and rbd images can be tiered", spec->target, file,
+                 storage_drv ? storage_drv : "?");
     goto out;
+  }
+  if (disk_rbd) {
+    /* the disk is an rbd image: no file to stat, own or stamp */
+    JsonObject *fimg = json_object_get_object_member (finfo, "image");
+
+    rbd_opts = rbd_storage_options (m, &g, file, error);
+    if (rbd_opts == NULL)
+      goto out;
+    rbd_image = g_strdup_printf ("%s/%s",
+                                 json_object_get_string_member_with_default (rbd_opts, "pool", ""),
+                                 json_object_get_string_member_with_default (rbd_opts, "image", ""));
+    path = rbd_image;
+    len = fimg ? (guint64) json_object_get_int_member_with_default (fimg, "virtual-size", 0) : 0;
   }
   if (dd->source && strcmp (dd->source, path) != 0) {
     g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
@@ -1003,7 +1230,17 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
                  spec->target, file, path, dd->source);
     goto out;
   }
-  if (g_stat (path, &st) < 0) {
+  for (guint i = 0; disk_rbd && i < spec->tiers->len; i++) {
+    const ShdLvTier *t = spec->tiers->pdata[i];
+
+    if (g_strcmp0 (t->rbd, rbd_image) == 0) {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                   "disk %s: tier %s is the disk's own image %s", spec->target, t->name,
+                   rbd_image);
+      goto out;
+    }
+  }
+  if (!disk_rbd && g_stat (path, &st) < 0) {
     int saved = errno;
 
     g_set_error (error, G_IO_ERROR, g_io_error_from_errno (saved), "%s: %s", path,
@@ -1013,8 +1250,21 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
   fmt = json_object_get_string_member_with_default (rinfo, "drv", "raw");
   /* New tier images as long as the image: a format that grows its file
    * grows the shadow node, and every tier with it, as it writes */
-  len = S_ISREG (st.st_mode) ? (guint64) st.st_size : 0;
-  if (md) {
+  if (!disk_rbd)
+    len = S_ISREG (st.st_mode) ? (guint64) st.st_size : 0;
+  if (disk_rbd || shd_lv_disk_on_rbd (spec)) {
+    /* Always cold.  Keeping maps needs proof that no image changed while
+     * the shadow was out: a file's ctime gives it, an rbd image has
+     * nothing like it that QEMU reports (the driver identifies an rbd
+     * child by its name only, so it could not see a tier image written
+     * or replaced either), and shadowd cannot read an rbd metadata image */
+    if (md_rbd || md) {
+      g_free (*warmth);
+      *warmth = g_strdup_printf ("tiers cold: %s is on RBD, whose images carry no stamp "
+                                 "to prove them unchanged since the last stop",
+                                 disk_rbd ? "the disk" : "a tier");
+    }
+  } else if (md) {
     /* Warm only if the maps describe the image as it is, and nothing
      * wrote it since QEMU opened it (docs/libvirt.md, "Warm restarts") */
     const char *rf = g_hash_table_lookup (spec->disk_attrs, "read-from");
@@ -1035,7 +1285,7 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
     *warmth = warm ? g_strdup ("tiers warm: the maps kept at the last clean stop are valid") :
               g_strdup_printf ("tiers cold: %s", why ? why : "no maps recorded yet");
   }
-  if (!S_ISREG (st.st_mode)) {
+  if (!disk_rbd && !S_ISREG (st.st_mode)) {
     /* a block device cannot grow; the tiers need its size */
     JsonObject *fimg = json_object_get_object_member (finfo, "image");
 
@@ -1052,7 +1302,9 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
     g_auto (GStrv) roots = NULL;
     g_autofree char *image_dir = g_path_get_dirname (path);
 
-    g_strv_builder_add (b, image_dir);
+    /* a disk on RBD has no directory: its file tiers go under tier-dirs */
+    if (!disk_rbd)
+      g_strv_builder_add (b, image_dir);
     for (guint i = 0; tier_dirs && tier_dirs[i]; i++)
       g_strv_builder_add (b, tier_dirs[i]);
     roots = g_strv_builder_end (b);
@@ -1060,6 +1312,7 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
       const ShdLvTier *t = spec->tiers->pdata[i];
 
       if (t->path && (!path_allowed (t->path, (const char *const *) roots, error) ||
+                      (disk_rbd && !dir_owner (t->path, &st, error)) ||
                       !prepare_tier_file (t->path, &st, warm ? 0 : len, error)))
         goto out;
     }
@@ -1067,6 +1320,9 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
                !prepare_tier_file (md, &st, 0, error) || (!warm && !md_wipe (md, error))))
       goto out;
   }
+
+  if (disk_rbd || shd_lv_disk_on_rbd (spec))
+    rbd_loc = rbd_location (spec, rbd_opts);
 
   /* From here on, QEMU changes: undo on failure. */
   touched = TRUE;
@@ -1092,7 +1348,17 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
     g_autofree char *fnode = t->origin ? g_strdup (base) : shd_lv_node_tier (spec->target, ti, FALSE);
     g_autofree char *top = thr ? shd_lv_node_tier (spec->target, ti, TRUE) : g_strdup (fnode);
 
-    if (!t->origin) {
+    if (t->rbd) {
+      /* an image that exists is only opened (it must be at least as long
+       * as the disk: the shadow node refuses a shorter child) */
+      if (!open_rbd (m, fnode, rbd_loc, t->rbd, len, &created, error)) {
+        g_prefix_error (error, "disk %s: tier %s: ", spec->target, t->name);
+        goto out;
+      }
+      if (created)
+        g_message ("disk %s: created the rbd image %s (%.1f MiB) for tier %s", spec->target,
+                   t->rbd, len / 1048576.0, t->name);
+    } else if (!t->origin) {
       g_autoptr (JsonObject) o = file_node ("file", fnode, t->path, finfo);
 
       if (!run0 (m, "blockdev-add", o, error))
@@ -1132,6 +1398,22 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
 
     if (!run0 (m, "blockdev-add", o, error))
       goto out;
+  } else if (md_rbd) {
+    /* The metadata image next to the first tier's, POOL/IMAGE.meta;
+     * emptied every time (always cold, above): a metadata child of length
+     * 0 is formatted afresh and grown by the driver, as an emptied file is */
+    g_autoptr (JsonObject) args = json_object_new ();
+
+    if (!open_rbd (m, md_node, rbd_loc, md_rbd, 0, &created, error)) {
+      g_prefix_error (error, "disk %s: metadata image: ", spec->target);
+      goto out;
+    }
+    json_object_set_string_member (args, "node-name", md_node);
+    json_object_set_int_member (args, "size", 0);
+    if (!created && !run0 (m, "block_resize", args, error)) {
+      g_prefix_error (error, "disk %s: emptying the metadata image %s: ", spec->target, md_rbd);
+      goto out;
+    }
   }
   {
     /* The hand-over.  The shadow cannot take libvirt's storage node while
@@ -1167,7 +1449,7 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
   {
     g_autoptr (JsonObject) o = shadow_options (spec, children, origin_child);
 
-    if (md)
+    if (md || md_rbd)
       json_object_set_string_member (o, "metadata", md_node);
     /* No copy until the shadow is the format node's file: before that
      * the guest writes the image beside it, which the shadow does not
@@ -1247,7 +1529,7 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
     g_autoptr (JsonObject) args = NULL;
     g_autoptr (GError) e = NULL;
 
-    if (md)
+    if (md || md_rbd)
       json_object_set_string_member (o, "metadata", md_node);
     args = reopen_args (g_steal_pointer (&o), NULL);
     /* the disk works without it: the agent's next reopen sets it again */
@@ -1329,7 +1611,8 @@ libvirt_storage (const Graph *g, const char *target, const char *path)
     const char *drv = json_object_get_string_member_with_default (v, "drv", "");
 
     if (!g_str_has_prefix (k, prefix) &&
-        (strcmp (drv, "file") == 0 || strcmp (drv, "host_device") == 0) &&
+        (strcmp (drv, "file") == 0 || strcmp (drv, "host_device") == 0 ||
+         strcmp (drv, "rbd") == 0) &&
         g_strcmp0 (json_object_get_string_member_with_default (v, "file", NULL), path) == 0 &&
         !has_parent (g, k))
       return k;
@@ -1460,7 +1743,9 @@ shd_lv_detach (const ShdLvMonitor *m, const char *target, const ShdLvDomDisk *dd
      * write), so the maps cannot prove anything at the next start:
      * forget them (docs/libvirt.md, "Warm restarts") */
     g_autofree char *md_node = shd_lv_node_meta (target);
-    g_autofree char *md = g_strdup (node_str (&g, md_node, "file"));
+    /* an rbd metadata image is emptied at every insertion instead */
+    g_autofree char *md = g_strcmp0 (node_str (&g, md_node, "drv"), "file") == 0 ?
+                          g_strdup (node_str (&g, md_node, "file")) : NULL;
     g_autoptr (GError) e = NULL;
 
     graph_clear (&g);

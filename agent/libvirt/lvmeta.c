@@ -12,6 +12,7 @@ tier_free (gpointer p)
 
   g_free (t->name);
   g_free (t->path);
+  g_free (t->rbd);
   g_free (t->cost);
   g_free (t->max_iops);
   g_free (t->latency_ms);
@@ -75,6 +76,22 @@ valid_target (const char *s)
   return TRUE;
 }
 
+/* POOL/IMAGE: names QEMU passes to librbd as they are; the image name
+ * may end in .meta only as the metadata image shadowd makes */
+static gboolean
+valid_rbd (const char *s)
+{
+  const char *slash = strchr (s, '/');
+
+  if (slash == NULL || slash == s || slash[1] == 0 || strchr (slash + 1, '/') ||
+      g_str_has_suffix (s, ".meta") || strlen (s) > 200)
+    return FALSE;
+  for (; *s; s++)
+    if (!g_ascii_isalnum (*s) && !strchr ("._-/", *s))
+      return FALSE;
+  return TRUE;
+}
+
 static gboolean
 parse_u64 (const char *s, guint64 *out)
 {
@@ -94,6 +111,7 @@ typedef struct {
 static const TierAttr tier_attrs[] = {
   { "name", ATTR_TEXT, G_STRUCT_OFFSET (ShdLvTier, name), NULL },
   { "path", ATTR_TEXT, G_STRUCT_OFFSET (ShdLvTier, path), NULL },
+  { "rbd", ATTR_TEXT, G_STRUCT_OFFSET (ShdLvTier, rbd), NULL },
   { "origin", ATTR_YES_NO, G_STRUCT_OFFSET (ShdLvTier, origin), NULL },
   { "cost-gib-month", ATTR_TEXT, G_STRUCT_OFFSET (ShdLvTier, cost), NULL },
   { "max-iops", ATTR_TEXT, G_STRUCT_OFFSET (ShdLvTier, max_iops), NULL },
@@ -155,11 +173,16 @@ parse_tier (GMarkupParseContext *pc, ShdLvDisk *d, const char **names, const cha
   }
   if (t->name == NULL)
     return meta_fail (pc, error, "a <tier> of disk %s has no name", d->target);
-  if (t->origin && t->path)
+  if (t->origin && (t->path || t->rbd))
     return meta_fail (pc, error, "tier %s: the origin tier is the disk's own image and "
-                      "takes no path", t->name);
-  if (!t->origin && t->path == NULL)
-    return meta_fail (pc, error, "tier %s: give its image's path, or origin=\"yes\" for "
+                      "takes no %s", t->name, t->path ? "path" : "rbd image");
+  if (t->path && t->rbd)
+    return meta_fail (pc, error, "tier %s: give a path or an rbd image, not both", t->name);
+  if (t->rbd && !valid_rbd (t->rbd))
+    return meta_fail (pc, error, "tier %s: rbd '%s' is not POOL/IMAGE (letters, digits, "
+                      "'.', '_' and '-'; no snapshot, no namespace)", t->name, t->rbd);
+  if (!t->origin && t->path == NULL && t->rbd == NULL)
+    return meta_fail (pc, error, "tier %s: give its image's path or rbd image, or origin=\"yes\" for "
                       "the disk's own image", t->name);
   if (t->path && !g_path_is_absolute (t->path))
     return meta_fail (pc, error, "tier %s: path '%s' is not absolute", t->name, t->path);
@@ -247,6 +270,9 @@ meta_end (GMarkupParseContext *pc, const char *element, gpointer data, GError **
       else if (t->path && o->path && strcmp (o->path, t->path) == 0)
         meta_fail (pc, error, "disk %s: tiers %s and %s have the same image %s",
                    d->target, o->name, t->name, t->path);
+      else if (t->rbd && o->rbd && strcmp (o->rbd, t->rbd) == 0)
+        meta_fail (pc, error, "disk %s: tiers %s and %s have the same rbd image %s",
+                   d->target, o->name, t->name, t->rbd);
     }
   }
   if (*error)
@@ -319,15 +345,36 @@ shd_lv_node_meta (const char *target)
 }
 
 char *
-shd_lv_meta_path (const ShdLvDisk *d)
+shd_lv_meta_image (const ShdLvDisk *d, gboolean *rbd)
 {
+  *rbd = FALSE;
   for (guint i = 0; i < d->tiers->len; i++) {
     const ShdLvTier *t = d->tiers->pdata[i];
 
-    if (!t->origin && t->path)
-      return g_strdup_printf ("%s.meta", t->path);
+    if (!t->origin) {
+      *rbd = t->rbd != NULL;
+      return g_strdup_printf ("%s.meta", t->rbd ? t->rbd : t->path);
+    }
   }
   return NULL;
+}
+
+char *
+shd_lv_meta_path (const ShdLvDisk *d)
+{
+  gboolean rbd;
+  g_autofree char *img = shd_lv_meta_image (d, &rbd);
+
+  return rbd ? NULL : g_steal_pointer (&img);
+}
+
+gboolean
+shd_lv_disk_on_rbd (const ShdLvDisk *d)
+{
+  for (guint i = 0; i < d->tiers->len; i++)
+    if (((const ShdLvTier *) d->tiers->pdata[i])->rbd)
+      return TRUE;
+  return FALSE;
 }
 
 char *
@@ -365,15 +412,17 @@ layout_variant (const ShdLvDisk *d)
 {
   GVariantBuilder tiers;
 
-  g_variant_builder_init (&tiers, G_VARIANT_TYPE ("a(smsbtt)"));
+  g_variant_builder_init (&tiers, G_VARIANT_TYPE ("a(smsmsbtt)"));
   for (guint i = 0; i < d->tiers->len; i++) {
     const ShdLvTier *t = d->tiers->pdata[i];
 
-    g_variant_builder_add (&tiers, "(smsbtt)", t->name, t->path, t->origin, t->iops_limit,
-                           t->bps_limit);
+    g_variant_builder_add (&tiers, "(smsmsbtt)", t->name, t->path, t->rbd, t->origin,
+                           t->iops_limit, t->bps_limit);
   }
-  return g_variant_new ("(sa(smsbtt)ms)", d->target, &tiers,
-                        attr (d->disk_attrs, "chunk-size"));
+  /* the rbd settings name the cluster the images are on */
+  return g_variant_new ("(sa(smsmsbtt)msmsmsms)", d->target, &tiers,
+                        attr (d->disk_attrs, "chunk-size"), attr (d->disk_attrs, "rbd-conf"),
+                        attr (d->disk_attrs, "rbd-user"), attr (d->disk_attrs, "rbd-key-secret"));
 }
 
 char *
@@ -407,7 +456,7 @@ shd_lv_disk_full_key (const ShdLvDisk *d)
 
     g_variant_builder_add (&tiers, "(smsmsms)", t->name, t->cost, t->max_iops, t->latency_ms);
   }
-  return print_key (g_variant_new ("(@(sa(smsbtt)ms)@a{ss}@a{ss}a(smsmsms))",
+  return print_key (g_variant_new ("(@(sa(smsmsbtt)msmsmsms)@a{ss}@a{ss}a(smsmsms))",
                                    layout_variant (d), sorted_attrs (d->disk_attrs),
                                    sorted_attrs (d->policy_attrs), &tiers));
 }
@@ -490,7 +539,8 @@ shd_lv_disk_config (ShdConfig *c, const char *domain, const ShdLvDisk *d, GError
   g_key_file_set_string (kf, group, "write-mode", "sync");
   g_key_file_set_string (kf, group, "add-children", "false");
   {
-    g_autofree char *md = shd_lv_meta_path (d);
+    gboolean rbd;
+    g_autofree char *md = shd_lv_meta_image (d, &rbd);
     g_autofree char *md_node = shd_lv_node_meta (d->target);
 
     if (md)
@@ -545,6 +595,7 @@ shd_lv_dom_disk_copy (const ShdLvDomDisk *s)
   d->target = g_strdup (s->target);
   d->alias = g_strdup (s->alias);
   d->source = g_strdup (s->source);
+  d->protocol = g_strdup (s->protocol);
   d->type = g_strdup (s->type);
   d->format = g_strdup (s->format);
   d->discard = g_strdup (s->discard);
@@ -561,6 +612,7 @@ shd_lv_dom_disk_free (ShdLvDomDisk *d)
   g_free (d->target);
   g_free (d->alias);
   g_free (d->source);
+  g_free (d->protocol);
   g_free (d->type);
   g_free (d->format);
   g_free (d->discard);
@@ -615,6 +667,9 @@ dom_start (GMarkupParseContext *pc, const char *element, const char **names,
   else if (strcmp (element, "source") == 0) {
     set_from (&x->disk->source, names, values, "file");
     set_from (&x->disk->source, names, values, "dev");
+    /* <disk type='network'>: <source protocol='rbd' name='POOL/IMAGE'> */
+    set_from (&x->disk->source, names, values, "name");
+    set_from (&x->disk->protocol, names, values, "protocol");
   } else if (strcmp (element, "driver") == 0) {
     set_from (&x->disk->format, names, values, "type");
     set_from (&x->disk->discard, names, values, "discard");

@@ -24,7 +24,8 @@ G_BEGIN_DECLS
 
 typedef struct {
   char *name;                   /* tier name, as in [tier:NAME] */
-  char *path;                   /* image file; NULL for the origin */
+  char *path;                   /* image file; NULL for the origin and rbd tiers */
+  char *rbd;                    /* or an rbd image, POOL/IMAGE */
   gboolean origin;              /* the domain's own image */
   char *cost;                   /* attribute text, NULL when absent */
   char *max_iops;
@@ -51,9 +52,14 @@ char *shd_lv_node_base (const char *target);
 char *shd_lv_node_tier (const char *target, guint index, gboolean throttle);
 char *shd_lv_throttle_group (const char *target, guint index);
 /* The metadata child: its node, and its image, next to the first tier
- * image (PATH.meta); NULL when no tier has an image */
+ * image: PATH.meta, or POOL/IMAGE.meta (*rbd) for an rbd tier; NULL
+ * when no tier has an image */
 char *shd_lv_node_meta (const char *target);
+char *shd_lv_meta_image (const ShdLvDisk *d, gboolean *rbd);
+/* The metadata image file: NULL when none or an rbd image */
 char *shd_lv_meta_path (const ShdLvDisk *d);
+/* Has a tier on an rbd image */
+gboolean shd_lv_disk_on_rbd (const ShdLvDisk *d);
 
 /* Everything about the disk that needs a re-insertion when it changes;
  * policy knobs and the service level are not part of it.  Two disks have
@@ -75,7 +81,8 @@ char *shd_lv_disk_name (const char *domain, const char *target);
 typedef struct {
   char *target;
   char *alias;                  /* virtio-disk0 */
-  char *source;                 /* file path, or NULL */
+  char *source;                 /* file path, POOL/IMAGE (rbd), or NULL */
+  char *protocol;               /* network disks: rbd, nbd ...; else NULL */
   char *type;                   /* file, block, network, ... */
   char *format;                 /* driver type: qcow2, raw */
   char *discard;                /* driver discard, or NULL */

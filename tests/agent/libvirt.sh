@@ -49,9 +49,28 @@
 #               every completed write is in the image (qemu-img compare);
 #               then back to host 1 with the shadow taken out first
 #               (switch back, detach, migrate, re-inserted on host 1)
+#   rbd         in a throwaway Ceph cluster (tests/ceph/ceph_fixture.py,
+#               cephx on; the key in a libvirt secret): a qcow2 file disk
+#               whose fast tier is an rbd image shadowd creates, then a
+#               raw disk on RBD (<source protocol='rbd'>) with a file fast
+#               tier, then both on RBD (the tier reuses libvirt's secret
+#               object); each: pre-warm, switch, switch back (and a detach
+#               of the disk on RBD), every pattern
+#               read through the guest, the images compared byte for byte
 #
-# Exit 77 (skip) without root, libvirtd, virsh or the QEMU build.
+# Exit 77 (skip) without root, libvirtd, virsh or the QEMU build (rbd:
+# or the Ceph programs).
 set -uo pipefail
+
+if [ "${1:-}" = rbd ] && [ -z "${SHADOW_CEPH_DIR:-}" ]; then
+    # Again, inside a throwaway cluster of one pool, ssd, that lives as
+    # long as this script (tests/ceph/ceph_fixture.py)
+    for b in ceph-mon ceph-osd ceph rbd; do
+        command -v "$b" > /dev/null || { echo "SKIP: $b is not installed"; exit 77; }
+    done
+    [ "$(id -u)" = 0 ] || { echo "SKIP: needs root (runs libvirtd as the libvirt-qemu user)"; exit 77; }
+    exec python3 "$(dirname "$0")/../ceph/ceph_fixture.py" run --pools ssd -- "$0" "$@"
+fi
 
 scenario=${1:?scenario}
 shadowd=${2:?shadowd}
@@ -1408,7 +1427,259 @@ scenario_migrate() {
          "dest-copied-bytes=$copied dest=${how%%:*} detached-migrate-back-s=$mig2_s"
 }
 
+# ------------------------------------------------------------------ rbd
+# The cluster's client side for QEMU, which runs as libvirt-qemu: the
+# monitor and the bounded timeouts of the fixture's ceph.conf, no keyring
+# (the key comes from a libvirt secret, as in production)
+ceph_uuid=5ad0ba5e-cefe-4000-8000-000000000001
+ceph_client_setup() {
+    local key
+    "$py" - "$CEPH_CONF" "$dir/ceph.conf" << 'PY'
+import sys
+src, dst = sys.argv[1], sys.argv[2]
+out, sect = [], None
+for line in open(src):
+    t = line.strip()
+    if t.startswith('['):
+        sect = t
+        if t in ('[global]', '[client]'):
+            out.append(t)
+        continue
+    if sect == '[client]' and t:
+        out.append(t)
+    elif sect == '[global]' and t.split(' ')[0] in ('fsid', 'mon_host', 'auth_client_required'):
+        out.append(t)
+open(dst, 'w').write('\n'.join(out) + '\n')
+PY
+    chown libvirt-qemu: "$dir/ceph.conf"
+    cat > "$dir/secret.xml" << EOF
+<secret ephemeral='no' private='no'>
+  <uuid>$ceph_uuid</uuid>
+  <usage type='ceph'><name>client.admin secret</name></usage>
+</secret>
+EOF
+    v secret-define "$dir/secret.xml" > /dev/null || fail "virsh secret-define"
+    key=$(ceph auth print-key client.admin) || fail "ceph auth print-key"
+    v secret-set-value "$ceph_uuid" --base64 "$key" > /dev/null 2>&1 ||
+        fail "virsh secret-set-value"
+}
+
+rbd_disk_xml() {   # rbd_disk_xml POOL/IMAGE: the disk on RBD, as libvirt has it
+    cat << EOF
+    <disk type='network' device='disk'>
+      <driver name='qemu' type='raw' cache='none'/>
+      <source protocol='rbd' name='$1'>
+        <config file='$dir/ceph.conf'/>
+      </source>
+      <auth username='admin'>
+        <secret type='ceph' uuid='$ceph_uuid'/>
+      </auth>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+EOF
+}
+
+# QEMU reads a keyring for the rbd tiers of a disk that is not on RBD
+# itself (no libvirt secret object to reuse): the same monitors, with a
+# key file only the QEMU user can read
+ceph_keyring_setup() {
+    ceph auth get client.admin -o "$dir/client.admin.keyring" > /dev/null 2>&1 ||
+        fail "ceph auth get"
+    chown libvirt-qemu: "$dir/client.admin.keyring"
+    chmod 600 "$dir/client.admin.keyring"
+    "$py" - "$dir/ceph.conf" "$dir/ceph-keyring.conf" "$dir/client.admin.keyring" << 'PY'
+import sys
+src, dst, key = sys.argv[1:]
+out = []
+for line in open(src):
+    out.append(line.rstrip('\n'))
+    if line.strip() == '[global]':
+        out.append('keyring = ' + key)
+open(dst, 'w').write('\n'.join(out) + '\n')
+PY
+    chown libvirt-qemu: "$dir/ceph-keyring.conf"
+}
+
+tier_state() {   # tier_state DISK TIER
+    ctl status "$dom.$1" --json 2> /dev/null |
+        json "[t['state'] for t in d[0]['tiers'] if t['name'] == '$2'][0]"
+}
+is_synced() { [ "$(tier_state "$1" "$2")" = synced ]; }
+
+# One round on the disk vda of the running domain: writes before the
+# insertion and while the fast tier warms up, pre-warm to synced, switch
+# to fast, writes there, switch back, every pattern read back through the
+# guest's device on each tier.  Mirrors the writes into $dir/ref.raw.
+rbd_round() {    # rbd_round LABEL
+    local t0 t_sync t_sw t_back
+    wio() { qio "write -P $1 $2 $3"; "$qemu/qemu-io" -f raw -c "write -P $1 $2 $3" "$dir/ref.raw" > /dev/null; }
+    t0=$(now)
+    start_agent
+    wait_for 30 is_state vda attached || fail "$1: the shadow was not inserted: $(ctl libvirt "$dom.vda" --json)"
+    log "$1: attached $("$py" -c "print(round($(now) - $t0, 2))") s after shadowd started"
+    format_file_is shd-vda || fail "$1: the format node's file is not the shadow: $(graph)"
+    graph_has "^shd-vda -metadata-> shd-vda-md$" || fail "$1: no metadata child: $(graph)"
+    grep -q "domain $dom disk vda: .*tiers cold: .* is on RBD" "$dir/shadowd.log" ||
+        fail "$1: the insertion was not cold for RBD: $(grep "disk vda" "$dir/shadowd.log" | tail -2)"
+    graph_has "$RBD_EDGE" || fail "$1: no edge $RBD_EDGE: $(graph)"
+    wio 0x12 4M 4M
+    wio 0x13 40M 2M
+    wait_for 60 is_synced vda fast || fail "$1: the fast tier did not get in sync: $(tier_state vda fast)"
+    t_sync=$("$py" -c "print(round($(now) - $t0, 1))")
+    log "$1: fast tier pre-warmed (synced) $t_sync s after shadowd started"
+    t0=$(now)
+    vsh "$dom" vda switch fast > /dev/null || fail "$1: virsh-shadow switch fast"
+    wait_for 10 is_active vda fast || fail "$1: no switch to fast: $(active_tier vda)"
+    t_sw=$("$py" -c "print(round($(now) - $t0, 2))")
+    wio 0x14 20M 1M
+    wio 0x15 63M 1M
+    gread virtio-disk0 0x01 0 1M
+    gread virtio-disk0 0x12 4M 4M
+    gread virtio-disk0 0x14 20M 1M
+    t0=$(now)
+    vsh "$dom" vda switch cheap > /dev/null || fail "$1: virsh-shadow switch cheap"
+    wait_for 10 is_active vda cheap || fail "$1: no switch back to cheap: $(active_tier vda)"
+    t_back=$("$py" -c "print(round($(now) - $t0, 2))")
+    gread virtio-disk0 0x13 40M 2M
+    gread virtio-disk0 0x15 63M 1M
+    pattern_log_ok || fail "$1: a read through the guest's device found other data"
+    grep -q "^read 1048576/1048576 bytes at offset 66060288" \
+        "$dir/cache/libvirt/qemu/log/$dom.log" || fail "$1: the HMP read did not run"
+    log "$1: switched to fast in $t_sw s and back in $t_back s; every pattern read back through the guest"
+    if [ -n "${RBD_DETACH:-}" ]; then
+        # given back to libvirt's own node (through the hand-over node,
+        # an rbd node for a disk on RBD), the guest goes on
+        vsh "$dom" vda detach > /dev/null || fail "$1: virsh-shadow detach: $(lv_state vda)"
+        format_file_is libvirt-1-storage || fail "$1: the format node is not back on libvirt's node: $(graph)"
+        no_shadow_nodes vda || fail "$1: shadow nodes left after detach: $(graph | grep shd-)"
+        # the tiers stop at the detach: they hold what the image held then
+        cp "$dir/ref.raw" "$dir/ref-detach.raw"
+        wio 0x16 48M 1M
+        gread virtio-disk0 0x16 48M 1M
+        gread virtio-disk0 0x14 20M 1M
+        pattern_log_ok || fail "$1: a read after the detach found other data"
+        log "$1: detached: libvirt-1-format -file-> libvirt-1-storage again, the data reads back"
+    fi
+    stop_agent
+    v destroy "$dom" > /dev/null || fail "$1: virsh destroy"
+    v undefine "$dom" > /dev/null || fail "$1: virsh undefine"
+    RBD_RESULT="$RBD_RESULT $1-sync-s=$t_sync $1-switch-s=$t_sw $1-back-s=$t_back"
+}
+
+# the same bytes: FILE against the rbd image POOL/IMAGE (exported)
+cmp_rbd() {      # cmp_rbd FILE POOL/IMAGE
+    local out=$dir/export.raw
+    rm -f "$out"
+    rbd export --no-progress "$2" "$out" > /dev/null 2>&1 || fail "rbd export $2"
+    [ "$(stat -c %s "$1")" = "$(stat -c %s "$out")" ] ||
+        fail "$2 is $(stat -c %s "$out") bytes, $(basename "$1") $(stat -c %s "$1")"
+    cmp "$1" "$out" || fail "$2 differs from $(basename "$1")"
+}
+
+scenario_rbd() {
+    local md RBD_RESULT=""
+    log "ceph fixture up in ${SHADOW_CEPH_STARTUP_S:-?} s"
+    ceph_client_setup
+    ceph_keyring_setup
+    mkdir -p "$dir/img/tiers"
+    chown libvirt-qemu: "$dir/img/tiers"
+    printf '\n[libvirt]\ntier-dirs = %s\n' "$dir/img/tiers" >> "$dir/shadowd.conf"
+
+    # (a) a qcow2 file disk whose fast tier is an rbd image that shadowd
+    # creates (and its metadata image next to it, ssd/vda-fast.meta)
+    new_image vda 64M
+    "$qemu/qemu-io" -f qcow2 -c "write -P 0x01 0 1M" "$dir/img/vda.qcow2" > /dev/null
+    "$qemu/qemu-img" create -q -f raw "$dir/ref.raw" 64M
+    "$qemu/qemu-io" -f raw -c "write -P 0x01 0 1M" "$dir/ref.raw" > /dev/null
+    md="<shadowtier xmlns=\"$ns\">
+  <disk target=\"vda\" slo-latency-ms=\"1000\" chunk-size=\"65536\" prewarm=\"sequential\"
+        rbd-conf=\"$dir/ceph-keyring.conf\" rbd-user=\"admin\">
+    <tier name=\"cheap\" origin=\"yes\"/>
+    <tier name=\"fast\" rbd=\"ssd/vda-fast\" cost-gib-month=\"0.12\"/>
+  </disk>
+</shadowtier>"
+    start_domain "$(domain_xml "$md")"
+    RBD_EDGE="^shd-vda-f1 -file-> shd-vda-f1-rbd$" rbd_round file-disk
+    grep -q "created the rbd image ssd/vda-fast" "$dir/shadowd.log" ||
+        fail "shadowd did not say it created ssd/vda-fast"
+    rbd info ssd/vda-fast.meta > /dev/null 2>&1 || fail "no metadata image ssd/vda-fast.meta"
+    "$qemu/qemu-img" check -q "$dir/img/vda.qcow2" || fail "qemu-img check"
+    same_as_ref "$dir/img/vda.qcow2" qcow2 "$dir/ref.raw"
+    cmp_rbd "$dir/img/vda.qcow2" ssd/vda-fast
+    log "file-disk: the image holds the guest's writes (qemu-img compare), ssd/vda-fast is the image byte for byte (cmp)"
+    # again: the images exist now, and are opened (the metadata image
+    # emptied: always cold), not created
+    start_domain "$(domain_xml "$md")"
+    start_agent
+    wait_for 30 is_state vda attached || fail "file-disk again: not inserted: $(lv_state vda)"
+    wait_for 60 is_synced vda fast || fail "file-disk again: the fast tier did not sync"
+    [ "$(grep -c "created the rbd image ssd/vda-fast " "$dir/shadowd.log")" = 1 ] ||
+        fail "file-disk again: ssd/vda-fast was created again"
+    [ "$(grep -c "tiers cold: a tier is on RBD" "$dir/shadowd.log")" = 2 ] ||
+        fail "file-disk again: not cold: $(grep "disk vda" "$dir/shadowd.log" | tail -2)"
+    stop_agent
+    v destroy "$dom" > /dev/null
+    v undefine "$dom" > /dev/null
+    cmp_rbd "$dir/img/vda.qcow2" ssd/vda-fast
+    log "file-disk again: the existing rbd images opened (not created), cold, synced again"
+
+    # (b) a raw disk on RBD (libvirt's secret, whose QEMU object shadowd
+    # reuses) with a file fast tier under tier-dirs
+    "$qemu/qemu-img" create -q -f raw "$dir/ref.raw" 64M
+    "$qemu/qemu-io" -f raw -c "write -P 0x01 0 1M" "$dir/ref.raw" > /dev/null
+    rbd import --no-progress --image-feature layering "$dir/ref.raw" ssd/vda2 > /dev/null 2>&1 ||
+        fail "rbd import"
+    md="<shadowtier xmlns=\"$ns\">
+  <disk target=\"vda\" slo-latency-ms=\"1000\" chunk-size=\"65536\" prewarm=\"sequential\">
+    <tier name=\"cheap\" origin=\"yes\"/>
+    <tier name=\"fast\" path=\"$dir/img/tiers/vda.fast\" cost-gib-month=\"0.12\"/>
+  </disk>
+</shadowtier>"
+    domain_xml "$md" | "$py" -c "
+import sys, re
+x = sys.stdin.read()
+x = re.sub(r\"<disk type='file'.*?</disk>\", lambda m: sys.argv[1], x, flags=re.S)
+print(x)" "$(rbd_disk_xml ssd/vda2)" > "$dir/rbd-domain.xml"
+    start_domain "$(cat "$dir/rbd-domain.xml")"
+    graph_has "^libvirt-1-format -file-> libvirt-1-storage$" || fail "libvirt's rbd disk: $(graph)"
+    RBD_DETACH=1 RBD_EDGE="^shd-vda-base -file-> libvirt-1-storage$" rbd_round rbd-disk
+    grep -q "tiers cold: the disk is on RBD" "$dir/shadowd.log" || log "note: no cold reason logged"
+    [ "$(stat -c %U "$dir/img/tiers/vda.fast")" = libvirt-qemu ] || fail "tier image owner"
+    cmp_rbd "$dir/ref.raw" ssd/vda2
+    cmp "$dir/img/tiers/vda.fast" "$dir/ref-detach.raw" ||
+        fail "vda.fast differs from the reference at the detach"
+    log "rbd-disk: ssd/vda2 holds exactly the guest's writes, the fast tier vda.fast those until the detach (cmp with the references)"
+
+    # (c) a disk on RBD with its fast tier on RBD too, with no cluster
+    # settings in the metadata: the tier's node gets the disk's conf, user
+    # and libvirt's secret object (QEMU has no keyring to fall back on)
+    "$qemu/qemu-img" create -q -f raw "$dir/ref.raw" 64M
+    "$qemu/qemu-io" -f raw -c "write -P 0x01 0 1M" "$dir/ref.raw" > /dev/null
+    rbd import --no-progress --image-feature layering "$dir/ref.raw" ssd/vda3 > /dev/null 2>&1 ||
+        fail "rbd import"
+    md="<shadowtier xmlns=\"$ns\">
+  <disk target=\"vda\" slo-latency-ms=\"1000\" chunk-size=\"65536\" prewarm=\"sequential\">
+    <tier name=\"cheap\" origin=\"yes\"/>
+    <tier name=\"fast\" rbd=\"ssd/vda3-fast\" cost-gib-month=\"0.12\"/>
+  </disk>
+</shadowtier>"
+    domain_xml "$md" | "$py" -c "
+import sys, re
+x = sys.stdin.read()
+x = re.sub(r\"<disk type='file'.*?</disk>\", lambda m: sys.argv[1], x, flags=re.S)
+print(x)" "$(rbd_disk_xml ssd/vda3)" > "$dir/rbd-domain.xml"
+    start_domain "$(cat "$dir/rbd-domain.xml")"
+    RBD_EDGE="^shd-vda-f1 -file-> shd-vda-f1-rbd$" rbd_round rbd-both
+    grep -q "created the rbd image ssd/vda3-fast" "$dir/shadowd.log" ||
+        fail "shadowd did not say it created ssd/vda3-fast"
+    cmp_rbd "$dir/ref.raw" ssd/vda3
+    cmp_rbd "$dir/ref.raw" ssd/vda3-fast
+    log "rbd-both: ssd/vda3 and ssd/vda3-fast hold exactly the guest's writes (cmp with the reference)"
+    echo "RESULT rbd=ok ceph-startup-s=${SHADOW_CEPH_STARTUP_S:-?}$RBD_RESULT"
+}
+
 case "$scenario" in
+rbd) scenario_rbd ;;
 lock) scenario_lock ;;
 migrate) scenario_migrate ;;
 warm) scenario_warm ;;

@@ -194,6 +194,20 @@ test_bad (void)
   check_bad ("<shadowtier><disk target=\"vda\"><tier name=\"a\" origin=\"yes\"/>"
              "<tier name=\"b\" path=\"/x\"/><tier name=\"c\" path=\"/x\"/></disk></shadowtier>",
              "have the same image");
+  check_bad ("<shadowtier><disk target=\"vda\"><tier name=\"a\" origin=\"yes\"/>"
+             "<tier name=\"b\" path=\"/x\" rbd=\"ssd/x\"/></disk></shadowtier>",
+             "a path or an rbd image, not both");
+  check_bad ("<shadowtier><disk target=\"vda\"><tier name=\"a\" origin=\"yes\"/>"
+             "<tier name=\"b\" rbd=\"ssd/x@snap\"/></disk></shadowtier>", "is not POOL/IMAGE");
+  check_bad ("<shadowtier><disk target=\"vda\"><tier name=\"a\" origin=\"yes\"/>"
+             "<tier name=\"b\" rbd=\"ssd/x.meta\"/></disk></shadowtier>", "is not POOL/IMAGE");
+  check_bad ("<shadowtier><disk target=\"vda\"><tier name=\"a\" origin=\"yes\"/>"
+             "<tier name=\"b\" rbd=\"ssd\"/></disk></shadowtier>", "is not POOL/IMAGE");
+  check_bad ("<shadowtier><disk target=\"vda\"><tier name=\"a\" origin=\"yes\" rbd=\"p/i\"/>"
+             "<tier name=\"b\" rbd=\"ssd/x\"/></disk></shadowtier>", "takes no rbd image");
+  check_bad ("<shadowtier><disk target=\"vda\"><tier name=\"a\" origin=\"yes\"/>"
+             "<tier name=\"b\" rbd=\"ssd/x\"/><tier name=\"c\" rbd=\"ssd/x\"/></disk></shadowtier>",
+             "have the same rbd image");
   check_bad ("<shadowtier><disk target=\"vda\"><mirror/></disk></shadowtier>",
              "unexpected <mirror>");
   check_bad ("<other/>", "expected <shadowtier>");
@@ -272,6 +286,53 @@ test_domain_xml (void)
   g_assert_null (shd_lv_domain_disk (disks, "vdz"));
 }
 
+/* rbd tiers: the metadata image goes next to the first tier's image,
+ * an rbd image when that tier is one; the disk on RBD is POOL/IMAGE */
+static void
+test_rbd (void)
+{
+  static const char meta[] =
+    "<shadowtier><disk target=\"vda\" slo-latency-ms=\"5\" rbd-user=\"qemu\">"
+    "<tier name=\"cheap\" origin=\"yes\"/>"
+    "<tier name=\"fast\" rbd=\"ssd/vm1-vda\" cost-gib-month=\"0.1\"/>"
+    "<tier name=\"nvme\" path=\"/srv/vm1-vda\" cost-gib-month=\"0.2\"/>"
+    "</disk></shadowtier>";
+  static const char dom[] =
+    "<domain><devices><disk type='network' device='disk'><driver name='qemu' type='raw'/>"
+    "<source protocol='rbd' name='hdd/vm1'><host name='10.0.0.1' port='3300'/></source>"
+    "<target dev='vda' bus='virtio'/></disk></devices></domain>";
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) disks = shd_lv_meta_parse (meta, &error);
+  g_autoptr (GPtrArray) dd = NULL;
+  g_autofree char *md = NULL;
+  g_autofree char *path = NULL;
+  g_autofree char *k1 = NULL;
+  g_autofree char *k2 = NULL;
+  gboolean rbd = FALSE;
+  ShdLvDisk *d;
+
+  g_assert_no_error (error);
+  d = disks->pdata[0];
+  g_assert_cmpstr (((ShdLvTier *) d->tiers->pdata[1])->rbd, ==, "ssd/vm1-vda");
+  md = shd_lv_meta_image (d, &rbd);
+  g_assert_cmpstr (md, ==, "ssd/vm1-vda.meta");
+  g_assert_true (rbd);
+  path = shd_lv_meta_path (d);
+  g_assert_null (path);
+  g_assert_true (shd_lv_disk_on_rbd (d));
+  /* the cluster's settings are part of the layout: another user re-inserts */
+  k1 = shd_lv_disk_layout_key (d);
+  g_hash_table_insert (d->disk_attrs, g_strdup ("rbd-user"), g_strdup ("other"));
+  k2 = shd_lv_disk_layout_key (d);
+  g_assert_cmpstr (k1, !=, k2);
+
+  dd = shd_lv_domain_disks (dom, &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (((ShdLvDomDisk *) dd->pdata[0])->source, ==, "hdd/vm1");
+  g_assert_cmpstr (((ShdLvDomDisk *) dd->pdata[0])->protocol, ==, "rbd");
+  g_assert_cmpstr (((ShdLvDomDisk *) dd->pdata[0])->type, ==, "network");
+}
+
 static void
 test_names (void)
 {
@@ -299,5 +360,6 @@ main (int argc, char **argv)
   g_test_add_func ("/lvmeta/config-errors", test_config_errors);
   g_test_add_func ("/lvmeta/domain-xml", test_domain_xml);
   g_test_add_func ("/lvmeta/names", test_names);
+  g_test_add_func ("/lvmeta/rbd", test_rbd);
   return g_test_run ();
 }

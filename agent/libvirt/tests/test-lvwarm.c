@@ -544,7 +544,8 @@ test_attach (Fixture *f, gconstpointer data)
   g_autoptr (GError) error = NULL;
   g_autoptr (GPtrArray) disks = shd_lv_meta_parse (xml, &error);
   g_autofree char *warmth = NULL;
-  ShdLvDomDisk dd = { "vda", "virtio-disk0", f->origin, "file", "qcow2", NULL, NULL, "disk" };
+  ShdLvDomDisk dd = { .target = "vda", .alias = "virtio-disk0", .source = f->origin,
+                      .type = "file", .format = "qcow2", .device = "disk" };
   Fake fk = { f->origin, g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free),
               g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free),
               NULL, FALSE, g_strdup ("libvirt-1-storage"), ac->written_before,
