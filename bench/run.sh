@@ -8,6 +8,9 @@ quick=()
 [ -n "${BENCH_QUICK:-}" ] && quick=(--quick)
 cd "$repo/bench"
 /usr/bin/python3 driver_bench.py "${quick[@]}" "$@" | tee "$repo/build/bench/driver.txt"
+# write-back: 4 KiB writes at queue depth 1 on the fast tier, async against
+# the fast tier alone and sync (build/bench/writeback.json)
+[ $# -eq 0 ] && /usr/bin/python3 writeback_bench.py "${quick[@]}" | tee "$repo/build/bench/writeback.txt"
 if [ $# -eq 0 ]; then
     # RBD tiers on a throwaway Ceph cluster: pre-warm rate against rbd
     # bench on the same pool, reads through the node against the rbd node

@@ -36,5 +36,6 @@ if [ "$dir" = build/agent-build ]; then
     ln -sfn ../agent-build/agent/ctl/shadowctl build/agent/shadowctl
     # virsh-shadow is shadowctl called by another name
     ln -sfn ../agent-build/agent/ctl/shadowctl build/agent/virsh-shadow
+    ln -sfn ../agent-build/agent/libvirt/shadowtier-libvirt-hook build/agent/shadowtier-libvirt-hook
     echo "build-agent: build/agent/shadowd, shadowctl and virsh-shadow are up to date"
 fi

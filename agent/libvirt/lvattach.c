@@ -435,6 +435,12 @@ md_header (const char *path, guint8 *hdr, char **why)
 gboolean
 shd_lv_md_keep (const char *md_path, const char *origin, char **why)
 {
+  return shd_lv_md_check (md_path, origin, NULL, why);
+}
+
+gboolean
+shd_lv_md_check (const char *md_path, const char *origin, gboolean *origin_whole, char **why)
+{
   g_autofree guint8 *hdr = g_malloc0 (MD_HEADER);
   g_autoptr (GChecksum) sum = g_checksum_new (G_CHECKSUM_SHA256);
   guint8 id[32];
@@ -443,11 +449,18 @@ shd_lv_md_keep (const char *md_path, const char *origin, char **why)
   guint32 active, flags;
   struct stat st;
 
+  if (origin_whole)
+    *origin_whole = TRUE;
   if (!md_header (md_path, hdr, why)) {
+    /* an unreadable header may hide newer data on a tier */
+    if (origin_whole && *why != NULL)
+      *origin_whole = FALSE;
     if (*why == NULL)
       *why = g_strdup ("no maps recorded yet");
     return FALSE;
   }
+  if (origin_whole)
+    *origin_whole = FALSE;
   if (le64 (hdr + 24) & MD_IN_USE) {
     *why = g_strdup ("the shadow was not stopped cleanly (QEMU killed, host crash): "
                      "what reached the disk's image since cannot be known");
@@ -466,6 +479,10 @@ shd_lv_md_keep (const char *md_path, const char *origin, char **why)
     *why = g_strdup ("the disk's own image was not the active tier at the last stop");
     return FALSE;
   }
+  /* a clean stop with the origin active: it held every chunk (libvirt's
+   * disks switch to their image only once it is synced) */
+  if (origin_whole)
+    *origin_whole = TRUE;
   if (!(flags & MD_SLOT_STAMPED)) {
     *why = g_strdup ("the disk's image has no size and ctime recorded at the last stop");
     return FALSE;
@@ -614,7 +631,11 @@ shadow_options (const ShdLvDisk *spec, GPtrArray *children, const char *active)
     json_array_add_string_element (ch, children->pdata[i]);
   json_object_set_array_member (o, "children", ch);
   json_object_set_string_member (o, "active-child", active);
-  json_object_set_string_member (o, "write-mode", "sync");
+  /* async only with metadata (lvmeta.c): the maps say where data is */
+  json_object_set_string_member (o, "write-mode",
+                                 g_strcmp0 (g_hash_table_lookup (spec->disk_attrs,
+                                                                 "write-mode"), "async") == 0 ?
+                                 "async" : "sync");
   for (guint i = 0; passed[i]; i++) {
     const char *v = g_hash_table_lookup (spec->disk_attrs, passed[i]);
 
@@ -1211,6 +1232,14 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
                  storage_drv ? storage_drv : "?");
     goto out;
   }
+  if (disk_rbd && g_strcmp0 (g_hash_table_lookup (spec->disk_attrs, "write-mode"), "async") == 0) {
+    /* a disk on RBD always starts cold, which would drop what only a
+     * tier holds; and the hook settles image files only */
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                 "disk %s: write-mode async is not supported for a disk on RBD; use sync",
+                 spec->target);
+    goto out;
+  }
   if (disk_rbd) {
     /* the disk is an rbd image: no file to stat, own or stamp */
     JsonObject *fimg = json_object_get_object_member (finfo, "image");
@@ -1268,7 +1297,25 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
     /* Warm only if the maps describe the image as it is, and nothing
      * wrote it since QEMU opened it (docs/libvirt.md, "Warm restarts") */
     const char *rf = g_hash_table_lookup (spec->disk_attrs, "read-from");
+    const char *wm = g_hash_table_lookup (spec->disk_attrs, "write-mode");
 
+    /* Write-back: the newest data of a chunk may be on a tier only.  The
+     * hook settles the image before QEMU opens it; if it did not, forgetting
+     * the maps would lose those writes: keep them and refuse. */
+    if (g_strcmp0 (wm, "async") == 0 && g_file_test (md, G_FILE_TEST_EXISTS)) {
+      g_autofree char *w = NULL;
+      gboolean whole = FALSE;
+
+      shd_lv_md_check (md, path, &whole, &w);
+      if (!whole) {
+        g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                     "disk %s is write-back and its image was not settled before QEMU "
+                     "opened it (%s): newer data is on a tier; the maps are kept. Is the "
+                     "shadowtier libvirt hook installed? Stop the domain and start it "
+                     "again with it", spec->target, w);
+        goto out;
+      }
+    }
     if (!cold && g_file_test (md, G_FILE_TEST_EXISTS)) {
       if (!image_written (m, file, dd->alias, &written, error))
         goto out;

@@ -59,6 +59,12 @@ gboolean shd_lv_attach (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdL
  * ctime now.  FALSE with *why (newly allocated) otherwise, an empty or
  * all-zero image included ("no maps recorded yet"). */
 gboolean shd_lv_md_keep (const char *md_path, const char *origin, char **why);
+/* The same, and *origin_whole (if not NULL) tells whether the disk's own
+ * image held every chunk at the last stop: no maps recorded, or a clean
+ * stop with origin active.  A write-back disk must not start otherwise:
+ * newer data may be on a tier (docs/libvirt.md, "Write-back"). */
+gboolean shd_lv_md_check (const char *md_path, const char *origin, gboolean *origin_whole,
+                          char **why);
 /* The CRC32C (Castagnoli) the driver's metadata header carries. */
 guint32 shd_lv_md_crc32c (const guint8 *p, gsize n);
 

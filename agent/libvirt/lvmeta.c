@@ -493,11 +493,28 @@ shd_lv_disk_config (ShdConfig *c, const char *domain, const ShdLvDisk *d, GError
   gpointer k, v;
   ShdDiskConfig *dc;
 
-  if (wm && strcmp (wm, "sync") != 0) {
+  if (wm && strcmp (wm, "sync") != 0 && strcmp (wm, "async") != 0) {
     g_set_error (error, SHD_CONFIG_ERROR, SHD_CONFIG_ERROR_INVALID,
-                 "%s: disk %s: write-mode must be sync: the origin image must stay "
-                 "in step so that libvirt can take the disk back at any time",
+                 "%s: disk %s: write-mode must be sync or async", origin, d->target);
+    return NULL;
+  }
+  /* write-back needs the maps: they say which tier holds the newer data
+   * until the image is settled (docs/libvirt.md, "Write-back"); the
+   * parser already wants a tier with a path, this keeps it so */
+  g_autofree char *md_path = shd_lv_meta_path (d);
+
+  if (wm && strcmp (wm, "async") == 0 && shd_lv_disk_on_rbd (d)) {
+    /* RBD tiers always start cold after a restart, which would drop the
+     * newer data write-back leaves on them; the hook settles from files */
+    g_set_error (error, SHD_CONFIG_ERROR, SHD_CONFIG_ERROR_INVALID,
+                 "%s: disk %s: write-mode async is not supported with rbd tiers; use sync",
                  origin, d->target);
+    return NULL;
+  }
+  if (wm && strcmp (wm, "async") == 0 && md_path == NULL) {
+    g_set_error (error, SHD_CONFIG_ERROR, SHD_CONFIG_ERROR_INVALID,
+                 "%s: disk %s: write-mode async needs a tier with a path (its metadata "
+                 "image records where the newest data is)", origin, d->target);
     return NULL;
   }
   /* Tiers: a [tier:NAME] of the file, or one the metadata defines. */
@@ -536,7 +553,7 @@ shd_lv_disk_config (ShdConfig *c, const char *domain, const ShdLvDisk *d, GError
   }
   g_key_file_set_string (kf, group, "qmp", "libvirt");
   g_key_file_set_string (kf, group, "node", node);
-  g_key_file_set_string (kf, group, "write-mode", "sync");
+  g_key_file_set_string (kf, group, "write-mode", wm ? wm : "sync");
   g_key_file_set_string (kf, group, "add-children", "false");
   {
     gboolean rbd;

@@ -105,6 +105,7 @@ h2=$dir/h2
 uri2="qemu+unix:///session?socket=$h2/run/libvirt/libvirt-sock"
 libvirtd2_pid= virtlogd2_pid= agent2_pid=
 qsd_pids=()
+hook_file=
 failed=0
 
 fail() { log "FAIL: $*"; failed=1; exit 1; }
@@ -176,16 +177,36 @@ cleanup() {
             echo "--- libvirtd log (host 2)"; tail -n 15 "$h2/libvirtd.log" 2> /dev/null
         fi
     fi
+    [ -n "$hook_file" ] && rm -f "$hook_file" && rmdir /etc/libvirt/hooks/qemu.d 2> /dev/null
     [ -n "${KEEP:-}" ] && { echo "kept $dir"; return; }
     rm -rf "$dir"
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
+# The hook: libvirt runs every executable of /etc/libvirt/hooks/qemu.d (its
+# hook directory is fixed, also for a session daemon, and read at its
+# start); this one acts for this run's domain only and is removed at the end.
+install_hook() {
+    hook_file=/etc/libvirt/hooks/qemu.d/shadowtier-test-$$
+    mkdir -p /etc/libvirt/hooks/qemu.d
+    {
+        echo '#!/bin/sh'
+        echo "# tests/agent/libvirt.sh writeback, pid $$: removed when it ends"
+        echo "[ \"\$1\" = \"$dom\" ] && [ -d \"$dir/run\" ] || exit 0"
+        echo "\"$repo/build/agent/shadowtier-libvirt-hook\" --qsd \"$qemu/storage-daemon/qemu-storage-daemon\" \"\$@\" 2>> \"$dir/hook.log\""
+        echo 'rc=$?'
+        echo "[ \$rc = 0 ] || tail -n 1 \"$dir/hook.log\" >&2"
+        echo 'exit $rc'
+    } > "$hook_file"
+    chmod 755 "$hook_file"
+}
+
 mkdir -p "$dir"/{home,cfg/libvirt,run,cache,data,img}
 # a host UUID of its own (libvirt refuses to migrate to the same host)
 echo 'host_uuid = "5ad0ba5e-0000-4000-8000-000000000001"' > "$dir/cfg/libvirt/libvirtd.conf"
 chown -R libvirt-qemu: "$dir"
+[ "$scenario" = writeback ] && install_hook
 start_libvirtd
 log "libvirtd $(/usr/sbin/libvirtd --version | awk "{ print \$NF }") started in $dir"
 
@@ -1678,7 +1699,166 @@ print(x)" "$(rbd_disk_xml ssd/vda3)" > "$dir/rbd-domain.xml"
     echo "RESULT rbd=ok ceph-startup-s=${SHADOW_CEPH_STARTUP_S:-?}$RBD_RESULT"
 }
 
+
+# ---------------------------------------------------------------- writeback
+# 4 KiB writes of distinct patterns through the guest's device at
+# BASE + i * 64 KiB (each its own chunk), a flush after every 4th; a write
+# is logged as it is sent (the last one may not have been done), a flush
+# once the monitor answered it.  Stops at the first failure (QEMU or
+# libvirtd gone).
+start_wb_load() {   # start_wb_load BASE-MIB LOG
+    (
+        i=0
+        while [ "$i" -lt 150 ]; do
+            off=$(($1 * 1048576 + i * 65536 + (i % 16) * 4096))
+            pat=$((i % 250 + 1))
+            # logged first: a write the kill interrupts may still be done
+            echo "w $off $pat" >> "$2"
+            hmp "qemu-io -d $hmp_dev \"write -P $pat $off 4k\"" > /dev/null 2>&1 || break
+            i=$((i + 1))
+            if [ $((i % 4)) = 0 ]; then
+                hmp "qemu-io -d $hmp_dev \"flush\"" > /dev/null 2>&1 || break
+                echo "f" >> "$2"
+            fi
+        done
+    ) &
+    load_pid=$!
+}
+
+# Every write flushed before the kill reads back from the image; a write
+# after the last flush (sent or done) reads back as written or as before
+# (zeroes); then
+# the image is compared byte for byte with a reference that has both.
+check_wb() {   # check_wb LOG: prints FLUSHED/UNFLUSHED-PRESENT/UNFLUSHED-ABSENT
+    local last w off pat out flushed=0 present=0 absent=0 i=0
+    last=$(grep -n "^f" "$1" | tail -n 1 | cut -d: -f1)
+    while read -r w off pat; do
+        i=$((i + 1))
+        [ "$w" = w ] || continue
+        out=$("$qemu/qemu-io" -U -r -f qcow2 -c "read -P $pat $off 4k" "$dir/img/vda.qcow2" 2>&1)
+        if [ "$i" -lt "${last:-0}" ]; then
+            grep -q "^read " <<< "$out" && ! grep -q "verification failed" <<< "$out" ||
+                fail "flushed write $off (pattern $pat) lost: $out"
+            flushed=$((flushed + 1))
+        elif grep -q "verification failed" <<< "$out"; then
+            out=$("$qemu/qemu-io" -U -r -f qcow2 -c "read -P 0 $off 4k" "$dir/img/vda.qcow2" 2>&1)
+            grep -q "verification failed" <<< "$out" && fail "unflushed write $off: torn or other data"
+            absent=$((absent + 1))
+            continue
+        else
+            present=$((present + 1))
+        fi
+        "$qemu/qemu-io" -f raw -c "write -P $pat $off 4k" "$dir/ref.raw" > /dev/null
+    done < "$1"
+    "$qemu/qemu-img" compare -U -f qcow2 -F raw "$dir/img/vda.qcow2" "$dir/ref.raw" > "$dir/cmp.out" 2>&1 ||
+        fail "the image differs from the reference: $(head -n 2 "$dir/cmp.out")"
+    echo "$flushed/$present/$absent"
+}
+
+wb_round() {   # wb_round N KIND: fast tier active, write load, KIND killed at a random moment
+    local n=$1 kind=$2 delay lg=$dir/wb-load-$1.log res how pid t0
+    wait_for 60 tiers_synced vda || fail "round $n: the fast tier did not get in sync"
+    vsh "$dom" vda switch fast > /dev/null || fail "virsh-shadow switch fast"
+    wait_for 10 is_active vda fast || fail "no switch to fast: $(active_tier vda)"
+    : > "$lg"
+    start_wb_load $((16 + (n - 1) * 12)) "$lg"
+    delay=$((RANDOM % 2200 + 300))
+    sleep "$("$py" -c "print($delay / 1000)")"
+    case "$kind" in
+    qemu)
+        pid=$(cat "$dir/run/libvirt/qemu/run/$dom.pid")
+        kill -KILL "$pid" || fail "kill QEMU"
+        wait "$load_pid"; load_pid=
+        ;;
+    shadowd)
+        kill -KILL "$agent_pid"; agent_pid=; rm -f "$dir/control.sock"
+        sleep 0.5
+        stop_pid "$load_pid"; load_pid=
+        start_agent
+        wait_for 30 is_state vda attached || fail "shadowd restarted: not adopted: $(lv_state vda)"
+        v destroy "$dom" > /dev/null || fail "virsh destroy"
+        ;;
+    libvirtd)
+        kill -KILL "$libvirtd_pid"
+        wait "$load_pid"; load_pid=
+        start_libvirtd
+        wait_for 30 is_state vda attached || fail "libvirtd restarted: not adopted: $(lv_state vda)"
+        v destroy "$dom" > /dev/null || fail "virsh destroy"
+        ;;
+    esac
+    wait_for 20 domain_down || fail "the domain did not stop"
+    grep -q "write failed\|Pattern verification failed" "$dir/cache/libvirt/qemu/log/$dom.log" &&
+        fail "a write of the load failed"
+    t0=$(date +%s%N)
+    v start "$dom" > /dev/null 2> "$dir/start.err" || fail "virsh start: $(cat "$dir/start.err")"
+    res=$(check_wb "$lg") || fail "round $n ($kind killed): $res"
+    how=$(wait_inserted $((n + 1)))
+    grep -q "^tiers warm" <<< "$how" || fail "round $n: the restart after the settle was not warm: $how"
+    log "round $n: $kind killed after $delay ms; $(grep -c '^w' "$lg") writes, $(grep -c '^f' "$lg")" \
+        "flushes; flushed/unflushed present/unflushed absent: $res, identical to the reference;" \
+        "start $((($(date +%s%N) - t0) / 1000000)) ms; $(tail -n 1 "$dir/hook.log")"
+}
+
+scenario_writeback() {
+    local seed md out n=0
+    seed=${WB_SEED:-$((RANDOM * 32768 + RANDOM))}
+    log "seed $seed (WB_SEED=$seed runs it again)"
+    RANDOM=$seed
+    new_image vda 64M
+    "$qemu/qemu-img" create -q -f raw "$dir/ref.raw" 64M
+    "$qemu/qemu-io" -f qcow2 -c "write -P 0x31 0 8M" "$dir/img/vda.qcow2" > /dev/null
+    "$qemu/qemu-io" -f raw -c "write -P 0x31 0 8M" "$dir/ref.raw" > /dev/null
+    md="<shadowtier xmlns=\"$ns\">
+  <disk target=\"vda\" slo-latency-ms=\"1000\" prewarm=\"sequential\" write-mode=\"async\">
+    <tier name=\"cheap\" origin=\"yes\"/>
+    <tier name=\"fast\" path=\"$dir/img/tiers/vda.fast\" cost-gib-month=\"0.12\"/>
+    <policy min-dwell=\"600\" switch-back-after=\"600\"/>
+  </disk>
+</shadowtier>"
+    start_domain "$(domain_xml "$md")"
+    start_agent
+    wait_inserted 1 > /dev/null
+    for kind in ${WB_KINDS:-qemu shadowd libvirtd}; do
+        n=$((n + 1))
+        wb_round "$n" "$kind"
+    done
+
+    # migration: refused by the hook while the disk is write-back
+    out=$(v dumpxml "$dom" | "$repo/build/agent/shadowtier-libvirt-hook" "$dom" migrate begin - 2>&1) &&
+        fail "the hook let a write-back domain migrate"
+    grep -q "migration refused" <<< "$out" || fail "migrate: $out"
+    log "migration: refused by the hook (${out:0:100}...)"
+
+    # a tier image that is gone: the image cannot be settled, and QEMU must
+    # not start on it (moved away while QEMU still writes it through its fd)
+    vsh "$dom" vda switch fast > /dev/null || fail "virsh-shadow switch fast"
+    wait_for 10 is_active vda fast || fail "no switch to fast"
+    qio "write -P 0x44 60M 64k"
+    qio "flush"
+    "$qemu/qemu-io" -f raw -c "write -P 0x44 60M 64k" "$dir/ref.raw" > /dev/null
+    mv "$dir/img/tiers/vda.fast" "$dir/img/tiers/vda.fast.away"
+    v destroy "$dom" > /dev/null || fail "virsh destroy"
+    v start "$dom" > /dev/null 2> "$dir/start.err" && fail "QEMU started on an image that was not settled"
+    grep -q "is missing" "$dir/start.err" || fail "virsh start failed without saying why: $(cat "$dir/start.err")"
+    log "tier image missing: start refused: $(grep -o 'disk vda is write-back.*' "$dir/start.err" | head -c 200)"
+    mv "$dir/img/tiers/vda.fast.away" "$dir/img/tiers/vda.fast"
+    v start "$dom" > /dev/null 2> "$dir/start.err" || fail "virsh start: $(cat "$dir/start.err")"
+    wait_inserted $((n + 2)) > /dev/null
+    # settled, then the fast tier synced with the image active: equal
+    wait_for 60 tiers_synced vda || fail "the fast tier did not get in sync"
+    sleep 6   # a periodic commit: the close has nothing left to copy
+    v destroy "$dom" > /dev/null || fail "virsh destroy"
+    wait_for 20 domain_down || fail "the domain did not stop"
+    "$qemu/qemu-img" check -q "$dir/img/vda.qcow2" || fail "qemu-img check"
+    same_as_ref "$dir/img/vda.qcow2" qcow2 "$dir/ref.raw"
+    cmp "$dir/img/vda.qcow2" "$dir/img/tiers/vda.fast" || fail "vda.fast differs from vda.qcow2"
+    log "the image is the reference (qemu-img compare) and the fast tier the image (cmp);" \
+        "settles: $(grep -o 'bytes), [0-9]* ms' "$dir/hook.log" | sed 's/bytes), //' | tr '\n' ' ')"
+    echo "RESULT writeback=ok seed=$seed rounds=$n"
+}
+
 case "$scenario" in
+writeback) scenario_writeback ;;
 rbd) scenario_rbd ;;
 lock) scenario_lock ;;
 migrate) scenario_migrate ;;

@@ -232,6 +232,23 @@ config_error (const char *xml, const char *expect)
 }
 
 static void
+test_config_async (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) disks = shd_lv_meta_parse (
+      "<shadowtier><disk target=\"vda\" slo-latency-ms=\"5\" write-mode=\"async\">"
+      "<tier name=\"cheap\" origin=\"yes\"/><tier name=\"fast\" path=\"/x\" "
+      "cost-gib-month=\"1\"/></disk></shadowtier>", &error);
+  g_autoptr (ShdConfig) c = base_config ();
+  g_autoptr (ShdDiskConfig) dc = NULL;
+
+  g_assert_no_error (error);
+  dc = shd_lv_disk_config (c, "vm1", disks->pdata[0], &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (dc->write_mode, ==, "async");
+}
+
+static void
 test_config_errors (void)
 {
   /* unknown tier: neither in the file nor priced in the metadata */
@@ -241,9 +258,9 @@ test_config_errors (void)
   config_error ("<shadowtier><disk target=\"vda\">"
                 "<tier name=\"cheap\" origin=\"yes\"/><tier name=\"fast\" path=\"/x\" "
                 "cost-gib-month=\"1\"/></disk></shadowtier>", "slo-latency-ms' is missing");
-  config_error ("<shadowtier><disk target=\"vda\" slo-latency-ms=\"5\" write-mode=\"async\">"
+  config_error ("<shadowtier><disk target=\"vda\" slo-latency-ms=\"5\" write-mode=\"back\">"
                 "<tier name=\"cheap\" origin=\"yes\"/><tier name=\"fast\" path=\"/x\" "
-                "cost-gib-month=\"1\"/></disk></shadowtier>", "write-mode must be sync");
+                "cost-gib-month=\"1\"/></disk></shadowtier>", "write-mode must be sync or async");
   config_error ("<shadowtier><disk target=\"vda\" slo-latency-ms=\"5\" chunk-size=\"1000\">"
                 "<tier name=\"cheap\" origin=\"yes\"/><tier name=\"fast\" path=\"/x\" "
                 "cost-gib-month=\"1\"/></disk></shadowtier>", "not a power of two");
@@ -358,6 +375,7 @@ main (int argc, char **argv)
   g_test_add_func ("/lvmeta/keys-escaped", test_keys_escaped);
   g_test_add_func ("/lvmeta/bad", test_bad);
   g_test_add_func ("/lvmeta/config-errors", test_config_errors);
+  g_test_add_func ("/lvmeta/config-async", test_config_async);
   g_test_add_func ("/lvmeta/domain-xml", test_domain_xml);
   g_test_add_func ("/lvmeta/names", test_names);
   g_test_add_func ("/lvmeta/rbd", test_rbd);

@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Write-back latency (make bench): 4 KiB writes at queue depth 1 through a
+shadow node with metadata whose fast tier is active, in async mode (a
+write-back libvirt disk) and in sync mode (today's libvirt disk: every
+write also waits for the cheap tier), against the fast tier alone and the
+cheap tier alone.  The cheap tier is a file under a throttle filter
+(CHEAP_IOPS); the fast tier a plain file (cache.direct=on).  Writes are
+spread by a 1 MiB + 4 KiB stride (qemu-io times each; the median), so most reach a chunk not written
+before (the metadata's intent bit is written first: the worst case).
+Target: async at most 1.2 times the fast tier alone.
+Writes build/bench/writeback.json.
+
+Usage: writeback_bench.py [--quick]
+"""
+
+import os
+import statistics
+import sys
+
+import re
+
+from benchlib import (MiB, QEMU_IO, REPO, fresh_dir, make_image, run,
+                      write_results)
+
+CHEAP_IOPS = 200
+TARGET = 1.2
+
+
+def flat(prefix, d):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flat(f'{prefix}{k}.', v))
+        else:
+            out[f'{prefix}{k}'] = v
+    return out
+
+
+def opts(node):
+    return ','.join(f'{k}={v}' for k, v in flat('', node).items())
+
+
+def main():
+    quick = '--quick' in sys.argv
+    count = 200 if quick else 500
+    runs = 3 if quick else 5
+    d = fresh_dir('writeback')
+    size = 1024 * MiB
+    cheap, fast, md = (os.path.join(d, n) for n in ('cheap', 'fast', 'md'))
+    fast_file = {'driver': 'file', 'filename': fast, 'cache': {'direct': 'on'}}
+    cheap_node = {'driver': 'throttle', 'throttle-group': 'tg',
+                  'file': {'driver': 'file', 'filename': cheap,
+                           'cache': {'direct': 'on'}}}
+    cases = {
+        'fast-alone': {'driver': 'raw', 'file': fast_file},
+        'cheap-alone': {'driver': 'raw', 'file': cheap_node},
+    }
+    for mode in ('async', 'sync'):
+        cases[mode] = {'driver': 'shadow', 'active-child': 'f',
+                       'write-mode': mode, 'prewarm': 'off',
+                       'children': {'0': {**cheap_node, 'node-name': 'c'},
+                                    '1': {**fast_file, 'node-name': 'f'}},
+                       'metadata': {'driver': 'file', 'filename': md}}
+    # qemu-io (qemu-img bench takes no --object for the throttle group):
+    # one write per command, each timed by qemu-io itself
+    args = ['--object', f'throttle-group,id=tg,x-iops-total={CHEAP_IOPS}']
+    for i in range(count):
+        args += ['-c', f'write -P 0x{i % 250 + 1:x} {i * (MiB + 4096)} 4k']
+    args.append('--image-opts')
+    lat = {name: [] for name in cases}
+    for r in range(runs):
+        for name, node in cases.items():
+            # fresh images each run: every write meets a new chunk
+            for path in (cheap, fast):
+                make_image(path, size)
+            make_image(md, 0)
+            out = run(QEMU_IO, *args, opts(node))
+            ops = [float(x) for x in re.findall(r'and ([0-9.]+) ops/sec', out)]
+            assert len(ops) == count, out[-500:]
+            lat[name].append(statistics.median(1e6 / x for x in ops))
+    res = {name: {'median-us': round(statistics.median(v), 1),
+                  'runs-us': [round(x, 1) for x in v]}
+           for name, v in lat.items()}
+    base = res['fast-alone']['median-us']
+    out = {'count': count, 'runs': runs, 'cheap-iops': CHEAP_IOPS,
+           'latency': res,
+           'async-vs-fast': round(res['async']['median-us'] / base, 3),
+           'sync-vs-fast': round(res['sync']['median-us'] / base, 3),
+           'target-async-vs-fast': TARGET}
+    out['target-met'] = out['async-vs-fast'] <= TARGET
+    write_results(out, os.path.join(REPO, 'build', 'bench', 'writeback.json'))
+    for name, r in res.items():
+        print(f'writeback {name:12} {r["median-us"]:10.1f} us/write')
+    print(f'writeback async/fast {out["async-vs-fast"]:.3f} (target <= {TARGET}: '
+          f'{"ok" if out["target-met"] else "MISS"}), sync/fast '
+          f'{out["sync-vs-fast"]:.3f}')
+
+
+if __name__ == '__main__':
+    main()
