@@ -261,6 +261,13 @@ test_config_errors (void)
   config_error ("<shadowtier><disk target=\"vda\" slo-latency-ms=\"5\" write-mode=\"back\">"
                 "<tier name=\"cheap\" origin=\"yes\"/><tier name=\"fast\" path=\"/x\" "
                 "cost-gib-month=\"1\"/></disk></shadowtier>", "write-mode must be sync or async");
+  /* write-back keeps newer data on a tier, which RBD tiers lose at
+   * every restart (always cold) */
+  config_error ("<shadowtier><disk target=\"vda\" slo-latency-ms=\"5\" write-mode=\"async\">"
+                "<tier name=\"cheap\" origin=\"yes\"/><tier name=\"fast\" path=\"/x\" "
+                "cost-gib-month=\"1\"/><tier name=\"ssd\" rbd=\"ssd/x\" "
+                "cost-gib-month=\"0.5\"/></disk></shadowtier>",
+                "write-mode async is not supported with rbd tiers");
   config_error ("<shadowtier><disk target=\"vda\" slo-latency-ms=\"5\" chunk-size=\"1000\">"
                 "<tier name=\"cheap\" origin=\"yes\"/><tier name=\"fast\" path=\"/x\" "
                 "cost-gib-month=\"1\"/></disk></shadowtier>", "not a power of two");
