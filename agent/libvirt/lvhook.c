@@ -202,11 +202,9 @@ file_node (const char *name, const char *path)
 }
 
 /* Brings the disk's image up to date from its tiers; TRUE when it holds
- * every chunk and the metadata records a clean stop with it active.
- * Without @always, a clean stop with the image active is taken as whole. */
+ * every chunk and the metadata records a clean stop with it active. */
 static gboolean
-settle (const char *xml, const ShdLvDisk *d, const char *image, gboolean always,
-        GError **error)
+settle (const char *xml, const ShdLvDisk *d, const char *image, GError **error)
 {
   g_autofree char *md = shd_lv_meta_path (d);
   g_autofree char *qsd = find_qsd (xml);
@@ -224,12 +222,8 @@ settle (const char *xml, const ShdLvDisk *d, const char *image, gboolean always,
   gint64 len = 0, valid = 0, t0 = g_get_monotonic_time ();
   Qmp q;
 
-  /* Already whole: no maps (no metadata image: the first start), or a
-   * clean stop with the image active */
+  /* No maps (no metadata image: the first start): nothing newer anywhere */
   if (!g_file_test (md, G_FILE_TEST_EXISTS))
-    return TRUE;
-  shd_lv_md_check (md, image, &whole, &why);
-  if (whole && !always)
     return TRUE;
   if (qsd == NULL) {
     g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "no qemu-storage-daemon with the "
@@ -375,9 +369,7 @@ main (int argc, char **argv)
     gboolean async = g_strcmp0 (g_hash_table_lookup (d->disk_attrs, "write-mode"),
                                 "async") == 0;
 
-    if (dd == NULL || dd->source == NULL || shd_lv_disk_on_rbd (d))
-      continue;
-    if (!async && strcmp (op, "migrate") == 0)
+    if (!async || dd == NULL || dd->source == NULL)
       continue;
     if (strcmp (op, "migrate") == 0) {
       /* the destination opens the image while the source's tiers may
@@ -390,19 +382,19 @@ main (int argc, char **argv)
     }
     g_clear_error (&error);
     /*
-     * A write-back disk is settled at every start: a clean stop with the
-     * image active does not prove it whole (an instant switch to it may
-     * have left chunks to hydrate).  A write-through disk's image holds
-     * every write, unless it was write-back until its metadata changed
-     * while it was stopped: settled then too when the maps say a tier
-     * was active or the stop was not clean, and not refused if that fails.
+     * Settled at every start: a clean stop with the image active does not
+     * prove it whole (an instant switch to it may have left chunks to
+     * hydrate).  A write-through disk is not settled: its image holds
+     * every write, and after an unclean stop the maps cannot tell a
+     * write made to the image while it was down (no stamps), which a
+     * settle would overwrite for the chunks in flight at the crash.
      */
-    if (!settle (xml, d, dd->source, async, &error)) {
-      g_printerr ("shadowtier: domain %s: disk %s%s: its image %s could not be brought "
-                  "up to date from its tiers: %s%s\n", argv[1], d->target,
-                  async ? " is write-back" : "", dd->source, error->message,
-                  async && !release ? "; QEMU is not started on a stale image" : "");
-      rc = async && !release ? 1 : rc;
+    if (!settle (xml, d, dd->source, &error)) {
+      g_printerr ("shadowtier: domain %s: disk %s is write-back and its image %s could not "
+                  "be brought up to date from its tiers: %s%s\n", argv[1], d->target,
+                  dd->source, error->message,
+                  release ? "" : "; QEMU is not started on a stale image");
+      rc = release ? 0 : 1;
     }
   }
   return rc;
