@@ -146,8 +146,10 @@ find_spikes (const double *load, gsize from, gsize n, double limit, double S)
       continue;
     s.onset_s = r * S;
     s.peak_iops = load[r];
-    while (r + 1 < n && load[r + 1] > limit)
-      s.peak_iops = MAX (s.peak_iops, load[++r]);
+    while (r + 1 < n && load[r + 1] > limit) {
+      r++;                      /* not in MAX (), which evaluates it twice */
+      s.peak_iops = MAX (s.peak_iops, load[r]);
+    }
     s.end_s = (r + 1) * S;
     g_array_append_val (a, s);
   }

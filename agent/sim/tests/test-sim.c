@@ -442,6 +442,30 @@ test_json (void)
   }
 }
 
+/* Spikes as the report gives them: a run of rows over the cheap tier's
+ * limit, its peak and its end, also when it ends at the last row */
+static void
+test_spikes (void)
+{
+  const double y[] = { 30, 500, 700, 600, 30, 30, 800, 900 };
+  g_autoptr (GError) error = NULL;
+  g_autoptr (ShdSimResult) r = NULL;
+  GArray *sp;
+  ShdSimConfig c;
+
+  config_init (&c, 512);
+  r = shd_sim_run (y, G_N_ELEMENTS (y), &c, &error);
+  g_assert_no_error (error);
+  sp = outcome (r, SHD_SIM_SHADOWTIER)->spikes;
+  g_assert_cmpuint (sp->len, ==, 2);
+  g_assert_cmpfloat (g_array_index (sp, ShdSimSpike, 0).onset_s, ==, 1);
+  g_assert_cmpfloat (g_array_index (sp, ShdSimSpike, 0).end_s, ==, 4);
+  g_assert_cmpfloat (g_array_index (sp, ShdSimSpike, 0).peak_iops, ==, 700);
+  g_assert_cmpfloat (g_array_index (sp, ShdSimSpike, 1).onset_s, ==, 6);
+  g_assert_cmpfloat (g_array_index (sp, ShdSimSpike, 1).end_s, ==, 8);
+  g_assert_cmpfloat (g_array_index (sp, ShdSimSpike, 1).peak_iops, ==, 900);
+}
+
 static void
 test_errors (void)
 {
@@ -475,6 +499,7 @@ main (int argc, char **argv)
   g_test_add_func ("/sim/oracle", test_oracle);
   g_test_add_func ("/sim/oracle-start", test_oracle_start);
   g_test_add_func ("/sim/json", test_json);
+  g_test_add_func ("/sim/spikes", test_spikes);
   g_test_add_func ("/sim/errors", test_errors);
   return g_test_run ();
 }
