@@ -171,6 +171,23 @@ def file_node(name, path, fmt='raw', **extra):
             'file': {'driver': 'file', 'filename': path, **extra}}
 
 
+def flat(prefix, d):
+    """Nested options as QEMU's dotted keys: {'file': {'driver': x}} ->
+    {'file.driver': x}"""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flat(f'{prefix}{k}.', v))
+        else:
+            out[f'{prefix}{k}'] = v
+    return out
+
+
+def image_opts(node):
+    """A node's options for --image-opts"""
+    return ','.join(f'{k}={v}' for k, v in flat('', node).items())
+
+
 def write_results(results, path):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'w', encoding='utf-8') as f:

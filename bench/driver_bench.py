@@ -11,7 +11,8 @@ import sys
 import time
 
 from benchlib import (MiB, GiB, REPO, Daemon, bench_seconds, file_node,
-                      fresh_dir, make_image, median_ratio, write_results)
+                      fresh_dir, image_opts, make_image, median_ratio,
+                      write_results)
 
 RUNS = 5
 
@@ -28,20 +29,6 @@ def shadow_opts(children, **extra):
             opts[f'children.{i}.{k}'] = v
     opts.update(extra)
     return ','.join(f'{k}={v}' for k, v in opts.items())
-
-
-def flat(prefix, d):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flat(f'{prefix}{k}.', v))
-        else:
-            out[f'{prefix}{k}'] = v
-    return out
-
-
-def image_opts(node):
-    return ','.join(f'{k}={v}' for k, v in flat('', node).items())
 
 
 def bench_reads(quick):

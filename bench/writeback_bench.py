@@ -19,25 +19,11 @@ import sys
 
 import re
 
-from benchlib import (MiB, QEMU_IO, REPO, fresh_dir, make_image, run,
-                      write_results)
+from benchlib import (MiB, QEMU_IO, REPO, fresh_dir, image_opts, make_image,
+                      run, write_results)
 
 CHEAP_IOPS = 200
 TARGET = 1.2
-
-
-def flat(prefix, d):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flat(f'{prefix}{k}.', v))
-        else:
-            out[f'{prefix}{k}'] = v
-    return out
-
-
-def opts(node):
-    return ','.join(f'{k}={v}' for k, v in flat('', node).items())
 
 
 def main():
@@ -74,7 +60,7 @@ def main():
             for path in (cheap, fast):
                 make_image(path, size)
             make_image(md, 0)
-            out = run(QEMU_IO, *args, opts(node))
+            out = run(QEMU_IO, *args, image_opts(node))
             ops = [float(x) for x in re.findall(r'and ([0-9.]+) ops/sec', out)]
             assert len(ops) == count, out[-500:]
             lat[name].append(statistics.median(1e6 / x for x in ops))

@@ -117,24 +117,9 @@ passthrough_send (const char *line, GTask *task, gpointer data)
 static JsonNode *
 monitor (const char *command, JsonObject *args, gpointer data, GError **error)
 {
-  g_autoptr (JsonBuilder) b = json_builder_new ();
-  g_autoptr (JsonGenerator) gen = json_generator_new ();
-  g_autoptr (JsonNode) root = NULL;
-  g_autofree char *line = NULL;
-  g_autofree char *reply = NULL;
+  g_autofree char *line = shd_qmp_command_line (command, args);
+  g_autofree char *reply = monitor_command (data, line, error);
 
-  json_builder_begin_object (b);
-  json_builder_set_member_name (b, "execute");
-  json_builder_add_string_value (b, command);
-  if (args) {
-    json_builder_set_member_name (b, "arguments");
-    json_builder_add_value (b, json_node_init_object (json_node_alloc (), args));
-  }
-  json_builder_end_object (b);
-  root = json_builder_get_root (b);
-  json_generator_set_root (gen, root);
-  line = json_generator_to_data (gen, NULL);
-  reply = monitor_command (data, line, error);
   if (reply == NULL)
     return NULL;
   return shd_qmp_parse_reply (command, reply, error);

@@ -16,6 +16,7 @@
  * libvirt forbids hooks to call libvirt: this reads the XML on stdin only. */
 #include "lvattach.h"
 #include "lvmeta.h"
+#include "qmp.h"
 
 #include <gio/gio.h>
 #include <gio/gunixinputstream.h>
@@ -76,25 +77,10 @@ typedef struct {
 static JsonNode *
 qmp_cmd (Qmp *q, const char *cmd, JsonObject *args, GError **error)
 {
-  g_autoptr (JsonBuilder) b = json_builder_new ();
-  g_autoptr (JsonGenerator) gen = json_generator_new ();
-  g_autoptr (JsonNode) root = NULL;
-  g_autofree char *line = NULL;
+  g_autofree char *line = shd_qmp_command_line (cmd, args);
 
-  json_builder_begin_object (b);
-  json_builder_set_member_name (b, "execute");
-  json_builder_add_string_value (b, cmd);
-  if (args) {
-    json_builder_set_member_name (b, "arguments");
-    JsonNode *an = json_node_new (JSON_NODE_OBJECT);
-
-    json_node_take_object (an, args);
-    json_builder_add_value (b, an);
-  }
-  json_builder_end_object (b);
-  root = json_builder_get_root (b);
-  json_generator_set_root (gen, root);
-  line = json_generator_to_data (gen, NULL);
+  if (args)
+    json_object_unref (args);
   if (!g_output_stream_write_all (q->out, line, strlen (line), NULL, NULL, error) ||
       !g_output_stream_write_all (q->out, "\n", 1, NULL, NULL, error) ||
       !g_output_stream_flush (q->out, NULL, error))

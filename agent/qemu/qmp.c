@@ -248,6 +248,18 @@ build_command (const char *command, JsonObject *arguments, const char *id)
   return json_builder_get_root (b);
 }
 
+/* A command as QMP reads it, on one line without its newline; @arguments
+ * is not taken */
+char *
+shd_qmp_command_line (const char *command, JsonObject *arguments)
+{
+  g_autoptr (JsonNode) root = build_command (command, arguments, NULL);
+  g_autoptr (JsonGenerator) gen = json_generator_new ();
+
+  json_generator_set_root (gen, root);
+  return json_generator_to_data (gen, NULL);
+}
+
 /* ---- connection lifecycle ---- */
 
 static void

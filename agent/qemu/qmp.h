@@ -77,6 +77,9 @@ void shd_qmp_custom_event (ShdQmp *self, const char *name, JsonObject *data,
                            gint64 timestamp_us);
 /* {"return": V} gives a copy of V; {"error": ...} SHD_QMP_ERROR_COMMAND. */
 JsonNode *shd_qmp_parse_reply (const char *command, const char *reply, GError **error);
+/* {"execute": COMMAND, "arguments": ...} on one line, no newline; for the
+ * blocking monitors of the libvirt layer and its hook */
+char *shd_qmp_command_line (const char *command, JsonObject *arguments);
 
 /* arguments may be NULL; timeout_ms 0 means the configured default.
  * On a QMP error reply the GError is SHD_QMP_ERROR_COMMAND with the
