@@ -301,6 +301,29 @@ new_image() {    # new_image NAME SIZE
     chown libvirt-qemu: "$dir/img/$1.qcow2"
 }
 
+# vda.qcow2 and ref.raw, 64 MiB each, with the same data: every argument
+# is a qemu-io command ("write -P 0x31 0 8M") run on both
+image_and_ref() {
+    local args=() c
+    new_image vda 64M
+    "$qemu/qemu-img" create -q -f raw "$dir/ref.raw" 64M
+    for c in "$@"; do args+=(-c "$c"); done
+    "$qemu/qemu-io" -f qcow2 "${args[@]}" "$dir/img/vda.qcow2" > /dev/null || fail "qemu-io"
+    "$qemu/qemu-io" -f raw "${args[@]}" "$dir/ref.raw" > /dev/null || fail "qemu-io"
+}
+
+# The metadata of vda on its image and a fast tier image, sequential
+# pre-warm; fast_tier_md [DISK-ATTRIBUTES [ELEMENT]]
+fast_tier_md() {
+    printf '<shadowtier xmlns="%s">
+  <disk target="vda" slo-latency-ms="1000" prewarm="sequential"%s>
+    <tier name="cheap" origin="yes"/>
+    <tier name="fast" path="%s" cost-gib-month="0.12"/>
+%s  </disk>
+</shadowtier>' "$ns" "${1:+ $1}" "$dir/img/tiers/vda.fast" "${2:+    $2
+}"
+}
+
 start_domain() {   # start_domain XML
     printf '%s\n' "$1" > "$dir/domain.xml"
     v define "$dir/domain.xml" > /dev/null || fail "virsh define"
@@ -1048,17 +1071,9 @@ check_on_fast() {  # check_on_fast PATTERN-ARGS...
 
 scenario_warm() {
     local how copied_cold copied_warm valid size md pid
-    new_image vda 64M
-    "$qemu/qemu-img" create -q -f raw "$dir/ref.raw" 64M
     # data that a cold start must copy
-    "$qemu/qemu-io" -f qcow2 -c "write -P 0x31 0 32M" "$dir/img/vda.qcow2" > /dev/null
-    "$qemu/qemu-io" -f raw -c "write -P 0x31 0 32M" "$dir/ref.raw" > /dev/null
-    md="<shadowtier xmlns=\"$ns\">
-  <disk target=\"vda\" slo-latency-ms=\"1000\" prewarm=\"sequential\">
-    <tier name=\"cheap\" origin=\"yes\"/>
-    <tier name=\"fast\" path=\"$dir/img/tiers/vda.fast\" cost-gib-month=\"0.12\"/>
-  </disk>
-</shadowtier>"
+    image_and_ref "write -P 0x31 0 32M"
+    md=$(fast_tier_md)
     start_domain "$(domain_xml "$md")"
     start_agent
     how=$(wait_inserted 1)
@@ -1206,16 +1221,8 @@ shadow_on_libvirt_node() {
 
 scenario_lock() {
     local how len0 len1 md
-    new_image vda 64M
-    "$qemu/qemu-img" create -q -f raw "$dir/ref.raw" 64M
-    "$qemu/qemu-io" -f qcow2 -c "write -P 0x41 0 8M" "$dir/img/vda.qcow2" > /dev/null
-    "$qemu/qemu-io" -f raw -c "write -P 0x41 0 8M" "$dir/ref.raw" > /dev/null
-    md="<shadowtier xmlns=\"$ns\">
-  <disk target=\"vda\" slo-latency-ms=\"1000\" prewarm=\"sequential\">
-    <tier name=\"cheap\" origin=\"yes\"/>
-    <tier name=\"fast\" path=\"$dir/img/tiers/vda.fast\" cost-gib-month=\"0.12\"/>
-  </disk>
-</shadowtier>"
+    image_and_ref "write -P 0x41 0 8M"
+    md=$(fast_tier_md)
     start_domain "$(domain_xml "$md")"
     refused "libvirt's own nodes" "$dir/img/vda.qcow2"
     start_agent
@@ -1339,19 +1346,14 @@ on_host1() {
     pattern_log_ok() { ! grep -q "Pattern verification failed" "$dir/cache/libvirt/qemu/log/$dom.log"; }
 }
 
+host1_shut_off() {
+    v domstate "$dom" 2> /dev/null | grep -q "shut off"
+}
+
 scenario_migrate() {
     local md port t0 mig_s mig_pid n_load how copied downtime out mig2_s
-    new_image vda 64M
-    "$qemu/qemu-img" create -q -f raw "$dir/ref.raw" 64M
-    "$qemu/qemu-io" -f qcow2 -c "write -P 0x31 0 8M" -c "write -P 0x34 8M 4M" \
-        "$dir/img/vda.qcow2" > /dev/null
-    "$qemu/qemu-io" -f raw -c "write -P 0x31 0 8M" -c "write -P 0x34 8M 4M" "$dir/ref.raw" > /dev/null
-    md="<shadowtier xmlns=\"$ns\">
-  <disk target=\"vda\" slo-latency-ms=\"1000\" prewarm=\"sequential\">
-    <tier name=\"cheap\" origin=\"yes\"/>
-    <tier name=\"fast\" path=\"$dir/img/tiers/vda.fast\" cost-gib-month=\"0.12\"/>
-  </disk>
-</shadowtier>"
+    image_and_ref "write -P 0x31 0 8M" "write -P 0x34 8M 4M"
+    md=$(fast_tier_md)
     start_host2
     start_domain "$(domain_xml "$md")"
     start_agent
@@ -1383,7 +1385,9 @@ scenario_migrate() {
     mig_s=$("$py" -c "print(round($(now) - $t0, 2))")
     downtime=$(v2 domjobinfo "$dom" --completed 2> /dev/null | awk -F: '/^Total downtime/ { gsub(/[^0-9]/, "", $2); print $2 }')
     [ "$(v2 domstate "$dom")" = running ] || fail "the domain does not run on host 2: $(v2 domstate "$dom")"
-    v domstate "$dom" 2> /dev/null | grep -q "shut off" || fail "the domain still runs on host 1"
+    # the source's libvirt marks it shut off once its QEMU is gone, which
+    # may come a moment after virsh migrate returned
+    wait_for 10 host1_shut_off || fail "the domain still runs on host 1: $(v domstate "$dom" 2>&1)"
     n_load=$(load_to_ref "$dir" 0x33)
     log "migrated live in $mig_s s (downtime ${downtime:-?} ms); $n_load writes of the load completed on host 1"
 
@@ -1804,17 +1808,8 @@ scenario_writeback() {
     seed=${WB_SEED:-$((RANDOM * 32768 + RANDOM))}
     log "seed $seed (WB_SEED=$seed runs it again)"
     RANDOM=$seed
-    new_image vda 64M
-    "$qemu/qemu-img" create -q -f raw "$dir/ref.raw" 64M
-    "$qemu/qemu-io" -f qcow2 -c "write -P 0x31 0 8M" "$dir/img/vda.qcow2" > /dev/null
-    "$qemu/qemu-io" -f raw -c "write -P 0x31 0 8M" "$dir/ref.raw" > /dev/null
-    md="<shadowtier xmlns=\"$ns\">
-  <disk target=\"vda\" slo-latency-ms=\"1000\" prewarm=\"sequential\" write-mode=\"async\">
-    <tier name=\"cheap\" origin=\"yes\"/>
-    <tier name=\"fast\" path=\"$dir/img/tiers/vda.fast\" cost-gib-month=\"0.12\"/>
-    <policy min-dwell=\"600\" switch-back-after=\"600\"/>
-  </disk>
-</shadowtier>"
+    image_and_ref "write -P 0x31 0 8M"
+    md=$(fast_tier_md 'write-mode="async"' '<policy min-dwell="600" switch-back-after="600"/>')
     start_domain "$(domain_xml "$md")"
     start_agent
     wait_inserted 1 > /dev/null
