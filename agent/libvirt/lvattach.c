@@ -1157,7 +1157,7 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
   g_autoptr (JsonObject) rbd_loc = NULL;
   const char *root, *file, *storage_drv, *path, *fmt;
   JsonObject *rinfo, *finfo;
-  guint64 len;
+  guint64 len = 0;
   struct stat st;
   gboolean ok = FALSE, touched = FALSE, warm = FALSE, written = TRUE, handed = FALSE;
   gboolean disk_rbd, created;

@@ -308,7 +308,7 @@ main (int argc, char **argv)
   GOptionEntry entries[] = {
     { "qsd", 0, 0, G_OPTION_ARG_FILENAME, &opt_qsd,
       "qemu-storage-daemon with the shadow driver (default: next to the emulator)", "PATH" },
-    { NULL }
+    { NULL, 0, 0, 0, NULL, NULL, NULL }
   };
   g_autoptr (GError) error = NULL;
   g_autofree char *xml = NULL;
