@@ -14,6 +14,8 @@
  * migrate: refused for a domain with a write-back disk.
  *
  * libvirt forbids hooks to call libvirt: this reads the XML on stdin only. */
+#include "blockgraph.h"
+#include "collector.h"
 #include "lvattach.h"
 #include "lvmeta.h"
 #include "qmp.h"
@@ -88,7 +90,7 @@ qmp_cmd (Qmp *q, const char *cmd, JsonObject *args, GError **error)
   for (;;) {
     g_autofree char *reply = g_data_input_stream_read_line (q->in, NULL, NULL, error);
     g_autoptr (JsonParser) p = json_parser_new ();
-    JsonObject *o;
+    JsonNode *root;
 
     if (reply == NULL) {
       if (error && *error == NULL)
@@ -98,16 +100,11 @@ qmp_cmd (Qmp *q, const char *cmd, JsonObject *args, GError **error)
     }
     if (!json_parser_load_from_data (p, reply, -1, error))
       return NULL;
-    o = json_node_get_object (json_parser_get_root (p));
-    if (json_object_has_member (o, "return"))
-      return json_node_copy (json_object_get_member (o, "return"));
-    if (json_object_has_member (o, "error")) {
-      JsonObject *e = json_object_get_object_member (o, "error");
-
-      g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED, "%s: %s", cmd,
-                   json_object_get_string_member_with_default (e, "desc", "?"));
-      return NULL;
-    }
+    root = json_parser_get_root (p);
+    if (root && JSON_NODE_HOLDS_OBJECT (root) &&
+        json_object_has_member (json_node_get_object (root), "event"))
+      continue;
+    return shd_qmp_parse_reply (cmd, reply, error);
   }
 }
 
@@ -118,6 +115,8 @@ origin_progress (Qmp *q, gint64 *len, gint64 *valid, GError **error)
   JsonObject *a = json_object_new ();
   g_autoptr (JsonNode) nodes = NULL;
   g_autoptr (JsonNode) stats = NULL;
+  g_autoptr (ShdShadowSample) sample = NULL;
+  const ShdChildSample *o;
 
   json_object_set_boolean_member (a, "flat", TRUE);
   nodes = qmp_cmd (q, "query-named-block-nodes", a, error);
@@ -128,42 +127,21 @@ origin_progress (Qmp *q, gint64 *len, gint64 *valid, GError **error)
   stats = qmp_cmd (q, "query-blockstats", a, error);
   if (stats == NULL)
     return FALSE;
-  *len = *valid = -1;
-  for (guint i = 0; i < json_array_get_length (json_node_get_array (nodes)); i++) {
-    JsonObject *n = json_array_get_object_element (json_node_get_array (nodes), i);
-
-    if (g_strcmp0 (json_object_get_string_member_with_default (n, "node-name", ""), "sh") == 0)
-      *len = json_object_get_int_member_with_default (json_object_get_object_member (n, "image"),
-                                                      "virtual-size", -1);
-  }
-  for (guint i = 0; i < json_array_get_length (json_node_get_array (stats)); i++) {
-    JsonObject *s = json_array_get_object_element (json_node_get_array (stats), i);
-    JsonObject *ds;
-    JsonArray *ch;
-
-    if (g_strcmp0 (json_object_get_string_member_with_default (s, "node-name", ""), "sh") != 0 ||
-        !json_object_has_member (s, "driver-specific"))
-      continue;
-    ds = json_object_get_object_member (s, "driver-specific");
-    ch = json_object_get_array_member (ds, "children");
-    for (guint k = 0; ch && k < json_array_get_length (ch); k++) {
-      JsonObject *c = json_array_get_object_element (ch, k);
-
-      if (g_strcmp0 (json_object_get_string_member_with_default (c, "node-name", ""), "o") == 0) {
-        if (g_strcmp0 (json_object_get_string_member_with_default (c, "state", ""),
-                       "degraded") == 0) {
-          g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED, "the disk's image failed "
-                       "(degraded) while it was brought up to date");
-          return FALSE;
-        }
-        *valid = json_object_get_int_member_with_default (c, "valid-bytes", -1);
-      }
-    }
-  }
-  if (*len < 0 || *valid < 0) {
+  sample = shd_shadow_sample_parse (stats, "sh", 0, error);
+  if (sample == NULL)
+    return FALSE;
+  o = shd_shadow_sample_child (sample, "o");
+  *len = shd_block_nodes_virtual_size (nodes, "sh");
+  if (o == NULL || *len < 0) {
     g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED, "no statistics of the shadow node");
     return FALSE;
   }
+  if (g_strcmp0 (o->state, "degraded") == 0) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED, "the disk's image failed "
+                 "(degraded) while it was brought up to date");
+    return FALSE;
+  }
+  *valid = (gint64) o->valid_bytes;
   return TRUE;
 }
 
@@ -351,7 +329,6 @@ main (int argc, char **argv)
   for (guint i = 0; i < disks->len; i++) {
     const ShdLvDisk *d = disks->pdata[i];
     const ShdLvDomDisk *dd = shd_lv_domain_disk (domdisks, d->target);
-
     gboolean async = g_strcmp0 (g_hash_table_lookup (d->disk_attrs, "write-mode"),
                                 "async") == 0;
 
