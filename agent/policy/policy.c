@@ -1055,7 +1055,6 @@ update_base (ShdPolicy *p, const ShdPolicyInput *in, int wanted)
   }
   if (dear >= 0 && cost (p, dear) > cost (p, p->order[0])) {
     gboolean held_besides = FALSE;
-
     double besides = 0, move_s;
 
     over = overspend (p, in, dear);
