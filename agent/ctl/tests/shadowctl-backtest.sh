@@ -1,11 +1,7 @@
 #!/bin/sh
 # shadowctl backtest end to end: output, JSON shape and error messages.
 # Usage: shadowctl-backtest.sh PATH/TO/shadowctl
-set -u
-ctl=$1
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+. "$(dirname "$0")/common.sh"
 
 printf 'ts,load\n' > "$tmp/s.csv"
 i=0

@@ -4,12 +4,7 @@
 # starting at a day's first second): shadowtier meets every spike, costs
 # less than always-fast and releases fast after each spike.
 # Usage: shadowctl-simulate-demo.sh PATH/TO/shadowctl
-set -u
-ctl=$1
-data=$(dirname "$0")/data
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+. "$(dirname "$0")/common.sh"
 
 "$ctl" simulate "$data/demo-trace.csv" --column ops --interval-s 1 \
   --config "$data/demo-simulate.conf" --history-rows 96 --json > "$tmp/out.json" \

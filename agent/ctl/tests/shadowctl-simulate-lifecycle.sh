@@ -9,12 +9,7 @@
 # after the second spike.  After each switch back (three), fast must be
 # released within 10 s.
 # Usage: shadowctl-simulate-lifecycle.sh PATH/TO/shadowctl
-set -u
-ctl=$1
-data=$(dirname "$0")/data
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+. "$(dirname "$0")/common.sh"
 
 "$ctl" simulate "$data/lifecycle-flake.csv" --column ops --interval-s 1 \
   --config "$data/lifecycle-simulate.conf" --history-rows 200 --trace --json > "$tmp/out.json" \
