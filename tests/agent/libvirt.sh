@@ -1601,6 +1601,22 @@ cmp_rbd() {      # cmp_rbd FILE POOL/IMAGE
     cmp "$1" "$out" || fail "$2 differs from $(basename "$1")"
 }
 
+# ref.raw (64 MiB, its first MiB 0x01) imported as the rbd image IMAGE,
+# and the domain started with that image as its disk:
+# rbd_disk_domain IMAGE METADATA
+rbd_disk_domain() {
+    "$qemu/qemu-img" create -q -f raw "$dir/ref.raw" 64M
+    "$qemu/qemu-io" -f raw -c "write -P 0x01 0 1M" "$dir/ref.raw" > /dev/null
+    rbd import --no-progress --image-feature layering "$dir/ref.raw" "$1" > /dev/null 2>&1 ||
+        fail "rbd import"
+    domain_xml "$2" | "$py" -c "
+import sys, re
+x = sys.stdin.read()
+x = re.sub(r\"<disk type='file'.*?</disk>\", lambda m: sys.argv[1], x, flags=re.S)
+print(x)" "$(rbd_disk_xml "$1")" > "$dir/rbd-domain.xml"
+    start_domain "$(cat "$dir/rbd-domain.xml")"
+}
+
 scenario_rbd() {
     local md RBD_RESULT=""
     log "ceph fixture up in ${SHADOW_CEPH_STARTUP_S:-?} s"
@@ -1650,22 +1666,13 @@ scenario_rbd() {
 
     # (b) a raw disk on RBD (libvirt's secret, whose QEMU object shadowd
     # reuses) with a file fast tier under tier-dirs
-    "$qemu/qemu-img" create -q -f raw "$dir/ref.raw" 64M
-    "$qemu/qemu-io" -f raw -c "write -P 0x01 0 1M" "$dir/ref.raw" > /dev/null
-    rbd import --no-progress --image-feature layering "$dir/ref.raw" ssd/vda2 > /dev/null 2>&1 ||
-        fail "rbd import"
     md="<shadowtier xmlns=\"$ns\">
   <disk target=\"vda\" slo-latency-ms=\"1000\" chunk-size=\"65536\" prewarm=\"sequential\">
     <tier name=\"cheap\" origin=\"yes\"/>
     <tier name=\"fast\" path=\"$dir/img/tiers/vda.fast\" cost-gib-month=\"0.12\"/>
   </disk>
 </shadowtier>"
-    domain_xml "$md" | "$py" -c "
-import sys, re
-x = sys.stdin.read()
-x = re.sub(r\"<disk type='file'.*?</disk>\", lambda m: sys.argv[1], x, flags=re.S)
-print(x)" "$(rbd_disk_xml ssd/vda2)" > "$dir/rbd-domain.xml"
-    start_domain "$(cat "$dir/rbd-domain.xml")"
+    rbd_disk_domain ssd/vda2 "$md"
     graph_has "^libvirt-1-format -file-> libvirt-1-storage$" || fail "libvirt's rbd disk: $(graph)"
     RBD_DETACH=1 RBD_EDGE="^shd-vda-base -file-> libvirt-1-storage$" rbd_round rbd-disk
     grep -q "tiers cold: the disk is on RBD" "$dir/shadowd.log" || log "note: no cold reason logged"
@@ -1678,22 +1685,13 @@ print(x)" "$(rbd_disk_xml ssd/vda2)" > "$dir/rbd-domain.xml"
     # (c) a disk on RBD with its fast tier on RBD too, with no cluster
     # settings in the metadata: the tier's node gets the disk's conf, user
     # and libvirt's secret object (QEMU has no keyring to fall back on)
-    "$qemu/qemu-img" create -q -f raw "$dir/ref.raw" 64M
-    "$qemu/qemu-io" -f raw -c "write -P 0x01 0 1M" "$dir/ref.raw" > /dev/null
-    rbd import --no-progress --image-feature layering "$dir/ref.raw" ssd/vda3 > /dev/null 2>&1 ||
-        fail "rbd import"
     md="<shadowtier xmlns=\"$ns\">
   <disk target=\"vda\" slo-latency-ms=\"1000\" chunk-size=\"65536\" prewarm=\"sequential\">
     <tier name=\"cheap\" origin=\"yes\"/>
     <tier name=\"fast\" rbd=\"ssd/vda3-fast\" cost-gib-month=\"0.12\"/>
   </disk>
 </shadowtier>"
-    domain_xml "$md" | "$py" -c "
-import sys, re
-x = sys.stdin.read()
-x = re.sub(r\"<disk type='file'.*?</disk>\", lambda m: sys.argv[1], x, flags=re.S)
-print(x)" "$(rbd_disk_xml ssd/vda3)" > "$dir/rbd-domain.xml"
-    start_domain "$(cat "$dir/rbd-domain.xml")"
+    rbd_disk_domain ssd/vda3 "$md"
     RBD_EDGE="^shd-vda-f1 -file-> shd-vda-f1-rbd$" rbd_round rbd-both
     grep -q "created the rbd image ssd/vda3-fast" "$dir/shadowd.log" ||
         fail "shadowd did not say it created ssd/vda3-fast"
