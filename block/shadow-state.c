@@ -23,7 +23,11 @@
  * I4  map.unflushed and map.flushing hold the chunks whose content on the
  *     child changed since a flush of the child began.  When that flush or
  *     the child fails, those chunks are made stale on it (I1 permitting),
- *     because their data may be lost (shadow_flush_failed()).
+ *     because their data may be lost (shadow_flush_failed()).  A chunk
+ *     I1 keeps on a shadow whose flush failed fails the guest's flush,
+ *     as the active child's failure would, until a flush of that shadow
+ *     succeeds or another child holds the chunk
+ *     (shadow_flush_kept_only_copy()).
  *
  * With a metadata child (docs/shadow-metadata.md), after dm-clone and
  * md's write-intent bitmap:
@@ -886,10 +890,46 @@ shadow_flush_child(BDRVShadowState *s, ShadowChild *sc, void *opaque)
 }
 
 /*
- * Flush the active child and every healthy shadow in parallel; returns
- * the active child's result
+ * Whether @sc, a shadow whose flush failed, still holds chunks that no
+ * other child holds (I1 kept them valid on it): what the guest wrote to
+ * them may be lost.  Locked.
  */
-int coroutine_fn shadow_state_flush_children(BDRVShadowState *s)
+static bool shadow_flush_kept_only_copy(BDRVShadowState *s, ShadowChild *sc)
+{
+    int64_t c;
+
+    for (c = hbitmap_next_dirty(sc->map.unflushed, 0, s->nb_chunks); c >= 0;
+         c = c + 1 < s->nb_chunks ?
+             hbitmap_next_dirty(sc->map.unflushed, c + 1,
+                                s->nb_chunks - c - 1) : -1) {
+        if (!hbitmap_get(sc->map.stale, c) && !shadow_state_holder(s, c, sc)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * Whether a flush of the guest's data must include @sc: a healthy shadow
+ * with @all or with guest writes since its last flush, or a degraded one
+ * that kept chunks after a failed flush (I4).  Locked.
+ */
+static bool shadow_flush_wants(ShadowChild *sc, bool all)
+{
+    if (sc->degraded) {
+        return hbitmap_count(sc->map.unflushed);
+    }
+    return all ||
+           qatomic_read(&sc->guest_writes) != sc->guest_writes_flushed;
+}
+
+/*
+ * Flush the active child and the shadows shadow_flush_wants() names, in
+ * parallel.  Returns the active child's result, or the error of a shadow
+ * that kept the only copy of a chunk (I4).
+ */
+static int coroutine_fn GRAPH_RDLOCK
+shadow_flush_for_guest(BDRVShadowState *s, bool all)
 {
     ShadowChildReq stack[SHADOW_STACK_CHILDREN];
     ShadowChildReq *reqs = s->num_children <= SHADOW_STACK_CHILDREN ?
@@ -897,17 +937,38 @@ int coroutine_fn shadow_state_flush_children(BDRVShadowState *s)
     int n = 0, i, ret;
 
     reqs[n++] = (ShadowChildReq) { .sc = s->active };
+    qemu_spin_lock(&s->lock);
     for (i = 0; i < s->num_children; i++) {
-        if (s->children[i] != s->active && !s->children[i]->degraded) {
-            reqs[n++] = (ShadowChildReq) { .sc = s->children[i] };
+        ShadowChild *sc = s->children[i];
+
+        if (sc != s->active && shadow_flush_wants(sc, all)) {
+            reqs[n++] = (ShadowChildReq) { .sc = sc };
         }
     }
+    qemu_spin_unlock(&s->lock);
     shadow_co_foreach(s, reqs, n, shadow_flush_child, NULL);
     ret = reqs[0].ret;
+    qemu_spin_lock(&s->lock);
+    for (i = 1; i < n && ret == 0; i++) {
+        if (reqs[i].ret < 0 && shadow_flush_kept_only_copy(s, reqs[i].sc)) {
+            ret = reqs[i].ret;
+        }
+    }
+    qemu_spin_unlock(&s->lock);
     if (reqs != stack) {
         g_free(reqs);
     }
     return ret;
+}
+
+/*
+ * Flush the active child and every healthy shadow in parallel; returns
+ * the active child's result, or the error of a shadow that kept the only
+ * copy of a chunk
+ */
+int coroutine_fn shadow_state_flush_children(BDRVShadowState *s)
+{
+    return shadow_flush_for_guest(s, true);
 }
 
 typedef struct ShadowFlushChild {
@@ -967,26 +1028,7 @@ int shadow_state_flush_child_sync(BDRVShadowState *s, ShadowChild *sc)
 static int coroutine_fn GRAPH_RDLOCK
 shadow_flush_guest_written(BDRVShadowState *s)
 {
-    ShadowChildReq stack[SHADOW_STACK_CHILDREN];
-    ShadowChildReq *reqs = s->num_children <= SHADOW_STACK_CHILDREN ?
-                           stack : g_new(ShadowChildReq, s->num_children);
-    int n = 0, i, ret;
-
-    reqs[n++] = (ShadowChildReq) { .sc = s->active };
-    for (i = 0; i < s->num_children; i++) {
-        ShadowChild *sc = s->children[i];
-
-        if (sc != s->active && !sc->degraded &&
-            qatomic_read(&sc->guest_writes) != sc->guest_writes_flushed) {
-            reqs[n++] = (ShadowChildReq) { .sc = sc };
-        }
-    }
-    shadow_co_foreach(s, reqs, n, shadow_flush_child, NULL);
-    ret = reqs[0].ret;
-    if (reqs != stack) {
-        g_free(reqs);
-    }
-    return ret;
+    return shadow_flush_for_guest(s, false);
 }
 
 /* Without metadata, periodically: flush the shadows with unflushed data */
