@@ -43,11 +43,12 @@
  *     a chunk that a flushed write made valid, which a guest flush needs.
  * D2  The intent bit of a chunk is durable before the first guest write
  *     to it goes out, and the header names the active child before the
- *     first write after a switch.  Intent bits are cleared only for
- *     chunks nobody wrote for a whole period, after a commit whose flush
- *     began after their last write.  After an unclean stop, a chunk with
- *     an intent bit stays valid on one child only (the recorded active
- *     child if it held it).
+ *     first write after a switch.  Bits are set a whole intent region at
+ *     a time (more bits are only conservative), and cleared only for
+ *     chunks whose region nobody wrote for a whole period, after a
+ *     commit whose flush began after their last write.  After an unclean
+ *     stop, a chunk with an intent bit stays valid on one child only (the
+ *     recorded active child if it held it).
  * D3  Nothing is written to a child before the header says "in use"
  *     (shadow_state_begin_writing()); a clean stop flushes, commits and
  *     records each child's size and ctime, so that an image written
@@ -1693,8 +1694,9 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
 
     if (img.in_use) {
         info_report("shadow: node '%s' was not closed cleanly: %" PRId64
-                    " chunks that had writes in flight are now valid on one "
-                    "child only", bdrv_get_node_name(s->bs), recovered);
+                    " chunks of regions with writes in flight are now "
+                    "valid on one child only", bdrv_get_node_name(s->bs),
+                    recovered);
     }
     if (!recorded) {
         /* Written before the removal of the active child was recorded */
@@ -2255,6 +2257,9 @@ int coroutine_fn shadow_state_prepare_write(BDRVShadowState *s,
         return 0;
     }
 
+    /* The whole regions: later first writes to them need not wait */
+    first = QEMU_ALIGN_DOWN(first, m->intent_chunks);
+    end = MIN(QEMU_ALIGN_UP(end, m->intent_chunks), s->nb_chunks);
     qemu_co_mutex_lock(&m->io_lock);
     qemu_spin_lock(&s->lock);
     hbitmap_set(m->intent, first, end - first);
@@ -2276,9 +2281,29 @@ int coroutine_fn shadow_state_prepare_write(BDRVShadowState *s,
 }
 
 /*
+ * Whether a chunk of @c's intent region was written since the last
+ * periodic commit: the region's bits stay, or the next write to a
+ * neighbour would wait for the metadata again.  If so, *@c becomes the
+ * region's last chunk, for the caller's loop to go on after it.  Locked.
+ */
+static bool shadow_region_written(BDRVShadowState *s, int64_t *c)
+{
+    ShadowMeta *m = &s->meta;
+    int64_t r = QEMU_ALIGN_DOWN(*c, m->intent_chunks);
+    int64_t n = MIN(m->intent_chunks, s->nb_chunks - r);
+
+    if (hbitmap_next_dirty(m->written, r, n) < 0) {
+        return false;
+    }
+    *c = r + n - 1;
+    return true;
+}
+
+/*
  * Intent bits that may be cleared once this commit is done (D2): chunks
- * nobody wrote since the previous periodic commit, with nothing in
- * flight.  Taken before the commit flushes the children.  Locked.
+ * of regions nobody wrote since the previous periodic commit, with
+ * nothing in flight.  Taken before the commit flushes the children.
+ * Locked.
  */
 static HBitmap *shadow_idle_intents(BDRVShadowState *s)
 {
@@ -2290,7 +2315,7 @@ static HBitmap *shadow_idle_intents(BDRVShadowState *s)
          c = c + 1 < s->nb_chunks ?
              hbitmap_next_dirty(m->intent_durable, c + 1,
                                 s->nb_chunks - c - 1) : -1) {
-        if (hbitmap_get(m->written, c) || shadow_chunk_busy(s, c)) {
+        if (shadow_region_written(s, &c) || shadow_chunk_busy(s, c)) {
             continue;
         }
         idle = idle ?: hbitmap_alloc(s->nb_chunks, 0);
@@ -2331,7 +2356,7 @@ shadow_clear_intents(BDRVShadowState *s, HBitmap *idle)
     for (c = idle ? hbitmap_next_dirty(idle, 0, s->nb_chunks) : -1; c >= 0;
          c = c + 1 < s->nb_chunks ?
              hbitmap_next_dirty(idle, c + 1, s->nb_chunks - c - 1) : -1) {
-        if (hbitmap_get(m->written, c) || shadow_clear_waits(s, c)) {
+        if (shadow_region_written(s, &c) || shadow_clear_waits(s, c)) {
             continue;
         }
         hbitmap_reset(m->intent, c, 1);

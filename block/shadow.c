@@ -40,13 +40,14 @@
 static const char *const shadow_option_names[] = {
     "children", "active-child", "chunk-size", "write-mode", "prewarm",
     "prewarm-speed", "read-from", "copy-on-read", "metadata",
-    "x-bounce-writes", NULL
+    "intent-granularity", "x-bounce-writes", NULL
 };
 
 /* Parsed options of an open or a reopen */
 typedef struct ShadowOptions {
     BlockdevOptionsShadow *qapi;
     int64_t chunk_size;
+    int64_t intent_granularity;
     ShadowWriteMode write_mode;
     ShadowPrewarm prewarm;
     uint64_t prewarm_speed;
@@ -222,6 +223,21 @@ static bool shadow_parse_options(QDict *options, bool consume,
                    "%" PRId64 " to %" PRId64 " bytes, not %" PRIu64,
                    (int64_t)SHADOW_MIN_CHUNK_SIZE,
                    (int64_t)SHADOW_MAX_CHUNK_SIZE, o->chunk_size);
+        goto fail;
+    }
+
+    opts->intent_granularity = o->has_intent_granularity ?
+                               o->intent_granularity :
+                               MAX(SHADOW_DEFAULT_INTENT_GRANULARITY,
+                                   opts->chunk_size);
+    if (!is_power_of_2(opts->intent_granularity) ||
+        opts->intent_granularity < opts->chunk_size ||
+        opts->intent_granularity > SHADOW_MAX_INTENT_GRANULARITY) {
+        error_setg(errp, "shadow: intent-granularity must be a power of two "
+                   "from chunk-size (%" PRId64 ") to %" PRId64 " bytes, "
+                   "not %" PRIu64, opts->chunk_size,
+                   (int64_t)SHADOW_MAX_INTENT_GRANULARITY,
+                   o->intent_granularity);
         goto fail;
     }
 
@@ -402,6 +418,7 @@ static int shadow_open(BlockDriverState *bs, QDict *options, int flags,
     }
 
     shadow_state_set_geometry(s, s->length, opts.chunk_size);
+    s->meta.intent_chunks = opts.intent_granularity / opts.chunk_size;
     s->write_mode = opts.write_mode;
     s->read_from = opts.read_from;
     s->copy_on_read = opts.copy_on_read;
@@ -1334,6 +1351,7 @@ static void shadow_reopen_commit(BDRVReopenState *state)
                             shadow_child_name(rs->new_active));
         shadow_state_switch(s, rs->new_active);
     }
+    s->meta.intent_chunks = rs->opts.intent_granularity / s->chunk_size;
     s->write_mode = rs->opts.write_mode;
     s->prewarm = rs->opts.prewarm;
     s->read_from = rs->opts.read_from;
@@ -1633,7 +1651,7 @@ static const char *const shadow_strong_runtime_opts[] = {
  */
 static const char *const shadow_mutable_opts[] = {
     "active-child", "write-mode", "prewarm", "prewarm-speed", "read-from",
-    "copy-on-read", "x-bounce-writes",
+    "copy-on-read", "intent-granularity", "x-bounce-writes",
     "children.0", "children.1", "children.2", "children.3", "children.4",
     "children.5", "children.6", "children.7", "children.8", "children.9",
     "children.10", "children.11", "children.12", "children.13", "children.14",

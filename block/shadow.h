@@ -33,6 +33,14 @@
 #define SHADOW_MAX_CHUNK_SIZE     (64 * MiB)
 #define SHADOW_DEFAULT_CHUNK_SIZE (64 * KiB)
 /*
+ * A write sets the intent bits of a whole aligned region at once, as md's
+ * write-intent bitmap does with its bitmap chunk: one metadata write then
+ * serves every later first write to the region, at the cost of copying
+ * the whole region again after an unclean stop.
+ */
+#define SHADOW_DEFAULT_INTENT_GRANULARITY (16 * MiB)
+#define SHADOW_MAX_INTENT_GRANULARITY     (1 * TiB)
+/*
  * A map holds at most this many chunks (64 MiB of bits per map and per
  * child): a larger disk needs a larger chunk-size
  */
@@ -260,12 +268,15 @@ typedef struct ShadowMeta {
      * Write intent: @intent is what the intent map on disk holds or is
      * about to hold, @intent_durable what it holds for sure.  A guest
      * write goes out only once its chunks are in @intent_durable.
-     * @written: chunks written since the last periodic commit; their
-     * intent bits stay set.
+     * @written: chunks written since the last periodic commit; the
+     * intent bits of their regions stay set.  A region is
+     * @intent_chunks chunks (a power of two), aligned: a write makes the
+     * intent bits of its whole regions durable.  Set at open and reopen.
      */
     HBitmap *intent;
     HBitmap *intent_durable;
     HBitmap *written;
+    int64_t intent_chunks;
     /* Serialises writes of the header and of the intent map */
     CoMutex io_lock;
 

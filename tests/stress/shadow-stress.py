@@ -311,7 +311,7 @@ class Segment:
 
     def random_opts(self):
         rng = self.rng
-        return {
+        opts = {
             'write-mode': rng.choice(('sync', 'sync', 'async')),
             'prewarm': rng.choice(('off', 'sequential', 'hot-first',
                                    'hot-first')),
@@ -319,6 +319,12 @@ class Segment:
             'read-from': rng.choice(('active', 'fastest')),
             'copy-on-read': rng.random() < 0.7,
         }
+        # Intent regions of one chunk, a few, 1 MiB, or the default
+        # (16 MiB: the whole disk here)
+        gran = rng.choice((self.chunk, self.chunk * 8, MiB, None))
+        if gran is not None:
+            opts['intent-granularity'] = max(gran, self.chunk)
+        return opts
 
     def write_conf(self, target, rules):
         with open(self.conf[target], 'w') as f:
