@@ -913,12 +913,12 @@ static bool shadow_flush_kept_only_copy(BDRVShadowState *s, ShadowChild *sc)
 /*
  * Whether a flush of the guest's data must include @sc: a healthy shadow
  * with @all or with guest writes since its last flush, or a degraded one
- * that kept chunks after a failed flush (I4).  Locked.
+ * that kept the only copy of a chunk after a failed flush (I4).  Locked.
  */
-static bool shadow_flush_wants(ShadowChild *sc, bool all)
+static bool shadow_flush_wants(BDRVShadowState *s, ShadowChild *sc, bool all)
 {
     if (sc->degraded) {
-        return hbitmap_count(sc->map.unflushed);
+        return shadow_flush_kept_only_copy(s, sc);
     }
     return all ||
            qatomic_read(&sc->guest_writes) != sc->guest_writes_flushed;
@@ -942,7 +942,7 @@ shadow_flush_for_guest(BDRVShadowState *s, bool all)
     for (i = 0; i < s->num_children; i++) {
         ShadowChild *sc = s->children[i];
 
-        if (sc != s->active && shadow_flush_wants(sc, all)) {
+        if (sc != s->active && shadow_flush_wants(s, sc, all)) {
             reqs[n++] = (ShadowChildReq) { .sc = sc };
         }
     }
