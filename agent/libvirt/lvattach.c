@@ -255,9 +255,13 @@ path_allowed (const char *path, const char *const *roots, GError **error)
 /* A tier image: created if missing with mode 0600 and the owner of the
  * disk's own image (QEMU runs as that user and opens it by name); an
  * existing one must be a regular file other than the disk's image.  At
- * least len bytes long afterwards. */
+ * least len bytes long afterwards, or new_len if it was created (warm
+ * maps leave existing images alone, but a tier image missing on this
+ * host, a host-local tier after a migration, must be as long as the
+ * disk for the shadow node to take it, stale). */
 static gboolean
-prepare_tier_file (const char *path, const struct stat *base, guint64 len, GError **error)
+prepare_tier_file (const char *path, const struct stat *base, guint64 len, guint64 new_len,
+                   GError **error)
 {
   g_autofree char *dir = g_path_get_dirname (path);
   struct stat st;
@@ -309,6 +313,8 @@ prepare_tier_file (const char *path, const struct stat *base, guint64 len, GErro
                  g_strerror (saved));
     return FALSE;
   }
+  if (created)
+    len = MAX (len, new_len);
   if ((guint64) st.st_size < len && ftruncate (fd, (off_t) len) < 0) {
     saved = errno;
     close (fd);
@@ -1360,11 +1366,11 @@ attach_once (const ShdLvMonitor *m, const ShdLvDisk *spec, const ShdLvDomDisk *d
 
       if (t->path && (!path_allowed (t->path, (const char *const *) roots, error) ||
                       (disk_rbd && !dir_owner (t->path, &st, error)) ||
-                      !prepare_tier_file (t->path, &st, warm ? 0 : len, error)))
+                      !prepare_tier_file (t->path, &st, warm ? 0 : len, len, error)))
         goto out;
     }
     if (md && (!path_allowed (md, (const char *const *) roots, error) ||
-               !prepare_tier_file (md, &st, 0, error) || (!warm && !md_wipe (md, error))))
+               !prepare_tier_file (md, &st, 0, 0, error) || (!warm && !md_wipe (md, error))))
       goto out;
   }
 

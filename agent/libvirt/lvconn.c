@@ -123,7 +123,8 @@ ev_main (gpointer data)
     shd_log (G_LOG_LEVEL_DEBUG, NULL, "libvirt", "domain %s: lifecycle event %d, detail %d",
              e->name, e->event, e->detail);
     if (e->event == VIR_DOMAIN_EVENT_STOPPED || e->event == VIR_DOMAIN_EVENT_CRASHED) {
-      dom_gone (c, e->uuid);
+      dom_gone (c, e->uuid, e->event == VIR_DOMAIN_EVENT_STOPPED &&
+                e->detail == VIR_DOMAIN_EVENT_STOPPED_MIGRATED);
     } else if (e->event == VIR_DOMAIN_EVENT_SHUTDOWN) {
       /* the guest is down; QEMU goes next: give the disks back while it
        * can, except those whose maps QEMU's exit keeps (lvdomain.c) */

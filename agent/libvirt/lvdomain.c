@@ -5,6 +5,8 @@
 
 #include "log.h"
 
+#include <errno.h>
+#include <glib/gstdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -152,6 +154,7 @@ lvdisk_free (gpointer p)
   g_free (k->layout);
   g_free (k->full);
   g_clear_pointer (&k->cfg, shd_disk_config_unref);
+  g_strfreev (k->local_images);
   g_free (k->error);
   g_free (k);
 }
@@ -265,17 +268,50 @@ dom_get (Conn *c, const char *uuid, const char *name)
   return d;
 }
 
+/* The domain left this host for good (its QEMU is gone): the images of
+ * its host-local tiers are a copy nobody will read again here.  The
+ * destination has tier images of its own at the same paths. */
+static void
+remove_local_images (Dom *d)
+{
+  GHashTableIter it;
+  gpointer val;
+
+  g_hash_table_iter_init (&it, d->disks);
+  while (g_hash_table_iter_next (&it, NULL, &val)) {
+    LvDisk *k = val;
+
+    for (guint i = 0; k->local_images && k->local_images[i]; i++) {
+      const char *path = k->local_images[i];
+      GStatBuf st;
+
+      if (g_stat (path, &st) != 0)
+        continue;
+      if (g_unlink (path) != 0)
+        shd_log (G_LOG_LEVEL_WARNING, k->name, "host-local", "domain %s migrated away: "
+                 "cannot remove %s: %s", d->name, path, g_strerror (errno));
+      else
+        shd_log (G_LOG_LEVEL_MESSAGE, k->name, "host-local", "domain %s migrated away: "
+                 "removed its host-local image %s (%" G_GINT64_FORMAT " bytes allocated)",
+                 d->name, path, (gint64) st.st_blocks * 512);
+    }
+  }
+}
+
 /* The domain stopped: QEMU and every node with it are gone.  A job that
- * still runs keeps the Dom alive and finds it gone when it ends. */
+ * still runs keeps the Dom alive and finds it gone when it ends.
+ * @migrated: it runs on another host now. */
 void
-dom_gone (Conn *c, const char *uuid)
+dom_gone (Conn *c, const char *uuid, gboolean migrated)
 {
   Dom *d = g_hash_table_lookup (c->doms, uuid);
 
   if (d == NULL)
     return;
-  shd_log (G_LOG_LEVEL_MESSAGE, NULL, "libvirt", "domain %s stopped: its disks are "
-           "no longer managed", d->name);
+  shd_log (G_LOG_LEVEL_MESSAGE, NULL, "libvirt", "domain %s stopped%s: its disks are "
+           "no longer managed", d->name, migrated ? " (migrated away)" : "");
+  if (migrated)
+    remove_local_images (d);
   g_hash_table_remove_all (d->disks);
   shd_qmp_custom_set_ready (d->qmp, FALSE, "domain stopped");
   g_hash_table_remove (c->doms, uuid);
@@ -681,6 +717,8 @@ plan (ShdLibvirt *lv, Job *j, Dom *d)
     lvdisk_drop_agent (k);
     g_clear_pointer (&k->cfg, shd_disk_config_unref);
     k->cfg = cfg;
+    g_strfreev (k->local_images);
+    k->local_images = shd_lv_disk_local_images (s);
     g_free (k->layout);
     k->layout = g_steal_pointer (&layout);
     g_free (k->full);
@@ -735,7 +773,7 @@ read_done (ShdLibvirt *lv, gpointer data, const GError *error)
     /* not running: forget it, saying so if it had disks managed */
     d->busy = FALSE;
     if (g_hash_table_size (d->disks) > 0)
-      dom_gone (j->c, j->uuid);
+      dom_gone (j->c, j->uuid, FALSE);
     else
       g_hash_table_remove (j->c->doms, j->uuid);
     return;

@@ -113,6 +113,7 @@ static const TierAttr tier_attrs[] = {
   { "path", ATTR_TEXT, G_STRUCT_OFFSET (ShdLvTier, path), NULL },
   { "rbd", ATTR_TEXT, G_STRUCT_OFFSET (ShdLvTier, rbd), NULL },
   { "origin", ATTR_YES_NO, G_STRUCT_OFFSET (ShdLvTier, origin), NULL },
+  { "host-local", ATTR_YES_NO, G_STRUCT_OFFSET (ShdLvTier, host_local), NULL },
   { "cost-gib-month", ATTR_TEXT, G_STRUCT_OFFSET (ShdLvTier, cost), NULL },
   { "max-iops", ATTR_TEXT, G_STRUCT_OFFSET (ShdLvTier, max_iops), NULL },
   { "latency-ms", ATTR_TEXT, G_STRUCT_OFFSET (ShdLvTier, latency_ms), NULL },
@@ -184,6 +185,9 @@ parse_tier (GMarkupParseContext *pc, ShdLvDisk *d, const char **names, const cha
   if (!t->origin && t->path == NULL && t->rbd == NULL)
     return meta_fail (pc, error, "tier %s: give its image's path or rbd image, or origin=\"yes\" for "
                       "the disk's own image", t->name);
+  if (t->host_local && t->path == NULL)
+    return meta_fail (pc, error, "tier %s: host-local=\"yes\" is for a tier with a path",
+                      t->name);
   if (t->path && !g_path_is_absolute (t->path))
     return meta_fail (pc, error, "tier %s: path '%s' is not absolute", t->name, t->path);
   if (t->path && (strstr (t->path, "/../") || g_str_has_suffix (t->path, "/..")))
@@ -366,6 +370,30 @@ shd_lv_meta_path (const ShdLvDisk *d)
   g_autofree char *img = shd_lv_meta_image (d, &rbd);
 
   return rbd ? NULL : g_steal_pointer (&img);
+}
+
+char **
+shd_lv_disk_local_images (const ShdLvDisk *d)
+{
+  g_autoptr (GStrvBuilder) b = g_strv_builder_new ();
+  gboolean first = TRUE;
+
+  for (guint i = 0; i < d->tiers->len; i++) {
+    const ShdLvTier *t = d->tiers->pdata[i];
+
+    if (t->origin)
+      continue;
+    if (t->host_local) {
+      g_strv_builder_add (b, t->path);
+      if (first) {
+        g_autofree char *meta = g_strdup_printf ("%s.meta", t->path);
+
+        g_strv_builder_add (b, meta);
+      }
+    }
+    first = FALSE;
+  }
+  return g_strv_builder_end (b);
 }
 
 gboolean

@@ -27,6 +27,7 @@ typedef struct {
   char *path;                   /* image file; NULL for the origin and rbd tiers */
   char *rbd;                    /* or an rbd image, POOL/IMAGE */
   gboolean origin;              /* the domain's own image */
+  gboolean host_local;          /* on storage only this host reaches */
   char *cost;                   /* attribute text, NULL when absent */
   char *max_iops;
   char *latency_ms;
@@ -58,6 +59,10 @@ char *shd_lv_node_meta (const char *target);
 char *shd_lv_meta_image (const ShdLvDisk *d, gboolean *rbd);
 /* The metadata image file: NULL when none or an rbd image */
 char *shd_lv_meta_path (const ShdLvDisk *d);
+/* The images this host removes when the domain migrates away: those of
+ * host-local tiers, and the metadata image next to a host-local first
+ * tier.  NULL-terminated; empty when there are none. */
+char **shd_lv_disk_local_images (const ShdLvDisk *d);
 /* Has a tier on an rbd image */
 gboolean shd_lv_disk_on_rbd (const ShdLvDisk *d);
 

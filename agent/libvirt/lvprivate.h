@@ -118,6 +118,7 @@ typedef struct {
   char *layout;                 /* shd_lv_disk_layout_key of the attached spec */
   char *full;                   /* shd_lv_disk_full_key: recreate the agent on change */
   ShdDiskConfig *cfg;
+  char **local_images;          /* shd_lv_disk_local_images of the spec */
   ShdDisk *disk;                /* the agent, while attached */
   LvState state;
   char *error;
@@ -157,8 +158,9 @@ void lv_set_error (GError **error, const char *what);
 
 Dom *dom_get (Conn *c, const char *uuid, const char *name);
 void dom_unref (Dom *d);
-/* The domain stopped: its disks are no longer managed. */
-void dom_gone (Conn *c, const char *uuid);
+/* The domain stopped: its disks are no longer managed; @migrated: it
+ * runs on another host, and its host-local tier images are removed. */
+void dom_gone (Conn *c, const char *uuid, gboolean migrated);
 /* Reads the domain's metadata and XML, then inserts and removes shadows. */
 void dom_reconcile (Dom *d);
 /* The operator's attach or detach of target */

@@ -1278,25 +1278,33 @@ scenario_lock() {
 # -------------------------------------------------------------- migrate
 # A second "host": its own libvirtd, virtlogd and shadowd, with its own
 # directories and host UUID, on the same storage
+# Host 2 shares the file system, except $dir/img/local: its libvirtd (so its
+# QEMU) and its shadowd run in a mount namespace where $h2/local is
+# mounted there, storage only that host reaches (a host-local tier)
 start_host2() {
     local i
-    mkdir -p "$h2"/{home,cfg/libvirt,run,cache,data}
+    mkdir -p "$h2"/{home,cfg/libvirt,run,cache,data,local} "$dir/img/local"
     echo 'host_uuid = "5ad0ba5e-0000-4000-8000-000000000002"' > "$h2/cfg/libvirt/libvirtd.conf"
-    chown -R libvirt-qemu: "$h2"
+    chown -R libvirt-qemu: "$h2" "$dir/img/local"
     host=$h2 as_daemon /usr/sbin/virtlogd >> "$h2/virtlogd.log" 2>&1 &
     virtlogd2_pid=$!
     for i in $(seq 50); do
         [ -S "$h2/run/libvirt/virtlogd-sock" ] && break
         sleep 0.1
     done
-    host=$h2 as_daemon /usr/sbin/libvirtd >> "$h2/libvirtd.log" 2>&1 &
+    # unshare and mount as root, then as_daemon drops to the daemon user;
+    # every exec keeps the pid, which nsenter uses for shadowd
+    unshare -m --propagation private bash -c "mount --bind '$h2/local' '$dir/img/local' &&
+        $(declare -f as_daemon); run_uid=$run_uid run_gid=$run_gid host='$h2' as_daemon /usr/sbin/libvirtd" \
+        >> "$h2/libvirtd.log" 2>&1 &
     libvirtd2_pid=$!
     wait_for 10 virsh -c "$uri2" list || fail "the second libvirtd did not start"
     sed -e "s|$dir/control.sock|$h2/control.sock|" -e "s|$dir/history.db|$h2/history.db|" \
         "$dir/shadowd.conf" > "$h2/shadowd.conf"
 }
 start_agent2() {
-    "$shadowd" --config "$h2/shadowd.conf" --connect "$uri2" -v >> "$h2/shadowd.log" 2>&1 &
+    nsenter -t "$libvirtd2_pid" -m --wd="$PWD" "$shadowd" --config "$h2/shadowd.conf" --connect "$uri2" -v \
+        >> "$h2/shadowd.log" 2>&1 &
     agent2_pid=$!
     wait_for 10 test -S "$h2/control.sock" || fail "shadowd (host 2) did not start"
 }
@@ -1351,9 +1359,10 @@ host1_shut_off() {
 }
 
 scenario_migrate() {
-    local md port t0 mig_s mig_pid n_load how copied downtime out mig2_s
+    local md port t0 mig_s mig_pid n_load how copied downtime out mig2_s local_copied
     image_and_ref "write -P 0x31 0 8M" "write -P 0x34 8M 4M"
-    md=$(fast_tier_md)
+    # fast on shared storage; local on storage each host has its own of
+    md=$(fast_tier_md "" "<tier name=\"local\" path=\"$dir/img/local/vda.local\" host-local=\"yes\" cost-gib-month=\"0.2\"/>")
     start_host2
     start_domain "$(domain_xml "$md")"
     start_agent
@@ -1396,6 +1405,12 @@ scenario_migrate() {
     [ -z "$(ctl libvirt --json | json "[x for x in d]" | tr -d '[]')" ] ||
         fail "host 1's shadowd still manages disks: $(ctl libvirt --json)"
     wait_for 10 no_qemu_on_host1 || fail "host 1's QEMU is still there"
+    # its host-local tier image is gone from host 1 (fast's is shared)
+    wait_for 10 test ! -e "$dir/img/local/vda.local" || fail "host 1 kept its host-local tier image"
+    grep -q "removed its host-local image $dir/img/local/vda.local" "$dir/shadowd.log" ||
+        fail "host 1's shadowd did not say it removed the host-local image"
+    [ -e "$dir/img/tiers/vda.fast" ] && [ -e "$dir/img/tiers/vda.fast.meta" ] ||
+        fail "host 1 removed a shared image"
     grep -q "domain $dom: paused for a migration" "$h2/shadowd.log" ||
         fail "host 2's shadowd did not wait for the migration to end"
 
@@ -1409,7 +1424,12 @@ scenario_migrate() {
     shadow_on_libvirt_node || fail "host 2: the shadow is not on libvirt's storage node: $(graph)"
     wait_for 60 tiers_synced vda || fail "host 2: the fast tier did not get in sync"
     copied=$(child_stat vda shd-vda-f1 copied-bytes)
-    log "host 2: the fast tier is synced; $copied bytes copied on host 2"
+    local_copied=$(child_stat vda shd-vda-f2 copied-bytes)
+    log "host 2: the tiers are synced; $copied bytes copied on host 2 for fast (shared)," \
+        "$local_copied for local (host 2's own image, re-warmed)"
+    [ -s "$h2/local/vda.local" ] && [ ! -e "$dir/img/local/vda.local" ] ||
+        fail "host 2's local tier image is not on host 2's own storage"
+    [ "$local_copied" -gt 0 ] || fail "host 2 did not copy its host-local tier"
     # The source closed the maps cleanly at its inactivation and nothing
     # wrote the image since: the destination must not copy it again
     [ "${how%%:*}" = "tiers warm" ] && [ "$copied" = 0 ] ||
@@ -1438,6 +1458,7 @@ scenario_migrate() {
     on_host1
     [ "$(v domstate "$dom")" = running ] || fail "the domain does not run on host 1 again"
     wait_for 10 grep -q "domain $dom stopped" "$h2/shadowd.log" || fail "host 2's shadowd missed the move"
+    wait_for 10 test ! -e "$h2/local/vda.local" || fail "host 2 kept its host-local tier image"
     wait_inserted 2 > "$dir/how2"
     log "detached on host 2, migrated back in $mig2_s s; host 1: shadow inserted, $(cat "$dir/how2")"
     shadow_on_libvirt_node || fail "host 1: the shadow is not on libvirt's storage node: $(graph)"
@@ -1449,7 +1470,7 @@ scenario_migrate() {
     cmp "$dir/img/vda.qcow2" "$dir/img/tiers/vda.fast" || fail "vda.fast differs from vda.qcow2"
     log "the image holds every completed write (qemu-img compare with the reference); the fast tier is the image (cmp)"
     echo "RESULT migrate=ok migrate-s=$mig_s downtime-ms=${downtime:-?} load-writes=$n_load" \
-         "dest-copied-bytes=$copied dest=${how%%:*} detached-migrate-back-s=$mig2_s"
+         "dest-copied-bytes=$copied dest-local-copied-bytes=$local_copied dest=${how%%:*} detached-migrate-back-s=$mig2_s"
 }
 
 # ------------------------------------------------------------------ rbd

@@ -192,6 +192,15 @@ test_bad (void)
              "<tier name=\"b\" path=\"/x\" colour=\"red\"/></disk></shadowtier>",
              "no attribute 'colour'");
   check_bad ("<shadowtier><disk target=\"vda\"><tier name=\"a\" origin=\"yes\"/>"
+             "<tier name=\"b\" rbd=\"ssd/x\" host-local=\"yes\"/></disk></shadowtier>",
+             "host-local=\"yes\" is for a tier with a path");
+  check_bad ("<shadowtier><disk target=\"vda\"><tier name=\"a\" origin=\"yes\" "
+             "host-local=\"yes\"/><tier name=\"b\" path=\"/x\"/></disk></shadowtier>",
+             "host-local=\"yes\" is for a tier with a path");
+  check_bad ("<shadowtier><disk target=\"vda\"><tier name=\"a\" origin=\"yes\"/>"
+             "<tier name=\"b\" path=\"/x\" host-local=\"maybe\"/></disk></shadowtier>",
+             "is yes or no, not 'maybe'");
+  check_bad ("<shadowtier><disk target=\"vda\"><tier name=\"a\" origin=\"yes\"/>"
              "<tier name=\"b\" path=\"/x\"/><tier name=\"c\" path=\"/x\"/></disk></shadowtier>",
              "have the same image");
   check_bad ("<shadowtier><disk target=\"vda\"><tier name=\"a\" origin=\"yes\"/>"
@@ -357,6 +366,51 @@ test_rbd (void)
   g_assert_cmpstr (((ShdLvDomDisk *) dd->pdata[0])->type, ==, "network");
 }
 
+/* What a host removes when the domain migrates away */
+static void
+test_host_local (void)
+{
+  static const char first[] =
+    "<shadowtier><disk target=\"vda\" slo-latency-ms=\"5\">"
+    "<tier name=\"cheap\" origin=\"yes\"/>"
+    "<tier name=\"nvme\" path=\"/local/vda\" host-local=\"yes\"/>"
+    "<tier name=\"fast\" path=\"/shared/vda\" host-local=\"no\"/>"
+    "</disk></shadowtier>";
+  static const char second[] =
+    "<shadowtier><disk target=\"vda\" slo-latency-ms=\"5\">"
+    "<tier name=\"cheap\" origin=\"yes\"/>"
+    "<tier name=\"fast\" path=\"/shared/vda\"/>"
+    "<tier name=\"nvme\" path=\"/local/vda\" host-local=\"yes\"/>"
+    "</disk></shadowtier>";
+  static const char none[] =
+    "<shadowtier><disk target=\"vda\" slo-latency-ms=\"5\">"
+    "<tier name=\"cheap\" origin=\"yes\"/><tier name=\"fast\" path=\"/shared/vda\"/>"
+    "</disk></shadowtier>";
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) a = shd_lv_meta_parse (first, &error);
+  g_autoptr (GPtrArray) b = NULL;
+  g_autoptr (GPtrArray) c = NULL;
+  g_auto (GStrv) la = NULL;
+  g_auto (GStrv) lb = NULL;
+  g_auto (GStrv) lc = NULL;
+
+  g_assert_no_error (error);
+  b = shd_lv_meta_parse (second, &error);
+  g_assert_no_error (error);
+  c = shd_lv_meta_parse (none, &error);
+  g_assert_no_error (error);
+  /* the metadata image is next to the first tier: local with it */
+  la = shd_lv_disk_local_images (a->pdata[0]);
+  g_assert_cmpuint (g_strv_length (la), ==, 2);
+  g_assert_cmpstr (la[0], ==, "/local/vda");
+  g_assert_cmpstr (la[1], ==, "/local/vda.meta");
+  lb = shd_lv_disk_local_images (b->pdata[0]);
+  g_assert_cmpuint (g_strv_length (lb), ==, 1);
+  g_assert_cmpstr (lb[0], ==, "/local/vda");
+  lc = shd_lv_disk_local_images (c->pdata[0]);
+  g_assert_cmpuint (g_strv_length (lc), ==, 0);
+}
+
 static void
 test_names (void)
 {
@@ -386,5 +440,6 @@ main (int argc, char **argv)
   g_test_add_func ("/lvmeta/domain-xml", test_domain_xml);
   g_test_add_func ("/lvmeta/names", test_names);
   g_test_add_func ("/lvmeta/rbd", test_rbd);
+  g_test_add_func ("/lvmeta/host-local", test_host_local);
   return g_test_run ();
 }
