@@ -22,12 +22,12 @@
  *     copy the chunk up first, under the range lock.
  * I4  map.unflushed and map.flushing hold the chunks whose content on the
  *     child changed since a flush of the child began.  When that flush or
- *     the child fails, those chunks are made stale on it (I1 permitting),
- *     because their data may be lost (shadow_flush_failed()).  A chunk
- *     I1 keeps on a shadow whose flush failed fails the guest's flush,
- *     as the active child's failure would, until a flush of that shadow
- *     succeeds or another child holds the chunk
- *     (shadow_flush_kept_only_copy()).
+ *     the child fails, its data for those chunks may be lost: they are
+ *     made stale on it where another child holds them on its disk
+ *     (flushed), and kept otherwise (shadow_flush_failed()).  While a
+ *     degraded shadow keeps such a chunk, guest flushes retry its flush
+ *     and fail as the active child's failure would, until a flush
+ *     succeeds or another child's copy is flushed (shadow_settle_kept()).
  *
  * With a metadata child (docs/shadow-metadata.md), after dm-clone and
  * md's write-intent bitmap:
@@ -632,12 +632,36 @@ static bool shadow_mark_stale(BDRVShadowState *s, ShadowChild *sc,
 }
 
 /*
+ * Whether a child other than @except holds chunk @c on its disk: valid,
+ * and nothing it got for the chunk waits for a flush (I4).  Locked.
+ */
+static bool shadow_durable_holder(BDRVShadowState *s, int64_t c,
+                                  ShadowChild *except)
+{
+    int i;
+
+    for (i = 0; i < s->num_children; i++) {
+        ShadowChunkMap *map = &s->children[i]->map;
+
+        if (s->children[i] != except && !hbitmap_get(map->stale, c) &&
+            !hbitmap_get(map->unflushed, c) &&
+            !hbitmap_get(map->flushing, c) && !hbitmap_get(map->fresh, c) &&
+            !hbitmap_get(map->fresh_flushing, c)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
  * After a failed flush of @sc, or when @sc is degraded: the chunks whose
  * content changed since its last successful flush may be lost (I4).
- * A shadow loses them (but the chunks only it holds); the active child
- * loses those another child holds, which hydration brings back, and
- * keeps the others.  Chunks a request holds locked are left alone: their
- * request decides.  What is kept stays unflushed.
+ * Those another child holds on its disk become stale on @sc (on the
+ * active child, hydration brings them back); @sc keeps the others, whose
+ * only copy that may be on a disk is perhaps its own, until a flush
+ * succeeds or another child's copy is flushed (shadow_settle_kept()).
+ * Chunks a request holds locked are left alone: their request decides.
+ * What is kept stays unflushed.
  */
 static void shadow_flush_failed(BDRVShadowState *s, ShadowChild *sc)
 {
@@ -650,7 +674,7 @@ static void shadow_flush_failed(BDRVShadowState *s, ShadowChild *sc)
                                    &off, &bytes)) {
         for (c = off; c < off + bytes; c++) {
             bool keep = shadow_chunk_busy(s, c) ||
-                        (sc == s->active && !shadow_state_holder(s, c, sc)) ||
+                        !shadow_durable_holder(s, c, sc) ||
                         !shadow_mark_stale(s, sc, c, 1);
 
             if (keep) {
@@ -891,34 +915,52 @@ shadow_flush_child(BDRVShadowState *s, ShadowChild *sc, void *opaque)
 }
 
 /*
- * Whether @sc, a shadow whose flush failed, still holds chunks that no
- * other child holds (I1 kept them valid on it): what the guest wrote to
- * them may be lost.  Locked.
+ * The chunks a degraded shadow kept after a failed flush (in its
+ * unflushed map, shadow_flush_failed()): those it no longer holds are
+ * dropped, those another child now holds on its disk become stale on
+ * it.  Returns whether any is left: a guest flush cannot vouch for it.
+ * Stale ranges go at once (a disk grown by terabytes adds them).  Locked.
  */
-static bool shadow_flush_kept_only_copy(BDRVShadowState *s, ShadowChild *sc)
+static bool shadow_settle_kept(BDRVShadowState *s, ShadowChild *sc)
 {
-    int64_t c;
+    HBitmap *kept = sc->map.unflushed;
+    int64_t off = 0, bytes, c, v, end;
+    bool left = false;
 
-    for (c = hbitmap_next_dirty(sc->map.unflushed, 0, s->nb_chunks); c >= 0;
-         c = c + 1 < s->nb_chunks ?
-             hbitmap_next_dirty(sc->map.unflushed, c + 1,
-                                s->nb_chunks - c - 1) : -1) {
-        if (!hbitmap_get(sc->map.stale, c) && !shadow_state_holder(s, c, sc)) {
-            return true;
+    while (off < s->nb_chunks &&
+           hbitmap_next_dirty_area(kept, off, s->nb_chunks, INT64_MAX,
+                                   &off, &bytes)) {
+        end = off + bytes;
+        for (c = off; c < end; c = v + 1) {
+            v = hbitmap_next_zero(sc->map.stale, c, end - c);
+            if (v < 0) {
+                hbitmap_reset(kept, c, end - c);
+                break;
+            }
+            if (v > c) {
+                hbitmap_reset(kept, c, v - c);
+            }
+            if (!shadow_chunk_busy(s, v) && shadow_durable_holder(s, v, sc) &&
+                shadow_mark_stale(s, sc, v, 1)) {
+                hbitmap_reset(kept, v, 1);
+            } else {
+                left = true;
+            }
         }
+        off = end;
     }
-    return false;
+    return left;
 }
 
 /*
  * Whether a flush of the guest's data must include @sc: a healthy shadow
  * with @all or with guest writes since its last flush, or a degraded one
- * that kept the only copy of a chunk after a failed flush (I4).  Locked.
+ * that kept chunks no other child holds on its disk.  Locked.
  */
 static bool shadow_flush_wants(BDRVShadowState *s, ShadowChild *sc, bool all)
 {
     if (sc->degraded) {
-        return shadow_flush_kept_only_copy(s, sc);
+        return shadow_settle_kept(s, sc);
     }
     return all ||
            qatomic_read(&sc->guest_writes) != sc->guest_writes_flushed;
@@ -926,8 +968,9 @@ static bool shadow_flush_wants(BDRVShadowState *s, ShadowChild *sc, bool all)
 
 /*
  * Flush the active child and the shadows shadow_flush_wants() names, in
- * parallel.  Returns the active child's result, or the error of a shadow
- * that kept the only copy of a chunk (I4).
+ * parallel.  Returns the active child's result, or an error while a
+ * degraded shadow keeps a chunk no other child holds on its disk (I4):
+ * the guest's write to it may be nowhere on a disk.
  */
 static int coroutine_fn GRAPH_RDLOCK
 shadow_flush_for_guest(BDRVShadowState *s, bool all)
@@ -935,7 +978,7 @@ shadow_flush_for_guest(BDRVShadowState *s, bool all)
     ShadowChildReq stack[SHADOW_STACK_CHILDREN];
     ShadowChildReq *reqs = s->num_children <= SHADOW_STACK_CHILDREN ?
                            stack : g_new(ShadowChildReq, s->num_children);
-    int n = 0, i, ret;
+    int n = 0, i, j, ret;
 
     reqs[n++] = (ShadowChildReq) { .sc = s->active };
     qemu_spin_lock(&s->lock);
@@ -950,9 +993,16 @@ shadow_flush_for_guest(BDRVShadowState *s, bool all)
     shadow_co_foreach(s, reqs, n, shadow_flush_child, NULL);
     ret = reqs[0].ret;
     qemu_spin_lock(&s->lock);
-    for (i = 1; i < n && ret == 0; i++) {
-        if (reqs[i].ret < 0 && shadow_flush_kept_only_copy(s, reqs[i].sc)) {
-            ret = reqs[i].ret;
+    for (i = 0; i < s->num_children && ret == 0; i++) {
+        ShadowChild *sc = s->children[i];
+
+        if (sc != s->active && sc->degraded && shadow_settle_kept(s, sc)) {
+            ret = -EIO;
+            for (j = 1; j < n; j++) {
+                if (reqs[j].sc == sc && reqs[j].ret < 0) {
+                    ret = reqs[j].ret;
+                }
+            }
         }
     }
     qemu_spin_unlock(&s->lock);
