@@ -39,7 +39,7 @@
  * the whole region again after an unclean stop.
  */
 #define SHADOW_DEFAULT_INTENT_GRANULARITY (16 * MiB)
-#define SHADOW_MAX_INTENT_GRANULARITY     (1 * TiB)
+#define SHADOW_MAX_INTENT_GRANULARITY     (1 * GiB)
 /*
  * A map holds at most this many chunks (64 MiB of bits per map and per
  * child): a larger disk needs a larger chunk-size
