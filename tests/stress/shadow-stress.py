@@ -653,7 +653,10 @@ class Segment:
         until then, a child that failed is degraded until then (and if it
         was the only one holding a chunk that the active child has not
         hydrated yet, that chunk cannot be read or partly written), and a
-        copy-up that failed stops until then."""
+        copy-up that failed stops until then.  A shadow that failed keeps
+        the chunks no other child holds with its copy flushed: flushes
+        (and FUA writes, which commit) fail until that changes, at the
+        latest until a reopen."""
         for f in self.faults:
             if f.armed > end or f.kind == 'slow':
                 continue
@@ -664,6 +667,9 @@ class Segment:
                         sticky:
                     return True
                 continue
+            if (kind == 'flush' or flags & FLAG_FUA) and \
+                    f.target != active and (live or sticky):
+                return True
             if kind in ('read', 'status'):
                 if live and f.kind == 'read' and f.target == active:
                     return True
