@@ -2349,29 +2349,38 @@ static int64_t shadow_region(BDRVShadowState *s, int64_t c, int64_t *len)
 /*
  * Whether a chunk of [@first, @first + @count) is stale on some child in
  * memory but still valid on its disk (D5 holds the clear back): then the
- * intent bit must stay.  Skips 64 chunks at a time where the disk's bits
- * are all clear.  Locked.
+ * intent bit must stay.  A child with no stale chunk there (a holder)
+ * costs one lookup; otherwise 64 chunks at a time: skipped where the
+ * disk's bits are all clear, else their stale ones checked.  Locked.
  */
 static bool shadow_clear_waits(BDRVShadowState *s, int64_t first,
                                int64_t count)
 {
-    int64_t c, end = first + count;
+    int64_t c, k, w_end, end = first + count;
     uint64_t word;
     int i;
 
     for (i = 0; i < s->num_children; i++) {
         ShadowChunkMap *map = &s->children[i]->map;
 
-        for (c = first; c < end; c++) {
-            if (c % 64 == 0 && end - c >= 64) {
+        if (hbitmap_next_dirty(map->stale, first, count) < 0) {
+            continue;
+        }
+        for (c = first; c < end; c = w_end) {
+            w_end = MIN(QEMU_ALIGN_DOWN(c, 64) + 64, end);
+            if (c % 64 == 0 && w_end - c == 64) {
                 memcpy(&word, map->ondisk + c / 8, sizeof(word));
                 if (!word) {
-                    c += 63;
                     continue;
                 }
             }
-            if (shadow_bit_get(map->ondisk, c) && hbitmap_get(map->stale, c)) {
-                return true;
+            for (k = hbitmap_next_dirty(map->stale, c, w_end - c); k >= 0;
+                 k = k + 1 < w_end ?
+                     hbitmap_next_dirty(map->stale, k + 1, w_end - k - 1) :
+                     -1) {
+                if (shadow_bit_get(map->ondisk, k)) {
+                    return true;
+                }
             }
         }
     }
