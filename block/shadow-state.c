@@ -914,18 +914,25 @@ shadow_flush_child(BDRVShadowState *s, ShadowChild *sc, void *opaque)
     return ret;
 }
 
+/* What a degraded shadow's kept chunks still need (shadow_settle_kept()) */
+typedef enum ShadowKept {
+    SHADOW_KEPT_NONE,       /* nothing: each is on another child's disk */
+    SHADOW_KEPT_WAITING,    /* another child holds one, not flushed yet */
+    SHADOW_KEPT_ONLY,       /* the shadow holds the only copy of one */
+} ShadowKept;
+
 /*
  * The chunks a degraded shadow kept after a failed flush (in its
  * unflushed map, shadow_flush_failed()): those it no longer holds are
  * dropped, those another child now holds on its disk become stale on
- * it.  Returns whether any is left: a guest flush cannot vouch for it.
+ * it.  Says what the others need; a guest flush cannot vouch for them.
  * Stale ranges go at once (a disk grown by terabytes adds them).  Locked.
  */
-static bool shadow_settle_kept(BDRVShadowState *s, ShadowChild *sc)
+static ShadowKept shadow_settle_kept(BDRVShadowState *s, ShadowChild *sc)
 {
     HBitmap *kept = sc->map.unflushed;
     int64_t off = 0, bytes, c, v, end;
-    bool left = false;
+    ShadowKept left = SHADOW_KEPT_NONE;
 
     while (off < s->nb_chunks &&
            hbitmap_next_dirty_area(kept, off, s->nb_chunks, INT64_MAX,
@@ -943,8 +950,11 @@ static bool shadow_settle_kept(BDRVShadowState *s, ShadowChild *sc)
             if (!shadow_chunk_busy(s, v) && shadow_durable_holder(s, v, sc) &&
                 shadow_mark_stale(s, sc, v, 1)) {
                 hbitmap_reset(kept, v, 1);
+            } else if (shadow_chunk_busy(s, v) ||
+                       shadow_state_holder(s, v, sc)) {
+                left = MAX(left, SHADOW_KEPT_WAITING);
             } else {
-                left = true;
+                left = SHADOW_KEPT_ONLY;
             }
         }
         off = end;
@@ -960,7 +970,7 @@ static bool shadow_settle_kept(BDRVShadowState *s, ShadowChild *sc)
 static bool shadow_flush_wants(BDRVShadowState *s, ShadowChild *sc, bool all)
 {
     if (sc->degraded) {
-        return shadow_settle_kept(s, sc);
+        return shadow_settle_kept(s, sc) != SHADOW_KEPT_NONE;
     }
     return all ||
            qatomic_read(&sc->guest_writes) != sc->guest_writes_flushed;
@@ -970,7 +980,9 @@ static bool shadow_flush_wants(BDRVShadowState *s, ShadowChild *sc, bool all)
  * Flush the active child and the shadows shadow_flush_wants() names, in
  * parallel.  Returns the active child's result, or an error while a
  * degraded shadow keeps a chunk no other child holds on its disk (I4):
- * the guest's write to it may be nowhere on a disk.
+ * the guest's write to it may be nowhere on a disk.  Where another child
+ * holds it but its copy changed during the flush (a write, a copy-up),
+ * every child is flushed again, a few times, rather than fail the guest.
  */
 static int coroutine_fn GRAPH_RDLOCK
 shadow_flush_for_guest(BDRVShadowState *s, bool all)
@@ -978,34 +990,53 @@ shadow_flush_for_guest(BDRVShadowState *s, bool all)
     ShadowChildReq stack[SHADOW_STACK_CHILDREN];
     ShadowChildReq *reqs = s->num_children <= SHADOW_STACK_CHILDREN ?
                            stack : g_new(ShadowChildReq, s->num_children);
-    int n = 0, i, j, ret;
+    ShadowKept kept, k;
+    int n, i, j, ret, err, round;
 
-    reqs[n++] = (ShadowChildReq) { .sc = s->active };
-    qemu_spin_lock(&s->lock);
-    for (i = 0; i < s->num_children; i++) {
-        ShadowChild *sc = s->children[i];
+    for (round = 0;; round++) {
+        n = 0;
+        reqs[n++] = (ShadowChildReq) { .sc = s->active };
+        qemu_spin_lock(&s->lock);
+        for (i = 0; i < s->num_children; i++) {
+            ShadowChild *sc = s->children[i];
 
-        if (sc != s->active && shadow_flush_wants(s, sc, all)) {
-            reqs[n++] = (ShadowChildReq) { .sc = sc };
-        }
-    }
-    qemu_spin_unlock(&s->lock);
-    shadow_co_foreach(s, reqs, n, shadow_flush_child, NULL);
-    ret = reqs[0].ret;
-    qemu_spin_lock(&s->lock);
-    for (i = 0; i < s->num_children && ret == 0; i++) {
-        ShadowChild *sc = s->children[i];
-
-        if (sc != s->active && sc->degraded && shadow_settle_kept(s, sc)) {
-            ret = -EIO;
-            for (j = 1; j < n; j++) {
-                if (reqs[j].sc == sc && reqs[j].ret < 0) {
-                    ret = reqs[j].ret;
-                }
+            if (sc != s->active && shadow_flush_wants(s, sc, all || round)) {
+                reqs[n++] = (ShadowChildReq) { .sc = sc };
             }
         }
+        qemu_spin_unlock(&s->lock);
+        shadow_co_foreach(s, reqs, n, shadow_flush_child, NULL);
+        ret = reqs[0].ret;
+        if (ret < 0) {
+            break;
+        }
+
+        kept = SHADOW_KEPT_NONE;
+        err = -EIO;
+        qemu_spin_lock(&s->lock);
+        for (i = 0; i < s->num_children; i++) {
+            ShadowChild *sc = s->children[i];
+
+            if (sc == s->active || !sc->degraded) {
+                continue;
+            }
+            k = shadow_settle_kept(s, sc);
+            for (j = 1; j < n && k != SHADOW_KEPT_NONE; j++) {
+                if (reqs[j].sc == sc && reqs[j].ret < 0) {
+                    err = reqs[j].ret;
+                }
+            }
+            kept = MAX(kept, k);
+        }
+        qemu_spin_unlock(&s->lock);
+        if (kept == SHADOW_KEPT_NONE) {
+            break;
+        }
+        if (kept == SHADOW_KEPT_ONLY || round + 1 == SHADOW_FLUSH_ROUNDS) {
+            ret = err;
+            break;
+        }
     }
-    qemu_spin_unlock(&s->lock);
     if (reqs != stack) {
         g_free(reqs);
     }

@@ -88,6 +88,8 @@
 #define SHADOW_META_UNIT_HEADER   32
 #define SHADOW_META_UNIT_PAYLOAD  (SHADOW_META_UNIT - SHADOW_META_UNIT_HEADER)
 #define SHADOW_META_UNIT_CHUNKS   (SHADOW_META_UNIT_PAYLOAD * 8)
+/* Rounds of a guest flush while a failed shadow's kept chunks wait */
+#define SHADOW_FLUSH_ROUNDS       3
 /* A periodic commit bounds the copy work a crash loses */
 #define SHADOW_META_COMMIT_NS     (5 * NANOSECONDS_PER_SECOND)
 /* A copy stopped by the active child is retried after this, then longer */
