@@ -283,7 +283,9 @@ bool shadow_state_active_lacks(BDRVShadowState *s, int64_t first,
  * [@first, @end).  After an unclean stop only then does it keep a chunk
  * whose intent bit is set (D2), so a write that must be durable (FUA) to a
  * chunk not so recorded waits for a commit: a copy-up or a whole-chunk
- * write made the active child hold it in memory only.
+ * write made the active child hold it in memory only.  While a commit
+ * runs, map.durable already counts the units it is still writing
+ * (shadow_take_changes()): the write waits for the next commit.
  */
 bool shadow_state_active_durably_holds(BDRVShadowState *s, int64_t first,
                                        int64_t end)
@@ -292,6 +294,9 @@ bool shadow_state_active_durably_holds(BDRVShadowState *s, int64_t first,
     int64_t c;
     bool holds = true;
 
+    if (qatomic_read(&s->meta.committing)) {
+        return false;
+    }
     qemu_spin_lock(&s->lock);
     durable = s->active->map.durable;
     for (c = first; durable && c < end && holds; c++) {
@@ -2611,14 +2616,14 @@ int coroutine_fn shadow_state_commit(BDRVShadowState *s, bool periodic)
             qemu_co_queue_wait(&m->commit_queue, &m->commit_lock);
             continue;
         }
-        m->committing = true;
+        qatomic_set(&m->committing, true);
         mine = ++m->commit_started;
         qemu_co_mutex_unlock(&m->commit_lock);
         ret = shadow_do_commit(s, periodic);
         qemu_co_mutex_lock(&m->commit_lock);
         m->commit_ret = ret;
         m->commit_done = mine;
-        m->committing = false;
+        qatomic_set(&m->committing, false);
         qemu_co_queue_restart_all(&m->commit_queue);
         qemu_co_mutex_unlock(&m->commit_lock);
         return ret;
