@@ -376,22 +376,22 @@ char **
 shd_lv_disk_local_images (const ShdLvDisk *d)
 {
   g_autoptr (GStrvBuilder) b = g_strv_builder_new ();
-  gboolean first = TRUE;
+  const ShdLvTier *first = NULL;
 
   for (guint i = 0; i < d->tiers->len; i++) {
     const ShdLvTier *t = d->tiers->pdata[i];
 
     if (t->origin)
       continue;
-    if (t->host_local) {
+    first = first ? first : t;
+    if (t->host_local)
       g_strv_builder_add (b, t->path);
-      if (first) {
-        g_autofree char *meta = g_strdup_printf ("%s.meta", t->path);
+  }
+  /* the metadata image is next to the first tier's */
+  if (first && first->host_local) {
+    g_autofree char *md = shd_lv_meta_path (d);
 
-        g_strv_builder_add (b, meta);
-      }
-    }
-    first = FALSE;
+    g_strv_builder_add (b, md);
   }
   return g_strv_builder_end (b);
 }
