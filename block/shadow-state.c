@@ -938,6 +938,7 @@ static ShadowKept shadow_settle_kept(BDRVShadowState *s, ShadowChild *sc)
     HBitmap *kept = sc->map.unflushed;
     int64_t off = 0, bytes, c, v, end;
     ShadowKept left = SHADOW_KEPT_NONE;
+    bool busy;
 
     while (off < s->nb_chunks &&
            hbitmap_next_dirty_area(kept, off, s->nb_chunks, INT64_MAX,
@@ -952,11 +953,11 @@ static ShadowKept shadow_settle_kept(BDRVShadowState *s, ShadowChild *sc)
             if (v > c) {
                 hbitmap_reset(kept, c, v - c);
             }
-            if (!shadow_chunk_busy(s, v) && shadow_durable_holder(s, v, sc) &&
+            busy = shadow_chunk_busy(s, v);
+            if (!busy && shadow_durable_holder(s, v, sc) &&
                 shadow_mark_stale(s, sc, v, 1)) {
                 hbitmap_reset(kept, v, 1);
-            } else if (shadow_chunk_busy(s, v) ||
-                       shadow_state_holder(s, v, sc)) {
+            } else if (busy || shadow_state_holder(s, v, sc)) {
                 left = MAX(left, SHADOW_KEPT_WAITING);
             } else {
                 left = SHADOW_KEPT_ONLY;
