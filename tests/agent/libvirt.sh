@@ -1778,7 +1778,8 @@ check_wb() {   # check_wb LOG: prints FLUSHED/UNFLUSHED-PRESENT/UNFLUSHED-ABSENT
     echo "$flushed/$present/$absent"
 }
 
-settles_above() { [ "$(grep -c "image settled" "$dir/hook.log")" -gt "$1" ]; }
+settles() { grep -c "image settled" "$dir/hook.log"; }
+settles_above() { [ "$(settles)" -gt "$1" ]; }
 
 wb_round() {   # wb_round N KIND: fast tier active, write load, KIND killed at a random moment
     local n=$1 kind=$2 delay lg=$dir/wb-load-$1.log res how pid t0
@@ -1825,7 +1826,7 @@ wb_round() {   # wb_round N KIND: fast tier active, write load, KIND killed at a
 }
 
 scenario_writeback() {
-    local seed md out how settles n=0
+    local seed md out how n_settles n=0
     seed=${WB_SEED:-$((RANDOM * 32768 + RANDOM))}
     log "seed $seed (WB_SEED=$seed runs it again)"
     RANDOM=$seed
@@ -1851,10 +1852,10 @@ scenario_writeback() {
     qio "flush"
     qio "write -P 0x56 53M 4k"
     "$qemu/qemu-io" -f raw -c "write -P 0x55 52M 64k" -c "write -P 0x56 53M 4k" "$dir/ref.raw" > /dev/null
-    settles=$(grep -c "image settled" "$dir/hook.log")
+    n_settles=$(settles)
     v managedsave "$dom" > "$dir/save.out" 2>&1 || fail "virsh managedsave: $(cat "$dir/save.out")"
     wait_for 20 domain_down || fail "managedsave: the domain did not stop"
-    wait_for 20 settles_above "$settles" ||
+    wait_for 20 settles_above "$n_settles" ||
         fail "managedsave: no settle at release: $(tail -n 2 "$dir/hook.log")"
     v start "$dom" > /dev/null 2> "$dir/start.err" || fail "virsh start (restore): $(cat "$dir/start.err")"
     out=$(hmp "qemu-io -d $hmp_dev \"read -P 0x55 52M 64k\"")$(hmp "qemu-io -d $hmp_dev \"read -P 0x56 53M 4k\"")
