@@ -299,18 +299,45 @@ shadow_reads_zero(ShadowChild *t, int64_t offset, int64_t bytes)
 }
 
 /*
+ * With copy-compare: whether @t already holds the piece at @pos that the
+ * copy read into @buf (zeroes if @zero), read into @cmp_buf.  A target
+ * that reads zeroes there without I/O differs from data at once; one that
+ * fails to read is written, and its write tells.
+ */
+static bool coroutine_fn GRAPH_RDLOCK
+shadow_copy_same(ShadowChild *t, int64_t pos, int64_t bytes, bool zero,
+                 const void *buf, void *cmp_buf)
+{
+    int64_t start;
+    int ret;
+
+    if (shadow_reads_zero(t, pos, bytes)) {
+        return zero;
+    }
+    start = get_clock();
+    ret = bdrv_co_pread(t->child, pos, bytes, cmp_buf, 0);
+    shadow_account(&t->stats, false, bytes, get_clock() - start, ret);
+    if (ret < 0) {
+        return false;
+    }
+    return zero ? buffer_is_zero(cmp_buf, bytes)
+                : memcmp(buf, cmp_buf, bytes) == 0;
+}
+
+/*
  * Copy [@offset, @offset + @bytes) from @src to @targets, in pieces of at
  * most SHADOW_COPY_PIECE bytes.  A failed target gets its error in
- * @target_ret and is skipped from then on.  With @yield_to_drain, stop
- * after a piece when a drained section begins, so that it waits for one
- * piece at most (a switch, a migration's downtime); *@done says how much
- * was copied.  Returns the error of reading @src, if any.
+ * @target_ret and is skipped from then on.  With @cmp_buf (copy-compare),
+ * a piece a target already holds is not written.  With @yield_to_drain,
+ * stop after a piece when a drained section begins, so that it waits for
+ * one piece at most (a switch, a migration's downtime); *@done says how
+ * much was copied.  Returns the error of reading @src, if any.
  */
 static int coroutine_fn GRAPH_RDLOCK
 shadow_copy_range(BDRVShadowState *s, ShadowChild *src, void *buf,
-                  int64_t offset, int64_t bytes, ShadowChild **targets,
-                  int *target_ret, int nb_targets, int64_t *data_bytes,
-                  bool yield_to_drain, int64_t *done)
+                  void *cmp_buf, int64_t offset, int64_t bytes,
+                  ShadowChild **targets, int *target_ret, int nb_targets,
+                  int64_t *data_bytes, bool yield_to_drain, int64_t *done)
 {
     int64_t end = offset + bytes;
     int64_t pos = offset;
@@ -331,7 +358,8 @@ shadow_copy_range(BDRVShadowState *s, ShadowChild *src, void *buf,
             zero = false;
         } else {
             zero = ret & BDRV_BLOCK_ZERO;
-            if (!zero) {
+            if (!zero || cmp_buf) {
+                /* a compare reads the target into @cmp_buf */
                 pnum = MIN(pnum, n);
             }
         }
@@ -351,6 +379,14 @@ shadow_copy_range(BDRVShadowState *s, ShadowChild *src, void *buf,
             ShadowChild *t = targets[i];
 
             if (target_ret[i] < 0) {
+                continue;
+            }
+            if (cmp_buf &&
+                shadow_copy_same(t, pos, pnum, zero, buf, cmp_buf)) {
+                trace_shadow_copy_same(s, shadow_child_name(t), pos, pnum);
+                shadow_counters_add(&t->stats, SHADOW_STAT_COMPARED_BYTES,
+                                    pnum);
+                target_ret[i] = 0;
                 continue;
             }
             start = get_clock();
@@ -504,8 +540,11 @@ shadow_copy_step(BDRVShadowState *s, int index, void *buf,
 
     trace_shadow_copy_run(s, shadow_child_name(src), offset, bytes,
                           nb_targets);
-    ret = shadow_copy_range(s, src, buf, offset, bytes, targets, target_ret,
-                            nb_targets, data_bytes, true, &done);
+    ret = shadow_copy_range(s, src, buf,
+                            s->copy_compare ?
+                            (uint8_t *)buf + SHADOW_COPY_MAX_BYTES : NULL,
+                            offset, bytes, targets, target_ret, nb_targets,
+                            data_bytes, true, &done);
     /* A drain may have cut the run short: what was copied whole counts */
     done_chunks = offset + done >= s->length ? nb : done >> s->chunk_bits;
 
@@ -710,7 +749,8 @@ static void coroutine_fn shadow_copy_entry(void *opaque)
 {
     ShadowCopyWorker *w = opaque;
     BDRVShadowState *s = w->s;
-    void *buf = qemu_blockalign(s->bs, SHADOW_COPY_MAX_BYTES);
+    /* The copy's buffer, and copy-compare's after it */
+    void *buf = qemu_blockalign(s->bs, 2 * SHADOW_COPY_MAX_BYTES);
     int ret;
 
     /* Started by shadow_copy_kick(), counted in flight */
@@ -873,7 +913,7 @@ int coroutine_fn shadow_copy_up_locked(BDRVShadowState *s, int64_t first,
         buf = buf ?: qemu_blockalign(s->bs, SHADOW_COPY_MAX_BYTES);
         trace_shadow_copy_up(s, shadow_child_name(src), offset,
                              shadow_chunk_bytes(s, c, c + nb));
-        ret = shadow_copy_range(s, src, buf, offset,
+        ret = shadow_copy_range(s, src, buf, NULL, offset,
                                 shadow_chunk_bytes(s, c, c + nb),
                                 &active, &target_ret, 1, &data_bytes, false,
                                 &done);

@@ -40,7 +40,7 @@
 static const char *const shadow_option_names[] = {
     "children", "active-child", "chunk-size", "write-mode", "prewarm",
     "prewarm-speed", "read-from", "copy-on-read", "metadata",
-    "intent-granularity", "x-bounce-writes", NULL
+    "intent-granularity", "copy-compare", "x-bounce-writes", NULL
 };
 
 /* Parsed options of an open or a reopen */
@@ -53,6 +53,7 @@ typedef struct ShadowOptions {
     uint64_t prewarm_speed;
     ShadowReadFrom read_from;
     bool copy_on_read;
+    bool copy_compare;
     bool bounce_writes;
 } ShadowOptions;
 
@@ -254,6 +255,7 @@ static bool shadow_parse_options(QDict *options, bool consume,
     opts->read_from = o->has_read_from ? o->read_from
                                        : SHADOW_READ_FROM_ACTIVE;
     opts->copy_on_read = o->has_copy_on_read ? o->copy_on_read : true;
+    opts->copy_compare = o->has_copy_compare && o->copy_compare;
     opts->bounce_writes = o->has_x_bounce_writes ? o->x_bounce_writes : true;
 
     if (consume) {
@@ -422,6 +424,7 @@ static int shadow_open(BlockDriverState *bs, QDict *options, int flags,
     s->write_mode = opts.write_mode;
     s->read_from = opts.read_from;
     s->copy_on_read = opts.copy_on_read;
+    s->copy_compare = opts.copy_compare;
     s->bounce_writes = opts.bounce_writes;
     s->writable = (flags & BDRV_O_RDWR) && !(flags & BDRV_O_INACTIVE);
     s->copying = hbitmap_alloc(s->nb_chunks, 0);
@@ -1356,6 +1359,7 @@ static void shadow_reopen_commit(BDRVReopenState *state)
     s->prewarm = rs->opts.prewarm;
     s->read_from = rs->opts.read_from;
     s->copy_on_read = rs->opts.copy_on_read;
+    s->copy_compare = rs->opts.copy_compare;
     s->bounce_writes = rs->opts.bounce_writes;
     s->writable = rs->writable;
     s->meta.writable = rs->writable;
@@ -1584,6 +1588,8 @@ static BlockStatsSpecific *shadow_get_specific_stats(BlockDriverState *bs)
                                                     SHADOW_STAT_FAILED_OPS);
         cs->copied_bytes = shadow_counters_get(&sc->stats,
                                                SHADOW_STAT_COPIED_BYTES);
+        cs->compared_bytes = shadow_counters_get(&sc->stats,
+                                                 SHADOW_STAT_COMPARED_BYTES);
         QAPI_LIST_APPEND(tail, cs);
     }
     qemu_spin_unlock(&s->lock);
@@ -1651,7 +1657,7 @@ static const char *const shadow_strong_runtime_opts[] = {
  */
 static const char *const shadow_mutable_opts[] = {
     "active-child", "write-mode", "prewarm", "prewarm-speed", "read-from",
-    "copy-on-read", "intent-granularity", "x-bounce-writes",
+    "copy-on-read", "intent-granularity", "copy-compare", "x-bounce-writes",
     "children.0", "children.1", "children.2", "children.3", "children.4",
     "children.5", "children.6", "children.7", "children.8", "children.9",
     "children.10", "children.11", "children.12", "children.13", "children.14",

@@ -115,6 +115,7 @@ typedef enum ShadowStat {
     SHADOW_STAT_FLUSH_OPS,
     SHADOW_STAT_FAILED_OPS,
     SHADOW_STAT_COPIED_BYTES,
+    SHADOW_STAT_COMPARED_BYTES,
     /* The node's only: guest requests in flight, begun, and reads begun */
     SHADOW_STAT_GUEST_INFLIGHT,
     SHADOW_STAT_GUEST_REQS,
@@ -327,6 +328,8 @@ typedef struct BDRVShadowState {
     uint64_t prewarm_speed;
     ShadowReadFrom read_from;
     bool copy_on_read;
+    /* The background copy writes only what differs on the target */
+    bool copy_compare;
     /* Sync writes send the children a copy of the guest's buffer */
     bool bounce_writes;
 

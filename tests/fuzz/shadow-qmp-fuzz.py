@@ -1332,6 +1332,9 @@ class Generator:
         if self.chance(0.3):
             d['copy-on-read'] = self.chance(0.5) if self.chance(0.9) else \
                 self.pick(['yes', 1, None, 'on'])
+        if self.chance(0.3):
+            d['copy-compare'] = self.chance(0.5) if self.chance(0.9) else \
+                self.pick(['yes', 1, None, 'on'])
 
     def metadata_ref(self, self_name, children):
         m = self.model
@@ -1443,7 +1446,7 @@ class Generator:
                     del d['read-only']
             elif r < 0.6:
                 key = self.pick(list(ENUMS) + ['prewarm-speed',
-                                               'copy-on-read'])
+                                               'copy-on-read', 'copy-compare'])
                 if key in d and self.chance(0.3):
                     del d[key]      # back to the default
                 else:

@@ -12,7 +12,7 @@ The test sends random guest requests over NBD with several in flight
 (reads, writes, FUA writes, write-zeroes, trims, flushes, block status,
 never two on the same block at once), and between them random driver
 operations: switches (normal and instant), option changes (write-mode,
-prewarm, prewarm-speed, read-from, copy-on-read), child add and remove,
+prewarm, prewarm-speed, read-from, copy-on-read, copy-compare), child add and remove,
 requests that must be refused, read-only reopens; blkdebug faults on
 reads, writes and flushes of any tier and of the metadata; SIGKILLs at
 random moments and clean restarts.  Each daemon's lifetime (an epoch)
@@ -318,6 +318,7 @@ class Segment:
             'prewarm-speed': rng.choice((0, 0, 256 * 1024, MiB, 8 * MiB)),
             'read-from': rng.choice(('active', 'fastest')),
             'copy-on-read': rng.random() < 0.7,
+            'copy-compare': rng.random() < 0.5,
         }
         # Intent regions of one chunk, a few, 1 MiB, or the default
         # (16 MiB: the whole disk here)
