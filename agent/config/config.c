@@ -347,6 +347,7 @@ disk_config_clear (ShdDiskConfig *d)
   g_free (d->prewarm_speed);
   g_free (d->read_from);
   g_free (d->copy_on_read);
+  g_free (d->copy_compare);
   g_free (d->metadata);
   g_free (d->origin);
   g_free (d->release);
@@ -577,7 +578,7 @@ load_disk (const Ctx *x, ShdConfig *c, const char *g, GError **error)
 {
   static const char *const keys[] = {
     "qmp", "node", "slo-latency-ms", "size-gib", "dry-run", "add-children", "chunk-size",
-    "write-mode", "prewarm", "prewarm-speed", "read-from", "copy-on-read",
+    "write-mode", "prewarm", "prewarm-speed", "read-from", "copy-on-read", "copy-compare",
     "instant-switch", "release", "metadata", "rbd-conf", "rbd-user", "rbd-key-secret",
     "origin", "release-origin", NULL
   };
@@ -631,6 +632,7 @@ load_disk (const Ctx *x, ShdConfig *c, const char *g, GError **error)
       !get_string (x, g, "prewarm-speed", FALSE, &d->prewarm_speed, error) ||
       !get_choice (x, g, "read-from", read_froms, &d->read_from, error) ||
       !get_string (x, g, "copy-on-read", FALSE, &d->copy_on_read, error) ||
+      !get_string (x, g, "copy-compare", FALSE, &d->copy_compare, error) ||
       !get_string (x, g, "metadata", FALSE, &d->metadata, error))
     return FALSE;
   if (d->chunk_size) {
@@ -647,6 +649,10 @@ load_disk (const Ctx *x, ShdConfig *c, const char *g, GError **error)
       strcmp (d->copy_on_read, "false") != 0)
     return fail (x, error, g, "copy-on-read", "'%s' is not a boolean (true or false)",
                  d->copy_on_read);
+  if (d->copy_compare && strcmp (d->copy_compare, "true") != 0 &&
+      strcmp (d->copy_compare, "false") != 0)
+    return fail (x, error, g, "copy-compare", "'%s' is not a boolean (true or false)",
+                 d->copy_compare);
 
   all = g_key_file_get_keys (x->kf, g, NULL, NULL);
   for (guint i = 0; all && all[i]; i++) {

@@ -76,6 +76,7 @@ typedef struct {
   char *prewarm_speed;          /* integer */
   char *read_from;
   char *copy_on_read;           /* boolean */
+  char *copy_compare;           /* boolean */
   char *metadata;               /* node name of the node's metadata child, or NULL */
 } ShdDiskConfig;
 

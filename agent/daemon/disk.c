@@ -55,6 +55,9 @@ node_options (ShdDisk *disk, const char *active_child, gboolean force_sync)
   if (c->copy_on_read)
     json_object_set_boolean_member (o, "copy-on-read",
                                     strcmp (c->copy_on_read, "true") == 0);
+  if (c->copy_compare)
+    json_object_set_boolean_member (o, "copy-compare",
+                                    strcmp (c->copy_compare, "true") == 0);
   /* a reopen must name the metadata child it has */
   if (c->metadata)
     json_object_set_string_member (o, "metadata", c->metadata);

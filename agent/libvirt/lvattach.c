@@ -648,6 +648,7 @@ shadow_options (const ShdLvDisk *spec, GPtrArray *children, const char *active)
     if (v)
       set_typed (o, passed[i], v);
   }
+  json_object_set_boolean_member (o, "copy-compare", shd_lv_disk_copy_compare (spec));
   return o;
 }
 

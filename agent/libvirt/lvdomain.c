@@ -630,9 +630,13 @@ applied (ShdLibvirt *lv, gpointer data, const GError *error)
     k->adopted = o->result == SHD_LV_ADOPTED;
     k->attach_ms = o->ms;
     shd_log (G_LOG_LEVEL_MESSAGE, k->name, k->adopted ? "adopted" : "attached",
-             "domain %s disk %s: %s (%.0f ms)%s%s", d->name, o->target,
+             "domain %s disk %s: %s (%.0f ms)%s%s%s", d->name, o->target,
              k->adopted ? "shadow already in place, adopted" : "shadow inserted", o->ms,
-             o->warmth ? "; " : "", o->warmth ? o->warmth : "");
+             o->warmth ? "; " : "", o->warmth ? o->warmth : "",
+             o->warmth && g_str_has_prefix (o->warmth, "tiers cold") && k->cfg &&
+             g_strcmp0 (k->cfg->copy_compare, "true") == 0 ?
+             " (copy-compare: the copy checks the tier images and writes only what differs)" :
+             "");
     /* the agent's reopens name the metadata child the node has */
     if (k->adopted && o->warmth == NULL && k->cfg)
       g_clear_pointer (&k->cfg->metadata, g_free);

@@ -508,6 +508,20 @@ tier_index (const ShdLvDisk *d, const ShdLvTier *t)
   g_return_val_if_reached (0);
 }
 
+/* copy-compare: as the metadata says, else on for a sync disk.  A cold
+ * start keeps the tier images' bytes, and the copy then writes only what
+ * changed (docs/libvirt.md, "Warm restarts"); write-back's copies go to
+ * chunks that differ, where a compare would only read in vain. */
+gboolean
+shd_lv_disk_copy_compare (const ShdLvDisk *d)
+{
+  const char *cc = attr (d->disk_attrs, "copy-compare");
+
+  if (cc)
+    return strcmp (cc, "true") == 0;
+  return g_strcmp0 (attr (d->disk_attrs, "write-mode"), "async") != 0;
+}
+
 ShdDiskConfig *
 shd_lv_disk_config (ShdConfig *c, const char *domain, const ShdLvDisk *d, GError **error)
 {
@@ -583,6 +597,9 @@ shd_lv_disk_config (ShdConfig *c, const char *domain, const ShdLvDisk *d, GError
   g_key_file_set_string (kf, group, "node", node);
   g_key_file_set_string (kf, group, "write-mode", wm ? wm : "sync");
   g_key_file_set_string (kf, group, "add-children", "false");
+  /* (a value given in the metadata is checked by the configuration) */
+  g_key_file_set_string (kf, group, "copy-compare",
+                         shd_lv_disk_copy_compare (d) ? "true" : "false");
   {
     gboolean rbd;
     g_autofree char *md = shd_lv_meta_image (d, &rbd);

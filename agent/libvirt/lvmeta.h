@@ -65,6 +65,7 @@ char *shd_lv_meta_path (const ShdLvDisk *d);
 char **shd_lv_disk_local_images (const ShdLvDisk *d);
 /* Has a tier on an rbd image */
 gboolean shd_lv_disk_on_rbd (const ShdLvDisk *d);
+gboolean shd_lv_disk_copy_compare (const ShdLvDisk *d);
 
 /* Everything about the disk that needs a re-insertion when it changes;
  * policy knobs and the service level are not part of it.  Two disks have

@@ -122,6 +122,7 @@ test_overrides (void)
     "prewarm-speed = 0\n"
     "read-from = active\n"
     "copy-on-read = true\n"
+    "copy-compare = true\n"
     "size-gib = 100\n"
     "[disk:b]\n"
     "qmp = /tmp/b.qmp\n"
@@ -168,6 +169,8 @@ test_overrides (void)
   g_assert_cmpstr (a->prewarm_speed, ==, "0");
   g_assert_cmpstr (a->read_from, ==, "active");
   g_assert_cmpstr (a->copy_on_read, ==, "true");
+  g_assert_cmpstr (a->copy_compare, ==, "true");
+  g_assert_null (b->copy_compare);
   g_assert_cmpfloat (a->size_gib, ==, 100);
   /* tiers in file order */
   g_assert_cmpstr (((ShdDiskTier *) a->tiers->pdata[0])->tier, ==, "fast");
@@ -213,6 +216,9 @@ static const struct {
   { "[tier:cheap]\ncost-gib-month = 0.02\n[disk:a]\nqmp = q\nnode = n\n"
     "slo-latency-ms = 5\ntier.cheap = c\norigin = fast\n",
     "test.conf:8: [disk:a] origin: the disk has no tier 'fast'" },
+  { "[tier:cheap]\ncost-gib-month = 0.02\n[disk:a]\nqmp = q\nnode = n\n"
+    "slo-latency-ms = 5\ntier.cheap = c\ncopy-compare = yes\n",
+    "test.conf:8: [disk:a] copy-compare: 'yes' is not a boolean (true or false)" },
   { "[shadowd]\nforecast = maybe\n",
     "test.conf:2: [shadowd] forecast: 'maybe' is not a boolean (true or false)" },
   { "[tier:fast]\ncost-gib-month = 1\nkeep-warm = 2 parsecs\n",

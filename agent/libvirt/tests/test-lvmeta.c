@@ -255,6 +255,45 @@ test_config_async (void)
   dc = shd_lv_disk_config (c, "vm1", disks->pdata[0], &error);
   g_assert_no_error (error);
   g_assert_cmpstr (dc->write_mode, ==, "async");
+  /* write-back's copies go to chunks that changed: no compare */
+  g_assert_cmpstr (dc->copy_compare, ==, "false");
+}
+
+/* copy-compare: on for a sync disk unless the metadata says otherwise */
+static void
+test_config_copy_compare (void)
+{
+  static const struct {
+    const char *attrs;
+    const char *expect;
+  } cases[] = {
+    { "", "true" },
+    { " write-mode=\"sync\"", "true" },
+    { " copy-compare=\"false\"", "false" },
+    { " write-mode=\"async\" copy-compare=\"true\"", "true" },
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++) {
+    g_autoptr (GError) error = NULL;
+    g_autofree char *xml = g_strdup_printf (
+        "<shadowtier><disk target=\"vda\" slo-latency-ms=\"5\"%s>"
+        "<tier name=\"cheap\" origin=\"yes\"/><tier name=\"fast\" path=\"/x\" "
+        "cost-gib-month=\"1\"/></disk></shadowtier>", cases[i].attrs);
+    g_autoptr (GPtrArray) disks = shd_lv_meta_parse (xml, &error);
+    g_autoptr (ShdConfig) c = base_config ();
+    g_autoptr (ShdDiskConfig) dc = NULL;
+
+    g_assert_no_error (error);
+    dc = shd_lv_disk_config (c, "vm1", disks->pdata[0], &error);
+    g_assert_no_error (error);
+    g_assert_cmpstr (dc->copy_compare, ==, cases[i].expect);
+    g_assert_cmpint (shd_lv_disk_copy_compare (disks->pdata[0]), ==,
+                     strcmp (cases[i].expect, "true") == 0);
+  }
+  /* a value that is not a boolean is refused, not taken as false */
+  config_error ("<shadowtier><disk target=\"vda\" slo-latency-ms=\"5\" copy-compare=\"yes\">"
+                "<tier name=\"cheap\" origin=\"yes\"/><tier name=\"fast\" path=\"/x\" "
+                "cost-gib-month=\"1\"/></disk></shadowtier>", "'yes' is not a boolean");
 }
 
 static void
@@ -437,6 +476,7 @@ main (int argc, char **argv)
   g_test_add_func ("/lvmeta/bad", test_bad);
   g_test_add_func ("/lvmeta/config-errors", test_config_errors);
   g_test_add_func ("/lvmeta/config-async", test_config_async);
+  g_test_add_func ("/lvmeta/config-copy-compare", test_config_copy_compare);
   g_test_add_func ("/lvmeta/domain-xml", test_domain_xml);
   g_test_add_func ("/lvmeta/names", test_names);
   g_test_add_func ("/lvmeta/rbd", test_rbd);
