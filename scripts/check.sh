@@ -19,6 +19,7 @@ mkdir -p "$log"
 
 passed=0 failed=0 skipped=0
 failures=()
+failed_logs=()   # meson logs with a failing test: their failing lines are shown
 
 # TAP from iotests' check: "ok FMT TEST", "not ok FMT TEST", "ok FMT TEST # SKIP"
 count_tap() {
@@ -44,6 +45,7 @@ count_meson() {
     fi
     passed=$((passed + ok)); failed=$((failed + fail)); skipped=$((skipped + skip))
     if [ "$fail" -gt 0 ]; then
+        failed_logs+=("$file")
         failures+=("$what: $(grep -E '^ *[0-9]+/[0-9]+ .*(FAIL|TIMEOUT|ERROR)' "$file" | sort -u | sed 's/  */ /g' | tr '\n' ';')")
     fi
 }
@@ -157,6 +159,11 @@ else
     failed=$((failed + 1)); failures+=("fuzz: build failed, see $log/agent-fuzz-build.log")
 fi
 
+# The lines around each failure, so that a CI log alone shows why
+for f in "${failed_logs[@]}"; do
+    echo "== $f: the lines before each failure"
+    grep -E -B12 '(^|[ :])FAIL: |^not ok |ERROR:|Assertion|runtime error' "$f" | cut -c1-300 | tail -n 60
+done
 if [ ${#failures[@]} -gt 0 ]; then
     echo "== failures (logs in $log/)"
     printf '  %s\n' "${failures[@]}"
