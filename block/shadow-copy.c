@@ -286,7 +286,7 @@ static int64_t shadow_copy_pick(BDRVShadowState *s, int64_t *chunk,
 /*
  * Whether @t reads as zeroes in [@offset, @offset + @bytes) already.  Its
  * chunks count as valid only after a flush of @t that covers them (D1),
- * which makes durable whatever made them zero too.
+ * which makes durable whatever made them zero too: see shadow_copy_touch().
  */
 static bool coroutine_fn GRAPH_RDLOCK
 shadow_reads_zero(ShadowChild *t, int64_t offset, int64_t bytes)
@@ -325,6 +325,30 @@ shadow_copy_same(ShadowChild *t, int64_t pos, int64_t bytes, bool zero,
 }
 
 /*
+ * A piece @t already holds is not written, but it counts as valid only
+ * after a flush of @t covers it (D1), and QEMU skips the flush of a node
+ * nothing was written through since its last flush: the bytes may then
+ * sit in the page cache of a process killed before it flushed them, or be
+ * a hole such a process punched.  So the first piece a run leaves alone
+ * on a target that the run wrote nothing to is written again, a block of
+ * it, with the bytes the target holds: the flush after it is a real one,
+ * and it covers the whole file.
+ */
+static int coroutine_fn GRAPH_RDLOCK
+shadow_copy_touch(ShadowChild *t, int64_t pos, int64_t bytes, bool zero,
+                  const void *buf)
+{
+    int64_t n = MIN(bytes, SHADOW_COPY_TOUCH);
+    int64_t start = get_clock();
+    int ret;
+
+    ret = zero ? bdrv_co_pwrite_zeroes(t->child, pos, n, BDRV_REQ_MAY_UNMAP)
+               : bdrv_co_pwrite(t->child, pos, n, buf, 0);
+    shadow_account(&t->stats, true, n, get_clock() - start, ret);
+    return ret;
+}
+
+/*
  * Copy [@offset, @offset + @bytes) from @src to @targets, in pieces of at
  * most SHADOW_COPY_PIECE bytes.  A failed target gets its error in
  * @target_ret and is skipped from then on.  With @cmp_buf (copy-compare),
@@ -341,6 +365,7 @@ shadow_copy_range(BDRVShadowState *s, ShadowChild *src, void *buf,
 {
     int64_t end = offset + bytes;
     int64_t pos = offset;
+    g_autofree bool *written = g_new0(bool, nb_targets);
     int i;
 
     *done = 0;
@@ -381,18 +406,23 @@ shadow_copy_range(BDRVShadowState *s, ShadowChild *src, void *buf,
             if (target_ret[i] < 0) {
                 continue;
             }
+            start = get_clock();
             if (cmp_buf &&
                 shadow_copy_same(t, pos, pnum, zero, buf, cmp_buf)) {
                 trace_shadow_copy_same(s, shadow_child_name(t), pos, pnum);
                 shadow_counters_add(&t->stats, SHADOW_STAT_COMPARED_BYTES,
                                     pnum);
-                target_ret[i] = 0;
+                /* the target advanced at the speed of the compare */
+                shadow_note_copy_rate(t, pnum, get_clock() - start);
+                target_ret[i] = written[i] ? 0 :
+                    shadow_copy_touch(t, pos, pnum, zero, buf);
+                written[i] = true;
                 continue;
             }
-            start = get_clock();
             if (zero && shadow_reads_zero(t, pos, pnum)) {
                 /* A fresh target, as mirror skips on one: nothing to write */
-                ret = 0;
+                ret = written[i] ? 0 :
+                      shadow_copy_touch(t, pos, pnum, zero, buf);
             } else if (zero) {
                 ret = bdrv_co_pwrite_zeroes(t->child, pos, pnum,
                                             BDRV_REQ_MAY_UNMAP);
@@ -404,6 +434,7 @@ shadow_copy_range(BDRVShadowState *s, ShadowChild *src, void *buf,
             if (ret == 0) {
                 shadow_note_copy_rate(t, pnum, ns);
             }
+            written[i] = true;
             if (ret == 0 && !zero) {
                 /* Zero ranges are not copied, only written as zeroes */
                 shadow_counters_add(&t->stats, SHADOW_STAT_COPIED_BYTES, pnum);

@@ -25,8 +25,9 @@ build_pkgs=(build-essential dpkg-dev ninja-build pkg-config flex bison
 # the libvirt-qemu user that libvirt-daemon-system creates); prometheus
 # for promtool, which checks what shadowd's metrics endpoint serves;
 # ceph-mon, ceph-osd and ceph-common for the throwaway single-node Ceph
-# cluster that the RBD tests and benchmarks start (tests/ceph/)
-check_pkgs=(fio jq socat python3 gawk gnuplot-nox clang libclang-rt-14-dev
+# cluster that the RBD tests and benchmarks start (tests/ceph/); strace for
+# the iotest that checks which flushes reach a tier's file (shadow-compare)
+check_pkgs=(fio jq socat python3 gawk gnuplot-nox clang libclang-rt-14-dev strace
             libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
             prometheus ceph-mon ceph-osd ceph-common)
 
