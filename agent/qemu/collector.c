@@ -164,6 +164,8 @@ shd_shadow_sample_parse (JsonNode *reply, const char *node_name, gint64 time_us,
         !get_u64 (co, "valid-bytes", cwhere, &c->valid_bytes, error) ||
         !get_u64 (co, "failed-operations", cwhere, &c->failed_ops, error) ||
         !get_u64 (co, "copied-bytes", cwhere, &c->copied_bytes, error) ||
+        (json_object_has_member (co, "compared-bytes") &&
+         !get_u64 (co, "compared-bytes", cwhere, &c->compared_bytes, error)) ||
         !get_counters (co, cwhere, &c->io, error))
       return NULL;
   }
@@ -268,13 +270,15 @@ shd_shadow_rates_compute (const ShdShadowSample *prev, const ShdShadowSample *cu
     cr->state = g_strdup (c->state);
     cr->valid_bytes = c->valid_bytes;
     if (p && !(counters_monotonic (&p->io, &c->io) && c->failed_ops >= p->failed_ops &&
-               c->copied_bytes >= p->copied_bytes))
+               c->copied_bytes >= p->copied_bytes && c->compared_bytes >= p->compared_bytes))
       r->reset = TRUE;
     cr->valid = dt > 0 && p != NULL && !r->reset;
     if (cr->valid) {
       io_rates (&p->io, &c->io, dt, &cr->io);
       cr->failed_per_s = (c->failed_ops - p->failed_ops) / dt;
-      cr->copy_bps = (c->copied_bytes - p->copied_bytes) / dt;
+      /* the copy's progress: what it wrote and what it found identical */
+      cr->copy_bps = (c->copied_bytes - p->copied_bytes +
+                      c->compared_bytes - p->compared_bytes) / dt;
     } else {
       io_rates_invalid (&cr->io);
       cr->failed_per_s = cr->copy_bps = NAN;

@@ -29,6 +29,7 @@ typedef struct {
   char *node_name;
   char *state;                  /* active, synced, syncing, stale, degraded */
   guint64 valid_bytes, failed_ops, copied_bytes;
+  guint64 compared_bytes;       /* copy-compare's; 0 from a QEMU without it */
   ShdIoCounters io;
 } ShdChildSample;
 

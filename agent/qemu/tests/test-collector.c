@@ -131,6 +131,46 @@ test_rates (void)
   g_assert_cmpstr (b->state, ==, "syncing");
 }
 
+/* With copy-compare the copy advances by what it writes and by what it
+ * finds identical: both count in its rate, which sizes the warm-up time */
+static JsonNode *
+reply_compared (guint64 copied, guint64 compared)
+{
+  g_autofree char *io = io_text (b0);
+  g_autofree char *c = g_strdup_printf (
+    ", {\"node-name\": \"tier-c\", \"state\": \"syncing\", \"valid-bytes\": 0,"
+    " \"failed-operations\": 0, \"copied-bytes\": %" G_GUINT64_FORMAT ","
+    " \"compared-bytes\": %" G_GUINT64_FORMAT ", %s}", copied, compared, io);
+
+  return reply ("tier-a", node0, a0, 0, b0, 0, 0, c);
+}
+
+static void
+test_compared (void)
+{
+  g_autoptr (ShdCollector) c = shd_collector_new ("sh0");
+  g_autoptr (JsonNode) r0 = reply_compared (1 << 20, 0);
+  g_autoptr (JsonNode) r1 = reply_compared (2 << 20, 7 << 20);
+  g_autoptr (JsonNode) r2 = reply_compared (2 << 20, 6 << 20);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (ShdShadowRates) first = shd_collector_push (c, r0, 10 * SEC, &error);
+  g_autoptr (ShdShadowRates) rt = shd_collector_push (c, r1, 12 * SEC, &error);
+  g_autoptr (ShdShadowRates) back = NULL;
+  g_autoptr (ShdShadowSample) s = shd_shadow_sample_parse (r1, "sh0", 12 * SEC, &error);
+
+  g_assert_no_error (error);
+  g_assert_null (first);
+  g_assert_cmpuint (shd_shadow_sample_child (s, "tier-c")->compared_bytes, ==, 7 << 20);
+  /* a QEMU without the counter: 0 */
+  g_assert_cmpuint (shd_shadow_sample_child (s, "tier-b")->compared_bytes, ==, 0);
+  g_assert_cmpfloat_with_epsilon (shd_shadow_rates_child (rt, "tier-c")->copy_bps,
+                                  4 << 20, 1e-6);
+  /* a counter that went back: a new node, not a negative rate */
+  back = shd_collector_push (c, r2, 14 * SEC, &error);
+  g_assert_no_error (error);
+  g_assert_true (back->reset);
+}
+
 static void
 test_reset (void)
 {
@@ -254,6 +294,7 @@ main (int argc, char **argv)
   g_test_add_func ("/collector/parse", test_parse);
   g_test_add_func ("/collector/rates", test_rates);
   g_test_add_func ("/collector/reset", test_reset);
+  g_test_add_func ("/collector/compared", test_compared);
   g_test_add_func ("/collector/child-reset", test_child_reset_only);
   g_test_add_func ("/collector/new-child-and-switch", test_new_child_and_switch);
   g_test_add_func ("/collector/idle-and-zero-interval", test_idle_and_zero_interval);
