@@ -1842,7 +1842,7 @@ wb_round() {   # wb_round N KIND: fast tier active, write load, KIND killed at a
 }
 
 scenario_writeback() {
-    local seed md out how n_settles n=0
+    local seed md out how n_settles n=0 rc
     seed=${WB_SEED:-$((RANDOM * 32768 + RANDOM))}
     log "seed $seed (WB_SEED=$seed runs it again)"
     RANDOM=$seed
@@ -1907,7 +1907,12 @@ scenario_writeback() {
     sleep 6   # a periodic commit: the close has nothing left to copy
     v destroy "$dom" > /dev/null || fail "virsh destroy"
     wait_for 20 domain_down || fail "the domain did not stop"
-    "$qemu/qemu-img" check -q "$dir/img/vda.qcow2" || fail "qemu-img check"
+    # QEMU killed while qcow2 allocated clusters may leave some allocated
+    # and unused (exit status 3: leaks, harmless); corruption is 2
+    rc=0
+    "$qemu/qemu-img" check "$dir/img/vda.qcow2" > "$dir/check.out" 2>&1 || rc=$?
+    [ "$rc" = 0 ] || [ "$rc" = 3 ] || fail "qemu-img check ($rc): $(head -n 5 "$dir/check.out")"
+    [ "$rc" = 0 ] || log "qemu-img check: $(grep -m 1 -i "leak" "$dir/check.out") (left by a kill)"
     same_as_ref "$dir/img/vda.qcow2" qcow2 "$dir/ref.raw"
     cmp "$dir/img/vda.qcow2" "$dir/img/tiers/vda.fast" || fail "vda.fast differs from vda.qcow2"
     log "the image is the reference (qemu-img compare) and the fast tier the image (cmp);" \
