@@ -693,8 +693,11 @@ scenario_operations() {
     if [ $? -eq 0 ]; then
         out=$(v start "$dom" 2>&1) || fail "start after managedsave: $out"
         if wait_for 20 is_state vda attached && wait_for 5 graph_has "-file-> shd-vda$"; then
+            wait_for 60 tiers_synced vda || fail "managedsave: the fast tier did not get in sync"
             echo "OPERATION managedsave + start: works; restored with libvirt's nodes, shadow inserted again;" \
-                 "$(grep "disk vda: shadow inserted" "$dir/shadowd.log" | tail -1 | grep -o "tiers .*")"
+                 "$(grep "disk vda: shadow inserted" "$dir/shadowd.log" | tail -1 | grep -o "tiers .*");" \
+                 "then the fast tier's copy wrote $(child_stat vda shd-vda-f1 copied-bytes) bytes," \
+                 "found $(child_stat vda shd-vda-f1 compared-bytes) identical"
         else
             echo "OPERATION managedsave + start: restored, shadow NOT back: $(lv_state vda)"
         fi
