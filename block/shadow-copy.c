@@ -286,7 +286,8 @@ static int64_t shadow_copy_pick(BDRVShadowState *s, int64_t *chunk,
 /*
  * Whether @t reads as zeroes in [@offset, @offset + @bytes) already.  Its
  * chunks count as valid only after a flush of @t that covers them (D1),
- * which makes durable whatever made them zero too: see shadow_copy_touch().
+ * which makes durable whatever made them zero too: see
+ * shadow_mark_unflushed().
  */
 static bool coroutine_fn GRAPH_RDLOCK
 shadow_reads_zero(ShadowChild *t, int64_t offset, int64_t bytes)
@@ -326,26 +327,22 @@ shadow_copy_same(ShadowChild *t, int64_t pos, int64_t bytes, bool zero,
 
 /*
  * A piece @t already holds is not written, but it counts as valid only
- * after a flush of @t covers it (D1), and QEMU skips the flush of a node
- * nothing was written through since its last flush: the bytes may then
- * sit in the page cache of a process killed before it flushed them, or be
- * a hole such a process punched.  So the first piece a run leaves alone
- * on a target that the run wrote nothing to is written again, a block of
- * it, with the bytes the target holds: the flush after it is a real one,
- * and it covers the whole file.
+ * after a flush of @t covers it (D1), and bdrv_co_flush() skips every node
+ * nothing was written through since its last flush: the bytes may sit in
+ * the page cache of a process killed before it flushed them, or be a hole
+ * or a zero cluster it left.  Writing something again would not do (a
+ * write-zeroes over a qcow2 zero cluster reaches nothing below it), so the
+ * nodes under @t count as written: the next flush of @t reaches the disk,
+ * and covers the whole file.
  */
-static int coroutine_fn GRAPH_RDLOCK
-shadow_copy_touch(ShadowChild *t, int64_t pos, int64_t bytes, bool zero,
-                  const void *buf)
+static void GRAPH_RDLOCK shadow_mark_unflushed(BlockDriverState *bs)
 {
-    int64_t n = MIN(bytes, SHADOW_COPY_TOUCH);
-    int64_t start = get_clock();
-    int ret;
+    BdrvChild *c;
 
-    ret = zero ? bdrv_co_pwrite_zeroes(t->child, pos, n, BDRV_REQ_MAY_UNMAP)
-               : bdrv_co_pwrite(t->child, pos, n, buf, 0);
-    shadow_account(&t->stats, true, n, get_clock() - start, ret);
-    return ret;
+    qatomic_inc(&bs->write_gen);
+    QLIST_FOREACH(c, &bs->children, next) {
+        shadow_mark_unflushed(c->bs);
+    }
 }
 
 /*
@@ -365,7 +362,6 @@ shadow_copy_range(BDRVShadowState *s, ShadowChild *src, void *buf,
 {
     int64_t end = offset + bytes;
     int64_t pos = offset;
-    g_autofree bool *written = g_new0(bool, nb_targets);
     int i;
 
     *done = 0;
@@ -414,15 +410,14 @@ shadow_copy_range(BDRVShadowState *s, ShadowChild *src, void *buf,
                                     pnum);
                 /* the target advanced at the speed of the compare */
                 shadow_note_copy_rate(t, pnum, get_clock() - start);
-                target_ret[i] = written[i] ? 0 :
-                    shadow_copy_touch(t, pos, pnum, zero, buf);
-                written[i] = true;
+                shadow_mark_unflushed(t->child->bs);
+                target_ret[i] = 0;
                 continue;
             }
             if (zero && shadow_reads_zero(t, pos, pnum)) {
                 /* A fresh target, as mirror skips on one: nothing to write */
-                ret = written[i] ? 0 :
-                      shadow_copy_touch(t, pos, pnum, zero, buf);
+                shadow_mark_unflushed(t->child->bs);
+                ret = 0;
             } else if (zero) {
                 ret = bdrv_co_pwrite_zeroes(t->child, pos, pnum,
                                             BDRV_REQ_MAY_UNMAP);
@@ -434,7 +429,6 @@ shadow_copy_range(BDRVShadowState *s, ShadowChild *src, void *buf,
             if (ret == 0) {
                 shadow_note_copy_rate(t, pnum, ns);
             }
-            written[i] = true;
             if (ret == 0 && !zero) {
                 /* Zero ranges are not copied, only written as zeroes */
                 shadow_counters_add(&t->stats, SHADOW_STAT_COPIED_BYTES, pnum);

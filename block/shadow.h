@@ -53,8 +53,6 @@
  * switch, a migration's downtime) waits for one such piece at most
  */
 #define SHADOW_COPY_PIECE         (256 * KiB)
-/* What shadow_copy_touch() writes again of a piece the target holds */
-#define SHADOW_COPY_TOUCH         (4 * KiB)
 /*
  * A copy run is sized to take about this long on its slowest target, so a
  * guest request or a drained section never waits long behind copies
