@@ -286,8 +286,9 @@ static int64_t shadow_copy_pick(BDRVShadowState *s, int64_t *chunk,
 /*
  * Whether @t reads as zeroes in [@offset, @offset + @bytes) already.  Its
  * chunks count as valid only after a flush of @t that covers them (D1),
- * which makes durable whatever made them zero too: see
- * shadow_mark_unflushed().
+ * which makes durable whatever made them zero too: QEMU's first flush of
+ * a node after its open is a real one (patches/0005), so a hole left by a
+ * process killed before its flush cannot pass for durable.
  */
 static bool coroutine_fn GRAPH_RDLOCK
 shadow_reads_zero(ShadowChild *t, int64_t offset, int64_t bytes)
@@ -303,7 +304,10 @@ shadow_reads_zero(ShadowChild *t, int64_t offset, int64_t bytes)
  * With copy-compare: whether @t already holds the piece at @pos that the
  * copy read into @buf (zeroes if @zero), read into @cmp_buf.  A target
  * that reads zeroes there without I/O differs from data at once; one that
- * fails to read is written, and its write tells.
+ * fails to read is written, and its write tells.  Like a zero piece on a
+ * target that reads zeroes, a piece found identical counts once a flush
+ * of @t covers it (D1), which makes durable what another process may have
+ * left in the page cache: the first flush after open is never skipped.
  */
 static bool coroutine_fn GRAPH_RDLOCK
 shadow_copy_same(ShadowChild *t, int64_t pos, int64_t bytes, bool zero,
@@ -323,26 +327,6 @@ shadow_copy_same(ShadowChild *t, int64_t pos, int64_t bytes, bool zero,
     }
     return zero ? buffer_is_zero(cmp_buf, bytes)
                 : memcmp(buf, cmp_buf, bytes) == 0;
-}
-
-/*
- * A piece @t already holds is not written, but it counts as valid only
- * after a flush of @t covers it (D1), and bdrv_co_flush() skips every node
- * nothing was written through since its last flush: the bytes may sit in
- * the page cache of a process killed before it flushed them, or be a hole
- * or a zero cluster it left.  Writing something again would not do (a
- * write-zeroes over a qcow2 zero cluster reaches nothing below it), so the
- * nodes under @t count as written: the next flush of @t reaches the disk,
- * and covers the whole file.
- */
-static void GRAPH_RDLOCK shadow_mark_unflushed(BlockDriverState *bs)
-{
-    BdrvChild *c;
-
-    qatomic_inc(&bs->write_gen);
-    QLIST_FOREACH(c, &bs->children, next) {
-        shadow_mark_unflushed(c->bs);
-    }
 }
 
 /*
@@ -410,15 +394,16 @@ shadow_copy_range(BDRVShadowState *s, ShadowChild *src, void *buf,
                                     pnum);
                 /* the target advanced at the speed of the compare */
                 shadow_note_copy_rate(t, pnum, get_clock() - start);
-                shadow_mark_unflushed(t->child->bs);
                 target_ret[i] = 0;
                 continue;
             }
             if (zero && shadow_reads_zero(t, pos, pnum)) {
                 /* A fresh target, as mirror skips on one: nothing to write */
-                shadow_mark_unflushed(t->child->bs);
-                ret = 0;
-            } else if (zero) {
+                shadow_note_copy_rate(t, pnum, get_clock() - start);
+                target_ret[i] = 0;
+                continue;
+            }
+            if (zero) {
                 ret = bdrv_co_pwrite_zeroes(t->child, pos, pnum,
                                             BDRV_REQ_MAY_UNMAP);
             } else {
