@@ -1589,11 +1589,18 @@ class Generator:
         # drains the node while it holds the graph write lock for the
         # first export, and that poll runs the second one's removal, which
         # takes the lock again (corpus/upstream-two-exports-iothread-
-        # quit.json)
+        # quit.json).  An export in an iothread moves the nodes connected
+        # to its node there too, so these hold for the whole graph: no
+        # second export of a node while any export is in an iothread, and
+        # no export in an iothread once a node is exported twice (seed 166
+        # exported a shadow twice under a parent exported in an iothread)
         exported = node in self.model.exports.values()
-        if exported and self.export_ctx.get(node):
+        nodes = list(self.model.exports.values())
+        in_iothread = any(self.export_ctx.get(n) for n in nodes)
+        twice = len(set(nodes)) < len(nodes)
+        if exported and (self.export_ctx.get(node) or in_iothread):
             return self.qmp('query-block-exports')
-        if self.chance(0.25) and not exported:
+        if self.chance(0.25) and not exported and not twice:
             args['iothread'] = 'io0'
             if self.chance(0.3):
                 args['fixed-iothread'] = self.chance(0.5)
