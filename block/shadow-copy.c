@@ -387,18 +387,20 @@ shadow_copy_range(BDRVShadowState *s, ShadowChild *src, void *buf,
                 continue;
             }
             start = get_clock();
-            if (cmp_buf &&
-                shadow_copy_same(t, pos, pnum, zero, buf, cmp_buf)) {
-                trace_shadow_copy_same(s, shadow_child_name(t), pos, pnum);
-                shadow_counters_add(&t->stats, SHADOW_STAT_COMPARED_BYTES,
-                                    pnum);
-                /* the target advanced at the speed of the compare */
-                shadow_note_copy_rate(t, pnum, get_clock() - start);
-                target_ret[i] = 0;
-                continue;
-            }
-            if (zero && shadow_reads_zero(t, pos, pnum)) {
-                /* A fresh target, as mirror skips on one: nothing to write */
+            /*
+             * Nothing to write where the target holds the piece already:
+             * a compare says so, or, without one, a fresh target that
+             * reads zeroes (as mirror skips on one)
+             */
+            if (cmp_buf ? shadow_copy_same(t, pos, pnum, zero, buf, cmp_buf)
+                        : zero && shadow_reads_zero(t, pos, pnum)) {
+                if (cmp_buf) {
+                    trace_shadow_copy_same(s, shadow_child_name(t), pos,
+                                           pnum);
+                    shadow_counters_add(&t->stats,
+                                        SHADOW_STAT_COMPARED_BYTES, pnum);
+                }
+                /* the target advanced at the speed of the check */
                 shadow_note_copy_rate(t, pnum, get_clock() - start);
                 target_ret[i] = 0;
                 continue;
