@@ -181,6 +181,18 @@ get_string (const Ctx *x, const char *g, const char *k, gboolean required,
   return TRUE;
 }
 
+/* A boolean option of the shadow node, kept as written ("true" or
+ * "false") and sent typed on reopen. */
+static gboolean
+get_node_bool (const Ctx *x, const char *g, const char *k, char **out, GError **error)
+{
+  if (!get_string (x, g, k, FALSE, out, error))
+    return FALSE;
+  if (*out && strcmp (*out, "true") != 0 && strcmp (*out, "false") != 0)
+    return fail (x, error, g, k, "'%s' is not a boolean (true or false)", *out);
+  return TRUE;
+}
+
 /* An absolute path, or empty for "none". */
 static gboolean
 get_path (const Ctx *x, const char *g, const char *k, char **out, GError **error)
@@ -631,8 +643,8 @@ load_disk (const Ctx *x, ShdConfig *c, const char *g, GError **error)
       !get_choice (x, g, "prewarm", prewarms, &d->prewarm, error) ||
       !get_string (x, g, "prewarm-speed", FALSE, &d->prewarm_speed, error) ||
       !get_choice (x, g, "read-from", read_froms, &d->read_from, error) ||
-      !get_string (x, g, "copy-on-read", FALSE, &d->copy_on_read, error) ||
-      !get_string (x, g, "copy-compare", FALSE, &d->copy_compare, error) ||
+      !get_node_bool (x, g, "copy-on-read", &d->copy_on_read, error) ||
+      !get_node_bool (x, g, "copy-compare", &d->copy_compare, error) ||
       !get_string (x, g, "metadata", FALSE, &d->metadata, error))
     return FALSE;
   if (d->chunk_size) {
@@ -645,14 +657,6 @@ load_disk (const Ctx *x, ShdConfig *c, const char *g, GError **error)
       !g_ascii_string_to_unsigned (d->prewarm_speed, 10, 0, G_MAXINT64, &v, NULL))
     return fail (x, error, g, "prewarm-speed", "'%s' is not a byte rate "
                  "(a non-negative integer)", d->prewarm_speed);
-  if (d->copy_on_read && strcmp (d->copy_on_read, "true") != 0 &&
-      strcmp (d->copy_on_read, "false") != 0)
-    return fail (x, error, g, "copy-on-read", "'%s' is not a boolean (true or false)",
-                 d->copy_on_read);
-  if (d->copy_compare && strcmp (d->copy_compare, "true") != 0 &&
-      strcmp (d->copy_compare, "false") != 0)
-    return fail (x, error, g, "copy-compare", "'%s' is not a boolean (true or false)",
-                 d->copy_compare);
 
   all = g_key_file_get_keys (x->kf, g, NULL, NULL);
   for (guint i = 0; all && all[i]; i++) {
