@@ -1176,6 +1176,16 @@ note_wanted (ShdPolicy *p, const ShdPolicyInput *in, ShdDecision *d, int wanted,
   (void) s_target;
 }
 
+/* How long a seasonal forecast needs to take in what just happened: the
+ * bucket under way and the next one learned.  A burst that just ended
+ * moves the forecast of the hour after it when its buckets close; a copy
+ * released before then is often warmed again at once. */
+static double
+forecast_settle_s (const ShdPolicy *p)
+{
+  return MAX (2 * shd_outlook_bucket_s (p->outlook), p->cfg.interval_s);
+}
+
 /* A tier whose copy may be dropped now, and why (-1: none; -2 - tier:
  * that tier would be, but the active child still hydrates). */
 static int
@@ -1203,11 +1213,11 @@ release_candidate (ShdPolicy *p, const ShdPolicyInput *in, gboolean spike_holds,
     if ((spike_holds || p->violations > 0) && !below_base)
       continue;
     /* below the base: the disk lives on a dearer tier now; above it: not
-     * wanted, now or by the forecast soon, for switch-back-after (an
-     * interval at least: one forecast that flickers is not enough), or
-     * (no season) not for release-after */
+     * wanted, now or by the forecast soon, for switch-back-after (two
+     * buckets at least: forecast_settle_s()), or (no season) not for
+     * release-after */
     if (!below_base &&
-        !(by_forecast ? idle >= MAX (k->switch_back_after_s, p->cfg.interval_s) - 1e-9 :
+        !(by_forecast ? idle >= MAX (k->switch_back_after_s, forecast_settle_s (p)) - 1e-9 :
           idle >= k->release_after_s))
       continue;
     /* a small copy is kept warm */
