@@ -248,6 +248,13 @@ shd_policy_new (const ShdPolicyConfig *cfg)
   shd_cost_init (&p->cost, cfg->n_tiers, MAX (10 * cfg->interval_s, 60));
   shd_spike_config_init (&sc);
   shd_spike_config_set_sensitivity (&sc, cfg->knobs.spike_sensitivity);
+  /* the detector weighs a spike's end in samples, a few seconds' worth at
+   * shadowd's polling; a sample longer than switch-back-after is that
+   * long a time at its load by itself (a 30-minute row of idle load is
+   * not five more rows of waiting).  The cooldown stays in samples: it
+   * keeps the tail of the same spike from firing again. */
+  if (cfg->interval_s > MAX (cfg->knobs.switch_back_after_s, 1))
+    sc.end_h *= MAX (cfg->knobs.switch_back_after_s, 1) / cfg->interval_s;
   p->spike = shd_spike_new (&sc);
   shd_ring_init (&p->resid, RESID_WINDOW);
   p->sigma = NAN;

@@ -442,6 +442,40 @@ test_json (void)
   }
 }
 
+/* Rows of 30 minutes: a spike of three rows, then idle.  The disk goes back
+ * to cheap on the first idle row (the spike detector's end is a few
+ * seconds' worth of evidence, not five more rows) and the fast copy is
+ * released release-after later. */
+static void
+test_long_rows_spike_end (void)
+{
+  double y[40];
+  g_autoptr (GError) error = NULL;
+  g_autoptr (ShdSimResult) r = NULL;
+  const ShdSimOutcome *o;
+  guint fast_rows = 0, held_rows = 0;
+  ShdSimConfig c;
+
+  for (guint t = 0; t < G_N_ELEMENTS (y); t++)
+    y[t] = t >= 10 && t < 13 ? 500 : 20;
+  config_init (&c, 60);
+  c.interval_s = 1800;
+  c.trace = TRUE;
+  r = shd_sim_run (y, G_N_ELEMENTS (y), &c, &error);
+  g_assert_no_error (error);
+  log_outcomes (r);
+  o = outcome (r, SHD_SIM_SHADOWTIER);
+  for (guint t = 13; t < o->trace->len; t++) {
+    const ShdSimRow *row = &g_array_index (o->trace, ShdSimRow, t);
+
+    fast_rows += row->active == 1;
+    held_rows += row->allocated[1] > 0;
+  }
+  g_test_message ("after the spike: %u rows on fast, %u rows with its copy", fast_rows, held_rows);
+  g_assert_cmpuint (fast_rows, <=, 1);
+  g_assert_cmpuint (held_rows, <=, 1 + 3600 / 1800 + 1);
+}
+
 /* Spikes as the report gives them: a run of rows over the cheap tier's
  * limit, its peak and its end, also when it ends at the last row */
 static void
@@ -500,6 +534,7 @@ main (int argc, char **argv)
   g_test_add_func ("/sim/oracle-start", test_oracle_start);
   g_test_add_func ("/sim/json", test_json);
   g_test_add_func ("/sim/spikes", test_spikes);
+  g_test_add_func ("/sim/long-rows-spike-end", test_long_rows_spike_end);
   g_test_add_func ("/sim/errors", test_errors);
   return g_test_run ();
 }
