@@ -48,8 +48,11 @@ gint64 shd_outlook_last (const ShdOutlook *o);
 void shd_outlook_forget (ShdOutlook *o);
 /* Buckets learned (stored, imported and seen). */
 guint64 shd_outlook_count (const ShdOutlook *o);
-/* The season in use in buckets (0: none yet) */
+/* The season in use in buckets (0: none yet); provisional: the
+ * calendar's day while the forecaster has accepted no season, going by
+ * the bursts that recur from day to day (outlook.c, season_of()) */
 guint shd_outlook_period (const ShdOutlook *o);
+gboolean shd_outlook_provisional (const ShdOutlook *o);
 const char *shd_outlook_model (const ShdOutlook *o);
 
 /* The forecast for the bucket k after the current one (k = 0: the one

@@ -1223,6 +1223,11 @@ release_candidate (ShdPolicy *p, const ShdPolicyInput *in, gboolean spike_holds,
      * wanted, now or by the forecast soon, for switch-back-after (two
      * buckets at least: forecast_settle_s()), or (no season) not for
      * release-after */
+    /* a cheaper copy stays while the season is provisional: the bursts it
+     * goes by come at no fixed hour */
+    if (!below_base && by_forecast && cost (p, i) < cost (p, p->active) &&
+        shd_outlook_provisional (p->outlook))
+      continue;
     if (!below_base &&
         !(by_forecast ? idle >= MAX (k->switch_back_after_s, forecast_settle_s (p)) - 1e-9 :
           idle >= k->release_after_s))

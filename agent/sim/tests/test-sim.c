@@ -442,6 +442,44 @@ test_json (void)
   }
 }
 
+/* Rows of 30 minutes, a busy afternoon (10:00 to 16:00) each day.  The
+ * season cannot be tested out of sample before about a day and a half,
+ * yet the second day's afternoon is met ahead: until then the day before
+ * stands for the season. */
+static void
+test_second_day (void)
+{
+  const guint days = 3, day = 48;
+  g_autoptr (GRand) rnd = g_rand_new_with_seed (7);
+  g_autofree double *y = g_new (double, days * day);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (ShdSimResult) r = NULL;
+  const ShdSimSpike *sp;
+  GArray *spikes;
+  ShdSimConfig c;
+
+  for (guint t = 0; t < days * day; t++)
+    y[t] = t % day >= 20 && t % day < 32 ? 400 + 20 * gauss (rnd) : MAX (0, 50 + 5 * gauss (rnd));
+  config_init (&c, 512);
+  c.interval_s = 1800;
+  r = shd_sim_run (y, days * day, &c, &error);
+  g_assert_no_error (error);
+  log_outcomes (r);
+  spikes = outcome (r, SHD_SIM_SHADOWTIER)->spikes;
+  g_assert_cmpuint (spikes->len, ==, days);
+  sp = &g_array_index (spikes, ShdSimSpike, 1);
+  g_test_message ("day 2: onset %.0f, warm %.0f-%.0f, switch %.0f, lead %.0f s",
+                  sp->onset_s, sp->prewarm_start_s, sp->prewarm_done_s, sp->switch_s,
+                  sp->lead_s);
+  g_assert_cmpfloat (sp->onset_s, <, 1.5 * day * c.interval_s);
+  g_assert_cmpfloat (sp->lead_s, >=, 0);
+  /* reactive meets it late, as the first day */
+  g_assert_cmpfloat (g_array_index (outcome (r, SHD_SIM_REACTIVE)->spikes, ShdSimSpike, 1).lead_s,
+                     <, 0);
+  g_assert_cmpfloat (outcome (r, SHD_SIM_SHADOWTIER)->violation_s, <,
+                     outcome (r, SHD_SIM_REACTIVE)->violation_s);
+}
+
 /* Rows of 30 minutes: a spike of three rows, then idle.  The disk goes back
  * to cheap on the first idle row (the spike detector's end is a few
  * seconds' worth of evidence, not five more rows) and the fast copy is
@@ -534,6 +572,7 @@ main (int argc, char **argv)
   g_test_add_func ("/sim/oracle-start", test_oracle_start);
   g_test_add_func ("/sim/json", test_json);
   g_test_add_func ("/sim/spikes", test_spikes);
+  g_test_add_func ("/sim/second-day", test_second_day);
   g_test_add_func ("/sim/long-rows-spike-end", test_long_rows_spike_end);
   g_test_add_func ("/sim/errors", test_errors);
   return g_test_run ();
