@@ -17,7 +17,8 @@ is at least 0.3: a property of the data, not of the forecaster.
 Prints a table and the targets, met or missed, and writes the whole as
 JSON (build/bench/policy.json, or --out).  Skips cleanly (exit 0, a note)
 when the traces are absent.  --traces DIR reads another directory of the
-same format (held-out series).
+same format (held-out series); SHADOWCTL=PATH runs another build of
+shadowctl (to compare a change against main in one tree).
 """
 
 import argparse
@@ -30,7 +31,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHADOWCTL = os.path.join(REPO, 'build', 'agent', 'shadowctl')
+SHADOWCTL = os.environ.get('SHADOWCTL') or os.path.join(REPO, 'build', 'agent', 'shadowctl')
 TRACES = os.path.join(REPO, '..', 'shared', 'data', 'traces')
 CONFIG = os.path.join(REPO, 'bench', 'sim-demo.conf')
 COLUMN = 'block_req_count'
