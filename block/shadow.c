@@ -409,7 +409,14 @@ static int shadow_open(BlockDriverState *bs, QDict *options, int flags,
     s->length = lengths[active];
     ret = shadow_check_child_length(s, children[active]->bs, s->length, errp);
     for (i = 0; i < n && ret == 0; i++) {
-        ret = shadow_check_child_length(s, children[i]->bs, lengths[i], errp);
+        /*
+         * With metadata the disk has the length it records, which a crash
+         * while growing leaves shorter than the active child's: the
+         * children are checked against it when the maps are loaded
+         */
+        ret = shadow_check_child_length(s, children[i]->bs,
+                                        opts.qapi->metadata && lengths[i] >= 0 ?
+                                        s->length : lengths[i], errp);
     }
     bdrv_graph_rdunlock_main_loop();
     if (ret == 0) {
