@@ -60,7 +60,10 @@
  *     bits it sets, flushes, and only then clears bits, and only those of
  *     chunks another child keeps on disk after the commit; other clears
  *     wait, and so does the intent bit of their chunk
- *     (shadow_take_changes()).
+ *     (shadow_take_changes()).  A header counts the chunks of
+ *     meta.recorded_length only: a disk that grows records its new length
+ *     after a flush made the new chunks durable on the active child and a
+ *     commit wrote them (shadow_state_grow()).
  *
  * Copyright (c) 2026 The shadowtier authors
  *
@@ -105,6 +108,7 @@ void shadow_state_set_geometry(BDRVShadowState *s, int64_t length,
     s->chunk_size = chunk_size;
     s->chunk_bits = ctz64(chunk_size);
     s->nb_chunks = DIV_ROUND_UP(length, chunk_size);
+    s->meta.recorded_length = length;
 }
 
 void shadow_state_init(BDRVShadowState *s)
@@ -1291,14 +1295,26 @@ int coroutine_fn shadow_state_grow(BDRVShadowState *s, int64_t length,
     }
     s->length = length;
     s->nb_chunks = nb;
-    s->meta.table_dirty = true;
     shadow_heat_resize(&s->heat, length);
     qemu_spin_unlock(&s->lock);
     trace_shadow_grow(s, old_len, length);
 
     if (s->meta.child) {
-        /* The new length is durable once the maps of the new chunks are */
-        ret = shadow_state_commit(s, false);
+        /*
+         * D5: headers keep the old length until every new chunk has a
+         * durable holder.  The flush covers the new chunks on the active
+         * child (and their new size); the commit after it writes their
+         * valid bits, then a header with the new length.  A crash before
+         * leaves the old length, with the children's tails unused.
+         */
+        ret = shadow_state_flush_children(s);
+        if (ret == 0) {
+            qemu_spin_lock(&s->lock);
+            s->meta.recorded_length = length;
+            s->meta.table_dirty = true;
+            qemu_spin_unlock(&s->lock);
+            ret = shadow_state_commit(s, false);
+        }
         if (ret < 0) {
             error_setg_errno(errp, -ret, "shadow: cannot commit the metadata "
                              "of node '%s' after growing it",
@@ -1515,6 +1531,19 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
     ret = shadow_meta_read_header(s, &img, &fresh, errp);
     if (ret < 0) {
         return ret;
+    }
+    if (fresh) {
+        /* A new disk: the active child's length (shadow_open()) */
+        for (i = 0; i < s->num_children; i++) {
+            int64_t len = bdrv_getlength(s->children[i]->child->bs);
+
+            if (len >= 0 && len < s->length) {
+                error_setg(errp, "shadow: child '%s' is smaller than the disk "
+                           "(%" PRId64 " < %" PRId64 " bytes)",
+                           shadow_child_name(s->children[i]), len, s->length);
+                return -EINVAL;
+            }
+        }
     }
     if (fresh && m->writable) {
         /* Better refused now than failing the guest's first write */
@@ -1835,8 +1864,10 @@ static void shadow_header_image(BDRVShadowState *s, ShadowMetaImage *img,
     memset(img, 0, sizeof(*img));
     img->in_use = in_use;
     img->chunk_size = s->chunk_size;
-    img->length = s->length;
-    img->nb_chunks = s->nb_chunks;
+    qemu_spin_lock(&s->lock);
+    img->length = m->recorded_length;
+    qemu_spin_unlock(&s->lock);
+    img->nb_chunks = DIV_ROUND_UP(img->length, s->chunk_size);
     img->active_slot = active_slot;
     img->session = m->session;
     memcpy(img->slots, m->slots, sizeof(img->slots));

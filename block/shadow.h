@@ -255,8 +255,14 @@ typedef struct ShadowMeta {
     int header_copy;
     int64_t nb_units;
     ShadowSlot slots[SHADOW_META_SLOTS];
-    /* The slot table changed since the header was written */
+    /* The slot table or the recorded length changed since the header */
     bool table_dirty;
+    /*
+     * The length headers record: the node's, but while the node grows
+     * the old one until every new chunk has a durable holder (D5;
+     * shadow_state_grow()).  Under the spinlock.
+     */
+    int64_t recorded_length;
     /*
      * The header on disk says "in use" for the session @session, with
      * @durable_active_slot as the active child.  Until then no child is

@@ -11,6 +11,9 @@ FUA writes), does one of
   writes    heavy mixed writes on synced tiers, maybe after a switch,
   idle      as writes, then the writer stops and the daemon is killed
             after two periodic commits: the shadow must come back synced,
+  grow      libvirt's layout: a qcow2 node over the shadow node, the
+            writer on the qcow2 node; writes to clusters not yet allocated
+            grow the shadow node from its write path while flushes commit,
 
 kills the daemon with SIGKILL at a random moment, restarts it with the
 same graph and checks:
@@ -70,7 +73,8 @@ class Model:
     completed flush (or FUA write) made durable; issued[b]: every sequence
     number sent to b."""
 
-    def __init__(self, nblocks):
+    def __init__(self, nblocks, zero_start=False):
+        self.zero_start = zero_start   # blocks not written read as zeroes
         self.durable = [0] * nblocks
         self.issued = [set() for _ in range(nblocks)]
         self.acked = {}         # block -> latest acked seq not yet durable
@@ -78,6 +82,9 @@ class Model:
         self.flushes = 0
 
     def check(self, block, data):
+        if self.zero_start and self.durable[block] == 0 and \
+                data == bytes(len(data)):
+            return None
         seq = decode(block, data)
         if seq is None:
             return f'block {block} holds data never written there'
@@ -89,9 +96,9 @@ class Model:
 
 
 class Writer(threading.Thread):
-    def __init__(self, sock, model, nblocks, rng, qd):
+    def __init__(self, sock, model, nblocks, rng, qd, export='sh0'):
         super().__init__(daemon=True)
-        self.nbd = NBDClient(sock, 'sh0')
+        self.nbd = NBDClient(sock, export)
         self.model = model
         self.nblocks = nblocks
         self.rng = rng
@@ -186,7 +193,7 @@ def reopen(d, **extra):
     d.cmd('blockdev-reopen', options=[opts])
 
 
-def compare(d, a, b):
+def compare(a, b):
     res = subprocess.run([QEMU_IMG, 'compare', '-f', 'raw', '-F', 'raw',
                           a, b], stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, universal_newlines=True)
@@ -197,10 +204,19 @@ def children(d):
     return {c['node-name']: c for c in d.shadow_stats()['children']}
 
 
-def verify(d, model, nblocks, size):
-    """Check the node's content against the model, then the synced
-    children against the node."""
-    nbd = NBDClient(d.nbd_sock, 'sh0')
+def node_length(d, node='sh0'):
+    for n in d.cmd('query-named-block-nodes', flat=True):
+        if n['node-name'] == node:
+            return n['image']['virtual-size']
+    raise RuntimeError(f'no node {node}')
+
+
+def verify(d, model, nblocks, top='sh0'):
+    """Check the disk's content (@top: the shadow node, or a format node
+    over it) against the model, then the synced children against the
+    shadow node."""
+    size = node_length(d)
+    nbd = NBDClient(d.nbd_sock, top)
     step = 256
     for first in range(0, nblocks, step):
         data = nbd.read(first * BLOCK, step * BLOCK)
@@ -210,15 +226,30 @@ def verify(d, model, nblocks, size):
                 nbd.close()
                 return err
     nbd.close()
+    if top != 'sh0':
+        # A format node over the shadow node may grow it: no export of it
+        # or of its children may unshare resize.  The children are
+        # compared as files after a clean stop (one_round()).
+        return None
     node = f'nbd+unix:///sh0?socket={d.nbd_sock}'
     for name, c in children(d).items():
         if c['state'] in ('synced', 'active') and c['valid-bytes'] == size:
             if name not in d.exported:
                 d.exported[name] = d.export(name, writable=False)
-            err = compare(d, node, d.exported[name])
+            err = compare(node, d.exported[name])
             if err:
                 return f'child {name} ({c["state"]}) differs: {err}'
     return None
+
+
+def add_top(d, scenario):
+    """The node the writer writes to, exported"""
+    if scenario != 'grow':
+        d.export('sh0')
+        return 'sh0'
+    d.add({'driver': 'qcow2', 'node-name': 'disk', 'file': 'sh0'})
+    d.export('disk')
+    return 'disk'
 
 
 def one_round(work, rng, size, log):
@@ -227,19 +258,27 @@ def one_round(work, rng, size, log):
         path = os.path.join(work, name)
         if os.path.exists(path):
             os.remove(path)
-    with open(os.path.join(work, 'a.raw'), 'wb') as f:
-        for b in range(nblocks):
-            f.write(block_data(b, 0))
-    benchlib.run(QEMU_IMG, 'create', '-f', 'raw', f'{work}/b.raw',
-                 str(size))
+    scenario = rng.choice(('prewarm', 'hydrate', 'writes') * 3 +
+                          ('idle', 'grow', 'grow'))
+    if scenario == 'grow':
+        # Both tiers hold a new qcow2 image: its clusters are allocated,
+        # and the shadow node grown, as the writer comes to them
+        benchlib.run(QEMU_IMG, 'create', '-f', 'qcow2', '-o',
+                     'cluster_size=65536', f'{work}/a.raw', str(size))
+        shutil.copy(f'{work}/a.raw', f'{work}/b.raw')
+    else:
+        with open(os.path.join(work, 'a.raw'), 'wb') as f:
+            for b in range(nblocks):
+                f.write(block_data(b, 0))
+        benchlib.run(QEMU_IMG, 'create', '-f', 'raw', f'{work}/b.raw',
+                     str(size))
     benchlib.run(QEMU_IMG, 'create', '-f', 'raw', f'{work}/meta.raw',
                  str(MiB))
 
-    scenario = rng.choice(('prewarm', 'hydrate', 'writes') * 3 + ('idle',))
     mode = rng.choice(('sync', 'async'))
     qd = rng.choice((1, 4, 8, 16))
     speed = rng.choice((8, 16, 32)) * MiB
-    model = Model(nblocks)
+    model = Model(nblocks, zero_start=scenario == 'grow')
     d = start(work)
     try:
         if scenario == 'prewarm':
@@ -254,14 +293,14 @@ def one_round(work, rng, size, log):
                 mode = 'sync'
             d.add(shadow_opts(work, **{'write-mode': mode}))
             d.wait_event('SHADOW_CHILD_SYNCED', timeout=60, child='tb')
-        d.export('sh0')
-        writer = Writer(d.nbd_sock, model, nblocks, rng, qd)
+        top = add_top(d, scenario)
+        writer = Writer(d.nbd_sock, model, nblocks, rng, qd, export=top)
         writer.start()
         if scenario == 'hydrate':
             time.sleep(rng.uniform(0, 0.4))
             reopen(d, **{'active-child': 'tb', 'write-mode': mode,
                          'prewarm-speed': speed})
-        elif scenario in ('writes', 'idle') and rng.random() < 0.5:
+        elif scenario in ('writes', 'idle', 'grow') and rng.random() < 0.5:
             time.sleep(rng.uniform(0, 0.4))
             reopen(d, **{'active-child': 'tb', 'write-mode': mode})
         kill_at = rng.uniform(0.1, 1.5)
@@ -288,13 +327,16 @@ def one_round(work, rng, size, log):
     d = start(work)
     try:
         d.add(shadow_opts(work, prewarm='off'))
-        d.export('sh0')
+        top = add_top(d, scenario)
+        size = node_length(d)
+        if scenario == 'grow':
+            desc += f', the shadow node grown to {size} bytes'
         before = {n: (c['state'], c['valid-bytes'])
                   for n, c in children(d).items()}
         shadow = 'ta' if before['tb'][0] == 'active' else 'tb'
         if scenario == 'idle' and before[shadow][0] != 'synced':
             return False, f'{desc}: idle before the kill, but {before}'
-        err = verify(d, model, nblocks, size)
+        err = verify(d, model, nblocks, top)
         if err:
             return False, f'{desc}: after restart {before}: {err}'
         reopen(d, **{'active-child': 'ta', 'prewarm': 'hot-first'})
@@ -305,9 +347,16 @@ def one_round(work, rng, size, log):
             if time.monotonic() > deadline:
                 return False, f'{desc}: not synced in 60 s: {children(d)}'
             time.sleep(0.05)
-        err = verify(d, model, nblocks, size)
+        err = verify(d, model, nblocks, top)
         if err:
             return False, f'{desc}: after the copy: {err}'
+        if scenario == 'grow':
+            # Both synced: the same bytes up to the node's length (a longer
+            # child reads as zeroes past it, as compare wants)
+            d.stop()
+            err = compare(f'{work}/a.raw', f'{work}/b.raw')
+            if err:
+                return False, f'{desc}: after the copy, the children differ: {err}'
         stale = {n: (size - v) // 1024 for n, (_s, v) in before.items()
                  if v < size}
         return True, f'{desc}; stale after restart (KiB): {stale or "none"}'
