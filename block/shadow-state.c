@@ -109,6 +109,19 @@ void shadow_state_set_geometry(BDRVShadowState *s, int64_t length,
     s->chunk_bits = ctz64(chunk_size);
     s->nb_chunks = DIV_ROUND_UP(length, chunk_size);
     s->meta.recorded_length = length;
+    s->grown_length = length;
+}
+
+/*
+ * The slot table or the recorded length changed: the next commit writes a
+ * header.  A header writer clears table_dirty only if nothing changed
+ * since it took its image (table_gen): a grow that lands while another
+ * header is being written must not be lost with it.
+ */
+static void shadow_table_changed(ShadowMeta *m)
+{
+    m->table_dirty = true;
+    m->table_gen++;
 }
 
 void shadow_state_init(BDRVShadowState *s)
@@ -1311,7 +1324,7 @@ int coroutine_fn shadow_state_grow(BDRVShadowState *s, int64_t length,
         if (ret == 0) {
             qemu_spin_lock(&s->lock);
             s->meta.recorded_length = length;
-            s->meta.table_dirty = true;
+            shadow_table_changed(&s->meta);
             qemu_spin_unlock(&s->lock);
             ret = shadow_state_commit(s, false);
         }
@@ -1322,6 +1335,8 @@ int coroutine_fn shadow_state_grow(BDRVShadowState *s, int64_t length,
         }
     }
 out:
+    /* On a metadata error too: guest writes fail until a reopen then */
+    qatomic_set(&s->grown_length, s->length);
     qemu_co_mutex_unlock(&s->resize_lock);
     return ret;
 }
@@ -1467,7 +1482,7 @@ static void shadow_state_format(BDRVShadowState *s, const ShadowIdentity *ids)
             shadow_dirty_units(sc, 0, s->nb_chunks);
         }
     }
-    m->table_dirty = true;
+    shadow_table_changed(m);
     m->in_use = false;
     m->durable_active_slot = -1;
     m->generation = 0;
@@ -1800,7 +1815,7 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
             m->slots[j].id.ctime_nsec = img.slots[j].id.ctime_nsec;
         }
     }
-    m->table_dirty = true;
+    shadow_table_changed(m);
     m->in_use = false;
     m->session = img.session;
     m->durable_active_slot = recorded ? img.active_slot : -1;
@@ -1855,10 +1870,12 @@ out:
  * Metadata: writing
  */
 
-static void shadow_header_image(BDRVShadowState *s, ShadowMetaImage *img,
-                                bool in_use, int active_slot)
+/* Returns the table_gen the image is of */
+static uint64_t shadow_header_image(BDRVShadowState *s, ShadowMetaImage *img,
+                                    bool in_use, int active_slot)
 {
     ShadowMeta *m = &s->meta;
+    uint64_t gen;
     int i;
 
     memset(img, 0, sizeof(*img));
@@ -1866,6 +1883,7 @@ static void shadow_header_image(BDRVShadowState *s, ShadowMetaImage *img,
     img->chunk_size = s->chunk_size;
     qemu_spin_lock(&s->lock);
     img->length = m->recorded_length;
+    gen = m->table_gen;
     qemu_spin_unlock(&s->lock);
     img->nb_chunks = DIV_ROUND_UP(img->length, s->chunk_size);
     img->active_slot = active_slot;
@@ -1875,6 +1893,7 @@ static void shadow_header_image(BDRVShadowState *s, ShadowMetaImage *img,
         /* While children may be written, no stamp holds (D3) */
         img->slots[i].stamped = false;
     }
+    return gen;
 }
 
 /* A map unit on its way to disk */
@@ -2246,13 +2265,15 @@ static int coroutine_fn GRAPH_RDLOCK shadow_sync_idle(BDRVShadowState *s)
 
     qemu_co_mutex_lock(&m->io_lock);
     if (!m->in_use && m->table_dirty && !m->failed) {
+        uint64_t gen = 0;
+
         ret = shadow_write_idle_maps(s);
         if (ret == 0) {
-            shadow_header_image(s, &img, false, s->active->slot);
+            gen = shadow_header_image(s, &img, false, s->active->slot);
             ret = shadow_meta_write_header(s, &img);
         }
         if (ret == 0) {
-            m->table_dirty = false;
+            m->table_dirty = m->table_gen != gen;
             m->durable_active_slot = s->active->slot;
         } else {
             shadow_meta_failed(s, ret);
@@ -2272,6 +2293,7 @@ int coroutine_fn shadow_state_begin_writing(BDRVShadowState *s)
 {
     ShadowMeta *m = &s->meta;
     ShadowMetaImage img;
+    uint64_t gen;
     int active_slot, i;
     int ret = 0;
 
@@ -2313,12 +2335,12 @@ int coroutine_fn shadow_state_begin_writing(BDRVShadowState *s)
         shadow_hbitmap_clear(m->written);
         qemu_spin_unlock(&s->lock);
     }
-    shadow_header_image(s, &img, true, active_slot);
+    gen = shadow_header_image(s, &img, true, active_slot);
     ret = shadow_meta_write_header(s, &img);
     if (ret < 0) {
         goto fail;
     }
-    m->table_dirty = false;
+    m->table_dirty = m->table_gen != gen;
     m->durable_active_slot = active_slot;
     qatomic_set(&m->in_use, true);
     trace_shadow_begin_writing(s, m->session, active_slot);
@@ -2726,6 +2748,7 @@ static void coroutine_fn shadow_stop_entry(void *opaque)
     BDRVShadowState *s = st->s;
     ShadowMeta *m = &s->meta;
     ShadowMetaImage img;
+    uint64_t gen;
     int i, ret;
 
     bdrv_graph_co_rdlock();
@@ -2742,7 +2765,7 @@ static void coroutine_fn shadow_stop_entry(void *opaque)
     }
     if (ret == 0) {
         qemu_co_mutex_lock(&m->io_lock);
-        shadow_header_image(s, &img, false, s->active->slot);
+        gen = shadow_header_image(s, &img, false, s->active->slot);
         /* With the data flushed, the stamps say what the images look like */
         for (i = 0; i < s->num_children; i++) {
             ShadowChild *sc = s->children[i];
@@ -2761,7 +2784,7 @@ static void coroutine_fn shadow_stop_entry(void *opaque)
         if (ret == 0) {
             memcpy(m->slots, img.slots, sizeof(m->slots));
             qatomic_set(&m->in_use, false);
-            m->table_dirty = false;
+            m->table_dirty = m->table_gen != gen;
             m->durable_active_slot = s->active->slot;
         }
         qemu_co_mutex_unlock(&m->io_lock);
@@ -2839,7 +2862,7 @@ int shadow_state_add_child(BDRVShadowState *s, ShadowChild *sc, Error **errp)
     }
     sc->slot = slot;
     shadow_slot_fill(&m->slots[slot], sc, &id, shadow_new_epoch());
-    m->table_dirty = true;
+    shadow_table_changed(m);
     return 0;
 }
 
@@ -2850,7 +2873,7 @@ void shadow_state_del_child(BDRVShadowState *s, ShadowChild *sc)
 
     if (m->child && sc->slot >= 0) {
         memset(&m->slots[sc->slot], 0, sizeof(ShadowSlot));
-        m->table_dirty = true;
+        shadow_table_changed(m);
         if (m->durable_active_slot == sc->slot) {
             /*
              * The header that writes the freed slot must not name it as

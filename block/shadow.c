@@ -892,8 +892,11 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
     BlockReq req;
     int i, n, ret;
 
-    if (offset + bytes > s->length) {
-        /* A format node above allocates past the end: grow first */
+    if (offset + bytes > qatomic_read(&s->grown_length)) {
+        /*
+         * A format node above allocates past the end: grow first, or wait
+         * for the grow under way to make the new length durable
+         */
         Error *local_err = NULL;
 
         ret = shadow_state_grow(s, offset + bytes, &local_err);

@@ -255,8 +255,12 @@ typedef struct ShadowMeta {
     int header_copy;
     int64_t nb_units;
     ShadowSlot slots[SHADOW_META_SLOTS];
-    /* The slot table or the recorded length changed since the header */
+    /*
+     * The slot table or the recorded length changed since the header;
+     * table_gen counts the changes (shadow_table_changed())
+     */
     bool table_dirty;
+    uint64_t table_gen;
     /*
      * The length headers record: the node's, but while the node grows
      * the old one until every new chunk has a durable holder (D5;
@@ -327,6 +331,14 @@ typedef struct BDRVShadowState {
     int64_t chunk_size;
     int chunk_bits;             /* log2(chunk_size): hot paths shift */
     int64_t nb_chunks;
+    /*
+     * @length once the last grow completed (with metadata: recorded).
+     * A write past it waits for the grow under way, by taking
+     * @resize_lock: the new chunks are in @length before the new length
+     * is durable, and a write there acknowledged and flushed before then
+     * would be lost to a crash.  Set under @resize_lock.
+     */
+    int64_t grown_length;
     CoMutex resize_lock;
 
     ShadowWriteMode write_mode;
