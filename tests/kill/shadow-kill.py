@@ -264,7 +264,8 @@ def one_round(work, rng, size, log):
         # Both tiers hold a new qcow2 image: its clusters are allocated,
         # and the shadow node grown, as the writer comes to them
         benchlib.run(QEMU_IMG, 'create', '-f', 'qcow2', '-o',
-                     'cluster_size=65536', f'{work}/a.raw', str(size))
+                     f'cluster_size={rng.choice((4096, 65536))}',
+                     f'{work}/a.raw', str(size))
         shutil.copy(f'{work}/a.raw', f'{work}/b.raw')
     else:
         with open(os.path.join(work, 'a.raw'), 'wb') as f:
@@ -275,6 +276,9 @@ def one_round(work, rng, size, log):
     benchlib.run(QEMU_IMG, 'create', '-f', 'raw', f'{work}/meta.raw',
                  str(MiB))
 
+    # grow: small chunks and intent regions, more headers and commits
+    geometry = ({'chunk-size': 16384, 'intent-granularity': 16384}
+                if scenario == 'grow' else {})
     mode = rng.choice(('sync', 'async'))
     qd = rng.choice((1, 4, 8, 16))
     speed = rng.choice((8, 16, 32)) * MiB
@@ -291,7 +295,7 @@ def one_round(work, rng, size, log):
             if scenario == 'idle':
                 # Kept in step, so that the shadow is synced when idle
                 mode = 'sync'
-            d.add(shadow_opts(work, **{'write-mode': mode}))
+            d.add(shadow_opts(work, **{'write-mode': mode}, **geometry))
             d.wait_event('SHADOW_CHILD_SYNCED', timeout=60, child='tb')
         top = add_top(d, scenario)
         writer = Writer(d.nbd_sock, model, nblocks, rng, qd, export=top)
@@ -300,11 +304,27 @@ def one_round(work, rng, size, log):
             time.sleep(rng.uniform(0, 0.4))
             reopen(d, **{'active-child': 'tb', 'write-mode': mode,
                          'prewarm-speed': speed})
-        elif scenario in ('writes', 'idle', 'grow') and rng.random() < 0.5:
+        elif scenario in ('writes', 'idle') and rng.random() < 0.5:
             time.sleep(rng.uniform(0, 0.4))
             reopen(d, **{'active-child': 'tb', 'write-mode': mode})
-        kill_at = rng.uniform(0.1, 1.5)
-        time.sleep(kill_at)
+        if scenario == 'grow':
+            # Switches while the node grows, the kill soon after one: the
+            # first write after a switch writes a header naming the new
+            # active child while a grow records its length
+            active, kill_at = 'ta', 0
+            for _ in range(rng.randrange(1, 4)):
+                pause = rng.uniform(0.05, 0.4)
+                time.sleep(pause)
+                active = 'tb' if active == 'ta' else 'ta'
+                reopen(d, **{'active-child': active, 'write-mode': mode},
+                       **geometry)
+                kill_at += pause
+            pause = rng.uniform(0, 0.03)
+            kill_at += pause
+            time.sleep(pause)
+        else:
+            kill_at = rng.uniform(0.1, 1.5)
+            time.sleep(kill_at)
         if scenario == 'idle':
             writer.stop.set()
             writer.join(10)
@@ -326,7 +346,7 @@ def one_round(work, rng, size, log):
             f'{model.writes} writes and {model.flushes} flushes acknowledged')
     d = start(work)
     try:
-        d.add(shadow_opts(work, prewarm='off'))
+        d.add(shadow_opts(work, prewarm='off', **geometry))
         top = add_top(d, scenario)
         size = node_length(d)
         if scenario == 'grow':
@@ -339,7 +359,7 @@ def one_round(work, rng, size, log):
         err = verify(d, model, nblocks, top)
         if err:
             return False, f'{desc}: after restart {before}: {err}'
-        reopen(d, **{'active-child': 'ta', 'prewarm': 'hot-first'})
+        reopen(d, **{'active-child': 'ta', 'prewarm': 'hot-first'}, **geometry)
         deadline = time.monotonic() + 60
         while not all(c['state'] in ('synced', 'active') and
                       c['valid-bytes'] == size
