@@ -8,8 +8,10 @@
 #   make bench    benchmarks, results in build/bench/
 #   make fuzz     the agent's fuzz targets and the QMP fuzzer of the
 #                 shadow driver, FUZZ_SECONDS (600) each
-#   make soak     SOAK_ROUNDS (1000) rounds of the kill tests, then the
-#                 stress test for SOAK_CRASH_STATES (10000) crash states
+#   make soak     SOAK_ROUNDS (1000) rounds of the kill tests, the
+#                 stress test for SOAK_CRASH_STATES (10000) crash states,
+#                 then SOAK_LINEAR_SEEDS (200) seeds of the linearizability
+#                 test, on the shadow node and on qcow2 over it
 #
 # QEMU_SRC=/path/to/qemu-10.0.x builds against that tree instead of
 # Debian's qemu source package.
@@ -43,6 +45,7 @@ fuzz: deps qemu
 # the stress test until SOAK_CRASH_STATES crash states were checked
 SOAK_ROUNDS ?= 1000
 SOAK_CRASH_STATES ?= 10000
+SOAK_LINEAR_SEEDS ?= 200
 soak: qemu
 	@bash -o pipefail -c '/usr/bin/python3 tests/kill/shadow-kill.py \
 		--rounds $(SOAK_ROUNDS) 2>&1 | tee build/soak.log | \
@@ -54,7 +57,14 @@ soak: qemu
 		tee build/soak-stress.log | \
 		grep --line-buffered -E "^(not ok|# stress)" | cut -c1-240'; \
 	stress=$$?; \
-	[ $$kill -eq 0 ] && [ $$stress -eq 0 ]
+	linear=0; \
+	for fmt in "" --qcow2; do \
+		bash -o pipefail -c "/usr/bin/python3 tests/stress/shadow-linear.py \
+			--seeds $(SOAK_LINEAR_SEEDS) $$fmt 2>&1 | \
+			tee -a build/soak-linear.log | \
+			grep --line-buffered -E '^(not ok|# linear)' | cut -c1-240" || linear=1; \
+	done; \
+	[ $$kill -eq 0 ] && [ $$stress -eq 0 ] && [ $$linear -eq 0 ]
 
 # QEMU's checkpatch.pl over the project's own QEMU-side files
 checkpatch: qemu
