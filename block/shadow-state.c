@@ -1199,6 +1199,37 @@ static void shadow_child_map_grow(BDRVShadowState *s, ShadowChild *sc,
 }
 
 /*
+ * Make the node's length the one headers record (D5): flush the children,
+ * which makes the chunks a grow added durable on the active child (and
+ * the children's new sizes), then commit their valid bits and a header
+ * with the new length.  Until then headers keep the old length, and a
+ * crash leaves it, with the children's tails unused.  Under resize_lock.
+ */
+static int coroutine_fn GRAPH_RDLOCK
+shadow_record_length(BDRVShadowState *s, Error **errp)
+{
+    int ret;
+
+    if (!s->meta.child || s->meta.recorded_length == s->length) {
+        return 0;
+    }
+    ret = shadow_state_flush_children(s);
+    if (ret == 0) {
+        qemu_spin_lock(&s->lock);
+        s->meta.recorded_length = s->length;
+        shadow_table_changed(&s->meta);
+        qemu_spin_unlock(&s->lock);
+        ret = shadow_state_commit(s, false);
+    }
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "shadow: cannot commit the metadata of "
+                         "node '%s' after growing it",
+                         bdrv_get_node_name(s->bs));
+    }
+    return ret;
+}
+
+/*
  * Grow the node and every child to @length bytes (block_resize, or a
  * write past the end by a format node above).  The new bytes are zero on
  * a child whose truncate guaranteed it and which was not longer before;
@@ -1218,6 +1249,8 @@ int coroutine_fn shadow_state_grow(BDRVShadowState *s, int64_t length,
     old_len = s->length;
     old_nb = s->nb_chunks;
     if (length <= old_len) {
+        /* Grown already; recorded too, unless that failed: try again */
+        ret = shadow_record_length(s, errp);
         goto out;
     }
     ret = shadow_state_check_geometry(length, s->chunk_size, errp);
@@ -1312,31 +1345,16 @@ int coroutine_fn shadow_state_grow(BDRVShadowState *s, int64_t length,
     qemu_spin_unlock(&s->lock);
     trace_shadow_grow(s, old_len, length);
 
-    if (s->meta.child) {
-        /*
-         * D5: headers keep the old length until every new chunk has a
-         * durable holder.  The flush covers the new chunks on the active
-         * child (and their new size); the commit after it writes their
-         * valid bits, then a header with the new length.  A crash before
-         * leaves the old length, with the children's tails unused.
-         */
-        ret = shadow_state_flush_children(s);
-        if (ret == 0) {
-            qemu_spin_lock(&s->lock);
-            s->meta.recorded_length = length;
-            shadow_table_changed(&s->meta);
-            qemu_spin_unlock(&s->lock);
-            ret = shadow_state_commit(s, false);
-        }
-        if (ret < 0) {
-            error_setg_errno(errp, -ret, "shadow: cannot commit the metadata "
-                             "of node '%s' after growing it",
-                             bdrv_get_node_name(s->bs));
-        }
-    }
+    ret = shadow_record_length(s, errp);
 out:
-    /* On a metadata error too: guest writes fail until a reopen then */
-    qatomic_set(&s->grown_length, s->length);
+    /*
+     * A write past grown_length grows, or waits for the grow under way: it
+     * moves only once the length is recorded, so that after a failed flush
+     * or commit the next such write records it again, or fails
+     */
+    if (ret == 0) {
+        qatomic_set(&s->grown_length, s->length);
+    }
     qemu_co_mutex_unlock(&s->resize_lock);
     return ret;
 }
