@@ -85,6 +85,23 @@
  * Geometry
  */
 
+int shadow_state_check_child_length(BDRVShadowState *s, BlockDriverState *bs,
+                                    int64_t len, Error **errp)
+{
+    if (len < 0) {
+        error_setg_errno(errp, -len, "shadow: cannot get the length of '%s'",
+                         bdrv_get_node_name(bs));
+        return len;
+    }
+    if (len < s->length) {
+        error_setg(errp, "shadow: child '%s' is smaller than the disk (%"
+                   PRId64 " < %" PRId64 " bytes)",
+                   bdrv_get_node_name(bs), len, s->length);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 int shadow_state_check_geometry(int64_t length, int64_t chunk_size,
                                 Error **errp)
 {
@@ -1565,17 +1582,14 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
     if (ret < 0) {
         return ret;
     }
-    if (fresh) {
-        /* A new disk: the active child's length (shadow_open()) */
-        for (i = 0; i < s->num_children; i++) {
-            int64_t len = bdrv_getlength(s->children[i]->child->bs);
+    /* A new disk has the active child's length (shadow_open()) */
+    for (i = 0; fresh && i < s->num_children; i++) {
+        BlockDriverState *cbs = s->children[i]->child->bs;
 
-            if (len >= 0 && len < s->length) {
-                error_setg(errp, "shadow: child '%s' is smaller than the disk "
-                           "(%" PRId64 " < %" PRId64 " bytes)",
-                           shadow_child_name(s->children[i]), len, s->length);
-                return -EINVAL;
-            }
+        ret = shadow_state_check_child_length(s, cbs, bdrv_getlength(cbs),
+                                              errp);
+        if (ret < 0) {
+            return ret;
         }
     }
     if (fresh && m->writable) {

@@ -314,23 +314,6 @@ static void shadow_free_child(ShadowChild *sc)
     g_free(sc);
 }
 
-static int shadow_check_child_length(BDRVShadowState *s, BlockDriverState *bs,
-                                     int64_t len, Error **errp)
-{
-    if (len < 0) {
-        error_setg_errno(errp, -len, "shadow: cannot get the length of '%s'",
-                         bdrv_get_node_name(bs));
-        return len;
-    }
-    if (len < s->length) {
-        error_setg(errp, "shadow: child '%s' is smaller than the disk (%"
-                   PRId64 " < %" PRId64 " bytes)",
-                   bdrv_get_node_name(bs), len, s->length);
-        return -EINVAL;
-    }
-    return 0;
-}
-
 static int shadow_open(BlockDriverState *bs, QDict *options, int flags,
                        Error **errp)
 {
@@ -407,16 +390,18 @@ static int shadow_open(BlockDriverState *bs, QDict *options, int flags,
         }
     }
     s->length = lengths[active];
-    ret = shadow_check_child_length(s, children[active]->bs, s->length, errp);
+    ret = 0;
     for (i = 0; i < n && ret == 0; i++) {
         /*
          * With metadata the disk has the length it records, which a crash
          * while growing leaves shorter than the active child's: the
          * children are checked against it when the maps are loaded
          */
-        ret = shadow_check_child_length(s, children[i]->bs,
-                                        opts.qapi->metadata && lengths[i] >= 0 ?
-                                        s->length : lengths[i], errp);
+        if (opts.qapi->metadata && lengths[i] >= 0) {
+            continue;
+        }
+        ret = shadow_state_check_child_length(s, children[i]->bs, lengths[i],
+                                              errp);
     }
     bdrv_graph_rdunlock_main_loop();
     if (ret == 0) {
@@ -1482,9 +1467,9 @@ shadow_add_child(BlockDriverState *bs, BlockDriverState *child_bs,
      * Under the graph write lock bdrv_getlength() would wait for a read
      * lock: use the length the node already knows
      */
-    if (shadow_check_child_length(s, child_bs,
-                                  child_bs->total_sectors * BDRV_SECTOR_SIZE,
-                                  errp) < 0) {
+    if (shadow_state_check_child_length(s, child_bs,
+                                        child_bs->total_sectors *
+                                        BDRV_SECTOR_SIZE, errp) < 0) {
         return;
     }
 

@@ -426,6 +426,9 @@ void shadow_state_init(BDRVShadowState *s);
 void shadow_state_destroy(BDRVShadowState *s);
 int shadow_state_check_geometry(int64_t length, int64_t chunk_size,
                                 Error **errp);
+/* A child of @len bytes (negative: the error getting it) can hold the disk */
+int shadow_state_check_child_length(BDRVShadowState *s, BlockDriverState *bs,
+                                    int64_t len, Error **errp);
 void shadow_state_set_geometry(BDRVShadowState *s, int64_t length,
                                int64_t chunk_size);
 void shadow_child_map_init(BDRVShadowState *s, ShadowChild *sc, bool stale);

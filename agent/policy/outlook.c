@@ -141,8 +141,8 @@ static double
 envelope (const ShdOutlook *o, guint h, double point)
 {
   gboolean provisional;
-  guint period = season_of (o, &provisional), w = period / ENVELOPE_SPAN, seen = 0;
-  double top[ENVELOPE_SEASONS], env, v;
+  guint period = season_of (o, &provisional), w = period / ENVELOPE_SPAN;
+  double first = NAN, second = NAN, v;  /* the two highest seasons' loads */
 
   if (period == 0)
     return NAN;
@@ -156,20 +156,18 @@ envelope (const ShdOutlook *o, guint h, double point)
       if (back >= 0 && back <= G_MAXUINT && shd_forecaster_past (o->fc, (guint) back, &v))
         m = isfinite (m) ? MAX (m, v) : v;
     }
-    if (isfinite (m))
-      top[seen++] = m;
-  }
-  if (seen == 0)
-    return NAN;
-  /* highest first */
-  for (guint i = 1; i < seen; i++)
-    for (guint j = i; j > 0 && top[j] > top[j - 1]; j--) {
-      v = top[j];
-      top[j] = top[j - 1];
-      top[j - 1] = v;
+    if (!isfinite (m))
+      continue;
+    if (!isfinite (first) || m > first) {
+      second = first;
+      first = m;
+    } else if (!isfinite (second) || m > second) {
+      second = m;
     }
-  env = provisional && seen > 1 ? top[1] : top[0];
-  return MAX (env, point);
+  }
+  if (!isfinite (first))
+    return NAN;
+  return MAX (provisional && isfinite (second) ? second : first, point);
 }
 
 /* The forecasts h = 1 .. lookahead + 1 buckets after the last learned.
@@ -190,8 +188,8 @@ fill_cache (ShdOutlook *o)
   ShdPrediction p;
   double prof, env;
   gboolean provisional;
+  guint period = season_of (o, &provisional);
 
-  season_of (o, &provisional);
   o->fc_len = 0;
   for (guint h = 1; h <= o->lookahead + 1; h++) {
     if (!shd_forecaster_predict (o->fc, h, &p))
@@ -212,12 +210,10 @@ fill_cache (ShdOutlook *o)
      * smoother that wins on the quiet hours flattens the daily burst */
     o->fc_profile[h - 1] = NAN;
     if (provisional) {
-      guint day = season_of (o, NULL);
-
       /* the profile of one day: the day before, at the same hour */
-      if (day >= h && shd_forecaster_past (o->fc, day - h, &prof))
+      if (period >= h && shd_forecaster_past (o->fc, period - h, &prof))
         o->fc_profile[h - 1] = MAX (prof, 0);
-    } else if (shd_forecaster_period (o->fc) &&
+    } else if (period &&
         shd_forecaster_point (o->fc, SHD_MODEL_PROFILE, h, &prof)) {
       o->fc_hi[h - 1] = MAX (o->fc_hi[h - 1], prof);
       o->fc_profile[h - 1] = MAX (prof, 0);
