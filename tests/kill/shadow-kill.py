@@ -252,7 +252,10 @@ def add_top(d, scenario):
     return 'disk'
 
 
-def one_round(work, rng, size, log):
+SCENARIOS = ('prewarm', 'hydrate', 'writes', 'idle', 'grow')
+
+
+def one_round(work, rng, size, log, only=None):
     nblocks = size // BLOCK
     for name in ('a.raw', 'b.raw', 'meta.raw'):
         path = os.path.join(work, name)
@@ -260,6 +263,7 @@ def one_round(work, rng, size, log):
             os.remove(path)
     scenario = rng.choice(('prewarm', 'hydrate', 'writes') * 3 +
                           ('idle', 'grow', 'grow'))
+    scenario = only or scenario
     if scenario == 'grow':
         # Both tiers hold a new qcow2 image: its clusters are allocated,
         # and the shadow node grown, as the writer comes to them
@@ -389,6 +393,9 @@ def main():
     p.add_argument('--rounds', type=int, default=20)
     p.add_argument('--seed', type=int, default=None)
     p.add_argument('--size', type=int, default=32, help='disk size in MiB')
+    p.add_argument('--scenario', choices=SCENARIOS,
+                   help='run only this scenario (default: a random one '
+                   'each round)')
     p.add_argument('--verbose', action='store_true')
     args = p.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
@@ -400,7 +407,8 @@ def main():
     start_time = time.monotonic()
     for i in range(1, args.rounds + 1):
         try:
-            ok, msg = one_round(work, rng, args.size * MiB, print)
+            ok, msg = one_round(work, rng, args.size * MiB, print,
+                                args.scenario)
         except Exception as e:  # a crash of the test counts as a failure
             ok, msg = False, f'{type(e).__name__}: {e}'
         passed += ok
