@@ -554,12 +554,14 @@ static int shadow_meta_pick_copy(const ShadowUnitCheck *res,
  * another epoch reads as zeroes; a unit that fails its check reads as
  * ones in the columns of @bad_is_set, else as zeroes, and is counted in
  * @bad_units[column].  @torn_ok: see shadow_meta_pick_copy().  Bits past
- * the last chunk are zero.
+ * the last chunk are zero; the columns that had some are set in
+ * @past_end.
  */
 int shadow_meta_read_maps(BDRVShadowState *s, const ShadowMetaImage *img,
                           uint32_t want, const uint64_t *epochs,
                           bool torn_ok, uint8_t **bits, uint64_t **seqs,
-                          uint32_t bad_is_set, int64_t *bad_units)
+                          uint32_t bad_is_set, int64_t *bad_units,
+                          uint32_t *past_end)
 {
     ShadowMeta *m = &s->meta;
     int64_t nb_chunks = img->nb_chunks;
@@ -638,6 +640,9 @@ int shadow_meta_read_maps(BDRVShadowState *s, const ShadowMetaImage *img,
             continue;
         }
         for (b = nb_chunks; b < nb_units * SHADOW_META_UNIT_CHUNKS; b++) {
+            if (bits[col][b / 8] & (1u << (b % 8))) {
+                *past_end |= 1u << col;
+            }
             bits[col][b / 8] &= ~(1u << (b % 8));
         }
     }
@@ -670,6 +675,35 @@ int shadow_meta_ensure_size(BDRVShadowState *s, int64_t nb_chunks,
         error_prepend(errp, "shadow: metadata node '%s' has %" PRId64
                       " bytes, the maps need %" PRId64 ", and it cannot "
                       "grow: ", shadow_meta_name(s), size, need);
+    }
+    return ret;
+}
+
+/*
+ * Zero the rows that a disk growing from @old_nb to @nb_chunks chunks
+ * adds.  A grow that crashed before its header may have written units
+ * there, with sequence numbers this one's would not pass; zeroed, they
+ * read as never written.  The flush of a commit's first phase makes this
+ * durable before any header records the new length.
+ */
+int coroutine_fn shadow_meta_zero_rows(BDRVShadowState *s, int64_t old_nb,
+                                       int64_t nb_chunks, Error **errp)
+{
+    ShadowMeta *m = &s->meta;
+    int64_t first = shadow_meta_nb_units(old_nb);
+    int64_t end = shadow_meta_nb_units(nb_chunks);
+    int64_t offset = shadow_meta_unit_offset(first, 0, 0);
+    int ret;
+
+    if (end <= first) {
+        return 0;
+    }
+    ret = bdrv_co_pwrite_zeroes(m->child, offset,
+                                shadow_meta_unit_offset(end, 0, 0) - offset,
+                                0);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "shadow: cannot clear the new rows of "
+                         "metadata node '%s'", shadow_meta_name(s));
     }
     return ret;
 }

@@ -62,8 +62,8 @@
  *     wait, and so does the intent bit of their chunk
  *     (shadow_take_changes()).  A header counts the chunks of
  *     meta.recorded_length only: a disk that grows records its new length
- *     after a flush made the new chunks durable on the active child and a
- *     commit wrote them (shadow_state_grow()).
+ *     once a flush made the new chunks durable on the active child and
+ *     the maps on disk show a holder of each (shadow_commit_length()).
  *
  * Copyright (c) 2026 The shadowtier authors
  *
@@ -126,6 +126,7 @@ void shadow_state_set_geometry(BDRVShadowState *s, int64_t length,
     s->chunk_bits = ctz64(chunk_size);
     s->nb_chunks = DIV_ROUND_UP(length, chunk_size);
     s->meta.recorded_length = length;
+    s->meta.length_to_record = length;
     s->grown_length = length;
 }
 
@@ -1218,25 +1219,39 @@ static void shadow_child_map_grow(BDRVShadowState *s, ShadowChild *sc,
 /*
  * Make the node's length the one headers record (D5): flush the children,
  * which makes the chunks a grow added durable on the active child (and
- * the children's new sizes), then commit their valid bits and a header
- * with the new length.  Until then headers keep the old length, and a
- * crash leaves it, with the children's tails unused.  Under resize_lock.
+ * the children's new sizes), then commit: the commit records the new
+ * length once the map units on disk show a holder for every new chunk
+ * (shadow_commit_maps()).  Until then every header keeps the old length
+ * (of a guest flush's commit, or of the first write after a switch), and
+ * a crash leaves it, with the children's tails unused.  A chunk made
+ * valid on another child meanwhile (a write after a switch) may miss one
+ * commit: another flush and commit follow.  Under resize_lock.
  */
 static int coroutine_fn GRAPH_RDLOCK
 shadow_record_length(BDRVShadowState *s, Error **errp)
 {
-    int ret;
+    ShadowMeta *m = &s->meta;
+    int tries, ret = 0;
 
-    if (!s->meta.child || s->meta.recorded_length == s->length) {
-        return 0;
-    }
-    ret = shadow_state_flush_children(s);
-    if (ret == 0) {
+    for (tries = 0; m->child && m->recorded_length != s->length; tries++) {
+        if (tries == SHADOW_RECORD_LENGTH_TRIES) {
+            error_setg(errp, "shadow: the metadata of node '%s' does not "
+                       "show a holder of every chunk after growing it to %"
+                       PRId64 " bytes", bdrv_get_node_name(s->bs),
+                       s->length);
+            return -EIO;
+        }
+        ret = shadow_state_flush_children(s);
+        if (ret < 0) {
+            break;
+        }
         qemu_spin_lock(&s->lock);
-        s->meta.recorded_length = s->length;
-        shadow_table_changed(&s->meta);
+        m->length_to_record = s->length;
         qemu_spin_unlock(&s->lock);
         ret = shadow_state_commit(s, false);
+        if (ret < 0) {
+            break;
+        }
     }
     if (ret < 0) {
         error_setg_errno(errp, -ret, "shadow: cannot commit the metadata of "
@@ -1288,6 +1303,11 @@ int coroutine_fn shadow_state_grow(BDRVShadowState *s, int64_t length,
     if (s->meta.child) {
         ret = shadow_meta_ensure_size(s, DIV_ROUND_UP(length, s->chunk_size),
                                       errp);
+        if (ret == 0) {
+            ret = shadow_meta_zero_rows(s, old_nb,
+                                        DIV_ROUND_UP(length, s->chunk_size),
+                                        errp);
+        }
         if (ret < 0) {
             goto out;
         }
@@ -1548,7 +1568,7 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
     ShadowChild *recorded;
     int64_t size, old_nb, c, recovered = 0, orphans = 0, nb_bytes;
     g_autofree uint8_t *stale_buf = NULL;
-    uint32_t want = 0;
+    uint32_t want = 0, past_end = 0;
     bool fresh;
     int i, j, ret;
 
@@ -1694,7 +1714,7 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
         }
     }
     ret = shadow_meta_read_maps(s, &img, want, epochs, img.in_use, bits,
-                                seqs, 1, bad);
+                                seqs, 1, bad, &past_end);
     if (ret < 0) {
         error_setg_errno(errp, -ret, "shadow: cannot read metadata node '%s'",
                          shadow_meta_name(s));
@@ -1745,6 +1765,19 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
                shadow_nb_units(s) * sizeof(uint64_t));
         memcpy(map->ondisk, map->durable,
                shadow_nb_units(s) * SHADOW_META_UNIT_PAYLOAD);
+        if (past_end & (1u << (1 + j))) {
+            /*
+             * A grow that crashed before its header left bits past the
+             * end.  Counted as set on disk, they go with the first commit
+             * (before any write to a child, D3): a later grow's chunks
+             * then start with no holder on disk but those it makes.
+             */
+            for (c = old_nb; c < shadow_meta_nb_units(old_nb) *
+                                 SHADOW_META_UNIT_CHUNKS; c++) {
+                map->ondisk[c / 8] |= 1u << (c % 8);
+            }
+            shadow_dirty_units(sc, MAX(old_nb - 1, 0), 1);
+        }
         shadow_hbitmap_clear(map->unflushed);
         shadow_hbitmap_clear(map->flushing);
         shadow_hbitmap_clear(map->fresh);
@@ -2087,6 +2120,14 @@ static ShadowMapChanges shadow_take_changes(BDRVShadowState *s)
         if (!planned) {
             continue;
         }
+        /* Bits past the last chunk (a crashed grow's) go at once */
+        for (k = (s->nb_chunks - u * SHADOW_META_UNIT_CHUNKS) / 8;
+             u == nb_units - 1 && k < SHADOW_META_UNIT_PAYLOAD; k++) {
+            int64_t c = u * SHADOW_META_UNIT_CHUNKS + k * 8;
+
+            kept[k] |= c >= s->nb_chunks ? 0xff :
+                       (uint8_t)(0xff << (s->nb_chunks - c));
+        }
 
         for (i = 0; i < s->num_children; i++) {
             ShadowChild *sc = s->children[i];
@@ -2190,6 +2231,48 @@ shadow_write_units(BDRVShadowState *s, GArray *units, BdrvRequestFlags flags)
 }
 
 /*
+ * D5 for a disk that grew: once the maps on disk (flushed, by this commit
+ * or an earlier one) show a holder of every chunk up to length_to_record,
+ * headers may record that length.  A holder is a child whose bit is set
+ * on disk and on which the chunk is valid, its data flushed since: a bit
+ * of a child the chunk is stale on may be going, and one of a chunk not
+ * yet flushed is not a holder.  Called after phase 2, so that this
+ * commit's header records the length.
+ */
+static void shadow_commit_length(BDRVShadowState *s)
+{
+    ShadowMeta *m = &s->meta;
+    int64_t c, first, end;
+    int i;
+
+    qemu_spin_lock(&s->lock);
+    first = DIV_ROUND_UP(m->recorded_length, s->chunk_size);
+    end = DIV_ROUND_UP(m->length_to_record, s->chunk_size);
+    if (m->length_to_record <= m->recorded_length) {
+        goto out;
+    }
+    for (c = first; c < end; c++) {
+        for (i = 0; i < s->num_children; i++) {
+            ShadowChunkMap *map = &s->children[i]->map;
+
+            if (shadow_bit_get(map->ondisk, c) &&
+                !hbitmap_get(map->stale, c) && !hbitmap_get(map->fresh, c) &&
+                !hbitmap_get(map->fresh_flushing, c)) {
+                break;
+            }
+        }
+        if (i == s->num_children) {
+            trace_shadow_length_waits(s, m->length_to_record, c);
+            goto out;
+        }
+    }
+    m->recorded_length = m->length_to_record;
+    shadow_table_changed(m);
+out:
+    qemu_spin_unlock(&s->lock);
+}
+
+/*
  * Write the map changes in their two phases, each followed by a flush of
  * the metadata node (D5).  On failure nothing written is trusted.
  * Returns how many units were written, or a negative error.
@@ -2213,6 +2296,9 @@ static int coroutine_fn GRAPH_RDLOCK shadow_commit_maps(BDRVShadowState *s)
     }
     if (ret == 0 && ch.phase2->len) {
         ret = bdrv_co_flush(m->child->bs);
+    }
+    if (ret == 0) {
+        shadow_commit_length(s);
     }
     if (ret < 0) {
         qemu_spin_lock(&s->lock);
@@ -2346,6 +2432,10 @@ int coroutine_fn shadow_state_begin_writing(BDRVShadowState *s)
         goto out;
     }
     active_slot = s->active->slot;
+    if (m->in_use && m->durable_active_slot == active_slot) {
+        /* Written while this one waited for the lock */
+        goto out;
+    }
     if (!m->in_use) {
         ret = shadow_write_idle_maps(s);
         if (ret < 0) {

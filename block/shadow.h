@@ -92,6 +92,8 @@
 #define SHADOW_FLUSH_ROUNDS       3
 /* A periodic commit bounds the copy work a crash loses */
 #define SHADOW_META_COMMIT_NS     (5 * NANOSECONDS_PER_SECOND)
+/* Flushes and commits a grow tries before it fails (shadow_record_length()) */
+#define SHADOW_RECORD_LENGTH_TRIES 8
 /* A copy stopped by the active child is retried after this, then longer */
 #define SHADOW_COPY_RETRY_NS      (5 * NANOSECONDS_PER_SECOND)
 #define SHADOW_COPY_RETRY_MAX_NS  (320 * NANOSECONDS_PER_SECOND)
@@ -264,9 +266,14 @@ typedef struct ShadowMeta {
     /*
      * The length headers record: the node's, but while the node grows
      * the old one until every new chunk has a durable holder (D5;
-     * shadow_state_grow()).  Under the spinlock.
+     * shadow_state_grow()).  @length_to_record: the node's length once a
+     * flush made the grown children durable; a commit moves
+     * recorded_length to it once the map units on disk show a holder
+     * for every chunk up to it (shadow_commit_maps()).  Under the
+     * spinlock.
      */
     int64_t recorded_length;
+    int64_t length_to_record;
     /*
      * The header on disk says "in use" for the session @session, with
      * @durable_active_slot as the active child.  Until then no child is
@@ -535,13 +542,18 @@ int GRAPH_RDLOCK shadow_meta_read_maps(BDRVShadowState *s,
                                        uint32_t want, const uint64_t *epochs,
                                        bool torn_ok, uint8_t **bits,
                                        uint64_t **seqs, uint32_t bad_is_set,
-                                       int64_t *bad_units);
+                                       int64_t *bad_units,
+                                       uint32_t *past_end);
 void shadow_meta_encode_unit(uint8_t *unit, int column, uint64_t epoch,
                              int64_t index, uint64_t seq,
                              const uint8_t *payload);
 int64_t shadow_meta_unit_offset(int64_t index, int column, uint64_t seq);
 int GRAPH_RDLOCK shadow_meta_ensure_size(BDRVShadowState *s,
                                          int64_t nb_chunks, Error **errp);
+int coroutine_fn GRAPH_RDLOCK shadow_meta_zero_rows(BDRVShadowState *s,
+                                                    int64_t old_nb,
+                                                    int64_t nb_chunks,
+                                                    Error **errp);
 
 /* shadow.c */
 void coroutine_fn GRAPH_RDLOCK shadow_co_foreach(BDRVShadowState *s,

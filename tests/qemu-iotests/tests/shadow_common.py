@@ -151,6 +151,39 @@ def meta_unit_offset(index, column, copy=0):
     return 16384 + (index * 33 + pos) * 4096
 
 
+def meta_past_end(path):
+    """(disk length, slots) of shadow metadata on disk: the length its
+    current header records, and the slots whose current unit 0 (by
+    sequence number, among copies of the slot's epoch) has a bit set past
+    the last chunk of that length.  Checksums are not checked."""
+    import struct
+    with open(path, 'rb') as f:
+        data = f.read()
+    headers = [data[off:off + 8192] for off in (0, 8192)
+               if data[off:off + 8] == b'SHADOWMD']
+    header = max(headers, key=lambda h: struct.unpack_from('<Q', h, 16)[0])
+    chunk, length = struct.unpack_from('<QQ', header, 32)
+    nb = -(-length // chunk)
+    slots = []
+    for i in range(16):
+        flags, _, epoch = struct.unpack_from('<IIQ', header, 256 + 256 * i)
+        if not flags & 1:
+            continue
+        best = None
+        for copy in (0, 1):
+            off = meta_unit_offset(0, 1 + i, copy)
+            unit = data[off:off + 4096]
+            if len(unit) < 4096:
+                continue
+            unit_epoch, _, seq = struct.unpack_from('<QQQ', unit, 8)
+            if unit_epoch == epoch and (best is None or seq > best[0]):
+                best = (seq, unit[32:])
+        if best and any(best[1][c // 8] >> (c % 8) & 1
+                        for c in range(nb, 8 * len(best[1]))):
+            slots.append(i)
+    return length, slots
+
+
 def data_bytes(path, fmt):
     """Bytes that qemu-img map reports as data in an image."""
     out = qemu_img('map', '--output=json', '-f', fmt, path).stdout
