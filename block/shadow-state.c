@@ -1765,12 +1765,19 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
                shadow_nb_units(s) * sizeof(uint64_t));
         memcpy(map->ondisk, map->durable,
                shadow_nb_units(s) * SHADOW_META_UNIT_PAYLOAD);
+        shadow_hbitmap_clear(map->unflushed);
+        shadow_hbitmap_clear(map->flushing);
+        shadow_hbitmap_clear(map->fresh);
+        shadow_hbitmap_clear(map->fresh_flushing);
+        bitmap_zero(map->dirty_units, shadow_nb_units(s));
         if (past_end & (1u << (1 + j))) {
             /*
              * A grow that crashed before its header left bits past the
-             * end.  Counted as set on disk, they go with the first commit
-             * (before any write to a child, D3): a later grow's chunks
-             * then start with no holder on disk but those it makes.
+             * end.  Counted as set on disk, and their unit dirty, they go
+             * with the first commit (before any write to a child, D3),
+             * which writes the unit: until then ondisk is not exact, and
+             * a grow's chunks then start with no holder on disk but
+             * those it makes (shadow_commit_length() counts on that).
              */
             for (c = old_nb; c < shadow_meta_nb_units(old_nb) *
                                  SHADOW_META_UNIT_CHUNKS; c++) {
@@ -1778,11 +1785,6 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
             }
             shadow_dirty_units(sc, MAX(old_nb - 1, 0), 1);
         }
-        shadow_hbitmap_clear(map->unflushed);
-        shadow_hbitmap_clear(map->flushing);
-        shadow_hbitmap_clear(map->fresh);
-        shadow_hbitmap_clear(map->fresh_flushing);
-        bitmap_zero(map->dirty_units, shadow_nb_units(s));
         if (bad[1 + j]) {
             warn_report("shadow: node '%s': %" PRId64 " units of the map of "
                         "child '%s' in metadata node '%s' fail their check; "
