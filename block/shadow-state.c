@@ -186,6 +186,7 @@ void shadow_child_map_init(BDRVShadowState *s, ShadowChild *sc, bool stale)
         map->durable = g_malloc0(shadow_nb_units(s) *
                                  SHADOW_META_UNIT_PAYLOAD);
         map->dirty_units = bitmap_new(shadow_nb_units(s));
+        map->unsure_units = bitmap_new(shadow_nb_units(s));
         map->unit_seq = g_new0(uint64_t, shadow_nb_units(s));
         map->ondisk = g_malloc0(shadow_nb_units(s) *
                                 SHADOW_META_UNIT_PAYLOAD);
@@ -204,6 +205,7 @@ void shadow_child_map_destroy(ShadowChild *sc)
     g_clear_pointer(&map->fresh_flushing, hbitmap_free);
     g_clear_pointer(&map->durable, g_free);
     g_clear_pointer(&map->dirty_units, g_free);
+    g_clear_pointer(&map->unsure_units, g_free);
     g_clear_pointer(&map->unit_seq, g_free);
     g_clear_pointer(&map->ondisk, g_free);
 }
@@ -489,8 +491,12 @@ static int64_t shadow_state_durable_orphans(BDRVShadowState *s,
                                  0xff : (1u << (s->nb_chunks % 8)) - 1;
 
         for (i = 0; i < s->num_children; i++) {
-            if (s->children[i] != except) {
-                held |= s->children[i]->map.ondisk[k];
+            ShadowChunkMap *map = &s->children[i]->map;
+
+            /* A unit a failed commit left unsure holds nothing for sure */
+            if (s->children[i] != except &&
+                !test_bit(k / SHADOW_META_UNIT_PAYLOAD, map->unsure_units)) {
+                held |= map->ondisk[k];
             }
         }
         n += ctpop8(want & ~held);
@@ -1207,6 +1213,8 @@ static void shadow_child_map_grow(BDRVShadowState *s, ShadowChild *sc,
                (units - old_units) * SHADOW_META_UNIT_PAYLOAD);
         map->dirty_units = bitmap_zero_extend(map->dirty_units, old_units,
                                               units);
+        map->unsure_units = bitmap_zero_extend(map->unsure_units,
+                                               old_units, units);
         map->unit_seq = g_renew(uint64_t, map->unit_seq, units);
         memset(map->unit_seq + old_units, 0,
                (units - old_units) * sizeof(uint64_t));
@@ -1770,6 +1778,7 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
         shadow_hbitmap_clear(map->fresh);
         shadow_hbitmap_clear(map->fresh_flushing);
         bitmap_zero(map->dirty_units, shadow_nb_units(s));
+        bitmap_zero(map->unsure_units, shadow_nb_units(s));
         if (past_end & (1u << (1 + j))) {
             /*
              * A grow that crashed before its header left bits past the
@@ -2153,7 +2162,8 @@ static ShadowMapChanges shadow_take_changes(BDRVShadowState *s)
                 clears |= clear & ~wait;
             }
             if (memcmp(p->phase1, shadow_unit_bits(sc->map.ondisk, u),
-                       SHADOW_META_UNIT_PAYLOAD)) {
+                       SHADOW_META_UNIT_PAYLOAD) ||
+                test_bit(u, sc->map.unsure_units)) {
                 ShadowUnitWrite w = shadow_unit_write(s, sc, u, p->phase1);
 
                 g_array_append_val(ch.phase1, w);
@@ -2171,7 +2181,10 @@ static ShadowMapChanges shadow_take_changes(BDRVShadowState *s)
     return ch;
 }
 
-/* A commit did not write all of @units: trust none of their bits. Locked. */
+/*
+ * A commit did not write and flush all of @units: trust none of their
+ * bits, and write them again (unsure_units).  Locked.
+ */
 static void shadow_untake_units(BDRVShadowState *s, GArray *units)
 {
     guint i;
@@ -2183,6 +2196,21 @@ static void shadow_untake_units(BDRVShadowState *s, GArray *units)
             memset(shadow_unit_bits(w->sc->map.durable, w->index), 0,
                    SHADOW_META_UNIT_PAYLOAD);
             set_bit(w->index, w->sc->map.dirty_units);
+            set_bit(w->index, w->sc->map.unsure_units);
+        }
+    }
+}
+
+/* @units are on disk, flushed: ondisk is exact for them.  Locked. */
+static void shadow_units_sure(GArray *units)
+{
+    guint i;
+
+    for (i = 0; i < units->len; i++) {
+        ShadowUnitWrite *w = &g_array_index(units, ShadowUnitWrite, i);
+
+        if (w->sc) {
+            clear_bit(w->index, w->sc->map.unsure_units);
         }
     }
 }
@@ -2294,6 +2322,9 @@ static int coroutine_fn GRAPH_RDLOCK shadow_commit_maps(BDRVShadowState *s)
         ret = bdrv_co_flush(m->child->bs);
     }
     if (ret == 0) {
+        qemu_spin_lock(&s->lock);
+        shadow_units_sure(ch.phase1);
+        qemu_spin_unlock(&s->lock);
         ret = shadow_write_units(s, ch.phase2, 0);
     }
     if (ret == 0 && ch.phase2->len) {

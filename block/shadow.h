@@ -170,6 +170,13 @@ typedef struct ShadowChunkMap {
     uint64_t *unit_seq;
     /* With metadata: the valid bits of each unit's current version on disk */
     uint8_t *ondisk;
+    /*
+     * Units a failed commit wrote or meant to write: the disk may hold
+     * that version or the previous one, and ondisk the first.  The next
+     * commit writes them again in its first phase, whatever they hold,
+     * and flushes, before ondisk counts for them (shadow_untake_units())
+     */
+    unsigned long *unsure_units;
 } ShadowChunkMap;
 
 typedef struct ShadowChild {
