@@ -893,13 +893,43 @@ void shadow_state_switch(BDRVShadowState *s, ShadowChild *to)
 }
 
 /* A reopen retries degraded children, a stopped copy and the metadata */
+/*
+ * A shadow shorter than the disk (degraded when the disk grew, so never
+ * grown): nothing past its end is valid on it, and it gets no I/O, which
+ * would write past its end, until a reopen finds it as long as the disk
+ * (shadow_state_retry_degraded()).  At open; locked, or before any I/O.
+ */
+void shadow_state_short_child(BDRVShadowState *s, ShadowChild *sc,
+                              int64_t len)
+{
+    int64_t first = len / s->chunk_size;
+
+    shadow_mark_stale_run(s, sc, first, s->nb_chunks - first);
+    sc->degraded = true;
+    warn_report("shadow: node '%s': child '%s' has %" PRId64 " bytes, the "
+                "disk %" PRId64 ": it is degraded until it is as long (grow "
+                "its image, then reopen the node; or remove the child)",
+                bdrv_get_node_name(s->bs), shadow_child_name(sc), len,
+                s->length);
+}
+
 void shadow_state_retry_degraded(BDRVShadowState *s)
 {
+    g_autofree bool *too_short = g_new(bool, s->num_children);
     int i;
 
+    bdrv_graph_rdlock_main_loop();
+    for (i = 0; i < s->num_children; i++) {
+        /*
+         * A child the disk grew past while it was degraded stays so:
+         * copies to it would write past its end
+         */
+        too_short[i] = bdrv_getlength(s->children[i]->child->bs) < s->length;
+    }
+    bdrv_graph_rdunlock_main_loop();
     qemu_spin_lock(&s->lock);
     for (i = 0; i < s->num_children; i++) {
-        s->children[i]->degraded = false;
+        s->children[i]->degraded = too_short[i];
     }
     s->copy_failed = false;
     s->copy_retry_delay_ns = 0;
@@ -1577,6 +1607,7 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
     int64_t size, old_nb, c, recovered = 0, orphans = 0, nb_bytes;
     g_autofree uint8_t *stale_buf = NULL;
     uint32_t want = 0, past_end = 0;
+    g_autofree int64_t *short_len = NULL;
     bool fresh;
     int i, j, ret;
 
@@ -1641,11 +1672,17 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
         ret = -EINVAL;
         goto out;
     }
-    /* The disk has the length the metadata records */
+    /*
+     * The disk has the length the metadata records.  The active child must
+     * be that long; a shadow that is not (degraded when the disk grew, so
+     * never grown) opens degraded, stale past its end (below)
+     */
+    short_len = g_new(int64_t, s->num_children);
     for (i = 0; i < s->num_children; i++) {
         int64_t len = bdrv_getlength(s->children[i]->child->bs);
 
-        if (len >= 0 && len < img.length) {
+        short_len[i] = len >= 0 && len < img.length ? len : -1;
+        if (short_len[i] >= 0 && s->children[i] == s->active) {
             error_setg(errp, "shadow: metadata node '%s' describes a disk of "
                        "%" PRId64 " bytes, but child '%s' has only %" PRId64,
                        shadow_meta_name(s), img.length,
@@ -1854,6 +1891,12 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
             goto out_reset;
         } else {
             shadow_mark_stale_run(s, sc, 0, s->nb_chunks);
+        }
+    }
+
+    for (i = 0; i < s->num_children; i++) {
+        if (short_len[i] >= 0) {
+            shadow_state_short_child(s, s->children[i], short_len[i]);
         }
     }
 

@@ -487,6 +487,8 @@ bool shadow_state_copied(BDRVShadowState *s, ShadowChild *src,
 void shadow_state_degrade(BDRVShadowState *s, ShadowChild *sc,
                           ShadowOperation op, int ret);
 void shadow_state_switch(BDRVShadowState *s, ShadowChild *to);
+void shadow_state_short_child(BDRVShadowState *s, ShadowChild *sc,
+                              int64_t len);
 void shadow_state_retry_degraded(BDRVShadowState *s);
 int coroutine_fn GRAPH_RDLOCK shadow_state_flush_children(BDRVShadowState *s);
 bool shadow_state_unflushed(BDRVShadowState *s, ShadowChild *sc);
