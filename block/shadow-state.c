@@ -1259,7 +1259,7 @@ static void shadow_child_map_grow(BDRVShadowState *s, ShadowChild *sc,
  * which makes the chunks a grow added durable on the active child (and
  * the children's new sizes), then commit: the commit records the new
  * length once the map units on disk show a holder for every new chunk
- * (shadow_commit_maps()).  Until then every header keeps the old length
+ * (shadow_commit_length()).  Until then every header keeps the old length
  * (of a guest flush's commit, or of the first write after a switch), and
  * a crash leaves it, with the children's tails unused.  A chunk made
  * valid on another child meanwhile (a write after a switch) may miss one

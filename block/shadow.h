@@ -276,7 +276,7 @@ typedef struct ShadowMeta {
      * shadow_state_grow()).  @length_to_record: the node's length once a
      * flush made the grown children durable; a commit moves
      * recorded_length to it once the map units on disk show a holder
-     * for every chunk up to it (shadow_commit_maps()).  Under the
+     * for every chunk up to it (shadow_commit_length()).  Under the
      * spinlock.
      */
     int64_t recorded_length;
