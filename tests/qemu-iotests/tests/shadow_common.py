@@ -6,6 +6,7 @@
 
 import json
 import os
+import struct
 import subprocess
 import sys
 import time
@@ -156,7 +157,6 @@ def meta_past_end(path):
     current header records, and the slots whose current unit 0 (by
     sequence number, among copies of the slot's epoch) has a bit set past
     the last chunk of that length.  Checksums are not checked."""
-    import struct
     with open(path, 'rb') as f:
         data = f.read()
     headers = [data[off:off + 8192] for off in (0, 8192)
