@@ -219,6 +219,33 @@ static bool shadow_bit_get(const uint8_t *bits, int64_t c)
     return bits[c / 8] & (1u << (c % 8));
 }
 
+/*
+ * The first chunk in [@c, @end) whose bit is clear in @bits, or @end
+ */
+static int64_t shadow_bits_next_zero(const uint8_t *bits, int64_t c,
+                                     int64_t end)
+{
+    uint64_t word;
+
+    for (; c < end && c % 64; c++) {
+        if (!shadow_bit_get(bits, c)) {
+            return c;
+        }
+    }
+    for (; c + 64 <= end; c += 64) {
+        memcpy(&word, bits + c / 8, sizeof(word));
+        if (word != UINT64_MAX) {
+            break;
+        }
+    }
+    for (; c < end; c++) {
+        if (!shadow_bit_get(bits, c)) {
+            return c;
+        }
+    }
+    return end;
+}
+
 static void shadow_bits_clear(uint8_t *bits, int64_t first, int64_t count)
 {
     int64_t c = first, end = first + count;
@@ -2304,6 +2331,25 @@ shadow_write_units(BDRVShadowState *s, GArray *units, BdrvRequestFlags flags)
 }
 
 /*
+ * The first chunk in [@c, @end) that @map's child does not hold (see
+ * shadow_commit_length()), or @end.  Locked.
+ */
+static int64_t shadow_held_until(ShadowChunkMap *map, int64_t c, int64_t end)
+{
+    HBitmap *not_held[] = { map->stale, map->fresh, map->fresh_flushing };
+    int64_t stop = shadow_bits_next_zero(map->ondisk, c, end), d;
+    int i;
+
+    for (i = 0; i < ARRAY_SIZE(not_held) && stop > c; i++) {
+        d = hbitmap_next_dirty(not_held[i], c, stop - c);
+        if (d >= 0) {
+            stop = d;
+        }
+    }
+    return stop;
+}
+
+/*
  * D5 for a disk that grew: once the maps on disk (flushed, by this commit
  * or an earlier one) show a holder of every chunk up to length_to_record,
  * headers may record that length.  A holder is a child whose bit is set
@@ -2315,29 +2361,26 @@ shadow_write_units(BDRVShadowState *s, GArray *units, BdrvRequestFlags flags)
 static void shadow_commit_length(BDRVShadowState *s)
 {
     ShadowMeta *m = &s->meta;
-    int64_t c, first, end;
+    int64_t c, end, held;
     int i;
 
     qemu_spin_lock(&s->lock);
-    first = DIV_ROUND_UP(m->recorded_length, s->chunk_size);
+    c = DIV_ROUND_UP(m->recorded_length, s->chunk_size);
     end = DIV_ROUND_UP(m->length_to_record, s->chunk_size);
     if (m->length_to_record <= m->recorded_length) {
         goto out;
     }
-    for (c = first; c < end; c++) {
-        for (i = 0; i < s->num_children; i++) {
-            ShadowChunkMap *map = &s->children[i]->map;
-
-            if (shadow_bit_get(map->ondisk, c) &&
-                !hbitmap_get(map->stale, c) && !hbitmap_get(map->fresh, c) &&
-                !hbitmap_get(map->fresh_flushing, c)) {
-                break;
-            }
+    /* By runs: a grow of terabytes is millions of chunks */
+    while (c < end) {
+        held = c;
+        for (i = 0; i < s->num_children && held < end; i++) {
+            held = MAX(held, shadow_held_until(&s->children[i]->map, c, end));
         }
-        if (i == s->num_children) {
+        if (held == c) {
             trace_shadow_length_waits(s, m->length_to_record, c);
             goto out;
         }
+        c = held;
     }
     m->recorded_length = m->length_to_record;
     shadow_table_changed(m);
