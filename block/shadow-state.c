@@ -468,32 +468,50 @@ ShadowChildState shadow_state_child_state(BDRVShadowState *s,
 }
 
 /*
- * Whether the active child may become @to.  Without metadata it must hold
- * every chunk; with metadata, or on a read-only node, it may lack chunks
- * and hydrates (an instant switch): I1 guarantees a holder for each.
+ * Whether @to may be the active child of the node, @writable after the
+ * switch or reopen.  Without metadata a writable node's active child must
+ * hold every chunk: nothing on disk would record what it lacks, and the
+ * next open takes it for the whole disk.  With metadata, or on a
+ * read-only node, it may lack chunks and hydrates (an instant switch): I1
+ * guarantees a holder for each.  So a read-only node switched to a child
+ * that lacks chunks becomes writable without metadata only once it holds
+ * them.
  */
 bool shadow_state_may_switch(BDRVShadowState *s, ShadowChild *to,
-                             Error **errp)
+                             bool writable, Error **errp)
 {
     ShadowChildState st;
-    int64_t valid;
+    int64_t stale, valid;
 
     qemu_spin_lock(&s->lock);
     st = shadow_state_child_state(s, to);
+    stale = hbitmap_count(to->map.stale);
     valid = shadow_valid_bytes(s, to);
     qemu_spin_unlock(&s->lock);
 
-    if (st == SHADOW_CHILD_STATE_DEGRADED ||
-        (!s->meta.child && s->writable && st != SHADOW_CHILD_STATE_ACTIVE &&
-         st != SHADOW_CHILD_STATE_SYNCED)) {
+    if (st == SHADOW_CHILD_STATE_DEGRADED) {
         error_setg(errp, "Cannot switch shadow node '%s' to child '%s': it is "
-                   "%s (%" PRId64 " of %" PRId64 " bytes valid)%s",
-                   bdrv_get_node_name(s->bs), shadow_child_name(to),
-                   ShadowChildState_str(st), valid, s->length,
-                   st == SHADOW_CHILD_STATE_DEGRADED ?
-                   "; reopen the node with the same options to retry it" :
-                   "; wait for SHADOW_CHILD_SYNCED, or give the node a "
-                   "metadata child for instant switches");
+                   "degraded; reopen the node with the same options to "
+                   "retry it", bdrv_get_node_name(s->bs),
+                   shadow_child_name(to));
+        return false;
+    }
+    if (!s->meta.child && writable && stale) {
+        if (to == s->active) {
+            error_setg(errp, "Cannot make shadow node '%s' writable: its "
+                       "active child '%s' holds %" PRId64 " of %" PRId64
+                       " bytes, and without metadata nothing would record "
+                       "the rest; switch to a synced child first",
+                       bdrv_get_node_name(s->bs), shadow_child_name(to),
+                       valid, s->length);
+        } else {
+            error_setg(errp, "Cannot switch shadow node '%s' to child '%s': "
+                       "it is %s (%" PRId64 " of %" PRId64 " bytes valid); "
+                       "wait for SHADOW_CHILD_SYNCED, or give the node a "
+                       "metadata child for instant switches",
+                       bdrv_get_node_name(s->bs), shadow_child_name(to),
+                       ShadowChildState_str(st), valid, s->length);
+        }
         return false;
     }
     return true;
@@ -935,7 +953,7 @@ void shadow_state_short_child(BDRVShadowState *s, ShadowChild *sc,
     sc->degraded = true;
     warn_report("shadow: node '%s': child '%s' has %" PRId64 " bytes, the "
                 "disk %" PRId64 ": it is degraded until it is as long (grow "
-                "its image, then reopen the node; or remove the child)",
+                "its image, then open the node again; or remove the child)",
                 bdrv_get_node_name(s->bs), shadow_child_name(sc), len,
                 s->length);
 }

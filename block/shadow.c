@@ -1301,8 +1301,8 @@ static int shadow_reopen_prepare(BDRVReopenState *state,
     }
     rs->writable = (state->flags & BDRV_O_RDWR) &&
                    !(bs->open_flags & BDRV_O_INACTIVE);
-    if (rs->new_active != s->active &&
-        !shadow_state_may_switch(s, rs->new_active, errp)) {
+    if ((rs->new_active != s->active || (rs->writable && !s->writable)) &&
+        !shadow_state_may_switch(s, rs->new_active, rs->writable, errp)) {
         goto fail;
     }
     if (rs->new_active != s->active && s->writable && !s->meta.child &&
@@ -1430,6 +1430,11 @@ shadow_co_invalidate_cache(BlockDriverState *bs, Error **errp)
 {
     BDRVShadowState *s = bs->opaque;
 
+    /* A switch made while inactive, without metadata, is checked here */
+    if (bdrv_is_writable(bs) &&
+        !shadow_state_may_switch(s, s->active, true, errp)) {
+        return;
+    }
     s->writable = bdrv_is_writable(bs);
     s->meta.writable = s->writable;
     /* Another process wrote the maps while this one was inactive */

@@ -473,7 +473,7 @@ ShadowChildState shadow_state_child_state(BDRVShadowState *s,
                                           ShadowChild *sc);
 bool shadow_state_shadows_stale(BDRVShadowState *s);
 bool shadow_state_may_switch(BDRVShadowState *s, ShadowChild *to,
-                             Error **errp);
+                             bool writable, Error **errp);
 bool shadow_state_may_remove(BDRVShadowState *s, ShadowChild *sc,
                              Error **errp);
 
