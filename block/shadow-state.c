@@ -1629,6 +1629,27 @@ static void shadow_state_format(BDRVShadowState *s, const ShadowIdentity *ids)
 }
 
 /*
+ * A note of shadow_state_load(); none from the load of a node opened
+ * inactive, which reads the maps again, and reports, when it is activated
+ */
+static void G_GNUC_PRINTF(3, 4)
+shadow_load_note(BDRVShadowState *s, bool warn, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (s->bs->open_flags & BDRV_O_INACTIVE) {
+        return;
+    }
+    va_start(ap, fmt);
+    if (warn) {
+        warn_vreport(fmt, ap);
+    } else {
+        info_vreport(fmt, ap);
+    }
+    va_end(ap);
+}
+
+/*
  * Read the maps from the metadata child, check them and the children's
  * identities, recover after an unclean stop, and replace every child's
  * map with the result.  Writes nothing: shadow_state_begin_writing()
@@ -1877,11 +1898,12 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
             shadow_dirty_units(sc, MAX(old_nb - 1, 0), 1);
         }
         if (bad[1 + j]) {
-            warn_report("shadow: node '%s': %" PRId64 " units of the map of "
-                        "child '%s' in metadata node '%s' fail their check; "
-                        "their chunks are stale on that child",
-                        bdrv_get_node_name(s->bs), bad[1 + j],
-                        shadow_child_name(sc), shadow_meta_name(s));
+            shadow_load_note(s, true, "shadow: node '%s': %" PRId64 " units "
+                             "of the map of child '%s' in metadata node '%s' "
+                             "fail their check; their chunks are stale on "
+                             "that child", bdrv_get_node_name(s->bs),
+                             bad[1 + j], shadow_child_name(sc),
+                             shadow_meta_name(s));
             for (c = 0; c < shadow_meta_nb_units(old_nb); c++) {
                 shadow_dirty_units(sc, c * SHADOW_META_UNIT_CHUNKS, 1);
             }
@@ -1894,11 +1916,11 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
             hbitmap_deserialize_part(intent, bits[0], 0, s->nb_chunks, true);
         }
         if (bad[0]) {
-            warn_report("shadow: node '%s': %" PRId64 " units of the intent "
-                        "map in metadata node '%s' fail their check; their "
-                        "chunks are treated as written",
-                        bdrv_get_node_name(s->bs), bad[0],
-                        shadow_meta_name(s));
+            shadow_load_note(s, true, "shadow: node '%s': %" PRId64 " units "
+                             "of the intent map in metadata node '%s' fail "
+                             "their check; their chunks are treated as "
+                             "written", bdrv_get_node_name(s->bs), bad[0],
+                             shadow_meta_name(s));
         }
         recovered = shadow_recover(s, intent, recorded);
         hbitmap_free(intent);
@@ -1911,9 +1933,10 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
         if (!sc || !changed[j]) {
             continue;
         }
-        warn_report("shadow: node '%s': the storage of child '%s' (%s) was "
-                    "%s", bdrv_get_node_name(s->bs), shadow_child_name(sc),
-                    img.slots[j].filename, changed[j]);
+        shadow_load_note(s, true, "shadow: node '%s': the storage of child "
+                         "'%s' (%s) was %s", bdrv_get_node_name(s->bs),
+                         shadow_child_name(sc), img.slots[j].filename,
+                         changed[j]);
         if (sc == recorded && !hbitmap_count(sc->map.stale)) {
             /* What the active child holds now is the disk */
             for (i = 0; i < s->num_children; i++) {
@@ -1988,20 +2011,23 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
     qemu_spin_unlock(&s->lock);
 
     if (img.in_use) {
-        info_report("shadow: node '%s' was not closed cleanly: %" PRId64
-                    " chunks of regions with writes in flight are now "
-                    "valid on one child only", bdrv_get_node_name(s->bs),
-                    recovered);
+        shadow_load_note(s, false, "shadow: node '%s' was not closed "
+                         "cleanly: %" PRId64 " chunks of regions with writes "
+                         "in flight are now valid on one child only",
+                         bdrv_get_node_name(s->bs), recovered);
     }
     if (!recorded) {
         /* Written before the removal of the active child was recorded */
-        info_report("shadow: node '%s' opens with active child '%s', the "
-                    "metadata recorded a child it no longer has",
-                    bdrv_get_node_name(s->bs), shadow_child_name(s->active));
+        shadow_load_note(s, false, "shadow: node '%s' opens with active "
+                         "child '%s', the metadata recorded a child it no "
+                         "longer has", bdrv_get_node_name(s->bs),
+                         shadow_child_name(s->active));
     } else if (recorded != s->active) {
-        info_report("shadow: node '%s' opens with active child '%s', the "
-                    "metadata recorded '%s'", bdrv_get_node_name(s->bs),
-                    shadow_child_name(s->active), shadow_child_name(recorded));
+        shadow_load_note(s, false, "shadow: node '%s' opens with active "
+                         "child '%s', the metadata recorded '%s'",
+                         bdrv_get_node_name(s->bs),
+                         shadow_child_name(s->active),
+                         shadow_child_name(recorded));
     }
     trace_shadow_load(s, img.in_use, recovered);
     ret = 0;

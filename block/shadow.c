@@ -476,16 +476,30 @@ static int shadow_open(BlockDriverState *bs, QDict *options, int flags,
     }
 
     /*
-     * An inactive node (incoming migration) reads its maps when it is
-     * activated: until then another process may be writing them
+     * An inactive node (incoming migration) reads its maps again when it
+     * is activated: until then another process may be writing them.  Its
+     * reads go by the maps as they are now, or fail if they cannot be
+     * read: by the default maps the active child would hold everything.
      */
     s->meta.writable = s->writable;
-    if (s->meta.child && !(flags & BDRV_O_INACTIVE)) {
+    if (s->meta.child) {
+        Error *local_err = NULL;
+
         bdrv_graph_rdlock_main_loop();
-        ret = shadow_state_load(s, errp);
+        ret = shadow_state_load(s, &local_err);
         bdrv_graph_rdunlock_main_loop();
-        if (ret < 0) {
+        if (ret < 0 && !(flags & BDRV_O_INACTIVE)) {
+            error_propagate(errp, local_err);
             goto fail_children;
+        }
+        if (ret < 0) {
+            error_prepend(&local_err, "shadow: node '%s' is inactive and "
+                          "fails its reads until it is activated: ",
+                          bdrv_get_node_name(bs));
+            warn_report_err(local_err);
+            s->maps_unknown = true;
+            /* Which takes reads off the path that needs no map */
+            qatomic_set(&s->active_complete, false);
         }
     }
 
@@ -729,6 +743,10 @@ shadow_co_preadv_part(BlockDriverState *bs, int64_t offset, int64_t bytes,
 
     /* An active child that holds everything, read alone: no map to see */
     complete = qatomic_read(&s->active_complete);
+    if (!complete && s->maps_unknown) {
+        ret = -EIO;
+        goto out;
+    }
     if (!complete || s->read_from == SHADOW_READ_FROM_FASTEST) {
         shadow_chunk_range(s, offset, bytes, &first, &end);
         if (complete) {
@@ -1083,6 +1101,9 @@ shadow_co_block_status(BlockDriverState *bs, bool want_zero, int64_t offset,
         *file = sc->child->bs;
         return BDRV_BLOCK_RAW | BDRV_BLOCK_OFFSET_VALID;
     }
+    if (s->maps_unknown) {
+        return -EIO;
+    }
     end = DIV_ROUND_UP(MIN(offset + bytes, s->length), s->chunk_size);
     qemu_spin_lock(&s->lock);
     if (hbitmap_get(s->active->map.stale, c)) {
@@ -1301,6 +1322,11 @@ static int shadow_reopen_prepare(BDRVReopenState *state,
     }
     rs->writable = (state->flags & BDRV_O_RDWR) &&
                    !(bs->open_flags & BDRV_O_INACTIVE);
+    if (rs->new_active != s->active && s->maps_unknown) {
+        error_setg(errp, "Cannot switch shadow node '%s': it is inactive and "
+                   "could not read its maps", bdrv_get_node_name(bs));
+        goto fail;
+    }
     if ((rs->new_active != s->active || (rs->writable && !s->writable)) &&
         !shadow_state_may_switch(s, rs->new_active, rs->writable, errp)) {
         goto fail;
@@ -1443,6 +1469,7 @@ shadow_co_invalidate_cache(BlockDriverState *bs, Error **errp)
         s->meta.writable = false;
         return;
     }
+    s->maps_unknown = false;
     bs->total_sectors = DIV_ROUND_UP(s->length, BDRV_SECTOR_SIZE);
     shadow_state_start_timer(s, bdrv_get_aio_context(bs));
     shadow_copy_kick(s);

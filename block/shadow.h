@@ -339,6 +339,12 @@ typedef struct BDRVShadowState {
     bool active_complete;
     /* The node may write its children: writable and not inactive */
     bool writable;
+    /*
+     * Opened inactive, its maps could not be read (another process may
+     * be writing them): reads fail until the activation reads them.  Set
+     * and cleared in the main loop, with no request in flight.
+     */
+    bool maps_unknown;
 
     /* Grown under @lock by shadow_state_grow(), never shrunk */
     int64_t length;
