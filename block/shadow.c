@@ -400,13 +400,6 @@ static int shadow_open(BlockDriverState *bs, QDict *options, int flags,
         if (opts.qapi->metadata && lengths[i] >= 0) {
             continue;
         }
-        /*
-         * Without metadata a shadow is stale whole at open: one shorter
-         * than the disk (degraded when the disk grew) opens degraded too
-         */
-        if (i != active && lengths[i] >= 0 && lengths[i] < s->length) {
-            continue;
-        }
         ret = shadow_state_check_child_length(s, children[i]->bs, lengths[i],
                                               errp);
     }
@@ -469,11 +462,6 @@ static int shadow_open(BlockDriverState *bs, QDict *options, int flags,
     }
     s->active = s->children[active];
     qatomic_set(&s->active_complete, true);
-    for (i = 0; !s->meta.child && i < n; i++) {
-        if (lengths[i] < s->length) {
-            shadow_state_short_child(s, s->children[i], lengths[i]);
-        }
-    }
 
     /*
      * An inactive node (incoming migration) reads its maps again when it
