@@ -1672,7 +1672,7 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
     ShadowChild *recorded;
     int64_t size, old_nb, c, recovered = 0, orphans = 0, nb_bytes;
     g_autofree uint8_t *stale_buf = NULL;
-    uint32_t want = 0, past_end = 0;
+    uint32_t want = 0, past_end = 0, forgotten = 0;
     g_autofree int64_t *short_len = NULL;
     bool fresh;
     int i, j, ret;
@@ -1784,7 +1784,9 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
         if (j == SHADOW_META_SLOTS) {
             error_setg(errp, "shadow: child '%s' (%s) is not recorded in "
                        "metadata node '%s'; add children at runtime with "
-                       "x-blockdev-change", shadow_child_name(sc),
+                       "x-blockdev-change (one added just before the process "
+                       "stopped may not be recorded yet: open the node "
+                       "without it, then add it)", shadow_child_name(sc),
                        ids[i].filename, shadow_meta_name(s));
             ret = -EINVAL;
             goto out;
@@ -1794,14 +1796,24 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
         img.slots[j].stamped &= !img.in_use;
         changed[j] = shadow_slot_changed(&img.slots[j], &ids[i]);
     }
+    /*
+     * A recorded child that is not given (x-blockdev-change removed it and
+     * the process stopped before the next commit recorded that, or it was
+     * left out) is forgotten, unless it was the active one or, checked
+     * below with I1, holds the only copy of some chunks
+     */
     for (j = 0; j < SHADOW_META_SLOTS; j++) {
         if (img.slots[j].used && !by_slot[j]) {
-            error_setg(errp, "shadow: metadata node '%s' records child '%s' "
-                       "(%s), which is not among the children of node '%s'",
-                       shadow_meta_name(s), img.slots[j].node_name,
-                       img.slots[j].filename, bdrv_get_node_name(s->bs));
-            ret = -EINVAL;
-            goto out;
+            if (j == img.active_slot) {
+                error_setg(errp, "shadow: metadata node '%s' records child "
+                           "'%s' (%s), the active child, which is not among "
+                           "the children of node '%s'", shadow_meta_name(s),
+                           img.slots[j].node_name, img.slots[j].filename,
+                           bdrv_get_node_name(s->bs));
+                ret = -EINVAL;
+                goto out;
+            }
+            forgotten |= 1u << j;
         }
     }
 
@@ -1975,6 +1987,18 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
             orphans++;
         }
     }
+    if (orphans && forgotten) {
+        qemu_spin_unlock(&s->lock);
+        j = ctz32(forgotten);
+        error_setg(errp, "shadow: metadata node '%s' records child '%s' (%s), "
+                   "which is not among the children of node '%s', and the "
+                   "others lack %" PRId64 " chunks: give it back",
+                   shadow_meta_name(s), img.slots[j].node_name,
+                   img.slots[j].filename, bdrv_get_node_name(s->bs),
+                   orphans);
+        ret = -EINVAL;
+        goto out_reset;
+    }
     if (orphans) {
         qemu_spin_unlock(&s->lock);
         error_setg(errp, "shadow: metadata node '%s' says that no child "
@@ -1989,6 +2013,9 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
     /* Node names and identities as they are now */
     for (j = 0; j < SHADOW_META_SLOTS; j++) {
         m->slots[j] = img.slots[j];
+        if (forgotten & (1u << j)) {
+            memset(&m->slots[j], 0, sizeof(m->slots[j]));
+        }
         if (by_slot[j]) {
             for (i = 0; s->children[i] != by_slot[j]; i++) {
                 /* find its identity */
@@ -2028,6 +2055,16 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
                          bdrv_get_node_name(s->bs),
                          shadow_child_name(s->active),
                          shadow_child_name(recorded));
+    }
+    for (j = 0; j < SHADOW_META_SLOTS; j++) {
+        if (forgotten & (1u << j)) {
+            shadow_load_note(s, false, "shadow: node '%s': metadata node '%s' "
+                             "records child '%s' (%s), which is not among "
+                             "its children; no chunk depends on it, and it "
+                             "is forgotten", bdrv_get_node_name(s->bs),
+                             shadow_meta_name(s), img.slots[j].node_name,
+                             img.slots[j].filename);
+        }
     }
     trace_shadow_load(s, img.in_use, recovered);
     ret = 0;
