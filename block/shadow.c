@@ -1451,10 +1451,16 @@ shadow_co_invalidate_cache(BlockDriverState *bs, Error **errp)
     }
     s->writable = bdrv_is_writable(bs);
     s->meta.writable = s->writable;
-    /* Another process wrote the maps while this one was inactive */
+    /*
+     * Another process wrote the maps while this one was inactive.  If
+     * they cannot be read, the node stays inactive, and a failed load
+     * leaves no maps to read by (shadow_open())
+     */
     if (s->meta.child && shadow_state_load(s, errp) < 0) {
         s->writable = false;
         s->meta.writable = false;
+        s->maps_unknown = true;
+        qatomic_set(&s->active_complete, false);
         return;
     }
     s->maps_unknown = false;
