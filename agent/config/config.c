@@ -702,6 +702,9 @@ load_disk (const Ctx *x, ShdConfig *c, const char *g, GError **error)
         strpbrk (v, "@: \t"))
       return fail (x, error, g, all[i], "'%s' is not POOL/IMAGE (an rbd image: no "
                    "snapshot, no options)", v);
+    /* (a key given twice, in a group given twice, is listed twice) */
+    g_free (dt->rbd_pool);
+    g_free (dt->rbd_image);
     dt->rbd_pool = g_strndup (v, slash - v);
     dt->rbd_image = g_strdup (slash + 1);
   }

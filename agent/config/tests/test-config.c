@@ -348,6 +348,27 @@ test_rbd_tier (void)
   g_assert_null (d->rbd_key_secret);
 }
 
+/* A group given twice: its keys are listed as often as they are given
+ * (GKeyFile), and the last value counts, with nothing leaked (the config
+ * fuzzer found the leak) */
+static void
+test_rbd_tier_twice (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (ShdConfig) c = load ("[tier:cheap]\ncost-gib-month = 1\n"
+                                  "[tier:fast]\ncost-gib-month = 2\n"
+                                  "[disk:d]\nqmp = /q\nnode = sh0\nslo-latency-ms = 1\n"
+                                  "tier.cheap = a\ntier.fast = b\n"
+                                  "tier-rbd.fast = ssd/one\n"
+                                  "[disk:d]\ntier-rbd.fast = hdd/two\n", &error);
+  const ShdDiskTier *fast;
+
+  g_assert_no_error (error);
+  fast = ((const ShdDiskConfig *) c->disks->pdata[0])->tiers->pdata[1];
+  g_assert_cmpstr (fast->rbd_pool, ==, "hdd");
+  g_assert_cmpstr (fast->rbd_image, ==, "two");
+}
+
 /* Disk names: what a libvirt domain may be called (quotes, backslashes,
  * spaces, any script), but no control characters */
 static void
@@ -464,6 +485,7 @@ main (int argc, char **argv)
   g_test_add_func ("/config/disk-names", test_disk_names);
   g_test_add_func ("/config/bad", test_bad);
   g_test_add_func ("/config/rbd-tier", test_rbd_tier);
+  g_test_add_func ("/config/rbd-tier-twice", test_rbd_tier_twice);
   g_test_add_func ("/config/lifecycle-keys", test_lifecycle_keys);
   return g_test_run ();
 }
