@@ -1654,9 +1654,9 @@ shadow_load_note(BDRVShadowState *s, bool warn, const char *fmt, ...)
  * identities, recover after an unclean stop, and replace every child's
  * map with the result.  Writes nothing: shadow_state_begin_writing()
  * makes the result durable before the first write to a child.  On error
- * the maps are left as they were.
+ * the maps are those of a node without metadata, or as they were.
  */
-int shadow_state_load(BDRVShadowState *s, Error **errp)
+static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
 {
     ShadowMeta *m = &s->meta;
     ShadowMetaImage img;
@@ -2090,6 +2090,24 @@ out:
         g_free(seqs[j]);
     }
     shadow_meta_image_cleanup(&img);
+    return ret;
+}
+
+/*
+ * shadow_state_load_maps(), which an inactive node survives: after a
+ * failed load there are no maps to read by, and until a load succeeds
+ * (maps_unknown) reads, block status and switches fail
+ */
+int shadow_state_load(BDRVShadowState *s, Error **errp)
+{
+    int ret = shadow_state_load_maps(s, errp);
+
+    s->maps_unknown = ret < 0;
+    /* A failed load takes reads off the path that needs no map */
+    qemu_spin_lock(&s->lock);
+    qatomic_set(&s->active_complete,
+                ret == 0 && !hbitmap_count(s->active->map.stale));
+    qemu_spin_unlock(&s->lock);
     return ret;
 }
 

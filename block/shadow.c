@@ -485,9 +485,6 @@ static int shadow_open(BlockDriverState *bs, QDict *options, int flags,
                           "fails its reads until it is activated: ",
                           bdrv_get_node_name(bs));
             warn_report_err(local_err);
-            s->maps_unknown = true;
-            /* Which takes reads off the path that needs no map */
-            qatomic_set(&s->active_complete, false);
         }
     }
 
@@ -1453,17 +1450,14 @@ shadow_co_invalidate_cache(BlockDriverState *bs, Error **errp)
     s->meta.writable = s->writable;
     /*
      * Another process wrote the maps while this one was inactive.  If
-     * they cannot be read, the node stays inactive, and a failed load
-     * leaves no maps to read by (shadow_open())
+     * they cannot be read, the node stays inactive, with no maps to read
+     * by (shadow_state_load())
      */
     if (s->meta.child && shadow_state_load(s, errp) < 0) {
         s->writable = false;
         s->meta.writable = false;
-        s->maps_unknown = true;
-        qatomic_set(&s->active_complete, false);
         return;
     }
-    s->maps_unknown = false;
     bs->total_sectors = DIV_ROUND_UP(s->length, BDRV_SECTOR_SIZE);
     shadow_state_start_timer(s, bdrv_get_aio_context(bs));
     shadow_copy_kick(s);

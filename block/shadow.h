@@ -340,9 +340,10 @@ typedef struct BDRVShadowState {
     /* The node may write its children: writable and not inactive */
     bool writable;
     /*
-     * Opened inactive, its maps could not be read (another process may
-     * be writing them): reads fail until the activation reads them.  Set
-     * and cleared in the main loop, with no request in flight.
+     * The last load of the maps failed, which only an inactive node
+     * survives (at open, or a failed activation): reads fail until a
+     * load succeeds.  Set and cleared by shadow_state_load(), in the main
+     * loop, with no request in flight.
      */
     bool maps_unknown;
 
