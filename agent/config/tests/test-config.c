@@ -321,15 +321,17 @@ static const struct {
     "test.conf:8: [disk:d] rbd-conf: 'ceph.conf' is not an absolute path" },
 };
 
+/* Disk d on tiers cheap (node a) and fast (node b); keys may follow */
+#define TWO_TIER_DISK "[tier:cheap]\ncost-gib-month = 1\n" \
+                      "[tier:fast]\ncost-gib-month = 2\n" \
+                      "[disk:d]\nqmp = /q\nnode = sh0\nslo-latency-ms = 1\n" \
+                      "tier.cheap = a\ntier.fast = b\n"
+
 static void
 test_rbd_tier (void)
 {
   g_autoptr (GError) error = NULL;
-  g_autoptr (ShdConfig) c = load ("[tier:cheap]\ncost-gib-month = 1\n"
-                                  "[tier:fast]\ncost-gib-month = 2\n"
-                                  "[disk:d]\nqmp = /q\nnode = sh0\nslo-latency-ms = 1\n"
-                                  "tier.cheap = a\ntier.fast = b\n"
-                                  "tier-rbd.fast = ssd/vm1-vda\n"
+  g_autoptr (ShdConfig) c = load (TWO_TIER_DISK "tier-rbd.fast = ssd/vm1-vda\n"
                                   "rbd-conf = /etc/ceph/ceph.conf\nrbd-user = shadow\n",
                                   &error);
   const ShdDiskConfig *d;
@@ -355,11 +357,7 @@ static void
 test_rbd_tier_twice (void)
 {
   g_autoptr (GError) error = NULL;
-  g_autoptr (ShdConfig) c = load ("[tier:cheap]\ncost-gib-month = 1\n"
-                                  "[tier:fast]\ncost-gib-month = 2\n"
-                                  "[disk:d]\nqmp = /q\nnode = sh0\nslo-latency-ms = 1\n"
-                                  "tier.cheap = a\ntier.fast = b\n"
-                                  "tier-rbd.fast = ssd/one\n"
+  g_autoptr (ShdConfig) c = load (TWO_TIER_DISK "tier-rbd.fast = ssd/one\n"
                                   "[disk:d]\ntier-rbd.fast = hdd/two\n", &error);
   const ShdDiskTier *fast;
 
