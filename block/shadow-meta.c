@@ -356,6 +356,7 @@ static int shadow_meta_check_layout(BDRVShadowState *s,
         le32_to_cpu(h->table_offset) != SHADOW_META_TABLE_OFFSET ||
         le32_to_cpu(h->active_slot) >= SHADOW_META_SLOTS ||
         le64_to_cpu(h->chunk_size) == 0 ||
+        le64_to_cpu(h->length) > BDRV_MAX_LENGTH ||
         le64_to_cpu(h->nb_chunks) !=
             DIV_ROUND_UP(le64_to_cpu(h->length), le64_to_cpu(h->chunk_size))) {
         error_setg(errp, "shadow: metadata node '%s' is corrupt: its header "

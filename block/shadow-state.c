@@ -183,13 +183,17 @@ void shadow_child_map_init(BDRVShadowState *s, ShadowChild *sc, bool stale)
         qatomic_set(&s->copy_pending, true);
     }
     if (s->meta.child) {
-        map->durable = g_malloc0(shadow_nb_units(s) *
-                                 SHADOW_META_UNIT_PAYLOAD);
-        map->dirty_units = bitmap_new(shadow_nb_units(s));
-        map->unsure_units = bitmap_new(shadow_nb_units(s));
-        map->unit_seq = g_new0(uint64_t, shadow_nb_units(s));
-        map->ondisk = g_malloc0(shadow_nb_units(s) *
-                                SHADOW_META_UNIT_PAYLOAD);
+        /*
+         * At least one unit: a NULL map says the node has no metadata,
+         * and a disk of no chunks (that may grow) has metadata
+         */
+        int64_t units = MAX(shadow_nb_units(s), 1);
+
+        map->durable = g_malloc0(units * SHADOW_META_UNIT_PAYLOAD);
+        map->dirty_units = bitmap_new(units);
+        map->unsure_units = bitmap_new(units);
+        map->unit_seq = g_new0(uint64_t, units);
+        map->ondisk = g_malloc0(units * SHADOW_META_UNIT_PAYLOAD);
     }
     qemu_co_mutex_init(&sc->flush_lock);
 }

@@ -152,6 +152,32 @@ def meta_unit_offset(index, column, copy=0):
     return 16384 + (index * 33 + pos) * 4096
 
 
+def crc32c(data):
+    """CRC-32C (Castagnoli), as the metadata's checksums use it"""
+    crc = 0xffffffff
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82f63b78 if crc & 1 else 0)
+    return crc ^ 0xffffffff
+
+
+def meta_rewrite_header(path, fields):
+    """Set @fields ({offset: (struct format, value)}) in both header copies
+    of shadow metadata and fix their checksums, as a hostile or damaged
+    image would have them"""
+    with open(path, 'r+b') as f:
+        for base in (0, 8192):
+            f.seek(base)
+            header = bytearray(f.read(8192))
+            for off, (fmt, value) in fields.items():
+                struct.pack_into(fmt, header, off, value)
+            struct.pack_into('<I', header, 92, 0)
+            struct.pack_into('<I', header, 92, crc32c(header))
+            f.seek(base)
+            f.write(header)
+
+
 def meta_past_end(path):
     """(disk length, slots) of shadow metadata on disk: the length its
     current header records, and the slots whose current unit 0 (by
