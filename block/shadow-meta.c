@@ -54,6 +54,7 @@
 #define SHADOW_META_SLOT_STAT     2     /* ino recorded */
 #define SHADOW_META_SLOT_BTIME    4     /* birth time recorded */
 #define SHADOW_META_SLOT_STAMPED  8     /* size, ctime at a clean stop */
+#define SHADOW_META_SLOT_SEQ_SUM  16    /* sum of its units' sequences */
 
 struct QEMU_PACKED ShadowMetaHeader {
     char magic[8];
@@ -76,7 +77,7 @@ struct QEMU_PACKED ShadowMetaHeader {
 
 typedef struct QEMU_PACKED ShadowMetaSlotDisk {
     uint32_t flags;
-    uint32_t reserved;
+    uint32_t seq_sum;
     uint64_t epoch;
     uint8_t identity[32];
     uint64_t ino;
@@ -252,6 +253,10 @@ static void shadow_meta_slot_to_disk(const ShadowSlot *slot,
         d->ctime_sec = cpu_to_le64(slot->id.ctime_sec);
         d->ctime_nsec = cpu_to_le32(slot->id.ctime_nsec);
     }
+    if (slot->seq_sum_known) {
+        flags |= SHADOW_META_SLOT_SEQ_SUM;
+        d->seq_sum = cpu_to_le32(slot->seq_sum);
+    }
     d->flags = cpu_to_le32(flags);
     d->epoch = cpu_to_le64(slot->epoch);
     memcpy(d->identity, slot->id.hash, sizeof(d->identity));
@@ -277,6 +282,8 @@ static void shadow_meta_slot_from_disk(const ShadowMetaSlotDisk *d,
     slot->id.btime_sec = le64_to_cpu(d->btime_sec);
     slot->id.btime_nsec = le32_to_cpu(d->btime_nsec);
     slot->stamped = flags & SHADOW_META_SLOT_STAMPED;
+    slot->seq_sum_known = flags & SHADOW_META_SLOT_SEQ_SUM;
+    slot->seq_sum = le32_to_cpu(d->seq_sum);
     slot->id.size = le64_to_cpu(d->size);
     slot->id.ctime_sec = le64_to_cpu(d->ctime_sec);
     slot->id.ctime_nsec = le32_to_cpu(d->ctime_nsec);

@@ -169,6 +169,33 @@ static int64_t shadow_nb_units(BDRVShadowState *s)
     return shadow_meta_nb_units(s->nb_chunks);
 }
 
+/* The sum of @nb_units sequence numbers, as a slot records it */
+static uint32_t shadow_seq_sum(const uint64_t *seqs, int64_t nb_units)
+{
+    uint32_t sum = 0;
+    int64_t u;
+
+    for (u = 0; u < nb_units; u++) {
+        sum += (uint32_t)seqs[u];
+    }
+    return sum;
+}
+
+/*
+ * Whether a slot's units, as read (@seqs), lack versions that the clean
+ * header @slot recorded.  Every later write of a unit raises its number
+ * (idle maps after that header, or a write that failed late), and a lost
+ * write of a newer copy, or a copy found zeroed, leaves the older one:
+ * only a sum that fell counts.
+ */
+static bool shadow_maps_lost(const ShadowSlot *slot, const uint64_t *seqs,
+                             int64_t nb_units)
+{
+    uint32_t fell = slot->seq_sum - shadow_seq_sum(seqs, nb_units);
+
+    return slot->seq_sum_known && fell && fell < (1u << 31);
+}
+
 void shadow_child_map_init(BDRVShadowState *s, ShadowChild *sc, bool stale)
 {
     ShadowChunkMap *map = &sc->map;
@@ -1676,7 +1703,7 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
     ShadowChild *recorded;
     int64_t size, old_nb, c, recovered = 0, orphans = 0, nb_bytes;
     g_autofree uint8_t *stale_buf = NULL;
-    uint32_t want = 0, past_end = 0, forgotten = 0;
+    uint32_t want = 0, past_end = 0, forgotten = 0, maps_lost = 0;
     g_autofree int64_t *short_len = NULL;
     bool fresh;
     int i, j, ret;
@@ -1848,6 +1875,16 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
         goto out;
     }
 
+    /* After a clean stop every unit of a slot is as it recorded (D3) */
+    for (j = 0; !img.in_use && j < SHADOW_META_SLOTS; j++) {
+        if (by_slot[j] && !changed[j] &&
+            shadow_maps_lost(&img.slots[j], seqs[1 + j],
+                             shadow_meta_nb_units(old_nb))) {
+            maps_lost |= 1u << j;
+            changed[j] = "lost";
+        }
+    }
+
     /* From here on nothing fails but the final checks */
     nb_bytes = MAX(shadow_meta_nb_units(s->nb_chunks), 1) *
                SHADOW_META_UNIT_PAYLOAD;
@@ -1947,6 +1984,21 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
         ShadowChild *sc = by_slot[j];
 
         if (!sc || !changed[j]) {
+            continue;
+        }
+        if (maps_lost & (1u << j)) {
+            /*
+             * Its maps may say valid where the lost version said stale:
+             * nothing it holds counts, the active child's included (I1
+             * below refuses the open if no other child holds a chunk)
+             */
+            shadow_load_note(s, true, "shadow: node '%s': metadata node '%s' "
+                             "lacks updates of the maps of child '%s' that "
+                             "its last clean stop recorded (a lost or zeroed "
+                             "write?); what the child holds is not trusted",
+                             bdrv_get_node_name(s->bs), shadow_meta_name(s),
+                             shadow_child_name(sc));
+            shadow_mark_stale_run(s, sc, 0, s->nb_chunks);
             continue;
         }
         shadow_load_note(s, true, "shadow: node '%s': the storage of child "
@@ -2138,9 +2190,18 @@ static uint64_t shadow_header_image(BDRVShadowState *s, ShadowMetaImage *img,
     img->active_slot = active_slot;
     img->session = m->session;
     memcpy(img->slots, m->slots, sizeof(img->slots));
-    for (i = 0; in_use && i < SHADOW_META_SLOTS; i++) {
+    for (i = 0; i < SHADOW_META_SLOTS; i++) {
         /* While children may be written, no stamp holds (D3) */
-        img->slots[i].stamped = false;
+        img->slots[i].stamped &= !in_use;
+        img->slots[i].seq_sum_known = false;
+    }
+    for (i = 0; !in_use && i < s->num_children; i++) {
+        ShadowChild *sc = s->children[i];
+
+        img->slots[sc->slot].seq_sum_known = true;
+        img->slots[sc->slot].seq_sum =
+            shadow_seq_sum(sc->map.unit_seq,
+                           shadow_meta_nb_units(img->nb_chunks));
     }
     return gen;
 }

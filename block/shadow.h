@@ -252,6 +252,13 @@ typedef struct ShadowSlot {
     ShadowIdentity id;
     /* size and ctime recorded at a clean stop, to detect later writes */
     bool stamped;
+    /*
+     * In a header that is not in use: the sum (mod 2^32) of the sequence
+     * numbers of the slot's map units on disk, to detect a lost write of
+     * a unit's newer copy (shadow_maps_lost())
+     */
+    bool seq_sum_known;
+    uint32_t seq_sum;
     char node_name[64];
     char filename[104];
 } ShadowSlot;
