@@ -817,17 +817,22 @@ static void shadow_flush_failed(BDRVShadowState *s, ShadowChild *sc)
  * out of a discard).  Update every child's map so that I1, I2 and I4
  * hold, and degrade the shadows that failed.  Returns whether a shadow
  * was left with chunks to copy.
+ *
+ * "The active child" is the one the write was sent to first, @reqs[0]:
+ * a switch may have come while the write was in flight (from a client
+ * that a drained section does not hold back), and then the new active
+ * child is one of the others here; a chunk it did not get is stale on
+ * it, and the caller copies it up.
  */
 bool shadow_state_write_done(BDRVShadowState *s, ShadowWriteKind kind,
                              int64_t offset, int64_t bytes,
                              ShadowChildReq *reqs, int n)
 {
-    ShadowChild *active = s->active;
+    ShadowChild *active = reqs[0].sc;
     bool active_ok = reqs[0].ret == 0, left_stale = false;
     int64_t first, end, ffirst, fend, c, run;
     int i, pass;
 
-    assert(reqs[0].sc == active);
     shadow_chunk_range(s, offset, bytes, &first, &end);
     shadow_full_chunk_range(s, offset, bytes, &ffirst, &fend);
 
@@ -892,7 +897,8 @@ bool shadow_state_write_done(BDRVShadowState *s, ShadowWriteKind kind,
     qemu_spin_unlock(&s->lock);
 
     for (i = 1; i < n; i++) {
-        if (reqs[i].ret < 0) {
+        /* The active child is never degraded: what it lacks is stale */
+        if (reqs[i].ret < 0 && reqs[i].sc != s->active) {
             shadow_state_degrade(s, reqs[i].sc,
                                  kind == SHADOW_WRITE ? SHADOW_OPERATION_WRITE :
                                  kind == SHADOW_WRITE_ZEROES ?

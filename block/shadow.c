@@ -1004,6 +1004,23 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
     left_stale = shadow_state_write_done(s, kind, io.offset, io.bytes, reqs,
                                          n);
     ret = reqs[0].ret;
+    if (ret == 0 && reqs[0].sc != s->active) {
+        /*
+         * A switch came while the write was in flight: NBD clients and
+         * write-blocking mirrors are not held back by the switch's drained
+         * section.  The new active child must hold what the write wrote
+         * before it completes (I3: it lacks chunks only after an instant
+         * switch), so copy up, with whole chunks locked, what it did not
+         * get.
+         */
+        trace_shadow_write_switched(s, io.offset, io.bytes,
+                                    shadow_child_name(reqs[0].sc),
+                                    shadow_child_name(s->active));
+        shadow_range_unlock(s, &req);
+        shadow_range_lock(s, &req, first * s->chunk_size,
+                          shadow_chunk_bytes(s, first, end));
+        ret = shadow_copy_up_locked(s, first, end);
+    }
     commit = ret == 0 && (flags & BDRV_REQ_FUA) && s->meta.child &&
              !shadow_state_active_durably_holds(s, first, end);
 
