@@ -17,6 +17,7 @@ ends on the source's side, is reported too."""
 import os
 import statistics
 import sys
+import time
 
 from benchlib import MiB, REPO, bench_seconds, fresh_dir, make_image
 
@@ -31,6 +32,16 @@ DATA = 8 * MiB
 def event_time(ev):
     ts = ev['timestamp']
     return ts['seconds'] + ts['microseconds'] / 1e6
+
+
+def tb_flushes(vm):
+    """Flushes of the shadow's child tb so far"""
+    for entry in vm.cmd('query-blockstats', {'query-nodes': True}):
+        if entry.get('node-name') == 'disk':
+            for child in entry['driver-specific']['children']:
+                if child['node-name'] == 'tb':
+                    return child['flush-operations']
+    raise RuntimeError('no shadow node disk')
 
 
 def graph(vm, d, kind, direct=False, settle=True, source=False):
@@ -71,10 +82,20 @@ def graph(vm, d, kind, direct=False, settle=True, source=False):
         vm.cmd('blockdev-add', opts)
     vm.cmd('device_add', driver='virtio-blk-pci', drive='disk', id='vd0')
     if settle and kind.startswith('shadow') and source:
-        # A VM that has run a while: its shadow synced, and a flush of
-        # the guest's since (guests flush often) made the copy durable.
-        # Otherwise the source flushes the copy's data in its downtime.
+        # A VM that has run a while: its shadow synced, and the periodic
+        # commit since (every 5 s) flushed what the copy wrote.  A guest
+        # flush does not: it flushes only what the guest wrote.  Before
+        # that commit, the downtime pays for flushing the whole copy: the
+        # source's last commit (with metadata) or the destination's
+        # activation (file-posix flushes a file before it drops its cached
+        # pages) does it.
+        flushed = tb_flushes(vm)
         vm.event_wait('SHADOW_CHILD_SYNCED', timeout=60)
+        deadline = time.monotonic() + 30
+        while tb_flushes(vm) == flushed:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f'{kind}: no periodic flush of tb')
+            time.sleep(0.1)
     if settle and source:
         vm.cmd('human-monitor-command',
                **{'command-line': 'qemu-io -d disk "flush"'})
