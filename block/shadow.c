@@ -280,6 +280,23 @@ static ShadowChild *shadow_find_child(BDRVShadowState *s, const char *name)
     return NULL;
 }
 
+/* The child that is a filter over node @name, if any */
+static ShadowChild * GRAPH_RDLOCK
+shadow_find_filtered_child(BDRVShadowState *s, const char *name)
+{
+    int i;
+
+    for (i = 0; i < s->num_children; i++) {
+        BlockDriverState *below = bdrv_skip_filters(s->children[i]->child->bs);
+
+        if (below && below != s->children[i]->child->bs &&
+            !strcmp(bdrv_get_node_name(below), name)) {
+            return s->children[i];
+        }
+    }
+    return NULL;
+}
+
 /*
  * x-blockdev-change renames nothing, but a later blockdev-reopen lists
  * the children as they are then: forget the references recorded at open
@@ -1282,9 +1299,20 @@ static int shadow_reopen_prepare(BDRVReopenState *state,
         }
         name = ref->value->u.reference;
         if (!shadow_find_child(s, name)) {
-            error_setg(errp, "Node '%s' is not a child of shadow node '%s'; "
-                       "add it with x-blockdev-change", name,
-                       bdrv_get_node_name(bs));
+            ShadowChild *over = shadow_find_filtered_child(s, name);
+
+            if (over) {
+                error_setg(errp, "Node '%s' is not a child of shadow node "
+                           "'%s': its child '%s' is a filter over it (a "
+                           "block job, such as a backup, inserts one); name "
+                           "that node, or reopen after the job",
+                           name, bdrv_get_node_name(bs),
+                           shadow_child_name(over));
+            } else {
+                error_setg(errp, "Node '%s' is not a child of shadow node "
+                           "'%s'; add it with x-blockdev-change", name,
+                           bdrv_get_node_name(bs));
+            }
             goto fail;
         }
         n++;
