@@ -900,6 +900,7 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
         .qiov_offset = qiov_offset, .flags = flags, .start = start,
     };
     ShadowChildReq stack[SHADOW_STACK_CHILDREN], *reqs = stack;
+    ShadowChild *active;
     QEMUIOVector bounce_qiov;
     void *bounce = NULL;
     int64_t first, end, full_first, full_end, lock_off, lock_bytes;
@@ -939,10 +940,12 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
      * covers part of it, with the whole chunk locked; a discard leaves
      * such chunks out instead
      */
+retry:
     lock_off = offset;
     lock_bytes = bytes;
     for (;;) {
         shadow_range_lock(s, &req, lock_off, lock_bytes);
+        active = s->active;
         head = first < full_first &&
                shadow_state_active_lacks(s, first, first + 1);
         tail = full_end < end && shadow_state_active_lacks(s, end - 1, end);
@@ -984,16 +987,30 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
     if (ret < 0) {
         goto unlock;
     }
+    if (s->active != active) {
+        /*
+         * A switch came while this request waited (a client that the
+         * switch's drained section does not hold back): what it checked
+         * and copied up, and the header D2 wrote, were for the old active
+         * child.  Start over.  From here on it does not wait until its
+         * children's I/O, where a switch is handled at completion.
+         */
+        shadow_range_unlock(s, &req);
+        io.offset = offset;
+        io.bytes = bytes;
+        shadow_chunk_range(s, offset, bytes, &first, &end);
+        goto retry;
+    }
 
     /* The targets: the active child, and in sync mode every healthy shadow */
     reqs = s->num_children <= SHADOW_STACK_CHILDREN ?
            stack : g_new(ShadowChildReq, s->num_children);
     n = 0;
-    reqs[n++] = (ShadowChildReq) { .sc = s->active };
+    reqs[n++] = (ShadowChildReq) { .sc = active };
     for (i = 0; i < s->num_children; i++) {
         ShadowChild *sc = s->children[i];
 
-        if (sc == s->active) {
+        if (sc == active) {
             continue;
         }
         if (sc->degraded || kind == SHADOW_DISCARD ||
