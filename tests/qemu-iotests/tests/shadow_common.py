@@ -20,6 +20,9 @@ REPO = os.path.join(os.path.dirname(os.path.realpath(__file__)),
                     '..', '..', '..')
 sys.path.insert(0, os.path.join(REPO, 'bench'))
 import nbdclient  # noqa: E402
+# The stress test's reader of metadata images (tests/stress/mdinfo.py)
+sys.path.insert(0, os.path.join(REPO, 'tests', 'stress'))
+import mdinfo  # noqa: E402
 
 MiB = 1024 * 1024
 
@@ -152,16 +155,6 @@ def meta_unit_offset(index, column, copy=0):
     return 16384 + (index * 33 + pos) * 4096
 
 
-def crc32c(data):
-    """CRC-32C (Castagnoli), as the metadata's checksums use it"""
-    crc = 0xffffffff
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ (0x82f63b78 if crc & 1 else 0)
-    return crc ^ 0xffffffff
-
-
 def meta_rewrite_header(path, fields):
     """Set @fields ({offset: (struct format, value)}) in both header copies
     of shadow metadata and fix their checksums, as a hostile or damaged
@@ -173,7 +166,7 @@ def meta_rewrite_header(path, fields):
             for off, (fmt, value) in fields.items():
                 struct.pack_into(fmt, header, off, value)
             struct.pack_into('<I', header, 92, 0)
-            struct.pack_into('<I', header, 92, crc32c(header))
+            struct.pack_into('<I', header, 92, mdinfo.crc32c(header))
             f.seek(base)
             f.write(header)
 
