@@ -191,9 +191,13 @@ static uint32_t shadow_seq_sum(const uint64_t *seqs, int64_t nb_units)
 static bool shadow_maps_lost(const ShadowSlot *slot, const uint64_t *seqs,
                              int64_t nb_units)
 {
-    uint32_t fell = slot->seq_sum - shadow_seq_sum(seqs, nb_units);
+    uint32_t fell;
 
-    return slot->seq_sum_known && fell && fell < (1u << 31);
+    if (!slot->seq_sum_known) {
+        return false;
+    }
+    fell = slot->seq_sum - shadow_seq_sum(seqs, nb_units);
+    return fell && fell < (1u << 31);
 }
 
 void shadow_child_map_init(BDRVShadowState *s, ShadowChild *sc, bool stale)
@@ -1887,7 +1891,6 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
             shadow_maps_lost(&img.slots[j], seqs[1 + j],
                              shadow_meta_nb_units(old_nb))) {
             maps_lost |= 1u << j;
-            changed[j] = "lost";
         }
     }
 
@@ -1985,11 +1988,11 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
         hbitmap_free(intent);
     }
 
-    /* A replaced or rewritten image is never trusted (D3) */
+    /* A replaced or rewritten image, or maps that lost updates: not trusted */
     for (j = 0; j < SHADOW_META_SLOTS; j++) {
         ShadowChild *sc = by_slot[j];
 
-        if (!sc || !changed[j]) {
+        if (!sc || (!changed[j] && !(maps_lost & (1u << j)))) {
             continue;
         }
         if (maps_lost & (1u << j)) {
