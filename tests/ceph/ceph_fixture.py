@@ -195,7 +195,11 @@ auth_allow_insecure_global_id_reclaim = false
 [mon]
 mon_data = {d}/mon/$id
 mon_initial_members = a
-mon_data_avail_warn = 1
+# The monitor refuses to start, or shuts down, when the file system of its
+# data has at most mon_data_avail_crit (5) % free: a throwaway cluster of a
+# few MiB must not die of a host disk that others fill
+mon_data_avail_warn = 0
+mon_data_avail_crit = 0
 # A map change is proposed within 0.1 s instead of 1 s: each step of the
 # setup waits for one
 paxos_propose_interval = 0.1
@@ -273,6 +277,9 @@ osd_max_object_namespace_len = 64
                   '--monmap', monmap, '--keyring', self.keyring)
         self._spawn('mon.a', ['ceph-mon', '--conf', self.conf, '-i', 'a',
                               '-f'])
+        # The CLI gives up after client_mount_timeout (10 s) without
+        # saying why: wait for the monitor here, which names a dead one
+        self._wait(self._mon_answers, 'the monitor to answer')
         # One OSD per pool, each in a device class named after its pool;
         # their object stores are made in parallel
         mkfs = []
@@ -324,6 +331,14 @@ osd_max_object_namespace_len = 64
         self._spawn(f'osd.{i}', ['ceph-osd', '--conf', self.conf,
                                  '-i', str(i), '-f'])
 
+    def _mon_answers(self):
+        try:
+            self._run('ceph', '--conf', self.conf, '--connect-timeout', '2',
+                      'mon', 'stat', timeout=10)
+            return True
+        except (CephError, subprocess.TimeoutExpired):
+            return False
+
     def _osds_up(self, which=None):
         dump = json.loads(self.ceph('osd', 'dump', '--format=json'))
         return sum(1 for o in dump['osds'] if o['up'] and
@@ -347,13 +362,20 @@ osd_max_object_namespace_len = 64
             for name, p in self.procs.items():
                 if p.poll() is not None:
                     raise CephError(f'{name} exited with {p.returncode} '
-                                    f'waiting for {what}:\n' +
+                                    f'waiting for {what} '
+                                    f'({self._disk_free()}):\n' +
                                     self._log_tail(name))
             if pred():
                 return
             time.sleep(0.2)
-        raise CephError(f'timed out waiting for {what}:\n' +
+        raise CephError(f'timed out waiting for {what} '
+                        f'({self._disk_free()}):\n' +
                         ''.join(self._log_tail(n) for n in self.procs))
+
+    def _disk_free(self):
+        st = os.statvfs(self.dir)
+        return (f'{st.f_bavail * st.f_frsize >> 20} MiB free of '
+                f'{st.f_blocks * st.f_frsize >> 20} MiB in {self.dir}')
 
     # -- use ---------------------------------------------------------------
 
@@ -443,7 +465,13 @@ def main():
     cmd = args.command[1:] if args.command[:1] == ['--'] else args.command
     if not cmd:
         ap.error('run needs a COMMAND')
-    cluster = Cluster(pools=args.pools.split(','))
+    try:
+        cluster = Cluster(pools=args.pools.split(','))
+    except (CephError, OSError, subprocess.SubprocessError) as e:
+        # "FAIL:" is what make check shows of a failed test's log
+        sys.stderr.write(f'FAIL: ceph fixture: the cluster did not start: '
+                         f'{e}\n')
+        return 1
 
     def bye(signum, _frame):
         cluster.stop()
