@@ -268,7 +268,7 @@ fail:
     return false;
 }
 
-static ShadowChild *shadow_find_child(BDRVShadowState *s, const char *name)
+ShadowChild *shadow_find_child(BDRVShadowState *s, const char *name)
 {
     int i;
 
@@ -1801,6 +1801,11 @@ static BlockDriver bdrv_shadow = {
     .strong_runtime_opts                = shadow_strong_runtime_opts,
     .mutable_opts                       = shadow_mutable_opts,
 };
+
+bool shadow_is_node(BlockDriverState *bs)
+{
+    return bs->drv == &bdrv_shadow;
+}
 
 static void bdrv_shadow_init(void)
 {

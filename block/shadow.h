@@ -8,6 +8,7 @@
  *   shadow-meta.c   the on-disk metadata format (docs/shadow-metadata.md)
  *   shadow-copy.c   background copy (pre-warm, hydration) and copy-up
  *   shadow-heat.c   hot-region ranking for hot-first pre-warming
+ *   shadow-verify.c the x-shadow-verify job: compares two children
  *
  * Copyright (c) 2026 The shadowtier authors
  *
@@ -579,6 +580,9 @@ int coroutine_fn GRAPH_RDLOCK shadow_meta_zero_rows(BDRVShadowState *s,
                                                     Error **errp);
 
 /* shadow.c */
+bool shadow_is_node(BlockDriverState *bs);
+/* The child with node name @name, or NULL */
+ShadowChild *shadow_find_child(BDRVShadowState *s, const char *name);
 void coroutine_fn GRAPH_RDLOCK shadow_co_foreach(BDRVShadowState *s,
                                                  ShadowChildReq *reqs, int n,
                                                  ShadowChildFn fn,

@@ -85,7 +85,7 @@ TARGETS = ('qsd', 'system-none', 'system-pc')
 MUTATING = {'blockdev-add', 'blockdev-del', 'blockdev-reopen',
             'x-blockdev-change', 'block-export-add', 'block-export-del',
             'blockdev-set-active', 'block_resize', 'device_add',
-            'device_del'}
+            'device_del', 'x-shadow-verify'}
 
 logging.getLogger('qemu').setLevel(logging.CRITICAL + 1)
 
@@ -1105,7 +1105,7 @@ class Generator:
                      (self.gen_export_add, 6 if not m.exports else 2),
                      (self.gen_set_active, 3), (self.gen_sleep, 4),
                      (self.gen_reopen_other, 3), (self.gen_query, 2),
-                     (self.gen_corrupt, 1)]
+                     (self.gen_corrupt, 1), (self.gen_verify, 3)]
             if m.exports:
                 acts += [(self.gen_nbd, 16), (self.gen_export_del, 2)]
             if self.target != 'qsd':
@@ -1693,6 +1693,32 @@ class Generator:
 
     def gen_sleep(self):
         return {'sleep': self.pick([0.01, 0.05, 0.1, 0.3])}
+
+    def gen_verify(self):
+        """x-shadow-verify, its speed and its cancel, while the graph
+        changes under it (a job must not pin a node it may not)."""
+        m = self.model
+        r = self.rng.random()
+        if r < 0.15:
+            return self.qmp('block-job-set-speed', {
+                'device': self.pick(['v0', 'v1', 'nonexistent']),
+                'speed': self.pick([0, 4096, MiB, -1, 2**63 - 1])}, 0.1)
+        if r < 0.3:
+            return self.qmp('job-cancel',
+                            {'id': self.pick(['v0', 'v1', 'nonexistent'])})
+        node = self.pick(m.shadows()) if self.chance(0.9) else \
+            self.pick(list(m.nodes) + ['nonexistent'])
+        kids = m.child_nodes(node) or ['n0']
+        args = {'job-id': self.pick(['v0', 'v1']), 'node-name': node,
+                'child': self.pick(kids + ['nonexistent'])
+                if self.chance(0.95) else node}
+        if self.chance(0.5):
+            args['against'] = self.pick(kids + ['nonexistent'])
+        if self.chance(0.6):
+            args['speed'] = self.pick([0, 4096, 64 * KiB, MiB, -1])
+        if self.chance(0.1):
+            args['auto-dismiss'] = False
+        return self.qmp('x-shadow-verify', args, 0.05)
 
     def gen_query(self):
         q = self.pick(['query-blockstats', 'query-named-block-nodes',
