@@ -45,6 +45,9 @@ int ctl_cmd_pause (const CtlCommand *cmd, int argc, char **argv);
 int ctl_cmd_libvirt (const CtlCommand *cmd, int argc, char **argv);
 int ctl_cmd_attach (const CtlCommand *cmd, int argc, char **argv);
 
+/* ---- move-cmd.c ---- */
+int ctl_cmd_move (const CtlCommand *cmd, int argc, char **argv);
+
 /* ---- backtest-cmd.c ---- */
 int ctl_cmd_backtest (const CtlCommand *cmd, int argc, char **argv);
 

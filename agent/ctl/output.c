@@ -109,6 +109,21 @@ ctl_print_status (JsonArray *a)
                  "none in sight");
       }
     }
+    if (json_object_has_member (o, "move")) {
+      JsonObject *m = json_object_get_object_member (o, "move");
+      double done = ctl_num (m, "done-bytes"), total = ctl_num (m, "total-bytes");
+      g_autofree char *eta = ctl_fmt_num (ctl_num (m, "eta-s"), ", ETA %.0f s");
+      g_autofree char *rate = ctl_fmt_num (ctl_num (m, "rate-bps") / 1048576, ", %.1f MiB/s");
+
+      g_print ("  move to %s: %s", ctl_str (m, "tier", "?"), ctl_str (m, "state", "?"));
+      if (isfinite (done) && isfinite (total) && total > 0)
+        g_print (", %.0f of %.0f MiB%s%s", done / 1048576, total / 1048576,
+                 isfinite (ctl_num (m, "rate-bps")) ? rate : "",
+                 isfinite (ctl_num (m, "eta-s")) ? eta : "");
+      if (ctl_str (m, "reason", NULL))
+        g_print (": %s", ctl_str (m, "reason", ""));
+      g_print ("\n");
+    }
     if (ctl_str (o, "problem", NULL))
       g_print ("  problem: %s\n", ctl_str (o, "problem", ""));
     if (last)

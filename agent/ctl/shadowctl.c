@@ -1,5 +1,5 @@
 /* shadowctl: the operator's command line for shadowd: the control-socket
- * commands (status, history, forecast, prewarm, switch, pause, resume,
+ * commands (status, history, forecast, prewarm, switch, move, pause, resume,
  * and for libvirt domains libvirt, attach, detach) and the offline
  * `backtest`.  Called as virsh-shadow (a link to this program), it takes
  * virsh's word order instead: virsh-shadow DOMAIN DISK COMMAND. */
@@ -15,6 +15,7 @@ static const CtlCommand commands[] = {
   { "forecast", ctl_cmd_forecast, FALSE },
   { "prewarm", ctl_cmd_disk_tier, FALSE },
   { "switch", ctl_cmd_disk_tier, TRUE },
+  { "move", ctl_cmd_move, FALSE },
   { "pause", ctl_cmd_pause, TRUE },
   { "resume", ctl_cmd_pause, FALSE },
   { "libvirt", ctl_cmd_libvirt, FALSE },
@@ -41,6 +42,10 @@ usage (FILE *to)
            "                                 the load forecast with its interval\n"
            "  prewarm DISK TIER [--json]     make sure a tier is warm; how far it is\n"
            "  switch DISK TIER [--json]      switch now (once the child is synced)\n"
+           "  move DISK TIER [--verify] [--verify-speed BYTES] [--keep-as PATH] [--no-wait]\n"
+           "       [--json] | move DISK --abort\n"
+           "                                 move for good: copy, verify, switch, retire\n"
+           "                                 the other tiers (their images deleted)\n"
            "  pause [DISK] [--json]          keep deciding, stop acting\n"
            "  resume [DISK] [--json]         act again\n"
            "  import DISK FILE.csv --column NAME --interval-s S [--end T] [--json]\n"

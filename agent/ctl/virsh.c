@@ -14,6 +14,8 @@ virsh_usage (FILE *to)
            "  attach            insert the shadow the domain's metadata describes\n"
            "  status [--json]   the shadow's state, tiers, load and last decision\n"
            "  switch TIER       switch the disk to TIER now (once it is in sync)\n"
+           "  move TIER         a permanent move (not yet for libvirt domains: shadowd\n"
+           "                    refuses it and says so; use virsh blockcopy --pivot)\n"
            "  detach            give the disk back to libvirt's own nodes\n"
            "  history [--decisions] [--since 1h] [--json]\n"
            "                    the disk's samples or decisions\n"
@@ -46,6 +48,7 @@ static const CtlCommand commands[] = {
   { "attach", ctl_cmd_attach, TRUE },
   { "detach", ctl_cmd_attach, FALSE },
   { "switch", ctl_cmd_disk_tier, TRUE },
+  { "move", ctl_cmd_move, FALSE },
   { "history", ctl_cmd_history, FALSE },
   { "status", virsh_status, FALSE },
 };

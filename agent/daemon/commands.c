@@ -1,6 +1,8 @@
 /* The daemon's control commands; see commands.h. */
 #include "commands.h"
 
+#include "move.h"
+
 #include <string.h>
 
 const char *
@@ -227,6 +229,41 @@ cmd_switch (gpointer data, JsonObject *req, GError **error)
   return json_node_init_string (json_node_alloc (), "requested");
 }
 
+/* {"disk", "tier", "verify", "verify-speed", "keep-as"} or {"disk", "abort"} */
+static JsonNode *
+cmd_move (gpointer data, JsonObject *req, GError **error)
+{
+  const char *name = shd_request_string (req, "disk");
+  JsonNode *abort = json_object_get_member (req, "abort");
+  JsonNode *verify = json_object_get_member (req, "verify");
+  double speed = shd_request_number (req, "verify-speed", 0);
+  ShdMoveRequest mr = { 0 };
+  ShdDisk *disk;
+
+  if (name == NULL) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "\"disk\" is required");
+    return NULL;
+  }
+  if ((disk = shd_daemon_find_disk (data, name, error)) == NULL)
+    return NULL;
+  if (abort && JSON_NODE_HOLDS_VALUE (abort) && json_node_get_boolean (abort))
+    return shd_disk_move_abort (disk, error);
+  mr.tier = shd_request_string (req, "tier");
+  mr.verify = verify && JSON_NODE_HOLDS_VALUE (verify) && json_node_get_boolean (verify);
+  mr.keep_as = shd_request_string (req, "keep-as");
+  if (mr.tier == NULL) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "\"tier\" is required");
+    return NULL;
+  }
+  if (!(speed >= 0) || speed > 1e15) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                 "\"verify-speed\" is a number of bytes per second");
+    return NULL;
+  }
+  mr.verify_speed = (guint64) speed;
+  return shd_disk_move (disk, &mr, error);
+}
+
 static JsonNode *
 set_paused (ShdDaemon *dm, JsonObject *req, gboolean paused, GError **error)
 {
@@ -290,6 +327,7 @@ static const ShdCommand commands[] = {
   { "forecast", cmd_forecast, NULL },
   { "prewarm", cmd_prewarm, NULL },
   { "switch", cmd_switch, NULL },
+  { "move", cmd_move, NULL },
   { "pause", cmd_pause, NULL },
   { "resume", cmd_resume, NULL },
   { "import", cmd_import, NULL },

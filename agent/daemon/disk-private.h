@@ -5,6 +5,7 @@
 
 #include "collector.h"
 #include "disk.h"
+#include "move.h"
 
 G_BEGIN_DECLS
 
@@ -59,11 +60,21 @@ struct _ShdDisk {
    * none degraded), repair_delay_s after the previous one */
   double repair_t;
   double repair_delay_s;
+  /* the last permanent move (move.c), or NULL */
+  ShdMove *move;
 };
 
 double shd_disk_policy_now (ShdDisk *disk);
 /* Read the nodes again at the next tick (after a release, say). */
 void shd_disk_refresh_nodes (ShdDisk *disk);
+
+/* The shadow node's options for blockdev-reopen with `active_child`, the
+ * children `children` (NULL: the node's, as last sampled) and write-mode
+ * sync if `force_sync`. */
+JsonObject *shd_disk_node_options (ShdDisk *disk, const char *active_child,
+                                   gboolean force_sync, GPtrArray *children);
+/* Add the tier's child now, opening its node first when shadowd makes it. */
+void shd_disk_add_tier (ShdDisk *disk, int tier);
 
 /* Add the tier's child node to the shadow node (x-blockdev-change). */
 void shd_disk_add_child_node (ShdDisk *disk, int tier);

@@ -25,17 +25,20 @@ ShdPolicy *shd_disk_policy (ShdDisk *disk) { return disk->policy; }
 
 /* ---- actions ---- */
 
-static JsonObject *
-node_options (ShdDisk *disk, const char *active_child, gboolean force_sync)
+JsonObject *
+shd_disk_node_options (ShdDisk *disk, const char *active_child, gboolean force_sync,
+                       GPtrArray *children)
 {
   const ShdDiskConfig *c = disk->cfg;
   JsonObject *o = json_object_new ();
   JsonArray *ch = json_array_new ();
 
+  if (children == NULL)
+    children = disk->children;
   json_object_set_string_member (o, "driver", "shadow");
   json_object_set_string_member (o, "node-name", c->node);
-  for (guint i = 0; i < disk->children->len; i++)
-    json_array_add_string_element (ch, disk->children->pdata[i]);
+  for (guint i = 0; i < children->len; i++)
+    json_array_add_string_element (ch, children->pdata[i]);
   json_object_set_array_member (o, "children", ch);
   json_object_set_string_member (o, "active-child", active_child);
   /* only what the disk was configured with, typed as QMP wants it */
@@ -111,7 +114,8 @@ reopen (ShdDisk *disk, const char *active_child, gboolean force_sync, gboolean i
   JsonArray *opts = json_array_new ();
   ReopenCtx *ctx = g_new0 (ReopenCtx, 1);
 
-  json_array_add_object_element (opts, node_options (disk, active_child, force_sync));
+  json_array_add_object_element (opts, shd_disk_node_options (disk, active_child, force_sync,
+                                                              NULL));
   json_object_set_array_member (args, "options", opts);
   ctx->disk = g_object_ref (disk);
   ctx->child = g_strdup (active_child);
@@ -204,6 +208,13 @@ add_child (ShdDisk *disk, int tier)
     shd_disk_open_tier_node (disk, tier);
   else
     shd_disk_add_child_node (disk, tier);
+}
+
+void
+shd_disk_add_tier (ShdDisk *disk, int tier)
+{
+  disk->add_sent_t[tier] = -INFINITY;
+  add_child (disk, tier);
 }
 
 void
@@ -465,6 +476,7 @@ on_stats (GObject *src, GAsyncResult *res, gpointer data)
   }
   record (disk, d, wall_ms);
   repair_degraded (disk, rates, d->dry_run);
+  shd_move_tick (disk);
 
   if (disk->history) {
     ShdHistorySample hs = {
@@ -776,6 +788,7 @@ shd_disk_finalize (GObject *object)
 {
   ShdDisk *disk = SHD_DISK (object);
 
+  g_clear_pointer (&disk->move, shd_move_free);
   g_object_unref (disk->cancel);
   shd_policy_free (disk->policy);
   shd_collector_free (disk->coll);
@@ -843,6 +856,13 @@ shd_disk_request_switch (ShdDisk *disk, const char *tier, GError **error)
 void
 shd_disk_set_paused (ShdDisk *disk, gboolean paused)
 {
+  if (shd_move_running (disk->move)) {
+    shd_move_set_paused_after (disk->move, paused);
+    shd_log (G_LOG_LEVEL_MESSAGE, disk->cfg->name, paused ? "paused" : "resumed",
+             "%s: a move is running: %s once it ends", disk->cfg->name,
+             paused ? "paused" : "resumed");
+    return;
+  }
   if (shd_policy_paused (disk->policy) != paused)
     shd_log (G_LOG_LEVEL_MESSAGE, disk->cfg->name, paused ? "paused" : "resumed",
              "%s: %s", disk->cfg->name, paused ? "paused: deciding, not acting" : "resumed");
@@ -1066,6 +1086,8 @@ shd_disk_status (ShdDisk *disk)
   }
   json_object_set_member (o, "last-decision",
                           shd_decision_to_json (d, p, disk->last_step_wall_ms));
+  if (disk->move)
+    json_object_set_object_member (o, "move", shd_move_status (disk->move));
   json_node_take_object (n, o);
   return n;
 }
@@ -1128,6 +1150,7 @@ void
 shd_disk_declare_metrics (ShdMetrics *m)
 {
   shd_metrics_declare (m, families, G_N_ELEMENTS (families));
+  shd_move_declare_metrics (m);
 }
 
 /* A sample unless v is unknown (NaN; infinity: unbounded) */
@@ -1218,6 +1241,7 @@ shd_disk_collect_metrics (ShdDisk *disk, ShdMetrics *m)
   metric (m, "shadowd_disk_slo_violation_seconds_total", shd_policy_cost (p)->violation_s,
           name, NULL);
   metric (m, "shadowd_disk_forecast_onset_seconds", d->onset_s, name, NULL);
+  shd_move_collect_metrics (disk->move, name, m);
 }
 
 /* Bucket i of an import: [index, value] */

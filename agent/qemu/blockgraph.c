@@ -209,3 +209,87 @@ shd_block_graph_rbd_under (JsonNode *graph, JsonNode *nodes, const char *node, c
   }
   return g_strdup (proto);
 }
+
+/* Whether every parent of node `id` is in `set` (ids) */
+static gboolean
+parents_within (JsonArray *edges, gint64 id, GArray *set)
+{
+  for (guint i = 0; i < json_array_get_length (edges); i++) {
+    JsonObject *e = json_array_get_object_element (edges, i);
+    gint64 parent;
+    gboolean in = FALSE;
+
+    if (e == NULL || json_object_get_int_member_with_default (e, "child", -1) != id)
+      continue;
+    parent = json_object_get_int_member_with_default (e, "parent", -1);
+    for (guint j = 0; j < set->len && !in; j++)
+      in = g_array_index (set, gint64, j) == parent;
+    if (!in)
+      return FALSE;
+  }
+  return TRUE;
+}
+
+GPtrArray *
+shd_block_graph_owned (JsonNode *graph_node, const char *node)
+{
+  JsonObject *graph = graph_object (graph_node);
+  GPtrArray *out = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GArray) set = g_array_new (FALSE, FALSE, sizeof (gint64));
+  JsonArray *edges;
+  gint64 root;
+
+  if (graph == NULL || (edges = json_object_get_array_member (graph, "edges")) == NULL ||
+      (root = graph_id (graph, node)) < 0)
+    return out;
+  g_array_append_val (set, root);
+  /* breadth first: a node joins once all its parents have */
+  for (guint k = 0; k < set->len; k++) {
+    gint64 id = g_array_index (set, gint64, k);
+
+    for (guint i = 0; i < json_array_get_length (edges); i++) {
+      JsonObject *e = json_array_get_object_element (edges, i);
+      gint64 child;
+      gboolean seen = FALSE;
+
+      if (e == NULL || json_object_get_int_member_with_default (e, "parent", -1) != id)
+        continue;
+      child = json_object_get_int_member_with_default (e, "child", -1);
+      for (guint j = 0; j < set->len && !seen; j++)
+        seen = g_array_index (set, gint64, j) == child;
+      if (!seen && parents_within (edges, child, set))
+        g_array_append_val (set, child);
+    }
+  }
+  for (guint k = 0; k < set->len; k++) {
+    const char *name = graph_name (graph, g_array_index (set, gint64, k));
+
+    if (name)
+      g_ptr_array_add (out, g_strdup (name));
+  }
+  return out;
+}
+
+GPtrArray *
+shd_block_nodes_files (JsonNode *nodes, GPtrArray *owned, GPtrArray **others)
+{
+  static const char *const protocols[] = { "file", "host_device", "rbd", "nbd", "iscsi",
+                                           "nfs", "ssh", "http", "https", "gluster", NULL };
+  GPtrArray *files = g_ptr_array_new_with_free_func (g_free);
+
+  *others = g_ptr_array_new_with_free_func (g_free);
+  for (guint i = 0; i < owned->len; i++) {
+    JsonObject *n = named_node (nodes, owned->pdata[i]);
+    const char *drv, *file;
+
+    if (n == NULL)
+      continue;
+    drv = json_object_get_string_member_with_default (n, "drv", "?");
+    file = json_object_get_string_member_with_default (n, "file", NULL);
+    if (strcmp (drv, "file") == 0 && file && g_path_is_absolute (file))
+      g_ptr_array_add (files, g_strdup (file));
+    else if (g_strv_contains (protocols, drv))
+      g_ptr_array_add (*others, g_strdup_printf ("%s (%s)", (char *) owned->pdata[i], drv));
+  }
+  return files;
+}

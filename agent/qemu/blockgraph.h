@@ -1,8 +1,9 @@
-/* What the agent reads from QEMU's block graph to release a tier: the
- * name under which a child hangs from the shadow node (x-blockdev-change
- * removes a child by that name, children.N, which changes when a child is
- * added again), and the image file (or rbd image) under a tier's node,
- * when giving its space back is safe.
+/* What the agent reads from QEMU's block graph to release or retire a
+ * tier: the name under which a child hangs from the shadow node
+ * (x-blockdev-change removes a child by that name, children.N, which
+ * changes when a child is added again), the image file (or rbd image)
+ * under a tier's node, when giving its space back is safe, and the nodes
+ * and files a retired tier leaves behind.
  *
  * Pure parsing of the replies of x-debug-query-block-graph and
  * query-named-block-nodes {"flat": true}. */
@@ -30,6 +31,17 @@ char *shd_block_graph_file_under (JsonNode *graph, JsonNode *nodes, const char *
  * file: resizing `node` to 0 and back empties exactly the tier's image. */
 char *shd_block_graph_rbd_under (JsonNode *graph, JsonNode *nodes, const char *node,
                                  char **why);
+
+/* The nodes a retired tier's node owns: `node` and, below it, every node
+ * whose parents are all in that set, parents before children (the order
+ * blockdev-del takes them).  A node shared with another parent stays out,
+ * and so does everything under it.  Empty when `node` is not in the graph. */
+GPtrArray *shd_block_graph_owned (JsonNode *graph, const char *node);
+
+/* The files (driver "file", absolute names) among `owned`, from a
+ * query-named-block-nodes reply; and in *others the protocol nodes that are
+ * no file (rbd, nbd, ...), whose storage shadowd cannot remove. */
+GPtrArray *shd_block_nodes_files (JsonNode *nodes, GPtrArray *owned, GPtrArray **others);
 
 /* A node's image actual-size (bytes allocated on the host) from a
  * query-named-block-nodes reply: -1 when the node is not there,

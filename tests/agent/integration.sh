@@ -29,6 +29,17 @@
 #            pre-warm; it is charged at its whole size while it holds a copy
 #            (QEMU does not say what an rbd image allocates), emptied at
 #            each release (block_resize to 0 and back) and charged 0 then
+#   move     a permanent move (shadowctl move --verify --keep-as) of the
+#            disk from tier-a, its only tier, to tier-b under a verified
+#            random-write load: tier-b is added, copied, verified, made
+#            active; tier-a's child and nodes are removed and its image
+#            renamed; what the guest reads equals tier-b's image alone
+#   move-abort  a move aborted while it prepares and again while it
+#            verifies: tier-b leaves the node, the disk stays on tier-a,
+#            whose image is what the guest reads
+#   move-verify  a byte of tier-b's image flipped behind QEMU's back while
+#            the move verifies: the move fails and names the offset,
+#            tier-b leaves the node, nothing is retired
 #
 # Exits 77 (skip) when build/qemu, fio with the nbd engine or python3 is
 # missing (lifecycle-rbd: or the Ceph programs).  Every process it starts
@@ -218,6 +229,16 @@ seed_data() {   # new data through the node, mirrored to both tiers
     fio --name=seed --ioengine=nbd --uri="nbd+unix:///sh0?socket=$dir/nbd.sock" \
         --rw=write --bs=1M --size=8M --output="$dir/fio-seed.log" ||
         fail "seeding the disk failed"
+}
+
+guest_image() {  # guest_image FILE: what the guest reads now, as a raw file
+    "$qemu/qemu-img" convert -f raw -O raw "nbd+unix:///sh0?socket=$dir/nbd.sock" "$1" ||
+        fail "reading the disk over NBD failed"
+}
+
+move_states() {  # the states the last move went through, in order
+    ctl history vm1 --decisions --since 1h --json |
+        json "' '.join(e['state'] for e in d if e['kind'] == 'move')"
 }
 
 step_and_back() {   # step_and_back [UP-LIMIT [SECONDS]]: one load step and its end
@@ -498,6 +519,101 @@ print(s)")
     viol=$(status "'%.0f' % d[0]['cost']['violation-s']")
     cost=$(status "'%.6f' % d[0]['cost']['total']")
     echo "RESULT $scenario: switches ahead by ${leads[*]} s; $releases releases; $viol s over the SLO; cost $cost"
+    ;;
+move)
+    start_qsd '["tier-a"]'
+    seed_data
+    start_agent
+    wait_for 10 "d[0]['connected'] and d[0]['samples'] > 0" || fail "shadowd did not connect"
+    # random writes through the whole move; fio reads each block back at
+    # the end and checks it
+    fio --name=wl --ioengine=nbd --uri="nbd+unix:///sh0?socket=$dir/nbd.sock" \
+        --rw=randwrite --bs=4k --offset=16M --size=12M --iodepth=4 --rate_iops=150 \
+        --verify=crc32c --do_verify=1 --output="$dir/fio-wl.log" &
+    fio_pids+=($!)
+    sleep 2
+    t_move=$(now)
+    ctl move vm1 fast --verify --verify-speed $((32 * 1048576)) --keep-as "$dir/a-old.img" \
+        > "$dir/move.out" 2>&1 || fail "shadowctl move failed: $(cat "$dir/move.out")"
+    took=$("$py" -c "print('%.1f' % ($(now) - $t_move))")
+    grep -q "^vm1: moved to fast in" "$dir/move.out" || fail "no result line: $(cat "$dir/move.out")"
+    kill -0 "${fio_pids[0]}" 2> /dev/null || fail "the write load ended before the move did"
+    fio_wait
+    [ "$(status "d[0]['active-tier']")" = fast ] || fail "the disk is not on tier fast"
+    [ "$(status "[t['state'] for t in d[0]['tiers']]")" = "[None, 'active']" ] ||
+        fail "tier-a is still in the node: $(status "[t['state'] for t in d[0]['tiers']]")"
+    [ "$(status "d[0]['move']['state']")" = done ] || fail "the move is not done"
+    [ "$(status "d[0]['paused']")" = True ] || fail "the policy acts on a disk moved for good"
+    [ ! -e "$dir/a.img" ] && [ -s "$dir/a-old.img" ] || fail "tier-a's image was not kept as a-old.img"
+    states=$(move_states)
+    [ "$states" = "preparing copying verifying switching committing done" ] ||
+        fail "the move went through: $states"
+    vrate=$(status "'%.1f' % (d[0]['move']['verify-bps'] / 1048576)")
+    copy_s=$(status "'%.1f' % d[0]['move']['copy-s']")
+    verify_s=$(status "'%.1f' % d[0]['move']['verify-s']")
+    echo "$(ctl history vm1 --decisions --since 1h --json | json "'\n'.join(e['reason'] for e in d if e['kind'] == 'move')")" > "$dir/move.log"
+    grep -q "a.img kept as $dir/a-old.img" "$dir/move.log" || fail "the retire is not in the history: $(cat "$dir/move.log")"
+    # nothing of tier-a left in QEMU
+    grep -q "blockdev-del" "$dir/shadowd.log" && fail "a retired node stayed: $(grep blockdev-del "$dir/shadowd.log")"
+    guest_image "$dir/guest.img"
+    stop_pid "$agent_pid"; agent_pid=
+    stop_pid "$qsd_pid"; qsd_pid=
+    "$qemu/qemu-img" compare -q -f raw -F raw "$dir/guest.img" "$dir/b.img" ||
+        fail "tier-b's image alone is not what the guest read"
+    log "moved in ${took} s (copy ${copy_s} s, verify ${verify_s} s at ${vrate} MiB/s) under a random-write load; fio verified its writes; tier-b alone equals the guest's view"
+    echo "RESULT move: ${took} s, copy ${copy_s} s, verify ${verify_s} s at ${vrate} MiB/s (limit 32)"
+    ;;
+move-abort)
+    start_qsd '["tier-a"]'
+    seed_data
+    start_agent
+    wait_for 10 "d[0]['connected'] and d[0]['samples'] > 0" || fail "shadowd did not connect"
+    ctl move vm1 fast --no-wait > /dev/null || fail "shadowctl move failed"
+    ctl move vm1 --abort > /dev/null || fail "shadowctl move --abort failed"
+    [ "$(status "d[0]['move']['state']")" = aborted ] || fail "the move did not abort"
+    wait_for 10 "[t['state'] for t in d[0]['tiers']] == ['active', None]" ||
+        fail "tier-b did not leave the node after the abort"
+    ctl move vm1 fast --no-wait --verify --verify-speed 1048576 > /dev/null ||
+        fail "shadowctl move failed"
+    wait_for 30 "d[0]['move']['state'] == 'verifying' and d[0]['move']['done-bytes'] > 0" ||
+        fail "the second move did not verify: $(status "d[0]['move']")"
+    ctl move vm1 --abort > /dev/null || fail "shadowctl move --abort failed"
+    wait_for 10 "[t['state'] for t in d[0]['tiers']] == ['active', None]" ||
+        fail "tier-b did not leave the node after the second abort"
+    [ "$(status "d[0]['active-tier']")" = cheap ] || fail "the disk left tier cheap"
+    [ "$(status "d[0]['paused']")" = False ] || fail "the policy did not take over again"
+    out=$(ctl move vm1 --abort 2>&1) && fail "an abort without a move succeeded"
+    echo "$out" | grep -q "has no move to abort" || fail "unclear error: $out"
+    guest_image "$dir/guest.img"
+    stop_pid "$agent_pid"; agent_pid=
+    stop_pid "$qsd_pid"; qsd_pid=
+    "$qemu/qemu-img" compare -q -f raw -F raw "$dir/guest.img" "$dir/a.img" ||
+        fail "tier-a's image is not what the guest read"
+    echo "RESULT move-abort: aborted while preparing and while verifying; the disk stayed on tier-a, intact"
+    ;;
+move-verify)
+    start_qsd '["tier-a"]'
+    seed_data
+    start_agent
+    wait_for 10 "d[0]['connected'] and d[0]['samples'] > 0" || fail "shadowd did not connect"
+    # shadowctl follows the move and must report its failure
+    ctl move vm1 fast --verify --verify-speed $((4 * 1048576)) > "$dir/move.out" 2>&1 &
+    ctl_pid=$!
+    wait_for 30 "d[0]['move']['state'] == 'verifying'" || fail "the move did not verify"
+    bad=$((60 * 1048576 + 123))
+    "$py" -c "
+f = open('$dir/b.img', 'r+b'); f.seek($bad); b = f.read(1)[0]; f.seek($bad); f.write(bytes([b ^ 0xff]))"
+    wait_for 40 "d[0]['move']['state'] == 'failed'" || fail "the move did not fail: $(status "d[0]['move']")"
+    reason=$(status "d[0]['move']['reason']")
+    [ "$reason" = "verify: Child 'tier-b' of shadow node 'sh0' differs from child 'tier-a' at offset $bad" ] ||
+        fail "unexpected reason: $reason"
+    wait_for 10 "[t['state'] for t in d[0]['tiers']] == ['active', None]" ||
+        fail "the corrupted tier-b stayed in the node"
+    [ -s "$dir/a.img" ] || fail "tier-a's image was retired"
+    wait "$ctl_pid" && fail "shadowctl move exited 0 on a failed move"
+    grep -qF "vm1: move to fast failed: $reason" "$dir/move.out" ||
+        fail "shadowctl said: $(cat "$dir/move.out")"
+    echo "RESULT move-verify: the flipped byte at $bad failed the move: $reason"
     ;;
 *)
     echo "unknown scenario $scenario" >&2

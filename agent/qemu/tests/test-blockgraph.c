@@ -132,6 +132,52 @@ test_allocated (void)
   g_assert_cmpint (shd_block_nodes_virtual_size (n, "gone"), ==, -1);
 }
 
+static char *
+joined (GPtrArray *a)
+{
+  g_ptr_array_add (a, NULL);
+  return g_strjoinv (",", (char **) a->pdata);
+}
+
+static void
+test_owned (void)
+{
+  g_autoptr (JsonNode) g = parse (graph_json);
+  g_autoptr (JsonNode) nodes = parse (nodes_json);
+  /* x and y share r: retiring x leaves r (and its file) to y */
+  g_autoptr (JsonNode) shared = parse (
+    "{\"nodes\": [{\"id\": 1, \"name\": \"x\"}, {\"id\": 2, \"name\": \"y\"},"
+    " {\"id\": 3, \"name\": \"r\"}, {\"id\": 4, \"name\": \"f\"}],"
+    " \"edges\": [{\"parent\": 1, \"child\": 3, \"name\": \"file\"},"
+    " {\"parent\": 2, \"child\": 3, \"name\": \"file\"},"
+    " {\"parent\": 3, \"child\": 4, \"name\": \"file\"}]}");
+  g_autoptr (GPtrArray) a = shd_block_graph_owned (g, "tier-a");
+  g_autoptr (GPtrArray) d = shd_block_graph_owned (g, "tier-d");
+  g_autoptr (GPtrArray) x = shd_block_graph_owned (shared, "x");
+  g_autoptr (GPtrArray) r = shd_block_graph_owned (shared, "r");
+  g_autoptr (GPtrArray) none = shd_block_graph_owned (g, "nope");
+  g_autoptr (GPtrArray) a_others = NULL, d_others = NULL;
+  g_autoptr (GPtrArray) a_files = shd_block_nodes_files (nodes, a, &a_others);
+  g_autoptr (GPtrArray) d_files = shd_block_nodes_files (nodes, d, &d_others);
+  g_autofree char *sa = NULL, *sd = NULL, *sx = NULL, *sr = NULL;
+
+  g_assert_cmpuint (a_files->len, ==, 1);
+  g_assert_cmpstr (a_files->pdata[0], ==, "/srv/a.img");
+  g_assert_cmpuint (a_others->len, ==, 0);
+  g_assert_cmpuint (d_files->len, ==, 0);
+  g_assert_cmpuint (d_others->len, ==, 1);
+  g_assert_cmpstr (d_others->pdata[0], ==, "rd (rbd)");
+  sa = joined (a);
+  sd = joined (d);
+  sx = joined (x);
+  sr = joined (r);
+  g_assert_cmpstr (sa, ==, "tier-a,ra,a-file");
+  g_assert_cmpstr (sd, ==, "tier-d,rd");
+  g_assert_cmpstr (sx, ==, "x");
+  g_assert_cmpstr (sr, ==, "r,f");
+  g_assert_cmpuint (none->len, ==, 0);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -140,5 +186,6 @@ main (int argc, char **argv)
   g_test_add_func ("/blockgraph/file-under", test_file_under);
   g_test_add_func ("/blockgraph/rbd-under", test_rbd_under);
   g_test_add_func ("/blockgraph/allocated", test_allocated);
+  g_test_add_func ("/blockgraph/owned", test_owned);
   return g_test_run ();
 }

@@ -1,0 +1,852 @@
+/* A permanent move of a disk to one tier; see move.h.
+ *
+ * Each state waits for one thing, seen at the disk's samples or in the
+ * reply of the one QMP command in flight (@busy):
+ *
+ *   preparing   the target's child is in the node (added if absent);
+ *   copying     the driver reports it synced (progress: its valid bytes);
+ *   verifying   the x-shadow-verify job concluded without an error;
+ *   switching   blockdev-reopen made it the active child;
+ *   committing  every other tier's child removed (x-blockdev-change), then
+ *               a blockdev-reopen naming the target alone: QEMU flushes the
+ *               node first, which flushes the target and commits the
+ *               metadata without the removed slots.  Only after that reply
+ *               are the retired tiers' nodes deleted (blockdev-del) and
+ *               their files deleted or renamed: until then a crash could
+ *               leave metadata that still counts on them.
+ *
+ * Every callback holds a reference on the disk; the move belongs to the
+ * disk and is freed with it, or replaced by the next move once finished. */
+#include "disk-private.h"
+#include "move.h"
+
+#include "blockgraph.h"
+#include "log.h"
+#include "jsonutil.h"
+
+#include <errno.h>
+#include <glib/gstdio.h>
+#include <math.h>
+#include <string.h>
+
+/* The target's child must be in the node by then */
+#define MOVE_ADD_TIMEOUT_S 60
+/* The verify's speed unless the request says: the guest keeps its service */
+#define MOVE_VERIFY_SPEED_DEFAULT (64 * 1048576ULL)
+
+static const char *const state_names[] = {
+  [SHD_MOVE_PREPARING] = "preparing",
+  [SHD_MOVE_COPYING] = "copying",
+  [SHD_MOVE_VERIFYING] = "verifying",
+  [SHD_MOVE_SWITCHING] = "switching",
+  [SHD_MOVE_COMMITTING] = "committing",
+  [SHD_MOVE_DONE] = "done",
+  [SHD_MOVE_ABORTED] = "aborted",
+  [SHD_MOVE_FAILED] = "failed",
+};
+
+struct _ShdMove {
+  ShdDisk *disk;                /* not a reference: the disk owns the move */
+  int target;
+  char *tier, *child;
+  gboolean verify;
+  guint64 verify_speed;
+  char *keep_as;
+  ShdMoveState state;
+  char *reason;                 /* failed or aborted: why */
+  gboolean added;               /* the move added the target's child */
+  gboolean was_paused;          /* the policy's state before: back to it after */
+  gboolean busy;                /* a QMP command of the move is in flight */
+  gboolean job_started;
+  char *job_id;
+  gint64 start_us, state_us;    /* monotonic */
+  gint64 start_wall_ms, end_wall_ms;
+  /* progress of the current state, in bytes, and its rate */
+  double done_bytes, total_bytes, rate_bps;
+  double copy_s, verify_s;      /* how long each took */
+  double verify_bps;
+  /* committing: the children to remove, the nodes and files to retire */
+  GPtrArray *old_children;
+  gboolean durable_sent, durable;
+  GPtrArray *retire_nodes, *retire_files, *kept;
+};
+
+const char *
+shd_move_state_name (ShdMoveState s)
+{
+  return s < G_N_ELEMENTS (state_names) ? state_names[s] : "?";
+}
+
+gboolean
+shd_move_running (ShdMove *move)
+{
+  return move && move->state < SHD_MOVE_DONE;
+}
+
+void
+shd_move_set_paused_after (ShdMove *move, gboolean paused)
+{
+  move->was_paused = paused;
+}
+
+void
+shd_move_free (ShdMove *move)
+{
+  if (move == NULL)
+    return;
+  g_free (move->tier);
+  g_free (move->child);
+  g_free (move->keep_as);
+  g_free (move->reason);
+  g_free (move->job_id);
+  g_clear_pointer (&move->old_children, g_ptr_array_unref);
+  g_clear_pointer (&move->retire_nodes, g_ptr_array_unref);
+  g_clear_pointer (&move->retire_files, g_ptr_array_unref);
+  g_clear_pointer (&move->kept, g_ptr_array_unref);
+  g_free (move);
+}
+
+static const char *
+disk_name (ShdMove *move)
+{
+  return shd_disk_name (move->disk);
+}
+
+static double
+since_s (gint64 us)
+{
+  return (g_get_monotonic_time () - us) / 1e6;
+}
+
+/* The move's history: each state it enters is a decision of kind "move" */
+static void
+record (ShdMove *move, const char *what)
+{
+  g_autoptr (JsonNode) node = json_node_new (JSON_NODE_OBJECT);
+  g_autoptr (GError) error = NULL;
+  ShdDisk *disk = move->disk;
+
+  json_node_take_object (node, shd_move_status (move));
+  /* read back as the detail alone (shd_history_decisions()) */
+  json_object_set_string_member (json_node_get_object (node), "kind", "move");
+  json_object_set_string_member (json_node_get_object (node), "reason", what);
+  json_object_set_boolean_member (json_node_get_object (node), "dry-run", FALSE);
+  if (disk->history &&
+      !shd_history_add_decision (disk->history, disk_name (move), g_get_real_time () / 1000,
+                                 "move", what, node, &error))
+    shd_log (G_LOG_LEVEL_WARNING, disk_name (move), "history", "%s", error->message);
+}
+
+static void
+enter (ShdMove *move, ShdMoveState state, const char *fmt, ...) G_GNUC_PRINTF (3, 4);
+
+static void
+enter (ShdMove *move, ShdMoveState state, const char *fmt, ...)
+{
+  g_autofree char *what = NULL;
+  va_list ap;
+
+  va_start (ap, fmt);
+  what = g_strdup_vprintf (fmt, ap);
+  va_end (ap);
+  if (move->state == SHD_MOVE_COPYING)
+    move->copy_s = since_s (move->state_us);
+  if (move->state == SHD_MOVE_VERIFYING) {
+    move->verify_s = since_s (move->state_us);
+    move->verify_bps = move->verify_s > 0 ? move->total_bytes / move->verify_s : NAN;
+  }
+  move->state = state;
+  move->state_us = g_get_monotonic_time ();
+  move->done_bytes = move->total_bytes = move->rate_bps = NAN;
+  if (state >= SHD_MOVE_DONE) {
+    move->end_wall_ms = g_get_real_time () / 1000;
+    /* done: the disk stays on its tier; else the policy takes over again */
+    shd_policy_set_paused (move->disk->policy, state == SHD_MOVE_DONE || move->was_paused);
+  }
+  if (state == SHD_MOVE_FAILED || state == SHD_MOVE_ABORTED) {
+    g_free (move->reason);
+    move->reason = g_strdup (what);
+  }
+  shd_log (state == SHD_MOVE_FAILED ? G_LOG_LEVEL_WARNING : G_LOG_LEVEL_MESSAGE,
+           disk_name (move), "move", "%s: move to %s: %s: %s", disk_name (move), move->tier,
+           shd_move_state_name (state), what);
+  record (move, what);
+}
+
+/* ---- the reply of the move's command in flight ---- */
+
+typedef struct {
+  ShdDisk *disk;                /* a reference */
+  ShdMove *move;
+} MoveCtx;
+
+static void
+move_ctx_free (MoveCtx *ctx)
+{
+  g_object_unref (ctx->disk);
+  g_free (ctx);
+}
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (MoveCtx, move_ctx_free)
+
+static void
+send (ShdMove *move, const char *command, JsonObject *args, GAsyncReadyCallback cb)
+{
+  MoveCtx *ctx = g_new0 (MoveCtx, 1);
+
+  ctx->disk = g_object_ref (move->disk);
+  ctx->move = move;
+  move->busy = TRUE;
+  shd_qmp_execute_async (move->disk->qmp, command, args, 0, move->disk->cancel, cb, ctx);
+  if (args)
+    json_object_unref (args);
+}
+
+/* The reply, or NULL: the move is gone (cancelled, replaced) or the command
+ * failed (*error set, the move no longer busy) */
+static JsonNode *
+reply (GObject *src, GAsyncResult *res, MoveCtx *ctx, GError **error)
+{
+  JsonNode *ret = shd_qmp_execute_finish (SHD_QMP (src), res, error);
+
+  if (g_error_matches (*error, G_IO_ERROR, G_IO_ERROR_CANCELLED) ||
+      ctx->disk->move != ctx->move) {
+    g_clear_pointer (&ret, json_node_unref);
+    g_clear_error (error);
+    return NULL;
+  }
+  ctx->move->busy = FALSE;
+  return ret;
+}
+
+/* ---- verifying ---- */
+
+static void
+on_verify_started (GObject *src, GAsyncResult *res, gpointer data)
+{
+  g_autoptr (MoveCtx) ctx = data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (JsonNode) ret = reply (src, res, ctx, &error);
+
+  if (ret == NULL && error)
+    enter (ctx->move, SHD_MOVE_FAILED, "x-shadow-verify: %s", error->message);
+  else if (ret)
+    ctx->move->job_started = TRUE;
+}
+
+static void
+on_dismissed (GObject *src, GAsyncResult *res, gpointer data)
+{
+  g_autoptr (MoveCtx) ctx = data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (JsonNode) ret = reply (src, res, ctx, &error);
+}
+
+static void
+dismiss (ShdMove *move)
+{
+  JsonObject *args = json_object_new ();
+
+  json_object_set_string_member (args, "id", move->job_id);
+  move->job_started = FALSE;
+  send (move, "job-dismiss", args, on_dismissed);
+}
+
+static void
+on_jobs (GObject *src, GAsyncResult *res, gpointer data)
+{
+  g_autoptr (MoveCtx) ctx = data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (JsonNode) ret = reply (src, res, ctx, &error);
+  ShdMove *move = ctx->move;
+  JsonArray *jobs;
+  JsonObject *job = NULL;
+  const char *status, *job_error;
+
+  if (ret == NULL) {
+    if (error)
+      shd_log (G_LOG_LEVEL_WARNING, disk_name (move), "move", "%s: query-jobs: %s",
+               disk_name (move), error->message);
+    return;
+  }
+  if (move->state != SHD_MOVE_VERIFYING || !JSON_NODE_HOLDS_ARRAY (ret))
+    return;
+  jobs = json_node_get_array (ret);
+  for (guint i = 0; i < json_array_get_length (jobs); i++) {
+    JsonObject *j = json_array_get_object_element (jobs, i);
+
+    if (j && g_strcmp0 (json_object_get_string_member_with_default (j, "id", NULL),
+                        move->job_id) == 0)
+      job = j;
+  }
+  if (job == NULL) {
+    /* QEMU restarted, or someone dismissed it */
+    enter (move, SHD_MOVE_FAILED, "the verify job %s is gone", move->job_id);
+    move->job_started = FALSE;
+    return;
+  }
+  move->done_bytes = json_object_get_int_member_with_default (job, "current-progress", 0);
+  move->total_bytes = json_object_get_int_member_with_default (job, "total-progress", 0);
+  move->rate_bps = move->done_bytes / MAX (since_s (move->state_us), 1e-3);
+  status = json_object_get_string_member_with_default (job, "status", "");
+  if (strcmp (status, "concluded") != 0)
+    return;
+  job_error = json_object_get_string_member_with_default (job, "error", NULL);
+  if (job_error) {
+    enter (move, SHD_MOVE_FAILED, "verify: %s", job_error);
+    /* the driver counts that copy as synced: it must not serve, ever */
+    shd_disk_release_tier (move->disk, move->target);
+  } else
+    enter (move, SHD_MOVE_SWITCHING, "%s verified against the active child: %.0f MiB in %.1f s",
+           move->child, move->total_bytes / 1048576, since_s (move->state_us));
+  dismiss (move);
+}
+
+static void
+verify_step (ShdMove *move)
+{
+  JsonObject *args = json_object_new ();
+
+  if (move->job_started) {
+    send (move, "query-jobs", NULL, on_jobs);
+    json_object_unref (args);
+    return;
+  }
+  json_object_set_string_member (args, "job-id", move->job_id);
+  json_object_set_string_member (args, "node-name", move->disk->cfg->node);
+  json_object_set_string_member (args, "child", move->child);
+  json_object_set_int_member (args, "speed", move->verify_speed);
+  json_object_set_boolean_member (args, "auto-dismiss", FALSE);
+  send (move, "x-shadow-verify", args, on_verify_started);
+}
+
+/* ---- switching ---- */
+
+static void
+on_switched (GObject *src, GAsyncResult *res, gpointer data)
+{
+  g_autoptr (MoveCtx) ctx = data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (JsonNode) ret = reply (src, res, ctx, &error);
+
+  if (ret == NULL && error)
+    enter (ctx->move, SHD_MOVE_FAILED, "blockdev-reopen to %s: %s", ctx->move->child,
+           error->message);
+  else if (ret)
+    enter (ctx->move, SHD_MOVE_COMMITTING, "%s is the active child", ctx->move->child);
+}
+
+static void
+reopen (ShdMove *move, GPtrArray *children, GAsyncReadyCallback cb)
+{
+  JsonObject *args = json_object_new ();
+  JsonArray *opts = json_array_new ();
+
+  json_array_add_object_element (opts, shd_disk_node_options (move->disk, move->child,
+                                                              FALSE, children));
+  json_object_set_array_member (args, "options", opts);
+  send (move, "blockdev-reopen", args, cb);
+}
+
+/* ---- committing ---- */
+
+static void commit_step (ShdMove *move);
+
+static void
+on_node_deleted (GObject *src, GAsyncResult *res, gpointer data)
+{
+  g_autoptr (MoveCtx) ctx = data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (JsonNode) ret = reply (src, res, ctx, &error);
+  ShdMove *move = ctx->move;
+
+  if (ret == NULL && error == NULL)
+    return;
+  if (ret == NULL)
+    shd_log (G_LOG_LEVEL_WARNING, disk_name (move), "move",
+             "%s: move to %s: blockdev-del %s: %s; the node stays in QEMU",
+             disk_name (move), move->tier, (char *) move->retire_nodes->pdata[0],
+             error->message);
+  g_ptr_array_remove_index (move->retire_nodes, 0);
+  commit_step (move);
+}
+
+/* The images of the retired tiers: deleted, or renamed to keep-as; what
+ * became of each is appended to @what */
+static gboolean
+retire_files (ShdMove *move, GString *what)
+{
+  for (guint i = 0; i < move->retire_files->len; i++) {
+    const char *file = move->retire_files->pdata[i];
+    g_autofree char *dest = NULL;
+
+    if (move->keep_as) {
+      dest = move->retire_files->len == 1 ? g_strdup (move->keep_as)
+                                          : g_strdup_printf ("%s.%u", move->keep_as, i);
+      if (g_rename (file, dest) < 0) {
+        enter (move, SHD_MOVE_FAILED, "renaming %s to %s: %s", file, dest,
+               g_strerror (errno));
+        return FALSE;
+      }
+      shd_log (G_LOG_LEVEL_MESSAGE, disk_name (move), "retired", "%s: %s kept as %s",
+               disk_name (move), file, dest);
+      g_string_append_printf (what, "; %s kept as %s", file, dest);
+    } else {
+      if (g_unlink (file) < 0 && errno != ENOENT) {
+        enter (move, SHD_MOVE_FAILED, "deleting %s: %s", file, g_strerror (errno));
+        return FALSE;
+      }
+      shd_log (G_LOG_LEVEL_MESSAGE, disk_name (move), "retired", "%s: %s deleted",
+               disk_name (move), file);
+      g_string_append_printf (what, "; %s deleted", file);
+    }
+  }
+  return TRUE;
+}
+
+static void
+on_durable (GObject *src, GAsyncResult *res, gpointer data)
+{
+  g_autoptr (MoveCtx) ctx = data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (JsonNode) ret = reply (src, res, ctx, &error);
+
+  if (ret == NULL && error)
+    enter (ctx->move, SHD_MOVE_FAILED,
+           "flushing %s alone failed, so nothing was deleted: %s", ctx->move->child,
+           error->message);
+  else if (ret) {
+    ctx->move->durable = TRUE;
+    commit_step (ctx->move);
+  }
+}
+
+static void
+on_child_removed (GObject *src, GAsyncResult *res, gpointer data)
+{
+  g_autoptr (MoveCtx) ctx = data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (JsonNode) ret = reply (src, res, ctx, &error);
+  ShdMove *move = ctx->move;
+
+  if (ret == NULL && error) {
+    enter (move, SHD_MOVE_FAILED, "removing %s from %s: %s",
+           (char *) move->old_children->pdata[0], move->disk->cfg->node, error->message);
+    return;
+  }
+  if (ret == NULL)
+    return;
+  shd_log (G_LOG_LEVEL_MESSAGE, disk_name (move), "move", "%s: move to %s: removed %s from %s",
+           disk_name (move), move->tier, (char *) move->old_children->pdata[0],
+           move->disk->cfg->node);
+  g_ptr_array_remove_index (move->old_children, 0);
+  commit_step (move);
+}
+
+typedef struct {
+  MoveCtx *ctx;
+  JsonNode *graph;
+} GraphCtx;
+
+static void
+on_commit_nodes (GObject *src, GAsyncResult *res, gpointer data)
+{
+  GraphCtx *gc = data;
+  g_autoptr (MoveCtx) ctx = gc->ctx;
+  g_autoptr (JsonNode) graph = gc->graph;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (JsonNode) nodes = reply (src, res, ctx, &error);
+  ShdMove *move = ctx->move;
+  JsonObject *g;
+  JsonArray *edges, *gnodes;
+  gint64 node_id = -1;
+
+  g_free (gc);
+  if (nodes == NULL) {
+    if (error)
+      enter (move, SHD_MOVE_FAILED, "query-named-block-nodes: %s", error->message);
+    return;
+  }
+  /* the node's tiers other than the target, and what each one owns */
+  g = json_node_get_object (graph);
+  gnodes = json_object_get_array_member (g, "nodes");
+  edges = json_object_get_array_member (g, "edges");
+  for (guint i = 0; gnodes && i < json_array_get_length (gnodes); i++) {
+    JsonObject *n = json_array_get_object_element (gnodes, i);
+
+    if (g_strcmp0 (json_object_get_string_member_with_default (n, "name", NULL),
+                   move->disk->cfg->node) == 0)
+      node_id = json_object_get_int_member_with_default (n, "id", -1);
+  }
+  move->old_children = g_ptr_array_new_with_free_func (g_free);
+  move->retire_nodes = g_ptr_array_new_with_free_func (g_free);
+  move->retire_files = g_ptr_array_new_with_free_func (g_free);
+  move->kept = g_ptr_array_new_with_free_func (g_free);
+  for (guint i = 0; edges && i < json_array_get_length (edges); i++) {
+    JsonObject *e = json_array_get_object_element (edges, i);
+    const char *edge = json_object_get_string_member_with_default (e, "name", "");
+    gint64 child_id = json_object_get_int_member_with_default (e, "child", -1);
+    const char *child = NULL;
+    g_autoptr (GPtrArray) owned = NULL, files = NULL, others = NULL;
+
+    if (json_object_get_int_member_with_default (e, "parent", -2) != node_id ||
+        !g_str_has_prefix (edge, "children."))
+      continue;
+    for (guint k = 0; gnodes && k < json_array_get_length (gnodes); k++) {
+      JsonObject *n = json_array_get_object_element (gnodes, k);
+
+      if (json_object_get_int_member_with_default (n, "id", -2) == child_id)
+        child = json_object_get_string_member_with_default (n, "name", NULL);
+    }
+    if (child == NULL || strcmp (child, move->child) == 0)
+      continue;
+    g_ptr_array_add (move->old_children, g_strdup (edge));
+    owned = shd_block_graph_owned (graph, child);
+    /* the node itself stays: removing it from the shadow is the parent's */
+    files = shd_block_nodes_files (nodes, owned, &others);
+    for (guint k = 0; k < owned->len; k++)
+      g_ptr_array_add (move->retire_nodes, g_strdup (owned->pdata[k]));
+    for (guint k = 0; k < files->len; k++)
+      g_ptr_array_add (move->retire_files, g_strdup (files->pdata[k]));
+    for (guint k = 0; k < others->len; k++)
+      g_ptr_array_add (move->kept, g_strdup (others->pdata[k]));
+  }
+  commit_step (move);
+}
+
+static void
+on_commit_graph (GObject *src, GAsyncResult *res, gpointer data)
+{
+  g_autoptr (MoveCtx) ctx = data;
+  g_autoptr (GError) error = NULL;
+  JsonNode *graph = reply (src, res, ctx, &error);
+  JsonObject *args;
+  GraphCtx *gc;
+
+  if (graph == NULL) {
+    if (error)
+      enter (ctx->move, SHD_MOVE_FAILED, "x-debug-query-block-graph: %s", error->message);
+    return;
+  }
+  gc = g_new0 (GraphCtx, 1);
+  gc->graph = graph;
+  gc->ctx = g_steal_pointer (&ctx);
+  gc->ctx->move->busy = TRUE;
+  args = json_object_new ();
+  json_object_set_boolean_member (args, "flat", TRUE);
+  shd_qmp_execute_async (gc->ctx->disk->qmp, "query-named-block-nodes", args, 0,
+                         gc->ctx->disk->cancel, on_commit_nodes, gc);
+  json_object_unref (args);
+}
+
+/* Committing, one command at a time: read the graph, remove the old
+ * children, make the node durable without them, delete their nodes, then
+ * their files */
+static void
+commit_step (ShdMove *move)
+{
+  JsonObject *args;
+
+  if (move->state != SHD_MOVE_COMMITTING)
+    return;
+  if (move->old_children == NULL) {
+    send (move, "x-debug-query-block-graph", NULL, on_commit_graph);
+  } else if (move->old_children->len) {
+    args = json_object_new ();
+    json_object_set_string_member (args, "parent", move->disk->cfg->node);
+    json_object_set_string_member (args, "child", move->old_children->pdata[0]);
+    send (move, "x-blockdev-change", args, on_child_removed);
+  } else if (!move->durable_sent) {
+    g_autoptr (GPtrArray) only = g_ptr_array_new ();
+
+    move->durable_sent = TRUE;
+    g_ptr_array_add (only, move->child);
+    reopen (move, only, on_durable);
+  } else if (!move->durable) {
+    /* a failed flush ended the move */
+    return;
+  } else if (move->retire_nodes->len) {
+    args = json_object_new ();
+    json_object_set_string_member (args, "node-name", move->retire_nodes->pdata[0]);
+    send (move, "blockdev-del", args, on_node_deleted);
+  } else {
+    g_autoptr (GString) what = g_string_new (NULL);
+
+    g_string_append_printf (what, "%s is the disk's only tier", move->child);
+    if (!retire_files (move, what))
+      return;
+    for (guint i = 0; i < move->kept->len; i++)
+      g_string_append_printf (what, "; %s kept (shadowd removes files only)",
+                              (char *) move->kept->pdata[i]);
+    enter (move, SHD_MOVE_DONE, "%s", what->str);
+  }
+}
+
+/* ---- the states driven by samples ---- */
+
+void
+shd_move_tick (ShdDisk *disk)
+{
+  ShdMove *move = disk->move;
+  const ShdTierProfile *pr;
+
+  if (!shd_move_running (move) || move->busy || !shd_qmp_is_ready (disk->qmp))
+    return;
+  pr = shd_policy_profile (disk->policy, move->target);
+  switch (move->state) {
+  case SHD_MOVE_PREPARING:
+    if (pr->state) {
+      enter (move, SHD_MOVE_COPYING, "%s is in %s", move->child, disk->cfg->node);
+      break;
+    }
+    if (!move->added) {
+      move->added = TRUE;
+      shd_disk_add_tier (disk, move->target);
+    } else if (since_s (move->state_us) > MOVE_ADD_TIMEOUT_S) {
+      enter (move, SHD_MOVE_FAILED, "%s was not in %s after %d s (see the log)",
+             move->child, disk->cfg->node, MOVE_ADD_TIMEOUT_S);
+    }
+    break;
+  case SHD_MOVE_COPYING:
+    if (pr->state == NULL) {
+      enter (move, SHD_MOVE_FAILED, "%s left %s during the copy", move->child,
+             disk->cfg->node);
+    } else if (strcmp (pr->state, "active") == 0) {
+      /* a move to the tier already serving: nothing to copy or switch */
+      enter (move, SHD_MOVE_COMMITTING, "%s is already the active child", move->child);
+      commit_step (move);
+    } else if (strcmp (pr->state, "degraded") == 0) {
+      enter (move, SHD_MOVE_FAILED, "%s degraded during the copy", move->child);
+    } else if (strcmp (pr->state, "synced") == 0) {
+      if (move->verify)
+        enter (move, SHD_MOVE_VERIFYING, "%s synced in %.1f s", move->child,
+               since_s (move->state_us));
+      else
+        enter (move, SHD_MOVE_SWITCHING, "%s synced in %.1f s", move->child,
+               since_s (move->state_us));
+    } else {
+      move->total_bytes = disk->size_bytes;
+      move->done_bytes = MIN ((double) pr->valid_bytes, (double) disk->size_bytes);
+      move->rate_bps = pr->copy_bps;
+    }
+    break;
+  case SHD_MOVE_VERIFYING:
+    verify_step (move);
+    break;
+  case SHD_MOVE_SWITCHING:
+    reopen (move, NULL, on_switched);
+    break;
+  case SHD_MOVE_COMMITTING:
+    commit_step (move);
+    break;
+  default:
+    break;
+  }
+}
+
+/* ---- requests ---- */
+
+JsonNode *
+shd_disk_move (ShdDisk *disk, const ShdMoveRequest *req, GError **error)
+{
+  int target = shd_policy_tier_by_name (disk->policy, req->tier);
+  JsonNode *n;
+  ShdMove *move;
+
+  if (target < 0) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "disk %s has no tier '%s'",
+                 shd_disk_name (disk), req->tier);
+    return NULL;
+  }
+  if (shd_move_running (disk->move)) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_BUSY,
+                 "disk %s is already moving to %s (%s); abort it first",
+                 shd_disk_name (disk), disk->move->tier,
+                 shd_move_state_name (disk->move->state));
+    return NULL;
+  }
+  if (disk->move && disk->move->busy) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_BUSY,
+                 "disk %s: the last move's command is still in flight; try again",
+                 shd_disk_name (disk));
+    return NULL;
+  }
+  if (!shd_qmp_is_ready (disk->qmp)) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_CONNECTED, "disk %s is not connected",
+                 shd_disk_name (disk));
+    return NULL;
+  }
+  if (!disk->own_qmp) {
+    /* its definition must end up pointing at the new image: not yet */
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                 "disk %s belongs to a libvirt domain: permanent moves are for plain QEMU "
+                 "and qemu-storage-daemon disks in this version (use virsh blockcopy "
+                 "--pivot)", shd_disk_name (disk));
+    return NULL;
+  }
+  if (req->keep_as && !g_path_is_absolute (req->keep_as)) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                 "keep-as must be an absolute path, not '%s'", req->keep_as);
+    return NULL;
+  }
+  if (req->keep_as && g_file_test (req->keep_as, G_FILE_TEST_EXISTS)) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_EXISTS, "%s exists: keep-as does not "
+                 "overwrite", req->keep_as);
+    return NULL;
+  }
+  shd_move_free (disk->move);
+  move = disk->move = g_new0 (ShdMove, 1);
+  move->disk = disk;
+  move->target = target;
+  move->tier = g_strdup (req->tier);
+  move->child = g_strdup (shd_policy_config (disk->policy)->tiers[target].child);
+  move->verify = req->verify;
+  move->verify_speed = req->verify_speed ? req->verify_speed : MOVE_VERIFY_SPEED_DEFAULT;
+  move->keep_as = g_strdup (req->keep_as);
+  move->job_id = g_strdup_printf ("shadowd-verify-%s", disk->cfg->node);
+  move->start_us = move->state_us = g_get_monotonic_time ();
+  move->start_wall_ms = g_get_real_time () / 1000;
+  move->copy_s = move->verify_s = move->verify_bps = NAN;
+  move->done_bytes = move->total_bytes = move->rate_bps = NAN;
+  move->state = SHD_MOVE_PREPARING;
+  move->was_paused = shd_policy_paused (disk->policy);
+  /* the policy decides but does not act while the move runs */
+  shd_policy_set_paused (disk->policy, TRUE);
+  shd_log (G_LOG_LEVEL_MESSAGE, shd_disk_name (disk), "move",
+           "%s: operator requested a move to %s (%s)%s", shd_disk_name (disk), move->tier,
+           move->child, move->verify ? ", verified" : "");
+  record (move, "requested");
+  shd_move_tick (disk);
+  n = json_node_new (JSON_NODE_OBJECT);
+  json_node_take_object (n, shd_move_status (move));
+  return n;
+}
+
+static void
+on_aborted_job (GObject *src, GAsyncResult *res, gpointer data)
+{
+  g_autoptr (MoveCtx) ctx = data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (JsonNode) ret = shd_qmp_execute_finish (SHD_QMP (src), res, &error);
+}
+
+JsonNode *
+shd_disk_move_abort (ShdDisk *disk, GError **error)
+{
+  ShdMove *move = disk->move;
+  JsonNode *n;
+
+  if (!shd_move_running (move)) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "disk %s has no move to abort",
+                 shd_disk_name (disk));
+    return NULL;
+  }
+  if (move->state >= SHD_MOVE_SWITCHING) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_BUSY,
+                 "disk %s: the move to %s is %s; it can only go forward now",
+                 shd_disk_name (disk), move->tier, shd_move_state_name (move->state));
+    return NULL;
+  }
+  if (move->state == SHD_MOVE_VERIFYING) {
+    JsonObject *args = json_object_new ();
+    MoveCtx *ctx = g_new0 (MoveCtx, 1);
+
+    /* cancelled, then dismissed by QEMU: no reply is awaited */
+    json_object_set_string_member (args, "id", move->job_id);
+    ctx->disk = g_object_ref (disk);
+    ctx->move = move;
+    shd_qmp_execute_async (disk->qmp, "job-cancel", args, 0, disk->cancel, on_aborted_job,
+                           ctx);
+    json_object_unref (args);
+  }
+  /* a child the move added goes again, as a release would (QMP keeps the
+   * order: an add still in flight is done before the release looks) */
+  if (move->added)
+    shd_disk_release_tier (disk, move->target);
+  /* a reply still in flight finds the move ended and does nothing */
+  move->busy = FALSE;
+  enter (move, SHD_MOVE_ABORTED, "aborted by the operator while %s",
+         shd_move_state_name (move->state));
+  n = json_node_new (JSON_NODE_OBJECT);
+  json_node_take_object (n, shd_move_status (move));
+  return n;
+}
+
+JsonObject *
+shd_move_status (ShdMove *move)
+{
+  JsonObject *o;
+  double eta = NAN;
+
+  if (move == NULL)
+    return NULL;
+  o = json_object_new ();
+  json_object_set_string_member (o, "tier", move->tier);
+  json_object_set_string_member (o, "child", move->child);
+  json_object_set_string_member (o, "state", shd_move_state_name (move->state));
+  json_object_set_boolean_member (o, "verify", move->verify);
+  json_object_set_int_member (o, "verify-speed", move->verify_speed);
+  shd_json_set_str (o, "keep-as", move->keep_as);
+  shd_json_set_str (o, "reason", move->reason);
+  json_object_set_double_member (o, "start-time", move->start_wall_ms / 1000.0);
+  if (move->end_wall_ms)
+    json_object_set_double_member (o, "end-time", move->end_wall_ms / 1000.0);
+  json_object_set_double_member (o, "elapsed-s", move->end_wall_ms ?
+                                 (move->end_wall_ms - move->start_wall_ms) / 1000.0 :
+                                 since_s (move->start_us));
+  shd_json_set_num (o, "done-bytes", move->done_bytes);
+  shd_json_set_num (o, "total-bytes", move->total_bytes);
+  shd_json_set_num (o, "rate-bps", move->rate_bps);
+  if (isfinite (move->rate_bps) && move->rate_bps > 0 && isfinite (move->total_bytes))
+    eta = MAX (move->total_bytes - move->done_bytes, 0) / move->rate_bps;
+  shd_json_set_num (o, "eta-s", eta);
+  shd_json_set_num (o, "copy-s", move->copy_s);
+  shd_json_set_num (o, "verify-s", move->verify_s);
+  shd_json_set_num (o, "verify-bps", move->verify_bps);
+  return o;
+}
+
+/* ---- Prometheus ---- */
+
+static const ShdMetricFamily families[] = {
+  { "shadowd_disk_move_state", SHD_METRIC_GAUGE,
+    "1 for the state of the disk's last permanent move, with its target tier" },
+  { "shadowd_disk_move_done_bytes", SHD_METRIC_GAUGE,
+    "Bytes the running move's current state has copied or verified" },
+  { "shadowd_disk_move_total_bytes", SHD_METRIC_GAUGE,
+    "Bytes the running move's current state has to copy or verify" },
+  { "shadowd_disk_move_rate_bytes_per_second", SHD_METRIC_GAUGE,
+    "The running move's copy or verify rate" },
+};
+
+void
+shd_move_declare_metrics (ShdMetrics *m)
+{
+  shd_metrics_declare (m, families, G_N_ELEMENTS (families));
+}
+
+static void
+sample (ShdMetrics *m, const char *family, double v, const char *disk, const char *tier,
+        const char *state)
+{
+  const char *labels[] = { "disk", disk, "tier", tier, state ? "state" : NULL, state, NULL };
+
+  if (isfinite (v))
+    shd_metrics_addv (m, family, v, labels);
+}
+
+void
+shd_move_collect_metrics (ShdMove *move, const char *disk, ShdMetrics *m)
+{
+  if (move == NULL)
+    return;
+  for (guint s = 0; s < G_N_ELEMENTS (state_names); s++)
+    sample (m, "shadowd_disk_move_state", move->state == s, disk, move->tier,
+            state_names[s]);
+  if (!shd_move_running (move))
+    return;
+  sample (m, "shadowd_disk_move_done_bytes", move->done_bytes, disk, move->tier, NULL);
+  sample (m, "shadowd_disk_move_total_bytes", move->total_bytes, disk, move->tier, NULL);
+  sample (m, "shadowd_disk_move_rate_bytes_per_second", move->rate_bps, disk, move->tier,
+          NULL);
+}
