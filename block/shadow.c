@@ -1503,10 +1503,31 @@ shadow_co_invalidate_cache(BlockDriverState *bs, Error **errp)
 {
     BDRVShadowState *s = bs->opaque;
 
+    int64_t len;
+    int i;
+
     /* A switch made while inactive, without metadata, is checked here */
     if (bdrv_is_writable(bs) &&
         !shadow_state_may_switch(s, s->active, true, errp)) {
         return;
+    }
+    /*
+     * An inactive node shares resizing its children: one may have shrunk.
+     * As at open, the active child must hold the disk; a shorter shadow
+     * is degraded.
+     */
+    for (i = 0; i < s->num_children; i++) {
+        ShadowChild *sc = s->children[i];
+
+        len = bdrv_co_getlength(sc->child->bs);
+        if (sc == s->active || len < 0) {
+            if (shadow_state_check_child_length(s, sc->child->bs, len,
+                                                errp) < 0) {
+                return;
+            }
+        } else if (len < s->length && !sc->degraded) {
+            shadow_state_short_child(s, sc, len);
+        }
     }
     s->writable = bdrv_is_writable(bs);
     s->meta.writable = s->writable;
