@@ -749,6 +749,7 @@ shd_disk_start (ShdDisk *disk)
   guint ms = (guint) MAX (disk->interval_s * 1000, 10);
 
   g_return_if_fail (!disk->stopped && disk->timer == 0);
+  shd_move_restore (disk);
   disk->timer = g_timeout_add (ms, on_timer, disk);
   if (disk->own_qmp)
     shd_qmp_start (disk->qmp);

@@ -527,3 +527,55 @@ shd_history_tier_samples (ShdHistory *h, const char *disk, gint64 since_ms, guin
   sqlite3_finalize (st);
   return json_builder_get_root (b);
 }
+
+/* The meta table's key of a disk's state */
+static char *
+state_key (const char *disk, const char *key)
+{
+  return g_strdup_printf ("disk:%s:%s", disk, key);
+}
+
+gboolean
+shd_history_set_state (ShdHistory *h, const char *disk, const char *key, JsonNode *value,
+                       GError **error)
+{
+  g_autofree char *k = state_key (disk, key);
+  g_autofree char *text = json_to_string (value, FALSE);
+  sqlite3_stmt *st = NULL;
+  gboolean ok;
+
+  /* what was batched first, then this on its own: committed on return */
+  if (!shd_history_flush (h, error))
+    return FALSE;
+  if (sqlite3_prepare_v2 (h->db, "INSERT OR REPLACE INTO meta VALUES (?1, ?2)", -1, &st,
+                          NULL) != SQLITE_OK) {
+    db_fail (h, error, "cannot store a disk's state");
+    return FALSE;
+  }
+  bind_text (st, 1, k);
+  bind_text (st, 2, text);
+  ok = sqlite3_step (st) == SQLITE_DONE;
+  if (!ok)
+    db_fail (h, error, "cannot store a disk's state");
+  sqlite3_finalize (st);
+  return ok;
+}
+
+JsonNode *
+shd_history_get_state (ShdHistory *h, const char *disk, const char *key, GError **error)
+{
+  g_autofree char *k = state_key (disk, key);
+  sqlite3_stmt *st = NULL;
+  JsonNode *out = NULL;
+
+  if (sqlite3_prepare_v2 (h->db, "SELECT value FROM meta WHERE key = ?1", -1, &st,
+                          NULL) != SQLITE_OK) {
+    db_fail (h, error, "cannot read a disk's state");
+    return NULL;
+  }
+  bind_text (st, 1, k);
+  if (sqlite3_step (st) == SQLITE_ROW && sqlite3_column_text (st, 0))
+    out = json_from_string ((const char *) sqlite3_column_text (st, 0), NULL);
+  sqlite3_finalize (st);
+  return out;
+}

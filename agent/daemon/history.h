@@ -96,4 +96,12 @@ JsonNode *shd_history_tier_samples (ShdHistory *h, const char *disk, gint64 sinc
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (ShdHistory, shd_history_unref)
 
+/* A small state of a disk kept for ever (not pruned), such as its last
+ * move: stored at once, with what was batched before it. */
+gboolean shd_history_set_state (ShdHistory *h, const char *disk, const char *key,
+                                JsonNode *value, GError **error);
+/* NULL when never stored (or on error, with error set). */
+JsonNode *shd_history_get_state (ShdHistory *h, const char *disk, const char *key,
+                                 GError **error);
+
 G_END_DECLS

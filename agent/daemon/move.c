@@ -68,7 +68,11 @@ struct _ShdMove {
   /* committing: the children to remove, the nodes and files to retire */
   GPtrArray *old_children;
   gboolean durable_sent, durable;
-  GPtrArray *retire_nodes, *retire_files, *kept;
+  GPtrArray *retire_nodes;      /* parents first */
+  GPtrArray *retire_files, *retire_file_nodes;
+  GHashTable *deleted;          /* nodes blockdev-del removed */
+  GPtrArray *kept;              /* storage shadowd does not remove */
+  gboolean restored;            /* read back at start (shd_move_restore()) */
 };
 
 const char *
@@ -102,6 +106,8 @@ shd_move_free (ShdMove *move)
   g_clear_pointer (&move->old_children, g_ptr_array_unref);
   g_clear_pointer (&move->retire_nodes, g_ptr_array_unref);
   g_clear_pointer (&move->retire_files, g_ptr_array_unref);
+  g_clear_pointer (&move->retire_file_nodes, g_ptr_array_unref);
+  g_clear_pointer (&move->deleted, g_hash_table_unref);
   g_clear_pointer (&move->kept, g_ptr_array_unref);
   g_free (move);
 }
@@ -134,6 +140,12 @@ record (ShdMove *move, const char *what)
   if (disk->history &&
       !shd_history_add_decision (disk->history, disk_name (move), g_get_real_time () / 1000,
                                  "move", what, node, &error))
+    shd_log (G_LOG_LEVEL_WARNING, disk_name (move), "history", "%s", error->message);
+  g_clear_error (&error);
+  /* and as the disk's state, which a restart reads back (shd_move_restore()) */
+  json_object_set_boolean_member (json_node_get_object (node), "was-paused", move->was_paused);
+  if (disk->history &&
+      !shd_history_set_state (disk->history, disk_name (move), "move", node, &error))
     shd_log (G_LOG_LEVEL_WARNING, disk_name (move), "history", "%s", error->message);
 }
 
@@ -367,6 +379,8 @@ on_node_deleted (GObject *src, GAsyncResult *res, gpointer data)
              "%s: move to %s: blockdev-del %s: %s; the node stays in QEMU",
              disk_name (move), move->tier, (char *) move->retire_nodes->pdata[0],
              error->message);
+  else
+    g_hash_table_add (move->deleted, g_strdup (move->retire_nodes->pdata[0]));
   g_ptr_array_remove_index (move->retire_nodes, 0);
   commit_step (move);
 }
@@ -378,7 +392,14 @@ retire_files (ShdMove *move, GString *what)
 {
   for (guint i = 0; i < move->retire_files->len; i++) {
     const char *file = move->retire_files->pdata[i];
+    const char *node = move->retire_file_nodes->pdata[i];
     g_autofree char *dest = NULL;
+
+    if (!g_hash_table_contains (move->deleted, node)) {
+      /* QEMU still has it open for someone else */
+      g_string_append_printf (what, "; %s kept: its node %s is still in QEMU", file, node);
+      continue;
+    }
 
     if (move->keep_as) {
       dest = move->retire_files->len == 1 ? g_strdup (move->keep_as)
@@ -417,6 +438,9 @@ on_durable (GObject *src, GAsyncResult *res, gpointer data)
            error->message);
   else if (ret) {
     ctx->move->durable = TRUE;
+    shd_log (G_LOG_LEVEL_MESSAGE, disk_name (ctx->move), "move",
+             "%s: move to %s: %s alone, flushed and committed: the retired tiers go now",
+             disk_name (ctx->move), ctx->move->tier, ctx->move->child);
     commit_step (ctx->move);
   }
 }
@@ -448,6 +472,63 @@ typedef struct {
   JsonNode *graph;
 } GraphCtx;
 
+/* What retiring the tier node `root` removes: its nodes, their files */
+static void
+retire_root (ShdMove *move, JsonNode *graph, JsonNode *nodes, const char *root)
+{
+  g_autoptr (GPtrArray) owned = shd_block_graph_owned (graph, root);
+  g_autoptr (GPtrArray) files = NULL, file_nodes = NULL, others = NULL;
+
+  files = shd_block_nodes_files (nodes, owned, &file_nodes, &others);
+  for (guint k = 0; k < owned->len; k++)
+    g_ptr_array_add (move->retire_nodes, g_strdup (owned->pdata[k]));
+  for (guint k = 0; k < files->len; k++) {
+    g_ptr_array_add (move->retire_files, g_strdup (files->pdata[k]));
+    g_ptr_array_add (move->retire_file_nodes, g_strdup (file_nodes->pdata[k]));
+  }
+  for (guint k = 0; k < others->len; k++)
+    g_ptr_array_add (move->kept, g_strdup (others->pdata[k]));
+}
+
+/* A node's name in the graph reply, by id */
+static const char *
+graph_node_name (JsonArray *gnodes, gint64 id)
+{
+  for (guint k = 0; gnodes && k < json_array_get_length (gnodes); k++) {
+    JsonObject *n = json_array_get_object_element (gnodes, k);
+
+    if (json_object_get_int_member_with_default (n, "id", -2) == id)
+      return json_object_get_string_member_with_default (n, "name", NULL);
+  }
+  return NULL;
+}
+
+static gint64
+graph_node_id (JsonArray *gnodes, const char *name)
+{
+  for (guint k = 0; gnodes && k < json_array_get_length (gnodes); k++) {
+    JsonObject *n = json_array_get_object_element (gnodes, k);
+
+    if (g_strcmp0 (json_object_get_string_member_with_default (n, "name", NULL), name) == 0)
+      return json_object_get_int_member_with_default (n, "id", -1);
+  }
+  return -1;
+}
+
+static gboolean
+graph_has_parent (JsonArray *edges, gint64 id)
+{
+  for (guint i = 0; edges && i < json_array_get_length (edges); i++)
+    if (json_object_get_int_member_with_default (json_array_get_object_element (edges, i),
+                                                 "child", -2) == id)
+      return TRUE;
+  return FALSE;
+}
+
+/* The retire plan: the node's children other than the target (to remove,
+ * by edge name), and every other tier of the disk's configuration whose
+ * node QEMU still has unused (a move resumed after a stop, a released
+ * tier); for each, the nodes it owns and their files */
 static void
 on_commit_nodes (GObject *src, GAsyncResult *res, gpointer data)
 {
@@ -457,9 +538,9 @@ on_commit_nodes (GObject *src, GAsyncResult *res, gpointer data)
   g_autoptr (GError) error = NULL;
   g_autoptr (JsonNode) nodes = reply (src, res, ctx, &error);
   ShdMove *move = ctx->move;
-  JsonObject *g;
+  const ShdPolicyConfig *pc;
   JsonArray *edges, *gnodes;
-  gint64 node_id = -1;
+  gint64 node_id;
 
   g_free (gc);
   if (nodes == NULL) {
@@ -467,49 +548,35 @@ on_commit_nodes (GObject *src, GAsyncResult *res, gpointer data)
       enter (move, SHD_MOVE_FAILED, "query-named-block-nodes: %s", error->message);
     return;
   }
-  /* the node's tiers other than the target, and what each one owns */
-  g = json_node_get_object (graph);
-  gnodes = json_object_get_array_member (g, "nodes");
-  edges = json_object_get_array_member (g, "edges");
-  for (guint i = 0; gnodes && i < json_array_get_length (gnodes); i++) {
-    JsonObject *n = json_array_get_object_element (gnodes, i);
-
-    if (g_strcmp0 (json_object_get_string_member_with_default (n, "name", NULL),
-                   move->disk->cfg->node) == 0)
-      node_id = json_object_get_int_member_with_default (n, "id", -1);
-  }
+  gnodes = json_object_get_array_member (json_node_get_object (graph), "nodes");
+  edges = json_object_get_array_member (json_node_get_object (graph), "edges");
+  node_id = graph_node_id (gnodes, move->disk->cfg->node);
   move->old_children = g_ptr_array_new_with_free_func (g_free);
   move->retire_nodes = g_ptr_array_new_with_free_func (g_free);
   move->retire_files = g_ptr_array_new_with_free_func (g_free);
+  move->retire_file_nodes = g_ptr_array_new_with_free_func (g_free);
+  move->deleted = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   move->kept = g_ptr_array_new_with_free_func (g_free);
   for (guint i = 0; edges && i < json_array_get_length (edges); i++) {
     JsonObject *e = json_array_get_object_element (edges, i);
     const char *edge = json_object_get_string_member_with_default (e, "name", "");
-    gint64 child_id = json_object_get_int_member_with_default (e, "child", -1);
-    const char *child = NULL;
-    g_autoptr (GPtrArray) owned = NULL, files = NULL, others = NULL;
+    const char *child;
 
     if (json_object_get_int_member_with_default (e, "parent", -2) != node_id ||
         !g_str_has_prefix (edge, "children."))
       continue;
-    for (guint k = 0; gnodes && k < json_array_get_length (gnodes); k++) {
-      JsonObject *n = json_array_get_object_element (gnodes, k);
-
-      if (json_object_get_int_member_with_default (n, "id", -2) == child_id)
-        child = json_object_get_string_member_with_default (n, "name", NULL);
-    }
+    child = graph_node_name (gnodes, json_object_get_int_member_with_default (e, "child", -1));
     if (child == NULL || strcmp (child, move->child) == 0)
       continue;
     g_ptr_array_add (move->old_children, g_strdup (edge));
-    owned = shd_block_graph_owned (graph, child);
-    /* the node itself stays: removing it from the shadow is the parent's */
-    files = shd_block_nodes_files (nodes, owned, &others);
-    for (guint k = 0; k < owned->len; k++)
-      g_ptr_array_add (move->retire_nodes, g_strdup (owned->pdata[k]));
-    for (guint k = 0; k < files->len; k++)
-      g_ptr_array_add (move->retire_files, g_strdup (files->pdata[k]));
-    for (guint k = 0; k < others->len; k++)
-      g_ptr_array_add (move->kept, g_strdup (others->pdata[k]));
+    retire_root (move, graph, nodes, child);
+  }
+  pc = shd_policy_config (move->disk->policy);
+  for (guint t = 0; t < pc->n_tiers; t++) {
+    gint64 id = graph_node_id (gnodes, pc->tiers[t].child);
+
+    if ((int) t != move->target && id >= 0 && !graph_has_parent (edges, id))
+      retire_root (move, graph, nodes, pc->tiers[t].child);
   }
   commit_step (move);
 }
@@ -650,6 +717,7 @@ JsonNode *
 shd_disk_move (ShdDisk *disk, const ShdMoveRequest *req, GError **error)
 {
   int target = shd_policy_tier_by_name (disk->policy, req->tier);
+  gboolean was_paused;
   JsonNode *n;
   ShdMove *move;
 
@@ -694,6 +762,9 @@ shd_disk_move (ShdDisk *disk, const ShdMoveRequest *req, GError **error)
                  "overwrite", req->keep_as);
     return NULL;
   }
+  /* the policy's state before the move: that of an interrupted one */
+  was_paused = disk->move && disk->move->restored ? disk->move->was_paused :
+               shd_policy_paused (disk->policy);
   shd_move_free (disk->move);
   move = disk->move = g_new0 (ShdMove, 1);
   move->disk = disk;
@@ -709,7 +780,7 @@ shd_disk_move (ShdDisk *disk, const ShdMoveRequest *req, GError **error)
   move->copy_s = move->verify_s = move->verify_bps = NAN;
   move->done_bytes = move->total_bytes = move->rate_bps = NAN;
   move->state = SHD_MOVE_PREPARING;
-  move->was_paused = shd_policy_paused (disk->policy);
+  move->was_paused = was_paused;
   /* the policy decides but does not act while the move runs */
   shd_policy_set_paused (disk->policy, TRUE);
   shd_log (G_LOG_LEVEL_MESSAGE, shd_disk_name (disk), "move",
@@ -849,4 +920,61 @@ shd_move_collect_metrics (ShdMove *move, const char *disk, ShdMetrics *m)
   sample (m, "shadowd_disk_move_total_bytes", move->total_bytes, disk, move->tier, NULL);
   sample (m, "shadowd_disk_move_rate_bytes_per_second", move->rate_bps, disk, move->tier,
           NULL);
+}
+
+void
+shd_move_restore (ShdDisk *disk)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (JsonNode) node = NULL;
+  JsonObject *o;
+  ShdMove *move;
+  const char *state;
+  int target;
+
+  if (disk->history == NULL || disk->move != NULL)
+    return;
+  node = shd_history_get_state (disk->history, shd_disk_name (disk), "move", &error);
+  if (node == NULL || !JSON_NODE_HOLDS_OBJECT (node))
+    return;
+  o = json_node_get_object (node);
+  state = json_object_get_string_member_with_default (o, "state", "");
+  target = shd_policy_tier_by_name (disk->policy,
+                                    json_object_get_string_member_with_default (o, "tier", ""));
+  if (target < 0 || strcmp (state, "aborted") == 0 || strcmp (state, "failed") == 0)
+    return;
+  move = disk->move = g_new0 (ShdMove, 1);
+  move->disk = disk;
+  move->target = target;
+  move->tier = g_strdup (json_object_get_string_member (o, "tier"));
+  move->child = g_strdup (shd_policy_config (disk->policy)->tiers[target].child);
+  move->verify = json_object_get_boolean_member_with_default (o, "verify", FALSE);
+  move->verify_speed = json_object_get_int_member_with_default (o, "verify-speed", 0);
+  move->keep_as = g_strdup (json_object_get_string_member_with_default (o, "keep-as", NULL));
+  move->job_id = g_strdup_printf ("shadowd-verify-%s", disk->cfg->node);
+  move->was_paused = json_object_get_boolean_member_with_default (o, "was-paused", FALSE);
+  move->start_wall_ms = (gint64) (json_object_get_double_member_with_default (o, "start-time",
+                                                                               0) * 1000);
+  move->end_wall_ms = (gint64) (json_object_get_double_member_with_default (o, "end-time",
+                                                                             0) * 1000);
+  move->start_us = move->state_us = g_get_monotonic_time ();
+  move->done_bytes = move->total_bytes = move->rate_bps = NAN;
+  move->copy_s = json_object_get_double_member_with_default (o, "copy-s", NAN);
+  move->verify_s = json_object_get_double_member_with_default (o, "verify-s", NAN);
+  move->verify_bps = json_object_get_double_member_with_default (o, "verify-bps", NAN);
+  /* moved for good, or stopped half-way: either way the policy waits */
+  shd_policy_set_paused (disk->policy, TRUE);
+  if (strcmp (state, "done") == 0) {
+    move->state = SHD_MOVE_DONE;
+    shd_log (G_LOG_LEVEL_MESSAGE, shd_disk_name (disk), "move",
+             "%s: moved to %s for good: the policy stays paused", shd_disk_name (disk),
+             move->tier);
+    return;
+  }
+  move->restored = TRUE;
+  move->state = SHD_MOVE_FAILED;
+  move->reason = g_strdup_printf ("shadowd stopped while the move was %s; run shadowctl move "
+                                  "again to go on, or resume the disk to leave it", state);
+  shd_log (G_LOG_LEVEL_WARNING, shd_disk_name (disk), "move", "%s: move to %s: %s",
+           shd_disk_name (disk), move->tier, move->reason);
 }

@@ -56,6 +56,11 @@ gboolean shd_move_running (ShdMove *move);
 void shd_move_set_paused_after (ShdMove *move, gboolean paused);
 void shd_move_free (ShdMove *move);
 
+/* At start: the disk's last move as the history kept it.  A move done
+ * keeps the disk paused on its tier; one that shadowd's stop interrupted
+ * is failed, and the disk paused until the operator moves or resumes it. */
+void shd_move_restore (ShdDisk *disk);
+
 /* One step, at each sample (disk.c) */
 void shd_move_tick (ShdDisk *disk);
 

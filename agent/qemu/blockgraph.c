@@ -271,13 +271,16 @@ shd_block_graph_owned (JsonNode *graph_node, const char *node)
 }
 
 GPtrArray *
-shd_block_nodes_files (JsonNode *nodes, GPtrArray *owned, GPtrArray **others)
+shd_block_nodes_files (JsonNode *nodes, GPtrArray *owned, GPtrArray **file_nodes,
+                       GPtrArray **others)
 {
   static const char *const protocols[] = { "file", "host_device", "rbd", "nbd", "iscsi",
                                            "nfs", "ssh", "http", "https", "gluster", NULL };
   GPtrArray *files = g_ptr_array_new_with_free_func (g_free);
 
   *others = g_ptr_array_new_with_free_func (g_free);
+  if (file_nodes)
+    *file_nodes = g_ptr_array_new_with_free_func (g_free);
   for (guint i = 0; i < owned->len; i++) {
     JsonObject *n = named_node (nodes, owned->pdata[i]);
     const char *drv, *file;
@@ -286,9 +289,11 @@ shd_block_nodes_files (JsonNode *nodes, GPtrArray *owned, GPtrArray **others)
       continue;
     drv = json_object_get_string_member_with_default (n, "drv", "?");
     file = json_object_get_string_member_with_default (n, "file", NULL);
-    if (strcmp (drv, "file") == 0 && file && g_path_is_absolute (file))
+    if (strcmp (drv, "file") == 0 && file && g_path_is_absolute (file)) {
       g_ptr_array_add (files, g_strdup (file));
-    else if (g_strv_contains (protocols, drv))
+      if (file_nodes)
+        g_ptr_array_add (*file_nodes, g_strdup (owned->pdata[i]));
+    } else if (g_strv_contains (protocols, drv))
       g_ptr_array_add (*others, g_strdup_printf ("%s (%s)", (char *) owned->pdata[i], drv));
   }
   return files;

@@ -39,9 +39,11 @@ char *shd_block_graph_rbd_under (JsonNode *graph, JsonNode *nodes, const char *n
 GPtrArray *shd_block_graph_owned (JsonNode *graph, const char *node);
 
 /* The files (driver "file", absolute names) among `owned`, from a
- * query-named-block-nodes reply; and in *others the protocol nodes that are
- * no file (rbd, nbd, ...), whose storage shadowd cannot remove. */
-GPtrArray *shd_block_nodes_files (JsonNode *nodes, GPtrArray *owned, GPtrArray **others);
+ * query-named-block-nodes reply, with in *file_nodes (if not NULL) the
+ * node of each; and in *others the protocol nodes that are no file (rbd,
+ * nbd, ...), whose storage shadowd cannot remove. */
+GPtrArray *shd_block_nodes_files (JsonNode *nodes, GPtrArray *owned, GPtrArray **file_nodes,
+                                  GPtrArray **others);
 
 /* A node's image actual-size (bytes allocated on the host) from a
  * query-named-block-nodes reply: -1 when the node is not there,

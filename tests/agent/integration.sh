@@ -40,6 +40,13 @@
 #   move-verify  a byte of tier-b's image flipped behind QEMU's back while
 #            the move verifies: the move fails and names the offset,
 #            tier-b leaves the node, nothing is retired
+#   move-kill  MOVE_KILL_ROUNDS (3) moves under a random-write load, each
+#            with shadowd killed at a random moment (MOVE_KILL_SEED) and in
+#            every other round qemu-storage-daemon too; restarted on the image
+#            the move's recorded state names, the move is run again and must
+#            complete: every acknowledged write reads back, tier-b alone
+#            equals the guest's view, and no image was retired before the
+#            node was flushed and committed without it
 #
 # Exits 77 (skip) when build/qemu, fio with the nbd engine or python3 is
 # missing (lifecycle-rbd: or the Ceph programs).  Every process it starts
@@ -104,7 +111,11 @@ head -c 64M /dev/urandom > "$dir/a.img"
 
 start_qsd() {    # start_qsd [CHILDREN-JSON [CHUNK-SIZE]]: the shadow node's initial children
     local children=${1:-'["tier-a","tier-b"]'} chunk=${2:-65536}
-    local tier_b=(--blockdev raw,node-name=tier-b,file=fb)
+    local tier_b=(--blockdev raw,node-name=tier-b,file=fb) active=${ACTIVE:-tier-a}
+    local tier_a=(--blockdev file,node-name=fa,filename="$dir/a.img"
+                  --blockdev raw,node-name=ra,file=fa
+                  --blockdev throttle,node-name=tier-a,throttle-group=slow,file=ra)
+    [ -n "${NO_TIER_A:-}" ] && tier_a=()   # its image is gone (a move retired it)
     if [ -n "${FAIL_TIER_B:-}" ]; then   # tier-b fails its first write
         tier_b=(--blockdev raw,node-name=rb,file=fb
                 --blockdev '{"driver":"blkdebug","node-name":"tier-b","image":"rb","inject-error":[{"event":"none","iotype":"write","errno":5,"once":true}]}')
@@ -114,12 +125,10 @@ start_qsd() {    # start_qsd [CHILDREN-JSON [CHUNK-SIZE]]: the shadow node's ini
     "$qsd" \
         --object throttle-group,id=slow,x-iops-total=200,x-bps-total=20971520 \
         --chardev socket,id=m,path="$dir/qmp.sock",server=on,wait=off --monitor m \
-        --blockdev file,node-name=fa,filename="$dir/a.img" \
-        --blockdev raw,node-name=ra,file=fa \
-        --blockdev throttle,node-name=tier-a,throttle-group=slow,file=ra \
+        "${tier_a[@]}" \
         --blockdev file,node-name=fb,filename="$dir/b.img" \
         "${tier_b[@]}" \
-        --blockdev '{"driver":"shadow","node-name":"sh0","children":'"$children"',"active-child":"tier-a","chunk-size":'"$chunk"',"write-mode":"sync","prewarm":"sequential"}' \
+        --blockdev '{"driver":"shadow","node-name":"sh0","children":'"$children"',"active-child":"'"$active"'","chunk-size":'"$chunk"',"write-mode":"sync","prewarm":"sequential"}' \
         --nbd-server addr.type=unix,addr.path="$dir/nbd.sock" \
         --export nbd,id=e0,node-name=sh0,writable=on >> "$dir/qsd.log" 2>&1 &
     qsd_pid=$!
@@ -614,6 +623,87 @@ f = open('$dir/b.img', 'r+b'); f.seek($bad); b = f.read(1)[0]; f.seek($bad); f.w
     grep -qF "vm1: move to fast failed: $reason" "$dir/move.out" ||
         fail "shadowctl said: $(cat "$dir/move.out")"
     echo "RESULT move-verify: the flipped byte at $bad failed the move: $reason"
+    ;;
+move-kill)
+    seed=${MOVE_KILL_SEED:-$((RANDOM * 32768 + RANDOM))}
+    rounds=${MOVE_KILL_ROUNDS:-3}
+    log "seed $seed (MOVE_KILL_SEED), $rounds rounds"
+    mib=1048576
+    writer() { "$py" "$(dirname "$0")/nbd-writer.py" "$@"; }
+    moved_state() {  # the move's state as shadowd recorded it
+        "$py" -c "
+import json, sqlite3
+v = sqlite3.connect('$dir/history.db').execute(
+    \"SELECT value FROM meta WHERE key = 'disk:vm1:move'\").fetchone()
+print(json.loads(v[0])['state'] if v else 'none')"
+    }
+    for r in $(seq "$rounds"); do
+        read -r delay kill_qsd < <("$py" -c "
+import random; g = random.Random($seed * 1000 + $r)
+print('%.2f %d' % (g.uniform(0.5, 12), $r % 2 == 0))")
+        stop_pid "$agent_pid"; agent_pid=
+        stop_pid "$qsd_pid"; qsd_pid=
+        rm -rf "$dir/r$r" "$dir"/history.db* "$dir"/a-old*.img
+        mkdir "$dir/r$r"
+        head -c 64M /dev/urandom > "$dir/a.img"
+        "$qemu/qemu-img" create -q -f raw "$dir/b.img" 64M
+        start_qsd '["tier-a"]'
+        start_agent
+        wait_for 10 "d[0]['connected'] and d[0]['samples'] > 0" || fail "round $r: shadowd did not connect"
+        from=$(wc -l < "$dir/shadowd.log" 2> /dev/null || echo 0)
+        writer write "$dir/nbd.sock" "$dir/r$r/writes.log" $((seed + r)) 25 --rate 150 &
+        writer_pid=$!
+        sleep 1
+        ctl move vm1 fast --verify --verify-speed $((16 * mib)) --keep-as "$dir/a-old.img" \
+            --no-wait > /dev/null || fail "round $r: shadowctl move failed"
+        sleep "$delay"
+        at=$(status "d[0]['move']['state']" 2> /dev/null)
+        kill -KILL "$agent_pid"; wait "$agent_pid" 2> /dev/null; agent_pid=
+        if [ "$kill_qsd" = 1 ]; then
+            kill -KILL "$qsd_pid"; wait "$qsd_pid" 2> /dev/null; qsd_pid=
+        fi
+        recorded=$(moved_state)
+        log "round $r: killed shadowd$([ "$kill_qsd" = 1 ] && echo " and qemu-storage-daemon") after ${delay} s, while the move was $at (recorded: $recorded)"
+        # retired only after the node was durable without it
+        if [ ! -e "$dir/a.img" ]; then
+            case $recorded in committing|done) ;; *) fail "round $r: a.img retired while the move was $recorded";; esac
+            tail -n +$((from + 1)) "$dir/shadowd.log" |
+                awk '/alone, flushed and committed/ { d = 1 } /kept as/ && !d { bad = 1 } END { exit bad }' ||
+                fail "round $r: a.img renamed before the node was flushed and committed"
+        fi
+        if [ "$kill_qsd" = 1 ]; then
+            wait "$writer_pid"      # ends: its server went away
+            # the image the recorded state names: tier-b once the switch is recorded
+            case $recorded in
+            committing|done)
+                NO_TIER_A=$([ -e "$dir/a.img" ] || echo 1) ACTIVE=tier-b start_qsd '["tier-b"]' ;;
+            *)
+                start_qsd '["tier-a"]' ;;
+            esac
+        fi
+        start_agent
+        wait_for 10 "d[0]['connected'] and d[0]['samples'] > 0" || fail "round $r: shadowd did not reconnect"
+        if [ "$(moved_state)" != done ]; then
+            keep=$dir/a-old.img
+            [ -e "$keep" ] && keep=$dir/a-old2.img
+            ctl move vm1 fast --verify --verify-speed $((64 * mib)) --keep-as "$keep" \
+                > "$dir/r$r/move.out" 2>&1 || fail "round $r: the move did not complete: $(cat "$dir/r$r/move.out")"
+        fi
+        [ "$(moved_state)" = done ] || fail "round $r: the move is $(moved_state)"
+        [ "$(status "d[0]['active-tier']")" = fast ] || fail "round $r: not on fast"
+        [ ! -e "$dir/a.img" ] || fail "round $r: a.img was not retired"
+        wait "$writer_pid"
+        writer check "$dir/nbd.sock" "$dir/r$r/writes.log" $((seed + r)) > "$dir/r$r/check.out" ||
+            fail "round $r (seed $seed): an acknowledged write was lost: $(cat "$dir/r$r/check.out")"
+        log "round $r: $(cat "$dir/r$r/check.out")"
+        guest_image "$dir/guest.img"
+        stop_pid "$agent_pid"; agent_pid=
+        stop_pid "$qsd_pid"; qsd_pid=
+        "$qemu/qemu-img" compare -q -f raw -F raw "$dir/guest.img" "$dir/b.img" ||
+            fail "round $r: tier-b's image alone is not what the guest read"
+        log "round $r: the move completed; tier-b alone equals the guest's view"
+    done
+    echo "RESULT move-kill: $rounds rounds (seed $seed), kills at random states, no write lost, nothing retired early"
     ;;
 *)
     echo "unknown scenario $scenario" >&2

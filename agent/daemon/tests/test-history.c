@@ -202,6 +202,39 @@ test_buckets_and_tiers (void)
   rm_db (path);
 }
 
+/* A disk's state: replaced, kept over pruning and a reopen, per disk */
+static void
+test_state (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *path = tmp_db ();
+  ShdHistory *h = shd_history_open (path, 1, 1, &error);
+  g_autoptr (JsonNode) v1 = json_from_string ("{\"state\": \"copying\"}", NULL);
+  g_autoptr (JsonNode) v2 = json_from_string ("{\"state\": \"done\"}", NULL);
+  g_autoptr (JsonNode) got = NULL, none = NULL, other = NULL;
+
+  g_assert_no_error (error);
+  none = shd_history_get_state (h, "d1", "move", &error);
+  g_assert_no_error (error);
+  g_assert_null (none);
+  g_assert_true (shd_history_set_state (h, "d1", "move", v1, &error));
+  g_assert_true (shd_history_set_state (h, "d1", "move", v2, &error));
+  /* pruning far in the future leaves it */
+  g_assert_cmpint (shd_history_prune (h, g_get_real_time () / 1000 + 100 * 86400000LL,
+                                      &error), >=, 0);
+  shd_history_unref (h);
+  h = shd_history_open (path, 1, 1, &error);
+  g_assert_no_error (error);
+  got = shd_history_get_state (h, "d1", "move", &error);
+  g_assert_nonnull (got);
+  g_assert_cmpstr (json_object_get_string_member (json_node_get_object (got), "state"), ==,
+                   "done");
+  other = shd_history_get_state (h, "d2", "move", &error);
+  g_assert_null (other);
+  shd_history_unref (h);
+  rm_db (path);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -209,5 +242,6 @@ main (int argc, char **argv)
   g_test_add_func ("/history/roundtrip", test_roundtrip);
   g_test_add_func ("/history/bad-path", test_bad_path);
   g_test_add_func ("/history/buckets-and-tiers", test_buckets_and_tiers);
+  g_test_add_func ("/history/state", test_state);
   return g_test_run ();
 }

@@ -156,13 +156,14 @@ test_owned (void)
   g_autoptr (GPtrArray) x = shd_block_graph_owned (shared, "x");
   g_autoptr (GPtrArray) r = shd_block_graph_owned (shared, "r");
   g_autoptr (GPtrArray) none = shd_block_graph_owned (g, "nope");
-  g_autoptr (GPtrArray) a_others = NULL, d_others = NULL;
-  g_autoptr (GPtrArray) a_files = shd_block_nodes_files (nodes, a, &a_others);
-  g_autoptr (GPtrArray) d_files = shd_block_nodes_files (nodes, d, &d_others);
+  g_autoptr (GPtrArray) a_others = NULL, d_others = NULL, a_nodes = NULL;
+  g_autoptr (GPtrArray) a_files = shd_block_nodes_files (nodes, a, &a_nodes, &a_others);
+  g_autoptr (GPtrArray) d_files = shd_block_nodes_files (nodes, d, NULL, &d_others);
   g_autofree char *sa = NULL, *sd = NULL, *sx = NULL, *sr = NULL;
 
   g_assert_cmpuint (a_files->len, ==, 1);
   g_assert_cmpstr (a_files->pdata[0], ==, "/srv/a.img");
+  g_assert_cmpstr (a_nodes->pdata[0], ==, "a-file");
   g_assert_cmpuint (a_others->len, ==, 0);
   g_assert_cmpuint (d_files->len, ==, 0);
   g_assert_cmpuint (d_others->len, ==, 1);
