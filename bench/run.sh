@@ -11,6 +11,9 @@ cd "$repo/bench"
 # write-back: 4 KiB writes at queue depth 1 on the fast tier, async against
 # the fast tier alone and sync (build/bench/writeback.json)
 [ $# -eq 0 ] && /usr/bin/python3 writeback_bench.py "${quick[@]}" | tee "$repo/build/bench/writeback.txt"
+# the verify of a permanent move: its rate against the source tier's, and
+# the guest's throughput while it runs (build/bench/verify.json)
+[ $# -eq 0 ] && /usr/bin/python3 verify_bench.py "${quick[@]}" | tee "$repo/build/bench/verify.txt"
 if [ $# -eq 0 ]; then
     # RBD tiers on a throwaway Ceph cluster: pre-warm rate against rbd
     # bench on the same pool, reads through the node against the rbd node

@@ -124,6 +124,13 @@ ctl_print_status (JsonArray *a)
         g_print (": %s", ctl_str (m, "reason", ""));
       g_print ("\n");
     }
+    if (json_object_has_member (o, "recommendation")) {
+      JsonObject *r = json_object_get_object_member (o, "recommendation");
+
+      if (json_object_get_boolean_member_with_default (r, "move", FALSE))
+        g_print ("  recommended: shadowctl move %s %s (%s)\n", ctl_str (o, "name", "?"),
+                 ctl_str (r, "tier", "?"), ctl_str (r, "reason", ""));
+    }
     if (ctl_str (o, "problem", NULL))
       g_print ("  problem: %s\n", ctl_str (o, "problem", ""));
     if (last)

@@ -6,6 +6,7 @@
 #include "collector.h"
 #include "disk.h"
 #include "move.h"
+#include "recommend.h"
 
 G_BEGIN_DECLS
 
@@ -62,6 +63,10 @@ struct _ShdDisk {
   double repair_delay_s;
   /* the last permanent move (move.c), or NULL */
   ShdMove *move;
+  /* whether to recommend one, from the history, and when it was computed
+   * (monotonic us; 0: never) */
+  ShdRecommendation recommend;
+  gint64 recommend_us;
 };
 
 double shd_disk_policy_now (ShdDisk *disk);

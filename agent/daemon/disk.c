@@ -1003,6 +1003,48 @@ shd_disk_forecast (ShdDisk *disk, guint steps)
   return n;
 }
 
+#define RECOMMEND_EVERY_S 600      /* the history is read this often */
+#define RECOMMEND_SOON_S 5         /* ... or this often, with too little of it */
+#define RECOMMEND_WINDOW_S (7 * 86400.0)
+
+/* Whether to recommend a permanent move, from the tier that served each
+ * minute of the last week (recommend.h) */
+static const ShdRecommendation *
+recommendation (ShdDisk *disk)
+{
+  const ShdPolicyConfig *pc = shd_policy_config (disk->policy);
+  gint64 now = g_get_monotonic_time ();
+  double seconds[SHD_POLICY_MAX_TIERS] = { 0 };
+  g_autoptr (GError) error = NULL;
+  g_autoptr (JsonNode) rows = NULL;
+  JsonArray *a;
+
+  /* read again soon while too little is known for a recommendation */
+  if (disk->recommend_us && now - disk->recommend_us <
+      (disk->recommend.measured_s < SHD_RECOMMEND_MIN_S ? RECOMMEND_SOON_S :
+       RECOMMEND_EVERY_S) * G_USEC_PER_SEC)
+    return &disk->recommend;
+  disk->recommend_us = now;
+  if (disk->history)
+    rows = shd_history_samples (disk->history, disk->cfg->name,
+                                g_get_real_time () / 1000 - (gint64) (RECOMMEND_WINDOW_S * 1000),
+                                G_MAXINT64, SHD_HISTORY_MINUTE, 0, &error);
+  a = rows && JSON_NODE_HOLDS_ARRAY (rows) ? json_node_get_array (rows) : NULL;
+  for (guint i = 0; a && i < json_array_get_length (a); i++) {
+    JsonObject *r = json_array_get_object_element (a, i);
+    int t = shd_policy_tier_by_name (disk->policy,
+                                     json_object_get_string_member_with_default (r, "tier", ""));
+
+    if (t >= 0)
+      seconds[t] += json_object_get_int_member_with_default (r, "samples", 0) *
+                    disk->interval_s;
+  }
+  shd_recommend (pc, seconds, pc->n_tiers,
+                 disk->move && shd_move_state (disk->move) == SHD_MOVE_DONE,
+                 &disk->recommend);
+  return &disk->recommend;
+}
+
 JsonNode *
 shd_disk_status (ShdDisk *disk)
 {
@@ -1089,6 +1131,18 @@ shd_disk_status (ShdDisk *disk)
                           shd_decision_to_json (d, p, disk->last_step_wall_ms));
   if (disk->move)
     json_object_set_object_member (o, "move", shd_move_status (disk->move));
+  {
+    const ShdRecommendation *r = recommendation (disk);
+    JsonObject *ro = json_object_new ();
+
+    json_object_set_boolean_member (ro, "move", r->recommended);
+    shd_json_set_str (ro, "tier", shd_policy_tier_name (p, r->tier));
+    shd_json_set_num (ro, "share", r->tier >= 0 ? r->share : NAN);
+    json_object_set_double_member (ro, "measured-s", r->measured_s);
+    json_object_set_double_member (ro, "others-cost-gib-month", r->others_cost_month);
+    json_object_set_string_member (ro, "reason", r->reason);
+    json_object_set_object_member (o, "recommendation", ro);
+  }
   json_node_take_object (n, o);
   return n;
 }
@@ -1142,6 +1196,8 @@ static const ShdMetricFamily families[] = {
   { "shadowd_disk_tier_releases_total", SHD_METRIC_COUNTER, "Times the tier's copy was released" },
   { "shadowd_disk_slo_violation_seconds_total", SHD_METRIC_COUNTER,
     "Seconds in which the active tier missed the latency objective" },
+  { "shadowd_disk_move_recommended", SHD_METRIC_GAUGE,
+    "1 when the disk spent most of the last week on the tier: a permanent move is recommended" },
   { "shadowd_disk_forecast_onset_seconds", SHD_METRIC_GAUGE,
     "Seconds until the seasonal forecast exceeds the active tier's limit (absent: not within "
     "the lookahead)" },
@@ -1243,6 +1299,9 @@ shd_disk_collect_metrics (ShdDisk *disk, ShdMetrics *m)
           name, NULL);
   metric (m, "shadowd_disk_forecast_onset_seconds", d->onset_s, name, NULL);
   shd_move_collect_metrics (disk->move, name, m);
+  if (recommendation (disk)->tier >= 0)
+    metric (m, "shadowd_disk_move_recommended", disk->recommend.recommended, name, "tier",
+            pc->tiers[disk->recommend.tier].tier, NULL);
 }
 
 /* Bucket i of an import: [index, value] */

@@ -81,6 +81,12 @@ shd_move_state_name (ShdMoveState s)
   return s < G_N_ELEMENTS (state_names) ? state_names[s] : "?";
 }
 
+ShdMoveState
+shd_move_state (ShdMove *move)
+{
+  return move->state;
+}
+
 gboolean
 shd_move_running (ShdMove *move)
 {
@@ -169,6 +175,7 @@ enter (ShdMove *move, ShdMoveState state, const char *fmt, ...)
   }
   move->state = state;
   move->state_us = g_get_monotonic_time ();
+  move->disk->recommend_us = 0;         /* it says "moved" once done */
   move->done_bytes = move->total_bytes = move->rate_bps = NAN;
   if (state >= SHD_MOVE_DONE) {
     move->end_wall_ms = g_get_real_time () / 1000;

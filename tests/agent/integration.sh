@@ -541,6 +541,8 @@ move)
         --verify=crc32c --do_verify=1 --output="$dir/fio-wl.log" &
     fio_pids+=($!)
     sleep 2
+    wait_for 15 "d[0]['recommendation']['reason'].endswith('h measured: a recommendation needs 24 h')" ||
+        fail "unexpected recommendation: $(status "d[0]['recommendation']")"
     t_move=$(now)
     ctl move vm1 fast --verify --verify-speed $((32 * 1048576)) --keep-as "$dir/a-old.img" \
         > "$dir/move.out" 2>&1 || fail "shadowctl move failed: $(cat "$dir/move.out")"
@@ -553,6 +555,8 @@ move)
         fail "tier-a is still in the node: $(status "[t['state'] for t in d[0]['tiers']]")"
     [ "$(status "d[0]['move']['state']")" = done ] || fail "the move is not done"
     [ "$(status "d[0]['paused']")" = True ] || fail "the policy acts on a disk moved for good"
+    [ "$(status "d[0]['recommendation']['reason']")" = "moved to fast for good" ] ||
+        fail "recommendation after the move: $(status "d[0]['recommendation']")"
     [ ! -e "$dir/a.img" ] && [ -s "$dir/a-old.img" ] || fail "tier-a's image was not kept as a-old.img"
     states=$(move_states)
     [ "$states" = "preparing copying verifying switching committing done" ] ||

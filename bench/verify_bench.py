@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""The verify of a permanent move (make bench): x-shadow-verify's rate
+against the source tier's bandwidth, and the guest's throughput while a
+verify runs at shadowctl move's default speed (64 MiB/s) against without.
+
+A qemu-storage-daemon with a shadow node over two raw files
+(cache.direct=on), synced.  The source tier's bandwidth: fio reading the
+active child's export sequentially (1 MiB, queue depth 4).  The verify:
+unlimited, timed from the command to its conclusion.  The guest: fio 4 KiB
+random reads at queue depth 8 on the shadow node's export, alternately
+without and with a verify running (started again whenever it concludes).
+Medians of the runs.  Writes build/bench/verify.json.
+
+Usage: verify_bench.py [--quick]
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from benchlib import MiB, REPO, Daemon, fresh_dir, write_results
+
+SPEED = 64 * MiB
+
+
+def fio(uri, seconds, *args):
+    out = subprocess.run(
+        ['fio', '--name=b', '--ioengine=nbd', f'--uri={uri}', '--time_based',
+         f'--runtime={seconds}', '--output-format=json', *args],
+        stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout
+    job = json.loads(out[out.index('{'):])['jobs'][0]['read']
+    return job['bw_bytes'], job['iops']
+
+
+def verify(qsd, speed, job='v0'):
+    """Starts a verify of tb against ta; returns when QEMU accepted it"""
+    qsd.cmd('x-shadow-verify', **{'job-id': job, 'node-name': 'sh0',
+                                  'child': 'tb', 'speed': speed,
+                                  'auto-dismiss': False})
+
+
+def concluded(qsd, job='v0'):
+    for j in qsd.cmd('query-jobs'):
+        if j['id'] == job and j['status'] == 'concluded':
+            qsd.cmd('job-dismiss', id=job)
+            if 'error' in j:
+                raise RuntimeError(f'verify failed: {j["error"]}')
+            return True
+    return False
+
+
+def main():
+    quick = '--quick' in sys.argv
+    size = (256 if quick else 1024) * MiB
+    runs = 3 if quick else 5
+    secs = 4 if quick else 8
+    d = fresh_dir('verify')
+    a, b = os.path.join(d, 'a.img'), os.path.join(d, 'b.img')
+    with open(a, 'wb') as f:
+        for _ in range(size // MiB):
+            f.write(os.urandom(MiB))
+    with open(b, 'wb') as f:
+        f.truncate(size)
+    with Daemon(d) as qsd:
+        for node, path in (('ta', a), ('tb', b)):
+            qsd.add({'driver': 'raw', 'node-name': node,
+                     'file': {'driver': 'file', 'filename': path,
+                              'cache': {'direct': True}}})
+        qsd.add({'driver': 'shadow', 'node-name': 'sh0',
+                 'children': ['ta', 'tb'], 'prewarm': 'sequential'})
+        deadline = time.monotonic() + 600
+        while qsd.shadow_stats()['children'][1]['state'] != 'synced':
+            if time.monotonic() > deadline:
+                raise RuntimeError('tb not synced')
+            time.sleep(0.2)
+        src = qsd.export('ta', writable=False)
+        guest = qsd.export('sh0', writable=False)
+
+        source_bps, rate, alone, during = [], [], [], []
+        for _ in range(runs):
+            source_bps.append(fio(src, secs, '--rw=read', '--bs=1M',
+                                  '--iodepth=4')[0])
+            t0 = time.monotonic()
+            verify(qsd, 0)
+            while not concluded(qsd):
+                time.sleep(0.01)
+            rate.append(size / (time.monotonic() - t0))
+            alone.append(fio(guest, secs, '--rw=randread', '--bs=4k',
+                             '--iodepth=8')[1])
+            verify(qsd, SPEED)
+            # a verify at SPEED lasts size / SPEED; restarted meanwhile
+            proc = subprocess.Popen(
+                ['fio', '--name=b', '--ioengine=nbd', f'--uri={guest}',
+                 '--time_based', f'--runtime={secs}', '--output-format=json',
+                 '--rw=randread', '--bs=4k', '--iodepth=8'],
+                stdout=subprocess.PIPE, universal_newlines=True)
+            while proc.poll() is None:
+                if concluded(qsd):
+                    verify(qsd, SPEED)
+                time.sleep(0.05)
+            out = proc.stdout.read()
+            during.append(json.loads(out[out.index('{'):])['jobs'][0]['read']
+                          ['iops'])
+            while not concluded(qsd):
+                time.sleep(0.05)
+
+    src_m = statistics.median(source_bps)
+    rate_m = statistics.median(rate)
+    results = {
+        'size_bytes': size,
+        'source_read_bytes_per_s': src_m,
+        'verify_bytes_per_s': rate_m,
+        'verify_vs_source': rate_m / src_m,
+        'guest_iops_alone': statistics.median(alone),
+        'guest_iops_during_verify': statistics.median(during),
+        'verify_speed_during': SPEED,
+        'guest_during_vs_alone': statistics.median(during) /
+        statistics.median(alone),
+        'runs': {'source': source_bps, 'verify': rate, 'alone': alone,
+                 'during': during},
+    }
+    write_results(results, os.path.join(REPO, 'build', 'bench',
+                                         'verify.json'))
+    print(f'verify: {rate_m / MiB:.0f} MiB/s of the disk (each byte read from '
+          f'both children) against the source tier read alone at '
+          f'{src_m / MiB:.0f} MiB/s: {rate_m / src_m:.2f}')
+    print(f'verify: guest 4 KiB random reads at QD8: '
+          f'{statistics.median(alone):.0f} IOPS alone, '
+          f'{statistics.median(during):.0f} while a verify runs at '
+          f'{SPEED // MiB} MiB/s: {results["guest_during_vs_alone"]:.2f}')
+
+
+if __name__ == '__main__':
+    main()
