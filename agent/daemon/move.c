@@ -58,6 +58,8 @@ struct _ShdMove {
   gboolean was_paused;          /* the policy's state before: back to it after */
   gboolean busy;                /* a QMP command of the move is in flight */
   gboolean job_started;
+  gboolean job_free;            /* no job of ours left in QEMU (a stopped
+                                   shadowd's, an aborted move's) */
   char *job_id;
   gint64 start_us, state_us;    /* monotonic */
   gint64 start_wall_ms, end_wall_ms;
@@ -322,15 +324,64 @@ on_jobs (GObject *src, GAsyncResult *res, gpointer data)
 }
 
 static void
+on_leftover_done (GObject *src, GAsyncResult *res, gpointer data)
+{
+  g_autoptr (MoveCtx) ctx = data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (JsonNode) ret = reply (src, res, ctx, &error);
+}
+
+/* A job of ours may be left in QEMU by a shadowd that stopped or a move
+ * aborted: cancelled, then dismissed, before the verify starts */
+static void
+on_leftover_jobs (GObject *src, GAsyncResult *res, gpointer data)
+{
+  g_autoptr (MoveCtx) ctx = data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (JsonNode) ret = reply (src, res, ctx, &error);
+  ShdMove *move = ctx->move;
+  JsonArray *jobs;
+  JsonObject *args;
+
+  if (ret == NULL || !JSON_NODE_HOLDS_ARRAY (ret))
+    return;
+  jobs = json_node_get_array (ret);
+  for (guint i = 0; i < json_array_get_length (jobs); i++) {
+    JsonObject *j = json_array_get_object_element (jobs, i);
+
+    if (g_strcmp0 (json_object_get_string_member_with_default (j, "id", NULL),
+                   move->job_id) != 0)
+      continue;
+    args = json_object_new ();
+    json_object_set_string_member (args, "id", move->job_id);
+    if (strcmp (json_object_get_string_member_with_default (j, "status", ""),
+                "concluded") == 0) {
+      send (move, "job-dismiss", args, on_leftover_done);
+    } else {
+      shd_log (G_LOG_LEVEL_MESSAGE, disk_name (move), "move",
+               "%s: cancelling the verify job %s left by an earlier move",
+               disk_name (move), move->job_id);
+      send (move, "job-cancel", args, on_leftover_done);
+    }
+    return;   /* looked at again at the next step */
+  }
+  move->job_free = TRUE;
+}
+
+static void
 verify_step (ShdMove *move)
 {
-  JsonObject *args = json_object_new ();
+  JsonObject *args;
 
   if (move->job_started) {
     send (move, "query-jobs", NULL, on_jobs);
-    json_object_unref (args);
     return;
   }
+  if (!move->job_free) {
+    send (move, "query-jobs", NULL, on_leftover_jobs);
+    return;
+  }
+  args = json_object_new ();
   json_object_set_string_member (args, "job-id", move->job_id);
   json_object_set_string_member (args, "node-name", move->disk->cfg->node);
   json_object_set_string_member (args, "child", move->child);

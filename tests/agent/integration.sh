@@ -245,6 +245,13 @@ guest_image() {  # guest_image FILE: what the guest reads now, as a raw file
         fail "reading the disk over NBD failed"
 }
 
+guest_equals() {  # guest_equals IMAGE: stops both daemons; is the guest's view IMAGE alone?
+    guest_image "$dir/guest.img"
+    stop_pid "$agent_pid"; agent_pid=
+    stop_pid "$qsd_pid"; qsd_pid=
+    "$qemu/qemu-img" compare -q -f raw -F raw "$dir/guest.img" "$1"
+}
+
 move_states() {  # the states the last move went through, in order
     ctl history vm1 --decisions --since 1h --json |
         json "' '.join(e['state'] for e in d if e['kind'] == 'move')"
@@ -568,10 +575,7 @@ move)
     grep -q "a.img kept as $dir/a-old.img" "$dir/move.log" || fail "the retire is not in the history: $(cat "$dir/move.log")"
     # nothing of tier-a left in QEMU
     grep -q "blockdev-del" "$dir/shadowd.log" && fail "a retired node stayed: $(grep blockdev-del "$dir/shadowd.log")"
-    guest_image "$dir/guest.img"
-    stop_pid "$agent_pid"; agent_pid=
-    stop_pid "$qsd_pid"; qsd_pid=
-    "$qemu/qemu-img" compare -q -f raw -F raw "$dir/guest.img" "$dir/b.img" ||
+    guest_equals "$dir/b.img" ||
         fail "tier-b's image alone is not what the guest read"
     log "moved in ${took} s (copy ${copy_s} s, verify ${verify_s} s at ${vrate} MiB/s) under a random-write load; fio verified its writes; tier-b alone equals the guest's view"
     echo "RESULT move: ${took} s, copy ${copy_s} s, verify ${verify_s} s at ${vrate} MiB/s (limit 32)"
@@ -597,10 +601,7 @@ move-abort)
     [ "$(status "d[0]['paused']")" = False ] || fail "the policy did not take over again"
     out=$(ctl move vm1 --abort 2>&1) && fail "an abort without a move succeeded"
     echo "$out" | grep -q "has no move to abort" || fail "unclear error: $out"
-    guest_image "$dir/guest.img"
-    stop_pid "$agent_pid"; agent_pid=
-    stop_pid "$qsd_pid"; qsd_pid=
-    "$qemu/qemu-img" compare -q -f raw -F raw "$dir/guest.img" "$dir/a.img" ||
+    guest_equals "$dir/a.img" ||
         fail "tier-a's image is not what the guest read"
     echo "RESULT move-abort: aborted while preparing and while verifying; the disk stayed on tier-a, intact"
     ;;
@@ -700,10 +701,7 @@ print('%.2f %d' % (g.uniform(0.5, 12), $r % 2 == 0))")
         writer check "$dir/nbd.sock" "$dir/r$r/writes.log" $((seed + r)) > "$dir/r$r/check.out" ||
             fail "round $r (seed $seed): an acknowledged write was lost: $(cat "$dir/r$r/check.out")"
         log "round $r: $(cat "$dir/r$r/check.out")"
-        guest_image "$dir/guest.img"
-        stop_pid "$agent_pid"; agent_pid=
-        stop_pid "$qsd_pid"; qsd_pid=
-        "$qemu/qemu-img" compare -q -f raw -F raw "$dir/guest.img" "$dir/b.img" ||
+        guest_equals "$dir/b.img" ||
             fail "round $r: tier-b's image alone is not what the guest read"
         log "round $r: the move completed; tier-b alone equals the guest's view"
     done
