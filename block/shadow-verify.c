@@ -97,6 +97,12 @@ shadow_verify_children(ShadowVerifyJob *vj, BDRVShadowState *s,
                    node);
         return -EIO;
     }
+    if (bdrv_is_inactive(vj->bs)) {
+        /* migrated: the destination writes the children now */
+        error_setg(errp, "Shadow node '%s' was inactivated before '%s' was "
+                   "verified", node, vj->child_name);
+        return -EBUSY;
+    }
     if (qatomic_read(&s->maps_unknown)) {
         error_setg(errp, "Shadow node '%s' does not know which chunks its "
                    "children hold", node);

@@ -237,6 +237,11 @@ reply (GObject *src, GAsyncResult *res, MoveCtx *ctx, GError **error)
     return NULL;
   }
   ctx->move->busy = FALSE;
+  if (!shd_move_running (ctx->move)) {
+    /* aborted meanwhile: what the command did is undone or harmless */
+    g_clear_pointer (&ret, json_node_unref);
+    g_clear_error (error);
+  }
   return ret;
 }
 
