@@ -1040,8 +1040,8 @@ recommendation (ShdDisk *disk)
                     disk->interval_s;
   }
   shd_recommend (pc, seconds, pc->n_tiers,
-                 disk->move && shd_move_state (disk->move) == SHD_MOVE_DONE,
-                 &disk->recommend);
+                 disk->move && shd_move_state (disk->move) == SHD_MOVE_DONE ?
+                 shd_move_target (disk->move) : -1, &disk->recommend);
   return &disk->recommend;
 }
 

@@ -52,6 +52,8 @@ JsonNode *shd_disk_move_abort (ShdDisk *disk, GError **error);
 JsonObject *shd_move_status (ShdMove *move);
 gboolean shd_move_running (ShdMove *move);
 ShdMoveState shd_move_state (ShdMove *move);
+/* The index of the tier the move goes to */
+int shd_move_target (ShdMove *move);
 /* The operator paused or resumed the disk while it moves: the policy is
  * in that state once the move ends (unless it is done) */
 void shd_move_set_paused_after (ShdMove *move, gboolean paused);

@@ -5,7 +5,7 @@
 
 void
 shd_recommend (const ShdPolicyConfig *cfg, const double *seconds, guint n,
-               gboolean moved, ShdRecommendation *out)
+               int moved_to, ShdRecommendation *out)
 {
   double total = 0, best = -1;
 
@@ -21,6 +21,16 @@ shd_recommend (const ShdPolicyConfig *cfg, const double *seconds, guint n,
     }
   }
   out->measured_s = total;
+  /* named for the tier it moved to: the window still holds the time on
+   * the tiers it left */
+  if (moved_to >= 0 && moved_to < (int) cfg->n_tiers) {
+    out->tier = moved_to;
+    if (total > 0 && moved_to < (int) n && seconds[moved_to] >= 0)
+      out->share = seconds[moved_to] / total;
+    g_snprintf (out->reason, sizeof out->reason, "moved to %s for good",
+                cfg->tiers[moved_to].tier);
+    return;
+  }
   if (out->tier < 0 || total <= 0) {
     g_snprintf (out->reason, sizeof out->reason, "no history yet");
     return;
@@ -29,11 +39,6 @@ shd_recommend (const ShdPolicyConfig *cfg, const double *seconds, guint n,
   for (guint i = 0; i < cfg->n_tiers; i++)
     if ((int) i != out->tier)
       out->others_cost_month += cfg->tiers[i].cost_gib_month;
-  if (moved) {
-    g_snprintf (out->reason, sizeof out->reason, "moved to %s for good",
-                cfg->tiers[out->tier].tier);
-    return;
-  }
   if (cfg->n_tiers < 2) {
     g_snprintf (out->reason, sizeof out->reason, "one tier only");
     return;

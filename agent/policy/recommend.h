@@ -26,8 +26,9 @@ typedef struct {
 } ShdRecommendation;
 
 /* seconds[i]: time tier i served in the window; n the tiers of cfg;
- * moved: the disk already moved for good (nothing to recommend). */
+ * moved_to: the tier the disk moved to for good (nothing to recommend;
+ * out names that tier, whatever served most of the window), or -1. */
 void shd_recommend (const ShdPolicyConfig *cfg, const double *seconds, guint n,
-                    gboolean moved, ShdRecommendation *out);
+                    int moved_to, ShdRecommendation *out);
 
 G_END_DECLS

@@ -29,7 +29,7 @@ test_share (void)
   double short_history[] = { 0, 3600 };
 
   config (&cfg, 2);
-  shd_recommend (&cfg, mostly_fast, 2, FALSE, &r);
+  shd_recommend (&cfg, mostly_fast, 2, -1, &r);
   g_assert_true (r.recommended);
   g_assert_cmpint (r.tier, ==, 1);
   g_assert_cmpfloat_with_epsilon (r.share, 0.95, 1e-9);
@@ -37,21 +37,33 @@ test_share (void)
   g_assert_cmpstr (r.reason, ==, "on fast 95% of the last 7.0 days: a move there for good "
                    "would stop paying for the other copies, 0.0200 per GiB-month");
 
-  shd_recommend (&cfg, split, 2, FALSE, &r);
+  shd_recommend (&cfg, split, 2, -1, &r);
   g_assert_false (r.recommended);
   g_assert_cmpint (r.tier, ==, 1);
   g_assert_nonnull (strstr (r.reason, "on fast 80%"));
 
-  shd_recommend (&cfg, short_history, 2, FALSE, &r);
+  shd_recommend (&cfg, short_history, 2, -1, &r);
   g_assert_false (r.recommended);
   g_assert_cmpstr (r.reason, ==, "1.0 h measured: a recommendation needs 24 h");
 
-  shd_recommend (&cfg, mostly_fast, 2, TRUE, &r);
+  shd_recommend (&cfg, mostly_fast, 2, 1, &r);
   g_assert_false (r.recommended);
   g_assert_cmpstr (r.reason, ==, "moved to fast for good");
 
+  /* moved to the tier that served least of the window: named for it */
+  shd_recommend (&cfg, mostly_fast, 2, 0, &r);
+  g_assert_false (r.recommended);
+  g_assert_cmpint (r.tier, ==, 0);
+  g_assert_cmpfloat_with_epsilon (r.share, 0.05, 1e-9);
+  g_assert_cmpstr (r.reason, ==, "moved to cheap for good");
+
+  /* moved to a tier with no time in the window */
+  shd_recommend (&cfg, short_history, 2, 0, &r);
+  g_assert_cmpint (r.tier, ==, 0);
+  g_assert_cmpstr (r.reason, ==, "moved to cheap for good");
+
   config (&cfg, 1);
-  shd_recommend (&cfg, mostly_fast, 1, FALSE, &r);
+  shd_recommend (&cfg, mostly_fast, 1, -1, &r);
   g_assert_false (r.recommended);
   g_assert_cmpstr (r.reason, ==, "one tier only");
 }
@@ -65,11 +77,11 @@ test_no_data (void)
   double unknown[] = { NAN, -1, NAN };
 
   config (&cfg, 3);
-  shd_recommend (&cfg, none, 3, FALSE, &r);
+  shd_recommend (&cfg, none, 3, -1, &r);
   g_assert_false (r.recommended);
   g_assert_cmpint (r.tier, ==, 0);
   g_assert_cmpstr (r.reason, ==, "no history yet");
-  shd_recommend (&cfg, unknown, 3, FALSE, &r);
+  shd_recommend (&cfg, unknown, 3, -1, &r);
   g_assert_false (r.recommended);
   g_assert_cmpint (r.tier, ==, -1);
 }
