@@ -89,6 +89,12 @@ shd_move_state (ShdMove *move)
   return move->state;
 }
 
+int
+shd_move_target (ShdMove *move)
+{
+  return move->target;
+}
+
 gboolean
 shd_move_running (ShdMove *move)
 {
@@ -260,12 +266,17 @@ on_verify_started (GObject *src, GAsyncResult *res, gpointer data)
     ctx->move->job_started = TRUE;
 }
 
+/* A reply that only ends the wait: what the command did is checked
+ * later, or harmless when it failed */
 static void
-on_dismissed (GObject *src, GAsyncResult *res, gpointer data)
+on_reply_ignored (GObject *src, GAsyncResult *res, gpointer data)
 {
   g_autoptr (MoveCtx) ctx = data;
   g_autoptr (GError) error = NULL;
-  g_autoptr (JsonNode) ret = reply (src, res, ctx, &error);
+  JsonNode *ret = reply (src, res, ctx, &error);
+
+  if (ret)
+    json_node_unref (ret);
 }
 
 static void
@@ -275,7 +286,7 @@ dismiss (ShdMove *move)
 
   json_object_set_string_member (args, "id", move->job_id);
   move->job_started = FALSE;
-  send (move, "job-dismiss", args, on_dismissed);
+  send (move, "job-dismiss", args, on_reply_ignored);
 }
 
 static void
@@ -328,14 +339,6 @@ on_jobs (GObject *src, GAsyncResult *res, gpointer data)
   dismiss (move);
 }
 
-static void
-on_leftover_done (GObject *src, GAsyncResult *res, gpointer data)
-{
-  g_autoptr (MoveCtx) ctx = data;
-  g_autoptr (GError) error = NULL;
-  g_autoptr (JsonNode) ret = reply (src, res, ctx, &error);
-}
-
 /* A job of ours may be left in QEMU by a shadowd that stopped or a move
  * aborted: cancelled, then dismissed, before the verify starts */
 static void
@@ -361,12 +364,12 @@ on_leftover_jobs (GObject *src, GAsyncResult *res, gpointer data)
     json_object_set_string_member (args, "id", move->job_id);
     if (strcmp (json_object_get_string_member_with_default (j, "status", ""),
                 "concluded") == 0) {
-      send (move, "job-dismiss", args, on_leftover_done);
+      send (move, "job-dismiss", args, on_reply_ignored);
     } else {
       shd_log (G_LOG_LEVEL_MESSAGE, disk_name (move), "move",
                "%s: cancelling the verify job %s left by an earlier move",
                disk_name (move), move->job_id);
-      send (move, "job-cancel", args, on_leftover_done);
+      send (move, "job-cancel", args, on_reply_ignored);
     }
     return;   /* looked at again at the next step */
   }
@@ -856,12 +859,17 @@ shd_disk_move (ShdDisk *disk, const ShdMoveRequest *req, GError **error)
   return n;
 }
 
+/* An aborted move's verify job cancelled: if that failed, the next
+ * move clears what is left (on_leftover_jobs) */
 static void
 on_aborted_job (GObject *src, GAsyncResult *res, gpointer data)
 {
-  g_autoptr (MoveCtx) ctx = data;
   g_autoptr (GError) error = NULL;
-  g_autoptr (JsonNode) ret = shd_qmp_execute_finish (SHD_QMP (src), res, &error);
+  JsonNode *ret = shd_qmp_execute_finish (SHD_QMP (src), res, &error);
+
+  move_ctx_free (data);
+  if (ret)
+    json_node_unref (ret);
 }
 
 JsonNode *
