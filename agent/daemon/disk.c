@@ -462,7 +462,12 @@ on_stats (GObject *src, GAsyncResult *res, gpointer data)
 
   if (!d->dry_run && d->action == SHD_ACTION_RELEASE && !disk->release_in_flight) {
     shd_disk_release_tier (disk, d->target);
-  } else if (!d->dry_run && !disk->reopen_in_flight) {
+  } else if (!d->dry_run && disk->reopen_in_flight) {
+    /* the policy decides its own switches again at the next step; the
+     * operator's request would be lost: it waits for the reopen in flight */
+    if (d->action == SHD_ACTION_SWITCH && d->kind == SHD_DECISION_SWITCH_MANUAL)
+      shd_policy_request_switch (disk->policy, d->target);
+  } else if (!d->dry_run) {
     if (d->action == SHD_ACTION_SWITCH) {
       reopen (disk, shd_policy_config (disk->policy)->tiers[d->target].child, FALSE, TRUE);
     } else if (d->action == SHD_ACTION_PREWARM && d->target >= 0 &&

@@ -10,7 +10,14 @@ set -uo pipefail
 shadowd=$1 ctl_bin=$2 sim=$3
 dir=$(mktemp -d /tmp/shd-sim.XXXXXX)
 sim_pid= agent_pid=
-fail() { echo "FAIL: $*"; tail -30 "$dir/shadowd.log" 2> /dev/null; exit 1; }
+# the last lines, then the last ones that are not the policy's per-sample debug
+fail() {
+    echo "FAIL: $*"
+    tail -30 "$dir/shadowd.log" 2> /dev/null
+    echo "-- without debug lines:"
+    grep -v " debug: " "$dir/shadowd.log" 2> /dev/null | tail -30
+    exit 1
+}
 stop() {
     local pid=$1 i
     [ -n "$pid" ] || return 0
