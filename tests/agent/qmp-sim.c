@@ -9,7 +9,11 @@
  * with a short spike per cycle, phase-shifted per disk; latency follows the
  * active tier.  Answers qmp_capabilities, query-blockstats,
  * query-named-block-nodes and blockdev-reopen (switching the active child
- * and emitting SHADOW_SWITCHED); anything else gets a GenericError. */
+ * and emitting SHADOW_SWITCHED); anything else gets a GenericError.
+ *
+ * With --start S, disk 0 starts S seconds into its cycle (the spike is at
+ * 200-230 s); without it, where the monotonic clock happens to be, which
+ * makes a test's path depend on the machine's uptime. */
 #include <gio/gio.h>
 #include <gio/gunixsocketaddress.h>
 #include <glib-unix.h>
@@ -20,7 +24,7 @@
 
 typedef struct {
   guint index;
-  double phase;
+  double phase;                 /* seconds added to the clock */
   gboolean fast;                /* tier-b active */
   gint64 last_us;
   double rd_ops, rd_bytes, rd_ns, wr_ops, wr_bytes, wr_ns;
@@ -276,9 +280,11 @@ main (int argc, char **argv)
 {
   g_autofree char *dir = NULL;
   int disks = 1;
+  double start = NAN;
   GOptionEntry entries[] = {
     { "dir", 0, 0, G_OPTION_ARG_FILENAME, &dir, "Directory for the sockets", "DIR" },
     { "disks", 0, 0, G_OPTION_ARG_INT, &disks, "Number of simulated nodes", "N" },
+    { "start", 0, 0, G_OPTION_ARG_DOUBLE, &start, "Seconds into the cycle at start", "S" },
     { NULL, 0, 0, 0, NULL, NULL, NULL }
   };
   g_autoptr (GOptionContext) ctx = g_option_context_new ("- simulated QMP peers");
@@ -287,7 +293,7 @@ main (int argc, char **argv)
 
   g_option_context_add_main_entries (ctx, entries, NULL);
   if (!g_option_context_parse (ctx, &argc, &argv, NULL) || dir == NULL || disks < 1) {
-    g_printerr ("usage: qmp-sim --dir DIR --disks N\n");
+    g_printerr ("usage: qmp-sim --dir DIR --disks N [--start S]\n");
     return 2;
   }
   sims = g_new0 (Sim, disks);
@@ -299,6 +305,8 @@ main (int argc, char **argv)
     g_unlink (path);            /* left by an earlier run */
     sims[i].index = i;
     sims[i].phase = i * 7.3;
+    if (!isnan (start))
+      sims[i].phase += start - fmod (g_get_monotonic_time () / 1e6, 300);
     sims[i].last_us = g_get_monotonic_time ();
     sims[i].service = g_socket_service_new ();
     if (!g_socket_listener_add_address (G_SOCKET_LISTENER (sims[i].service), addr,
