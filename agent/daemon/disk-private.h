@@ -78,6 +78,12 @@ void shd_disk_refresh_nodes (ShdDisk *disk);
  * sync if `force_sync`. */
 JsonObject *shd_disk_node_options (ShdDisk *disk, const char *active_child,
                                    gboolean force_sync, GPtrArray *children);
+/* A disk configured write-mode = async: reopen the node in sync mode
+ * until the next switch, so that a shadow being warmed (or moved to)
+ * stays synced under writes.  TRUE if the node is, or is being, raised;
+ * FALSE for a sync disk, or when it must wait (a reopen in flight, no
+ * sample yet). */
+gboolean shd_disk_raise_write_sync (ShdDisk *disk);
 /* Add the tier's child now, opening its node first when shadowd makes it. */
 void shd_disk_add_tier (ShdDisk *disk, int tier);
 

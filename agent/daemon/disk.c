@@ -126,6 +126,20 @@ reopen (ShdDisk *disk, const char *active_child, gboolean force_sync, gboolean i
   json_object_unref (args);
 }
 
+gboolean
+shd_disk_raise_write_sync (ShdDisk *disk)
+{
+  if (disk->cfg->write_mode == NULL || strcmp (disk->cfg->write_mode, "async") != 0)
+    return FALSE;
+  if (disk->write_sync_raised)
+    return TRUE;
+  if (disk->rates == NULL || disk->reopen_in_flight)
+    return FALSE;
+  disk->write_sync_raised = TRUE;
+  reopen (disk, disk->rates->active, TRUE, FALSE);
+  return TRUE;
+}
+
 #define ADD_RETRY_S 10          /* an added child should show up by then */
 #define ADD_FAIL_HOLD_S 300     /* a tier whose child could not be added */
 
@@ -473,10 +487,8 @@ on_stats (GObject *src, GAsyncResult *res, gpointer data)
     } else if (d->action == SHD_ACTION_PREWARM && d->target >= 0 &&
                shd_policy_profile (disk->policy, d->target)->state == NULL) {
       add_child (disk, d->target);
-    } else if (d->action == SHD_ACTION_PREWARM && !disk->write_sync_raised &&
-               disk->cfg->write_mode && strcmp (disk->cfg->write_mode, "async") == 0) {
-      disk->write_sync_raised = TRUE;
-      reopen (disk, rates->active, TRUE, FALSE);
+    } else if (d->action == SHD_ACTION_PREWARM) {
+      shd_disk_raise_write_sync (disk);
     }
   }
   record (disk, d, wall_ms);
@@ -938,12 +950,8 @@ shd_disk_prewarm (ShdDisk *disk, const char *tier, GError **error)
     add_child (disk, i);
     json_object_set_boolean_member (o, "adding", TRUE);
   }
-  if (disk->cfg->write_mode && strcmp (disk->cfg->write_mode, "async") == 0 &&
-      !disk->write_sync_raised && disk->rates && !disk->reopen_in_flight) {
-    disk->write_sync_raised = TRUE;
-    reopen (disk, disk->rates->active, TRUE, FALSE);
+  if (!disk->write_sync_raised && shd_disk_raise_write_sync (disk))
     json_object_set_boolean_member (o, "write-mode-raised", TRUE);
-  }
   if (pr->state && (strcmp (pr->state, "synced") == 0 || strcmp (pr->state, "active") == 0))
     eta = 0;
   else if (isfinite (pr->copy_bps) && pr->copy_bps > 0 && disk->size_bytes)

@@ -4,7 +4,9 @@
  * reply of the one QMP command in flight (@busy):
  *
  *   preparing   the target's child is in the node (added if absent);
- *   copying     the driver reports it synced (progress: its valid bytes);
+ *   copying     the driver reports it synced (progress: its valid bytes;
+ *               an async disk is raised to sync until the switch, or its
+ *               writes would keep the target stale);
  *   verifying   the x-shadow-verify job concluded without an error;
  *   switching   blockdev-reopen made it the active child;
  *   committing  every other tier's child removed (x-blockdev-change), then
@@ -414,14 +416,20 @@ on_switched (GObject *src, GAsyncResult *res, gpointer data)
     enter (ctx->move, SHD_MOVE_COMMITTING, "%s is the active child", ctx->move->child);
 }
 
+/* The node's options with the target active: still in sync mode while
+ * other children are kept (an async disk was raised for the move), in the
+ * disk's own mode once the target is alone */
 static void
 reopen (ShdMove *move, GPtrArray *children, GAsyncReadyCallback cb)
 {
   JsonObject *args = json_object_new ();
   JsonArray *opts = json_array_new ();
 
+  if (children)
+    move->disk->write_sync_raised = FALSE;
   json_array_add_object_element (opts, shd_disk_node_options (move->disk, move->child,
-                                                              FALSE, children));
+                                                              move->disk->write_sync_raised,
+                                                              children));
   json_object_set_array_member (args, "options", opts);
   send (move, "blockdev-reopen", args, cb);
 }
@@ -726,6 +734,10 @@ shd_move_tick (ShdDisk *disk)
   if (!shd_move_running (move) || move->busy || !shd_qmp_is_ready (disk->qmp))
     return;
   pr = shd_policy_profile (disk->policy, move->target);
+  /* an async disk's writes would leave the target stale again and again:
+   * mirrored until the switch, as for a pre-warm */
+  if (move->state < SHD_MOVE_SWITCHING)
+    shd_disk_raise_write_sync (disk);
   switch (move->state) {
   case SHD_MOVE_PREPARING:
     if (pr->state) {

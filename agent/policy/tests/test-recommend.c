@@ -46,9 +46,11 @@ test_share (void)
   g_assert_false (r.recommended);
   g_assert_cmpstr (r.reason, ==, "1.0 h measured: a recommendation needs 24 h");
 
+  /* moved for good: no other copy is left to pay for */
   shd_recommend (&cfg, mostly_fast, 2, 1, &r);
   g_assert_false (r.recommended);
   g_assert_cmpstr (r.reason, ==, "moved to fast for good");
+  g_assert_cmpfloat (r.others_cost_month, ==, 0);
 
   /* moved to the tier that served least of the window: named for it */
   shd_recommend (&cfg, mostly_fast, 2, 0, &r);
@@ -56,6 +58,7 @@ test_share (void)
   g_assert_cmpint (r.tier, ==, 0);
   g_assert_cmpfloat_with_epsilon (r.share, 0.05, 1e-9);
   g_assert_cmpstr (r.reason, ==, "moved to cheap for good");
+  g_assert_cmpfloat (r.others_cost_month, ==, 0);
 
   /* moved to a tier with no time in the window */
   shd_recommend (&cfg, short_history, 2, 0, &r);
