@@ -34,6 +34,8 @@
 #            random-write load: tier-b is added, copied, verified, made
 #            active; tier-a's child and nodes are removed and its image
 #            renamed; what the guest reads equals tier-b's image alone
+#   move-async  a move of a write-back disk (write-mode async) under a
+#            random-write load: raised to sync, it completes, verified
 #   move-abort  a move aborted while it prepares and again while it
 #            verifies: tier-b leaves the node, the disk stays on tier-a,
 #            whose image is what the guest reads
@@ -47,6 +49,9 @@
 #            complete: every acknowledged write reads back, tier-b alone
 #            equals the guest's view, and no image was retired before the
 #            node was flushed and committed without it
+#   move-kill-meta  the same with a metadata child: after each kill, no
+#            image is gone that md.img still records, and
+#            qemu-storage-daemon restarts on the children md.img records
 #
 # Exits 77 (skip) when build/qemu, fio with the nbd engine or python3 is
 # missing (lifecycle-rbd: or the Ceph programs).  Every process it starts
@@ -116,6 +121,11 @@ start_qsd() {    # start_qsd [CHILDREN-JSON [CHUNK-SIZE]]: the shadow node's ini
                   --blockdev raw,node-name=ra,file=fa
                   --blockdev throttle,node-name=tier-a,throttle-group=slow,file=ra)
     [ -n "${NO_TIER_A:-}" ] && tier_a=()   # its image is gone (a move retired it)
+    local md=() md_opt=
+    if [ -n "${META:-}" ]; then            # a metadata child, md.img
+        md=(--blockdev file,node-name=md,filename="$dir/md.img")
+        md_opt='"metadata":"md",'
+    fi
     if [ -n "${FAIL_TIER_B:-}" ]; then   # tier-b fails its first write
         tier_b=(--blockdev raw,node-name=rb,file=fb
                 --blockdev '{"driver":"blkdebug","node-name":"tier-b","image":"rb","inject-error":[{"event":"none","iotype":"write","errno":5,"once":true}]}')
@@ -127,8 +137,8 @@ start_qsd() {    # start_qsd [CHILDREN-JSON [CHUNK-SIZE]]: the shadow node's ini
         --chardev socket,id=m,path="$dir/qmp.sock",server=on,wait=off --monitor m \
         "${tier_a[@]}" \
         --blockdev file,node-name=fb,filename="$dir/b.img" \
-        "${tier_b[@]}" \
-        --blockdev '{"driver":"shadow","node-name":"sh0","children":'"$children"',"active-child":"'"$active"'","chunk-size":'"$chunk"',"write-mode":"sync","prewarm":"sequential"}' \
+        "${tier_b[@]}" "${md[@]}" \
+        --blockdev '{"driver":"shadow","node-name":"sh0",'"$md_opt"'"children":'"$children"',"active-child":"'"$active"'","chunk-size":'"$chunk"',"write-mode":"'"${WRITE_MODE:-sync}"'","prewarm":"sequential"}' \
         --nbd-server addr.type=unix,addr.path="$dir/nbd.sock" \
         --export nbd,id=e0,node-name=sh0,writable=on >> "$dir/qsd.log" 2>&1 &
     qsd_pid=$!
@@ -166,6 +176,14 @@ chunk-size = 65536
 write-mode = sync
 prewarm = sequential
 EOF
+
+# move-kill-meta: the node has a metadata child, which shadowd's reopens name
+[ "$scenario" = move-kill-meta ] && echo "metadata = md" >> "$dir/shadowd.conf"
+# move-async: a write-back disk
+if [ "$scenario" = move-async ]; then
+    sed -i 's/^write-mode = sync$/write-mode = async/' "$dir/shadowd.conf"
+    export WRITE_MODE=async
+fi
 
 start_agent() {
     "$shadowd" --config "$dir/shadowd.conf" -v >> "$dir/shadowd.log" 2>&1 &
@@ -580,6 +598,32 @@ move)
     log "moved in ${took} s (copy ${copy_s} s, verify ${verify_s} s at ${vrate} MiB/s) under a random-write load; fio verified its writes; tier-b alone equals the guest's view"
     echo "RESULT move: ${took} s, copy ${copy_s} s, verify ${verify_s} s at ${vrate} MiB/s (limit 32)"
     ;;
+move-async)
+    # a write-back disk: its writes leave the shadows stale until the copy
+    # catches up, so a move must raise it to sync or it may never switch.
+    # Random 4 KiB writes over the whole disk, each into another chunk, at
+    # nearly tier-a's throttle: without the raise the copy (which reads
+    # tier-a through the same throttle) catches up only after the load ends
+    start_qsd '["tier-a"]'
+    start_agent
+    wait_for 10 "d[0]['connected'] and d[0]['samples'] > 0" || fail "shadowd did not connect"
+    fio --name=wl --ioengine=nbd --uri="nbd+unix:///sh0?socket=$dir/nbd.sock" \
+        --rw=randwrite --bs=4k --size=64M --number_ios=9000 --iodepth=4 --rate_iops=190 --verify_state_save=0 \
+        --verify=crc32c --do_verify=1 --output="$dir/fio-wl.log" &
+    fio_pids+=($!)
+    sleep 2
+    ctl move vm1 fast --verify --verify-speed $((32 * 1048576)) > "$dir/move.out" 2>&1 ||
+        fail "shadowctl move failed: $(cat "$dir/move.out")"
+    kill -0 "${fio_pids[0]}" 2> /dev/null || fail "the write load ended before the move did"
+    fio_wait
+    [ "$(status "d[0]['move']['state']")" = done ] || fail "the move is not done"
+    [ "$(move_states)" = "preparing copying verifying switching committing done" ] ||
+        fail "the move went through: $(move_states)"
+    [ ! -e "$dir/a.img" ] || fail "tier-a's image was not deleted"
+    guest_equals "$dir/b.img" || fail "tier-b's image alone is not what the guest read"
+    log "moved a write-back disk under a random-write load; fio verified its writes; tier-b alone equals the guest's view"
+    echo "RESULT move-async: $(grep "^vm1: moved to fast in" "$dir/move.out")"
+    ;;
 move-abort)
     start_qsd '["tier-a"]'
     seed_data
@@ -629,10 +673,36 @@ f = open('$dir/b.img', 'r+b'); f.seek($bad); b = f.read(1)[0]; f.seek($bad); f.w
         fail "shadowctl said: $(cat "$dir/move.out")"
     echo "RESULT move-verify: the flipped byte at $bad failed the move: $reason"
     ;;
-move-kill)
+move-kill|move-kill-meta)
     seed=${MOVE_KILL_SEED:-$((RANDOM * 32768 + RANDOM))}
     rounds=${MOVE_KILL_ROUNDS:-3}
-    log "seed $seed (MOVE_KILL_SEED), $rounds rounds"
+    meta=$([ "$scenario" = move-kill-meta ] && echo 1)
+    log "seed $seed (MOVE_KILL_SEED), $rounds rounds${meta:+, with a metadata child}"
+    # md_tiers: the tiers md.img records, then the active one (as the
+    # driver reads them at its next open: the current header copy's slots)
+    md_tiers() {
+        "$py" - "$dir/md.img" "$repo/tests/stress" << 'PY'
+import struct, sys
+sys.path.insert(0, sys.argv[2])
+import mdinfo
+md = open(sys.argv[1], 'rb').read()
+copy, hdr = mdinfo.current_header(md)
+if copy is None:
+    print('none')
+    sys.exit()
+buf, tiers, active = md[copy:copy + mdinfo.HEADER_SIZE], [], '-'
+for i in range(mdinfo.SLOTS):
+    off = mdinfo.TABLE + i * mdinfo.SLOT
+    if not struct.unpack('<I', buf[off:off + 4])[0] & mdinfo.SLOT_USED:
+        continue
+    name = buf[off + 152:off + 256].rstrip(b'\0').decode()
+    tier = {'a.img': 'tier-a', 'b.img': 'tier-b'}.get(name.rsplit('/', 1)[-1], name)
+    tiers.append(tier)
+    if i == hdr['active_slot']:
+        active = tier
+print(','.join(tiers), active)
+PY
+    }
     mib=1048576
     writer() { "$py" "$(dirname "$0")/nbd-writer.py" "$@"; }
     moved_state() {  # the move's state as shadowd recorded it
@@ -652,7 +722,8 @@ print('%.2f %d' % (g.uniform(0.5, 12), $r % 2 == 0))")
         mkdir "$dir/r$r"
         head -c 64M /dev/urandom > "$dir/a.img"
         "$qemu/qemu-img" create -q -f raw "$dir/b.img" 64M
-        start_qsd '["tier-a"]'
+        rm -f "$dir/md.img"; : > "$dir/md.img"
+        META=$meta start_qsd '["tier-a"]'
         start_agent
         wait_for 10 "d[0]['connected'] and d[0]['samples'] > 0" || fail "round $r: shadowd did not connect"
         from=$(wc -l < "$dir/shadowd.log" 2> /dev/null || echo 0)
@@ -676,7 +747,23 @@ print('%.2f %d' % (g.uniform(0.5, 12), $r % 2 == 0))")
                 awk '/alone, flushed and committed/ { d = 1 } /kept as/ && !d { bad = 1 } END { exit bad }' ||
                 fail "round $r: a.img renamed before the node was flushed and committed"
         fi
-        if [ "$kill_qsd" = 1 ]; then
+        if [ -n "$meta" ]; then
+            read -r recorded_tiers recorded_active < <(md_tiers)
+            log "round $r: md.img records $recorded_tiers, active $recorded_active"
+            case ,$recorded_tiers, in
+            *,tier-a,*) [ -e "$dir/a.img" ] ||
+                fail "round $r: a.img retired while md.img still records it ($recorded_tiers)" ;;
+            esac
+        fi
+        if [ "$kill_qsd" = 1 ] && [ -n "$meta" ]; then
+            wait "$writer_pid"
+            # the children the metadata records, as an operator would read
+            # them from the driver's refusal: every one must still exist
+            [ "$recorded_tiers" = none ] && recorded_tiers=tier-a recorded_active=tier-a
+            children=$("$py" -c "import json; print(json.dumps('$recorded_tiers'.split(',')))")
+            NO_TIER_A=$([ -e "$dir/a.img" ] || echo 1) ACTIVE=$recorded_active META=1 \
+                start_qsd "$children"
+        elif [ "$kill_qsd" = 1 ]; then
             wait "$writer_pid"      # ends: its server went away
             # the image the recorded state names: tier-b once the switch is recorded
             case $recorded in
@@ -705,7 +792,7 @@ print('%.2f %d' % (g.uniform(0.5, 12), $r % 2 == 0))")
             fail "round $r: tier-b's image alone is not what the guest read"
         log "round $r: the move completed; tier-b alone equals the guest's view"
     done
-    echo "RESULT move-kill: $rounds rounds (seed $seed), kills at random states, no write lost, nothing retired early"
+    echo "RESULT $scenario: $rounds rounds (seed $seed), kills at random states, no write lost, nothing retired early"
     ;;
 *)
     echo "unknown scenario $scenario" >&2
