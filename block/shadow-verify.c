@@ -172,7 +172,36 @@ static int64_t shadow_verify_next_run(ShadowVerifyJob *vj, ShadowChild *a,
     return n;
 }
 
-/* Compare [@offset, @offset + @bytes) of both children; range locked */
+/* One of the two reads of a comparison, in a coroutine of its own */
+typedef struct ShadowVerifyRead {
+    BdrvChild *child;
+    int64_t offset;
+    int64_t bytes;
+    void *buf;
+    int ret;
+    int *pending;               /* reads not yet done */
+    Coroutine *waiter;
+} ShadowVerifyRead;
+
+/*
+ * Entered by shadow_verify_compare(), which holds the graph lock and waits
+ * for both reads, as quorum's read_quorum_children() does.
+ */
+static void coroutine_fn GRAPH_RDLOCK shadow_verify_read_entry(void *opaque)
+{
+    ShadowVerifyRead *r = opaque;
+
+    r->ret = bdrv_co_pread(r->child, r->offset, r->bytes, r->buf, 0);
+    if (--*r->pending == 0) {
+        qemu_coroutine_enter_if_inactive(r->waiter);
+    }
+}
+
+/*
+ * Compare [@offset, @offset + @bytes) of both children, read at the same
+ * time (the job's time is that of the slower child, not of both); range
+ * locked.
+ */
 static int coroutine_fn GRAPH_RDLOCK
 shadow_verify_compare(ShadowVerifyJob *vj, ShadowChild *target,
                       ShadowChild *src, int64_t offset, int64_t bytes,
@@ -180,23 +209,34 @@ shadow_verify_compare(ShadowVerifyJob *vj, ShadowChild *target,
 {
     const char *node = bdrv_get_node_name(vj->bs);
     int64_t done, n, i;
-    int ret;
+    int k;
 
     for (done = 0; done < bytes; done += n) {
+        int pending = 2;
+        ShadowVerifyRead reads[2] = {
+            { src->child, offset + done, 0, vj->buf_a, 0, &pending,
+              qemu_coroutine_self() },
+            { target->child, offset + done, 0, vj->buf_b, 0, &pending,
+              qemu_coroutine_self() },
+        };
+
         n = MIN(bytes - done, SHADOW_COPY_MAX_BYTES);
-        ret = bdrv_co_pread(src->child, offset + done, n, vj->buf_a, 0);
-        if (ret >= 0) {
-            ret = bdrv_co_pread(target->child, offset + done, n, vj->buf_b,
-                                0);
-            if (ret < 0) {
-                src = target;
-            }
+        for (k = 0; k < 2; k++) {
+            reads[k].bytes = n;
+            qemu_coroutine_enter(qemu_coroutine_create(
+                shadow_verify_read_entry, &reads[k]));
         }
-        if (ret < 0) {
-            error_setg_errno(errp, -ret, "Reading child '%s' of shadow node "
-                             "'%s' at offset %" PRId64 " failed",
-                             shadow_child_name(src), node, offset + done);
-            return ret;
+        while (pending) {
+            qemu_coroutine_yield();
+        }
+        for (k = 0; k < 2; k++) {
+            if (reads[k].ret < 0) {
+                error_setg_errno(errp, -reads[k].ret, "Reading child '%s' of "
+                                 "shadow node '%s' at offset %" PRId64
+                                 " failed", shadow_child_name(k ? target : src),
+                                 node, offset + done);
+                return reads[k].ret;
+            }
         }
         if (memcmp(vj->buf_a, vj->buf_b, n) == 0) {
             continue;
