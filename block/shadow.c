@@ -1684,6 +1684,10 @@ static BlockStatsSpecific *shadow_get_specific_stats(BlockDriverState *bs)
     stats->driver = BLOCKDEV_DRIVER_SHADOW;
     shadow_fill_io_stats(qapi_BlockStatsSpecificShadow_base(sh), &s->stats);
     sh->active = g_strdup(shadow_child_name(s->active));
+    if (s->meta.child) {
+        /* a reopen must name it: management reads it here */
+        sh->metadata = g_strdup(bdrv_get_node_name(s->meta.child->bs));
+    }
 
     qemu_spin_lock(&s->lock);
     for (i = 0; i < s->num_children; i++) {

@@ -30,6 +30,7 @@ struct _ShdDisk {
   guint64 samples, skipped;
   guint64 size_bytes;
   GPtrArray *children;          /* node names in the node's order */
+  char *metadata;               /* the node's metadata child, as it says */
   ShdShadowRates *rates;        /* the latest */
   char *problem;                /* why there are no rates, logged once */
   GQueue decisions;             /* JsonNode, the newest last */

@@ -61,8 +61,11 @@ shd_disk_node_options (ShdDisk *disk, const char *active_child, gboolean force_s
   if (c->copy_compare)
     json_object_set_boolean_member (o, "copy-compare",
                                     strcmp (c->copy_compare, "true") == 0);
-  /* a reopen must name the metadata child it has */
-  if (c->metadata)
+  /* a reopen must name the metadata child the node has: the node says
+   * which (the configuration's is only for a QEMU that does not) */
+  if (disk->metadata)
+    json_object_set_string_member (o, "metadata", disk->metadata);
+  else if (c->metadata)
     json_object_set_string_member (o, "metadata", c->metadata);
   return o;
 }
@@ -430,6 +433,15 @@ on_stats (GObject *src, GAsyncResult *res, gpointer data)
     const ShdChildSample *cs = sample->children->pdata[i];
 
     g_ptr_array_add (disk->children, g_strdup (cs->node_name));
+  }
+  if (g_strcmp0 (disk->metadata, sample->metadata) != 0) {
+    g_free (disk->metadata);
+    disk->metadata = g_strdup (sample->metadata);
+    if (disk->metadata && disk->cfg->metadata && strcmp (disk->metadata, disk->cfg->metadata))
+      shd_log (G_LOG_LEVEL_WARNING, disk->cfg->name, "metadata",
+               "%s: node %s's metadata child is %s, not %s as configured: its reopens "
+               "name %s", disk->cfg->name, disk->cfg->node, disk->metadata,
+               disk->cfg->metadata, disk->metadata);
   }
   if (rates == NULL)
     return;                     /* the first sample: nothing to compare with */
@@ -811,6 +823,7 @@ shd_disk_finalize (GObject *object)
   shd_policy_free (disk->policy);
   shd_collector_free (disk->coll);
   g_ptr_array_unref (disk->children);
+  g_free (disk->metadata);
   g_clear_pointer (&disk->rates, shd_shadow_rates_free);
   g_queue_clear_full (&disk->decisions, (GDestroyNotify) json_node_unref);
   g_free (disk->problem);

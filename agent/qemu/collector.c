@@ -74,6 +74,7 @@ shd_shadow_sample_free (ShdShadowSample *s)
     return;
   g_free (s->node_name);
   g_free (s->active);
+  g_free (s->metadata);
   g_clear_pointer (&s->children, g_ptr_array_unref);
   g_free (s);
 }
@@ -135,6 +136,8 @@ shd_shadow_sample_parse (JsonNode *reply, const char *node_name, gint64 time_us,
   s->time_us = time_us;
   s->node_name = g_strdup (node_name);
   if (!get_str (ds, "active", where, &s->active, error) ||
+      (json_object_has_member (ds, "metadata") &&
+       !get_str (ds, "metadata", where, &s->metadata, error)) ||
       !get_counters (ds, where, &s->io, error))
     return NULL;
   n = json_object_get_member (ds, "children");

@@ -37,6 +37,8 @@ typedef struct {
   gint64 time_us;               /* when it was taken, monotonic */
   char *node_name;
   char *active;
+  char *metadata;               /* the metadata child; NULL: none, or a
+                                   QEMU that does not say */
   ShdIoCounters io;
   GPtrArray *children;          /* ShdChildSample */
 } ShdShadowSample;

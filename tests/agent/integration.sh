@@ -51,7 +51,9 @@
 #            node was flushed and committed without it
 #   move-kill-meta  the same with a metadata child: after each kill, no
 #            image is gone that md.img still records, and
-#            qemu-storage-daemon restarts on the children md.img records
+#            qemu-storage-daemon restarts on the children md.img records;
+#            shadowd.conf names another metadata node: shadowd's reopens
+#            name the node's own (from its statistics) and it warns
 #
 # Exits 77 (skip) when build/qemu, fio with the nbd engine or python3 is
 # missing (lifecycle-rbd: or the Ceph programs).  Every process it starts
@@ -177,8 +179,10 @@ write-mode = sync
 prewarm = sequential
 EOF
 
-# move-kill-meta: the node has a metadata child, which shadowd's reopens name
-[ "$scenario" = move-kill-meta ] && echo "metadata = md" >> "$dir/shadowd.conf"
+# move-kill-meta: the node has a metadata child, md, which shadowd's
+# reopens must name; the configuration names another (a node renamed
+# since): the node's own word wins, with a warning
+[ "$scenario" = move-kill-meta ] && echo "metadata = md-old" >> "$dir/shadowd.conf"
 # move-async: a write-back disk
 if [ "$scenario" = move-async ]; then
     sed -i 's/^write-mode = sync$/write-mode = async/' "$dir/shadowd.conf"
@@ -792,6 +796,10 @@ print('%.2f %d' % (g.uniform(0.5, 12), $r % 2 == 0))")
             fail "round $r: tier-b's image alone is not what the guest read"
         log "round $r: the move completed; tier-b alone equals the guest's view"
     done
+    if [ -n "$meta" ]; then
+        grep -q "vm1: node sh0's metadata child is md, not md-old as configured" "$dir/shadowd.log" ||
+            fail "no warning about the configured metadata child"
+    fi
     echo "RESULT $scenario: $rounds rounds (seed $seed), kills at random states, no write lost, nothing retired early"
     ;;
 *)

@@ -75,6 +75,8 @@ test_parse (void)
 
   g_assert_no_error (error);
   g_assert_cmpstr (s->active, ==, "tier-a");
+  /* a node without a metadata child does not name one */
+  g_assert_null (s->metadata);
   g_assert_cmpuint (s->io.rd_ops, ==, 1000);
   g_assert_cmpuint (s->io.wr_time_ns, ==, 2500000000u);
   g_assert_cmpuint (s->children->len, ==, 2);
@@ -171,6 +173,22 @@ test_compared (void)
   g_assert_true (back->reset);
 }
 
+/* A node with a metadata child names it: shadowd's reopens must */
+static void
+test_metadata (void)
+{
+  g_autoptr (JsonNode) r = json_from_string (
+    "[{\"node-name\": \"sh0\", \"driver-specific\": {\"driver\": \"shadow\","
+    " \"active\": \"a\", \"metadata\": \"md0\", \"rd-operations\": 1, \"rd-bytes\": 1,"
+    " \"rd-total-time-ns\": 1, \"wr-operations\": 1, \"wr-bytes\": 1,"
+    " \"wr-total-time-ns\": 1, \"flush-operations\": 1, \"children\": []}}]", NULL);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (ShdShadowSample) s = shd_shadow_sample_parse (r, "sh0", 0, &error);
+
+  g_assert_no_error (error);
+  g_assert_cmpstr (s->metadata, ==, "md0");
+}
+
 static void
 test_reset (void)
 {
@@ -262,6 +280,9 @@ test_errors (void)
       " \"active\": \"a\"}}]", SHD_COLLECTOR_ERROR_MALFORMED, "'rd-operations' is missing" },
     { "[{\"node-name\": \"sh0\", \"driver-specific\": {\"driver\": \"shadow\","
       " \"active\": 3}}]", SHD_COLLECTOR_ERROR_MALFORMED, "'active' is not a string" },
+    { "[{\"node-name\": \"sh0\", \"driver-specific\": {\"driver\": \"shadow\","
+      " \"active\": \"a\", \"metadata\": null}}]", SHD_COLLECTOR_ERROR_MALFORMED,
+      "node 'sh0': 'metadata' is not a string" },
     { "[{\"node-name\": \"sh0\", \"driver-specific\": {\"driver\": \"shadow\", \"active\": \"a\","
       " \"rd-operations\": -1}}]", SHD_COLLECTOR_ERROR_MALFORMED, "not a non-negative" },
     { "[{\"node-name\": \"sh0\", \"driver-specific\": {\"driver\": \"shadow\", \"active\": \"a\","
@@ -293,6 +314,7 @@ main (int argc, char **argv)
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/collector/parse", test_parse);
   g_test_add_func ("/collector/rates", test_rates);
+  g_test_add_func ("/collector/metadata", test_metadata);
   g_test_add_func ("/collector/reset", test_reset);
   g_test_add_func ("/collector/compared", test_compared);
   g_test_add_func ("/collector/child-reset", test_child_reset_only);
