@@ -36,7 +36,7 @@
 #            renamed; what the guest reads equals tier-b's image alone
 #   move-async  a move of a write-back disk (write-mode async) under a
 #            random-write load: raised to sync, it completes, verified
-#   move-abort  a move aborted while it prepares and again while it
+#   move-abort  a move aborted while it prepares, copies and
 #            verifies: tier-b leaves the node, the disk stays on tier-a,
 #            whose image is what the guest reads
 #   move-verify  a byte of tier-b's image flipped behind QEMU's back while
@@ -123,7 +123,8 @@ start_qsd() {    # start_qsd [CHILDREN-JSON [CHUNK-SIZE]]: the shadow node's ini
                   --blockdev raw,node-name=ra,file=fa
                   --blockdev throttle,node-name=tier-a,throttle-group=slow,file=ra)
     [ -n "${NO_TIER_A:-}" ] && tier_a=()   # its image is gone (a move retired it)
-    local md=() md_opt=
+    local md=() md_opt= speed_opt=
+    [ -n "${PREWARM_SPEED:-}" ] && speed_opt=',"prewarm-speed":'"$PREWARM_SPEED"
     if [ -n "${META:-}" ]; then            # a metadata child, md.img
         md=(--blockdev file,node-name=md,filename="$dir/md.img")
         md_opt='"metadata":"md",'
@@ -140,7 +141,7 @@ start_qsd() {    # start_qsd [CHILDREN-JSON [CHUNK-SIZE]]: the shadow node's ini
         "${tier_a[@]}" \
         --blockdev file,node-name=fb,filename="$dir/b.img" \
         "${tier_b[@]}" "${md[@]}" \
-        --blockdev '{"driver":"shadow","node-name":"sh0",'"$md_opt"'"children":'"$children"',"active-child":"'"$active"'","chunk-size":'"$chunk"',"write-mode":"'"${WRITE_MODE:-sync}"'","prewarm":"sequential"}' \
+        --blockdev '{"driver":"shadow","node-name":"sh0",'"$md_opt"'"children":'"$children"',"active-child":"'"$active"'","chunk-size":'"$chunk"',"write-mode":"'"${WRITE_MODE:-sync}"'","prewarm":"sequential"'"$speed_opt"'}' \
         --nbd-server addr.type=unix,addr.path="$dir/nbd.sock" \
         --export nbd,id=e0,node-name=sh0,writable=on >> "$dir/qsd.log" 2>&1 &
     qsd_pid=$!
@@ -183,6 +184,11 @@ EOF
 # reopens must name; the configuration names another (a node renamed
 # since): the node's own word wins, with a warning
 [ "$scenario" = move-kill-meta ] && echo "metadata = md-old" >> "$dir/shadowd.conf"
+# move-abort: a copy slow enough to be aborted while it runs (8 MiB/s)
+if [ "$scenario" = move-abort ]; then
+    echo "prewarm-speed = 8388608" >> "$dir/shadowd.conf"
+    export PREWARM_SPEED=8388608
+fi
 # move-async: a write-back disk
 if [ "$scenario" = move-async ]; then
     sed -i 's/^write-mode = sync$/write-mode = async/' "$dir/shadowd.conf"
@@ -638,20 +644,29 @@ move-abort)
     [ "$(status "d[0]['move']['state']")" = aborted ] || fail "the move did not abort"
     wait_for 10 "[t['state'] for t in d[0]['tiers']] == ['active', None]" ||
         fail "tier-b did not leave the node after the abort"
+    # while it copies (64 MiB at 8 MiB/s)
+    ctl move vm1 fast --no-wait > /dev/null || fail "shadowctl move failed"
+    wait_for 10 "d[0]['move']['state'] == 'copying' and d[0]['move']['done-bytes'] > 0" ||
+        fail "the move did not copy: $(status "d[0]['move']")"
+    ctl move vm1 --abort > /dev/null || fail "shadowctl move --abort failed"
+    [ "$(move_states)" = "preparing aborted preparing copying aborted" ] ||
+        fail "the moves went through: $(move_states)"
+    wait_for 10 "[t['state'] for t in d[0]['tiers']] == ['active', None]" ||
+        fail "tier-b did not leave the node after the abort while copying"
     ctl move vm1 fast --no-wait --verify --verify-speed 1048576 > /dev/null ||
         fail "shadowctl move failed"
     wait_for 30 "d[0]['move']['state'] == 'verifying' and d[0]['move']['done-bytes'] > 0" ||
         fail "the second move did not verify: $(status "d[0]['move']")"
     ctl move vm1 --abort > /dev/null || fail "shadowctl move --abort failed"
     wait_for 10 "[t['state'] for t in d[0]['tiers']] == ['active', None]" ||
-        fail "tier-b did not leave the node after the second abort"
+        fail "tier-b did not leave the node after the abort while verifying"
     [ "$(status "d[0]['active-tier']")" = cheap ] || fail "the disk left tier cheap"
     [ "$(status "d[0]['paused']")" = False ] || fail "the policy did not take over again"
     out=$(ctl move vm1 --abort 2>&1) && fail "an abort without a move succeeded"
     echo "$out" | grep -q "has no move to abort" || fail "unclear error: $out"
     guest_equals "$dir/a.img" ||
         fail "tier-a's image is not what the guest read"
-    echo "RESULT move-abort: aborted while preparing and while verifying; the disk stayed on tier-a, intact"
+    echo "RESULT move-abort: aborted while preparing, copying and verifying; the disk stayed on tier-a, intact"
     ;;
 move-verify)
     start_qsd '["tier-a"]'
