@@ -399,6 +399,33 @@ test_pause_and_manual (void)
   sim_clear (&s);
 }
 
+/* An operator's switch down during a spike, with min-dwell 0: nothing
+ * holds it, and the next step switches back up for the service level
+ * (what shadowd-sim met when its spike came while it asked for cheap). */
+static void
+test_manual_without_dwell (void)
+{
+  Sim s;
+  const ShdDecision *d = NULL;
+
+  sim_init (&s, 11);
+  s.cfg.knobs.min_dwell_s = 0;
+  sim_start (&s);
+  for (int i = 0; i < 50; i++)
+    sim_step (&s, noise (&s, 30, 3));
+  for (int i = 0; i < 10; i++)
+    sim_step (&s, noise (&s, 1000, 3));
+  g_assert_cmpint (s.active, ==, 1);
+  shd_policy_request_switch (s.p, 0);
+  d = sim_step (&s, noise (&s, 1000, 3));
+  g_assert_cmpstr (shd_decision_kind_name (d->kind), ==, "switch-manual");
+  g_assert_cmpint (s.active, ==, 0);
+  d = sim_step (&s, noise (&s, 1000, 3));
+  g_assert_cmpstr (shd_decision_kind_name (d->kind), ==, "switch-up");
+  g_assert_cmpint (s.active, ==, 1);
+  sim_clear (&s);
+}
+
 /* A failed switch is forgotten: the tier and the count roll back. */
 static void
 test_switch_failed (void)
@@ -658,6 +685,7 @@ main (int argc, char **argv)
   g_test_add_func ("/policy/wait-sync", test_wait_sync);
   g_test_add_func ("/policy/dry-run", test_dry_run);
   g_test_add_func ("/policy/pause-and-manual", test_pause_and_manual);
+  g_test_add_func ("/policy/manual-without-dwell", test_manual_without_dwell);
   g_test_add_func ("/policy/switch-failed", test_switch_failed);
   g_test_add_func ("/policy/three-tiers", test_three_tiers);
   g_test_add_func ("/policy/absent-child", test_absent_child);
