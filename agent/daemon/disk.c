@@ -412,6 +412,7 @@ on_stats (GObject *src, GAsyncResult *res, gpointer data)
   const ShdDecision *d;
   gint64 now_us = g_get_monotonic_time (), wall_ms = g_get_real_time () / 1000;
   double pt = NAN, lo, hi = NAN;
+  gboolean deferred = FALSE;
 
   if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
     return;                     /* stopped */
@@ -491,8 +492,10 @@ on_stats (GObject *src, GAsyncResult *res, gpointer data)
   } else if (!d->dry_run && disk->reopen_in_flight) {
     /* the policy decides its own switches again at the next step; the
      * operator's request would be lost: it waits for the reopen in flight */
-    if (d->action == SHD_ACTION_SWITCH && d->kind == SHD_DECISION_SWITCH_MANUAL)
+    if (d->action == SHD_ACTION_SWITCH && d->kind == SHD_DECISION_SWITCH_MANUAL) {
       shd_policy_request_switch (disk->policy, d->target);
+      deferred = TRUE;          /* recorded when it is made */
+    }
   } else if (!d->dry_run) {
     if (d->action == SHD_ACTION_SWITCH) {
       reopen (disk, shd_policy_config (disk->policy)->tiers[d->target].child, FALSE, TRUE);
@@ -503,7 +506,8 @@ on_stats (GObject *src, GAsyncResult *res, gpointer data)
       shd_disk_raise_write_sync (disk);
     }
   }
-  record (disk, d, wall_ms);
+  if (!deferred)
+    record (disk, d, wall_ms);
   repair_degraded (disk, rates, d->dry_run);
   shd_move_tick (disk);
 
