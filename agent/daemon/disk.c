@@ -412,7 +412,6 @@ on_stats (GObject *src, GAsyncResult *res, gpointer data)
   const ShdDecision *d;
   gint64 now_us = g_get_monotonic_time (), wall_ms = g_get_real_time () / 1000;
   double pt = NAN, lo, hi = NAN;
-  gboolean deferred = FALSE;
 
   if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
     return;                     /* stopped */
@@ -478,6 +477,7 @@ on_stats (GObject *src, GAsyncResult *res, gpointer data)
       in.allocated[i] = disk->alloc[i];
     disk->alloc_fresh = FALSE;
   }
+  in.reopen_in_flight = disk->reopen_in_flight;
   d = shd_policy_step (disk->policy, &in);
   disk->last_step_wall_ms = wall_ms;
   if (d->bucket_closed && disk->history &&
@@ -490,12 +490,8 @@ on_stats (GObject *src, GAsyncResult *res, gpointer data)
   if (!d->dry_run && d->action == SHD_ACTION_RELEASE && !disk->release_in_flight) {
     shd_disk_release_tier (disk, d->target);
   } else if (!d->dry_run && disk->reopen_in_flight) {
-    /* the policy decides its own switches again at the next step; the
-     * operator's request would be lost: it waits for the reopen in flight */
-    if (d->action == SHD_ACTION_SWITCH && d->kind == SHD_DECISION_SWITCH_MANUAL) {
-      shd_policy_request_switch (disk->policy, d->target);
-      deferred = TRUE;          /* recorded when it is made */
-    }
+    /* the policy decides its own switches again at the next step, and
+     * holds the operator's (in.reopen_in_flight) */
   } else if (!d->dry_run) {
     if (d->action == SHD_ACTION_SWITCH) {
       reopen (disk, shd_policy_config (disk->policy)->tiers[d->target].child, FALSE, TRUE);
@@ -506,8 +502,7 @@ on_stats (GObject *src, GAsyncResult *res, gpointer data)
       shd_disk_raise_write_sync (disk);
     }
   }
-  if (!deferred)
-    record (disk, d, wall_ms);
+  record (disk, d, wall_ms);
   repair_degraded (disk, rates, d->dry_run);
   shd_move_tick (disk);
 

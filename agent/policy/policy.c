@@ -1418,6 +1418,14 @@ shd_policy_step (ShdPolicy *p, const ShdPolicyInput *in)
   if (p->requested >= 0) {
     if (p->requested == p->active) {
       p->requested = -1;
+    } else if (in->reopen_in_flight) {
+      /* decided (and counted) once the node answered: the reopen in
+       * flight may change what it is switching from */
+      d->kind = SHD_DECISION_HOLD;
+      d->target = p->requested;
+      REASON (d, "the operator's switch to %s waits for a reopen of the node in flight",
+              tier_name (p, p->requested));
+      goto out;
     } else {
       decide_switch (p, d, in, p->requested, SHD_DECISION_SWITCH_MANUAL, SHD_TRIGGER_MANUAL, TRUE);
       if (d->action == SHD_ACTION_SWITCH)

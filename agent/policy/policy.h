@@ -147,6 +147,8 @@ typedef struct {
   ShdPolicyChild children[SHD_POLICY_MAX_TIERS];
   double allocated[SHD_POLICY_MAX_TIERS];   /* bytes each tier's image holds, by
                                                tier; NAN: not measured now */
+  gboolean reopen_in_flight;    /* a reopen of the node is not answered yet:
+                                   an operator's switch waits for it */
 } ShdPolicyInput;
 
 /* An input with nothing measured (allocation NAN). */

@@ -28,6 +28,7 @@ typedef struct {
   int switch_to[256];
   guint violations;             /* intervals over the SLO */
   double shadow_lat;            /* > 0: the shadow reports this latency */
+  gboolean reopen_in_flight;    /* the node has not answered a reopen yet */
   GRand *rand;
 } Sim;
 
@@ -119,6 +120,7 @@ sim_step (Sim *s, double offered)
   }
   if (iops >= 1 && lat > SLO)
     s->violations++;
+  in.reopen_in_flight = s->reopen_in_flight;
   d = shd_policy_step (s->p, &in);
   if (g_getenv ("SIM_TRACE")) g_printerr ("t=%.0f off=%.0f lat=%.2f [%s %.0f] %s\n", s->t, offered, lat, d->model, d->forecast, d->reason);
   if (d->action == SHD_ACTION_SWITCH && !d->dry_run) {
@@ -426,6 +428,41 @@ test_manual_without_dwell (void)
   sim_clear (&s);
 }
 
+/* An operator's switch while a reopen of the node is in flight waits for
+ * it, and is decided and counted once, when made. */
+static void
+test_manual_waits_for_reopen (void)
+{
+  Sim s;
+  const ShdDecision *d;
+  guint count;
+
+  sim_init (&s, 12);
+  sim_start (&s);
+  for (int i = 0; i < 30; i++)
+    sim_step (&s, noise (&s, 30, 3));
+  count = shd_policy_switch_count (s.p);
+  shd_policy_request_switch (s.p, 1);
+  s.reopen_in_flight = TRUE;
+  for (int i = 0; i < 3; i++) {
+    d = sim_step (&s, noise (&s, 30, 3));
+    g_assert_cmpstr (shd_decision_kind_name (d->kind), ==, "hold");
+    g_assert_cmpint (d->action, ==, SHD_ACTION_NONE);
+    g_assert_cmpstr (d->reason, ==,
+                     "the operator's switch to fast waits for a reopen of the node in flight");
+  }
+  g_assert_cmpuint (shd_policy_switch_count (s.p), ==, count);
+  s.reopen_in_flight = FALSE;
+  d = sim_step (&s, noise (&s, 30, 3));
+  g_assert_cmpstr (shd_decision_kind_name (d->kind), ==, "switch-manual");
+  g_assert_cmpint (s.active, ==, 1);
+  g_assert_cmpuint (shd_policy_switch_count (s.p), ==, count + 1);
+  /* done: the request is not made again */
+  d = sim_step (&s, noise (&s, 30, 3));
+  g_assert_cmpstr (shd_decision_kind_name (d->kind), !=, "switch-manual");
+  sim_clear (&s);
+}
+
 /* A failed switch is forgotten: the tier and the count roll back. */
 static void
 test_switch_failed (void)
@@ -686,6 +723,7 @@ main (int argc, char **argv)
   g_test_add_func ("/policy/dry-run", test_dry_run);
   g_test_add_func ("/policy/pause-and-manual", test_pause_and_manual);
   g_test_add_func ("/policy/manual-without-dwell", test_manual_without_dwell);
+  g_test_add_func ("/policy/manual-waits-for-reopen", test_manual_waits_for_reopen);
   g_test_add_func ("/policy/switch-failed", test_switch_failed);
   g_test_add_func ("/policy/three-tiers", test_three_tiers);
   g_test_add_func ("/policy/absent-child", test_absent_child);
