@@ -85,6 +85,10 @@ JsonObject *shd_disk_node_options (ShdDisk *disk, const char *active_child,
  * FALSE for a sync disk, or when it must wait (a reopen in flight, no
  * sample yet). */
 gboolean shd_disk_raise_write_sync (ShdDisk *disk);
+/* Back to the disk's own write mode after a raise that is no longer
+ * needed (a move that ended before its switch).  TRUE once done or
+ * nothing to do; FALSE when it must wait (a reopen in flight). */
+gboolean shd_disk_lower_write_sync (ShdDisk *disk);
 /* Add the tier's child now, opening its node first when shadowd makes it. */
 void shd_disk_add_tier (ShdDisk *disk, int tier);
 

@@ -139,7 +139,25 @@ shd_disk_raise_write_sync (ShdDisk *disk)
   if (disk->rates == NULL || disk->reopen_in_flight)
     return FALSE;
   disk->write_sync_raised = TRUE;
+  shd_log (G_LOG_LEVEL_MESSAGE, disk->cfg->name, "write-mode",
+           "%s: reopening %s in write-mode sync while a shadow is warmed", disk->cfg->name,
+           disk->cfg->node);
   reopen (disk, disk->rates->active, TRUE, FALSE);
+  return TRUE;
+}
+
+gboolean
+shd_disk_lower_write_sync (ShdDisk *disk)
+{
+  if (!disk->write_sync_raised)
+    return TRUE;
+  if (disk->rates == NULL || disk->reopen_in_flight)
+    return FALSE;
+  disk->write_sync_raised = FALSE;
+  shd_log (G_LOG_LEVEL_MESSAGE, disk->cfg->name, "write-mode",
+           "%s: reopening %s in write-mode %s again", disk->cfg->name, disk->cfg->node,
+           disk->cfg->write_mode);
+  reopen (disk, disk->rates->active, FALSE, FALSE);
   return TRUE;
 }
 

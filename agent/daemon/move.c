@@ -60,6 +60,8 @@ struct _ShdMove {
   gboolean was_paused;          /* the policy's state before: back to it after */
   gboolean busy;                /* a QMP command of the move is in flight */
   gboolean job_started;
+  gboolean raised;              /* raised an async disk to sync: lowered again
+                                   if the move ends before its switch */
   gboolean job_free;            /* no job of ours left in QEMU (a stopped
                                    shadowd's, an aborted move's) */
   char *job_id;
@@ -425,8 +427,10 @@ reopen (ShdMove *move, GPtrArray *children, GAsyncReadyCallback cb)
   JsonObject *args = json_object_new ();
   JsonArray *opts = json_array_new ();
 
-  if (children)
+  if (children) {
     move->disk->write_sync_raised = FALSE;
+    move->raised = FALSE;
+  }
   json_array_add_object_element (opts, shd_disk_node_options (move->disk, move->child,
                                                               move->disk->write_sync_raised,
                                                               children));
@@ -731,13 +735,16 @@ shd_move_tick (ShdDisk *disk)
   ShdMove *move = disk->move;
   const ShdTierProfile *pr;
 
+  if (move && move->raised && !shd_move_running (move) && !move->busy &&
+      shd_qmp_is_ready (disk->qmp) && shd_disk_lower_write_sync (disk))
+    move->raised = FALSE;
   if (!shd_move_running (move) || move->busy || !shd_qmp_is_ready (disk->qmp))
     return;
   pr = shd_policy_profile (disk->policy, move->target);
   /* an async disk's writes would leave the target stale again and again:
    * mirrored until the switch, as for a pre-warm */
-  if (move->state < SHD_MOVE_SWITCHING)
-    shd_disk_raise_write_sync (disk);
+  if (move->state < SHD_MOVE_SWITCHING && shd_disk_raise_write_sync (disk))
+    move->raised = TRUE;
   switch (move->state) {
   case SHD_MOVE_PREPARING:
     if (pr->state) {

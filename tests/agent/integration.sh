@@ -35,7 +35,8 @@
 #            active; tier-a's child and nodes are removed and its image
 #            renamed; what the guest reads equals tier-b's image alone
 #   move-async  a move of a write-back disk (write-mode async) under a
-#            random-write load: raised to sync, it completes, verified
+#            random-write load: raised to sync, it completes, verified; one
+#            aborted while it copies puts write-mode async back
 #   move-abort  a move aborted while it prepares, copies and
 #            verifies: tier-b leaves the node, the disk stays on tier-a,
 #            whose image is what the guest reads
@@ -617,18 +618,35 @@ move-async)
     start_qsd '["tier-a"]'
     start_agent
     wait_for 10 "d[0]['connected'] and d[0]['samples'] > 0" || fail "shadowd did not connect"
+    # the load is over tier-a's limit: the policy must not switch (or raise
+    # the node for a pre-warm of its own) between the two moves
+    ctl pause vm1 > /dev/null || fail "shadowctl pause failed"
     fio --name=wl --ioengine=nbd --uri="nbd+unix:///sh0?socket=$dir/nbd.sock" \
         --rw=randwrite --bs=4k --size=64M --number_ios=9000 --iodepth=4 --rate_iops=190 --verify_state_save=0 \
         --verify=crc32c --do_verify=1 --output="$dir/fio-wl.log" &
     fio_pids+=($!)
     sleep 2
+    # a move aborted while it copies puts the disk's own mode back
+    ctl move vm1 fast --no-wait > /dev/null || fail "shadowctl move failed"
+    wait_for 15 "d[0]['move']['state'] == 'copying'" || fail "the move did not copy"
+    grep -q "vm1: reopening sh0 in write-mode sync while a shadow is warmed" "$dir/shadowd.log" ||
+        fail "the disk was not raised to sync for the move"
+    ctl move vm1 --abort > /dev/null || fail "shadowctl move --abort failed"
+    for _ in $(seq 50); do
+        grep -q "vm1: reopening sh0 in write-mode async again" "$dir/shadowd.log" && break
+        sleep 0.2
+    done
+    grep -q "vm1: reopening sh0 in write-mode async again" "$dir/shadowd.log" ||
+        fail "the aborted move left the disk in write-mode sync"
+    grep -q "vm1: blockdev-reopen to .* failed" "$dir/shadowd.log" &&
+        fail "a reopen failed: $(grep -m1 "blockdev-reopen to" "$dir/shadowd.log")"
     ctl move vm1 fast --verify --verify-speed $((32 * 1048576)) > "$dir/move.out" 2>&1 ||
         fail "shadowctl move failed: $(cat "$dir/move.out")"
     kill -0 "${fio_pids[0]}" 2> /dev/null || fail "the write load ended before the move did"
     fio_wait
     [ "$(status "d[0]['move']['state']")" = done ] || fail "the move is not done"
-    [ "$(move_states)" = "preparing copying verifying switching committing done" ] ||
-        fail "the move went through: $(move_states)"
+    [ "$(move_states)" = "preparing copying aborted preparing copying verifying switching committing done" ] ||
+        fail "the moves went through: $(move_states)"
     [ ! -e "$dir/a.img" ] || fail "tier-a's image was not deleted"
     guest_equals "$dir/b.img" || fail "tier-b's image alone is not what the guest read"
     log "moved a write-back disk under a random-write load; fio verified its writes; tier-b alone equals the guest's view"
