@@ -409,8 +409,26 @@ osd_max_object_namespace_len = 64
         """SIGSTOP the OSD of @pool: it stops answering, sockets stay open."""
         self.osd_proc(pool).send_signal(signal.SIGSTOP)
 
-    def cont_osd(self, pool):
+    def cont_osd(self, pool, timeout=60):
+        """SIGCONT the OSD of @pool and wait until it serves the pool again:
+        the monitor may have marked it down while it was stopped, and it
+        answers nothing until it booted again."""
+        i = self.osd_of_pool[pool]
         self.osd_proc(pool).send_signal(signal.SIGCONT)
+        self._wait(lambda: self._osds_up(i) == 1 and self._pool_answers(pool),
+                   f'osd.{i} to serve pool {pool} again', timeout)
+
+    def _pool_answers(self, pool):
+        """Whether a read on @pool is answered (by ENOENT) within 5 s"""
+        try:
+            res = subprocess.run(
+                ['rados', '--conf', self.conf, '--rados-osd-op-timeout', '5',
+                 '-p', pool, 'stat', 'shadow-fixture-probe'],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                timeout=15, check=False, env=self.env())
+        except subprocess.TimeoutExpired:
+            return False
+        return res.returncode == 0 or 'No such file' in res.stderr
 
     def kill_osd(self, pool):
         """SIGKILL the OSD of @pool; restart_osd() brings it back."""
