@@ -719,23 +719,20 @@ move-kill|move-kill-meta)
     # driver reads them at its next open: the current header copy's slots)
     md_tiers() {
         "$py" - "$dir/md.img" "$repo/tests/stress" << 'PY'
-import struct, sys
+import sys
 sys.path.insert(0, sys.argv[2])
 import mdinfo
-md = open(sys.argv[1], 'rb').read()
-copy, hdr = mdinfo.current_header(md)
-if copy is None:
+with open(sys.argv[1], 'rb') as f:
+    slots = mdinfo.slots(f.read())
+if not slots:
     print('none')
     sys.exit()
-buf, tiers, active = md[copy:copy + mdinfo.HEADER_SIZE], [], '-'
-for i in range(mdinfo.SLOTS):
-    off = mdinfo.TABLE + i * mdinfo.SLOT
-    if not struct.unpack('<I', buf[off:off + 4])[0] & mdinfo.SLOT_USED:
-        continue
-    name = buf[off + 152:off + 256].rstrip(b'\0').decode()
+tiers, active = [], '-'
+for sl in slots:
+    name = sl['filename']
     tier = {'a.img': 'tier-a', 'b.img': 'tier-b'}.get(name.rsplit('/', 1)[-1], name)
     tiers.append(tier)
-    if i == hdr['active_slot']:
+    if sl['active']:
         active = tier
 print(','.join(tiers), active)
 PY

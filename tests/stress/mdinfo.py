@@ -65,6 +65,27 @@ def current_header(md):
     return best or (None, None)
 
 
+def slots(md):
+    """The used slots of the current header copy, in order: dicts with
+    index, epoch, node_name, filename (both informational, as the node
+    last opened them) and active; [] without an intact header"""
+    copy, hdr = current_header(md)
+    if copy is None:
+        return []
+    buf = md[copy:copy + HEADER_SIZE]
+    out = []
+    for i in range(SLOTS):
+        off = TABLE + i * SLOT
+        flags, _r, epoch = struct.unpack('<IIQ', buf[off:off + 16])
+        if not flags & SLOT_USED:
+            continue
+        out.append({'index': i, 'epoch': epoch,
+                    'node_name': buf[off + 88:off + 152].rstrip(b'\0').decode(),
+                    'filename': buf[off + 152:off + 256].rstrip(b'\0').decode(),
+                    'active': i == hdr['active_slot']})
+    return out
+
+
 def restamp(md_path, files):
     """A power loss never makes a file's ctime newer, but rewriting a crash
     image in place does: when the current header is clean, record each of
@@ -150,15 +171,10 @@ def main():
 
     print(f'intent (session {hdr["session"]:#x}): '
           f'{ranges(bits(0, hdr["session"]))}')
-    buf = md[copy:copy + HEADER_SIZE]
-    for i in range(SLOTS):
-        off = TABLE + i * SLOT
-        flags, _r, epoch = struct.unpack('<IIQ', buf[off:off + 16])
-        if not flags & SLOT_USED:
-            continue
-        name = buf[off + 88:off + 152].rstrip(b'\0').decode()
-        act = ' (active)' if i == hdr['active_slot'] else ''
-        print(f'slot {i} {name}{act}: valid {ranges(bits(1 + i, epoch))}')
+    for sl in slots(md):
+        act = ' (active)' if sl['active'] else ''
+        print(f"slot {sl['index']} {sl['node_name']}{act}: valid "
+              f"{ranges(bits(1 + sl['index'], sl['epoch']))}")
 
 
 if __name__ == '__main__':
