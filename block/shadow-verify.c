@@ -14,7 +14,11 @@
  *
  * The job looks its children up by name at every step, under the graph
  * read lock: a switch, a removed child or a grown disk between two steps
- * is seen at the next one.  It changes no state of the node.
+ * is seen at the next one.  What it compared is kept only while the node
+ * is the one it began with: a child removed and added again under its
+ * name (ShadowChild.serial), or an inactivation (its activation loads the
+ * maps again, and may shrink the disk), ends the job with an error.  It
+ * changes no state of the node.
  *
  * Copyright (c) 2026 The shadowtier authors
  *
@@ -41,6 +45,10 @@ typedef struct ShadowVerifyJob {
     BlockDriverState *bs;
     char *child_name;
     char *against_name;     /* NULL: the active child, whichever it is */
+    /* The children and the node the job began with */
+    uint64_t child_serial;
+    uint64_t against_serial;
+    unsigned inactivations;
 
     /*
      * Only the job's coroutine touches these.  @todo has a bit per chunk
@@ -51,6 +59,7 @@ typedef struct ShadowVerifyJob {
     int64_t length;
     int64_t cursor;
     bool pass_progress;
+    /* The last comparison, or the end of the last pause */
     int64_t last_progress_ns;
     void *buf_a;
     void *buf_b;
@@ -66,11 +75,27 @@ shadow_verify_children(ShadowVerifyJob *vj, BDRVShadowState *s,
 {
     const char *node = bdrv_get_node_name(vj->bs);
 
+    if (bdrv_is_inactive(vj->bs) ||
+        qatomic_read(&s->inactivations) != vj->inactivations) {
+        /*
+         * Migrated: the destination writes the children now.  Or active
+         * again (a failed migration): the maps were loaded again.
+         */
+        error_setg(errp, "Shadow node '%s' was inactivated before '%s' was "
+                   "verified", node, vj->child_name);
+        return -EBUSY;
+    }
     *target = shadow_find_child(s, vj->child_name);
     if (!*target) {
         error_setg(errp, "Child '%s' left shadow node '%s' before it was "
                    "verified", vj->child_name, node);
         return -ENOENT;
+    }
+    if ((*target)->serial != vj->child_serial) {
+        error_setg(errp, "Child '%s' of shadow node '%s' was removed and "
+                   "added again before it was verified", vj->child_name,
+                   node);
+        return -ESTALE;
     }
     if (vj->against_name) {
         *src = shadow_find_child(s, vj->against_name);
@@ -79,6 +104,12 @@ shadow_verify_children(ShadowVerifyJob *vj, BDRVShadowState *s,
                        "was verified against it", vj->against_name, node,
                        vj->child_name);
             return -ENOENT;
+        }
+        if ((*src)->serial != vj->against_serial) {
+            error_setg(errp, "Child '%s' of shadow node '%s' was removed and "
+                       "added again before '%s' was verified against it",
+                       vj->against_name, node, vj->child_name);
+            return -ESTALE;
         }
     } else {
         *src = s->active;
@@ -97,12 +128,6 @@ shadow_verify_children(ShadowVerifyJob *vj, BDRVShadowState *s,
                    node);
         return -EIO;
     }
-    if (bdrv_is_inactive(vj->bs)) {
-        /* migrated: the destination writes the children now */
-        error_setg(errp, "Shadow node '%s' was inactivated before '%s' was "
-                   "verified", node, vj->child_name);
-        return -EBUSY;
-    }
     if (qatomic_read(&s->maps_unknown)) {
         error_setg(errp, "Shadow node '%s' does not know which chunks its "
                    "children hold", node);
@@ -111,7 +136,10 @@ shadow_verify_children(ShadowVerifyJob *vj, BDRVShadowState *s,
     return 0;
 }
 
-/* The disk grew since the last step: its new chunks are to compare too */
+/*
+ * The disk grew since the last step: its new chunks are to compare too.
+ * Under s->lock.
+ */
 static void shadow_verify_grow(ShadowVerifyJob *vj, BDRVShadowState *s)
 {
     int64_t first = vj->nb_chunks;
@@ -276,6 +304,17 @@ static int coroutine_fn shadow_verify_step(ShadowVerifyJob *vj,
         return ret;
     }
     qemu_spin_lock(&s->lock);
+    if (s->length < vj->length) {
+        /* Only an activation shrinks it, and that ended the job above */
+        int64_t length = s->length;
+
+        qemu_spin_unlock(&s->lock);
+        error_setg(errp, "Shadow node '%s' shrank from %" PRId64 " to %"
+                   PRId64 " bytes before '%s' was verified",
+                   bdrv_get_node_name(vj->bs), vj->length, length,
+                   vj->child_name);
+        return -EIO;
+    }
     shadow_verify_grow(vj, s);
     nb = shadow_verify_next_run(vj, target, src,
                                 MAX(SHADOW_COPY_MAX_BYTES >> s->chunk_bits,
@@ -313,6 +352,14 @@ static int coroutine_fn shadow_verify_step(ShadowVerifyJob *vj,
     return 1;
 }
 
+/* Time paused (job-pause, drained sections) is not time stuck */
+static void coroutine_fn shadow_verify_resume(Job *job)
+{
+    ShadowVerifyJob *vj = container_of(job, ShadowVerifyJob, common.job);
+
+    vj->last_progress_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+}
+
 static int coroutine_fn shadow_verify_run(Job *job, Error **errp)
 {
     ShadowVerifyJob *vj = container_of(job, ShadowVerifyJob, common.job);
@@ -337,11 +384,14 @@ static int coroutine_fn shadow_verify_run(Job *job, Error **errp)
         if (!vj->pass_progress) {
             if (qemu_clock_get_ns(QEMU_CLOCK_REALTIME) -
                 vj->last_progress_ns > SHADOW_VERIFY_STUCK_NS) {
+                BDRVShadowState *s = vj->bs->opaque;
+
+                GRAPH_RDLOCK_GUARD();
                 error_setg(errp, "Children '%s' and '%s' of shadow node "
                            "'%s' have not both held %" PRIu64 " of its "
                            "chunks for %d s: is the copy running?",
                            vj->child_name,
-                           vj->against_name ?: "(active)",
+                           vj->against_name ?: shadow_child_name(s->active),
                            bdrv_get_node_name(vj->bs),
                            hbitmap_count(vj->todo),
                            (int)(SHADOW_VERIFY_STUCK_NS /
@@ -374,6 +424,7 @@ static const BlockJobDriver shadow_verify_job_driver = {
         .free          = block_job_free,
         .user_resume   = block_job_user_resume,
         .run           = shadow_verify_run,
+        .resume        = shadow_verify_resume,
         .clean         = shadow_verify_clean,
     },
 };
@@ -433,6 +484,7 @@ void qmp_x_shadow_verify(const char *job_id, const char *node_name,
     BDRVShadowState *s;
     ShadowVerifyJob *vj;
     int64_t nb_chunks, length;
+    uint64_t child_serial = 0, against_serial = 0;
     int flags = JOB_DEFAULT;
 
     GLOBAL_STATE_CODE();
@@ -443,6 +495,10 @@ void qmp_x_shadow_verify(const char *job_id, const char *node_name,
     }
     bdrv_graph_rdlock_main_loop();
     s = shadow_verify_check(bs, child, against, errp);
+    if (s) {
+        child_serial = shadow_find_child(s, child)->serial;
+        against_serial = against ? shadow_find_child(s, against)->serial : 0;
+    }
     bdrv_graph_rdunlock_main_loop();
     if (!s) {
         return;
@@ -475,6 +531,9 @@ void qmp_x_shadow_verify(const char *job_id, const char *node_name,
     vj->bs = bs;
     vj->child_name = g_strdup(child);
     vj->against_name = g_strdup(against);
+    vj->child_serial = child_serial;
+    vj->against_serial = against_serial;
+    vj->inactivations = qatomic_read(&s->inactivations);
     vj->nb_chunks = nb_chunks;
     vj->length = length;
     vj->todo = hbitmap_alloc(nb_chunks, 0);

@@ -320,6 +320,7 @@ static ShadowChild *shadow_new_child(BDRVShadowState *s, BdrvChild *child,
     ShadowChild *sc = g_new0(ShadowChild, 1);
 
     sc->child = child;
+    sc->serial = ++s->next_child_serial;
     sc->slot = -1;
     shadow_child_map_init(s, sc, stale);
     return sc;
@@ -1483,6 +1484,7 @@ static int GRAPH_RDLOCK shadow_inactivate(BlockDriverState *bs)
     Error *local_err = NULL;
     int ret;
 
+    qatomic_inc(&s->inactivations);
     /* The copy stops, and stays stopped once not writable */
     bdrv_drained_begin(bs);
     ret = shadow_state_stop(s, false, &local_err);

@@ -182,6 +182,12 @@ typedef struct ShadowChunkMap {
 
 typedef struct ShadowChild {
     BdrvChild *child;
+    /*
+     * A number no earlier child of the node had: a job that looks its
+     * child up by name tells the child it began with from one removed
+     * and added again under that name (BQL)
+     */
+    uint64_t serial;
     ShadowChunkMap map;
     /* The child's slot in the metadata, or -1 */
     int slot;
@@ -339,6 +345,7 @@ typedef struct BDRVShadowState {
     ShadowChild **children;
     int num_children;
     unsigned next_child_index;
+    uint64_t next_child_serial;
     ShadowChild *active;
     /*
      * The active child holds every chunk, so reads need not look at the
@@ -348,6 +355,12 @@ typedef struct BDRVShadowState {
     /* The node may write its children: writable and not inactive */
     bool writable;
     /*
+     * Times the node was inactivated (BQL): a job that slept through an
+     * inactivation and the activation after it (a failed migration)
+     * sees that its maps were loaded again
+     */
+    unsigned inactivations;
+    /*
      * The last load of the maps failed, which only an inactive node
      * survives (at open, or a failed activation): reads fail until a
      * load succeeds.  Set and cleared by shadow_state_load(), in the main
@@ -355,7 +368,10 @@ typedef struct BDRVShadowState {
      */
     bool maps_unknown;
 
-    /* Grown under @lock by shadow_state_grow(), never shrunk */
+    /*
+     * Grown under @lock by shadow_state_grow(); shrunk only when an
+     * activation loads the maps again (shadow_state_reset_geometry())
+     */
     int64_t length;
     int64_t chunk_size;
     int chunk_bits;             /* log2(chunk_size): hot paths shift */
