@@ -7,9 +7,11 @@
 # and integration tests, the libvirt tests (a private libvirtd with a TCG
 # domain), the same unit tests and the libvirt shutdown test under
 # AddressSanitizer and UBSan, a bounded QMP fuzz run of the shadow driver
-# and a short fuzz run of the agent.  Ends with "N passed, N failed, N skipped".
+# and a short fuzz run of the agent.  Prints the time of each phase, then
+# ends with "N passed, N failed, N skipped".
 #
-# ITESTS="shadow-basic ..." limits the iotests; FORMATS="raw" the formats.
+# ITESTS="shadow-basic ..." limits the iotests; FORMATS="raw" the formats;
+# ITEST_JOBS (2) how many iotests run at a time.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -50,10 +52,25 @@ count_meson() {
     fi
 }
 
-echo "== iotests of the shadow driver"
+# Each phase's wall time, printed when the next begins and summed up at
+# the end: what to trim when make check nears its time budget
+timings=()
+phase_name="" phase_start=$SECONDS
+phase() {
+    phase_end
+    phase_name=$1 phase_start=$SECONDS
+    echo "== $1"
+}
+phase_end() {
+    [ -n "$phase_name" ] || return 0
+    timings+=("$(printf '%5d s  %s' $((SECONDS - phase_start)) "${phase_name%%:*}")")
+    phase_name=""
+}
+
+phase "iotests of the shadow driver"
 tests=${ITESTS:-$(cd tests/qemu-iotests/tests && ls shadow-* | grep -v '\.out$' | tr '\n' ' ')}
 for fmt in ${FORMATS:-raw qcow2}; do
-    (cd build/qemu/tests/qemu-iotests && ./check -tap "-$fmt" $tests) > "$log/iotests-$fmt.tap" 2>&1
+    (cd build/qemu/tests/qemu-iotests && ./check -tap -j "${ITEST_JOBS:-2}" "-$fmt" $tests) > "$log/iotests-$fmt.tap" 2>&1
     grep -E '^(not )?ok ' "$log/iotests-$fmt.tap"
     count_tap "$log/iotests-$fmt.tap" "iotests"
     if ! grep -qE '^(not )?ok ' "$log/iotests-$fmt.tap"; then
@@ -67,7 +84,7 @@ for fmt in ${FORMATS:-raw qcow2}; do
     fi
 done
 
-echo "== unit tests of the shadow driver (QEMU's GTest framework)"
+phase "unit tests of the shadow driver (QEMU's GTest framework)"
 build/qemu/tests/unit/test-shadow --tap > "$log/unit-shadow.tap" 2>&1
 grep -E '^(not )?ok ' "$log/unit-shadow.tap"
 count_tap "$log/unit-shadow.tap" "unit"
@@ -75,7 +92,7 @@ if ! grep -qE '^1\.\.[0-9]+' "$log/unit-shadow.tap"; then
     failed=$((failed + 1)); failures+=("unit: test-shadow did not run, see $log/unit-shadow.tap")
 fi
 
-echo "== kill tests: qemu-storage-daemon killed during pre-warm, hydration and writes (make soak runs more)"
+phase "kill tests: qemu-storage-daemon killed during pre-warm, hydration and writes (make soak runs more)"
 /usr/bin/python3 tests/kill/shadow-kill.py --rounds "${KILL_ROUNDS:-24}" > "$log/kill.log" 2>&1
 grep -E '^(not )?ok |^# kill tests: .* passed' "$log/kill.log" | cut -c1-160
 count_tap "$log/kill.log" "kill"
@@ -83,7 +100,7 @@ if ! grep -q '^# kill tests: .* passed' "$log/kill.log"; then
     failed=$((failed + 1)); failures+=("kill: did not finish, see $log/kill.log")
 fi
 
-echo "== stress test: random guest I/O, switches, child changes, faults, kills and crash states, against a model (make soak runs more)"
+phase "stress test: random guest I/O, switches, child changes, faults, kills and crash states, against a model (make soak runs more)"
 /usr/bin/python3 tests/stress/shadow-stress.py --ops "${STRESS_OPS:-4000}" \
     --crash-states "${STRESS_CRASH_STATES:-200}" > "$log/stress.log" 2>&1
 grep -E '^(not )?ok |^# stress: ' "$log/stress.log" | cut -c1-240
@@ -92,7 +109,7 @@ if ! grep -q '^# stress: ' "$log/stress.log"; then
     failed=$((failed + 1)); failures+=("stress: did not finish, see $log/stress.log")
 fi
 
-echo "== QMP fuzz of the shadow driver: the corpus of past aborts, then ${QMP_FUZZ_SEEDS:-0-199} seeds (make fuzz runs longer)"
+phase "QMP fuzz of the shadow driver: the corpus of past aborts, then ${QMP_FUZZ_SEEDS:-0-199} seeds (make fuzz runs longer)"
 # Bad options must never abort or hang QEMU: tests/fuzz/README.md
 /usr/bin/python3 tests/fuzz/shadow-qmp-fuzz.py --seeds "${QMP_FUZZ_SEEDS:-0-199}" \
     --steps 40 --jobs 2 --minimize-new --minimize-budget 120 \
@@ -103,12 +120,12 @@ if ! grep -q '^# QMP fuzz: ' "$log/qmp-fuzz.log"; then
     failed=$((failed + 1)); failures+=("qmp-fuzz: did not finish, see $log/qmp-fuzz.log")
 fi
 
-echo "== agent unit tests"
+phase "agent unit tests"
 meson test -C build/agent-build --print-errorlogs > "$log/agent.log" 2>&1
 grep -E '^ *[0-9]+/[0-9]+ ' "$log/agent.log"
 count_meson "$log/agent.log" "agent"
 
-echo "== agent integration tests (real qemu-storage-daemon, fio over NBD)"
+phase "agent integration tests (real qemu-storage-daemon, fio over NBD)"
 # (the list is read whole first, as below)
 integration_tests=$(meson test -C build/agent-build --list --suite integration 2>/dev/null)
 if grep -q 'integration-' <<< "$integration_tests"; then
@@ -117,7 +134,7 @@ if grep -q 'integration-' <<< "$integration_tests"; then
     count_meson "$log/integration.log" "integration"
 fi
 
-echo "== agent libvirt tests (a private libvirtd, a TCG domain on build/qemu)"
+phase "agent libvirt tests (a private libvirtd, a TCG domain on build/qemu)"
 # (the list is read whole first: grep -q closing the pipe early would fail
 # the pipeline under pipefail)
 libvirt_tests=$(meson test -C build/agent-build --list --suite libvirt 2>/dev/null)
@@ -129,13 +146,13 @@ else
     failed=$((failed + 1)); failures+=("libvirt: no libvirt tests (shadowd built without libvirt-dev?)")
 fi
 
-echo "== agent unit tests under AddressSanitizer and UBSan"
+phase "agent unit tests under AddressSanitizer and UBSan"
 if scripts/build-agent.sh --asan > "$log/agent-asan-build.log" 2>&1; then
     ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
         meson test -C build/agent-asan --print-errorlogs > "$log/agent-asan.log" 2>&1
     grep -E '^ *[0-9]+/[0-9]+ ' "$log/agent-asan.log"
     count_meson "$log/agent-asan.log" "agent (asan)"
-    echo "== agent libvirt shutdown test under AddressSanitizer and UBSan"
+    phase "agent libvirt shutdown test under AddressSanitizer and UBSan"
     asan_libvirt=$(meson test -C build/agent-asan --list --suite libvirt-asan 2>/dev/null)
     if grep -q 'libvirt-' <<< "$asan_libvirt"; then
         ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
@@ -150,7 +167,7 @@ else
     failed=$((failed + 1)); failures+=("agent (asan): build failed, see $log/agent-asan-build.log")
 fi
 
-echo "== fuzz targets, a short run (make fuzz runs them longer)"
+phase "fuzz targets, a short run (make fuzz runs them longer)"
 if scripts/build-agent.sh --fuzz > "$log/agent-fuzz-build.log" 2>&1; then
     meson test -C build/agent-fuzz --suite fuzz --print-errorlogs > "$log/fuzz.log" 2>&1
     grep -E '^ *[0-9]+/[0-9]+ ' "$log/fuzz.log"
@@ -158,6 +175,10 @@ if scripts/build-agent.sh --fuzz > "$log/agent-fuzz-build.log" 2>&1; then
 else
     failed=$((failed + 1)); failures+=("fuzz: build failed, see $log/agent-fuzz-build.log")
 fi
+
+phase_end
+echo "== time per phase"
+printf '%s\n' "${timings[@]}"
 
 # The lines around each failure, so that a CI log alone shows why
 for f in "${failed_logs[@]}"; do
