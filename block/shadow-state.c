@@ -707,6 +707,19 @@ static void shadow_mark_valid(BDRVShadowState *s, ShadowChild *sc,
 static void shadow_mark_stale_run(BDRVShadowState *s, ShadowChild *sc,
                                   int64_t first, int64_t count)
 {
+    GSList *l;
+
+    for (l = s->verify_restale; l; l = l->next) {
+        ShadowVerifyWatch *w = l->data;
+        /* A job that has not seen the disk grow yet takes the rest then */
+        int64_t size = w->nb_chunks;
+
+        if ((sc->serial == w->child_serial ||
+             (w->against_serial ? sc->serial == w->against_serial
+                                : sc == s->active)) && first < size) {
+            hbitmap_set(w->restale, first, MIN(count, size - first));
+        }
+    }
     qatomic_set(&s->copy_pending, true);
     hbitmap_set(sc->map.stale, first, count);
     shadow_dirty_units(sc, first, count);

@@ -10,7 +10,10 @@
  * changes it on one side between the two reads.  A chunk one of them does
  * not hold yet is skipped and compared on a later pass, once the copy
  * brought it: the job ends when every chunk was compared once, and fails
- * if the children stop making that possible (SHADOW_VERIFY_STUCK_NS).
+ * if the children stop making that possible (SHADOW_VERIFY_STUCK_NS).  A
+ * chunk made stale on either child after it was compared (a write-back
+ * write, a failed write) is compared again once copied again
+ * (s->verify_restale).
  *
  * The job looks its children up by name at every step, under the graph
  * read lock: a switch, a removed child or a grown disk between two steps
@@ -55,6 +58,8 @@ typedef struct ShadowVerifyJob {
      * not compared yet; @cursor is where the current pass goes on.
      */
     HBitmap *todo;
+    /* In s->verify_restale */
+    ShadowVerifyWatch watch;
     int64_t nb_chunks;
     int64_t length;
     int64_t cursor;
@@ -154,11 +159,36 @@ static void shadow_verify_grow(ShadowVerifyJob *vj, BDRVShadowState *s)
         again = vj->length - first * s->chunk_size;
     }
     hbitmap_truncate(vj->todo, s->nb_chunks);
+    hbitmap_truncate(vj->watch.restale, s->nb_chunks);
+    vj->watch.nb_chunks = s->nb_chunks;
     hbitmap_set(vj->todo, first, s->nb_chunks - first);
     job_progress_increase_remaining(&vj->common.job,
                                     s->length - vj->length + again);
     vj->length = s->length;
     vj->nb_chunks = s->nb_chunks;
+}
+
+/*
+ * Chunks compared before and made stale since: to compare again, once
+ * copied again.  Under s->lock.
+ */
+static void shadow_verify_restaled(ShadowVerifyJob *vj, BDRVShadowState *s)
+{
+    HBitmapIter hbi;
+    int64_t c, again = 0;
+
+    if (!hbitmap_count(vj->watch.restale)) {
+        return;
+    }
+    hbitmap_iter_init(&hbi, vj->watch.restale, 0);
+    while ((c = hbitmap_iter_next(&hbi)) >= 0) {
+        if (!hbitmap_get(vj->todo, c)) {
+            hbitmap_set(vj->todo, c, 1);
+            again += shadow_chunk_bytes(s, c, c + 1);
+        }
+    }
+    hbitmap_reset_all(vj->watch.restale);
+    job_progress_increase_remaining(&vj->common.job, again);
 }
 
 /*
@@ -315,6 +345,7 @@ static int coroutine_fn shadow_verify_step(ShadowVerifyJob *vj,
                    vj->child_name);
         return -EIO;
     }
+    shadow_verify_restaled(vj, s);
     shadow_verify_grow(vj, s);
     nb = shadow_verify_next_run(vj, target, src,
                                 MAX(SHADOW_COPY_MAX_BYTES >> s->chunk_bits,
@@ -409,7 +440,12 @@ static int coroutine_fn shadow_verify_run(Job *job, Error **errp)
 static void shadow_verify_clean(Job *job)
 {
     ShadowVerifyJob *vj = container_of(job, ShadowVerifyJob, common.job);
+    BDRVShadowState *s = vj->bs->opaque;
 
+    qemu_spin_lock(&s->lock);
+    s->verify_restale = g_slist_remove(s->verify_restale, &vj->watch);
+    qemu_spin_unlock(&s->lock);
+    hbitmap_free(vj->watch.restale);
     hbitmap_free(vj->todo);
     qemu_vfree(vj->buf_a);
     qemu_vfree(vj->buf_b);
@@ -526,6 +562,11 @@ void qmp_x_shadow_verify(const char *job_id, const char *node_name,
     qemu_spin_lock(&s->lock);
     nb_chunks = s->nb_chunks;
     length = s->length;
+    vj->watch.restale = hbitmap_alloc(nb_chunks, 0);
+    vj->watch.nb_chunks = nb_chunks;
+    vj->watch.child_serial = child_serial;
+    vj->watch.against_serial = against_serial;
+    s->verify_restale = g_slist_prepend(s->verify_restale, &vj->watch);
     qemu_spin_unlock(&s->lock);
 
     vj->bs = bs;

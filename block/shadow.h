@@ -335,6 +335,19 @@ typedef struct ShadowMeta {
 
 typedef struct ShadowCopyWorker ShadowCopyWorker;
 
+/*
+ * What an x-shadow-verify job compares, for shadow_mark_stale_run(): the
+ * chunks made stale on its children since it last looked, which it
+ * compares again (a chunk compared, then stale and copied again, is a
+ * new copy).  Under BDRVShadowState.lock.
+ */
+typedef struct ShadowVerifyWatch {
+    HBitmap *restale;
+    int64_t nb_chunks;          /* @restale's size */
+    uint64_t child_serial;
+    uint64_t against_serial;    /* 0: the active child, whichever it is */
+} ShadowVerifyWatch;
+
 typedef struct BDRVShadowState {
     BlockDriverState *bs;
 
@@ -397,10 +410,12 @@ typedef struct BDRVShadowState {
     bool bounce_writes;
 
     /*
-     * Protects every ShadowChunkMap, @reqs, @copying, the intent bitmaps
-     * and the copier's bookkeeping
+     * Protects every ShadowChunkMap, @reqs, @copying, the intent bitmaps,
+     * @verify_restale and the copier's bookkeeping
      */
     QemuSpin lock;
+    /* A ShadowVerifyWatch per running x-shadow-verify job */
+    GSList *verify_restale;
     /*
      * The range lock: guest writes (their exact range), copies and
      * copy-ups (whole chunks) in flight.  Overlapping ones wait for each
