@@ -143,15 +143,15 @@ shadow_verify_children(ShadowVerifyJob *vj, BDRVShadowState *s,
 
 /*
  * The disk grew since the last step: its new chunks are to compare too.
- * Under s->lock.
+ * Returns the bytes added to the job's work.  Under s->lock.
  */
-static void shadow_verify_grow(ShadowVerifyJob *vj, BDRVShadowState *s)
+static int64_t shadow_verify_grow(ShadowVerifyJob *vj, BDRVShadowState *s)
 {
     int64_t first = vj->nb_chunks;
-    int64_t again = 0;
+    int64_t again = 0, added;
 
     if (s->length <= vj->length) {
-        return;
+        return 0;
     }
     if (vj->length & (s->chunk_size - 1) && !hbitmap_get(vj->todo, first - 1)) {
         /* The old last chunk was short: it is compared again, whole */
@@ -162,33 +162,36 @@ static void shadow_verify_grow(ShadowVerifyJob *vj, BDRVShadowState *s)
     hbitmap_truncate(vj->watch.restale, s->nb_chunks);
     vj->watch.nb_chunks = s->nb_chunks;
     hbitmap_set(vj->todo, first, s->nb_chunks - first);
-    job_progress_increase_remaining(&vj->common.job,
-                                    s->length - vj->length + again);
+    added = s->length - vj->length + again;
     vj->length = s->length;
     vj->nb_chunks = s->nb_chunks;
+    return added;
 }
 
 /*
  * Chunks compared before and made stale since: to compare again, once
- * copied again.  Under s->lock.
+ * copied again.  After shadow_verify_grow(), so that both bitmaps have
+ * the disk's size.  Returns the bytes added to the job's work.  Under
+ * s->lock.
  */
-static void shadow_verify_restaled(ShadowVerifyJob *vj, BDRVShadowState *s)
+static int64_t shadow_verify_restaled(ShadowVerifyJob *vj,
+                                      BDRVShadowState *s)
 {
-    HBitmapIter hbi;
-    int64_t c, again = 0;
+    int64_t last = vj->nb_chunks - 1;
+    int64_t tail = vj->length & (s->chunk_size - 1);
+    int64_t before = hbitmap_count(vj->todo);
+    int64_t again;
+    bool short_again;
 
     if (!hbitmap_count(vj->watch.restale)) {
-        return;
+        return 0;
     }
-    hbitmap_iter_init(&hbi, vj->watch.restale, 0);
-    while ((c = hbitmap_iter_next(&hbi)) >= 0) {
-        if (!hbitmap_get(vj->todo, c)) {
-            hbitmap_set(vj->todo, c, 1);
-            again += shadow_chunk_bytes(s, c, c + 1);
-        }
-    }
+    short_again = tail && hbitmap_get(vj->watch.restale, last) &&
+                  !hbitmap_get(vj->todo, last);
+    hbitmap_merge(vj->todo, vj->watch.restale, vj->todo);
     hbitmap_reset_all(vj->watch.restale);
-    job_progress_increase_remaining(&vj->common.job, again);
+    again = (hbitmap_count(vj->todo) - before) * s->chunk_size;
+    return short_again ? again - (s->chunk_size - tail) : again;
 }
 
 /*
@@ -322,7 +325,7 @@ static int coroutine_fn shadow_verify_step(ShadowVerifyJob *vj,
 {
     BDRVShadowState *s = vj->bs->opaque;
     ShadowChild *target, *src;
-    int64_t first = 0, nb, offset, bytes;
+    int64_t first = 0, nb, offset, bytes, added;
     BlockReq req;
     bool held;
     int ret;
@@ -345,12 +348,16 @@ static int coroutine_fn shadow_verify_step(ShadowVerifyJob *vj,
                    vj->child_name);
         return -EIO;
     }
-    shadow_verify_restaled(vj, s);
-    shadow_verify_grow(vj, s);
+    added = shadow_verify_grow(vj, s);
+    added += shadow_verify_restaled(vj, s);
     nb = shadow_verify_next_run(vj, target, src,
                                 MAX(SHADOW_COPY_MAX_BYTES >> s->chunk_bits,
                                     1), &first);
     qemu_spin_unlock(&s->lock);
+    if (added) {
+        /* It takes a mutex: not under the spinlock */
+        job_progress_increase_remaining(&vj->common.job, added);
+    }
     if (nb == 0) {
         return 0;
     }
@@ -562,10 +569,16 @@ void qmp_x_shadow_verify(const char *job_id, const char *node_name,
     qemu_spin_lock(&s->lock);
     nb_chunks = s->nb_chunks;
     length = s->length;
+    qemu_spin_unlock(&s->lock);
+    /*
+     * Allocated outside the spinlock; a grow in between is the first
+     * step's to see, as any later one
+     */
     vj->watch.restale = hbitmap_alloc(nb_chunks, 0);
     vj->watch.nb_chunks = nb_chunks;
     vj->watch.child_serial = child_serial;
     vj->watch.against_serial = against_serial;
+    qemu_spin_lock(&s->lock);
     s->verify_restale = g_slist_prepend(s->verify_restale, &vj->watch);
     qemu_spin_unlock(&s->lock);
 

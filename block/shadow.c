@@ -1484,11 +1484,12 @@ static int GRAPH_RDLOCK shadow_inactivate(BlockDriverState *bs)
     Error *local_err = NULL;
     int ret;
 
-    qatomic_inc(&s->inactivations);
     /* The copy stops, and stays stopped once not writable */
     bdrv_drained_begin(bs);
     ret = shadow_state_stop(s, false, &local_err);
     if (ret == 0) {
+        /* A verify job that sleeps through this fails (the maps reload) */
+        qatomic_inc(&s->inactivations);
         s->writable = false;
         s->meta.writable = false;
         shadow_state_stop_timer(s);
