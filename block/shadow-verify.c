@@ -51,21 +51,22 @@ typedef struct ShadowVerifyJob {
     /* The children and the node the job began with */
     uint64_t child_serial;
     uint64_t against_serial;
-    unsigned inactivations;
+    unsigned activations;
+    /* In s->verify_restale: under s->lock, also written by requests */
+    ShadowVerifyWatch watch;
 
     /*
      * Only the job's coroutine touches these.  @todo has a bit per chunk
      * not compared yet; @cursor is where the current pass goes on.
      */
     HBitmap *todo;
-    /* In s->verify_restale */
-    ShadowVerifyWatch watch;
     int64_t nb_chunks;
     int64_t length;
     int64_t cursor;
     bool pass_progress;
-    /* The last comparison, or the end of the last pause */
+    /* The last comparison, moved on by the time spent paused since */
     int64_t last_progress_ns;
+    int64_t paused_ns;
     void *buf_a;
     void *buf_b;
 } ShadowVerifyJob;
@@ -81,7 +82,7 @@ shadow_verify_children(ShadowVerifyJob *vj, BDRVShadowState *s,
     const char *node = bdrv_get_node_name(vj->bs);
 
     if (bdrv_is_inactive(vj->bs) ||
-        qatomic_read(&s->inactivations) != vj->inactivations) {
+        qatomic_read(&s->activations) != vj->activations) {
         /*
          * Migrated: the destination writes the children now.  Or active
          * again (a failed migration): the maps were loaded again.
@@ -391,11 +392,19 @@ static int coroutine_fn shadow_verify_step(ShadowVerifyJob *vj,
 }
 
 /* Time paused (job-pause, drained sections) is not time stuck */
+static void coroutine_fn shadow_verify_pause(Job *job)
+{
+    ShadowVerifyJob *vj = container_of(job, ShadowVerifyJob, common.job);
+
+    vj->paused_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+}
+
 static void coroutine_fn shadow_verify_resume(Job *job)
 {
     ShadowVerifyJob *vj = container_of(job, ShadowVerifyJob, common.job);
 
-    vj->last_progress_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+    vj->last_progress_ns += qemu_clock_get_ns(QEMU_CLOCK_REALTIME) -
+                            vj->paused_ns;
 }
 
 static int coroutine_fn shadow_verify_run(Job *job, Error **errp)
@@ -467,6 +476,7 @@ static const BlockJobDriver shadow_verify_job_driver = {
         .free          = block_job_free,
         .user_resume   = block_job_user_resume,
         .run           = shadow_verify_run,
+        .pause         = shadow_verify_pause,
         .resume        = shadow_verify_resume,
         .clean         = shadow_verify_clean,
     },
@@ -587,7 +597,7 @@ void qmp_x_shadow_verify(const char *job_id, const char *node_name,
     vj->against_name = g_strdup(against);
     vj->child_serial = child_serial;
     vj->against_serial = against_serial;
-    vj->inactivations = qatomic_read(&s->inactivations);
+    vj->activations = qatomic_read(&s->activations);
     vj->nb_chunks = nb_chunks;
     vj->length = length;
     vj->todo = hbitmap_alloc(nb_chunks, 0);

@@ -1488,8 +1488,6 @@ static int GRAPH_RDLOCK shadow_inactivate(BlockDriverState *bs)
     bdrv_drained_begin(bs);
     ret = shadow_state_stop(s, false, &local_err);
     if (ret == 0) {
-        /* A verify job that sleeps through this fails (the maps reload) */
-        qatomic_inc(&s->inactivations);
         s->writable = false;
         s->meta.writable = false;
         shadow_state_stop_timer(s);
@@ -1509,6 +1507,8 @@ shadow_co_invalidate_cache(BlockDriverState *bs, Error **errp)
     int64_t len;
     int i;
 
+    /* What a verify job compared before may not hold after this */
+    qatomic_inc(&s->activations);
     /* A switch made while inactive, without metadata, is checked here */
     if (bdrv_is_writable(bs) &&
         !shadow_state_may_switch(s, s->active, true, errp)) {

@@ -368,11 +368,11 @@ typedef struct BDRVShadowState {
     /* The node may write its children: writable and not inactive */
     bool writable;
     /*
-     * Times the node was inactivated (BQL): a job that slept through an
-     * inactivation and the activation after it (a failed migration)
-     * sees that its maps were loaded again
+     * Times the node was activated after an inactivation (counted as its
+     * maps are loaded again): a job that slept through an inactivation
+     * and the activation after it (a failed migration) sees that
      */
-    unsigned inactivations;
+    unsigned activations;
     /*
      * The last load of the maps failed, which only an inactive node
      * survives (at open, or a failed activation): reads fail until a

@@ -52,8 +52,8 @@ count_meson() {
     fi
 }
 
-# Each phase's wall time, printed when the next begins and summed up at
-# the end: what to trim when make check nears its time budget
+# Each phase's wall time, listed at the end: what to trim when make check
+# nears its time budget
 timings=()
 phase_name="" phase_start=$SECONDS
 phase() {
@@ -129,7 +129,8 @@ phase "agent integration tests (real qemu-storage-daemon, fio over NBD)"
 # (the list is read whole first, as below)
 integration_tests=$(meson test -C build/agent-build --list --suite integration 2>/dev/null)
 if grep -q 'integration-' <<< "$integration_tests"; then
-    meson test -C build/agent-build --suite integration --print-errorlogs > "$log/integration.log" 2>&1
+    meson test -C build/agent-build --suite integration --num-processes 2 --print-errorlogs \
+        > "$log/integration.log" 2>&1
     grep -E '^ *[0-9]+/[0-9]+ ' "$log/integration.log"
     count_meson "$log/integration.log" "integration"
 fi
