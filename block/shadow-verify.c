@@ -48,11 +48,12 @@ typedef struct ShadowVerifyJob {
     BlockDriverState *bs;
     char *child_name;
     char *against_name;     /* NULL: the active child, whichever it is */
-    /* The children and the node the job began with */
-    uint64_t child_serial;
-    uint64_t against_serial;
+    /* The node the job began with (its children's: @watch) */
     unsigned activations;
-    /* In s->verify_restale: under s->lock, also written by requests */
+    /*
+     * In s->verify_restale: @watch.restale under s->lock, also written by
+     * requests; the serials are set once
+     */
     ShadowVerifyWatch watch;
 
     /*
@@ -97,7 +98,7 @@ shadow_verify_children(ShadowVerifyJob *vj, BDRVShadowState *s,
                    "verified", vj->child_name, node);
         return -ENOENT;
     }
-    if ((*target)->serial != vj->child_serial) {
+    if ((*target)->serial != vj->watch.child_serial) {
         error_setg(errp, "Child '%s' of shadow node '%s' was removed and "
                    "added again before it was verified", vj->child_name,
                    node);
@@ -111,7 +112,7 @@ shadow_verify_children(ShadowVerifyJob *vj, BDRVShadowState *s,
                        vj->child_name);
             return -ENOENT;
         }
-        if ((*src)->serial != vj->against_serial) {
+        if ((*src)->serial != vj->watch.against_serial) {
             error_setg(errp, "Child '%s' of shadow node '%s' was removed and "
                        "added again before '%s' was verified against it",
                        vj->against_name, node, vj->child_name);
@@ -595,8 +596,6 @@ void qmp_x_shadow_verify(const char *job_id, const char *node_name,
     vj->bs = bs;
     vj->child_name = g_strdup(child);
     vj->against_name = g_strdup(against);
-    vj->child_serial = child_serial;
-    vj->against_serial = against_serial;
     vj->activations = qatomic_read(&s->activations);
     vj->nb_chunks = nb_chunks;
     vj->length = length;
