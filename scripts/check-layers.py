@@ -39,6 +39,9 @@ RESERVED = [
     (re.compile(r"^sqlite3\.h$"), lambda layer, f: layer == "daemon" and
      os.path.basename(f) in ("history.c", "test-history.c"),
      "SQLite belongs to daemon/history.c"),
+    (re.compile(r"^(rbd|rados)/"), lambda layer, f: layer == "daemon" and
+     os.path.basename(f) == "rbdimage.c",
+     "librbd belongs to daemon/rbdimage.c"),
     (re.compile(r"^(gio/|glib-unix\.h$)"), lambda layer, f: layer not in ("model", "policy", "sim"),
      "model, policy and sim are pure: no I/O, no main loop"),
 ]

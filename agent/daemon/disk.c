@@ -287,7 +287,10 @@ record (ShdDisk *disk, const ShdDecision *d, gint64 wall_ms)
              disk->cfg->name, d->reason);
     return;
   }
-  if (!changed && d->action == SHD_ACTION_NONE &&
+  /* an action not taken (paused, dry run) is no news either when it
+   * repeats: a disk paused on its tier under load would log it each
+   * interval */
+  if (!changed && (d->action == SHD_ACTION_NONE || d->dry_run) &&
       d->t - disk->last_recorded_t < REPEAT_RECORD_S)
     return;
   disk->last_recorded_kind = d->kind;

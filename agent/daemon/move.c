@@ -15,7 +15,9 @@
  *               metadata without the removed slots.  Only after that reply
  *               are the retired tiers' nodes deleted (blockdev-del) and
  *               their files deleted or renamed: until then a crash could
- *               leave metadata that still counts on them.
+ *               leave metadata that still counts on them.  A retired
+ *               rbd image is removed through librbd (rbdimage.h) last,
+ *               once QEMU has closed it.
  *
  * Every callback holds a reference on the disk; the move belongs to the
  * disk and is freed with it, or replaced by the next move once finished. */
@@ -25,6 +27,7 @@
 #include "blockgraph.h"
 #include "log.h"
 #include "jsonutil.h"
+#include "rbdimage.h"
 
 #include <errno.h>
 #include <glib/gstdio.h>
@@ -76,6 +79,8 @@ struct _ShdMove {
   gboolean durable_sent, durable;
   GPtrArray *retire_nodes;      /* parents first */
   GPtrArray *retire_files, *retire_file_nodes;
+  GPtrArray *retire_rbd, *retire_rbd_nodes;     /* ShdRbdImage, its node */
+  GString *retired;             /* what became of each, for the last record */
   GHashTable *deleted;          /* nodes blockdev-del removed */
   GPtrArray *kept;              /* storage shadowd does not remove */
   gboolean restored;            /* read back at start (shd_move_restore()) */
@@ -125,6 +130,10 @@ shd_move_free (ShdMove *move)
   g_clear_pointer (&move->retire_nodes, g_ptr_array_unref);
   g_clear_pointer (&move->retire_files, g_ptr_array_unref);
   g_clear_pointer (&move->retire_file_nodes, g_ptr_array_unref);
+  g_clear_pointer (&move->retire_rbd, g_ptr_array_unref);
+  g_clear_pointer (&move->retire_rbd_nodes, g_ptr_array_unref);
+  if (move->retired)
+    g_string_free (move->retired, TRUE);
   g_clear_pointer (&move->deleted, g_hash_table_unref);
   g_clear_pointer (&move->kept, g_ptr_array_unref);
   g_free (move);
@@ -441,6 +450,7 @@ reopen (ShdMove *move, GPtrArray *children, GAsyncReadyCallback cb)
 /* ---- committing ---- */
 
 static void commit_step (ShdMove *move);
+static void retire_rbd_step (ShdMove *move);
 
 static void
 on_node_deleted (GObject *src, GAsyncResult *res, gpointer data)
@@ -452,13 +462,18 @@ on_node_deleted (GObject *src, GAsyncResult *res, gpointer data)
 
   if (ret == NULL && error == NULL)
     return;
-  if (ret == NULL)
+  if (ret == NULL && strstr (error->message, "Failed to find node") != NULL) {
+    /* gone with its parent: a node QEMU created for it (an inline
+     * blockdev-add's "#blockN"), which only its parent owned */
+    g_hash_table_add (move->deleted, g_strdup (move->retire_nodes->pdata[0]));
+  } else if (ret == NULL) {
     shd_log (G_LOG_LEVEL_WARNING, disk_name (move), "move",
              "%s: move to %s: blockdev-del %s: %s; the node stays in QEMU",
              disk_name (move), move->tier, (char *) move->retire_nodes->pdata[0],
              error->message);
-  else
+  } else {
     g_hash_table_add (move->deleted, g_strdup (move->retire_nodes->pdata[0]));
+  }
   g_ptr_array_remove_index (move->retire_nodes, 0);
   commit_step (move);
 }
@@ -501,6 +516,74 @@ retire_files (ShdMove *move, GString *what)
     }
   }
   return TRUE;
+}
+
+static void
+on_rbd_removed (GObject *src G_GNUC_UNUSED, GAsyncResult *res, gpointer data)
+{
+  g_autoptr (MoveCtx) ctx = data;
+  g_autoptr (GError) error = NULL;
+  ShdMove *move = ctx->move;
+  g_autofree char *spec = NULL;
+
+  if (!shd_rbd_image_remove_finish (res, &error) &&
+      g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    return;                     /* shadowd stops */
+  if (ctx->disk->move != move)
+    return;
+  move->busy = FALSE;
+  spec = shd_rbd_image_spec (move->retire_rbd->pdata[0]);
+  if (error) {
+    /* the disk did move: the image is only space, named for the operator */
+    shd_log (G_LOG_LEVEL_WARNING, disk_name (move), "retired",
+             "%s: the retired rbd image %s is kept: %s", disk_name (move), spec,
+             error->message);
+    g_string_append_printf (move->retired, "; rbd image %s kept: %s", spec, error->message);
+  } else {
+    shd_log (G_LOG_LEVEL_MESSAGE, disk_name (move), "retired", "%s: rbd image %s removed",
+             disk_name (move), spec);
+    g_string_append_printf (move->retired, "; rbd image %s removed", spec);
+  }
+  g_ptr_array_remove_index (move->retire_rbd, 0);
+  g_ptr_array_remove_index (move->retire_rbd_nodes, 0);
+  commit_step (move);
+}
+
+/* The next retired rbd image: removed once QEMU closed it (librbd
+ * refuses an image someone has open), or kept with keep-as, which names
+ * a file; then commit_step() again */
+static void
+retire_rbd_step (ShdMove *move)
+{
+  const ShdRbdImage *img;
+  g_autofree char *spec = NULL;
+  MoveCtx *ctx;
+
+  if (move->retire_rbd->len == 0) {
+    commit_step (move);
+    return;
+  }
+  img = move->retire_rbd->pdata[0];
+  spec = shd_rbd_image_spec (img);
+  if (!g_hash_table_contains (move->deleted, move->retire_rbd_nodes->pdata[0]) ||
+      move->keep_as) {
+    g_string_append_printf (move->retired, "; rbd image %s kept: %s", spec,
+                            move->keep_as ? "keep-as renames files only" :
+                            "its node is still in QEMU");
+    g_ptr_array_remove_index (move->retire_rbd, 0);
+    g_ptr_array_remove_index (move->retire_rbd_nodes, 0);
+    commit_step (move);
+    return;
+  }
+  ctx = g_new0 (MoveCtx, 1);
+  ctx->disk = g_object_ref (move->disk);
+  ctx->move = move;
+  move->busy = TRUE;
+  shd_log (G_LOG_LEVEL_MESSAGE, disk_name (move), "move",
+           "%s: move to %s: removing the retired rbd image %s", disk_name (move), move->tier,
+           spec);
+  shd_rbd_image_remove_async (img, move->disk->cfg->rbd_conf, move->disk->cfg->rbd_user,
+                              move->disk->cancel, on_rbd_removed, ctx);
 }
 
 static void
@@ -555,14 +638,26 @@ static void
 retire_root (ShdMove *move, JsonNode *graph, JsonNode *nodes, const char *root)
 {
   g_autoptr (GPtrArray) owned = shd_block_graph_owned (graph, root);
-  g_autoptr (GPtrArray) files = NULL, file_nodes = NULL, others = NULL;
+  g_autoptr (GPtrArray) files = NULL, file_nodes = NULL, rbd_nodes = NULL, others = NULL;
 
-  files = shd_block_nodes_files (nodes, owned, &file_nodes, &others);
+  files = shd_block_nodes_files (nodes, owned, &file_nodes, &rbd_nodes, &others);
   for (guint k = 0; k < owned->len; k++)
     g_ptr_array_add (move->retire_nodes, g_strdup (owned->pdata[k]));
   for (guint k = 0; k < files->len; k++) {
     g_ptr_array_add (move->retire_files, g_strdup (files->pdata[k]));
     g_ptr_array_add (move->retire_file_nodes, g_strdup (file_nodes->pdata[k]));
+  }
+  for (guint k = 0; k < rbd_nodes->len; k++) {
+    const char *node = rbd_nodes->pdata[k];
+    g_autoptr (GError) error = NULL;
+    ShdRbdImage *img = shd_rbd_image_parse (shd_block_nodes_filename (nodes, node), &error);
+
+    if (img == NULL) {
+      g_ptr_array_add (move->kept, g_strdup_printf ("%s (rbd: %s)", node, error->message));
+      continue;
+    }
+    g_ptr_array_add (move->retire_rbd, img);
+    g_ptr_array_add (move->retire_rbd_nodes, g_strdup (node));
   }
   for (guint k = 0; k < others->len; k++)
     g_ptr_array_add (move->kept, g_strdup (others->pdata[k]));
@@ -633,6 +728,8 @@ on_commit_nodes (GObject *src, GAsyncResult *res, gpointer data)
   move->retire_nodes = g_ptr_array_new_with_free_func (g_free);
   move->retire_files = g_ptr_array_new_with_free_func (g_free);
   move->retire_file_nodes = g_ptr_array_new_with_free_func (g_free);
+  move->retire_rbd = g_ptr_array_new_with_free_func ((GDestroyNotify) shd_rbd_image_free);
+  move->retire_rbd_nodes = g_ptr_array_new_with_free_func (g_free);
   move->deleted = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   move->kept = g_ptr_array_new_with_free_func (g_free);
   for (guint i = 0; edges && i < json_array_get_length (edges); i++) {
@@ -714,16 +811,19 @@ commit_step (ShdMove *move)
     args = json_object_new ();
     json_object_set_string_member (args, "node-name", move->retire_nodes->pdata[0]);
     send (move, "blockdev-del", args, on_node_deleted);
-  } else {
-    g_autoptr (GString) what = g_string_new (NULL);
-
-    g_string_append_printf (what, "%s is the disk's only tier", move->child);
-    if (!retire_files (move, what))
+  } else if (move->retired == NULL) {
+    move->retired = g_string_new (NULL);
+    g_string_append_printf (move->retired, "%s is the disk's only tier", move->child);
+    if (!retire_files (move, move->retired))
       return;
+    retire_rbd_step (move);
+  } else if (move->retire_rbd->len) {
+    retire_rbd_step (move);
+  } else {
     for (guint i = 0; i < move->kept->len; i++)
-      g_string_append_printf (what, "; %s kept (shadowd removes files only)",
-                              (char *) move->kept->pdata[i]);
-    enter (move, SHD_MOVE_DONE, "%s", what->str);
+      g_string_append_printf (move->retired, "; %s kept (shadowd removes files and rbd "
+                              "images only)", (char *) move->kept->pdata[i]);
+    enter (move, SHD_MOVE_DONE, "%s", move->retired->str);
   }
 }
 

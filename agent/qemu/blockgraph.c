@@ -272,7 +272,7 @@ shd_block_graph_owned (JsonNode *graph_node, const char *node)
 
 GPtrArray *
 shd_block_nodes_files (JsonNode *nodes, GPtrArray *owned, GPtrArray **file_nodes,
-                       GPtrArray **others)
+                       GPtrArray **rbd_nodes, GPtrArray **others)
 {
   static const char *const protocols[] = { "file", "host_device", "rbd", "nbd", "iscsi",
                                            "nfs", "ssh", "http", "https", "gluster", NULL };
@@ -281,6 +281,8 @@ shd_block_nodes_files (JsonNode *nodes, GPtrArray *owned, GPtrArray **file_nodes
   *others = g_ptr_array_new_with_free_func (g_free);
   if (file_nodes)
     *file_nodes = g_ptr_array_new_with_free_func (g_free);
+  if (rbd_nodes)
+    *rbd_nodes = g_ptr_array_new_with_free_func (g_free);
   for (guint i = 0; i < owned->len; i++) {
     JsonObject *n = named_node (nodes, owned->pdata[i]);
     const char *drv, *file;
@@ -293,8 +295,18 @@ shd_block_nodes_files (JsonNode *nodes, GPtrArray *owned, GPtrArray **file_nodes
       g_ptr_array_add (files, g_strdup (file));
       if (file_nodes)
         g_ptr_array_add (*file_nodes, g_strdup (owned->pdata[i]));
+    } else if (rbd_nodes && strcmp (drv, "rbd") == 0) {
+      g_ptr_array_add (*rbd_nodes, g_strdup (owned->pdata[i]));
     } else if (g_strv_contains (protocols, drv))
       g_ptr_array_add (*others, g_strdup_printf ("%s (%s)", (char *) owned->pdata[i], drv));
   }
   return files;
+}
+
+const char *
+shd_block_nodes_filename (JsonNode *nodes, const char *node)
+{
+  JsonObject *n = named_node (nodes, node);
+
+  return n ? json_object_get_string_member_with_default (n, "file", NULL) : NULL;
 }

@@ -40,10 +40,15 @@ GPtrArray *shd_block_graph_owned (JsonNode *graph, const char *node);
 
 /* The files (driver "file", absolute names) among `owned`, from a
  * query-named-block-nodes reply, with in *file_nodes (if not NULL) the
- * node of each; and in *others the protocol nodes that are no file (rbd,
- * nbd, ...), whose storage shadowd cannot remove. */
+ * node of each; in *rbd_nodes (if not NULL) the rbd nodes; and in *others
+ * the other protocol nodes (nbd, ...; rbd without rbd_nodes), whose
+ * storage shadowd cannot remove, as "NODE (DRIVER)". */
 GPtrArray *shd_block_nodes_files (JsonNode *nodes, GPtrArray *owned, GPtrArray **file_nodes,
-                                  GPtrArray **others);
+                                  GPtrArray **rbd_nodes, GPtrArray **others);
+
+/* A node's filename ("file" of query-named-block-nodes: for an rbd node,
+ * "json:{...}" or "rbd:..."), or NULL when the node is not there. */
+const char *shd_block_nodes_filename (JsonNode *nodes, const char *node);
 
 /* A node's image actual-size (bytes allocated on the host) from a
  * query-named-block-nodes reply: -1 when the node is not there,

@@ -50,6 +50,12 @@
 #            complete: every acknowledged write reads back, tier-b alone
 #            equals the guest's view, and no image was retired before the
 #            node was flushed and committed without it
+#   move-rbd  tier-b an RBD image (the Ceph cluster of lifecycle-rbd) that
+#            shadowctl prewarm makes shadowd create; a move of the disk
+#            for good to tier-a, where it is, under a verified random-write
+#            load retires it: removed through librbd once QEMU closed it;
+#            a second round, with --keep-as, keeps it; tier-a alone is
+#            what the guest reads
 #   move-kill-meta  the same with a metadata child: after each kill, no
 #            image is gone that md.img still records, and
 #            qemu-storage-daemon restarts on the children md.img records;
@@ -61,7 +67,7 @@
 # is stopped on exit, whatever happens.
 set -uo pipefail
 
-if [ "${1:-}" = lifecycle-rbd ] && [ -z "${SHADOW_CEPH_DIR:-}" ]; then
+if { [ "${1:-}" = lifecycle-rbd ] || [ "${1:-}" = move-rbd ]; } && [ -z "${SHADOW_CEPH_DIR:-}" ]; then
     # Again, inside a cluster of one pool, ssd, that lives as long as it
     for b in ceph-mon ceph-osd ceph rbd; do
         command -v "$b" > /dev/null || { echo "SKIP: $b is not installed"; exit 77; }
@@ -608,6 +614,60 @@ move)
         fail "tier-b's image alone is not what the guest read"
     log "moved in ${took} s (copy ${copy_s} s, verify ${verify_s} s at ${vrate} MiB/s) under a random-write load; fio verified its writes; tier-b alone equals the guest's view"
     echo "RESULT move: ${took} s, copy ${copy_s} s, verify ${verify_s} s at ${vrate} MiB/s (limit 32)"
+    ;;
+move-rbd)
+    RBD_TIER_B=1
+    printf 'tier-rbd.fast = ssd/tier-b\nrbd-conf = %s\nrbd-user = admin\n' "$CEPH_CONF" \
+        >> "$dir/shadowd.conf"
+    log "ceph fixture up in ${SHADOW_CEPH_STARTUP_S:-?} s"
+    rbd_images() { rbd --conf "$CEPH_CONF" ls ssd | tr '\n' ' '; }
+    start_qsd '["tier-a"]'
+    seed_data
+    start_agent
+    wait_for 10 "d[0]['connected'] and d[0]['samples'] > 0" || fail "shadowd did not connect"
+    for r in 1 2; do
+        ctl prewarm vm1 fast --json | json "d['adding']" | grep -qx True ||
+            fail "round $r: prewarm did not add the child"
+        wait_for 60 "[t['state'] for t in d[0]['tiers']] == ['active', 'synced']" ||
+            fail "round $r: tier-b not synced within 60 s of the pre-warm"
+        [ "$(grep -c "created the rbd image ssd/tier-b" "$dir/shadowd.log")" = "$r" ] ||
+            fail "round $r: shadowd did not create the rbd image (again)"
+        [ "$(rbd_images)" = "tier-b " ] || fail "round $r: the pool holds: $(rbd_images)"
+        fio --name=wl$r --ioengine=nbd --uri="nbd+unix:///sh0?socket=$dir/nbd.sock" \
+            --rw=randwrite --bs=4k --offset=16M --size=6M --iodepth=4 --rate_iops=150 \
+            --verify=crc32c --do_verify=1 --output="$dir/fio-wl$r.log" &
+        fio_pids+=($!)
+        sleep 2
+        keep=()
+        [ "$r" = 2 ] && keep=(--keep-as "$dir/kept")
+        ctl move vm1 cheap "${keep[@]}" > "$dir/move$r.out" 2>&1 ||
+            fail "round $r: shadowctl move failed: $(cat "$dir/move$r.out")"
+        kill -0 "${fio_pids[0]}" 2> /dev/null || fail "round $r: the write load ended before the move did"
+        fio_wait
+        [ "$(status "d[0]['move']['state']")" = done ] || fail "round $r: the move is not done"
+        [ "$(status "[t['state'] for t in d[0]['tiers']]")" = "['active', None]" ] ||
+            fail "round $r: tier-b is still in the node: $(status "[t['state'] for t in d[0]['tiers']]")"
+        [ -s "$dir/a.img" ] || fail "round $r: tier-a's image is gone"
+        reason=$(ctl history vm1 --decisions --since 1h --json |
+            json "[e['reason'] for e in d if e['kind'] == 'move'][-1]")
+        if [ "$r" = 1 ]; then
+            [ -z "$(rbd_images)" ] || fail "round 1: the retired rbd image is still there: $(rbd_images)"
+            case "$reason" in
+            *"rbd image ssd/tier-b removed"*) ;;
+            *) fail "round 1: the move's last record: $reason" ;;
+            esac
+        else
+            [ "$(rbd_images)" = "tier-b " ] || fail "round 2: --keep-as did not keep the image: $(rbd_images)"
+            case "$reason" in
+            *"rbd image ssd/tier-b kept: keep-as renames files only"*) ;;
+            *) fail "round 2: the move's last record: $reason" ;;
+            esac
+            [ ! -e "$dir/kept" ] || fail "round 2: keep-as made a file"
+        fi
+        log "round $r: $reason"
+    done
+    guest_equals "$dir/a.img" || fail "tier-a's image alone is not what the guest read"
+    echo "RESULT move-rbd: the retired rbd image removed through librbd (round 1), kept with --keep-as (round 2); fio verified its writes; tier-a alone equals the guest's view"
     ;;
 move-async)
     # a write-back disk: its writes leave the shadows stale until the copy

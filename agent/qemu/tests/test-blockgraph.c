@@ -157,8 +157,8 @@ test_owned (void)
   g_autoptr (GPtrArray) r = shd_block_graph_owned (shared, "r");
   g_autoptr (GPtrArray) none = shd_block_graph_owned (g, "nope");
   g_autoptr (GPtrArray) a_others = NULL, d_others = NULL, a_nodes = NULL;
-  g_autoptr (GPtrArray) a_files = shd_block_nodes_files (nodes, a, &a_nodes, &a_others);
-  g_autoptr (GPtrArray) d_files = shd_block_nodes_files (nodes, d, NULL, &d_others);
+  g_autoptr (GPtrArray) a_files = shd_block_nodes_files (nodes, a, &a_nodes, NULL, &a_others);
+  g_autoptr (GPtrArray) d_files = shd_block_nodes_files (nodes, d, NULL, NULL, &d_others);
   g_autofree char *sa = NULL, *sd = NULL, *sx = NULL, *sr = NULL;
 
   g_assert_cmpuint (a_files->len, ==, 1);
@@ -168,6 +168,17 @@ test_owned (void)
   g_assert_cmpuint (d_files->len, ==, 0);
   g_assert_cmpuint (d_others->len, ==, 1);
   g_assert_cmpstr (d_others->pdata[0], ==, "rd (rbd)");
+  {
+    g_autoptr (GPtrArray) rbd = NULL, others = NULL;
+    g_autoptr (GPtrArray) files = shd_block_nodes_files (nodes, d, NULL, &rbd, &others);
+
+    g_assert_cmpuint (files->len, ==, 0);
+    g_assert_cmpuint (others->len, ==, 0);
+    g_assert_cmpuint (rbd->len, ==, 1);
+    g_assert_cmpstr (rbd->pdata[0], ==, "rd");
+    g_assert_nonnull (shd_block_nodes_filename (nodes, "rd"));
+    g_assert_null (shd_block_nodes_filename (nodes, "nope"));
+  }
   sa = joined (a);
   sd = joined (d);
   sx = joined (x);
