@@ -516,7 +516,7 @@ bool shadow_state_may_switch(BDRVShadowState *s, ShadowChild *to,
                              bool writable, Error **errp)
 {
     ShadowChildState st;
-    int64_t stale, valid;
+    int64_t stale, valid, len;
 
     qemu_spin_lock(&s->lock);
     st = shadow_state_child_state(s, to);
@@ -524,6 +524,16 @@ bool shadow_state_may_switch(BDRVShadowState *s, ShadowChild *to,
     valid = shadow_valid_bytes(s, to);
     qemu_spin_unlock(&s->lock);
 
+    len = to->child->bs->total_sectors * BDRV_SECTOR_SIZE;
+    if (st == SHADOW_CHILD_STATE_DEGRADED && len < s->length) {
+        /* a reopen does not retry it (shadow_state_retry_degraded()) */
+        error_setg(errp, "Cannot switch shadow node '%s' to child '%s': it "
+                   "has %" PRId64 " bytes, the disk %" PRId64 "; grow its "
+                   "image, then reopen the node with the same options (or "
+                   "remove the child)", bdrv_get_node_name(s->bs),
+                   shadow_child_name(to), len, s->length);
+        return false;
+    }
     if (st == SHADOW_CHILD_STATE_DEGRADED) {
         error_setg(errp, "Cannot switch shadow node '%s' to child '%s': it is "
                    "degraded; reopen the node with the same options to "

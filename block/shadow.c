@@ -1553,6 +1553,22 @@ shadow_co_invalidate_cache(BlockDriverState *bs, Error **errp)
  * Adding and removing shadows at runtime (x-blockdev-change)
  */
 
+/*
+ * An inactive node belongs to the other end of a migration: its maps
+ * cannot record a new or removed child, and the activation that reloads
+ * them would then refuse the node.
+ */
+static bool shadow_may_change_children(BlockDriverState *bs, Error **errp)
+{
+    if (bs->open_flags & BDRV_O_INACTIVE) {
+        error_setg(errp, "Cannot change the children of shadow node '%s' "
+                   "while it is inactive; activate it first",
+                   bdrv_get_node_name(bs));
+        return false;
+    }
+    return true;
+}
+
 static void GRAPH_WRLOCK
 shadow_add_child(BlockDriverState *bs, BlockDriverState *child_bs,
                  Error **errp)
@@ -1564,6 +1580,9 @@ shadow_add_child(BlockDriverState *bs, BlockDriverState *child_bs,
     Error *local_err = NULL;
     int ret, i;
 
+    if (!shadow_may_change_children(bs, errp)) {
+        return;
+    }
     if (s->next_child_index == UINT_MAX) {
         error_setg(errp, "Too many children");
         return;
@@ -1627,6 +1646,9 @@ shadow_del_child(BlockDriverState *bs, BdrvChild *child, Error **errp)
     ShadowChild *sc = NULL;
     int i;
 
+    if (!shadow_may_change_children(bs, errp)) {
+        return;
+    }
     if (s->meta.child && child == s->meta.child) {
         error_setg(errp, "Cannot remove the metadata child '%s' of shadow "
                    "node '%s'", bdrv_get_node_name(child->bs),
