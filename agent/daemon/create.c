@@ -1,6 +1,7 @@
 /* Opening a tier's node when QEMU lacks it (tier-rbd.NAME = POOL/IMAGE in
  * the disk's configuration): a raw node named as the tier's child, over
- * an rbd node on POOL/IMAGE.  Through QEMU only (shadowd has no librbd),
+ * an rbd node on POOL/IMAGE.  Through QEMU only (librbd only removes
+ * images a move retired: rbdimage.h),
  * each step a callback holding the context:
  *
  *  1. blockdev-add of the two nodes; a node of that name already there is

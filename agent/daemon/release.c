@@ -11,7 +11,7 @@
  *     say which file is under the tier's node, and when holes there zero
  *     exactly its data (blockgraph.h); discard.c punches them in a thread.
  *     Nothing writes the file any more: the child left the node.  An rbd
- *     image instead (shadowd has no librbd) is emptied through QEMU:
+ *     image instead is emptied through QEMU (the node stays, open):
  *     block_resize of the tier's node to 0, which frees its objects, and
  *     back to its size.
  *

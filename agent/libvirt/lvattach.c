@@ -929,7 +929,7 @@ rbd_create (const ShdLvMonitor *m, const char *job, JsonObject *loc, guint64 siz
 
 /* A raw node over the rbd image pool/image (NODE-rbd), as a file tier's
  * node: opened if the image exists, else created with size bytes (through
- * QEMU: shadowd has no librbd) and opened.  *created says which. */
+ * QEMU) and opened.  *created says which. */
 static gboolean
 open_rbd (const ShdLvMonitor *m, const char *node, JsonObject *loc_in, const char *rbd,
           guint64 size, gboolean *created, GError **error)

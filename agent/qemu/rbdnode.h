@@ -1,6 +1,6 @@
 /* Nodes over RBD images that shadowd opens and creates through QEMU (it
- * has no librbd): the QMP arguments, and the state of the blockdev-create
- * job.  Shared by the plain QEMU / qemu-storage-daemon side (create.c,
+ * uses librbd only to remove retired images): the QMP arguments, and the
+ * state of the blockdev-create job.  Shared by the plain QEMU / qemu-storage-daemon side (create.c,
  * asynchronous) and the libvirt side (lvattach.c, blocking). */
 #pragma once
 
