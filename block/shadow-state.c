@@ -1401,9 +1401,14 @@ shadow_record_length(BDRVShadowState *s, Error **errp)
         }
     }
     if (ret < 0) {
-        error_setg_errno(errp, -ret, "shadow: cannot commit the metadata of "
-                         "node '%s' after growing it",
-                         bdrv_get_node_name(s->bs));
+        /*
+         * The block layer keeps the old length (the truncate failed), and
+         * so do the headers; a retried block_resize records the new one
+         */
+        error_setg_errno(errp, -ret, "shadow: node '%s' keeps its length: "
+                         "its children grew to %" PRId64 " bytes, but the "
+                         "metadata cannot record it (retry block_resize)",
+                         bdrv_get_node_name(s->bs), s->length);
     }
     return ret;
 }
