@@ -79,13 +79,20 @@ def add_iothread(qsd, pin):
     CPU of cpu_split() and every other thread of @qsd to the others.  The
     iothread's thread pool, started by the iothread later, inherits its
     CPU."""
-    before = threads(qsd.proc.pid)
-    qsd.cmd('object-add', **{'qom-type': 'iothread', 'id': 'io0'})
-    new = threads(qsd.proc.pid) - before
     split = cpu_split() if pin else None
-    if split is None:
-        return None
-    if len(new) != 1:
+    for _ in range(10):
+        before = threads(qsd.proc.pid)
+        qsd.cmd('object-add', **{'qom-type': 'iothread', 'id': 'io0'})
+        new = threads(qsd.proc.pid) - before
+        if split is None:
+            return None
+        if len(new) == 1:
+            break
+        # a thread-pool worker started meanwhile (qemu-storage-daemon has
+        # no query-iothreads): again
+        qsd.cmd('object-del', id='io0')
+        time.sleep(0.2)
+    else:
         raise RuntimeError(f'cannot tell the iothread among threads {new}')
     for tid in before:
         os.sched_setaffinity(tid, split[1])

@@ -526,12 +526,15 @@ bool shadow_state_may_switch(BDRVShadowState *s, ShadowChild *to,
 
     len = to->child->bs->total_sectors * BDRV_SECTOR_SIZE;
     if (st == SHADOW_CHILD_STATE_DEGRADED && len < s->length) {
-        /* a reopen does not retry it (shadow_state_retry_degraded()) */
+        /*
+         * A reopen does not retry it (shadow_state_retry_degraded()), nor
+         * see an image grown behind QEMU: the open does
+         */
         error_setg(errp, "Cannot switch shadow node '%s' to child '%s': it "
                    "has %" PRId64 " bytes, the disk %" PRId64 "; grow its "
-                   "image, then reopen the node with the same options (or "
-                   "remove the child)", bdrv_get_node_name(s->bs),
-                   shadow_child_name(to), len, s->length);
+                   "image, then open the node again (or remove the child)",
+                   bdrv_get_node_name(s->bs), shadow_child_name(to), len,
+                   s->length);
         return false;
     }
     if (st == SHADOW_CHILD_STATE_DEGRADED) {

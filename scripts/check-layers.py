@@ -7,7 +7,7 @@ Each folder of agent/ is a layer and a static library.  A file of a layer
 (its tests included) may include headers of its own layer and of the
 layers it is allowed to use, never of a layer above or beside it; a few
 system headers belong to one layer only; the pure layers use nothing of
-the main loop; and shadowctl links neither SQLite nor libvirt.
+the main loop; and shadowctl links neither SQLite, libvirt nor librbd.
 
 Prints one line per violation, FILE:LINE: what, and exits 1 if any.
 meson's include directories already make an upward include fail to
@@ -124,7 +124,7 @@ def check_program(program):
         return ["%s: readelf failed: %s" % (program, out.stderr.strip())]
     needed = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", out.stdout)
     return ["%s links %s, which the ctl layer does not use" % (os.path.basename(program), lib)
-            for lib in needed if lib.startswith(("libsqlite3", "libvirt"))]
+            for lib in needed if lib.startswith(("libsqlite3", "libvirt", "librbd", "librados"))]
 
 
 def main():

@@ -291,8 +291,11 @@ record (ShdDisk *disk, const ShdDecision *d, gint64 wall_ms)
    * repeats: a disk paused on its tier under load would log it each
    * interval */
   if (!changed && (d->action == SHD_ACTION_NONE || d->dry_run) &&
-      d->t - disk->last_recorded_t < REPEAT_RECORD_S)
+      d->t - disk->last_recorded_t < REPEAT_RECORD_S) {
+    shd_log (G_LOG_LEVEL_DEBUG, disk->cfg->name, shd_decision_kind_name (d->kind), "%s: %s",
+             disk->cfg->name, d->reason);
     return;
+  }
   disk->last_recorded_kind = d->kind;
   disk->last_recorded_target = d->target;
   disk->last_recorded_t = d->t;
@@ -970,6 +973,14 @@ shd_disk_prewarm (ShdDisk *disk, const char *tier, GError **error)
 
   if (i < 0)
     return NULL;
+  if (shd_move_running (disk->move)) {
+    /* a move may be retiring that very tier: its image being deleted */
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_BUSY, "disk %s is moving to %s (%s); "
+                 "pre-warm once the move has ended", disk->cfg->name,
+                 shd_policy_tier_name (disk->policy, shd_move_target (disk->move)),
+                 shd_move_state_name (shd_move_state (disk->move)));
+    return NULL;
+  }
   pr = shd_policy_profile (disk->policy, i);
   o = tier_json (disk, i);
   if (pr->state == NULL) {

@@ -462,9 +462,11 @@ on_node_deleted (GObject *src, GAsyncResult *res, gpointer data)
 
   if (ret == NULL && error == NULL)
     return;
-  if (ret == NULL && strstr (error->message, "Failed to find node") != NULL) {
+  if (ret == NULL && ((char *) move->retire_nodes->pdata[0])[0] == '#' &&
+      strstr (error->message, "Failed to find node") != NULL) {
     /* gone with its parent: a node QEMU created for it (an inline
-     * blockdev-add's "#blockN"), which only its parent owned */
+     * blockdev-add's "#blockN", a name no client can give), which only
+     * its parents, deleted before it, owned */
     g_hash_table_add (move->deleted, g_strdup (move->retire_nodes->pdata[0]));
   } else if (ret == NULL) {
     shd_log (G_LOG_LEVEL_WARNING, disk_name (move), "move",
@@ -528,10 +530,9 @@ on_rbd_removed (GObject *src G_GNUC_UNUSED, GAsyncResult *res, gpointer data)
 
   if (!shd_rbd_image_remove_finish (res, &error) &&
       g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
-    return;                     /* shadowd stops */
+    return;                     /* shadowd stopped before it started */
   if (ctx->disk->move != move)
     return;
-  move->busy = FALSE;
   spec = shd_rbd_image_spec (move->retire_rbd->pdata[0]);
   if (error) {
     /* the disk did move: the image is only space, named for the operator */
@@ -544,19 +545,22 @@ on_rbd_removed (GObject *src G_GNUC_UNUSED, GAsyncResult *res, gpointer data)
              disk_name (move), spec);
     g_string_append_printf (move->retired, "; rbd image %s removed", spec);
   }
+  if (g_cancellable_is_cancelled (ctx->disk->cancel))
+    return;                     /* the disk stopped meanwhile: said, nothing more */
+  move->busy = FALSE;
   g_ptr_array_remove_index (move->retire_rbd, 0);
   g_ptr_array_remove_index (move->retire_rbd_nodes, 0);
   commit_step (move);
 }
 
 /* The next retired rbd image: removed once QEMU closed it (librbd
- * refuses an image someone has open), or kept with keep-as, which names
- * a file; then commit_step() again */
+ * refuses an image a client holds open read-write), or kept with
+ * keep-as, which names a file; then commit_step() again */
 static void
 retire_rbd_step (ShdMove *move)
 {
   const ShdRbdImage *img;
-  g_autofree char *spec = NULL;
+  g_autofree char *spec = NULL, *what = NULL;
   MoveCtx *ctx;
 
   if (move->retire_rbd->len == 0) {
@@ -579,11 +583,12 @@ retire_rbd_step (ShdMove *move)
   ctx->disk = g_object_ref (move->disk);
   ctx->move = move;
   move->busy = TRUE;
-  shd_log (G_LOG_LEVEL_MESSAGE, disk_name (move), "move",
-           "%s: move to %s: removing the retired rbd image %s", disk_name (move), move->tier,
-           spec);
-  shd_rbd_image_remove_async (img, move->disk->cfg->rbd_conf, move->disk->cfg->rbd_user,
-                              move->disk->cancel, on_rbd_removed, ctx);
+  what = g_strdup_printf ("removing the retired rbd image %s", spec);
+  shd_log (G_LOG_LEVEL_MESSAGE, disk_name (move), "move", "%s: move to %s: %s",
+           disk_name (move), move->tier, what);
+  /* what a stop in the middle leaves is in the move's state */
+  record (move, what);
+  shd_rbd_image_remove_async (img, move->disk->cancel, on_rbd_removed, ctx);
 }
 
 static void
@@ -821,8 +826,8 @@ commit_step (ShdMove *move)
     retire_rbd_step (move);
   } else {
     for (guint i = 0; i < move->kept->len; i++)
-      g_string_append_printf (move->retired, "; %s kept (shadowd removes files and rbd "
-                              "images only)", (char *) move->kept->pdata[i]);
+      g_string_append_printf (move->retired, "; %s kept (shadowd does not remove it)",
+                              (char *) move->kept->pdata[i]);
     enter (move, SHD_MOVE_DONE, "%s", move->retired->str);
   }
 }

@@ -53,8 +53,11 @@ member (JsonObject *o, const char *name)
 static ShdRbdImage *
 parse_json (const char *text, GError **error)
 {
+  static const char *const known[] = { "driver", "pool", "namespace", "image", "conf", "user",
+                                       "snapshot", "password-secret", NULL };
   g_autoptr (JsonParser) parser = json_parser_new ();
   g_autoptr (ShdRbdImage) img = NULL;
+  g_autoptr (GList) members = NULL;
   JsonObject *o;
 
   if (!json_parser_load_from_data (parser, text, -1, error))
@@ -67,6 +70,17 @@ parse_json (const char *text, GError **error)
   if (g_strcmp0 (member (o, "driver"), "rbd") != 0) {
     g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "its driver is not rbd");
     return NULL;
+  }
+  members = json_object_get_members (o);
+  for (GList *l = members; l; l = l->next) {
+    /* one that says where the cluster is (server.N.host) or how to talk
+     * to it: librados would have to be told the same, or it could reach
+     * another cluster's image of that name */
+    if (!g_strv_contains (known, l->data)) {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED, "it sets '%s', which "
+                   "shadowd does not pass to librbd", (char *) l->data);
+      return NULL;
+    }
   }
   if (member (o, "snapshot")) {
     g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "it names a snapshot");
@@ -128,8 +142,10 @@ parse_legacy (const char *p, GError **error)
 
     p++;
     key = legacy_field (&p, "=:");
-    if (*p != '=')
-      continue;
+    if (*p != '=') {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "'%s' has no value", key);
+      return NULL;
+    }
     p++;
     value = legacy_field (&p, ":");
     if (strcmp (key, "conf") == 0) {
@@ -138,6 +154,11 @@ parse_legacy (const char *p, GError **error)
     } else if (strcmp (key, "id") == 0) {
       g_free (img->user);
       img->user = g_steal_pointer (&value);
+    } else {
+      /* QEMU hands the others to librados (mon_host, keyring...) */
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED, "it sets '%s', which "
+                   "shadowd does not pass to librbd", key);
+      return NULL;
     }
   }
   return g_steal_pointer (&img);
@@ -157,13 +178,16 @@ shd_rbd_image_parse (const char *filename, GError **error)
     img = parse_legacy (filename + strlen ("rbd:"), &why);
   else
     g_set_error (&why, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "not an rbd filename");
+  if (img && img->nspace && !*img->nspace)
+    g_clear_pointer (&img->nspace, g_free);
   if (img && (img->pool == NULL || !*img->pool || img->image == NULL || !*img->image)) {
     g_set_error (&why, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, "no pool or no image");
     g_clear_pointer (&img, shd_rbd_image_free);
   }
   if (img == NULL) {
-    g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
-                 "'%s' does not name an rbd image: %s", filename ? filename : "", why->message);
+    /* not the filename itself: a legacy one may carry a key */
+    g_set_error (error, G_IO_ERROR, why->code, "its filename names no rbd image shadowd "
+                 "can remove: %s", why->message);
     return NULL;
   }
   return g_steal_pointer (&img);
@@ -228,8 +252,7 @@ remove_in_thread (GTask *task, gpointer source G_GNUC_UNUSED, gpointer data,
   if (img->nspace)
     rados_ioctx_set_namespace (io, img->nspace);
   r = rbd_remove (io, img->image);
-  /* gone already: a move resumed after its removal */
-  if (r < 0 && r != -ENOENT)
+  if (r < 0)
     set_rados_error (&error, r, "removing the image", img);
 
 out:
@@ -244,17 +267,14 @@ out:
 }
 
 void
-shd_rbd_image_remove_async (const ShdRbdImage *img, const char *conf, const char *user,
-                            GCancellable *cancellable, GAsyncReadyCallback callback,
-                            gpointer data)
+shd_rbd_image_remove_async (const ShdRbdImage *img, GCancellable *cancellable,
+                            GAsyncReadyCallback callback, gpointer data)
 {
   g_autoptr (GTask) task = g_task_new (NULL, cancellable, callback, data);
   ShdRbdImage *copy = image_copy (img);
 
-  if (copy->conf == NULL)
-    copy->conf = g_strdup (conf);
-  if (copy->user == NULL)
-    copy->user = g_strdup (user);
+  /* once started, its outcome is reported even if shadowd stops */
+  g_task_set_check_cancellable (task, FALSE);
   g_task_set_source_tag (task, shd_rbd_image_remove_async);
   g_task_set_task_data (task, copy, (GDestroyNotify) shd_rbd_image_free);
   g_task_run_in_thread (task, remove_in_thread);

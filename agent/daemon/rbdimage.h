@@ -29,18 +29,22 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (ShdRbdImage, shd_rbd_image_free)
 /* The image an rbd node's filename names, as query-named-block-nodes
  * reports it: "json:{...}" (a node opened with options) or
  * "rbd:POOL/IMAGE[:key=value...]".  NULL with error when it names none
- * (a snapshot included: a retired image is never a snapshot). */
+ * (a snapshot included: a retired image is never a snapshot), or when it
+ * sets anything librados would need besides the ceph.conf and the user
+ * (monitors, a keyring...): the removal must reach the cluster QEMU
+ * reached, as QEMU does: the conf and user named, else librados'
+ * defaults. */
 ShdRbdImage *shd_rbd_image_parse (const char *filename, GError **error);
 
 /* "POOL/IMAGE" or "POOL/NAMESPACE/IMAGE" */
 char *shd_rbd_image_spec (const ShdRbdImage *img);
 
-/* Removes the image (its snapshots must be gone; one open by anyone
- * fails with G_IO_ERROR_BUSY; one already gone is removed).  @conf and
- * @user are used when the image's filename names none. */
-void shd_rbd_image_remove_async (const ShdRbdImage *img, const char *conf, const char *user,
-                                 GCancellable *cancellable, GAsyncReadyCallback callback,
-                                 gpointer data);
+/* Removes the image (its snapshots must be gone; one a client holds
+ * open read-write fails with G_IO_ERROR_BUSY; one not there fails too).
+ * @cancellable only keeps it from starting: once started, it ends and
+ * says how. */
+void shd_rbd_image_remove_async (const ShdRbdImage *img, GCancellable *cancellable,
+                                 GAsyncReadyCallback callback, gpointer data);
 gboolean shd_rbd_image_remove_finish (GAsyncResult *res, GError **error);
 
 G_END_DECLS

@@ -254,6 +254,12 @@ shd_block_graph_owned (JsonNode *graph_node, const char *node)
 
       if (e == NULL || json_object_get_int_member_with_default (e, "parent", -1) != id)
         continue;
+      /* a backing image is data the tier shares (a base image, other
+       * VMs' overlays on it), never its own, even when this QEMU has no
+       * other user of it */
+      if (g_strcmp0 (json_object_get_string_member_with_default (e, "name", NULL),
+                     "backing") == 0)
+        continue;
       child = json_object_get_int_member_with_default (e, "child", -1);
       for (guint j = 0; j < set->len && !seen; j++)
         seen = g_array_index (set, gint64, j) == child;

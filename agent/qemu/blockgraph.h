@@ -35,7 +35,9 @@ char *shd_block_graph_rbd_under (JsonNode *graph, JsonNode *nodes, const char *n
 /* The nodes a retired tier's node owns: `node` and, below it, every node
  * whose parents are all in that set, parents before children (the order
  * blockdev-del takes them).  A node shared with another parent stays out,
- * and so does everything under it.  Empty when `node` is not in the graph. */
+ * and so does everything under it; so does a backing image (a qcow2
+ * tier's base), which other VMs may use.  Empty when `node` is not in the
+ * graph. */
 GPtrArray *shd_block_graph_owned (JsonNode *graph, const char *node);
 
 /* The files (driver "file", absolute names) among `owned`, from a

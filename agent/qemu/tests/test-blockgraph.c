@@ -188,6 +188,20 @@ test_owned (void)
   g_assert_cmpstr (sx, ==, "x");
   g_assert_cmpstr (sr, ==, "r,f");
   g_assert_cmpuint (none->len, ==, 0);
+  {
+    /* q, a qcow2 tier over its file qf and a base image b (over bf):
+     * the base is not the tier's to retire */
+    g_autoptr (JsonNode) chain = parse (
+      "{\"nodes\": [{\"id\": 1, \"name\": \"q\"}, {\"id\": 2, \"name\": \"qf\"},"
+      " {\"id\": 3, \"name\": \"b\"}, {\"id\": 4, \"name\": \"bf\"}],"
+      " \"edges\": [{\"parent\": 1, \"child\": 2, \"name\": \"file\"},"
+      " {\"parent\": 1, \"child\": 3, \"name\": \"backing\"},"
+      " {\"parent\": 3, \"child\": 4, \"name\": \"file\"}]}");
+    g_autoptr (GPtrArray) q = shd_block_graph_owned (chain, "q");
+    g_autofree char *sq = joined (q);
+
+    g_assert_cmpstr (sq, ==, "q,qf");
+  }
 }
 
 int
