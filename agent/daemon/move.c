@@ -17,10 +17,17 @@
  *               their files deleted or renamed: until then a crash could
  *               leave metadata that still counts on them.  A retired
  *               rbd image is removed through librbd (rbdimage.h) last,
- *               once QEMU has closed it.
+ *               once QEMU has closed it.  The files to retire are
+ *               recorded ("retiring") before the first blockdev-del, so
+ *               that a move run again after a stop retires what its
+ *               interrupted run had closed but not yet removed.
+ *
+ * keep-as never replaces a file (renameat2 RENAME_NOREPLACE, or link and
+ * unlink): several retired images are kept as PATH.0, PATH.1, ...
  *
  * Every callback holds a reference on the disk; the move belongs to the
  * disk and is freed with it, or replaced by the next move once finished. */
+#define _GNU_SOURCE             /* renameat2 */
 #include "disk-private.h"
 #include "move.h"
 
@@ -30,9 +37,13 @@
 #include "rbdimage.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <glib/gstdio.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* The target's child must be in the node by then */
 #define MOVE_ADD_TIMEOUT_S 60
@@ -84,6 +95,13 @@ struct _ShdMove {
   GHashTable *deleted;          /* nodes blockdev-del removed */
   GPtrArray *kept;              /* storage shadowd does not remove */
   gboolean restored;            /* read back at start (shd_move_restore()) */
+  GPtrArray *retire_dests;      /* each retire_files' keep-as name, or NULL
+                                   to delete it */
+  /* what an earlier run of the same move (stopped, or failed) was
+   * retiring: its files, their nodes deleted or being deleted, and the
+   * names each is kept under (NULL: deleted), held as they were decided */
+  GPtrArray *pending_files, *pending_dests;
+  gboolean pending_recorded;    /* the plan is in the move's state */
 };
 
 const char *
@@ -136,6 +154,9 @@ shd_move_free (ShdMove *move)
     g_string_free (move->retired, TRUE);
   g_clear_pointer (&move->deleted, g_hash_table_unref);
   g_clear_pointer (&move->kept, g_ptr_array_unref);
+  g_clear_pointer (&move->retire_dests, g_ptr_array_unref);
+  g_clear_pointer (&move->pending_files, g_ptr_array_unref);
+  g_clear_pointer (&move->pending_dests, g_ptr_array_unref);
   g_free (move);
 }
 
@@ -480,42 +501,75 @@ on_node_deleted (GObject *src, GAsyncResult *res, gpointer data)
   commit_step (move);
 }
 
-/* The images of the retired tiers: deleted, or renamed to keep-as; what
- * became of each is appended to @what */
+/* The name of the @i-th of @n images kept under @keep_as */
+static char *
+keep_as_name (const char *keep_as, guint i, guint n)
+{
+  return n == 1 ? g_strdup (keep_as) : g_strdup_printf ("%s.%u", keep_as, i);
+}
+
+/* rename(2) that never replaces @dest: an operator's file stays theirs */
+static int
+rename_noreplace (const char *src, const char *dest)
+{
+  if (renameat2 (AT_FDCWD, src, AT_FDCWD, dest, RENAME_NOREPLACE) == 0)
+    return 0;
+  if (errno != EINVAL && errno != ENOSYS)
+    return -1;
+  /* a filesystem without RENAME_NOREPLACE: link(2) does not replace either */
+  if (link (src, dest) < 0)
+    return -1;
+  return unlink (src);
+}
+
+/* The images of the retired tiers: deleted, or renamed to their keep-as
+ * name; what became of each is appended to @what.  A file whose node is
+ * NULL was closed by an earlier run (pending_files).  One that fails does
+ * not stop the others: every one is accounted for. */
 static gboolean
 retire_files (ShdMove *move, GString *what)
 {
+  g_autoptr (GString) failed = g_string_new (NULL);
+
   for (guint i = 0; i < move->retire_files->len; i++) {
     const char *file = move->retire_files->pdata[i];
     const char *node = move->retire_file_nodes->pdata[i];
-    g_autofree char *dest = NULL;
+    const char *dest = move->retire_dests->pdata[i];
 
-    if (!g_hash_table_contains (move->deleted, node)) {
+    if (node && !g_hash_table_contains (move->deleted, node)) {
       /* QEMU still has it open for someone else */
       g_string_append_printf (what, "; %s kept: its node %s is still in QEMU", file, node);
       continue;
     }
 
-    if (move->keep_as) {
-      dest = move->retire_files->len == 1 ? g_strdup (move->keep_as)
-                                          : g_strdup_printf ("%s.%u", move->keep_as, i);
-      if (g_rename (file, dest) < 0) {
-        enter (move, SHD_MOVE_FAILED, "renaming %s to %s: %s", file, dest,
-               g_strerror (errno));
-        return FALSE;
+    if (dest) {
+      if (rename_noreplace (file, dest) < 0) {
+        g_string_append_printf (failed, "%s%s was not kept as %s (%s)%s",
+                                failed->len ? "; " : "", file, dest, g_strerror (errno),
+                                g_file_test (dest, G_FILE_TEST_EXISTS) &&
+                                g_file_test (file, G_FILE_TEST_EXISTS) ?
+                                ", both names exist" : ", it is where it was");
+        continue;
       }
       shd_log (G_LOG_LEVEL_MESSAGE, disk_name (move), "retired", "%s: %s kept as %s",
                disk_name (move), file, dest);
       g_string_append_printf (what, "; %s kept as %s", file, dest);
     } else {
       if (g_unlink (file) < 0 && errno != ENOENT) {
-        enter (move, SHD_MOVE_FAILED, "deleting %s: %s", file, g_strerror (errno));
-        return FALSE;
+        g_string_append_printf (failed, "%sdeleting %s failed (%s)", failed->len ? "; " : "",
+                                file, g_strerror (errno));
+        continue;
       }
       shd_log (G_LOG_LEVEL_MESSAGE, disk_name (move), "retired", "%s: %s deleted",
                disk_name (move), file);
       g_string_append_printf (what, "; %s deleted", file);
     }
+  }
+  if (failed->len) {
+    enter (move, SHD_MOVE_FAILED, "the disk runs on %s alone, but its old images are not "
+           "all retired: %s%s; run the move again once fixed", move->child, failed->str,
+           what->str);
+    return FALSE;
   }
   return TRUE;
 }
@@ -703,6 +757,135 @@ graph_has_parent (JsonArray *edges, gint64 id)
   return FALSE;
 }
 
+/* Whether a node QEMU has opens @file, by name or by inode (a link, a
+ * path through a symlink) */
+static gboolean
+file_in_qemu (JsonNode *nodes, const char *file)
+{
+  JsonArray *a = JSON_NODE_HOLDS_ARRAY (nodes) ? json_node_get_array (nodes) : NULL;
+  struct stat fst, nst;
+  gboolean have = stat (file, &fst) == 0;
+
+  for (guint i = 0; a && i < json_array_get_length (a); i++) {
+    JsonObject *n = json_array_get_object_element (a, i);
+    const char *name = n ? json_object_get_string_member_with_default (n, "file", NULL) : NULL;
+
+    if (name == NULL)
+      continue;
+    if (strcmp (name, file) == 0 ||
+        (have && stat (name, &nst) == 0 && nst.st_dev == fst.st_dev && nst.st_ino == fst.st_ino))
+      return TRUE;
+  }
+  return FALSE;
+}
+
+static int
+pending_index (ShdMove *move, const char *file)
+{
+  for (guint i = 0; move->pending_files && i < move->pending_files->len; i++)
+    if (strcmp (move->pending_files->pdata[i], file) == 0)
+      return i;
+  return -1;
+}
+
+/* The plan completed: files an earlier run was retiring that QEMU no
+ * longer opens (NULL node: nothing to wait for), and the name each file
+ * is kept under: the one an earlier run gave it, else @keep_as, or
+ * keep_as.N (the lowest N free of the earlier names) when there are
+ * several */
+static void
+plan_files (ShdMove *move, JsonNode *nodes)
+{
+  g_autoptr (GHashTable) used = g_hash_table_new (g_str_hash, g_str_equal);
+  guint next = 0, fresh = 0;
+
+  for (guint i = 0; move->pending_files && i < move->pending_files->len; i++) {
+    const char *file = move->pending_files->pdata[i];
+
+    if (move->pending_dests->pdata[i])
+      g_hash_table_add (used, move->pending_dests->pdata[i]);
+    if (pending_index (move, file) != (int) i)
+      continue;         /* listed twice */
+    for (guint k = 0; k < move->retire_files->len; k++)
+      if (strcmp (move->retire_files->pdata[k], file) == 0)
+        goto next_pending;
+    if (file_in_qemu (nodes, file) || !g_file_test (file, G_FILE_TEST_EXISTS))
+      continue;         /* someone's again; or retired already */
+    g_ptr_array_add (move->retire_files, g_strdup (file));
+    g_ptr_array_add (move->retire_file_nodes, NULL);
+next_pending:
+    ;
+  }
+  move->retire_dests = g_ptr_array_new_with_free_func (g_free);
+  for (guint i = 0; i < move->retire_files->len; i++)
+    fresh += pending_index (move, move->retire_files->pdata[i]) < 0;
+  for (guint i = 0; i < move->retire_files->len; i++) {
+    int p = pending_index (move, move->retire_files->pdata[i]);
+    char *dest = NULL;
+
+    if (p >= 0) {
+      dest = g_strdup (move->pending_dests->pdata[p]);
+    } else if (move->keep_as && fresh == 1 && !g_hash_table_contains (used, move->keep_as)) {
+      dest = g_strdup (move->keep_as);
+    } else if (move->keep_as) {
+      do {
+        g_free (dest);
+        dest = g_strdup_printf ("%s.%u", move->keep_as, next++);
+      } while (g_hash_table_contains (used, dest));
+    }
+    g_ptr_array_add (move->retire_dests, dest);
+  }
+}
+
+/* Whether renaming @file into @dir stays in one mount (rename(2) does
+ * not cross one, not even a bind mount of the same filesystem) */
+static gboolean
+same_mount (const char *file, const char *dir)
+{
+  struct statx f, d;
+  const unsigned mask = STATX_MNT_ID | STATX_BASIC_STATS;
+
+  if (statx (AT_FDCWD, file, AT_SYMLINK_NOFOLLOW, mask, &f) < 0 ||
+      statx (AT_FDCWD, dir, 0, mask, &d) < 0)
+    return FALSE;
+  if (f.stx_dev_major != d.stx_dev_major || f.stx_dev_minor != d.stx_dev_minor)
+    return FALSE;
+  return !(f.stx_mask & d.stx_mask & STATX_MNT_ID) || f.stx_mnt_id == d.stx_mnt_id;
+}
+
+/* keep-as renames: every kept name free, in a directory shadowd can write
+ * to, in the same mount as its image; checked before anything is removed */
+static gboolean
+keep_as_possible (ShdMove *move, GError **error)
+{
+  for (guint i = 0; i < move->retire_files->len; i++) {
+    const char *file = move->retire_files->pdata[i];
+    const char *dest = move->retire_dests->pdata[i];
+    g_autofree char *dir = NULL;
+
+    if (dest == NULL)
+      continue;
+    dir = g_path_get_dirname (dest);
+    if (g_file_test (dest, G_FILE_TEST_EXISTS) || g_file_test (dest, G_FILE_TEST_IS_SYMLINK)) {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_EXISTS,
+                   "%s exists: keep-as does not overwrite", dest);
+      return FALSE;
+    }
+    if (!g_file_test (dir, G_FILE_TEST_IS_DIR) || access (dir, W_OK | X_OK) < 0) {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED,
+                   "keep-as %s: %s is not a directory shadowd can write to", dest, dir);
+      return FALSE;
+    }
+    if (!same_mount (file, dir)) {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                   "%s is not in the same mount as %s: keep-as renames, it does not copy",
+                   dest, file);
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
 /* The retire plan: the node's children other than the target (to remove,
  * by edge name), and every other tier of the disk's configuration whose
  * node QEMU still has unused (a move resumed after a stop, a released
@@ -758,6 +941,12 @@ on_commit_nodes (GObject *src, GAsyncResult *res, gpointer data)
     if ((int) t != move->target && id >= 0 && !graph_has_parent (edges, id))
       retire_root (move, graph, nodes, pc->tiers[t].child);
   }
+  plan_files (move, nodes);
+  if (!keep_as_possible (move, &error)) {
+    enter (move, SHD_MOVE_FAILED, "the disk runs on %s, but nothing was retired: %s; run "
+           "the move again with another --keep-as", move->child, error->message);
+    return;
+  }
   commit_step (move);
 }
 
@@ -812,6 +1001,20 @@ commit_step (ShdMove *move)
   } else if (!move->durable) {
     /* a failed flush ended the move */
     return;
+  } else if (!move->pending_recorded) {
+    g_autofree char *files = NULL;
+
+    /* a stop from here on leaves files only the move's state names */
+    move->pending_recorded = TRUE;
+    g_ptr_array_add (move->retire_files, NULL);
+    files = g_strjoinv (", ", (char **) move->retire_files->pdata);
+    g_ptr_array_remove_index (move->retire_files, move->retire_files->len - 1);
+    if (*files) {
+      g_autofree char *what = g_strdup_printf ("retiring %s", files);
+
+      record (move, what);
+    }
+    commit_step (move);
   } else if (move->retire_nodes->len) {
     args = json_object_new ();
     json_object_set_string_member (args, "node-name", move->retire_nodes->pdata[0]);
@@ -841,8 +1044,16 @@ shd_move_tick (ShdDisk *disk)
   const ShdTierProfile *pr;
 
   if (move && move->raised && !shd_move_running (move) && !move->busy &&
-      shd_qmp_is_ready (disk->qmp) && shd_disk_lower_write_sync (disk))
-    move->raised = FALSE;
+      shd_qmp_is_ready (disk->qmp)) {
+    /* raised by a shadowd that stopped: this one cannot know, so lowers
+     * (once it knows the active child) */
+    if (!move->restored || (disk->rates && !disk->reopen_in_flight)) {
+      if (move->restored)
+        disk->write_sync_raised = TRUE;
+      if (shd_disk_lower_write_sync (disk))
+        move->raised = FALSE;
+    }
+  }
   if (!shd_move_running (move) || move->busy || !shd_qmp_is_ready (disk->qmp))
     return;
   pr = shd_policy_profile (disk->policy, move->target);
@@ -901,12 +1112,80 @@ shd_move_tick (ShdDisk *disk)
   }
 }
 
+/* The files this move or an earlier run of it closed to retire and that
+ * are still there, with the name each is to be kept under (NULL: to
+ * delete): what a stop must not forget */
+static void
+unretired (ShdMove *move, GPtrArray **files, GPtrArray **dests)
+{
+  *files = g_ptr_array_new_with_free_func (g_free);
+  *dests = g_ptr_array_new_with_free_func (g_free);
+  if (move->state == SHD_MOVE_DONE)
+    return;
+  if (move->pending_recorded) {
+    for (guint i = 0; i < move->retire_files->len; i++) {
+      if (!g_file_test (move->retire_files->pdata[i], G_FILE_TEST_EXISTS))
+        continue;
+      g_ptr_array_add (*files, g_strdup (move->retire_files->pdata[i]));
+      g_ptr_array_add (*dests, g_strdup (move->retire_dests->pdata[i]));
+    }
+  }
+  for (guint i = 0; move->pending_files && i < move->pending_files->len; i++) {
+    const char *file = move->pending_files->pdata[i];
+    gboolean listed = FALSE;
+
+    for (guint k = 0; k < (*files)->len; k++)
+      listed |= strcmp ((*files)->pdata[k], file) == 0;
+    if (listed || !g_file_test (file, G_FILE_TEST_EXISTS))
+      continue;
+    g_ptr_array_add (*files, g_strdup (file));
+    g_ptr_array_add (*dests, g_strdup (move->pending_dests->pdata[i]));
+  }
+}
+
 /* ---- requests ---- */
+
+/* keep-as at request time: a free name in a directory shadowd can write;
+ * the filesystem is checked against the images once they are known
+ * (keep_as_possible()) */
+static gboolean
+keep_as_acceptable (ShdDisk *disk, const char *keep_as, GError **error)
+{
+  g_autofree char *dir = NULL;
+  guint n = shd_policy_config (disk->policy)->n_tiers;
+
+  if (!g_path_is_absolute (keep_as)) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                 "keep-as must be an absolute path, not '%s'", keep_as);
+    return FALSE;
+  }
+  dir = g_path_get_dirname (keep_as);
+  if (!g_file_test (dir, G_FILE_TEST_IS_DIR) || access (dir, W_OK | X_OK) < 0) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                 "keep-as %s: %s is not a directory shadowd can write to", keep_as, dir);
+    return FALSE;
+  }
+  /* the names of one or of several kept images (keep_as_name()) */
+  for (guint i = 0; i <= n; i++) {
+    g_autofree char *name = i == n ? g_strdup (keep_as) : keep_as_name (keep_as, i, n);
+
+    if (g_file_test (name, G_FILE_TEST_EXISTS) || g_file_test (name, G_FILE_TEST_IS_SYMLINK)) {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_EXISTS, "%s exists: keep-as does not "
+                   "overwrite", name);
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
 
 JsonNode *
 shd_disk_move (ShdDisk *disk, const ShdMoveRequest *req, GError **error)
 {
   int target = shd_policy_tier_by_name (disk->policy, req->tier);
+  g_autoptr (GPtrArray) pending = NULL, pending_dests = NULL;
+  g_autofree char *keep_as_owned = NULL;
+  const char *keep_as;
+  ShdMove *earlier;
   gboolean was_paused;
   JsonNode *n;
   ShdMove *move;
@@ -942,19 +1221,23 @@ shd_disk_move (ShdDisk *disk, const ShdMoveRequest *req, GError **error)
                  "--pivot)", shd_disk_name (disk));
     return NULL;
   }
-  if (req->keep_as && !g_path_is_absolute (req->keep_as)) {
-    g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
-                 "keep-as must be an absolute path, not '%s'", req->keep_as);
+  /* the same move run again after it failed or shadowd stopped: */
+  earlier = disk->move && disk->move->state == SHD_MOVE_FAILED &&
+            disk->move->target == target ? disk->move : NULL;
+  /* its keep-as holds unless another is given (run again as its failure
+   * says, it must not delete what it was to keep); the names it took
+   * itself are no reason to refuse it */
+  keep_as = req->keep_as ? req->keep_as : earlier ? earlier->keep_as : NULL;
+  if (req->keep_as && !(earlier && g_strcmp0 (earlier->keep_as, req->keep_as) == 0) &&
+      !keep_as_acceptable (disk, req->keep_as, error))
     return NULL;
-  }
-  if (req->keep_as && g_file_test (req->keep_as, G_FILE_TEST_EXISTS)) {
-    g_set_error (error, G_IO_ERROR, G_IO_ERROR_EXISTS, "%s exists: keep-as does not "
-                 "overwrite", req->keep_as);
-    return NULL;
-  }
   /* the policy's state before the move: that of an interrupted one */
   was_paused = disk->move && disk->move->restored ? disk->move->was_paused :
                shd_policy_paused (disk->policy);
+  /* and the files it closed but did not retire, as it meant to */
+  if (earlier)
+    unretired (earlier, &pending, &pending_dests);
+  keep_as_owned = g_strdup (keep_as);
   shd_move_free (disk->move);
   move = disk->move = g_new0 (ShdMove, 1);
   move->disk = disk;
@@ -963,7 +1246,9 @@ shd_disk_move (ShdDisk *disk, const ShdMoveRequest *req, GError **error)
   move->child = g_strdup (shd_policy_config (disk->policy)->tiers[target].child);
   move->verify = req->verify;
   move->verify_speed = req->verify_speed ? req->verify_speed : MOVE_VERIFY_SPEED_DEFAULT;
-  move->keep_as = g_strdup (req->keep_as);
+  move->keep_as = g_steal_pointer (&keep_as_owned);
+  move->pending_files = g_steal_pointer (&pending);
+  move->pending_dests = g_steal_pointer (&pending_dests);
   move->job_id = g_strdup_printf ("shadowd-verify-%s", disk->cfg->node);
   move->start_us = move->state_us = g_get_monotonic_time ();
   move->start_wall_ms = g_get_real_time () / 1000;
@@ -974,8 +1259,10 @@ shd_disk_move (ShdDisk *disk, const ShdMoveRequest *req, GError **error)
   /* the policy decides but does not act while the move runs */
   shd_policy_set_paused (disk->policy, TRUE);
   shd_log (G_LOG_LEVEL_MESSAGE, shd_disk_name (disk), "move",
-           "%s: operator requested a move to %s (%s)%s", shd_disk_name (disk), move->tier,
-           move->child, move->verify ? ", verified" : "");
+           "%s: operator requested a move to %s (%s)%s%s%s", shd_disk_name (disk), move->tier,
+           move->child, move->verify ? ", verified" : "",
+           move->keep_as ? ", keeping the old image as " : "",
+           move->keep_as ? move->keep_as : "");
   record (move, "requested");
   shd_move_tick (disk);
   n = json_node_new (JSON_NODE_OBJECT);
@@ -1041,6 +1328,7 @@ shd_disk_move_abort (ShdDisk *disk, GError **error)
 JsonObject *
 shd_move_status (ShdMove *move)
 {
+  g_autoptr (GPtrArray) files = NULL, dests = NULL;
   JsonObject *o;
   double eta = NAN;
 
@@ -1069,6 +1357,19 @@ shd_move_status (ShdMove *move)
   shd_json_set_num (o, "copy-s", move->copy_s);
   shd_json_set_num (o, "verify-s", move->verify_s);
   shd_json_set_num (o, "verify-bps", move->verify_bps);
+  unretired (move, &files, &dests);
+  if (files->len) {
+    JsonArray *a = json_array_new ();
+
+    for (guint i = 0; i < files->len; i++) {
+      JsonObject *f = json_object_new ();
+
+      json_object_set_string_member (f, "file", files->pdata[i]);
+      shd_json_set_str (f, "keep-as", dests->pdata[i]);
+      json_array_add_object_element (a, f);
+    }
+    json_object_set_array_member (o, "retiring", a);
+  }
   return o;
 }
 
@@ -1117,12 +1418,39 @@ shd_move_collect_metrics (ShdMove *move, const char *disk, ShdMetrics *m)
           NULL);
 }
 
+/* The files a stopped or failed run had closed to retire (unretired()),
+ * read back; entries of another shape are left out */
+static void
+restore_retiring (ShdMove *move, JsonArray *a)
+{
+  move->pending_files = g_ptr_array_new_with_free_func (g_free);
+  move->pending_dests = g_ptr_array_new_with_free_func (g_free);
+  for (guint i = 0; i < json_array_get_length (a); i++) {
+    JsonNode *e = json_array_get_element (a, i);
+    JsonObject *f = JSON_NODE_HOLDS_OBJECT (e) ? json_node_get_object (e) : NULL;
+    JsonNode *file = f ? json_object_get_member (f, "file") : NULL;
+    JsonNode *dest = f ? json_object_get_member (f, "keep-as") : NULL;
+
+    if (file == NULL || json_node_get_value_type (file) != G_TYPE_STRING ||
+        !g_path_is_absolute (json_node_get_string (file)) ||
+        (dest && !JSON_NODE_HOLDS_NULL (dest) &&
+         (json_node_get_value_type (dest) != G_TYPE_STRING ||
+          !g_path_is_absolute (json_node_get_string (dest)))))
+      continue;
+    g_ptr_array_add (move->pending_files, g_strdup (json_node_get_string (file)));
+    g_ptr_array_add (move->pending_dests,
+                     dest && !JSON_NODE_HOLDS_NULL (dest) ? g_strdup (json_node_get_string (dest))
+                     : NULL);
+  }
+}
+
 void
 shd_move_restore (ShdDisk *disk)
 {
   g_autoptr (GError) error = NULL;
   g_autoptr (JsonNode) node = NULL;
   JsonObject *o;
+  JsonNode *retiring;
   ShdMove *move;
   const char *state;
   int target;
@@ -1136,7 +1464,7 @@ shd_move_restore (ShdDisk *disk)
   state = json_object_get_string_member_with_default (o, "state", "");
   target = shd_policy_tier_by_name (disk->policy,
                                     json_object_get_string_member_with_default (o, "tier", ""));
-  if (target < 0 || strcmp (state, "aborted") == 0 || strcmp (state, "failed") == 0)
+  if (target < 0 || strcmp (state, "aborted") == 0)
     return;
   move = disk->move = g_new0 (ShdMove, 1);
   move->disk = disk;
@@ -1157,6 +1485,15 @@ shd_move_restore (ShdDisk *disk)
   move->copy_s = json_object_get_double_member_with_default (o, "copy-s", NAN);
   move->verify_s = json_object_get_double_member_with_default (o, "verify-s", NAN);
   move->verify_bps = json_object_get_double_member_with_default (o, "verify-bps", NAN);
+  retiring = json_object_get_member (o, "retiring");
+  if (retiring && JSON_NODE_HOLDS_ARRAY (retiring))
+    restore_retiring (move, json_node_get_array (retiring));
+  if (strcmp (state, "failed") == 0) {
+    /* kept for a move run again: what it was to keep and to retire */
+    move->state = SHD_MOVE_FAILED;
+    move->reason = g_strdup (json_object_get_string_member_with_default (o, "reason", "?"));
+    return;
+  }
   /* moved for good, or stopped half-way: either way the policy waits */
   shd_policy_set_paused (disk->policy, TRUE);
   if (strcmp (state, "done") == 0) {
@@ -1168,8 +1505,15 @@ shd_move_restore (ShdDisk *disk)
   }
   move->restored = TRUE;
   move->state = SHD_MOVE_FAILED;
+  /* the dead shadowd may have left an async disk in write-mode sync */
+  if (disk->cfg->write_mode && strcmp (disk->cfg->write_mode, "async") == 0)
+    move->raised = TRUE;
   move->reason = g_strdup_printf ("shadowd stopped while the move was %s; run shadowctl move "
-                                  "again to go on, or resume the disk to leave it", state);
+                                  "%s %s again to go on%s%s%s, or resume the disk to leave it",
+                                  state, shd_disk_name (disk), move->tier,
+                                  move->keep_as ? " (old images will be kept as " : "",
+                                  move->keep_as ? move->keep_as : "",
+                                  move->keep_as ? " or its .N names)" : "");
   shd_log (G_LOG_LEVEL_WARNING, shd_disk_name (disk), "move", "%s: move to %s: %s",
            shd_disk_name (disk), move->tier, move->reason);
 }

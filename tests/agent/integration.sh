@@ -287,9 +287,9 @@ guest_equals() {  # guest_equals IMAGE: stops both daemons; is the guest's view 
     "$qemu/qemu-img" compare -q -f raw -F raw "$dir/guest.img" "$1"
 }
 
-move_states() {  # the states the last move went through, in order
+move_states() {  # the states the last move went through, in order (each once)
     ctl history vm1 --decisions --since 1h --json |
-        json "' '.join(e['state'] for e in d if e['kind'] == 'move')"
+        json "' '.join(s for i, s in enumerate(e['state'] for e in d if e['kind'] == 'move') if i == 0 or s != [e['state'] for e in d if e['kind'] == 'move'][i - 1])"
 }
 
 step_and_back() {   # step_and_back [UP-LIMIT [SECONDS]]: one load step and its end
@@ -613,6 +613,39 @@ move)
     guest_equals "$dir/b.img" ||
         fail "tier-b's image alone is not what the guest read"
     log "moved in ${took} s (copy ${copy_s} s, verify ${verify_s} s at ${vrate} MiB/s) under a random-write load; fio verified its writes; tier-b alone equals the guest's view"
+    # keep-as never replaces a file: not one that exists when asked, not
+    # one made during the copy (the move then fails before it retires
+    # anything, the disk on the new tier)
+    stop_pid "$agent_pid"; agent_pid=
+    stop_pid "$qsd_pid"; qsd_pid=
+    rm -f "$dir"/history.db*
+    head -c 64M /dev/urandom > "$dir/a.img"
+    "$qemu/qemu-img" create -q -f raw "$dir/b.img" 64M
+    start_qsd '["tier-a"]'
+    start_agent
+    wait_for 10 "d[0]['connected'] and d[0]['samples'] > 0" || fail "shadowd did not reconnect"
+    ctl move vm1 fast --keep-as "$dir/none/a-old.img" > "$dir/move-bad.out" 2>&1 &&
+        fail "keep-as in a missing directory accepted"
+    grep -q "keep-as $dir/none/a-old.img: $dir/none is not a directory shadowd can write to" \
+        "$dir/move-bad.out" || fail "keep-as in a missing directory: $(cat "$dir/move-bad.out")"
+    ctl move vm1 fast --keep-as "$dir/a-old.img" > "$dir/move-bad.out" 2>&1 &&
+        fail "keep-as over an existing file accepted"
+    grep -q "$dir/a-old.img exists: keep-as does not overwrite" "$dir/move-bad.out" ||
+        fail "keep-as over an existing file: $(cat "$dir/move-bad.out")"
+    ctl move vm1 fast --keep-as "$dir/taken.img" --no-wait > /dev/null || fail "move refused"
+    echo "the operator's" > "$dir/taken.img"
+    wait_for 60 "d[0]['move']['state'] == 'failed'" ||
+        fail "a move whose keep-as was taken meanwhile: $(status "d[0]['move']")"
+    reason=$(status "d[0]['move']['reason']")
+    [ "$reason" = "the disk runs on tier-b, but nothing was retired: $dir/taken.img exists: keep-as does not overwrite; run the move again with another --keep-as" ] ||
+        fail "failed move's reason: $reason"
+    [ "$(cat "$dir/taken.img")" = "the operator's" ] || fail "keep-as replaced the operator's file"
+    [ -s "$dir/a.img" ] || fail "a.img retired by a failed move"
+    ctl move vm1 fast --keep-as "$dir/a-kept.img" > "$dir/move2.out" 2>&1 ||
+        fail "the move again: $(cat "$dir/move2.out")"
+    [ ! -e "$dir/a.img" ] && [ -s "$dir/a-kept.img" ] || fail "a.img was not kept as a-kept.img"
+    guest_equals "$dir/b.img" || fail "round 2: tier-b's image alone is not what the guest read"
+    log "keep-as: a missing directory and an existing file refused; a file made during the copy kept, the move failed before retiring: $reason"
     echo "RESULT move: ${took} s, copy ${copy_s} s, verify ${verify_s} s at ${vrate} MiB/s (limit 32)"
     ;;
 move-rbd)
@@ -702,6 +735,23 @@ move-async)
     done
     grep -q "vm1: reopening sh0 in write-mode async again" "$dir/shadowd.log" ||
         fail "the aborted move left the disk in write-mode sync"
+    # a shadowd killed while the move copies left the node raised: the
+    # next one cannot know it was, so puts the disk's own mode back
+    ctl move vm1 fast --no-wait > /dev/null || fail "shadowctl move failed"
+    wait_for 15 "d[0]['move']['state'] == 'copying'" || fail "the second move did not copy"
+    [ "$(grep -c "vm1: reopening sh0 in write-mode sync" "$dir/shadowd.log")" = 2 ] ||
+        fail "the second move did not raise the disk to sync"
+    kill -KILL "$agent_pid"; wait "$agent_pid" 2> /dev/null
+    start_agent
+    for _ in $(seq 50); do
+        [ "$(grep -c "vm1: reopening sh0 in write-mode async again" "$dir/shadowd.log")" = 2 ] && break
+        sleep 0.2
+    done
+    [ "$(grep -c "vm1: reopening sh0 in write-mode async again" "$dir/shadowd.log")" = 2 ] ||
+        fail "a move stopped by a kill left the disk in write-mode sync"
+    reason=$(status "d[0]['move']['reason']")
+    [ "$reason" = "shadowd stopped while the move was copying; run shadowctl move vm1 fast again to go on, or resume the disk to leave it" ] ||
+        fail "the stopped move's reason: $reason"
     grep -q "vm1: blockdev-reopen to .* failed" "$dir/shadowd.log" &&
         fail "a reopen failed: $(grep -m1 "blockdev-reopen to" "$dir/shadowd.log")"
     ctl move vm1 fast --verify --verify-speed $((32 * 1048576)) > "$dir/move.out" 2>&1 ||
@@ -709,7 +759,7 @@ move-async)
     kill -0 "${fio_pids[0]}" 2> /dev/null || fail "the write load ended before the move did"
     fio_wait
     [ "$(status "d[0]['move']['state']")" = done ] || fail "the move is not done"
-    [ "$(move_states)" = "preparing copying aborted preparing copying verifying switching committing done" ] ||
+    [ "$(move_states)" = "preparing copying aborted preparing copying preparing copying verifying switching committing done" ] ||
         fail "the moves went through: $(move_states)"
     [ ! -e "$dir/a.img" ] || fail "tier-a's image was not deleted"
     guest_equals "$dir/b.img" || fail "tier-b's image alone is not what the guest read"
@@ -874,14 +924,14 @@ print('%.2f %d' % (g.uniform(0.5, 12), $r % 2 == 0))")
         start_agent
         wait_for 10 "d[0]['connected'] and d[0]['samples'] > 0" || fail "round $r: shadowd did not reconnect"
         if [ "$(moved_state)" != done ]; then
-            keep=$dir/a-old.img
-            [ -e "$keep" ] && keep=$dir/a-old2.img
-            ctl move vm1 fast --verify --verify-speed $((64 * mib)) --keep-as "$keep" \
+            # as the failure says: the same move, which keeps its keep-as
+            ctl move vm1 fast --verify --verify-speed $((64 * mib)) \
                 > "$dir/r$r/move.out" 2>&1 || fail "round $r: the move did not complete: $(cat "$dir/r$r/move.out")"
         fi
         [ "$(moved_state)" = done ] || fail "round $r: the move is $(moved_state)"
         [ "$(status "d[0]['active-tier']")" = fast ] || fail "round $r: not on fast"
         [ ! -e "$dir/a.img" ] || fail "round $r: a.img was not retired"
+        [ -s "$dir/a-old.img" ] || fail "round $r: a.img was not kept as a-old.img (the move run again dropped its keep-as)"
         wait "$writer_pid"
         writer check "$dir/nbd.sock" "$dir/r$r/writes.log" $((seed + r)) > "$dir/r$r/check.out" ||
             fail "round $r (seed $seed): an acknowledged write was lost: $(cat "$dir/r$r/check.out")"
@@ -890,6 +940,41 @@ print('%.2f %d' % (g.uniform(0.5, 12), $r % 2 == 0))")
             fail "round $r: tier-b's image alone is not what the guest read"
         log "round $r: the move completed; tier-b alone equals the guest's view"
     done
+    # a stop between a retired node's blockdev-del and its file's rename,
+    # a window too short to hit by a random kill, built from the state
+    # shadowd records before the first blockdev-del: the move run again
+    # retires the file under the name the stopped run gave it
+    stop_pid "$agent_pid"; agent_pid=
+    stop_pid "$qsd_pid"; qsd_pid=
+    head -c 1M /dev/urandom > "$dir/a.img"
+    rm -f "$dir/a-left.img"
+    "$py" - "$dir" << 'PY'
+import json, sqlite3, sys
+d = sys.argv[1]
+db = sqlite3.connect(d + '/history.db')
+k = 'disk:vm1:move'
+v = json.loads(db.execute("SELECT value FROM meta WHERE key = ?", (k,)).fetchone()[0])
+v.update(state='committing', reason='retiring ' + d + '/a.img',
+         retiring=[{'file': d + '/a.img', 'keep-as': d + '/a-left.img'}])
+db.execute("UPDATE meta SET value = ? WHERE key = ?", (json.dumps(v), k))
+db.commit()
+PY
+    NO_TIER_A=1 ACTIVE=tier-b META=$meta start_qsd '["tier-b"]'
+    start_agent
+    wait_for 10 "d[0]['connected'] and d[0]['samples'] > 0" || fail "shadowd did not reconnect"
+    reason=$(status "d[0]['move']['reason']")
+    case $reason in
+    "shadowd stopped while the move was committing; run shadowctl move vm1 fast again"*) ;;
+    *) fail "the stopped move's reason: $reason" ;;
+    esac
+    ctl move vm1 fast > "$dir/move-left.out" 2>&1 || fail "the move again: $(cat "$dir/move-left.out")"
+    [ ! -e "$dir/a.img" ] && [ -s "$dir/a-left.img" ] ||
+        fail "a file the stopped move had closed was not kept as it meant to: $(ls "$dir")"
+    ctl history vm1 --decisions --since 1h --json |
+        json "[e['reason'] for e in d if e['kind'] == 'move'][-1]" > "$dir/move-left.log"
+    grep -q "$dir/a.img kept as $dir/a-left.img" "$dir/move-left.log" ||
+        fail "the last move's record: $(cat "$dir/move-left.log")"
+    log "a file closed by a stopped move: $(cat "$dir/move-left.log")"
     if [ -n "$meta" ]; then
         grep -q "vm1: node sh0's metadata child is md, not md-old as configured" "$dir/shadowd.log" ||
             fail "no warning about the configured metadata child"
