@@ -894,12 +894,26 @@ find_tier (ShdDisk *disk, const char *tier, GError **error)
   return i;
 }
 
+/* An operator's request that would change the node under a running move
+ * (which may be retiring that very tier) waits for its end */
+static gboolean
+refuse_during_move (ShdDisk *disk, const char *what, GError **error)
+{
+  if (!shd_move_running (disk->move))
+    return FALSE;
+  g_set_error (error, G_IO_ERROR, G_IO_ERROR_BUSY, "disk %s is moving to %s (%s); "
+               "%s once the move has ended, or abort it", disk->cfg->name,
+               shd_policy_tier_name (disk->policy, shd_move_target (disk->move)),
+               shd_move_state_name (shd_move_state (disk->move)), what);
+  return TRUE;
+}
+
 gboolean
 shd_disk_request_switch (ShdDisk *disk, const char *tier, GError **error)
 {
   int i = find_tier (disk, tier, error);
 
-  if (i < 0)
+  if (i < 0 || refuse_during_move (disk, "switch", error))
     return FALSE;
   shd_policy_request_switch (disk->policy, i);
   shd_log (G_LOG_LEVEL_MESSAGE, disk->cfg->name, "request",
@@ -971,16 +985,8 @@ shd_disk_prewarm (ShdDisk *disk, const char *tier, GError **error)
   JsonNode *n;
   double eta = NAN;
 
-  if (i < 0)
+  if (i < 0 || refuse_during_move (disk, "pre-warm", error))
     return NULL;
-  if (shd_move_running (disk->move)) {
-    /* a move may be retiring that very tier: its image being deleted */
-    g_set_error (error, G_IO_ERROR, G_IO_ERROR_BUSY, "disk %s is moving to %s (%s); "
-                 "pre-warm once the move has ended", disk->cfg->name,
-                 shd_policy_tier_name (disk->policy, shd_move_target (disk->move)),
-                 shd_move_state_name (shd_move_state (disk->move)));
-    return NULL;
-  }
   pr = shd_policy_profile (disk->policy, i);
   o = tier_json (disk, i);
   if (pr->state == NULL) {

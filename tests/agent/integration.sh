@@ -789,6 +789,13 @@ move-abort)
         fail "shadowctl move failed"
     wait_for 30 "d[0]['move']['state'] == 'verifying' and d[0]['move']['done-bytes'] > 0" ||
         fail "the second move did not verify: $(status "d[0]['move']")"
+    # the operator's other requests wait for the move's end
+    for req in "switch vm1 fast" "prewarm vm1 fast"; do
+        out=$(ctl $req 2>&1) && fail "shadowctl $req during a move succeeded"
+        what=${req%% *}; [ "$what" = prewarm ] && what=pre-warm
+        echo "$out" | grep -q "disk vm1 is moving to fast (verifying); $what once the move has ended, or abort it" ||
+            fail "shadowctl $req during a move: $out"
+    done
     ctl move vm1 --abort > /dev/null || fail "shadowctl move --abort failed"
     wait_for 10 "[t['state'] for t in d[0]['tiers']] == ['active', None]" ||
         fail "tier-b did not leave the node after the abort while verifying"
