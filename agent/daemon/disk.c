@@ -226,6 +226,7 @@ shd_disk_add_failed (ShdDisk *disk, int tier, const char *why)
            "%s: cannot add %s (tier %s) to %s: %s; not trying again for %d s",
            disk->cfg->name, t->child, t->tier, disk->cfg->node, why, ADD_FAIL_HOLD_S);
   shd_policy_mark_unavailable (disk->policy, tier, policy_now (disk) + ADD_FAIL_HOLD_S);
+  shd_move_add_failed (disk->move, tier, why);
 }
 
 /* Pre-warm a tier whose child is not in the node: add it, after opening

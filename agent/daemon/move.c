@@ -1143,6 +1143,15 @@ unretired (ShdMove *move, GPtrArray **files, GPtrArray **dests)
   }
 }
 
+void
+shd_move_add_failed (ShdMove *move, int tier, const char *why)
+{
+  if (shd_move_running (move) && move->state == SHD_MOVE_PREPARING && move->target == tier &&
+      move->added)
+    enter (move, SHD_MOVE_FAILED, "adding %s to %s failed: %s", move->child,
+           move->disk->cfg->node, why);
+}
+
 /* ---- requests ---- */
 
 /* keep-as at request time: a free name in a directory shadowd can write;

@@ -66,6 +66,9 @@ void shd_move_restore (ShdDisk *disk);
 
 /* One step, at each sample (disk.c) */
 void shd_move_tick (ShdDisk *disk);
+/* Adding @tier's child to the node failed (disk.c): a move preparing it
+ * fails with @why at once */
+void shd_move_add_failed (ShdMove *move, int tier, const char *why);
 
 /* Prometheus */
 void shd_move_declare_metrics (ShdMetrics *m);

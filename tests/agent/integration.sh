@@ -620,6 +620,22 @@ move)
     stop_pid "$qsd_pid"; qsd_pid=
     rm -f "$dir"/history.db*
     head -c 64M /dev/urandom > "$dir/a.img"
+    # a target shorter than the disk: the node refuses the child, and the
+    # move fails at once with the node's reason
+    "$qemu/qemu-img" create -q -f raw "$dir/b.img" 32M
+    start_qsd '["tier-a"]'
+    start_agent
+    wait_for 10 "d[0]['connected'] and d[0]['samples'] > 0" || fail "shadowd did not reconnect"
+    t0=$(now)
+    ctl move vm1 fast > "$dir/move-short.out" 2>&1 && fail "a move to a short image succeeded"
+    grep -q "adding tier-b to sh0 failed: .*tier-b" "$dir/move-short.out" ||
+        fail "a move to a short image: $(cat "$dir/move-short.out")"
+    short_s=$("$py" -c "print('%.1f' % ($(now) - $t0))")
+    "$py" -c "import sys; sys.exit(not $short_s < 10)" || fail "a move to a short image took $short_s s to fail"
+    [ "$(status "d[0]['paused']")" = False ] || fail "the failed move left the policy paused"
+    stop_pid "$agent_pid"; agent_pid=
+    stop_pid "$qsd_pid"; qsd_pid=
+    rm -f "$dir"/history.db*
     "$qemu/qemu-img" create -q -f raw "$dir/b.img" 64M
     start_qsd '["tier-a"]'
     start_agent
@@ -645,6 +661,7 @@ move)
         fail "the move again: $(cat "$dir/move2.out")"
     [ ! -e "$dir/a.img" ] && [ -s "$dir/a-kept.img" ] || fail "a.img was not kept as a-kept.img"
     guest_equals "$dir/b.img" || fail "round 2: tier-b's image alone is not what the guest read"
+    log "a move to a short image failed in $short_s s: $(tail -1 "$dir/move-short.out")"
     log "keep-as: a missing directory and an existing file refused; a file made during the copy kept, the move failed before retiring: $reason"
     echo "RESULT move: ${took} s, copy ${copy_s} s, verify ${verify_s} s at ${vrate} MiB/s (limit 32)"
     ;;
