@@ -97,10 +97,11 @@ struct _ShdMove {
   gboolean restored;            /* read back at start (shd_move_restore()) */
   GPtrArray *retire_dests;      /* each retire_files' keep-as name, or NULL
                                    to delete it */
+  GPtrArray *retire_ids;        /* each retire_files' file_id() at the plan */
   /* what an earlier run of the same move (stopped, or failed) was
    * retiring: its files, their nodes deleted or being deleted, and the
    * names each is kept under (NULL: deleted), held as they were decided */
-  GPtrArray *pending_files, *pending_dests;
+  GPtrArray *pending_files, *pending_dests, *pending_ids;
   gboolean pending_recorded;    /* the plan is in the move's state */
 };
 
@@ -155,6 +156,8 @@ shd_move_free (ShdMove *move)
   g_clear_pointer (&move->deleted, g_hash_table_unref);
   g_clear_pointer (&move->kept, g_ptr_array_unref);
   g_clear_pointer (&move->retire_dests, g_ptr_array_unref);
+  g_clear_pointer (&move->retire_ids, g_ptr_array_unref);
+  g_clear_pointer (&move->pending_ids, g_ptr_array_unref);
   g_clear_pointer (&move->pending_files, g_ptr_array_unref);
   g_clear_pointer (&move->pending_dests, g_ptr_array_unref);
   g_free (move);
@@ -779,6 +782,20 @@ file_in_qemu (JsonNode *nodes, const char *file)
   return FALSE;
 }
 
+/* "DEV:INODE" of @file itself (not a symlink's target), or NULL: a file
+ * a stopped run recorded is retired only if it is still that file, never
+ * one made since at its path */
+static char *
+file_id (const char *file)
+{
+  struct stat st;
+
+  if (lstat (file, &st) < 0 || !S_ISREG (st.st_mode))
+    return NULL;
+  return g_strdup_printf ("%" G_GUINT64_FORMAT ":%" G_GUINT64_FORMAT, (guint64) st.st_dev,
+                          (guint64) st.st_ino);
+}
+
 static int
 pending_index (ShdMove *move, const char *file)
 {
@@ -801,6 +818,7 @@ plan_files (ShdMove *move, JsonNode *nodes)
 
   for (guint i = 0; move->pending_files && i < move->pending_files->len; i++) {
     const char *file = move->pending_files->pdata[i];
+    g_autofree char *id = NULL;
 
     if (move->pending_dests->pdata[i])
       g_hash_table_add (used, move->pending_dests->pdata[i]);
@@ -809,16 +827,21 @@ plan_files (ShdMove *move, JsonNode *nodes)
     for (guint k = 0; k < move->retire_files->len; k++)
       if (strcmp (move->retire_files->pdata[k], file) == 0)
         goto next_pending;
-    if (file_in_qemu (nodes, file) || !g_file_test (file, G_FILE_TEST_EXISTS))
-      continue;         /* someone's again; or retired already */
+    id = file_id (file);
+    if (id == NULL || g_strcmp0 (id, move->pending_ids->pdata[i]) != 0 ||
+        file_in_qemu (nodes, file))
+      continue;         /* retired already, another file now, or someone's again */
     g_ptr_array_add (move->retire_files, g_strdup (file));
     g_ptr_array_add (move->retire_file_nodes, NULL);
 next_pending:
     ;
   }
   move->retire_dests = g_ptr_array_new_with_free_func (g_free);
-  for (guint i = 0; i < move->retire_files->len; i++)
+  move->retire_ids = g_ptr_array_new_with_free_func (g_free);
+  for (guint i = 0; i < move->retire_files->len; i++) {
     fresh += pending_index (move, move->retire_files->pdata[i]) < 0;
+    g_ptr_array_add (move->retire_ids, file_id (move->retire_files->pdata[i]));
+  }
   for (guint i = 0; i < move->retire_files->len; i++) {
     int p = pending_index (move, move->retire_files->pdata[i]);
     char *dest = NULL;
@@ -1116,18 +1139,21 @@ shd_move_tick (ShdDisk *disk)
  * are still there, with the name each is to be kept under (NULL: to
  * delete): what a stop must not forget */
 static void
-unretired (ShdMove *move, GPtrArray **files, GPtrArray **dests)
+unretired (ShdMove *move, GPtrArray **files, GPtrArray **dests, GPtrArray **ids)
 {
   *files = g_ptr_array_new_with_free_func (g_free);
   *dests = g_ptr_array_new_with_free_func (g_free);
+  *ids = g_ptr_array_new_with_free_func (g_free);
   if (move->state == SHD_MOVE_DONE)
     return;
   if (move->pending_recorded) {
     for (guint i = 0; i < move->retire_files->len; i++) {
-      if (!g_file_test (move->retire_files->pdata[i], G_FILE_TEST_EXISTS))
+      if (move->retire_ids->pdata[i] == NULL ||
+          !g_file_test (move->retire_files->pdata[i], G_FILE_TEST_EXISTS))
         continue;
       g_ptr_array_add (*files, g_strdup (move->retire_files->pdata[i]));
       g_ptr_array_add (*dests, g_strdup (move->retire_dests->pdata[i]));
+      g_ptr_array_add (*ids, g_strdup (move->retire_ids->pdata[i]));
     }
   }
   for (guint i = 0; move->pending_files && i < move->pending_files->len; i++) {
@@ -1140,6 +1166,7 @@ unretired (ShdMove *move, GPtrArray **files, GPtrArray **dests)
       continue;
     g_ptr_array_add (*files, g_strdup (file));
     g_ptr_array_add (*dests, g_strdup (move->pending_dests->pdata[i]));
+    g_ptr_array_add (*ids, g_strdup (move->pending_ids->pdata[i]));
   }
 }
 
@@ -1191,7 +1218,7 @@ JsonNode *
 shd_disk_move (ShdDisk *disk, const ShdMoveRequest *req, GError **error)
 {
   int target = shd_policy_tier_by_name (disk->policy, req->tier);
-  g_autoptr (GPtrArray) pending = NULL, pending_dests = NULL;
+  g_autoptr (GPtrArray) pending = NULL, pending_dests = NULL, pending_ids = NULL;
   g_autofree char *keep_as_owned = NULL;
   const char *keep_as;
   ShdMove *earlier;
@@ -1245,7 +1272,7 @@ shd_disk_move (ShdDisk *disk, const ShdMoveRequest *req, GError **error)
                shd_policy_paused (disk->policy);
   /* and the files it closed but did not retire, as it meant to */
   if (earlier)
-    unretired (earlier, &pending, &pending_dests);
+    unretired (earlier, &pending, &pending_dests, &pending_ids);
   keep_as_owned = g_strdup (keep_as);
   shd_move_free (disk->move);
   move = disk->move = g_new0 (ShdMove, 1);
@@ -1258,6 +1285,7 @@ shd_disk_move (ShdDisk *disk, const ShdMoveRequest *req, GError **error)
   move->keep_as = g_steal_pointer (&keep_as_owned);
   move->pending_files = g_steal_pointer (&pending);
   move->pending_dests = g_steal_pointer (&pending_dests);
+  move->pending_ids = g_steal_pointer (&pending_ids);
   move->job_id = g_strdup_printf ("shadowd-verify-%s", disk->cfg->node);
   move->start_us = move->state_us = g_get_monotonic_time ();
   move->start_wall_ms = g_get_real_time () / 1000;
@@ -1337,7 +1365,7 @@ shd_disk_move_abort (ShdDisk *disk, GError **error)
 JsonObject *
 shd_move_status (ShdMove *move)
 {
-  g_autoptr (GPtrArray) files = NULL, dests = NULL;
+  g_autoptr (GPtrArray) files = NULL, dests = NULL, ids = NULL;
   JsonObject *o;
   double eta = NAN;
 
@@ -1366,7 +1394,7 @@ shd_move_status (ShdMove *move)
   shd_json_set_num (o, "copy-s", move->copy_s);
   shd_json_set_num (o, "verify-s", move->verify_s);
   shd_json_set_num (o, "verify-bps", move->verify_bps);
-  unretired (move, &files, &dests);
+  unretired (move, &files, &dests, &ids);
   if (files->len) {
     JsonArray *a = json_array_new ();
 
@@ -1375,6 +1403,7 @@ shd_move_status (ShdMove *move)
 
       json_object_set_string_member (f, "file", files->pdata[i]);
       shd_json_set_str (f, "keep-as", dests->pdata[i]);
+      json_object_set_string_member (f, "id", ids->pdata[i]);
       json_array_add_object_element (a, f);
     }
     json_object_set_array_member (o, "retiring", a);
@@ -1434,13 +1463,16 @@ restore_retiring (ShdMove *move, JsonArray *a)
 {
   move->pending_files = g_ptr_array_new_with_free_func (g_free);
   move->pending_dests = g_ptr_array_new_with_free_func (g_free);
+  move->pending_ids = g_ptr_array_new_with_free_func (g_free);
   for (guint i = 0; i < json_array_get_length (a); i++) {
     JsonNode *e = json_array_get_element (a, i);
     JsonObject *f = JSON_NODE_HOLDS_OBJECT (e) ? json_node_get_object (e) : NULL;
     JsonNode *file = f ? json_object_get_member (f, "file") : NULL;
     JsonNode *dest = f ? json_object_get_member (f, "keep-as") : NULL;
+    JsonNode *id = f ? json_object_get_member (f, "id") : NULL;
 
     if (file == NULL || json_node_get_value_type (file) != G_TYPE_STRING ||
+        id == NULL || json_node_get_value_type (id) != G_TYPE_STRING ||
         !g_path_is_absolute (json_node_get_string (file)) ||
         (dest && !JSON_NODE_HOLDS_NULL (dest) &&
          (json_node_get_value_type (dest) != G_TYPE_STRING ||
@@ -1450,6 +1482,7 @@ restore_retiring (ShdMove *move, JsonArray *a)
     g_ptr_array_add (move->pending_dests,
                      dest && !JSON_NODE_HOLDS_NULL (dest) ? g_strdup (json_node_get_string (dest))
                      : NULL);
+    g_ptr_array_add (move->pending_ids, g_strdup (json_node_get_string (id)));
   }
 }
 

@@ -971,15 +971,23 @@ print('%.2f %d' % (g.uniform(0.5, 12), $r % 2 == 0))")
     stop_pid "$agent_pid"; agent_pid=
     stop_pid "$qsd_pid"; qsd_pid=
     head -c 1M /dev/urandom > "$dir/a.img"
+    # and files the state names that are not what the move closed: one
+    # made since at a recorded path, one recorded without its identity
+    head -c 1M /dev/urandom > "$dir/other.img"; cp "$dir/other.img" "$dir/other.ref"
+    head -c 1M /dev/urandom > "$dir/noid.img"; cp "$dir/noid.img" "$dir/noid.ref"
     rm -f "$dir/a-left.img"
     "$py" - "$dir" << 'PY'
-import json, sqlite3, sys
+import json, os, sqlite3, sys
 d = sys.argv[1]
 db = sqlite3.connect(d + '/history.db')
 k = 'disk:vm1:move'
 v = json.loads(db.execute("SELECT value FROM meta WHERE key = ?", (k,)).fetchone()[0])
+st = os.stat(d + '/a.img')
+ident = '%d:%d' % (st.st_dev, st.st_ino)
 v.update(state='committing', reason='retiring ' + d + '/a.img',
-         retiring=[{'file': d + '/a.img', 'keep-as': d + '/a-left.img'}])
+         retiring=[{'file': d + '/a.img', 'keep-as': d + '/a-left.img', 'id': ident},
+                   {'file': d + '/other.img', 'keep-as': None, 'id': ident},
+                   {'file': d + '/noid.img', 'keep-as': None}])
 db.execute("UPDATE meta SET value = ? WHERE key = ?", (json.dumps(v), k))
 db.commit()
 PY
@@ -994,6 +1002,8 @@ PY
     ctl move vm1 fast > "$dir/move-left.out" 2>&1 || fail "the move again: $(cat "$dir/move-left.out")"
     [ ! -e "$dir/a.img" ] && [ -s "$dir/a-left.img" ] ||
         fail "a file the stopped move had closed was not kept as it meant to: $(ls "$dir")"
+    cmp -s "$dir/other.img" "$dir/other.ref" && cmp -s "$dir/noid.img" "$dir/noid.ref" ||
+        fail "the move retired a file it had not closed: $(ls "$dir")"
     ctl history vm1 --decisions --since 1h --json |
         json "[e['reason'] for e in d if e['kind'] == 'move'][-1]" > "$dir/move-left.log"
     grep -q "$dir/a.img kept as $dir/a-left.img" "$dir/move-left.log" ||
