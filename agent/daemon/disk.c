@@ -903,9 +903,10 @@ refuse_during_move (ShdDisk *disk, const char *what, GError **error)
   if (!shd_move_running (disk->move))
     return FALSE;
   g_set_error (error, G_IO_ERROR, G_IO_ERROR_BUSY, "disk %s is moving to %s (%s); "
-               "%s once the move has ended, or abort it", disk->cfg->name,
+               "%s once the move has ended%s", disk->cfg->name,
                shd_policy_tier_name (disk->policy, shd_move_target (disk->move)),
-               shd_move_state_name (shd_move_state (disk->move)), what);
+               shd_move_state_name (shd_move_state (disk->move)), what,
+               shd_move_state (disk->move) < SHD_MOVE_SWITCHING ? ", or abort it" : "");
   return TRUE;
 }
 

@@ -570,7 +570,7 @@ retire_files (ShdMove *move, GString *what)
   }
   if (failed->len) {
     enter (move, SHD_MOVE_FAILED, "the disk runs on %s alone, but its old images are not "
-           "all retired: %s%s; run the move again once fixed", move->child, failed->str,
+           "all retired: %s; %s; run the move again once fixed", move->child, failed->str,
            what->str);
     return FALSE;
   }
@@ -760,11 +760,13 @@ graph_has_parent (JsonArray *edges, gint64 id)
   return FALSE;
 }
 
-/* Whether a node QEMU has opens @file, by name or by inode (a link, a
- * path through a symlink) */
-static gboolean
-file_in_qemu (JsonNode *nodes, const char *file)
+/* A node QEMU opens @file with, by name or by inode (a link, a path
+ * through a symlink), or NULL; with @edges, one that has no parent if
+ * there is one (a node an earlier run's blockdev-del left behind) */
+static const char *
+file_in_qemu (JsonNode *nodes, const char *file, JsonArray *gnodes, JsonArray *edges)
 {
+  const char *found = NULL;
   JsonArray *a = JSON_NODE_HOLDS_ARRAY (nodes) ? json_node_get_array (nodes) : NULL;
   struct stat fst, nst;
   gboolean have = stat (file, &fst) == 0;
@@ -776,24 +778,32 @@ file_in_qemu (JsonNode *nodes, const char *file)
     if (name == NULL)
       continue;
     if (strcmp (name, file) == 0 ||
-        (have && stat (name, &nst) == 0 && nst.st_dev == fst.st_dev && nst.st_ino == fst.st_ino))
-      return TRUE;
+        (have && stat (name, &nst) == 0 && nst.st_dev == fst.st_dev && nst.st_ino == fst.st_ino)) {
+      found = json_object_get_string_member_with_default (n, "node-name", "?");
+      if (edges == NULL || !graph_has_parent (edges, graph_node_id (gnodes, found)))
+        return found;
+    }
   }
-  return FALSE;
+  return found;
 }
 
-/* "DEV:INODE" of @file itself (not a symlink's target), or NULL: a file
- * a stopped run recorded is retired only if it is still that file, never
- * one made since at its path */
+/* "DEV:INODE:BIRTH" of @file itself (not a symlink's target), or NULL:
+ * a file a stopped run recorded is retired only if it is still that file,
+ * never one made since at its path (an inode number is soon reused: the
+ * birth time, or the change time where there is none, tells them apart) */
 static char *
 file_id (const char *file)
 {
-  struct stat st;
+  struct statx st;
+  struct statx_timestamp t;
 
-  if (lstat (file, &st) < 0 || !S_ISREG (st.st_mode))
+  if (statx (AT_FDCWD, file, AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS | STATX_BTIME, &st) < 0 ||
+      !S_ISREG (st.stx_mode))
     return NULL;
-  return g_strdup_printf ("%" G_GUINT64_FORMAT ":%" G_GUINT64_FORMAT, (guint64) st.st_dev,
-                          (guint64) st.st_ino);
+  t = st.stx_mask & STATX_BTIME ? st.stx_btime : st.stx_ctime;
+  return g_strdup_printf ("%u.%u:%" G_GUINT64_FORMAT ":%" G_GINT64_FORMAT ".%09u",
+                          st.stx_dev_major, st.stx_dev_minor, (guint64) st.stx_ino,
+                          (gint64) t.tv_sec, t.tv_nsec);
 }
 
 static int
@@ -805,13 +815,16 @@ pending_index (ShdMove *move, const char *file)
   return -1;
 }
 
-/* The plan completed: files an earlier run was retiring that QEMU no
- * longer opens (NULL node: nothing to wait for), and the name each file
- * is kept under: the one an earlier run gave it, else @keep_as, or
- * keep_as.N (the lowest N free of the earlier names) when there are
- * several */
+/* The plan completed with the files an earlier run closed to retire
+ * (pending_files), when still the same files: one QEMU opens no more
+ * (NULL node: nothing to wait for), or through a node left without a
+ * parent (an earlier run's blockdev-del of its parent), deleted first.
+ * Then the name each file is kept under: the one an earlier run gave it,
+ * else @keep_as, or keep_as.N (the lowest N free of the earlier names)
+ * when there are several. */
 static void
-plan_files (ShdMove *move, JsonNode *nodes)
+plan_files (ShdMove *move, JsonNode *graph, JsonNode *nodes, JsonArray *gnodes,
+            JsonArray *edges)
 {
   g_autoptr (GHashTable) used = g_hash_table_new (g_str_hash, g_str_equal);
   guint next = 0, fresh = 0;
@@ -819,6 +832,7 @@ plan_files (ShdMove *move, JsonNode *nodes)
   for (guint i = 0; move->pending_files && i < move->pending_files->len; i++) {
     const char *file = move->pending_files->pdata[i];
     g_autofree char *id = NULL;
+    const char *node;
 
     if (move->pending_dests->pdata[i])
       g_hash_table_add (used, move->pending_dests->pdata[i]);
@@ -828,25 +842,42 @@ plan_files (ShdMove *move, JsonNode *nodes)
       if (strcmp (move->retire_files->pdata[k], file) == 0)
         goto next_pending;
     id = file_id (file);
-    if (id == NULL || g_strcmp0 (id, move->pending_ids->pdata[i]) != 0 ||
-        file_in_qemu (nodes, file))
-      continue;         /* retired already, another file now, or someone's again */
+    if (id == NULL || g_strcmp0 (id, move->pending_ids->pdata[i]) != 0) {
+      if (g_file_test (file, G_FILE_TEST_EXISTS))
+        g_ptr_array_add (move->kept, g_strdup_printf ("%s (not the file an earlier run "
+                                                      "closed)", file));
+      continue;         /* retired already, or another file now */
+    }
+    node = file_in_qemu (nodes, file, gnodes, edges);
+    if (node && graph_has_parent (edges, graph_node_id (gnodes, node))) {
+      g_ptr_array_add (move->kept, g_strdup_printf ("%s (QEMU's node %s opens it)", file,
+                                                    node));
+      continue;
+    }
+    if (node) {
+      g_autoptr (GPtrArray) owned = shd_block_graph_owned (graph, node);
+
+      for (guint k = 0; k < owned->len; k++)
+        g_ptr_array_add (move->retire_nodes, g_strdup (owned->pdata[k]));
+    }
     g_ptr_array_add (move->retire_files, g_strdup (file));
-    g_ptr_array_add (move->retire_file_nodes, NULL);
+    g_ptr_array_add (move->retire_file_nodes, g_strdup (node));
 next_pending:
     ;
   }
   move->retire_dests = g_ptr_array_new_with_free_func (g_free);
   move->retire_ids = g_ptr_array_new_with_free_func (g_free);
   for (guint i = 0; i < move->retire_files->len; i++) {
-    fresh += pending_index (move, move->retire_files->pdata[i]) < 0;
+    int p = pending_index (move, move->retire_files->pdata[i]);
+
+    fresh += p < 0 || move->pending_dests->pdata[p] == NULL;
     g_ptr_array_add (move->retire_ids, file_id (move->retire_files->pdata[i]));
   }
   for (guint i = 0; i < move->retire_files->len; i++) {
     int p = pending_index (move, move->retire_files->pdata[i]);
     char *dest = NULL;
 
-    if (p >= 0) {
+    if (p >= 0 && move->pending_dests->pdata[p]) {
       dest = g_strdup (move->pending_dests->pdata[p]);
     } else if (move->keep_as && fresh == 1 && !g_hash_table_contains (used, move->keep_as)) {
       dest = g_strdup (move->keep_as);
@@ -888,6 +919,11 @@ keep_as_possible (ShdMove *move, GError **error)
 
     if (dest == NULL)
       continue;
+    if (!g_path_is_absolute (dest)) {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                   "keep-as '%s' is not an absolute path", dest);
+      return FALSE;
+    }
     dir = g_path_get_dirname (dest);
     if (g_file_test (dest, G_FILE_TEST_EXISTS) || g_file_test (dest, G_FILE_TEST_IS_SYMLINK)) {
       g_set_error (error, G_IO_ERROR, G_IO_ERROR_EXISTS,
@@ -964,10 +1000,11 @@ on_commit_nodes (GObject *src, GAsyncResult *res, gpointer data)
     if ((int) t != move->target && id >= 0 && !graph_has_parent (edges, id))
       retire_root (move, graph, nodes, pc->tiers[t].child);
   }
-  plan_files (move, nodes);
+  plan_files (move, graph, nodes, gnodes, edges);
   if (!keep_as_possible (move, &error)) {
-    enter (move, SHD_MOVE_FAILED, "the disk runs on %s, but nothing was retired: %s; run "
-           "the move again with another --keep-as", move->child, error->message);
+    enter (move, SHD_MOVE_FAILED, "the disk runs on %s, but nothing%s was retired: %s; run "
+           "the move again with another --keep-as", move->child,
+           move->pending_files && move->pending_files->len ? " more" : "", error->message);
     return;
   }
   commit_step (move);
@@ -1222,7 +1259,7 @@ shd_disk_move (ShdDisk *disk, const ShdMoveRequest *req, GError **error)
   g_autofree char *keep_as_owned = NULL;
   const char *keep_as;
   ShdMove *earlier;
-  gboolean was_paused;
+  gboolean was_paused, renamed;
   JsonNode *n;
   ShdMove *move;
 
@@ -1257,15 +1294,16 @@ shd_disk_move (ShdDisk *disk, const ShdMoveRequest *req, GError **error)
                  "--pivot)", shd_disk_name (disk));
     return NULL;
   }
-  /* the same move run again after it failed or shadowd stopped: */
-  earlier = disk->move && disk->move->state == SHD_MOVE_FAILED &&
-            disk->move->target == target ? disk->move : NULL;
-  /* its keep-as holds unless another is given (run again as its failure
-   * says, it must not delete what it was to keep); the names it took
+  /* a move after one that failed, was aborted or stopped with shadowd
+   * (run again as its failure says, or another): */
+  earlier = disk->move && (disk->move->state == SHD_MOVE_FAILED ||
+                           disk->move->state == SHD_MOVE_ABORTED) ? disk->move : NULL;
+  /* the earlier keep-as holds unless another is given: what the operator
+   * asked to keep is never deleted by a later run; the names it took
    * itself are no reason to refuse it */
   keep_as = req->keep_as ? req->keep_as : earlier ? earlier->keep_as : NULL;
-  if (req->keep_as && !(earlier && g_strcmp0 (earlier->keep_as, req->keep_as) == 0) &&
-      !keep_as_acceptable (disk, req->keep_as, error))
+  renamed = req->keep_as && !(earlier && g_strcmp0 (earlier->keep_as, req->keep_as) == 0);
+  if (renamed && !keep_as_acceptable (disk, req->keep_as, error))
     return NULL;
   /* the policy's state before the move: that of an interrupted one */
   was_paused = disk->move && disk->move->restored ? disk->move->was_paused :
@@ -1273,6 +1311,9 @@ shd_disk_move (ShdDisk *disk, const ShdMoveRequest *req, GError **error)
   /* and the files it closed but did not retire, as it meant to */
   if (earlier)
     unretired (earlier, &pending, &pending_dests, &pending_ids);
+  /* a keep-as given now names all it retires */
+  for (guint i = 0; renamed && pending && i < pending_dests->len; i++)
+    g_clear_pointer (&pending_dests->pdata[i], g_free);
   keep_as_owned = g_strdup (keep_as);
   shd_move_free (disk->move);
   move = disk->move = g_new0 (ShdMove, 1);
@@ -1296,10 +1337,13 @@ shd_disk_move (ShdDisk *disk, const ShdMoveRequest *req, GError **error)
   /* the policy decides but does not act while the move runs */
   shd_policy_set_paused (disk->policy, TRUE);
   shd_log (G_LOG_LEVEL_MESSAGE, shd_disk_name (disk), "move",
-           "%s: operator requested a move to %s (%s)%s%s%s", shd_disk_name (disk), move->tier,
-           move->child, move->verify ? ", verified" : "",
-           move->keep_as ? ", keeping the old image as " : "",
-           move->keep_as ? move->keep_as : "");
+           "%s: operator requested a move to %s (%s)%s%s%s%s%s", shd_disk_name (disk),
+           move->tier, move->child, move->verify ? ", verified" : "",
+           move->keep_as ? ", keeping the old images as " : "",
+           move->keep_as ? move->keep_as : "",
+           move->keep_as && !req->keep_as ? " (the earlier move's --keep-as)" : "",
+           move->pending_files && move->pending_files->len ?
+           ", and retiring what the earlier move closed" : "");
   record (move, "requested");
   shd_move_tick (disk);
   n = json_node_new (JSON_NODE_OBJECT);
@@ -1456,6 +1500,15 @@ shd_move_collect_metrics (ShdMove *move, const char *disk, ShdMetrics *m)
           NULL);
 }
 
+/* A string member of a recorded state, "" if absent or of another type */
+static const char *
+json_string_member (JsonObject *o, const char *name)
+{
+  JsonNode *n = json_object_get_member (o, name);
+
+  return n && json_node_get_value_type (n) == G_TYPE_STRING ? json_node_get_string (n) : "";
+}
+
 /* The files a stopped or failed run had closed to retire (unretired()),
  * read back; entries of another shape are left out */
 static void
@@ -1495,6 +1548,7 @@ shd_move_restore (ShdDisk *disk)
   JsonNode *retiring;
   ShdMove *move;
   const char *state;
+  guint known;
   int target;
 
   if (disk->history == NULL || disk->move != NULL)
@@ -1503,19 +1557,26 @@ shd_move_restore (ShdDisk *disk)
   if (node == NULL || !JSON_NODE_HOLDS_OBJECT (node))
     return;
   o = json_node_get_object (node);
-  state = json_object_get_string_member_with_default (o, "state", "");
-  target = shd_policy_tier_by_name (disk->policy,
-                                    json_object_get_string_member_with_default (o, "tier", ""));
-  if (target < 0 || strcmp (state, "aborted") == 0)
+  state = json_string_member (o, "state");
+  target = shd_policy_tier_by_name (disk->policy, json_string_member (o, "tier"));
+  for (known = 0; known < G_N_ELEMENTS (state_names); known++)
+    if (strcmp (state_names[known], state) == 0)
+      break;
+  if (target < 0 || known == G_N_ELEMENTS (state_names)) {
+    shd_log (G_LOG_LEVEL_WARNING, shd_disk_name (disk), "move",
+             "%s: the recorded move (state '%s', tier '%s') is not one this shadowd knows: "
+             "ignored", shd_disk_name (disk), state, json_string_member (o, "tier"));
     return;
+  }
   move = disk->move = g_new0 (ShdMove, 1);
   move->disk = disk;
   move->target = target;
-  move->tier = g_strdup (json_object_get_string_member (o, "tier"));
+  move->tier = g_strdup (json_string_member (o, "tier"));
   move->child = g_strdup (shd_policy_config (disk->policy)->tiers[target].child);
   move->verify = json_object_get_boolean_member_with_default (o, "verify", FALSE);
   move->verify_speed = json_object_get_int_member_with_default (o, "verify-speed", 0);
-  move->keep_as = g_strdup (json_object_get_string_member_with_default (o, "keep-as", NULL));
+  move->keep_as = *json_string_member (o, "keep-as") ?
+                  g_strdup (json_string_member (o, "keep-as")) : NULL;
   move->job_id = g_strdup_printf ("shadowd-verify-%s", disk->cfg->node);
   move->was_paused = json_object_get_boolean_member_with_default (o, "was-paused", FALSE);
   move->start_wall_ms = (gint64) (json_object_get_double_member_with_default (o, "start-time",
@@ -1530,10 +1591,10 @@ shd_move_restore (ShdDisk *disk)
   retiring = json_object_get_member (o, "retiring");
   if (retiring && JSON_NODE_HOLDS_ARRAY (retiring))
     restore_retiring (move, json_node_get_array (retiring));
-  if (strcmp (state, "failed") == 0) {
-    /* kept for a move run again: what it was to keep and to retire */
-    move->state = SHD_MOVE_FAILED;
-    move->reason = g_strdup (json_object_get_string_member_with_default (o, "reason", "?"));
+  if (strcmp (state, "failed") == 0 || strcmp (state, "aborted") == 0) {
+    /* kept for the next move: what it was to keep and to retire */
+    move->state = strcmp (state, "failed") == 0 ? SHD_MOVE_FAILED : SHD_MOVE_ABORTED;
+    move->reason = g_strdup (json_string_member (o, "reason"));
     return;
   }
   /* moved for good, or stopped half-way: either way the policy waits */
