@@ -706,6 +706,14 @@ retire_root (ShdMove *move, JsonNode *graph, JsonNode *nodes, const char *root)
   for (guint k = 0; k < owned->len; k++)
     g_ptr_array_add (move->retire_nodes, g_strdup (owned->pdata[k]));
   for (guint k = 0; k < files->len; k++) {
+    if (g_file_test (files->pdata[k], G_FILE_TEST_IS_SYMLINK)) {
+      /* deleting or renaming the link would leave its target, or make
+       * it dangle: the operator's to settle */
+      g_ptr_array_add (move->kept, g_strdup_printf ("%s (a symbolic link; its target is "
+                                                    "not retired)",
+                                                    (char *) files->pdata[k]));
+      continue;
+    }
     g_ptr_array_add (move->retire_files, g_strdup (files->pdata[k]));
     g_ptr_array_add (move->retire_file_nodes, g_strdup (file_nodes->pdata[k]));
   }

@@ -662,6 +662,23 @@ move)
     [ ! -e "$dir/a.img" ] && [ -s "$dir/a-kept.img" ] || fail "a.img was not kept as a-kept.img"
     guest_equals "$dir/b.img" || fail "round 2: tier-b's image alone is not what the guest read"
     log "a move to a short image failed in $short_s s: $(tail -1 "$dir/move-short.out")"
+    # an image named through a symbolic link: neither the link nor its
+    # target is retired, and the result says so
+    stop_pid "$agent_pid"; agent_pid=
+    stop_pid "$qsd_pid"; qsd_pid=
+    rm -f "$dir"/history.db*
+    head -c 64M /dev/urandom > "$dir/a-real.img"; ln -s a-real.img "$dir/a.img"
+    "$qemu/qemu-img" create -q -f raw "$dir/b.img" 64M
+    start_qsd '["tier-a"]'
+    start_agent
+    wait_for 10 "d[0]['connected'] and d[0]['samples'] > 0" || fail "shadowd did not reconnect"
+    ctl move vm1 fast > "$dir/move-link.out" 2>&1 || fail "the move over a link: $(cat "$dir/move-link.out")"
+    [ -L "$dir/a.img" ] && [ -s "$dir/a-real.img" ] || fail "the move retired a linked image: $(ls -l "$dir")"
+    ctl history vm1 --decisions --since 1h --json |
+        json "[e['reason'] for e in d if e['kind'] == 'move'][-1]" > "$dir/move-link.log"
+    grep -q "$dir/a.img (a symbolic link; its target is not retired) kept" "$dir/move-link.log" ||
+        fail "the move over a link says: $(cat "$dir/move-link.log")"
+    log "a linked image: $(cat "$dir/move-link.log")"
     log "keep-as: a missing directory and an existing file refused; a file made during the copy kept, the move failed before retiring: $reason"
     echo "RESULT move: ${took} s, copy ${copy_s} s, verify ${verify_s} s at ${vrate} MiB/s (limit 32)"
     ;;
