@@ -504,6 +504,25 @@ on_node_deleted (GObject *src, GAsyncResult *res, gpointer data)
   commit_step (move);
 }
 
+/* "DEV:INODE:BIRTH" of @file itself (not a symlink's target), or NULL:
+ * a file a stopped run recorded is retired only if it is still that file,
+ * never one made since at its path (an inode number is soon reused: the
+ * birth time, or the change time where there is none, tells them apart) */
+static char *
+file_id (const char *file)
+{
+  struct statx st;
+  struct statx_timestamp t;
+
+  if (statx (AT_FDCWD, file, AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS | STATX_BTIME, &st) < 0 ||
+      !S_ISREG (st.stx_mode))
+    return NULL;
+  t = st.stx_mask & STATX_BTIME ? st.stx_btime : st.stx_ctime;
+  return g_strdup_printf ("%u.%u:%" G_GUINT64_FORMAT ":%" G_GINT64_FORMAT ".%09u",
+                          st.stx_dev_major, st.stx_dev_minor, (guint64) st.stx_ino,
+                          (gint64) t.tv_sec, t.tv_nsec);
+}
+
 /* The name of the @i-th of @n images kept under @keep_as */
 static char *
 keep_as_name (const char *keep_as, guint i, guint n)
@@ -539,9 +558,15 @@ retire_files (ShdMove *move, GString *what)
     const char *node = move->retire_file_nodes->pdata[i];
     const char *dest = move->retire_dests->pdata[i];
 
+    g_autofree char *id = file_id (file);
+
     if (node && !g_hash_table_contains (move->deleted, node)) {
       /* QEMU still has it open for someone else */
       g_string_append_printf (what, "; %s kept: its node %s is still in QEMU", file, node);
+      continue;
+    }
+    if (id == NULL || g_strcmp0 (id, move->retire_ids->pdata[i]) != 0) {
+      g_string_append_printf (what, "; %s kept: it is not the file the plan found", file);
       continue;
     }
 
@@ -768,14 +793,27 @@ graph_has_parent (JsonArray *edges, gint64 id)
   return FALSE;
 }
 
-/* A node QEMU opens @file with, by name or by inode (a link, a path
- * through a symlink), or NULL; with @edges, one that has no parent if
- * there is one (a node an earlier run's blockdev-del left behind) */
-static const char *
-file_in_qemu (JsonNode *nodes, const char *file, JsonArray *gnodes, JsonArray *edges)
+static gboolean
+str_array_has (GPtrArray *a, const char *s)
 {
-  const char *found = NULL;
+  for (guint i = 0; i < a->len; i++)
+    if (g_strcmp0 (a->pdata[i], s) == 0)
+      return TRUE;
+  return FALSE;
+}
+
+/* The nodes QEMU opens @file with: by name, by inode (a link, a path
+ * through a symlink), or a json: name that spells it.  Returns those an
+ * earlier run's blockdev-del left behind: the trees under the ones
+ * without a parent, nodes of which only those trees hold; NULL if any
+ * other holds it (QEMU uses it), with its name in @user. */
+static GPtrArray *
+file_leftovers (JsonNode *graph, JsonNode *nodes, const char *file, JsonArray *gnodes,
+                JsonArray *edges, const char **user)
+{
   JsonArray *a = JSON_NODE_HOLDS_ARRAY (nodes) ? json_node_get_array (nodes) : NULL;
+  g_autoptr (GPtrArray) matches = g_ptr_array_new ();
+  GPtrArray *left = g_ptr_array_new_with_free_func (g_free);
   struct stat fst, nst;
   gboolean have = stat (file, &fst) == 0;
 
@@ -786,32 +824,28 @@ file_in_qemu (JsonNode *nodes, const char *file, JsonArray *gnodes, JsonArray *e
     if (name == NULL)
       continue;
     if (strcmp (name, file) == 0 ||
-        (have && stat (name, &nst) == 0 && nst.st_dev == fst.st_dev && nst.st_ino == fst.st_ino)) {
-      found = json_object_get_string_member_with_default (n, "node-name", "?");
-      if (edges == NULL || !graph_has_parent (edges, graph_node_id (gnodes, found)))
-        return found;
+        (g_str_has_prefix (name, "json:") && strstr (name, file)) ||
+        (have && stat (name, &nst) == 0 && nst.st_dev == fst.st_dev && nst.st_ino == fst.st_ino))
+      g_ptr_array_add (matches, (gpointer) json_object_get_string_member_with_default (
+                         n, "node-name", "?"));
+  }
+  for (guint i = 0; i < matches->len; i++) {
+    if (!graph_has_parent (edges, graph_node_id (gnodes, matches->pdata[i]))) {
+      g_autoptr (GPtrArray) owned = shd_block_graph_owned (graph, matches->pdata[i]);
+
+      for (guint k = 0; k < owned->len; k++)
+        if (!str_array_has (left, owned->pdata[k]))
+          g_ptr_array_add (left, g_strdup (owned->pdata[k]));
     }
   }
-  return found;
-}
-
-/* "DEV:INODE:BIRTH" of @file itself (not a symlink's target), or NULL:
- * a file a stopped run recorded is retired only if it is still that file,
- * never one made since at its path (an inode number is soon reused: the
- * birth time, or the change time where there is none, tells them apart) */
-static char *
-file_id (const char *file)
-{
-  struct statx st;
-  struct statx_timestamp t;
-
-  if (statx (AT_FDCWD, file, AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS | STATX_BTIME, &st) < 0 ||
-      !S_ISREG (st.stx_mode))
-    return NULL;
-  t = st.stx_mask & STATX_BTIME ? st.stx_btime : st.stx_ctime;
-  return g_strdup_printf ("%u.%u:%" G_GUINT64_FORMAT ":%" G_GINT64_FORMAT ".%09u",
-                          st.stx_dev_major, st.stx_dev_minor, (guint64) st.stx_ino,
-                          (gint64) t.tv_sec, t.tv_nsec);
+  for (guint i = 0; i < matches->len; i++) {
+    if (!str_array_has (left, matches->pdata[i])) {
+      *user = matches->pdata[i];
+      g_ptr_array_unref (left);
+      return NULL;
+    }
+  }
+  return left;
 }
 
 static int
@@ -839,8 +873,9 @@ plan_files (ShdMove *move, JsonNode *graph, JsonNode *nodes, JsonArray *gnodes,
 
   for (guint i = 0; move->pending_files && i < move->pending_files->len; i++) {
     const char *file = move->pending_files->pdata[i];
+    g_autoptr (GPtrArray) left = NULL;
     g_autofree char *id = NULL;
-    const char *node;
+    const char *user = NULL;
 
     if (move->pending_dests->pdata[i])
       g_hash_table_add (used, move->pending_dests->pdata[i]);
@@ -856,20 +891,20 @@ plan_files (ShdMove *move, JsonNode *graph, JsonNode *nodes, JsonArray *gnodes,
                                                       "closed)", file));
       continue;         /* retired already, or another file now */
     }
-    node = file_in_qemu (nodes, file, gnodes, edges);
-    if (node && graph_has_parent (edges, graph_node_id (gnodes, node))) {
+    left = file_leftovers (graph, nodes, file, gnodes, edges, &user);
+    if (left == NULL) {
       g_ptr_array_add (move->kept, g_strdup_printf ("%s (QEMU's node %s opens it)", file,
-                                                    node));
+                                                    user));
       continue;
     }
-    if (node) {
-      g_autoptr (GPtrArray) owned = shd_block_graph_owned (graph, node);
-
-      for (guint k = 0; k < owned->len; k++)
-        g_ptr_array_add (move->retire_nodes, g_strdup (owned->pdata[k]));
-    }
+    if (left->len && str_array_has (move->retire_nodes, left->pdata[0]))
+      continue;         /* the plan has it, with what it keeps and retires */
+    for (guint k = 0; k < left->len; k++)
+      if (!str_array_has (move->retire_nodes, left->pdata[k]))
+        g_ptr_array_add (move->retire_nodes, g_strdup (left->pdata[k]));
     g_ptr_array_add (move->retire_files, g_strdup (file));
-    g_ptr_array_add (move->retire_file_nodes, g_strdup (node));
+    /* retired once its nodes are: the first is a root (none: no wait) */
+    g_ptr_array_add (move->retire_file_nodes, left->len ? g_strdup (left->pdata[0]) : NULL);
 next_pending:
     ;
   }
@@ -1508,6 +1543,19 @@ shd_move_collect_metrics (ShdMove *move, const char *disk, ShdMetrics *m)
           NULL);
 }
 
+/* A number or boolean member of a recorded state, @dflt if absent or of
+ * another type */
+static double
+json_number_member (JsonObject *o, const char *name, double dflt)
+{
+  JsonNode *n = json_object_get_member (o, name);
+  GType t = n && JSON_NODE_HOLDS_VALUE (n) ? json_node_get_value_type (n) : G_TYPE_INVALID;
+
+  if (t == G_TYPE_INT64 || t == G_TYPE_DOUBLE || t == G_TYPE_BOOLEAN)
+    return json_node_get_double (n);
+  return dflt;
+}
+
 /* A string member of a recorded state, "" if absent or of another type */
 static const char *
 json_string_member (JsonObject *o, const char *name)
@@ -1581,21 +1629,23 @@ shd_move_restore (ShdDisk *disk)
   move->target = target;
   move->tier = g_strdup (json_string_member (o, "tier"));
   move->child = g_strdup (shd_policy_config (disk->policy)->tiers[target].child);
-  move->verify = json_object_get_boolean_member_with_default (o, "verify", FALSE);
-  move->verify_speed = json_object_get_int_member_with_default (o, "verify-speed", 0);
-  move->keep_as = *json_string_member (o, "keep-as") ?
-                  g_strdup (json_string_member (o, "keep-as")) : NULL;
+  move->verify = json_number_member (o, "verify", 0) != 0;
+  move->verify_speed = MAX (json_number_member (o, "verify-speed", 0), 0);
+  /* a keep-as that cannot be read keeps everything: a name that is not
+   * absolute fails the retire before anything goes (keep_as_possible()) */
+  if (json_object_has_member (o, "keep-as") &&
+      !JSON_NODE_HOLDS_NULL (json_object_get_member (o, "keep-as")))
+    move->keep_as = g_strdup (*json_string_member (o, "keep-as") ?
+                              json_string_member (o, "keep-as") : "(unreadable)");
   move->job_id = g_strdup_printf ("shadowd-verify-%s", disk->cfg->node);
-  move->was_paused = json_object_get_boolean_member_with_default (o, "was-paused", FALSE);
-  move->start_wall_ms = (gint64) (json_object_get_double_member_with_default (o, "start-time",
-                                                                               0) * 1000);
-  move->end_wall_ms = (gint64) (json_object_get_double_member_with_default (o, "end-time",
-                                                                             0) * 1000);
+  move->was_paused = json_number_member (o, "was-paused", 0) != 0;
+  move->start_wall_ms = (gint64) (json_number_member (o, "start-time", 0) * 1000);
+  move->end_wall_ms = (gint64) (json_number_member (o, "end-time", 0) * 1000);
   move->start_us = move->state_us = g_get_monotonic_time ();
   move->done_bytes = move->total_bytes = move->rate_bps = NAN;
-  move->copy_s = json_object_get_double_member_with_default (o, "copy-s", NAN);
-  move->verify_s = json_object_get_double_member_with_default (o, "verify-s", NAN);
-  move->verify_bps = json_object_get_double_member_with_default (o, "verify-bps", NAN);
+  move->copy_s = json_number_member (o, "copy-s", NAN);
+  move->verify_s = json_number_member (o, "verify-s", NAN);
+  move->verify_bps = json_number_member (o, "verify-bps", NAN);
   retiring = json_object_get_member (o, "retiring");
   if (retiring && JSON_NODE_HOLDS_ARRAY (retiring))
     restore_retiring (move, json_node_get_array (retiring));
