@@ -796,10 +796,7 @@ graph_has_parent (JsonArray *edges, gint64 id)
 static gboolean
 str_array_has (GPtrArray *a, const char *s)
 {
-  for (guint i = 0; i < a->len; i++)
-    if (g_strcmp0 (a->pdata[i], s) == 0)
-      return TRUE;
-  return FALSE;
+  return a && g_ptr_array_find_with_equal_func (a, s, g_str_equal, NULL);
 }
 
 /* The nodes QEMU opens @file with: by name, by inode (a link, a path
@@ -851,9 +848,11 @@ file_leftovers (JsonNode *graph, JsonNode *nodes, const char *file, JsonArray *g
 static int
 pending_index (ShdMove *move, const char *file)
 {
-  for (guint i = 0; move->pending_files && i < move->pending_files->len; i++)
-    if (strcmp (move->pending_files->pdata[i], file) == 0)
-      return i;
+  guint i;
+
+  if (move->pending_files &&
+      g_ptr_array_find_with_equal_func (move->pending_files, file, g_str_equal, &i))
+    return i;
   return -1;
 }
 
@@ -879,11 +878,8 @@ plan_files (ShdMove *move, JsonNode *graph, JsonNode *nodes, JsonArray *gnodes,
 
     if (move->pending_dests->pdata[i])
       g_hash_table_add (used, move->pending_dests->pdata[i]);
-    if (pending_index (move, file) != (int) i)
-      continue;         /* listed twice */
-    for (guint k = 0; k < move->retire_files->len; k++)
-      if (strcmp (move->retire_files->pdata[k], file) == 0)
-        goto next_pending;
+    if (pending_index (move, file) != (int) i || str_array_has (move->retire_files, file))
+      continue;         /* listed twice, or in the plan */
     id = file_id (file);
     if (id == NULL || g_strcmp0 (id, move->pending_ids->pdata[i]) != 0) {
       if (g_file_test (file, G_FILE_TEST_EXISTS))
@@ -905,8 +901,6 @@ plan_files (ShdMove *move, JsonNode *graph, JsonNode *nodes, JsonArray *gnodes,
     g_ptr_array_add (move->retire_files, g_strdup (file));
     /* retired once its nodes are: the first is a root (none: no wait) */
     g_ptr_array_add (move->retire_file_nodes, left->len ? g_strdup (left->pdata[0]) : NULL);
-next_pending:
-    ;
   }
   move->retire_dests = g_ptr_array_new_with_free_func (g_free);
   move->retire_ids = g_ptr_array_new_with_free_func (g_free);
@@ -1238,11 +1232,8 @@ unretired (ShdMove *move, GPtrArray **files, GPtrArray **dests, GPtrArray **ids)
   }
   for (guint i = 0; move->pending_files && i < move->pending_files->len; i++) {
     const char *file = move->pending_files->pdata[i];
-    gboolean listed = FALSE;
 
-    for (guint k = 0; k < (*files)->len; k++)
-      listed |= strcmp ((*files)->pdata[k], file) == 0;
-    if (listed || !g_file_test (file, G_FILE_TEST_EXISTS))
+    if (str_array_has (*files, file) || !g_file_test (file, G_FILE_TEST_EXISTS))
       continue;
     g_ptr_array_add (*files, g_strdup (file));
     g_ptr_array_add (*dests, g_strdup (move->pending_dests->pdata[i]));
