@@ -1,6 +1,7 @@
 /* Domain metadata and live domain XML; see lvmeta.h. */
 #include "lvmeta.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #define MAX_TARGET 8            /* keeps node names under QEMU's 31 bytes */
@@ -20,10 +21,23 @@ tier_free (gpointer p)
 }
 
 void
+shd_lv_move_free (ShdLvMove *m)
+{
+  if (m == NULL)
+    return;
+  g_free (m->tier);
+  g_free (m->image);
+  g_free (m->old);
+  g_free (m->keep_as);
+  g_free (m);
+}
+
+void
 shd_lv_disk_free (ShdLvDisk *d)
 {
   if (d == NULL)
     return;
+  shd_lv_move_free (d->move);
   g_free (d->target);
   g_ptr_array_unref (d->tiers);
   g_hash_table_unref (d->disk_attrs);
@@ -195,6 +209,36 @@ parse_tier (GMarkupParseContext *pc, ShdLvDisk *d, const char **names, const cha
   return TRUE;
 }
 
+/* <move>: written by shadowd itself (lvmove.c), checked all the same */
+static gboolean
+parse_move (GMarkupParseContext *pc, ShdLvDisk *d, const char **names, const char **values,
+            GError **error)
+{
+  ShdLvMove *m;
+
+  if (d->move)
+    return meta_fail (pc, error, "disk %s has two <move>", d->target);
+  m = d->move = g_new0 (ShdLvMove, 1);
+  for (guint i = 0; names[i]; i++) {
+    char **field = strcmp (names[i], "tier") == 0 ? &m->tier :
+                   strcmp (names[i], "image") == 0 ? &m->image :
+                   strcmp (names[i], "old") == 0 ? &m->old :
+                   strcmp (names[i], "keep-as") == 0 ? &m->keep_as : NULL;
+
+    if (field == NULL)
+      return meta_fail (pc, error, "<move> has no attribute '%s' (tier, image, old, keep-as)",
+                        names[i]);
+    g_free (*field);
+    *field = g_strdup (values[i]);
+  }
+  if (m->tier == NULL || m->image == NULL || m->old == NULL)
+    return meta_fail (pc, error, "disk %s: <move> needs tier, image and old", d->target);
+  if (!g_path_is_absolute (m->image) || !g_path_is_absolute (m->old) ||
+      (m->keep_as && !g_path_is_absolute (m->keep_as)))
+    return meta_fail (pc, error, "disk %s: <move> paths must be absolute", d->target);
+  return TRUE;
+}
+
 static void
 meta_start (GMarkupParseContext *pc, const char *element, const char **names,
             const char **values, gpointer data, GError **error)
@@ -247,8 +291,12 @@ meta_start (GMarkupParseContext *pc, const char *element, const char **names,
       g_hash_table_insert (x->disk->policy_attrs, g_strdup (names[i]), g_strdup (values[i]));
     return;
   }
+  if (x->depth == 3 && strcmp (el, "move") == 0) {
+    parse_move (pc, x->disk, names, values, error);
+    return;
+  }
   meta_fail (pc, error, "unexpected <%s>%s", el,
-             x->depth == 3 ? " in <disk> (only <tier> and <policy>)" : "");
+             x->depth == 3 ? " in <disk> (only <tier>, <policy> and <move>)" : "");
 }
 
 static void
@@ -320,6 +368,120 @@ shd_lv_meta_parse (const char *xml, GError **error)
     return NULL;
   }
   return g_steal_pointer (&disks);
+}
+
+/* ---- writing it back ---- */
+
+static int
+compare_strings (const void *a, const void *b)
+{
+  return strcmp (*(char *const *) a, *(char *const *) b);
+}
+
+static void
+append_attrs (GString *s, GHashTable *h)
+{
+  g_autofree gpointer *keys = (gpointer *) g_hash_table_get_keys_as_array (h, NULL);
+  guint n = g_hash_table_size (h);
+
+  qsort (keys, n, sizeof (gpointer), compare_strings);
+  for (guint i = 0; i < n; i++) {
+    g_autofree char *a = g_markup_printf_escaped (" %s=\"%s\"", (char *) keys[i],
+                                                  (char *) g_hash_table_lookup (h, keys[i]));
+
+    g_string_append (s, a);
+  }
+}
+
+static void
+append_attr (GString *s, const char *name, const char *value)
+{
+  g_autofree char *a = NULL;
+
+  if (value == NULL)
+    return;
+  a = g_markup_printf_escaped (" %s=\"%s\"", name, value);
+  g_string_append (s, a);
+}
+
+char *
+shd_lv_meta_format (GPtrArray *disks)
+{
+  GString *s = g_string_new ("<shadowtier>\n");
+
+  for (guint i = 0; i < disks->len; i++) {
+    ShdLvDisk *d = disks->pdata[i];
+
+    g_string_append (s, "  <disk");
+    append_attr (s, "target", d->target);
+    append_attrs (s, d->disk_attrs);
+    g_string_append (s, ">\n");
+    for (guint j = 0; j < d->tiers->len; j++) {
+      ShdLvTier *t = d->tiers->pdata[j];
+
+      g_string_append (s, "    <tier");
+      for (guint a = 0; a < G_N_ELEMENTS (tier_attrs); a++) {
+        gpointer field = G_STRUCT_MEMBER_P (t, tier_attrs[a].offset);
+        g_autofree char *num = NULL;
+
+        switch (tier_attrs[a].kind) {
+        case ATTR_TEXT:
+          append_attr (s, tier_attrs[a].name, *(char **) field);
+          break;
+        case ATTR_YES_NO:
+          if (*(gboolean *) field)
+            append_attr (s, tier_attrs[a].name, "yes");
+          break;
+        case ATTR_COUNT:
+          if (*(guint64 *) field) {
+            num = g_strdup_printf ("%" G_GUINT64_FORMAT, *(guint64 *) field);
+            append_attr (s, tier_attrs[a].name, num);
+          }
+          break;
+        }
+      }
+      g_string_append (s, "/>\n");
+    }
+    if (g_hash_table_size (d->policy_attrs) > 0) {
+      g_string_append (s, "    <policy");
+      append_attrs (s, d->policy_attrs);
+      g_string_append (s, "/>\n");
+    }
+    if (d->move) {
+      g_string_append (s, "    <move");
+      append_attr (s, "tier", d->move->tier);
+      append_attr (s, "image", d->move->image);
+      append_attr (s, "old", d->move->old);
+      append_attr (s, "keep-as", d->move->keep_as);
+      g_string_append (s, "/>\n");
+    }
+    g_string_append (s, "  </disk>\n");
+  }
+  g_string_append (s, "</shadowtier>\n");
+  return g_string_free (s, FALSE);
+}
+
+gboolean
+shd_lv_disk_moved_to (ShdLvDisk *d, const char *tier)
+{
+  ShdLvTier *to = NULL;
+
+  for (guint i = 0; i < d->tiers->len; i++)
+    if (strcmp (((ShdLvTier *) d->tiers->pdata[i])->name, tier) == 0)
+      to = d->tiers->pdata[i];
+  g_clear_pointer (&d->move, shd_lv_move_free);
+  if (to && !to->origin) {
+    for (guint i = 0; i < d->tiers->len; i++)
+      if (((ShdLvTier *) d->tiers->pdata[i])->origin) {
+        g_ptr_array_remove_index (d->tiers, i);
+        break;
+      }
+    g_clear_pointer (&to->path, g_free);
+    g_clear_pointer (&to->rbd, g_free);
+    to->host_local = FALSE;
+    to->origin = TRUE;
+  }
+  return d->tiers->len >= 2;
 }
 
 /* ---- names ---- */

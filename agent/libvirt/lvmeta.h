@@ -35,16 +35,36 @@ typedef struct {
   guint64 bps_limit;
 } ShdLvTier;
 
+/* A permanent move in progress (lvmove.c), recorded in the metadata so
+ * that a restarted shadowd finishes or cleans it up:
+ * <move tier="fast" image="/new/path" old="/old/path" [keep-as="PATH"]/> */
+typedef struct {
+  char *tier;                   /* where the disk goes */
+  char *image;                  /* the copy libvirt makes: the disk's new image */
+  char *old;                    /* the disk's image before the move */
+  char *keep_as;                /* the old image is renamed here; NULL: deleted */
+} ShdLvMove;
+
 typedef struct {
   char *target;                 /* vda */
   GPtrArray *tiers;             /* ShdLvTier, document order, origin included */
   GHashTable *disk_attrs;       /* the <disk> attributes other than target */
   GHashTable *policy_attrs;     /* the <policy> attributes */
+  ShdLvMove *move;              /* a move in progress, or NULL; in neither key */
 } ShdLvDisk;
 
 /* Parses the metadata element.  Returns the disks (ShdLvDisk), or NULL
  * with an error that says what is wrong and where. */
 GPtrArray *shd_lv_meta_parse (const char *xml, GError **error);
+
+/* The metadata element again, without its namespace (for
+ * virDomainSetMetadata): the disks as parsed, attributes sorted. */
+char *shd_lv_meta_format (GPtrArray *disks);
+/* After a move to @tier: that tier is the disk's own image, the old one is
+ * gone, and so is the move's record.  FALSE when the disk is left with no
+ * tier besides its own image (it then has nothing to shadow). */
+gboolean shd_lv_disk_moved_to (ShdLvDisk *d, const char *tier);
+void shd_lv_move_free (ShdLvMove *m);
 
 /* The node names the agent uses for a disk (at most 31 characters). */
 char *shd_lv_node_shadow (const char *target);

@@ -466,6 +466,93 @@ test_names (void)
   g_assert_cmpstr (c, ==, "shd-vdabcdef-t8");
 }
 
+/* shadowd writes the metadata back (a move's record, then its result):
+ * what it writes parses into the same disks, with attributes escaped; the
+ * move's result makes the target tier the disk's own image */
+static void
+test_format_and_move (void)
+{
+  static const char xml[] =
+    "<shadow:shadowtier " NS ">\n"
+    "  <shadow:disk target=\"vda\" slo-latency-ms=\"5\" prewarm=\"sequential\">\n"
+    "    <shadow:tier name=\"cheap\" origin=\"yes\" iops-limit=\"150\"/>\n"
+    "    <shadow:tier name=\"fast\" path=\"/srv/a&amp;b/vda.fast\" host-local=\"yes\" "
+    "cost-gib-month=\"0.12\"/>\n"
+    "    <shadow:tier name=\"mid\" path=\"/srv/ssd/vda.mid\" bps-limit=\"1048576\"/>\n"
+    "    <shadow:policy min-dwell=\"30\"/>\n"
+    "    <shadow:move tier=\"fast\" image=\"/srv/a&amp;b/vm1-vda.qcow2\" old=\"/img/vda.qcow2\"/>\n"
+    "  </shadow:disk>\n"
+    "  <shadow:disk target=\"vdb\" slo-latency-ms=\"5\">\n"
+    "    <shadow:tier name=\"cheap\" origin=\"yes\"/>\n"
+    "    <shadow:tier name=\"fast\" path=\"/srv/nvme/vdb.fast\"/>\n"
+    "  </shadow:disk>\n"
+    "</shadow:shadowtier>\n";
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) disks = shd_lv_meta_parse (xml, &error);
+  g_autoptr (GPtrArray) again = NULL;
+  g_autofree char *text = NULL, *text2 = NULL, *key1 = NULL, *key2 = NULL;
+  ShdLvDisk *d, *b;
+  ShdLvTier *t;
+
+  g_assert_no_error (error);
+  d = disks->pdata[0];
+  g_assert_nonnull (d->move);
+  g_assert_cmpstr (d->move->tier, ==, "fast");
+  g_assert_cmpstr (d->move->image, ==, "/srv/a&b/vm1-vda.qcow2");
+  g_assert_null (d->move->keep_as);
+  text = shd_lv_meta_format (disks);
+  again = shd_lv_meta_parse (text, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (again->len, ==, 2);
+  text2 = shd_lv_meta_format (again);
+  g_assert_cmpstr (text, ==, text2);
+  key1 = shd_lv_disk_full_key (d);
+  key2 = shd_lv_disk_full_key (again->pdata[0]);
+  g_assert_cmpstr (key1, ==, key2);
+  g_assert_cmpstr (((ShdLvDisk *) again->pdata[0])->move->old, ==, "/img/vda.qcow2");
+
+  /* moved to fast: fast is the origin (no path, not host-local), cheap is
+   * gone, mid stays as it was, the record goes */
+  g_assert_true (shd_lv_disk_moved_to (d, "fast"));
+  g_assert_null (d->move);
+  g_assert_cmpuint (d->tiers->len, ==, 2);
+  t = d->tiers->pdata[0];
+  g_assert_cmpstr (t->name, ==, "fast");
+  g_assert_true (t->origin);
+  g_assert_null (t->path);
+  g_assert_false (t->host_local);
+  g_assert_cmpstr (t->cost, ==, "0.12");
+  t = d->tiers->pdata[1];
+  g_assert_cmpstr (t->name, ==, "mid");
+  g_assert_cmpuint (t->bps_limit, ==, 1048576);
+  /* and it still parses; twice is once */
+  g_clear_pointer (&text, g_free);
+  text = shd_lv_meta_format (disks);
+  g_clear_pointer (&again, g_ptr_array_unref);
+  again = shd_lv_meta_parse (text, &error);
+  g_assert_no_error (error);
+  g_assert_true (shd_lv_disk_moved_to (again->pdata[0], "fast"));
+  g_assert_cmpuint (((ShdLvDisk *) again->pdata[0])->tiers->len, ==, 2);
+  /* a disk with one other tier has nothing left to shadow */
+  b = disks->pdata[1];
+  g_assert_false (shd_lv_disk_moved_to (b, "fast"));
+
+  /* a hand-made record is checked like the rest */
+  g_clear_pointer (&again, g_ptr_array_unref);
+  again = shd_lv_meta_parse ("<shadowtier><disk target=\"vda\" slo-latency-ms=\"5\">"
+                             "<tier name=\"a\" origin=\"yes\"/><tier name=\"b\" path=\"/x\"/>"
+                             "<move tier=\"b\" image=\"rel/img\" old=\"/o\"/></disk></shadowtier>",
+                             &error);
+  g_assert_null (again);
+  g_assert_nonnull (strstr (error->message, "<move> paths must be absolute"));
+  g_clear_error (&error);
+  again = shd_lv_meta_parse ("<shadowtier><disk target=\"vda\" slo-latency-ms=\"5\">"
+                             "<tier name=\"a\" origin=\"yes\"/><tier name=\"b\" path=\"/x\"/>"
+                             "<move tier=\"b\" old=\"/o\"/></disk></shadowtier>", &error);
+  g_assert_null (again);
+  g_assert_nonnull (strstr (error->message, "<move> needs tier, image and old"));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -481,5 +568,6 @@ main (int argc, char **argv)
   g_test_add_func ("/lvmeta/names", test_names);
   g_test_add_func ("/lvmeta/rbd", test_rbd);
   g_test_add_func ("/lvmeta/host-local", test_host_local);
+  g_test_add_func ("/lvmeta/format-and-move", test_format_and_move);
   return g_test_run ();
 }
