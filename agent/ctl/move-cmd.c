@@ -14,18 +14,24 @@ move_state (const char *disk)
   g_autoptr (GError) error = NULL;
   g_autoptr (JsonNode) ret = NULL;
   JsonObject *req = ctl_request ("status");
+  g_autoptr (JsonObject) lv = NULL;
   JsonArray *a;
-  JsonObject *o;
+  JsonNode *n;
 
   json_object_set_string_member (req, "disk", disk);
   ret = shd_control_call (ctl_control_path, req, ctl_timeout_ms, &error);
   json_object_unref (req);
-  if (ret == NULL || !JSON_NODE_HOLDS_ARRAY (ret) ||
-      json_array_get_length (a = json_node_get_array (ret)) == 0)
-    return NULL;
-  o = json_array_get_object_element (a, 0);
-  o = json_object_get_object_member (o, "move");
-  return o ? json_object_ref (o) : NULL;
+  if (ret && JSON_NODE_HOLDS_ARRAY (ret) &&
+      json_array_get_length (a = json_node_get_array (ret)) > 0 &&
+      (n = json_object_get_member (json_array_get_object_element (a, 0), "move")) &&
+      JSON_NODE_HOLDS_OBJECT (n))
+    return json_object_ref (json_node_get_object (n));
+  /* a libvirt domain's disk moves through libvirt: its libvirt state has
+   * the move, attached or not */
+  lv = ctl_libvirt_state (disk);
+  if (lv && (n = json_object_get_member (lv, "move")) && JSON_NODE_HOLDS_OBJECT (n))
+    return json_object_ref (json_node_get_object (n));
+  return NULL;
 }
 
 static void
@@ -47,13 +53,16 @@ int
 ctl_cmd_move (const CtlCommand *cmd, int argc, char **argv)
 {
   gboolean json = FALSE, verify = FALSE, abort_move = FALSE, no_wait = FALSE;
-  gint64 verify_speed = 0;
+  gint64 verify_speed = 0, copy_speed = 0;
   char *keep_as = NULL;
   GOptionEntry entries[] = {
     { "verify", 0, 0, G_OPTION_ARG_NONE, &verify,
       "Compare every chunk of the new copy with the old one before the switch", NULL },
     { "verify-speed", 0, 0, G_OPTION_ARG_INT64, &verify_speed,
       "Bytes per second the verify reads from each side (default 64 MiB/s)", "BYTES" },
+    { "copy-speed", 0, 0, G_OPTION_ARG_INT64, &copy_speed,
+      "Bytes per second libvirt's copy may take (a libvirt domain's disk; default: no "
+      "limit)", "BYTES" },
     { "keep-as", 0, 0, G_OPTION_ARG_FILENAME, &keep_as,
       "Rename the old image to PATH instead of deleting it", "PATH" },
     { "abort", 0, 0, G_OPTION_ARG_NONE, &abort_move,
@@ -74,9 +83,9 @@ ctl_cmd_move (const CtlCommand *cmd, int argc, char **argv)
                        "good and retire its other tiers", entries, 1, 2))
     return EXIT_USAGE;
   keep_as_owned = keep_as;
-  if (abort_move != (argc == 2) || verify_speed < 0) {
+  if (abort_move != (argc == 2) || verify_speed < 0 || copy_speed < 0) {
     g_printerr ("%s: usage: %s move DISK TIER [--verify] [--verify-speed BYTES] "
-                "[--keep-as PATH] [--no-wait] [--json]\n"
+                "[--copy-speed BYTES] [--keep-as PATH] [--no-wait] [--json]\n"
                 "       %s move DISK --abort\n", ctl_prog, ctl_prog, ctl_prog);
     return EXIT_USAGE;
   }
@@ -90,6 +99,8 @@ ctl_cmd_move (const CtlCommand *cmd, int argc, char **argv)
     json_object_set_boolean_member (req, "verify", verify);
     if (verify_speed)
       json_object_set_int_member (req, "verify-speed", verify_speed);
+    if (copy_speed)
+      json_object_set_int_member (req, "copy-speed", copy_speed);
     if (keep_as) {
       g_autofree char *abs = g_canonicalize_filename (keep_as, NULL);
 

@@ -156,6 +156,16 @@ ctl_print_libvirt (JsonArray *a)
                json_object_get_boolean_member_with_default (o, "adopted", FALSE) ?
                "adopted" : "inserted", ctl_num (o, "attach-ms"));
     g_print ("  [%s]\n", ctl_str (o, "uri", "?"));
+    if (json_object_has_member (o, "move") &&
+        JSON_NODE_HOLDS_OBJECT (json_object_get_member (o, "move"))) {
+      JsonObject *m = json_object_get_object_member (o, "move");
+
+      g_print ("  move to %s (libvirt block copy into %s): %s", ctl_str (m, "tier", "?"),
+               ctl_str (m, "image", "?"), ctl_str (m, "state", "?"));
+      if (ctl_str (m, "reason", NULL))
+        g_print (": %s", ctl_str (m, "reason", ""));
+      g_print ("\n");
+    }
   }
 }
 

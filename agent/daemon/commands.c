@@ -229,7 +229,8 @@ cmd_switch (gpointer data, JsonObject *req, GError **error)
   return json_node_init_string (json_node_alloc (), "requested");
 }
 
-/* {"disk", "tier", "verify", "verify-speed", "keep-as"} or {"disk", "abort"} */
+/* {"disk", "tier", "verify", "verify-speed", "keep-as"} or {"disk", "abort"};
+ * a libvirt domain's disk also "copy-speed" */
 static JsonNode *
 cmd_move (gpointer data, JsonObject *req, GError **error)
 {
@@ -238,12 +239,16 @@ cmd_move (gpointer data, JsonObject *req, GError **error)
   JsonNode *verify = json_object_get_member (req, "verify");
   double speed = shd_request_number (req, "verify-speed", 0);
   ShdMoveRequest mr = { 0 };
+  JsonNode *handled;
   ShdDisk *disk;
 
   if (name == NULL) {
     g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "\"disk\" is required");
     return NULL;
   }
+  /* a libvirt domain's disk moves through libvirt (lvmove.c) */
+  if (shd_daemon_handle_move (data, req, &handled, error))
+    return handled;
   if ((disk = shd_daemon_find_disk (data, name, error)) == NULL)
     return NULL;
   if (abort && JSON_NODE_HOLDS_VALUE (abort) && json_node_get_boolean (abort))
@@ -261,6 +266,12 @@ cmd_move (gpointer data, JsonObject *req, GError **error)
     return NULL;
   }
   mr.verify_speed = (guint64) speed;
+  if (json_object_has_member (req, "copy-speed")) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                 "--copy-speed is for a libvirt domain's disk: the copy of disk %s runs at "
+                 "its prewarm-speed", name);
+    return NULL;
+  }
   return shd_disk_move (disk, &mr, error);
 }
 

@@ -19,6 +19,8 @@ struct _ShdDaemon {
   GTask *shutdown;              /* waits for the disks to go */
   GPtrArray *sources;           /* MetricsSource (a GWeakRef stays where it is) */
   guint live_disks;
+  ShdMoveHandler move_handler;
+  gpointer move_handler_data;
 };
 
 /* The owner is held weakly: it holds the daemon itself (libvirt's does) */
@@ -174,6 +176,20 @@ GPtrArray *
 shd_daemon_get_disks (ShdDaemon *dm)
 {
   return dm->disks;
+}
+
+void
+shd_daemon_set_move_handler (ShdDaemon *dm, ShdMoveHandler handler, gpointer data)
+{
+  dm->move_handler = handler;
+  dm->move_handler_data = data;
+}
+
+gboolean
+shd_daemon_handle_move (ShdDaemon *dm, JsonObject *req, JsonNode **result, GError **error)
+{
+  *result = NULL;
+  return dm->move_handler && dm->move_handler (dm->move_handler_data, req, result, error);
 }
 
 ShdDisk *

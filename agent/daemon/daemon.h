@@ -38,6 +38,15 @@ ShdHistory *shd_daemon_get_history (ShdDaemon *dm);     /* or NULL */
 GPtrArray *shd_daemon_get_disks (ShdDaemon *dm);
 ShdDisk *shd_daemon_find_disk (ShdDaemon *dm, const char *name, GError **error);
 
+/* shadowctl move of a disk another layer owns (a libvirt domain's): the
+ * handler returns FALSE when the disk is not one of its own, else TRUE
+ * with the answer in *result or an error. */
+typedef gboolean (*ShdMoveHandler) (gpointer data, JsonObject *req, JsonNode **result,
+                                    GError **error);
+void shd_daemon_set_move_handler (ShdDaemon *dm, ShdMoveHandler handler, gpointer data);
+gboolean shd_daemon_handle_move (ShdDaemon *dm, JsonObject *req, JsonNode **result,
+                                 GError **error);
+
 /* Adds a disk (a reference) and starts it. */
 void shd_daemon_add_disk (ShdDaemon *dm, ShdDisk *disk);
 /* Stops the disk and drops it. */

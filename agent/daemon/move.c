@@ -1321,11 +1321,10 @@ shd_disk_move (ShdDisk *disk, const ShdMoveRequest *req, GError **error)
     return NULL;
   }
   if (!disk->own_qmp) {
-    /* its definition must end up pointing at the new image: not yet */
+    /* the libvirt layer moves it (lvmove.c); it did not take it */
     g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
-                 "disk %s belongs to a libvirt domain: permanent moves are for plain QEMU "
-                 "and qemu-storage-daemon disks in this version (use virsh blockcopy "
-                 "--pivot)", shd_disk_name (disk));
+                 "disk %s belongs to a libvirt domain: its move goes through libvirt, which "
+                 "shadowd does not follow now", shd_disk_name (disk));
     return NULL;
   }
   /* a move after one that failed, was aborted or stopped with shadowd

@@ -1820,3 +1820,34 @@ out:
   graph_clear (&g);
   return ok;
 }
+
+gboolean
+shd_lv_release_moved (const ShdLvMonitor *m, const char *target, const char *old,
+                      GError **error)
+{
+  Graph g = { 0 };
+  g_autofree char *shadow = shd_lv_node_shadow (target);
+  const char *storage;
+
+  if (!graph_load (m, &g, error))
+    goto fail;
+  if (shadow_parent (&g, shadow)) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_BUSY, "disk %s: the shadow node is still "
+                 "under %s after the pivot", target, shadow_parent (&g, shadow));
+    goto fail;
+  }
+  graph_clear (&g);
+  delete_ours (m, target);
+  /* libvirt's own delete of it failed while our node held it */
+  if (!graph_load (m, &g, error))
+    goto fail;
+  storage = libvirt_storage (&g, target, old);
+  if (storage)
+    del_node (m, &g, storage);
+  graph_clear (&g);
+  return TRUE;
+
+fail:
+  graph_clear (&g);
+  return FALSE;
+}

@@ -78,6 +78,12 @@ gboolean shd_lv_detach (const ShdLvMonitor *m, const char *target, const ShdLvDo
                         guint64 chunk_size, gboolean *was_attached, GError **error);
 
 /* Is the shadow of target under dd's format node now? */
+/* After a permanent move's pivot (lvmove.c): the shadow, under nothing
+ * now, is deleted with its nodes, and so is libvirt's storage node of the
+ * old image @old that they held (libvirt's own delete of it failed). */
+gboolean shd_lv_release_moved (const ShdLvMonitor *m, const char *target, const char *old,
+                               GError **error);
+
 gboolean shd_lv_is_attached (const ShdLvMonitor *m, const char *target,
                              const ShdLvDomDisk *dd, GError **error);
 

@@ -22,8 +22,10 @@ following (gpointer data, GError **error)
 /* ---- libvirt [disk] ---- */
 
 typedef struct {
+  ShdLibvirt *lv;
   JsonArray *array;
   const char *name;             /* NULL: every disk */
+  GHashTable *seen;             /* the names given */
 } StatusQuery;
 
 static gboolean
@@ -49,8 +51,46 @@ status_one (Conn *c, Dom *d, LvDisk *k, gpointer data)
   json_object_set_boolean_member (o, "managed", k->disk != NULL);
   if (k->cfg)
     json_object_set_string_member (o, "node", k->cfg->node);
+  g_hash_table_add (q->seen, k->name);
+  {
+    JsonObject *move = lv_move_status (q->lv, k->name);
+
+    if (move)
+      json_object_set_object_member (o, "move", move);
+  }
   json_array_add_object_element (q->array, o);
   return TRUE;
+}
+
+/* The last moves of disks that have no shadow metadata any more (a move
+ * left them without a second tier) or whose domain stopped */
+static void
+moves_of_others (ShdLibvirt *lv, StatusQuery *q)
+{
+  GHashTableIter it;
+  gpointer name;
+
+  g_hash_table_iter_init (&it, lv->moves);
+  while (g_hash_table_iter_next (&it, &name, NULL)) {
+    JsonObject *o;
+
+    if (g_hash_table_contains (q->seen, name) || (q->name && strcmp (name, q->name) != 0))
+      continue;
+    o = json_object_new ();
+    json_object_set_string_member (o, "name", name);
+    {
+      /* DOMAIN.TARGET: a target has no dot */
+      g_autofree char *domain = g_strndup (name, strrchr (name, '.') - (char *) name);
+
+      json_object_set_string_member (o, "domain", domain);
+      json_object_set_string_member (o, "target", strrchr (name, '.') + 1);
+    }
+    json_object_set_string_member (o, "state", "unmanaged");
+    json_object_set_null_member (o, "error");
+    json_object_set_boolean_member (o, "managed", FALSE);
+    json_object_set_object_member (o, "move", lv_move_status (lv, name));
+    json_array_add_object_element (q->array, o);
+  }
 }
 
 static JsonNode *
@@ -62,9 +102,13 @@ cmd_libvirt (gpointer data, JsonObject *req, GError **error)
 
   if (lv == NULL)
     return NULL;
+  q.lv = lv;
   q.array = json_array_new ();
+  q.seen = g_hash_table_new (g_str_hash, g_str_equal);
   q.name = shd_request_string (req, "disk");
   lv_foreach_disk (lv, status_one, &q);
+  moves_of_others (lv, &q);
+  g_hash_table_unref (q.seen);
   n = json_node_new (JSON_NODE_ARRAY);
   json_node_take_array (n, q.array);
   return n;

@@ -143,7 +143,7 @@ static void
 collect_metrics (GObject *owner, ShdMetrics *m)
 {
   ShdLibvirt *lv = SHD_LIBVIRT (owner);
-  ShdLvWorker *workers[] = { lv->calls, lv->monitor };
+  ShdLvWorker *workers[] = { lv->calls, lv->monitor, lv->mover };
 
   shd_metrics_declare (m, families, G_N_ELEMENTS (families));
   for (guint i = 0; lv->conns && i < lv->conns->len; i++) {
@@ -200,6 +200,10 @@ shd_libvirt_new (ShdDaemon *dm, char **uris, GError **error)
   lv->monitor = shd_lv_worker_new ("monitor", MONITOR_THREADS, error);
   if (lv->monitor == NULL)
     return NULL;
+  lv->mover = shd_lv_worker_new ("moves", 1, error);
+  if (lv->mover == NULL)
+    return NULL;
+  shd_daemon_set_move_handler (dm, lv_move_handle, lv);
   /* libvirt's event loop, in a thread of its own (lvevents.h) */
   if (!shd_lv_events_start (error))
     return NULL;
@@ -288,6 +292,7 @@ closed (GObject *src, GAsyncResult *res, gpointer data)
     return;                     /* the grace period ended first */
   shd_lv_worker_close (lv->calls);
   shd_lv_worker_close (lv->monitor);
+  shd_lv_worker_close (lv->mover);
   shutdown_return (lv);
 }
 
@@ -359,6 +364,10 @@ shd_libvirt_dispose (GObject *object)
     shd_lv_worker_close (lv->calls);
   if (lv->monitor)
     shd_lv_worker_close (lv->monitor);
+  if (lv->mover)
+    shd_lv_worker_close (lv->mover);
+  if (lv->dm)
+    shd_daemon_set_move_handler (lv->dm, NULL, NULL);
   if (!lv->started && lv->events)
     shd_lv_events_stop ();
   lv->events = FALSE;
@@ -374,6 +383,8 @@ shd_libvirt_finalize (GObject *object)
   g_ptr_array_unref (lv->conns);
   g_clear_pointer (&lv->calls, shd_lv_worker_unref);
   g_clear_pointer (&lv->monitor, shd_lv_worker_unref);
+  g_clear_pointer (&lv->mover, shd_lv_worker_unref);
+  g_hash_table_unref (lv->moves);
   g_object_unref (lv->cancel);
   G_OBJECT_CLASS (shd_libvirt_parent_class)->finalize (object);
 }
@@ -391,5 +402,7 @@ static void
 shd_libvirt_init (ShdLibvirt *lv)
 {
   lv->conns = g_ptr_array_new_with_free_func ((GDestroyNotify) conn_unref);
+  lv->moves = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
+                                     (GDestroyNotify) lv_move_unref);
   lv->cancel = g_cancellable_new ();
 }

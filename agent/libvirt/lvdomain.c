@@ -116,8 +116,8 @@ passthrough_send (const char *line, GTask *task, gpointer data)
 }
 
 /* The blocking monitor function of lvattach.h, in a worker */
-static JsonNode *
-monitor (const char *command, JsonObject *args, gpointer data, GError **error)
+JsonNode *
+lv_monitor (const char *command, JsonObject *args, gpointer data, GError **error)
 {
   g_autofree char *line = shd_qmp_command_line (command, args);
   g_autofree char *reply = monitor_command (data, line, error);
@@ -516,7 +516,7 @@ apply_work (gpointer data, GError **error)
 {
   Job *j = data;
   virDomainPtr dom = lookup (j->c, j->uuid, error);
-  ShdLvMonitor m = { monitor, dom };
+  ShdLvMonitor m = { lv_monitor, dom };
   gboolean failed = FALSE;
 
   if (dom == NULL)
@@ -679,6 +679,13 @@ plan (ShdLibvirt *lv, Job *j, Dom *d)
     ShdDiskConfig *cfg;
 
     g_hash_table_add (wanted, s->target);
+    /* a permanent move owns the disk until it ends (lvmove.c) */
+    if (lv_move_running (d, s->target))
+      continue;
+    if (s->move) {
+      lv_move_resume (d, s);
+      continue;
+    }
     if (g_hash_table_contains (d->held, s->target)) {
       g_hash_table_remove (wanted, s->target);
       continue;
@@ -738,7 +745,7 @@ plan (ShdLibvirt *lv, Job *j, Dom *d)
     LvDisk *k = val;
     const ShdLvDomDisk *dd = j->domdisks ? shd_lv_domain_disk (j->domdisks, k->target) : NULL;
 
-    if (g_hash_table_contains (wanted, k->target) && dd)
+    if ((g_hash_table_contains (wanted, k->target) && dd) || lv_move_running (d, k->target))
       continue;
     if (k->state == LV_DETACHED)
       continue;

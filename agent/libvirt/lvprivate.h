@@ -53,6 +53,8 @@ struct _ShdLibvirt {
   GPtrArray *conns;             /* Conn, in the order of the URIs */
   ShdLvWorker *calls;
   ShdLvWorker *monitor;
+  ShdLvWorker *mover;           /* permanent moves (lvmove.c), one at a time */
+  GHashTable *moves;            /* DOMAIN.TARGET -> LvMove, each disk's last (main) */
   GCancellable *cancel;         /* every job's; cancelled by shutdown */
   gboolean events;              /* libvirt's event loop was started (lvevents.h) */
   guint rescan_id;
@@ -161,6 +163,9 @@ void dom_unref (Dom *d);
 /* The domain stopped: its disks are no longer managed; @migrated: it
  * runs on another host, and its host-local tier images are removed. */
 void dom_gone (Conn *c, const char *uuid, gboolean migrated);
+/* In a worker: a QMP command through libvirt (ShdLvMonitorFunc; data is
+ * the virDomainPtr) */
+JsonNode *lv_monitor (const char *command, JsonObject *args, gpointer data, GError **error);
 /* Reads the domain's metadata and XML, then inserts and removes shadows. */
 void dom_reconcile (Dom *d);
 /* The operator's attach or detach of target */
@@ -168,6 +173,20 @@ void dom_request (Dom *d, const char *target, gboolean attach);
 /* Calls fn for every disk of every domain until it returns FALSE */
 typedef gboolean (*LvDiskFunc) (Conn *c, Dom *d, LvDisk *k, gpointer data);
 gboolean lv_foreach_disk (ShdLibvirt *lv, LvDiskFunc fn, gpointer data);
+
+/* ---- permanent moves (lvmove.c) ---- */
+
+typedef struct _LvMove LvMove;
+
+void lv_move_unref (LvMove *m);
+/* A move of the disk runs: the domain's look leaves the disk alone */
+gboolean lv_move_running (Dom *d, const char *target);
+/* The metadata records a move no move of this shadowd runs: take it up */
+void lv_move_resume (Dom *d, const ShdLvDisk *spec);
+/* The last move of disk DOMAIN.TARGET, or NULL */
+JsonObject *lv_move_status (ShdLibvirt *lv, const char *name);
+/* shadowctl move on a domain's disk (ShdMoveHandler) */
+gboolean lv_move_handle (gpointer data, JsonObject *req, JsonNode **result, GError **error);
 
 /* ---- control commands (lvcommands.c) ---- */
 

@@ -1,0 +1,820 @@
+/* Permanent moves of a libvirt domain's disk (shadowctl move DOMAIN.TARGET
+ * TIER, virsh-shadow DOMAIN TARGET move TIER).
+ *
+ * The move is libvirt's own block copy of the disk into a new image in the
+ * target tier's directory, then its pivot; then the domain's shadow
+ * metadata says that the disk lives on that tier.  Why libvirt's copy and
+ * not the shadow's tier image: the domain's definition must end up naming
+ * the new image through a libvirt operation, or the next start without
+ * shadowd would use the old one, and the only libvirt operation that
+ * changes a running disk's image is a block copy's pivot, whose
+ * destination libvirt opens itself (the shadow holds its tier images).
+ * The copy reads the disk through the shadow, so from the tier it is on.
+ *
+ * States (ShdMoveState), all in the worker lv->moves, one move at a time:
+ *   preparing   checks; the move recorded in the metadata (<move>, lvmeta.h)
+ *               before anything is made
+ *   copying     virDomainBlockCopy to IMAGE, until the mirror is ready
+ *   switching   the pivot: libvirt's live and persistent definitions name
+ *               IMAGE from now on
+ *   committing  IMAGE flushed to its storage; then the old image deleted or
+ *               renamed, the target tier's own image removed, and the
+ *               metadata rewritten: the tier is the disk's own image and the
+ *               record is gone
+ * Abort (before switching) cancels the copy and removes IMAGE; so does a
+ * failure before the pivot.  Nothing of the old image is touched before
+ * the pivot, and it is released only once IMAGE is durable and the
+ * persistent definition names it.
+ *
+ * The record makes a move outlive shadowd: a shadowd that finds one
+ * (lv_move_resume, from the domain's look) takes the move up where libvirt
+ * is: the copy job still running (copying), the disk already on IMAGE
+ * (committing), or neither (the copy died with QEMU or libvirtd: failed,
+ * IMAGE removed). */
+#include "lvprivate.h"
+
+#include "commands.h"
+#include "log.h"
+#include "move.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define POLL_MS 200
+
+/* Shared by the main loop (Dom->moves) and the worker: a GAtomicRcBox */
+struct _LvMove {
+  /* set once, before the work starts */
+  Conn *c;                      /* a reference */
+  ShdLibvirt *lv;
+  char *uuid;
+  char *domain;
+  char *target;
+  char *name;                   /* DOMAIN.TARGET */
+  char *tier;
+  char *keep_as;                /* or NULL: the old image is deleted */
+  guint64 copy_speed;           /* bytes/s for libvirt's copy; 0: no limit */
+  gboolean resumed;             /* taken up from a record */
+  gint64 start_us;
+  gint abort;                   /* atomic: the operator asked */
+  /* the worker's, read by the main loop under lock */
+  GMutex lock;
+  ShdMoveState state;
+  char *image;                  /* the new image */
+  char *old;                    /* the old image */
+  char *reason;                 /* why it failed or what it left */
+  guint64 done_bytes, total_bytes;
+  double rate_bps;
+  double copy_s;
+  gint64 end_us;
+  gboolean running;
+};
+
+static void
+lv_move_clear (LvMove *m)
+{
+  conn_unref (m->c);
+  g_free (m->uuid);
+  g_free (m->domain);
+  g_free (m->target);
+  g_free (m->name);
+  g_free (m->tier);
+  g_free (m->keep_as);
+  g_free (m->image);
+  g_free (m->old);
+  g_free (m->reason);
+  g_mutex_clear (&m->lock);
+}
+
+static LvMove *
+lv_move_ref (LvMove *m)
+{
+  return g_atomic_rc_box_acquire (m);
+}
+
+void
+lv_move_unref (LvMove *m)
+{
+  g_atomic_rc_box_release_full (m, (GDestroyNotify) lv_move_clear);
+}
+
+static void
+set_state (LvMove *m, ShdMoveState state)
+{
+  g_mutex_lock (&m->lock);
+  m->state = state;
+  g_mutex_unlock (&m->lock);
+  shd_log (G_LOG_LEVEL_MESSAGE, m->name, "move", "%s: move to %s: %s", m->name, m->tier,
+           shd_move_state_name (state));
+}
+
+static gboolean G_GNUC_PRINTF (3, 4)
+end_move (LvMove *m, ShdMoveState state, const char *fmt, ...)
+{
+  va_list ap;
+
+  g_mutex_lock (&m->lock);
+  m->state = state;
+  g_free (m->reason);
+  va_start (ap, fmt);
+  m->reason = fmt ? g_strdup_vprintf (fmt, ap) : NULL;
+  va_end (ap);
+  m->end_us = g_get_monotonic_time ();
+  g_mutex_unlock (&m->lock);
+  shd_log (state == SHD_MOVE_DONE ? G_LOG_LEVEL_MESSAGE : G_LOG_LEVEL_WARNING, m->name,
+           "move", "%s: move to %s %s%s%s", m->name, m->tier, shd_move_state_name (state),
+           m->reason ? ": " : "", m->reason ? m->reason : "");
+  return state == SHD_MOVE_DONE;
+}
+
+/* ---- the record and the metadata (worker) ---- */
+
+/* The disk's metadata (LIVE or CONFIG), parsed; NULL when there is none */
+static GPtrArray *
+read_meta (virDomainPtr dom, unsigned int flags, GError **error)
+{
+  char *xml = virDomainGetMetadata (dom, VIR_DOMAIN_METADATA_ELEMENT, SHD_LV_NS_URI, flags);
+  GPtrArray *disks;
+
+  if (xml == NULL) {
+    virErrorPtr err = virGetLastError ();
+
+    if (err && err->code == VIR_ERR_NO_DOMAIN_METADATA)
+      return g_ptr_array_new_with_free_func ((GDestroyNotify) shd_lv_disk_free);
+    lv_set_error (error, "cannot read the shadow metadata");
+    return NULL;
+  }
+  disks = shd_lv_meta_parse (xml, error);
+  free (xml);
+  return disks;
+}
+
+static ShdLvDisk *
+meta_disk (GPtrArray *disks, const char *target)
+{
+  for (guint i = 0; disks && i < disks->len; i++)
+    if (strcmp (((ShdLvDisk *) disks->pdata[i])->target, target) == 0)
+      return disks->pdata[i];
+  return NULL;
+}
+
+typedef enum { RECORD_SET, RECORD_CLEAR, RECORD_COMMIT } RecordOp;
+
+/* Applies op to the disk's metadata, live and persistent: the record set
+ * (from m), cleared, or the move committed (shd_lv_disk_moved_to; a disk
+ * left without a second tier leaves the metadata).  A definition without
+ * the disk is left as it is. */
+static gboolean
+update_meta (LvMove *m, virDomainPtr dom, RecordOp op, GError **error)
+{
+  unsigned int which[] = { VIR_DOMAIN_AFFECT_LIVE, VIR_DOMAIN_AFFECT_CONFIG };
+  gboolean active = virDomainIsActive (dom) == 1;
+  gboolean persistent = virDomainIsPersistent (dom) == 1;
+
+  for (guint w = 0; w < G_N_ELEMENTS (which); w++) {
+    g_autoptr (GPtrArray) disks = NULL;
+    g_autofree char *xml = NULL;
+    ShdLvDisk *d;
+
+    if ((which[w] == VIR_DOMAIN_AFFECT_LIVE && !active) ||
+        (which[w] == VIR_DOMAIN_AFFECT_CONFIG && !persistent))
+      continue;
+    if ((disks = read_meta (dom, which[w], error)) == NULL)
+      return FALSE;
+    if ((d = meta_disk (disks, m->target)) == NULL)
+      continue;
+    switch (op) {
+    case RECORD_SET:
+      shd_lv_move_free (d->move);
+      d->move = g_new0 (ShdLvMove, 1);
+      d->move->tier = g_strdup (m->tier);
+      d->move->image = g_strdup (m->image);
+      d->move->old = g_strdup (m->old);
+      d->move->keep_as = g_strdup (m->keep_as);
+      break;
+    case RECORD_CLEAR:
+      g_clear_pointer (&d->move, shd_lv_move_free);
+      break;
+    case RECORD_COMMIT:
+      if (!shd_lv_disk_moved_to (d, m->tier))
+        g_ptr_array_remove (disks, d);
+      break;
+    }
+    if (disks->len > 0)
+      xml = shd_lv_meta_format (disks);
+    if (virDomainSetMetadata (dom, VIR_DOMAIN_METADATA_ELEMENT, xml, xml ? SHD_LV_NS_KEY : NULL,
+                              SHD_LV_NS_URI, which[w]) < 0) {
+      lv_set_error (error, "cannot write the shadow metadata");
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+/* ---- libvirt's view of the disk (worker) ---- */
+
+/* The disk's image in the live (or persistent) definition */
+static char *
+disk_source (virDomainPtr dom, const char *target, unsigned int flags, char **format)
+{
+  char *xml = virDomainGetXMLDesc (dom, flags);
+  g_autoptr (GPtrArray) disks = NULL;
+  const ShdLvDomDisk *dd;
+  char *source = NULL;
+
+  if (xml == NULL)
+    return NULL;
+  disks = shd_lv_domain_disks (xml, NULL);
+  free (xml);
+  dd = disks ? shd_lv_domain_disk (disks, target) : NULL;
+  if (dd && g_strcmp0 (dd->type, "file") == 0) {
+    source = g_strdup (dd->source);
+    if (format)
+      *format = g_strdup (dd->format);
+  }
+  return source;
+}
+
+/* 1: a copy job, 0: no job, -1: another job or an error */
+static int
+copy_job (virDomainPtr dom, const char *target, virDomainBlockJobInfo *info)
+{
+  int r = virDomainGetBlockJobInfo (dom, target, info, 0);
+
+  if (r <= 0)
+    return r;
+  return info->type == VIR_DOMAIN_BLOCK_JOB_TYPE_COPY ? 1 : -1;
+}
+
+static gboolean
+sync_file (const char *path, GError **error)
+{
+  int fd = open (path, O_RDONLY | O_CLOEXEC);
+
+  if (fd < 0 || fsync (fd) < 0) {
+    int e = errno;
+
+    if (fd >= 0)
+      close (fd);
+    g_set_error (error, G_IO_ERROR, g_io_error_from_errno (e), "cannot flush %s: %s", path,
+                 g_strerror (e));
+    return FALSE;
+  }
+  close (fd);
+  return TRUE;
+}
+
+/* Removes what a move that did not pivot made */
+static void
+undo_copy (LvMove *m, virDomainPtr dom)
+{
+  virDomainBlockJobInfo info;
+  g_autoptr (GError) e = NULL;
+  g_autofree char *source = NULL;
+
+  if (virDomainIsActive (dom) == 1 && copy_job (dom, m->target, &info) == 1 &&
+      virDomainBlockJobAbort (dom, m->target, 0) < 0)
+    shd_log (G_LOG_LEVEL_WARNING, m->name, "move", "%s: cannot cancel the copy: %s", m->name,
+             virGetLastErrorMessage ());
+  source = disk_source (dom, m->target, 0, NULL);
+  if (m->image && g_strcmp0 (source, m->image) != 0 && unlink (m->image) < 0 &&
+      errno != ENOENT)
+    shd_log (G_LOG_LEVEL_WARNING, m->name, "move", "%s: cannot remove the copy %s: %s",
+             m->name, m->image, g_strerror (errno));
+  if (!update_meta (m, dom, RECORD_CLEAR, &e))
+    shd_log (G_LOG_LEVEL_WARNING, m->name, "move", "%s: %s", m->name, e->message);
+}
+
+/* The new image: in the tier image's directory, named after the disk */
+static char *
+new_image_path (const char *tier_path, const char *domain, const char *target,
+                const char *format, const char *old)
+{
+  g_autofree char *dir = g_path_get_dirname (tier_path);
+
+  for (guint n = 1; n < 100; n++) {
+    g_autofree char *base = n == 1 ? g_strdup_printf ("%s-%s.%s", domain, target, format) :
+                            g_strdup_printf ("%s-%s.%u.%s", domain, target, n, format);
+    char *path = g_build_filename (dir, base, NULL);
+
+    if (strcmp (path, old) != 0 && !g_file_test (path, G_FILE_TEST_EXISTS) &&
+        !g_file_test (path, G_FILE_TEST_IS_SYMLINK))
+      return path;
+    g_free (path);
+  }
+  return NULL;
+}
+
+static gboolean
+prepare (LvMove *m, virDomainPtr dom, char **tier_image)
+{
+  g_autoptr (GError) e = NULL;
+  g_autoptr (GPtrArray) disks = read_meta (dom, VIR_DOMAIN_AFFECT_LIVE, &e);
+  g_autofree char *format = NULL, *old = NULL;
+  virDomainBlockJobInfo info;
+  ShdLvDisk *d;
+  ShdLvTier *t = NULL;
+
+  if (disks == NULL)
+    return end_move (m, SHD_MOVE_FAILED, "%s", e->message);
+  if ((d = meta_disk (disks, m->target)) == NULL)
+    return end_move (m, SHD_MOVE_FAILED, "the domain's shadow metadata has no disk %s",
+                     m->target);
+  for (guint i = 0; i < d->tiers->len; i++)
+    if (strcmp (((ShdLvTier *) d->tiers->pdata[i])->name, m->tier) == 0)
+      t = d->tiers->pdata[i];
+  if (t == NULL)
+    return end_move (m, SHD_MOVE_FAILED, "disk %s has no tier '%s'", m->name, m->tier);
+  if (t->origin)
+    return end_move (m, SHD_MOVE_FAILED, "tier %s is already the disk's own image", m->tier);
+  if (t->path == NULL)
+    return end_move (m, SHD_MOVE_FAILED, "tier %s is an rbd image: a libvirt disk moves to a "
+                     "tier with a path in this version", m->tier);
+  if (d->move)
+    return end_move (m, SHD_MOVE_FAILED, "the metadata records a move to %s already",
+                     d->move->tier);
+  if ((old = disk_source (dom, m->target, 0, &format)) == NULL)
+    return end_move (m, SHD_MOVE_FAILED, "the domain's disk %s is not a file image",
+                     m->target);
+  if (format == NULL)
+    format = g_strdup ("raw");
+  if (copy_job (dom, m->target, &info) != 0)
+    return end_move (m, SHD_MOVE_FAILED, "disk %s has a block job running; let it end first",
+                     m->target);
+  if (m->keep_as && (g_file_test (m->keep_as, G_FILE_TEST_EXISTS) ||
+                     g_file_test (m->keep_as, G_FILE_TEST_IS_SYMLINK)))
+    return end_move (m, SHD_MOVE_FAILED, "--keep-as %s exists; nothing was changed", m->keep_as);
+  g_mutex_lock (&m->lock);
+  m->old = g_strdup (old);
+  m->image = new_image_path (t->path, m->domain, m->target, format, old);
+  g_mutex_unlock (&m->lock);
+  if (m->image == NULL)
+    return end_move (m, SHD_MOVE_FAILED, "no free name for the new image next to %s", t->path);
+  *tier_image = g_strdup (t->path);
+  if (!update_meta (m, dom, RECORD_SET, &e))
+    return end_move (m, SHD_MOVE_FAILED, "%s", e->message);
+  set_state (m, SHD_MOVE_COPYING);
+  {
+    g_autofree char *xml = g_markup_printf_escaped ("<disk type='file'><source file='%s'/>"
+                                                    "<driver type='%s'/></disk>", m->image,
+                                                    format);
+
+    virTypedParameter speed[1] = { { VIR_DOMAIN_BLOCK_COPY_BANDWIDTH, VIR_TYPED_PARAM_ULLONG,
+                                     { .ul = m->copy_speed } } };
+
+    if (virDomainBlockCopy (dom, m->target, xml, speed, m->copy_speed ? 1 : 0,
+                            VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB) < 0) {
+      g_autofree char *msg = g_strdup (virGetLastErrorMessage ());
+
+      undo_copy (m, dom);
+      return end_move (m, SHD_MOVE_FAILED, "libvirt cannot start the copy: %s", msg);
+    }
+  }
+  return TRUE;
+}
+
+/* copying: until the mirror is ready (libvirt reports cur == end only then) */
+static gboolean
+wait_ready (LvMove *m, virDomainPtr dom)
+{
+  gint64 t0 = g_get_monotonic_time (), last_us = t0;
+  guint64 last_cur = 0;
+
+  for (;;) {
+    virDomainBlockJobInfo info = { 0 };
+    int r;
+
+    if (g_cancellable_is_cancelled (m->lv->cancel))
+      return FALSE;             /* shadowd stops: the record takes it up again */
+    if (g_atomic_int_get (&m->abort)) {
+      undo_copy (m, dom);
+      return end_move (m, SHD_MOVE_ABORTED, "the disk is still %s; the copy was removed",
+                       m->old);
+    }
+    r = copy_job (dom, m->target, &info);
+    if (r != 1 && virDomainIsActive (dom) != 1) {
+      undo_copy (m, dom);
+      return end_move (m, SHD_MOVE_FAILED, "the domain stopped during the copy; its disk "
+                       "is still %s", m->old);
+    }
+    if (r != 1) {
+      g_autofree char *msg = g_strdup (r < 0 ? virGetLastErrorMessage () : "it is gone");
+
+      undo_copy (m, dom);
+      return end_move (m, SHD_MOVE_FAILED, "libvirt's copy ended before its pivot (%s); the "
+                       "disk is still %s", msg, m->old);
+    }
+    g_mutex_lock (&m->lock);
+    m->done_bytes = info.cur;
+    m->total_bytes = info.end;
+    if (g_get_monotonic_time () - last_us >= G_USEC_PER_SEC) {
+      gint64 now = g_get_monotonic_time ();
+
+      m->rate_bps = (info.cur - MIN (info.cur, last_cur)) * 1e6 / (now - last_us);
+      last_us = now;
+      last_cur = info.cur;
+    }
+    g_mutex_unlock (&m->lock);
+    if (info.end > 0 && info.cur == info.end)
+      break;
+    g_usleep (POLL_MS * 1000);
+  }
+  g_mutex_lock (&m->lock);
+  m->copy_s = (g_get_monotonic_time () - t0) / 1e6;
+  g_mutex_unlock (&m->lock);
+  return TRUE;
+}
+
+/* committing: the old image goes only once the new one is durable and
+ * named by the persistent definition */
+static gboolean
+commit (LvMove *m, virDomainPtr dom, const char *tier_image)
+{
+  g_autoptr (GError) e = NULL;
+  g_autofree char *config_source = NULL;
+  GString *left = g_string_new (NULL);
+  gboolean keep_old = FALSE;
+
+  set_state (m, SHD_MOVE_COMMITTING);
+  if (!sync_file (m->image, &e))
+    return end_move (m, SHD_MOVE_FAILED, "%s; the old image %s is kept", e->message, m->old);
+  if (virDomainIsPersistent (dom) == 1) {
+    config_source = disk_source (dom, m->target, VIR_DOMAIN_XML_INACTIVE, NULL);
+    if (g_strcmp0 (config_source, m->image) != 0) {
+      g_string_append_printf (left, "the persistent definition names %s, not the new image: "
+                              "the old image %s is kept (virsh edit)",
+                              config_source ? config_source : "no file", m->old);
+      keep_old = TRUE;
+    }
+  }
+  if (!keep_old && g_file_test (m->old, G_FILE_TEST_EXISTS)) {
+    if (m->keep_as) {
+      if (link (m->old, m->keep_as) < 0 || unlink (m->old) < 0)
+        g_string_append_printf (left, "cannot rename %s to %s: %s; it is kept", m->old,
+                                m->keep_as, g_strerror (errno));
+      else
+        g_string_append_printf (left, "the old image is kept as %s", m->keep_as);
+    } else if (unlink (m->old) < 0) {
+      g_string_append_printf (left, "cannot delete the old image %s: %s", m->old,
+                              g_strerror (errno));
+    } else {
+      g_string_append_printf (left, "the old image %s is deleted", m->old);
+    }
+  }
+  /* the tier's own image was a shadow copy of the old image */
+  if (tier_image && g_strcmp0 (tier_image, m->image) != 0 &&
+      unlink (tier_image) < 0 && errno != ENOENT)
+    g_string_append_printf (left, "; cannot remove the tier image %s: %s", tier_image,
+                            g_strerror (errno));
+  /* the shadow's metadata image goes with the arrangement it described:
+   * it sits next to the first tier with an image, which may change */
+  {
+    unsigned int where = virDomainIsActive (dom) == 1 ? VIR_DOMAIN_AFFECT_LIVE :
+                         VIR_DOMAIN_AFFECT_CONFIG;
+    g_autoptr (GPtrArray) disks = read_meta (dom, where, NULL);
+    ShdLvDisk *d = meta_disk (disks, m->target);
+
+    if (d) {
+      g_autofree char *md_old = shd_lv_meta_path (d);
+      g_autofree char *md_new = shd_lv_disk_moved_to (d, m->tier) ? shd_lv_meta_path (d) : NULL;
+
+      if (md_old && g_strcmp0 (md_old, md_new) != 0 && unlink (md_old) < 0 && errno != ENOENT)
+        g_string_append_printf (left, "; cannot remove the shadow's metadata image %s: %s",
+                                md_old, g_strerror (errno));
+    }
+  }
+  if (!update_meta (m, dom, RECORD_COMMIT, &e)) {
+    g_string_append_printf (left, "; %s", e->message);
+    end_move (m, SHD_MOVE_FAILED, "%s", left->str);
+  } else {
+    end_move (m, SHD_MOVE_DONE, "%s", left->str);
+  }
+  g_string_free (left, TRUE);
+  return TRUE;
+}
+
+/* After the pivot: QEMU lets go of the old image (the shadow held it) */
+static void
+release_old (LvMove *m, virDomainPtr dom)
+{
+  ShdLvMonitor mon = { lv_monitor, dom };
+  g_autoptr (GError) e = NULL;
+
+  if (!shd_lv_release_moved (&mon, m->target, m->old, &e))
+    shd_log (G_LOG_LEVEL_WARNING, m->name, "move", "%s: after the pivot: %s", m->name,
+             e->message);
+}
+
+static void
+run_move (LvMove *m, virDomainPtr dom)
+{
+  g_autofree char *tier_image = NULL, *source = NULL;
+
+  if (!m->resumed) {
+    if (g_atomic_int_get (&m->abort)) {
+      end_move (m, SHD_MOVE_ABORTED, "before it started; nothing was changed");
+      return;
+    }
+    if (!prepare (m, dom, &tier_image) || !wait_ready (m, dom))
+      return;
+  } else {
+    virDomainBlockJobInfo info;
+    g_autoptr (GPtrArray) disks = read_meta (dom, VIR_DOMAIN_AFFECT_LIVE, NULL);
+    ShdLvDisk *d = meta_disk (disks, m->target);
+
+    for (guint i = 0; d && i < d->tiers->len; i++)
+      if (strcmp (((ShdLvTier *) d->tiers->pdata[i])->name, m->tier) == 0)
+        tier_image = g_strdup (((ShdLvTier *) d->tiers->pdata[i])->path);
+    source = disk_source (dom, m->target, 0, NULL);
+    if (g_strcmp0 (source, m->image) == 0) {
+      if (virDomainIsActive (dom) == 1)
+        release_old (m, dom);
+      commit (m, dom, tier_image);
+      return;
+    }
+    if (copy_job (dom, m->target, &info) != 1) {
+      undo_copy (m, dom);
+      end_move (m, SHD_MOVE_FAILED, "the copy was lost before its pivot (QEMU or libvirtd "
+                "stopped); the disk is still %s", m->old);
+      return;
+    }
+    set_state (m, SHD_MOVE_COPYING);
+    if (!wait_ready (m, dom))
+      return;
+  }
+  if (g_atomic_int_get (&m->abort)) {
+    undo_copy (m, dom);
+    end_move (m, SHD_MOVE_ABORTED, "the disk is still %s; the copy was removed", m->old);
+    return;
+  }
+  set_state (m, SHD_MOVE_SWITCHING);
+  if (virDomainBlockJobAbort (dom, m->target, VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT) < 0) {
+    g_autofree char *msg = g_strdup (virGetLastErrorMessage ());
+
+    g_free (source);
+    source = disk_source (dom, m->target, 0, NULL);
+    if (g_strcmp0 (source, m->image) != 0) {
+      undo_copy (m, dom);
+      end_move (m, SHD_MOVE_FAILED, "the pivot failed (%s); the disk is still %s", msg, m->old);
+      return;
+    }
+  }
+  release_old (m, dom);
+  commit (m, dom, tier_image);
+}
+
+static gboolean
+move_work (gpointer data, GError **error)
+{
+  LvMove *m = data;
+  virConnectPtr v = conn_get (m->c, error);
+  virDomainPtr dom;
+
+  if (v == NULL) {
+    end_move (m, SHD_MOVE_FAILED, "libvirt is not reachable: %s", (*error)->message);
+    return TRUE;
+  }
+  dom = virDomainLookupByUUIDString (v, m->uuid);
+  virConnectClose (v);
+  if (dom == NULL) {
+    end_move (m, SHD_MOVE_FAILED, "the domain is gone");
+    return TRUE;
+  }
+  run_move (m, dom);
+  virDomainFree (dom);
+  return TRUE;
+}
+
+/* ---- the main loop's side ---- */
+
+static void
+move_done (ShdLibvirt *lv, gpointer data, const GError *error)
+{
+  LvMove *m = data;
+  Dom *d;
+
+  (void) error;
+  g_mutex_lock (&m->lock);
+  m->running = FALSE;
+  g_mutex_unlock (&m->lock);
+  if (lv->stopping || m->c->lv == NULL)
+    return;
+  /* the disk's shadow follows the metadata the move left */
+  d = g_hash_table_lookup (m->c->doms, m->uuid);
+  if (d)
+    dom_reconcile (d);
+}
+
+static void
+start (Dom *d, LvMove *m)
+{
+  g_hash_table_replace (d->c->lv->moves, g_strdup (m->name), m);
+  m->running = TRUE;
+  lv_run (d->c->lv, d->c->lv->mover, move_work, move_done, lv_move_ref (m),
+          (GDestroyNotify) lv_move_unref);
+}
+
+static LvMove *
+lv_move_new (Dom *d, const char *target, const char *tier, const char *keep_as)
+{
+  LvMove *m = g_atomic_rc_box_new0 (LvMove);
+
+  g_mutex_init (&m->lock);
+  m->c = conn_ref (d->c);
+  m->lv = d->c->lv;
+  m->uuid = g_strdup (d->uuid);
+  m->domain = g_strdup (d->name);
+  m->target = g_strdup (target);
+  m->name = shd_lv_disk_name (d->name, target);
+  m->tier = g_strdup (tier);
+  m->keep_as = g_strdup (keep_as);
+  m->start_us = g_get_monotonic_time ();
+  m->state = SHD_MOVE_PREPARING;
+  m->done_bytes = m->total_bytes = 0;
+  m->rate_bps = m->copy_s = NAN;
+  return m;
+}
+
+static LvMove *
+find_move (Dom *d, const char *target)
+{
+  g_autofree char *name = shd_lv_disk_name (d->name, target);
+
+  return d->c->lv ? g_hash_table_lookup (d->c->lv->moves, name) : NULL;
+}
+
+gboolean
+lv_move_running (Dom *d, const char *target)
+{
+  LvMove *m = find_move (d, target);
+  gboolean running;
+
+  if (m == NULL)
+    return FALSE;
+  g_mutex_lock (&m->lock);
+  running = m->running;
+  g_mutex_unlock (&m->lock);
+  return running;
+}
+
+void
+lv_move_resume (Dom *d, const ShdLvDisk *spec)
+{
+  LvMove *m;
+
+  if (spec->move == NULL || lv_move_running (d, spec->target))
+    return;
+  m = lv_move_new (d, spec->target, spec->move->tier, spec->move->keep_as);
+  m->resumed = TRUE;
+  m->image = g_strdup (spec->move->image);
+  m->old = g_strdup (spec->move->old);
+  shd_log (G_LOG_LEVEL_MESSAGE, m->name, "move", "%s: the metadata records a move to %s "
+           "(%s): taking it up", m->name, m->tier, m->image);
+  start (d, m);
+}
+
+JsonObject *
+lv_move_status (ShdLibvirt *lv, const char *name)
+{
+  LvMove *m = g_hash_table_lookup (lv->moves, name);
+  JsonObject *o;
+  gint64 now = g_get_monotonic_time ();
+  double left;
+
+  if (m == NULL)
+    return NULL;
+  o = json_object_new ();
+  g_mutex_lock (&m->lock);
+  json_object_set_string_member (o, "state", shd_move_state_name (m->state));
+  json_object_set_string_member (o, "tier", m->tier);
+  json_object_set_string_member (o, "how", "libvirt block copy");
+  if (m->image)
+    json_object_set_string_member (o, "image", m->image);
+  if (m->old)
+    json_object_set_string_member (o, "old-image", m->old);
+  if (m->keep_as)
+    json_object_set_string_member (o, "keep-as", m->keep_as);
+  json_object_set_boolean_member (o, "resumed", m->resumed);
+  if (m->copy_speed)
+    json_object_set_double_member (o, "copy-speed", (double) m->copy_speed);
+  json_object_set_double_member (o, "done-bytes", (double) m->done_bytes);
+  json_object_set_double_member (o, "total-bytes", (double) m->total_bytes);
+  if (isfinite (m->rate_bps)) {
+    json_object_set_double_member (o, "rate-bps", m->rate_bps);
+    left = m->total_bytes > m->done_bytes && m->rate_bps > 0 ?
+           (m->total_bytes - m->done_bytes) / m->rate_bps : 0;
+    json_object_set_double_member (o, "eta-s", left);
+  }
+  if (isfinite (m->copy_s))
+    json_object_set_double_member (o, "copy-s", m->copy_s);
+  json_object_set_double_member (o, "elapsed-s",
+                                 ((m->end_us ? m->end_us : now) - m->start_us) / 1e6);
+  if (m->reason)
+    json_object_set_string_member (o, "reason", m->reason);
+  g_mutex_unlock (&m->lock);
+  return o;
+}
+
+/* ---- the request (ShdMoveHandler) ---- */
+
+typedef struct {
+  const char *name;
+  Dom *dom;
+  char *target;
+} FindDisk;
+
+static gboolean
+find_one (Conn *c, Dom *d, LvDisk *k, gpointer data)
+{
+  FindDisk *f = data;
+
+  (void) c;
+  if (strcmp (k->name, f->name) != 0)
+    return TRUE;
+  f->dom = d;
+  f->target = k->target;
+  return FALSE;
+}
+
+gboolean
+lv_move_handle (gpointer data, JsonObject *req, JsonNode **result, GError **error)
+{
+  ShdLibvirt *lv = data;
+  FindDisk f = { shd_request_string (req, "disk"), NULL, NULL };
+  JsonNode *abort = json_object_get_member (req, "abort");
+  JsonNode *verify = json_object_get_member (req, "verify");
+  const char *tier = shd_request_string (req, "tier");
+  const char *keep_as = shd_request_string (req, "keep-as");
+  double copy_speed = shd_request_number (req, "copy-speed", 0);
+  LvMove *m;
+
+  *result = NULL;
+  if (f.name == NULL)
+    return FALSE;
+  lv_foreach_disk (lv, find_one, &f);
+  if (f.dom == NULL)
+    return FALSE;               /* not a domain's disk */
+  if (lv->stopping) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_BUSY, "shadowd is stopping");
+    return TRUE;
+  }
+  m = find_move (f.dom, f.target);
+  if (abort && JSON_NODE_HOLDS_VALUE (abort) && json_node_get_boolean (abort)) {
+    if (!lv_move_running (f.dom, f.target)) {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "disk %s has no move to abort",
+                   f.name);
+      return TRUE;
+    }
+    g_mutex_lock (&m->lock);
+    if (m->state >= SHD_MOVE_SWITCHING) {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_BUSY, "disk %s: the move to %s is %s; it "
+                   "can only go forward now", f.name, m->tier, shd_move_state_name (m->state));
+      g_mutex_unlock (&m->lock);
+      return TRUE;
+    }
+    g_mutex_unlock (&m->lock);
+    g_atomic_int_set (&m->abort, 1);
+  } else {
+    if (tier == NULL) {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "\"tier\" is required");
+      return TRUE;
+    }
+    if (verify && JSON_NODE_HOLDS_VALUE (verify) && json_node_get_boolean (verify)) {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
+                   "disk %s belongs to a libvirt domain: its move is libvirt's block copy "
+                   "into a new image of its own layout, which --verify cannot compare with "
+                   "the old one chunk by chunk; move it without --verify", f.name);
+      return TRUE;
+    }
+    if (!(copy_speed >= 0) || copy_speed > 1e15) {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                   "\"copy-speed\" is a number of bytes per second");
+      return TRUE;
+    }
+    if (keep_as && !g_path_is_absolute (keep_as)) {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                   "--keep-as %s is not an absolute path", keep_as);
+      return TRUE;
+    }
+    if (lv_move_running (f.dom, f.target)) {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_BUSY, "disk %s is already moving to %s; "
+                   "abort it first", f.name, m->tier);
+      return TRUE;
+    }
+    m = lv_move_new (f.dom, f.target, tier, keep_as);
+    m->copy_speed = (guint64) copy_speed;
+    shd_log (G_LOG_LEVEL_MESSAGE, m->name, "move", "%s: operator requested a move to %s "
+             "(libvirt block copy)%s%s", m->name, tier, keep_as ? ", keeping the old image as " :
+             "", keep_as ? keep_as : "");
+    start (f.dom, m);
+  }
+  *result = json_node_new (JSON_NODE_OBJECT);
+  json_node_take_object (*result, lv_move_status (lv, f.name));
+  return TRUE;
+}
