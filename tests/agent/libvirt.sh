@@ -1923,6 +1923,165 @@ scenario_writeback() {
     echo "RESULT writeback=ok seed=$seed rounds=$n"
 }
 
+# ----------------------------------------------------------------- move
+move_field() {    # move_field KEY: of vda's move, as shadowd reports it
+    ctl libvirt "$dom.vda" --json 2> /dev/null |
+        json "str(d[0].get('move', {}).get('$1', 'none')) if d else 'none'"
+}
+move_is() { [ "$(move_field state)" = "$1" ]; }
+source_of() {     # source_of [--inactive]: vda's image in libvirt's definition
+    v dumpxml "$@" "$dom" | "$py" -c '
+import sys, xml.etree.ElementTree as ET
+d = ET.fromstring(sys.stdin.read())
+print([x.find("source").get("file") for x in d.iter("disk") if x.find("target").get("dev") == "vda"][0])'
+}
+meta_xml() { v metadata "$dom" "$ns" 2> /dev/null; v metadata "$dom" "$ns" --config 2> /dev/null; }
+# writes through the guest's device while the move copies, each also on
+# the reference: PATTERN at 16 MiB + 64 KiB steps, at most N
+writes_during() {   # writes_during PATTERN N STATE...: while the move is in one of them
+    local i=0
+    while [[ " ${*:3} " == *" $(move_field state) "* ]] && [ $i -lt "$2" ]; do
+        gwrite virtio-disk0 "$dir/ref.raw" "$1" $((16 * 1048576 + i * 65536)) 64k
+        i=$((i + 1))
+    done
+    echo $i
+}
+
+scenario_move() {
+    local md out img1 img2 n t0 secs pid
+    mkdir -p "$dir/img/tiers" && chown libvirt-qemu: "$dir/img/tiers"
+    image_and_ref "write -P 0x31 0 8M" "write -P 0x32 40M 8M"
+    # the copies run at 2 MiB/s (--copy-speed): 16 MiB of data take
+    # seconds, long enough to abort, kill and write during them
+    md="<shadowtier xmlns=\"$ns\">
+  <disk target=\"vda\" slo-latency-ms=\"1000\" chunk-size=\"65536\" prewarm=\"sequential\">
+    <tier name=\"cheap\" origin=\"yes\"/>
+    <tier name=\"fast\" path=\"$dir/img/tiers/vda.fast\" cost-gib-month=\"0.12\"/>
+    <tier name=\"mid\" path=\"$dir/img/tiers/vda.mid\" cost-gib-month=\"0.05\"/>
+    <policy min-dwell=\"3600\"/>
+  </disk>
+</shadowtier>"
+    start_domain "$(domain_xml "$md")"
+    start_agent
+    wait_for 20 is_state vda attached || fail "vda not attached: $(lv_state vda)"
+    wait_for 60 tiers_synced vda || fail "the tiers did not get in sync"
+
+    # refused at once, nothing changes
+    out=$(vsh "$dom" vda move fast --verify 2>&1) && fail "move --verify of a libvirt disk was accepted"
+    grep -q "cannot compare with the old one" <<< "$out" || fail "move --verify: $out"
+    out=$(vsh "$dom" vda move gold 2>&1) && fail "a move to an unknown tier succeeded"
+    grep -q "has no tier 'gold'" <<< "$out" || fail "move gold: $out"
+    out=$(vsh "$dom" vda move cheap 2>&1) && fail "a move to the disk's own tier succeeded"
+    grep -q "already the disk's own image" <<< "$out" || fail "move cheap: $out"
+    log "refused: --verify, an unknown tier, the origin ($out)"
+
+    # abort while copying: the disk stays on its image, the copy goes
+    vsh "$dom" vda move fast --copy-speed 2097152 --no-wait > /dev/null || fail "move fast --no-wait"
+    wait_for 10 move_is copying || fail "the move is $(move_field state), not copying"
+    img1=$(move_field image)
+    [ -e "$img1" ] || fail "no copy at $img1 while copying"
+    n=$(writes_during 0x41 15 copying)
+    vsh "$dom" vda move --abort > /dev/null || fail "move --abort: $(move_field state)"
+    wait_for 20 move_is aborted || fail "the move is $(move_field state), not aborted"
+    [ -e "$img1" ] && fail "the aborted copy $img1 is left"
+    [ "$(source_of)" = "$dir/img/vda.qcow2" ] && [ "$(source_of --inactive)" = "$dir/img/vda.qcow2" ] ||
+        fail "after the abort libvirt names $(source_of) / $(source_of --inactive)"
+    grep -q "<move" <<< "$(meta_xml)" && fail "the aborted move's record is left: $(meta_xml)"
+    wait_for 20 is_state vda attached || fail "vda not attached after the abort: $(lv_state vda)"
+    log "abort while copying ($n writes during the copy): the disk is still vda.qcow2, $(basename "$img1") removed, shadow attached"
+
+    # QEMU killed while copying: failed, the copy removed, the record gone
+    vsh "$dom" vda move fast --copy-speed 2097152 --no-wait > /dev/null || fail "move fast --no-wait (2)"
+    wait_for 10 move_is copying || fail "the move is $(move_field state), not copying (2)"
+    img1=$(move_field image)
+    pid=$(cat "$dir/run/libvirt/qemu/run/$dom.pid")
+    kill -9 "$pid" || fail "cannot kill QEMU ($pid)"
+    wait_for 20 move_is failed || fail "the move is $(move_field state) after QEMU was killed"
+    grep -q "the domain stopped during the copy" <<< "$(move_field reason)" || fail "reason: $(move_field reason)"
+    [ -e "$img1" ] && fail "the copy $img1 is left after QEMU died"
+    [ "$(source_of --inactive)" = "$dir/img/vda.qcow2" ] || fail "the definition names $(source_of --inactive)"
+    grep -q "<move" <<< "$(v metadata "$dom" "$ns" --config)" && fail "the record is left: $(v metadata "$dom" "$ns" --config)"
+    log "QEMU killed while copying: $(move_field reason)"
+    wait_for 20 domain_down || fail "the domain did not stop"
+    v start "$dom" > /dev/null || fail "virsh start"
+    wait_for 30 is_state vda attached || fail "vda not attached after the restart: $(lv_state vda)"
+    wait_for 60 tiers_synced vda || fail "the tiers did not get in sync (2)"
+    # the guest's writes so far are in the image (sync mode): read them back
+    for p in "0x31 0 8M" "0x32 40M 8M"; do gread virtio-disk0 $p; done
+    pattern_log_ok || fail "a read after the failed move found other data"
+
+    # shadowd killed while copying, under writes: the next shadowd takes
+    # the move up from the record and ends it; the old image is kept
+    t0=$(now)
+    vsh "$dom" vda move fast --copy-speed 2097152 --keep-as "$dir/img/vda.old.qcow2" --no-wait > /dev/null ||
+        fail "move fast --keep-as"
+    wait_for 10 move_is copying || fail "the move is $(move_field state), not copying (3)"
+    img1=$(move_field image)
+    (for i in $(seq 30); do
+        gwrite virtio-disk0 "$dir/ref.raw" 0x42 $((16 * 1048576 + i * 65536)) 64k
+    done) &
+    pid=$!
+    sleep 1
+    kill -9 "$agent_pid"
+    wait "$agent_pid" 2> /dev/null
+    agent_pid=
+    rm -f "$dir/control.sock"
+    grep -qF "image=\"$img1\"" <<< "$(meta_xml)" || fail "no record of the move to $img1: $(meta_xml)"
+    start_agent
+    wait "$pid" || fail "the writes during the kill failed"
+    for i in $(seq 20); do
+        gwrite virtio-disk0 "$dir/ref.raw" 0x43 $((24 * 1048576 + i * 65536)) 64k
+    done
+    wait_for 60 move_is done || fail "the resumed move is $(move_field state): $(move_field reason)"
+    secs=$("$py" -c "print(round($(now) - $t0, 1))")
+    [ "$(move_field resumed)" = True ] || fail "the move was not taken up from the record"
+    [ "$(source_of)" = "$img1" ] || fail "the live definition names $(source_of), not $img1"
+    [ "$(source_of --inactive)" = "$img1" ] || fail "the persistent definition names $(source_of --inactive)"
+    [ -e "$dir/img/vda.qcow2" ] && fail "the old image is still at its path"
+    [ -f "$dir/img/vda.old.qcow2" ] || fail "the old image was not kept as vda.old.qcow2"
+    [ -e "$dir/img/tiers/vda.fast" ] && fail "the fast tier's shadow image is left"
+    [ -e "$dir/img/tiers/vda.fast.meta" ] && fail "the old arrangement's metadata image is left"
+    out=$(v metadata "$dom" "$ns")
+    grep -q "move" <<< "$out" && fail "the record is left: $out"
+    grep -q 'name="fast" origin="yes"' <<< "$out" || fail "fast is not the origin: $out"
+    grep -q 'name="cheap"' <<< "$out" && fail "the old tier is still described: $out"
+    grep -q 'name="mid"' <<< "$out" || fail "the mid tier is gone: $out"
+    wait_for 30 is_state vda attached || fail "no shadow over the new image: $(lv_state vda)"
+    format_file_is shd-vda || fail "the shadow is not under the format node: $(graph)"
+    grep -q "vda.old.qcow2" <<< "$(ls -l "/proc/$(cat "$dir/run/libvirt/qemu/run/$dom.pid")/fd")" && fail "QEMU still holds the old image"
+    for i in $(seq 20); do
+        gwrite virtio-disk0 "$dir/ref.raw" 0x44 $((32 * 1048576 + i * 65536)) 64k
+    done
+    log "shadowd killed while copying, restarted: the move resumed and ended in $secs s;" \
+        "libvirt names $(basename "$img1") (live and persistent); the old image kept as vda.old.qcow2;" \
+        "tiers now: $(grep -o 'tier name="[a-z]*"[^/]*' <<< "$out" | tr '\n' ' ')"
+
+    # a second move, to the last other tier: the disk keeps no shadow
+    wait_for 60 tiers_synced vda || fail "the mid tier did not get in sync over the new image"
+    out=$(vsh "$dom" vda move mid 2>&1) || fail "move mid: $out"
+    img2=$(move_field image)
+    [ "$(source_of)" = "$img2" ] && [ "$(source_of --inactive)" = "$img2" ] ||
+        fail "after the move to mid libvirt names $(source_of) / $(source_of --inactive)"
+    [ -e "$img1" ] && fail "the moved-from image $img1 was not deleted"
+    [ -e "$dir/img/tiers/vda.mid" ] && fail "the mid tier's shadow image is left"
+    [ "$(ls "$dir/img/tiers")" = "$(basename "$img2")" ] || fail "left in the tier directory: $(ls "$dir/img/tiers")"
+    v metadata "$dom" "$ns" > /dev/null 2>&1 && fail "metadata left: $(v metadata "$dom" "$ns")"
+    wait_for 20 no_shadow_nodes vda || fail "shadow nodes left: $(graph | grep shd-)"
+    log "move to mid: $(tail -n 1 <<< "$out"); no shadow left, no metadata"
+
+    # every write is in the final image, byte for byte
+    for p in "0x31 0 8M" "0x32 40M 8M"; do gread virtio-disk0 $p; done
+    pattern_log_ok || fail "a read after the moves found other data"
+    v destroy "$dom" > /dev/null || fail "virsh destroy"
+    wait_for 20 domain_down || fail "the domain did not stop"
+    "$qemu/qemu-img" check -q "$img2" || fail "qemu-img check $img2"
+    same_as_ref "$img2" qcow2 "$dir/ref.raw"
+    v start "$dom" > /dev/null || fail "virsh start without metadata on the moved image"
+    [ "$(source_of)" = "$img2" ] || fail "the restarted domain uses $(source_of)"
+    log "the moved image is the reference (qemu-img compare); the domain starts on it"
+    echo "RESULT move=ok resumed-move-s=$secs"
+}
+
 case "$scenario" in
 writeback) scenario_writeback ;;
 rbd) scenario_rbd ;;
@@ -1930,6 +2089,7 @@ lock) scenario_lock ;;
 migrate) scenario_migrate ;;
 warm) scenario_warm ;;
 resize) scenario_resize ;;
+move) scenario_move ;;
 main) scenario_main ;;
 events) scenario_events ;;
 operations) scenario_operations ;;
