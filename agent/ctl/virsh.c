@@ -32,6 +32,7 @@ static int
 virsh_status (const CtlCommand *cmd, int argc, char **argv)
 {
   g_autoptr (JsonObject) o = ctl_libvirt_state (argv[1]);
+  int rc;
 
   if (o && g_strcmp0 (ctl_str (o, "state", ""), "attached") != 0 &&
       (argc < 2 || strcmp (argv[argc - 1], "--json") != 0)) {
@@ -41,7 +42,16 @@ virsh_status (const CtlCommand *cmd, int argc, char **argv)
     ctl_print_libvirt (a);
     return g_strcmp0 (ctl_str (o, "state", ""), "error") == 0 ? EXIT_FAILURE : EXIT_SUCCESS;
   }
-  return ctl_cmd_status (cmd, argc, argv);
+  rc = ctl_cmd_status (cmd, argc, argv);
+  /* a permanent move goes through libvirt: the libvirt state has it */
+  if (o && json_object_has_member (o, "move") &&
+      (argc < 2 || strcmp (argv[argc - 1], "--json") != 0)) {
+    g_autoptr (JsonArray) a = json_array_new ();
+
+    json_array_add_object_element (a, json_object_ref (o));
+    ctl_print_libvirt (a);
+  }
+  return rc;
 }
 
 /* virsh-shadow DOMAIN DISK COMMAND: attach and detach take DOMAIN DISK,

@@ -8,6 +8,7 @@
  *       <shadow:tier name="cheap" origin="yes" [iops-limit bps-limit]/>
  *       <shadow:tier name="fast" path="/var/lib/..." [cost-gib-month ...]/>
  *       <shadow:policy [min-dwell horizon ...]/>
+ *       [<shadow:move tier image old [keep-as]/>]   (shadowd's own, lvmove.c)
  *     </shadow:disk>
  *   </shadow:shadowtier>
  */
