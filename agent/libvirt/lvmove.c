@@ -270,25 +270,43 @@ sync_file (const char *path, GError **error)
   return TRUE;
 }
 
-/* Removes what a move that did not pivot made */
-static void
+/* Removes what a move that did not pivot made, on evidence only: libvirt
+ * answers, no copy job runs, and the definition names another image.
+ * Otherwise (libvirt out of reach: its pivot may still happen) the new
+ * image and the record stay for the next look to decide.  TRUE if undone. */
+static gboolean
 undo_copy (LvMove *m, virDomainPtr dom)
 {
   virDomainBlockJobInfo info;
   g_autoptr (GError) e = NULL;
   g_autofree char *source = NULL;
+  int active = virDomainIsActive (dom);
 
-  if (virDomainIsActive (dom) == 1 && copy_job (dom, m->target, &info) == 1 &&
+  if (active == 1 && copy_job (dom, m->target, &info) == 1 &&
       virDomainBlockJobAbort (dom, m->target, 0) < 0)
     shd_log (G_LOG_LEVEL_WARNING, m->name, "move", "%s: cannot cancel the copy: %s", m->name,
              virGetLastErrorMessage ());
+  if (active < 0 || (active == 1 && copy_job (dom, m->target, &info) != 0))
+    return FALSE;
   source = disk_source (dom, m->target, 0, NULL);
-  if (m->image && g_strcmp0 (source, m->image) != 0 && unlink (m->image) < 0 &&
-      errno != ENOENT)
+  if (source == NULL || strcmp (source, m->image) == 0)
+    return FALSE;
+  if (unlink (m->image) < 0 && errno != ENOENT)
     shd_log (G_LOG_LEVEL_WARNING, m->name, "move", "%s: cannot remove the copy %s: %s",
              m->name, m->image, g_strerror (errno));
   if (!update_meta (m, dom, RECORD_CLEAR, &e))
     shd_log (G_LOG_LEVEL_WARNING, m->name, "move", "%s: %s", m->name, e->message);
+  return TRUE;
+}
+
+/* Ends a move before its pivot */
+static gboolean
+end_before_pivot (LvMove *m, virDomainPtr dom, ShdMoveState state, const char *why)
+{
+  if (undo_copy (m, dom))
+    return end_move (m, state, "%s; the disk is still %s, the copy was removed", why, m->old);
+  return end_move (m, state, "%s; libvirt cannot tell whether the disk uses the copy %s: it "
+                   "is kept, with the move's record, for shadowd's next look", why, m->image);
 }
 
 /* The new image: in the tier image's directory, named after the disk */
@@ -370,10 +388,10 @@ prepare (LvMove *m, virDomainPtr dom, char **tier_image)
 
     if (virDomainBlockCopy (dom, m->target, xml, speed, m->copy_speed ? 1 : 0,
                             VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB) < 0) {
-      g_autofree char *msg = g_strdup (virGetLastErrorMessage ());
+      g_autofree char *msg = g_strdup_printf ("libvirt cannot start the copy: %s",
+                                              virGetLastErrorMessage ());
 
-      undo_copy (m, dom);
-      return end_move (m, SHD_MOVE_FAILED, "libvirt cannot start the copy: %s", msg);
+      return end_before_pivot (m, dom, SHD_MOVE_FAILED, msg);
     }
   }
   return TRUE;
@@ -392,23 +410,16 @@ wait_ready (LvMove *m, virDomainPtr dom)
 
     if (g_cancellable_is_cancelled (m->lv->cancel))
       return FALSE;             /* shadowd stops: the record takes it up again */
-    if (g_atomic_int_get (&m->abort)) {
-      undo_copy (m, dom);
-      return end_move (m, SHD_MOVE_ABORTED, "the disk is still %s; the copy was removed",
-                       m->old);
-    }
+    if (g_atomic_int_get (&m->abort))
+      return end_before_pivot (m, dom, SHD_MOVE_ABORTED, "aborted");
     r = copy_job (dom, m->target, &info);
-    if (r != 1 && virDomainIsActive (dom) != 1) {
-      undo_copy (m, dom);
-      return end_move (m, SHD_MOVE_FAILED, "the domain stopped during the copy; its disk "
-                       "is still %s", m->old);
-    }
+    if (r != 1 && virDomainIsActive (dom) == 0)
+      return end_before_pivot (m, dom, SHD_MOVE_FAILED, "the domain stopped during the copy");
     if (r != 1) {
-      g_autofree char *msg = g_strdup (r < 0 ? virGetLastErrorMessage () : "it is gone");
+      g_autofree char *msg = g_strdup_printf ("libvirt's copy ended before its pivot (%s)",
+                                              r < 0 ? virGetLastErrorMessage () : "it is gone");
 
-      undo_copy (m, dom);
-      return end_move (m, SHD_MOVE_FAILED, "libvirt's copy ended before its pivot (%s); the "
-                       "disk is still %s", msg, m->old);
+      return end_before_pivot (m, dom, SHD_MOVE_FAILED, msg);
     }
     g_mutex_lock (&m->lock);
     m->done_bytes = info.cur;
@@ -539,9 +550,8 @@ run_move (LvMove *m, virDomainPtr dom)
       return;
     }
     if (copy_job (dom, m->target, &info) != 1) {
-      undo_copy (m, dom);
-      end_move (m, SHD_MOVE_FAILED, "the copy was lost before its pivot (QEMU or libvirtd "
-                "stopped); the disk is still %s", m->old);
+      end_before_pivot (m, dom, SHD_MOVE_FAILED, "the copy was lost before its pivot (QEMU "
+                        "or libvirtd stopped)");
       return;
     }
     set_state (m, SHD_MOVE_COPYING);
@@ -549,8 +559,7 @@ run_move (LvMove *m, virDomainPtr dom)
       return;
   }
   if (g_atomic_int_get (&m->abort)) {
-    undo_copy (m, dom);
-    end_move (m, SHD_MOVE_ABORTED, "the disk is still %s; the copy was removed", m->old);
+    end_before_pivot (m, dom, SHD_MOVE_ABORTED, "aborted");
     return;
   }
   set_state (m, SHD_MOVE_SWITCHING);
@@ -559,9 +568,16 @@ run_move (LvMove *m, virDomainPtr dom)
 
     g_free (source);
     source = disk_source (dom, m->target, 0, NULL);
-    if (g_strcmp0 (source, m->image) != 0) {
-      undo_copy (m, dom);
-      end_move (m, SHD_MOVE_FAILED, "the pivot failed (%s); the disk is still %s", msg, m->old);
+    if (source && strcmp (source, m->image) != 0) {
+      g_autofree char *why = g_strdup_printf ("the pivot failed (%s)", msg);
+
+      end_before_pivot (m, dom, SHD_MOVE_FAILED, why);
+      return;
+    }
+    if (source == NULL) {
+      /* libvirt out of reach: whether it pivoted is for the next look */
+      end_move (m, SHD_MOVE_FAILED, "the pivot's outcome is unknown (%s); the move's record "
+                "stays, and shadowd's next look at the domain finishes or undoes it", msg);
       return;
     }
   }
