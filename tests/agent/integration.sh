@@ -837,6 +837,8 @@ move-abort)
     [ "$(status "d[0]['paused']")" = False ] || fail "the policy did not take over again"
     out=$(ctl move vm1 --abort 2>&1) && fail "an abort without a move succeeded"
     echo "$out" | grep -q "has no move to abort" || fail "unclear error: $out"
+    out=$(ctl move vm1 fast --copy-speed 1048576 2>&1) && fail "--copy-speed on a plain disk was accepted"
+    echo "$out" | grep -q "copy of disk vm1 runs at its prewarm-speed" || fail "unclear error: $out"
     guest_equals "$dir/a.img" ||
         fail "tier-a's image is not what the guest read"
     echo "RESULT move-abort: aborted while preparing, copying and verifying; the disk stayed on tier-a, intact"
