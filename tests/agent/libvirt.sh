@@ -1061,6 +1061,7 @@ wait_inserted() {  # wait_inserted N
     grep "disk vda: shadow inserted" "$dir/shadowd.log" | sed -n "${1}p" | grep -o "tiers .*"
 }
 domain_down() { v domstate "$dom" 2> /dev/null | grep -q "shut off"; }
+domain_running() { v domstate "$dom" 2> /dev/null | grep -q "^running"; }
 # the fast tier serves the guest: every pattern written so far reads back
 check_on_fast() {  # check_on_fast PATTERN-ARGS...
     wait_for 60 tiers_synced vda || fail "the fast tier did not get in sync"
@@ -2082,6 +2083,90 @@ scenario_move() {
     echo "RESULT move=ok resumed-move-s=$secs"
 }
 
+# ------------------------------------------------------------ move-kill
+# MOVE_KILL_ROUNDS (3) moves, each with shadowd killed at a random moment
+# (MOVE_KILL_SEED), and QEMU with it one round in three; then shadowd (and
+# the domain) start again and the move ends one way or the other.  After
+# each: libvirt names an image that exists, the record is gone, no copy is
+# left over, and every write the guest completed reads back.
+move_settled() {  # no record in the metadata, live or persistent
+    ! grep -q "<move" <<< "$(meta_xml)"
+}
+scenario_move_kill() {
+    local seed rounds r tier delay kill_qemu before after state pid wpid n=0 img
+    seed=${MOVE_KILL_SEED:-$((RANDOM * 32768 + RANDOM))}
+    rounds=${MOVE_KILL_ROUNDS:-3}
+    log "seed $seed (MOVE_KILL_SEED=$seed runs it again)"
+    RANDOM=$seed
+    mkdir -p "$dir/img/tiers" && chown libvirt-qemu: "$dir/img/tiers"
+    image_and_ref "write -P 0x31 0 8M" "write -P 0x32 40M 8M"
+    start_domain "$(domain_xml)"
+    start_agent
+    for r in $(seq "$rounds"); do
+        tier=t$r
+        v metadata "$dom" "$ns" --key shadow --live --config --set "<shadowtier>
+<disk target=\"vda\" slo-latency-ms=\"1000\" prewarm=\"sequential\">
+  <tier name=\"own$r\" origin=\"yes\" cost-gib-month=\"0.02\"/>
+  <tier name=\"$tier\" path=\"$dir/img/tiers/vda.$tier\" cost-gib-month=\"0.12\"/>
+</disk></shadowtier>" > /dev/null || fail "round $r: cannot set the metadata"
+        wait_for 30 is_state vda attached || fail "round $r: not attached: $(lv_state vda)"
+        wait_for 60 tiers_synced vda || fail "round $r: the tier did not get in sync"
+        before=$(source_of)
+        delay=$("$py" -c "import random; random.seed($seed + $r); print(round(random.uniform(0, 5), 2))")
+        kill_qemu=$((RANDOM % 3 == 0))
+        vsh "$dom" vda move "$tier" --copy-speed 16777216 --no-wait > /dev/null || fail "round $r: move $tier"
+        # writes until the flag file appears; each one completed on the
+        # guest's device before it goes to the reference
+        rm -f "$dir/stop-writes"
+        echo 0 > "$dir/writes-n"
+        (i=0; while [ ! -e "$dir/stop-writes" ] && [ $i -lt 256 ]; do
+            gwrite virtio-disk0 "$dir/ref.raw" "0x$((50 + r))" $((16 * 1048576 + i * 65536)) 64k
+            i=$((i + 1))
+            echo $i > "$dir/writes-n"
+        done) &
+        wpid=$!
+        sleep "$delay"
+        state=$(move_field state)
+        kill -KILL "$agent_pid"; wait "$agent_pid" 2> /dev/null; agent_pid=
+        rm -f "$dir/control.sock"
+        touch "$dir/stop-writes"
+        wait "$wpid" || fail "round $r: a write failed"
+        if [ "$kill_qemu" = 1 ]; then
+            pid=$(cat "$dir/run/libvirt/qemu/run/$dom.pid")
+            kill -KILL "$pid"
+            wait_for 20 domain_down || fail "round $r: the domain did not stop"
+        fi
+        log "round $r: killed shadowd$([ "$kill_qemu" = 1 ] && echo " and QEMU") after $delay s, while the move was $state"
+        start_agent
+        [ "$kill_qemu" = 1 ] && { v start "$dom" > /dev/null || fail "round $r: virsh start"; }
+        wait_for 60 move_settled || fail "round $r: the move did not settle: $(meta_xml)"
+        after=$(source_of)
+        [ "$(source_of --inactive)" = "$after" ] || fail "round $r: live $after, persistent $(source_of --inactive)"
+        [ -f "$after" ] || fail "round $r: libvirt names $after, which does not exist"
+        if [ "$after" = "$before" ]; then
+            # not moved: the copy is gone, the old arrangement stays
+            img=$(ls "$dir/img/tiers" | grep "^$dom-vda" | grep -vx "$(basename "$before")" || true)
+            [ -z "$img" ] || fail "round $r: left in the tier directory: $img"
+            log "round $r: not moved; the disk is still $(basename "$before")"
+        else
+            n=$((n + 1))
+            [ -e "$before" ] && fail "round $r: the old image $before is still there"
+            [ -e "$dir/img/tiers/vda.$tier" ] && fail "round $r: the tier's shadow image is left"
+            log "round $r: moved to $(basename "$after")"
+        fi
+        wait_for 20 domain_running || fail "round $r: the domain is not running"
+        for p in "0x31 0 8M" "0x32 40M 8M" "0x$((50 + r)) 16M $(($(cat "$dir/writes-n") * 65536))"; do
+            gread virtio-disk0 $p
+        done
+        pattern_log_ok || fail "round $r: a read found other data than written"
+    done
+    v destroy "$dom" > /dev/null || fail "virsh destroy"
+    wait_for 20 domain_down || fail "the domain did not stop"
+    same_as_ref "$(source_of)" qcow2 "$dir/ref.raw"
+    log "the final image $(basename "$(source_of)") is the reference (qemu-img compare)"
+    echo "RESULT move-kill=ok seed=$seed rounds=$rounds moved=$n"
+}
+
 case "$scenario" in
 writeback) scenario_writeback ;;
 rbd) scenario_rbd ;;
@@ -2090,6 +2175,7 @@ migrate) scenario_migrate ;;
 warm) scenario_warm ;;
 resize) scenario_resize ;;
 move) scenario_move ;;
+move-kill) scenario_move_kill ;;
 main) scenario_main ;;
 events) scenario_events ;;
 operations) scenario_operations ;;
