@@ -142,6 +142,9 @@ ctl_cmd_move (const CtlCommand *cmd, int argc, char **argv)
 
         g_print ("%s: moved to %s in %.1f s (copy %s, verify %s)\n", disk,
                  ctl_str (m, "tier", "?"), ctl_num (m, "elapsed-s"), copy, check);
+        /* what became of the old image (a libvirt move says it here) */
+        if (ctl_str (m, "reason", NULL))
+          g_print ("%s: %s\n", disk, ctl_str (m, "reason", ""));
       } else {
         g_printerr ("%s: move to %s %s: %s\n", disk, ctl_str (m, "tier", "?"), state,
                     ctl_str (m, "reason", "?"));

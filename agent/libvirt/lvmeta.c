@@ -29,6 +29,8 @@ shd_lv_move_free (ShdLvMove *m)
   g_free (m->image);
   g_free (m->old);
   g_free (m->keep_as);
+  g_free (m->domain);
+  g_free (m->old_id);
   g_free (m);
 }
 
@@ -223,10 +225,13 @@ parse_move (GMarkupParseContext *pc, ShdLvDisk *d, const char **names, const cha
     char **field = strcmp (names[i], "tier") == 0 ? &m->tier :
                    strcmp (names[i], "image") == 0 ? &m->image :
                    strcmp (names[i], "old") == 0 ? &m->old :
-                   strcmp (names[i], "keep-as") == 0 ? &m->keep_as : NULL;
+                   strcmp (names[i], "keep-as") == 0 ? &m->keep_as :
+                   strcmp (names[i], "domain") == 0 ? &m->domain :
+                   strcmp (names[i], "old-id") == 0 ? &m->old_id : NULL;
 
     if (field == NULL)
-      return meta_fail (pc, error, "<move> has no attribute '%s' (tier, image, old, keep-as)",
+      return meta_fail (pc, error, "<move> has no attribute '%s' (tier, image, old, domain, "
+                        "old-id, keep-as)",
                         names[i]);
     g_free (*field);
     *field = g_strdup (values[i]);
@@ -453,6 +458,8 @@ shd_lv_meta_format (GPtrArray *disks)
       append_attr (s, "image", d->move->image);
       append_attr (s, "old", d->move->old);
       append_attr (s, "keep-as", d->move->keep_as);
+      append_attr (s, "domain", d->move->domain);
+      append_attr (s, "old-id", d->move->old_id);
       g_string_append (s, "/>\n");
     }
     g_string_append (s, "  </disk>\n");

@@ -38,12 +38,15 @@ typedef struct {
 
 /* A permanent move in progress (lvmove.c), recorded in the metadata so
  * that a restarted shadowd finishes or cleans it up:
- * <move tier="fast" image="/new/path" old="/old/path" [keep-as="PATH"]/> */
+ * <move tier="fast" image="/new/path" old="/old/path" domain="UUID"
+ *       old-id="maj.min:ino:btime" [keep-as="PATH"]/> */
 typedef struct {
   char *tier;                   /* where the disk goes */
   char *image;                  /* the copy libvirt makes: the disk's new image */
   char *old;                    /* the disk's image before the move */
   char *keep_as;                /* the old image is renamed here; NULL: deleted */
+  char *domain;                 /* the UUID of the domain it was made for */
+  char *old_id;                 /* the old image's identity, "maj.min:ino:btime" */
 } ShdLvMove;
 
 typedef struct {

@@ -31,6 +31,7 @@
  * is: the copy job still running (copying), the disk already on IMAGE
  * (committing), or neither (the copy died with QEMU or libvirtd: failed,
  * IMAGE removed). */
+#define _GNU_SOURCE             /* statx */
 #include "lvprivate.h"
 
 #include "commands.h"
@@ -44,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #define POLL_MS 200
@@ -61,6 +63,8 @@ struct _LvMove {
   char *keep_as;                /* or NULL: the old image is deleted */
   guint64 copy_speed;           /* bytes/s for libvirt's copy; 0: no limit */
   gboolean resumed;             /* taken up from a record */
+  char *record_domain;          /* resumed: the record's domain and old-id */
+  char *old_id;                 /* the old image's identity (file_id) */
   gint64 start_us;
   gint abort;                   /* atomic: the operator asked */
   /* the worker's, read by the main loop under lock */
@@ -86,6 +90,8 @@ lv_move_clear (LvMove *m)
   g_free (m->name);
   g_free (m->tier);
   g_free (m->keep_as);
+  g_free (m->record_domain);
+  g_free (m->old_id);
   g_free (m->image);
   g_free (m->old);
   g_free (m->reason);
@@ -133,6 +139,22 @@ end_move (LvMove *m, ShdMoveState state, const char *fmt, ...)
   return state == SHD_MOVE_DONE;
 }
 
+/* A file's identity: device, inode and birth time (inode numbers are
+ * reused at once); NULL when it cannot be read */
+static char *
+file_id (const char *path)
+{
+  struct statx st;
+
+  if (statx (AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, STATX_INO | STATX_BTIME, &st) < 0 ||
+      !S_ISREG (st.stx_mode))
+    return NULL;
+  return g_strdup_printf ("%u.%u:%" G_GUINT64_FORMAT ":%lld.%09u", st.stx_dev_major,
+                          st.stx_dev_minor, (guint64) st.stx_ino,
+                          (st.stx_mask & STATX_BTIME) ? (long long) st.stx_btime.tv_sec : 0LL,
+                          (st.stx_mask & STATX_BTIME) ? st.stx_btime.tv_nsec : 0);
+}
+
 /* ---- the record and the metadata (worker) ---- */
 
 /* The disk's metadata (LIVE or CONFIG), parsed; NULL when there is none */
@@ -174,9 +196,13 @@ static gboolean
 update_meta (LvMove *m, virDomainPtr dom, RecordOp op, GError **error)
 {
   unsigned int which[] = { VIR_DOMAIN_AFFECT_LIVE, VIR_DOMAIN_AFFECT_CONFIG };
-  gboolean active = virDomainIsActive (dom) == 1;
-  gboolean persistent = virDomainIsPersistent (dom) == 1;
+  int active_r = virDomainIsActive (dom), persistent_r = virDomainIsPersistent (dom);
+  gboolean active = active_r == 1, persistent = persistent_r == 1;
 
+  if (active_r < 0 || persistent_r < 0) {
+    lv_set_error (error, "libvirt does not answer");
+    return FALSE;
+  }
   for (guint w = 0; w < G_N_ELEMENTS (which); w++) {
     g_autoptr (GPtrArray) disks = NULL;
     g_autofree char *xml = NULL;
@@ -197,6 +223,8 @@ update_meta (LvMove *m, virDomainPtr dom, RecordOp op, GError **error)
       d->move->image = g_strdup (m->image);
       d->move->old = g_strdup (m->old);
       d->move->keep_as = g_strdup (m->keep_as);
+      d->move->domain = g_strdup (m->uuid);
+      d->move->old_id = g_strdup (m->old_id);
       break;
     case RECORD_CLEAR:
       g_clear_pointer (&d->move, shd_lv_move_free);
@@ -374,6 +402,23 @@ prepare (LvMove *m, virDomainPtr dom, char **tier_image)
   g_mutex_unlock (&m->lock);
   if (m->image == NULL)
     return end_move (m, SHD_MOVE_FAILED, "no free name for the new image next to %s", t->path);
+  if ((m->old_id = file_id (old)) == NULL)
+    return end_move (m, SHD_MOVE_FAILED, "the disk's image %s is not a regular file", old);
+  if (m->keep_as) {
+    g_autofree char *dir = g_path_get_dirname (m->keep_as);
+    struct stat so, sd;
+
+    /* renamed by link(): the same filesystem, never over a file */
+    if (stat (dir, &sd) < 0 || !S_ISDIR (sd.st_mode))
+      return end_move (m, SHD_MOVE_FAILED, "--keep-as %s: %s is not a directory; nothing was "
+                       "changed", m->keep_as, dir);
+    if (stat (old, &so) < 0 || so.st_dev != sd.st_dev)
+      return end_move (m, SHD_MOVE_FAILED, "--keep-as %s is not on the filesystem of %s (a "
+                       "rename does not copy); nothing was changed", m->keep_as, old);
+    if (strcmp (m->keep_as, m->image) == 0)
+      return end_move (m, SHD_MOVE_FAILED, "--keep-as %s is the new image's name; nothing was "
+                       "changed", m->keep_as);
+  }
   *tier_image = g_strdup (t->path);
   if (!update_meta (m, dom, RECORD_SET, &e))
     return end_move (m, SHD_MOVE_FAILED, "%s", e->message);
@@ -442,6 +487,15 @@ wait_ready (LvMove *m, virDomainPtr dom)
   return TRUE;
 }
 
+static gboolean
+same_dir (const char *a, const char *b)
+{
+  g_autofree char *da = g_path_get_dirname (a);
+  g_autofree char *db = g_path_get_dirname (b);
+
+  return strcmp (da, db) == 0;
+}
+
 /* committing: the old image goes only once the new one is durable and
  * named by the persistent definition */
 static gboolean
@@ -450,12 +504,27 @@ commit (LvMove *m, virDomainPtr dom, const char *tier_image)
   g_autoptr (GError) e = NULL;
   g_autofree char *config_source = NULL;
   GString *left = g_string_new (NULL);
-  gboolean keep_old = FALSE;
+  gboolean keep_old = FALSE, old_verified;
+
+  int persistent;
+  g_autofree char *id = NULL;
 
   set_state (m, SHD_MOVE_COMMITTING);
   if (!sync_file (m->image, &e))
     return end_move (m, SHD_MOVE_FAILED, "%s; the old image %s is kept", e->message, m->old);
-  if (virDomainIsPersistent (dom) == 1) {
+  if ((persistent = virDomainIsPersistent (dom)) < 0)
+    return end_move (m, SHD_MOVE_FAILED, "libvirt does not answer (%s): nothing is retired; "
+                     "the move's record stays for shadowd's next look",
+                     virGetLastErrorMessage ());
+  /* only the file the move started from is retired */
+  id = file_id (m->old);
+  if (id && g_strcmp0 (id, m->old_id) != 0) {
+    g_string_append_printf (left, "%s is not the image the move started from: it is kept",
+                            m->old);
+    keep_old = TRUE;
+  }
+  old_verified = !keep_old;
+  if (!keep_old && persistent == 1) {
     config_source = disk_source (dom, m->target, VIR_DOMAIN_XML_INACTIVE, NULL);
     if (g_strcmp0 (config_source, m->image) != 0) {
       g_string_append_printf (left, "the persistent definition names %s, not the new image: "
@@ -478,8 +547,10 @@ commit (LvMove *m, virDomainPtr dom, const char *tier_image)
       g_string_append_printf (left, "the old image %s is deleted", m->old);
     }
   }
-  /* the tier's own image was a shadow copy of the old image */
-  if (tier_image && g_strcmp0 (tier_image, m->image) != 0 &&
+  /* the tier's own image was a shadow copy of the old image; it sits in
+   * the directory of the new one (prepare) */
+  if (tier_image && g_strcmp0 (tier_image, m->image) != 0 && old_verified &&
+      same_dir (tier_image, m->image) &&
       unlink (tier_image) < 0 && errno != ENOENT)
     g_string_append_printf (left, "; cannot remove the tier image %s: %s", tier_image,
                             g_strerror (errno));
@@ -495,7 +566,8 @@ commit (LvMove *m, virDomainPtr dom, const char *tier_image)
       g_autofree char *md_old = shd_lv_meta_path (d);
       g_autofree char *md_new = shd_lv_disk_moved_to (d, m->tier) ? shd_lv_meta_path (d) : NULL;
 
-      if (md_old && g_strcmp0 (md_old, md_new) != 0 && unlink (md_old) < 0 && errno != ENOENT)
+      if (old_verified && md_old && g_strcmp0 (md_old, md_new) != 0 &&
+          same_dir (md_old, m->image) && unlink (md_old) < 0 && errno != ENOENT)
         g_string_append_printf (left, "; cannot remove the shadow's metadata image %s: %s",
                                 md_old, g_strerror (errno));
     }
@@ -522,6 +594,23 @@ release_old (LvMove *m, virDomainPtr dom)
              e->message);
 }
 
+/* A record is acted on only if it is one this disk's move wrote: made for
+ * this domain, its new image named as prepare names it in the tier's
+ * directory, and the disk on its old or its new image.  Anything else
+ * (a definition copied from another domain during its move, a hand-made
+ * record) could name any file to delete. */
+static gboolean
+record_is_ours (LvMove *m, const char *source, const char *tier_image)
+{
+  g_autofree char *base = g_path_get_basename (m->image);
+  g_autofree char *prefix = g_strdup_printf ("%s-%s.", m->domain, m->target);
+
+  return g_strcmp0 (m->record_domain, m->uuid) == 0 && m->old_id != NULL &&
+         tier_image != NULL && same_dir (tier_image, m->image) &&
+         g_str_has_prefix (base, prefix) && strcmp (m->image, m->old) != 0 &&
+         (strcmp (source, m->old) == 0 || strcmp (source, m->image) == 0);
+}
+
 static void
 run_move (LvMove *m, virDomainPtr dom)
 {
@@ -543,6 +632,21 @@ run_move (LvMove *m, virDomainPtr dom)
       if (strcmp (((ShdLvTier *) d->tiers->pdata[i])->name, m->tier) == 0)
         tier_image = g_strdup (((ShdLvTier *) d->tiers->pdata[i])->path);
     source = disk_source (dom, m->target, 0, NULL);
+    if (source == NULL) {
+      end_move (m, SHD_MOVE_FAILED, "libvirt does not tell the disk's image (%s); the record "
+                "stays for shadowd's next look", virGetLastErrorMessage ());
+      return;
+    }
+    if (!record_is_ours (m, source, tier_image)) {
+      g_autoptr (GError) e = NULL;
+
+      if (!update_meta (m, dom, RECORD_CLEAR, &e))
+        shd_log (G_LOG_LEVEL_WARNING, m->name, "move", "%s: %s", m->name, e->message);
+      end_move (m, SHD_MOVE_FAILED, "the metadata's <move> does not describe a move of this "
+                "disk (copied from another domain, or written by hand): it is dropped, and "
+                "no file was touched");
+      return;
+    }
     if (g_strcmp0 (source, m->image) == 0) {
       if (virDomainIsActive (dom) == 1)
         release_old (m, dom);
@@ -558,11 +662,17 @@ run_move (LvMove *m, virDomainPtr dom)
     if (!wait_ready (m, dom))
       return;
   }
+  /* under the lock the abort request checks the state with: an abort is
+   * either seen here or refused there */
+  g_mutex_lock (&m->lock);
   if (g_atomic_int_get (&m->abort)) {
+    g_mutex_unlock (&m->lock);
     end_before_pivot (m, dom, SHD_MOVE_ABORTED, "aborted");
     return;
   }
-  set_state (m, SHD_MOVE_SWITCHING);
+  m->state = SHD_MOVE_SWITCHING;
+  g_mutex_unlock (&m->lock);
+  shd_log (G_LOG_LEVEL_MESSAGE, m->name, "move", "%s: move to %s: switching", m->name, m->tier);
   if (virDomainBlockJobAbort (dom, m->target, VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT) < 0) {
     g_autofree char *msg = g_strdup (virGetLastErrorMessage ());
 
@@ -690,6 +800,8 @@ lv_move_resume (Dom *d, const ShdLvDisk *spec)
   m->resumed = TRUE;
   m->image = g_strdup (spec->move->image);
   m->old = g_strdup (spec->move->old);
+  m->record_domain = g_strdup (spec->move->domain);
+  m->old_id = g_strdup (spec->move->old_id);
   shd_log (G_LOG_LEVEL_MESSAGE, m->name, "move", "%s: the metadata records a move to %s "
            "(%s): taking it up", m->name, m->tier, m->image);
   start (d, m);
@@ -794,8 +906,8 @@ lv_move_handle (gpointer data, JsonObject *req, JsonNode **result, GError **erro
       g_mutex_unlock (&m->lock);
       return TRUE;
     }
-    g_mutex_unlock (&m->lock);
     g_atomic_int_set (&m->abort, 1);
+    g_mutex_unlock (&m->lock);
   } else {
     if (tier == NULL) {
       g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "\"tier\" is required");

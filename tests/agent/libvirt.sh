@@ -1991,6 +1991,26 @@ scenario_move() {
     wait_for 20 is_state vda attached || fail "vda not attached after the abort: $(lv_state vda)"
     log "abort while copying ($n writes during the copy): the disk is still vda.qcow2, $(basename "$img1") removed, shadow attached"
 
+    # records shadowd did not write for this disk (a definition copied from
+    # another domain during its move, a hand-made one) name files to
+    # delete: they are dropped, and nothing is touched
+    echo precious > "$dir/img/victim1"
+    echo precious > "$dir/img/victim2"
+    for rec in "<move tier=\"fast\" image=\"$dir/img/victim1\" old=\"$dir/img/vda.qcow2\" domain=\"$(v domuuid "$dom")\" old-id=\"0.0:0:0\"/>" \
+               "<move tier=\"fast\" image=\"$dir/img/vda.qcow2\" old=\"$dir/img/victim2\" domain=\"$(v domuuid "$dom")\" old-id=\"0.0:0:0\"/>" \
+               "<move tier=\"fast\" image=\"$dir/img/tiers/other-vda.qcow2\" old=\"$dir/img/victim2\" domain=\"6a1b2e05-0000-4000-8000-000000000001\"/>"; do
+        set_metadata "${md/<policy/$rec
+    <policy}"
+        wait_for 20 move_settled || fail "a forged record was not dropped: $(meta_xml)"
+        grep -q "does not describe a move of this disk" <<< "$(move_field reason)" ||
+            fail "forged record: $(move_field state): $(move_field reason)"
+    done
+    [ "$(cat "$dir/img/victim1" "$dir/img/victim2")" = "$(printf 'precious\nprecious')" ] ||
+        fail "a forged record deleted a file"
+    [ -f "$dir/img/vda.qcow2" ] && [ -f "$dir/img/tiers/vda.fast" ] || fail "a forged record deleted an image"
+    [ "$(source_of)" = "$dir/img/vda.qcow2" ] || fail "a forged record moved the disk: $(source_of)"
+    log "3 forged <move> records dropped, no file touched: $(move_field reason)"
+
     # QEMU killed while copying: failed, the copy removed, the record gone
     vsh "$dom" vda move fast --copy-speed 2097152 --no-wait > /dev/null || fail "move fast --no-wait (2)"
     wait_for 10 move_is copying || fail "the move is $(move_field state), not copying (2)"
