@@ -468,14 +468,20 @@ shd_lv_meta_format (GPtrArray *disks)
   return g_string_free (s, FALSE);
 }
 
+ShdLvTier *
+shd_lv_disk_tier (const ShdLvDisk *d, const char *name)
+{
+  for (guint i = 0; d && i < d->tiers->len; i++)
+    if (strcmp (((ShdLvTier *) d->tiers->pdata[i])->name, name) == 0)
+      return d->tiers->pdata[i];
+  return NULL;
+}
+
 gboolean
 shd_lv_disk_moved_to (ShdLvDisk *d, const char *tier)
 {
-  ShdLvTier *to = NULL;
+  ShdLvTier *to = shd_lv_disk_tier (d, tier);
 
-  for (guint i = 0; i < d->tiers->len; i++)
-    if (strcmp (((ShdLvTier *) d->tiers->pdata[i])->name, tier) == 0)
-      to = d->tiers->pdata[i];
   g_clear_pointer (&d->move, shd_lv_move_free);
   if (to && !to->origin) {
     for (guint i = 0; i < d->tiers->len; i++)

@@ -64,6 +64,8 @@ GPtrArray *shd_lv_meta_parse (const char *xml, GError **error);
 /* The metadata element again, without its namespace (for
  * virDomainSetMetadata): the disks as parsed, attributes sorted. */
 char *shd_lv_meta_format (GPtrArray *disks);
+/* The disk's tier of that name (names are unique), or NULL; d may be NULL */
+ShdLvTier *shd_lv_disk_tier (const ShdLvDisk *d, const char *name);
 /* After a move to @tier: that tier is the disk's own image, the old one is
  * gone, and so is the move's record.  FALSE when the disk is left with no
  * tier besides its own image (it then has nothing to shadow). */

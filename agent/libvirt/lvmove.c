@@ -365,17 +365,14 @@ prepare (LvMove *m, virDomainPtr dom, char **tier_image)
   g_autofree char *format = NULL, *old = NULL;
   virDomainBlockJobInfo info;
   ShdLvDisk *d;
-  ShdLvTier *t = NULL;
+  ShdLvTier *t;
 
   if (disks == NULL)
     return end_move (m, SHD_MOVE_FAILED, "%s", e->message);
   if ((d = meta_disk (disks, m->target)) == NULL)
     return end_move (m, SHD_MOVE_FAILED, "the domain's shadow metadata has no disk %s",
                      m->target);
-  for (guint i = 0; i < d->tiers->len; i++)
-    if (strcmp (((ShdLvTier *) d->tiers->pdata[i])->name, m->tier) == 0)
-      t = d->tiers->pdata[i];
-  if (t == NULL)
+  if ((t = shd_lv_disk_tier (d, m->tier)) == NULL)
     return end_move (m, SHD_MOVE_FAILED, "disk %s has no tier '%s'", m->name, m->tier);
   if (t->origin)
     return end_move (m, SHD_MOVE_FAILED, "tier %s is already the disk's own image", m->tier);
@@ -626,11 +623,9 @@ run_move (LvMove *m, virDomainPtr dom)
   } else {
     virDomainBlockJobInfo info;
     g_autoptr (GPtrArray) disks = read_meta (dom, VIR_DOMAIN_AFFECT_LIVE, NULL);
-    ShdLvDisk *d = meta_disk (disks, m->target);
+    ShdLvTier *t = shd_lv_disk_tier (meta_disk (disks, m->target), m->tier);
 
-    for (guint i = 0; d && i < d->tiers->len; i++)
-      if (strcmp (((ShdLvTier *) d->tiers->pdata[i])->name, m->tier) == 0)
-        tier_image = g_strdup (((ShdLvTier *) d->tiers->pdata[i])->path);
+    tier_image = t ? g_strdup (t->path) : NULL;
     source = disk_source (dom, m->target, 0, NULL);
     if (source == NULL) {
       end_move (m, SHD_MOVE_FAILED, "libvirt does not tell the disk's image (%s); the record "
