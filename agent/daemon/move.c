@@ -47,8 +47,6 @@
 
 /* The target's child must be in the node by then */
 #define MOVE_ADD_TIMEOUT_S 60
-/* The verify's speed unless the request says: the guest keeps its service */
-#define MOVE_VERIFY_SPEED_DEFAULT (64 * 1048576ULL)
 
 static const char *const state_names[] = {
   [SHD_MOVE_PREPARING] = "preparing",
@@ -1355,7 +1353,7 @@ shd_disk_move (ShdDisk *disk, const ShdMoveRequest *req, GError **error)
   move->tier = g_strdup (req->tier);
   move->child = g_strdup (shd_policy_config (disk->policy)->tiers[target].child);
   move->verify = req->verify;
-  move->verify_speed = req->verify_speed ? req->verify_speed : MOVE_VERIFY_SPEED_DEFAULT;
+  move->verify_speed = req->verify_speed ? req->verify_speed : SHD_MOVE_VERIFY_SPEED_DEFAULT;
   move->keep_as = g_steal_pointer (&keep_as_owned);
   move->pending_files = g_steal_pointer (&pending);
   move->pending_dests = g_steal_pointer (&pending_dests);

@@ -22,6 +22,9 @@
 
 G_BEGIN_DECLS
 
+/* The verify's speed unless the request says: the guest keeps its service */
+#define SHD_MOVE_VERIFY_SPEED_DEFAULT (64 * 1048576ULL)
+
 typedef enum {
   SHD_MOVE_PREPARING,
   SHD_MOVE_COPYING,

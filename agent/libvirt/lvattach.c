@@ -1851,3 +1851,32 @@ fail:
   graph_clear (&g);
   return FALSE;
 }
+
+gboolean
+shd_lv_copy_nodes (const ShdLvMonitor *m, const char *image, char **source, char **copy,
+                   GError **error)
+{
+  Graph g = { 0 };
+  gboolean found = FALSE;
+
+  if (!graph_load (m, &g, error))
+    return FALSE;
+  /* a job's edges are named by the job: the mirror's "source" and "target" */
+  for (guint i = 0; i < g.edges->len && !found; i++) {
+    const Edge *e = g.edges->pdata[i];
+    const char *src;
+
+    if (strcmp (e->name, "target") != 0 || g_strcmp0 (node_str (&g, e->child, "file"), image) != 0)
+      continue;
+    if ((src = child_of (&g, e->parent, "source")) == NULL)
+      continue;
+    *source = g_strdup (src);
+    *copy = g_strdup (e->child);
+    found = TRUE;
+  }
+  if (!found)
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "no block job copies the disk to %s",
+                 image);
+  graph_clear (&g);
+  return found;
+}

@@ -84,6 +84,13 @@ gboolean shd_lv_detach (const ShdLvMonitor *m, const char *target, const ShdLvDo
 gboolean shd_lv_release_moved (const ShdLvMonitor *m, const char *target, const char *old,
                                GError **error);
 
+/* The nodes of the block copy of a disk into @image that runs now: the
+ * copy's source (the disk's node, under the mirror's filter) and its
+ * target, the format node of @image.  FALSE with an error if no job
+ * copies into @image. */
+gboolean shd_lv_copy_nodes (const ShdLvMonitor *m, const char *image, char **source,
+                            char **copy, GError **error);
+
 gboolean shd_lv_is_attached (const ShdLvMonitor *m, const char *target,
                              const ShdLvDomDisk *dd, GError **error);
 

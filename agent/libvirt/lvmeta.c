@@ -31,6 +31,7 @@ shd_lv_move_free (ShdLvMove *m)
   g_free (m->keep_as);
   g_free (m->domain);
   g_free (m->old_id);
+  g_free (m->verify_speed);
   g_free (m);
 }
 
@@ -227,11 +228,12 @@ parse_move (GMarkupParseContext *pc, ShdLvDisk *d, const char **names, const cha
                    strcmp (names[i], "old") == 0 ? &m->old :
                    strcmp (names[i], "keep-as") == 0 ? &m->keep_as :
                    strcmp (names[i], "domain") == 0 ? &m->domain :
-                   strcmp (names[i], "old-id") == 0 ? &m->old_id : NULL;
+                   strcmp (names[i], "old-id") == 0 ? &m->old_id :
+                   strcmp (names[i], "verify-speed") == 0 ? &m->verify_speed : NULL;
 
     if (field == NULL)
       return meta_fail (pc, error, "<move> has no attribute '%s' (tier, image, old, domain, "
-                        "old-id, keep-as)",
+                        "old-id, keep-as, verify-speed)",
                         names[i]);
     g_free (*field);
     *field = g_strdup (values[i]);
@@ -460,6 +462,7 @@ shd_lv_meta_format (GPtrArray *disks)
       append_attr (s, "keep-as", d->move->keep_as);
       append_attr (s, "domain", d->move->domain);
       append_attr (s, "old-id", d->move->old_id);
+      append_attr (s, "verify-speed", d->move->verify_speed);
       g_string_append (s, "/>\n");
     }
     g_string_append (s, "  </disk>\n");

@@ -47,6 +47,7 @@ typedef struct {
   char *keep_as;                /* the old image is renamed here; NULL: deleted */
   char *domain;                 /* the UUID of the domain it was made for */
   char *old_id;                 /* the old image's identity, "maj.min:ino:btime" */
+  char *verify_speed;           /* --verify: bytes/s of the verify; or NULL */
 } ShdLvMove;
 
 typedef struct {

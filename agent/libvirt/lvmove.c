@@ -15,14 +15,16 @@
  *   preparing   checks; the move recorded in the metadata (<move>, lvmeta.h)
  *               before anything is made
  *   copying     virDomainBlockCopy to IMAGE, until the mirror is ready
+ *   verifying   (--verify) x-shadow-verify-copy compares IMAGE's node with
+ *               the disk's by content while the mirror keeps it in step
  *   switching   the pivot: libvirt's live and persistent definitions name
  *               IMAGE from now on
  *   committing  IMAGE flushed to its storage; then the old image deleted or
  *               renamed, the target tier's own image removed, and the
  *               metadata rewritten: the tier is the disk's own image and the
  *               record is gone
- * Abort (before switching) cancels the copy and removes IMAGE; so does a
- * failure before the pivot.  Nothing of the old image is touched before
+ * Abort (before switching) cancels the verify and the copy and removes
+ * IMAGE; so does a failure before the pivot, a difference found included.  Nothing of the old image is touched before
  * the pivot, and it is released only once IMAGE is durable and the
  * persistent definition names it.
  *
@@ -62,6 +64,8 @@ struct _LvMove {
   char *tier;
   char *keep_as;                /* or NULL: the old image is deleted */
   guint64 copy_speed;           /* bytes/s for libvirt's copy; 0: no limit */
+  gboolean verify;
+  guint64 verify_speed;         /* bytes/s compared */
   gboolean resumed;             /* taken up from a record */
   char *record_domain;          /* resumed: the record's domain and old-id */
   char *old_id;                 /* the old image's identity (file_id) */
@@ -75,7 +79,7 @@ struct _LvMove {
   char *reason;                 /* why it failed or what it left */
   guint64 done_bytes, total_bytes;
   double rate_bps;
-  double copy_s;
+  double copy_s, verify_s, verify_bps;
   gint64 end_us;
   gboolean running;
 };
@@ -225,6 +229,8 @@ update_meta (LvMove *m, virDomainPtr dom, RecordOp op, GError **error)
       d->move->keep_as = g_strdup (m->keep_as);
       d->move->domain = g_strdup (m->uuid);
       d->move->old_id = g_strdup (m->old_id);
+      if (m->verify)
+        d->move->verify_speed = g_strdup_printf ("%" G_GUINT64_FORMAT, m->verify_speed);
       break;
     case RECORD_CLEAR:
       g_clear_pointer (&d->move, shd_lv_move_free);
@@ -484,6 +490,156 @@ wait_ready (LvMove *m, virDomainPtr dom)
   return TRUE;
 }
 
+/* The verify job's entry in query-jobs; NULL if it is gone, or (*error)
+ * if QEMU does not answer */
+static JsonObject *
+verify_job (virDomainPtr dom, const char *id, GError **error)
+{
+  g_autoptr (JsonNode) r = lv_monitor ("query-jobs", NULL, dom, error);
+  JsonArray *a;
+
+  if (r == NULL)
+    return NULL;
+  if (!JSON_NODE_HOLDS_ARRAY (r)) {
+    lv_set_error (error, "query-jobs gave no list");
+    return NULL;
+  }
+  a = json_node_get_array (r);
+  for (guint i = 0; i < json_array_get_length (a); i++) {
+    JsonObject *j = json_array_get_object_element (a, i);
+
+    if (j && g_strcmp0 (json_object_get_string_member_with_default (j, "id", NULL), id) == 0)
+      return json_object_ref (j);
+  }
+  return NULL;
+}
+
+/* Cancels and dismisses the verify job, and waits until it is gone: it
+ * keeps the copy's target node in use, which libvirt deletes after a
+ * pivot or a cancel */
+static void
+verify_drop (LvMove *m, virDomainPtr dom, const char *id)
+{
+  g_autoptr (JsonObject) args = json_object_new ();
+  gint64 until = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
+
+  json_object_set_string_member (args, "id", id);
+  while (g_get_monotonic_time () < until) {
+    g_autoptr (JsonObject) j = verify_job (dom, id, NULL);
+    g_autoptr (JsonNode) r = NULL;
+    const char *status;
+
+    if (j == NULL)
+      return;
+    status = json_object_get_string_member_with_default (j, "status", "");
+    if (strcmp (status, "concluded") == 0)
+      r = lv_monitor ("job-dismiss", args, dom, NULL);
+    else if (strcmp (status, "aborting") != 0)
+      r = lv_monitor ("job-cancel", args, dom, NULL);
+    g_usleep (POLL_MS * 1000);
+  }
+  shd_log (G_LOG_LEVEL_WARNING, m->name, "move", "%s: the verify job %s did not end in 10 s",
+           m->name, id);
+}
+
+/* verifying: the copy's content compared with the disk's through QEMU, the
+ * mirror keeping it in step meanwhile (x-shadow-verify-copy) */
+static gboolean
+verify_copy (LvMove *m, virDomainPtr dom)
+{
+  ShdLvMonitor mon = { lv_monitor, dom };
+  g_autoptr (GError) e = NULL;
+  g_autoptr (JsonObject) args = json_object_new ();
+  g_autoptr (JsonNode) r = NULL;
+  g_autofree char *source = NULL, *copy = NULL;
+  g_autofree char *id = g_strdup_printf ("shadowd-verify-%s", m->target);
+  gint64 t0 = g_get_monotonic_time (), last_us = t0;
+  guint64 last_cur = 0, total = 0;
+
+  g_mutex_lock (&m->lock);
+  m->done_bytes = m->total_bytes = 0;
+  m->rate_bps = NAN;
+  g_mutex_unlock (&m->lock);
+  set_state (m, SHD_MOVE_VERIFYING);
+  /* one a shadowd that stopped while verifying left behind */
+  verify_drop (m, dom, id);
+  if (!shd_lv_copy_nodes (&mon, m->image, &source, &copy, &e)) {
+    g_autofree char *msg = g_strdup_printf ("the copy cannot be verified: %s", e->message);
+
+    return end_before_pivot (m, dom, SHD_MOVE_FAILED, msg);
+  }
+  json_object_set_string_member (args, "job-id", id);
+  json_object_set_string_member (args, "node-name", source);
+  json_object_set_string_member (args, "target", copy);
+  json_object_set_int_member (args, "speed", (gint64) m->verify_speed);
+  json_object_set_boolean_member (args, "auto-dismiss", FALSE);
+  if ((r = lv_monitor ("x-shadow-verify-copy", args, dom, &e)) == NULL) {
+    g_autofree char *msg = g_strdup_printf ("x-shadow-verify-copy: %s", e->message);
+
+    return end_before_pivot (m, dom, SHD_MOVE_FAILED, msg);
+  }
+  shd_log (G_LOG_LEVEL_MESSAGE, m->name, "move", "%s: verifying %s (node %s) against the disk "
+           "(node %s) at %" G_GUINT64_FORMAT " bytes/s", m->name, m->image, copy, source,
+           m->verify_speed);
+  for (;;) {
+    g_autoptr (JsonObject) j = NULL;
+    virDomainBlockJobInfo info;
+    const char *status, *err;
+
+    if (g_cancellable_is_cancelled (m->lv->cancel)) {
+      verify_drop (m, dom, id);
+      return FALSE;             /* shadowd stops: the record takes it up again */
+    }
+    if (g_atomic_int_get (&m->abort)) {
+      verify_drop (m, dom, id);
+      return end_before_pivot (m, dom, SHD_MOVE_ABORTED, "aborted");
+    }
+    g_clear_error (&e);
+    j = verify_job (dom, id, &e);
+    if (j == NULL || copy_job (dom, m->target, &info) != 1) {
+      const char *why = virDomainIsActive (dom) == 0 ? "the domain stopped during the verify" :
+                        j == NULL ? "the verify job is gone" :
+                        "libvirt's copy ended during the verify";
+
+      verify_drop (m, dom, id);
+      return end_before_pivot (m, dom, SHD_MOVE_FAILED, why);
+    }
+    total = (guint64) MAX (json_object_get_int_member_with_default (j, "total-progress", 0), 0);
+    g_mutex_lock (&m->lock);
+    m->done_bytes = (guint64) MAX (json_object_get_int_member_with_default (j,
+                                                                            "current-progress",
+                                                                            0), 0);
+    m->total_bytes = total;
+    if (g_get_monotonic_time () - last_us >= G_USEC_PER_SEC) {
+      gint64 now = g_get_monotonic_time ();
+
+      m->rate_bps = (m->done_bytes - MIN (m->done_bytes, last_cur)) * 1e6 / (now - last_us);
+      last_us = now;
+      last_cur = m->done_bytes;
+    }
+    g_mutex_unlock (&m->lock);
+    status = json_object_get_string_member_with_default (j, "status", "");
+    if (strcmp (status, "concluded") == 0) {
+      g_autofree char *why = NULL;
+
+      err = json_object_get_string_member_with_default (j, "error", NULL);
+      why = err ? g_strdup_printf ("the verify found the copy wrong: %s", err) : NULL;
+      verify_drop (m, dom, id);
+      if (why)
+        return end_before_pivot (m, dom, SHD_MOVE_FAILED, why);
+      break;
+    }
+    g_usleep (POLL_MS * 1000);
+  }
+  g_mutex_lock (&m->lock);
+  m->verify_s = (g_get_monotonic_time () - t0) / 1e6;
+  m->verify_bps = m->verify_s > 0 ? total / m->verify_s : NAN;
+  g_mutex_unlock (&m->lock);
+  shd_log (G_LOG_LEVEL_MESSAGE, m->name, "move", "%s: the copy is verified: %" G_GUINT64_FORMAT
+           " bytes compared in %.1f s", m->name, total, m->verify_s);
+  return TRUE;
+}
+
 static gboolean
 same_dir (const char *a, const char *b)
 {
@@ -618,7 +774,8 @@ run_move (LvMove *m, virDomainPtr dom)
       end_move (m, SHD_MOVE_ABORTED, "before it started; nothing was changed");
       return;
     }
-    if (!prepare (m, dom, &tier_image) || !wait_ready (m, dom))
+    if (!prepare (m, dom, &tier_image) || !wait_ready (m, dom) ||
+        (m->verify && !verify_copy (m, dom)))
       return;
   } else {
     virDomainBlockJobInfo info;
@@ -654,7 +811,7 @@ run_move (LvMove *m, virDomainPtr dom)
       return;
     }
     set_state (m, SHD_MOVE_COPYING);
-    if (!wait_ready (m, dom))
+    if (!wait_ready (m, dom) || (m->verify && !verify_copy (m, dom)))
       return;
   }
   /* under the lock the abort request checks the state with: an abort is
@@ -758,7 +915,7 @@ lv_move_new (Dom *d, const char *target, const char *tier, const char *keep_as)
   m->start_us = g_get_monotonic_time ();
   m->state = SHD_MOVE_PREPARING;
   m->done_bytes = m->total_bytes = 0;
-  m->rate_bps = m->copy_s = NAN;
+  m->rate_bps = m->copy_s = m->verify_s = m->verify_bps = NAN;
   return m;
 }
 
@@ -797,6 +954,11 @@ lv_move_resume (Dom *d, const ShdLvDisk *spec)
   m->old = g_strdup (spec->move->old);
   m->record_domain = g_strdup (spec->move->domain);
   m->old_id = g_strdup (spec->move->old_id);
+  /* a record of --verify asks for it again; an unreadable speed, the default */
+  m->verify = spec->move->verify_speed != NULL;
+  if (m->verify && !g_ascii_string_to_unsigned (spec->move->verify_speed, 10, 1, G_MAXINT64,
+                                                &m->verify_speed, NULL))
+    m->verify_speed = SHD_MOVE_VERIFY_SPEED_DEFAULT;
   shd_log (G_LOG_LEVEL_MESSAGE, m->name, "move", "%s: the metadata records a move to %s "
            "(%s): taking it up", m->name, m->tier, m->image);
   start (d, m);
@@ -836,6 +998,13 @@ lv_move_status (ShdLibvirt *lv, const char *name)
   }
   if (isfinite (m->copy_s))
     json_object_set_double_member (o, "copy-s", m->copy_s);
+  json_object_set_boolean_member (o, "verify", m->verify);
+  if (m->verify)
+    json_object_set_int_member (o, "verify-speed", (gint64) m->verify_speed);
+  if (isfinite (m->verify_s))
+    json_object_set_double_member (o, "verify-s", m->verify_s);
+  if (isfinite (m->verify_bps))
+    json_object_set_double_member (o, "verify-bps", m->verify_bps);
   json_object_set_double_member (o, "elapsed-s",
                                  ((m->end_us ? m->end_us : now) - m->start_us) / 1e6);
   if (m->reason)
@@ -875,6 +1044,7 @@ lv_move_handle (gpointer data, JsonObject *req, JsonNode **result, GError **erro
   const char *tier = shd_request_string (req, "tier");
   const char *keep_as = shd_request_string (req, "keep-as");
   double copy_speed = shd_request_number (req, "copy-speed", 0);
+  double verify_speed = shd_request_number (req, "verify-speed", 0);
   LvMove *m;
 
   *result = NULL;
@@ -908,11 +1078,9 @@ lv_move_handle (gpointer data, JsonObject *req, JsonNode **result, GError **erro
       g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "\"tier\" is required");
       return TRUE;
     }
-    if (verify && JSON_NODE_HOLDS_VALUE (verify) && json_node_get_boolean (verify)) {
-      g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_SUPPORTED,
-                   "disk %s belongs to a libvirt domain: its move is libvirt's block copy "
-                   "into a new image of its own layout, which --verify cannot compare with "
-                   "the old one chunk by chunk; move it without --verify", f.name);
+    if (!(verify_speed >= 0) || verify_speed > 1e15) {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                   "\"verify-speed\" is a number of bytes per second");
       return TRUE;
     }
     if (!(copy_speed >= 0) || copy_speed > 1e15) {
@@ -932,9 +1100,11 @@ lv_move_handle (gpointer data, JsonObject *req, JsonNode **result, GError **erro
     }
     m = lv_move_new (f.dom, f.target, tier, keep_as);
     m->copy_speed = (guint64) copy_speed;
+    m->verify = verify && JSON_NODE_HOLDS_VALUE (verify) && json_node_get_boolean (verify);
+    m->verify_speed = verify_speed > 0 ? (guint64) verify_speed : SHD_MOVE_VERIFY_SPEED_DEFAULT;
     shd_log (G_LOG_LEVEL_MESSAGE, m->name, "move", "%s: operator requested a move to %s "
-             "(libvirt block copy)%s%s", m->name, tier, keep_as ? ", keeping the old image as " :
-             "", keep_as ? keep_as : "");
+             "(libvirt block copy%s)%s%s", m->name, tier, m->verify ? ", verified" : "",
+             keep_as ? ", keeping the old image as " : "", keep_as ? keep_as : "");
     start (f.dom, m);
   }
   *result = json_node_new (JSON_NODE_OBJECT);

@@ -1968,13 +1968,11 @@ scenario_move() {
     wait_for 60 tiers_synced vda || fail "the tiers did not get in sync"
 
     # refused at once, nothing changes
-    out=$(vsh "$dom" vda move fast --verify 2>&1) && fail "move --verify of a libvirt disk was accepted"
-    grep -q "cannot compare with the old one" <<< "$out" || fail "move --verify: $out"
     out=$(vsh "$dom" vda move gold 2>&1) && fail "a move to an unknown tier succeeded"
     grep -q "has no tier 'gold'" <<< "$out" || fail "move gold: $out"
     out=$(vsh "$dom" vda move cheap 2>&1) && fail "a move to the disk's own tier succeeded"
     grep -q "already the disk's own image" <<< "$out" || fail "move cheap: $out"
-    log "refused: --verify, an unknown tier, the origin ($out)"
+    log "refused: an unknown tier, the origin ($out)"
 
     # abort while copying: the disk stays on its image, the copy goes
     vsh "$dom" vda move fast --copy-speed 2097152 --no-wait > /dev/null || fail "move fast --no-wait"
@@ -2103,6 +2101,95 @@ scenario_move() {
     echo "RESULT move=ok resumed-move-s=$secs"
 }
 
+# ---------------------------------------------------------- move-verify
+# --verify of a libvirt move: x-shadow-verify-copy compares libvirt's copy
+# with the disk through QEMU before the pivot
+copied_past() { "$py" -c "import sys; sys.exit(not float('$(move_field done-bytes)') >= $1)"; }
+no_verify_job() { ! grep -q shadowd-verify <<< "$(qmp '{"execute":"query-jobs"}')"; }
+scenario_move_verify() {
+    local md out img1 n node host bad=$((1048576 + 4660))
+    mkdir -p "$dir/img/tiers" && chown libvirt-qemu: "$dir/img/tiers"
+    image_and_ref "write -P 0x31 0 8M" "write -P 0x32 40M 8M"
+    md="<shadowtier xmlns=\"$ns\">
+  <disk target=\"vda\" slo-latency-ms=\"1000\" chunk-size=\"65536\" prewarm=\"sequential\">
+    <tier name=\"cheap\" origin=\"yes\"/>
+    <tier name=\"fast\" path=\"$dir/img/tiers/vda.fast\" cost-gib-month=\"0.12\"/>
+    <policy min-dwell=\"3600\"/>
+  </disk>
+</shadowtier>"
+    start_domain "$(domain_xml "$md")"
+    start_agent
+    wait_for 20 is_state vda attached || fail "vda not attached: $(lv_state vda)"
+    wait_for 60 tiers_synced vda || fail "the tiers did not get in sync"
+
+    # abort while verifying (2 MiB/s: 32 s for the disk's 64 MiB)
+    vsh "$dom" vda move fast --verify --verify-speed 2097152 --no-wait > /dev/null ||
+        fail "move fast --verify --no-wait"
+    wait_for 20 move_is verifying || fail "the move is $(move_field state), not verifying: $(move_field reason)"
+    img1=$(move_field image)
+    wait_for 10 copied_past 1 || fail "the verify shows no progress: $(move_field done-bytes)"
+    [ "$(move_field total-bytes)" = 67108864.0 ] || fail "verify total: $(move_field total-bytes)"
+    grep -q shadowd-verify-vda <<< "$(qmp '{"execute":"query-jobs"}')" || fail "no verify job in QEMU"
+    vsh "$dom" vda move --abort > /dev/null || fail "move --abort while verifying: $(move_field state)"
+    wait_for 20 move_is aborted || fail "the move is $(move_field state), not aborted"
+    [ -e "$img1" ] && fail "the aborted copy $img1 is left"
+    no_verify_job || fail "the verify job is left: $(qmp '{"execute":"query-jobs"}')"
+    [ "$(source_of)" = "$dir/img/vda.qcow2" ] && [ "$(source_of --inactive)" = "$dir/img/vda.qcow2" ] ||
+        fail "after the abort libvirt names $(source_of) / $(source_of --inactive)"
+    move_settled || fail "the aborted move's record is left: $(meta_xml)"
+    wait_for 20 is_state vda attached || fail "vda not attached after the abort: $(lv_state vda)"
+    log "abort while verifying: the disk is still vda.qcow2, $(basename "$img1") and the verify job gone"
+
+    # a byte of the copy changed behind QEMU's back once copied: the verify
+    # finds it, says where, and the move fails with the disk where it was
+    vsh "$dom" vda move fast --verify --copy-speed 4194304 --no-wait > /dev/null ||
+        fail "move fast --verify (2)"
+    wait_for 10 move_is copying || fail "the move is $(move_field state), not copying"
+    img1=$(move_field image)
+    wait_for 30 copied_past 16777216 || fail "the copy did not get past 16 MiB: $(move_field done-bytes)"
+    node=$(graph | awk '$2 == "-target->" { print $3 }' | head -n 1)
+    [ -n "$node" ] || fail "no copy target in the graph: $(graph)"
+    hmp "qemu-io $node flush" > /dev/null    # its L2 tables to the file
+    host=$("$qemu/qemu-img" map --output=json --image-opts \
+           "driver=qcow2,file.driver=file,file.locking=off,file.filename=$img1" |
+           json "[e['offset'] + $bad - e['start'] for e in d if e['data'] and e['start'] <= $bad < e['start'] + e['length']][0]")
+    "$py" -c "
+f = open('$img1', 'r+b'); f.seek($host); b = f.read(1)[0]; f.seek($host); f.write(bytes([b ^ 0x5a]))"
+    wait_for 60 move_is failed || fail "the move is $(move_field state) with a changed copy: $(move_field reason)"
+    out=$(move_field reason)
+    grep -q "the verify found the copy wrong: Node '$node' differs from node '[^']*' that copies it at offset $bad" <<< "$out" ||
+        fail "reason: $out"
+    grep -q "the disk is still $dir/img/vda.qcow2, the copy was removed" <<< "$out" || fail "reason: $out"
+    [ -e "$img1" ] && fail "the wrong copy $img1 is left"
+    no_verify_job || fail "the verify job is left"
+    [ "$(source_of)" = "$dir/img/vda.qcow2" ] && [ "$(source_of --inactive)" = "$dir/img/vda.qcow2" ] ||
+        fail "after the failed verify libvirt names $(source_of) / $(source_of --inactive)"
+    move_settled || fail "the failed move's record is left: $(meta_xml)"
+    wait_for 20 is_state vda attached || fail "vda not attached after the failed verify: $(lv_state vda)"
+    log "a byte of the copy changed at guest offset $bad (file offset $host): $out"
+
+    # a verified move under guest writes, through both states
+    wait_for 60 tiers_synced vda || fail "the tiers did not get in sync (2)"
+    vsh "$dom" vda move fast --verify --verify-speed 8388608 --no-wait > /dev/null ||
+        fail "move fast --verify (3)"
+    n=$(writes_during 0x45 60 preparing copying verifying)
+    wait_for 60 move_is done || fail "the verified move is $(move_field state): $(move_field reason)"
+    img1=$(move_field image)
+    [ "$(move_field verify)" = True ] || fail "the move does not say it verified"
+    [ "$(move_field verify-s)" != none ] || fail "no verify time"
+    [ "$(source_of)" = "$img1" ] && [ "$(source_of --inactive)" = "$img1" ] ||
+        fail "after the verified move libvirt names $(source_of) / $(source_of --inactive)"
+    [ -e "$dir/img/vda.qcow2" ] && fail "the old image is still at its path"
+    for p in "0x31 0 8M" "0x32 40M 8M"; do gread virtio-disk0 $p; done
+    pattern_log_ok || fail "a read after the verified move found other data"
+    log "verified move under $n guest writes: verify $(move_field verify-s) s at $(move_field verify-bps) bytes/s"
+    v destroy "$dom" > /dev/null || fail "virsh destroy"
+    wait_for 20 domain_down || fail "the domain did not stop"
+    same_as_ref "$img1" qcow2 "$dir/ref.raw"
+    log "the moved image is the reference (qemu-img compare)"
+    echo "RESULT move-verify=ok writes=$n"
+}
+
 # ------------------------------------------------------------ move-kill
 # MOVE_KILL_ROUNDS (3) moves, each with shadowd killed at a random moment
 # (MOVE_KILL_SEED), and QEMU with it one round in three; then shadowd (and
@@ -2113,7 +2200,7 @@ move_settled() {  # no record in the metadata, live or persistent
     ! grep -q "<move" <<< "$(meta_xml)"
 }
 scenario_move_kill() {
-    local seed rounds r tier delay kill_qemu before after state pid wpid n=0 img
+    local seed rounds r tier delay kill_qemu before after state pid wpid n=0 img verify
     seed=${MOVE_KILL_SEED:-$((RANDOM * 32768 + RANDOM))}
     rounds=${MOVE_KILL_ROUNDS:-3}
     log "seed $seed (MOVE_KILL_SEED=$seed runs it again)"
@@ -2134,7 +2221,11 @@ scenario_move_kill() {
         before=$(source_of)
         delay=$("$py" -c "import random; random.seed($seed + $r); print(round(random.uniform(0, 5), 2))")
         kill_qemu=$((RANDOM % 3 == 0))
-        vsh "$dom" vda move "$tier" --copy-speed 16777216 --no-wait > /dev/null || fail "round $r: move $tier"
+        # one move in two verified (64 MiB at 32 MiB/s after a 4 s copy)
+        verify=()
+        [ $((RANDOM % 2)) = 1 ] && verify=(--verify --verify-speed 33554432)
+        vsh "$dom" vda move "$tier" --copy-speed 16777216 "${verify[@]}" --no-wait > /dev/null ||
+            fail "round $r: move $tier"
         # writes until the flag file appears; each one completed on the
         # guest's device before it goes to the reference
         rm -f "$dir/stop-writes"
@@ -2156,7 +2247,7 @@ scenario_move_kill() {
             kill -KILL "$pid"
             wait_for 20 domain_down || fail "round $r: the domain did not stop"
         fi
-        log "round $r: killed shadowd$([ "$kill_qemu" = 1 ] && echo " and QEMU") after $delay s, while the move was $state"
+        log "round $r: killed shadowd$([ "$kill_qemu" = 1 ] && echo " and QEMU") after $delay s, while the${verify:+ verified} move was $state"
         start_agent
         [ "$kill_qemu" = 1 ] && { v start "$dom" > /dev/null || fail "round $r: virsh start"; }
         wait_for 60 move_settled || fail "round $r: the move did not settle: $(meta_xml)"
@@ -2175,6 +2266,7 @@ scenario_move_kill() {
             log "round $r: moved to $(basename "$after")"
         fi
         wait_for 20 domain_running || fail "round $r: the domain is not running"
+        no_verify_job || fail "round $r: a verify job is left: $(qmp '{"execute":"query-jobs"}')"
         for p in "0x31 0 8M" "0x32 40M 8M" "0x$((50 + r)) 16M $(($(cat "$dir/writes-n") * 65536))"; do
             gread virtio-disk0 $p
         done
@@ -2196,6 +2288,7 @@ warm) scenario_warm ;;
 resize) scenario_resize ;;
 move) scenario_move ;;
 move-kill) scenario_move_kill ;;
+move-verify) scenario_move_verify ;;
 main) scenario_main ;;
 events) scenario_events ;;
 operations) scenario_operations ;;
