@@ -85,7 +85,7 @@ TARGETS = ('qsd', 'system-none', 'system-pc')
 MUTATING = {'blockdev-add', 'blockdev-del', 'blockdev-reopen',
             'x-blockdev-change', 'block-export-add', 'block-export-del',
             'blockdev-set-active', 'block_resize', 'device_add',
-            'device_del', 'x-shadow-verify'}
+            'device_del', 'x-shadow-verify', 'x-shadow-verify-copy'}
 
 logging.getLogger('qemu').setLevel(logging.CRITICAL + 1)
 
@@ -1695,8 +1695,9 @@ class Generator:
         return {'sleep': self.pick([0.01, 0.05, 0.1, 0.3])}
 
     def gen_verify(self):
-        """x-shadow-verify, its speed and its cancel, while the graph
-        changes under it (a job must not pin a node it may not)."""
+        """x-shadow-verify and x-shadow-verify-copy, their speed and their
+        cancel, while the graph changes under them (a job must not pin a
+        node it may not)."""
         m = self.model
         r = self.rng.random()
         if r < 0.15:
@@ -1706,6 +1707,18 @@ class Generator:
         if r < 0.3:
             return self.qmp('job-cancel',
                             {'id': self.pick(['v0', 'v1', 'nonexistent'])})
+        if r < 0.45:
+            # a mirror's verify between any two nodes (no mirror here: it
+            # reads, drains them and fails; they may go meanwhile)
+            nodes = list(m.nodes) + ['nonexistent']
+            args = {'job-id': self.pick(['v0', 'v1']),
+                    'node-name': self.pick(nodes),
+                    'target': self.pick(nodes)}
+            if self.chance(0.6):
+                args['speed'] = self.pick([0, 4096, 64 * KiB, MiB, -1])
+            if self.chance(0.1):
+                args['auto-dismiss'] = False
+            return self.qmp('x-shadow-verify-copy', args, 0.05)
         node = self.pick(m.shadows()) if self.chance(0.9) else \
             self.pick(list(m.nodes) + ['nonexistent'])
         kids = m.child_nodes(node) or ['n0']

@@ -480,7 +480,8 @@ test_format_and_move (void)
     "cost-gib-month=\"0.12\"/>\n"
     "    <shadow:tier name=\"mid\" path=\"/srv/ssd/vda.mid\" bps-limit=\"1048576\"/>\n"
     "    <shadow:policy min-dwell=\"30\"/>\n"
-    "    <shadow:move tier=\"fast\" image=\"/srv/a&amp;b/vm1-vda.qcow2\" old=\"/img/vda.qcow2\"/>\n"
+    "    <shadow:move tier=\"fast\" image=\"/srv/a&amp;b/vm1-vda.qcow2\" old=\"/img/vda.qcow2\" "
+    "verify-speed=\"67108864\"/>\n"
     "  </shadow:disk>\n"
     "  <shadow:disk target=\"vdb\" slo-latency-ms=\"5\">\n"
     "    <shadow:tier name=\"cheap\" origin=\"yes\"/>\n"
@@ -500,6 +501,7 @@ test_format_and_move (void)
   g_assert_cmpstr (d->move->tier, ==, "fast");
   g_assert_cmpstr (d->move->image, ==, "/srv/a&b/vm1-vda.qcow2");
   g_assert_null (d->move->keep_as);
+  g_assert_cmpstr (d->move->verify_speed, ==, "67108864");
   text = shd_lv_meta_format (disks);
   again = shd_lv_meta_parse (text, &error);
   g_assert_no_error (error);
@@ -510,6 +512,7 @@ test_format_and_move (void)
   key2 = shd_lv_disk_full_key (again->pdata[0]);
   g_assert_cmpstr (key1, ==, key2);
   g_assert_cmpstr (((ShdLvDisk *) again->pdata[0])->move->old, ==, "/img/vda.qcow2");
+  g_assert_cmpstr (((ShdLvDisk *) again->pdata[0])->move->verify_speed, ==, "67108864");
 
   /* moved to fast: fast is the origin (no path, not host-local), cheap is
    * gone, mid stays as it was, the record goes */
@@ -551,6 +554,13 @@ test_format_and_move (void)
                              "<move tier=\"b\" old=\"/o\"/></disk></shadowtier>", &error);
   g_assert_null (again);
   g_assert_nonnull (strstr (error->message, "<move> needs tier, image and old"));
+  g_clear_error (&error);
+  again = shd_lv_meta_parse ("<shadowtier><disk target=\"vda\" slo-latency-ms=\"5\">"
+                             "<tier name=\"a\" origin=\"yes\"/><tier name=\"b\" path=\"/x\"/>"
+                             "<move tier=\"b\" image=\"/i\" old=\"/o\" verify=\"yes\"/></disk>"
+                             "</shadowtier>", &error);
+  g_assert_null (again);
+  g_assert_nonnull (strstr (error->message, "<move> has no attribute 'verify'"));
 }
 
 int
