@@ -145,9 +145,13 @@ shadow_verify_copy_read(ShadowVerifyCopyJob *vj, int64_t offset,
     return offset + i;
 }
 
-/* Whether a dirty bitmap of @bs without a name marks any of the range */
+/*
+ * Whether a dirty bitmap of @bs without a name marks any of the range;
+ * *@seen is set if @bs has such a bitmap at all
+ */
 static bool shadow_verify_copy_node_dirty(BlockDriverState *bs,
-                                          int64_t offset, int64_t bytes)
+                                          int64_t offset, int64_t bytes,
+                                          bool *seen)
 {
     BdrvDirtyBitmap *bm;
     bool dirty = false;
@@ -155,8 +159,11 @@ static bool shadow_verify_copy_node_dirty(BlockDriverState *bs,
     /* It protects both the list and the bits */
     qemu_mutex_lock(&bs->dirty_bitmap_mutex);
     FOR_EACH_DIRTY_BITMAP(bs, bm) {
-        if (!bdrv_dirty_bitmap_name(bm) &&
-            bdrv_dirty_bitmap_next_dirty(bm, offset, bytes) >= 0) {
+        if (bdrv_dirty_bitmap_name(bm)) {
+            continue;
+        }
+        *seen = true;
+        if (bdrv_dirty_bitmap_next_dirty(bm, offset, bytes) >= 0) {
             dirty = true;
             break;
         }
@@ -168,15 +175,17 @@ static bool shadow_verify_copy_node_dirty(BlockDriverState *bs,
 /*
  * Whether the range is still to copy: a dirty bitmap without a name marks
  * any of it on @bs or on a filter above it.  A mirror keeps its bitmap on
- * the filter it inserts over its source (mirror_top).  Inside a drained
- * section, so no request changes the bitmaps.
+ * the filter it inserts over its source (mirror_top).  *@seen is set if
+ * there is such a bitmap at all: without one, no mirror copies @bs.
+ * Inside a drained section, so no request changes the bitmaps.
  */
 static bool GRAPH_RDLOCK
-shadow_verify_copy_dirty(BlockDriverState *bs, int64_t offset, int64_t bytes)
+shadow_verify_copy_dirty(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                         bool *seen)
 {
     BdrvChild *c;
 
-    if (shadow_verify_copy_node_dirty(bs, offset, bytes)) {
+    if (shadow_verify_copy_node_dirty(bs, offset, bytes, seen)) {
         return true;
     }
     QLIST_FOREACH(c, &bs->parents, next_parent) {
@@ -188,7 +197,7 @@ shadow_verify_copy_dirty(BlockDriverState *bs, int64_t offset, int64_t bytes)
         parent = c->opaque;
         if (parent->drv && parent->drv->is_filter &&
             bdrv_filter_child(parent) == c &&
-            shadow_verify_copy_dirty(parent, offset, bytes)) {
+            shadow_verify_copy_dirty(parent, offset, bytes, seen)) {
             return true;
         }
     }
@@ -205,13 +214,13 @@ shadow_verify_copy_settle(ShadowVerifyCopyJob *vj, int64_t offset,
                           int64_t bytes, Error **errp)
 {
     int64_t differs = -1;
-    bool dirty;
+    bool dirty, seen = false;
 
     vj->in_drain = true;
     bdrv_drained_begin(vj->source->bs);
     bdrv_drained_begin(vj->target->bs);
     bdrv_graph_co_rdlock();
-    dirty = shadow_verify_copy_dirty(vj->source->bs, offset, bytes);
+    dirty = shadow_verify_copy_dirty(vj->source->bs, offset, bytes, &seen);
     bdrv_graph_co_rdunlock();
     if (!dirty) {
         differs = shadow_verify_copy_read(vj, offset, bytes, errp);
@@ -226,6 +235,15 @@ shadow_verify_copy_settle(ShadowVerifyCopyJob *vj, int64_t offset,
     }
     if (differs < -1) {
         return differs;
+    }
+    if (differs >= 0 && !seen) {
+        trace_shadow_verify_copy_mismatch(vj, differs);
+        error_setg(errp, "Node '%s' differs from node '%s' at offset %" PRId64
+                   ", and no mirror copies '%s' (it has no copy's dirty "
+                   "bitmap)", bdrv_get_node_name(vj->target->bs),
+                   bdrv_get_node_name(vj->source->bs), differs,
+                   bdrv_get_node_name(vj->source->bs));
+        return -EILSEQ;
     }
     if (differs >= 0) {
         trace_shadow_verify_copy_mismatch(vj, differs);

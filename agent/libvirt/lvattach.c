@@ -1880,3 +1880,37 @@ shd_lv_copy_nodes (const ShdLvMonitor *m, const char *image, char **source, char
   graph_clear (&g);
   return found;
 }
+
+gboolean
+shd_lv_release_copy (const ShdLvMonitor *m, const char *target, const char *image,
+                     GError **error)
+{
+  Graph g = { 0 };
+  g_autoptr (GPtrArray) formats = g_ptr_array_new_with_free_func (g_free);
+  GHashTableIter it;
+  gpointer k, v;
+  g_autofree char *prefix = g_strdup_printf ("shd-%s", target);
+  const char *storage;
+
+  if (!graph_load (m, &g, error))
+    return FALSE;
+  g_hash_table_iter_init (&it, g.nodes);
+  while (g_hash_table_iter_next (&it, &k, &v)) {
+    const char *drv = json_object_get_string_member_with_default (v, "drv", "");
+
+    if (!g_str_has_prefix (k, prefix) && strcmp (drv, "file") != 0 &&
+        strcmp (drv, "host_device") != 0 &&
+        g_strcmp0 (json_object_get_string_member_with_default (v, "file", NULL), image) == 0 &&
+        !has_parent (&g, k))
+      g_ptr_array_add (formats, g_strdup (k));
+  }
+  for (guint i = 0; i < formats->len; i++)
+    del_node (m, &g, formats->pdata[i]);
+  graph_clear (&g);
+  if (!graph_load (m, &g, error))
+    return FALSE;
+  if ((storage = libvirt_storage (&g, target, image)))
+    del_node (m, &g, storage);
+  graph_clear (&g);
+  return TRUE;
+}

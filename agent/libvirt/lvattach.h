@@ -91,6 +91,12 @@ gboolean shd_lv_release_moved (const ShdLvMonitor *m, const char *target, const 
 gboolean shd_lv_copy_nodes (const ShdLvMonitor *m, const char *image, char **source,
                             char **copy, GError **error);
 
+/* After a copy into @image ended without its pivot: the nodes libvirt
+ * opened on @image and could not delete (a verify job held them then) are
+ * deleted, if nothing uses them now; QEMU would keep the file open. */
+gboolean shd_lv_release_copy (const ShdLvMonitor *m, const char *target, const char *image,
+                              GError **error);
+
 gboolean shd_lv_is_attached (const ShdLvMonitor *m, const char *target,
                              const ShdLvDomDisk *dd, GError **error);
 

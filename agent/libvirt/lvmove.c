@@ -24,9 +24,9 @@
  *               metadata rewritten: the tier is the disk's own image and the
  *               record is gone
  * Abort (before switching) cancels the verify and the copy and removes
- * IMAGE; so does a failure before the pivot, a difference found included.  Nothing of the old image is touched before
- * the pivot, and it is released only once IMAGE is durable and the
- * persistent definition names it.
+ * IMAGE; so does a failure before the pivot, a difference found included.
+ * Nothing of the old image is touched before the pivot, and it is released
+ * only once IMAGE is durable and the persistent definition names it.
  *
  * The record makes a move outlive shadowd: a shadowd that finds one
  * (lv_move_resume, from the domain's look) takes the move up where libvirt
@@ -67,6 +67,7 @@ struct _LvMove {
   gboolean verify;
   guint64 verify_speed;         /* bytes/s compared */
   gboolean resumed;             /* taken up from a record */
+  gboolean libvirt_lost;        /* the worker's: libvirt stopped answering; wait */
   char *record_domain;          /* resumed: the record's domain and old-id */
   char *old_id;                 /* the old image's identity (file_id) */
   gint64 start_us;
@@ -308,6 +309,8 @@ sync_file (const char *path, GError **error)
  * answers, no copy job runs, and the definition names another image.
  * Otherwise (libvirt out of reach: its pivot may still happen) the new
  * image and the record stay for the next look to decide.  TRUE if undone. */
+static void verify_drop (LvMove *m, virDomainPtr dom);
+
 static gboolean
 undo_copy (LvMove *m, virDomainPtr dom)
 {
@@ -315,6 +318,11 @@ undo_copy (LvMove *m, virDomainPtr dom)
   g_autoptr (GError) e = NULL;
   g_autofree char *source = NULL;
   int active = virDomainIsActive (dom);
+
+  /* a verify (this shadowd's or a killed one's) holds the copy's node,
+   * which libvirt deletes when it cancels the copy */
+  if (active == 1)
+    verify_drop (m, dom);
 
   if (active == 1 && copy_job (dom, m->target, &info) == 1 &&
       virDomainBlockJobAbort (dom, m->target, 0) < 0)
@@ -325,6 +333,15 @@ undo_copy (LvMove *m, virDomainPtr dom)
   source = disk_source (dom, m->target, 0, NULL);
   if (source == NULL || strcmp (source, m->image) == 0)
     return FALSE;
+  if (active == 1) {
+    ShdLvMonitor mon = { lv_monitor, dom };
+
+    if (!shd_lv_release_copy (&mon, m->target, m->image, &e)) {
+      shd_log (G_LOG_LEVEL_WARNING, m->name, "move", "%s: the copy's nodes: %s", m->name,
+               e->message);
+      g_clear_error (&e);
+    }
+  }
   if (unlink (m->image) < 0 && errno != ENOENT)
     shd_log (G_LOG_LEVEL_WARNING, m->name, "move", "%s: cannot remove the copy %s: %s",
              m->name, m->image, g_strerror (errno));
@@ -333,12 +350,30 @@ undo_copy (LvMove *m, virDomainPtr dom)
   return TRUE;
 }
 
+/* libvirt stopped answering (libvirtd restarts): the move waits for it
+ * (move_work), then goes on from its record as a restarted shadowd would.
+ * Returns FALSE: the move is not over. */
+static gboolean
+lose_libvirt (LvMove *m, const char *why)
+{
+  m->libvirt_lost = TRUE;
+  g_mutex_lock (&m->lock);
+  g_free (m->reason);
+  m->reason = g_strdup_printf ("libvirt does not answer (%s); waiting for it", why);
+  g_mutex_unlock (&m->lock);
+  shd_log (G_LOG_LEVEL_WARNING, m->name, "move", "%s: move to %s: %s", m->name, m->tier,
+           m->reason);
+  return FALSE;
+}
+
 /* Ends a move before its pivot */
 static gboolean
 end_before_pivot (LvMove *m, virDomainPtr dom, ShdMoveState state, const char *why)
 {
   if (undo_copy (m, dom))
     return end_move (m, state, "%s; the disk is still %s, the copy was removed", why, m->old);
+  if (virDomainIsActive (dom) < 0)
+    return lose_libvirt (m, why);
   return end_move (m, state, "%s; libvirt cannot tell whether the disk uses the copy %s: it "
                    "is kept, with the move's record, for shadowd's next look", why, m->image);
 }
@@ -517,9 +552,16 @@ verify_job (virDomainPtr dom, const char *id, GError **error)
 /* Cancels and dismisses the verify job, and waits until it is gone: it
  * keeps the copy's target node in use, which libvirt deletes after a
  * pivot or a cancel */
-static void
-verify_drop (LvMove *m, virDomainPtr dom, const char *id)
+static char *
+verify_job_id (LvMove *m)
 {
+  return g_strdup_printf ("shadowd-verify-%s", m->target);
+}
+
+static void
+verify_drop (LvMove *m, virDomainPtr dom)
+{
+  g_autofree char *id = verify_job_id (m);
   g_autoptr (JsonObject) args = json_object_new ();
   gint64 until = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
 
@@ -552,7 +594,7 @@ verify_copy (LvMove *m, virDomainPtr dom)
   g_autoptr (JsonObject) args = json_object_new ();
   g_autoptr (JsonNode) r = NULL;
   g_autofree char *source = NULL, *copy = NULL;
-  g_autofree char *id = g_strdup_printf ("shadowd-verify-%s", m->target);
+  g_autofree char *id = verify_job_id (m);
   gint64 t0 = g_get_monotonic_time (), last_us = t0;
   guint64 last_cur = 0, total = 0;
 
@@ -562,7 +604,7 @@ verify_copy (LvMove *m, virDomainPtr dom)
   g_mutex_unlock (&m->lock);
   set_state (m, SHD_MOVE_VERIFYING);
   /* one a shadowd that stopped while verifying left behind */
-  verify_drop (m, dom, id);
+  verify_drop (m, dom);
   if (!shd_lv_copy_nodes (&mon, m->image, &source, &copy, &e)) {
     g_autofree char *msg = g_strdup_printf ("the copy cannot be verified: %s", e->message);
 
@@ -587,21 +629,23 @@ verify_copy (LvMove *m, virDomainPtr dom)
     const char *status, *err;
 
     if (g_cancellable_is_cancelled (m->lv->cancel)) {
-      verify_drop (m, dom, id);
+      verify_drop (m, dom);
       return FALSE;             /* shadowd stops: the record takes it up again */
     }
     if (g_atomic_int_get (&m->abort)) {
-      verify_drop (m, dom, id);
+      verify_drop (m, dom);
       return end_before_pivot (m, dom, SHD_MOVE_ABORTED, "aborted");
     }
     g_clear_error (&e);
     j = verify_job (dom, id, &e);
+    if (j == NULL && e && virDomainIsActive (dom) < 0)
+      return lose_libvirt (m, "while verifying");      /* the job runs on */
     if (j == NULL || copy_job (dom, m->target, &info) != 1) {
       const char *why = virDomainIsActive (dom) == 0 ? "the domain stopped during the verify" :
                         j == NULL ? "the verify job is gone" :
                         "libvirt's copy ended during the verify";
 
-      verify_drop (m, dom, id);
+      verify_drop (m, dom);
       return end_before_pivot (m, dom, SHD_MOVE_FAILED, why);
     }
     total = (guint64) MAX (json_object_get_int_member_with_default (j, "total-progress", 0), 0);
@@ -624,7 +668,7 @@ verify_copy (LvMove *m, virDomainPtr dom)
 
       err = json_object_get_string_member_with_default (j, "error", NULL);
       why = err ? g_strdup_printf ("the verify found the copy wrong: %s", err) : NULL;
-      verify_drop (m, dom, id);
+      verify_drop (m, dom);
       if (why)
         return end_before_pivot (m, dom, SHD_MOVE_FAILED, why);
       break;
@@ -656,7 +700,7 @@ commit (LvMove *m, virDomainPtr dom, const char *tier_image)
 {
   g_autoptr (GError) e = NULL;
   g_autofree char *config_source = NULL;
-  GString *left = g_string_new (NULL);
+  g_autoptr (GString) left = g_string_new (NULL);
   gboolean keep_old = FALSE, old_verified;
 
   int persistent;
@@ -666,9 +710,7 @@ commit (LvMove *m, virDomainPtr dom, const char *tier_image)
   if (!sync_file (m->image, &e))
     return end_move (m, SHD_MOVE_FAILED, "%s; the old image %s is kept", e->message, m->old);
   if ((persistent = virDomainIsPersistent (dom)) < 0)
-    return end_move (m, SHD_MOVE_FAILED, "libvirt does not answer (%s): nothing is retired; "
-                     "the move's record stays for shadowd's next look",
-                     virGetLastErrorMessage ());
+    return lose_libvirt (m, "before the commit; nothing is retired yet");
   /* only the file the move started from is retired */
   id = file_id (m->old);
   if (id && g_strcmp0 (id, m->old_id) != 0) {
@@ -727,12 +769,11 @@ commit (LvMove *m, virDomainPtr dom, const char *tier_image)
   }
   if (!update_meta (m, dom, RECORD_COMMIT, &e)) {
     g_string_append_printf (left, "; %s", e->message);
-    end_move (m, SHD_MOVE_FAILED, "%s", left->str);
-  } else {
-    end_move (m, SHD_MOVE_DONE, "%s", left->str);
+    if (virDomainIsActive (dom) < 0)
+      return lose_libvirt (m, left->str);       /* the commit is done again */
+    return end_move (m, SHD_MOVE_FAILED, "%s", left->str);
   }
-  g_string_free (left, TRUE);
-  return TRUE;
+  return end_move (m, SHD_MOVE_DONE, "%s", left->str);
 }
 
 /* After the pivot: QEMU lets go of the old image (the shadow held it) */
@@ -806,8 +847,8 @@ run_move (LvMove *m, virDomainPtr dom)
       return;
     }
     if (copy_job (dom, m->target, &info) != 1) {
-      end_before_pivot (m, dom, SHD_MOVE_FAILED, "the copy was lost before its pivot (QEMU "
-                        "or libvirtd stopped)");
+      end_before_pivot (m, dom, SHD_MOVE_FAILED, "the copy was lost before its pivot (cancelled, "
+                        "or QEMU or libvirtd stopped)");
       return;
     }
     set_state (m, SHD_MOVE_COPYING);
@@ -838,13 +879,37 @@ run_move (LvMove *m, virDomainPtr dom)
     }
     if (source == NULL) {
       /* libvirt out of reach: whether it pivoted is for the next look */
-      end_move (m, SHD_MOVE_FAILED, "the pivot's outcome is unknown (%s); the move's record "
-                "stays, and shadowd's next look at the domain finishes or undoes it", msg);
+      g_autofree char *why = g_strdup_printf ("the pivot's outcome is unknown: %s", msg);
+
+      lose_libvirt (m, why);
       return;
     }
   }
   release_old (m, dom);
   commit (m, dom, tier_image);
+}
+
+/* The domain on shadowd's connection once libvirt answers again, or NULL
+ * after LIBVIRT_WAIT_S or when shadowd stops */
+#define LIBVIRT_WAIT_S 120
+static virDomainPtr
+wait_libvirt (LvMove *m)
+{
+  gint64 until = g_get_monotonic_time () + LIBVIRT_WAIT_S * G_USEC_PER_SEC;
+
+  while (g_get_monotonic_time () < until && !g_cancellable_is_cancelled (m->lv->cancel)) {
+    virConnectPtr v = conn_get (m->c, NULL);
+    virDomainPtr dom = v ? virDomainLookupByUUIDString (v, m->uuid) : NULL;
+
+    if (v)
+      virConnectClose (v);
+    if (dom && virDomainIsActive (dom) >= 0)
+      return dom;
+    if (dom)
+      virDomainFree (dom);
+    g_usleep (G_USEC_PER_SEC);
+  }
+  return NULL;
 }
 
 static gboolean
@@ -866,6 +931,27 @@ move_work (gpointer data, GError **error)
   }
   run_move (m, dom);
   virDomainFree (dom);
+  while (m->libvirt_lost) {
+    m->libvirt_lost = FALSE;
+    if ((dom = wait_libvirt (m)) == NULL) {
+      if (!g_cancellable_is_cancelled (m->lv->cancel))
+        end_move (m, SHD_MOVE_FAILED, "libvirt did not answer for %d s; the move's record "
+                  "stays, and shadowd's next look at the domain finishes or undoes it",
+                  LIBVIRT_WAIT_S);
+      return TRUE;
+    }
+    /* from the record it wrote, as a restarted shadowd would */
+    shd_log (G_LOG_LEVEL_MESSAGE, m->name, "move", "%s: libvirt answers again: taking the "
+             "move to %s up from its record", m->name, m->tier);
+    if (m->record_domain == NULL)
+      m->record_domain = g_strdup (m->uuid);
+    g_mutex_lock (&m->lock);
+    m->resumed = TRUE;
+    g_clear_pointer (&m->reason, g_free);
+    g_mutex_unlock (&m->lock);
+    run_move (m, dom);
+    virDomainFree (dom);
+  }
   return TRUE;
 }
 
@@ -1051,8 +1137,15 @@ lv_move_handle (gpointer data, JsonObject *req, JsonNode **result, GError **erro
   if (f.name == NULL)
     return FALSE;
   lv_foreach_disk (lv, find_one, &f);
-  if (f.dom == NULL)
-    return FALSE;               /* not a domain's disk */
+  if (f.dom == NULL) {
+    /* a plain disk, or a name only a libvirt domain's disk has */
+    if (strchr (f.name, '.') == NULL || shd_daemon_find_disk (lv->dm, f.name, NULL))
+      return FALSE;
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "no disk '%s': a libvirt domain's "
+                 "disk moves while its domain runs and its shadow metadata describes the disk "
+                 "(see shadowctl libvirt)", f.name);
+    return TRUE;
+  }
   if (lv->stopping) {
     g_set_error (error, G_IO_ERROR, G_IO_ERROR_BUSY, "shadowd is stopping");
     return TRUE;

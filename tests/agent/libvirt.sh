@@ -2107,13 +2107,14 @@ scenario_move() {
 copied_past() { "$py" -c "import sys; sys.exit(not float('$(move_field done-bytes)') >= $1)"; }
 no_verify_job() { ! grep -q shadowd-verify <<< "$(qmp '{"execute":"query-jobs"}')"; }
 scenario_move_verify() {
-    local md out img1 n node host bad=$((1048576 + 4660))
+    local md out img1 img2 n node hoff spid bad=$((1048576 + 4660))
     mkdir -p "$dir/img/tiers" && chown libvirt-qemu: "$dir/img/tiers"
     image_and_ref "write -P 0x31 0 8M" "write -P 0x32 40M 8M"
     md="<shadowtier xmlns=\"$ns\">
   <disk target=\"vda\" slo-latency-ms=\"1000\" chunk-size=\"65536\" prewarm=\"sequential\">
     <tier name=\"cheap\" origin=\"yes\"/>
     <tier name=\"fast\" path=\"$dir/img/tiers/vda.fast\" cost-gib-month=\"0.12\"/>
+    <tier name=\"mid\" path=\"$dir/img/tiers/vda.mid\" cost-gib-month=\"0.05\"/>
     <policy min-dwell=\"3600\"/>
   </disk>
 </shadowtier>"
@@ -2140,6 +2141,27 @@ scenario_move_verify() {
     wait_for 20 is_state vda attached || fail "vda not attached after the abort: $(lv_state vda)"
     log "abort while verifying: the disk is still vda.qcow2, $(basename "$img1") and the verify job gone"
 
+    # shadowd killed while verifying, and the copy cancelled by hand before
+    # it starts again: the restarted shadowd ends the move; its verify job
+    # and libvirt's nodes of the copy go, and QEMU holds the file no more
+    vsh "$dom" vda move fast --verify --verify-speed 2097152 --no-wait > /dev/null ||
+        fail "move fast --verify (kill)"
+    wait_for 20 move_is verifying || fail "the move is $(move_field state), not verifying (kill)"
+    img1=$(move_field image)
+    kill -KILL "$agent_pid"; wait "$agent_pid" 2> /dev/null; agent_pid=
+    rm -f "$dir/control.sock"
+    v blockjob "$dom" vda --abort > /dev/null || fail "virsh blockjob --abort"
+    start_agent
+    wait_for 30 move_is failed || fail "the resumed move is $(move_field state): $(move_field reason)"
+    grep -q "the copy was lost before its pivot" <<< "$(move_field reason)" || fail "reason: $(move_field reason)"
+    move_settled || fail "the record is left: $(meta_xml)"
+    [ -e "$img1" ] && fail "the copy $img1 is left"
+    no_verify_job || fail "the killed shadowd's verify job is left: $(qmp '{"execute":"query-jobs"}')"
+    grep -qF "$img1" <<< "$(qmp '{"execute":"query-named-block-nodes"}')" && fail "QEMU still has nodes on $img1"
+    ls -l "/proc/$(cat "$dir/run/libvirt/qemu/run/$dom.pid")/fd" | grep -qF "$img1" && fail "QEMU still holds $img1"
+    wait_for 20 is_state vda attached || fail "vda not attached after the lost copy: $(lv_state vda)"
+    log "shadowd killed while verifying, the copy cancelled by hand: $(move_field reason); no job, node or open file left"
+
     # a byte of the copy changed behind QEMU's back once copied: the verify
     # finds it, says where, and the move fails with the disk where it was
     vsh "$dom" vda move fast --verify --copy-speed 4194304 --no-wait > /dev/null ||
@@ -2150,11 +2172,11 @@ scenario_move_verify() {
     node=$(graph | awk '$2 == "-target->" { print $3 }' | head -n 1)
     [ -n "$node" ] || fail "no copy target in the graph: $(graph)"
     hmp "qemu-io $node flush" > /dev/null    # its L2 tables to the file
-    host=$("$qemu/qemu-img" map --output=json --image-opts \
+    hoff=$("$qemu/qemu-img" map --output=json --image-opts \
            "driver=qcow2,file.driver=file,file.locking=off,file.filename=$img1" |
            json "[e['offset'] + $bad - e['start'] for e in d if e['data'] and e['start'] <= $bad < e['start'] + e['length']][0]")
     "$py" -c "
-f = open('$img1', 'r+b'); f.seek($host); b = f.read(1)[0]; f.seek($host); f.write(bytes([b ^ 0x5a]))"
+f = open('$img1', 'r+b'); f.seek($hoff); b = f.read(1)[0]; f.seek($hoff); f.write(bytes([b ^ 0x5a]))"
     wait_for 60 move_is failed || fail "the move is $(move_field state) with a changed copy: $(move_field reason)"
     out=$(move_field reason)
     grep -q "the verify found the copy wrong: Node '$node' differs from node '[^']*' that copies it at offset $bad" <<< "$out" ||
@@ -2166,7 +2188,7 @@ f = open('$img1', 'r+b'); f.seek($host); b = f.read(1)[0]; f.seek($host); f.writ
         fail "after the failed verify libvirt names $(source_of) / $(source_of --inactive)"
     move_settled || fail "the failed move's record is left: $(meta_xml)"
     wait_for 20 is_state vda attached || fail "vda not attached after the failed verify: $(lv_state vda)"
-    log "a byte of the copy changed at guest offset $bad (file offset $host): $out"
+    log "a byte of the copy changed at guest offset $bad (file offset $hoff): $out"
 
     # a verified move under guest writes, through both states
     wait_for 60 tiers_synced vda || fail "the tiers did not get in sync (2)"
@@ -2183,10 +2205,39 @@ f = open('$img1', 'r+b'); f.seek($host); b = f.read(1)[0]; f.seek($host); f.writ
     for p in "0x31 0 8M" "0x32 40M 8M"; do gread virtio-disk0 $p; done
     pattern_log_ok || fail "a read after the verified move found other data"
     log "verified move under $n guest writes: verify $(move_field verify-s) s at $(move_field verify-bps) bytes/s"
+
+    # libvirtd killed while verifying, started again: the move waits for
+    # it, takes itself up from its record, verifies again and ends; its
+    # state never says failed meanwhile
+    wait_for 60 tiers_synced vda || fail "the mid tier did not get in sync over the new image"
+    vsh "$dom" vda move mid --verify --verify-speed 4194304 --no-wait > /dev/null || fail "move mid --verify"
+    wait_for 20 move_is verifying || fail "the move to mid is $(move_field state): $(move_field reason)"
+    img2=$(move_field image)
+    (while :; do move_field state; sleep 0.2; done) > "$dir/states" 2>&1 &
+    spid=$!
+    kill -KILL "$libvirtd_pid"
+    wait "$libvirtd_pid" 2> /dev/null
+    sleep 3
+    grep -q "libvirt does not answer" <<< "$(move_field reason)" || fail "while libvirtd is away: $(move_field state): $(move_field reason)"
+    start_libvirtd
+    wait_for 90 move_is done || fail "after libvirtd's restart the move is $(move_field state): $(move_field reason)"
+    kill "$spid"; wait "$spid" 2> /dev/null
+    grep -q "failed" "$dir/states" && fail "the move said failed while libvirtd restarted: $(sort "$dir/states" | uniq -c | tr '\n' ' ')"
+    [ "$(move_field resumed)" = True ] || fail "the move was not taken up from its record"
+    [ "$(source_of)" = "$img2" ] && [ "$(source_of --inactive)" = "$img2" ] ||
+        fail "after the move to mid libvirt names $(source_of) / $(source_of --inactive)"
+    [ -e "$img1" ] && fail "the moved-from image $img1 is left"
+    no_verify_job || fail "a verify job is left: $(qmp '{"execute":"query-jobs"}')"
+    for p in "0x31 0 8M" "0x32 40M 8M"; do gread virtio-disk0 $p; done
+    pattern_log_ok || fail "a read after the move to mid found other data"
+    log "libvirtd killed while verifying and started again: states seen $(sort -u "$dir/states" | tr '\n' ' '); the move ended: $(move_field reason)"
     v destroy "$dom" > /dev/null || fail "virsh destroy"
     wait_for 20 domain_down || fail "the domain did not stop"
-    same_as_ref "$img1" qcow2 "$dir/ref.raw"
+    same_as_ref "$img2" qcow2 "$dir/ref.raw"
     log "the moved image is the reference (qemu-img compare)"
+    out=$(vsh "$dom" vda move fast 2>&1) && fail "a move of a stopped domain's disk was accepted"
+    grep -q "moves while its domain runs" <<< "$out" || fail "move of a stopped domain: $out"
+    log "a stopped domain's disk: $out"
     echo "RESULT move-verify=ok writes=$n"
 }
 
