@@ -162,6 +162,8 @@ collect_metrics (GObject *owner, ShdMetrics *m)
     if (workers[i])
       shd_metrics_add (m, "shadowd_libvirt_calls_busy", shd_lv_worker_busy (workers[i]),
                        "worker", shd_lv_worker_name (workers[i]), NULL);
+  if (lv->moves)
+    lv_move_collect_metrics (lv, m);
 }
 
 /* ---- public ---- */

@@ -115,6 +115,61 @@ lv_move_unref (LvMove *m)
   g_atomic_rc_box_release_full (m, (GDestroyNotify) lv_move_clear);
 }
 
+static JsonObject *move_to_json (LvMove *m);
+
+/* A state in the history, as a plain disk's move records it (move.c): a
+ * decision of kind "move" with the move's status; written by the main loop */
+typedef struct {
+  ShdLibvirt *lv;               /* a reference */
+  char *name;
+  char *reason;
+  JsonNode *detail;
+  gint64 t_ms;
+} Record;
+
+static void
+record_free (gpointer p)
+{
+  Record *r = p;
+
+  g_object_unref (r->lv);
+  g_free (r->name);
+  g_free (r->reason);
+  json_node_unref (r->detail);
+  g_free (r);
+}
+
+static gboolean
+record_in_main (gpointer p)
+{
+  Record *r = p;
+  ShdHistory *h = r->lv->dm ? shd_daemon_get_history (r->lv->dm) : NULL;
+  g_autoptr (GError) e = NULL;
+
+  if (h && !shd_history_add_decision (h, r->name, r->t_ms, "move", r->reason, r->detail, &e))
+    shd_log (G_LOG_LEVEL_WARNING, r->name, "history", "%s", e->message);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+record (LvMove *m, const char *what)
+{
+  Record *r = g_new0 (Record, 1);
+  JsonObject *o = move_to_json (m);
+
+  json_object_set_string_member (o, "kind", "move");
+  json_object_set_string_member (o, "reason", what);
+  json_object_set_boolean_member (o, "dry-run", FALSE);
+  r->lv = g_object_ref (m->lv);
+  r->name = g_strdup (m->name);
+  r->reason = g_strdup (what);
+  r->detail = json_node_init_object (json_node_alloc (), o);
+  json_object_unref (o);
+  r->t_ms = g_get_real_time () / 1000;
+  g_main_context_invoke_full (m->c->context, G_PRIORITY_DEFAULT, record_in_main, r,
+                              record_free);
+}
+
 static void
 set_state (LvMove *m, ShdMoveState state)
 {
@@ -123,6 +178,7 @@ set_state (LvMove *m, ShdMoveState state)
   g_mutex_unlock (&m->lock);
   shd_log (G_LOG_LEVEL_MESSAGE, m->name, "move", "%s: move to %s: %s", m->name, m->tier,
            shd_move_state_name (state));
+  record (m, shd_move_state_name (state));
 }
 
 static gboolean G_GNUC_PRINTF (3, 4)
@@ -141,6 +197,12 @@ end_move (LvMove *m, ShdMoveState state, const char *fmt, ...)
   shd_log (state == SHD_MOVE_DONE ? G_LOG_LEVEL_MESSAGE : G_LOG_LEVEL_WARNING, m->name,
            "move", "%s: move to %s %s%s%s", m->name, m->tier, shd_move_state_name (state),
            m->reason ? ": " : "", m->reason ? m->reason : "");
+  {
+    g_autofree char *what = g_strdup_printf ("%s%s%s", shd_move_state_name (state),
+                                             m->reason ? ": " : "", m->reason ? m->reason : "");
+
+    record (m, what);
+  }
   return state == SHD_MOVE_DONE;
 }
 
@@ -1050,16 +1112,13 @@ lv_move_resume (Dom *d, const ShdLvDisk *spec)
   start (d, m);
 }
 
-JsonObject *
-lv_move_status (ShdLibvirt *lv, const char *name)
+static JsonObject *
+move_to_json (LvMove *m)
 {
-  LvMove *m = g_hash_table_lookup (lv->moves, name);
   JsonObject *o;
   gint64 now = g_get_monotonic_time ();
   double left;
 
-  if (m == NULL)
-    return NULL;
   o = json_object_new ();
   g_mutex_lock (&m->lock);
   json_object_set_string_member (o, "state", shd_move_state_name (m->state));
@@ -1097,6 +1156,43 @@ lv_move_status (ShdLibvirt *lv, const char *name)
     json_object_set_string_member (o, "reason", m->reason);
   g_mutex_unlock (&m->lock);
   return o;
+}
+
+JsonObject *
+lv_move_status (ShdLibvirt *lv, const char *name)
+{
+  LvMove *m = g_hash_table_lookup (lv->moves, name);
+
+  return m ? move_to_json (m) : NULL;
+}
+
+/* The moves' shadowd_disk_move_* samples, as move.c gives a plain disk's
+ * (the families are declared with the disks') */
+void
+lv_move_collect_metrics (ShdLibvirt *lv, ShdMetrics *metrics)
+{
+  GHashTableIter it;
+  gpointer k, v;
+
+  g_hash_table_iter_init (&it, lv->moves);
+  while (g_hash_table_iter_next (&it, &k, &v)) {
+    LvMove *m = v;
+
+    g_mutex_lock (&m->lock);
+    for (ShdMoveState s = SHD_MOVE_PREPARING; s <= SHD_MOVE_FAILED; s++)
+      shd_metrics_add (metrics, "shadowd_disk_move_state", m->state == s, "disk", m->name,
+                       "tier", m->tier, "state", shd_move_state_name (s), NULL);
+    if (m->running) {
+      shd_metrics_add (metrics, "shadowd_disk_move_done_bytes", (double) m->done_bytes,
+                       "disk", m->name, "tier", m->tier, NULL);
+      shd_metrics_add (metrics, "shadowd_disk_move_total_bytes", (double) m->total_bytes,
+                       "disk", m->name, "tier", m->tier, NULL);
+      if (isfinite (m->rate_bps))
+        shd_metrics_add (metrics, "shadowd_disk_move_rate_bytes_per_second", m->rate_bps,
+                         "disk", m->name, "tier", m->tier, NULL);
+    }
+    g_mutex_unlock (&m->lock);
+  }
 }
 
 /* ---- the request (ShdMoveHandler) ---- */

@@ -185,6 +185,7 @@ gboolean lv_move_running (Dom *d, const char *target);
 void lv_move_resume (Dom *d, const ShdLvDisk *spec);
 /* The last move of disk DOMAIN.TARGET, or NULL */
 JsonObject *lv_move_status (ShdLibvirt *lv, const char *name);
+void lv_move_collect_metrics (ShdLibvirt *lv, ShdMetrics *metrics);
 /* shadowctl move on a domain's disk (ShdMoveHandler) */
 gboolean lv_move_handle (gpointer data, JsonObject *req, JsonNode **result, GError **error);
 

@@ -2107,7 +2107,7 @@ scenario_move() {
 copied_past() { "$py" -c "import sys; sys.exit(not float('$(move_field done-bytes)') >= $1)"; }
 no_verify_job() { ! grep -q shadowd-verify <<< "$(qmp '{"execute":"query-jobs"}')"; }
 scenario_move_verify() {
-    local md out img1 img2 n node hoff spid bad=$((1048576 + 4660))
+    local md out img1 img2 n node hoff spid port metrics bad=$((1048576 + 4660))
     mkdir -p "$dir/img/tiers" && chown libvirt-qemu: "$dir/img/tiers"
     image_and_ref "write -P 0x31 0 8M" "write -P 0x32 40M 8M"
     md="<shadowtier xmlns=\"$ns\">
@@ -2118,6 +2118,9 @@ scenario_move_verify() {
     <policy min-dwell=\"3600\"/>
   </disk>
 </shadowtier>"
+    # the metrics endpoint on a free port: the move's shadowd_disk_move_*
+    port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    sed -i "s/^metrics-port = 0$/metrics-port = $port/" "$dir/shadowd.conf"
     start_domain "$(domain_xml "$md")"
     start_agent
     wait_for 20 is_state vda attached || fail "vda not attached: $(lv_state vda)"
@@ -2131,6 +2134,13 @@ scenario_move_verify() {
     wait_for 10 copied_past 1 || fail "the verify shows no progress: $(move_field done-bytes)"
     [ "$(move_field total-bytes)" = 67108864.0 ] || fail "verify total: $(move_field total-bytes)"
     grep -q shadowd-verify-vda <<< "$(qmp '{"execute":"query-jobs"}')" || fail "no verify job in QEMU"
+    metrics=$("$py" -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$port/metrics').read().decode(), end='')") ||
+        fail "no metrics on port $port"
+    grep -q "^shadowd_disk_move_state{disk=\"$dom.vda\",tier=\"fast\",state=\"verifying\"} 1$" <<< "$metrics" ||
+        fail "the metrics do not show the move verifying: $(grep shadowd_disk_move <<< "$metrics")"
+    grep -q "^shadowd_disk_move_total_bytes{disk=\"$dom.vda\",tier=\"fast\"} 67108864$" <<< "$metrics" ||
+        fail "the metrics do not show the verify's total: $(grep shadowd_disk_move <<< "$metrics")"
+    out=$(promtool check metrics <<< "$metrics" 2>&1) || fail "promtool check metrics: $out"
     vsh "$dom" vda move --abort > /dev/null || fail "move --abort while verifying: $(move_field state)"
     wait_for 20 move_is aborted || fail "the move is $(move_field state), not aborted"
     [ -e "$img1" ] && fail "the aborted copy $img1 is left"
@@ -2139,7 +2149,8 @@ scenario_move_verify() {
         fail "after the abort libvirt names $(source_of) / $(source_of --inactive)"
     move_settled || fail "the aborted move's record is left: $(meta_xml)"
     wait_for 20 is_state vda attached || fail "vda not attached after the abort: $(lv_state vda)"
-    log "abort while verifying: the disk is still vda.qcow2, $(basename "$img1") and the verify job gone"
+    log "abort while verifying: the disk is still vda.qcow2, $(basename "$img1") and the verify job gone;" \
+        "the metrics showed it verifying (promtool check metrics: clean)"
 
     # shadowd killed while verifying, and the copy cancelled by hand before
     # it starts again: the restarted shadowd ends the move; its verify job
@@ -2205,6 +2216,15 @@ f = open('$img1', 'r+b'); f.seek($hoff); b = f.read(1)[0]; f.seek($hoff); f.writ
     for p in "0x31 0 8M" "0x32 40M 8M"; do gread virtio-disk0 $p; done
     pattern_log_ok || fail "a read after the verified move found other data"
     log "verified move under $n guest writes: verify $(move_field verify-s) s at $(move_field verify-bps) bytes/s"
+    # each state is in the history, as a plain disk's move's
+    wait_for 30 is_state vda attached || fail "no shadow over the new image: $(lv_state vda)"
+    out=$(vsh "$dom" vda history --decisions --json) || fail "history --decisions: $out"
+    "$py" -c "
+import json, sys
+r = [x for x in json.loads(sys.argv[1]) if x.get('kind') == 'move']
+reasons = [x.get('reason', '') for x in r]
+assert 'verifying' in reasons and any(x.startswith('done: the old image') for x in reasons), reasons
+" "$out" || fail "the history lacks the move's states: $out"
 
     # libvirtd killed while verifying, started again: the move waits for
     # it, takes itself up from its record, verifies again and ends; its
