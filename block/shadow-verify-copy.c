@@ -44,6 +44,7 @@
 #include "qemu/job.h"
 #include "qemu/memalign.h"
 #include "qemu/units.h"
+#include "shadow.h"
 #include "trace.h"
 
 /* The unit compared, read and deferred */
@@ -78,28 +79,6 @@ typedef struct ShadowVerifyCopyJob {
     void *buf_b;
 } ShadowVerifyCopyJob;
 
-/* One of the two reads of a comparison, in a coroutine of its own */
-typedef struct ShadowVerifyCopyRead {
-    BdrvChild *child;
-    int64_t offset;
-    int64_t bytes;
-    void *buf;
-    int ret;
-    int *pending;               /* reads not yet done */
-    Coroutine *waiter;
-} ShadowVerifyCopyRead;
-
-static void coroutine_fn GRAPH_RDLOCK
-shadow_verify_copy_read_entry(void *opaque)
-{
-    ShadowVerifyCopyRead *r = opaque;
-
-    r->ret = bdrv_co_pread(r->child, r->offset, r->bytes, r->buf, 0);
-    if (--*r->pending == 0) {
-        qemu_coroutine_enter_if_inactive(r->waiter);
-    }
-}
-
 /*
  * Read [@offset, @offset + @bytes) of both nodes at the same time.
  * Returns the offset of the first byte that differs, -1 if none does, or
@@ -109,32 +88,18 @@ static int64_t coroutine_fn
 shadow_verify_copy_read(ShadowVerifyCopyJob *vj, int64_t offset,
                         int64_t bytes, Error **errp)
 {
-    int pending = 2;
-    ShadowVerifyCopyRead reads[2] = {
-        { vj->source, offset, bytes, vj->buf_a, 0, &pending,
-          qemu_coroutine_self() },
-        { vj->target, offset, bytes, vj->buf_b, 0, &pending,
-          qemu_coroutine_self() },
-    };
+    BdrvChild *failed = NULL;
     int64_t i;
-    int k;
+    int ret;
 
     GRAPH_RDLOCK_GUARD();
 
-    for (k = 0; k < 2; k++) {
-        qemu_coroutine_enter(qemu_coroutine_create(
-            shadow_verify_copy_read_entry, &reads[k]));
-    }
-    while (pending) {
-        qemu_coroutine_yield();
-    }
-    for (k = 0; k < 2; k++) {
-        if (reads[k].ret < 0) {
-            error_setg_errno(errp, -reads[k].ret, "Reading node '%s' at "
-                             "offset %" PRId64 " failed",
-                             bdrv_get_node_name(reads[k].child->bs), offset);
-            return MIN(reads[k].ret, -2);
-        }
+    ret = shadow_read_both(vj->source, vj->target, offset, bytes, vj->buf_a,
+                           vj->buf_b, &failed);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Reading node '%s' at offset %" PRId64
+                         " failed", bdrv_get_node_name(failed->bs), offset);
+        return MIN(ret, -2);
     }
     if (memcmp(vj->buf_a, vj->buf_b, bytes) == 0) {
         return -1;

@@ -235,8 +235,8 @@ static int64_t shadow_verify_next_run(ShadowVerifyJob *vj, ShadowChild *a,
     return n;
 }
 
-/* One of the two reads of a comparison, in a coroutine of its own */
-typedef struct ShadowVerifyRead {
+/* One of the two reads of shadow_read_both(), in a coroutine of its own */
+typedef struct ShadowReadOne {
     BdrvChild *child;
     int64_t offset;
     int64_t bytes;
@@ -244,20 +244,49 @@ typedef struct ShadowVerifyRead {
     int ret;
     int *pending;               /* reads not yet done */
     Coroutine *waiter;
-} ShadowVerifyRead;
+} ShadowReadOne;
 
-/*
- * Entered by shadow_verify_compare(), which holds the graph lock and waits
- * for both reads, as quorum's read_quorum_children() does.
- */
-static void coroutine_fn GRAPH_RDLOCK shadow_verify_read_entry(void *opaque)
+static void coroutine_fn GRAPH_RDLOCK shadow_read_one_entry(void *opaque)
 {
-    ShadowVerifyRead *r = opaque;
+    ShadowReadOne *r = opaque;
 
     r->ret = bdrv_co_pread(r->child, r->offset, r->bytes, r->buf, 0);
     if (--*r->pending == 0) {
         qemu_coroutine_enter_if_inactive(r->waiter);
     }
+}
+
+/*
+ * Read [@offset, @offset + @bytes) of @a into @buf_a and of @b into @buf_b
+ * at the same time, as quorum's read_quorum_children() does: a comparison
+ * takes the time of the slower node, not of both.  Returns 0, or the error
+ * of the first that failed, *@failed.  Also x-shadow-verify-copy's.
+ */
+int coroutine_fn GRAPH_RDLOCK
+shadow_read_both(BdrvChild *a, BdrvChild *b, int64_t offset, int64_t bytes,
+                 void *buf_a, void *buf_b, BdrvChild **failed)
+{
+    int pending = 2;
+    ShadowReadOne reads[2] = {
+        { a, offset, bytes, buf_a, 0, &pending, qemu_coroutine_self() },
+        { b, offset, bytes, buf_b, 0, &pending, qemu_coroutine_self() },
+    };
+    int k;
+
+    for (k = 0; k < 2; k++) {
+        qemu_coroutine_enter(qemu_coroutine_create(shadow_read_one_entry,
+                                                   &reads[k]));
+    }
+    while (pending) {
+        qemu_coroutine_yield();
+    }
+    for (k = 0; k < 2; k++) {
+        if (reads[k].ret < 0) {
+            *failed = reads[k].child;
+            return reads[k].ret;
+        }
+    }
+    return 0;
 }
 
 /*
@@ -272,34 +301,21 @@ shadow_verify_compare(ShadowVerifyJob *vj, ShadowChild *target,
 {
     const char *node = bdrv_get_node_name(vj->bs);
     int64_t done, n, i;
-    int k;
 
     for (done = 0; done < bytes; done += n) {
-        int pending = 2;
-        ShadowVerifyRead reads[2] = {
-            { src->child, offset + done, 0, vj->buf_a, 0, &pending,
-              qemu_coroutine_self() },
-            { target->child, offset + done, 0, vj->buf_b, 0, &pending,
-              qemu_coroutine_self() },
-        };
+        BdrvChild *failed = NULL;
+        int ret;
 
         n = MIN(bytes - done, SHADOW_COPY_MAX_BYTES);
-        for (k = 0; k < 2; k++) {
-            reads[k].bytes = n;
-            qemu_coroutine_enter(qemu_coroutine_create(
-                shadow_verify_read_entry, &reads[k]));
-        }
-        while (pending) {
-            qemu_coroutine_yield();
-        }
-        for (k = 0; k < 2; k++) {
-            if (reads[k].ret < 0) {
-                error_setg_errno(errp, -reads[k].ret, "Reading child '%s' of "
-                                 "shadow node '%s' at offset %" PRId64
-                                 " failed", shadow_child_name(k ? target : src),
-                                 node, offset + done);
-                return reads[k].ret;
-            }
+        ret = shadow_read_both(src->child, target->child, offset + done, n,
+                               vj->buf_a, vj->buf_b, &failed);
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "Reading child '%s' of shadow node "
+                             "'%s' at offset %" PRId64 " failed",
+                             shadow_child_name(failed == src->child ? src :
+                                               target),
+                             node, offset + done);
+            return ret;
         }
         if (memcmp(vj->buf_a, vj->buf_b, n) == 0) {
             continue;

@@ -701,4 +701,9 @@ int coroutine_fn GRAPH_RDLOCK shadow_copy_up_locked(BDRVShadowState *s,
 int coroutine_fn GRAPH_RDLOCK shadow_copy_up(BDRVShadowState *s,
                                              int64_t first, int64_t end);
 
+/* shadow-verify.c */
+int coroutine_fn GRAPH_RDLOCK
+shadow_read_both(BdrvChild *a, BdrvChild *b, int64_t offset, int64_t bytes,
+                 void *buf_a, void *buf_b, BdrvChild **failed);
+
 #endif /* BLOCK_SHADOW_H */
