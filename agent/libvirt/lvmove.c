@@ -143,7 +143,8 @@ static gboolean
 record_in_main (gpointer p)
 {
   Record *r = p;
-  ShdHistory *h = r->lv->dm ? shd_daemon_get_history (r->lv->dm) : NULL;
+  /* a shutdown closes the history next */
+  ShdHistory *h = r->lv->dm && !r->lv->stopping ? shd_daemon_get_history (r->lv->dm) : NULL;
   g_autoptr (GError) e = NULL;
 
   if (h && !shd_history_add_decision (h, r->name, r->t_ms, "move", r->reason, r->detail, &e))
@@ -611,15 +612,15 @@ verify_job (virDomainPtr dom, const char *id, GError **error)
   return NULL;
 }
 
-/* Cancels and dismisses the verify job, and waits until it is gone: it
- * keeps the copy's target node in use, which libvirt deletes after a
- * pivot or a cancel */
 static char *
 verify_job_id (LvMove *m)
 {
   return g_strdup_printf ("shadowd-verify-%s", m->target);
 }
 
+/* Cancels and dismisses the verify job, and waits until it is gone: it
+ * keeps the copy's target node in use, which libvirt deletes after a
+ * pivot or a cancel */
 static void
 verify_drop (LvMove *m, virDomainPtr dom)
 {

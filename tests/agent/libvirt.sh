@@ -2175,7 +2175,7 @@ scenario_move_verify() {
 
     # a byte of the copy changed behind QEMU's back once copied: the verify
     # finds it, says where, and the move fails with the disk where it was
-    vsh "$dom" vda move fast --verify --copy-speed 4194304 --no-wait > /dev/null ||
+    vsh "$dom" vda move fast --verify --copy-speed 8388608 --no-wait > /dev/null ||
         fail "move fast --verify (2)"
     wait_for 10 move_is copying || fail "the move is $(move_field state), not copying"
     img1=$(move_field image)
@@ -2203,7 +2203,7 @@ f = open('$img1', 'r+b'); f.seek($hoff); b = f.read(1)[0]; f.seek($hoff); f.writ
 
     # a verified move under guest writes, through both states
     wait_for 60 tiers_synced vda || fail "the tiers did not get in sync (2)"
-    vsh "$dom" vda move fast --verify --verify-speed 8388608 --no-wait > /dev/null ||
+    vsh "$dom" vda move fast --verify --verify-speed 16777216 --no-wait > /dev/null ||
         fail "move fast --verify (3)"
     n=$(writes_during 0x45 60 preparing copying verifying)
     wait_for 60 move_is done || fail "the verified move is $(move_field state): $(move_field reason)"
@@ -2230,7 +2230,7 @@ assert 'verifying' in reasons and any(x.startswith('done: the old image') for x 
     # it, takes itself up from its record, verifies again and ends; its
     # state never says failed meanwhile
     wait_for 60 tiers_synced vda || fail "the mid tier did not get in sync over the new image"
-    vsh "$dom" vda move mid --verify --verify-speed 4194304 --no-wait > /dev/null || fail "move mid --verify"
+    vsh "$dom" vda move mid --verify --verify-speed 8388608 --no-wait > /dev/null || fail "move mid --verify"
     wait_for 20 move_is verifying || fail "the move to mid is $(move_field state): $(move_field reason)"
     img2=$(move_field image)
     (while :; do move_field state; sleep 0.2; done) > "$dir/states" 2>&1 &
