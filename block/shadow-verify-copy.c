@@ -19,7 +19,7 @@
  * to copy it and the piece is compared on a later pass; if none does and
  * it still differs, the target is not a copy of the source and the job
  * fails, saying where.  The job ends when every piece was compared once,
- * and fails if it could compare none for SHADOW_VERIFY_COPY_STUCK_NS.
+ * and fails if it could compare none for SHADOW_VERIFY_STUCK_NS.
  *
  * The job reads both nodes without taking CONSISTENT_READ: the mirror
  * does not share it on its target until the copy is complete, and the job
@@ -49,10 +49,6 @@
 
 /* The unit compared, read and deferred */
 #define SHADOW_VERIFY_COPY_PIECE (1 * MiB)
-/* A pass that compared nothing waits this long before the next one */
-#define SHADOW_VERIFY_COPY_RETRY_NS (100 * SCALE_MS)
-/* The job fails when no piece could be compared for this long */
-#define SHADOW_VERIFY_COPY_STUCK_NS (30 * NANOSECONDS_PER_SECOND)
 
 typedef struct ShadowVerifyCopyJob {
     BlockJob common;
@@ -72,9 +68,7 @@ typedef struct ShadowVerifyCopyJob {
     int64_t nb_pieces;
     int64_t cursor;
     bool pass_progress;
-    /* The last comparison, moved on by the time spent paused since */
-    int64_t last_progress_ns;
-    int64_t paused_ns;
+    ShadowVerifyClock clock;
     void *buf_a;
     void *buf_b;
 } ShadowVerifyCopyJob;
@@ -259,7 +253,7 @@ static int coroutine_fn shadow_verify_copy_step(ShadowVerifyCopyJob *vj,
         hbitmap_reset(vj->todo, piece, 1);
         job_progress_update(&vj->common.job, bytes);
         vj->pass_progress = true;
-        vj->last_progress_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+        shadow_verify_clock_progress(&vj->clock);
     }
     return 1;
 }
@@ -270,7 +264,7 @@ static void coroutine_fn shadow_verify_copy_pause(Job *job)
     ShadowVerifyCopyJob *vj = container_of(job, ShadowVerifyCopyJob,
                                            common.job);
 
-    vj->paused_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+    shadow_verify_clock_pause(&vj->clock);
 }
 
 static void coroutine_fn shadow_verify_copy_resume(Job *job)
@@ -278,8 +272,7 @@ static void coroutine_fn shadow_verify_copy_resume(Job *job)
     ShadowVerifyCopyJob *vj = container_of(job, ShadowVerifyCopyJob,
                                            common.job);
 
-    vj->last_progress_ns += qemu_clock_get_ns(QEMU_CLOCK_REALTIME) -
-                            vj->paused_ns;
+    shadow_verify_clock_resume(&vj->clock);
 }
 
 /* The job has no request of its own in flight only in its drained section */
@@ -296,7 +289,7 @@ static int coroutine_fn shadow_verify_copy_run(Job *job, Error **errp)
                                            common.job);
     int ret;
 
-    vj->last_progress_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+    shadow_verify_clock_progress(&vj->clock);
     while (hbitmap_count(vj->todo)) {
         /* Even unlimited, this yields, so that drains and cancels get in */
         block_job_ratelimit_sleep(&vj->common);
@@ -313,8 +306,7 @@ static int coroutine_fn shadow_verify_copy_run(Job *job, Error **errp)
 
         /* The end of a pass: go round again for what was deferred */
         if (!vj->pass_progress) {
-            if (qemu_clock_get_ns(QEMU_CLOCK_REALTIME) -
-                vj->last_progress_ns > SHADOW_VERIFY_COPY_STUCK_NS) {
+            if (shadow_verify_clock_stuck(&vj->clock)) {
                 int64_t first = hbitmap_next_dirty(vj->todo, 0,
                                                    vj->nb_pieces);
 
@@ -325,12 +317,12 @@ static int coroutine_fn shadow_verify_copy_run(Job *job, Error **errp)
                            hbitmap_count(vj->todo) *
                            (SHADOW_VERIFY_COPY_PIECE / MiB),
                            bdrv_get_node_name(vj->source->bs),
-                           (int)(SHADOW_VERIFY_COPY_STUCK_NS /
+                           (int)(SHADOW_VERIFY_STUCK_NS /
                                  NANOSECONDS_PER_SECOND),
                            first * SHADOW_VERIFY_COPY_PIECE);
                 return -ETIMEDOUT;
             }
-            job_sleep_ns(job, SHADOW_VERIFY_COPY_RETRY_NS);
+            job_sleep_ns(job, SHADOW_VERIFY_RETRY_NS);
         }
         vj->pass_progress = false;
         vj->cursor = 0;

@@ -38,11 +38,6 @@
 #include "shadow.h"
 #include "trace.h"
 
-/* A pass that compared nothing waits this long before the next one */
-#define SHADOW_VERIFY_RETRY_NS (100 * SCALE_MS)
-/* The job fails when no chunk could be compared for this long */
-#define SHADOW_VERIFY_STUCK_NS (30 * NANOSECONDS_PER_SECOND)
-
 typedef struct ShadowVerifyJob {
     BlockJob common;
     BlockDriverState *bs;
@@ -65,9 +60,7 @@ typedef struct ShadowVerifyJob {
     int64_t length;
     int64_t cursor;
     bool pass_progress;
-    /* The last comparison, moved on by the time spent paused since */
-    int64_t last_progress_ns;
-    int64_t paused_ns;
+    ShadowVerifyClock clock;
     void *buf_a;
     void *buf_b;
 } ShadowVerifyJob;
@@ -402,7 +395,7 @@ static int coroutine_fn shadow_verify_step(ShadowVerifyJob *vj,
         job_progress_update(&vj->common.job, bytes);
         block_job_ratelimit_processed_bytes(&vj->common, bytes);
         vj->pass_progress = true;
-        vj->last_progress_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+        shadow_verify_clock_progress(&vj->clock);
     }
     vj->cursor = first + (held ? nb : 0);
     return 1;
@@ -413,15 +406,14 @@ static void coroutine_fn shadow_verify_pause(Job *job)
 {
     ShadowVerifyJob *vj = container_of(job, ShadowVerifyJob, common.job);
 
-    vj->paused_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+    shadow_verify_clock_pause(&vj->clock);
 }
 
 static void coroutine_fn shadow_verify_resume(Job *job)
 {
     ShadowVerifyJob *vj = container_of(job, ShadowVerifyJob, common.job);
 
-    vj->last_progress_ns += qemu_clock_get_ns(QEMU_CLOCK_REALTIME) -
-                            vj->paused_ns;
+    shadow_verify_clock_resume(&vj->clock);
 }
 
 static int coroutine_fn shadow_verify_run(Job *job, Error **errp)
@@ -429,7 +421,7 @@ static int coroutine_fn shadow_verify_run(Job *job, Error **errp)
     ShadowVerifyJob *vj = container_of(job, ShadowVerifyJob, common.job);
     int ret;
 
-    vj->last_progress_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+    shadow_verify_clock_progress(&vj->clock);
     while (hbitmap_count(vj->todo)) {
         /* Even unlimited, this yields, so that drains and cancels get in */
         block_job_ratelimit_sleep(&vj->common);
@@ -446,8 +438,7 @@ static int coroutine_fn shadow_verify_run(Job *job, Error **errp)
 
         /* The end of a pass: go round again for what was skipped */
         if (!vj->pass_progress) {
-            if (qemu_clock_get_ns(QEMU_CLOCK_REALTIME) -
-                vj->last_progress_ns > SHADOW_VERIFY_STUCK_NS) {
+            if (shadow_verify_clock_stuck(&vj->clock)) {
                 BDRVShadowState *s = vj->bs->opaque;
 
                 GRAPH_RDLOCK_GUARD();

@@ -701,6 +701,44 @@ int coroutine_fn GRAPH_RDLOCK shadow_copy_up_locked(BDRVShadowState *s,
 int coroutine_fn GRAPH_RDLOCK shadow_copy_up(BDRVShadowState *s,
                                              int64_t first, int64_t end);
 
+/*
+ * How long a verify job (x-shadow-verify, x-shadow-verify-copy) has
+ * compared nothing, the time it was paused left out: job-pause and
+ * drained sections are no sign of a copy that does not run.  Only the
+ * job's coroutine and its pause and resume callbacks touch it.
+ */
+typedef struct ShadowVerifyClock {
+    int64_t last_progress_ns;   /* moved on by the time paused since */
+    int64_t paused_ns;
+} ShadowVerifyClock;
+
+/* A pass that compared nothing waits this long before the next one */
+#define SHADOW_VERIFY_RETRY_NS (100 * SCALE_MS)
+/* The job fails when it compared nothing for this long */
+#define SHADOW_VERIFY_STUCK_NS (30 * NANOSECONDS_PER_SECOND)
+
+static inline void shadow_verify_clock_progress(ShadowVerifyClock *c)
+{
+    c->last_progress_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+}
+
+static inline void shadow_verify_clock_pause(ShadowVerifyClock *c)
+{
+    c->paused_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+}
+
+static inline void shadow_verify_clock_resume(ShadowVerifyClock *c)
+{
+    c->last_progress_ns += qemu_clock_get_ns(QEMU_CLOCK_REALTIME) -
+                           c->paused_ns;
+}
+
+static inline bool shadow_verify_clock_stuck(ShadowVerifyClock *c)
+{
+    return qemu_clock_get_ns(QEMU_CLOCK_REALTIME) - c->last_progress_ns >
+           SHADOW_VERIFY_STUCK_NS;
+}
+
 /* shadow-verify.c */
 int coroutine_fn GRAPH_RDLOCK
 shadow_read_both(BdrvChild *a, BdrvChild *b, int64_t offset, int64_t bytes,
