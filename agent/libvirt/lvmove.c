@@ -543,12 +543,35 @@ prepare (LvMove *m, virDomainPtr dom, char **tier_image)
   return TRUE;
 }
 
+/* A state's progress, as status shows it: its rate is measured over at
+ * least 1 s since the sample @r holds, which then moves on */
+typedef struct {
+  gint64 last_us;
+  guint64 last_cur;
+} Rate;
+
+static void
+set_progress (LvMove *m, guint64 cur, guint64 end, Rate *r)
+{
+  gint64 now = g_get_monotonic_time ();
+
+  g_mutex_lock (&m->lock);
+  m->done_bytes = cur;
+  m->total_bytes = end;
+  if (now - r->last_us >= G_USEC_PER_SEC) {
+    m->rate_bps = (cur - MIN (cur, r->last_cur)) * 1e6 / (now - r->last_us);
+    r->last_us = now;
+    r->last_cur = cur;
+  }
+  g_mutex_unlock (&m->lock);
+}
+
 /* copying: until the mirror is ready (libvirt reports cur == end only then) */
 static gboolean
 wait_ready (LvMove *m, virDomainPtr dom)
 {
-  gint64 t0 = g_get_monotonic_time (), last_us = t0;
-  guint64 last_cur = 0;
+  gint64 t0 = g_get_monotonic_time ();
+  Rate rate = { t0, 0 };
 
   for (;;) {
     virDomainBlockJobInfo info = { 0 };
@@ -567,17 +590,7 @@ wait_ready (LvMove *m, virDomainPtr dom)
 
       return end_before_pivot (m, dom, SHD_MOVE_FAILED, msg);
     }
-    g_mutex_lock (&m->lock);
-    m->done_bytes = info.cur;
-    m->total_bytes = info.end;
-    if (g_get_monotonic_time () - last_us >= G_USEC_PER_SEC) {
-      gint64 now = g_get_monotonic_time ();
-
-      m->rate_bps = (info.cur - MIN (info.cur, last_cur)) * 1e6 / (now - last_us);
-      last_us = now;
-      last_cur = info.cur;
-    }
-    g_mutex_unlock (&m->lock);
+    set_progress (m, info.cur, info.end, &rate);
     if (info.end > 0 && info.cur == info.end)
       break;
     g_usleep (POLL_MS * 1000);
@@ -658,8 +671,9 @@ verify_copy (LvMove *m, virDomainPtr dom)
   g_autoptr (JsonNode) r = NULL;
   g_autofree char *source = NULL, *copy = NULL;
   g_autofree char *id = verify_job_id (m);
-  gint64 t0 = g_get_monotonic_time (), last_us = t0;
-  guint64 last_cur = 0, total = 0;
+  gint64 t0 = g_get_monotonic_time ();
+  Rate rate = { t0, 0 };
+  guint64 total = 0;
 
   g_mutex_lock (&m->lock);
   m->done_bytes = m->total_bytes = 0;
@@ -712,19 +726,10 @@ verify_copy (LvMove *m, virDomainPtr dom)
       return end_before_pivot (m, dom, SHD_MOVE_FAILED, why);
     }
     total = (guint64) MAX (json_object_get_int_member_with_default (j, "total-progress", 0), 0);
-    g_mutex_lock (&m->lock);
-    m->done_bytes = (guint64) MAX (json_object_get_int_member_with_default (j,
-                                                                            "current-progress",
-                                                                            0), 0);
-    m->total_bytes = total;
-    if (g_get_monotonic_time () - last_us >= G_USEC_PER_SEC) {
-      gint64 now = g_get_monotonic_time ();
-
-      m->rate_bps = (m->done_bytes - MIN (m->done_bytes, last_cur)) * 1e6 / (now - last_us);
-      last_us = now;
-      last_cur = m->done_bytes;
-    }
-    g_mutex_unlock (&m->lock);
+    set_progress (m, (guint64) MAX (json_object_get_int_member_with_default (j,
+                                                                             "current-progress",
+                                                                             0), 0),
+                  total, &rate);
     status = json_object_get_string_member_with_default (j, "status", "");
     if (strcmp (status, "concluded") == 0) {
       g_autofree char *why = NULL;
