@@ -186,18 +186,14 @@ def main():
                              '--iodepth=8')[1])
             verify(qsd, SPEED)
             # a verify at SPEED lasts size / SPEED; restarted meanwhile
-            proc = subprocess.Popen(
-                ['fio', '--name=b', '--ioengine=nbd', f'--uri={guest}',
-                 '--time_based', f'--runtime={secs}', '--output-format=json',
-                 '--rw=randread', '--bs=4k', '--iodepth=8'],
-                stdout=subprocess.PIPE, universal_newlines=True)
+            proc = subprocess.Popen(guest_fio(guest, secs, 'randread'),
+                                    stdout=subprocess.PIPE,
+                                    universal_newlines=True)
             while proc.poll() is None:
                 if concluded(qsd):
                     verify(qsd, SPEED)
                 time.sleep(0.05)
-            out = proc.stdout.read()
-            during.append(json.loads(out[out.index('{'):])['jobs'][0]['read']
-                          ['iops'])
+            during.append(fio_iops(proc, 'randread'))
             while not concluded(qsd):
                 time.sleep(0.05)
 
