@@ -168,7 +168,8 @@ def clean_marker_ms(path, meta_bytes, runs, cache):
 # - '-same-files': the raw VM also opens the shadow's other files.  With
 #   the page cache (QEMU's default), activating a node drops its file's
 #   cached pages (file-posix), so each file costs its own drop; with
-#   cache.direct=on, which libvirt requires for a live migration, none.
+#   cache.direct=on, which libvirt requires for a live migration, no
+#   drop, but each file's locks and permissions still change.
 # - '-vs-floor' (computed, below): that, plus a clean marker written
 #   by the source and read back by the destination, which any format
 #   that keeps metadata on disk needs.
@@ -182,6 +183,8 @@ CASES = (('shadow', 'raw', 'shadow', False, True),
          ('shadow-md-direct', 'raw', 'shadow-md', True, True),
          ('shadow-same-files', 'raw+files', 'shadow', False, True),
          ('shadow-md-same-files', 'raw+files-md', 'shadow-md', False, True),
+         ('shadow-md-direct-same-files', 'raw+files-md', 'shadow-md', True,
+          True),
          ('shadow-md-vs-qcow2', 'qcow2', 'shadow-md', False, True),
          ('shadow-md-copying', 'raw', 'shadow-md', False, False))
 
@@ -218,7 +221,8 @@ def bench_migrate_downtime(quick, runs):
     # destination
     meta_bytes = os.path.getsize(os.path.join(d, 'meta.raw'))
     for case, base, cache in (
-            ('shadow-md-direct-vs-floor', 'shadow-md-direct', 'none'),
+            ('shadow-md-direct-vs-floor', 'shadow-md-direct-same-files',
+             'none'),
             ('shadow-md-vs-floor', 'shadow-md-same-files', 'writeback')):
         write_ms, read_ms = clean_marker_ms(os.path.join(d, 'b.raw'),
                                               meta_bytes, 3 if quick else 7,
