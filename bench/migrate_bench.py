@@ -97,8 +97,11 @@ def graph(vm, d, kind, direct=False, settle=True, source=False):
                 raise RuntimeError(f'{kind}: no periodic flush of tb')
             time.sleep(0.1)
     if settle and source:
-        vm.cmd('human-monitor-command',
-               **{'command-line': 'qemu-io -d disk "flush"'})
+        # (the device's backend: qemu-io -d takes a qdev path)
+        out = vm.cmd('human-monitor-command', **{
+            'command-line': 'qemu-io -d vd0/virtio-backend "flush"'})
+        if out:
+            raise RuntimeError(f'{kind}: the guest flush failed: {out}')
 
 
 def one_migration(d, kind, direct=False, settle=True):
