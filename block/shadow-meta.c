@@ -293,12 +293,8 @@ static void shadow_meta_slot_from_disk(const ShadowMetaSlotDisk *d,
            MIN(sizeof(slot->filename) - 1, sizeof(d->filename)));
 }
 
-/*
- * Write @img to the header copy not written last, with @flags: FUA but
- * for the clean header of an inactivation (shadow_stop_entry())
- */
-int shadow_meta_write_header(BDRVShadowState *s, const ShadowMetaImage *img,
-                             BdrvRequestFlags flags)
+/* Write @img to the header copy not written last, with FUA */
+int shadow_meta_write_header(BDRVShadowState *s, const ShadowMetaImage *img)
 {
     ShadowMeta *m = &s->meta;
     uint8_t *buf = qemu_blockalign0(m->child->bs, SHADOW_META_HEADER_SIZE);
@@ -329,7 +325,7 @@ int shadow_meta_write_header(BDRVShadowState *s, const ShadowMetaImage *img,
     h->crc = cpu_to_le32(crc32c(0xffffffff, buf, SHADOW_META_HEADER_SIZE));
 
     ret = bdrv_pwrite(m->child, copy * SHADOW_META_HEADER_SIZE,
-                      SHADOW_META_HEADER_SIZE, buf, flags);
+                      SHADOW_META_HEADER_SIZE, buf, BDRV_REQ_FUA);
     qemu_vfree(buf);
     if (ret == 0) {
         m->generation++;

@@ -52,8 +52,7 @@
  * D3  Nothing is written to a child before the header says "in use"
  *     (shadow_state_begin_writing()); a clean stop flushes, commits and
  *     records each child's size and ctime, so that an image written
- *     while the node was not open is never trusted (an inactivation's
- *     clean header is not flushed: shadow_stop_entry()).
+ *     while the node was not open is never trusted.
  * D4  Map units carry their slot's epoch: a slot given to a new child
  *     gets a new epoch, and the old child's units no longer count.
  * D5  Every chunk is valid on disk on some child at every moment, so that
@@ -2712,7 +2711,7 @@ static int coroutine_fn GRAPH_RDLOCK shadow_sync_idle(BDRVShadowState *s)
         ret = shadow_write_idle_maps(s);
         if (ret == 0) {
             gen = shadow_header_image(s, &img, false, s->active->slot);
-            ret = shadow_meta_write_header(s, &img, BDRV_REQ_FUA);
+            ret = shadow_meta_write_header(s, &img);
         }
         if (ret == 0) {
             m->table_dirty = m->table_gen != gen;
@@ -2782,7 +2781,7 @@ int coroutine_fn shadow_state_begin_writing(BDRVShadowState *s)
         qemu_spin_unlock(&s->lock);
     }
     gen = shadow_header_image(s, &img, true, active_slot);
-    ret = shadow_meta_write_header(s, &img, BDRV_REQ_FUA);
+    ret = shadow_meta_write_header(s, &img);
     if (ret < 0) {
         goto fail;
     }
@@ -3051,7 +3050,7 @@ shadow_do_commit(BDRVShadowState *s, bool periodic)
         active_slot = m->durable_active_slot >= 0 ? m->durable_active_slot
                                                   : s->active->slot;
         shadow_header_image(s, &img, true, active_slot);
-        meta_ret = shadow_meta_write_header(s, &img, BDRV_REQ_FUA);
+        meta_ret = shadow_meta_write_header(s, &img);
         if (meta_ret < 0) {
             m->table_dirty = true;
         } else {
@@ -3227,16 +3226,13 @@ static void coroutine_fn shadow_stop_entry(void *opaque)
             }
         }
         /*
-         * A migration's guest waits for an inactivation's header, so it
-         * is not flushed, as qcow2's clean mark is not.  The maps are
-         * durable (the commit flushed them).  If a power loss takes or
-         * tears this header, the one before it, in use, is current: an
-         * unclean open, whose intent bits the maps already cover.  The
-         * destination makes its own header durable before it writes a
-         * child (D3), and its close flushes the metadata node.
+         * With FUA also at an inactivation, where a migrating guest waits
+         * for it: a destination on another host reads the header from
+         * the storage, and a copy left in this host's cache could be
+         * written back after the destination wrote its own header to the
+         * same copy, making this clean one current again.
          */
-        ret = shadow_meta_write_header(s, &img,
-                                       st->keep_copies ? BDRV_REQ_FUA : 0);
+        ret = shadow_meta_write_header(s, &img);
         if (ret == 0) {
             memcpy(m->slots, img.slots, sizeof(m->slots));
             qatomic_set(&m->in_use, false);

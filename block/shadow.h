@@ -590,8 +590,7 @@ int GRAPH_RDLOCK shadow_meta_read_header(BDRVShadowState *s,
                                          ShadowMetaImage *img, bool *fresh,
                                          Error **errp);
 int GRAPH_RDLOCK shadow_meta_write_header(BDRVShadowState *s,
-                                          const ShadowMetaImage *img,
-                                          BdrvRequestFlags flags);
+                                          const ShadowMetaImage *img);
 void shadow_meta_image_cleanup(ShadowMetaImage *img);
 int GRAPH_RDLOCK shadow_meta_read_maps(BDRVShadowState *s,
                                        const ShadowMetaImage *img,
