@@ -1530,6 +1530,7 @@ int coroutine_fn shadow_state_grow(BDRVShadowState *s, int64_t length,
         hbitmap_truncate(s->meta.intent, nb);
         hbitmap_truncate(s->meta.intent_durable, nb);
         hbitmap_truncate(s->meta.written, nb);
+        s->meta.intent_size = nb;
     }
     s->length = length;
     s->nb_chunks = nb;
@@ -1668,12 +1669,20 @@ static void shadow_state_reset_intent(BDRVShadowState *s)
 {
     ShadowMeta *m = &s->meta;
 
+    if (m->intent && m->intent_size == s->nb_chunks) {
+        /* Touches only what is set: an activation waits for this */
+        shadow_hbitmap_clear(m->intent);
+        shadow_hbitmap_clear(m->intent_durable);
+        shadow_hbitmap_clear(m->written);
+        return;
+    }
     g_clear_pointer(&m->intent, hbitmap_free);
     g_clear_pointer(&m->intent_durable, hbitmap_free);
     g_clear_pointer(&m->written, hbitmap_free);
     m->intent = hbitmap_alloc(s->nb_chunks, 0);
     m->intent_durable = hbitmap_alloc(s->nb_chunks, 0);
     m->written = hbitmap_alloc(s->nb_chunks, 0);
+    m->intent_size = s->nb_chunks;
 }
 
 /* Start fresh metadata: the active child holds everything */
@@ -1740,7 +1749,7 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
     uint64_t epochs[SHADOW_META_COLUMNS] = { 0 };
     int64_t bad[SHADOW_META_COLUMNS];
     const char *changed[SHADOW_META_SLOTS] = { NULL };
-    HBitmap *intent = NULL;
+    HBitmap *intent = NULL, *astale;
     ShadowChild *recorded;
     int64_t size, old_nb, c, recovered = 0, orphans = 0, nb_bytes;
     g_autofree uint8_t *stale_buf = NULL;
@@ -2076,10 +2085,16 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
         }
     }
 
-    /* I1 must hold, or data is missing */
-    for (c = 0; c < s->nb_chunks; c++) {
-        if (hbitmap_get(s->active->map.stale, c) &&
-            !shadow_state_holder(s, c, s->active)) {
+    /*
+     * I1 must hold, or data is missing.  Only the active child's stale
+     * chunks need a holder: visiting those alone keeps the activation of
+     * a large disk short.
+     */
+    astale = s->active->map.stale;
+    for (c = hbitmap_next_dirty(astale, 0, s->nb_chunks); c >= 0;
+         c = c + 1 < s->nb_chunks ?
+             hbitmap_next_dirty(astale, c + 1, s->nb_chunks - c - 1) : -1) {
+        if (!shadow_state_holder(s, c, s->active)) {
             orphans++;
         }
     }
@@ -2390,6 +2405,13 @@ static ShadowMapChanges shadow_take_changes(BDRVShadowState *s)
     for (u = 0; u < nb_units; u++) {
         bool planned = false;
 
+        /* Most units have no change: a large disk has many */
+        for (j = 0; j < s->num_children && !planned; j++) {
+            planned = g_hash_table_contains(plans, shadow_plan_key(s, j, u));
+        }
+        if (!planned) {
+            continue;
+        }
         memset(kept, 0, SHADOW_META_UNIT_PAYLOAD);
         for (j = 0; j < s->num_children; j++) {
             ShadowUnitPlan *p = g_hash_table_lookup(plans,
@@ -2397,13 +2419,9 @@ static ShadowMapChanges shadow_take_changes(BDRVShadowState *s)
             const uint8_t *keeps = p ? p->want :
                 shadow_unit_bits(s->children[j]->map.ondisk, u);
 
-            planned |= !!p;
             for (k = 0; k < SHADOW_META_UNIT_PAYLOAD; k++) {
                 kept[k] |= keeps[k];
             }
-        }
-        if (!planned) {
-            continue;
         }
         /* Bits past the last chunk (a crashed grow's) go at once */
         for (k = (s->nb_chunks - u * SHADOW_META_UNIT_CHUNKS) / 8;

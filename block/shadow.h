@@ -318,6 +318,8 @@ typedef struct ShadowMeta {
     HBitmap *intent_durable;
     HBitmap *written;
     int64_t intent_chunks;
+    /* The size of the three bitmaps above, in chunks */
+    int64_t intent_size;
     /* Serialises writes of the header and of the intent map */
     CoMutex io_lock;
 
