@@ -26,6 +26,7 @@
 
 #include "qemu/osdep.h"
 #include <sys/stat.h>
+#include "block/aio_task.h"
 #include "block/block_int.h"
 #include "qapi/error.h"
 #include "qemu/bswap.h"
@@ -553,6 +554,104 @@ static int shadow_meta_pick_copy(const ShadowUnitCheck *res,
 }
 
 /*
+ * Reading rows of maps.  A load needs only its columns' units (two
+ * children with metadata: 4 or 5 of a row's 33), and on a large disk
+ * reading whole rows is most of an activation's time, which a migrating
+ * guest waits for.  When the units it needs are under half a row, each
+ * row's span of them is read on its own, SHADOW_META_READ_WORKERS at a
+ * time.  A row's units land where they are in the row: the parse
+ * finds them by their place.
+ */
+#define SHADOW_META_READ_WORKERS 8
+
+typedef struct ShadowRowsRead {
+    BdrvChild *child;
+    int64_t first_row;
+    int64_t rows;
+    int first_pos;              /* the span: units [first_pos, end_pos) */
+    int end_pos;
+    uint8_t *buf;
+    int ret;
+    bool done;
+} ShadowRowsRead;
+
+typedef struct ShadowRowTask {
+    AioTask task;               /* first: the pool frees it */
+    BdrvChild *child;
+    int64_t offset;
+    int64_t bytes;
+    uint8_t *buf;
+} ShadowRowTask;
+
+/* As qcow2's tasks: the graph lock is the caller's, who waits for them */
+static int coroutine_fn GRAPH_RDLOCK shadow_meta_row_task(AioTask *task)
+{
+    ShadowRowTask *t = container_of(task, ShadowRowTask, task);
+
+    return bdrv_co_pread(t->child, t->offset, t->bytes, t->buf, 0);
+}
+
+static int coroutine_fn GRAPH_RDLOCK
+shadow_meta_co_read_rows(ShadowRowsRead *r)
+{
+    int64_t row_bytes = SHADOW_META_ROW_UNITS * SHADOW_META_UNIT;
+    int64_t skip = r->first_pos * SHADOW_META_UNIT;
+    AioTaskPool *pool;
+    int64_t i;
+    int ret;
+
+    if (r->end_pos <= r->first_pos) {
+        return 0;       /* no column wanted */
+    }
+    if (r->end_pos - r->first_pos > SHADOW_META_ROW_UNITS / 2) {
+        return bdrv_co_pread(r->child,
+                             shadow_meta_unit_offset(r->first_row, 0, 0),
+                             r->rows * row_bytes, r->buf, 0);
+    }
+    pool = aio_task_pool_new(SHADOW_META_READ_WORKERS);
+    for (i = 0; i < r->rows && aio_task_pool_status(pool) == 0; i++) {
+        ShadowRowTask *t = g_new(ShadowRowTask, 1);
+
+        *t = (ShadowRowTask) {
+            .task.func = shadow_meta_row_task,
+            .child = r->child,
+            .offset = shadow_meta_unit_offset(r->first_row + i, 0, 0) + skip,
+            .bytes = (r->end_pos - r->first_pos) * SHADOW_META_UNIT,
+            .buf = r->buf + i * row_bytes + skip,
+        };
+        aio_task_pool_start_task(pool, &t->task);
+    }
+    aio_task_pool_wait_all(pool);
+    ret = aio_task_pool_status(pool);
+    aio_task_pool_free(pool);
+    return ret;
+}
+
+static void coroutine_fn shadow_meta_read_rows_entry(void *opaque)
+{
+    ShadowRowsRead *r = opaque;
+
+    bdrv_graph_co_rdlock();
+    r->ret = shadow_meta_co_read_rows(r);
+    bdrv_graph_co_rdunlock();
+    r->done = true;
+    aio_wait_kick();
+}
+
+/* Read what @r says into its buffer; in or out of a coroutine */
+static int shadow_meta_read_rows(ShadowRowsRead *r)
+{
+    if (qemu_in_coroutine()) {
+        /* An activation: the caller holds the graph's read lock */
+        return shadow_meta_co_read_rows(r);
+    }
+    aio_co_enter(bdrv_get_aio_context(r->child->bs),
+                 qemu_coroutine_create(shadow_meta_read_rows_entry, r));
+    BDRV_POLL_WHILE(r->child->bs, !r->done);
+    return r->ret;
+}
+
+/*
  * Read the maps of every column @want says (a bit per column) of @img
  * (the rows shadow_meta_read_header() read, then the metadata node) into
  * @bits[column] (SHADOW_META_UNIT_PAYLOAD bytes per unit, as many units
@@ -576,11 +675,19 @@ int shadow_meta_read_maps(BDRVShadowState *s, const ShadowMetaImage *img,
     int64_t nb_units = shadow_meta_nb_units(nb_chunks);
     int64_t row_bytes = SHADOW_META_ROW_UNITS * SHADOW_META_UNIT;
     uint8_t *read_buf = NULL, *buf;
+    ShadowRowsRead rr;
     int64_t u, b, rows;
-    int ret = 0, col;
+    int ret = 0, col, first_pos = SHADOW_META_ROW_UNITS, end_pos = 0;
 
     for (col = 0; col < SHADOW_META_COLUMNS; col++) {
         bad_units[col] = 0;
+        if (want & (1u << col)) {
+            int pos = shadow_meta_unit_offset(0, col, 0) / SHADOW_META_UNIT -
+                      SHADOW_META_ROWS_OFFSET / SHADOW_META_UNIT;
+
+            first_pos = MIN(first_pos, pos);
+            end_pos = MAX(end_pos, pos + (col ? 2 : 1));
+        }
     }
     for (u = 0; u < nb_units; u += rows) {
         rows = MIN(SHADOW_META_LOAD_ROWS, nb_units - u);
@@ -592,8 +699,15 @@ int shadow_meta_read_maps(BDRVShadowState *s, const ShadowMetaImage *img,
                                            SHADOW_META_LOAD_ROWS * row_bytes);
             }
             buf = read_buf;
-            ret = bdrv_pread(m->child, shadow_meta_unit_offset(u, 0, 0),
-                             rows * row_bytes, buf, 0);
+            rr = (ShadowRowsRead) {
+                .child = m->child,
+                .first_row = u,
+                .rows = rows,
+                .first_pos = first_pos,
+                .end_pos = end_pos,
+                .buf = buf,
+            };
+            ret = shadow_meta_read_rows(&rr);
             if (ret < 0) {
                 break;
             }
