@@ -129,7 +129,7 @@ if [ ! -f "$out/build.ninja" ] || [ "$(cat "$conf_stamp" 2>/dev/null)" != "$srcd
     echo "$srcdir ${conf[*]}" > "$conf_stamp"
 fi
 targets=(qemu-img qemu-io qemu-nbd storage-daemon/qemu-storage-daemon
-         qemu-system-x86_64 tests/unit/test-shadow)
+         qemu-system-x86_64 tests/unit/test-shadow tests/unit/test-shadow-crc32c)
 say "building ${targets[*]}"
 ninja -C "$out" -j"$(nproc)" "${targets[@]}" > "$out/ninja.log" 2>&1 ||
     { grep -E -B2 -A12 'error:|FAILED' "$out/ninja.log" | head -n 80 >&2; die "build failed; see build/qemu/ninja.log"; }

@@ -84,12 +84,18 @@ for fmt in ${FORMATS:-raw qcow2}; do
     fi
 done
 
-phase "unit tests of the shadow driver (QEMU's GTest framework)"
+phase "unit tests of the shadow driver and of crc32c (QEMU's GTest framework)"
 build/qemu/tests/unit/test-shadow --tap > "$log/unit-shadow.tap" 2>&1
 grep -E '^(not )?ok ' "$log/unit-shadow.tap"
 count_tap "$log/unit-shadow.tap" "unit"
 if ! grep -qE '^1\.\.[0-9]+' "$log/unit-shadow.tap"; then
     failed=$((failed + 1)); failures+=("unit: test-shadow did not run, see $log/unit-shadow.tap")
+fi
+build/qemu/tests/unit/test-shadow-crc32c --tap > "$log/unit-crc32c.tap" 2>&1
+grep -E '^(not )?ok ' "$log/unit-crc32c.tap"
+count_tap "$log/unit-crc32c.tap" "unit"
+if ! grep -qE '^1\.\.[0-9]+' "$log/unit-crc32c.tap"; then
+    failed=$((failed + 1)); failures+=("unit: test-shadow-crc32c did not run, see $log/unit-crc32c.tap")
 fi
 
 phase "kill tests: qemu-storage-daemon killed during pre-warm, hydration and writes (make soak runs more)"
