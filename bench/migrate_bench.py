@@ -181,9 +181,8 @@ def durable_marker_ms(path, meta_bytes, runs, cache):
 # - '-copying': migrated while the copy runs: the source's downtime
 #   includes flushing what the copy wrote, so that the maps keep it.
 # - '-1tib': the same on a 1 TiB disk (sparse files, the same 8 MiB of
-#   data).  The destination reads every unit of the maps (on this format
-#   whole rows: 68 MiB for 2 children) and checks it; the downtime grows
-#   with the disk.
+#   data).  The destination reads and checks every unit of its children's
+#   maps (8 MiB for 2 children); the downtime grows with the disk.
 CASES = (('shadow', 'raw', 'shadow', False, True),
          ('shadow-md', 'raw', 'shadow-md', False, True),
          ('shadow-direct', 'raw', 'shadow', True, True),

@@ -558,8 +558,8 @@ static int shadow_meta_pick_copy(const ShadowUnitCheck *res,
  * children with metadata: 4 or 5 of a row's 33), and on a large disk
  * reading whole rows is most of an activation's time, which a migrating
  * guest waits for.  When the units it needs are under half a row, each
- * row's span of them is read on its own, SHADOW_META_READ_WORKERS at a
- * time.  A row's units land where they are in the row: the parse
+ * row's span of them is read on its own, SHADOW_META_READ_WORKERS reads
+ * in flight.  A row's units land where they are in the row: the parse
  * finds them by their place.
  */
 #define SHADOW_META_READ_WORKERS 8
@@ -638,8 +638,11 @@ static void coroutine_fn shadow_meta_read_rows_entry(void *opaque)
     aio_wait_kick();
 }
 
-/* Read what @r says into its buffer; in or out of a coroutine */
-static int shadow_meta_read_rows(ShadowRowsRead *r)
+/*
+ * Read what @r says into its buffer; in or out of a coroutine, in the
+ * shape of a co_wrapper_mixed_bdrv_rdlock wrapper such as bdrv_pread()
+ */
+static int GRAPH_RDLOCK shadow_meta_read_rows(ShadowRowsRead *r)
 {
     if (qemu_in_coroutine()) {
         /* An activation: the caller holds the graph's read lock */
