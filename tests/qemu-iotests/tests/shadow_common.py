@@ -25,6 +25,8 @@ sys.path.insert(0, os.path.join(REPO, 'tests', 'stress'))
 import mdinfo  # noqa: E402
 
 MiB = 1024 * 1024
+# Chunks one map unit covers: a map's row holds one unit of each column
+UNIT_CHUNKS = mdinfo.UNIT_CHUNKS
 
 
 def image_path(name):
