@@ -23,6 +23,21 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 
 
+def quick_arg(doc):
+    """The one argument a benchmark script takes, --quick.  --help prints
+    @doc; anything else is an error, so that no benchmark runs by mistake
+    (they take minutes and load the machine)."""
+    args = sys.argv[1:]
+    if '-h' in args or '--help' in args:
+        print(doc.strip())
+        sys.exit(0)
+    unknown = [a for a in args if a != '--quick']
+    if unknown:
+        sys.exit(f'{os.path.basename(sys.argv[0])}: unknown argument '
+                 f'{unknown[0]!r} (the only one is --quick)')
+    return '--quick' in args
+
+
 def run(*args, stdin=None, cpus=None):
     """Runs @args (on @cpus, a set of CPU numbers, if given); returns its
     output, or raises RuntimeError with it when it fails"""

@@ -330,8 +330,17 @@ TARGETS = {
 
 def main():
     args = sys.argv[1:]
+    if '-h' in args or '--help' in args:
+        print(__doc__.strip())
+        print('\nNames: ' + ' '.join(BENCHES))
+        return 0
+    unknown = [a for a in args if a != '--quick' and a not in BENCHES]
+    if unknown:
+        print(f'driver_bench.py: unknown argument {unknown[0]!r}; '
+              f'benchmarks: {" ".join(BENCHES)}', file=sys.stderr)
+        return 2
     quick = '--quick' in args
-    names = [a for a in args if not a.startswith('--')] or list(BENCHES)
+    names = [a for a in args if a != '--quick'] or list(BENCHES)
     results = {}
     for name in names:
         fn, target = BENCHES[name]
@@ -364,7 +373,8 @@ def main():
             else:
                 print(f'{name:24} {case:14} {r}')
     print(f'\nbench: results in build/bench/driver.json')
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

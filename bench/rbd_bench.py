@@ -24,7 +24,7 @@ import sys
 import time
 
 from benchlib import (MiB, REPO, Daemon, bench_seconds, file_node, fresh_dir,
-                      make_image, median_ratio, write_results)
+                      make_image, median_ratio, quick_arg, write_results)
 
 sys.path.insert(0, os.path.join(REPO, 'tests', 'ceph'))
 import ceph_fixture  # noqa: E402
@@ -133,7 +133,7 @@ class RbdBench:
 
 
 def main():
-    quick = '--quick' in sys.argv[1:]
+    quick = quick_arg(__doc__)
     missing = ceph_fixture.missing_binaries()
     if missing:
         print('bench: rbd skipped, Ceph programs missing: ' +

@@ -22,10 +22,10 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import time
 
-from benchlib import MiB, REPO, Daemon, fresh_dir, write_results
+from benchlib import (MiB, REPO, Daemon, fresh_dir, quick_arg,
+                      write_results)
 
 SPEED = 64 * MiB
 
@@ -147,7 +147,7 @@ def bench_copy(d, size, runs, secs):
 
 
 def main():
-    quick = '--quick' in sys.argv
+    quick = quick_arg(__doc__)
     size = (256 if quick else 1024) * MiB
     runs = 3 if quick else 5
     secs = 4 if quick else 8

@@ -20,11 +20,11 @@ Usage: writeback_bench.py [--quick]
 
 import os
 import statistics
-import sys
 
 import re
 
 from benchlib import (MiB, QEMU_IO, REPO, fresh_dir, image_opts, make_image,
+                      quick_arg,
                       run, write_results)
 
 CHEAP_IOPS = 200
@@ -32,7 +32,7 @@ TARGET = 1.2
 
 
 def main():
-    quick = '--quick' in sys.argv
+    quick = quick_arg(__doc__)
     count = 200 if quick else 500
     runs = 3 if quick else 5
     d = fresh_dir('writeback')
