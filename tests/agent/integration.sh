@@ -896,6 +896,15 @@ PY
     }
     mib=1048576
     writer() { "$py" "$(dirname "$0")/nbd-writer.py" "$@"; }
+    # the write load ends with its time or its server; a write that failed
+    # while the server was up is an error the guest would have seen
+    wait_writer() {
+        [ -n "$writer_pid" ] || return 0
+        local rc=0
+        wait "$writer_pid" || rc=$?
+        writer_pid=
+        [ "$rc" = 0 ] || fail "round $r: the write load failed (status $rc): $(grep -c '^E ' "$dir/r$r/writes.log") writes failed"
+    }
     moved_state() {  # the move's state as shadowd recorded it
         "$py" -c "
 import json, sqlite3
@@ -947,7 +956,7 @@ print('%.2f %d' % (g.uniform(0.5, 12), $r % 2 == 0))")
             esac
         fi
         if [ "$kill_qsd" = 1 ] && [ -n "$meta" ]; then
-            wait "$writer_pid"
+            wait_writer
             # the children the metadata records, as an operator would read
             # them from the driver's refusal: every one must still exist
             [ "$recorded_tiers" = none ] && recorded_tiers=tier-a recorded_active=tier-a
@@ -955,7 +964,7 @@ print('%.2f %d' % (g.uniform(0.5, 12), $r % 2 == 0))")
             NO_TIER_A=$([ -e "$dir/a.img" ] || echo 1) ACTIVE=$recorded_active META=1 \
                 start_qsd "$children"
         elif [ "$kill_qsd" = 1 ]; then
-            wait "$writer_pid"      # ends: its server went away
+            wait_writer      # ends: its server went away
             # the image the recorded state names: tier-b once the switch is recorded
             case $recorded in
             committing|done)
@@ -975,7 +984,7 @@ print('%.2f %d' % (g.uniform(0.5, 12), $r % 2 == 0))")
         [ "$(status "d[0]['active-tier']")" = fast ] || fail "round $r: not on fast"
         [ ! -e "$dir/a.img" ] || fail "round $r: a.img was not retired"
         [ -s "$dir/a-old.img" ] || fail "round $r: a.img was not kept as a-old.img (the move run again dropped its keep-as)"
-        wait "$writer_pid"
+        wait_writer
         writer check "$dir/nbd.sock" "$dir/r$r/writes.log" $((seed + r)) > "$dir/r$r/check.out" ||
             fail "round $r (seed $seed): an acknowledged write was lost: $(cat "$dir/r$r/check.out")"
         log "round $r: $(cat "$dir/r$r/check.out")"

@@ -5,12 +5,14 @@
       random 4 KiB writes (four in flight) to [16 MiB, 28 MiB) of the
       export sh0 until SECONDS passed or the server went away (a kill: not
       an error); each write is logged before it is sent ("S SEQ OFFSET")
-      and once acknowledged ("A SEQ"), the log flushed at every line.
+      and once acknowledged ("A SEQ") or failed ("E SEQ ERRNO"), the log
+      flushed at every line.  Exits 1 if it could not connect, or if a
+      write failed while the server was up: the guest would have seen it.
   nbd-writer.py check SOCKET LOG SEED
       every block with an acknowledged write must hold the data of its last
       acknowledged write, or of a later one that was sent and may have
       landed; prints what it checked, exits 1 at the first block that
-      holds neither.
+      holds neither, or if there was nothing to check.
 
 Each write's data is (SEED, SEQ) repeated, so a block tells which write
 it holds."""
@@ -42,8 +44,11 @@ def write(sock, log_path, seed, seconds, rate):
     with open(log_path, 'w', buffering=1) as log:
         try:
             c = nbdclient.NBDClient(sock, 'sh0')
-        except OSError:
-            return 0
+        except OSError as e:
+            print(f'nbd-writer: cannot connect to {sock}: {e}',
+                  file=sys.stderr)
+            return 1
+        failed = 0
         try:
             while time.monotonic() < end or inflight:
                 while len(inflight) < DEPTH and time.monotonic() < end:
@@ -59,8 +64,15 @@ def write(sock, log_path, seed, seconds, rate):
                 s = inflight.pop(h)
                 if err == 0:
                     log.write(f'A {s}\n')
+                else:
+                    log.write(f'E {s} {err}\n')
+                    failed += 1
         except (OSError, nbdclient.NBDError, EOFError, ConnectionError):
             pass        # the server went away
+    if failed:
+        print(f'nbd-writer: {failed} writes failed (E lines in {log_path})',
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -95,7 +107,7 @@ def check(sock, log_path, seed):
     c.close()
     print(f'{checked} blocks checked, {len(acked)} acknowledged writes of '
           f'{len(sent)} sent')
-    return 0
+    return 0 if checked else 1
 
 
 def main():

@@ -105,6 +105,7 @@ class Writer(threading.Thread):
         self.qd = qd
         self.seq = 0
         self.error = None
+        self.lost = None
         self.stop = threading.Event()
         # Most writes go to a hot window, as real workloads do
         self.hot = rng.randrange(0, nblocks // 2)
@@ -160,7 +161,9 @@ class Writer(threading.Thread):
                         m.durable[b] = max(m.durable[b], seq)
                     else:
                         m.acked[b] = seq
-        except (ConnectionError, OSError):
+        except (ConnectionError, OSError) as e:
+            # What the kill does; before the kill, a failure (run_round)
+            self.lost = f'{type(e).__name__}: {e}'
             return
 
 
@@ -304,6 +307,8 @@ def one_round(work, rng, size, log, only=None):
         top = add_top(d, scenario)
         writer = Writer(d.nbd_sock, model, nblocks, rng, qd, export=top)
         writer.start()
+        writing_since = time.monotonic()
+        writing_until = None
         if scenario == 'hydrate':
             time.sleep(rng.uniform(0, 0.4))
             reopen(d, **{'active-child': 'tb', 'write-mode': mode,
@@ -332,12 +337,29 @@ def one_round(work, rng, size, log, only=None):
         if scenario == 'idle':
             writer.stop.set()
             writer.join(10)
+            writing_until = time.monotonic()
             # Two periodic commits clear the intent bits
             time.sleep(11)
             kill_at += 11
+        # A daemon that died on its own (an abort) would look to the writer
+        # and the restart like the kill: it must still be there to kill,
+        # and have taken writes if it had the time
+        if d.proc.poll() is not None:
+            return False, (f'{scenario}: qemu-storage-daemon died before '
+                           f'the kill, status {d.proc.returncode}')
+        if writer.lost:
+            return False, (f'{scenario}: the writer lost the daemon before '
+                           f'the kill: {writer.lost}')
+        if ((writing_until or time.monotonic()) - writing_since >= 0.5 and
+                model.writes == 0):
+            return False, (f'{scenario}: no write acknowledged in '
+                           f'{kill_at:.2f} s')
         os.kill(d.proc.pid, signal.SIGKILL)
         d.proc.wait()
         writer.join(10)
+        if d.proc.returncode != -signal.SIGKILL:
+            return False, (f'{scenario}: qemu-storage-daemon ended with '
+                           f'status {d.proc.returncode}, not by the kill')
         if writer.error:
             return False, f'{scenario}: the writer saw an error: {writer.error}'
     finally:
