@@ -213,8 +213,14 @@ log "libvirtd $(/usr/sbin/libvirtd --version | awk "{ print \$NF }") started in 
 v() { virsh -c "$uri" "$@"; }
 qmp() { v qemu-monitor-command "$dom" "$1"; }
 hmp() { v qemu-monitor-command "$dom" --hmp "$1"; }
-# qemu-io on the guest's device; its output goes to the domain log
-qio() { hmp "qemu-io -d ${2:-$hmp_dev} \"$1\"" > /dev/null; }
+# qemu-io on the guest's device.  What it finds goes to QEMU's stdout,
+# the domain log (pattern_log_ok); the monitor's reply is empty unless the
+# command could not run (no such device, a permission conflict)
+qio() {
+    local out
+    out=$(hmp "qemu-io -d ${2:-$hmp_dev} \"$1\"") || fail "qemu-io $1: virsh failed"
+    [ -z "$out" ] || fail "qemu-io $1: $out"
+}
 ctl() { "$shadowctl" --control "$dir/control.sock" "$@"; }
 vsh() { SHADOWD_CONTROL=$dir/control.sock "$dir/virsh-shadow" --connect "$uri" "$@"; }
 ln -s "$(readlink -f "$shadowctl")" "$dir/virsh-shadow"
@@ -361,9 +367,11 @@ check_pattern() {  # check_pattern IMAGE PATTERN OFFSET LENGTH
     grep -q "^read " <<< "$out" || fail "$1: read $3+$4 failed: $out"
 }
 
-pattern_log_ok() {   # no failed verification in the domain log (HMP reads)
-    ! grep -q "Pattern verification failed" "$dir/cache/libvirt/qemu/log/$dom.log"
+# no failed verification and no failed qemu-io command in a domain log
+io_log_ok() {
+    ! grep -qE "Pattern verification failed|^[a-z_]+ failed: " "$1"
 }
+pattern_log_ok() { io_log_ok "$dir/cache/libvirt/qemu/log/$dom.log"; }
 
 no_shadow_nodes() {  # no_shadow_nodes TARGET
     ! graph_has "node shd-$1"
@@ -1363,7 +1371,7 @@ on_host2() {
     uri=$uri2
     ctl() { "$shadowctl" --control "$h2/control.sock" "$@"; }
     vsh() { SHADOWD_CONTROL=$h2/control.sock "$dir/virsh-shadow" --connect "$uri2" "$@"; }
-    pattern_log_ok() { ! grep -q "Pattern verification failed" "$h2/cache/libvirt/qemu/log/$dom.log"; }
+    pattern_log_ok() { io_log_ok "$h2/cache/libvirt/qemu/log/$dom.log"; }
 }
 
 # and back
@@ -1371,7 +1379,7 @@ on_host1() {
     uri="qemu+unix:///session?socket=$dir/run/libvirt/libvirt-sock"
     ctl() { "$shadowctl" --control "$dir/control.sock" "$@"; }
     vsh() { SHADOWD_CONTROL=$dir/control.sock "$dir/virsh-shadow" --connect "$uri" "$@"; }
-    pattern_log_ok() { ! grep -q "Pattern verification failed" "$dir/cache/libvirt/qemu/log/$dom.log"; }
+    pattern_log_ok() { io_log_ok "$dir/cache/libvirt/qemu/log/$dom.log"; }
 }
 
 host1_shut_off() {
