@@ -1331,6 +1331,10 @@ class Segment:
             if self.killed is None:
                 self.kill_timer.join()
             self.d.kill()
+            # An abort before the SIGKILL would pass for the kill
+            if self.d.proc.returncode != -signal.SIGKILL:
+                raise Failure(f'the daemon ended by {self.d.died()}, not by '
+                              f'the kill; log: {self.d.log_tail()}')
             if self.nbd:
                 self.nbd.close()
             self.cnt.kills += 1
