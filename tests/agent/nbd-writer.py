@@ -12,7 +12,7 @@
       every block with an acknowledged write must hold the data of its last
       acknowledged write, or of a later one that was sent and may have
       landed; prints what it checked, exits 1 at the first block that
-      holds neither, or if there was nothing to check.
+      holds neither, 3 if there was nothing to check.
 
 Each write's data is (SEED, SEQ) repeated, so a block tells which write
 it holds."""
@@ -44,7 +44,7 @@ def write(sock, log_path, seed, seconds, rate):
     with open(log_path, 'w', buffering=1) as log:
         try:
             c = nbdclient.NBDClient(sock, 'sh0')
-        except OSError as e:
+        except (OSError, nbdclient.NBDError, EOFError) as e:
             print(f'nbd-writer: cannot connect to {sock}: {e}',
                   file=sys.stderr)
             return 1
@@ -107,7 +107,7 @@ def check(sock, log_path, seed):
     c.close()
     print(f'{checked} blocks checked, {len(acked)} acknowledged writes of '
           f'{len(sent)} sent')
-    return 0 if checked else 1
+    return 0 if checked else 3
 
 
 def main():
