@@ -51,6 +51,8 @@
 #include <unistd.h>
 
 #define POLL_MS 200
+/* how long a domain whose copy vanished may take to show as stopped */
+#define STOP_SETTLE_MS 3000
 
 /* Shared by the main loop (Dom->moves) and the worker: a GAtomicRcBox */
 struct _LvMove {
@@ -582,12 +584,16 @@ wait_ready (LvMove *m, virDomainPtr dom)
     if (g_atomic_int_get (&m->abort))
       return end_before_pivot (m, dom, SHD_MOVE_ABORTED, "aborted");
     r = copy_job (dom, m->target, &info);
-    if (r != 1 && virDomainIsActive (dom) == 0)
-      return end_before_pivot (m, dom, SHD_MOVE_FAILED, "the domain stopped during the copy");
     if (r != 1) {
       g_autofree char *msg = g_strdup_printf ("libvirt's copy ended before its pivot (%s)",
                                               r < 0 ? virGetLastErrorMessage () : "it is gone");
 
+      /* When QEMU dies, libvirt drops the job at once and marks the
+       * domain inactive a moment later: give it that moment */
+      for (int i = 0; i < STOP_SETTLE_MS / POLL_MS && virDomainIsActive (dom) == 1; i++)
+        g_usleep (POLL_MS * 1000);
+      if (virDomainIsActive (dom) == 0)
+        return end_before_pivot (m, dom, SHD_MOVE_FAILED, "the domain stopped during the copy");
       return end_before_pivot (m, dom, SHD_MOVE_FAILED, msg);
     }
     set_progress (m, info.cur, info.end, &rate);
