@@ -23,18 +23,23 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 
 
-def quick_arg(doc):
-    """The one argument a benchmark script takes, --quick.  --help prints
-    @doc; anything else is an error, so that no benchmark runs by mistake
-    (they take minutes and load the machine)."""
+def quick_arg(doc, names=()):
+    """The arguments a benchmark script takes: --quick, and the benchmark
+    @names it runs, if it has any.  --help prints @doc (and @names);
+    anything else is an error, so that no benchmark runs by mistake (they
+    take minutes and load the machine).  Returns whether --quick was
+    given."""
     args = sys.argv[1:]
     if '-h' in args or '--help' in args:
         print(doc.strip())
+        if names:
+            print('\nNames: ' + ' '.join(names))
         sys.exit(0)
-    unknown = [a for a in args if a != '--quick']
+    unknown = [a for a in args if a != '--quick' and a not in names]
     if unknown:
+        known = ' '.join(('--quick',) + tuple(names))
         sys.exit(f'{os.path.basename(sys.argv[0])}: unknown argument '
-                 f'{unknown[0]!r} (the only one is --quick)')
+                 f'{unknown[0]!r} (known: {known})')
     return '--quick' in args
 
 

@@ -12,7 +12,7 @@ import time
 
 from benchlib import (MiB, GiB, REPO, Daemon, bench_seconds, file_node,
                       fresh_dir, image_opts, make_image, median_ratio,
-                      write_results)
+                      quick_arg, write_results)
 
 RUNS = 5
 
@@ -329,18 +329,8 @@ TARGETS = {
 
 
 def main():
-    args = sys.argv[1:]
-    if '-h' in args or '--help' in args:
-        print(__doc__.strip())
-        print('\nNames: ' + ' '.join(BENCHES))
-        return 0
-    unknown = [a for a in args if a != '--quick' and a not in BENCHES]
-    if unknown:
-        print(f'driver_bench.py: unknown argument {unknown[0]!r}; '
-              f'benchmarks: {" ".join(BENCHES)}', file=sys.stderr)
-        return 2
-    quick = '--quick' in args
-    names = [a for a in args if a != '--quick'] or list(BENCHES)
+    quick = quick_arg(__doc__, tuple(BENCHES))
+    names = [a for a in sys.argv[1:] if a != '--quick'] or list(BENCHES)
     results = {}
     for name in names:
         fn, target = BENCHES[name]
@@ -373,8 +363,7 @@ def main():
             else:
                 print(f'{name:24} {case:14} {r}')
     print(f'\nbench: results in build/bench/driver.json')
-    return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    main()
