@@ -6,6 +6,7 @@
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -89,6 +90,21 @@ def wait_synced(vm, child, node='sh0', timeout=120):
     if not wait_until(synced, timeout=timeout):
         raise AssertionError(f'{child} of {node} not synced after '
                              f'{timeout} s: {child_stats(vm, child, node)}')
+
+
+def hmp_qemu_io_log(log):
+    """What HMP's qemu-io commands did, from a VM's log: HMP's qemu-io
+    prints what it finds, and that it could not parse a command, to
+    QEMU's stdout and stderr, not to the monitor.  Returns the lines that
+    show a failed, unparsed or unknown command or an assertion, and how
+    many reads and writes completed."""
+    bad = [line for line in log.splitlines()
+           if re.search(r'Pattern verification failed|\w+ failed: |'
+                        r'Parsing error|command ".*" not found|'
+                        r'bad argument count|Assertion', line)]
+    done = {'read': len(re.findall(r'(?m)^read \d+/\d+ bytes', log)),
+            'write': len(re.findall(r'(?m)^wrote \d+/\d+ bytes', log))}
+    return bad, done
 
 
 class NodeAccess:
