@@ -2715,6 +2715,8 @@ static int coroutine_fn GRAPH_RDLOCK shadow_write_idle_maps(BDRVShadowState *s)
  * Make a change of the slot table (x-blockdev-change) durable while no
  * child has been written: the maps first, then a header that is not in
  * use.  Nothing to do once the header is in use: commits write the table.
+ * Tried again after a failure, as a commit is: a guest flush that returns
+ * success has recorded the children it was given.
  */
 static int coroutine_fn GRAPH_RDLOCK shadow_sync_idle(BDRVShadowState *s)
 {
@@ -2723,7 +2725,7 @@ static int coroutine_fn GRAPH_RDLOCK shadow_sync_idle(BDRVShadowState *s)
     int ret = 0;
 
     qemu_co_mutex_lock(&m->io_lock);
-    if (!m->in_use && m->table_dirty && !m->failed) {
+    if (!m->in_use && m->table_dirty) {
         uint64_t gen = 0;
 
         ret = shadow_write_idle_maps(s);
