@@ -22,6 +22,7 @@ mkdir -p "$log"
 passed=0 failed=0 skipped=0
 failures=()
 failed_logs=()   # meson logs with a failing test: their failing lines are shown
+failed_diffs=()  # iotests TAP logs with a failing test: their diffs are shown
 
 # TAP from iotests' check: "ok FMT TEST", "not ok FMT TEST", "ok FMT TEST # SKIP"
 count_tap() {
@@ -73,6 +74,9 @@ for fmt in ${FORMATS:-raw qcow2}; do
     (cd build/qemu/tests/qemu-iotests && ./check -tap -j "${ITEST_JOBS:-2}" "-$fmt" $tests) > "$log/iotests-$fmt.tap" 2>&1
     grep -E '^(not )?ok ' "$log/iotests-$fmt.tap"
     count_tap "$log/iotests-$fmt.tap" "iotests"
+    if grep -q '^not ok ' "$log/iotests-$fmt.tap"; then
+        failed_diffs+=("$log/iotests-$fmt.tap")
+    fi
     if ! grep -qE '^(not )?ok ' "$log/iotests-$fmt.tap"; then
         # a wrong ITESTS name or a broken ./check runs nothing: say so
         failed=$((failed + 1))
@@ -199,6 +203,12 @@ printf '%s\n' "${timings[@]}"
 for f in "${failed_logs[@]}"; do
     echo "== $f: the lines before each failure"
     grep -E -B12 '(^|[ :])FAIL: |^not ok |ERROR:|Assertion|runtime error' "$f" | cut -c1-300 | tail -n 60
+done
+# check prints a failed iotest's diff against its .out to stderr, into
+# the TAP log: what the test printed that it should not have
+for f in "${failed_diffs[@]}"; do
+    echo "== $f: what the failed iotests printed (the last 60 lines)"
+    grep -E '^\+' "$f" | grep -v '^+++ ' | cut -c1-300 | tail -n 60
 done
 if [ ${#failures[@]} -gt 0 ]; then
     echo "== failures (logs in $log/)"
