@@ -367,8 +367,18 @@ check_pattern() {  # check_pattern IMAGE PATTERN OFFSET LENGTH
     grep -q "^read " <<< "$out" || fail "$1: read $3+$4 failed: $out"
 }
 
-# no failed verification and no failed qemu-io command in a domain log
+# no failed verification and no failed qemu-io command in a domain log.
+# virtlogd copies QEMU's stdout to the log asynchronously: first a read
+# of a length used once, on the guest's device, must show in the log;
+# what the earlier commands printed is there by then
+io_log_marks=0
 io_log_ok() {
+    local len
+    io_log_marks=$((io_log_marks + 1))
+    len=$((512 * (97 + 2 * io_log_marks)))
+    qio "read 0 $len"
+    wait_for 20 grep -q "^read $len/$len bytes at offset 0" "$1" ||
+        fail "the domain log $1 does not show a read of $len bytes: QEMU's stdout does not reach it"
     ! grep -qE "Pattern verification failed|^[a-z_]+ failed: " "$1"
 }
 pattern_log_ok() { io_log_ok "$dir/cache/libvirt/qemu/log/$dom.log"; }
