@@ -2704,7 +2704,12 @@ static int coroutine_fn GRAPH_RDLOCK shadow_write_idle_maps(BDRVShadowState *s)
 
     ret = shadow_meta_ensure_size(s, s->nb_chunks, &local_err);
     if (ret < 0) {
-        error_report_err(local_err);
+        /* Once: the periodic commit tries again every few seconds */
+        if (s->meta.failed) {
+            error_free(local_err);
+        } else {
+            error_report_err(local_err);
+        }
         return ret;
     }
     ret = shadow_commit_maps(s);
@@ -2784,10 +2789,6 @@ int coroutine_fn shadow_state_begin_writing(BDRVShadowState *s)
         if (ret < 0) {
             goto fail;
         }
-        /* Writes are coming: the stamps of a clean stop no longer hold */
-        for (i = 0; i < SHADOW_META_SLOTS; i++) {
-            m->slots[i].stamped = false;
-        }
         /*
          * A new session: intent units of the last one no longer count on
          * disk, so none of its bits is durable any more (D2).  A clean
@@ -2804,6 +2805,14 @@ int coroutine_fn shadow_state_begin_writing(BDRVShadowState *s)
     ret = shadow_meta_write_header(s, &img);
     if (ret < 0) {
         goto fail;
+    }
+    /*
+     * Writes are coming: the stamps of a clean stop no longer hold.  Not
+     * before the header that says so is written: if it fails, no child is
+     * written, and a clean header written later keeps them.
+     */
+    for (i = 0; i < SHADOW_META_SLOTS; i++) {
+        m->slots[i].stamped = false;
     }
     m->table_dirty = m->table_gen != gen;
     m->durable_active_slot = active_slot;
