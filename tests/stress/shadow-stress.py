@@ -32,7 +32,10 @@ each; segment i of seed S has seed S+i), bounded by operations and crash
 states.  Usage:
   shadow-stress.py [--ops N] [--crash-states N] [--seed S] [--steps N]
 `--seed S --steps N` replays one segment for N steps (timing makes the
-replay likely, not certain, to hit the same failure).
+replay likely, not certain, to hit the same failure); with the same --ops
+and --crash-states as the failed run, the same operations.  With
+SHADOW_STRESS_TRACE='shadow_*' each daemon's log (in the failure's
+directory) holds the driver's trace events.
 """
 
 import argparse
@@ -134,7 +137,9 @@ class Daemon:
             [QSD, '--chardev',
              f'socket,id=mon,path={self.qmp_sock},server=on,wait=off',
              '--monitor', 'mon',
-             '--nbd-server', f'addr.type=unix,addr.path={self.nbd_sock}'],
+             '--nbd-server', f'addr.type=unix,addr.path={self.nbd_sock}',
+             *(['--trace', os.environ['SHADOW_STRESS_TRACE']]
+               if os.environ.get('SHADOW_STRESS_TRACE') else [])],
             stdout=self.logfile, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while not os.path.exists(self.qmp_sock):
@@ -1025,6 +1030,11 @@ class Segment:
             self.drain()
         _st, kids = self.stats()
         state = kids[target]['state']
+        # A trim, or any write in async mode, that completes after the
+        # state was read leaves the target lacking chunks: the switch is
+        # then instant although the target was reported synced
+        changing = any(i[0] in ('write', 'zero', 'trim')
+                       for i in self.inflight.values())
         before = self.node_file()
         opts = dict(self.opts)
         if rng.random() < 0.3:
@@ -1053,10 +1063,19 @@ class Segment:
                 self.opts['prewarm'] == 'off' and opts['prewarm'] == 'off':
             raise Failure(f'{what} was accepted without metadata')
         instant = state != 'synced'
+        self.active = target
+        if not instant:
+            _st, kids = self.stats()
+            if kids[target]['valid-bytes'] < self.size:
+                if not changing and not faults:
+                    raise Failure(f'{what} with no request in flight and '
+                                  f'no fault: the new active child lacks '
+                                  f'{self.size - kids[target]["valid-bytes"]}'
+                                  f' bytes')
+                instant = True
         kind = 'instant' if instant else 'normal'
         self.cnt.switches[kind] = self.cnt.switches.get(kind, 0) + 1
         self.log(f'{what}: done ({kind})')
-        self.active = target
         self.opts = opts
         if instant:
             self.hydrating = True
