@@ -2214,6 +2214,14 @@ int shadow_state_load(BDRVShadowState *s, Error **errp)
     int ret = shadow_state_load_maps(s, errp);
 
     s->maps_unknown = ret < 0;
+    if (ret == 0) {
+        /*
+         * The maps are those on disk now, and the header is not in use:
+         * a metadata write that failed before (a migration that failed
+         * back) no longer stands between guest writes and the disk
+         */
+        qatomic_set(&s->meta.failed, false);
+    }
     /* A failed load takes reads off the path that needs no map */
     qemu_spin_lock(&s->lock);
     qatomic_set(&s->active_complete,
@@ -3264,10 +3272,16 @@ static void coroutine_fn shadow_stop_entry(void *opaque)
         ret = shadow_meta_write_header(s, &img);
         if (ret == 0) {
             memcpy(m->slots, img.slots, sizeof(m->slots));
-            qatomic_set(&m->in_use, false);
             m->table_dirty = m->table_gen != gen;
             m->durable_active_slot = s->active->slot;
         }
+        /*
+         * Not in use either way: a write that failed may still have
+         * reached the disk, and the node stays writable when the stop
+         * fails (inactivation, read-only reopen).  Its next write to a
+         * child writes a header in use first, over the same copy.
+         */
+        qatomic_set(&m->in_use, false);
         qemu_co_mutex_unlock(&m->io_lock);
     }
 out:
@@ -3300,6 +3314,8 @@ int shadow_state_stop(BDRVShadowState *s, bool keep_copies, Error **errp)
                          "metadata node '%s' cleanly; the next open recovers "
                          "as after a crash", bdrv_get_node_name(s->bs),
                          shadow_meta_name(s));
+        /* Writable still (a failed inactivation or read-only reopen) */
+        shadow_state_start_timer(s, bdrv_get_aio_context(s->bs));
     }
     trace_shadow_stop(s, st.ret);
     return st.ret;

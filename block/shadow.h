@@ -296,10 +296,13 @@ typedef struct ShadowMeta {
     int64_t recorded_length;
     int64_t length_to_record;
     /*
-     * The header on disk says "in use" for the session @session, with
-     * @durable_active_slot as the active child.  Until then no child is
-     * written (shadow_state_begin_writing()).  -1 once that child was
-     * removed: the next header records the active child instead.
+     * @in_use: the header on disk says "in use" for the session
+     * @session, with @durable_active_slot as the active child.  Until
+     * then no child is written (shadow_state_begin_writing()).  False
+     * means no child was written since the last header write, which may
+     * have failed: the header on disk is the clean one or the one before
+     * it, and either holds.  @durable_active_slot is -1 once that child
+     * was removed: the next header records the active child instead.
      */
     bool in_use;
     uint64_t session;
