@@ -3270,17 +3270,20 @@ static void coroutine_fn shadow_stop_entry(void *opaque)
          * same copy, making this clean one current again.
          */
         ret = shadow_meta_write_header(s, &img);
-        if (ret == 0) {
-            memcpy(m->slots, img.slots, sizeof(m->slots));
-            m->table_dirty = m->table_gen != gen;
-            m->durable_active_slot = s->active->slot;
-        }
         /*
          * Not in use either way: a write that failed may still have
          * reached the disk, and the node stays writable when the stop
          * fails (inactivation, read-only reopen).  Its next write to a
-         * child writes a header in use first, over the same copy.
+         * child writes a header in use first, over the same copy.  The
+         * stamps hold either way until then; after a failure the table
+         * stays dirty, so that the next stop or periodic commit writes
+         * the clean header again (shadow_sync_idle()).
          */
+        memcpy(m->slots, img.slots, sizeof(m->slots));
+        m->table_dirty = ret < 0 || m->table_gen != gen;
+        if (ret == 0) {
+            m->durable_active_slot = s->active->slot;
+        }
         qatomic_set(&m->in_use, false);
         qemu_co_mutex_unlock(&m->io_lock);
     }
