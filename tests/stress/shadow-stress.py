@@ -1226,13 +1226,7 @@ class Segment:
         self.drain()
         self.nbd.close()
         self.nbd = None
-        ok, res = self.qmp('ro', 'block-export-del', id='exp-sh0')
-        if not ok:
-            raise Failure(f'block-export-del failed: {res}')
-        deadline = time.monotonic() + TIMEOUT
-        while not self.export_deleted():
-            if time.monotonic() > deadline:
-                raise Failure('the NBD export was not deleted')
+        self.delete_export('exp-sh0')
         if self.hydrating and 'readonly-hydrating' in self.args.avoid:
             self.export()
             return
@@ -1250,16 +1244,28 @@ class Segment:
                     self.submit('read', first, count, FLAG_DF)
                 self.drain()
                 self.nbd.close()
-                self.qmp('ro', 'block-export-del', id='exp-ro')
-                deadline = time.monotonic() + TIMEOUT
-                while not self.export_deleted():
-                    if time.monotonic() > deadline:
-                        raise Failure('the NBD export was not deleted')
+                self.delete_export('exp-ro')
             ok, res, _ = self.reopen('ro', **{'read-only': False})
             if not ok:
                 raise Failure(f'the node cannot be reopened read-write after '
                               f'a read-only reopen: {res}')
         self.export()
+
+    def delete_export(self, export):
+        """Delete @export once its client is gone.  The server may take
+        a moment to see a closed connection: until then the export is
+        'still in use', which block-export-del refuses."""
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            ok, res = self.qmp('ro', 'block-export-del', id=export)
+            if ok:
+                break
+            if 'still in use' not in res or time.monotonic() > deadline:
+                raise Failure(f'block-export-del {export} failed: {res}')
+            time.sleep(0.01)
+        while not self.export_deleted():
+            if time.monotonic() > deadline:
+                raise Failure(f'the NBD export {export} was not deleted')
 
     def export_deleted(self):
         ok, res = self.qmp('ro', 'query-block-exports')
