@@ -68,7 +68,8 @@ def current_header(md):
 def slots(md):
     """The used slots of the current header copy, in order: dicts with
     index, epoch, node_name, filename (both informational, as the node
-    last opened them) and active; [] without an intact header"""
+    last opened them), active and stamped (size and ctime recorded at a
+    clean stop); [] without an intact header"""
     copy, hdr = current_header(md)
     if copy is None:
         return []
@@ -82,7 +83,8 @@ def slots(md):
         out.append({'index': i, 'epoch': epoch,
                     'node_name': buf[off + 88:off + 152].rstrip(b'\0').decode(),
                     'filename': buf[off + 152:off + 256].rstrip(b'\0').decode(),
-                    'active': i == hdr['active_slot']})
+                    'active': i == hdr['active_slot'],
+                    'stamped': bool(flags & SLOT_STAMPED)})
     return out
 
 
