@@ -1478,6 +1478,12 @@ static void shadow_reopen_abort(BDRVReopenState *state)
  * Migration: inactivate and activate
  */
 
+/*
+ * QEMU calls this once the node's parents agreed to let it go inactive
+ * (patches/0009): nothing can fail for the node after it, so it stays
+ * stopped only while it is inactive, and bdrv_co_invalidate_cache()
+ * starts it again.
+ */
 static int GRAPH_RDLOCK shadow_inactivate(BlockDriverState *bs)
 {
     BDRVShadowState *s = bs->opaque;
