@@ -1251,6 +1251,53 @@ class Segment:
                               f'a read-only reopen: {res}')
         self.export()
 
+    def op_inactivate(self):
+        """Inactivate the node and activate it again, as the source of a
+        migration that fails at its switchover.  With the writable export
+        attached QEMU must refuse, and the node go on as before; without
+        it the node stops cleanly and, activated, reads its maps back.
+        The I/O that follows checks both against the model."""
+        if self.rng.random() < 0.5:
+            self.cnt.op('inactivate-refused')
+            ok, res = self.qmp('inactivate', 'blockdev-set-active',
+                               **{'node-name': 'sh0'}, active=False)
+            self.log(f'inactivation with the export attached: {ok} {res}')
+            if ok or 'Operation not permitted' not in res:
+                raise Failure(f'blockdev-set-active active=false with a '
+                              f'writable NBD export attached: {res}, not '
+                              f'refused for the export')
+            return
+        self.drain()
+        self.nbd.close()
+        self.nbd = None
+        self.delete_export('exp-sh0')
+        self.cnt.op('inactivate')
+        ok, res = self.qmp('inactivate', 'blockdev-set-active',
+                           **{'node-name': 'sh0'}, active=False)
+        self.log(f'inactivation: {ok} {res}')
+        if not ok:
+            # Its clean stop flushes the children and writes the header
+            if not any(f.kind != 'slow' for f in self.armed.values()):
+                raise Failure(f'the inactivation failed with no fault '
+                              f'armed: {res}')
+            self.export()
+            return
+        for attempt in range(2):
+            ok, res = self.qmp('activate', 'blockdev-set-active',
+                               **{'node-name': 'sh0'}, active=True)
+            self.log(f'activation: {ok} {res}')
+            if ok:
+                break
+            # Its load reads the metadata and the children's lengths
+            if attempt or not any(f.kind != 'slow'
+                                  for f in self.armed.values()):
+                why = 'the faults disarmed' if attempt else 'no fault armed'
+                raise Failure(f'the activation after a clean inactivation '
+                              f'failed ({why}): {res}')
+            for target in sorted(self.armed):
+                self.disarm_fault(target)
+        self.export()
+
     def delete_export(self, export):
         """Delete @export once its client is gone.  The server may take
         a moment to see a closed connection: until then the export is
@@ -1399,8 +1446,8 @@ class Segment:
                 (28, 32, 7, 6, 9, 5))[0]
         what = rng.choices(
             ('switch', 'options', 'add', 'remove', 'arm', 'disarm',
-             'synced', 'bad', 'readonly', 'trickle'),
-            (20, 10, 7, 7, 18, 10, 10, 4, 1, self.args.trickle))[0]
+             'synced', 'bad', 'readonly', 'inactivate', 'trickle'),
+            (20, 10, 7, 7, 18, 10, 10, 4, 1, 2, self.args.trickle))[0]
         if 'renumber' in self.args.avoid and not self.renumbered and \
                 what in ('switch', 'options', 'bad', 'readonly'):
             return 'io', 'read'
@@ -1426,6 +1473,7 @@ class Segment:
                  'arm': self.arm_fault, 'disarm': self.disarm_fault,
                  'synced': self.synced_check, 'bad': self.op_bad,
                  'readonly': self.op_readonly,
+                 'inactivate': self.op_inactivate,
                  'trickle': self.op_trickle}[what]()
             if self.killed is not None:
                 raise Killed()
