@@ -1737,6 +1737,42 @@ shadow_load_note(BDRVShadowState *s, bool warn, const char *fmt, ...)
  * makes the result durable before the first write to a child.  On error
  * the maps are those of a node without metadata, or as they were.
  */
+/*
+ * @map's stale chunks are those its durable map (valid bits) does not
+ * hold.  Built a piece at a time, for the reason of the load below.
+ */
+static void shadow_stale_from_durable(BDRVShadowState *s, ShadowChunkMap *map)
+{
+    uint8_t buf[4096];
+    int64_t piece = sizeof(buf) * 8, c, n, k, bytes, used;
+
+    QEMU_BUILD_BUG_ON(sizeof(buf) % sizeof(uint64_t));
+    hbitmap_reset_all(map->stale);
+    if (!s->nb_chunks) {
+        return;     /* a disk of no chunks: nothing to finish */
+    }
+    for (c = 0; c < s->nb_chunks; c += piece) {
+        n = MIN(piece, s->nb_chunks - c);
+        used = DIV_ROUND_UP(n, 8);
+        /* Deserializing reads whole words */
+        bytes = ROUND_UP(used, sizeof(uint64_t));
+        for (k = 0; k < used; k++) {
+            buf[k] = ~map->durable[c / 8 + k];
+        }
+        memset(buf + used, 0, bytes - used);
+        /*
+         * No bit past the last chunk: a bit there, never counted, would
+         * be revealed by the hbitmap_truncate() of a later grow (the
+         * count then goes wrong)
+         */
+        if (n % 8) {
+            buf[used - 1] &= (1u << (n % 8)) - 1;
+        }
+        hbitmap_deserialize_part(map->stale, buf, c, n, false);
+    }
+    hbitmap_deserialize_finish(map->stale);
+}
+
 static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
 {
     ShadowMeta *m = &s->meta;
@@ -1751,8 +1787,7 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
     const char *changed[SHADOW_META_SLOTS] = { NULL };
     HBitmap *intent = NULL, *astale;
     ShadowChild *recorded;
-    int64_t size, old_nb, c, recovered = 0, orphans = 0, nb_bytes;
-    g_autofree uint8_t *stale_buf = NULL;
+    int64_t size, old_nb, c, recovered = 0, orphans = 0;
     uint32_t want = 0, past_end = 0, forgotten = 0, maps_lost = 0;
     g_autofree int64_t *short_len = NULL;
     bool fresh;
@@ -1898,24 +1933,30 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
         }
     }
 
-    /* Read the maps, and the intent map after an unclean stop */
+    /*
+     * Read the maps, and the intent map after an unclean stop.  The
+     * geometry is the recorded one now.  A child's map is read straight
+     * into its durable map: a buffer of the whole map would be pages to
+     * fault in while a migration's guest waits.  Nothing reads the
+     * durable maps until this load succeeds (a failed one leaves the
+     * maps unknown, shadow_state_load()).
+     */
     old_nb = img.nb_chunks;
+    assert(old_nb == s->nb_chunks);
     for (j = 0; j < SHADOW_META_SLOTS; j++) {
         if (by_slot[j]) {
             want |= 1u << (1 + j);
             epochs[1 + j] = img.slots[j].epoch;
+            bits[1 + j] = by_slot[j]->map.durable;
+            seqs[1 + j] = by_slot[j]->map.unit_seq;
         }
     }
     if (img.in_use) {
         want |= 1;
         epochs[0] = img.session;
-    }
-    for (j = 0; j < SHADOW_META_COLUMNS; j++) {
-        if (want & (1u << j)) {
-            bits[j] = g_malloc0(MAX(shadow_meta_nb_units(s->nb_chunks), 1) *
-                                SHADOW_META_UNIT_PAYLOAD);
-            seqs[j] = g_new0(uint64_t, MAX(shadow_nb_units(s), 1));
-        }
+        bits[0] = g_malloc0(MAX(shadow_nb_units(s), 1) *
+                            SHADOW_META_UNIT_PAYLOAD);
+        seqs[0] = g_new0(uint64_t, MAX(shadow_nb_units(s), 1));
     }
     ret = shadow_meta_read_maps(s, &img, want, epochs, img.in_use, bits,
                                 seqs, 1, bad, &past_end);
@@ -1935,9 +1976,6 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
     }
 
     /* From here on nothing fails but the final checks */
-    nb_bytes = MAX(shadow_meta_nb_units(s->nb_chunks), 1) *
-               SHADOW_META_UNIT_PAYLOAD;
-    stale_buf = g_malloc(nb_bytes);
     qemu_spin_lock(&s->lock);
     recorded = by_slot[img.active_slot];
     for (j = 0; j < SHADOW_META_SLOTS; j++) {
@@ -1949,33 +1987,7 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
         }
         map = &sc->map;
         sc->slot = j;
-        /* Stored as valid bits; chunks past the recorded length are stale */
-        for (c = 0; c < nb_bytes; c++) {
-            stale_buf[c] = c < old_nb / 8 ? ~bits[1 + j][c] : 0xff;
-        }
-        for (c = old_nb / 8 * 8; c < old_nb; c++) {
-            if (shadow_bit_get(bits[1 + j], c)) {
-                stale_buf[c / 8] &= ~(1u << (c % 8));
-            }
-        }
-        /*
-         * No bit past the last chunk: deserializing copies whole words,
-         * and a bit there, never counted, would be revealed by the
-         * hbitmap_truncate() of a later grow (the count then goes wrong)
-         */
-        for (c = s->nb_chunks; c < nb_bytes * 8; c++) {
-            stale_buf[c / 8] &= ~(1u << (c % 8));
-        }
-        hbitmap_reset_all(map->stale);
-        if (s->nb_chunks) {
-            hbitmap_deserialize_part(map->stale, stale_buf, 0, s->nb_chunks,
-                                     true);
-        }
-        memset(map->durable, 0, shadow_nb_units(s) * SHADOW_META_UNIT_PAYLOAD);
-        memcpy(map->durable, bits[1 + j],
-               shadow_meta_nb_units(old_nb) * SHADOW_META_UNIT_PAYLOAD);
-        memcpy(map->unit_seq, seqs[1 + j],
-               shadow_nb_units(s) * sizeof(uint64_t));
+        shadow_stale_from_durable(s, map);
         memcpy(map->ondisk, map->durable,
                shadow_nb_units(s) * SHADOW_META_UNIT_PAYLOAD);
         shadow_hbitmap_clear(map->unflushed);
@@ -2196,10 +2208,9 @@ out_reset:
     qatomic_set(&s->active_complete, true);
     qemu_spin_unlock(&s->lock);
 out:
-    for (j = 0; j < SHADOW_META_COLUMNS; j++) {
-        g_free(bits[j]);
-        g_free(seqs[j]);
-    }
+    /* The other columns are the children's maps */
+    g_free(bits[0]);
+    g_free(seqs[0]);
     shadow_meta_image_cleanup(&img);
     return ret;
 }
