@@ -590,15 +590,17 @@ shadow_copy_step(BDRVShadowState *s, int index, void *buf,
     if (ret < 0) {
         warn_report("shadow: node '%s': reading the active child '%s' for "
                     "the background copy failed: %s; the copy stops, and "
-                    "starts again later or at the next reopen", bdrv_get_node_name(s->bs),
-                    shadow_child_name(s->active), strerror(-ret));
+                    "starts again later or at the next reopen",
+                    bdrv_get_node_name(s->bs), shadow_child_name(s->active),
+                    strerror(-ret));
         return shadow_copy_stop(s, index, true);
     }
     for (i = 0; i < nb_targets; i++) {
         if (target_ret[i] < 0 && targets[i] == s->active) {
             warn_report("shadow: node '%s': copying up to the active child "
                         "'%s' failed: %s; the copy stops, and starts again "
-                        "later or at the next reopen", bdrv_get_node_name(s->bs),
+                        "later or at the next reopen",
+                        bdrv_get_node_name(s->bs),
                         shadow_child_name(targets[i]),
                         strerror(-target_ret[i]));
             return shadow_copy_stop(s, index, true);
