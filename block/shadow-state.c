@@ -1731,13 +1731,6 @@ shadow_load_note(BDRVShadowState *s, bool warn, const char *fmt, ...)
 }
 
 /*
- * Read the maps from the metadata child, check them and the children's
- * identities, recover after an unclean stop, and replace every child's
- * map with the result.  Writes nothing: shadow_state_begin_writing()
- * makes the result durable before the first write to a child.  On error
- * the maps are those of a node without metadata, or as they were.
- */
-/*
  * @map's stale chunks are those its durable map (valid bits) does not
  * hold.  Built a piece at a time, for the reason of the load below.
  */
@@ -1773,6 +1766,15 @@ static void shadow_stale_from_durable(BDRVShadowState *s, ShadowChunkMap *map)
     hbitmap_deserialize_finish(map->stale);
 }
 
+/*
+ * Read the maps from the metadata child, check them and the children's
+ * identities, recover after an unclean stop, and replace every child's
+ * map with the result.  Writes nothing: shadow_state_begin_writing()
+ * makes the result durable before the first write to a child.  On error
+ * the maps are those of a node without metadata, or as they were but
+ * for the durable maps and their sequence numbers, which may hold part
+ * of what was read (shadow_state_load() then leaves the maps unknown).
+ */
 static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
 {
     ShadowMeta *m = &s->meta;

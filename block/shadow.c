@@ -1480,9 +1480,10 @@ static void shadow_reopen_abort(BDRVReopenState *state)
 
 /*
  * QEMU calls this once the node's parents agreed to let it go inactive
- * (patches/0009): nothing can fail for the node after it, so it stays
- * stopped only while it is inactive, and bdrv_co_invalidate_cache()
- * starts it again.
+ * (patches/0009): if it succeeds, nothing fails for the node after it,
+ * so the node stays stopped only while it is inactive, and
+ * bdrv_co_invalidate_cache() starts it again.  If it fails, the node
+ * stays active and writable (shadow_state_stop()).
  */
 static int GRAPH_RDLOCK shadow_inactivate(BlockDriverState *bs)
 {
