@@ -1223,10 +1223,7 @@ class Segment:
 
     def op_readonly(self):
         """Drop the export, reopen read-only, read, reopen read-write."""
-        self.drain()
-        self.nbd.close()
-        self.nbd = None
-        self.delete_export('exp-sh0')
+        self.unexport()
         if self.hydrating and 'readonly-hydrating' in self.args.avoid:
             self.export()
             return
@@ -1267,17 +1264,14 @@ class Segment:
                               f'writable NBD export attached: {res}, not '
                               f'refused for the export')
             return
-        self.drain()
-        self.nbd.close()
-        self.nbd = None
-        self.delete_export('exp-sh0')
+        self.unexport()
         self.cnt.op('inactivate')
         ok, res = self.qmp('inactivate', 'blockdev-set-active',
                            **{'node-name': 'sh0'}, active=False)
         self.log(f'inactivation: {ok} {res}')
         if not ok:
             # Its clean stop flushes the children and writes the header
-            if not any(f.kind != 'slow' for f in self.armed.values()):
+            if not self.fault_armed():
                 raise Failure(f'the inactivation failed with no fault '
                               f'armed: {res}')
             self.export()
@@ -1289,14 +1283,24 @@ class Segment:
             if ok:
                 break
             # Its load reads the metadata and the children's lengths
-            if attempt or not any(f.kind != 'slow'
-                                  for f in self.armed.values()):
+            if attempt or not self.fault_armed():
                 why = 'the faults disarmed' if attempt else 'no fault armed'
                 raise Failure(f'the activation after a clean inactivation '
                               f'failed ({why}): {res}')
             for target in sorted(self.armed):
                 self.disarm_fault(target)
         self.export()
+
+    def fault_armed(self):
+        """Is a fault that fails requests armed (not a slow tier)?"""
+        return any(f.kind != 'slow' for f in self.armed.values())
+
+    def unexport(self):
+        """Wait for the guest's requests, then drop its export."""
+        self.drain()
+        self.nbd.close()
+        self.nbd = None
+        self.delete_export('exp-sh0')
 
     def delete_export(self, export):
         """Delete @export once its client is gone.  The server may take
