@@ -398,9 +398,15 @@ osd_max_object_namespace_len = 64
             opts['cache'] = {'direct': True}
         return opts
 
-    def rbd_filename(self, pool, image):
-        """A legacy filename of the image, for qemu-img and qemu-io."""
-        return f'rbd:{pool}/{image}:conf={self.conf}:id=admin'
+    def rbd_filename(self, pool, image, timeout=None):
+        """A legacy filename of the image, for qemu-img and qemu-io.
+        timeout: seconds librados waits for the monitor and the OSD, in
+        place of the conf's (a test's set-up and checks need not fail
+        fast: a busy machine is not a fault)."""
+        name = f'rbd:{pool}/{image}:conf={self.conf}:id=admin'
+        if timeout is not None:
+            name += ''.join(f':{k}={timeout}' for k in DEFAULT_TIMEOUTS)
+        return name
 
     def osd_proc(self, pool):
         return self.procs[f'osd.{self.osd_of_pool[pool]}']
@@ -438,7 +444,9 @@ osd_max_object_namespace_len = 64
         p.wait()
 
     def restart_osd(self, pool, timeout=60):
-        """Start the killed OSD of @pool again and wait until it is up."""
+        """Start the killed OSD of @pool again and wait until it serves
+        the pool (up in the map is not enough: its placement groups peer
+        after that, and requests wait until they have)."""
         i = self.osd_of_pool[pool]
         if self.procs[f'osd.{i}'].poll() is None:
             raise CephError(f'osd.{i} is still running')
@@ -447,8 +455,8 @@ osd_max_object_namespace_len = 64
         self.ceph('osd', 'down', str(i))
         self._spawn(f'osd.{i}', ['ceph-osd', '--conf', self.conf,
                                  '-i', str(i), '-f'])
-        self._wait(lambda: self._osds_up(i) == 1, f'osd.{i} to come up',
-                   timeout)
+        self._wait(lambda: self._osds_up(i) == 1 and self._pool_answers(pool),
+                   f'osd.{i} to serve pool {pool} again', timeout)
 
     def stop(self):
         for p in self.procs.values():
