@@ -386,12 +386,30 @@ osd_max_object_namespace_len = 64
     def remove_image(self, pool, image):
         self.rbd('rm', '--no-progress', f'{pool}/{image}')
 
-    def rbd_opts(self, pool, image, node_name=None, direct=True):
+    def conf_with_timeouts(self, timeout):
+        """The path of a copy of the cluster's conf whose clients wait
+        @timeout seconds for the monitor and the OSDs."""
+        path = os.path.join(self.dir, f'ceph-timeout-{timeout}.conf')
+        if not os.path.exists(path):
+            with open(self.conf, encoding='utf-8') as f:
+                text = f.read()
+            head, sep, _ = text.rpartition('[client]\n')
+            assert sep, 'the conf ends with its [client] section'
+            with open(path, 'w', encoding='utf-8') as f:
+                f.write(head + sep + ''.join(f'{k} = {timeout}\n'
+                                             for k in DEFAULT_TIMEOUTS))
+        return path
+
+    def rbd_opts(self, pool, image, node_name=None, direct=True,
+                 timeout=None):
         """BlockdevOptions of an rbd node on @pool/@image; direct: no
         librbd cache, so that errors come with the request that failed and
-        a completed write is on the OSD."""
+        a completed write is on the OSD; timeout: seconds librados waits,
+        in place of the conf's (conf_with_timeouts())."""
+        conf = self.conf if timeout is None else \
+            self.conf_with_timeouts(timeout)
         opts = {'driver': 'rbd', 'pool': pool, 'image': image,
-                'conf': self.conf, 'user': 'admin'}
+                'conf': conf, 'user': 'admin'}
         if node_name:
             opts['node-name'] = node_name
         if direct:
