@@ -155,10 +155,11 @@ class Cluster:
 
     # -- setup -------------------------------------------------------------
 
-    def _write_conf(self):
+    def _write_conf(self, path, timeouts):
+        """The cluster's conf at @path, its clients waiting @timeouts."""
         d = self.dir
-        client = '\n'.join(f'{k} = {v}' for k, v in self.timeouts.items())
-        with open(self.conf, 'w', encoding='utf-8') as f:
+        client = '\n'.join(f'{k} = {v}' for k, v in timeouts.items())
+        with open(path, 'w', encoding='utf-8') as f:
             f.write(f"""[global]
 fsid = {self.fsid}
 mon_host = v2:127.0.0.1:{self.mon_port}
@@ -263,7 +264,7 @@ osd_max_object_namespace_len = 64
         t0 = time.monotonic()
         for sub in ('run', 'log', 'crash', 'mon/a'):
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
-        self._write_conf()
+        self._write_conf(self.conf, self.timeouts)
         self._run('ceph-authtool', '--create-keyring', self.keyring,
                   '--gen-key', '-n', 'mon.', '--cap', 'mon', 'allow *')
         self._run('ceph-authtool', self.keyring, '--gen-key',
@@ -388,16 +389,13 @@ osd_max_object_namespace_len = 64
 
     def conf_with_timeouts(self, timeout):
         """The path of a copy of the cluster's conf whose clients wait
-        @timeout seconds for the monitor and the OSDs."""
+        @timeout seconds for the monitor and the OSDs; None: the conf's
+        own timeouts."""
+        if timeout is None:
+            return self.conf
         path = os.path.join(self.dir, f'ceph-timeout-{timeout}.conf')
         if not os.path.exists(path):
-            with open(self.conf, encoding='utf-8') as f:
-                text = f.read()
-            head, sep, _ = text.rpartition('[client]\n')
-            assert sep, 'the conf ends with its [client] section'
-            with open(path, 'w', encoding='utf-8') as f:
-                f.write(head + sep + ''.join(f'{k} = {timeout}\n'
-                                             for k in DEFAULT_TIMEOUTS))
+            self._write_conf(path, dict.fromkeys(DEFAULT_TIMEOUTS, timeout))
         return path
 
     def rbd_opts(self, pool, image, node_name=None, direct=True,
@@ -406,8 +404,7 @@ osd_max_object_namespace_len = 64
         librbd cache, so that errors come with the request that failed and
         a completed write is on the OSD; timeout: seconds librados waits,
         in place of the conf's (conf_with_timeouts())."""
-        conf = self.conf if timeout is None else \
-            self.conf_with_timeouts(timeout)
+        conf = self.conf_with_timeouts(timeout)
         opts = {'driver': 'rbd', 'pool': pool, 'image': image,
                 'conf': conf, 'user': 'admin'}
         if node_name:
@@ -421,10 +418,8 @@ osd_max_object_namespace_len = 64
         timeout: seconds librados waits for the monitor and the OSD, in
         place of the conf's (a test's set-up and checks need not fail
         fast: a busy machine is not a fault)."""
-        name = f'rbd:{pool}/{image}:conf={self.conf}:id=admin'
-        if timeout is not None:
-            name += ''.join(f':{k}={timeout}' for k in DEFAULT_TIMEOUTS)
-        return name
+        conf = self.conf_with_timeouts(timeout)
+        return f'rbd:{pool}/{image}:conf={conf}:id=admin'
 
     def osd_proc(self, pool):
         return self.procs[f'osd.{self.osd_of_pool[pool]}']
