@@ -84,7 +84,7 @@ for fmt in ${FORMATS:-raw qcow2}; do
     fi
     # The RBD faults' timings, measured by shadow-rbd
     if [ -f "$log/shadow-rbd-$fmt.json" ]; then
-        echo "   shadow-rbd ($fmt) timings: $(tr -d ' \n' < "$log/shadow-rbd-$fmt.json")"
+        echo "   shadow-rbd ($fmt) timings: $(python3 -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1])), separators=(",", ":")))' "$log/shadow-rbd-$fmt.json")"
     fi
 done
 
@@ -207,6 +207,11 @@ done
 # check prints a failed iotest's diff against its .out to stderr, into
 # the TAP log: what the test printed that it should not have
 for f in "${failed_diffs[@]}"; do
+    # Every failed case and its exception first: the tail below shows
+    # only the last traceback
+    echo "== $f: the failed cases of the failed iotests"
+    grep -E '^\+(ERROR|FAIL): |^\+[A-Za-z_.]*(Error|Exception|Hang|Timeout|Shutdown|timeout)[A-Za-z]*: ' "$f" |
+        cut -c1-300 | head -n 40
     echo "== $f: what the failed iotests printed (the last 60 lines)"
     grep -E '^\+' "$f" | grep -v '^+++ ' | cut -c1-300 | tail -n 60
 done

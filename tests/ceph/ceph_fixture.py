@@ -19,6 +19,16 @@ leaves the other pools alone.  Pools have size 1 and are initialised with
 `rbd pool init`; readiness is "every OSD up and every pool initialised"
 (without a mgr, health never becomes HEALTH_OK).
 
+An OSD stopped with SIGSTOP for more than about 8 s (half the read lease)
+can leave placement groups "laggy" once it continues: a request that reaches
+a placement group after its read lease ran out waits for a lease renewal,
+and on Ceph 16 a placement group served by a single OSD can wait for ever
+(Ceph tracker 80404).  `cont_osd()` waits for every placement group of the
+pool to answer, and marks an OSD down whose pool does not within `LAGGY_S`:
+the new interval renews the leases.  `recover()`, a test's clean-up, brings
+back whatever a test stopped or killed.  `kicks` lists each time either had
+to do more than continue or start an OSD.
+
 Clients read the cluster's ceph.conf (`Cluster.conf`), whose [client]
 section bounds what librados waits for: `rados_osd_op_timeout`,
 `rados_mon_op_timeout` and `client_mount_timeout` (librados' defaults are 0,
@@ -55,7 +65,7 @@ import tempfile
 import time
 import uuid
 
-BINARIES = ('ceph-mon', 'ceph-osd', 'ceph', 'rbd', 'ceph-authtool',
+BINARIES = ('ceph-mon', 'ceph-osd', 'ceph', 'rbd', 'rados', 'ceph-authtool',
             'monmaptool')
 
 # Client-side timeouts (seconds) of the fixture; tests may pass others
@@ -65,6 +75,10 @@ DEFAULT_TIMEOUTS = {
     'client_mount_timeout': 10,
 }
 
+
+# Seconds a continued OSD has to serve every placement group of its pool
+# before cont_osd() marks it down (a healthy one takes well under a second)
+LAGGY_S = 15
 
 PR_SET_PDEATHSIG = 1
 
@@ -122,6 +136,10 @@ class CephError(Exception):
     pass
 
 
+class CephTimeout(CephError):
+    """What a wait was for did not happen in time."""
+
+
 class Cluster:
     """A running throwaway cluster; stopped and purged by stop()."""
 
@@ -139,6 +157,13 @@ class Cluster:
         self.keyring = os.path.join(self.dir, 'keyring')
         self.procs = {}         # daemon name -> Popen
         self.osd_of_pool = {}   # pool -> OSD id
+        # Pools whose OSD a test stopped or killed, and which have not
+        # served since: what recover() sees to
+        self.faulted = set()
+        # What the fixture did to have a pool serve again, beyond continuing
+        # or starting its OSD (a test prints them: not on stderr, which an
+        # iotest compares with its reference output)
+        self.kicks = []
         self.startup_s = None
         self.fsid = str(uuid.uuid4())
         self.mon_port = _free_ports(1)[0]
@@ -223,6 +248,9 @@ osd_memory_target_autotune = false
 osd_crush_update_on_start = false
 osd_class_update_on_start = false
 osd_max_object_name_len = 460
+# cont_osd() may mark an OSD down that was not: it must not count that
+# towards shutting itself down (5 times in 10 minutes by default)
+osd_max_markdown_count = 1000
 osd_max_object_namespace_len = 64
 
 [client]
@@ -341,7 +369,8 @@ osd_max_object_namespace_len = 64
             return False
 
     def _osds_up(self, which=None):
-        dump = json.loads(self.ceph('osd', 'dump', '--format=json'))
+        dump = json.loads(self.ceph('osd', 'dump', '--format=json',
+                                    timeout=20))
         return sum(1 for o in dump['osds'] if o['up'] and
                    (which is None or o['osd'] == which))
 
@@ -369,9 +398,9 @@ osd_max_object_namespace_len = 64
             if pred():
                 return
             time.sleep(0.2)
-        raise CephError(f'timed out waiting for {what} '
-                        f'({self._disk_free()}):\n' +
-                        ''.join(self._log_tail(n) for n in self.procs))
+        raise CephTimeout(f'timed out waiting for {what} '
+                          f'({self._disk_free()}):\n' +
+                          ''.join(self._log_tail(n) for n in self.procs))
 
     def _disk_free(self):
         st = os.statvfs(self.dir)
@@ -426,33 +455,80 @@ osd_max_object_namespace_len = 64
 
     def stop_osd(self, pool):
         """SIGSTOP the OSD of @pool: it stops answering, sockets stay open."""
+        self.faulted.add(pool)
         self.osd_proc(pool).send_signal(signal.SIGSTOP)
 
     def cont_osd(self, pool, timeout=60):
-        """SIGCONT the OSD of @pool and wait until it serves the pool again:
-        the monitor may have marked it down while it was stopped, and it
-        answers nothing until it booted again."""
+        """SIGCONT the OSD of @pool and wait until every placement group of
+        the pool serves again.  One that does not within LAGGY_S is laggy
+        (see the module's doc): the OSD is marked down, and boots again
+        into a new interval."""
         i = self.osd_of_pool[pool]
+        end = time.monotonic() + timeout
         self.osd_proc(pool).send_signal(signal.SIGCONT)
-        self._wait(lambda: self._osds_up(i) == 1 and self._pool_answers(pool),
-                   f'osd.{i} to serve pool {pool} again', timeout)
+        try:
+            self._wait_serving(pool, min(LAGGY_S, timeout))
+        except CephTimeout:
+            if timeout <= LAGGY_S:
+                raise
+            self.ceph('osd', 'down', str(i))
+            self.kicks.append(f'pool {pool} not served {LAGGY_S} s after '
+                              f'osd.{i} continued: marked down')
+            self._wait_serving(pool, max(1, end - time.monotonic()))
+
+    def _wait_serving(self, pool, timeout):
+        """Wait until the OSD of @pool is up and every placement group of
+        the pool answers; the pool is no longer faulted then."""
+        i = self.osd_of_pool[pool]
+
+        def serving():
+            try:
+                return self._osds_up(i) == 1 and self._pool_answers(pool)
+            except (CephError, subprocess.TimeoutExpired):
+                # The monitor did not answer in time either: not yet
+                return False
+
+        self._wait(serving, f'osd.{i} to serve pool {pool} again', timeout)
+        self.faulted.discard(pool)
 
     def _pool_answers(self, pool):
-        """Whether a read on @pool is answered (by ENOENT) within 5 s"""
+        """Whether every placement group of @pool answers within 5 s: a
+        listing of the pool asks each of them."""
         try:
             res = subprocess.run(
                 ['rados', '--conf', self.conf, '--rados-osd-op-timeout', '5',
-                 '-p', pool, 'stat', 'shadow-fixture-probe'],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                timeout=15, check=False, env=self.env())
+                 '-p', pool, 'ls'],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                timeout=20, check=False, env=self.env())
         except subprocess.TimeoutExpired:
             return False
-        return res.returncode == 0 or 'No such file' in res.stderr
+        return res.returncode == 0
+
+    def recover(self, timeout=60):
+        """Have every pool serve again after a test: start dead OSDs
+        again, continue stopped ones (and wait for those that did not
+        serve once started), and kill and start again one that still does
+        not serve.  A test's clean-up: the fault of one case is not the
+        next one's."""
+        # Dead ones first: a wait fails at once while any daemon is dead
+        for pool in self.pools:
+            if self.osd_proc(pool).poll() is not None:
+                self.restart_osd(pool, timeout)
+        for pool in sorted(self.faulted):
+            try:
+                self.cont_osd(pool, timeout)
+                continue
+            except (CephError, subprocess.TimeoutExpired) as e:
+                self.kicks.append(f'osd.{self.osd_of_pool[pool]} '
+                                  f'restarted: {str(e).splitlines()[0]}')
+            self.kill_osd(pool)
+            self.restart_osd(pool, timeout)
 
     def kill_osd(self, pool):
         """SIGKILL the OSD of @pool; restart_osd() brings it back."""
         p = self.osd_proc(pool)
         p.send_signal(signal.SIGCONT)
+        self.faulted.add(pool)
         p.kill()
         p.wait()
 
@@ -468,8 +544,7 @@ osd_max_object_namespace_len = 64
         self.ceph('osd', 'down', str(i))
         self._spawn(f'osd.{i}', ['ceph-osd', '--conf', self.conf,
                                  '-i', str(i), '-f'])
-        self._wait(lambda: self._osds_up(i) == 1 and self._pool_answers(pool),
-                   f'osd.{i} to serve pool {pool} again', timeout)
+        self._wait_serving(pool, timeout)
 
     def stop(self):
         for p in self.procs.values():
