@@ -44,6 +44,12 @@
 #define SHADOW_META_ROWS_OFFSET   (2 * SHADOW_META_HEADER_SIZE)
 /* Units in a row: the intent map's, then two per slot */
 #define SHADOW_META_ROW_UNITS     (1 + 2 * SHADOW_META_SLOTS)
+/*
+ * Rows read with the header: the maps of a disk up to about 2 GiB (64 KiB
+ * chunks) come in the header's read.  More would be whole rows, most of
+ * them other columns, on the path of every larger disk's activation.
+ */
+#define SHADOW_META_HEADER_ROWS   1
 /* Rows read at once when loading the maps */
 #define SHADOW_META_LOAD_ROWS     16
 
@@ -385,7 +391,7 @@ int shadow_meta_read_header(BDRVShadowState *s, ShadowMetaImage *img,
     ShadowMeta *m = &s->meta;
     int64_t row_bytes = SHADOW_META_ROW_UNITS * SHADOW_META_UNIT;
     int64_t len = bdrv_getlength(m->child->bs);
-    int64_t nb_rows = len < 0 ? 0 : MIN(SHADOW_META_LOAD_ROWS,
+    int64_t nb_rows = len < 0 ? 0 : MIN(SHADOW_META_HEADER_ROWS,
                                         (len - SHADOW_META_ROWS_OFFSET) /
                                         row_bytes);
     int64_t bytes = SHADOW_META_ROWS_OFFSET + MAX(nb_rows, 0) * row_bytes;
@@ -558,9 +564,9 @@ static int shadow_meta_pick_copy(const ShadowUnitCheck *res,
  * children with metadata: 4 or 5 of a row's 33), and on a large disk
  * reading whole rows is most of an activation's time, which a migrating
  * guest waits for.  When the units it needs are under half a row, each
- * row's span of them is read on its own, SHADOW_META_READ_WORKERS reads
- * in flight.  A row's units land where they are in the row: the parse
- * finds them by their place.
+ * row's span of them is read on its own into @buf, one span after the
+ * other (shadow_rows_stride()), SHADOW_META_READ_WORKERS reads in
+ * flight; else whole rows, in one read.
  */
 #define SHADOW_META_READ_WORKERS 8
 
@@ -574,6 +580,29 @@ typedef struct ShadowRowsRead {
     int ret;
     bool done;
 } ShadowRowsRead;
+
+/* Whether the rows' spans are read, rather than whole rows */
+static bool shadow_rows_by_span(int first_pos, int end_pos)
+{
+    return end_pos - first_pos <= SHADOW_META_ROW_UNITS / 2;
+}
+
+/*
+ * A buffer of rows holds each row's span, or the whole row: the bytes
+ * from one row to the next there, and the offset in the row of what a
+ * row's first byte there is
+ */
+static int64_t shadow_rows_stride(int first_pos, int end_pos)
+{
+    return (shadow_rows_by_span(first_pos, end_pos) ?
+            end_pos - first_pos : SHADOW_META_ROW_UNITS) * SHADOW_META_UNIT;
+}
+
+static int64_t shadow_rows_skip(int first_pos, int end_pos)
+{
+    return shadow_rows_by_span(first_pos, end_pos) ?
+           first_pos * SHADOW_META_UNIT : 0;
+}
 
 typedef struct ShadowRowTask {
     AioTask task;               /* first: the pool frees it */
@@ -594,8 +623,8 @@ static int coroutine_fn GRAPH_RDLOCK shadow_meta_row_task(AioTask *task)
 static int coroutine_fn GRAPH_RDLOCK
 shadow_meta_co_read_rows(ShadowRowsRead *r)
 {
-    int64_t row_bytes = SHADOW_META_ROW_UNITS * SHADOW_META_UNIT;
-    int64_t skip = r->first_pos * SHADOW_META_UNIT;
+    int64_t stride = shadow_rows_stride(r->first_pos, r->end_pos);
+    int64_t skip = shadow_rows_skip(r->first_pos, r->end_pos);
     AioTaskPool *pool;
     int64_t i;
     int ret;
@@ -603,10 +632,10 @@ shadow_meta_co_read_rows(ShadowRowsRead *r)
     if (r->end_pos <= r->first_pos) {
         return 0;       /* no column wanted */
     }
-    if (r->end_pos - r->first_pos > SHADOW_META_ROW_UNITS / 2) {
+    if (!shadow_rows_by_span(r->first_pos, r->end_pos)) {
         return bdrv_co_pread(r->child,
                              shadow_meta_unit_offset(r->first_row, 0, 0),
-                             r->rows * row_bytes, r->buf, 0);
+                             r->rows * stride, r->buf, 0);
     }
     pool = aio_task_pool_new(SHADOW_META_READ_WORKERS);
     for (i = 0; i < r->rows && aio_task_pool_status(pool) == 0; i++) {
@@ -616,8 +645,8 @@ shadow_meta_co_read_rows(ShadowRowsRead *r)
             .task.func = shadow_meta_row_task,
             .child = r->child,
             .offset = shadow_meta_unit_offset(r->first_row + i, 0, 0) + skip,
-            .bytes = (r->end_pos - r->first_pos) * SHADOW_META_UNIT,
-            .buf = r->buf + i * row_bytes + skip,
+            .bytes = stride,
+            .buf = r->buf + i * stride,
         };
         aio_task_pool_start_task(pool, &t->task);
     }
@@ -679,7 +708,7 @@ int shadow_meta_read_maps(BDRVShadowState *s, const ShadowMetaImage *img,
     int64_t row_bytes = SHADOW_META_ROW_UNITS * SHADOW_META_UNIT;
     uint8_t *read_buf = NULL, *buf;
     ShadowRowsRead rr;
-    int64_t u, b, rows;
+    int64_t u, b, rows, stride, skip;
     int ret = 0, col, first_pos = SHADOW_META_ROW_UNITS, end_pos = 0;
 
     for (col = 0; col < SHADOW_META_COLUMNS; col++) {
@@ -692,14 +721,23 @@ int shadow_meta_read_maps(BDRVShadowState *s, const ShadowMetaImage *img,
             end_pos = MAX(end_pos, pos + (col ? 2 : 1));
         }
     }
+    if (end_pos <= first_pos) {
+        return 0;       /* no column wanted */
+    }
     for (u = 0; u < nb_units; u += rows) {
-        rows = MIN(SHADOW_META_LOAD_ROWS, nb_units - u);
-        if (u + rows <= img->nb_rows) {
+        if (u < img->nb_rows) {
+            /* Whole rows, read with the header */
+            rows = MIN(img->nb_rows, nb_units) - u;
             buf = img->rows + u * row_bytes;
+            stride = row_bytes;
+            skip = 0;
         } else {
+            rows = MIN(SHADOW_META_LOAD_ROWS, nb_units - u);
+            stride = shadow_rows_stride(first_pos, end_pos);
+            skip = shadow_rows_skip(first_pos, end_pos);
             if (!read_buf) {
-                read_buf = qemu_blockalign(m->child->bs,
-                                           SHADOW_META_LOAD_ROWS * row_bytes);
+                /* No batch after this first one is longer */
+                read_buf = qemu_blockalign(m->child->bs, rows * stride);
             }
             buf = read_buf;
             rr = (ShadowRowsRead) {
@@ -722,7 +760,7 @@ int shadow_meta_read_maps(BDRVShadowState *s, const ShadowMetaImage *img,
                 continue;
             }
             for (r = 0; r < rows; r++) {
-                uint8_t *row = buf + r * row_bytes;
+                uint8_t *row = buf + r * stride;
                 uint8_t *payload = bits[col] +
                                    (u + r) * SHADOW_META_UNIT_PAYLOAD;
                 uint8_t *unit[2];
@@ -734,7 +772,7 @@ int shadow_meta_read_maps(BDRVShadowState *s, const ShadowMetaImage *img,
 
                 for (c = 0; c < (col ? 2 : 1); c++) {
                     unit[c] = row + (shadow_meta_unit_offset(0, col, c) -
-                                     SHADOW_META_ROWS_OFFSET);
+                                     SHADOW_META_ROWS_OFFSET - skip);
                     res[c] = shadow_meta_check_unit(unit[c], col, epochs[col],
                                                     u + r, &seq[c]);
                 }
