@@ -320,6 +320,8 @@ TARGETS = {
     ('migrate-downtime', 'shadow-md'): lambda r: r['ratio'] <= 1.1,
     ('migrate-downtime', 'shadow-direct'): lambda r: r['ratio'] <= 1.1,
     ('migrate-downtime', 'shadow-md-direct'): lambda r: r['ratio'] <= 1.1,
+    ('migrate-downtime', 'shadow-md-direct-32gib'):
+        lambda r: r['ratio'] <= 1.1,
     ('migrate-downtime', 'shadow-md-direct-1tib'): lambda r: r['ratio'] <= 1.1,
     ('migrate-downtime', 'shadow-same-files'): lambda r: r['ratio'] <= 1.1,
     ('migrate-downtime', 'shadow-md-vs-floor'): lambda r: r['ratio'] <= 1.1,

@@ -180,9 +180,10 @@ def durable_marker_ms(path, meta_bytes, runs, cache):
 #   reads it when the destination activates.
 # - '-copying': migrated while the copy runs: the source's downtime
 #   includes flushing what the copy wrote, so that the maps keep it.
-# - '-1tib': the same on a 1 TiB disk (sparse files, the same 8 MiB of
-#   data).  The destination reads and checks every unit of its children's
-#   maps (8 MiB for 2 children); the downtime grows with the disk.
+# - '-32gib', '-1tib': the same on a 32 GiB and a 1 TiB disk (sparse
+#   files, the same 8 MiB of data).  The destination reads and checks
+#   every unit of its children's maps (8 MiB for 2 children on 1 TiB); the
+#   downtime grows with the disk.
 CASES = (('shadow', 'raw', 'shadow', False, True),
          ('shadow-md', 'raw', 'shadow-md', False, True),
          ('shadow-direct', 'raw', 'shadow', True, True),
@@ -193,9 +194,11 @@ CASES = (('shadow', 'raw', 'shadow', False, True),
           True),
          ('shadow-md-vs-qcow2', 'qcow2', 'shadow-md', False, True),
          ('shadow-md-copying', 'raw', 'shadow-md', False, False),
+         ('shadow-md-direct-32gib', 'raw', 'shadow-md', True, True),
          ('shadow-md-direct-1tib', 'raw', 'shadow-md', True, True))
-BIG_CASES = ('shadow-md-direct-1tib',)
-BIG = 1024 * 1024 * MiB
+# The disk's size in the cases not on the 256 MiB one
+BIG_CASES = {'shadow-md-direct-32gib': 32 * 1024 * MiB,
+             'shadow-md-direct-1tib': 1024 * 1024 * MiB}
 
 
 def bench_migrate_downtime(quick, runs):
@@ -205,13 +208,15 @@ def bench_migrate_downtime(quick, runs):
         make_image(os.path.join(small, name), 256 * MiB, [(0, DATA)])
     make_image(os.path.join(small, 'a.qcow2'), 256 * MiB, [(0, DATA)],
                fmt='qcow2')
-    big = fresh_dir('migrate-big')
-    for name in ('a.raw', 'b.raw'):
-        make_image(os.path.join(big, name), BIG, [(0, DATA)])
+    big = {}
+    for case, size in BIG_CASES.items():
+        big[case] = fresh_dir(f'migrate-{case}')
+        for name in ('a.raw', 'b.raw'):
+            make_image(os.path.join(big[case], name), size, [(0, DATA)])
     results = {}
     for case, base_kind, kind, direct, settle in CASES:
         base, cand, base_q, cand_q = [], [], [], []
-        d = big if case in BIG_CASES else small
+        d = big.get(case, small)
         for _ in range(runs):
             make_image(os.path.join(d, 'meta.raw'), 0)
             r = one_migration(d, base_kind, direct, settle)
