@@ -14,6 +14,7 @@ shadow node with metadata: a last commit of the maps) and activating the
 destination's (reading the maps).  QEMU's own 'downtime' figure, which
 ends on the source's side, is reported too."""
 
+import mmap
 import os
 import statistics
 import sys
@@ -49,7 +50,8 @@ def graph(vm, d, kind, direct=False, settle=True, source=False):
     b.raw (with kind 'shadow-md', a metadata child too); with direct,
     every file is opened with cache.direct=on.  'raw+files' and
     'raw+files-md': the raw disk, and the shadow's other files opened by
-    nodes of their own that no device uses.  With @settle, on the
+    nodes of their own that no device uses ('+dirty': one_migration()
+    leaves unflushed writes in b.raw's cache).  With @settle, on the
     @source: the shadow synced and the guest's disk flushed since."""
     cache = {'cache': {'direct': True}} if direct else {}
 
@@ -61,7 +63,7 @@ def graph(vm, d, kind, direct=False, settle=True, source=False):
         vm.cmd('blockdev-add', tier('disk', os.path.join(d, 'a.raw')))
         if kind.startswith('raw+files'):
             vm.cmd('blockdev-add', tier('tb', os.path.join(d, 'b.raw')))
-        if kind == 'raw+files-md':
+        if kind.startswith('raw+files-md'):
             vm.cmd('blockdev-add', {'driver': 'file', 'node-name': 'md',
                                     'filename': os.path.join(d, 'meta.raw'),
                                     **cache})
@@ -104,6 +106,24 @@ def graph(vm, d, kind, direct=False, settle=True, source=False):
             raise RuntimeError(f'{kind}: the guest flush failed: {out}')
 
 
+def dirty_b_raw(d, direct):
+    """What a running copy leaves behind: a.raw's data written to b.raw
+    (the bytes it holds already), not flushed: in the host's cache, or
+    with @direct in the device's volatile cache, which the flush of any
+    file on the device writes back"""
+    with open(os.path.join(d, 'a.raw'), 'rb') as f:
+        data = f.read(DATA)
+    fd = os.open(os.path.join(d, 'b.raw'),
+                 os.O_WRONLY | (os.O_DIRECT if direct else 0))
+    try:
+        buf = mmap.mmap(-1, DATA)       # page aligned, as O_DIRECT needs
+        buf.write(data)
+        if os.pwritev(fd, [buf], 0) != DATA:
+            raise RuntimeError('short write to b.raw')
+    finally:
+        os.close(fd)
+
+
 def one_migration(d, kind, direct=False, settle=True):
     sock = os.path.join(d, 'mig.sock')
     vms = []
@@ -126,6 +146,8 @@ def one_migration(d, kind, direct=False, settle=True):
             for name in ('a.raw', 'b.raw'):
                 with open(os.path.join(d, name), 'rb') as f:
                     f.read(DATA)
+        if kind.endswith('+dirty'):
+            dirty_b_raw(d, direct)
         src.cmd('migrate', uri=f'unix:{sock}')
         stop = src.event_wait('STOP', timeout=60)
         resume = dst.event_wait('RESUME', timeout=60)
@@ -180,6 +202,15 @@ def durable_marker_ms(path, meta_bytes, runs, cache):
 #   reads it when the destination activates.
 # - '-copying': migrated while the copy runs: the source's downtime
 #   includes flushing what the copy wrote, so that the maps keep it.
+#   With the page cache, the destination's activation writes it back
+#   (file-posix flushes b.raw before it drops its cached pages);
+#   '-copying-vs-dirty' gives the raw VM the same dirty pages in b.raw,
+#   which it has open, and which QEMU's flush of every node at the stop
+#   writes back: the floor of what those bytes cost.  With
+#   cache.direct=on ('-direct-copying') the copy's writes wait in the
+#   device's volatile cache instead, which the stop's flush of the active
+#   child writes back with them ('-direct-copying-vs-dirty': the raw VM
+#   with the same writes made to b.raw with O_DIRECT).
 # - '-32gib', '-1tib': the same on a 32 GiB and a 1 TiB disk (sparse
 #   files, the same 8 MiB of data).  The destination reads and checks
 #   every unit of its children's maps (8 MiB for 2 children on 1 TiB); the
@@ -194,6 +225,11 @@ CASES = (('shadow', 'raw', 'shadow', False, True),
           True),
          ('shadow-md-vs-qcow2', 'qcow2', 'shadow-md', False, True),
          ('shadow-md-copying', 'raw', 'shadow-md', False, False),
+         ('shadow-md-copying-vs-dirty', 'raw+files-md+dirty', 'shadow-md',
+          False, False),
+         ('shadow-md-direct-copying', 'raw', 'shadow-md', True, False),
+         ('shadow-md-direct-copying-vs-dirty', 'raw+files-md+dirty',
+          'shadow-md', True, False),
          ('shadow-md-direct-32gib', 'raw', 'shadow-md', True, True),
          ('shadow-md-direct-1tib', 'raw', 'shadow-md', True, True))
 # The disk's size in the cases not on the 256 MiB one
