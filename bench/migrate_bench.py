@@ -48,12 +48,15 @@ def tb_flushes(vm):
 def graph(vm, d, kind, direct=False, settle=True, source=False):
     """The disk: a raw node over a.raw, or a shadow node over a.raw and
     b.raw (with kind 'shadow-md', a metadata child too); with direct,
-    every file is opened with cache.direct=on.  'raw+files' and
+    every file is opened with cache.direct=on (direct 'native': and
+    aio=native).  'raw+files' and
     'raw+files-md': the raw disk, and the shadow's other files opened by
     nodes of their own that no device uses ('+dirty': one_migration()
     leaves unflushed writes in b.raw's cache).  With @settle, on the
     @source: the shadow synced and the guest's disk flushed since."""
     cache = {'cache': {'direct': True}} if direct else {}
+    if direct == 'native':
+        cache['aio'] = 'native'
 
     def tier(name, path):
         return {'driver': 'raw', 'node-name': name,
@@ -214,7 +217,9 @@ def durable_marker_ms(path, meta_bytes, runs, cache):
 # - '-32gib', '-1tib': the same on a 32 GiB and a 1 TiB disk (sparse
 #   files, the same 8 MiB of data).  The destination reads and checks
 #   every unit of its children's maps (8 MiB for 2 children on 1 TiB); the
-#   downtime grows with the disk.
+#   downtime grows with the disk.  '-native-1tib': every file with
+#   aio=native too, which submits those reads without a thread pool's
+#   hand-over per read.
 CASES = (('shadow', 'raw', 'shadow', False, True),
          ('shadow-md', 'raw', 'shadow-md', False, True),
          ('shadow-direct', 'raw', 'shadow', True, True),
@@ -231,10 +236,12 @@ CASES = (('shadow', 'raw', 'shadow', False, True),
          ('shadow-md-direct-copying-vs-dirty', 'raw+files-md+dirty',
           'shadow-md', True, False),
          ('shadow-md-direct-32gib', 'raw', 'shadow-md', True, True),
-         ('shadow-md-direct-1tib', 'raw', 'shadow-md', True, True))
+         ('shadow-md-direct-1tib', 'raw', 'shadow-md', True, True),
+         ('shadow-md-native-1tib', 'raw', 'shadow-md', 'native', True))
 # The disk's size in the cases not on the 256 MiB one
 BIG_CASES = {'shadow-md-direct-32gib': 32 * 1024 * MiB,
-             'shadow-md-direct-1tib': 1024 * 1024 * MiB}
+             'shadow-md-direct-1tib': 1024 * 1024 * MiB,
+             'shadow-md-native-1tib': 1024 * 1024 * MiB}
 
 
 def bench_migrate_downtime(quick, runs):
@@ -265,7 +272,8 @@ def bench_migrate_downtime(quick, runs):
         results[case] = {'baseline': mb, 'candidate': mc,
                          # a time: lower is better; ratio shadow / baseline
                          'ratio': mc / mb, 'baseline-node': base_kind,
-                         'cache-direct': direct,
+                         'cache-direct': bool(direct),
+                         'aio': 'native' if direct == 'native' else 'threads',
                          'baseline_runs': base, 'candidate_runs': cand,
                          'qemu-downtime-ms': {
                              'baseline': statistics.median(base_q),
