@@ -52,7 +52,7 @@ def graph(vm, d, kind, direct=False, settle=True, source=False):
     aio=native).  'raw+files' and
     'raw+files-md': the raw disk, and the shadow's other files opened by
     nodes of their own that no device uses ('+dirty': one_migration()
-    leaves unflushed writes in b.raw's cache).  With @settle, on the
+    leaves unflushed writes in b.raw, dirty_b_raw()).  With @settle, on the
     @source: the shadow synced and the guest's disk flushed since."""
     cache = {'cache': {'direct': True}} if direct else {}
     if direct == 'native':
@@ -119,10 +119,11 @@ def dirty_b_raw(d, direct):
     fd = os.open(os.path.join(d, 'b.raw'),
                  os.O_WRONLY | (os.O_DIRECT if direct else 0))
     try:
-        buf = mmap.mmap(-1, DATA)       # page aligned, as O_DIRECT needs
-        buf.write(data)
-        if os.pwritev(fd, [buf], 0) != DATA:
-            raise RuntimeError('short write to b.raw')
+        # page aligned, as O_DIRECT needs
+        with mmap.mmap(-1, DATA) as buf:
+            buf.write(data)
+            if os.pwritev(fd, [buf], 0) != DATA:
+                raise RuntimeError('short write to b.raw')
     finally:
         os.close(fd)
 
@@ -203,9 +204,9 @@ def durable_marker_ms(path, meta_bytes, runs, cache):
 #   that keeps metadata on disk needs.
 # - '-vs-qcow2': QEMU's own format with on-disk metadata, which also
 #   reads it when the destination activates.
-# - '-copying': migrated while the copy runs: the source's downtime
-#   includes flushing what the copy wrote, so that the maps keep it.
-#   With the page cache, the destination's activation writes it back
+# - '-copying': migrated while the copy runs.  The maps do not wait for
+#   what the copy wrote, but the downtime still writes it back: with
+#   the page cache, the destination's activation does
 #   (file-posix flushes b.raw before it drops its cached pages);
 #   '-copying-vs-dirty' gives the raw VM the same dirty pages in b.raw,
 #   which it has open, and which QEMU's flush of every node at the stop
