@@ -1073,9 +1073,17 @@ shadow_flush_child(BDRVShadowState *s, ShadowChild *sc, void *opaque)
         sc->map.flushing = sc->map.unflushed;
         sc->map.unflushed = tmp;
     }
-    hbitmap_merge(sc->map.fresh_flushing, sc->map.fresh,
-                  sc->map.fresh_flushing);
-    shadow_hbitmap_clear(sc->map.fresh);
+    /* A merge walks every word of a large disk's maps: swapped if it can */
+    if (!hbitmap_count(sc->map.fresh_flushing)) {
+        HBitmap *tmp = sc->map.fresh_flushing;
+
+        sc->map.fresh_flushing = sc->map.fresh;
+        sc->map.fresh = tmp;
+    } else if (hbitmap_count(sc->map.fresh)) {
+        hbitmap_merge(sc->map.fresh_flushing, sc->map.fresh,
+                      sc->map.fresh_flushing);
+        shadow_hbitmap_clear(sc->map.fresh);
+    }
     qemu_spin_unlock(&s->lock);
 
     ret = bdrv_co_flush(sc->child->bs);
