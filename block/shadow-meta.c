@@ -55,6 +55,13 @@
 
 /* Header flags */
 #define SHADOW_META_IN_USE        1     /* children may be written */
+/*
+ * The writer never used a unit's sequence number twice, and started a
+ * session at each load (ShadowMapsRead).  Every header this driver writes
+ * has it; one of an older writer does not, and QEMUs that do not know
+ * the flag ignore it.
+ */
+#define SHADOW_META_UNIQUE_SEQ    2
 
 /* Slot flags */
 #define SHADOW_META_SLOT_USED     1
@@ -315,7 +322,8 @@ int shadow_meta_write_header(BDRVShadowState *s, const ShadowMetaImage *img)
     h->version = cpu_to_le32(SHADOW_META_VERSION);
     h->header_size = cpu_to_le32(SHADOW_META_HEADER_SIZE);
     h->generation = cpu_to_le64(m->generation + 1);
-    h->flags = cpu_to_le64(img->in_use ? SHADOW_META_IN_USE : 0);
+    h->flags = cpu_to_le64((img->in_use ? SHADOW_META_IN_USE : 0) |
+                           SHADOW_META_UNIQUE_SEQ);
     h->chunk_size = cpu_to_le64(img->chunk_size);
     h->length = cpu_to_le64(img->length);
     h->nb_chunks = cpu_to_le64(img->nb_chunks);
@@ -465,6 +473,7 @@ int shadow_meta_read_header(BDRVShadowState *s, ShadowMetaImage *img,
     m->generation = le64_to_cpu(h->generation);
     img->generation = m->generation;
     img->in_use = le64_to_cpu(h->flags) & SHADOW_META_IN_USE;
+    img->unique_seq = le64_to_cpu(h->flags) & SHADOW_META_UNIQUE_SEQ;
     img->chunk_size = le64_to_cpu(h->chunk_size);
     img->length = le64_to_cpu(h->length);
     img->nb_chunks = le64_to_cpu(h->nb_chunks);

@@ -153,6 +153,18 @@ void shadow_state_init(BDRVShadowState *s)
     s->meta.durable_active_slot = -1;
 }
 
+static void shadow_maps_read_free(ShadowMapsRead *kept)
+{
+    int j;
+
+    for (j = 0; j < SHADOW_META_SLOTS; j++) {
+        g_free(kept->bits[j]);
+        g_free(kept->seqs[j]);
+    }
+    g_free(kept);
+}
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(ShadowMapsRead, shadow_maps_read_free)
+
 void shadow_state_destroy(BDRVShadowState *s)
 {
     ShadowMeta *m = &s->meta;
@@ -161,6 +173,7 @@ void shadow_state_destroy(BDRVShadowState *s)
     g_clear_pointer(&m->intent, hbitmap_free);
     g_clear_pointer(&m->intent_durable, hbitmap_free);
     g_clear_pointer(&m->written, hbitmap_free);
+    g_clear_pointer(&m->read_inactive, shadow_maps_read_free);
     qemu_spin_destroy(&s->lock);
 }
 
@@ -224,6 +237,7 @@ void shadow_child_map_init(BDRVShadowState *s, ShadowChild *sc, bool stale)
         map->dirty_units = bitmap_new(units);
         map->unsure_units = bitmap_new(units);
         map->unit_seq = g_new0(uint64_t, units);
+        map->unit_seq_failed = g_new0(uint64_t, units);
         map->ondisk = g_malloc0(units * SHADOW_META_UNIT_PAYLOAD);
     }
     qemu_co_mutex_init(&sc->flush_lock);
@@ -242,6 +256,7 @@ void shadow_child_map_destroy(ShadowChild *sc)
     g_clear_pointer(&map->dirty_units, g_free);
     g_clear_pointer(&map->unsure_units, g_free);
     g_clear_pointer(&map->unit_seq, g_free);
+    g_clear_pointer(&map->unit_seq_failed, g_free);
     g_clear_pointer(&map->ondisk, g_free);
 }
 
@@ -1368,6 +1383,9 @@ static void shadow_child_map_grow(BDRVShadowState *s, ShadowChild *sc,
         map->unit_seq = g_renew(uint64_t, map->unit_seq, units);
         memset(map->unit_seq + old_units, 0,
                (units - old_units) * sizeof(uint64_t));
+        map->unit_seq_failed = g_renew(uint64_t, map->unit_seq_failed, units);
+        memset(map->unit_seq_failed + old_units, 0,
+               (units - old_units) * sizeof(uint64_t));
         map->ondisk = g_realloc(map->ondisk, units * SHADOW_META_UNIT_PAYLOAD);
         memset(map->ondisk + old_units * SHADOW_META_UNIT_PAYLOAD, 0,
                (units - old_units) * SHADOW_META_UNIT_PAYLOAD);
@@ -1775,6 +1793,95 @@ static void shadow_stale_from_durable(BDRVShadowState *s, ShadowChunkMap *map)
 }
 
 /*
+ * Whether the metadata node reads from its storage, not from a cache of
+ * this host: an inactive node's reads may come from such a cache, which
+ * QEMU drops when it activates the node (file-posix without
+ * cache.direct=on drops the file's page cache), since another host may
+ * have written the storage since.  Only a protocol node opened with
+ * cache.direct=on, alone or under raw format nodes and filters, is known
+ * to have no such cache (librbd's cache, too, is off with it).
+ */
+static bool GRAPH_RDLOCK shadow_meta_uncached(BDRVShadowState *s)
+{
+    BlockDriverState *bs;
+
+    for (bs = s->meta.child->bs; bs; bs = bdrv_primary_bs(bs)) {
+        if (!(bs->open_flags & BDRV_O_NOCACHE)) {
+            return false;
+        }
+        if (bdrv_primary_bs(bs) && !bs->drv->is_filter &&
+            strcmp(bs->drv->format_name, "raw")) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * Keep what a load while inactive read (@bits and @seqs by column, as
+ * shadow_meta_read_maps() filled them), for the activation: the slots
+ * whose every unit was intact.  Replaces what was kept.
+ */
+static void GRAPH_RDLOCK
+shadow_maps_read_keep(BDRVShadowState *s, const ShadowMetaImage *img,
+                      uint32_t want, const uint64_t *epochs, uint8_t **bits,
+                      uint64_t **seqs, const int64_t *bad, uint32_t past_end)
+{
+    g_autoptr(ShadowMapsRead) kept = g_new0(ShadowMapsRead, 1);
+    int64_t units = MAX(shadow_meta_nb_units(img->nb_chunks), 1);
+    int j;
+
+    if (!shadow_meta_uncached(s)) {
+        return;
+    }
+    kept->nb_chunks = img->nb_chunks;
+    kept->session = img->session;
+    for (j = 0; j < SHADOW_META_SLOTS; j++) {
+        if (!(want & (1u << (1 + j))) || bad[1 + j] ||
+            (past_end & (1u << (1 + j)))) {
+            continue;
+        }
+        kept->slots |= 1u << j;
+        kept->epoch[j] = epochs[1 + j];
+        kept->bits[j] = g_memdup2(bits[1 + j],
+                                  units * SHADOW_META_UNIT_PAYLOAD);
+        kept->seqs[j] = g_memdup2(seqs[1 + j], units * sizeof(uint64_t));
+    }
+    g_clear_pointer(&s->meta.read_inactive, shadow_maps_read_free);
+    s->meta.read_inactive = g_steal_pointer(&kept);
+}
+
+/*
+ * Whether @kept holds every unit of the slots in @want as it is now, by
+ * the header @img (see ShadowMapsRead)
+ */
+static bool shadow_maps_read_hold(const ShadowMapsRead *kept,
+                                  const ShadowMetaImage *img, uint32_t want)
+{
+    int64_t units = shadow_meta_nb_units(img->nb_chunks);
+    int j;
+
+    if (!kept || img->in_use || !img->unique_seq ||
+        img->session != kept->session ||
+        img->nb_chunks != kept->nb_chunks || (want & 1)) {
+        return false;
+    }
+    for (j = 0; j < SHADOW_META_SLOTS; j++) {
+        const ShadowSlot *slot = &img->slots[j];
+
+        if (!(want & (1u << (1 + j)))) {
+            continue;
+        }
+        if (!(kept->slots & (1u << j)) || slot->epoch != kept->epoch[j] ||
+            !slot->seq_sum_known ||
+            slot->seq_sum != shadow_seq_sum(kept->seqs[j], units)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
  * Read the maps from the metadata child, check them and the children's
  * identities, recover after an unclean stop, and replace every child's
  * map with the result.  Writes nothing: shadow_state_begin_writing()
@@ -1800,6 +1907,8 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
     int64_t size, old_nb, c, recovered = 0, orphans = 0;
     uint32_t want = 0, past_end = 0, forgotten = 0, maps_lost = 0;
     g_autofree int64_t *short_len = NULL;
+    /* Consumed by this load, whatever it finds */
+    g_autoptr(ShadowMapsRead) kept = g_steal_pointer(&m->read_inactive);
     bool fresh;
     int i, j, ret;
 
@@ -1968,12 +2077,41 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
                             SHADOW_META_UNIT_PAYLOAD);
         seqs[0] = g_new0(uint64_t, MAX(shadow_nb_units(s), 1));
     }
-    ret = shadow_meta_read_maps(s, &img, want, epochs, img.in_use, bits,
-                                seqs, 1, bad, &past_end);
-    if (ret < 0) {
-        error_setg_errno(errp, -ret, "shadow: cannot read metadata node '%s'",
-                         shadow_meta_name(s));
-        goto out;
+    if (shadow_maps_read_hold(kept, &img, want)) {
+        /* An activation, and nothing changed since the inactive load */
+        for (j = 0; j < SHADOW_META_SLOTS; j++) {
+            if (want & (1u << (1 + j))) {
+                memcpy(bits[1 + j], kept->bits[j],
+                       MAX(shadow_nb_units(s), 1) * SHADOW_META_UNIT_PAYLOAD);
+                memcpy(seqs[1 + j], kept->seqs[j],
+                       MAX(shadow_nb_units(s), 1) * sizeof(uint64_t));
+            }
+        }
+        memset(bad, 0, sizeof(bad));
+        trace_shadow_load_kept(s, shadow_nb_units(s));
+    } else {
+        ret = shadow_meta_read_maps(s, &img, want, epochs, img.in_use, bits,
+                                    seqs, 1, bad, &past_end);
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "shadow: cannot read metadata node "
+                             "'%s'", shadow_meta_name(s));
+            goto out;
+        }
+        if (s->bs->open_flags & BDRV_O_INACTIVE) {
+            shadow_maps_read_keep(s, &img, want, epochs, bits, seqs, bad,
+                                  past_end);
+        }
+    }
+    /*
+     * Where the next writes go is the copies as read, not numbers that
+     * failed before (a load starts a session of its own, below, and
+     * ShadowMapsRead never spans two)
+     */
+    for (j = 0; j < SHADOW_META_SLOTS; j++) {
+        if (by_slot[j]) {
+            memset(by_slot[j]->map.unit_seq_failed, 0,
+                   MAX(shadow_nb_units(s), 1) * sizeof(uint64_t));
+        }
     }
 
     /* After a clean stop every unit of a slot is as it recorded (D3) */
@@ -2164,7 +2302,12 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
     }
     shadow_table_changed(m);
     m->in_use = false;
-    m->session = img.session;
+    /*
+     * Its own session from the load on (a header not in use ignores it,
+     * and the first write starts another): a session is then one process
+     * between two loads, which ShadowMapsRead counts on
+     */
+    m->session = shadow_new_epoch();
     m->durable_active_slot = recorded ? img.active_slot : -1;
     shadow_state_reset_intent(s);
     qatomic_set(&s->active_complete, !hbitmap_count(s->active->map.stale));
@@ -2295,6 +2438,9 @@ typedef struct ShadowUnitWrite {
     ShadowChild *sc;    /* NULL for the intent map */
     int64_t index;
     uint8_t *buf;       /* the whole unit, as written */
+    /* Once written: its number, and the unit's number before */
+    uint64_t seq;
+    uint64_t prev_seq;
 } ShadowUnitWrite;
 
 static void shadow_serialize(BDRVShadowState *s, HBitmap *hb, int64_t u,
@@ -2522,6 +2668,29 @@ static void shadow_untake_units(BDRVShadowState *s, GArray *units)
     }
 }
 
+/*
+ * No flush made @units durable: each written one may be lost, so it is
+ * a write that failed (unit_seq_failed), and the unit's current version
+ * the one before, maybe the only durable one, which the next write must
+ * not overwrite.  Locked.
+ */
+static void shadow_units_not_durable(GArray *units)
+{
+    guint i;
+
+    for (i = 0; i < units->len; i++) {
+        ShadowUnitWrite *w = &g_array_index(units, ShadowUnitWrite, i);
+
+        if (w->sc && w->seq) {
+            ShadowChunkMap *map = &w->sc->map;
+
+            map->unit_seq_failed[w->index] =
+                MAX(map->unit_seq_failed[w->index], w->seq);
+            map->unit_seq[w->index] = w->prev_seq;
+        }
+    }
+}
+
 /* @units are on disk, flushed: ondisk is exact for them.  Locked. */
 static void shadow_units_sure(GArray *units)
 {
@@ -2559,8 +2728,13 @@ shadow_write_units(BDRVShadowState *s, GArray *units, BdrvRequestFlags flags)
     for (i = 0; i < units->len && ret == 0; i++) {
         ShadowUnitWrite *w = &g_array_index(units, ShadowUnitWrite, i);
         ShadowChild *sc = w->sc;
-        uint64_t seq = sc ? sc->map.unit_seq[w->index] + 1 : 0;
+        uint64_t prev_seq = sc ? sc->map.unit_seq[w->index] : 0;
+        uint64_t seq = sc ? prev_seq + 1 : 0;
 
+        if (sc && sc->map.unit_seq_failed[w->index] >= seq) {
+            /* It may be on disk: the same copy, a number of its own */
+            seq = sc->map.unit_seq_failed[w->index] + 2;
+        }
         if (sc) {
             shadow_meta_encode_unit(w->buf, 1 + sc->slot,
                                     s->meta.slots[sc->slot].epoch, w->index,
@@ -2573,9 +2747,13 @@ shadow_write_units(BDRVShadowState *s, GArray *units, BdrvRequestFlags flags)
                              SHADOW_META_UNIT, w->buf, flags);
         if (ret == 0 && sc) {
             /* The other copy holds the previous version from now on */
+            w->prev_seq = prev_seq;
+            w->seq = seq;
             sc->map.unit_seq[w->index] = seq;
             memcpy(shadow_unit_bits(sc->map.ondisk, w->index),
                    w->buf + SHADOW_META_UNIT_HEADER, SHADOW_META_UNIT_PAYLOAD);
+        } else if (sc) {
+            sc->map.unit_seq_failed[w->index] = seq;
         }
     }
     return ret;
@@ -2648,6 +2826,7 @@ static int coroutine_fn GRAPH_RDLOCK shadow_commit_maps(BDRVShadowState *s)
 {
     ShadowMeta *m = &s->meta;
     ShadowMapChanges ch;
+    bool phase1_durable = false;
     int ret;
 
     qemu_spin_lock(&s->lock);
@@ -2659,6 +2838,7 @@ static int coroutine_fn GRAPH_RDLOCK shadow_commit_maps(BDRVShadowState *s)
         ret = bdrv_co_flush(m->child->bs);
     }
     if (ret == 0) {
+        phase1_durable = true;
         qemu_spin_lock(&s->lock);
         shadow_units_sure(ch.phase1);
         qemu_spin_unlock(&s->lock);
@@ -2672,6 +2852,10 @@ static int coroutine_fn GRAPH_RDLOCK shadow_commit_maps(BDRVShadowState *s)
     }
     if (ret < 0) {
         qemu_spin_lock(&s->lock);
+        if (!phase1_durable) {
+            shadow_units_not_durable(ch.phase1);
+        }
+        shadow_units_not_durable(ch.phase2);
         shadow_untake_units(s, ch.phase1);
         shadow_untake_units(s, ch.phase2);
         qemu_spin_unlock(&s->lock);
@@ -2850,6 +3034,14 @@ int coroutine_fn shadow_state_begin_writing(BDRVShadowState *s)
     goto out;
 
 fail:
+    if (!m->in_use) {
+        /*
+         * The idle maps may be on disk, newer than the clean header: the
+         * next stop must write a clean header again, whose sums count
+         * them (ShadowMapsRead)
+         */
+        m->table_dirty = true;
+    }
     shadow_meta_failed(s, ret);
 out:
     qemu_co_mutex_unlock(&m->io_lock);

@@ -169,7 +169,20 @@ typedef struct ShadowChunkMap {
     uint8_t *durable;
     unsigned long *dirty_units;
     uint64_t *unit_seq;
-    /* With metadata: the valid bits of each unit's current version on disk */
+    /*
+     * With metadata: the last sequence number a write of each unit failed
+     * with since the load, 0 if none.  That write may have reached the
+     * disk, so the next write of the unit skips past it, to the same copy
+     * (shadow_write_units()): a unit's number names one content, which
+     * an activation that keeps the maps read while inactive relies on
+     * (ShadowMapsRead).
+     */
+    uint64_t *unit_seq_failed;
+    /*
+     * With metadata: the valid bits of each unit's current version on
+     * disk; for an unsure unit (below), of the version last written,
+     * which unit_seq does not name if no flush made it durable
+     */
     uint8_t *ondisk;
     /*
      * Units a failed commit wrote or meant to write: the disk may hold
@@ -270,6 +283,32 @@ typedef struct ShadowSlot {
     char filename[104];
 } ShadowSlot;
 
+/*
+ * The map units of the children as a node opened inactive (a migration's
+ * destination, while the source still runs) read them, before that load
+ * made anything of them.  Its activation keeps them rather than reading
+ * every unit again while the guest waits, if the header the source wrote
+ * when it stopped proves that no unit changed since: a clean header of
+ * the same session (one writer, no crash between), the same geometry,
+ * and for each slot the same epoch and the same sum of its units'
+ * sequence numbers; a writer that says it keeps the rules below (an
+ * older one does not); and units read from the storage, not from a
+ * cache of this host that the activation drops.  Numbers only grow, and
+ * a number names one content (ShadowChunkMap.unit_seq_failed); after a
+ * clean stop, no unit on disk has a number above the one the source
+ * counts (a write that failed or was not flushed is written again before
+ * the clean header): so an equal sum means every unit is the one read
+ * here.  Anything else reads the maps again.
+ */
+typedef struct ShadowMapsRead {
+    int64_t nb_chunks;
+    uint64_t session;
+    uint32_t slots;                             /* bit j: slot j was read */
+    uint64_t epoch[SHADOW_META_SLOTS];
+    uint8_t *bits[SHADOW_META_SLOTS];
+    uint64_t *seqs[SHADOW_META_SLOTS];
+} ShadowMapsRead;
+
 typedef struct ShadowMeta {
     BdrvChild *child;
     /* The node may write its metadata now (writable and active) */
@@ -336,6 +375,8 @@ typedef struct ShadowMeta {
     QEMUTimer *timer;
     /* Writing the metadata failed: guest writes fail until a reopen */
     bool failed;
+    /* What a load while inactive read, until the activation; or NULL */
+    ShadowMapsRead *read_inactive;
 } ShadowMeta;
 
 typedef struct ShadowCopyWorker ShadowCopyWorker;
@@ -571,6 +612,7 @@ typedef struct ShadowMetaHeader ShadowMetaHeader;
 typedef struct ShadowMetaImage {
     uint64_t generation;
     bool in_use;
+    bool unique_seq;        /* its writer keeps ShadowMapsRead's rules */
     int64_t chunk_size;
     int64_t length;
     int64_t nb_chunks;
