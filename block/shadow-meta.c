@@ -701,15 +701,16 @@ static int GRAPH_RDLOCK shadow_meta_read_rows(ShadowRowsRead *r)
  * @seqs[column] (or of its newest intact copy).  An empty unit or one of
  * another epoch reads as zeroes; a unit that fails its check reads as
  * ones in the columns of @bad_is_set, else as zeroes, and is counted in
- * @bad_units[column].  @torn_ok: see shadow_meta_pick_copy().  Bits past
- * the last chunk are zero; the columns that had some are set in
- * @past_end.
+ * @bad_units[column].  @torn_ok: see shadow_meta_pick_copy(); a valid
+ * map's unit read from one copy while the other failed its check is set
+ * in @torn[column] (a bitmap of units).  Bits past the last chunk are
+ * zero; the columns that had some are set in @past_end.
  */
 int shadow_meta_read_maps(BDRVShadowState *s, const ShadowMetaImage *img,
                           uint32_t want, const uint64_t *epochs,
                           bool torn_ok, uint8_t **bits, uint64_t **seqs,
-                          uint32_t bad_is_set, int64_t *bad_units,
-                          uint32_t *past_end)
+                          unsigned long **torn, uint32_t bad_is_set,
+                          int64_t *bad_units, uint32_t *past_end)
 {
     ShadowMeta *m = &s->meta;
     int64_t nb_chunks = img->nb_chunks;
@@ -787,6 +788,9 @@ int shadow_meta_read_maps(BDRVShadowState *s, const ShadowMetaImage *img,
                 }
                 if (col) {
                     pick = shadow_meta_pick_copy(res, seq, torn_ok, &bad);
+                    if (pick >= 0 && res[pick ^ 1] == SHADOW_UNIT_BAD) {
+                        set_bit(u + r, torn[col]);
+                    }
                     seqs[col][u + r] = MAX(res[0] == SHADOW_UNIT_OK ?
                                            seq[0] : 0,
                                            res[1] == SHADOW_UNIT_OK ?

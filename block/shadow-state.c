@@ -1820,12 +1820,13 @@ static bool GRAPH_RDLOCK shadow_meta_uncached(BDRVShadowState *s)
 /*
  * Keep what a load while inactive read (@bits and @seqs by column, as
  * shadow_meta_read_maps() filled them), for the activation: the slots
- * whose every unit was intact.  Replaces what was kept.
+ * whose every copy of every unit was intact.  Replaces what was kept.
  */
 static void GRAPH_RDLOCK
 shadow_maps_read_keep(BDRVShadowState *s, const ShadowMetaImage *img,
                       uint32_t want, const uint64_t *epochs, uint8_t **bits,
-                      uint64_t **seqs, const int64_t *bad, uint32_t past_end)
+                      uint64_t **seqs, unsigned long **torn,
+                      const int64_t *bad, uint32_t past_end)
 {
     g_autoptr(ShadowMapsRead) kept = g_new0(ShadowMapsRead, 1);
     int64_t units = MAX(shadow_meta_nb_units(img->nb_chunks), 1);
@@ -1837,8 +1838,10 @@ shadow_maps_read_keep(BDRVShadowState *s, const ShadowMetaImage *img,
     kept->nb_chunks = img->nb_chunks;
     kept->session = img->session;
     for (j = 0; j < SHADOW_META_SLOTS; j++) {
+        /* (a torn copy is rewritten, by the load below: not kept) */
         if (!(want & (1u << (1 + j))) || bad[1 + j] ||
-            (past_end & (1u << (1 + j)))) {
+            (past_end & (1u << (1 + j))) ||
+            find_first_bit(torn[1 + j], units) < units) {
             continue;
         }
         kept->slots |= 1u << j;
@@ -1899,6 +1902,7 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
                                               SHADOW_META_SLOTS);
     uint8_t *bits[SHADOW_META_COLUMNS] = { NULL };
     uint64_t *seqs[SHADOW_META_COLUMNS] = { NULL };
+    unsigned long *torn[SHADOW_META_COLUMNS] = { NULL };
     uint64_t epochs[SHADOW_META_COLUMNS] = { 0 };
     int64_t bad[SHADOW_META_COLUMNS];
     const char *changed[SHADOW_META_SLOTS] = { NULL };
@@ -2068,6 +2072,7 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
             epochs[1 + j] = img.slots[j].epoch;
             bits[1 + j] = by_slot[j]->map.durable;
             seqs[1 + j] = by_slot[j]->map.unit_seq;
+            torn[1 + j] = bitmap_new(MAX(shadow_nb_units(s), 1));
         }
     }
     if (img.in_use) {
@@ -2091,15 +2096,15 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
         trace_shadow_load_kept(s, shadow_nb_units(s));
     } else {
         ret = shadow_meta_read_maps(s, &img, want, epochs, img.in_use, bits,
-                                    seqs, 1, bad, &past_end);
+                                    seqs, torn, 1, bad, &past_end);
         if (ret < 0) {
             error_setg_errno(errp, -ret, "shadow: cannot read metadata node "
                              "'%s'", shadow_meta_name(s));
             goto out;
         }
         if (s->bs->open_flags & BDRV_O_INACTIVE) {
-            shadow_maps_read_keep(s, &img, want, epochs, bits, seqs, bad,
-                                  past_end);
+            shadow_maps_read_keep(s, &img, want, epochs, bits, seqs, torn,
+                                  bad, past_end);
         }
     }
     /*
@@ -2144,6 +2149,18 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
         shadow_hbitmap_clear(map->fresh_flushing);
         bitmap_zero(map->dirty_units, shadow_nb_units(s));
         bitmap_zero(map->unsure_units, shadow_nb_units(s));
+        /*
+         * A copy that a crash tore stays torn until the unit is written
+         * again, and a clean header makes it corruption (shadow_meta_
+         * pick_copy()): written before any clean header, at the first
+         * commit, over the torn copy (the other holds the current one)
+         */
+        for (c = find_first_bit(torn[1 + j], shadow_nb_units(s));
+             c < shadow_nb_units(s);
+             c = find_next_bit(torn[1 + j], shadow_nb_units(s), c + 1)) {
+            set_bit(c, map->unsure_units);
+            shadow_dirty_units(sc, c * SHADOW_META_UNIT_CHUNKS, 1);
+        }
         if (past_end & (1u << (1 + j))) {
             /*
              * A grow that crashed before its header left bits past the
@@ -2364,6 +2381,9 @@ out:
     /* The other columns are the children's maps */
     g_free(bits[0]);
     g_free(seqs[0]);
+    for (j = 0; j < SHADOW_META_COLUMNS; j++) {
+        g_free(torn[j]);
+    }
     shadow_meta_image_cleanup(&img);
     return ret;
 }
