@@ -217,6 +217,7 @@ void shadow_child_map_init(BDRVShadowState *s, ShadowChild *sc, bool stale)
 {
     ShadowChunkMap *map = &sc->map;
 
+    qatomic_set(&s->maps_touched, true);
     map->stale = hbitmap_alloc(s->nb_chunks, 0);
     map->unflushed = hbitmap_alloc(s->nb_chunks, 0);
     map->flushing = hbitmap_alloc(s->nb_chunks, 0);
@@ -719,6 +720,7 @@ static void shadow_mark_valid(BDRVShadowState *s, ShadowChild *sc,
     if (count <= 0) {
         return;
     }
+    qatomic_set(&s->maps_touched, true);
     /* Valid from now on: on disk once a flush covers it (D1) */
     while (hbitmap_next_dirty_area(sc->map.stale, off, first + count,
                                    INT64_MAX, &off, &bytes)) {
@@ -749,6 +751,7 @@ static void shadow_mark_stale_run(BDRVShadowState *s, ShadowChild *sc,
         }
     }
     qatomic_set(&s->copy_pending, true);
+    qatomic_set(&s->maps_touched, true);
     hbitmap_set(sc->map.stale, first, count);
     shadow_dirty_units(sc, first, count);
     if (sc->map.durable) {
@@ -1362,6 +1365,7 @@ static void shadow_child_map_grow(BDRVShadowState *s, ShadowChild *sc,
 {
     ShadowChunkMap *map = &sc->map;
 
+    qatomic_set(&s->maps_touched, true);
     hbitmap_truncate(map->stale, nb_chunks);
     hbitmap_truncate(map->unflushed, nb_chunks);
     hbitmap_truncate(map->flushing, nb_chunks);
@@ -1818,23 +1822,25 @@ static bool GRAPH_RDLOCK shadow_meta_uncached(BDRVShadowState *s)
 }
 
 /*
- * Keep what a load while inactive read (@bits and @seqs by column, as
+ * What a load while inactive read (@bits and @seqs by column, as
  * shadow_meta_read_maps() filled them), for the activation: the slots
- * whose every copy of every unit was intact.  Replaces what was kept.
+ * whose every copy of every unit was intact.  NULL where the activation
+ * must read again whatever the header says.
  */
-static void GRAPH_RDLOCK
+static ShadowMapsRead * GRAPH_RDLOCK
 shadow_maps_read_keep(BDRVShadowState *s, const ShadowMetaImage *img,
                       uint32_t want, const uint64_t *epochs, uint8_t **bits,
                       uint64_t **seqs, unsigned long **torn,
                       const int64_t *bad, uint32_t past_end)
 {
-    g_autoptr(ShadowMapsRead) kept = g_new0(ShadowMapsRead, 1);
+    ShadowMapsRead *kept;
     int64_t units = MAX(shadow_meta_nb_units(img->nb_chunks), 1);
     int j;
 
     if (!shadow_meta_uncached(s)) {
-        return;
+        return NULL;
     }
+    kept = g_new0(ShadowMapsRead, 1);
     kept->nb_chunks = img->nb_chunks;
     kept->session = img->session;
     for (j = 0; j < SHADOW_META_SLOTS; j++) {
@@ -1850,16 +1856,18 @@ shadow_maps_read_keep(BDRVShadowState *s, const ShadowMetaImage *img,
                                   units * SHADOW_META_UNIT_PAYLOAD);
         kept->seqs[j] = g_memdup2(seqs[1 + j], units * sizeof(uint64_t));
     }
-    g_clear_pointer(&s->meta.read_inactive, shadow_maps_read_free);
-    s->meta.read_inactive = g_steal_pointer(&kept);
+    return kept;
 }
 
 /*
  * Whether @kept holds every unit of the slots in @want as it is now, by
- * the header @img (see ShadowMapsRead)
+ * the header @img (see ShadowMapsRead).  @seqs: the children's unit
+ * numbers by column, which a @kept without copies counts on.
  */
-static bool shadow_maps_read_hold(const ShadowMapsRead *kept,
-                                  const ShadowMetaImage *img, uint32_t want)
+static bool shadow_maps_read_hold(BDRVShadowState *s,
+                                  const ShadowMapsRead *kept,
+                                  const ShadowMetaImage *img, uint32_t want,
+                                  uint64_t **seqs)
 {
     int64_t units = shadow_meta_nb_units(img->nb_chunks);
     int j;
@@ -1869,6 +1877,9 @@ static bool shadow_maps_read_hold(const ShadowMapsRead *kept,
         img->nb_chunks != kept->nb_chunks || (want & 1)) {
         return false;
     }
+    if (kept->in_memory && qatomic_read(&s->maps_touched)) {
+        return false;       /* the maps in memory are no longer as read */
+    }
     for (j = 0; j < SHADOW_META_SLOTS; j++) {
         const ShadowSlot *slot = &img->slots[j];
 
@@ -1877,7 +1888,9 @@ static bool shadow_maps_read_hold(const ShadowMapsRead *kept,
         }
         if (!(kept->slots & (1u << j)) || slot->epoch != kept->epoch[j] ||
             !slot->seq_sum_known ||
-            slot->seq_sum != shadow_seq_sum(kept->seqs[j], units)) {
+            slot->seq_sum != shadow_seq_sum(kept->in_memory ? seqs[1 + j]
+                                                            : kept->seqs[j],
+                                            units)) {
             return false;
         }
     }
@@ -1913,6 +1926,10 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
     g_autofree int64_t *short_len = NULL;
     /* Consumed by this load, whatever it finds */
     g_autoptr(ShadowMapsRead) kept = g_steal_pointer(&m->read_inactive);
+    /* What this load, if inactive, keeps for the activation */
+    g_autoptr(ShadowMapsRead) keep = NULL;
+    /* The maps in memory are not yet what was read */
+    bool remake = true;
     bool fresh;
     int i, j, ret;
 
@@ -2082,9 +2099,10 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
                             SHADOW_META_UNIT_PAYLOAD);
         seqs[0] = g_new0(uint64_t, MAX(shadow_nb_units(s), 1));
     }
-    if (shadow_maps_read_hold(kept, &img, want)) {
+    if (shadow_maps_read_hold(s, kept, &img, want, seqs)) {
         /* An activation, and nothing changed since the inactive load */
-        for (j = 0; j < SHADOW_META_SLOTS; j++) {
+        remake = !kept->in_memory;
+        for (j = 0; remake && j < SHADOW_META_SLOTS; j++) {
             if (want & (1u << (1 + j))) {
                 memcpy(bits[1 + j], kept->bits[j],
                        MAX(shadow_nb_units(s), 1) * SHADOW_META_UNIT_PAYLOAD);
@@ -2093,7 +2111,7 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
             }
         }
         memset(bad, 0, sizeof(bad));
-        trace_shadow_load_kept(s, shadow_nb_units(s));
+        trace_shadow_load_kept(s, shadow_nb_units(s), kept->in_memory);
     } else {
         ret = shadow_meta_read_maps(s, &img, want, epochs, img.in_use, bits,
                                     seqs, torn, 1, bad, &past_end);
@@ -2103,10 +2121,12 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
             goto out;
         }
         if (s->bs->open_flags & BDRV_O_INACTIVE) {
-            shadow_maps_read_keep(s, &img, want, epochs, bits, seqs, torn,
-                                  bad, past_end);
+            keep = shadow_maps_read_keep(s, &img, want, epochs, bits, seqs,
+                                         torn, bad, past_end);
         }
     }
+    /* As read from here on, until a change sets it */
+    qatomic_set(&s->maps_touched, false);
     /*
      * Where the next writes go is the copies as read, not numbers that
      * failed before (a load starts a session of its own, below, and
@@ -2140,9 +2160,11 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
         }
         map = &sc->map;
         sc->slot = j;
-        shadow_stale_from_durable(s, map);
-        memcpy(map->ondisk, map->durable,
-               shadow_nb_units(s) * SHADOW_META_UNIT_PAYLOAD);
+        if (remake) {
+            shadow_stale_from_durable(s, map);
+            memcpy(map->ondisk, map->durable,
+                   shadow_nb_units(s) * SHADOW_META_UNIT_PAYLOAD);
+        }
         shadow_hbitmap_clear(map->unflushed);
         shadow_hbitmap_clear(map->flushing);
         shadow_hbitmap_clear(map->fresh);
@@ -2328,6 +2350,15 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
     m->durable_active_slot = recorded ? img.active_slot : -1;
     shadow_state_reset_intent(s);
     qatomic_set(&s->active_complete, !hbitmap_count(s->active->map.stale));
+    if (keep && !qatomic_read(&s->maps_touched)) {
+        /* Nothing changed what was read: the maps in memory keep it */
+        for (j = 0; j < SHADOW_META_SLOTS; j++) {
+            g_clear_pointer(&keep->bits[j], g_free);
+            g_clear_pointer(&keep->seqs[j], g_free);
+        }
+        keep->in_memory = true;
+    }
+    m->read_inactive = g_steal_pointer(&keep);
     qemu_spin_unlock(&s->lock);
 
     if (img.in_use) {
@@ -2366,6 +2397,7 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
 out_reset:
     /* Back to the maps of a node without metadata */
     qemu_spin_lock(&s->lock);
+    qatomic_set(&s->maps_touched, true);
     for (i = 0; i < s->num_children; i++) {
         ShadowChild *sc = s->children[i];
 
@@ -2661,6 +2693,7 @@ static ShadowMapChanges shadow_take_changes(BDRVShadowState *s)
                 g_array_append_val(ch.phase2, w);
             }
             /* Trusted: what D1 allows, not the clears that wait */
+            qatomic_set(&s->maps_touched, true);
             memcpy(shadow_unit_bits(sc->map.durable, u), p->want,
                    SHADOW_META_UNIT_PAYLOAD);
         }
@@ -2680,6 +2713,7 @@ static void shadow_untake_units(BDRVShadowState *s, GArray *units)
         ShadowUnitWrite *w = &g_array_index(units, ShadowUnitWrite, i);
 
         if (w->sc) {
+            qatomic_set(&s->maps_touched, true);
             memset(shadow_unit_bits(w->sc->map.durable, w->index), 0,
                    SHADOW_META_UNIT_PAYLOAD);
             set_bit(w->index, w->sc->map.dirty_units);
@@ -2765,6 +2799,7 @@ shadow_write_units(BDRVShadowState *s, GArray *units, BdrvRequestFlags flags)
                                                      sc ? 1 + sc->slot : 0,
                                                      seq),
                              SHADOW_META_UNIT, w->buf, flags);
+        qatomic_set(&s->maps_touched, true);
         if (ret == 0 && sc) {
             /* The other copy holds the previous version from now on */
             w->prev_seq = prev_seq;
@@ -3604,6 +3639,7 @@ void shadow_state_del_child(BDRVShadowState *s, ShadowChild *sc)
 {
     ShadowMeta *m = &s->meta;
 
+    qatomic_set(&s->maps_touched, true);
     if (m->child && sc->slot >= 0) {
         memset(&m->slots[sc->slot], 0, sizeof(ShadowSlot));
         shadow_table_changed(m);

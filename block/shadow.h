@@ -299,12 +299,19 @@ typedef struct ShadowSlot {
  * counts (a write that failed or was not flushed is written again before
  * the clean header): so an equal sum means every unit is the one read
  * here.  Anything else reads the maps again.
+ *
+ * Where that load made the maps of what it read and nothing changed
+ * them since (no recovery, no other change: BDRVShadowState.maps_touched),
+ * the maps in memory are what the activation would make again
+ * (@in_memory): it keeps them as they are.  Else it makes them again
+ * from the copies in @bits and @seqs.
  */
 typedef struct ShadowMapsRead {
     int64_t nb_chunks;
     uint64_t session;
     uint32_t slots;                             /* bit j: slot j was read */
     uint64_t epoch[SHADOW_META_SLOTS];
+    bool in_memory;                     /* then @bits and @seqs are NULL */
     uint8_t *bits[SHADOW_META_SLOTS];
     uint64_t *seqs[SHADOW_META_SLOTS];
 } ShadowMapsRead;
@@ -426,6 +433,13 @@ typedef struct BDRVShadowState {
      * loop, with no request in flight.
      */
     bool maps_unknown;
+    /*
+     * A child's maps changed since the last load made them from what it
+     * read (stale or durable bits, units written, a child added, removed
+     * or grown): set by every such change, cleared by a load once it has
+     * read (ShadowMapsRead)
+     */
+    bool maps_touched;
 
     /*
      * Grown under @lock by shadow_state_grow(); shrunk only when an
