@@ -390,18 +390,19 @@ static int shadow_meta_check_layout(BDRVShadowState *s,
 }
 
 /*
- * Read the current header copy into @img.  *@fresh: the node is all
- * zeroes and no metadata was ever written (@img is left alone).
+ * Read the current header copy into @img, with the first rows of maps
+ * unless @header_only.  *@fresh: the node is all zeroes and no metadata
+ * was ever written (@img is left alone).
  */
 int shadow_meta_read_header(BDRVShadowState *s, ShadowMetaImage *img,
-                            bool *fresh, Error **errp)
+                            bool header_only, bool *fresh, Error **errp)
 {
     ShadowMeta *m = &s->meta;
     int64_t row_bytes = SHADOW_META_ROW_UNITS * SHADOW_META_UNIT;
     int64_t len = bdrv_getlength(m->child->bs);
-    int64_t nb_rows = len < 0 ? 0 : MIN(SHADOW_META_HEADER_ROWS,
-                                        (len - SHADOW_META_ROWS_OFFSET) /
-                                        row_bytes);
+    int64_t nb_rows = len < 0 || header_only ? 0 :
+                      MIN(SHADOW_META_HEADER_ROWS,
+                          (len - SHADOW_META_ROWS_OFFSET) / row_bytes);
     int64_t bytes = SHADOW_META_ROWS_OFFSET + MAX(nb_rows, 0) * row_bytes;
     uint8_t *buf = qemu_blockalign(m->child->bs, bytes);
     ShadowMetaHeader *h;

@@ -1959,7 +1959,8 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
         }
     }
 
-    ret = shadow_meta_read_header(s, &img, &fresh, errp);
+    /* An activation that may keep the maps needs no row of them */
+    ret = shadow_meta_read_header(s, &img, kept != NULL, &fresh, errp);
     if (ret < 0) {
         return ret;
     }

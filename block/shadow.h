@@ -648,7 +648,8 @@ const char *shadow_meta_name(BDRVShadowState *s);
 int GRAPH_RDLOCK shadow_meta_identify(BlockDriverState *bs,
                                       ShadowIdentity *id);
 int GRAPH_RDLOCK shadow_meta_read_header(BDRVShadowState *s,
-                                         ShadowMetaImage *img, bool *fresh,
+                                         ShadowMetaImage *img,
+                                         bool header_only, bool *fresh,
                                          Error **errp);
 int GRAPH_RDLOCK shadow_meta_write_header(BDRVShadowState *s,
                                           const ShadowMetaImage *img);
