@@ -2462,11 +2462,6 @@ static uint64_t shadow_header_image(BDRVShadowState *s, ShadowMetaImage *img,
     memset(img, 0, sizeof(*img));
     img->in_use = in_use;
     img->chunk_size = s->chunk_size;
-    qemu_spin_lock(&s->lock);
-    img->length = m->recorded_length;
-    gen = m->table_gen;
-    qemu_spin_unlock(&s->lock);
-    img->nb_chunks = DIV_ROUND_UP(img->length, s->chunk_size);
     img->active_slot = active_slot;
     img->session = m->session;
     memcpy(img->slots, m->slots, sizeof(img->slots));
@@ -2475,6 +2470,11 @@ static uint64_t shadow_header_image(BDRVShadowState *s, ShadowMetaImage *img,
         img->slots[i].stamped &= !in_use;
         img->slots[i].seq_sum_known = false;
     }
+    /* (unit_seq: a grow in another thread may move it) */
+    qemu_spin_lock(&s->lock);
+    img->length = m->recorded_length;
+    gen = m->table_gen;
+    img->nb_chunks = DIV_ROUND_UP(img->length, s->chunk_size);
     for (i = 0; !in_use && i < s->num_children; i++) {
         ShadowChild *sc = s->children[i];
 
@@ -2483,6 +2483,7 @@ static uint64_t shadow_header_image(BDRVShadowState *s, ShadowMetaImage *img,
             shadow_seq_sum(sc->map.unit_seq,
                            shadow_meta_nb_units(img->nb_chunks));
     }
+    qemu_spin_unlock(&s->lock);
     return gen;
 }
 
@@ -2772,7 +2773,9 @@ static void shadow_free_units(GArray *units)
 
 /*
  * Write @units: each valid map unit as the next version of its unit (the
- * copy not holding the current one), recorded as on disk once written
+ * copy not holding the current one), recorded as on disk once written.
+ * The maps' arrays are read and written under the lock: a grow from a
+ * request in another thread may move them (shadow_child_map_grow()).
  */
 static int coroutine_fn GRAPH_RDLOCK
 shadow_write_units(BDRVShadowState *s, GArray *units, BdrvRequestFlags flags)
@@ -2783,12 +2786,17 @@ shadow_write_units(BDRVShadowState *s, GArray *units, BdrvRequestFlags flags)
     for (i = 0; i < units->len && ret == 0; i++) {
         ShadowUnitWrite *w = &g_array_index(units, ShadowUnitWrite, i);
         ShadowChild *sc = w->sc;
-        uint64_t prev_seq = sc ? sc->map.unit_seq[w->index] : 0;
-        uint64_t seq = sc ? prev_seq + 1 : 0;
+        uint64_t prev_seq = 0, seq = 0;
 
-        if (sc && sc->map.unit_seq_failed[w->index] >= seq) {
-            /* It may be on disk: the same copy, a number of its own */
-            seq = sc->map.unit_seq_failed[w->index] + 2;
+        if (sc) {
+            qemu_spin_lock(&s->lock);
+            prev_seq = sc->map.unit_seq[w->index];
+            seq = prev_seq + 1;
+            if (sc->map.unit_seq_failed[w->index] >= seq) {
+                /* It may be on disk: the same copy, a number of its own */
+                seq = sc->map.unit_seq_failed[w->index] + 2;
+            }
+            qemu_spin_unlock(&s->lock);
         }
         if (sc) {
             shadow_meta_encode_unit(w->buf, 1 + sc->slot,
@@ -2801,16 +2809,21 @@ shadow_write_units(BDRVShadowState *s, GArray *units, BdrvRequestFlags flags)
                                                      seq),
                              SHADOW_META_UNIT, w->buf, flags);
         qatomic_set(&s->maps_touched, true);
-        if (ret == 0 && sc) {
+        if (!sc) {
+            continue;
+        }
+        qemu_spin_lock(&s->lock);
+        if (ret == 0) {
             /* The other copy holds the previous version from now on */
             w->prev_seq = prev_seq;
             w->seq = seq;
             sc->map.unit_seq[w->index] = seq;
             memcpy(shadow_unit_bits(sc->map.ondisk, w->index),
                    w->buf + SHADOW_META_UNIT_HEADER, SHADOW_META_UNIT_PAYLOAD);
-        } else if (sc) {
+        } else {
             sc->map.unit_seq_failed[w->index] = seq;
         }
+        qemu_spin_unlock(&s->lock);
     }
     return ret;
 }
