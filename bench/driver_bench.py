@@ -353,9 +353,12 @@ def main():
                 else:
                     mark = '' if t is None else ('ok' if r['ratio'] >= t
                                                  else 'MISS')
+                maps = ' '.join(f'{how}:{n}' for how, n in
+                                r.get('candidate-maps', {}).items())
                 print(f'{name:24} {case:14} {r["baseline"]:10.3f} '
                       f'{r["candidate"]:10.3f} {r["ratio"]:7.3f} '
-                      f'{"" if t is None else t:>7} {mark}')
+                      f'{"" if t is None else t:>7} {mark}'
+                      f'{"  maps " + maps if maps else ""}')
             elif isinstance(r, dict) and 'share' in r:
                 print(f'{name:24} {case:14} share of reads on valid chunks '
                       f'{r["share"]:.3f} ({r["copied-bytes"] // MiB} MiB '
