@@ -2173,6 +2173,10 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
         bitmap_zero(map->dirty_units, shadow_nb_units(s));
         bitmap_zero(map->unsure_units, shadow_nb_units(s));
         /*
+         * The three changes below (torn, past the end, failed checks) do
+         * not set maps_touched: shadow_maps_read_keep() keeps no slot
+         * that has them, so no activation keeps these maps in memory.
+         *
          * A copy that a crash tore stays torn until the unit is written
          * again, and a clean header makes it corruption (shadow_meta_
          * pick_copy()): written before any clean header, at the first
