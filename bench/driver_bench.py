@@ -341,8 +341,10 @@ def main():
     write_results(results, os.path.join(REPO, 'build', 'bench',
                                         'driver.json'))
     print()
-    print(f'{"benchmark":24} {"case":14} {"baseline":>10} {"shadow":>10} '
-          f'{"ratio":>7} {"target":>7}')
+    width = max([14] + [len(case) for res in results.values()
+                        if isinstance(res, dict) for case in res])
+    print(f'{"benchmark":24} {"case":{width}} {"baseline":>10} '
+          f'{"shadow":>10} {"ratio":>7} {"target":>7}')
     for name, res in results.items():
         for case, r in res.items():
             if isinstance(r, dict) and 'ratio' in r:
@@ -355,18 +357,18 @@ def main():
                                                  else 'MISS')
                 maps = ' '.join(f'{how}:{n}' for how, n in
                                 r.get('candidate-maps', {}).items())
-                print(f'{name:24} {case:14} {r["baseline"]:10.3f} '
+                print(f'{name:24} {case:{width}} {r["baseline"]:10.3f} '
                       f'{r["candidate"]:10.3f} {r["ratio"]:7.3f} '
                       f'{"" if t is None else t:>7} {mark}'
                       f'{"  maps " + maps if maps else ""}')
             elif isinstance(r, dict) and 'share' in r:
-                print(f'{name:24} {case:14} share of reads on valid chunks '
-                      f'{r["share"]:.3f} ({r["copied-bytes"] // MiB} MiB '
-                      f'copied)')
+                print(f'{name:24} {case:{width}} share of reads on valid '
+                      f'chunks {r["share"]:.3f} '
+                      f'({r["copied-bytes"] // MiB} MiB copied)')
             elif case == 'ratio':
-                print(f'{name:24} {"hot/seq":14} {r:.2f}x')
+                print(f'{name:24} {"hot/seq":{width}} {r:.2f}x')
             else:
-                print(f'{name:24} {case:14} {r}')
+                print(f'{name:24} {case:{width}} {r}')
     print(f'\nbench: results in build/bench/driver.json')
 
 
