@@ -2812,11 +2812,11 @@ shadow_write_units(BDRVShadowState *s, GArray *units, BdrvRequestFlags flags)
                                                      sc ? 1 + sc->slot : 0,
                                                      seq),
                              SHADOW_META_UNIT, w->buf, flags);
-        qatomic_set(&s->maps_touched, true);
         if (!sc) {
-            continue;
+            continue;       /* the intent map: no child's map */
         }
         qemu_spin_lock(&s->lock);
+        qatomic_set(&s->maps_touched, true);
         if (ret == 0) {
             /* The other copy holds the previous version from now on */
             w->prev_seq = prev_seq;
