@@ -50,6 +50,9 @@ struct _ShdDisk {
   gboolean nodes_in_flight;
   double nodes_t;               /* policy time of the last read; -inf */
   gboolean release_in_flight;
+  /* samples when the last release ended: until a later one, the samples
+   * may still show the released child (move.c waits for it) */
+  guint64 release_end_samples;
   /* a released tier's image was emptied where QEMU cannot say what it
    * allocates (rbd): charged 0 until its child is added again */
   gboolean emptied[SHD_POLICY_MAX_TIERS];
@@ -79,6 +82,8 @@ void shd_disk_refresh_nodes (ShdDisk *disk);
  * sync if `force_sync`. */
 JsonObject *shd_disk_node_options (ShdDisk *disk, const char *active_child,
                                    gboolean force_sync, GPtrArray *children);
+/* The disk is configured write-mode = async. */
+gboolean shd_disk_write_async (ShdDisk *disk);
 /* A disk configured write-mode = async: reopen the node in sync mode
  * until the next switch, so that a shadow being warmed (or moved to)
  * stays synced under writes.  TRUE if the node is, or is being, raised;

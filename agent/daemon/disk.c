@@ -130,9 +130,15 @@ reopen (ShdDisk *disk, const char *active_child, gboolean force_sync, gboolean i
 }
 
 gboolean
+shd_disk_write_async (ShdDisk *disk)
+{
+  return g_strcmp0 (disk->cfg->write_mode, "async") == 0;
+}
+
+gboolean
 shd_disk_raise_write_sync (ShdDisk *disk)
 {
-  if (disk->cfg->write_mode == NULL || strcmp (disk->cfg->write_mode, "async") != 0)
+  if (!shd_disk_write_async (disk))
     return FALSE;
   if (disk->write_sync_raised)
     return TRUE;

@@ -3,10 +3,12 @@
  * Each state waits for one thing, seen at the disk's samples or in the
  * reply of the one QMP command in flight (@busy):
  *
- *   preparing   the target's child is in the node (added if absent);
+ *   preparing   the target's child is in the node (added if absent), no
+ *               release is in flight that could take it out again, and
+ *               an async disk is raised to sync;
  *   copying     the driver reports it synced (progress: its valid bytes;
- *               an async disk is raised to sync until the switch, or its
- *               writes would keep the target stale);
+ *               an async disk stays raised to sync until the switch, or
+ *               its writes would keep the target stale);
  *   verifying   the x-shadow-verify job concluded without an error;
  *   switching   blockdev-reopen made it the active child;
  *   committing  every other tier's child removed (x-blockdev-change), then
@@ -1158,6 +1160,16 @@ shd_move_tick (ShdDisk *disk)
     move->raised = TRUE;
   switch (move->state) {
   case SHD_MOVE_PREPARING:
+    /* A release in flight (the aborted move's, the policy's) may yet
+     * take the target's child out: its state is known from the first
+     * sample after the release ended.  QMP answers in order, so that
+     * sample was taken after the child left. */
+    if (disk->release_in_flight || disk->samples <= disk->release_end_samples)
+      break;
+    /* an async disk is raised before the copy counts (a reopen in
+     * flight, such as an aborted move's lowering, defers it) */
+    if (shd_disk_write_async (disk) && !move->raised)
+      break;
     if (pr->state) {
       enter (move, SHD_MOVE_COPYING, "%s is in %s", move->child, disk->cfg->node);
       break;

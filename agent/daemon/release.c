@@ -55,6 +55,7 @@ static void
 done (ReleaseCtx *ctx)
 {
   ctx->disk->release_in_flight = FALSE;
+  ctx->disk->release_end_samples = ctx->disk->samples;
   shd_disk_refresh_nodes (ctx->disk);
 }
 

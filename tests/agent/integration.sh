@@ -775,13 +775,33 @@ move-async)
     wait_for 15 "d[0]['move']['state'] == 'copying'" || fail "the second move did not copy"
     [ "$(grep -c "vm1: reopening sh0 in write-mode sync" "$dir/shadowd.log")" = 2 ] ||
         fail "the second move did not raise the disk to sync"
+    # an abort and at once another move: the aborted move's release of
+    # tier-b is still in flight when the next move looks at the node. The
+    # move must wait for it and add tier-b again, not copy to a child that
+    # is about to leave the node
+    ctl move vm1 --abort > /dev/null || fail "shadowctl move --abort failed"
+    ctl move vm1 fast --no-wait > /dev/null || fail "shadowctl move failed"
+    wait_for 15 "d[0]['move']['state'] == 'copying'" || fail "the third move did not copy"
+    sleep 1.5     # two samples: a release after the copy began would show
+    [ "$(status "d[0]['move']['state']")" = copying ] ||
+        fail "the third move, after an abort at once: $(status "d[0]['move']")"
+    order=$(grep -E "vm1: (released fast: child tier-b|added tier-b)" "$dir/shadowd.log" |
+            sed -E 's/.*vm1: (released|added) .*/\1/' | tr '\n' ' ')
+    [ "$order" = "added released added released added " ] ||
+        fail "tier-b was added and released in this order: $order"
+    # raised once more than lowered (a sample between the abort and the
+    # move may have lowered and raised it again)
+    raised=$(grep -c "vm1: reopening sh0 in write-mode sync" "$dir/shadowd.log")
+    lowered=$(grep -c "vm1: reopening sh0 in write-mode async again" "$dir/shadowd.log")
+    [ "$raised" = $((lowered + 1)) ] ||
+        fail "the third move's disk is not raised to sync: raised $raised times, lowered $lowered"
     kill -KILL "$agent_pid"; wait "$agent_pid" 2> /dev/null
     start_agent
     for _ in $(seq 50); do
-        [ "$(grep -c "vm1: reopening sh0 in write-mode async again" "$dir/shadowd.log")" = 2 ] && break
+        [ "$(grep -c "vm1: reopening sh0 in write-mode async again" "$dir/shadowd.log")" = $((lowered + 1)) ] && break
         sleep 0.2
     done
-    [ "$(grep -c "vm1: reopening sh0 in write-mode async again" "$dir/shadowd.log")" = 2 ] ||
+    [ "$(grep -c "vm1: reopening sh0 in write-mode async again" "$dir/shadowd.log")" = $((lowered + 1)) ] ||
         fail "a move stopped by a kill left the disk in write-mode sync"
     reason=$(status "d[0]['move']['reason']")
     [ "$reason" = "shadowd stopped while the move was copying; run shadowctl move vm1 fast again to go on, or resume the disk to leave it" ] ||
@@ -793,7 +813,7 @@ move-async)
     kill -0 "${fio_pids[0]}" 2> /dev/null || fail "the write load ended before the move did"
     fio_wait
     [ "$(status "d[0]['move']['state']")" = done ] || fail "the move is not done"
-    [ "$(move_states)" = "preparing copying aborted preparing copying preparing copying verifying switching committing done" ] ||
+    [ "$(move_states)" = "preparing copying aborted preparing copying aborted preparing copying preparing copying verifying switching committing done" ] ||
         fail "the moves went through: $(move_states)"
     [ ! -e "$dir/a.img" ] || fail "tier-a's image was not deleted"
     guest_equals "$dir/b.img" || fail "tier-b's image alone is not what the guest read"
