@@ -62,6 +62,12 @@
  * the flag ignore it.
  */
 #define SHADOW_META_UNIQUE_SEQ    2
+/*
+ * A header not in use lists, for each used slot, the low bits of each
+ * unit's sequence number (SHADOW_META_SEQS_OFFSET,
+ * shadow_meta_listed_seq()), when they fit
+ */
+#define SHADOW_META_UNIT_SEQS     4
 
 /* Slot flags */
 #define SHADOW_META_SLOT_USED     1
@@ -117,6 +123,11 @@ QEMU_BUILD_BUG_ON(sizeof(ShadowMetaSlotDisk) != 256);
 QEMU_BUILD_BUG_ON(sizeof(ShadowMetaUnitHeader) != SHADOW_META_UNIT_HEADER);
 QEMU_BUILD_BUG_ON(SHADOW_META_TABLE_OFFSET +
                   SHADOW_META_SLOTS * sizeof(ShadowMetaSlotDisk) >
+                  SHADOW_META_HEADER_SIZE);
+/* The units' numbers: the rest of the header after the table */
+#define SHADOW_META_SEQS_OFFSET \
+    (SHADOW_META_TABLE_OFFSET + SHADOW_META_SLOTS * sizeof(ShadowMetaSlotDisk))
+QEMU_BUILD_BUG_ON(SHADOW_META_SEQS_OFFSET + SHADOW_META_SEQS_BYTES !=
                   SHADOW_META_HEADER_SIZE);
 /* hbitmap (de)serialisation works on 64-bit words */
 QEMU_BUILD_BUG_ON(SHADOW_META_UNIT_CHUNKS % 64);
@@ -323,7 +334,9 @@ int shadow_meta_write_header(BDRVShadowState *s, const ShadowMetaImage *img)
     h->header_size = cpu_to_le32(SHADOW_META_HEADER_SIZE);
     h->generation = cpu_to_le64(m->generation + 1);
     h->flags = cpu_to_le64((img->in_use ? SHADOW_META_IN_USE : 0) |
-                           SHADOW_META_UNIQUE_SEQ);
+                           SHADOW_META_UNIQUE_SEQ |
+                           (img->unit_seqs_known && !img->in_use ?
+                            SHADOW_META_UNIT_SEQS : 0));
     h->chunk_size = cpu_to_le64(img->chunk_size);
     h->length = cpu_to_le64(img->length);
     h->nb_chunks = cpu_to_le64(img->nb_chunks);
@@ -336,6 +349,10 @@ int shadow_meta_write_header(BDRVShadowState *s, const ShadowMetaImage *img)
     h->table_offset = cpu_to_le32(SHADOW_META_TABLE_OFFSET);
     for (i = 0; i < SHADOW_META_SLOTS; i++) {
         shadow_meta_slot_to_disk(&img->slots[i], &table[i]);
+    }
+    if (img->unit_seqs_known && !img->in_use) {
+        memcpy(buf + SHADOW_META_SEQS_OFFSET, img->unit_seqs,
+               SHADOW_META_SEQS_BYTES);
     }
     h->crc = cpu_to_le32(crc32c(0xffffffff, buf, SHADOW_META_HEADER_SIZE));
 
@@ -475,6 +492,12 @@ int shadow_meta_read_header(BDRVShadowState *s, ShadowMetaImage *img,
     img->generation = m->generation;
     img->in_use = le64_to_cpu(h->flags) & SHADOW_META_IN_USE;
     img->unique_seq = le64_to_cpu(h->flags) & SHADOW_META_UNIQUE_SEQ;
+    img->unit_seqs_known = !img->in_use &&
+        (le64_to_cpu(h->flags) & SHADOW_META_UNIT_SEQS);
+    if (img->unit_seqs_known) {
+        memcpy(img->unit_seqs, (uint8_t *)h + SHADOW_META_SEQS_OFFSET,
+               SHADOW_META_SEQS_BYTES);
+    }
     img->chunk_size = le64_to_cpu(h->chunk_size);
     img->length = le64_to_cpu(h->length);
     img->nb_chunks = le64_to_cpu(h->nb_chunks);
@@ -491,6 +514,112 @@ int shadow_meta_read_header(BDRVShadowState *s, ShadowMetaImage *img,
 out:
     qemu_vfree(buf);
     return ret < 0 ? ret : 0;
+}
+
+/*
+ * How many low bits of each unit's number @img's list holds: the most of
+ * 16, 8, 4, 2 and 1 with which the numbers of every used slot fit after
+ * the list's first byte (which says it); 0 if not even one bit does.
+ * The list's header must have its geometry and slots.
+ */
+int shadow_meta_seq_bits(const ShadowMetaImage *img)
+{
+    int64_t entries = 0;
+    int bits, j;
+
+    for (j = 0; j < SHADOW_META_SLOTS; j++) {
+        if (img->slots[j].used) {
+            entries += shadow_meta_nb_units(img->nb_chunks);
+        }
+    }
+    for (bits = 16; bits; bits /= 2) {
+        if (entries * bits <= (SHADOW_META_SEQS_BYTES - 1) * 8) {
+            return bits;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Where in @img's list the number of @slot's unit @u starts, in bits
+ * from the start of the entries; -1 if @slot is not used
+ */
+static int64_t shadow_meta_seq_pos(const ShadowMetaImage *img, int slot,
+                                   int64_t u, int bits)
+{
+    int64_t before = 0;
+    int j;
+
+    if (!img->slots[slot].used) {
+        return -1;
+    }
+    for (j = 0; j < slot; j++) {
+        before += img->slots[j].used;
+    }
+    return (before * shadow_meta_nb_units(img->nb_chunks) + u) * bits;
+}
+
+/*
+ * Start @img's list of unit numbers (it must have its geometry and
+ * slots); false if no number fits in it
+ */
+bool shadow_meta_list_seqs(ShadowMetaImage *img)
+{
+    int bits = shadow_meta_seq_bits(img);
+
+    memset(img->unit_seqs, 0, sizeof(img->unit_seqs));
+    img->unit_seqs[0] = bits;
+    img->unit_seqs_known = bits > 0;
+    return img->unit_seqs_known;
+}
+
+/* List in @img the low bits of @seq as the number of @slot's unit @u */
+void shadow_meta_list_seq(ShadowMetaImage *img, int slot, int64_t u,
+                          uint64_t seq)
+{
+    int bits = img->unit_seqs[0];
+    int64_t pos = shadow_meta_seq_pos(img, slot, u, bits);
+    uint8_t *entries = img->unit_seqs + 1;
+    int k;
+
+    if (!img->unit_seqs_known || pos < 0) {
+        return;     /* (the caller lists used slots only) */
+    }
+    for (k = 0; k < bits; k++) {
+        if (seq & (1ull << k)) {
+            entries[(pos + k) / 8] |= 1u << ((pos + k) % 8);
+        }
+    }
+}
+
+/*
+ * The low bits of the number of @slot's unit @u as @img lists it, into
+ * *@low, and how many they are; 0 if @img has no valid list for @slot
+ * (the count it says is not the one its geometry and slots give)
+ */
+int shadow_meta_listed_seq(const ShadowMetaImage *img, int slot, int64_t u,
+                           uint64_t *low)
+{
+    int bits = img->unit_seqs[0];
+    int64_t pos;
+    const uint8_t *entries = img->unit_seqs + 1;
+    int k;
+
+    if (!img->unit_seqs_known || bits != shadow_meta_seq_bits(img) ||
+        !bits || u >= shadow_meta_nb_units(img->nb_chunks)) {
+        return 0;
+    }
+    pos = shadow_meta_seq_pos(img, slot, u, bits);
+    if (pos < 0) {
+        return 0;
+    }
+    *low = 0;
+    for (k = 0; k < bits; k++) {
+        if (entries[(pos + k) / 8] & (1u << ((pos + k) % 8))) {
+            *low |= 1ull << k;
+        }
+    }
+    return bits;
 }
 
 /* Free what shadow_meta_read_header() read besides the header */
@@ -695,7 +824,10 @@ static int GRAPH_RDLOCK shadow_meta_read_rows(ShadowRowsRead *r)
 
 /*
  * Read the maps of every column @want says (a bit per column) of @img
- * (the rows shadow_meta_read_header() read, then the metadata node) into
+ * (the rows shadow_meta_read_header() read, then the metadata node), in
+ * the rows (units) set in @rows_wanted and the rows of the same batch
+ * after them (as many reads in flight cost about what one does), or if
+ * NULL in every row, into
  * @bits[column] (SHADOW_META_UNIT_PAYLOAD bytes per unit, as many units
  * as @img's chunks need), each checked against @epochs[column]; for the
  * valid maps, the sequence number of each unit's current version into
@@ -708,6 +840,7 @@ static int GRAPH_RDLOCK shadow_meta_read_rows(ShadowRowsRead *r)
  * zero; the columns that had some are set in @past_end.
  */
 int shadow_meta_read_maps(BDRVShadowState *s, const ShadowMetaImage *img,
+                          const unsigned long *rows_wanted,
                           uint32_t want, const uint64_t *epochs,
                           bool torn_ok, uint8_t **bits, uint64_t **seqs,
                           unsigned long **torn, uint32_t bad_is_set,
@@ -736,6 +869,12 @@ int shadow_meta_read_maps(BDRVShadowState *s, const ShadowMetaImage *img,
         return 0;       /* no column wanted */
     }
     for (u = 0; u < nb_units; u += rows) {
+        if (rows_wanted) {
+            u = find_next_bit(rows_wanted, nb_units, u);
+            if (u >= nb_units) {
+                break;
+            }
+        }
         if (u < img->nb_rows) {
             /* Whole rows, read with the header */
             rows = MIN(img->nb_rows, nb_units) - u;
@@ -747,8 +886,10 @@ int shadow_meta_read_maps(BDRVShadowState *s, const ShadowMetaImage *img,
             stride = shadow_rows_stride(first_pos, end_pos);
             skip = shadow_rows_skip(first_pos, end_pos);
             if (!read_buf) {
-                /* No batch after this first one is longer */
-                read_buf = qemu_blockalign(m->child->bs, rows * stride);
+                /* No batch is longer */
+                read_buf = qemu_blockalign(m->child->bs,
+                                           MIN(SHADOW_META_LOAD_ROWS,
+                                               nb_units) * stride);
             }
             buf = read_buf;
             rr = (ShadowRowsRead) {

@@ -1797,6 +1797,48 @@ static void shadow_stale_from_durable(BDRVShadowState *s, ShadowChunkMap *map)
 }
 
 /*
+ * The same for map unit @u alone, and its ondisk copy: after a load read
+ * that unit again into maps otherwise kept (SHADOW_KEEP_SOME).  Locked.
+ */
+static void shadow_unit_from_durable(BDRVShadowState *s, ShadowChunkMap *map,
+                                     int64_t u)
+{
+    int64_t first = u * SHADOW_META_UNIT_CHUNKS;
+    int64_t end = MIN(first + SHADOW_META_UNIT_CHUNKS, s->nb_chunks);
+    int64_t c, run;
+
+    memcpy(map->ondisk + u * SHADOW_META_UNIT_PAYLOAD,
+           map->durable + u * SHADOW_META_UNIT_PAYLOAD,
+           SHADOW_META_UNIT_PAYLOAD);
+    if (first >= end) {
+        return;
+    }
+    hbitmap_reset(map->stale, first, end - first);
+    for (c = first; c < end; c += run) {
+        bool valid = map->durable[c / 8] & (1u << (c % 8));
+
+        /* whole bytes of one kind at once */
+        for (run = 1; c + run < end; run++) {
+            int64_t n = c + run;
+            bool v;
+
+            if (n % 8 == 0 && n + 8 <= end &&
+                map->durable[n / 8] == (valid ? 0xff : 0)) {
+                run += 7;
+                continue;
+            }
+            v = map->durable[n / 8] & (1u << (n % 8));
+            if (v != valid) {
+                break;
+            }
+        }
+        if (!valid) {
+            hbitmap_set(map->stale, c, run);
+        }
+    }
+}
+
+/*
  * Whether the metadata node reads from its storage, not from a cache of
  * this host: an inactive node's reads may come from such a cache, which
  * QEMU drops when it activates the node (file-posix without
@@ -1859,26 +1901,62 @@ shadow_maps_read_keep(BDRVShadowState *s, const ShadowMetaImage *img,
     return kept;
 }
 
-/*
- * Whether @kept holds every unit of the slots in @want as it is now, by
- * the header @img (see ShadowMapsRead).  @seqs: the children's unit
- * numbers by column, which a @kept without copies counts on.
- */
-static bool shadow_maps_read_hold(BDRVShadowState *s,
-                                  const ShadowMapsRead *kept,
-                                  const ShadowMetaImage *img, uint32_t want,
+/* What an activation can keep of what its inactive open read */
+typedef enum ShadowKeep {
+    SHADOW_KEEP_NONE,       /* nothing: every unit is read again */
+    SHADOW_KEEP_ALL,        /* every unit */
+    SHADOW_KEEP_SOME,       /* all but the units set in *@reread */
+} ShadowKeep;
+
+/* Whether the sum of each wanted slot's unit numbers is the one of @img */
+static bool shadow_maps_sums_hold(const ShadowMetaImage *img, uint32_t want,
                                   uint64_t **seqs)
 {
     int64_t units = shadow_meta_nb_units(img->nb_chunks);
     int j;
 
+    for (j = 0; j < SHADOW_META_SLOTS; j++) {
+        if ((want & (1u << (1 + j))) &&
+            img->slots[j].seq_sum != shadow_seq_sum(seqs[1 + j], units)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * How much of @kept holds as the maps are now, by the header @img (see
+ * ShadowMapsRead), for the slots in @want.  A slot whose sum differs
+ * holds but for the units whose numbers @img lists with other low bits
+ * than the ones read: those are set in *@reread (a bitmap of units, which
+ * the caller frees), to be read again, after which the sums must hold
+ * (shadow_maps_sums_hold()).  If the list shows no such unit, what
+ * changed is beyond what it can show: nothing holds.
+ * @seqs: the children's unit numbers by column, which a @kept without
+ * copies counts on.
+ */
+static ShadowKeep shadow_maps_read_hold(BDRVShadowState *s,
+                                        const ShadowMapsRead *kept,
+                                        const ShadowMetaImage *img,
+                                        uint32_t want,
+                                        uint64_t **seqs,
+                                        unsigned long **reread)
+{
+    int64_t units = shadow_meta_nb_units(img->nb_chunks), u;
+    g_autofree unsigned long *listed = NULL;
+    const uint64_t *read;
+    uint64_t low;
+    bool found;
+    int j, bits;
+
+    *reread = NULL;
     if (!kept || img->in_use || !img->unique_seq ||
         img->session != kept->session ||
         img->nb_chunks != kept->nb_chunks || (want & 1)) {
-        return false;
+        return SHADOW_KEEP_NONE;
     }
     if (kept->in_memory && qatomic_read(&s->maps_touched)) {
-        return false;       /* the maps in memory are no longer as read */
+        return SHADOW_KEEP_NONE;    /* the maps in memory are not as read */
     }
     for (j = 0; j < SHADOW_META_SLOTS; j++) {
         const ShadowSlot *slot = &img->slots[j];
@@ -1887,14 +1965,36 @@ static bool shadow_maps_read_hold(BDRVShadowState *s,
             continue;
         }
         if (!(kept->slots & (1u << j)) || slot->epoch != kept->epoch[j] ||
-            !slot->seq_sum_known ||
-            slot->seq_sum != shadow_seq_sum(kept->in_memory ? seqs[1 + j]
-                                                            : kept->seqs[j],
-                                            units)) {
-            return false;
+            !slot->seq_sum_known) {
+            return SHADOW_KEEP_NONE;
+        }
+        read = kept->in_memory ? seqs[1 + j] : kept->seqs[j];
+        if (slot->seq_sum == shadow_seq_sum(read, units)) {
+            continue;
+        }
+        if (!listed) {
+            listed = bitmap_new(MAX(units, 1));
+        }
+        found = false;
+        for (u = 0; u < units; u++) {
+            bits = shadow_meta_listed_seq(img, j, u, &low);
+            if (!bits) {
+                return SHADOW_KEEP_NONE;    /* no list */
+            }
+            if ((read[u] ^ low) & ((1ull << bits) - 1)) {
+                set_bit(u, listed);
+                found = true;
+            }
+        }
+        if (!found) {
+            return SHADOW_KEEP_NONE;
         }
     }
-    return true;
+    if (!listed) {
+        return SHADOW_KEEP_ALL;
+    }
+    *reread = g_steal_pointer(&listed);
+    return SHADOW_KEEP_SOME;
 }
 
 /*
@@ -1921,7 +2021,7 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
     const char *changed[SHADOW_META_SLOTS] = { NULL };
     HBitmap *intent = NULL, *astale;
     ShadowChild *recorded;
-    int64_t size, old_nb, c, recovered = 0, orphans = 0;
+    int64_t size, old_nb, c, moved, recovered = 0, orphans = 0;
     uint32_t want = 0, past_end = 0, forgotten = 0, maps_lost = 0;
     g_autofree int64_t *short_len = NULL;
     /* Consumed by this load, whatever it finds */
@@ -1930,6 +2030,10 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
     g_autoptr(ShadowMapsRead) keep = NULL;
     /* The maps in memory are not yet what was read */
     bool remake = true;
+    ShadowKeep hold;
+    g_autofree unsigned long *reread = NULL;
+    /* SHADOW_KEEP_SOME in memory: the unit numbers before the read again */
+    uint64_t *before[SHADOW_META_COLUMNS] = { NULL };
     bool fresh;
     int i, j, ret;
 
@@ -2100,8 +2204,9 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
                             SHADOW_META_UNIT_PAYLOAD);
         seqs[0] = g_new0(uint64_t, MAX(shadow_nb_units(s), 1));
     }
-    if (shadow_maps_read_hold(s, kept, &img, want, seqs)) {
-        /* An activation, and nothing changed since the inactive load */
+    hold = shadow_maps_read_hold(s, kept, &img, want, seqs, &reread);
+    if (hold != SHADOW_KEEP_NONE) {
+        /* An activation, and nothing changed since the inactive load... */
         remake = !kept->in_memory;
         for (j = 0; remake && j < SHADOW_META_SLOTS; j++) {
             if (want & (1u << (1 + j))) {
@@ -2111,11 +2216,45 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
                        MAX(shadow_nb_units(s), 1) * sizeof(uint64_t));
             }
         }
+    }
+    if (hold == SHADOW_KEEP_SOME) {
+        /* ...but the units whose numbers moved since */
+        for (j = 0; !remake && j < SHADOW_META_SLOTS; j++) {
+            if (want & (1u << (1 + j))) {
+                before[1 + j] = g_memdup2(seqs[1 + j],
+                                          MAX(shadow_nb_units(s), 1) *
+                                          sizeof(uint64_t));
+            }
+        }
+        ret = shadow_meta_read_maps(s, &img, reread, want, epochs, false,
+                                    bits, seqs, torn, 1, bad, &past_end);
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "shadow: cannot read metadata node "
+                             "'%s'", shadow_meta_name(s));
+            goto out;
+        }
+        for (j = 0; j < SHADOW_META_COLUMNS; j++) {
+            if (bad[j]) {
+                hold = SHADOW_KEEP_NONE;    /* the full read reports it */
+            }
+        }
+        if (past_end || !shadow_maps_sums_hold(&img, want, seqs)) {
+            hold = SHADOW_KEEP_NONE;
+        }
+        if (hold == SHADOW_KEEP_NONE) {
+            remake = true;
+        }
+    }
+    if (hold != SHADOW_KEEP_NONE) {
         memset(bad, 0, sizeof(bad));
-        trace_shadow_load_kept(s, shadow_nb_units(s), kept->in_memory);
+        trace_shadow_load_kept(s, shadow_nb_units(s), kept->in_memory,
+                               reread ? bitmap_count_one(reread,
+                                                         shadow_nb_units(s))
+                                      : 0);
     } else {
-        ret = shadow_meta_read_maps(s, &img, want, epochs, img.in_use, bits,
-                                    seqs, torn, 1, bad, &past_end);
+        past_end = 0;
+        ret = shadow_meta_read_maps(s, &img, NULL, want, epochs, img.in_use,
+                                    bits, seqs, torn, 1, bad, &past_end);
         if (ret < 0) {
             error_setg_errno(errp, -ret, "shadow: cannot read metadata node "
                              "'%s'", shadow_meta_name(s));
@@ -2165,6 +2304,27 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
             shadow_stale_from_durable(s, map);
             memcpy(map->ondisk, map->durable,
                    shadow_nb_units(s) * SHADOW_META_UNIT_PAYLOAD);
+        } else if (before[1 + j]) {
+            /*
+             * A unit of the same number is the same unit (ShadowMapsRead).
+             * Unit by unit costs more per unit than the whole map does:
+             * for many, the whole map.
+             */
+            moved = 0;
+            for (c = 0; c < shadow_nb_units(s); c++) {
+                moved += before[1 + j][c] != map->unit_seq[c];
+            }
+            if (moved > MAX(shadow_nb_units(s) / 16, 1)) {
+                shadow_stale_from_durable(s, map);
+                memcpy(map->ondisk, map->durable,
+                       shadow_nb_units(s) * SHADOW_META_UNIT_PAYLOAD);
+            } else {
+                for (c = 0; c < shadow_nb_units(s); c++) {
+                    if (before[1 + j][c] != map->unit_seq[c]) {
+                        shadow_unit_from_durable(s, map, c);
+                    }
+                }
+            }
         }
         shadow_hbitmap_clear(map->unflushed);
         shadow_hbitmap_clear(map->flushing);
@@ -2420,6 +2580,7 @@ out:
     g_free(seqs[0]);
     for (j = 0; j < SHADOW_META_COLUMNS; j++) {
         g_free(torn[j]);
+        g_free(before[j]);
     }
     shadow_meta_image_cleanup(&img);
     return ret;
@@ -2461,6 +2622,8 @@ static uint64_t shadow_header_image(BDRVShadowState *s, ShadowMetaImage *img,
 {
     ShadowMeta *m = &s->meta;
     uint64_t gen;
+    int64_t nb_units, u;
+    bool listed;
     int i;
 
     memset(img, 0, sizeof(*img));
@@ -2479,13 +2642,22 @@ static uint64_t shadow_header_image(BDRVShadowState *s, ShadowMetaImage *img,
     img->length = m->recorded_length;
     gen = m->table_gen;
     img->nb_chunks = DIV_ROUND_UP(img->length, s->chunk_size);
+    nb_units = shadow_meta_nb_units(img->nb_chunks);
+    /* And, if they fit, the low bits of each unit's number (ShadowMapsRead) */
+    listed = !in_use && shadow_meta_list_seqs(img);
+    for (i = 0; listed && i < s->num_children; i++) {
+        listed = img->slots[s->children[i]->slot].used;
+    }
+    img->unit_seqs_known = listed;
     for (i = 0; !in_use && i < s->num_children; i++) {
         ShadowChild *sc = s->children[i];
 
         img->slots[sc->slot].seq_sum_known = true;
-        img->slots[sc->slot].seq_sum =
-            shadow_seq_sum(sc->map.unit_seq,
-                           shadow_meta_nb_units(img->nb_chunks));
+        img->slots[sc->slot].seq_sum = shadow_seq_sum(sc->map.unit_seq,
+                                                      nb_units);
+        for (u = 0; listed && u < nb_units; u++) {
+            shadow_meta_list_seq(img, sc->slot, u, sc->map.unit_seq[u]);
+        }
     }
     qemu_spin_unlock(&s->lock);
     return gen;

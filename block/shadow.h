@@ -305,6 +305,13 @@ typedef struct ShadowSlot {
  * the maps in memory are what the activation would make again
  * (@in_memory): it keeps them as they are.  Else it makes them again
  * from the copies in @bits and @seqs.
+ *
+ * A slot whose sum differs (a copy or an async write during the
+ * migration) keeps all but the units whose numbers' low bits, as the
+ * header lists them, are not those read: those are read again, and then
+ * every sum must hold.  The list only says where to look: a unit whose
+ * number moved by a multiple of what the bits hold, or anything else it
+ * misses, fails a sum, and every unit is read again.
  */
 typedef struct ShadowMapsRead {
     int64_t nb_chunks;
@@ -622,6 +629,8 @@ void shadow_state_stop_timer(BDRVShadowState *s);
 
 /* shadow-meta.c: the on-disk format; column 0 is the intent map */
 #define SHADOW_META_COLUMNS       (1 + SHADOW_META_SLOTS)
+/* The header's room for the units' numbers, after the slot table */
+#define SHADOW_META_SEQS_BYTES    3840
 typedef struct ShadowMetaHeader ShadowMetaHeader;
 typedef struct ShadowMetaImage {
     uint64_t generation;
@@ -640,6 +649,13 @@ typedef struct ShadowMetaImage {
     uint8_t *buf;
     uint8_t *rows;
     int64_t nb_rows;
+    /*
+     * In a header not in use, if they fit: the number of bits listed
+     * per unit, then for each used slot, in slot order, the low bits of
+     * each unit's sequence number (shadow_meta_listed_seq())
+     */
+    bool unit_seqs_known;
+    uint8_t unit_seqs[SHADOW_META_SEQS_BYTES];
 } ShadowMetaImage;
 
 int64_t shadow_meta_nb_units(int64_t nb_chunks);
@@ -654,8 +670,15 @@ int GRAPH_RDLOCK shadow_meta_read_header(BDRVShadowState *s,
 int GRAPH_RDLOCK shadow_meta_write_header(BDRVShadowState *s,
                                           const ShadowMetaImage *img);
 void shadow_meta_image_cleanup(ShadowMetaImage *img);
+int shadow_meta_seq_bits(const ShadowMetaImage *img);
+bool shadow_meta_list_seqs(ShadowMetaImage *img);
+void shadow_meta_list_seq(ShadowMetaImage *img, int slot, int64_t u,
+                          uint64_t seq);
+int shadow_meta_listed_seq(const ShadowMetaImage *img, int slot, int64_t u,
+                           uint64_t *low);
 int GRAPH_RDLOCK shadow_meta_read_maps(BDRVShadowState *s,
                                        const ShadowMetaImage *img,
+                                       const unsigned long *rows_wanted,
                                        uint32_t want, const uint64_t *epochs,
                                        bool torn_ok, uint8_t **bits,
                                        uint64_t **seqs, unsigned long **torn,
