@@ -825,9 +825,8 @@ static int GRAPH_RDLOCK shadow_meta_read_rows(ShadowRowsRead *r)
 /*
  * Read the maps of every column @want says (a bit per column) of @img
  * (the rows shadow_meta_read_header() read, then the metadata node), in
- * the rows (units) set in @rows_wanted and the rows of the same batch
- * after them (as many reads in flight cost about what one does), or if
- * NULL in every row, into
+ * the rows (units) set in @rows_wanted (and any rows read with the
+ * header), or if NULL in every row, into
  * @bits[column] (SHADOW_META_UNIT_PAYLOAD bytes per unit, as many units
  * as @img's chunks need), each checked against @epochs[column]; for the
  * valid maps, the sequence number of each unit's current version into
@@ -883,6 +882,11 @@ int shadow_meta_read_maps(BDRVShadowState *s, const ShadowMetaImage *img,
             skip = 0;
         } else {
             rows = MIN(SHADOW_META_LOAD_ROWS, nb_units - u);
+            if (rows_wanted) {
+                /* The wanted rows from @u on, those alone */
+                rows = MIN(rows,
+                           find_next_zero_bit(rows_wanted, nb_units, u) - u);
+            }
             stride = shadow_rows_stride(first_pos, end_pos);
             skip = shadow_rows_skip(first_pos, end_pos);
             if (!read_buf) {

@@ -148,6 +148,47 @@ def unit(md, u, column, copy=0):
     return ok, epoch, seq, bytes(raw[UNIT_HEADER:])
 
 
+LIST = TABLE + SLOTS * SLOT
+UNIT_NUMBERS = 4        # header flag: a clean header lists them at LIST
+
+
+def listed_numbers(md):
+    """(bits, {(slot index, unit): low bits of its number}) as the
+    current header lists them, or (0, {}) without a list
+    (docs/shadow-metadata.md, "Units' numbers")"""
+    copy, hdr = current_header(md)
+    if copy is None or hdr['flags'] & (IN_USE | UNIT_NUMBERS) != UNIT_NUMBERS:
+        return 0, {}
+    area = md[copy + LIST:copy + HEADER_SIZE]
+    b = area[0]
+    units = -(-hdr['nb_chunks'] // UNIT_CHUNKS)
+    entries = int.from_bytes(area[1:], 'little')
+    out = {}
+    for k, sl in enumerate(slots(md)):
+        for u in range(units):
+            pos = (k * units + u) * b
+            out[sl['index'], u] = (entries >> pos) & ((1 << b) - 1)
+    return b, out
+
+
+def listed_numbers_wrong(md):
+    """The units whose number a clean header lists otherwise than the
+    unit's current copy on disk (of the slot's epoch) has it, as
+    (slot index, unit, listed, on disk) tuples"""
+    b, listed = listed_numbers(md)
+    epochs = {sl['index']: sl['epoch'] for sl in slots(md)}
+    wrong = []
+    for (slot, u), low in sorted(listed.items()):
+        cur = 0
+        for copy in (0, 1):
+            ok, ep, seq, _payload = unit(md, u, 1 + slot, copy)
+            if ok and ep == epochs[slot]:
+                cur = max(cur, seq)
+        if cur & ((1 << b) - 1) != low:
+            wrong.append((slot, u, low, cur))
+    return wrong
+
+
 def main():
     md = open(sys.argv[1], 'rb').read()
     copy, hdr = current_header(md)
@@ -177,6 +218,9 @@ def main():
         act = ' (active)' if sl['active'] else ''
         print(f"slot {sl['index']} {sl['node_name']}{act}: valid "
               f"{ranges(bits(1 + sl['index'], sl['epoch']))}")
+    b, listed = listed_numbers(md)
+    if b:
+        print(f'unit numbers listed ({b} bits each): {listed}')
 
 
 if __name__ == '__main__':

@@ -1427,6 +1427,12 @@ class Segment:
             if rc != 0:
                 raise Failure(f'the clean stop ended with {rc}; log: '
                               f'{self.d.log_tail()}')
+            with open(self.path['md'], 'rb') as f:
+                wrong = mdinfo.listed_numbers_wrong(f.read())
+            if wrong:
+                raise Failure('the clean header lists unit numbers that '
+                              'are not those on disk (slot, unit, listed, '
+                              f'on disk): {wrong}')
             self.model.clean_stop(start, end)
             self.cnt.restarts += 1
         for f in self.faults:
