@@ -825,9 +825,15 @@ move-abort)
     seed_data
     start_agent
     wait_for 10 "d[0]['connected'] and d[0]['samples'] > 0" || fail "shadowd did not connect"
-    ctl move vm1 fast --no-wait > /dev/null || fail "shadowctl move failed"
-    ctl move vm1 --abort > /dev/null || fail "shadowctl move --abort failed"
-    [ "$(status "d[0]['move']['state']")" = aborted ] || fail "the move did not abort"
+    # while it prepares: the daemon stopped holds the move's QMP steps
+    # (and its samples) in flight, so the move cannot pass preparing
+    kill -STOP "$qsd_pid"
+    ctl move vm1 fast --no-wait > /dev/null || { kill -CONT "$qsd_pid"; fail "shadowctl move failed"; }
+    state=$(status "d[0]['move']['state']")
+    ctl move vm1 --abort > /dev/null || { kill -CONT "$qsd_pid"; fail "shadowctl move --abort failed"; }
+    kill -CONT "$qsd_pid"
+    [ "$state" = preparing ] || fail "the move was $state, not preparing"
+    [ "$(move_states)" = "preparing aborted" ] || fail "the first move went through: $(move_states)"
     wait_for 10 "[t['state'] for t in d[0]['tiers']] == ['active', None]" ||
         fail "tier-b did not leave the node after the abort"
     # while it copies (64 MiB at 8 MiB/s)
