@@ -16,6 +16,7 @@
 #include "qemu/main-loop.h"
 #include "qemu/memalign.h"
 #include "qemu/units.h"
+#include "block/shadow.h"
 
 #define REC_SIZE    (1 * MiB)
 #define REC_BYTES   4096
@@ -166,6 +167,98 @@ static void test_buffer_changed_in_flight(const void *opaque)
     qemu_vfree(buf);
 }
 
+/*
+ * The clean header's list of unit numbers (shadow_meta_list_seq()): for
+ * geometries on each side of every width's limit and random sets of
+ * used slots, every used slot's every unit reads back the low bits of
+ * the number listed for it, whatever was listed for the others; a slot
+ * not used, a unit past the end or a width byte that is not the one the
+ * geometry gives reads as no list.  Seeded: SHADOW_TEST_SEED=N repeats.
+ */
+static void test_seq_list(void)
+{
+    const char *env = g_getenv("SHADOW_TEST_SEED");
+    guint32 seed = env ? strtoul(env, NULL, 0) : g_random_int();
+    g_autoptr(GRand) rand = g_rand_new_with_seed(seed);
+    const int64_t entries_max = (SHADOW_META_SEQS_BYTES - 1) * 8;
+    int width, round;
+
+    g_test_message("seed %u (SHADOW_TEST_SEED=%u repeats it)", seed, seed);
+    for (round = 0; round < 64; round++) {
+        ShadowMetaImage *img = g_new0(ShadowMetaImage, 1);
+        int nb_used = g_rand_int_range(rand, 1, SHADOW_META_SLOTS + 1);
+        int used[SHADOW_META_SLOTS], j, k, tmp, bits, want_bits;
+        int64_t units, u, limit;
+        g_autofree uint64_t *seqs = NULL;
+        uint64_t low, mask;
+
+        /* nb_used distinct slots, not necessarily the first ones */
+        for (j = 0; j < SHADOW_META_SLOTS; j++) {
+            used[j] = j;
+        }
+        for (j = 0; j < nb_used; j++) {
+            k = g_rand_int_range(rand, j, SHADOW_META_SLOTS);
+            tmp = used[j];
+            used[j] = used[k];
+            used[k] = tmp;
+            img->slots[used[j]].used = true;
+        }
+        /* units per slot: at, one under or one over a width's limit */
+        width = 1 << g_rand_int_range(rand, 0, 5);
+        limit = entries_max / width / nb_used;
+        units = MAX(limit + g_rand_int_range(rand, -1, 2), 1);
+        img->nb_chunks = units * SHADOW_META_UNIT_CHUNKS -
+                         g_rand_int_range(rand, 0, SHADOW_META_UNIT_CHUNKS);
+        g_assert_cmpint(shadow_meta_nb_units(img->nb_chunks), ==, units);
+
+        for (want_bits = 16; want_bits; want_bits /= 2) {
+            if (units * nb_used * want_bits <= entries_max) {
+                break;
+            }
+        }
+        bits = shadow_meta_seq_bits(img);
+        g_assert_cmpint(bits, ==, want_bits);
+        g_assert_cmpint(shadow_meta_list_seqs(img), ==, bits > 0);
+        if (!bits) {
+            g_assert_cmpint(shadow_meta_listed_seq(img, used[0], 0, &low),
+                            ==, 0);
+            g_free(img);
+            continue;
+        }
+
+        seqs = g_new(uint64_t, SHADOW_META_SLOTS * units);
+        for (j = 0; j < SHADOW_META_SLOTS * units; j++) {
+            seqs[j] = ((uint64_t)g_rand_int(rand) << 32) | g_rand_int(rand);
+        }
+        for (j = 0; j < SHADOW_META_SLOTS; j++) {
+            for (u = 0; u < units; u++) {
+                /* a slot not used lists nothing, and overwrites nothing */
+                shadow_meta_list_seq(img, j, u, seqs[j * units + u]);
+            }
+        }
+        mask = (1ull << bits) - 1;
+        for (j = 0; j < SHADOW_META_SLOTS; j++) {
+            for (u = 0; u < units; u++) {
+                if (!img->slots[j].used) {
+                    g_assert_cmpint(shadow_meta_listed_seq(img, j, u, &low),
+                                    ==, 0);
+                    continue;
+                }
+                g_assert_cmpint(shadow_meta_listed_seq(img, j, u, &low),
+                                ==, bits);
+                g_assert_cmphex(low, ==, seqs[j * units + u] & mask);
+            }
+        }
+        g_assert_cmpint(shadow_meta_listed_seq(img, used[0], units, &low),
+                        ==, 0);
+        /* a list written for another geometry is no list */
+        img->unit_seqs[0] = bits == 16 ? 8 : bits * 2;
+        g_assert_cmpint(shadow_meta_listed_seq(img, used[0], 0, &low),
+                        ==, 0);
+        g_free(img);
+    }
+}
+
 int main(int argc, char **argv)
 {
     bdrv_init();
@@ -179,5 +272,6 @@ int main(int argc, char **argv)
     g_test_add_data_func("/shadow/sync-write/buffer-not-copied",
                          GINT_TO_POINTER(false),
                          test_buffer_changed_in_flight);
+    g_test_add_func("/shadow/meta/seq-list", test_seq_list);
     return g_test_run();
 }
