@@ -173,20 +173,17 @@ static void test_buffer_changed_in_flight(const void *opaque)
  * used slots, every used slot's every unit reads back the low bits of
  * the number listed for it, whatever was listed for the others; a slot
  * not used, a unit past the end or a width byte that is not the one the
- * geometry gives reads as no list.  Seeded: SHADOW_TEST_SEED=N repeats.
+ * geometry gives reads as no list.  Random by GTest's seed: the
+ * "random seed" line it prints, given to --seed, repeats a run.
  */
 static void test_seq_list(void)
 {
-    const char *env = g_getenv("SHADOW_TEST_SEED");
-    guint32 seed = env ? strtoul(env, NULL, 0) : g_random_int();
-    g_autoptr(GRand) rand = g_rand_new_with_seed(seed);
     const int64_t entries_max = (SHADOW_META_SEQS_BYTES - 1) * 8;
     int width, round;
 
-    g_test_message("seed %u (SHADOW_TEST_SEED=%u repeats it)", seed, seed);
     for (round = 0; round < 64; round++) {
         ShadowMetaImage *img = g_new0(ShadowMetaImage, 1);
-        int nb_used = g_rand_int_range(rand, 1, SHADOW_META_SLOTS + 1);
+        int nb_used = g_test_rand_int_range(1, SHADOW_META_SLOTS + 1);
         int used[SHADOW_META_SLOTS], j, k, tmp, bits, want_bits;
         int64_t units, u, limit;
         g_autofree uint64_t *seqs = NULL;
@@ -197,18 +194,18 @@ static void test_seq_list(void)
             used[j] = j;
         }
         for (j = 0; j < nb_used; j++) {
-            k = g_rand_int_range(rand, j, SHADOW_META_SLOTS);
+            k = g_test_rand_int_range(j, SHADOW_META_SLOTS);
             tmp = used[j];
             used[j] = used[k];
             used[k] = tmp;
             img->slots[used[j]].used = true;
         }
         /* units per slot: at, one under or one over a width's limit */
-        width = 1 << g_rand_int_range(rand, 0, 5);
+        width = 1 << g_test_rand_int_range(0, 5);
         limit = entries_max / width / nb_used;
-        units = MAX(limit + g_rand_int_range(rand, -1, 2), 1);
+        units = MAX(limit + g_test_rand_int_range(-1, 2), 1);
         img->nb_chunks = units * SHADOW_META_UNIT_CHUNKS -
-                         g_rand_int_range(rand, 0, SHADOW_META_UNIT_CHUNKS);
+                         g_test_rand_int_range(0, SHADOW_META_UNIT_CHUNKS);
         g_assert_cmpint(shadow_meta_nb_units(img->nb_chunks), ==, units);
 
         for (want_bits = 16; want_bits; want_bits /= 2) {
@@ -228,7 +225,7 @@ static void test_seq_list(void)
 
         seqs = g_new(uint64_t, SHADOW_META_SLOTS * units);
         for (j = 0; j < SHADOW_META_SLOTS * units; j++) {
-            seqs[j] = ((uint64_t)g_rand_int(rand) << 32) | g_rand_int(rand);
+            seqs[j] = ((uint64_t)g_test_rand_int() << 32) | g_test_rand_int();
         }
         for (j = 0; j < SHADOW_META_SLOTS; j++) {
             for (u = 0; u < units; u++) {
