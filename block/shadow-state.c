@@ -182,6 +182,16 @@ static int64_t shadow_nb_units(BDRVShadowState *s)
     return shadow_meta_nb_units(s->nb_chunks);
 }
 
+/*
+ * The units a child's map has room for: at least one, because a NULL map
+ * says the node has no metadata, and a disk of no chunks (that may grow)
+ * has metadata
+ */
+static int64_t shadow_map_units(BDRVShadowState *s)
+{
+    return MAX(shadow_nb_units(s), 1);
+}
+
 /* The sum of @nb_units sequence numbers, as a slot records it */
 static uint32_t shadow_seq_sum(const uint64_t *seqs, int64_t nb_units)
 {
@@ -228,11 +238,7 @@ void shadow_child_map_init(BDRVShadowState *s, ShadowChild *sc, bool stale)
         qatomic_set(&s->copy_pending, true);
     }
     if (s->meta.child) {
-        /*
-         * At least one unit: a NULL map says the node has no metadata,
-         * and a disk of no chunks (that may grow) has metadata
-         */
-        int64_t units = MAX(shadow_nb_units(s), 1);
+        int64_t units = shadow_map_units(s);
 
         map->durable = g_malloc0(units * SHADOW_META_UNIT_PAYLOAD);
         map->dirty_units = bitmap_new(units);
@@ -2194,15 +2200,15 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
             epochs[1 + j] = img.slots[j].epoch;
             bits[1 + j] = by_slot[j]->map.durable;
             seqs[1 + j] = by_slot[j]->map.unit_seq;
-            torn[1 + j] = bitmap_new(MAX(shadow_nb_units(s), 1));
+            torn[1 + j] = bitmap_new(shadow_map_units(s));
         }
     }
     if (img.in_use) {
         want |= 1;
         epochs[0] = img.session;
-        bits[0] = g_malloc0(MAX(shadow_nb_units(s), 1) *
+        bits[0] = g_malloc0(shadow_map_units(s) *
                             SHADOW_META_UNIT_PAYLOAD);
-        seqs[0] = g_new0(uint64_t, MAX(shadow_nb_units(s), 1));
+        seqs[0] = g_new0(uint64_t, shadow_map_units(s));
     }
     hold = shadow_maps_read_hold(s, kept, &img, want, seqs, &reread);
     if (hold != SHADOW_KEEP_NONE) {
@@ -2211,9 +2217,9 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
         for (j = 0; remake && j < SHADOW_META_SLOTS; j++) {
             if (want & (1u << (1 + j))) {
                 memcpy(bits[1 + j], kept->bits[j],
-                       MAX(shadow_nb_units(s), 1) * SHADOW_META_UNIT_PAYLOAD);
+                       shadow_map_units(s) * SHADOW_META_UNIT_PAYLOAD);
                 memcpy(seqs[1 + j], kept->seqs[j],
-                       MAX(shadow_nb_units(s), 1) * sizeof(uint64_t));
+                       shadow_map_units(s) * sizeof(uint64_t));
             }
         }
     }
@@ -2222,7 +2228,7 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
         for (j = 0; !remake && j < SHADOW_META_SLOTS; j++) {
             if (want & (1u << (1 + j))) {
                 before[1 + j] = g_memdup2(seqs[1 + j],
-                                          MAX(shadow_nb_units(s), 1) *
+                                          shadow_map_units(s) *
                                           sizeof(uint64_t));
             }
         }
@@ -2275,7 +2281,7 @@ static int shadow_state_load_maps(BDRVShadowState *s, Error **errp)
     for (j = 0; j < SHADOW_META_SLOTS; j++) {
         if (by_slot[j]) {
             memset(by_slot[j]->map.unit_seq_failed, 0,
-                   MAX(shadow_nb_units(s), 1) * sizeof(uint64_t));
+                   shadow_map_units(s) * sizeof(uint64_t));
         }
     }
 
