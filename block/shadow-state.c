@@ -1589,6 +1589,56 @@ out:
 }
 
 /*
+ * Without metadata, an activation knows nothing of what another process
+ * did to the children while the node was inactive (a migration's
+ * destination, or a storage daemon's node that went inactive and back).
+ * It may have grown the disk, which only the active child's length says
+ * now, and written the active child alone (async mode, a degraded
+ * shadow).  It was given the same active child (the node's open trusts
+ * it with every chunk), so that child holds every write: the disk is as
+ * long as the active child, which holds the new chunks, and every shadow
+ * is stale, as at open: but for what the active child lacks (a read-only
+ * node after an instant switch), which its holder keeps (I1).  The node
+ * is inactive: no I/O, no copy.
+ */
+int shadow_state_activate_unrecorded(BDRVShadowState *s, int64_t active_len,
+                                     Error **errp)
+{
+    int64_t old_len = s->length, old_nb = s->nb_chunks, nb;
+    int i;
+
+    assert(!s->meta.child);
+    if (active_len > old_len &&
+        shadow_state_check_geometry(active_len, s->chunk_size, errp) < 0) {
+        return -EFBIG;
+    }
+
+    qemu_spin_lock(&s->lock);
+    if (active_len > old_len) {
+        nb = DIV_ROUND_UP(active_len, s->chunk_size);
+        for (i = 0; i < s->num_children; i++) {
+            shadow_child_map_grow(s, s->children[i], old_nb, nb);
+        }
+        shadow_mark_valid(s, s->active, old_nb, nb - old_nb);
+        hbitmap_truncate(s->copying, nb);
+        s->length = active_len;
+        s->nb_chunks = nb;
+        qatomic_set(&s->grown_length, active_len);
+        shadow_heat_resize(&s->heat, active_len);
+    }
+    for (i = 0; i < s->num_children; i++) {
+        if (s->children[i] != s->active) {
+            shadow_mark_stale(s, s->children[i], 0, s->nb_chunks);
+        }
+    }
+    qemu_spin_unlock(&s->lock);
+    if (active_len > old_len) {
+        trace_shadow_grow(s, old_len, active_len);
+    }
+    return 0;
+}
+
+/*
  * Give the node a new length, with the maps it has without metadata (the
  * active child holds everything).  Only while no I/O can be in flight:
  * at open and activation.

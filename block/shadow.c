@@ -1522,10 +1522,16 @@ shadow_co_invalidate_cache(BlockDriverState *bs, Error **errp)
         return;
     }
     /*
-     * An inactive node shares resizing its children: one may have shrunk.
-     * As at open, the active child must hold the disk; a shorter shadow
-     * is degraded.
+     * An inactive node shares resizing its children: one may have grown
+     * or shrunk.  With metadata the disk has the length it records (its
+     * load checks the children); without, as at open, the active child's.
+     * The active child must hold the disk; a shorter shadow is degraded.
      */
+    len = bdrv_co_getlength(s->active->child->bs);
+    if (!s->meta.child && len >= 0 &&
+        shadow_state_activate_unrecorded(s, len, errp) < 0) {
+        return;
+    }
     for (i = 0; i < s->num_children; i++) {
         ShadowChild *sc = s->children[i];
 

@@ -603,6 +603,8 @@ void shadow_state_switch(BDRVShadowState *s, ShadowChild *to);
 void shadow_state_short_child(BDRVShadowState *s, ShadowChild *sc,
                               int64_t len);
 void shadow_state_retry_degraded(BDRVShadowState *s);
+int shadow_state_activate_unrecorded(BDRVShadowState *s, int64_t active_len,
+                                     Error **errp);
 int coroutine_fn GRAPH_RDLOCK shadow_state_flush_children(BDRVShadowState *s);
 bool shadow_state_unflushed(BDRVShadowState *s, ShadowChild *sc);
 int shadow_state_flush_child_sync(BDRVShadowState *s, ShadowChild *sc);
