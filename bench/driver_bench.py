@@ -343,8 +343,10 @@ def main():
     print()
     width = max([14] + [len(case) for res in results.values()
                         if isinstance(res, dict) for case in res])
+    # ratio: the median of each pair's (paired_ratio()); medians: the
+    # ratio of the two columns' medians, for comparison
     print(f'{"benchmark":24} {"case":{width}} {"baseline":>10} '
-          f'{"shadow":>10} {"ratio":>7} {"target":>7}')
+          f'{"shadow":>10} {"ratio":>7} {"medians":>7} {"target":>7}')
     for name, res in results.items():
         for case, r in res.items():
             if isinstance(r, dict) and 'ratio' in r:
@@ -357,8 +359,11 @@ def main():
                                                  else 'MISS')
                 maps = ' '.join(f'{how}:{n}' for how, n in
                                 r.get('candidate-maps', {}).items())
+                of_medians = ('' if 'ratio-of-medians' not in r else
+                              f'{r["ratio-of-medians"]:.3f}')
                 print(f'{name:24} {case:{width}} {r["baseline"]:10.3f} '
                       f'{r["candidate"]:10.3f} {r["ratio"]:7.3f} '
+                      f'{of_medians:>7} '
                       f'{"" if t is None else t:>7} {mark}'
                       f'{"  maps " + maps if maps else ""}')
             elif isinstance(r, dict) and 'share' in r:
