@@ -1453,6 +1453,26 @@ shadow_record_length(BDRVShadowState *s, Error **errp)
 }
 
 /*
+ * The node's own maps (the copy's, the intent map) and heat table grow to
+ * @length bytes, once every child's map has grown.  Locked.
+ */
+static void shadow_grow_node_maps(BDRVShadowState *s, int64_t length)
+{
+    int64_t nb = DIV_ROUND_UP(length, s->chunk_size);
+
+    hbitmap_truncate(s->copying, nb);
+    if (s->meta.intent) {
+        hbitmap_truncate(s->meta.intent, nb);
+        hbitmap_truncate(s->meta.intent_durable, nb);
+        hbitmap_truncate(s->meta.written, nb);
+        s->meta.intent_size = nb;
+    }
+    s->length = length;
+    s->nb_chunks = nb;
+    shadow_heat_resize(&s->heat, length);
+}
+
+/*
  * Grow the node and every child to @length bytes (block_resize, or a
  * write past the end by a format node above).  The new bytes are zero on
  * a child whose truncate guaranteed it and which was not longer before;
@@ -1561,16 +1581,7 @@ int coroutine_fn shadow_state_grow(BDRVShadowState *s, int64_t length,
             shadow_mark_stale_run(s, sc, tail, nb - tail);
         }
     }
-    hbitmap_truncate(s->copying, nb);
-    if (s->meta.intent) {
-        hbitmap_truncate(s->meta.intent, nb);
-        hbitmap_truncate(s->meta.intent_durable, nb);
-        hbitmap_truncate(s->meta.written, nb);
-        s->meta.intent_size = nb;
-    }
-    s->length = length;
-    s->nb_chunks = nb;
-    shadow_heat_resize(&s->heat, length);
+    shadow_grow_node_maps(s, length);
     qemu_spin_unlock(&s->lock);
     trace_shadow_grow(s, old_len, length);
 
@@ -1620,11 +1631,8 @@ int shadow_state_activate_unrecorded(BDRVShadowState *s, int64_t active_len,
             shadow_child_map_grow(s, s->children[i], old_nb, nb);
         }
         shadow_mark_valid(s, s->active, old_nb, nb - old_nb);
-        hbitmap_truncate(s->copying, nb);
-        s->length = active_len;
-        s->nb_chunks = nb;
+        shadow_grow_node_maps(s, active_len);
         qatomic_set(&s->grown_length, active_len);
-        shadow_heat_resize(&s->heat, active_len);
     }
     for (i = 0; i < s->num_children; i++) {
         if (s->children[i] != s->active) {
