@@ -224,6 +224,8 @@ def switch_pauses(d, size, runs, pin):
     def med(runs, key):
         return statistics.median(r[key] for r in runs) * 1000
 
+    ms = med(shadow, 'pause_ms')
+
     def ratio(baseline):
         """@baseline's pause against the switch's, runs of one round
         paired (paired_ratio()); above 1: the switch is shorter"""
@@ -234,7 +236,6 @@ def switch_pauses(d, size, runs, pin):
                 'ratio-of-medians': mb / ms, 'unit': 'ms',
                 'baseline_runs': b, 'candidate_runs': c}
 
-    ms = med(shadow, 'pause_ms')
     return {
         'pause': ratio(mirror),
         'first-completion-ms': {'mirror': med(mirror, 'first_ms'),
