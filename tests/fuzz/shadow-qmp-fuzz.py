@@ -842,40 +842,6 @@ def wpick(rng, table):
     return rng.choice(table[-1][1])
 
 
-def avoid_upstream(step):
-    """Keep away from bugs of QEMU itself (not of the shadow
-    driver), which would otherwise end many cases
-    (tests/fuzz/corpus/upstream-*): null-co with a negative size aborts
-    (null_open() parses it with &error_abort), a blockdev-reopen with an
-    empty list aborts (bdrv_reopen_multiple() asserts a queue), and one that
-    lists a node twice leaves it drained, so that its next request hangs."""
-    def walk(o):
-        if isinstance(o, dict):
-            if o.get('driver') == 'null-co' and \
-                    isinstance(o.get('size'), int) and o['size'] < 0:
-                o['size'] = MiB
-            for v in o.values():
-                walk(v)
-        elif isinstance(o, list):
-            for v in o:
-                walk(v)
-    walk(step)
-    q = step.get('qmp', {})
-    args = q.get('arguments')
-    if q.get('execute') == 'blockdev-reopen' and isinstance(args, dict) and \
-            isinstance(args.get('options'), list):
-        seen, opts = set(), []
-        for o in args['options']:
-            name = o.get('node-name') if isinstance(o, dict) else None
-            if isinstance(name, str):
-                if name in seen:
-                    continue
-                seen.add(name)
-            opts.append(o)
-        args['options'] = opts or [{}]
-    return step
-
-
 class Model:
     """What the generator knows of the block graph, from the queries it
     sends after each change"""
@@ -1043,7 +1009,7 @@ class Generator:
             step = None
         else:
             self.count += 1
-            step = avoid_upstream(self.generate())
+            step = self.generate()
             if self.model.auto:
                 step = self.placeholders(step)
         self.last_step = step
@@ -1666,11 +1632,6 @@ class Generator:
         size = m.nodes.get(node, {}).get('size', MiB)
         cmds = []
         ops = self.io_ops(size)
-        if not m.nodes.get(node, {}).get('active', True):
-            # HMP qemu-io writes to an inactive node abort in QEMU itself
-            # (corpus/upstream-hmp-write-inactive.json): reads only
-            ops = [op for op in ops if op[0] == 'read'] or \
-                [['read', 0, 512]]
         for op in ops:
             if op[0] == 'read':
                 cmds.append(f'read {op[1]} {op[2]}')
@@ -1994,9 +1955,18 @@ def replay_corpus_entry(path, runs, mem_mib, timeout=None):
 def corpus_tap(tap, name, case, out):
     """One TAP line for a corpus entry.  Entries marked "upstream" are bugs
     of QEMU itself that the generator stays away from: a SKIP while they
-    still reproduce."""
+    still reproduce, unless "patched" names the project's QEMU patch that
+    fixes them: then they must not reproduce, as the driver's own."""
     f = out['finding']
-    if case.get('upstream'):
+    if case.get('patched'):
+        if f:
+            tap(False, f'corpus/{name}: reproduces again, though '
+                f'{case["patched"]} fixes it: {f["kind"]} at step '
+                f'{f["step"]} ({f["during"]}): {f["signature"]}')
+        else:
+            tap(True, f'corpus/{name}: fixed by {case["patched"]} '
+                f'({case["upstream"]})')
+    elif case.get('upstream'):
         if f:
             tap(True, f'corpus/{name}: {case["upstream"]} # SKIP upstream '
                 f'QEMU bug, not the shadow driver: {f["signature"]}')
@@ -2106,10 +2076,12 @@ def main():
     # upstream's, and then only if the signature names code of its own
     # ("specific"): the generator avoids the triggers of the others, so the
     # same signature from a random case is likely the driver's.  The
-    # driver's own entries are fixed bugs: a random case that hits one
-    # again is a regression by another path.
+    # driver's own entries and those a QEMU patch of the project fixes are
+    # fixed bugs: a random case that hits one again is a regression by
+    # another path.
     known = {c['signature'] for c in corpus_cases.values()
-             if c.get('upstream') and c.get('specific')}
+             if c.get('upstream') and c.get('specific') and
+             not c.get('patched')}
 
     if args.seconds is None:
         seeds = parse_seeds(args.seeds or '0-39')
