@@ -973,6 +973,17 @@ retry:
             goto unlock;
         }
         shadow_chunk_range(s, io.offset, io.bytes, &first, &end);
+        if (shadow_state_active_lacks(s, first, end)) {
+            /*
+             * A child may ignore a discard or leave anything there, and
+             * the active child's copy of a chunk it lacks is older than
+             * what the guest wrote last: after the discard it would
+             * serve that.  A discard is advisory: skip it while the
+             * range is not hydrated
+             */
+            trace_shadow_discard_skipped(s, io.offset, io.bytes);
+            goto unlock;
+        }
     } else {
         if (head) {
             ret = shadow_copy_up_locked(s, first, first + 1);
