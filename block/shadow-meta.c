@@ -171,7 +171,7 @@ int64_t shadow_meta_size(int64_t nb_chunks)
  */
 
 /* The node that stores @bs's data: below its filters and formats */
-static BlockDriverState *GRAPH_RDLOCK shadow_storage_leaf(BlockDriverState *bs)
+BlockDriverState *shadow_storage_leaf(BlockDriverState *bs)
 {
     for (;;) {
         bs = bdrv_skip_filters(bs) ?: bs;

@@ -1685,9 +1685,34 @@ static uint64_t shadow_new_epoch(void)
     return e;
 }
 
-static void shadow_slot_fill(ShadowSlot *slot, ShadowChild *sc,
-                             const ShadowIdentity *id, uint64_t epoch)
+/* Whether @sc's child stores its data elsewhere since its slot was filled */
+static bool GRAPH_RDLOCK shadow_storage_moved(ShadowChild *sc)
 {
+    BlockDriverState *leaf;
+
+    if (sc->slot < 0) {
+        return false;
+    }
+    leaf = shadow_storage_leaf(sc->child->bs);
+    return leaf != sc->storage ||
+           strcmp(bdrv_get_node_name(leaf), sc->storage_name);
+}
+
+/* The slot of @sc now describes the storage its child has now */
+static void GRAPH_RDLOCK shadow_storage_seen(ShadowChild *sc)
+{
+    BlockDriverState *leaf = shadow_storage_leaf(sc->child->bs);
+
+    sc->storage = leaf;
+    pstrcpy(sc->storage_name, sizeof(sc->storage_name),
+            bdrv_get_node_name(leaf));
+}
+
+static void GRAPH_RDLOCK shadow_slot_fill(ShadowSlot *slot, ShadowChild *sc,
+                                          const ShadowIdentity *id,
+                                          uint64_t epoch)
+{
+    shadow_storage_seen(sc);
     memset(slot, 0, sizeof(*slot));
     slot->used = true;
     slot->epoch = epoch;
@@ -1697,6 +1722,16 @@ static void shadow_slot_fill(ShadowSlot *slot, ShadowChild *sc,
     pstrcpy(slot->filename, sizeof(slot->filename), id->filename);
 }
 
+/* Whether @a and @b, of the same filename, are different files */
+static bool shadow_other_file(const ShadowIdentity *a, const ShadowIdentity *b)
+{
+    return a->have_stat && b->have_stat &&
+           (a->ino != b->ino ||
+            (a->have_btime && b->have_btime &&
+             (a->btime_sec != b->btime_sec ||
+              a->btime_nsec != b->btime_nsec)));
+}
+
 /*
  * Whether the storage behind a slot was replaced or written while the
  * node did not hold it; NULL if not, else what happened
@@ -1704,13 +1739,10 @@ static void shadow_slot_fill(ShadowSlot *slot, ShadowChild *sc,
 static const char *shadow_slot_changed(const ShadowSlot *slot,
                                        const ShadowIdentity *id)
 {
+    if (shadow_other_file(&slot->id, id)) {
+        return "replaced by another file";
+    }
     if (slot->id.have_stat && id->have_stat) {
-        if (slot->id.ino != id->ino ||
-            (slot->id.have_btime && id->have_btime &&
-             (slot->id.btime_sec != id->btime_sec ||
-              slot->id.btime_nsec != id->btime_nsec))) {
-            return "replaced by another file";
-        }
         /*
          * Any write, truncate or change of the file's times or mode makes
          * its ctime now, which nobody can set back.  A power loss may
@@ -3239,6 +3271,62 @@ static int coroutine_fn GRAPH_RDLOCK shadow_write_idle_maps(BDRVShadowState *s)
 }
 
 /*
+ * A child's storage may change under the node while it runs: an external
+ * snapshot (blockdev-snapshot) of a tier puts an overlay over it, a
+ * blockdev-reopen gives the tier's format node another file.  The maps
+ * then describe what the child has in its new storage, and its slot must
+ * name that storage: else the next open trusts the maps for the storage
+ * the slot names, which lacks what was written since, and refuses the
+ * new one.  A shadow turns stale: the node cannot tell an overlay, which
+ * shows what its base held, from another image.  Done before each commit
+ * and stop writes the slot table; io_lock held.
+ */
+static void coroutine_fn GRAPH_RDLOCK
+shadow_state_check_storage(BDRVShadowState *s)
+{
+    ShadowMeta *m = &s->meta;
+    int i;
+
+    for (i = 0; i < s->num_children; i++) {
+        ShadowChild *sc = s->children[i];
+        ShadowSlot *slot;
+        ShadowIdentity id;
+
+        if (!shadow_storage_moved(sc)) {
+            continue;
+        }
+        if (shadow_meta_identify(sc->child->bs, &id) < 0) {
+            continue;   /* again at the next commit */
+        }
+        slot = &m->slots[sc->slot];
+        shadow_storage_seen(sc);
+        if (!memcmp(slot->id.hash, id.hash, sizeof(id.hash)) &&
+            !shadow_other_file(&slot->id, &id)) {
+            continue;   /* another node over the same file */
+        }
+        warn_report("shadow: child '%s' of node '%s' now stores its data in "
+                    "%s, not %s: metadata node '%s' records it there%s",
+                    shadow_child_name(sc), bdrv_get_node_name(s->bs),
+                    id.filename, slot->filename, shadow_meta_name(s),
+                    sc == s->active ? "" : ", and it is copied again");
+        trace_shadow_storage_changed(s, shadow_child_name(sc), id.filename);
+        slot->id = id;
+        slot->id.filename = NULL;
+        slot->stamped = false;
+        pstrcpy(slot->node_name, sizeof(slot->node_name),
+                shadow_child_name(sc));
+        pstrcpy(slot->filename, sizeof(slot->filename), id.filename);
+        shadow_table_changed(m);
+        if (sc != s->active) {
+            qemu_spin_lock(&s->lock);
+            shadow_mark_stale(s, sc, 0, s->nb_chunks);
+            qemu_spin_unlock(&s->lock);
+            shadow_copy_kick(s);
+        }
+    }
+}
+
+/*
  * Make a change of the slot table (x-blockdev-change) durable while no
  * child has been written: the maps first, then a header that is not in
  * use.  Nothing to do once the header is in use: commits write the table.
@@ -3252,6 +3340,7 @@ static int coroutine_fn GRAPH_RDLOCK shadow_sync_idle(BDRVShadowState *s)
     int ret = 0;
 
     qemu_co_mutex_lock(&m->io_lock);
+    shadow_state_check_storage(s);
     if (!m->in_use && m->table_dirty) {
         uint64_t gen = 0;
 
@@ -3556,7 +3645,7 @@ shadow_clear_intents(BDRVShadowState *s, HBitmap *idle)
 }
 
 /* Whether a periodic commit has anything to do.  Locked. */
-static bool shadow_commit_needed(BDRVShadowState *s)
+static bool GRAPH_RDLOCK shadow_commit_needed(BDRVShadowState *s)
 {
     int64_t nb_units = shadow_nb_units(s);
     int i;
@@ -3565,6 +3654,9 @@ static bool shadow_commit_needed(BDRVShadowState *s)
         return true;
     }
     for (i = 0; i < s->num_children; i++) {
+        if (shadow_storage_moved(s->children[i])) {
+            return true;
+        }
         if (find_first_bit(s->children[i]->map.dirty_units, nb_units) <
             nb_units) {
             return true;
@@ -3600,6 +3692,10 @@ shadow_do_commit(BDRVShadowState *s, bool periodic)
         goto out;
     }
 
+    /* Before the maps: a shadow it makes stale is so in this commit */
+    qemu_co_mutex_lock(&m->io_lock);
+    shadow_state_check_storage(s);
+    qemu_co_mutex_unlock(&m->io_lock);
     units = shadow_commit_maps(s);
     meta_ret = MIN(units, 0);
     if (meta_ret == 0 && m->table_dirty) {

@@ -204,6 +204,13 @@ typedef struct ShadowChild {
     ShadowChunkMap map;
     /* The child's slot in the metadata, or -1 */
     int slot;
+    /*
+     * The node that stored the child's data when its slot was last
+     * identified, and its name (a pointer alone may be reused), for
+     * shadow_state_check_storage(); never dereferenced (BQL or io_lock)
+     */
+    const BlockDriverState *storage;
+    char storage_name[32];
     /* An I/O error happened: no more writes or copies go to it */
     bool degraded;
     /* One flush at a time, so that map.flushing says what a flush covers */
@@ -663,6 +670,7 @@ typedef struct ShadowMetaImage {
 int64_t shadow_meta_nb_units(int64_t nb_chunks);
 int64_t shadow_meta_size(int64_t nb_chunks);
 const char *shadow_meta_name(BDRVShadowState *s);
+BlockDriverState *GRAPH_RDLOCK shadow_storage_leaf(BlockDriverState *bs);
 int GRAPH_RDLOCK shadow_meta_identify(BlockDriverState *bs,
                                       ShadowIdentity *id);
 int GRAPH_RDLOCK shadow_meta_read_header(BDRVShadowState *s,
