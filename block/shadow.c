@@ -1705,6 +1705,22 @@ shadow_del_child(BlockDriverState *bs, BdrvChild *child, Error **errp)
 
     bdrv_unref_child(bs, child);
     shadow_free_child(sc);
+
+    /*
+     * QEMU's reopen pairs the list of children it is given with the
+     * children of those names ("children.N" is the Nth entry), and a child
+     * given inline at blockdev-add whose name the shorter list lacks would
+     * be reopened with no options ("Option 'driver' cannot be reset"), so
+     * that the node could never switch again.  From now on such children
+     * are reopened on their own, as those added by node name are.
+     */
+    for (i = 0; i < s->num_children; i++) {
+        BlockDriverState *child_bs = s->children[i]->child->bs;
+
+        if (child_bs->inherits_from == bs) {
+            child_bs->inherits_from = NULL;
+        }
+    }
 }
 
 /*
