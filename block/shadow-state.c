@@ -1690,7 +1690,7 @@ static bool GRAPH_RDLOCK shadow_storage_moved(ShadowChild *sc)
 {
     BlockDriverState *leaf;
 
-    if (sc->slot < 0) {
+    if (!sc->storage) {
         return false;
     }
     leaf = shadow_storage_leaf(sc->child->bs);
@@ -1698,8 +1698,31 @@ static bool GRAPH_RDLOCK shadow_storage_moved(ShadowChild *sc)
            strcmp(bdrv_get_node_name(leaf), sc->storage_name);
 }
 
-/* The slot of @sc now describes the storage its child has now */
-static void GRAPH_RDLOCK shadow_storage_seen(ShadowChild *sc)
+/*
+ * Whether a child's storage node changed since its slot was identified,
+ * for the write path: the pointer only (the next commit also compares
+ * names, in case a new node took a freed one's address)
+ */
+bool shadow_state_storage_moved(BDRVShadowState *s)
+{
+    int i;
+
+    if (!s->writable) {
+        return false;
+    }
+    for (i = 0; i < s->num_children; i++) {
+        ShadowChild *sc = s->children[i];
+
+        if (sc->storage &&
+            shadow_storage_leaf(sc->child->bs) != sc->storage) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* @sc's maps (and slot) now describe the storage its child has now */
+void shadow_state_storage_seen(ShadowChild *sc)
 {
     BlockDriverState *leaf = shadow_storage_leaf(sc->child->bs);
 
@@ -1712,7 +1735,7 @@ static void GRAPH_RDLOCK shadow_slot_fill(ShadowSlot *slot, ShadowChild *sc,
                                           const ShadowIdentity *id,
                                           uint64_t epoch)
 {
-    shadow_storage_seen(sc);
+    shadow_state_storage_seen(sc);
     memset(slot, 0, sizeof(*slot));
     slot->used = true;
     slot->epoch = epoch;
@@ -3295,11 +3318,15 @@ shadow_state_check_storage(BDRVShadowState *s)
         if (!shadow_storage_moved(sc)) {
             continue;
         }
+        if (sc->slot < 0) {
+            shadow_state_storage_seen(sc);
+            continue;
+        }
         if (shadow_meta_identify(sc->child->bs, &id) < 0) {
             continue;   /* again at the next commit */
         }
         slot = &m->slots[sc->slot];
-        shadow_storage_seen(sc);
+        shadow_state_storage_seen(sc);
         if (!memcmp(slot->id.hash, id.hash, sizeof(id.hash)) &&
             !shadow_other_file(&slot->id, &id)) {
             continue;   /* another node over the same file */
@@ -3323,6 +3350,39 @@ shadow_state_check_storage(BDRVShadowState *s)
             qemu_spin_unlock(&s->lock);
             shadow_copy_kick(s);
         }
+    }
+}
+
+/*
+ * Without metadata nothing records a child's storage, but a shadow whose
+ * storage node changed at run time (a blockdev-reopen gave its format
+ * node another file) may hold anything there: it is copied again before
+ * a switch could make it serve.  Checked before a switch and each write.
+ */
+void GRAPH_RDLOCK shadow_state_check_storage_unrecorded(BDRVShadowState *s)
+{
+    int i;
+
+    for (i = 0; i < s->num_children; i++) {
+        ShadowChild *sc = s->children[i];
+        BlockDriverState *leaf = shadow_storage_leaf(sc->child->bs);
+
+        if (!sc->storage || leaf == sc->storage) {
+            continue;
+        }
+        shadow_state_storage_seen(sc);
+        if (sc == s->active) {
+            continue;
+        }
+        warn_report("shadow: child '%s' of node '%s' now stores its data in "
+                    "node '%s': it is copied again", shadow_child_name(sc),
+                    bdrv_get_node_name(s->bs), bdrv_get_node_name(leaf));
+        trace_shadow_storage_changed(s, shadow_child_name(sc),
+                                     bdrv_get_node_name(leaf));
+        qemu_spin_lock(&s->lock);
+        shadow_mark_stale(s, sc, 0, s->nb_chunks);
+        qemu_spin_unlock(&s->lock);
+        shadow_copy_kick(s);
     }
 }
 

@@ -322,6 +322,7 @@ static ShadowChild *shadow_new_child(BDRVShadowState *s, BdrvChild *child,
     sc->child = child;
     sc->serial = ++s->next_child_serial;
     sc->slot = -1;
+    shadow_state_storage_seen(sc);
     shadow_child_map_init(s, sc, stale);
     return sc;
 }
@@ -925,6 +926,23 @@ shadow_co_write(BlockDriverState *bs, ShadowWriteKind kind, int64_t offset,
         }
     }
 
+    if (shadow_state_storage_moved(s)) {
+        /*
+         * A tier's storage changed under the node (an overlay from
+         * blockdev-snapshot): its slot must name the new storage before
+         * a write lands there, or after a crash the metadata would look
+         * for the write in the old one.  A commit records it.
+         */
+        if (!s->meta.child) {
+            shadow_state_check_storage_unrecorded(s);
+        } else {
+            ret = shadow_state_commit(s, false);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+    }
+
     shadow_guest_begin(s, shadow_counters_shard(&s->stats), false);
     shadow_chunk_range(s, offset, bytes, &first, &end);
     shadow_full_chunk_range(s, offset, bytes, &full_first, &full_end);
@@ -1385,6 +1403,9 @@ static int shadow_reopen_prepare(BDRVReopenState *state,
         error_setg(errp, "Cannot switch shadow node '%s': it is inactive and "
                    "could not read its maps", bdrv_get_node_name(bs));
         goto fail;
+    }
+    if (!s->meta.child) {
+        shadow_state_check_storage_unrecorded(s);
     }
     if ((rs->new_active != s->active || (rs->writable && !s->writable)) &&
         !shadow_state_may_switch(s, rs->new_active, rs->writable, errp)) {

@@ -206,7 +206,8 @@ typedef struct ShadowChild {
     int slot;
     /*
      * The node that stored the child's data when its slot was last
-     * identified, and its name (a pointer alone may be reused), for
+     * identified (or, without metadata, when it was added), and its
+     * name (a pointer alone may be reused), for
      * shadow_state_check_storage(); never dereferenced (BQL or io_lock)
      */
     const BlockDriverState *storage;
@@ -625,6 +626,9 @@ int coroutine_fn GRAPH_RDLOCK shadow_state_begin_writing(BDRVShadowState *s);
 int coroutine_fn GRAPH_RDLOCK shadow_state_prepare_write(BDRVShadowState *s,
                                                          int64_t first,
                                                          int64_t end);
+void GRAPH_RDLOCK shadow_state_storage_seen(ShadowChild *sc);
+bool GRAPH_RDLOCK shadow_state_storage_moved(BDRVShadowState *s);
+void GRAPH_RDLOCK shadow_state_check_storage_unrecorded(BDRVShadowState *s);
 int coroutine_fn GRAPH_RDLOCK shadow_state_commit(BDRVShadowState *s,
                                                   bool periodic);
 int GRAPH_RDLOCK shadow_state_stop(BDRVShadowState *s, bool keep_copies,
