@@ -3293,6 +3293,15 @@ static int coroutine_fn GRAPH_RDLOCK shadow_write_idle_maps(BDRVShadowState *s)
     return ret < 0 ? ret : 0;
 }
 
+/* Nothing says what @sc's new storage holds: every chunk is stale (I1) */
+static void shadow_storage_copy_again(BDRVShadowState *s, ShadowChild *sc)
+{
+    qemu_spin_lock(&s->lock);
+    shadow_mark_stale(s, sc, 0, s->nb_chunks);
+    qemu_spin_unlock(&s->lock);
+    shadow_copy_kick(s);
+}
+
 /*
  * A child's storage may change under the node while it runs: an external
  * snapshot (blockdev-snapshot) of a tier puts an overlay over it, a
@@ -3337,18 +3346,11 @@ shadow_state_check_storage(BDRVShadowState *s)
                     id.filename, slot->filename, shadow_meta_name(s),
                     sc == s->active ? "" : ", and it is copied again");
         trace_shadow_storage_changed(s, shadow_child_name(sc), id.filename);
-        slot->id = id;
-        slot->id.filename = NULL;
-        slot->stamped = false;
-        pstrcpy(slot->node_name, sizeof(slot->node_name),
-                shadow_child_name(sc));
-        pstrcpy(slot->filename, sizeof(slot->filename), id.filename);
+        /* Same slot and epoch: the maps stay; no stamp for the new file */
+        shadow_slot_fill(slot, sc, &id, slot->epoch);
         shadow_table_changed(m);
         if (sc != s->active) {
-            qemu_spin_lock(&s->lock);
-            shadow_mark_stale(s, sc, 0, s->nb_chunks);
-            qemu_spin_unlock(&s->lock);
-            shadow_copy_kick(s);
+            shadow_storage_copy_again(s, sc);
         }
     }
 }
@@ -3365,9 +3367,8 @@ void GRAPH_RDLOCK shadow_state_check_storage_unrecorded(BDRVShadowState *s)
 
     for (i = 0; i < s->num_children; i++) {
         ShadowChild *sc = s->children[i];
-        BlockDriverState *leaf = shadow_storage_leaf(sc->child->bs);
 
-        if (!sc->storage || leaf == sc->storage) {
+        if (!shadow_storage_moved(sc)) {
             continue;
         }
         shadow_state_storage_seen(sc);
@@ -3376,13 +3377,10 @@ void GRAPH_RDLOCK shadow_state_check_storage_unrecorded(BDRVShadowState *s)
         }
         warn_report("shadow: child '%s' of node '%s' now stores its data in "
                     "node '%s': it is copied again", shadow_child_name(sc),
-                    bdrv_get_node_name(s->bs), bdrv_get_node_name(leaf));
+                    bdrv_get_node_name(s->bs), sc->storage_name);
         trace_shadow_storage_changed(s, shadow_child_name(sc),
-                                     bdrv_get_node_name(leaf));
-        qemu_spin_lock(&s->lock);
-        shadow_mark_stale(s, sc, 0, s->nb_chunks);
-        qemu_spin_unlock(&s->lock);
-        shadow_copy_kick(s);
+                                     sc->storage_name);
+        shadow_storage_copy_again(s, sc);
     }
 }
 
