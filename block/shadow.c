@@ -1304,6 +1304,40 @@ static void shadow_drain_end(BlockDriverState *bs)
  * Reopen: switching the active child, changing modes, read-only
  */
 
+/*
+ * A reopen that omits the children or the metadata child keeps them
+ * (the active child listed first), as QEMU's own drivers keep a "file"
+ * that a reopen omits.  QEMU's internal reopens (block-commit making its
+ * base writable, bdrv_reopen_set_read_only()) pass the options recorded
+ * at open, from which bdrv_open() removed every child; and QEMU takes a
+ * child given as a definition ("children.N.*", "metadata.*") as new
+ * options for that child, which leaves no reference either.
+ */
+static void shadow_reopen_keep_omitted(BDRVShadowState *s, QDict *options)
+{
+    int i, n = 0;
+
+    if (s->meta.child && !qdict_haskey(options, "metadata")) {
+        qdict_put_str(options, "metadata",
+                      bdrv_get_node_name(s->meta.child->bs));
+    }
+    /* (an empty list stays as "children": the parser refuses it) */
+    if (qdict_haskey(options, "children") ||
+        qdict_haskey(options, "children.0")) {
+        return;
+    }
+    qdict_put_str(options, "children.0", shadow_child_name(s->active));
+    for (i = 0; i < s->num_children; i++) {
+        g_autofree char *key = NULL;
+
+        if (s->children[i] == s->active) {
+            continue;
+        }
+        key = g_strdup_printf("children.%d", ++n);
+        qdict_put_str(options, key, shadow_child_name(s->children[i]));
+    }
+}
+
 static int shadow_reopen_prepare(BDRVReopenState *state,
                                  BlockReopenQueue *queue, Error **errp)
 {
@@ -1313,6 +1347,7 @@ static int shadow_reopen_prepare(BDRVReopenState *state,
     BlockdevRefList *ref;
     int n = 0;
 
+    shadow_reopen_keep_omitted(s, state->options);
     if (!shadow_parse_options(state->options, false, &rs->opts, errp)) {
         return -EINVAL;
     }
