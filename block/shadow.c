@@ -1304,27 +1304,52 @@ static void shadow_drain_end(BlockDriverState *bs)
  * Reopen: switching the active child, changing modes, read-only
  */
 
-/*
- * A reopen that omits the children or the metadata child keeps them
- * (the active child listed first), as QEMU's own drivers keep a "file"
- * that a reopen omits.  QEMU's internal reopens (block-commit making its
- * base writable, bdrv_reopen_set_read_only()) pass the options recorded
- * at open, from which bdrv_open() removed every child; and QEMU takes a
- * child given as a definition ("children.N.*", "metadata.*") as new
- * options for that child, which leaves no reference either.
- */
-static void shadow_reopen_keep_omitted(BDRVShadowState *s, QDict *options)
+static void shadow_reopen_list_error(BlockDriverState *bs, Error **errp)
 {
+    BDRVShadowState *s = bs->opaque;
+
+    error_setg(errp, "blockdev-reopen of shadow node '%s' must list each of "
+               "its %d children by node name; add or remove children with "
+               "x-blockdev-change", bdrv_get_node_name(bs), s->num_children);
+}
+
+/*
+ * A reopen that omits the children or the metadata child keeps them, as
+ * QEMU's own drivers keep a "file" that a reopen omits.  QEMU's internal
+ * reopens (block-commit making its base writable,
+ * bdrv_reopen_set_read_only()) pass the options recorded at open, from
+ * which bdrv_open() removed every child; and QEMU takes a child given as
+ * a definition ("children.N.*", "metadata.*") as new options for that
+ * child, which leaves no reference either.  The active child is listed
+ * first: it stays active unless the options name another.  A list that
+ * lost only some of its entries so cannot be told from one that omits a
+ * child: that is an error.
+ */
+static bool GRAPH_RDLOCK
+shadow_reopen_keep_omitted(BlockDriverState *bs, QDict *options,
+                           Error **errp)
+{
+    BDRVShadowState *s = bs->opaque;
+    const QDictEntry *e;
     int i, n = 0;
 
     if (s->meta.child && !qdict_haskey(options, "metadata")) {
         qdict_put_str(options, "metadata",
                       bdrv_get_node_name(s->meta.child->bs));
     }
-    /* (an empty list stays as "children": the parser refuses it) */
-    if (qdict_haskey(options, "children") ||
-        qdict_haskey(options, "children.0")) {
-        return;
+    for (e = qdict_first(options); e; e = qdict_next(options, e)) {
+        const char *rest;
+
+        if (strstart(e->key, "children", &rest) &&
+            (*rest == '\0' || *rest == '.')) {
+            /* (an empty list stays as "children": the parser refuses it) */
+            if (!qdict_haskey(options, "children") &&
+                !qdict_haskey(options, "children.0")) {
+                shadow_reopen_list_error(bs, errp);
+                return false;
+            }
+            return true;
+        }
     }
     qdict_put_str(options, "children.0", shadow_child_name(s->active));
     for (i = 0; i < s->num_children; i++) {
@@ -1336,6 +1361,7 @@ static void shadow_reopen_keep_omitted(BDRVShadowState *s, QDict *options)
         key = g_strdup_printf("children.%d", ++n);
         qdict_put_str(options, key, shadow_child_name(s->children[i]));
     }
+    return true;
 }
 
 static int shadow_reopen_prepare(BDRVReopenState *state,
@@ -1347,12 +1373,14 @@ static int shadow_reopen_prepare(BDRVReopenState *state,
     BlockdevRefList *ref;
     int n = 0;
 
-    shadow_reopen_keep_omitted(s, state->options);
+    GRAPH_RDLOCK_GUARD_MAINLOOP();
+
+    if (!shadow_reopen_keep_omitted(bs, state->options, errp)) {
+        return -EINVAL;
+    }
     if (!shadow_parse_options(state->options, false, &rs->opts, errp)) {
         return -EINVAL;
     }
-
-    GRAPH_RDLOCK_GUARD_MAINLOOP();
 
     /*
      * QEMU's reopen would only flip BDRV_O_INACTIVE, without inactivating
@@ -1400,10 +1428,7 @@ static int shadow_reopen_prepare(BDRVReopenState *state,
         n++;
     }
     if (n != s->num_children) {
-        error_setg(errp, "blockdev-reopen of shadow node '%s' must list each "
-                   "of its %d children by node name; add or remove children "
-                   "with x-blockdev-change",
-                   bdrv_get_node_name(bs), s->num_children);
+        shadow_reopen_list_error(bs, errp);
         goto fail;
     }
 
