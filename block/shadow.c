@@ -134,6 +134,14 @@ void coroutine_fn shadow_co_foreach(BDRVShadowState *s, ShadowChildReq *reqs,
  * Options
  */
 
+/* Whether the flattened key @key is option @name or part of it */
+static bool shadow_key_of(const char *key, const char *name)
+{
+    const char *rest;
+
+    return strstart(key, name, &rest) && (*rest == '\0' || *rest == '.');
+}
+
 /*
  * Remove the driver's options from @qdict; with @children also the
  * references to children, which bdrv_open_child() consumes otherwise
@@ -178,10 +186,7 @@ static bool shadow_parse_options(QDict *options, bool consume,
 
     for (e = qdict_first(options); e; e = qdict_next(options, e)) {
         for (i = 0; shadow_option_names[i]; i++) {
-            const char *rest;
-
-            if (strstart(e->key, shadow_option_names[i], &rest) &&
-                (*rest == '\0' || *rest == '.')) {
+            if (shadow_key_of(e->key, shadow_option_names[i])) {
                 qdict_put_obj(own, e->key, qobject_ref(e->value));
                 break;
             }
@@ -1338,10 +1343,7 @@ shadow_reopen_keep_omitted(BlockDriverState *bs, QDict *options,
                       bdrv_get_node_name(s->meta.child->bs));
     }
     for (e = qdict_first(options); e; e = qdict_next(options, e)) {
-        const char *rest;
-
-        if (strstart(e->key, "children", &rest) &&
-            (*rest == '\0' || *rest == '.')) {
+        if (shadow_key_of(e->key, "children")) {
             /* (an empty list stays as "children": the parser refuses it) */
             if (!qdict_haskey(options, "children") &&
                 !qdict_haskey(options, "children.0")) {
