@@ -3331,9 +3331,12 @@ shadow_state_check_storage(BDRVShadowState *s)
             shadow_state_storage_seen(sc);
             continue;
         }
-        if (shadow_meta_identify(sc->child->bs, &id) < 0) {
-            continue;   /* again at the next commit */
-        }
+        /*
+         * A file that its name no longer reaches (deleted or renamed since
+         * it was opened) is recorded by name alone: trying again would
+         * make every write commit, and leave the old storage named
+         */
+        shadow_meta_identify(sc->child->bs, &id);
         slot = &m->slots[sc->slot];
         shadow_state_storage_seen(sc);
         if (!memcmp(slot->id.hash, id.hash, sizeof(id.hash)) &&
