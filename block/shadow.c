@@ -575,6 +575,13 @@ static void shadow_close(BlockDriverState *bs)
     s->writable = false;
     shadow_state_stop_timer(s);
 
+    /*
+     * Unref'ing a child may move it to the main loop, which drains it:
+     * under the writer lock that drain would wait for requests waiting
+     * for the reader lock (a child exported in an iothread).  The node
+     * left the list of nodes before its close: this drains the others.
+     */
+    bdrv_drain_all_begin();
     bdrv_graph_wrlock();
     if (s->meta.child) {
         bdrv_unref_child(bs, s->meta.child);
@@ -585,6 +592,7 @@ static void shadow_close(BlockDriverState *bs)
         shadow_free_child(s->children[i]);
     }
     bdrv_graph_wrunlock();
+    bdrv_drain_all_end();
 
     g_free(s->children);
     hbitmap_free(s->copying);
