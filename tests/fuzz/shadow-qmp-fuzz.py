@@ -1509,11 +1509,6 @@ class Generator:
 
     def gen_del(self):
         m = self.model
-        # Not while a graph is in an iothread: QEMU hangs closing a node
-        # with two children there (corpus/upstream-close-two-children-
-        # iothread.json)
-        if any(self.export_ctx.get(n) for n in m.exports.values()):
-            return self.gen_export_del()
         r = self.rng.random()
         exported = list(m.exports.values())
         if r < 0.35 and m.shadows():
@@ -1528,14 +1523,10 @@ class Generator:
 
     def gen_resize(self):
         m = self.model
-        # Not a node under another driver than shadow: QEMU's raw keeps
-        # the old length of its file, and its next write past the new end
-        # aborts (an upstream bug, corpus/upstream-raw-resized-file.json)
-        cands = [n for n in m.nodes
-                 if all(m.nodes.get(p, {}).get('drv') == 'shadow'
-                        for p in m.parents.get(n, ()))]
+        # Any node, also one under raw, which keeps the old length of its
+        # file (patches/0020: its next write past the new end fails)
         node = self.pick(m.shadows()) if self.chance(0.6) else \
-            self.pick(cands)
+            self.pick(list(m.nodes))
         size = m.nodes.get(node, {}).get('size', MiB)
         return self.qmp('block_resize', {
             'node-name': node,
