@@ -562,6 +562,7 @@ static void shadow_close(BlockDriverState *bs)
 {
     BDRVShadowState *s = bs->opaque;
     Error *local_err = NULL;
+    bool drain_all;
     int i;
 
     /* The node is drained: no copy runs, but a worker may wait to */
@@ -576,12 +577,17 @@ static void shadow_close(BlockDriverState *bs)
     shadow_state_stop_timer(s);
 
     /*
-     * Unref'ing a child may move it to the main loop, which drains it:
-     * under the writer lock that drain would wait for requests waiting
-     * for the reader lock (a child exported in an iothread).  The node
-     * left the list of nodes before its close: this drains the others.
+     * Unref'ing a child in an iothread moves it to the main loop, which
+     * drains it: under the writer lock that drain would wait for requests
+     * waiting for the reader lock (a child exported in that iothread).
+     * The node left the list of nodes before its close: this drains the
+     * others.  Only then: a drain of every node waits for every export's
+     * clients too.
      */
-    bdrv_drain_all_begin();
+    drain_all = bdrv_get_aio_context(bs) != qemu_get_aio_context();
+    if (drain_all) {
+        bdrv_drain_all_begin();
+    }
     bdrv_graph_wrlock();
     if (s->meta.child) {
         bdrv_unref_child(bs, s->meta.child);
@@ -592,7 +598,9 @@ static void shadow_close(BlockDriverState *bs)
         shadow_free_child(s->children[i]);
     }
     bdrv_graph_wrunlock();
-    bdrv_drain_all_end();
+    if (drain_all) {
+        bdrv_drain_all_end();
+    }
 
     g_free(s->children);
     hbitmap_free(s->copying);
