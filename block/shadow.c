@@ -562,7 +562,7 @@ static void shadow_close(BlockDriverState *bs)
 {
     BDRVShadowState *s = bs->opaque;
     Error *local_err = NULL;
-    bool drain_all;
+    bool drained;
     int i;
 
     /* The node is drained: no copy runs, but a worker may wait to */
@@ -577,18 +577,10 @@ static void shadow_close(BlockDriverState *bs)
     shadow_state_stop_timer(s);
 
     /*
-     * Unref'ing a child in an iothread moves it to the main loop, which
-     * drains it: under the writer lock that drain would wait for requests
-     * waiting for the reader lock (a child exported in that iothread).
-     * The node left the list of nodes before its close: this drains the
-     * others.  Only then: a drain of every node waits for every export's
-     * clients too.
+     * As quorum_close() does (patches/0019); the node left the list of
+     * nodes before its close, so a drain of every node skips it
      */
-    drain_all = bdrv_get_aio_context(bs) != qemu_get_aio_context();
-    if (drain_all) {
-        bdrv_drain_all_begin();
-    }
-    bdrv_graph_wrlock();
+    drained = bdrv_graph_wrlock_for_unref(bdrv_get_aio_context(bs));
     if (s->meta.child) {
         bdrv_unref_child(bs, s->meta.child);
         s->meta.child = NULL;
@@ -597,10 +589,7 @@ static void shadow_close(BlockDriverState *bs)
         bdrv_unref_child(bs, s->children[i]->child);
         shadow_free_child(s->children[i]);
     }
-    bdrv_graph_wrunlock();
-    if (drain_all) {
-        bdrv_drain_all_end();
-    }
+    bdrv_graph_wrunlock_for_unref(drained);
 
     g_free(s->children);
     hbitmap_free(s->copying);
